@@ -1,0 +1,34 @@
+# Two entry points: `make demo` and `make test`. Both set up .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test bench system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Debian packages the tests use for real peers (redis-server) and benchmarks (wrk).
+system-deps:
+	@if command -v redis-server >/dev/null && command -v wrk >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server wrk >/dev/null; \
+	else echo "note: install redis-server and wrk (Debian packages) to run every test"; fi
+
+demo: $(STAMP)
+	$(VENV)/bin/llm-router demo
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m llm_router.bench.decision
+
+clean:
+	rm -rf $(VENV) build *.egg-info

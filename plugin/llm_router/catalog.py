@@ -1,0 +1,107 @@
+"""Models and providers the router can choose from, with prices and capabilities."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class Tier(IntEnum):
+    """How demanding a request is; also the highest tier a model is rated to serve."""
+
+    LOW = 0
+    MEDIUM = 1
+    HIGH = 2
+    CRITICAL = 3
+
+    @classmethod
+    def parse(cls, value: "str | int | Tier") -> "Tier":
+        """Tier from a name (any case) or a number."""
+        if isinstance(value, Tier):
+            return value
+        if isinstance(value, int):
+            return cls(value)
+        return cls[str(value).strip().upper()]
+
+
+# Capability names used in config and by capability matching.
+CAPABILITIES = frozenset({"tools", "vision", "json", "code", "completions", "long_context", "streaming"})
+# Request APIs a provider may accept.
+APIS = ("chat", "completions", "messages")
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """Where a provider lives and how it wants to be called."""
+
+    name: str
+    base_url: str
+    upstream: str
+    auth: str  # "bearer" | "x-api-key" | "x-goog-api-key" | "none"
+    paths: dict[str, str]  # request API -> upstream path, e.g. {"chat": "/v1/chat/completions"}
+    credentials: tuple[str, ...] = ()  # secret references, e.g. "env://OPENAI_API_KEY"
+    headers: tuple[tuple[str, str], ...] = ()  # extra fixed headers, e.g. anthropic-version
+    key_rotation: str = "spread"  # "spread" (round-robin per request) | "first"
+
+    @property
+    def host(self) -> str:
+        """Host name of base_url, without scheme or port."""
+        rest = self.base_url.split("://", 1)[-1]
+        return rest.split("/", 1)[0].split(":", 1)[0]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Model:
+    """One routable model with its prices (USD per 1M tokens) and abilities.
+
+    Compared by identity: a catalog holds one object per model id, and identity keeps the
+    hot path's membership tests cheap.
+    """
+
+    id: str
+    provider: str
+    name: str  # the model name sent to the provider
+    input_price: float
+    output_price: float
+    context_window: int
+    capabilities: frozenset[str]
+    tier: Tier
+    quality: float  # 0..1, higher is better
+    upstream: str  # gateway cluster / upstream id
+    rpm: int | None = None
+    tpm: int | None = None
+    tags: frozenset[str] = field(default_factory=frozenset)
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """USD for a call with these token counts."""
+        return (input_tokens * self.input_price + output_tokens * self.output_price) / 1_000_000
+
+    @property
+    def blended_price(self) -> float:
+        """A single price for ordering: input and output weighted 3:1, as typical chat traffic."""
+        return (3 * self.input_price + self.output_price) / 4
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """All providers and models, looked up by id."""
+
+    providers: dict[str, Provider]
+    models: dict[str, Model]
+
+    def get(self, model_id: str) -> Model | None:
+        """The model with this id or provider-side name, if any."""
+        found = self.models.get(model_id)
+        if found is not None:
+            return found
+        for model in self.models.values():
+            if model.name == model_id:
+                return model
+        return None
+
+    def provider_of(self, model: Model) -> Provider:
+        """The provider that serves a model."""
+        return self.providers[model.provider]
+
+    def serves(self, model: Model, api: str) -> bool:
+        """Whether the model's provider accepts this request API."""
+        return api in self.providers[model.provider].paths and (api != "completions" or "completions" in model.capabilities)

@@ -1,0 +1,148 @@
+"""Rules classifier: keywords, phrases, regexes, length and structure, all from config."""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from llm_router.catalog import Tier
+from llm_router.classify.base import Classification, tier_for_score
+from llm_router.request import LLMRequest
+
+# Punctuation becomes a word break, except characters that carry meaning in code words (c++, c#).
+_BREAK_CHARS = b"!\"$%&'()*,-./:;<=>?@[\\]^`{|}~\t\r\n"
+_BREAKS = bytes.maketrans(_BREAK_CHARS, b" " * len(_BREAK_CHARS))
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule and what a match means.
+
+    Matching is on the lower-cased prompt. `keywords` are words or phrases matched on word
+    boundaries; `starts_with` must open the prompt; `patterns` are regexes (start each with a literal and
+    avoid top-level alternation: Python's regex engine scans for one literal prefix quickly,
+    and tries every position for a bare `\\b` or an alternation).
+    """
+
+    name: str
+    keywords: tuple[str, ...] = ()
+    starts_with: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+    weight: float = 0.0  # added to the complexity score on a match (may be negative)
+    category: str | None = None
+    min_tier: Tier | None = None  # a match lifts the tier to at least this
+    max_tier: Tier | None = None  # a match caps the tier (for clearly trivial prompts)
+    per_hit: bool = False  # weight per distinct keyword matched (up to 3) instead of once
+
+
+@dataclass(frozen=True, slots=True)
+class LengthScale:
+    """Length contributes weight * log(tokens) / log(full_at_tokens), capped at weight."""
+
+    weight: float = 0.35
+    full_at_tokens: int = 3000
+
+
+class RulesClassifier:
+    """Scores a prompt by the rules it matches plus its length and structure."""
+
+    name = "rules"
+
+    def __init__(self, rules: list[Rule], *, cuts: tuple[float, float, float] = (0.2, 0.45, 0.7),
+                 length: LengthScale = LengthScale(), base: float = 0.05, default_category: str = "chat"):
+        self.rules = tuple(rules)
+        self.cuts = cuts
+        self.length = length
+        self.base = base
+        self.default_category = default_category
+        self._log_full = math.log(max(2, length.full_at_tokens))
+        # Index: single words -> rules (set intersection), phrases -> rules (substring search
+        # on the space-normalised text), regexes and prefixes per rule.
+        self._words: dict[str, list[int]] = {}
+        self._phrases: dict[str, list[tuple[str, int]]] = {}  # first word -> (phrase, rule)
+        self._prefixes: dict[str, list[tuple[str, int]]] = {}  # first word -> (prefix, rule)
+        self._patterns: list[tuple[re.Pattern[str], int]] = []
+        for i, rule in enumerate(self.rules):
+            for kw in rule.keywords:
+                norm = " ".join(kw.lower().encode().translate(_BREAKS).decode().split())
+                if " " in norm:
+                    self._phrases.setdefault(norm.split(" ", 1)[0], []).append((f" {norm} ", i))
+                elif norm:
+                    self._words.setdefault(norm, []).append(i)
+            for prefix in rule.starts_with:
+                norm = " ".join(prefix.lower().encode().translate(_BREAKS).decode().split())
+                if norm:
+                    self._prefixes.setdefault(norm.split(" ", 1)[0], []).append((f" {norm} ", i))
+            for pattern in rule.patterns:
+                self._patterns.append((re.compile(pattern, re.MULTILINE), i))
+        self._vocab = frozenset(self._words)
+        self._firsts = frozenset(self._phrases)
+
+    def matches(self, text: str) -> dict[int, int]:
+        """Rule index -> number of distinct keywords (or 1 for a pattern/prefix) that matched."""
+        low = text.lower()
+        words = low.encode("utf-8", "replace").translate(_BREAKS).decode("utf-8", "replace").split()
+        hits: dict[int, int] = {}
+        present = set(words)
+        for word in self._vocab.intersection(present):
+            for i in self._words[word]:
+                hits[i] = hits.get(i, 0) + 1
+        firsts = self._firsts.intersection(present)
+        prefixes = self._prefixes.get(words[0]) if words else None
+        if firsts or prefixes:
+            norm = " " + " ".join(words) + " "
+            for first in firsts:
+                for phrase, i in self._phrases[first]:
+                    if phrase in norm:
+                        hits[i] = hits.get(i, 0) + 1
+            for prefix, i in prefixes or ():
+                if norm.startswith(prefix):
+                    hits[i] = hits.get(i, 0) + 1
+        for rx, i in self._patterns:
+            if i not in hits and rx.search(low):
+                hits[i] = 1
+        return hits
+
+    def classify(self, request: LLMRequest) -> Classification:
+        """Classify one request."""
+        score = self.base
+        tokens = max(1, request.input_tokens)
+        score += min(self.length.weight, self.length.weight * math.log(tokens) / self._log_full)
+        evidence = [f"~{tokens} tokens"]
+        hits = self.matches(request.prompt)
+        min_tier = Tier.LOW
+        max_tier = Tier.CRITICAL
+        cat_weight: dict[str, float] = {}
+        for idx in sorted(hits):
+            rule = self.rules[idx]
+            n = min(hits[idx], 3) if rule.per_hit else 1
+            score += rule.weight * n
+            evidence.append(rule.name + (f" x{n}" if n > 1 else ""))
+            if rule.category:
+                cat_weight[rule.category] = cat_weight.get(rule.category, 0.0) + abs(rule.weight) * n + 0.01
+            if rule.min_tier is not None and rule.min_tier > min_tier:
+                min_tier = rule.min_tier
+            if rule.max_tier is not None and rule.max_tier < max_tier:
+                max_tier = rule.max_tier
+        if request.turns > 3:
+            score += 0.05
+            evidence.append(f"{request.turns} user turns")
+        score = min(1.0, max(0.0, score))
+        tier = tier_for_score(score, self.cuts)
+        if max_tier < tier:
+            tier = max_tier
+            evidence.append(f"capped at {max_tier.name}")
+        if min_tier > tier:
+            tier = min_tier
+            evidence.append(f"at least {min_tier.name}")
+        category = max(cat_weight, key=cat_weight.__getitem__) if cat_weight else self.default_category
+        return Classification(
+            tier=tier, category=category, confidence=self._confidence(score, bool(hits)), score=round(score, 4),
+            evidence=tuple(evidence), classifier=self.name,
+        )
+
+    def _confidence(self, score: float, matched: bool) -> float:
+        """Higher the farther the score sits from the nearest cut; lower when no rule matched."""
+        gap = min(abs(score - c) for c in self.cuts)
+        conf = 0.5 + min(0.45, gap * 3)
+        return round(conf if matched else conf * 0.6, 3)

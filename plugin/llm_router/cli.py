@@ -1,0 +1,38 @@
+"""The `llm-router` command: each subcommand lives in llm_router.commands.<name>."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = ("route", "classify", "check", "train", "eval", "serve", "demo", "bench", "apisix", "fakes")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand that is installed."""
+    parser = argparse.ArgumentParser(prog="llm-router", description="Route LLM API requests to the cheapest model that serves them well.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"llm_router.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"llm_router.commands.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

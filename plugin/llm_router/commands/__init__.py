@@ -1,0 +1,1 @@
+"""Subcommands of the `llm-router` CLI; each module has register(subparsers)."""

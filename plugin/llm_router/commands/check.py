@@ -1,0 +1,30 @@
+"""`llm-router check CONFIG`: validate a config and explain what it will do."""
+from __future__ import annotations
+
+from llm_router.commands.common import load_or_exit
+from llm_router.config import allowed_models
+
+
+def register(sub) -> None:
+    p = sub.add_parser("check", help="validate a config file and explain it")
+    p.add_argument("config", nargs="?", help="YAML config (default: the built-in defaults)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    cfg = load_or_exit(args.config)
+    print(f"config {args.config or '(built-in defaults)'} is valid")
+    print(f"providers: {', '.join(sorted(cfg.providers))}")
+    print("models:")
+    for mid, m in sorted(cfg.models.items(), key=lambda kv: (kv[1].input_price, kv[0])):
+        print(f"  {mid:20s} {m.provider:10s} ${m.input_price:g}/${m.output_price:g} per 1M  ctx {m.context_window:>8}  "
+              f"tier {m.tier:8s} quality {m.quality:.2f}  [{', '.join(m.capabilities)}]")
+    print(f"default policy: {cfg.default_policy}")
+    for name, p in cfg.policies.items():
+        allowed = allowed_models(p, cfg)
+        print(f"policy {name}: classifier={p.classifier} strategy={p.strategy} fallbacks={p.fallbacks} "
+              f"failure_mode={p.failure_mode} client_model={p.client_model}")
+        if p.ladder:
+            print("  ladder: " + ", ".join(f"{t} -> {m}" for t, m in p.ladder.items()))
+        print(f"  may use: {', '.join(allowed)}")
+    return 0

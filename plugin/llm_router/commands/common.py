@@ -1,0 +1,22 @@
+"""Helpers shared by CLI subcommands."""
+from __future__ import annotations
+
+import sys
+
+from llm_router.config import Config, ConfigError, load_config
+
+
+def load_or_exit(path: str | None) -> Config:
+    """Load a config or print what is wrong with it and exit with status 2."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"error: invalid config {exc.source}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def add_config_arg(parser) -> None:
+    """The --config option every routing command takes."""
+    parser.add_argument("--config", "-c", metavar="FILE", help="YAML config (default: built-in defaults)")

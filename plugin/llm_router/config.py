@@ -1,0 +1,415 @@
+"""One validated config schema: the YAML file, APISIX per-route JSON and Envoy route metadata."""
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from llm_router.catalog import APIS, CAPABILITIES, Tier
+
+TierName = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
+STRATEGIES = ("ladder", "quality_gate", "cost_weighted", "capability", "round_robin", "least_used", "semantic", "cascade")
+CLASSIFIERS = ("rules", "semantic", "learned", "hybrid")
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message names each bad field."""
+
+    def __init__(self, problems: list[str], source: str = "config"):
+        self.problems = problems
+        self.source = source
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderConf(_Strict):
+    """A provider endpoint and how to authenticate to it."""
+
+    base_url: str
+    auth: Literal["bearer", "x-api-key", "x-goog-api-key", "none"] = "bearer"
+    credentials: list[str] = Field(default_factory=list)
+    headers: dict[str, str] = Field(default_factory=dict)
+    paths: dict[Literal["chat", "completions", "messages"], str]
+    upstream: str | None = None
+    key_rotation: Literal["spread", "first"] = "spread"
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {v!r}")
+        return v.rstrip("/")
+
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, v: dict[str, str]) -> dict[str, str]:
+        if not v:
+            raise ValueError("needs at least one of chat, completions, messages")
+        for api, path in v.items():
+            if not path.startswith("/"):
+                raise ValueError(f"path for {api} must start with '/', got {path!r}")
+        return v
+
+
+class ModelConf(_Strict):
+    """A routable model and its prices (USD per 1M tokens)."""
+
+    provider: str
+    name: str | None = None
+    input_price: float = Field(ge=0)
+    output_price: float = Field(ge=0)
+    context_window: int = Field(gt=0)
+    capabilities: list[str] = Field(default_factory=list)
+    tier: TierName = "MEDIUM"
+    quality: float = Field(default=0.8, ge=0, le=1)
+    upstream: str | None = None
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("capabilities")
+    @classmethod
+    def _caps(cls, v: list[str]) -> list[str]:
+        bad = [c for c in v if c not in CAPABILITIES]
+        if bad:
+            raise ValueError(f"unknown capabilities {bad}; known: {sorted(CAPABILITIES)}")
+        return v
+
+    @field_validator("tier", mode="before")
+    @classmethod
+    def _tier(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
+class RuleConf(_Strict):
+    """One rule of the rules classifier: keywords, prompt prefixes and/or a regex."""
+
+    name: str
+    keywords: list[str] = Field(default_factory=list)
+    starts_with: list[str] = Field(default_factory=list)
+    patterns: list[str] = Field(default_factory=list)
+    weight: float = 0.0
+    category: str | None = None
+    min_tier: TierName | None = None
+    max_tier: TierName | None = None
+    per_hit: bool = False
+
+    @field_validator("patterns", mode="before")
+    @classmethod
+    def _regex(cls, v: Any) -> Any:
+        import re
+
+        v = [v] if isinstance(v, str) else v
+        for i, pattern in enumerate(v if isinstance(v, list) else []):
+            try:
+                re.compile(pattern)
+            except (re.error, TypeError) as exc:
+                raise ValueError(f"patterns[{i}] is not a valid regex: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _something(self) -> "RuleConf":
+        if not (self.keywords or self.starts_with or self.patterns):
+            raise ValueError(f"rule {self.name!r} needs keywords, starts_with or patterns")
+        return self
+
+
+class LengthConf(_Strict):
+    weight: float = 0.35
+    full_at_tokens: int = Field(default=3000, gt=1)
+
+
+def _ascending_cuts(v: list[float]) -> list[float]:
+    if len(v) != 3 or not all(0 <= x <= 1 for x in v) or not v[0] < v[1] < v[2]:
+        raise ValueError(f"must be three ascending numbers in 0..1, got {v}")
+    return v
+
+
+class RulesConf(_Strict):
+    """Rules classifier settings."""
+
+    cuts: list[float] = Field(default_factory=lambda: [0.2, 0.45, 0.7])
+    length: LengthConf = Field(default_factory=LengthConf)
+    base: float = 0.05
+    rules: list[RuleConf] = Field(default_factory=list)
+    add: list[RuleConf] = Field(default_factory=list)  # appended to `rules` (to extend the defaults)
+
+    _cuts = field_validator("cuts")(_ascending_cuts)
+
+
+class SemanticConf(_Strict):
+    """Semantic classifier settings (embeddings vs labelled examples)."""
+
+    examples: str | None = None  # path to a JSONL of labelled examples; None = the built-in set
+    backend: Literal["static", "onnx"] = "static"
+    k: int = Field(default=7, ge=1, le=64)
+    cuts: list[float] = Field(default_factory=lambda: [0.3, 0.55, 0.8])
+    _cuts = field_validator("cuts")(_ascending_cuts)
+
+
+class LearnedConf(_Strict):
+    """Learned classifier settings: a model file made by `llm-router train`."""
+
+    model: str | None = None
+
+
+class ClassifiersConf(_Strict):
+    rules: RulesConf = Field(default_factory=RulesConf)
+    semantic: SemanticConf = Field(default_factory=SemanticConf)
+    learned: LearnedConf = Field(default_factory=LearnedConf)
+
+
+class ConstraintsConf(_Strict):
+    """Which models a policy may use at all."""
+
+    models: list[str] | None = None  # allow-list of model ids
+    exclude_models: list[str] = Field(default_factory=list)
+    providers: list[str] | None = None  # allow-list of providers
+    exclude_providers: list[str] = Field(default_factory=list)
+    max_input_price: float | None = Field(default=None, ge=0)
+    max_output_price: float | None = Field(default=None, ge=0)
+    require_tags: list[str] = Field(default_factory=list)  # e.g. data residency: [eu]
+    forbid_tags: list[str] = Field(default_factory=list)  # e.g. compliance: [cn]
+
+
+class PolicyConf(_Strict):
+    """Classifier + strategy + thresholds + constraints for a set of requests."""
+
+    classifier: Literal["rules", "semantic", "learned", "hybrid"] = "rules"
+    strategy: Literal["ladder", "quality_gate", "cost_weighted", "capability", "round_robin", "least_used", "semantic", "cascade"] = "ladder"
+    ladder: dict[TierName, str] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    constraints: ConstraintsConf = Field(default_factory=ConstraintsConf)
+    fallbacks: int = Field(default=2, ge=0, le=8)
+    expected_output_tokens: int = Field(default=300, ge=1)
+    reference_model: str | None = None
+    client_model: Literal["route", "honor", "ceiling"] = "route"
+    explain: bool = False
+    failure_mode: Literal["open", "closed"] = "closed"
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    seed: int | None = None
+
+    @field_validator("ladder", mode="before")
+    @classmethod
+    def _ladder_keys(cls, v: Any) -> Any:
+        return {k.upper(): m for k, m in v.items()} if isinstance(v, dict) else v
+
+
+class Config(_Strict):
+    """The whole configuration."""
+
+    providers: dict[str, ProviderConf]
+    models: dict[str, ModelConf]
+    classifiers: ClassifiersConf = Field(default_factory=ClassifiersConf)
+    policies: dict[str, PolicyConf]
+    default_policy: str = "default"
+    seed: int | None = None
+    # Sections owned by the adapters and edges; validated by their own modules.
+    server: dict[str, Any] = Field(default_factory=dict)
+    secrets: dict[str, Any] = Field(default_factory=dict)
+    state: dict[str, Any] = Field(default_factory=dict)
+    accounting: dict[str, Any] = Field(default_factory=dict)
+    health: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _references(self) -> "Config":
+        problems: list[str] = []
+        known = sorted(self.models)
+        for mid, m in self.models.items():
+            if m.provider not in self.providers:
+                problems.append(f"models.{mid}.provider: unknown provider {m.provider!r} (known: {sorted(self.providers)})")
+        if self.default_policy not in self.policies:
+            problems.append(f"default_policy: unknown policy {self.default_policy!r} (known: {sorted(self.policies)})")
+        for pname, p in self.policies.items():
+            problems += policy_problems(p, f"policies.{pname}", self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def policy_problems(p: PolicyConf, where: str, cfg: "Config") -> list[str]:
+    """Cross-reference problems of one policy against the catalog."""
+    problems: list[str] = []
+    known = sorted(cfg.models)
+    for tier, mid in p.ladder.items():
+        if mid not in cfg.models:
+            problems.append(f"{where}.ladder.{tier}: unknown model {mid!r} (known: {known})")
+    if p.reference_model is not None and p.reference_model not in cfg.models:
+        problems.append(f"{where}.reference_model: unknown model {p.reference_model!r} (known: {known})")
+    c = p.constraints
+    for mid in [*(c.models or []), *c.exclude_models]:
+        if mid not in cfg.models:
+            problems.append(f"{where}.constraints: unknown model {mid!r} (known: {known})")
+    for prov in [*(c.providers or []), *c.exclude_providers]:
+        if prov not in cfg.providers:
+            problems.append(f"{where}.constraints: unknown provider {prov!r} (known: {sorted(cfg.providers)})")
+    for key in ("pool", "chain"):
+        for mid in p.params.get(key, []) or []:
+            if mid not in cfg.models:
+                problems.append(f"{where}.params.{key}: unknown model {mid!r} (known: {known})")
+    for label, mid in (p.params.get("map") or {}).items():
+        if mid not in cfg.models:
+            problems.append(f"{where}.params.map.{label}: unknown model {mid!r} (known: {known})")
+    if p.strategy == "ladder" and not p.ladder:
+        problems.append(f"{where}.ladder: the ladder strategy needs a ladder (tier -> model)")
+    if p.classifier == "learned" and not cfg.classifiers.learned.model:
+        problems.append(f"{where}.classifier: 'learned' needs classifiers.learned.model (a file from `llm-router train`)")
+    if not problems and not allowed_models(p, cfg):
+        problems.append(f"{where}.constraints: no model of the catalog satisfies these constraints")
+    return problems
+
+
+def allowed_models(p: PolicyConf, cfg: "Config") -> list[str]:
+    """Model ids a policy's constraints allow."""
+    c = p.constraints
+    out = []
+    for mid, m in cfg.models.items():
+        if c.models is not None and mid not in c.models:
+            continue
+        if mid in c.exclude_models:
+            continue
+        if c.providers is not None and m.provider not in c.providers:
+            continue
+        if m.provider in c.exclude_providers:
+            continue
+        if c.max_input_price is not None and m.input_price > c.max_input_price:
+            continue
+        if c.max_output_price is not None and m.output_price > c.max_output_price:
+            continue
+        if c.require_tags and not set(c.require_tags) <= set(m.tags):
+            continue
+        if set(c.forbid_tags) & set(m.tags):
+            continue
+        out.append(mid)
+    return out
+
+
+# ---- loading ------------------------------------------------------------------------------
+
+def default_data() -> dict[str, Any]:
+    """The built-in defaults as plain data."""
+    text = resources.files("llm_router").joinpath("data/defaults.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """User config over defaults: providers, models and policies merge by key (null removes)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if key in ("providers", "models", "policies") and isinstance(value, dict) and isinstance(out.get(key), dict):
+            merged = dict(out[key])
+            for name, entry in value.items():
+                if entry is None:
+                    merged.pop(name, None)
+                else:
+                    merged[name] = entry
+            out[key] = merged
+        elif key == "classifiers" and isinstance(value, dict) and isinstance(out.get(key), dict):
+            merged = dict(out[key])
+            for name, entry in value.items():
+                if isinstance(entry, dict) and isinstance(merged.get(name), dict):
+                    merged[name] = {**merged[name], **entry}
+                else:
+                    merged[name] = entry
+            out[key] = merged
+        else:
+            out[key] = value
+    return out
+
+
+def format_validation(exc: ValidationError) -> list[str]:
+    """Pydantic errors as 'field.path: problem' lines."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return lines
+
+
+def parse_config(data: dict[str, Any] | None, *, source: str = "config", with_defaults: bool = True) -> Config:
+    """Validate config data (merged over the defaults); raises ConfigError naming fields."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError([f"top level must be a mapping, got {type(data).__name__}"], source)
+    merged = merge(default_data(), data or {}) if with_defaults else (data or {})
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(format_validation(exc), source) from None
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load and validate a YAML config file, or the built-in defaults when path is None."""
+    if path is None:
+        return parse_config({}, source="built-in defaults")
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError([f"cannot read config file: {exc.strerror}"], str(p)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"invalid YAML: {exc}"], str(p)) from None
+    return parse_config(data, source=str(p))
+
+
+def parse_policy(data: Any, cfg: Config, *, source: str = "route config") -> tuple[str, PolicyConf]:
+    """A per-route policy: {"policy": NAME}, {"policy": {...}} or the policy fields inline."""
+    if isinstance(data, (str, bytes)):
+        import orjson
+
+        try:
+            data = orjson.loads(data) if data else {}
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError([f"not valid JSON: {exc}"], source) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"must be a JSON object, got {type(data).__name__}"], source)
+    if not data:
+        return cfg.default_policy, cfg.policies[cfg.default_policy]
+    if set(data) == {"policy"} and isinstance(data["policy"], str):
+        name = data["policy"]
+        if name not in cfg.policies:
+            raise ConfigError([f"policy: unknown policy {name!r} (known: {sorted(cfg.policies)})"], source)
+        return name, cfg.policies[name]
+    inline = data.get("policy") if set(data) == {"policy"} else data
+    if not isinstance(inline, dict):
+        raise ConfigError(["policy: must be a policy name or an object of policy fields"], source)
+    base = {}
+    if isinstance(inline.get("extends"), str):
+        parent = inline["extends"]
+        if parent not in cfg.policies:
+            raise ConfigError([f"extends: unknown policy {parent!r} (known: {sorted(cfg.policies)})"], source)
+        base = cfg.policies[parent].model_dump(exclude_unset=True)
+        inline = {k: v for k, v in inline.items() if k != "extends"}
+    try:
+        policy = PolicyConf.model_validate({**base, **inline})
+    except ValidationError as exc:
+        raise ConfigError(format_validation(exc), source) from None
+    problems = policy_problems(policy, "policy", cfg)
+    if problems:
+        raise ConfigError(problems, source)
+    return "inline", policy
+
+
+def tier_of(name: str) -> Tier:
+    """Tier from a config tier name."""
+    return Tier[name]
+
+
+__all__ = [
+    "APIS", "CLASSIFIERS", "Config", "ConfigError", "PolicyConf", "STRATEGIES", "load_config",
+    "parse_config", "parse_policy", "allowed_models",
+]

@@ -1,0 +1,95 @@
+"""Provider credentials resolved at load time: the hot path reads memory only."""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from llm_router.catalog import Catalog, Provider
+from llm_router.secrets.base import SecretError, SecretStore, parse_ref
+
+# Headers a client may use to send its own provider credential; all are replaced upstream.
+CLIENT_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+
+
+class Secret(str):
+    """A string whose repr never shows the value (keeps keys out of tracebacks and logs)."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+@dataclass(slots=True)
+class ProviderKeys:
+    """The resolved keys of one provider and how to present them."""
+
+    provider: Provider
+    keys: tuple[Secret, ...]
+    _cycle: itertools.cycle = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._cycle = itertools.cycle(range(len(self.keys))) if self.keys else itertools.cycle([None])
+
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """The credential header(s) for one upstream call, rotating keys when asked to."""
+        if not self.keys:
+            return self.provider.headers
+        idx = next(self._cycle) if self.provider.key_rotation == "spread" else 0
+        key = self.keys[idx] if idx is not None else self.keys[0]
+        auth = self.provider.auth
+        if auth == "bearer":
+            cred = (("authorization", f"Bearer {key}"),)
+        elif auth in ("x-api-key", "x-goog-api-key"):
+            cred = ((auth, str(key)),)
+        else:
+            cred = ()
+        return cred + self.provider.headers
+
+
+class Credentials:
+    """Keys per provider, resolved from secret stores when config loads (and on refresh)."""
+
+    def __init__(self, keys: dict[str, ProviderKeys]):
+        self._keys = keys
+
+    @classmethod
+    def resolve(cls, catalog: Catalog, stores: Iterable[SecretStore], *, providers: Iterable[str] | None = None,
+                missing: str = "error") -> "Credentials":
+        """Resolve every credential reference; missing="error" raises SecretError naming the reference."""
+        by_scheme = {s.scheme: s for s in stores}
+        wanted = set(providers) if providers is not None else set(catalog.providers)
+        out: dict[str, ProviderKeys] = {}
+        problems: list[str] = []
+        for name, prov in catalog.providers.items():
+            if name not in wanted:
+                continue
+            values: list[Secret] = []
+            for raw in prov.credentials:
+                try:
+                    ref = parse_ref(raw)
+                    store = by_scheme.get(ref.scheme)
+                    if store is None:
+                        raise SecretError(f"{raw}: no secret store for scheme {ref.scheme!r} (configured: {sorted(by_scheme)})")
+                    values.append(Secret(store.get(ref)))
+                except SecretError as exc:
+                    problems.append(f"providers.{name}.credentials: {exc}")
+            if prov.auth != "none" and not values and missing == "error" and not problems:
+                problems.append(f"providers.{name}.credentials: provider needs a credential and none is configured")
+            out[name] = ProviderKeys(prov, tuple(values))
+        if problems and missing == "error":
+            raise SecretError("; ".join(problems))
+        return cls(out)
+
+    def headers(self, provider: str) -> tuple[tuple[str, str], ...]:
+        """Credential and fixed headers for one call to this provider."""
+        keys = self._keys.get(provider)
+        return keys.headers() if keys is not None else ()
+
+    def has(self, provider: str) -> bool:
+        """Whether at least one key is loaded for the provider."""
+        keys = self._keys.get(provider)
+        return bool(keys and keys.keys)
+
+    def values(self) -> list[str]:
+        """Every secret value (for the redaction filter only)."""
+        return [str(k) for pk in self._keys.values() for k in pk.keys]

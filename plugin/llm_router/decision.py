@@ -1,0 +1,50 @@
+"""What the router decides for one request."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llm_router.catalog import Model
+from llm_router.classify.base import Classification
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Primary model, the fallback chain, the estimated cost and why."""
+
+    model: Model
+    fallbacks: tuple[Model, ...]
+    classification: Classification
+    policy: str
+    strategy: str
+    estimated_cost: float  # USD for the primary model, from the input estimate and expected output
+    input_tokens: int
+    expected_output_tokens: int
+    selection: str  # the strategy's reason
+    mode: str = "fallback"  # "fallback": try the chain on failure; "cascade": escalate on a weak answer
+
+    @property
+    def reason(self) -> str:
+        """Why: what the classifier said and how the strategy chose (built on demand)."""
+        return f"{self.classification.describe()} | {self.selection}"
+
+    @property
+    def chain(self) -> tuple[Model, ...]:
+        """Primary model followed by its fallbacks."""
+        return (self.model, *self.fallbacks)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteError:
+    """The router refuses a request: an HTTP status and an OpenAI-style error."""
+
+    status: int
+    message: str
+    code: str = "invalid_request_error"
+    field: str | None = None
+
+    def openai_body(self) -> dict:
+        """The error in OpenAI's JSON error format."""
+        etype = "invalid_request_error" if self.status < 500 else "server_error"
+        if self.status == 429:
+            etype = "rate_limit_error"
+        return {"error": {"message": self.message, "type": etype, "param": self.field, "code": self.code}}

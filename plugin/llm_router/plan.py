@@ -1,0 +1,61 @@
+"""Decision -> what the gateway must change on the upstream request: gateway-neutral."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llm_router.catalog import Catalog, Model, Provider
+from llm_router.credentials import CLIENT_CREDENTIAL_HEADERS, Credentials
+from llm_router.decision import Decision
+from llm_router.request import LLMRequest, render_body
+
+ROUTE_HEADER = "x-llm-router-upstream"
+MAX_REASON_CHARS = 240
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCall:
+    """The mutations both adapters apply for one upstream attempt."""
+
+    model: Model
+    provider: Provider
+    path: str
+    body: bytes
+    set_headers: tuple[tuple[str, str], ...]  # routing header, credential, provider's fixed headers
+    remove_headers: tuple[str, ...]  # client-sent credentials that must not reach the provider
+    response_headers: tuple[tuple[str, str], ...]  # explanation headers for the client
+
+
+def header_safe(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """Printable ASCII on one line, bounded: safe as an HTTP header value."""
+    clean = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
+    return clean[:limit]
+
+
+def explanation_headers(decision: Decision, *, request_id: str | None, explain: bool) -> tuple[tuple[str, str], ...]:
+    """Response headers that show the decision (opt-in) and always the request id."""
+    out: list[tuple[str, str]] = []
+    if request_id:
+        out.append(("x-llm-router-request-id", request_id))
+    if explain:
+        c = decision.classification
+        out += [
+            ("x-llm-router-model", decision.model.id),
+            ("x-llm-router-tier", c.tier.name),
+            ("x-llm-router-category", c.category),
+            ("x-llm-router-reason", header_safe(decision.reason)),
+        ]
+    return out and tuple(out) or ()
+
+
+def plan_call(request: LLMRequest, model: Model, catalog: Catalog, credentials: Credentials, *,
+              route_header: str = ROUTE_HEADER, response_headers: tuple[tuple[str, str], ...] = ()) -> UpstreamCall:
+    """The upstream call for one model of a decision's chain."""
+    provider = catalog.providers[model.provider]
+    body = render_body(request, model.name)
+    cred = credentials.headers(provider.name)
+    set_names = {name for name, _ in cred}
+    remove = tuple(h for h in CLIENT_CREDENTIAL_HEADERS if h not in set_names)
+    return UpstreamCall(
+        model=model, provider=provider, path=provider.paths[request.api], body=body,
+        set_headers=((route_header, model.upstream), *cred), remove_headers=remove, response_headers=response_headers,
+    )

@@ -1,0 +1,445 @@
+"""Request bodies -> LLMRequest: the one place that knows the request JSON shapes."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+# How much text the classifiers see: the last user turn (head and tail when long) plus a
+# short window of the turns before it. Bounded so classification cost does not grow with
+# conversation length.
+PROMPT_HEAD_CHARS = 1500
+PROMPT_TAIL_CHARS = 500
+CONTEXT_CHARS = 1000
+LONG_CONTEXT_TOKENS = 32_000
+IMAGE_TOKENS = 800  # a mid-size image at OpenAI/Anthropic rates; good enough for budgeting
+MESSAGE_OVERHEAD_TOKENS = 4
+
+CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+ANTHROPIC_ROLES = frozenset({"user", "assistant"})
+
+
+class RequestError(Exception):
+    """A request body the router cannot accept; the message names the field."""
+
+    def __init__(self, message: str, *, field: str | None = None, status: int = 400, code: str = "invalid_request_error"):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Needs:
+    """What a model must be able to do to serve a request."""
+
+    tools: bool = False
+    vision: bool = False
+    json: bool = False
+    long_context: bool = False
+    streaming: bool = False
+
+    def as_capabilities(self) -> frozenset[str]:
+        """The capability names these needs require of a model."""
+        caps = []
+        if self.tools:
+            caps.append("tools")
+        if self.vision:
+            caps.append("vision")
+        if self.json:
+            caps.append("json")
+        return frozenset(caps)
+
+
+@dataclass(slots=True)
+class LLMRequest:
+    """One LLM API request, reduced to what routing needs."""
+
+    api: str  # "chat" | "completions" | "messages"
+    body: dict[str, Any]
+    prompt: str  # the last user turn, bounded
+    context: str  # earlier turns and system prompt, bounded
+    input_tokens: int
+    model: str | None = None
+    max_output_tokens: int | None = None
+    stream: bool = False
+    include_usage: bool | None = None  # stream_options.include_usage as the client sent it
+    needs: Needs = field(default_factory=Needs)
+    turns: int = 1
+    body_bytes: int = 0
+
+    @property
+    def text(self) -> str:
+        """Text the classifiers look at."""
+        return self.prompt
+
+
+# Token estimate: one estimator for all providers, a linear fit over counts that C code
+# gives cheaply (word breaks, punctuation, digits, non-ASCII bytes, characters), fitted
+# against cl100k_base. Error measured by `python -m llm_router.bench.estimator` (README).
+_PUNCT = b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
+_DIGITS = b"0123456789"
+_W_WORD, _W_PUNCT, _W_DIGIT, _W_NONASCII, _W_CHAR = 0.52, 0.75, 0.74, 0.43, 0.10
+
+
+def estimate_tokens(text: str) -> int:
+    """Fast provider-neutral estimate of how many tokens a text takes."""
+    if not text:
+        return 0
+    raw = text.encode("utf-8", "surrogatepass")
+    n = len(raw)
+    est = (
+        _W_WORD * (raw.count(b" ") + raw.count(b"\n") + 1)
+        + _W_PUNCT * (n - len(raw.translate(None, _PUNCT)))
+        + _W_DIGIT * (n - len(raw.translate(None, _DIGITS)))
+        + _W_NONASCII * (n - len(text))
+        + _W_CHAR * len(text)
+    )
+    return max(1, round(est))
+
+
+def api_for_path(path: str) -> str | None:
+    """The request API a URL path speaks, or None for paths the router does not handle."""
+    path = path.split("?", 1)[0].rstrip("/")
+    if path.endswith("/chat/completions"):
+        return "chat"
+    if path.endswith("/messages"):
+        return "messages"
+    if path.endswith("/completions"):
+        return "completions"
+    return None
+
+
+def parse_request(body: bytes | str, api: str = "chat") -> LLMRequest:
+    """Parse a raw body for the given API; raises RequestError naming the bad field."""
+    if not body:
+        raise RequestError("request body is empty; expected a JSON object", field="body")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"request body is not valid JSON: {exc}", field="body") from None
+    if not isinstance(data, dict):
+        raise RequestError(f"request body must be a JSON object, got {_kind(data)}", field="body")
+    size = len(body)
+    if api == "chat":
+        req = _parse_chat(data)
+    elif api == "completions":
+        req = _parse_completions(data)
+    elif api == "messages":
+        req = _parse_messages(data)
+    else:
+        raise RequestError(f"unsupported API {api!r}", field="path", status=404, code="not_found")
+    req.body_bytes = size
+    return req
+
+
+def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True) -> bytes:
+    """The body to send upstream: the chosen model, and usage requested on streams."""
+    body = dict(req.body)
+    body["model"] = model_name
+    if add_usage and req.stream and req.api in ("chat", "completions") and req.include_usage is None:
+        opts = body.get("stream_options")
+        body["stream_options"] = {**opts, "include_usage": True} if isinstance(opts, dict) else {"include_usage": True}
+    return orjson.dumps(body)
+
+
+# ---- OpenAI chat/completions ------------------------------------------------------------
+
+def _parse_chat(data: dict[str, Any]) -> LLMRequest:
+    model = _opt_str(data, "model")
+    messages = data.get("messages")
+    if not isinstance(messages, list):
+        raise RequestError(f"'messages' must be an array of messages, got {_kind(messages)}", field="messages")
+    if not messages:
+        raise RequestError("'messages' must not be empty", field="messages")
+    vision = False
+    tokens = 0
+    texts: list[tuple[str, str]] = []
+    for i, msg in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(msg, dict):
+            raise RequestError(f"'{where}' must be an object, got {_kind(msg)}", field=where)
+        role = msg.get("role")
+        if not isinstance(role, str):
+            raise RequestError(f"'{where}.role' must be a string, got {_kind(role)}", field=f"{where}.role")
+        if role not in CHAT_ROLES:
+            raise RequestError(f"'{where}.role' has unknown role {role!r}", field=f"{where}.role")
+        text, images = _chat_content(msg.get("content"), f"{where}.content", allow_null=role in ("assistant", "tool", "function"))
+        vision = vision or images > 0
+        if "tool_calls" in msg:
+            if not isinstance(msg["tool_calls"], list):
+                raise RequestError(f"'{where}.tool_calls' must be an array", field=f"{where}.tool_calls")
+            tokens += estimate_tokens(orjson.dumps(msg["tool_calls"]).decode())
+        tokens += estimate_tokens(text) + images * IMAGE_TOKENS + MESSAGE_OVERHEAD_TOKENS
+        texts.append((role, text))
+    tools = _check_tools(data)
+    if tools:
+        tokens += estimate_tokens(orjson.dumps(data.get("tools") or data.get("functions")).decode())
+    json_mode = _response_format(data)
+    stream = _opt_bool(data, "stream")
+    include_usage = None
+    opts = data.get("stream_options")
+    if opts is not None:
+        if not isinstance(opts, dict):
+            raise RequestError(f"'stream_options' must be an object, got {_kind(opts)}", field="stream_options")
+        if "include_usage" in opts:
+            if not isinstance(opts["include_usage"], bool):
+                raise RequestError("'stream_options.include_usage' must be a boolean", field="stream_options.include_usage")
+            include_usage = opts["include_usage"]
+    max_out = _opt_pos_int(data, "max_completion_tokens")
+    if max_out is None:
+        max_out = _opt_pos_int(data, "max_tokens")
+    prompt, context, turns = _window(texts, user_roles=("user",))
+    return LLMRequest(
+        api="chat", body=data, prompt=prompt, context=context, input_tokens=tokens + 3, model=model,
+        max_output_tokens=max_out, stream=stream, include_usage=include_usage, turns=turns,
+        needs=Needs(tools=tools, vision=vision, json=json_mode, long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream),
+    )
+
+
+def _chat_content(content: Any, where: str, *, allow_null: bool) -> tuple[str, int]:
+    """Text and image count of an OpenAI message content."""
+    if isinstance(content, str):
+        return content, 0
+    if content is None:
+        if allow_null:
+            return "", 0
+        raise RequestError(f"'{where}' must be a string or an array of content parts, got null", field=where)
+    if not isinstance(content, list):
+        raise RequestError(f"'{where}' must be a string or an array of content parts, got {_kind(content)}", field=where)
+    parts: list[str] = []
+    images = 0
+    for j, part in enumerate(content):
+        pw = f"{where}[{j}]"
+        if not isinstance(part, dict):
+            raise RequestError(f"'{pw}' must be an object, got {_kind(part)}", field=pw)
+        ptype = part.get("type")
+        if ptype == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise RequestError(f"'{pw}.text' must be a string, got {_kind(text)}", field=f"{pw}.text")
+            parts.append(text)
+        elif ptype == "image_url":
+            url = part.get("image_url")
+            if isinstance(url, dict):
+                url = url.get("url")
+            if not isinstance(url, str):
+                raise RequestError(f"'{pw}.image_url.url' must be a string", field=f"{pw}.image_url.url")
+            images += 1
+        elif ptype in ("input_audio", "file", "refusal"):
+            continue
+        elif isinstance(ptype, str):
+            raise RequestError(f"'{pw}.type' has unsupported content part type {ptype!r}", field=f"{pw}.type")
+        else:
+            raise RequestError(f"'{pw}.type' must be a string, got {_kind(ptype)}", field=f"{pw}.type")
+    return "\n".join(parts), images
+
+
+def _check_tools(data: dict[str, Any]) -> bool:
+    """Whether the request declares tools or legacy functions; validates their shape."""
+    found = False
+    for key in ("tools", "functions"):
+        value = data.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, list):
+            raise RequestError(f"'{key}' must be an array, got {_kind(value)}", field=key)
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise RequestError(f"'{key}[{i}]' must be an object, got {_kind(item)}", field=f"{key}[{i}]")
+        found = found or bool(value)
+    return found
+
+
+def _response_format(data: dict[str, Any]) -> bool:
+    """Whether JSON output is asked for."""
+    fmt = data.get("response_format")
+    if fmt is None:
+        return False
+    if not isinstance(fmt, dict):
+        raise RequestError(f"'response_format' must be an object, got {_kind(fmt)}", field="response_format")
+    ftype = fmt.get("type")
+    if ftype not in ("text", "json_object", "json_schema"):
+        raise RequestError(f"'response_format.type' must be 'text', 'json_object' or 'json_schema', got {ftype!r}", field="response_format.type")
+    return ftype != "text"
+
+
+# ---- OpenAI legacy completions ----------------------------------------------------------
+
+def _parse_completions(data: dict[str, Any]) -> LLMRequest:
+    model = _opt_str(data, "model")
+    prompt = data.get("prompt")
+    if isinstance(prompt, str):
+        text = prompt
+        tokens = estimate_tokens(text)
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        text = prompt[-1]
+        tokens = sum(estimate_tokens(p) for p in prompt)
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, int) and not isinstance(p, bool) for p in prompt):
+        text, tokens = "", len(prompt)
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, list) for p in prompt):
+        text, tokens = "", sum(len(p) for p in prompt)
+    else:
+        raise RequestError(f"'prompt' must be a string or a non-empty array of strings or token ids, got {_kind(prompt)}", field="prompt")
+    stream = _opt_bool(data, "stream")
+    opts = data.get("stream_options")
+    include_usage = opts.get("include_usage") if isinstance(opts, dict) and isinstance(opts.get("include_usage"), bool) else None
+    prompt_text, _, _ = _window([("user", text)], user_roles=("user",))
+    return LLMRequest(
+        api="completions", body=data, prompt=prompt_text, context="", input_tokens=tokens, model=model,
+        max_output_tokens=_opt_pos_int(data, "max_tokens"), stream=stream, include_usage=include_usage,
+        needs=Needs(long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream),
+    )
+
+
+# ---- Anthropic messages -----------------------------------------------------------------
+
+def _parse_messages(data: dict[str, Any]) -> LLMRequest:
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise RequestError(f"'model' is required and must be a non-empty string, got {_kind(model)}", field="model")
+    max_tokens = data.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise RequestError(f"'max_tokens' is required and must be a positive integer, got {_kind(max_tokens)}", field="max_tokens")
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("'messages' must be a non-empty array of messages", field="messages")
+    texts: list[tuple[str, str]] = []
+    tokens = 0
+    vision = False
+    system = data.get("system")
+    if system is not None:
+        stext, _ = _anthropic_content(system, "system")
+        texts.append(("system", stext))
+        tokens += estimate_tokens(stext)
+    for i, msg in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(msg, dict):
+            raise RequestError(f"'{where}' must be an object, got {_kind(msg)}", field=where)
+        role = msg.get("role")
+        if role not in ANTHROPIC_ROLES:
+            raise RequestError(f"'{where}.role' must be 'user' or 'assistant', got {role!r}", field=f"{where}.role")
+        text, images = _anthropic_content(msg.get("content"), f"{where}.content")
+        vision = vision or images > 0
+        tokens += estimate_tokens(text) + images * IMAGE_TOKENS + MESSAGE_OVERHEAD_TOKENS
+        texts.append((role, text))
+    tools = data.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise RequestError(f"'tools' must be an array, got {_kind(tools)}", field="tools")
+    if tools:
+        tokens += estimate_tokens(orjson.dumps(tools).decode())
+    stream = _opt_bool(data, "stream")
+    prompt, context, turns = _window(texts, user_roles=("user",))
+    return LLMRequest(
+        api="messages", body=data, prompt=prompt, context=context, input_tokens=tokens, model=model,
+        max_output_tokens=max_tokens, stream=stream, include_usage=True, turns=turns,
+        needs=Needs(tools=bool(tools), vision=vision, long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream),
+    )
+
+
+def _anthropic_content(content: Any, where: str) -> tuple[str, int]:
+    """Text and image count of an Anthropic content (string or blocks)."""
+    if isinstance(content, str):
+        return content, 0
+    if not isinstance(content, list):
+        raise RequestError(f"'{where}' must be a string or an array of content blocks, got {_kind(content)}", field=where)
+    parts: list[str] = []
+    images = 0
+    for j, block in enumerate(content):
+        bw = f"{where}[{j}]"
+        if not isinstance(block, dict):
+            raise RequestError(f"'{bw}' must be an object, got {_kind(block)}", field=bw)
+        btype = block.get("type")
+        if btype == "text":
+            text = block.get("text")
+            if not isinstance(text, str):
+                raise RequestError(f"'{bw}.text' must be a string, got {_kind(text)}", field=f"{bw}.text")
+            parts.append(text)
+        elif btype in ("image", "document"):
+            images += 1
+        elif btype == "tool_result":
+            inner = block.get("content")
+            if isinstance(inner, (str, list)):
+                text, imgs = _anthropic_content(inner, f"{bw}.content")
+                parts.append(text)
+                images += imgs
+        elif btype in ("tool_use", "thinking", "redacted_thinking"):
+            continue
+        elif isinstance(btype, str):
+            raise RequestError(f"'{bw}.type' has unsupported content block type {btype!r}", field=f"{bw}.type")
+        else:
+            raise RequestError(f"'{bw}.type' must be a string, got {_kind(btype)}", field=f"{bw}.type")
+    return "\n".join(parts), images
+
+
+# ---- shared helpers ---------------------------------------------------------------------
+
+def _window(texts: list[tuple[str, str]], *, user_roles: tuple[str, ...]) -> tuple[str, str, int]:
+    """The bounded last user turn, a bounded window of earlier turns, and the user turn count."""
+    last = None
+    for idx in range(len(texts) - 1, -1, -1):
+        if texts[idx][0] in user_roles:
+            last = idx
+            break
+    turns = sum(1 for role, _ in texts if role in user_roles)
+    if last is None:
+        last = len(texts) - 1
+    prompt = texts[last][1]
+    if len(prompt) > PROMPT_HEAD_CHARS + PROMPT_TAIL_CHARS:
+        prompt = prompt[:PROMPT_HEAD_CHARS] + "\n" + prompt[-PROMPT_TAIL_CHARS:]
+    before: list[str] = []
+    budget = CONTEXT_CHARS
+    for role, text in reversed(texts[:last]):
+        if budget <= 0:
+            break
+        piece = text[-budget:]
+        before.append(piece)
+        budget -= len(piece)
+    return prompt, "\n".join(reversed(before)), turns
+
+
+def _kind(value: Any) -> str:
+    """JSON type name of a value, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _opt_str(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RequestError(f"'{key}' must be a string, got {_kind(value)}", field=key)
+    return value
+
+
+def _opt_bool(data: dict[str, Any], key: str) -> bool:
+    value = data.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise RequestError(f"'{key}' must be a boolean, got {_kind(value)}", field=key)
+    return value
+
+
+def _opt_pos_int(data: dict[str, Any], key: str) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise RequestError(f"'{key}' must be a positive integer, got {value!r}", field=key)
+    return value

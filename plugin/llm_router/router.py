@@ -1,0 +1,242 @@
+"""Policy = classifier + strategy + constraints -> Decision. Pure: no I/O, no clocks, no globals."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from llm_router.catalog import Catalog, Model, Provider, Tier
+from llm_router.classify.base import Classification, Classifier
+from llm_router.config import Config, ConfigError, PolicyConf, allowed_models, parse_policy
+from llm_router.decision import Decision, RouteError
+from llm_router.request import LLMRequest, RequestError, api_for_path, parse_request
+from llm_router.strategies import NoState, StateView, Strategy, make_strategy
+from llm_router.strategies.base import Context, by_capability, by_price
+
+NO_STATE = NoState()
+# Client model names that mean "let the router choose".
+AUTO_MODELS = frozenset({"", "auto", "router", "llm-router", "default"})
+
+
+def build_catalog(cfg: Config) -> Catalog:
+    """Catalog objects from a validated config."""
+    providers = {
+        name: Provider(
+            name=name, base_url=p.base_url, upstream=p.upstream or name, auth=p.auth, paths=dict(p.paths),
+            credentials=tuple(p.credentials), headers=tuple(p.headers.items()), key_rotation=p.key_rotation,
+        )
+        for name, p in cfg.providers.items()
+    }
+    models = {
+        mid: Model(
+            id=mid, provider=m.provider, name=m.name or mid, input_price=m.input_price, output_price=m.output_price,
+            context_window=m.context_window, capabilities=frozenset(m.capabilities), tier=Tier[m.tier],
+            quality=m.quality, upstream=m.upstream or providers[m.provider].upstream, rpm=m.rpm, tpm=m.tpm,
+            tags=frozenset(m.tags),
+        )
+        for mid, m in cfg.models.items()
+    }
+    return Catalog(providers=providers, models=models)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A compiled policy: ready-made classifier, strategy and allowed models."""
+
+    name: str
+    conf: PolicyConf
+    classifier: Classifier
+    strategy: Strategy
+    models: tuple[Model, ...]  # allowed by the constraints, cheapest first
+    reference: Model | None  # what "no router" would have used, for savings
+
+    @property
+    def ladder(self) -> dict[str, str]:
+        return dict(self.conf.ladder)
+
+
+class Router:
+    """Classifies requests and selects models, per policy."""
+
+    def __init__(self, config: Config, *, classifiers: dict[str, Classifier] | None = None):
+        self.config = config
+        self.catalog = build_catalog(config)
+        self._classifiers: dict[str, Classifier] = dict(classifiers or {})
+        self._rng = random.Random(config.seed)
+        self._counters: dict[str, int] = {}
+        self._inline: dict[bytes, Policy | RouteError] = {}
+        self._chains: dict[tuple, tuple[Model, ...]] = {}
+        self._serving: dict[tuple[str, str], tuple[Model, ...]] = {}
+        self.policies = {name: self._compile(name, conf) for name, conf in config.policies.items()}
+        self.default = self.policies[config.default_policy]
+
+    # ---- compiling --------------------------------------------------------------------
+
+    def classifier(self, name: str) -> Classifier:
+        """A classifier instance, built once and shared by every policy that names it."""
+        found = self._classifiers.get(name)
+        if found is None:
+            from llm_router.classify.factory import make_classifier
+
+            found = self._classifiers[name] = make_classifier(name, self.config, self._classifiers)
+        return found
+
+    def _compile(self, name: str, conf: PolicyConf) -> Policy:
+        allowed = set(allowed_models(conf, self.config))
+        models = tuple(by_price([m for m in self.catalog.models.values() if m.id in allowed]))
+        ref_id = conf.reference_model
+        reference = self.catalog.models.get(ref_id) if ref_id else max(models, key=lambda m: m.blended_price)
+        return Policy(name=name, conf=conf, classifier=self.classifier(conf.classifier),
+                      strategy=make_strategy(conf.strategy), models=models, reference=reference)
+
+    def policy_for(self, route_conf: Any) -> Policy | RouteError:
+        """The policy for a route's config (APISIX conf JSON, Envoy metadata), compiled once."""
+        if route_conf is None or route_conf == "" or route_conf == {}:
+            return self.default
+        key = route_conf if isinstance(route_conf, bytes) else (
+            route_conf.encode() if isinstance(route_conf, str) else orjson.dumps(route_conf, option=orjson.OPT_SORT_KEYS))
+        found = self._inline.get(key)
+        if found is None:
+            try:
+                name, conf = parse_policy(route_conf, self.config)
+            except ConfigError as exc:
+                found = RouteError(500, f"route policy is invalid: {'; '.join(exc.problems)}", code="bad_route_config")
+            else:
+                found = self.policies[name] if name != "inline" else self._compile("inline", conf)
+            if len(self._inline) > 4096:  # bounded: configs churn with route edits
+                self._inline.clear()
+            self._inline[key] = found
+        return found
+
+    # ---- deciding ---------------------------------------------------------------------
+
+    def route(self, body: bytes, *, path: str = "/v1/chat/completions", policy: Policy | None = None,
+              state: StateView = NO_STATE, excluded: frozenset[str] = frozenset()) -> tuple[LLMRequest | None, Decision | RouteError]:
+        """Parse a raw body and decide; never raises."""
+        policy = policy or self.default
+        api = api_for_path(path)
+        if api is None:
+            return None, RouteError(404, f"path {path!r} is not an LLM API the router handles", code="not_found", field="path")
+        if len(body) > policy.conf.max_body_bytes:
+            return None, RouteError(413, f"request body of {len(body)} bytes exceeds the limit of {policy.conf.max_body_bytes} bytes",
+                                    code="request_too_large", field="body")
+        try:
+            request = parse_request(body, api)
+        except RequestError as exc:
+            return None, RouteError(exc.status, exc.message, code=exc.code, field=exc.field)
+        except Exception as exc:  # a parser bug must not take the gateway down
+            return None, RouteError(400, f"request body could not be parsed ({type(exc).__name__})", field="body")
+        return request, self.decide(request, policy, state=state, excluded=excluded)
+
+    def decide(self, request: LLMRequest, policy: Policy | None = None, *, state: StateView = NO_STATE,
+               excluded: frozenset[str] = frozenset()) -> Decision | RouteError:
+        """Classify the request and select a model under the policy; never raises."""
+        policy = policy or self.default
+        try:
+            return self._decide(request, policy, state, excluded)
+        except Exception as exc:  # keep the promise: a bug becomes an error reply, not a crash
+            return RouteError(500, f"router error while deciding ({type(exc).__name__})", code="router_error")
+
+    def _decide(self, request: LLMRequest, policy: Policy, state: StateView, excluded: frozenset[str]) -> Decision | RouteError:
+        conf = policy.conf
+        capable, why_none = self._capable(request, policy)
+        if not capable:
+            return RouteError(400, why_none, code="no_capable_model")
+        pinned = self._client_choice(request, policy, capable)
+        if isinstance(pinned, RouteError):
+            return pinned
+        candidates = tuple(m for m in (pinned or capable) if m.id not in excluded)
+        if not candidates:
+            names = ", ".join(m.id for m in (pinned or capable))
+            return RouteError(503, f"no model available: {names} are all unavailable (circuit open or over budget)",
+                              code="no_model_available")
+        try:
+            classification = policy.classifier.classify(request)
+        except Exception as exc:
+            classification = Classification(Tier.MEDIUM, "chat", 0.0, 0.5, (f"classifier error {type(exc).__name__}",), "fallback")
+        counter = self._counters.get(policy.name, 0)
+        self._counters[policy.name] = counter + 1
+        ctx = Context(request=request, classification=classification, candidates=candidates, params=conf.params,
+                      state=state, rng=self._rng, counter=counter, ladder=conf.ladder)
+        if len(candidates) == 1:
+            from llm_router.strategies.base import Selection
+
+            sel = Selection(candidates[0], f"only {candidates[0].id} is {'requested' if pinned else 'available'}")
+        else:
+            sel = policy.strategy.select(ctx)
+        fallbacks = sel.fallbacks if sel.fallbacks is not None else self._fallbacks(sel.model, candidates, conf.fallbacks)
+        expected_out = min(request.max_output_tokens, conf.expected_output_tokens) if request.max_output_tokens else conf.expected_output_tokens
+        cost = sel.model.cost(request.input_tokens, expected_out)
+        return Decision(
+            model=sel.model, fallbacks=fallbacks, classification=classification, policy=policy.name,
+            strategy=policy.strategy.name, estimated_cost=cost, input_tokens=request.input_tokens,
+            expected_output_tokens=expected_out, selection=sel.reason, mode=sel.mode,
+        )
+
+    def _capable(self, request: LLMRequest, policy: Policy) -> tuple[tuple[Model, ...], str]:
+        """Allowed models that serve the API, the needs and the context length."""
+        caps = request.needs.as_capabilities()
+        need_ctx = request.input_tokens + (request.max_output_tokens or 0)
+        key = (policy.name if policy.name != "inline" else str(id(policy)), request.api)
+        serving = self._serving.get(key)
+        if serving is None:
+            serving = self._serving[key] = tuple(m for m in policy.models if self.catalog.serves(m, request.api))
+        if not caps and all(m.context_window >= need_ctx for m in serving):
+            return serving, ""
+        out = []
+        by_api = by_caps = 0
+        for m in serving:
+            by_api += 1
+            if not caps <= m.capabilities:
+                continue
+            by_caps += 1
+            if m.context_window < need_ctx:
+                continue
+            out.append(m)
+        if out:
+            return tuple(out), ""
+        if not by_api:
+            return (), f"no model in policy '{policy.name}' serves the {request.api} API"
+        if not by_caps:
+            return (), f"no model in policy '{policy.name}' supports {', '.join(sorted(caps))}"
+        return (), f"request needs ~{need_ctx} tokens of context; no model in policy '{policy.name}' has that much"
+
+    def _client_choice(self, request: LLMRequest, policy: Policy, capable: tuple[Model, ...]) -> tuple[Model, ...] | RouteError | None:
+        """Honour the client's model per the policy's client_model setting."""
+        mode = policy.conf.client_model
+        if mode == "route" or request.model is None or request.model.lower() in AUTO_MODELS:
+            return None
+        wanted = self.catalog.get(request.model)
+        if wanted is None:
+            return RouteError(400, f"unknown model {request.model!r}; use 'auto' or one of: {', '.join(m.id for m in policy.models)}",
+                              code="model_not_found", field="model")
+        if mode == "honor":
+            chosen = tuple(m for m in capable if m.id == wanted.id)
+            if not chosen:
+                return RouteError(400, f"model {wanted.id!r} is not allowed by policy '{policy.name}' or cannot serve this request",
+                                  code="model_not_allowed", field="model")
+            return chosen
+        cheaper = tuple(m for m in capable if m.blended_price <= wanted.blended_price)
+        return cheaper or None
+
+    def _fallbacks(self, primary: Model, candidates: tuple[Model, ...], count: int) -> tuple[Model, ...]:
+        """Next models of rising capability, other providers first (memoised: few distinct inputs)."""
+        if count <= 0:
+            return ()
+        key = (primary, candidates, count)
+        found = self._chains.get(key)
+        if found is None:
+            if len(self._chains) > 4096:
+                self._chains.clear()
+            found = self._chains[key] = self._chain(primary, candidates, count)
+        return found
+
+    @staticmethod
+    def _chain(primary: Model, candidates: tuple[Model, ...], count: int) -> tuple[Model, ...]:
+        rest = [m for m in by_capability(candidates) if m.id != primary.id]
+        stronger = [m for m in rest if (m.tier, m.quality) >= (primary.tier, primary.quality)]
+        weaker = [m for m in reversed(rest) if m not in stronger]
+        ordered = [m for m in stronger if m.provider != primary.provider] + [m for m in stronger if m.provider == primary.provider]
+        return tuple((ordered + weaker)[:count])
