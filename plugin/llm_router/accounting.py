@@ -1,0 +1,124 @@
+"""Token usage from provider responses (JSON and SSE), and cost from catalog prices."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from llm_router.catalog import Model
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens one call consumed, as the provider reported them."""
+
+    input_tokens: int
+    output_tokens: int
+
+    def cost(self, model: Model) -> float:
+        """USD at the model's catalog prices."""
+        return model.cost(self.input_tokens, self.output_tokens)
+
+
+def _usage_of(obj: object) -> Usage | None:
+    """Usage from a parsed response object: OpenAI or Anthropic field names."""
+    if not isinstance(obj, dict):
+        return None
+    u = obj.get("usage")
+    if not isinstance(u, dict):
+        return None
+    inp = u.get("prompt_tokens", u.get("input_tokens"))
+    out = u.get("completion_tokens", u.get("output_tokens"))
+    if not isinstance(inp, int) and not isinstance(out, int):
+        return None
+    return Usage(inp if isinstance(inp, int) else 0, out if isinstance(out, int) else 0)
+
+
+def usage_from_json(body: bytes) -> Usage | None:
+    """Usage from a complete JSON response body, or None."""
+    if b'"usage"' not in body:
+        return None
+    try:
+        return _usage_of(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        return None
+
+
+class SSEUsage:
+    """Incremental usage extraction from a server-sent-events stream.
+
+    Feed body chunks as they pass; only `data:` lines that mention "usage" are parsed, and only
+    the unfinished last line is kept between chunks, so the stream is never buffered.
+    OpenAI sends usage in a final chunk (when stream_options.include_usage is set); Anthropic
+    sends input tokens in message_start and the output count in message_delta.
+    """
+
+    __slots__ = ("_tail", "input_tokens", "output_tokens", "seen", "done")
+
+    MAX_LINE = 1 << 20  # a runaway line without newline is dropped, not accumulated
+
+    def __init__(self) -> None:
+        self._tail = b""
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.seen = False
+        self.done = False
+
+    def feed(self, chunk: bytes) -> None:
+        """Observe the next piece of the stream."""
+        if not chunk:
+            return
+        data = self._tail + chunk if self._tail else chunk
+        if b'"usage"' not in data and b"[DONE]" not in data:
+            nl = data.rfind(b"\n")
+            self._tail = data[nl + 1:] if nl >= 0 else data
+            if len(self._tail) > self.MAX_LINE:
+                self._tail = b""
+            return
+        lines = data.split(b"\n")
+        self._tail = lines.pop()
+        if len(self._tail) > self.MAX_LINE:
+            self._tail = b""
+        for line in lines:
+            self._line(line.rstrip(b"\r"))
+
+    def finish(self) -> None:
+        """End of stream: parse what is left."""
+        if self._tail:
+            self._line(self._tail.rstrip(b"\r"))
+            self._tail = b""
+
+    def _line(self, line: bytes) -> None:
+        if not line.startswith(b"data:"):
+            return
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            self.done = True
+            return
+        if b'"usage"' not in payload:
+            return
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(obj, dict):
+            return
+        if obj.get("type") == "message_start" and isinstance(obj.get("message"), dict):
+            obj = obj["message"]
+        u = obj.get("usage")
+        if not isinstance(u, dict):
+            return
+        self.seen = True
+        inp = u.get("prompt_tokens", u.get("input_tokens"))
+        out = u.get("completion_tokens", u.get("output_tokens"))
+        if isinstance(inp, int) and (inp > 0 or self.input_tokens is None):
+            self.input_tokens = inp
+        if isinstance(out, int):
+            self.output_tokens = out
+
+    @property
+    def usage(self) -> Usage | None:
+        """What the stream reported so far, or None."""
+        if not self.seen:
+            return None
+        return Usage(self.input_tokens or 0, self.output_tokens or 0)

@@ -1,0 +1,1 @@
+"""Benchmarks anyone can rerun: decision time, estimator error, Envoy and APISIX overhead."""
