@@ -1,0 +1,79 @@
+"""Property tests: random bodies never raise out of the core; errors always name something."""
+from __future__ import annotations
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from llm_router.config import parse_config
+from llm_router.decision import Decision, RouteError
+from llm_router.router import Router
+
+ROUTER = Router(parse_config({"seed": 3}))
+PATHS = ["/v1/chat/completions", "/v1/completions", "/v1/messages"]
+
+json_scalars = st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63 - 1) | \
+    st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40)
+json_values = st.recursive(json_scalars, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+                           max_leaves=20)
+
+roles = st.sampled_from(["system", "developer", "user", "assistant", "tool", "function", "wizard", "", 3])
+parts = st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", "image", "input_audio", "video", 1]),
+                               "text": json_values, "image_url": json_values})
+contents = st.text(max_size=200) | st.lists(parts, max_size=3) | json_values
+messages = st.lists(st.fixed_dictionaries({"role": roles, "content": contents}, optional={"tool_calls": json_values}), max_size=4)
+bodies = st.fixed_dictionaries({}, optional={
+    "model": st.text(max_size=20) | json_values, "messages": messages | json_values, "prompt": json_values | st.text(max_size=50),
+    "stream": json_values, "stream_options": json_values, "tools": json_values, "functions": json_values,
+    "response_format": json_values, "max_tokens": json_values, "max_completion_tokens": json_values, "system": json_values,
+})
+
+
+def check(result) -> None:
+    req, outcome = result
+    assert isinstance(outcome, (Decision, RouteError))
+    if isinstance(outcome, RouteError):
+        assert 400 <= outcome.status < 600 and outcome.message
+        assert outcome.code != "router_error" and "could not be parsed" not in outcome.message  # no catch-all hit
+        err = outcome.openai_body()["error"]
+        assert err["message"] and err["type"]
+    else:
+        assert req is not None and outcome.model.id in ROUTER.catalog.models
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=bodies, path=st.sampled_from(PATHS))
+def test_structured_random_bodies_never_raise(body, path):
+    check(ROUTER.route(orjson.dumps(body), path=path))
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.binary(max_size=300), path=st.sampled_from(PATHS))
+def test_random_bytes_never_raise(raw, path):
+    check(ROUTER.route(raw, path=path))
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=json_values, path=st.sampled_from(PATHS))
+def test_any_json_value_never_raises(value, path):
+    check(ROUTER.route(orjson.dumps(value), path=path))
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(max_size=3000))
+def test_any_prompt_routes(text):
+    req, d = ROUTER.route(orjson.dumps({"messages": [{"role": "user", "content": text}]}))
+    assert isinstance(d, Decision)
+    assert 0.0 <= d.classification.score <= 1.0 and 0.0 <= d.classification.confidence <= 1.0
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=bodies, api=st.sampled_from(["chat", "completions", "messages"]))
+def test_parser_raises_only_request_errors(body, api):
+    """The router's catch-all must never be needed: the parser itself fails only with RequestError."""
+    from llm_router.request import RequestError, parse_request
+
+    try:
+        parse_request(orjson.dumps(body), api)
+    except RequestError as exc:
+        assert exc.field and exc.message
