@@ -78,11 +78,13 @@ class LLMRequest:
 
 
 # Token estimate: one estimator for all providers, a linear fit over counts that C code
-# gives cheaply (word breaks, punctuation, digits, non-ASCII bytes, characters), fitted
+# gives cheaply (spaces, newlines, punctuation, digits, non-ASCII bytes, characters), fitted
 # against cl100k_base. Error measured by `python -m llm_router.bench.estimator` (README).
 _PUNCT = b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
 _DIGITS = b"0123456789"
-_W_WORD, _W_PUNCT, _W_DIGIT, _W_NONASCII, _W_CHAR = 0.52, 0.75, 0.74, 0.43, 0.10
+# Weights fitted on prose, prompts and Python source; leave-one-source-out MAE 2-7%.
+_W_SPACE, _W_DOUBLE_SPACE, _W_NEWLINE = 0.697, -1.572, 1.619
+_W_PUNCT, _W_DIGIT, _W_NONASCII, _W_CHAR, _W_BASE = 0.692, 0.663, 0.589, 0.063, 1.208
 
 
 def estimate_tokens(text: str) -> int:
@@ -92,11 +94,14 @@ def estimate_tokens(text: str) -> int:
     raw = text.encode("utf-8", "surrogatepass")
     n = len(raw)
     est = (
-        _W_WORD * (raw.count(b" ") + raw.count(b"\n") + 1)
+        _W_SPACE * raw.count(b" ")
+        + _W_DOUBLE_SPACE * raw.count(b"  ")  # runs of indentation merge into few tokens
+        + _W_NEWLINE * raw.count(b"\n")
         + _W_PUNCT * (n - len(raw.translate(None, _PUNCT)))
         + _W_DIGIT * (n - len(raw.translate(None, _DIGITS)))
         + _W_NONASCII * (n - len(text))
         + _W_CHAR * len(text)
+        + _W_BASE
     )
     return max(1, round(est))
 
