@@ -1,0 +1,38 @@
+"""The routing CLI: route, classify."""
+from __future__ import annotations
+
+import orjson
+
+from llm_router.cli import main
+
+
+def test_route_prompt_and_json(capsys):
+    assert main(["route", "hello there"]) == 0
+    out = capsys.readouterr().out
+    assert "model:" in out and "deepseek-v2" in out and "reason:" in out
+    assert main(["route", "--json", "Prove rigorously that there are infinitely many primes"]) == 0
+    d = orjson.loads(capsys.readouterr().out)
+    assert d["tier"] in ("HIGH", "CRITICAL") and d["category"] == "math" and d["fallbacks"]
+
+
+def test_route_body_file_and_refusal(tmp_path, capsys):
+    f = tmp_path / "b.json"
+    f.write_text('{"messages": [{"role": "user", "content": 5}]}')
+    assert main(["route", "--body", str(f)]) == 1
+    assert "messages[0].content" in capsys.readouterr().out
+
+
+def test_classify_jsonl(tmp_path, capsys):
+    f = tmp_path / "in.jsonl"
+    f.write_text('{"prompt": "hi"}\n\n{"model": "auto", "messages": [{"role": "user", "content": "Write a SQL query joining two tables"}]}\n{bad\n')
+    assert main(["classify", "--input", str(f), "--json"]) == 1  # one bad line
+    lines = [orjson.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["line"] for x in lines] == [1, 3, 4]
+    assert lines[0]["tier"] == "LOW" and lines[0]["model"] == "deepseek-v2"
+    assert lines[1]["category"] == "code" and 0 <= lines[1]["score"] <= 1 and lines[1]["reason"]
+    assert "not valid JSON" in lines[2]["error"]
+    # scores order prompts: a trivial one scores below a hard one
+    f.write_text('{"prompt": "thanks!"}\n{"prompt": "Design a fault-tolerant distributed lock service and prove its safety step by step"}\n')
+    assert main(["classify", "--input", str(f)]) == 0
+    easy, hard = [orjson.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert easy["score"] < hard["score"]
