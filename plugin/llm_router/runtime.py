@@ -49,7 +49,8 @@ class Observer(Protocol):
 
     def on_decision(self, ex: Exchange) -> None: ...
 
-    def on_response(self, ex: Exchange, status: int, usage: Usage | None, latency_s: float) -> None: ...
+    def on_response(self, ex: Exchange, status: int, usage: Usage | None, latency_s: float,
+                    headers: Any = None) -> None: ...
 
 
 class NullObserver:
@@ -58,7 +59,8 @@ class NullObserver:
     def on_decision(self, ex: Exchange) -> None:
         pass
 
-    def on_response(self, ex: Exchange, status: int, usage: Usage | None, latency_s: float) -> None:
+    def on_response(self, ex: Exchange, status: int, usage: Usage | None, latency_s: float,
+                    headers: Any = None) -> None:
         pass
 
 
@@ -138,6 +140,14 @@ class Runtime:
         headers = (("content-type", "application/json"), ("x-llm-router-request-id", ex.request_id))
         return Refusal(error.status, headers, orjson.dumps(error.openai_body()))
 
-    def on_response(self, ex: Exchange, status: int, usage: Usage | None, latency_s: float) -> None:
-        """Adapters report each finished upstream response here."""
-        self.observer.on_response(ex, status, usage, latency_s)
+    def on_response(self, ex: Exchange, status: int, usage: Usage | None, latency_s: float,
+                     headers: Any = None) -> None:
+        """Adapters report each finished upstream response here (headers: the upstream response
+        headers as (name, value) pairs or a mapping, for rate-limit signals; may be None)."""
+        self.observer.on_response(ex, status, usage, latency_s, headers)
+
+    async def start(self) -> None:
+        """Start background work (state refresh, secret refresh); adapters call it once at startup."""
+
+    async def stop(self) -> None:
+        """Stop background work and flush; adapters call it on shutdown."""
