@@ -1,0 +1,1 @@
+"""Flatbuffers code generated from ../ext_plugin.fbs (regenerate: python -m llm_router.gateways.apisix.gen_proto)."""

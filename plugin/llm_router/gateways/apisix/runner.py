@@ -1,0 +1,305 @@
+"""The ext-plugin conversation: frames in, reply frames out, Runtime in the middle.
+
+Transport-free and synchronous: the server feeds it whole frames per connection; every reply
+is bytes to write. Routing itself is Runtime.decide's; this module only translates.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from llm_router.accounting import Usage, usage_from_json
+from llm_router.config import ConfigError, parse_policy
+from llm_router.decision import RouteError
+from llm_router.gateways.apisix import codec
+from llm_router.gateways.apisix.framing import (
+    RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL, RPC_NAMES, RPC_PREPARE_CONF, FrameError,
+)
+from llm_router.gateways.apisix.tokens import Entry, TokenStore
+from llm_router.runtime import Exchange, Refusal, Runtime
+
+log = logging.getLogger("llm_router.apisix")
+
+PLUGIN_NAME = "llm-router"
+REQUEST_ID_HEADER = "x-llm-router-request-id"
+REQUEST_ID_VAR = "http_" + REQUEST_ID_HEADER.replace("-", "_")
+MAX_RESP_BODY = 4 << 20  # larger answers are streamed through unread (no usage from them)
+MAX_EXCHANGES = 4096  # awaiting their response call; oldest dropped first
+# Response headers APISIX filters itself (ext-plugin-post-resp); never hand them back.
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
+                        "transfer-encoding", "upgrade", "content-length", "apisix-cache-status", "date", "server",
+                        "x-pad", "x-accel-expires", "x-accel-redirect", "x-accel-limit-rate", "x-accel-buffering",
+                        "x-accel-charset"})
+JSON_HEADERS = (("content-type", "application/json"),)
+
+CLOSE = b""  # a reply meaning: drop this connection (the peer broke the protocol)
+
+
+@dataclass(slots=True)
+class Compiled:
+    """What a conf token stands for: the route's policy conf, or why it is unusable."""
+
+    route_conf: bytes | None = None
+    error: RouteError | None = None
+    scope: str = ""  # conf_type#conf_id: pre-req and post-resp of one route share it
+
+
+@dataclass(slots=True)
+class Pending:
+    """A call waiting for APISIX's answer to our ExtraInfo request."""
+
+    kind: str  # "body" | "rid" | "resp_body"
+    rid: int
+    entry: Entry
+    path: str = ""
+    status: int = 0
+    headers: list = field(default_factory=list)
+    exchange: Exchange | None = None
+
+
+class Conversation:
+    """Per-connection state: at most one call in flight (APISIX runs one RPC per connection)."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending: Pending | None = None
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters the runner keeps (exposed to metrics and tests)."""
+
+    prepare_conf: int = 0
+    req_calls: int = 0
+    rewrites: int = 0
+    stops: int = 0
+    passes: int = 0
+    resp_calls: int = 0
+    token_misses: int = 0
+    bad_frames: int = 0
+    internal_errors: int = 0
+    unmatched_responses: int = 0
+
+
+class Runner:
+    """Answers ext-plugin RPCs with the Runtime's decisions."""
+
+    def __init__(self, runtime: Runtime, tokens: TokenStore, *, plugin_name: str = PLUGIN_NAME,
+                 clock: Callable[[], float] = time.monotonic):
+        self.runtime = runtime
+        self.tokens = tokens
+        self.plugin_name = plugin_name
+        self.clock = clock
+        self.stats = Stats()
+        self.entries = codec.EntryCache()
+        self.exchanges: dict[str, Exchange] = {}
+        self._post_resp_scopes: set[str] = set()
+        self._removals: dict[tuple[str, ...], tuple[tuple[str, None], ...]] = {}
+
+    # ---- dispatch -------------------------------------------------------------------------
+
+    def on_frame(self, conv: Conversation, rpc_type: int, payload: bytes) -> bytes:
+        """The reply to one frame (CLOSE: drop the connection); never raises."""
+        try:
+            pending = conv.pending
+            if pending is not None:
+                if rpc_type != RPC_EXTRA_INFO:
+                    log.warning("protocol error: got %s while waiting for an ExtraInfo answer; closing the connection",
+                                RPC_NAMES.get(rpc_type, rpc_type))
+                    self.stats.bad_frames += 1
+                    conv.pending = None
+                    return CLOSE
+                conv.pending = None
+                return self._on_extra_info(conv, pending, payload)
+            if rpc_type == RPC_HTTP_REQ_CALL:
+                return self._on_req_call(conv, payload)
+            if rpc_type == RPC_PREPARE_CONF:
+                return self._on_prepare_conf(payload)
+            if rpc_type == RPC_HTTP_RESP_CALL:
+                return self._on_resp_call(conv, payload)
+            self.stats.bad_frames += 1
+            log.warning("unexpected RPC type %d (%d bytes); answered BAD_REQUEST", rpc_type, len(payload))
+            return codec.BAD_REQUEST_FRAME
+        except codec.DecodeError as exc:
+            self.stats.bad_frames += 1
+            log.warning("bad %s frame: %s", RPC_NAMES.get(rpc_type, rpc_type), exc)
+            return codec.BAD_REQUEST_FRAME
+        except Exception:  # the runner never dies of a request
+            self.stats.internal_errors += 1
+            log.exception("internal error handling %s", RPC_NAMES.get(rpc_type, rpc_type))
+            conv.pending = None
+            return codec.SERVICE_UNAVAILABLE_FRAME
+
+    # ---- PrepareConf ----------------------------------------------------------------------
+
+    def _on_prepare_conf(self, payload: bytes) -> bytes:
+        req = codec.read_prepare_conf(payload)
+        self.stats.prepare_conf += 1
+        entry = self.tokens.put(req.key, tuple(req.conf))
+        if entry.compiled is None:
+            entry.compiled = self.compile(entry)
+        return codec.prepare_conf_frame(entry.token)
+
+    def compile(self, entry: Entry) -> Compiled:
+        """Validate a route's runner conf with the core schema; remember the problem if any."""
+        parts = entry.key.split("#")
+        scope = "#".join(parts[:2])
+        if len(parts) >= 3 and parts[2] == "ext-plugin-post-resp":
+            self._post_resp_scopes.add(scope)
+        ours = [value for name, value in entry.conf if name == self.plugin_name]
+        others = sorted({name for name, _ in entry.conf if name != self.plugin_name})
+        problem = None
+        if others:
+            problem = f"unknown runner plugin(s) {others}; this runner serves '{self.plugin_name}'"
+        elif len(ours) > 1:
+            problem = f"'{self.plugin_name}' is configured {len(ours)} times; give it once"
+        route_conf = (ours[0] or "").encode() if ours else b""
+        if problem is None and route_conf:
+            try:
+                parse_policy(route_conf, self.runtime.config, source=f"{entry.route} conf")
+            except ConfigError as exc:
+                problem = "; ".join(exc.problems)
+        if problem is not None:
+            log.error("%s (key %s): invalid %s conf: %s; its requests will be refused with 500 until it is fixed",
+                      entry.route, entry.key, self.plugin_name, problem)
+            return Compiled(error=RouteError(500, f"llm-router conf of {entry.route} is invalid: {problem}",
+                                             code="bad_route_config"), scope=scope)
+        policy = self.runtime.policy_for(route_conf or None)
+        if isinstance(policy, RouteError):
+            log.error("%s (key %s): %s", entry.route, entry.key, policy.message)
+            return Compiled(error=policy, scope=scope)
+        log.info("%s: token %d, policy %s (key %s)", entry.route, entry.token, policy.name, entry.key)
+        return Compiled(route_conf=route_conf or None, scope=scope)
+
+    def _entry(self, token: int) -> Entry | None:
+        entry = self.tokens.get(token)
+        if entry is not None and entry.compiled is None:
+            entry.compiled = self.compile(entry)  # a token published by a sibling process
+        return entry
+
+    # ---- HTTPReqCall ----------------------------------------------------------------------
+
+    def _on_req_call(self, conv: Conversation, payload: bytes) -> bytes:
+        call = codec.read_req_call(payload)
+        self.stats.req_calls += 1
+        entry = self._entry(call.conf_token)
+        if entry is None:
+            self.stats.token_misses += 1
+            return codec.TOKEN_NOT_FOUND_FRAME
+        compiled: Compiled = entry.compiled
+        if compiled.error is not None:
+            return self._stop(call.id, compiled.error.status, compiled.error.openai_body(), None)
+        if call.method != codec.METHOD_POST or not self.runtime.handles(call.path):
+            # Not an LLM call: let it through, but never with a routing header the client chose.
+            self.stats.passes += 1
+            return codec.rewrite_frame(call.id, headers=self.entries.vector(((self.runtime.route_header, None),)))
+        conv.pending = Pending("body", call.id, entry, path=call.path)
+        return codec.REQ_BODY_FRAME
+
+    def _on_extra_info(self, conv: Conversation, pending: Pending, payload: bytes) -> bytes:
+        result = codec.read_extra_info_result(payload)
+        if pending.kind == "body":
+            return self._route(pending, result or b"")
+        if pending.kind == "rid":
+            return self._resp_matched(conv, pending, result)
+        return self._resp_done(pending, result)
+
+    def _route(self, pending: Pending, body: bytes) -> bytes:
+        entry = pending.entry
+        runtime = self.runtime
+        ex = Exchange(runtime.new_request_id(), entry.route, self.clock())
+        result = runtime.decide(body, path=pending.path, ex=ex, route_conf=entry.compiled.route_conf)
+        if isinstance(result, Refusal):
+            self.stats.stops += 1
+            return codec.stop_frame(pending.rid, result.status, self.entries.vector((), result.headers), result.body)
+        removals = self._removals.get(result.remove_headers)
+        if removals is None:
+            removals = self._removals[result.remove_headers] = tuple((h, None) for h in result.remove_headers)
+        rid_header = ((REQUEST_ID_HEADER, ex.request_id),)
+        try:
+            frame = codec.rewrite_frame(
+                pending.rid, path=result.path,
+                headers=self.entries.vector(result.set_headers + removals, rid_header),
+                resp_headers=self.entries.vector((), result.response_headers),
+                body=result.body)
+        except FrameError:
+            err = RouteError(413, f"rewritten request body of {len(result.body)} bytes exceeds the gateway's 16 MiB limit",
+                             code="request_too_large", field="body")
+            return self._stop(pending.rid, 413, err.openai_body(), ex.request_id)
+        self.stats.rewrites += 1
+        if entry.compiled.scope in self._post_resp_scopes:
+            self._remember(ex)
+        return frame
+
+    def _stop(self, rid: int, status: int, body: dict, request_id: str | None) -> bytes:
+        self.stats.stops += 1
+        headers = JSON_HEADERS + (((REQUEST_ID_HEADER, request_id),) if request_id else ())
+        return codec.stop_frame(rid, status, self.entries.vector(headers), orjson.dumps(body))
+
+    def _remember(self, ex: Exchange) -> None:
+        """Keep a slim copy of the exchange until its response call (bounded)."""
+        ex.call = None  # the rewritten body is not needed for accounting
+        if ex.request is not None:
+            ex.request.body = {}
+        exchanges = self.exchanges
+        if len(exchanges) >= MAX_EXCHANGES:
+            del exchanges[next(iter(exchanges))]
+        exchanges[ex.request_id] = ex
+
+    # ---- HTTPRespCall ---------------------------------------------------------------------
+
+    def _on_resp_call(self, conv: Conversation, payload: bytes) -> bytes:
+        call = codec.read_resp_call(payload)
+        self.stats.resp_calls += 1
+        entry = self._entry(call.conf_token)
+        if entry is None:
+            self.stats.token_misses += 1
+            return codec.TOKEN_NOT_FOUND_FRAME
+        conv.pending = Pending("rid", call.id, entry, status=call.status, headers=call.headers)
+        return codec.extra_info_var_frame(REQUEST_ID_VAR)
+
+    def _resp_matched(self, conv: Conversation, pending: Pending, rid: bytes | None) -> bytes:
+        ex = self.exchanges.pop(rid.decode("utf-8", "replace"), None) if rid else None
+        if ex is None:
+            self.stats.unmatched_responses += 1
+        pending.exchange = ex
+        ctype = length = ""
+        for name, value in pending.headers:
+            lname = name.lower()
+            if lname == "content-type":
+                ctype = (value or "").lower()
+            elif lname == "content-length":
+                length = value or ""
+        # Read the answer only when it is a bounded JSON document; streams pass untouched.
+        wants_body = (ex is not None and "json" in ctype and "event-stream" not in ctype
+                      and length.isdigit() and 0 < int(length) <= MAX_RESP_BODY)
+        if wants_body:
+            pending.kind = "resp_body"
+            conv.pending = pending
+            return codec.RESP_BODY_FRAME
+        return self._resp_done(pending, None)
+
+    def _resp_done(self, pending: Pending, body: bytes | None) -> bytes:
+        ex = pending.exchange
+        if ex is not None:
+            usage: Usage | None = usage_from_json(body) if body else None
+            try:
+                self.runtime.on_response(ex, pending.status, usage, self.clock() - ex.started)
+            except Exception:
+                self.stats.internal_errors += 1
+                log.exception("accounting failed for %s", ex.request_id)
+        headers = tuple((n, v) for n, v in pending.headers if n.lower() not in HOP_BY_HOP and v is not None)
+        return codec.resp_call_frame(pending.rid, 0, self.entries.vector((), headers), None)
+
+
+def describe(entry: Entry) -> dict[str, Any]:
+    """A token entry as plain data (for debugging endpoints and tests)."""
+    c: Compiled | None = entry.compiled
+    return {"token": entry.token, "key": entry.key, "route": entry.route,
+            "error": c.error.message if c and c.error else None}

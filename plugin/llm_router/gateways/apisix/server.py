@@ -1,0 +1,287 @@
+"""`llm-router serve --apisix`: the Unix-socket runner, one or several processes on one socket."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+import stat
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from llm_router.config import Config, ConfigError, load_config
+from llm_router.gateways.apisix.framing import FrameReader
+from llm_router.gateways.apisix.runner import CLOSE, PLUGIN_NAME, Conversation, Runner
+from llm_router.gateways.apisix.tokens import TOKEN_SPACE, TokenStore, ttl_from_env
+from llm_router.runtime import Runtime
+
+log = logging.getLogger("llm_router.apisix")
+
+SOCKET_MODE_UMASK = 0o011  # socket file 0766: nginx workers (user nobody) may connect from the first instant
+SHUTDOWN_GRACE_S = 0.8  # APISIX sends SIGKILL 1 s after SIGTERM
+BACKLOG = 1024
+
+
+def socket_path(args_socket: str | None, environ: dict[str, str] | None = None) -> str:
+    """The socket path from --socket or APISIX_LISTEN_ADDRESS (unix:PATH)."""
+    env = os.environ if environ is None else environ
+    raw = args_socket or env.get("APISIX_LISTEN_ADDRESS", "")
+    path = raw[len("unix:"):] if raw.startswith("unix:") else raw
+    if not path:
+        raise ValueError("no socket path: give --socket PATH or set APISIX_LISTEN_ADDRESS=unix:PATH")
+    return path
+
+
+def bind_socket(path: str) -> socket.socket:
+    """A listening Unix socket, created with its final mode (umask set before bind, not chmod after)."""
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)  # a stale socket from an earlier runner
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(SOCKET_MODE_UMASK)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    sock.listen(BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+class RunnerProtocol(asyncio.Protocol):
+    """One APISIX connection: frames in, replies out, several RPCs in a row."""
+
+    __slots__ = ("runner", "conns", "transport", "reader", "conv")
+
+    def __init__(self, runner: Runner, conns: set):
+        self.runner = runner
+        self.conns = conns
+        self.transport: asyncio.Transport | None = None
+        self.reader = FrameReader()
+        self.conv = Conversation()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.conns.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        on_frame = self.runner.on_frame
+        conv = self.conv
+        transport = self.transport
+        for rpc_type, payload in self.reader.feed(data):
+            out = on_frame(conv, rpc_type, payload)
+            if out is CLOSE or not out:
+                transport.close()
+                return
+            transport.write(out)
+
+    def connection_lost(self, exc) -> None:
+        self.conns.discard(self)
+
+    @property
+    def idle(self) -> bool:
+        """No call half-way through and no partial frame buffered."""
+        return self.conv.pending is None and not self.reader.pending
+
+
+@dataclass
+class Options:
+    """How one runner process serves."""
+
+    plugin_name: str = PLUGIN_NAME
+    ttl: float = 3600 * 1.2
+    token_base: int | None = None
+    index: int = 0
+    stride: int = 1
+    shared_dir: str | None = None
+
+
+def build_runner(cfg: Config, opts: Options, runtime_factory: Callable[[Config], Runtime] = Runtime) -> Runner:
+    """Runtime + token store + runner for one process."""
+    tokens = TokenStore(ttl=opts.ttl, base=opts.token_base, index=opts.index, stride=opts.stride,
+                        shared_dir=opts.shared_dir)
+    return Runner(runtime_factory(cfg), tokens, plugin_name=opts.plugin_name)
+
+
+async def _serve_async(sock: socket.socket, runner: Runner, ready: Callable[[], None] | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    conns: set[RunnerProtocol] = set()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = await loop.create_unix_server(lambda: RunnerProtocol(runner, conns), sock=sock, backlog=BACKLOG)
+    if ready:
+        ready()
+    await stop.wait()
+    server.close()
+    deadline = time.monotonic() + SHUTDOWN_GRACE_S
+    while True:
+        for proto in [c for c in conns if c.idle]:
+            proto.transport.close()
+        if not conns or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.01)  # let calls half-way through get their last frame
+    for proto in list(conns):
+        proto.transport.abort()
+    log.info("runner %d stopped: %s", os.getpid(), runner.stats)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.new_event_loop()
+
+
+def run_process(sock: socket.socket, runner: Runner) -> None:
+    """Serve until SIGTERM/SIGINT in this process."""
+    loop = _new_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(_serve_async(sock, runner))
+    finally:
+        loop.close()
+
+
+def setup_logging(log_file: str | None, secrets: list[str] | None = None) -> None:
+    """Log to a file (APISIX copies stdout/stderr into its error.log) or stderr; redact secrets."""
+    handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    if secrets:
+        handler.addFilter(_Redact(secrets))
+    root = logging.getLogger("llm_router")
+    root.handlers[:] = [handler]
+    root.setLevel(os.environ.get("LLM_ROUTER_LOG_LEVEL", "INFO").upper())
+    root.propagate = False
+
+
+class _Redact(logging.Filter):
+    """Replaces secret values in log records (defence in depth: the runner does not log them)."""
+
+    def __init__(self, secrets: list[str]):
+        super().__init__()
+        self.secrets = [s for s in secrets if len(s) >= 4]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if any(s in msg for s in self.secrets):
+            for s in self.secrets:
+                msg = msg.replace(s, "***")
+            record.msg, record.args = msg, None
+        return True
+
+
+def serve(args) -> int:
+    """Entry point of `llm-router serve --apisix`."""
+    try:
+        path = socket_path(getattr(args, "socket", None))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(getattr(args, "config", None))
+    except ConfigError as exc:
+        print(f"error: invalid config {exc.source}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
+    workers = args.workers if getattr(args, "workers", None) else int(cfg.server.get("workers", 1) or 1)
+    if workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
+    setup_logging(getattr(args, "log_file", None))
+    opts = Options(plugin_name=str(cfg.server.get("apisix_plugin_name", PLUGIN_NAME)), ttl=ttl_from_env())
+    try:
+        sock = bind_socket(path)
+    except OSError as exc:
+        print(f"error: cannot listen on {path}: {exc.strerror}", file=sys.stderr)
+        return 1
+    log.info("llm-router APISIX runner listening on unix:%s (%d process%s, token ttl %.0fs)",
+             path, workers, "" if workers == 1 else "es", opts.ttl)
+    try:
+        if workers == 1:
+            run_process(sock, build_runner(cfg, opts))
+        else:
+            _supervise(sock, cfg, opts, workers)
+    finally:
+        sock.close()
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    return 0
+
+
+def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int) -> None:
+    """Pre-fork workers on the shared socket, share tokens through a private directory, respawn."""
+    shared = tempfile.mkdtemp(prefix="llm-router-apisix-tokens-")
+    base = random.SystemRandom().randrange(1, TOKEN_SPACE)
+    children: dict[int, int] = {}  # pid -> worker index
+    stopping = False
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # worker
+            code = 0
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                wopts = Options(opts.plugin_name, opts.ttl, base, index, workers, shared)
+                run_process(sock, build_runner(cfg, wopts))
+            except BaseException:
+                log.exception("worker %d failed", index)
+                code = 1
+            finally:
+                os._exit(code)
+        children[pid] = index
+
+    def on_signal(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        for i in range(workers):
+            spawn(i)
+        last_spawn: dict[int, float] = {}
+        while children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            index = children.pop(pid, None)
+            if index is None or stopping:
+                continue
+            log.warning("worker %d (pid %d) exited with status %d; respawning", index, pid, status)
+            if time.monotonic() - last_spawn.get(index, 0.0) < 1.0:
+                time.sleep(1.0)  # a worker that dies at once must not spin the CPU
+            last_spawn[index] = time.monotonic()
+            spawn(index)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def shared_token_dir_ok(path: str) -> bool:
+    """Whether a token directory is private to this user (used by tests)."""
+    st = os.stat(path)
+    return st.st_uid == os.getuid() and not (st.st_mode & 0o077)
+
+
+__all__ = ["serve", "bind_socket", "socket_path", "RunnerProtocol", "build_runner", "Options", "run_process", "Path"]
