@@ -1,8 +1,10 @@
 """What both adapters share: config loaded once, body -> decision -> upstream mutations, hooks."""
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -75,11 +77,42 @@ class NoHealth:
         return frozenset()
 
 
+class Exclusions:
+    """Models out of selection: open circuit breakers plus spent model budgets."""
+
+    def __init__(self, *views: Any):
+        self.views = views
+
+    def excluded(self) -> frozenset[str]:
+        out = frozenset()
+        for v in self.views:
+            out = out | v.excluded()
+        return out
+
+
+def consumer_of(headers: Any, header: str | None) -> str | None:
+    """Who is calling: a configured header, else a short hash of the client's credential."""
+    if headers is None:
+        return None
+    from llm_router.health import header_value
+
+    if header:
+        value = header_value(headers, header.lower())
+        if value:
+            return value[:128]
+    for name in ("authorization", "x-api-key", "api-key"):
+        value = header_value(headers, name)
+        if value:
+            return "key:" + hashlib.sha256(value.encode()).hexdigest()[:12]
+    return None
+
+
 class Runtime:
     """Router + credentials + hooks, built once per config; adapters call decide()."""
 
     def __init__(self, config: Config, *, credentials: Credentials | None = None, observer: Observer | None = None,
-                 state: StateView = NO_STATE, health: HealthView | None = None, route_header: str | None = None):
+                 state: StateView = NO_STATE, health: HealthView | None = None, route_header: str | None = None,
+                 telemetry: bool = True):
         self.config = config
         self.router = Router(config)
         self.catalog = self.router.catalog
@@ -89,8 +122,51 @@ class Runtime:
         self.state = state
         self.health: HealthView = health or NoHealth()
         self.route_header = route_header or config.server.get("route_header", ROUTE_HEADER)
+        self.consumer_header: str | None = config.accounting.get("consumer_header")
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
+        self.shared = self.limits = self.metrics = self.telemetry = None
+        self._metrics_address: tuple[str, int] | None = None
+        if observer is None and telemetry:
+            self._build_telemetry(state_given=state is not NO_STATE, health_given=health is not None)
+
+    def _build_telemetry(self, *, state_given: bool, health_given: bool) -> None:
+        """Shared state, health, spend limits, metrics and the decision log, from the config sections."""
+        from llm_router.config import ConfigError
+        from llm_router.decision_log import DecisionLog, SecretMask
+        from llm_router.health import Health, HealthConfig
+        from llm_router.limits import SpendLimits, parse_limits
+        from llm_router.metrics import Metrics
+        from llm_router.state import SharedState, make_store
+        from llm_router.telemetry import Telemetry
+
+        cfg = self.config
+        try:
+            unknown = set(cfg.state) - {"backend", "url", "prefix", "refresh_s"}
+            if unknown:
+                raise ValueError(f"state: unknown fields {sorted(unknown)}")
+            shared = SharedState(make_store(cfg.state), refresh_s=float(cfg.state.get("refresh_s", 0.25)))
+            health = Health(shared, list(self.catalog.models), HealthConfig.from_dict(cfg.health))
+            unknown = set(cfg.accounting) - {"limits", "consumer_header", "routes"}
+            if unknown:
+                raise ValueError(f"accounting: unknown fields {sorted(unknown)}")
+            limits = SpendLimits(shared, parse_limits(cfg.accounting.get("limits", [])), list(self.catalog.models),
+                                 routes=cfg.accounting.get("routes", []))
+            unknown = set(cfg.metrics) - {"listen", "decision_log", "log_prompts", "redact_pii"}
+            if unknown:
+                raise ValueError(f"metrics: unknown fields {sorted(unknown)}")
+        except (ValueError, TypeError) as exc:
+            raise ConfigError([str(exc)]) from None
+        log = DecisionLog(cfg.metrics.get("decision_log"), log_prompts=bool(cfg.metrics.get("log_prompts", False)),
+                          redact=bool(cfg.metrics.get("redact_pii", True)), mask=SecretMask(self.credentials.values()))
+        self.shared, self.limits, self.metrics = shared, limits, Metrics.create()
+        self.telemetry = Telemetry(self.catalog, self.metrics, health, limits, log)
+        shared.on_refresh(self.telemetry.refresh)
+        self.observer = self.telemetry
+        if not state_given:
+            self.state = health
+        if not health_given:
+            self.health = Exclusions(health, limits)
 
     def new_request_id(self) -> str:
         """A unique, cheap request id: random per process, counter per request."""
@@ -104,8 +180,13 @@ class Runtime:
         """Whether a path is an LLM API the router decides for (others pass through)."""
         return api_for_path(path) is not None
 
-    def decide(self, body: bytes, *, path: str, ex: Exchange, route_conf: Any = None) -> UpstreamCall | Refusal:
-        """Route one request: the upstream call to make, or a local reply."""
+    def decide(self, body: bytes, *, path: str, ex: Exchange, route_conf: Any = None, headers: Any = None) -> UpstreamCall | Refusal:
+        """Route one request: the upstream call to make, or a local reply.
+
+        headers (optional): the client's request headers, as a mapping or (name, value) pairs, to
+        identify the consumer for spend limits.
+        """
+        t0 = time.perf_counter()
         policy = self.policy_for(route_conf)
         if isinstance(policy, RouteError):
             ex.error = policy
@@ -114,6 +195,15 @@ class Runtime:
         request, decision = self.router.route(body, path=path, policy=policy, state=self.state,
                                               excluded=self.health.excluded())
         ex.request = request
+        if self.limits is not None and self.limits.rules and not isinstance(decision, RouteError):
+            consumer = ex.extra["consumer"] = consumer_of(headers, self.consumer_header)
+            if consumer:
+                self.limits.seen_consumer(consumer)
+            over = self.limits.check(model=decision.model.id, route=ex.route, consumer=consumer,
+                                     estimate_usd=decision.estimated_cost)
+            if over is not None:
+                decision = over
+        ex.extra["decision_s"] = time.perf_counter() - t0
         if isinstance(decision, RouteError):
             ex.error = decision
             self.observer.on_decision(ex)
@@ -146,8 +236,30 @@ class Runtime:
         headers as (name, value) pairs or a mapping, for rate-limit signals; may be None)."""
         self.observer.on_response(ex, status, usage, latency_s, headers)
 
-    async def start(self) -> None:
-        """Start background work (state refresh, secret refresh); adapters call it once at startup."""
+    async def start(self, *, metrics_listen: str | None = None) -> None:
+        """Start background work (state sync, metrics endpoint); adapters call it once at startup."""
+        if self.shared is not None:
+            await self.shared.sync()
+            self.shared.start()
+        listen = metrics_listen or self.config.metrics.get("listen")
+        if self.metrics is not None and listen and self._metrics_address is None:
+            from llm_router.metrics import serve_metrics
+
+            self._metrics_address = serve_metrics(self.metrics, listen)
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """Where /metrics is served, once started."""
+        return self._metrics_address
 
     async def stop(self) -> None:
         """Stop background work and flush; adapters call it on shutdown."""
+        if self.shared is not None:
+            await self.shared.stop()
+        if self.telemetry is not None:
+            self.telemetry.log.close()
+        if self._metrics_address is not None:
+            from llm_router.metrics import stop_metrics
+
+            stop_metrics(self._metrics_address)
+            self._metrics_address = None

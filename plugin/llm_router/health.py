@@ -1,0 +1,194 @@
+"""Per-model health: error rate, 429s, latency; circuit breaking with half-open probes; rate-limit cool-downs."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from llm_router.state import Flag, Incr, SharedState
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+# An open flag's value is its deadline; the key itself lives longer so that clock skew between
+# runner hosts never makes it vanish before the deadline every reader compares against.
+FLAG_SLACK_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    """Breaker thresholds (config section `health`)."""
+
+    window_s: int = 30  # error rate over this sliding window
+    bucket_s: int = 5
+    min_requests: int = 5  # no verdict on fewer requests
+    error_rate: float = 0.5  # open at or above this share of failures
+    cooldown_s: float = 15.0  # first open period; doubles on each failed probe
+    max_cooldown_s: float = 300.0
+    slow_s: float | None = None  # a response slower than this counts as a failure
+    probe_every: int = 5  # half-open: one decision in N may use the model
+    max_retry_after_s: float = 300.0  # cap on a provider's retry-after
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "HealthConfig":
+        """From the config section; unknown keys are an error naming them."""
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"health: unknown fields {sorted(unknown)}")
+        return cls(**data)
+
+
+def header_value(headers: Any, name: str) -> str | None:
+    """A response header from a mapping or (name, value) pairs, case-insensitively."""
+    if headers is None:
+        return None
+    items = headers.items() if hasattr(headers, "items") else headers
+    for key, value in items:
+        k = key.decode() if isinstance(key, bytes) else key
+        if k.lower() == name:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return None
+
+
+def _number(text: str | None) -> float | None:
+    if text is None:
+        return None
+    text = text.strip().lower()
+    try:
+        if text.endswith("ms"):
+            return float(text[:-2]) / 1000
+        if text.endswith("s") and text[:-1].replace(".", "", 1).isdigit():
+            return float(text[:-1])
+        return float(text)
+    except ValueError:
+        return None
+
+
+class Health:
+    """Tracks every model; `excluded()` is what the router keeps out of selection."""
+
+    def __init__(self, state: SharedState, models: Iterable[str], conf: HealthConfig = HealthConfig()):
+        self.state = state
+        self.conf = conf
+        self.models = list(models)
+        self._buckets = max(1, conf.window_s // conf.bucket_s)
+        self.mode: dict[str, str] = {m: CLOSED for m in self.models}
+        self._cooldown: dict[str, float] = {m: conf.cooldown_s for m in self.models}
+        self._base: dict[str, tuple[float, float]] = {}  # counts at the moment a breaker closed
+        self._in_flight: dict[str, int] = {m: 0 for m in self.models}
+        self._excluded: frozenset[str] = frozenset()
+        self._probe_tick = 0
+        self.opened_total: dict[str, int] = {m: 0 for m in self.models}
+        state.watch(sliding=[(f"h:{m}:{kind}", conf.bucket_s, self._buckets) for m in self.models for kind in ("req", "err")],
+                    flags=[f for m in self.models for f in (f"open:{m}", f"remaining:{m}")])
+        state.on_refresh(self._recompute)
+
+    # ---- what the router reads (memory only) --------------------------------------------
+
+    def excluded(self) -> frozenset[str]:
+        """Models out of selection: open breakers, and half-open ones between probes."""
+        half = [m for m, s in self.mode.items() if s == HALF_OPEN]
+        if not half:
+            return self._excluded
+        self._probe_tick += 1
+        if self._probe_tick % self.conf.probe_every == 0:
+            return self._excluded
+        return self._excluded | frozenset(half)
+
+    def remaining(self, model_id: str) -> float | None:
+        """Share of the provider's request/token quota left, from rate-limit headers."""
+        return self.state.flags.get(f"remaining:{model_id}")
+
+    def in_flight(self, model_id: str) -> int:
+        return self._in_flight.get(model_id, 0)
+
+    def is_open(self, model_id: str) -> bool:
+        """Whether the model is out of selection (for the breaker metric)."""
+        return self.mode.get(model_id) == OPEN
+
+    # ---- what the response path feeds ---------------------------------------------------
+
+    def started(self, model_id: str) -> None:
+        """A request went to the model."""
+        if model_id in self._in_flight:
+            self._in_flight[model_id] += 1
+
+    def observe(self, model_id: str, status: int, latency_s: float, headers: Any, now: float) -> None:
+        """One finished upstream call: status 0 means no response (connect error, reset, timeout)."""
+        if model_id not in self.mode:
+            return
+        if self._in_flight[model_id] > 0:
+            self._in_flight[model_id] -= 1
+        slow = self.conf.slow_s is not None and latency_s > self.conf.slow_s
+        failed = status == 0 or status >= 500 or status in (408, 429) or slow
+        rec = self.state.record
+        rec(Incr(f"h:{model_id}:req", self.conf.bucket_s, 1, now))
+        if failed:
+            rec(Incr(f"h:{model_id}:err", self.conf.bucket_s, 1, now))
+        self._rate_limits(model_id, status, headers, now)
+        mode = self.mode[model_id]
+        if mode == HALF_OPEN:
+            if failed:
+                self._open(model_id, now, backoff=True)
+            else:
+                self._close(model_id)
+
+    def _rate_limits(self, model_id: str, status: int, headers: Any, now: float) -> None:
+        """Remaining-quota headers feed least-used pooling; 429 + retry-after cools the model down."""
+        rem = _number(header_value(headers, "x-ratelimit-remaining-requests"))
+        lim = _number(header_value(headers, "x-ratelimit-limit-requests"))
+        rem_t = _number(header_value(headers, "x-ratelimit-remaining-tokens"))
+        lim_t = _number(header_value(headers, "x-ratelimit-limit-tokens"))
+        shares = [r / l for r, l in ((rem, lim), (rem_t, lim_t)) if r is not None and l]
+        if shares:
+            self.state.record(Flag(f"remaining:{model_id}", max(0.0, min(shares)), 60.0, keep_max=False))
+        if status == 429:
+            wait = _number(header_value(headers, "retry-after")) or _number(header_value(headers, "x-ratelimit-reset-requests"))
+            wait = min(self.conf.max_retry_after_s, wait if wait is not None else self.conf.cooldown_s)
+            if wait > 0:
+                self.state.record(Flag(f"open:{model_id}", now + wait, wait + FLAG_SLACK_S))
+                self.state.flags[f"open:{model_id}"] = max(self.state.flags.get(f"open:{model_id}", 0.0), now + wait)
+                self._set_mode(model_id, OPEN)
+
+    # ---- state machine (runs after each snapshot, off the hot path) ----------------------
+
+    def _recompute(self, state: SharedState, now: float) -> None:
+        for m in self.models:
+            until = state.flags.get(f"open:{m}")
+            mode = self.mode[m]
+            if until is not None and until > now:
+                if mode != OPEN:
+                    self._set_mode(m, OPEN)
+                continue
+            if mode == OPEN:
+                self._set_mode(m, HALF_OPEN)  # cool-down over: let probes through
+                continue
+            if mode == HALF_OPEN:
+                continue
+            req = state.sliding.get(f"h:{m}:req", 0.0)
+            err = state.sliding.get(f"h:{m}:err", 0.0)
+            base = self._base.get(m)
+            if base is not None:
+                if req <= base[0]:
+                    self._base.pop(m, None)  # the window has moved past the old failures
+                else:
+                    req, err = req - base[0], max(0.0, err - base[1])
+            if req >= self.conf.min_requests and err / req >= self.conf.error_rate:
+                self._open(m, now, backoff=False)
+
+    def _open(self, m: str, now: float, *, backoff: bool) -> None:
+        cool = self._cooldown[m]
+        if backoff:
+            cool = self._cooldown[m] = min(self.conf.max_cooldown_s, cool * 2)
+        self.state.record(Flag(f"open:{m}", now + cool, cool + FLAG_SLACK_S))
+        self.state.flags[f"open:{m}"] = now + cool
+        self._set_mode(m, OPEN)
+
+    def _close(self, m: str) -> None:
+        self._cooldown[m] = self.conf.cooldown_s
+        self._base[m] = (self.state.sliding.get(f"h:{m}:req", 0.0), self.state.sliding.get(f"h:{m}:err", 0.0))
+        self._set_mode(m, CLOSED)
+
+    def _set_mode(self, m: str, mode: str) -> None:
+        if mode == OPEN and self.mode[m] != OPEN:
+            self.opened_total[m] += 1
+        self.mode[m] = mode
+        self._excluded = frozenset(x for x, s in self.mode.items() if s == OPEN)

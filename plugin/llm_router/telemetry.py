@@ -1,0 +1,111 @@
+"""The response-path observer: accounting, spend limits, health, Prometheus metrics and the decision log."""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from llm_router.accounting import Usage
+from llm_router.catalog import Catalog
+from llm_router.decision_log import DecisionLog
+from llm_router.health import Health
+from llm_router.limits import SpendLimits
+from llm_router.metrics import Metrics
+from llm_router.runtime import Exchange
+
+
+def status_class(status: int) -> str:
+    """2xx/4xx/5xx, or 'none' when no response arrived."""
+    return f"{status // 100}xx" if status else "none"
+
+
+class Telemetry:
+    """Implements the Runtime's Observer: everything that happens after a decision."""
+
+    def __init__(self, catalog: Catalog, metrics: Metrics, health: Health, limits: SpendLimits, log: DecisionLog,
+                 *, clock: Callable[[], float] = time.time):
+        self.catalog = catalog
+        self.metrics = metrics
+        self.health = health
+        self.limits = limits
+        self.log = log
+        self.clock = clock
+
+    def on_decision(self, ex: Exchange) -> None:
+        m = self.metrics
+        decision_s = ex.extra.get("decision_s")
+        if decision_s is not None:
+            m.decision_seconds.observe(decision_s)
+        if ex.error is not None:
+            m.errors.labels(kind=ex.error.code).inc()
+            self._log(ex, status=ex.error.status, usage=None, latency_s=0.0, cost=0.0)
+            return
+        d = ex.decision
+        if d is None:
+            return
+        m.requests.labels(route=ex.route, model=d.model.id, tier=d.classification.tier.name, strategy=d.strategy).inc()
+        self.health.started(d.model.id)
+
+    def on_fallback(self, ex: Exchange, from_model: str, to_model: str, reason: str) -> None:
+        """An attempt moved to the next model of the chain."""
+        self.metrics.fallbacks.labels(from_model=from_model, to_model=to_model, reason=reason).inc()
+        self.health.started(to_model)
+
+    def on_response(self, ex: Exchange, status: int, usage: Usage | None, latency_s: float, headers: Any = None) -> None:
+        call = ex.call
+        if call is None or ex.decision is None:
+            return
+        model = call.model
+        now = self.clock()
+        m = self.metrics
+        m.responses.labels(model=model.id, status=status_class(status)).inc()
+        m.upstream_seconds.labels(model=model.id).observe(latency_s)
+        if status == 0 or status >= 500:
+            m.errors.labels(kind="upstream_5xx" if status else "upstream_unreachable").inc()
+        elif status == 429:
+            m.errors.labels(kind="upstream_429").inc()
+        cost = 0.0
+        if usage is not None:
+            cost = usage.cost(model)
+            m.tokens.labels(model=model.id, direction="input").inc(usage.input_tokens)
+            m.tokens.labels(model=model.id, direction="output").inc(usage.output_tokens)
+            m.cost.labels(route=ex.route, model=model.id).inc(cost)
+            ref = ex.policy.reference if ex.policy is not None else None
+            if ref is not None:
+                m.saving.labels(route=ex.route).inc(max(0.0, usage.cost(ref) - cost))
+            if usage.input_tokens > 0:
+                m.estimate_error.observe((ex.decision.input_tokens - usage.input_tokens) / usage.input_tokens)
+        elif 200 <= status < 300:
+            cost = ex.decision.estimated_cost  # no usage reported: budget against the estimate
+            m.errors.labels(kind="usage_missing").inc()
+        self.limits.record(model=model.id, route=ex.route, consumer=ex.extra.get("consumer"), usd=cost, now=now)
+        self.health.observe(model.id, status, latency_s, headers, now)
+        self._log(ex, status=status, usage=usage, latency_s=latency_s, cost=cost)
+
+    def refresh(self, state: Any, now: float) -> None:
+        """After each state snapshot: gauges, and the decision log flush."""
+        for model in self.health.models:
+            self.metrics.breaker_open.labels(model=model).set(1.0 if self.health.is_open(model) else 0.0)
+        for scope, left in self.limits.remaining().items():
+            self.metrics.budget_remaining.labels(scope=scope).set(left)
+        self.log.flush()
+
+    def _log(self, ex: Exchange, *, status: int, usage: Usage | None, latency_s: float, cost: float) -> None:
+        if not self.log.enabled:
+            return
+        d = ex.decision
+        rec: dict[str, Any] = {"ts": round(self.clock(), 3), "request_id": ex.request_id, "route": ex.route, "status": status,
+                               "latency_ms": round(latency_s * 1000, 2)}
+        if d is not None:
+            c = d.classification
+            rec.update(policy=d.policy, strategy=d.strategy, model=ex.call.model.id if ex.call else d.model.id,
+                       decided_model=d.model.id, fallbacks=[x.id for x in d.fallbacks], tier=c.tier.name, category=c.category,
+                       confidence=c.confidence, score=c.score, reason=d.reason, estimated_input_tokens=d.input_tokens,
+                       estimated_cost_usd=round(d.estimated_cost, 8), attempt=ex.attempt)
+        if usage is not None:
+            rec.update(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
+        rec["cost_usd"] = round(cost, 8)
+        if ex.error is not None:
+            rec["error"] = ex.error.message
+        if ex.extra.get("consumer"):
+            rec["consumer"] = ex.extra["consumer"]
+        self.log.write(rec, prompt=ex.request.prompt if ex.request is not None else None)

@@ -1,0 +1,184 @@
+"""Circuit breaking, rate-limit signals and spend limits, driven through shared state."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from llm_router.health import CLOSED, HALF_OPEN, OPEN, Health, HealthConfig
+from llm_router.limits import LimitRule, SpendLimits, parse_limits
+from llm_router.state import MemoryStore, RedisStore, SharedState
+
+MODELS = ["cheap", "mid", "top"]
+
+
+def sync(state, now):
+    asyncio.run(state.sync(now))
+
+
+def make_health(**kw) -> tuple[Health, SharedState]:
+    state = SharedState(MemoryStore())
+    conf = HealthConfig(**{"min_requests": 4, "error_rate": 0.5, "cooldown_s": 10, "window_s": 30, "bucket_s": 5, **kw})
+    return Health(state, MODELS, conf), state
+
+
+def test_breaker_opens_on_error_rate_then_probes_and_closes():
+    h, state = make_health(probe_every=3)
+    t = time.time()
+    for status in (200, 500, 502, 0):  # 3 failures of 4 (status 0 = no response)
+        h.started("cheap")
+        h.observe("cheap", status, 0.1, None, t)
+    sync(state, t)
+    assert h.mode["cheap"] == OPEN and "cheap" in h.excluded() and h.is_open("cheap")
+    sync(state, t + 5)
+    assert h.mode["cheap"] == OPEN  # still cooling down
+    sync(state, t + 11)
+    assert h.mode["cheap"] == HALF_OPEN
+    seen = [("cheap" in h.excluded()) for _ in range(6)]
+    assert seen.count(False) == 2  # one probe in three decisions
+    h.observe("cheap", 200, 0.1, None, t + 12)  # the probe succeeds
+    assert h.mode["cheap"] == CLOSED and "cheap" not in h.excluded()
+    sync(state, t + 13)
+    assert h.mode["cheap"] == CLOSED  # old failures still in the window do not re-open it
+
+
+def test_failed_probe_reopens_with_doubled_cooldown():
+    h, state = make_health()
+    t = time.time()
+    for _ in range(4):
+        h.observe("mid", 503, 0.1, None, t)
+    sync(state, t)
+    sync(state, t + 11)
+    assert h.mode["mid"] == HALF_OPEN
+    h.observe("mid", 500, 0.1, None, t + 11)
+    assert h.mode["mid"] == OPEN
+    sync(state, t + 25)
+    assert h.mode["mid"] == OPEN  # 20 s cool-down now
+    sync(state, t + 32)
+    assert h.mode["mid"] == HALF_OPEN
+
+
+def test_too_few_requests_or_healthy_traffic_keep_it_closed():
+    h, state = make_health()
+    t = time.time()
+    for _ in range(3):
+        h.observe("top", 500, 0.1, None, t)  # below min_requests
+    sync(state, t)
+    assert h.mode["top"] == CLOSED
+    for _ in range(10):
+        h.observe("mid", 200, 0.1, None, t)
+    h.observe("mid", 500, 0.1, None, t)
+    sync(state, t)
+    assert h.mode["mid"] == CLOSED
+
+
+def test_slow_answers_count_as_failures():
+    h, state = make_health(slow_s=2.0)
+    t = time.time()
+    for _ in range(4):
+        h.observe("top", 200, 5.0, None, t)
+    sync(state, t)
+    assert h.mode["top"] == OPEN
+
+
+def test_429_retry_after_cools_down_and_ratelimit_headers_feed_remaining():
+    h, state = make_health()
+    t = time.time()
+    h.observe("cheap", 429, 0.05, [("Retry-After", "20"), ("x-ratelimit-remaining-requests", "0"),
+                                   ("x-ratelimit-limit-requests", "500")], t)
+    assert "cheap" in h.excluded()
+    sync(state, t + 1)
+    assert h.mode["cheap"] == OPEN and h.remaining("cheap") == 0.0
+    sync(state, t + 21)
+    assert h.mode["cheap"] == HALF_OPEN
+    h.observe("mid", 200, 0.1, {"x-ratelimit-remaining-requests": "300", "x-ratelimit-limit-requests": "1000",
+                                "x-ratelimit-remaining-tokens": "90000", "x-ratelimit-limit-tokens": "100000"}, t)
+    sync(state, t)
+    assert h.remaining("mid") == pytest.approx(0.3)  # the scarcer of requests and tokens
+    assert h.remaining("top") is None
+
+
+def test_in_flight_counts():
+    h, _ = make_health()
+    h.started("top")
+    h.started("top")
+    assert h.in_flight("top") == 2
+    h.observe("top", 200, 0.1, None, time.time())
+    assert h.in_flight("top") == 1
+
+
+def test_breaker_state_is_shared_through_redis(redis_url):
+    """A breaker opened by one runner process takes the model out of selection in another."""
+    prefix = f"h{time.monotonic_ns()}"
+    s1, s2 = SharedState(RedisStore(redis_url, prefix=prefix)), SharedState(RedisStore(redis_url, prefix=prefix))
+    conf = HealthConfig(min_requests=4, cooldown_s=10)
+    h1, h2 = Health(s1, MODELS, conf), Health(s2, MODELS, conf)
+    t = time.time()
+
+    async def go():
+        for _ in range(4):
+            h1.observe("top", 500, 0.1, None, t)
+        await s1.sync(t)
+        await s1.sync(t)  # the open flag written by the first sync is read back
+        await s2.sync(t)
+        assert h2.mode["top"] == OPEN and "top" in h2.excluded()
+        await s1.stop()
+        await s2.stop()
+    asyncio.run(go())
+
+
+# ---- spend limits ------------------------------------------------------------------------
+
+def test_parse_limits_names_bad_fields():
+    assert parse_limits([{"scope": "model", "match": "top", "usd": 5, "window": "hour", "action": "exclude"}])[0].window == "hour"
+    for item, words in [
+        ({"scope": "team", "usd": 1}, "accounting.limits[0].scope"),
+        ({"scope": "route", "usd": 1, "window": "week"}, "accounting.limits[0].window"),
+        ({"scope": "route", "usd": -1}, "accounting.limits[0].usd"),
+        ({"scope": "route", "usd": 1, "action": "exclude"}, "'exclude' applies to model limits only"),
+        ({"scope": "route", "usd": 1, "colour": 1}, "unknown fields ['colour']"),
+    ]:
+        with pytest.raises(ValueError, match=words.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
+            parse_limits([item])
+
+
+def test_model_budget_excludes_the_model_once_spent():
+    state = SharedState(MemoryStore())
+    lim = SpendLimits(state, [LimitRule("model", 1.0, "day", "top", "exclude")], MODELS)
+    t = time.time()
+    lim.record(model="top", route="r", consumer=None, usd=0.6, now=t)
+    sync(state, t)
+    assert lim.excluded() == frozenset()
+    lim.record(model="top", route="r", consumer=None, usd=0.5, now=t)
+    sync(state, t)
+    assert lim.excluded() == {"top"}
+    assert lim.remaining()["model:top/day"] == 0.0
+    sync(state, t + 86400)  # the next day's window starts empty
+    assert lim.excluded() == frozenset()
+
+
+def test_reject_limits_per_consumer_route_and_global():
+    state = SharedState(MemoryStore())
+    rules = [LimitRule("consumer", 1.0, "minute"), LimitRule("route", 5.0, "day", "chat"), LimitRule("global", 8.0, "month")]
+    lim = SpendLimits(state, rules, MODELS, routes=["chat"])
+    t = time.time()
+    for who in ("alice", "bob"):
+        lim.seen_consumer(who)
+    lim.record(model="cheap", route="chat", consumer="alice", usd=0.95, now=t)
+    sync(state, t)
+    err = lim.check(model="cheap", route="chat", consumer="alice", estimate_usd=0.1)
+    assert err is not None and err.status == 429 and "consumer 'alice'" in err.message and "$1 per minute" in err.message
+    assert lim.check(model="cheap", route="chat", consumer="bob", estimate_usd=0.1) is None
+    assert lim.check(model="cheap", route="chat", consumer="alice", estimate_usd=0.01) is None
+    for i in range(5):
+        lim.record(model="cheap", route="chat", consumer=f"c{i}", usd=0.9, now=t)
+    sync(state, t)
+    err = lim.check(model="cheap", route="chat", consumer="bob", estimate_usd=0.1)
+    assert err is not None and "route 'chat'" in err.message
+    assert lim.check(model="cheap", route="other", consumer="bob", estimate_usd=0.1) is None
+    lim.record(model="cheap", route="other", consumer="x", usd=3.0, now=t)
+    sync(state, t)
+    err = lim.check(model="cheap", route="other", consumer="bob", estimate_usd=0.1)
+    assert err is not None and "global" in err.message
+    assert err.openai_body()["error"]["type"] == "rate_limit_error"

@@ -1,0 +1,174 @@
+"""Runtime telemetry: Prometheus metrics, the decision log, spend limits and breakers end to end in process."""
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import orjson
+import pytest
+
+from llm_router.accounting import Usage
+from llm_router.config import parse_config
+from llm_router.credentials import Credentials
+from llm_router.decision_log import SecretMask, redact_pii
+from llm_router.metrics import scrape_totals
+from llm_router.runtime import Exchange, Refusal, Runtime
+from llm_router.secrets.env import EnvStore
+
+REQUIRED = ["llm_router_requests_total", "llm_router_tokens_total", "llm_router_cost_usd_total", "llm_router_saving_usd_total",
+            "llm_router_decision_seconds_bucket", "llm_router_fallbacks_total", "llm_router_errors_total",
+            "llm_router_budget_remaining_usd", "llm_router_breaker_open"]
+KEYS = {"OPENAI_API_KEY": "sk-canary-openai-0001", "ANTHROPIC_API_KEY": "sk-ant-canary-0002", "GEMINI_API_KEY": "gm-canary-0003",
+        "TOGETHER_API_KEY": "tg-canary-0004", "MISTRAL_API_KEY": "ms-canary-0005", "DEEPSEEK_API_KEY": "sk-canary-deepseek-0006"}
+
+
+def chat(text: str) -> bytes:
+    return orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": text}]})
+
+
+def runtime(tmp_path, **sections) -> Runtime:
+    cfg = parse_config({"metrics": {"listen": "127.0.0.1:0", "decision_log": str(tmp_path / "decisions.jsonl"),
+                                    **sections.pop("metrics", {})}, **sections})
+    creds = Credentials.resolve(Runtime(cfg, telemetry=False).catalog, [EnvStore(KEYS)])
+    return Runtime(cfg, credentials=creds)
+
+
+def exchange(rt: Runtime, body: bytes, *, status=200, usage=Usage(120, 80), headers=None, route="chat"):
+    ex = Exchange(request_id=rt.new_request_id(), route=route, started=0.0)
+    out = rt.decide(body, path="/v1/chat/completions", ex=ex, headers=headers)
+    if not isinstance(out, Refusal):
+        rt.on_response(ex, status, usage, 0.25, None)
+    return ex, out
+
+
+def test_metrics_endpoint_exports_every_required_metric(tmp_path):
+    async def go():
+        rt = runtime(tmp_path, accounting={"limits": [{"scope": "route", "usd": 10, "window": "day"}], "routes": ["chat"]})
+        await rt.start()
+        try:
+            exchange(rt, chat("hello"))
+            exchange(rt, chat("Prove rigorously that there are infinitely many primes, step by step"))
+            exchange(rt, b"{broken")
+            rt.telemetry.on_fallback(exchange(rt, chat("hi"))[0], "deepseek-v2", "llama-3-70b", "5xx")
+            await rt.shared.sync()
+            host, port = rt.metrics_address
+            text = (await asyncio.to_thread(httpx.get, f"http://{host}:{port}/metrics")).text
+        finally:
+            await rt.stop()
+        for name in REQUIRED:
+            assert name in text, name
+        totals = scrape_totals(text)
+        assert totals["llm_router_requests_total"] == 3
+        assert totals["llm_router_tokens_total"] == 3 * 200
+        assert totals["llm_router_cost_usd_total"] > 0
+        assert totals["llm_router_saving_usd_total"] > 0  # against gpt-4o, the default reference
+        assert totals["llm_router_errors_total"] >= 1  # the broken body
+        assert totals["llm_router_fallbacks_total"] == 1
+        assert 'llm_router_budget_remaining_usd{scope="route:chat/day"}' in text
+    asyncio.run(go())
+
+
+def test_decision_log_lines_without_prompt_by_default(tmp_path):
+    async def go():
+        rt = runtime(tmp_path)
+        await rt.start()
+        exchange(rt, chat("my email is jane@example.com"))
+        exchange(rt, b'{"messages": 5}')
+        await rt.stop()
+    asyncio.run(go())
+    lines = [orjson.loads(x) for x in (tmp_path / "decisions.jsonl").read_text().splitlines()]
+    assert len(lines) == 2
+    ok, bad = lines
+    for key in ("request_id", "route", "model", "tier", "reason", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "status"):
+        assert key in ok, key
+    assert "prompt" not in ok and "jane@" not in (tmp_path / "decisions.jsonl").read_text()
+    assert bad["status"] == 400 and "messages" in bad["error"]
+
+
+def test_decision_log_prompts_opt_in_and_redacted(tmp_path):
+    async def go():
+        rt = runtime(tmp_path, metrics={"log_prompts": True, "redact_pii": True})
+        await rt.start()
+        exchange(rt, chat("mail jane@example.com or call +1 415 555 0100 about card 4111 1111 1111 1111"))
+        await rt.stop()
+    asyncio.run(go())
+    rec = orjson.loads((tmp_path / "decisions.jsonl").read_text().splitlines()[0])
+    assert "<email>" in rec["prompt"] and "<phone>" in rec["prompt"] and "<card>" in rec["prompt"]
+    assert "jane@" not in rec["prompt"]
+
+
+def test_secrets_never_reach_logs_or_metrics(tmp_path):
+    async def go():
+        rt = runtime(tmp_path, metrics={"log_prompts": True, "redact_pii": False})
+        await rt.start()
+        # a client pastes a provider key into its prompt: the log must not carry it either
+        exchange(rt, chat(f"why does {KEYS['DEEPSEEK_API_KEY']} fail?"))
+        await rt.shared.sync()
+        text = rt.metrics.exposition().decode()
+        await rt.stop()
+        return text
+    metrics_text = asyncio.run(go())
+    log_text = (tmp_path / "decisions.jsonl").read_text()
+    for value in KEYS.values():
+        assert value not in log_text and value not in metrics_text
+    assert "***" in log_text
+
+
+def test_spend_limit_rejects_with_429_and_model_budget_excludes(tmp_path):
+    async def go():
+        rt = runtime(tmp_path, accounting={"limits": [
+            {"scope": "consumer", "usd": 0.005, "window": "day"},
+            {"scope": "model", "match": "deepseek-v2", "usd": 0.0001, "window": "day", "action": "exclude"}]})
+        await rt.start()
+        alice = {"authorization": "Bearer client-key-alice"}
+        _, first = exchange(rt, chat("hi"), headers=alice, usage=Usage(1000, 1000))
+        assert first.model.id == "deepseek-v2"
+        await rt.shared.sync()
+        _, second = exchange(rt, chat("hi"), headers={"authorization": "Bearer client-key-bob"})
+        assert second.model.id != "deepseek-v2"  # its budget is spent: out of selection
+        for _ in range(3):
+            exchange(rt, chat("hi"), headers=alice, usage=Usage(2000, 2000))
+        await rt.shared.sync()
+        ex, refused = exchange(rt, chat("hi"), headers=alice)
+        await rt.stop()
+        return ex, refused
+    ex, refused = asyncio.run(go())
+    assert isinstance(refused, Refusal) and refused.status == 429
+    body = orjson.loads(refused.body)["error"]
+    assert body["code"] == "spend_limit_exceeded" and "consumer 'key:" in body["message"]
+    assert "client-key-alice" not in refused.body.decode()
+    assert ("x-llm-router-request-id", ex.request_id) in refused.headers
+
+
+def test_breaker_opens_through_runtime(tmp_path):
+    async def go():
+        rt = runtime(tmp_path, health={"min_requests": 3, "cooldown_s": 60})
+        await rt.start()
+        for _ in range(3):
+            exchange(rt, chat("hi"), status=503, usage=None)
+        await rt.shared.sync()
+        _, out = exchange(rt, chat("hi"))
+        text = rt.metrics.exposition().decode()
+        await rt.stop()
+        return out, text
+    out, text = asyncio.run(go())
+    assert out.model.id != "deepseek-v2"
+    assert 'llm_router_breaker_open{model="deepseek-v2"} 1.0' in text
+
+
+def test_bad_telemetry_config_names_the_field(tmp_path):
+    from llm_router.config import ConfigError
+
+    for sections, words in [({"health": {"colour": 1}}, "health: unknown fields"),
+                            ({"accounting": {"limits": [{"scope": "x", "usd": 1}]}}, "accounting.limits[0].scope"),
+                            ({"state": {"backend": "etcd"}}, "state.backend"),
+                            ({"metrics": {"port": 1}}, "metrics: unknown fields")]:
+        with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace("]", r"\]")):
+            Runtime(parse_config(sections))
+
+
+def test_redaction_helpers():
+    assert redact_pii("write to a.b@c.io now") == "write to <email> now"
+    mask = SecretMask(["sk-abcdef123456"])
+    assert mask("token sk-abcdef123456 leaked") == "token *** leaked"
+    assert SecretMask([])("unchanged") == "unchanged"
