@@ -56,7 +56,7 @@ class Pending:
     kind: str  # "body" | "rid" | "resp_body"
     rid: int
     entry: Entry
-    path: str = ""
+    call: codec.ReqCall | None = None
     status: int = 0
     headers: list = field(default_factory=list)
     exchange: Exchange | None = None
@@ -199,7 +199,7 @@ class Runner:
             # Not an LLM call: let it through, but never with a routing header the client chose.
             self.stats.passes += 1
             return codec.rewrite_frame(call.id, headers=self.entries.vector(((self.runtime.route_header, None),)))
-        conv.pending = Pending("body", call.id, entry, path=call.path)
+        conv.pending = Pending("body", call.id, entry, call=call)
         return codec.REQ_BODY_FRAME
 
     def _on_extra_info(self, conv: Conversation, pending: Pending, payload: bytes) -> bytes:
@@ -214,7 +214,10 @@ class Runner:
         entry = pending.entry
         runtime = self.runtime
         ex = Exchange(runtime.new_request_id(), entry.route, self.clock())
-        result = runtime.decide(body, path=pending.path, ex=ex, route_conf=entry.compiled.route_conf)
+        call = pending.call
+        # client headers only when spend limits need the consumer (decoding them costs)
+        headers = call.headers() if runtime.limits is not None and runtime.limits.rules else None
+        result = runtime.decide(body, path=call.path, ex=ex, route_conf=entry.compiled.route_conf, headers=headers)
         if isinstance(result, Refusal):
             self.stats.stops += 1
             return codec.stop_frame(pending.rid, result.status, self.entries.vector((), result.headers), result.body)
@@ -290,7 +293,7 @@ class Runner:
         if ex is not None:
             usage: Usage | None = usage_from_json(body) if body else None
             try:
-                self.runtime.on_response(ex, pending.status, usage, self.clock() - ex.started)
+                self.runtime.on_response(ex, pending.status, usage, self.clock() - ex.started, pending.headers)
             except Exception:
                 self.stats.internal_errors += 1
                 log.exception("accounting failed for %s", ex.request_id)

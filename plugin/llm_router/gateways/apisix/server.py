@@ -11,10 +11,10 @@ import socket
 import stat
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from llm_router.config import Config, ConfigError, load_config
 from llm_router.gateways.apisix.framing import FrameReader
@@ -103,24 +103,34 @@ class Options:
     index: int = 0
     stride: int = 1
     shared_dir: str | None = None
+    metrics_listen: str | None = None  # served by the first process only
 
 
 def build_runner(cfg: Config, opts: Options, runtime_factory: Callable[[Config], Runtime] = Runtime) -> Runner:
     """Runtime + token store + runner for one process."""
     tokens = TokenStore(ttl=opts.ttl, base=opts.token_base, index=opts.index, stride=opts.stride,
                         shared_dir=opts.shared_dir)
-    return Runner(runtime_factory(cfg), tokens, plugin_name=opts.plugin_name)
+    if opts.index > 0 and cfg.metrics.get("listen"):
+        # one /metrics endpoint per runner: the first process serves it
+        cfg = cfg.model_copy(update={"metrics": {k: v for k, v in cfg.metrics.items() if k != "listen"}})
+    runtime = runtime_factory(cfg)
+    redact_secrets(runtime.credentials.values())
+    return Runner(runtime, tokens, plugin_name=opts.plugin_name)
 
 
-async def _serve_async(sock: socket.socket, runner: Runner, ready: Callable[[], None] | None = None) -> None:
+async def _serve_async(sock: socket.socket, runner: Runner, metrics_listen: str | None = None,
+                       ready: Callable[[asyncio.Event], None] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (main thread) or until the event handed to `ready` is set."""
     loop = asyncio.get_running_loop()
     conns: set[RunnerProtocol] = set()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    await runner.runtime.start(metrics_listen=metrics_listen)
     server = await loop.create_unix_server(lambda: RunnerProtocol(runner, conns), sock=sock, backlog=BACKLOG)
     if ready:
-        ready()
+        ready(stop)
     await stop.wait()
     server.close()
     deadline = time.monotonic() + SHUTDOWN_GRACE_S
@@ -132,6 +142,7 @@ async def _serve_async(sock: socket.socket, runner: Runner, ready: Callable[[], 
         await asyncio.sleep(0.01)  # let calls half-way through get their last frame
     for proto in list(conns):
         proto.transport.abort()
+    await runner.runtime.stop()
     log.info("runner %d stopped: %s", os.getpid(), runner.stats)
 
 
@@ -144,26 +155,31 @@ def _new_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
 
 
-def run_process(sock: socket.socket, runner: Runner) -> None:
+def run_process(sock: socket.socket, runner: Runner, metrics_listen: str | None = None) -> None:
     """Serve until SIGTERM/SIGINT in this process."""
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(_serve_async(sock, runner))
+        loop.run_until_complete(_serve_async(sock, runner, metrics_listen))
     finally:
         loop.close()
 
 
-def setup_logging(log_file: str | None, secrets: list[str] | None = None) -> None:
-    """Log to a file (APISIX copies stdout/stderr into its error.log) or stderr; redact secrets."""
+def setup_logging(log_file: str | None) -> None:
+    """Log to a file (APISIX copies stdout/stderr into its error.log) or stderr."""
     handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
-    if secrets:
-        handler.addFilter(_Redact(secrets))
     root = logging.getLogger("llm_router")
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("LLM_ROUTER_LOG_LEVEL", "INFO").upper())
     root.propagate = False
+
+
+def redact_secrets(values: list[str]) -> None:
+    """Mask these values in every llm_router log line (defence in depth: nothing logs them)."""
+    if values:
+        for handler in logging.getLogger("llm_router").handlers:
+            handler.addFilter(_Redact(values))
 
 
 class _Redact(logging.Filter):
@@ -201,7 +217,8 @@ def serve(args) -> int:
         print("error: --workers must be at least 1", file=sys.stderr)
         return 2
     setup_logging(getattr(args, "log_file", None))
-    opts = Options(plugin_name=str(cfg.server.get("apisix_plugin_name", PLUGIN_NAME)), ttl=ttl_from_env())
+    opts = Options(plugin_name=str(cfg.server.get("apisix_plugin_name", PLUGIN_NAME)), ttl=ttl_from_env(),
+                   metrics_listen=getattr(args, "metrics", None))
     try:
         sock = bind_socket(path)
     except OSError as exc:
@@ -211,7 +228,7 @@ def serve(args) -> int:
              path, workers, "" if workers == 1 else "es", opts.ttl)
     try:
         if workers == 1:
-            run_process(sock, build_runner(cfg, opts))
+            run_process(sock, build_runner(cfg, opts), opts.metrics_listen)
         else:
             _supervise(sock, cfg, opts, workers)
     finally:
@@ -238,7 +255,7 @@ def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int) ->
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 wopts = Options(opts.plugin_name, opts.ttl, base, index, workers, shared)
-                run_process(sock, build_runner(cfg, wopts))
+                run_process(sock, build_runner(cfg, wopts), opts.metrics_listen if index == 0 else None)
             except BaseException:
                 log.exception("worker %d failed", index)
                 code = 1
@@ -276,12 +293,3 @@ def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int) ->
             spawn(index)
     finally:
         shutil.rmtree(shared, ignore_errors=True)
-
-
-def shared_token_dir_ok(path: str) -> bool:
-    """Whether a token directory is private to this user (used by tests)."""
-    st = os.stat(path)
-    return st.st_uid == os.getuid() and not (st.st_mode & 0o077)
-
-
-__all__ = ["serve", "bind_socket", "socket_path", "RunnerProtocol", "build_runner", "Options", "run_process", "Path"]

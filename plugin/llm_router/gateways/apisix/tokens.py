@@ -104,14 +104,12 @@ class TokenStore:
     def get(self, token: int) -> Entry | None:
         """The live entry for a token, or None (unknown or expired: APISIX must PrepareConf again)."""
         entry = self._entries.get(token)
-        if entry is None:
-            entry = self._load_shared(token)
-            if entry is None:
-                return None
-        if entry.expires <= self.clock():
+        if entry is not None:
+            if entry.expires > self.clock():
+                return entry
             self._drop(entry)
-            return None
-        return entry
+        # unknown here, or expired here but perhaps refreshed by a sibling process
+        return self._load_shared(token)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -161,4 +159,6 @@ class TokenStore:
         if len(self._entries) >= self.max_tokens:
             self._evict_oldest()
         self._entries[token] = entry
+        if entry.key:
+            self._by_key.setdefault(entry.key, token)
         return entry
