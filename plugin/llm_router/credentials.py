@@ -80,6 +80,10 @@ class Credentials:
             raise SecretError("; ".join(problems))
         return cls(out)
 
+    def replace_with(self, other: "Credentials") -> None:
+        """Take over freshly resolved keys (secret rotation); one assignment, so readers never see a mix."""
+        self._keys = other._keys
+
     def headers(self, provider: str) -> tuple[tuple[str, str], ...]:
         """Credential and fixed headers for one call to this provider."""
         keys = self._keys.get(provider)

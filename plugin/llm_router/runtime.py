@@ -17,7 +17,6 @@ from llm_router.decision import Decision, RouteError
 from llm_router.plan import ROUTE_HEADER, UpstreamCall, explanation_headers, plan_call
 from llm_router.request import LLMRequest, api_for_path
 from llm_router.router import NO_STATE, Policy, Router
-from llm_router.secrets.env import EnvStore
 from llm_router.strategies.base import StateView
 
 
@@ -116,8 +115,22 @@ class Runtime:
         self.config = config
         self.router = Router(config)
         self.catalog = self.router.catalog
-        self.credentials = credentials if credentials is not None else Credentials.resolve(
-            self.catalog, [EnvStore()], missing="skip")
+        self.refresher = None
+        if credentials is None:
+            from llm_router.config import ConfigError
+            from llm_router.secrets.base import SecretError
+            from llm_router.secrets.registry import SecretRefresher, build_stores
+
+            missing = config.secrets.get("missing", "skip")
+            try:
+                stores = build_stores(config.secrets)
+                credentials = Credentials.resolve(self.catalog, stores, missing=missing)
+            except SecretError as exc:
+                raise ConfigError([str(exc)], "secrets") from None
+            self.refresher = SecretRefresher(lambda: Credentials.resolve(self.catalog, stores, missing=missing),
+                                             self._apply_credentials, stores,
+                                             refresh_s=float(config.secrets.get("refresh_s", 300)))
+        self.credentials = credentials
         self.observer: Observer = observer or NullObserver()
         self.state = state
         self.health: HealthView = health or NoHealth()
@@ -167,6 +180,12 @@ class Runtime:
             self.state = health
         if not health_given:
             self.health = Exclusions(health, limits)
+
+    def _apply_credentials(self, fresh: Credentials) -> None:
+        """Rotated secrets take effect for the next request; the log mask learns the new values."""
+        self.credentials.replace_with(fresh)
+        if self.telemetry is not None:
+            self.telemetry.log.mask.set(self.credentials.values())
 
     def new_request_id(self) -> str:
         """A unique, cheap request id: random per process, counter per request."""
@@ -241,6 +260,8 @@ class Runtime:
         if self.shared is not None:
             await self.shared.sync()
             self.shared.start()
+        if self.refresher is not None:
+            self.refresher.start()
         listen = metrics_listen or self.config.metrics.get("listen")
         if self.metrics is not None and listen and self._metrics_address is None:
             from llm_router.metrics import serve_metrics
@@ -254,6 +275,8 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop background work and flush; adapters call it on shutdown."""
+        if self.refresher is not None:
+            await self.refresher.stop()
         if self.shared is not None:
             await self.shared.stop()
         if self.telemetry is not None:
