@@ -1,0 +1,49 @@
+"""The Grafana dashboard only queries metrics the runner exports; the scrape config parses."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import orjson
+import yaml
+
+from llm_router.accounting import Usage
+from llm_router.config import parse_config
+from llm_router.runtime import Exchange, Runtime
+
+ROOT = Path(__file__).resolve().parents[1]
+METRIC = re.compile(r"\bllm_router_[a-z_]+\b")
+
+
+def exported_names() -> set[str]:
+    """Series names in a runner's exposition after some traffic (so labelled families appear)."""
+    rt = Runtime(parse_config({"accounting": {"limits": [{"scope": "route", "usd": 5}]}}))
+    ex = Exchange(request_id="1", route="r", started=0.0)
+    rt.decide(orjson.dumps({"messages": [{"role": "user", "content": "hi"}]}), path="/v1/chat/completions", ex=ex)
+    rt.on_response(ex, 200, Usage(10, 10), 0.1, None)
+    rt.telemetry.on_fallback(ex, "a", "b", "5xx")
+    rt.decide(b"{", path="/v1/chat/completions", ex=Exchange(request_id="2", route="r", started=0.0))
+    rt.telemetry.refresh(rt.shared, 0.0)
+    text = rt.metrics.exposition().decode()
+    return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def test_every_dashboard_query_names_an_exported_metric():
+    dash = json.loads((ROOT / "deploy" / "grafana" / "llm-router.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    exprs += [v["query"] for v in dash["templating"]["list"] if isinstance(v.get("query"), str) and "llm_router" in v["query"]]
+    assert len(exprs) >= 16
+    exported = exported_names()
+    used = {name for e in exprs for name in METRIC.findall(e)}
+    missing = sorted(used - exported)
+    assert not missing, f"dashboard queries metrics the runner does not export: {missing}"
+    for must in ("llm_router_cost_usd_total", "llm_router_saving_usd_total", "llm_router_requests_total", "llm_router_tokens_total",
+                 "llm_router_breaker_open", "llm_router_budget_remaining_usd", "llm_router_errors_total"):
+        assert must in used, f"dashboard lacks {must}"
+
+
+def test_prometheus_scrape_config_parses():
+    conf = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in conf["scrape_configs"]}
+    assert jobs["llm-router"]["metrics_path"] == "/metrics"
