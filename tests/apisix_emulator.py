@@ -1,0 +1,172 @@
+"""Test support for the APISIX runner: a runner process or thread on a real Unix socket, and the emulator."""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from llm_router.gateways.apisix.emulator import (  # noqa: F401  (re-exported for the tests)
+    Emulator, Outcome, ProtocolViolation, RouteConf, RPCError, SharedDict, build_extra_info_resp, build_prepare_conf,
+    build_req_call, build_resp_call, decode_reply, raw_frame,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+FAKE_KEYS = {"OPENAI_API_KEY": "sk-test-openai-0001", "ANTHROPIC_API_KEY": "sk-ant-test-0002",
+             "DEEPSEEK_API_KEY": "sk-ds-test-0003", "TOGETHER_API_KEY": "tg-test-0004",
+             "MISTRAL_API_KEY": "mi-test-0005", "GEMINI_API_KEY": "gm-test-0006"}
+
+
+def wait_until(check: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
+    """Poll check() until truthy (exceptions count as not yet); fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:
+            last = exc
+        time.sleep(0.01)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f" (last: {last!r})" if last else ""))
+
+
+def socket_dir() -> str:
+    """A short private directory for sockets (AF_UNIX paths are limited to 107 bytes)."""
+    return tempfile.mkdtemp(prefix="lr-apisix-", dir="/tmp")
+
+
+def connectable(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1)
+        s.connect(path)
+        return True
+
+
+class RunnerProcess:
+    """`llm-router serve --apisix` as a child process; stopped by PID."""
+
+    def __init__(self, path: str, *, workers: int = 1, config: str | None = None, env: dict[str, str] | None = None,
+                 log_file: str | None = None, extra_args: tuple[str, ...] = ()):
+        self.path = path
+        self.workers = workers
+        self.config = config
+        self.env = {**os.environ, **FAKE_KEYS, **(env or {})}
+        self.env.pop("APISIX_LISTEN_ADDRESS", None)
+        self.log_file = log_file or os.path.join(os.path.dirname(path), "runner.log")
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> "RunnerProcess":
+        cmd = [sys.executable, "-m", "llm_router.cli", "serve", "--apisix", "--socket", self.path,
+               "--workers", str(self.workers), "--log-file", self.log_file, *self.extra_args]
+        if self.config:
+            cmd += ["--config", self.config]
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(REPO))
+        try:
+            wait_until(lambda: self.proc.poll() is None and connectable(self.path), timeout, f"runner socket {self.path}")
+        except TimeoutError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Signal the runner by PID and wait; returns its exit status."""
+        proc = self.proc
+        if proc is None:
+            return 0
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        if proc.stderr:
+            proc.stderr.close()
+        return proc.returncode
+
+    def log(self) -> str:
+        try:
+            return Path(self.log_file).read_text()
+        except OSError:
+            return ""
+
+    def __enter__(self) -> "RunnerProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class RunnerThread:
+    """The runner served from a thread of the test process (to observe its Runtime and Runner)."""
+
+    def __init__(self, path: str, runner):
+        self.path = path
+        self.runner = runner
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+
+    def start(self) -> "RunnerThread":
+        from llm_router.gateways.apisix.server import _new_loop, _serve_async, bind_socket
+
+        sock = bind_socket(self.path)
+        ready = threading.Event()
+
+        def on_ready(stop: asyncio.Event) -> None:
+            self._stop = stop
+            ready.set()
+
+        def main() -> None:
+            loop = self._loop = _new_loop()
+            try:
+                loop.run_until_complete(_serve_async(sock, self.runner, ready=on_ready))
+            except BaseException as exc:  # surfaced by stop()
+                self._error = exc
+                ready.set()
+            finally:
+                loop.close()
+                sock.close()
+
+        self._thread = threading.Thread(target=main, name="apisix-runner", daemon=True)
+        self._thread.start()
+        if not ready.wait(60):
+            raise TimeoutError("runner thread did not start")
+        if self._error:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        if self._error:
+            raise self._error
+
+    def __enter__(self) -> "RunnerThread":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def remove_dir(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,146 @@
+"""The ext-plugin codec: every reply we build decodes with the generated code; readers and framing."""
+from __future__ import annotations
+
+import filecmp
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from llm_router.gateways.apisix import codec, framing
+from llm_router.gateways.apisix.framing import FrameReader, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL
+
+from apisix_emulator import (
+    ProtocolViolation, build_extra_info_resp, build_prepare_conf, build_req_call, build_resp_call, decode_reply,
+)
+
+header_names = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters=":"), min_size=1, max_size=40)
+header_values = st.one_of(st.none(), st.text(max_size=120))
+entries = st.lists(st.tuples(header_names, header_values), max_size=8)
+bodies = st.binary(max_size=3000)
+
+
+def _decode(frame: bytes, request_type: int):
+    rpc_type, length = framing.parse_header(frame)
+    assert length == len(frame) - 4, "frame length must match the payload"
+    return decode_reply(request_type, rpc_type, frame[4:])
+
+
+@settings(max_examples=300, deadline=None)
+@given(rid=st.integers(0, 2**32 - 1), path=st.one_of(st.none(), st.text(max_size=80)), headers=entries,
+       extra=entries, resp=entries, body=bodies)
+def test_rewrite_replies_decode_with_generated_code(rid, path, headers, extra, resp, body):
+    cache = codec.EntryCache()
+    frame = codec.rewrite_frame(rid, path=path, headers=cache.vector(tuple(headers), tuple(extra)),
+                                resp_headers=cache.vector((), tuple(resp)), body=body)
+    reply = _decode(frame, RPC_HTTP_REQ_CALL).fields
+    assert reply["id"] == rid and reply["action"] == "rewrite"
+    assert reply["path"] == path
+    assert reply["headers"] == headers + extra
+    assert reply["resp_headers"] == resp
+    assert (reply["body"] or b"") == body
+    assert reply["args"] == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(rid=st.integers(0, 2**32 - 1), status=st.integers(0, 65535), headers=entries, body=bodies)
+def test_stop_and_resp_call_replies_decode(rid, status, headers, body):
+    cache = codec.EntryCache()
+    stop = _decode(codec.stop_frame(rid, status, cache.vector(tuple(headers)), body), RPC_HTTP_REQ_CALL).fields
+    assert (stop["id"], stop["action"], stop["status"], stop["headers"], stop["body"] or b"") == (rid, "stop", status, headers, body)
+    resp = _decode(codec.resp_call_frame(rid, status, cache.vector((), tuple(headers)), body), RPC_HTTP_RESP_CALL).fields
+    assert (resp["id"], resp["status"], resp["headers"], resp["body"] or b"") == (rid, status, headers, body)
+
+
+def test_fixed_replies_decode():
+    assert _decode(codec.prepare_conf_frame(4_000_000_007), 1).fields == {"token": 4_000_000_007}
+    assert _decode(codec.TOKEN_NOT_FOUND_FRAME, 2).fields["message"] == "conf token not found"
+    assert _decode(codec.BAD_REQUEST_FRAME, 1).fields["code"] == codec.BAD_REQUEST
+    assert _decode(codec.SERVICE_UNAVAILABLE_FRAME, 4).fields["code"] == codec.SERVICE_UNAVAILABLE
+    assert _decode(codec.REQ_BODY_FRAME, 2).fields == {"info": "req_body"}
+    assert _decode(codec.RESP_BODY_FRAME, 4).fields == {"info": "resp_body"}
+    assert _decode(codec.extra_info_var_frame("http_x_llm_router_request_id"), 4).fields == {
+        "info": "var", "name": "http_x_llm_router_request_id"}
+    passed = _decode(codec.pass_frame(12), RPC_HTTP_REQ_CALL).fields
+    assert passed == {"id": 12, "action": None}
+    # a type 3 frame is only acceptable interleaved in a call
+    with pytest.raises(ProtocolViolation, match="unexpected type"):
+        _decode(codec.REQ_BODY_FRAME, 1)
+
+
+def test_frames_over_24_bits_are_refused():
+    with pytest.raises(framing.FrameError, match="24-bit"):
+        framing.header(2, framing.MAX_PAYLOAD + 1)
+    with pytest.raises(framing.FrameError):
+        codec.rewrite_frame(1, path="/p", headers=codec.EntryCache().vector(()), resp_headers=codec.EntryCache().vector(()),
+                            body=b"x" * framing.MAX_PAYLOAD)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rid=st.integers(0, 2**32 - 1), token=st.integers(0, 2**32 - 1), path=st.text(max_size=100),
+       method=st.sampled_from(list(codec.METHODS)), headers=st.lists(st.tuples(header_names, st.text(max_size=50)), max_size=10))
+def test_req_call_reader_matches_builder(rid, token, path, method, headers):
+    payload = build_req_call(rid, token, method=method, path=path, headers=headers, args=[("a", None), ("b", "1")])
+    call = codec.read_req_call(payload)
+    assert (call.id, call.conf_token, call.method, call.path) == (rid, token, codec.METHODS.index(method), path)
+    assert call.headers() == headers
+    assert call.args() == [("a", None), ("b", "1")]
+
+
+@settings(max_examples=100, deadline=None)
+@given(conf=st.lists(st.tuples(header_names, st.text(max_size=200)), max_size=4), key=st.text(max_size=80),
+       result=st.one_of(st.none(), bodies), status=st.integers(0, 65535), headers=entries)
+def test_other_readers_match_builders(conf, key, result, status, headers):
+    pc = codec.read_prepare_conf(build_prepare_conf(conf, key))
+    assert (pc.conf, pc.key) == (conf, key)
+    assert codec.read_extra_info_result(build_extra_info_resp(result)) == result
+    plain = [(n, v if v is not None else "") for n, v in headers]
+    rc = codec.read_resp_call(build_resp_call(7, 9, status, plain))
+    assert (rc.id, rc.status, rc.headers, rc.conf_token) == (7, status, plain, 9)
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=st.binary(max_size=200))
+def test_readers_reject_garbage_with_decode_error_only(data):
+    for read in (codec.read_prepare_conf, codec.read_req_call, codec.read_extra_info_result, codec.read_resp_call):
+        try:
+            read(data)
+        except codec.DecodeError:
+            pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(frames=st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=300)), max_size=6), cuts=st.lists(st.integers(1, 50), max_size=30))
+def test_frame_reader_reassembles_any_split(frames, cuts):
+    stream = b"".join(framing.frame(t, p) for t, p in frames)
+    reader = FrameReader()
+    got = []
+    pos = 0
+    for cut in cuts:
+        got += list(reader.feed(stream[pos:pos + cut]))
+        pos += cut
+    got += list(reader.feed(stream[pos:]))
+    assert got == frames
+    assert reader.pending == 0
+
+
+def test_frame_reader_keeps_partial_frames():
+    reader = FrameReader()
+    frame = framing.frame(RPC_EXTRA_INFO, b"abc")
+    assert list(reader.feed(frame[:2])) == []
+    assert reader.pending == 2
+    assert list(reader.feed(frame[2:] + framing.frame(0, b""))) == [(RPC_EXTRA_INFO, b"abc"), (0, b"")]
+
+
+@pytest.mark.skipif(shutil.which("flatc") is None, reason="flatc (Debian flatbuffers-compiler) is not installed")
+def test_committed_generated_code_is_current(tmp_path):
+    subprocess.run([sys.executable, "-m", "llm_router.gateways.apisix.gen_proto", "--out", str(tmp_path)], check=True)
+    committed = Path(codec.__file__).parent / "proto" / "A6"
+    fresh = tmp_path / "A6"
+    names = sorted(p.relative_to(fresh) for p in fresh.rglob("*.py"))
+    assert names == sorted(p.relative_to(committed) for p in committed.rglob("*.py"))
+    mismatch = [str(n) for n in names if not filecmp.cmp(fresh / n, committed / n, shallow=False)]
+    assert not mismatch, f"regenerate with python -m llm_router.gateways.apisix.gen_proto: {mismatch}"
