@@ -159,29 +159,36 @@ def read_prepare_conf(buf: bytes) -> PrepareConf:
         raise DecodeError("malformed PrepareConf request") from None
 
 
+_SLOTS = [struct.Struct(f"<{n}H") for n in range(16)]
+
+
+def _slots(buf: bytes, want: int) -> tuple[int, tuple[int, ...]]:
+    """(table position, field offsets of the first `want` slots, 0 when absent) of the root table."""
+    tpos = _u32(buf, 0)[0]
+    vt = tpos - _i32(buf, tpos)[0]
+    if vt < 0:
+        raise DecodeError("vtable offset points outside the payload")
+    n = min(want, (_u16(buf, vt)[0] - 4) // 2)
+    offs = _SLOTS[n].unpack_from(buf, vt + 4) if n > 0 else ()
+    return tpos, offs + (0,) * (want - len(offs))
+
+
 def read_req_call(buf: bytes) -> ReqCall:
     """Decode the fields of HTTPReqCall.Req the router needs."""
     try:
-        tpos, vt, vtsize = _root(buf)
-        p = _field(buf, tpos, vt, vtsize, 0)
-        rid = _u32(buf, p)[0] if p else 0
-        p = _field(buf, tpos, vt, vtsize, 2)
-        method = buf[p] if p else 0
-        p = _field(buf, tpos, vt, vtsize, 3)
-        path = _str_at(buf, p) if p else ""
-        p = _field(buf, tpos, vt, vtsize, 6)
-        token = _u32(buf, p)[0] if p else 0
+        tpos, (o_id, _, o_method, o_path, _, _, o_token) = _slots(buf, 7)
+        path = _str_at(buf, tpos + o_path) if o_path else ""
+        return ReqCall(_u32(buf, tpos + o_id)[0] if o_id else 0, _u32(buf, tpos + o_token)[0] if o_token else 0,
+                       buf[tpos + o_method] if o_method else 0, path, buf)
     except (struct.error, IndexError):
         raise DecodeError("malformed HTTPReqCall request") from None
-    return ReqCall(rid, token, method, path, buf)
 
 
 def read_extra_info_result(buf: bytes) -> bytes | None:
     """ExtraInfo.Resp.result (None when APISIX had no value)."""
     try:
-        tpos, vt, vtsize = _root(buf)
-        p = _field(buf, tpos, vt, vtsize, 0)
-        return _bytes_at(buf, p) if p else None
+        tpos, (o_result,) = _slots(buf, 1)
+        return _bytes_at(buf, tpos + o_result) if o_result else None
     except (struct.error, IndexError):
         raise DecodeError("malformed ExtraInfo response") from None
 

@@ -1,0 +1,299 @@
+"""`llm-router bench apisix`: the runner over its Unix socket, driven as APISIX drives it.
+
+Each request is the full ext-plugin exchange for a 1 KB chat body: HTTPReqCall -> ExtraInfo
+ReqBody -> body -> Rewrite, on kept-alive connections. The client is a compact asyncio
+protocol on uvloop that sends pre-built frames (made once with the generated flatbuffers code)
+and only checks reply types on the hot path; it decodes a sample of replies fully. Runner CPU
+comes from /proc (utime + stime of the runner and its worker processes).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import orjson
+import yaml
+
+from llm_router.config import default_data, load_config
+from llm_router.gateways.apisix import framing
+from llm_router.gateways.apisix.emulator import (
+    Emulator, RouteConf, build_extra_info_resp, build_req_call, decode_reply,
+)
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SAMPLE_EVERY = 256  # replies decoded in full with the generated code
+DEFAULT_KEYS = {"OPENAI_API_KEY": "sk-bench-openai", "ANTHROPIC_API_KEY": "sk-bench-anthropic",
+                "DEEPSEEK_API_KEY": "sk-bench-deepseek", "TOGETHER_API_KEY": "bench-together",
+                "MISTRAL_API_KEY": "bench-mistral", "GEMINI_API_KEY": "bench-gemini"}
+PROMPT = ("Our team runs a small web shop on a single Postgres instance. Orders sometimes time out during "
+          "sales. Explain what could cause slow inserts into the orders table and suggest how to find the "
+          "bottleneck, then outline two or three fixes with their tradeoffs. ")
+HEADERS = [("host", "api.example.com"), ("content-type", "application/json"), ("authorization", "Bearer client-key"),
+           ("user-agent", "openai-python/1.51.0"), ("accept", "application/json"), ("content-length", "1024")]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("apisix", help="ext-plugin runner latency, throughput and CPU per request over its socket")
+    p.add_argument("--requests", type=int, default=20000, help="requests per concurrency level (default %(default)s)")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 32], help="connection counts (default: 1 32)")
+    p.add_argument("--warmup", type=int, default=1000, help="requests before measuring (default %(default)s)")
+    p.add_argument("--classifier", default=None, help="classifier of the default policy (rules, semantic, ...)")
+    p.add_argument("--workers", type=int, default=1, help="runner processes (default %(default)s)")
+    p.add_argument("--body-bytes", type=int, default=1024, help="chat body size (default %(default)s)")
+    p.add_argument("--config", "-c", metavar="FILE", help="runner config (default: built-in defaults)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def chat_body(size: int) -> bytes:
+    """A chat request body of about `size` bytes."""
+    base = {"model": "auto", "messages": [{"role": "system", "content": "You are a helpful engineer."},
+                                          {"role": "user", "content": ""}], "temperature": 0.2}
+    empty = len(orjson.dumps(base))
+    text = (PROMPT * (size // len(PROMPT) + 1))[:max(1, size - empty)]
+    base["messages"][1]["content"] = text
+    return orjson.dumps(base)
+
+
+# ---- the runner process ----------------------------------------------------------------------
+
+def runner_pids(pid: int) -> list[int]:
+    """The runner and its worker processes."""
+    out = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return out + [int(c) for c in children]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of these processes, from /proc."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / CLK_TCK
+
+
+def start_runner(sock_path: str, config: str | None, workers: int, log_file: str) -> subprocess.Popen:
+    env = {**os.environ, **{k: os.environ.get(k, v) for k, v in DEFAULT_KEYS.items()}}
+    env.pop("APISIX_LISTEN_ADDRESS", None)
+    cmd = [sys.executable, "-m", "llm_router.cli", "serve", "--apisix", "--socket", sock_path, "--workers", str(workers),
+           "--log-file", log_file]
+    if config:
+        cmd += ["--config", config]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"runner exited with {proc.returncode}; see {log_file}")
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(sock_path)
+            return proc
+        except OSError:
+            time.sleep(0.02)
+    stop_runner(proc)
+    raise RuntimeError("runner did not open its socket in 120 s")
+
+
+def stop_runner(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+# ---- the compact client ------------------------------------------------------------------------
+
+class _Conn(asyncio.Protocol):
+    """Runs `count` sequential requests on one connection; records each latency (ns)."""
+
+    def __init__(self, req: bytes, body: bytes, count: int, lat: list[int], samples: list, done: asyncio.Future):
+        self.req, self.body, self.left = req, body, count
+        self.lat, self.samples, self.done = lat, samples, done
+        self.reader = framing.FrameReader()
+        self.stage = 0
+        self.t0 = 0
+        self.transport = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self._next()
+
+    def _next(self) -> None:
+        self.stage = 0
+        self.t0 = time.perf_counter_ns()
+        self.transport.write(self.req)
+
+    def data_received(self, data: bytes) -> None:
+        for rpc_type, payload in self.reader.feed(data):
+            if self.stage == 0:
+                if rpc_type != framing.RPC_EXTRA_INFO:
+                    return self._fail(f"expected ExtraInfo (type 3), got type {rpc_type}")
+                self.stage = 1
+                self.transport.write(self.body)
+            else:
+                self.lat.append(time.perf_counter_ns() - self.t0)
+                if rpc_type != framing.RPC_HTTP_REQ_CALL:
+                    return self._fail(f"expected HTTPReqCall (type 2), got type {rpc_type}")
+                if len(self.lat) % SAMPLE_EVERY == 1:
+                    self.samples.append(payload)
+                self.left -= 1
+                if self.left:
+                    self._next()
+                else:
+                    self.transport.close()
+                    if not self.done.done():
+                        self.done.set_result(None)
+
+    def _fail(self, why: str) -> None:
+        self.transport.close()
+        if not self.done.done():
+            self.done.set_exception(RuntimeError(why))
+
+    def connection_lost(self, exc) -> None:
+        if not self.done.done():
+            self.done.set_exception(RuntimeError(f"runner closed the connection ({exc})"))
+
+
+async def _drive(path: str, req: bytes, body: bytes, total: int, conns: int) -> tuple[list[int], list[bytes], float]:
+    loop = asyncio.get_running_loop()
+    lat: list[int] = []
+    samples: list[bytes] = []
+    per, extra = divmod(total, conns)
+    futures = []
+    t0 = time.perf_counter()
+    for i in range(conns):
+        fut = loop.create_future()
+        futures.append(fut)
+        count = per + (1 if i < extra else 0)
+        if count:
+            await loop.create_unix_connection(lambda c=count, f=fut: _Conn(req, body, c, lat, samples, f), path)
+        else:
+            fut.set_result(None)
+    await asyncio.gather(*futures)
+    return lat, samples, time.perf_counter() - t0
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover
+        return asyncio.new_event_loop()
+
+
+@dataclass
+class Result:
+    """One concurrency level."""
+
+    concurrency: int
+    requests: int
+    p50_us: float
+    p99_us: float
+    rps: float
+    cpu_us_per_req: float  # runner processes
+    client_cpu_us_per_req: float  # this process (to show the client is not the bottleneck)
+
+
+def pct(sorted_ns: list[int], q: float) -> float:
+    return sorted_ns[min(len(sorted_ns) - 1, int(q * len(sorted_ns)))] / 1000
+
+
+def measure(path: str, pids: list[int], req: bytes, body: bytes, total: int, conns: int, warmup: int) -> Result:
+    loop = _loop()
+    try:
+        if warmup:
+            loop.run_until_complete(_drive(path, req, body, warmup, conns))
+        cpu0, client0 = cpu_seconds(pids), time.process_time()
+        lat, samples, elapsed = loop.run_until_complete(_drive(path, req, body, total, conns))
+        cpu1, client1 = cpu_seconds(pids), time.process_time()
+    finally:
+        loop.close()
+    for payload in samples:  # full decode of a sample with the generated code
+        reply = decode_reply(framing.RPC_HTTP_REQ_CALL, framing.RPC_HTTP_REQ_CALL, payload).fields
+        if reply["action"] != "rewrite" or not reply["body"]:
+            raise RuntimeError(f"unexpected reply: {reply}")
+    lat.sort()
+    return Result(conns, total, round(pct(lat, 0.5), 1), round(pct(lat, 0.99), 1), round(total / elapsed),
+                  round((cpu1 - cpu0) / total * 1e6, 1), round((client1 - client0) / total * 1e6, 1))
+
+
+def decide_cost_us(config: str | None, body: bytes, n: int = 2000) -> float:
+    """CPU per Runtime.decide for the same body in this process (the routing share of the runner's work)."""
+    from llm_router.runtime import Exchange, Runtime
+
+    rt = Runtime(load_config(config), telemetry=False)
+    for _ in range(200):
+        rt.decide(body, path="/v1/chat/completions", ex=Exchange("w", "bench", 0.0))
+    t0 = time.process_time()
+    for i in range(n):
+        rt.decide(body, path="/v1/chat/completions", ex=Exchange(str(i), "bench", 0.0))
+    return round((time.process_time() - t0) / n * 1e6, 1)
+
+
+def run(args) -> int:
+    workdir = tempfile.mkdtemp(prefix="lr-bench-apisix-", dir="/tmp")
+    sock_path = os.path.join(workdir, "runner.sock")
+    config = args.config
+    if args.classifier:
+        data = yaml.safe_load(Path(config).read_text()) if config else {}
+        base = default_data()
+        policies = {**base["policies"], **(data.get("policies") or {})}
+        name = data.get("default_policy", base.get("default_policy", "default"))
+        policies[name] = {**policies[name], "classifier": args.classifier}
+        data["policies"] = policies
+        config = os.path.join(workdir, "config.yaml")
+        Path(config).write_text(yaml.safe_dump(data))
+    load_config(config)  # fail early with the config's own error
+    body = chat_body(args.body_bytes)
+    proc = start_runner(sock_path, config, args.workers, os.path.join(workdir, "runner.log"))
+    try:
+        em = Emulator(sock_path)
+        token = em.prepare_conf(RouteConf(conf=(("llm-router", '{"policy": "default"}'),), conf_id="bench"))
+        check = em.http_req_call(RouteConf(conf=(("llm-router", '{"policy": "default"}'),), conf_id="bench"),
+                                 headers=HEADERS, body=body)
+        em.close()
+        if not check.ok:
+            raise RuntimeError(f"the runner refused the benchmark request: {check}")
+        req = framing.frame(framing.RPC_HTTP_REQ_CALL, build_req_call(1, token, headers=HEADERS))
+        body_frame = framing.frame(framing.RPC_EXTRA_INFO, build_extra_info_resp(body))
+        pids = runner_pids(proc.pid)
+        results = [measure(sock_path, pids, req, body_frame, args.requests, c, args.warmup) for c in args.concurrency]
+        model = orjson.loads(check.upstream_body)["model"]
+    finally:
+        stop_runner(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
+    cfg = load_config(args.config)
+    classifier = args.classifier or cfg.policies[cfg.default_policy].classifier
+    out = {"target": "apisix", "body_bytes": len(body), "classifier": classifier, "workers": args.workers,
+           "routed_to": model, "decide_us": decide_cost_us(config if args.classifier else args.config, body),
+           "results": {f"c{r.concurrency}": asdict(r) for r in results}}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"APISIX ext-plugin runner: {len(body)} B chat body, classifier {classifier}, {args.workers} process(es), "
+              f"routed to {model}; Runtime.decide alone {out['decide_us']} us CPU")
+        for r in results:
+            print(f"  concurrency {r.concurrency:>3}: p50 {r.p50_us:8.1f} us  p99 {r.p99_us:8.1f} us  {r.rps:>8} req/s  "
+                  f"runner CPU {r.cpu_us_per_req:6.1f} us/req  (client {r.client_cpu_us_per_req:.1f} us/req)")
+    return 0
