@@ -173,14 +173,30 @@ def run_upstreams(args) -> int:
     return 0
 
 
+AWS_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
 def secret_env_names(cfg: Config) -> list[str]:
-    """Environment variables the runner reads secrets from (nginx_config.envs must pass them)."""
-    names = set()
-    for prov in cfg.providers.values():
-        for ref in prov.credentials:
-            if ref.startswith("env://"):
-                names.add(ref[len("env://"):].split("#", 1)[0])
-    names.add("LLM_ROUTER_LOG_LEVEL")
+    """Environment variables the runner reads secrets from (nginx_config.envs must pass them on)."""
+    names = {"LLM_ROUTER_LOG_LEVEL"}
+    refs: list[str] = [ref for prov in cfg.providers.values() for ref in prov.credentials]
+
+    def walk(value) -> None:  # the secret stores' own credentials (Vault token, AppRole ids...)
+        if isinstance(value, str):
+            refs.append(value)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(cfg.secrets)
+    for ref in refs:
+        if ref.startswith("env://"):
+            names.add(ref[len("env://"):].split("#", 1)[0])
+        elif ref.startswith("aws://"):
+            names.update(AWS_ENV)
     return sorted(names)
 
 
