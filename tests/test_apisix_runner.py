@@ -509,3 +509,26 @@ def test_exchanges_waiting_for_responses_are_bounded(inproc):
         assert all(ex.call is None and ex.request.body == {} for ex in runner.exchanges.values())
     finally:
         runner_mod.MAX_EXCHANGES = limit
+
+
+def test_socket_path_from_apisix_environment():
+    from llm_router.gateways.apisix.server import socket_path
+
+    assert socket_path(None, {"APISIX_LISTEN_ADDRESS": "unix:/usr/local/apisix/conf/apisix-1.sock"}) == \
+        "/usr/local/apisix/conf/apisix-1.sock"
+    assert socket_path("/tmp/x.sock", {"APISIX_LISTEN_ADDRESS": "unix:/other"}) == "/tmp/x.sock"
+    with pytest.raises(ValueError, match="APISIX_LISTEN_ADDRESS"):
+        socket_path(None, {})
+
+
+def test_stale_socket_file_is_replaced(sockdir):
+    path = os.path.join(sockdir, "stale.sock")
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(path)
+    stale.close()  # leaves the file behind, as a killed runner does
+    with RunnerProcess(path):
+        em = Emulator(path)
+        try:
+            assert em.http_req_call(DEFAULT, body=chat(EASY)).ok
+        finally:
+            em.close()

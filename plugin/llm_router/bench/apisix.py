@@ -27,7 +27,7 @@ import yaml
 from llm_router.config import default_data, load_config
 from llm_router.gateways.apisix import framing
 from llm_router.gateways.apisix.emulator import (
-    Emulator, RouteConf, build_extra_info_resp, build_req_call, decode_reply,
+    Emulator, RouteConf, build_extra_info_resp, build_prepare_conf, build_req_call, decode_reply,
 )
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -238,17 +238,48 @@ def measure(path: str, pids: list[int], req: bytes, body: bytes, total: int, con
                   round((cpu1 - cpu0) / total * 1e6, 1), round((client1 - client0) / total * 1e6, 1))
 
 
-def decide_cost_us(config: str | None, body: bytes, n: int = 2000) -> float:
-    """CPU per Runtime.decide for the same body in this process (the routing share of the runner's work)."""
+def inprocess_costs(config: str | None, body: bytes, n: int = 3000) -> tuple[float, float]:
+    """CPU per request in this process, without sockets: (Runtime.decide alone, Runner on both frames).
+
+    The runner's CPU over the socket minus the second is the event loop and kernel share; the
+    second minus the first is what the adapter adds to routing (decoding, reply building).
+    """
+    from llm_router.gateways.apisix.runner import Conversation, Runner
+    from llm_router.gateways.apisix.tokens import TokenStore
     from llm_router.runtime import Exchange, Runtime
 
-    rt = Runtime(load_config(config), telemetry=False)
-    for _ in range(200):
-        rt.decide(body, path="/v1/chat/completions", ex=Exchange("w", "bench", 0.0))
+    saved = {k: os.environ.get(k) for k in DEFAULT_KEYS}
+    os.environ.update({k: os.environ.get(k) or v for k, v in DEFAULT_KEYS.items()})
+    try:
+        cfg = load_config(config)
+        rt = Runtime(cfg)
+        runner = Runner(Runtime(cfg), TokenStore(ttl=3600))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+    conv = Conversation()
+    prep = runner.on_frame(conv, framing.RPC_PREPARE_CONF, build_prepare_conf((("llm-router", '{"policy": "default"}'),),
+                                                                                "route#bench#ext-plugin-pre-req#1"))
+    token = decode_reply(1, prep[0], prep[4:]).fields["token"]
+    req = build_req_call(1, token, headers=HEADERS)
+    info = build_extra_info_resp(body)
+
+    def both() -> None:
+        runner.on_frame(conv, framing.RPC_HTTP_REQ_CALL, req)
+        runner.on_frame(conv, framing.RPC_EXTRA_INFO, info)
+
+    for i in range(300):
+        rt.decide(body, path="/v1/chat/completions", ex=Exchange(f"w{i}", "bench", 0.0))
+        both()
     t0 = time.process_time()
     for i in range(n):
         rt.decide(body, path="/v1/chat/completions", ex=Exchange(str(i), "bench", 0.0))
-    return round((time.process_time() - t0) / n * 1e6, 1)
+    t1 = time.process_time()
+    for _ in range(n):
+        both()
+    t2 = time.process_time()
+    return round((t1 - t0) / n * 1e6, 1), round((t2 - t1) / n * 1e6, 1)
 
 
 def run(args) -> int:
@@ -280,19 +311,22 @@ def run(args) -> int:
         pids = runner_pids(proc.pid)
         results = [measure(sock_path, pids, req, body_frame, args.requests, c, args.warmup) for c in args.concurrency]
         model = orjson.loads(check.upstream_body)["model"]
+        decide_us, inproc_us = inprocess_costs(config, body)
     finally:
         stop_runner(proc)
         shutil.rmtree(workdir, ignore_errors=True)
     cfg = load_config(args.config)
     classifier = args.classifier or cfg.policies[cfg.default_policy].classifier
     out = {"target": "apisix", "body_bytes": len(body), "classifier": classifier, "workers": args.workers,
-           "routed_to": model, "decide_us": decide_cost_us(config if args.classifier else args.config, body),
+           "routed_to": model, "decide_us": decide_us, "runner_inprocess_us": inproc_us,
            "results": {f"c{r.concurrency}": asdict(r) for r in results}}
     if args.json:
         print(json.dumps(out))
     else:
         print(f"APISIX ext-plugin runner: {len(body)} B chat body, classifier {classifier}, {args.workers} process(es), "
-              f"routed to {model}; Runtime.decide alone {out['decide_us']} us CPU")
+              f"routed to {model}")
+        print(f"  in-process CPU per request: Runtime.decide {decide_us} us, runner on both frames {inproc_us} us "
+              f"(adapter share {inproc_us - decide_us:.1f} us)")
         for r in results:
             print(f"  concurrency {r.concurrency:>3}: p50 {r.p50_us:8.1f} us  p99 {r.p99_us:8.1f} us  {r.rps:>8} req/s  "
                   f"runner CPU {r.cpu_us_per_req:6.1f} us/req  (client {r.client_cpu_us_per_req:.1f} us/req)")

@@ -293,6 +293,9 @@ def text_entry(name: str, value: str | None) -> bytes:
 _ENTRY_TABLE_AT = 8  # text_entry blobs start with their 8-byte vtable; the table follows
 
 
+_VEC_HEADS = [struct.Struct(f"<{n + 1}I") for n in range(64)]
+
+
 def entry_vector(blobs: list[bytes]) -> bytes:
     """A [TextEntry] vector of text_entry blobs."""
     n = len(blobs)
@@ -301,7 +304,8 @@ def entry_vector(blobs: list[bytes]) -> bytes:
     for blob in blobs:
         offsets.append(dist)
         dist += len(blob) - 4  # the next table is len(blob) further, the next slot 4 further
-    return struct.pack(f"<{n + 1}I", n, *offsets) + b"".join(blobs)
+    head = _VEC_HEADS[n].pack(n, *offsets) if n < len(_VEC_HEADS) else struct.pack(f"<{n + 1}I", n, *offsets)
+    return head + b"".join(blobs)
 
 
 class EntryCache:

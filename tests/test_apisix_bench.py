@@ -1,0 +1,22 @@
+"""`llm-router bench apisix` runs end to end (bounded; checks the report, not the speed)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from apisix_emulator import REPO
+
+
+def test_bench_apisix_reports_latency_throughput_and_cpu():
+    out = subprocess.run([sys.executable, "-m", "llm_router.cli", "bench", "apisix", "--requests", "300", "--warmup", "30",
+                          "--concurrency", "1", "8", "--json"], capture_output=True, text=True, timeout=240, cwd=str(REPO))
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert report["body_bytes"] >= 1000 and report["routed_to"]
+    for level in ("c1", "c8"):
+        r = report["results"][level]
+        assert r["requests"] == 300
+        assert 0 < r["p50_us"] <= r["p99_us"]
+        assert r["rps"] > 0 and r["cpu_us_per_req"] > 0
+    assert report["decide_us"] > 0 and report["runner_inprocess_us"] > 0
