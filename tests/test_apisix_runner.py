@@ -532,3 +532,33 @@ def test_stale_socket_file_is_replaced(sockdir):
             assert em.http_req_call(DEFAULT, body=chat(EASY)).ok
         finally:
             em.close()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def test_workers_are_respawned_and_all_stop_on_sigterm(sockdir):
+    path = os.path.join(sockdir, "respawn.sock")
+    proc = RunnerProcess(path, workers=2).start()
+    try:
+        first = wait_until(lambda: len(c := _children(proc.proc.pid)) == 2 and c, 30, "two workers")
+        os.kill(first[0], signal.SIGKILL)  # a worker dies: the supervisor starts another
+        wait_until(lambda: len(c := _children(proc.proc.pid)) == 2 and first[0] not in c, 30, "a respawned worker")
+        em = Emulator(path)
+        try:
+            for _ in range(10):
+                assert em.http_req_call(DEFAULT, body=chat(EASY)).ok
+        finally:
+            em.close()
+        workers = _children(proc.proc.pid)
+        assert proc.stop(signal.SIGTERM) == 0
+        assert not os.path.exists(path)
+        for pid in workers:
+            assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
+    finally:
+        proc.stop()
