@@ -276,6 +276,8 @@ def test_dry_run_and_allow_degradation(admin, capsys):
     assert printed["plugins"]["ext-plugin-pre-req"]["allow_degradation"] is True
     assert json.loads(printed["plugins"]["ext-plugin-pre-req"]["conf"][0]["value"]) == {"extends": "default", "explain": True}
     assert len(admin.puts) == puts  # nothing saved
+    assert cli(admin, "enable", "r1", "--dry-run", "--conf", '{"extends": "default", "failure_mode": "open"}') == 0
+    assert json.loads(capsys.readouterr().out)["plugins"]["ext-plugin-pre-req"]["allow_degradation"] is True
 
 
 def test_a_concurrent_edit_is_not_overwritten(admin, capsys):

@@ -33,7 +33,8 @@ def register(sub) -> None:
     which.add_argument("--conf", metavar="JSON", help="inline runner conf, e.g. '{\"extends\": \"default\", \"explain\": true}'")
     q.add_argument("--post-resp", action="store_true", help="also add ext-plugin-post-resp (usage accounting)")
     q.add_argument("--allow-degradation", action="store_true",
-                   help="let requests through when the runner is down (fails OPEN: the client's own headers reach traffic-split)")
+                   help="let requests through when the runner is down (fails OPEN: the client's own headers reach "
+                        "traffic-split); also set when the policy's failure_mode is open")
     q.add_argument("--dry-run", action="store_true", help="print the new route instead of saving it")
     admin_args(q)
     q.set_defaults(func=run_enable)
@@ -88,9 +89,11 @@ def run_enable(args) -> int:
     from llm_router.router import build_catalog
 
     cfg = load_or_exit(args.config)
-    opts = routes.EnableOptions(conf_value=conf_value(args, cfg), route_header=route_header(cfg),
-                                prefix=args.upstream_prefix, post_resp=args.post_resp,
-                                allow_degradation=args.allow_degradation)
+    value = conf_value(args, cfg)
+    # the policy's failure_mode "open" means the same as allow_degradation (Envoy: failure_mode_allow)
+    fail_open = args.allow_degradation or parse_policy(value, cfg)[1].failure_mode == "open"
+    opts = routes.EnableOptions(conf_value=value, route_header=route_header(cfg), prefix=args.upstream_prefix,
+                                post_resp=args.post_resp, allow_degradation=fail_open)
     try:
         with Admin(args.admin, args.key) as admin:
             stored = admin.get("routes", args.route_id)
