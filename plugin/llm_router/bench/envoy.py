@@ -1,0 +1,365 @@
+"""`llm-router bench envoy`: what llm-router adds to Envoy, measured side by side in one run.
+
+Three setups in front of the same upstream, each a real Envoy (--concurrency 1):
+  envoy   Envoy alone, one fixed route to the upstream;
+  noop    Envoy + the ext_proc filter exactly as the router uses it + a processor that changes nothing;
+  router  Envoy + llm-router (semantic classifier when available, else rules).
+The upstream is a second Envoy answering every request with `direct_response` (a JSON body with
+usage), so it is never what saturates. Latency: a raw-socket keep-alive HTTP/1.1 client, one
+request at a time, rounds interleaved across setups. Throughput: wrk at --concurrency connections.
+CPU per request: the processor's CPU seconds (from /proc) during the router's wrk run / requests.
+RSS: the processor's resident memory after warm-up and again after --rss-requests routed requests.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from llm_router.config import load_config
+from llm_router.gateways.envoy.bootstrap import build, spec_from_config
+from llm_router.gateways.envoy.stack import EnvoyProcess, ProcessorProcess, free_port, stop_all, workdir, write_config
+
+UPSTREAM_BODY = (b'{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"bench","choices":[{"index":0,'
+                 b'"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],'
+                 b'"usage":{"prompt_tokens":250,"completion_tokens":2,"total_tokens":252}}')
+
+# ~1 KB chat body, written for this benchmark.
+PROMPT = ("Our team maintains a Python service that ingests CSV exports from three vendors, normalises the columns and "
+          "writes them to PostgreSQL. Lately imports fail on files with a UTF-8 byte order mark and on rows where the "
+          "amount column uses a comma as the decimal separator. Explain how to make the parser robust to both without "
+          "breaking files that already work, suggest a small set of unit tests, and say whether we should validate rows "
+          "before or after type conversion. Keep the answer practical; we run Python 3.11 with pandas 2 and SQLAlchemy 2. "
+          "We also want to log rejected rows with enough context to fix them by hand later, without flooding the logs.")
+BODY = orjson.dumps({"model": "auto", "messages": [
+    {"role": "system", "content": "You are a careful senior engineer. Answer concisely."},
+    {"role": "user", "content": PROMPT}], "max_tokens": 400})
+PATH = "/v1/chat/completions"
+
+
+# ---- clients ----------------------------------------------------------------------------
+
+class RawClient:
+    """A keep-alive HTTP/1.1 client on a plain socket: costs far less than what it measures."""
+
+    def __init__(self, port: int, path: str = PATH, body: bytes = BODY):
+        self.port = port
+        self.request = (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                        f"content-length: {len(body)}\r\n\r\n").encode() + body
+        self.sock: socket.socket | None = None
+        self.buf = b""
+
+    def _connect(self) -> None:
+        self.close()
+        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def _read_more(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("server closed the connection")
+        self.buf += data
+
+    def one(self) -> int:
+        """Send one request, read the whole response; returns the status."""
+        if self.sock is None:
+            self._connect()
+        self.sock.sendall(self.request)
+        while b"\r\n\r\n" not in self.buf:
+            self._read_more()
+        head, _, rest = self.buf.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(b":") for ln in lines[1:])}
+        if b"content-length" in headers:
+            n = int(headers[b"content-length"])
+            while len(rest) < n:
+                self.buf = head + b"\r\n\r\n" + rest
+                self._read_more()
+                rest = self.buf.partition(b"\r\n\r\n")[2]
+            self.buf = rest[n:]
+        else:  # chunked
+            while not rest.endswith(b"0\r\n\r\n"):
+                self.buf = head + b"\r\n\r\n" + rest
+                self._read_more()
+                rest = self.buf.partition(b"\r\n\r\n")[2]
+            self.buf = b""
+        if headers.get(b"connection") == b"close":
+            self.close()
+        return status
+
+    def timed(self, n: int) -> list[float]:
+        """Milliseconds per request for n sequential requests."""
+        out = []
+        perf = time.perf_counter_ns
+        for _ in range(n):
+            t0 = perf()
+            status = self.one()
+            out.append((perf() - t0) / 1e6)
+            if status != 200:
+                raise RuntimeError(f"benchmark request got HTTP {status}")
+        return out
+
+
+def wrk(port: int, *, concurrency: int, duration: float, threads: int, wd: Path, body: bytes = BODY) -> dict[str, float]:
+    """Requests/s and request count from wrk at a fixed number of connections."""
+    script = wd / "post.lua"
+    script.write_text('wrk.method = "POST"\nwrk.headers["content-type"] = "application/json"\n'
+                      f"wrk.body = {json.dumps(body.decode())}\n")
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration:g}s", "-s", str(script),
+                          f"http://127.0.0.1:{port}{PATH}"], capture_output=True, text=True, timeout=duration + 60).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if not rps or not total:
+        raise RuntimeError(f"could not read wrk output:\n{out}")
+    return {"rps": float(rps.group(1)), "requests": int(total.group(1)), "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+# ---- setups -----------------------------------------------------------------------------
+
+def upstream_bootstrap(port: int, admin: int) -> dict[str, Any]:
+    return {
+        "static_resources": {"listeners": [{
+            "name": "upstream", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "up", "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{
+                    "match": {"prefix": "/"},
+                    "direct_response": {"status": 200, "body": {"inline_string": UPSTREAM_BODY.decode()}},
+                    "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}]}]}]},
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}]},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+    }
+
+
+def plain_bootstrap(port: int, admin: int, upstream: int) -> dict[str, Any]:
+    """Envoy alone: one route to the upstream."""
+    boot = upstream_bootstrap(port, admin)
+    hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["stat_prefix"] = "plain"
+    hcm["route_config"]["virtual_hosts"][0]["routes"] = [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]
+    boot["static_resources"]["clusters"] = [{
+        "name": "up", "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": "up", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+            "socket_address": {"address": "127.0.0.1", "port_value": upstream}}}}]}]}}]
+    return boot
+
+
+def router_config(classifier: str) -> dict[str, Any]:
+    """The default catalog and policy, with the chosen classifier."""
+    base = load_config(None)
+    policy = base.policies[base.default_policy].model_dump(exclude_unset=True)
+    policy["classifier"] = classifier
+    return {"policies": {base.default_policy: policy}}
+
+
+def choose_classifier(wanted: str) -> str:
+    if wanted != "auto":
+        return wanted
+    return "semantic" if importlib.util.find_spec("llm_router.classify.semantic") else "rules"
+
+
+class Setup:
+    """One Envoy (+ processor) under test."""
+
+    def __init__(self, name: str, envoy: EnvoyProcess, port: int, processor: ProcessorProcess | None = None):
+        self.name = name
+        self.envoy = envoy
+        self.port = port
+        self.processor = processor
+        self.client = RawClient(port)
+        self.samples: list[float] = []
+        self.load: dict[str, float] = {}
+
+
+def run(args) -> int:
+    if shutil.which("wrk") is None:
+        print("error: wrk is not installed (Debian: apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    classifier = choose_classifier(args.classifier)
+    transports = [t.strip() for t in args.transport.split(",") if t.strip()]
+    procs: list[Any] = []
+    with workdir("llmr-bench-") as tmp:
+        wd = Path(tmp)
+        try:
+            result = _run(args, wd, procs, classifier, transports)
+        finally:
+            stop_all(procs)
+    if args.json:
+        print(json.dumps(result, indent=None if args.compact else 2))
+    else:
+        _print_table(result)
+    return 0
+
+
+def _progress(args, text: str) -> None:
+    if not args.quiet:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _run(args, wd: Path, procs: list, classifier: str, transports: list[str]) -> dict[str, Any]:
+    up_port = free_port()
+    upstream = EnvoyProcess(upstream_bootstrap(up_port, free_port()), wd, name="upstream").start()
+    procs.append(upstream)
+    cfg_path = write_config(wd / "router.yaml", router_config(classifier))
+    cfg = load_config(cfg_path)
+    ports = {p: up_port for p in cfg.providers}
+
+    setups: list[Setup] = []
+    port = free_port()
+    plain = EnvoyProcess(plain_bootstrap(port, free_port(), up_port), wd, name="envoy").start()
+    procs.append(plain)
+    setups.append(Setup("envoy", plain, port))
+
+    def with_processor(name: str, service: str, transport: str) -> Setup:
+        sock = f"unix:{wd}/{name}.sock"
+        proc = ProcessorProcess(sock, wd, config=cfg_path, service=service, transport=transport, name=f"{name}-proc").start()
+        procs.append(proc)
+        lp = free_port()
+        spec = spec_from_config(cfg, listen=("127.0.0.1", lp), processor=sock, local_ports=ports, admin=("127.0.0.1", free_port()))
+        env = EnvoyProcess(build(spec), wd, name=name).start()
+        procs.append(env)
+        return Setup(name, env, lp, proc)
+
+    setups.append(with_processor("noop", "noop", transports[0]))
+    for t in transports:
+        setups.append(with_processor("router" if t == transports[0] else f"router-{t}", "route", t))
+    for p in procs:
+        p.wait_ready(120)
+    _progress(args, f"bench envoy: classifier={classifier}, transports={','.join(transports)}, "
+                    f"{args.requests} sequential requests per setup, wrk -c{args.concurrency} {args.duration:g}s")
+
+    # Warm-up (connections, caches, classifier), then RSS baseline.
+    for s in setups:
+        s.client.timed(args.warmup)
+    rss_start = {s.name: s.processor.rss_bytes() for s in setups if s.processor}
+    routed = {s.name: args.warmup for s in setups}
+
+    rounds = max(1, args.rounds)
+    per_round = max(1, args.requests // rounds)
+    for r in range(rounds):
+        for s in setups:
+            s.samples += s.client.timed(per_round)
+            routed[s.name] += per_round
+        _progress(args, f"  latency round {r + 1}/{rounds} done")
+    for s in setups:
+        s.client.close()
+
+    for s in setups:
+        cpu0 = s.processor.cpu_seconds() if s.processor else 0.0
+        s.load = wrk(s.port, concurrency=args.concurrency, duration=args.duration, threads=args.threads, wd=wd)
+        if s.processor:
+            s.load["cpu_ms_per_req"] = (s.processor.cpu_seconds() - cpu0) * 1000 / max(1, s.load["requests"])
+        routed[s.name] += s.load["requests"]
+        _progress(args, f"  wrk {s.name}: {s.load['rps']:.0f} req/s")
+
+    # Soak the router processors until --rss-requests have gone through, then read RSS again.
+    for s in setups:
+        if s.processor is None or s.name == "noop":
+            continue
+        while routed[s.name] < args.rss_requests:
+            left = args.rss_requests - routed[s.name]
+            extra = wrk(s.port, concurrency=args.concurrency, duration=max(1.0, min(30.0, left / max(1.0, s.load["rps"]) + 0.5)),
+                        threads=args.threads, wd=wd)
+            routed[s.name] += extra["requests"]
+    rss_end = {s.name: s.processor.rss_bytes() for s in setups if s.processor}
+
+    def summary(s: Setup) -> dict[str, Any]:
+        out = {"p50_ms": round(statistics.median(s.samples), 3), "p99_ms": round(pct(s.samples, 0.99), 3),
+               "rps": round(s.load["rps"], 1)}
+        if s.load.get("non_2xx"):
+            out["non_2xx"] = s.load["non_2xx"]
+        if s.processor:
+            out["cpu_ms_per_req"] = round(s.load["cpu_ms_per_req"], 4)
+            out["rss_mb_start"] = round(rss_start[s.name] / 2**20, 1)
+            out["rss_mb_end"] = round(rss_end[s.name] / 2**20, 1)
+            out["requests_served"] = routed[s.name]
+        return out
+
+    by = {s.name: s for s in setups}
+    base, router = by["envoy"], by["router"]
+    result: dict[str, Any] = {
+        "envoy": summary(base), "noop": summary(by["noop"]), "router": summary(router),
+        "added_p50_ms": round(statistics.median(router.samples) - statistics.median(base.samples), 3),
+        "added_p99_ms": round(pct(router.samples, 0.99) - pct(base.samples, 0.99), 3),
+        "rps_ratio": round(router.load["rps"] / base.load["rps"], 3),
+        "cpu_ms_per_req": round(router.load["cpu_ms_per_req"], 4),
+        "classifier": classifier, "transport": transports[0],
+        "latency": f"raw-socket keep-alive client, concurrency 1, {len(base.samples)} requests per setup in {rounds} interleaved rounds",
+        "throughput": f"wrk -t{args.threads} -c{args.concurrency} -d{args.duration:g}s",
+        "upstream": "Envoy direct_response (JSON with usage)",
+        "rss_requests": {s.name: routed[s.name] for s in setups if s.processor and s.name != "noop"},
+    }
+    for t in transports[1:]:
+        s = by[f"router-{t}"]
+        result.setdefault("transports", {})[t] = {
+            **summary(s), "added_p50_ms": round(statistics.median(s.samples) - statistics.median(base.samples), 3),
+            "added_p99_ms": round(pct(s.samples, 0.99) - pct(base.samples, 0.99), 3),
+            "rps_ratio": round(s.load["rps"] / base.load["rps"], 3)}
+    return result
+
+
+def _print_table(r: dict[str, Any]) -> None:
+    print(f"classifier {r['classifier']}, transport {r['transport']}; {r['latency']}; {r['throughput']}; upstream: {r['upstream']}")
+    print(f"{'setup':14s} {'p50 ms':>8s} {'p99 ms':>8s} {'req/s':>9s} {'cpu ms/req':>11s} {'rss MB':>12s}")
+    rows = [("envoy", r["envoy"]), ("noop", r["noop"]), ("router", r["router"])]
+    rows += [(f"router-{t}", v) for t, v in r.get("transports", {}).items()]
+    for name, v in rows:
+        rss = f"{v['rss_mb_start']}->{v['rss_mb_end']}" if "rss_mb_start" in v else ""
+        cpu = f"{v['cpu_ms_per_req']:.3f}" if "cpu_ms_per_req" in v else ""
+        print(f"{name:14s} {v['p50_ms']:8.3f} {v['p99_ms']:8.3f} {v['rps']:9.0f} {cpu:>11s} {rss:>12s}")
+    print(f"added by llm-router: p50 {r['added_p50_ms']:.3f} ms, p99 {r['added_p99_ms']:.3f} ms; "
+          f"rps ratio {r['rps_ratio']:.3f}; processor CPU {r['cpu_ms_per_req']:.3f} ms per request")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("envoy", help="overhead of llm-router in Envoy: Envoy alone vs no-op processor vs router")
+    p.add_argument("--requests", type=int, default=2000, help="sequential requests per setup for latency (default %(default)s)")
+    p.add_argument("--concurrency", type=int, default=32, help="wrk connections for throughput and CPU (default %(default)s)")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds of wrk per setup (default %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads (default %(default)s)")
+    p.add_argument("--rounds", type=int, default=4, help="interleaved latency rounds (default %(default)s)")
+    p.add_argument("--warmup", type=int, default=300, help="requests per setup before measuring (default %(default)s)")
+    p.add_argument("--rss-requests", type=int, default=20_000, help="routed requests before the final RSS reading")
+    p.add_argument("--transport", default="h2", help="processor transport(s): h2, grpclib, grpcio; comma-separated to compare")
+    p.add_argument("--classifier", default="auto", help="semantic | rules | auto (semantic when installed)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--compact", action="store_true", help="one-line JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llm_router.bench.envoy")
+    sub = parser.add_subparsers(dest="target", required=True)
+    register(sub)
+    args = parser.parse_args(["envoy", *(argv if argv is not None else sys.argv[1:])])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,329 @@
+"""Fake LLM providers: OpenAI-compatible and Anthropic APIs with realistic JSON and SSE.
+
+Each fake checks the credential it expects (401 in its provider's error format otherwise),
+records what it received, and can be told to be slow, fail, or rate-limit.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import orjson
+
+from llm_router.fakes.answers import Answer, make_answer, split_text
+from llm_router.fakes.http import Request, Responder
+
+CONTROL_PREFIX = "/_fake/"
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    """How a fake answers; change it at run time with FakeProviders.set_behaviour()."""
+
+    first_byte_ms: float = 0.0  # delay before the response starts
+    chunk_ms: float = 0.0  # delay between SSE events
+    chunks: int = 8  # content pieces in a streamed answer
+    error_rate: float = 0.0  # share of requests answered with a 500
+    rate_limit_rate: float = 0.0  # share of requests answered with a 429
+    status: int | None = None  # answer every request with this status (429, 500, 503, ...)
+    retry_after_s: float = 1.0  # retry-after on 429s
+    quality: dict[str, float] = field(default_factory=dict)  # model name -> share of good answers
+    default_quality: float = 0.9
+    output_tokens: int | None = None  # fixed completion length (default: derived from the prompt)
+    models: tuple[str, ...] | None = None  # model names it serves (None: any)
+    requests_limit: int = 10_000  # advertised in x-ratelimit-limit-requests
+    tokens_limit: int = 2_000_000
+
+    def merged(self, **changes: Any) -> "Behaviour":
+        """A copy with some fields changed; unknown names raise TypeError naming them."""
+        known = {f.name for f in fields(self)}
+        bad = sorted(set(changes) - known)
+        if bad:
+            raise TypeError(f"unknown behaviour fields {bad}; known: {sorted(known)}")
+        if "models" in changes and changes["models"] is not None:
+            changes["models"] = tuple(changes["models"])
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """One request as a fake received it."""
+
+    provider: str
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    status: int
+    at: float  # wall clock seconds
+
+    @property
+    def json(self) -> Any:
+        """The body parsed as JSON (None when it is not JSON)."""
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            return None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["body"] = self.body.decode("utf-8", "replace")
+        return d
+
+
+def fake_key(provider: str) -> str:
+    """The credential a fake provider expects."""
+    return f"fake-{provider}-key"
+
+
+class FakeProvider:
+    """One provider: its APIs (paths by request API), auth style and expected key."""
+
+    def __init__(self, name: str, *, paths: dict[str, str], auth: str = "bearer", key: str | None = None,
+                 behaviour: Behaviour | None = None, seed: int = 0, max_records: int = 10_000):
+        self.name = name
+        self.auth = auth
+        self.key = key if key is not None else fake_key(name)
+        self.routes = {path: api for api, path in paths.items()}
+        self.behaviour = behaviour or Behaviour()
+        self.records: list[Recorded] = []
+        self.max_records = max_records
+        self.port = 0
+        self._rng = random.Random(seed)
+        self._used = 0
+
+    # ---- request handling -------------------------------------------------------------
+
+    async def handle(self, req: Request, resp: Responder) -> None:
+        path = req.path.split("?", 1)[0]
+        if path.startswith(CONTROL_PREFIX):
+            await self._control(req, resp, path[len(CONTROL_PREFIX):])
+            return
+        status = await self._answer(req, resp, path)
+        self._record(req, status)
+
+    def _record(self, req: Request, status: int) -> None:
+        if len(self.records) >= self.max_records:
+            del self.records[: self.max_records // 2]
+        self.records.append(Recorded(self.name, req.method, req.path, dict(req.headers), req.body, status, time.time()))
+
+    async def _answer(self, req: Request, resp: Responder, path: str) -> int:
+        api = self.routes.get(path)
+        anthropic = api == "messages"
+        if api is None:
+            return await self._error(resp, 404, f"unknown path {path}", "not_found_error" if anthropic else "invalid_request_error",
+                                     anthropic, code="unknown_url")
+        if req.method != "POST":
+            return await self._error(resp, 405, f"{req.method} is not allowed on {path}", "invalid_request_error", anthropic)
+        if not self._authorized(req.headers):
+            return await self._auth_error(resp, anthropic)
+        b = self.behaviour
+        if b.first_byte_ms:
+            await asyncio.sleep(b.first_byte_ms / 1000)
+        forced = b.status
+        if forced is None:
+            roll = self._rng.random()
+            if roll < b.rate_limit_rate:
+                forced = 429
+            elif roll < b.rate_limit_rate + b.error_rate:
+                forced = 500
+        if forced == 429:
+            return await self._rate_limited(resp, anthropic)
+        if forced is not None and forced >= 400:
+            kind = "overloaded_error" if anthropic else "server_error"
+            return await self._error(resp, forced, f"the fake {self.name} provider failed ({forced})", kind, anthropic)
+        try:
+            data = orjson.loads(req.body)
+        except orjson.JSONDecodeError:
+            return await self._error(resp, 400, "could not parse the JSON body", "invalid_request_error", anthropic)
+        if not isinstance(data, dict):
+            return await self._error(resp, 400, "body must be a JSON object", "invalid_request_error", anthropic)
+        model = data.get("model")
+        if not isinstance(model, str) or not model:
+            return await self._error(resp, 400, "'model' is required", "invalid_request_error", anthropic, param="model")
+        if b.models is not None and model not in b.models:
+            return await self._error(resp, 404, f"The model `{model}` does not exist or you do not have access to it.",
+                                     "not_found_error" if anthropic else "invalid_request_error", anthropic, code="model_not_found")
+        prompt = _prompt_text(data, api)
+        max_tokens = data.get("max_tokens") or data.get("max_completion_tokens")
+        answer = make_answer(model, prompt, max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+                             quality=b.quality.get(model, b.default_quality), output_tokens=b.output_tokens)
+        headers = self._limit_headers(answer) + [("x-fake-provider", self.name), ("x-fake-quality", "good" if answer.good else "weak")]
+        stream = data.get("stream") is True
+        if anthropic:
+            await (self._anthropic_stream(resp, model, answer, headers) if stream else
+                   resp.send(200, [("content-type", "application/json"), *headers], _anthropic_json(model, answer)))
+        elif stream:
+            opts = data.get("stream_options")
+            usage = isinstance(opts, dict) and opts.get("include_usage") is True
+            await self._openai_stream(resp, model, answer, headers, api, usage)
+        else:
+            await resp.send(200, [("content-type", "application/json"), *headers], _openai_json(model, answer, api))
+        return 200
+
+    def _authorized(self, headers: dict[str, str]) -> bool:
+        if self.auth == "none":
+            return True
+        if self.auth == "bearer":
+            return headers.get("authorization", "") == f"Bearer {self.key}"
+        return headers.get(self.auth, "") == self.key
+
+    def _limit_headers(self, answer: Answer | None) -> list[tuple[str, str]]:
+        b = self.behaviour
+        self._used += 1
+        return [
+            ("x-ratelimit-limit-requests", str(b.requests_limit)),
+            ("x-ratelimit-remaining-requests", str(max(0, b.requests_limit - self._used))),
+            ("x-ratelimit-limit-tokens", str(b.tokens_limit)),
+            ("x-ratelimit-remaining-tokens", str(max(0, b.tokens_limit - (answer.output_tokens if answer else 0)))),
+        ]
+
+    async def _error(self, resp: Responder, status: int, message: str, kind: str, anthropic: bool, *,
+                     param: str | None = None, code: str | None = None, headers: list[tuple[str, str]] = ()) -> int:
+        if anthropic:
+            body = {"type": "error", "error": {"type": kind, "message": message}}
+        else:
+            body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+        await resp.send(status, [("content-type", "application/json"), *headers], orjson.dumps(body))
+        return status
+
+    async def _auth_error(self, resp: Responder, anthropic: bool) -> int:
+        if anthropic:
+            return await self._error(resp, 401, "invalid x-api-key", "authentication_error", True)
+        return await self._error(resp, 401, "Incorrect API key provided. You can find your API key in your account settings.",
+                                 "invalid_request_error", False, code="invalid_api_key")
+
+    async def _rate_limited(self, resp: Responder, anthropic: bool) -> int:
+        b = self.behaviour
+        headers = [("retry-after", f"{b.retry_after_s:g}"), ("x-ratelimit-limit-requests", str(b.requests_limit)),
+                   ("x-ratelimit-remaining-requests", "0"), ("x-ratelimit-limit-tokens", str(b.tokens_limit)),
+                   ("x-ratelimit-remaining-tokens", "0"), ("x-ratelimit-reset-requests", f"{b.retry_after_s:g}s")]
+        if anthropic:
+            return await self._error(resp, 429, "Number of requests has exceeded your rate limit.", "rate_limit_error", True,
+                                     headers=headers)
+        return await self._error(resp, 429, f"Rate limit reached for requests on the fake {self.name} provider.",
+                                 "requests", False, code="rate_limit_exceeded", headers=headers)
+
+    async def _openai_stream(self, resp: Responder, model: str, answer: Answer, headers: list[tuple[str, str]], api: str,
+                             usage: bool) -> None:
+        b = self.behaviour
+        cid = f"chatcmpl-{uuid.uuid4().hex[:24]}" if api == "chat" else f"cmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+        await resp.start(200, [("content-type", "text/event-stream"), ("cache-control", "no-cache"), *headers])
+
+        def event(choices: list, **extra: Any) -> bytes:
+            obj = {"id": cid, "object": "chat.completion.chunk" if api == "chat" else "text_completion", "created": created,
+                   "model": model, "system_fingerprint": "fp_fake", "choices": choices, **extra}
+            return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+        if api == "chat":
+            await resp.write(event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]))
+        for piece in split_text(answer.text, b.chunks):
+            if b.chunk_ms:
+                await asyncio.sleep(b.chunk_ms / 1000)
+            choice = ({"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None} if api == "chat"
+                      else {"index": 0, "text": piece, "logprobs": None, "finish_reason": None})
+            await resp.write(event([choice]))
+        last = ({"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"} if api == "chat"
+                else {"index": 0, "text": "", "logprobs": None, "finish_reason": "stop"})
+        await resp.write(event([last]))
+        if usage:
+            await resp.write(event([], usage=_openai_usage(answer)))
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.end()
+
+    async def _anthropic_stream(self, resp: Responder, model: str, answer: Answer, headers: list[tuple[str, str]]) -> None:
+        b = self.behaviour
+        mid = f"msg_{uuid.uuid4().hex[:24]}"
+        await resp.start(200, [("content-type", "text/event-stream"), ("cache-control", "no-cache"), *headers])
+
+        async def event(name: str, obj: dict) -> None:
+            await resp.write(b"event: " + name.encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n")
+
+        await event("message_start", {"type": "message_start", "message": {
+            "id": mid, "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": None,
+            "stop_sequence": None, "usage": {"input_tokens": answer.input_tokens, "output_tokens": 1}}})
+        await event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+        await event("ping", {"type": "ping"})
+        for piece in split_text(answer.text, b.chunks):
+            if b.chunk_ms:
+                await asyncio.sleep(b.chunk_ms / 1000)
+            await event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                "delta": {"type": "text_delta", "text": piece}})
+        await event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        await event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                      "usage": {"output_tokens": answer.output_tokens}})
+        await event("message_stop", {"type": "message_stop"})
+        await resp.end()
+
+    # ---- control API ------------------------------------------------------------------
+
+    async def _control(self, req: Request, resp: Responder, what: str) -> None:
+        """GET requests | POST behaviour (JSON fields) | POST reset: for fakes run in another process."""
+        if what == "requests" and req.method == "GET":
+            body = orjson.dumps([r.as_dict() for r in self.records])
+        elif what == "behaviour" and req.method == "POST":
+            try:
+                self.behaviour = self.behaviour.merged(**orjson.loads(req.body or b"{}"))
+            except (TypeError, ValueError) as exc:
+                await resp.send(400, [("content-type", "application/json")], orjson.dumps({"error": str(exc)}))
+                return
+            body = orjson.dumps(asdict(self.behaviour))
+        elif what == "reset" and req.method == "POST":
+            self.records.clear()
+            self.behaviour = Behaviour(models=self.behaviour.models)
+            body = b"{}"
+        else:
+            await resp.send(404, [("content-type", "application/json")], b'{"error": "unknown control endpoint"}')
+            return
+        await resp.send(200, [("content-type", "application/json")], body)
+
+
+# ---- response bodies --------------------------------------------------------------------
+
+def _prompt_text(data: dict[str, Any], api: str) -> str:
+    if api == "completions":
+        prompt = data.get("prompt")
+        return prompt if isinstance(prompt, str) else orjson.dumps(prompt).decode()
+    parts = []
+    system = data.get("system")
+    if isinstance(system, str):
+        parts.append(system)
+    for msg in data.get("messages") or []:
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts += [p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    return "\n".join(parts)
+
+
+def _openai_usage(answer: Answer) -> dict[str, int]:
+    return {"prompt_tokens": answer.input_tokens, "completion_tokens": answer.output_tokens,
+            "total_tokens": answer.input_tokens + answer.output_tokens}
+
+
+def _openai_json(model: str, answer: Answer, api: str) -> bytes:
+    if api == "completions":
+        return orjson.dumps({"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
+                             "model": model, "choices": [{"index": 0, "text": answer.text, "logprobs": None, "finish_reason": "stop"}],
+                             "usage": _openai_usage(answer)})
+    return orjson.dumps({
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()), "model": model,
+        "system_fingerprint": "fp_fake",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text, "refusal": None},
+                     "logprobs": None, "finish_reason": "stop"}],
+        "usage": _openai_usage(answer),
+    })
+
+
+def _anthropic_json(model: str, answer: Answer) -> bytes:
+    return orjson.dumps({
+        "id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "text", "text": answer.text}], "stop_reason": "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens},
+    })

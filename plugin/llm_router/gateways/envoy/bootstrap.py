@@ -1,0 +1,365 @@
+"""Envoy bootstraps generated from the catalog: production (providers over TLS) and local (fakes).
+
+Both variants come from `build()`, so routes, filters and limits cannot drift apart; only the
+clusters differ. `python -m llm_router.gateways.envoy.bootstrap production > envoy/envoy.yaml`
+regenerates the committed production file (a test checks it is current and that
+`envoy --mode validate` accepts it).
+
+Request flow: the listener's first route match (a user route, default `/`) carries the policy in
+route metadata; ext_proc picks the model, sets the route header and `:path`, the credential and
+the body, and clears the route cache; Envoy then re-matches on the route header and sends the
+request to that provider's cluster. When the processor is down and the filter fails open, the
+request stays on its first route and goes to `default_upstream` unchanged.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from llm_router.config import Config, load_config
+from llm_router.gateways.envoy.service import METADATA_NAMESPACE
+from llm_router.gateways.envoy.settings import EnvoySettings
+from llm_router.plan import ROUTE_HEADER
+
+EXT_PROC_CLUSTER = "llm_router_ext_proc"
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian/Ubuntu system CA bundle
+EXPLAIN_HEADERS = ("x-llm-router-request-id", "x-llm-router-model", "x-llm-router-tier", "x-llm-router-category",
+                   "x-llm-router-reason")
+# Response headers health and rate-limit tracking read (sent as attributes: no extra round trip).
+RATE_LIMIT_HEADERS = ("retry-after", "x-ratelimit-remaining-requests", "x-ratelimit-limit-requests",
+                      "x-ratelimit-remaining-tokens", "x-ratelimit-limit-tokens", "x-ratelimit-reset-requests")
+BUFFER_SLACK = 1 << 20  # Envoy's buffers hold the body limit plus the rewrite's growth
+PRODUCTION_PROCESSOR = "unix:/run/llm-router/ext_proc.sock"
+_T = "type.googleapis.com/"
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """One cluster: where a provider lives (or its local fake)."""
+
+    name: str  # cluster name = Model.upstream
+    host: str  # provider host name: TLS SNI, certificate check and Host header
+    address: str
+    port: int
+    tls: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """A client-facing route: a path prefix and the policy its requests use."""
+
+    prefix: str = "/"
+    policy: str | Mapping[str, Any] | None = None  # policy name or inline policy fields
+    failure_mode: str | None = None  # "open" | "closed"; None = the filter's default
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapSpec:
+    """Everything the generated Envoy config depends on."""
+
+    listen: tuple[str, int]
+    processor: str  # ext_proc address: unix:PATH or HOST:PORT
+    upstreams: tuple[Upstream, ...]
+    default_upstream: str
+    routes: tuple[RouteSpec, ...] = (RouteSpec(),)
+    admin: tuple[str, int] | None = ("127.0.0.1", 9901)
+    route_header: str = ROUTE_HEADER
+    failure_allow: bool = False
+    message_timeout_ms: int = 500
+    body_limit: int = 8 << 20
+    route_timeout_s: float = 600.0
+    observe_responses: bool = True
+    ca_bundle: str = CA_BUNDLE
+    extra_clusters: tuple[dict[str, Any], ...] = field(default=())
+
+
+# ---- from config ------------------------------------------------------------------------
+
+def provider_upstreams(cfg: Config, local_ports: Mapping[str, int] | None = None) -> tuple[Upstream, ...]:
+    """One Upstream per distinct Model.upstream; local_ports (provider -> port) points them at fakes."""
+    from llm_router.router import build_catalog
+
+    catalog = build_catalog(cfg)
+    seen: dict[str, Upstream] = {}
+    for model in catalog.models.values():
+        if model.upstream in seen:
+            continue
+        provider = catalog.providers[model.provider]
+        url = urlsplit(provider.base_url)
+        host = url.hostname or provider.host
+        if local_ports is not None:
+            if provider.name not in local_ports:
+                raise ValueError(f"no local port for provider {provider.name!r}")
+            seen[model.upstream] = Upstream(model.upstream, host, "127.0.0.1", local_ports[provider.name], tls=False)
+        else:
+            tls = url.scheme == "https"
+            seen[model.upstream] = Upstream(model.upstream, host, host, url.port or (443 if tls else 80), tls=tls)
+    return tuple(sorted(seen.values(), key=lambda u: u.name))
+
+
+def spec_from_config(cfg: Config, *, listen: tuple[str, int], processor: str, local_ports: Mapping[str, int] | None = None,
+                     admin: tuple[str, int] | None = ("127.0.0.1", 9901), routes: tuple[RouteSpec, ...] | None = None,
+                     settings: EnvoySettings | None = None) -> BootstrapSpec:
+    """A bootstrap spec from a config: production clusters, or fakes when local_ports is given."""
+    from llm_router.router import build_catalog
+
+    settings = settings or EnvoySettings.from_config(cfg)
+    upstreams = provider_upstreams(cfg, local_ports)
+    catalog = build_catalog(cfg)
+    policy = cfg.policies[cfg.default_policy]
+    ref = catalog.models.get(policy.reference_model or "") or max(catalog.models.values(), key=lambda m: m.blended_price)
+    return BootstrapSpec(
+        listen=listen, processor=processor, upstreams=upstreams, default_upstream=ref.upstream,
+        routes=routes or (RouteSpec(),), admin=admin, route_header=cfg.server.get("route_header", ROUTE_HEADER),
+        failure_allow=settings.failure_allowed(cfg), message_timeout_ms=settings.message_timeout_ms,
+        body_limit=settings.body_limit(cfg), route_timeout_s=settings.route_timeout_s,
+        observe_responses=settings.observe_responses,
+    )
+
+
+# ---- the config tree --------------------------------------------------------------------
+
+def _address(addr: str) -> dict[str, Any]:
+    if addr.startswith("unix:"):
+        return {"pipe": {"path": addr[5:]}}
+    host, _, port = addr.rpartition(":")
+    return {"socket_address": {"address": host.strip("[]"), "port_value": int(port)}}
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def ext_proc_filter(spec: BootstrapSpec) -> dict[str, Any]:
+    """The ext_proc HTTP filter: one round trip per request, response observed without waiting."""
+    return {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": _T + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {"envoy_grpc": {"cluster_name": EXT_PROC_CLUSTER}},
+            "failure_mode_allow": spec.failure_allow,
+            "message_timeout": _duration(spec.message_timeout_ms / 1000),
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                "request_body_mode": "STREAMED",
+                "response_header_mode": "SKIP",
+                "response_body_mode": "STREAMED" if spec.observe_responses else "NONE",
+                "request_trailer_mode": "SKIP",
+                "response_trailer_mode": "SKIP",
+            },
+            # The header reply is held until the body has arrived: one round trip per request.
+            "send_body_without_waiting_for_header_response": True,
+            "request_attributes": ["xds.route_metadata"],
+            "response_attributes": ["response.code", *[f"response.headers['{h}']" for h in RATE_LIMIT_HEADERS]],
+            "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+        },
+    }
+
+
+def _route_action(spec: BootstrapSpec, upstream: Upstream) -> dict[str, Any]:
+    action: dict[str, Any] = {"cluster": upstream.name, "timeout": _duration(spec.route_timeout_s),
+                              "idle_timeout": _duration(min(spec.route_timeout_s, 300.0))}
+    if upstream.tls or upstream.address != "127.0.0.1":
+        action["host_rewrite_literal"] = upstream.host
+    return action
+
+
+def routes(spec: BootstrapSpec) -> list[dict[str, Any]]:
+    """Provider routes (selected by the route header) first, then the client-facing routes."""
+    by_name = {u.name: u for u in spec.upstreams}
+    if spec.default_upstream not in by_name:
+        raise ValueError(f"default upstream {spec.default_upstream!r} is not a cluster ({sorted(by_name)})")
+    out: list[dict[str, Any]] = []
+    for up in spec.upstreams:
+        out.append({
+            "name": f"to-{up.name}",
+            "match": {"prefix": "/", "headers": [{"name": spec.route_header, "string_match": {"exact": up.name}}]},
+            "route": _route_action(spec, up),
+            "request_headers_to_remove": [spec.route_header],
+        })
+    for i, rs in enumerate(spec.routes):
+        route: dict[str, Any] = {
+            "name": f"llm-{i}",
+            "match": {"prefix": rs.prefix},
+            "route": _route_action(spec, by_name[spec.default_upstream]),
+        }
+        if rs.policy is not None:
+            policy = {"policy": rs.policy} if isinstance(rs.policy, str) else dict(rs.policy)
+            route["metadata"] = {"filter_metadata": {METADATA_NAMESPACE: policy}}
+        if rs.failure_mode is not None and (rs.failure_mode == "open") != spec.failure_allow:
+            route["typed_per_filter_config"] = {"envoy.filters.http.ext_proc": {
+                "@type": _T + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+                "overrides": {"failure_mode_allow": rs.failure_mode == "open"},
+            }}
+        out.append(route)
+    return out
+
+
+def http_connection_manager(spec: BootstrapSpec) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": _T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "llm",
+            "codec_type": "AUTO",
+            "stream_idle_timeout": "300s",
+            "route_config": {
+                "name": "llm",
+                "virtual_hosts": [{
+                    "name": "llm",
+                    "domains": ["*"],
+                    "routes": routes(spec),
+                    # Explanation headers come from the processor's dynamic metadata: no response round trip.
+                    "response_headers_to_add": [
+                        {"header": {"key": h, "value": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{h})%"}, "keep_empty_value": False}
+                        for h in EXPLAIN_HEADERS
+                    ],
+                }],
+            },
+            "http_filters": [
+                ext_proc_filter(spec),
+                # After a body rewrite in STREAMED mode Envoy drops content-length; buffering the
+                # rewritten body restores the right one (and bounds it).
+                {"name": "envoy.filters.http.buffer", "typed_config": {
+                    "@type": _T + "envoy.extensions.filters.http.buffer.v3.Buffer",
+                    "max_request_bytes": spec.body_limit + BUFFER_SLACK}},
+                {"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": _T + "envoy.extensions.filters.http.router.v3.Router"}},
+            ],
+        },
+    }
+
+
+def _http2_options() -> dict[str, Any]:
+    return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": _T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http2_protocol_options": {}},
+    }}
+
+
+def processor_cluster(spec: BootstrapSpec) -> dict[str, Any]:
+    return {
+        "name": EXT_PROC_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": _http2_options(),
+        "load_assignment": {"cluster_name": EXT_PROC_CLUSTER, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": _address(spec.processor)}}]}]},
+    }
+
+
+def provider_cluster(spec: BootstrapSpec, up: Upstream) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "name": up.name,
+        "connect_timeout": "5s",
+        "per_connection_buffer_limit_bytes": spec.body_limit + BUFFER_SLACK,
+        "circuit_breakers": {"thresholds": [{"max_connections": 10_000, "max_pending_requests": 10_000,
+                                             "max_requests": 10_000}]},
+        "load_assignment": {"cluster_name": up.name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+            "socket_address": {"address": up.address, "port_value": up.port}}}}]}]},
+    }
+    if up.tls:
+        cluster["type"] = "LOGICAL_DNS"
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+        cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": up.host,
+            "common_tls_context": {
+                "alpn_protocols": ["h2", "http/1.1"],
+                "validation_context": {
+                    "trusted_ca": {"filename": spec.ca_bundle},
+                    "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": up.host}}],
+                },
+            },
+        }}
+        cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": _T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "auto_config": {"http2_protocol_options": {}, "http_protocol_options": {}},
+            "common_http_protocol_options": {"idle_timeout": "300s"},
+        }}
+    else:
+        cluster["type"] = "STATIC"
+    return cluster
+
+
+def build(spec: BootstrapSpec) -> dict[str, Any]:
+    """The Envoy bootstrap as plain data."""
+    boot: dict[str, Any] = {
+        "static_resources": {
+            "listeners": [{
+                "name": "llm",
+                "address": {"socket_address": {"address": spec.listen[0], "port_value": spec.listen[1]}},
+                "per_connection_buffer_limit_bytes": spec.body_limit + BUFFER_SLACK,
+                "filter_chains": [{"filters": [http_connection_manager(spec)]}],
+            }],
+            "clusters": [processor_cluster(spec), *[provider_cluster(spec, u) for u in spec.upstreams],
+                         *spec.extra_clusters],
+        },
+        "overload_manager": {"resource_monitors": [{
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {"@type": _T + "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                             "max_active_downstream_connections": 50_000}}]},
+    }
+    if spec.admin is not None:
+        boot["admin"] = {"address": {"socket_address": {"address": spec.admin[0], "port_value": spec.admin[1]}}}
+    return boot
+
+
+def render(boot: Mapping[str, Any], header: str = "") -> str:
+    """YAML text Envoy accepts (no anchors or merge keys)."""
+
+    class _NoAliases(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    body = yaml.dump(dict(boot), Dumper=_NoAliases, sort_keys=False, default_flow_style=False, width=120)
+    return header + body
+
+
+PRODUCTION_HEADER = """\
+# Envoy bootstrap for llm-router in production. GENERATED: do not edit by hand; regenerate with
+#   python -m llm_router.gateways.envoy.bootstrap production > envoy/envoy.yaml
+# (or pass --config your.yaml for your own catalog). Run the processor next to it:
+#   llm-router serve --envoy unix:/run/llm-router/ext_proc.sock
+# and Envoy: envoy -c envoy/envoy.yaml
+"""
+
+
+def production(cfg: Config | None = None, *, listen: tuple[str, int] = ("0.0.0.0", 10000),
+               processor: str = PRODUCTION_PROCESSOR) -> str:
+    """The production bootstrap text for a config (default: the built-in catalog)."""
+    cfg = cfg or load_config(None)
+    return render(build(spec_from_config(cfg, listen=listen, processor=processor)), PRODUCTION_HEADER)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m llm_router.gateways.envoy.bootstrap",
+                                description="print an Envoy bootstrap for llm-router")
+    p.add_argument("variant", choices=("production", "local"))
+    p.add_argument("--config", "-c", metavar="FILE")
+    p.add_argument("--listen", default=None, help="HOST:PORT (default 0.0.0.0:10000, local 127.0.0.1:10000)")
+    p.add_argument("--processor", default=None, help=f"ext_proc address (default {PRODUCTION_PROCESSOR})")
+    p.add_argument("--fake-port", type=int, default=18100, help="local: first fake provider port (one per provider)")
+    args = p.parse_args(argv)
+    cfg = load_config(args.config)
+    processor = args.processor or PRODUCTION_PROCESSOR
+    if args.variant == "production":
+        host, _, port = (args.listen or "0.0.0.0:10000").rpartition(":")
+        sys.stdout.write(production(cfg, listen=(host, int(port)), processor=processor))
+        return 0
+    host, _, port = (args.listen or "127.0.0.1:10000").rpartition(":")
+    ports = {name: args.fake_port + i for i, name in enumerate(sorted(cfg.providers))}
+    spec = spec_from_config(cfg, listen=(host, int(port)), processor=processor, local_ports=ports)
+    sys.stdout.write(render(build(spec), "# Local llm-router bootstrap: providers are fakes on 127.0.0.1 "
+                                         f"(ports {ports}).\n"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

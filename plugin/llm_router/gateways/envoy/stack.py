@@ -1,0 +1,220 @@
+"""Run Envoy, the processor and fake providers on 127.0.0.1: for the demo, the benchmark and tests.
+
+Every process is started in its own session, tracked by PID and stopped by PID (SIGTERM, then
+SIGKILL after a grace period); readiness is polled, never slept for.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llm_router.gateways.envoy.binary import envoy_path
+from llm_router.gateways.envoy.bootstrap import build, render
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check: Callable[[], bool], *, timeout: float, what: str, proc: "Proc | None" = None, interval: float = 0.02) -> None:
+    """Poll until check() is true; fail naming what, with the process's log tail if it died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.popen is not None and proc.popen.poll() is not None:
+            raise RuntimeError(f"{what}: process exited with {proc.popen.returncode}\n{proc.log_tail()}")
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not ready after {timeout:.0f}s" + (f"\n{proc.log_tail()}" if proc else ""))
+        time.sleep(interval)
+
+
+def can_connect(address: str) -> bool:
+    """Whether something accepts connections on HOST:PORT or unix:PATH."""
+    if address.startswith("unix:"):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(1)
+            return s.connect_ex(address[5:]) == 0
+    host, _, port = address.rpartition(":")
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((host, int(port))) == 0
+
+
+class Proc:
+    """A child process in its own session, stopped by PID."""
+
+    def __init__(self, name: str, argv: list[str], *, log_path: Path, env: Mapping[str, str] | None = None):
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self.env = env
+        self.popen: subprocess.Popen | None = None
+
+    def start(self) -> "Proc":
+        log = open(self.log_path, "ab")
+        try:
+            self.popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          env=dict(self.env) if self.env is not None else None, start_new_session=True)
+        finally:
+            log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM, wait, then SIGKILL: always reaps the process."""
+        p = self.popen
+        if p is None or p.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p.pid, signal.SIGTERM)
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGKILL)
+            p.wait(10)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(f"  [{self.name}] {line}" for line in text[-lines:])
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+
+class EnvoyProcess(Proc):
+    """Envoy with a generated bootstrap; ready when its admin endpoint says LIVE."""
+
+    def __init__(self, bootstrap: Mapping[str, Any], workdir: Path, *, name: str = "envoy", concurrency: int = 1,
+                 log_level: str = "warning"):
+        self.bootstrap = bootstrap
+        self.config_path = workdir / f"{name}.envoy.yaml"
+        self.config_path.write_text(render(bootstrap))
+        admin = bootstrap.get("admin", {}).get("address", {}).get("socket_address", {})
+        self.admin = (admin.get("address"), admin.get("port_value")) if admin else None
+        super().__init__(name, [str(envoy_path()), "-c", str(self.config_path), "--concurrency", str(concurrency),
+                                "-l", log_level, "--disable-hot-restart", "--log-format", "[%L] %v"],
+                         log_path=workdir / f"{name}.log")
+
+    def admin_get(self, path: str, timeout: float = 5.0) -> str:
+        assert self.admin is not None, "no admin address"
+        with urllib.request.urlopen(f"http://{self.admin[0]}:{self.admin[1]}{path}", timeout=timeout) as r:
+            return r.read().decode()
+
+    def wait_ready(self, timeout: float = 60.0) -> "EnvoyProcess":
+        wait_for(lambda: self.admin_get("/ready", 2).strip() == "LIVE", timeout=timeout, what=self.name, proc=self)
+        return self
+
+    def counter(self, name: str) -> int:
+        """One stat counter's value (0 when absent)."""
+        for line in self.admin_get(f"/stats?filter=^{name}$").splitlines():
+            key, _, value = line.partition(": ")
+            if key == name:
+                return int(value)
+        return 0
+
+
+class ProcessorProcess(Proc):
+    """`python -m llm_router.gateways.envoy.server` (routing or no-op service)."""
+
+    def __init__(self, address: str, workdir: Path, *, config: str | Path | None = None, service: str = "route",
+                 transport: str | None = None, env: Mapping[str, str] | None = None, name: str = "processor"):
+        self.address = address
+        argv = [sys.executable, "-m", "llm_router.gateways.envoy.server", "--envoy", address, "--service", service]
+        if config is not None:
+            argv += ["--config", str(config)]
+        if transport:
+            argv += ["--transport", transport]
+        full_env = {**os.environ, **(env or {})}
+        super().__init__(name, argv, log_path=workdir / f"{name}.log", env=full_env)
+
+    def wait_ready(self, timeout: float = 60.0) -> "ProcessorProcess":
+        wait_for(lambda: can_connect(self.address), timeout=timeout, what=self.name, proc=self)
+        return self
+
+
+class FakesProcess(Proc):
+    """`llm-router fakes` in a child process; ports are read from the JSON file it writes when ready."""
+
+    def __init__(self, workdir: Path, *, config: str | Path | None = None, extra: list[str] = (), name: str = "fakes"):
+        self.ports_file = workdir / f"{name}.json"
+        argv = [sys.executable, "-m", "llm_router.cli", "fakes", "--ports-file", str(self.ports_file), *extra]
+        if config is not None:
+            argv += ["--config", str(config)]
+        super().__init__(name, argv, log_path=workdir / f"{name}.log")
+        self.info: dict[str, Any] = {}
+
+    def wait_ready(self, timeout: float = 60.0) -> "FakesProcess":
+        import json
+
+        wait_for(lambda: self.ports_file.exists() and self.ports_file.stat().st_size > 0, timeout=timeout, what=self.name, proc=self)
+        self.info = json.loads(self.ports_file.read_text())
+        return self
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self.info["ports"].items()}
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(self.info["env"])
+
+
+def workdir(prefix: str = "llm-router-") -> tempfile.TemporaryDirectory:
+    """A temporary directory short enough for Unix socket paths."""
+    return tempfile.TemporaryDirectory(prefix=prefix, dir="/tmp")
+
+
+def write_config(path: Path, data: Mapping[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(dict(data), sort_keys=False))
+    return path
+
+
+def stop_all(procs: list[Proc]) -> None:
+    """Stop processes in reverse start order; never raises."""
+    for p in reversed(procs):
+        with contextlib.suppress(Exception):
+            p.stop()
+
+
+def envoy_for(spec, wd: Path, **kw: Any) -> EnvoyProcess:
+    return EnvoyProcess(build(spec), wd, **kw)

@@ -1,0 +1,120 @@
+"""ext_proc ProcessingResponse messages, encoded by hand: the few shapes the processor sends.
+
+Building nested protobuf objects costs more than the routing itself on the hot path, so the
+replies are assembled from bytes. Field numbers follow envoy/service/ext_proc/v3 and
+envoy/config/core/v3; tests decode every shape with the real protobuf classes.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+# HeaderValueOption.append_action: replace what the client sent instead of appending to it.
+OVERWRITE_IF_EXISTS_OR_ADD = 2
+
+
+def varint(n: int) -> bytes:
+    """Protobuf base-128 varint."""
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field."""
+    n = len(payload)
+    if n < 0x80 and number < 16:
+        return bytes(((number << 3) | 2, n)) + payload
+    return varint((number << 3) | 2) + varint(n) + payload
+
+
+def header_option(key: str, value: str | bytes) -> bytes:
+    """HeaderValueOption{header{key, raw_value}, append_action: OVERWRITE_IF_EXISTS_OR_ADD}."""
+    raw = value if isinstance(value, bytes) else value.encode("latin-1", "replace")
+    return field(1, field(1, key.encode()) + field(3, raw)) + b"\x18\x02"
+
+
+def header_mutation(set_headers: Iterable[tuple[str, str | bytes]] = (), remove: Iterable[str] = ()) -> bytes:
+    """HeaderMutation{set_headers, remove_headers}."""
+    parts = [field(1, header_option(k, v)) for k, v in set_headers]
+    parts += [field(2, name.encode()) for name in remove]
+    return b"".join(parts)
+
+
+class MutationCache:
+    """Encoded HeaderMutation parts for header sets that repeat (route, credential, path, removals).
+
+    Per provider these are the same on every request, so they are encoded once; the cache is
+    bounded and holds only what the secret store already holds in memory.
+    """
+
+    def __init__(self, limit: int = 4096):
+        self._parts: dict[tuple, bytes] = {}
+        self._limit = limit
+
+    def encode(self, set_headers: tuple[tuple[str, str], ...], remove: tuple[str, ...] = ()) -> bytes:
+        key = (set_headers, remove)
+        found = self._parts.get(key)
+        if found is None:
+            found = header_mutation(set_headers, remove)
+            if len(self._parts) >= self._limit:
+                self._parts.clear()
+            self._parts[key] = found
+        return found
+
+
+def common_response(*, headers: bytes = b"", body: bytes | None = None, clear_body: bool = False,
+                    clear_route_cache: bool = False) -> bytes:
+    """CommonResponse{header_mutation, body_mutation, clear_route_cache}."""
+    out = field(2, headers) if headers else b""
+    if body is not None:
+        out += field(3, field(1, body))
+    elif clear_body:
+        out += field(3, b"\x10\x01")
+    if clear_route_cache:
+        out += b"\x28\x01"
+    return out
+
+
+def string_struct(values: Mapping[str, str] | Iterable[tuple[str, str]]) -> bytes:
+    """google.protobuf.Struct with string values."""
+    items = values.items() if isinstance(values, Mapping) else values
+    return b"".join(field(1, field(1, k.encode()) + field(2, field(3, v.encode()))) for k, v in items)
+
+
+def dynamic_metadata(namespace: str, values: Mapping[str, str] | Iterable[tuple[str, str]]) -> bytes:
+    """Struct{namespace: Struct{values}}: what Envoy stores as the stream's dynamic metadata."""
+    return field(1, field(1, namespace.encode()) + field(2, field(5, string_struct(values))))
+
+
+def request_headers_reply(common: bytes = b"", metadata: bytes = b"") -> bytes:
+    """ProcessingResponse{request_headers: HeadersResponse{response}, dynamic_metadata}."""
+    return field(1, field(1, common) if common else b"") + (field(8, metadata) if metadata else b"")
+
+
+def request_body_reply(common: bytes = b"") -> bytes:
+    """ProcessingResponse{request_body: BodyResponse{response}}."""
+    return field(3, field(1, common) if common else b"")
+
+
+def response_body_reply() -> bytes:
+    """ProcessingResponse{response_body: BodyResponse{}}: let the chunk pass unchanged."""
+    return RESPONSE_BODY_CONTINUE
+
+
+def immediate_reply(status: int, body: bytes, headers: Iterable[tuple[str, str]] = (), details: str = "") -> bytes:
+    """ProcessingResponse{immediate_response{status, headers, body, details}}."""
+    inner = field(1, b"\x08" + varint(status)) + field(2, header_mutation(headers)) + field(3, body)
+    if details:
+        inner += field(5, details.encode())
+    return field(7, inner)
+
+
+REQUEST_HEADERS_CONTINUE = request_headers_reply()
+REQUEST_BODY_CONTINUE = request_body_reply()
+REQUEST_BODY_CLEAR = request_body_reply(common_response(clear_body=True))
+RESPONSE_BODY_CONTINUE = field(4, b"")
