@@ -149,8 +149,12 @@ class SemanticConf(_Strict):
 
     examples: str | None = None  # path to a JSONL of labelled examples; None = the built-in set
     backend: Literal["static", "onnx"] = "static"
-    k: int = Field(default=7, ge=1, le=64)
-    cuts: list[float] = Field(default_factory=lambda: [0.3, 0.55, 0.8])
+    # Defaults chosen by cross-validation on the built-in examples (python -m llm_router.bench.semantic tune).
+    k: int = Field(default=10, ge=1, le=64)
+    cuts: list[float] = Field(default_factory=lambda: [0.2, 0.5, 0.7])
+    mode: Literal["knn", "centroid"] = "knn"  # vote of the k nearest examples, or of per-archetype centroids
+    temperature: float = Field(default=0.05, gt=0, le=1)  # similarity softmax: lower = nearest dominates
+    length_weight: float = Field(default=0.2, ge=0, le=1)  # share of the score from prompt length
     _cuts = field_validator("cuts")(_ascending_cuts)
 
 

@@ -1,0 +1,232 @@
+"""Semantic classifier: embed the prompt, compare with labelled examples (k nearest or centroids)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Protocol
+
+import numpy as np
+import orjson
+
+from llm_router.catalog import Tier
+from llm_router.classify.base import CATEGORIES, Classification, tier_for_score
+from llm_router.config import ConfigError, SemanticConf
+from llm_router.request import LLMRequest
+
+TIERS = (Tier.LOW, Tier.MEDIUM, Tier.HIGH, Tier.CRITICAL)
+_TIER_NAMES = {t.name: t for t in TIERS}
+_FIELDS = ("text", "tier", "category", "label")
+SHORT_PROMPT_CHARS = 40  # shorter prompts ("yes, in Rust please") borrow meaning from the context
+CONTEXT_WEIGHT = 0.5
+MAX_PROBLEMS = 10
+
+
+class Embedder(Protocol):
+    """What the classifier needs of an embedding backend."""
+
+    dim: int
+
+    def embed(self, text: str) -> np.ndarray: ...
+
+    def embed_many(self, texts: Iterable[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One labelled example prompt."""
+
+    text: str
+    tier: Tier
+    category: str
+    label: str
+
+
+def parse_examples(lines: Iterable[str], source: str = "examples") -> list[Example]:
+    """Examples from JSONL lines; raises ConfigError naming each bad line."""
+    out: list[Example] = []
+    problems: list[str] = []
+    for n, line in enumerate(lines, 1):
+        if len(problems) >= MAX_PROBLEMS:
+            problems.append("... (stopped after the first problems)")
+            break
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            problems.append(f"line {n}: not valid JSON ({exc})")
+            continue
+        if not isinstance(row, dict):
+            problems.append(f"line {n}: must be a JSON object with {', '.join(_FIELDS)}")
+            continue
+        bad = []
+        extra = sorted(set(row) - set(_FIELDS))
+        if extra:
+            bad.append(f"unknown field(s) {extra}")
+        missing = [f for f in _FIELDS if f not in row]
+        if missing:
+            bad.append(f"missing field(s) {missing}")
+        text, tier, category, label = (row.get(f) for f in _FIELDS)
+        if "text" in row and (not isinstance(text, str) or not text.strip()):
+            bad.append("text must be a non-empty string")
+        if "tier" in row and (not isinstance(tier, str) or tier.upper() not in _TIER_NAMES):
+            bad.append(f"tier must be one of {list(_TIER_NAMES)}, got {tier!r}")
+        if "category" in row and category not in CATEGORIES:
+            bad.append(f"category must be one of {list(CATEGORIES)}, got {category!r}")
+        if "label" in row and (not isinstance(label, str) or not label.strip()):
+            bad.append("label must be a non-empty string")
+        if bad:
+            problems.append(f"line {n}: " + "; ".join(bad))
+            continue
+        out.append(Example(text=text, tier=_TIER_NAMES[tier.upper()], category=category, label=label.strip()))
+    if not problems and not out:
+        problems.append("no examples (expected JSON lines with text, tier, category, label)")
+    if problems:
+        raise ConfigError(problems, source)
+    return out
+
+
+def load_examples(path: str | Path | None = None) -> list[Example]:
+    """Examples from a JSONL file, or the built-in set when path is None."""
+    if path is None:
+        text = resources.files("llm_router").joinpath("data/examples.jsonl").read_text(encoding="utf-8")
+        return parse_examples(text.splitlines(), "built-in examples")
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"cannot read examples file: {getattr(exc, 'strerror', None) or exc}"],
+                          f"classifiers.semantic.examples ({p})") from None
+    return parse_examples(text.splitlines(), f"classifiers.semantic.examples ({p})")
+
+
+def make_embedder(backend: str) -> Embedder:
+    """The embedding backend named in config."""
+    if backend == "static":
+        from llm_router.classify.embeddings import load_default
+
+        return load_default()
+    if backend == "onnx":
+        from llm_router.classify.onnx_backend import load_onnx
+
+        return load_onnx()
+    raise ConfigError([f"backend: unknown embedding backend {backend!r} (known: static, onnx)"], "classifiers.semantic")
+
+
+class SemanticClassifier:
+    """Tier, category and archetype from the labelled examples nearest to the prompt.
+
+    knn mode: the k most similar examples vote, each weighted by exp((sim - best) / temperature).
+    centroid mode: the same vote over per-archetype centroids (mean of an archetype's examples),
+    which is smoother and cheaper with many examples. Score = (1 - length_weight) * weighted mean
+    tier of the voters (LOW=0 .. CRITICAL=1) + length_weight * log-length term; the tier is the
+    score cut at `cuts`. Confidence = the winning tier's vote share times how close the nearest
+    example is.
+    """
+
+    name = "semantic"
+
+    def __init__(self, examples: list[Example], embedder: Embedder, *, k: int = 10,
+                 cuts: tuple[float, float, float] = (0.2, 0.5, 0.7), mode: str = "knn",
+                 temperature: float = 0.05, length_weight: float = 0.2, full_at_tokens: int = 3000, center: bool = True):
+        if not examples:
+            raise ValueError("the semantic classifier needs at least one example")
+        if mode not in ("knn", "centroid"):
+            raise ValueError(f"mode must be 'knn' or 'centroid', got {mode!r}")
+        self.examples = tuple(examples)
+        self.embedder = embedder
+        self.cuts = tuple(cuts)
+        self.mode = mode
+        self.temperature = temperature
+        self.length_weight = length_weight
+        self._log_full = math.log(max(2, full_at_tokens))
+        self.labels = tuple(sorted({e.label for e in examples}))
+        label_ix = {lab: i for i, lab in enumerate(self.labels)}
+        cat_ix = {c: i for i, c in enumerate(CATEGORIES)}
+        raw = embedder.embed_many(e.text for e in examples).astype(np.float32)
+        # Static embeddings share a large common direction (every mean of token vectors leans the
+        # same way), which squeezes all cosines into 0.5..0.9. Centring on the examples' mean
+        # spreads them out so that neighbours are found by topic, not by text length.
+        self._mean = raw.mean(0) if center else np.zeros(raw.shape[1], np.float32)
+        vectors = self._unit(raw - self._mean)
+        tiers = np.array([TIERS.index(e.tier) for e in examples], np.float32)
+        cats = np.array([cat_ix[e.category] for e in examples], np.intp)
+        labs = np.array([label_ix[e.label] for e in examples], np.intp)
+        if mode == "knn":
+            self._vectors, self._tier, self._cat, self._lab = vectors, tiers, cats, labs
+        else:
+            cents, ctier, ccat = [], [], []
+            for i in range(len(self.labels)):
+                members = labs == i
+                c = vectors[members].sum(0)
+                cents.append(c / max(float(np.linalg.norm(c)), 1e-9))
+                ctier.append(float(tiers[members].mean()))
+                ccat.append(int(np.bincount(cats[members], minlength=len(CATEGORIES)).argmax()))
+            self._vectors = np.array(cents, np.float32)
+            self._tier = np.array(ctier, np.float32)
+            self._cat = np.array(ccat, np.intp)
+            self._lab = np.arange(len(self.labels), dtype=np.intp)
+        self.k = max(1, min(k, len(self._vectors)))
+        self._n_cats = len(CATEGORIES)
+        self._n_labels = len(self.labels)
+
+    @staticmethod
+    def _unit(x: np.ndarray) -> np.ndarray:
+        norm = np.linalg.norm(x, axis=-1, keepdims=True)
+        return (x / np.maximum(norm, 1e-9)).astype(np.float32)
+
+    @classmethod
+    def from_config(cls, conf: SemanticConf, embedder: Embedder | None = None) -> "SemanticClassifier":
+        """Build from classifiers.semantic (examples file, backend, k, cuts, mode)."""
+        examples = load_examples(conf.examples)
+        embedder = embedder or make_embedder(conf.backend)
+        return cls(examples, embedder, k=conf.k, cuts=tuple(conf.cuts), mode=conf.mode,
+                   temperature=conf.temperature, length_weight=conf.length_weight)
+
+    def embed_request(self, request: LLMRequest) -> np.ndarray:
+        """The prompt's unit vector (zero if it has no text); a very short prompt is blended with its context."""
+        v = self.embedder.embed(request.prompt)
+        if request.context and len(request.prompt) < SHORT_PROMPT_CHARS:
+            v = v + CONTEXT_WEIGHT * self.embedder.embed(request.context[-1000:])
+        return v
+
+    def classify(self, request: LLMRequest) -> Classification:
+        """Classify one request."""
+        return self.classify_vector(self.embed_request(request), max(1, request.input_tokens))
+
+    def classify_vector(self, v: np.ndarray, tokens: int) -> Classification:
+        """Classify an already embedded prompt of `tokens` tokens."""
+        if not v.any():
+            return Classification(tier=TIERS[0], category="chat", confidence=0.0, score=0.0,
+                                  evidence=("no text to compare",), classifier=self.name, label=None)
+        v = v - self._mean
+        v = v / max(float(np.sqrt(v @ v)), 1e-9)
+        sims = self._vectors @ v
+        k = self.k
+        idx = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
+        idx = idx[np.argsort(-sims[idx], kind="stable")]
+        near = sims[idx]
+        w = np.exp((near - near[0]) / self.temperature)
+        w /= w.sum()
+        mean_tier = float(w @ self._tier[idx])
+        length = min(1.0, math.log(tokens) / self._log_full)
+        score = (1.0 - self.length_weight) * mean_tier / 3.0 + self.length_weight * length
+        score = min(1.0, max(0.0, score))
+        tier = tier_for_score(score, self.cuts)
+        cat_votes = np.bincount(self._cat[idx], weights=w, minlength=self._n_cats)
+        category = CATEGORIES[int(cat_votes.argmax())]
+        lab_votes = np.bincount(self._lab[idx], weights=w, minlength=self._n_labels)
+        label = self.labels[int(lab_votes.argmax())]
+        # Agreement: vote share of voters within half a tier of the chosen tier.
+        agree = float(w[np.abs(self._tier[idx] - TIERS.index(tier)) <= 0.5].sum())
+        # Centred cosines: ~0.3 is a distant match, >= 0.55 a close one.
+        closeness = min(1.0, max(0.3, (float(near[0]) - 0.15) / 0.4))
+        evidence = [f"{self.labels[self._lab[i]]}/{TIERS[int(round(self._tier[i]))].name} {sims[i]:.2f}"
+                    for i in idx[:3]]
+        evidence.append(f"{self.mode} k={k}: mean tier {mean_tier:.2f}, ~{tokens} tokens")
+        return Classification(
+            tier=tier, category=category, confidence=round(agree * closeness, 3), score=round(score, 4),
+            evidence=tuple(evidence), classifier=self.name, label=label,
+        )
