@@ -242,8 +242,8 @@ class Runner:
 
     def _stop(self, rid: int, status: int, body: dict, request_id: str | None) -> bytes:
         self.stats.stops += 1
-        headers = JSON_HEADERS + (((REQUEST_ID_HEADER, request_id),) if request_id else ())
-        return codec.stop_frame(rid, status, self.entries.vector(headers), orjson.dumps(body))
+        extra = ((REQUEST_ID_HEADER, request_id),) if request_id else ()
+        return codec.stop_frame(rid, status, self.entries.vector(JSON_HEADERS, extra), orjson.dumps(body))
 
     def _remember(self, ex: Exchange) -> None:
         """Keep a slim copy of the exchange until its response call (bounded)."""

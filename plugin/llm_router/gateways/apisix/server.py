@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import random
@@ -159,6 +160,9 @@ def run_process(sock: socket.socket, runner: Runner, metrics_listen: str | None 
     """Serve until SIGTERM/SIGINT in this process."""
     loop = _new_loop()
     asyncio.set_event_loop(loop)
+    # config, catalog and models are long-lived: keep them out of every garbage collection
+    gc.collect()
+    gc.freeze()
     try:
         loop.run_until_complete(_serve_async(sock, runner, metrics_listen))
     finally:
