@@ -144,3 +144,15 @@ def test_committed_generated_code_is_current(tmp_path):
     assert names == sorted(p.relative_to(committed) for p in committed.rglob("*.py"))
     mismatch = [str(n) for n in names if not filecmp.cmp(fresh / n, committed / n, shallow=False)]
     assert not mismatch, f"regenerate with python -m llm_router.gateways.apisix.gen_proto: {mismatch}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(headers=st.lists(st.tuples(header_names.map(str.lower), st.text(max_size=30)), max_size=12),
+       length=st.integers(0, 10**10))
+def test_content_length_lookup(headers, length):
+    others = [(n, v) for n, v in headers if n != "content-length"]
+    payload = build_req_call(1, 2, headers=others + [("content-length", str(length))] + others[:2])
+    assert codec.req_header(payload, b"content-length") == str(length).encode()
+    if length >= 1_000_000:
+        assert codec.may_be_large(payload)
+    assert codec.req_header(build_req_call(1, 2, headers=others), b"content-length") is None

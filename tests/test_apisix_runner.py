@@ -145,6 +145,14 @@ def test_huge_body_is_refused_with_413(em):
     assert em.http_req_call(DEFAULT, body=chat(EASY)).ok
 
 
+def test_declared_huge_body_is_refused_before_it_crosses_the_socket(em):
+    out = em.http_req_call(DEFAULT, headers=[("content-length", str(20 * 1024 * 1024))], body=chat(EASY))
+    assert out.status == 413 and out.extra_info == []  # no ReqBody asked: over 16 MiB APISIX could not send it
+    assert "exceeds the limit" in orjson.loads(out.body)["error"]["message"]
+    small = em.http_req_call(DEFAULT, headers=[("content-length", "1500000")], body=chat(EASY))
+    assert small.ok  # under the policy's limit: fetched and routed
+
+
 def test_bad_route_conf_is_reported_not_ignored(em, runner):
     bogus = RouteConf(conf=(("llm-router", '{"extends": "default", "strategy": "bogus"}'),), conf_id="bogus")
     out = em.http_req_call(bogus, body=chat(EASY))

@@ -8,6 +8,7 @@ time in the measurements of the protocol notes).
 """
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
@@ -182,6 +183,49 @@ def read_req_call(buf: bytes) -> ReqCall:
                        buf[tpos + o_method] if o_method else 0, path, buf)
     except (struct.error, IndexError):
         raise DecodeError("malformed HTTPReqCall request") from None
+
+
+# A string of 7-10 digits (the high bytes of its length prefix, the digits, the NUL): a number that
+# long is a content-length of 1 MB or more. The regex engine scans for the literal prefix in C.
+_LONG_NUMBER = re.compile(rb"\x00\x00\x00[0-9]{7,10}\x00")
+
+
+def may_be_large(buf: bytes) -> bool:
+    """Whether an HTTPReqCall payload may carry a content-length of 1 MB or more (no parsing)."""
+    return _LONG_NUMBER.search(buf) is not None
+
+
+_VT4 = struct.Struct("<4H").unpack_from  # vtable size, table size, slot 0, slot 1
+
+
+def req_header(buf: bytes, name: bytes) -> bytes | None:
+    """One request header's value from an HTTPReqCall.Req payload, or None.
+
+    APISIX sends header names in lower case (ngx.req.get_headers); `name` must be lower case.
+    Compares raw name bytes without decoding the other headers: cheap enough for the hot path.
+    """
+    if name not in buf:
+        return None
+    u32, i32 = _u32, _i32
+    want = _p32(len(name)) + name
+    try:
+        tpos, offs = _slots(buf, 6)
+        if not offs[5]:
+            return None
+        pos = tpos + offs[5]
+        vec = pos + u32(buf, pos)[0]
+        for slot in range(vec + 4, vec + 4 + 4 * u32(buf, vec)[0], 4):
+            t = slot + u32(buf, slot)[0]
+            vtsize, _, o_name, o_value = _VT4(buf, t - i32(buf, t)[0])
+            if vtsize < 6 or not o_name:
+                continue
+            npos = t + o_name
+            npos += u32(buf, npos)[0]
+            if buf[npos:npos + len(want)] == want:
+                return _bytes_at(buf, t + o_value) if vtsize >= 8 and o_value else None
+        return None
+    except (struct.error, IndexError):
+        raise DecodeError("malformed HTTPReqCall headers") from None
 
 
 def read_extra_info_result(buf: bytes) -> bytes | None:

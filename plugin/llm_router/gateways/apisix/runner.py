@@ -18,7 +18,7 @@ from llm_router.config import ConfigError, parse_policy
 from llm_router.decision import RouteError
 from llm_router.gateways.apisix import codec
 from llm_router.gateways.apisix.framing import (
-    RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL, RPC_NAMES, RPC_PREPARE_CONF, FrameError,
+    MAX_PAYLOAD, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL, RPC_NAMES, RPC_PREPARE_CONF, FrameError,
 )
 from llm_router.gateways.apisix.tokens import Entry, TokenStore
 from llm_router.runtime import Exchange, Refusal, Runtime
@@ -30,6 +30,7 @@ REQUEST_ID_HEADER = "x-llm-router-request-id"
 REQUEST_ID_VAR = "http_" + REQUEST_ID_HEADER.replace("-", "_")
 MAX_RESP_BODY = 4 << 20  # larger answers are streamed through unread (no usage from them)
 MAX_EXCHANGES = 4096  # awaiting their response call; oldest dropped first
+BODY_LIMIT = MAX_PAYLOAD - 64  # the largest body APISIX can pass in one ExtraInfo frame
 # Response headers APISIX filters itself (ext-plugin-post-resp); never hand them back.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
                         "transfer-encoding", "upgrade", "content-length", "apisix-cache-status", "date", "server",
@@ -47,6 +48,7 @@ class Compiled:
     route_conf: bytes | None = None
     error: RouteError | None = None
     scope: str = ""  # conf_type#conf_id: pre-req and post-resp of one route share it
+    max_body: int = BODY_LIMIT
 
 
 @dataclass(slots=True)
@@ -175,7 +177,7 @@ class Runner:
             log.error("%s (key %s): %s", entry.route, entry.key, policy.message)
             return Compiled(error=policy, scope=scope)
         log.info("%s: token %d, policy %s (key %s)", entry.route, entry.token, policy.name, entry.key)
-        return Compiled(route_conf=route_conf or None, scope=scope)
+        return Compiled(route_conf=route_conf or None, scope=scope, max_body=min(policy.conf.max_body_bytes, BODY_LIMIT))
 
     def _entry(self, token: int) -> Entry | None:
         entry = self.tokens.get(token)
@@ -199,6 +201,12 @@ class Runner:
             # Not an LLM call: let it through, but never with a routing header the client chose.
             self.stats.passes += 1
             return codec.rewrite_frame(call.id, headers=self.entries.vector(((self.runtime.route_header, None),)))
+        length = codec.req_header(payload, b"content-length") if codec.may_be_large(payload) else None
+        if length is not None and length.isdigit() and int(length) > compiled.max_body:
+            # refuse before the body crosses the socket (over 16 MiB it could not cross at all)
+            err = RouteError(413, f"request body of {int(length)} bytes exceeds the limit of {compiled.max_body} bytes",
+                             code="request_too_large", field="body")
+            return self._stop(call.id, 413, err.openai_body(), None)
         conv.pending = Pending("body", call.id, entry, call=call)
         return codec.REQ_BODY_FRAME
 
