@@ -169,8 +169,10 @@ class SemanticClassifier:
             self._cat = np.array(ccat, np.intp)
             self._lab = np.arange(len(self.labels), dtype=np.intp)
         self.k = max(1, min(k, len(self._vectors)))
-        self._n_cats = len(CATEGORIES)
-        self._n_labels = len(self.labels)
+        self._tier_list = self._tier.tolist()
+        self._cat_list = self._cat.tolist()
+        self._lab_list = self._lab.tolist()
+        self._names = [f"{self.labels[lab]}/{TIERS[int(round(t))].name}" for lab, t in zip(self._lab_list, self._tier_list)]
 
     @staticmethod
     def _unit(x: np.ndarray) -> np.ndarray:
@@ -205,28 +207,34 @@ class SemanticClassifier:
         v = v / max(float(np.sqrt(v @ v)), 1e-9)
         sims = self._vectors @ v
         k = self.k
-        idx = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
-        idx = idx[np.argsort(-sims[idx], kind="stable")]
-        near = sims[idx]
-        w = np.exp((near - near[0]) / self.temperature)
-        w /= w.sum()
-        mean_tier = float(w @ self._tier[idx])
+        top = np.argpartition(sims, -k)[-k:] if k < len(sims) else np.arange(len(sims))
+        # k is small: plain Python over k floats beats a dozen tiny numpy calls.
+        near = sorted(zip(sims[top].tolist(), top.tolist()), key=lambda p: (-p[0], p[1]))
+        best, temp = near[0][0], self.temperature
+        weights = [math.exp((sim - best) / temp) for sim, _ in near]
+        total = sum(weights)
+        tiers, cats, labs = self._tier_list, self._cat_list, self._lab_list
+        mean_tier = sum(w * tiers[i] for w, (_, i) in zip(weights, near)) / total
         length = min(1.0, math.log(tokens) / self._log_full)
-        score = (1.0 - self.length_weight) * mean_tier / 3.0 + self.length_weight * length
-        score = min(1.0, max(0.0, score))
+        score = min(1.0, max(0.0, (1.0 - self.length_weight) * mean_tier / 3.0 + self.length_weight * length))
         tier = tier_for_score(score, self.cuts)
-        cat_votes = np.bincount(self._cat[idx], weights=w, minlength=self._n_cats)
-        category = CATEGORIES[int(cat_votes.argmax())]
-        lab_votes = np.bincount(self._lab[idx], weights=w, minlength=self._n_labels)
-        label = self.labels[int(lab_votes.argmax())]
-        # Agreement: vote share of voters within half a tier of the chosen tier.
-        agree = float(w[np.abs(self._tier[idx] - TIERS.index(tier)) <= 0.5].sum())
+        t_ix = TIERS.index(tier)
+        cat_votes: dict[int, float] = {}
+        lab_votes: dict[int, float] = {}
+        agree = 0.0
+        for w, (_, i) in zip(weights, near):
+            cat_votes[cats[i]] = cat_votes.get(cats[i], 0.0) + w
+            lab_votes[labs[i]] = lab_votes.get(labs[i], 0.0) + w
+            if abs(tiers[i] - t_ix) <= 0.5:  # voters within half a tier of the chosen tier
+                agree += w
+        category = CATEGORIES[max(cat_votes, key=cat_votes.__getitem__)]
+        label = self.labels[max(lab_votes, key=lab_votes.__getitem__)]
         # Centred cosines: ~0.3 is a distant match, >= 0.55 a close one.
-        closeness = min(1.0, max(0.3, (float(near[0]) - 0.15) / 0.4))
-        evidence = [f"{self.labels[self._lab[i]]}/{TIERS[int(round(self._tier[i]))].name} {sims[i]:.2f}"
-                    for i in idx[:3]]
-        evidence.append(f"{self.mode} k={k}: mean tier {mean_tier:.2f}, ~{tokens} tokens")
+        closeness = min(1.0, max(0.3, (best - 0.15) / 0.4))
+        names = self._names
+        evidence = (*(f"{names[i]} {sim:.2f}" for sim, i in near[:3]),
+                    f"{self.mode} k={k}: mean tier {mean_tier:.2f}, ~{tokens} tokens")
         return Classification(
-            tier=tier, category=category, confidence=round(agree * closeness, 3), score=round(score, 4),
-            evidence=tuple(evidence), classifier=self.name, label=label,
+            tier=tier, category=category, confidence=round(agree / total * closeness, 3), score=round(score, 4),
+            evidence=evidence, classifier=self.name, label=label,
         )
