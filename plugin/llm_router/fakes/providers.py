@@ -188,7 +188,8 @@ class FakeProvider:
             body = {"type": "error", "error": {"type": kind, "message": message}}
         else:
             body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-        await resp.send(status, [("content-type", "application/json"), *headers], orjson.dumps(body))
+        await resp.send(status, [("content-type", "application/json"), ("x-fake-provider", self.name), *headers],
+                        orjson.dumps(body))
         return status
 
     async def _auth_error(self, resp: Responder, anthropic: bool) -> int:

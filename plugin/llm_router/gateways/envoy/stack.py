@@ -24,6 +24,17 @@ from llm_router.gateways.envoy.binary import envoy_path
 from llm_router.gateways.envoy.bootstrap import build, render
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the parent dies, so a killed demo leaves nothing behind (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port() -> int:
@@ -68,14 +79,15 @@ class Proc:
         self.name = name
         self.argv = argv
         self.log_path = log_path
-        self.env = env
+        self.child_env = env
         self.popen: subprocess.Popen | None = None
 
     def start(self) -> "Proc":
         log = open(self.log_path, "ab")
         try:
             self.popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          env=dict(self.env) if self.env is not None else None, start_new_session=True)
+                                          env=dict(self.child_env) if self.child_env is not None else None, start_new_session=True,
+                                          preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         finally:
             log.close()
         return self

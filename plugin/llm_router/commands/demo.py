@@ -1,0 +1,249 @@
+"""`llm-router demo`: real Envoy + the processor + fake providers on 127.0.0.1, a built-in workload, a summary.
+
+Every prompt goes through Envoy and llm-router; the same routed request (same model, same body)
+is then sent straight to the fake provider, so "added latency" is the paired difference
+(through Envoy + router) - (direct to the fake), measured in the same run. Costs come from the
+usage the fakes report, priced with the catalog; the baseline prices the same usage at the most
+expensive model of the policy. Everything started is stopped at the end, on errors and on Ctrl-C.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import statistics
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from llm_router.commands.common import add_config_arg, load_or_exit
+
+MESSAGES_PATH = "/v1/messages"
+CHAT_PATH = "/v1/chat/completions"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="route a built-in workload through a real Envoy and fake providers, print the savings")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--limit", type=int, default=None, help="replay only the first N prompts")
+    p.add_argument("--workload", metavar="FILE", help="JSONL workload (default: the built-in one)")
+    p.add_argument("--transport", default=None, help="processor transport: h2 (default), grpclib, grpcio")
+    add_config_arg(p)
+    p.set_defaults(func=run)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One workload item: what happened through Envoy and directly."""
+
+    model: str | None
+    status: int
+    input_tokens: int
+    output_tokens: int
+    routed_ms: float
+    direct_ms: float | None
+
+
+def load_workload(path: str | None) -> list[dict[str, Any]]:
+    text = Path(path).read_text() if path else resources.files("llm_router").joinpath("data/workload.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def request_for(item: dict[str, Any]) -> tuple[str, bytes]:
+    """Path and body of a workload item (OpenAI chat or Anthropic messages)."""
+    stream = bool(item.get("stream"))
+    if item.get("api") == "messages":
+        body: dict[str, Any] = {"model": "auto", "max_tokens": 512, "messages": [{"role": "user", "content": item["prompt"]}]}
+        if item.get("system"):
+            body["system"] = item["system"]
+        if stream:
+            body["stream"] = True
+        return MESSAGES_PATH, orjson.dumps(body)
+    messages = ([{"role": "system", "content": item["system"]}] if item.get("system") else []) + [
+        {"role": "user", "content": item["prompt"]}]
+    body = {"model": "auto", "messages": messages}
+    if stream:
+        body["stream"] = True
+    return CHAT_PATH, orjson.dumps(body)
+
+
+def usage_of(content: bytes, streamed: bool) -> tuple[int, int]:
+    from llm_router.accounting import SSEUsage, usage_from_json
+
+    if streamed:
+        sse = SSEUsage()
+        sse.feed(content)
+        sse.finish()
+        u = sse.usage
+    else:
+        u = usage_from_json(content)
+    return (u.input_tokens, u.output_tokens) if u else (0, 0)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))] if ordered else 0.0
+
+
+def run(args) -> int:
+    from llm_router.gateways.envoy.binary import EnvoyNotFound, envoy_path
+
+    cfg_user = load_or_exit(args.config)
+    try:
+        envoy_path()
+    except EnvoyNotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    items = load_workload(args.workload)[: args.limit] if args.limit else load_workload(args.workload)
+    if not items:
+        print("error: the workload is empty", file=sys.stderr)
+        return 2
+
+    def on_term(signum, frame):  # a TERM must still run the cleanup below
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        summary = _run(args, cfg_user, items)
+    except KeyboardInterrupt:
+        print("\ninterrupted; everything started was stopped", file=sys.stderr)
+        return 130
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print(summary)
+    return 0
+
+
+def _demo_config(cfg_user) -> dict[str, Any]:
+    """The user's (or built-in) config with explanation headers on, so the demo can see each choice."""
+    policies = {name: {**p.model_dump(exclude_unset=True), "explain": True} for name, p in cfg_user.policies.items()}
+    data = cfg_user.model_dump(exclude_unset=True)
+    data["policies"] = policies
+    return data
+
+
+def _run(args, cfg_user, items: list[dict[str, Any]]) -> dict[str, Any]:
+    import httpx
+
+    from llm_router.config import load_config
+    from llm_router.gateways.envoy.bootstrap import build, spec_from_config
+    from llm_router.gateways.envoy.stack import (EnvoyProcess, FakesProcess, ProcessorProcess, free_port, stop_all,
+                                                 workdir, write_config)
+
+    procs: list[Any] = []
+    progress = sys.stderr.isatty() or not args.json
+    tty = sys.stderr.isatty()
+    with workdir("llmr-demo-") as tmp:
+        wd = Path(tmp)
+        try:
+            cfg_path = write_config(wd / "demo.yaml", _demo_config(cfg_user))
+            cfg = load_config(cfg_path)
+            _say(progress, "starting fake providers, the llm-router processor and Envoy on 127.0.0.1 ...")
+            fakes = FakesProcess(wd, config=cfg_path).start()
+            procs.append(fakes)
+            fakes.wait_ready(60)
+            sock = f"unix:{wd}/ext_proc.sock"
+            proc = ProcessorProcess(sock, wd, config=cfg_path, env=fakes.env, transport=args.transport).start()
+            procs.append(proc)
+            listen = free_port()
+            spec = spec_from_config(cfg, listen=("127.0.0.1", listen), processor=sock, local_ports=fakes.ports,
+                                    admin=("127.0.0.1", free_port()))
+            envoy = EnvoyProcess(build(spec), wd).start()
+            procs.append(envoy)
+            proc.wait_ready(60)
+            envoy.wait_ready(60)
+            base = f"http://127.0.0.1:{listen}"
+            from llm_router.router import build_catalog
+
+            catalog = build_catalog(cfg)
+            outcomes: list[Outcome] = []
+            t0 = time.monotonic()
+            with httpx.Client(timeout=30.0) as routed, httpx.Client(timeout=30.0) as direct:
+                for i, item in enumerate(items, 1):
+                    outcomes.append(_one(item, base, routed, direct, catalog, fakes))
+                    if progress and (i % (10 if tty else 50) == 0 or i == len(items)):
+                        print(f"{chr(13) if tty else ''}  {i}/{len(items)} requests  ({time.monotonic() - t0:.1f}s)",
+                              end="" if tty else "\n", file=sys.stderr, flush=True)
+            if progress and tty:
+                print(file=sys.stderr)
+            return _summarise(outcomes, catalog, cfg)
+        finally:
+            stop_all(procs)
+
+
+def _say(enabled: bool, text: str) -> None:
+    if enabled:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _one(item: dict[str, Any], base: str, routed, direct, catalog, fakes) -> Outcome:
+    path, body = request_for(item)
+    stream = bool(item.get("stream"))
+    headers = {"content-type": "application/json", "authorization": "Bearer client-key-that-must-not-leak"}
+    t = time.perf_counter()
+    r = routed.post(base + path, content=body, headers=headers)
+    routed_ms = (time.perf_counter() - t) * 1000
+    model_id = r.headers.get("x-llm-router-model")
+    if r.status_code != 200 or model_id not in catalog.models:
+        return Outcome(model_id, r.status_code, 0, 0, routed_ms, None)
+    inp, out = usage_of(r.content, stream)
+    # The same upstream call, straight to the provider's fake: what Envoy + llm-router added is the difference.
+    from llm_router.request import api_for_path, parse_request, render_body
+
+    model = catalog.models[model_id]
+    provider = catalog.providers[model.provider]
+    req = parse_request(body, api_for_path(path))
+    direct_body = render_body(req, model.name)
+    key = fakes.info["keys"][provider.name]
+    auth = {"authorization": f"Bearer {key}"} if provider.auth == "bearer" else {provider.auth: key}
+    t = time.perf_counter()
+    d = direct.post(f"http://127.0.0.1:{fakes.ports[provider.name]}{provider.paths[req.api]}", content=direct_body,
+                    headers={"content-type": "application/json", **auth, **dict(provider.headers)})
+    direct_ms = (time.perf_counter() - t) * 1000
+    return Outcome(model_id, r.status_code, inp, out, routed_ms, direct_ms if d.status_code == 200 else None)
+
+
+def _summarise(outcomes: list[Outcome], catalog, cfg) -> dict[str, Any]:
+    n = len(outcomes)
+    ok = [o for o in outcomes if o.status == 200 and o.model in catalog.models]
+    policy = cfg.policies[cfg.default_policy]
+    allowed = [m for m in catalog.models.values()]
+    priciest = catalog.models.get(policy.reference_model or "") or max(allowed, key=lambda m: m.blended_price)
+    cost = sum(catalog.models[o.model].cost(o.input_tokens, o.output_tokens) for o in ok)
+    baseline = sum(priciest.cost(o.input_tokens, o.output_tokens) for o in ok)
+    share = Counter(o.model for o in ok)
+    diffs = [o.routed_ms - o.direct_ms for o in ok if o.direct_ms is not None]
+    return {
+        "requests": n,
+        "errors": n - len(ok),
+        "model_share": {m: round(c / n, 4) for m, c in share.most_common()},
+        "cost_per_1k": round(cost / n * 1000, 4),
+        "baseline_cost_per_1k": round(baseline / n * 1000, 4),
+        "saving": round(1 - cost / baseline, 4) if baseline else 0.0,
+        "added_p50_ms": round(statistics.median(diffs), 3) if diffs else None,
+        "added_p99_ms": round(pct(diffs, 0.99), 3) if diffs else None,
+        "baseline_model": priciest.id,
+    }
+
+
+def _print(s: dict[str, Any]) -> None:
+    print(f"\nllm-router demo: {s['requests']} requests through Envoy + llm-router to fake providers, {s['errors']} errors\n")
+    print(f"{'model':22s} {'share':>7s}")
+    for model, share in s["model_share"].items():
+        print(f"{model:22s} {share * 100:6.1f}%")
+    print(f"\ncost per 1K queries:  ${s['cost_per_1k']:.4f} routed  vs  ${s['baseline_cost_per_1k']:.4f} "
+          f"all to {s['baseline_model']}  ->  saving {s['saving'] * 100:.1f}%")
+    if s["added_p50_ms"] is not None:
+        print(f"added latency:        p50 {s['added_p50_ms']:.2f} ms, p99 {s['added_p99_ms']:.2f} ms "
+              "(through Envoy + llm-router minus the same call straight to the fake, paired per request)")

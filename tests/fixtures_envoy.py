@@ -1,0 +1,295 @@
+"""Shared helpers and fixtures for tests through a real Envoy with fake providers.
+
+Import what a test module needs:  from fixtures_envoy import fakes, stack, ...  (pytest picks up
+imported fixtures). Every process is started on 127.0.0.1 with free ports, polled for readiness
+and stopped by PID; the in-thread processor runs the real RoutingService over the real HTTP/2
+transport, with a recording observer so tests can assert what reaches Runtime.on_response.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm_router.config import Config, parse_config
+from llm_router.fakes import FakeProviders
+from llm_router.gateways.envoy.binary import EnvoyNotFound, envoy_path
+from llm_router.gateways.envoy.bootstrap import RouteSpec, build, spec_from_config
+from llm_router.gateways.envoy.stack import EnvoyProcess, ProcessorProcess, free_port, stop_all, wait_for, write_config
+
+LADDER = {"LOW": "deepseek-v2", "MEDIUM": "llama-3-70b", "HIGH": "claude-3.5-sonnet", "CRITICAL": "gpt-4o"}
+BODY_LIMIT = 64 * 1024
+
+
+def config_data(**server_envoy: Any) -> dict[str, Any]:
+    """The test config: built-in catalog, explain on, a small body limit, and a 'cheap' policy."""
+    data: dict[str, Any] = {
+        "policies": {
+            "default": {"classifier": "rules", "strategy": "ladder", "ladder": LADDER, "reference_model": "gpt-4o",
+                        "explain": True, "max_body_bytes": BODY_LIMIT},
+            "cheap": {"classifier": "rules", "strategy": "ladder", "explain": True, "max_body_bytes": BODY_LIMIT,
+                      "ladder": {t: "deepseek-v2" for t in LADDER}, "constraints": {"models": ["deepseek-v2"]}},
+            "pinned": {"classifier": "rules", "strategy": "ladder", "ladder": LADDER, "explain": True,
+                       "client_model": "honor", "max_body_bytes": BODY_LIMIT},
+        },
+    }
+    if server_envoy:
+        data["server"] = {"envoy": server_envoy}
+    return data
+
+
+def require_envoy() -> Path:
+    try:
+        return envoy_path()
+    except EnvoyNotFound as exc:
+        pytest.skip(f"no Envoy binary: {exc}")
+
+
+class RecordingObserver:
+    """Remembers every decision and response the Runtime reports (thread-safe enough for tests)."""
+
+    def __init__(self) -> None:
+        self.decisions: list[Any] = []
+        self.responses: list[tuple[Any, int, Any, float]] = []
+        self._lock = threading.Lock()
+
+    def on_decision(self, ex) -> None:
+        with self._lock:
+            self.decisions.append(ex)
+
+    def on_response(self, ex, status, usage, latency_s, headers=None) -> None:
+        with self._lock:
+            self.responses.append((ex, status, usage, latency_s))
+
+    def response_for(self, request_id: str, timeout: float = 10.0) -> tuple[Any, int, Any, float]:
+        """The on_response call for a request id (waits for it: it comes after the client got the body)."""
+        found: list = []
+
+        def check() -> bool:
+            with self._lock:
+                found[:] = [r for r in self.responses if r[0].request_id == request_id]
+            return bool(found)
+
+        wait_for(check, timeout=timeout, what=f"on_response for {request_id}")
+        return found[0]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.decisions.clear()
+            self.responses.clear()
+
+
+class InThreadProcessor:
+    """The routing service on a Unix socket, served from a background thread's event loop."""
+
+    def __init__(self, cfg: Config, address: str, *, env: dict[str, str], transport: str = "h2",
+                 observer: RecordingObserver | None = None):
+        self.cfg = cfg
+        self.env = env
+        self.address = address
+        self.transport = transport
+        self.observer = observer or RecordingObserver()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop: asyncio.Event | None = None
+        self.runtime = None
+
+    def start(self) -> "InThreadProcessor":
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            from llm_router.credentials import Credentials
+            from llm_router.gateways.envoy.server import make_server
+            from llm_router.gateways.envoy.service import RoutingService
+            from llm_router.router import build_catalog
+            from llm_router.runtime import Runtime
+            from llm_router.secrets.env import EnvStore
+
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+
+            async def main() -> None:
+                self._stop = asyncio.Event()
+                try:
+                    creds = Credentials.resolve(build_catalog(self.cfg), [EnvStore(self.env)], missing="skip")
+                    self.runtime = Runtime(self.cfg, credentials=creds, observer=self.observer, telemetry=False)
+                    server = make_server(self.transport, RoutingService(self.runtime).open)
+                    await server.start(self.address)
+                except BaseException as exc:
+                    errors.append(exc)
+                    ready.set()
+                    return
+                ready.set()
+                await self._stop.wait()
+                await server.stop(2.0)
+
+            try:
+                loop.run_until_complete(main())
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="ext-proc", daemon=True)
+        self._thread.start()
+        ready.wait(30)
+        if errors:
+            raise errors[0]
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and self._thread is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:
+                pass
+            self._thread.join(10)
+
+
+class HungProcessor:
+    """Accepts connections and reads forever without answering: a processor that is too slow."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.bind(path)
+        self.sock.listen(16)
+        self.conns: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._closed = False
+
+    def start(self) -> "HungProcessor":
+        self._thread.start()
+        return self
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+
+    def stop(self) -> None:
+        self._closed = True
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+@dataclass
+class Stack:
+    """Envoy + processor + fakes, ready."""
+
+    url: str
+    port: int
+    envoy: EnvoyProcess
+    fakes: FakeProviders
+    cfg: Config
+    wd: Path
+    processor: Any = None
+    observer: RecordingObserver | None = None
+    procs: list[Any] = field(default_factory=list)
+
+    def stop(self) -> None:
+        stop_all(self.procs)
+
+
+def start_stack(wd: Path, fakes: FakeProviders, cfg_data: dict[str, Any], *, processor: str = "thread",
+                processor_address: str | None = None, routes: tuple[RouteSpec, ...] | None = None,
+                failure_allow: bool | None = None, message_timeout_ms: int | None = None, name: str = "envoy") -> Stack:
+    """Start what a test needs; processor is 'thread' (in-process, observed), 'subprocess' or 'none'."""
+    require_envoy()
+    cfg = parse_config(cfg_data)
+    cfg_path = write_config(wd / f"{name}-config.yaml", cfg_data)
+    address = processor_address or f"unix:{wd}/{name}.sock"
+    procs: list[Any] = []
+    observer = None
+    proc: Any = None
+    try:
+        if processor == "thread":
+            proc = InThreadProcessor(cfg, address, env=fakes.env()).start()
+            observer = proc.observer
+            procs.append(proc)
+        elif processor == "subprocess":
+            proc = ProcessorProcess(address, wd, config=cfg_path, env=fakes.env(), name=f"{name}-processor").start()
+            procs.append(proc)
+            proc.wait_ready(60)
+        port = free_port()
+        spec = spec_from_config(cfg, listen=("127.0.0.1", port), processor=address, local_ports=fakes.ports,
+                                admin=("127.0.0.1", free_port()), routes=routes)
+        changes: dict[str, Any] = {}
+        if failure_allow is not None:
+            changes["failure_allow"] = failure_allow
+        if message_timeout_ms is not None:
+            changes["message_timeout_ms"] = message_timeout_ms
+        if changes:
+            spec = replace(spec, **changes)
+        envoy = EnvoyProcess(build(spec), wd, name=name).start()
+        procs.append(envoy)
+        envoy.wait_ready(60)
+    except BaseException:
+        stop_all(procs)
+        raise
+    return Stack(url=f"http://127.0.0.1:{port}", port=port, envoy=envoy, fakes=fakes, cfg=cfg, wd=wd, processor=proc,
+                 observer=observer, procs=procs)
+
+
+# ---- fixtures -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[FakeProviders]:
+    """Fake providers for the built-in catalog, in a background thread."""
+    f = FakeProviders.from_config(parse_config(config_data())).start()
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+@pytest.fixture(autouse=False)
+def fresh_fakes(fakes: FakeProviders) -> Iterator[FakeProviders]:
+    """The module's fakes with records cleared and default behaviour, restored after the test."""
+    saved = {name: f.behaviour for name, f in fakes.providers.items()}
+    fakes.clear()
+    try:
+        yield fakes
+    finally:
+        for name, f in fakes.providers.items():
+            f.behaviour = saved[name]
+        fakes.clear()
+
+
+@pytest.fixture(scope="module")
+def stack(fakes: FakeProviders, tmp_path_factory) -> Iterator[Stack]:
+    """Envoy + in-thread processor (recording observer) + fakes; routes: /cheap/ and /pinned/ policies, / -> default."""
+    wd = Path(tmp_path_factory.mktemp("envoy"))
+    s = start_stack(wd, fakes, config_data(), routes=(RouteSpec("/cheap/", policy="cheap"), RouteSpec("/pinned/", policy="pinned"),
+                                                      RouteSpec("/")))
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def wait_requests(fakes: FakeProviders, provider: str, count: int = 1, timeout: float = 10.0) -> list:
+    """The fake's records once it has at least `count` of them."""
+    wait_for(lambda: len(fakes.requests(provider)) >= count, timeout=timeout, what=f"{count} request(s) at fake {provider}")
+    return fakes.requests(provider)
+
+
+def short_tmp() -> Path:
+    """A short temporary directory (Unix socket paths are limited to ~100 bytes)."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="llmr-t-", dir="/tmp"))
+
+
+def elapsed_ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000

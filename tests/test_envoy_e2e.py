@@ -1,0 +1,237 @@
+"""llm-router as Envoy's ext_proc processor, end to end: real Envoy, real HTTP/2 gRPC, fake providers."""
+from __future__ import annotations
+
+import time
+
+import httpx
+import orjson
+import pytest
+
+from fixtures_envoy import BODY_LIMIT, fakes, fresh_fakes, stack, wait_requests  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.envoy
+
+GREETING = {"model": "auto", "messages": [{"role": "user", "content": "hi there, thanks!"}]}
+HARD = {"model": "auto", "messages": [{"role": "user", "content":
+        "Prove rigorously that the halting problem is undecidable, step by step, and explain why the proof works."}]}
+
+
+def post(stack, path: str, body, headers: dict | None = None, timeout: float = 30.0) -> httpx.Response:
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    return httpx.post(stack.url + path, content=content, headers={"content-type": "application/json", **(headers or {})},
+                      timeout=timeout)
+
+
+def test_routes_to_the_chosen_provider_with_rewritten_body_and_its_key(stack, fresh_fakes):
+    r = post(stack, "/v1/chat/completions", GREETING)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "deepseek-v2"
+    assert r.headers["x-llm-router-tier"] == "LOW"
+    assert r.headers["x-llm-router-reason"]
+    assert r.headers["x-fake-provider"] == "deepseek"  # the cluster of the chosen model answered
+    [got] = wait_requests(fresh_fakes, "deepseek")
+    assert got.path == "/v1/chat/completions"
+    assert got.json["model"] == "deepseek-chat"
+    assert got.json["messages"] == GREETING["messages"]
+    assert got.headers["authorization"] == "Bearer fake-deepseek-key"
+    assert all(not fresh_fakes.requests(p) for p in fresh_fakes.providers if p != "deepseek")
+
+
+def test_anthropic_gets_its_own_header_and_version(stack, fresh_fakes):
+    r = post(stack, "/v1/chat/completions", HARD)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "claude-3.5-sonnet"
+    [got] = wait_requests(fresh_fakes, "anthropic")
+    assert got.headers["x-api-key"] == "fake-anthropic-key"
+    assert got.headers["anthropic-version"] == "2023-06-01"
+    assert "authorization" not in got.headers
+    assert got.json["model"] == "claude-3-5-sonnet-20240620"
+
+
+def test_client_routing_header_and_credentials_are_overwritten(stack, fresh_fakes):
+    r = post(stack, "/v1/chat/completions", GREETING, headers={
+        "x-llm-router-upstream": "openai", "authorization": "Bearer sk-client-secret",
+        "x-api-key": "client-x-api-key", "api-key": "client-azure-key", "x-goog-api-key": "client-goog"})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-fake-provider"] == "deepseek"
+    assert not fresh_fakes.requests("openai")
+    [got] = wait_requests(fresh_fakes, "deepseek")
+    assert got.headers["authorization"] == "Bearer fake-deepseek-key"
+    for name in ("x-api-key", "api-key", "x-goog-api-key", "x-llm-router-upstream"):
+        assert name not in got.headers, name
+    assert "sk-client-secret" not in str(got.headers)
+
+
+def test_content_length_is_that_of_the_rewritten_body(stack, fresh_fakes):
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello " * 50}]}  # model name changes length
+    r = post(stack, "/v1/chat/completions", body)
+    assert r.status_code == 200, r.text
+    got = fresh_fakes.requests()[-1]
+    assert got.json["model"] != "gpt-4o" or got.provider == "openai"
+    assert int(got.headers["content-length"]) == len(got.body)
+    assert "transfer-encoding" not in got.headers
+
+
+def test_streamed_answer_arrives_incrementally(stack, fresh_fakes):
+    fresh_fakes.set_behaviour(chunk_ms=120, chunks=5)
+    body = orjson.dumps({**GREETING, "stream": True})
+    arrivals = []
+    t0 = time.perf_counter()
+    with httpx.stream("POST", stack.url + "/v1/chat/completions", content=body, timeout=30,
+                      headers={"content-type": "application/json"}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for chunk in r.iter_raw():
+            if chunk:
+                arrivals.append(time.perf_counter() - t0)
+    # Five content events 120 ms apart: they must not arrive all at once at the end.
+    assert arrivals[-1] - arrivals[0] > 0.4, arrivals
+    assert arrivals[0] < arrivals[-1] - 0.3
+
+
+def test_first_chunk_is_not_delayed_compared_with_a_direct_call(stack, fresh_fakes):
+    fresh_fakes.set_behaviour(chunk_ms=300, chunks=3)
+    routed_body = orjson.dumps({**GREETING, "stream": True})
+    direct_body = orjson.dumps({**GREETING, "model": "deepseek-chat", "stream": True})
+
+    def first_chunk(url: str, body: bytes, headers: dict) -> float:
+        t0 = time.perf_counter()
+        with httpx.stream("POST", url, content=body, timeout=30, headers={"content-type": "application/json", **headers}) as r:
+            assert r.status_code == 200
+            for chunk in r.iter_raw():
+                if chunk:
+                    return time.perf_counter() - t0
+        raise AssertionError("no chunk")
+
+    routed = min(first_chunk(stack.url + "/v1/chat/completions", routed_body, {}) for _ in range(3))
+    direct = min(first_chunk(fresh_fakes.url("deepseek") + "/v1/chat/completions", direct_body,
+                             {"authorization": "Bearer fake-deepseek-key"}) for _ in range(3))
+    # The first event is written before the first 300 ms pause; through Envoy it must not wait for the next one.
+    assert routed - direct < 0.1, (routed, direct)
+
+
+def test_usage_from_a_json_answer_reaches_on_response(stack, fresh_fakes):
+    r = post(stack, "/v1/chat/completions", GREETING)
+    assert r.status_code == 200
+    rid = r.headers["x-llm-router-request-id"]
+    ex, status, usage, latency = stack.observer.response_for(rid)
+    reported = r.json()["usage"]
+    assert status == 200
+    assert (usage.input_tokens, usage.output_tokens) == (reported["prompt_tokens"], reported["completion_tokens"])
+    assert ex.decision.model.id == "deepseek-v2"
+    assert latency > 0
+
+
+def test_usage_from_an_openai_stream_reaches_on_response(stack, fresh_fakes):
+    r = post(stack, "/v1/chat/completions", {**GREETING, "stream": True})
+    assert r.status_code == 200
+    last = [line for line in r.text.splitlines() if line.startswith("data: {") and '"usage"' in line][-1]
+    reported = orjson.loads(last[6:])["usage"]
+    sent = fresh_fakes.requests("deepseek")[-1].json
+    assert sent["stream_options"] == {"include_usage": True}  # the router asked for usage on the stream
+    _, status, usage, _ = stack.observer.response_for(r.headers["x-llm-router-request-id"])
+    assert status == 200
+    assert (usage.input_tokens, usage.output_tokens) == (reported["prompt_tokens"], reported["completion_tokens"])
+
+
+def test_usage_from_an_anthropic_stream_reaches_on_response(stack, fresh_fakes):
+    body = {"model": "auto", "max_tokens": 300, "stream": True, "messages": [{"role": "user", "content": "hello!"}]}
+    r = post(stack, "/v1/messages", body)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-fake-provider"] == "anthropic"
+    events = [orjson.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    start = next(e for e in events if e["type"] == "message_start")["message"]["usage"]["input_tokens"]
+    out = next(e for e in events if e["type"] == "message_delta")["usage"]["output_tokens"]
+    _, status, usage, _ = stack.observer.response_for(r.headers["x-llm-router-request-id"])
+    assert (status, usage.input_tokens, usage.output_tokens) == (200, start, out)
+
+
+def test_provider_errors_reach_on_response_with_their_status(stack, fresh_fakes):
+    fresh_fakes.set_behaviour("deepseek", status=429)
+    r = post(stack, "/v1/chat/completions", GREETING)
+    assert r.status_code == 429
+    assert r.headers["retry-after"] == "1"
+    _, status, usage, _ = stack.observer.response_for(r.headers["x-llm-router-request-id"])
+    assert status == 429 and usage is None
+
+
+def test_malformed_json_gets_400_in_openai_format_and_the_next_request_works(stack, fresh_fakes):
+    r = post(stack, "/v1/chat/completions", b'{"model": "auto", "messages": [')
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert "not valid JSON" in err["message"]
+    assert err["type"] == "invalid_request_error" and err["param"] == "body"
+    assert not fresh_fakes.requests()
+    r = post(stack, "/v1/chat/completions", {"model": "auto", "messages": "hello"})
+    assert r.status_code == 400
+    assert "'messages' must be an array" in r.json()["error"]["message"]
+    assert post(stack, "/v1/chat/completions", GREETING).status_code == 200
+
+
+def test_unknown_model_is_refused_naming_it(stack, fresh_fakes):
+    # The 'pinned' route honours the client's model: an unknown one is an error that names it.
+    r = post(stack, "/pinned/v1/chat/completions", {**GREETING, "model": "gpt-17-ultra"})
+    assert r.status_code == 400
+    assert "gpt-17-ultra" in r.json()["error"]["message"]
+    assert r.json()["error"]["param"] == "model"
+    r = post(stack, "/pinned/v1/chat/completions", {**GREETING, "model": "gpt-4o"})
+    assert r.status_code == 200 and r.headers["x-llm-router-model"] == "gpt-4o"
+
+
+@pytest.mark.parametrize("size", [BODY_LIMIT + 1024, 3 * 1024 * 1024])
+def test_a_body_above_the_limit_gets_a_clear_413(stack, fresh_fakes, size):
+    text = "x" * size
+    r = post(stack, "/v1/chat/completions", {"model": "auto", "messages": [{"role": "user", "content": text}]}, timeout=60)
+    assert r.status_code == 413
+    err = r.json()["error"]
+    assert str(BODY_LIMIT) in err["message"] and err["code"] == "request_too_large"
+    assert not fresh_fakes.requests()
+    assert post(stack, "/v1/chat/completions", GREETING).status_code == 200
+
+
+def test_route_metadata_selects_the_policy(stack, fresh_fakes):
+    r = post(stack, "/v1/chat/completions", HARD)
+    assert r.headers["x-llm-router-model"] == "claude-3.5-sonnet"
+    r = post(stack, "/cheap/v1/chat/completions", HARD)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "deepseek-v2"
+    got = fresh_fakes.requests("deepseek")[-1]
+    assert got.path == "/v1/chat/completions"  # the provider's path, not the client-facing one
+    ex = stack.observer.response_for(r.headers["x-llm-router-request-id"])[0]
+    assert ex.decision.policy == "cheap"
+
+
+def test_other_paths_pass_through_untouched(stack, fresh_fakes):
+    r = httpx.post(stack.url + "/internal/status?verbose=1", content=b"raw \x00 bytes",
+                   headers={"authorization": "Bearer client-own-key", "x-custom": "kept", "x-llm-router-upstream": "anthropic"},
+                   timeout=30)
+    # The default route's provider answered (its 404 for an unknown path), with the request as sent.
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_url"
+    got = fresh_fakes.requests("openai")
+    assert len(got) == 1, [x.provider for x in fresh_fakes.requests()]
+    got = got[0]
+    assert got.path == "/internal/status?verbose=1"
+    assert got.body == b"raw \x00 bytes"
+    assert got.headers["authorization"] == "Bearer client-own-key"
+    assert got.headers["x-custom"] == "kept"
+    assert "x-llm-router-upstream" not in got.headers
+    assert not fresh_fakes.requests("anthropic")
+    assert "x-llm-router-model" not in r.headers
+
+
+def test_get_on_an_llm_path_is_refused_cleanly(stack, fresh_fakes):
+    r = httpx.get(stack.url + "/v1/chat/completions", timeout=30)
+    assert r.status_code == 400
+    assert "empty" in r.json()["error"]["message"]
+    assert post(stack, "/v1/chat/completions", GREETING).status_code == 200
+
+
+def test_many_concurrent_requests_all_route(stack, fresh_fakes):
+    import concurrent.futures
+
+    bodies = [GREETING, HARD] * 20
+    with httpx.Client(timeout=30) as c, concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda b: c.post(stack.url + "/v1/chat/completions", content=orjson.dumps(b),
+                                                 headers={"content-type": "application/json"}), bodies))
+    assert [r.status_code for r in results] == [200] * len(bodies)
+    assert [r.headers["x-llm-router-model"] for r in results] == ["deepseek-v2", "claude-3.5-sonnet"] * 20
