@@ -185,9 +185,9 @@ def read_req_call(buf: bytes) -> ReqCall:
         raise DecodeError("malformed HTTPReqCall request") from None
 
 
-# A string of 7-10 digits (the high bytes of its length prefix, the digits, the NUL): a number that
+# A string of 7-19 digits (the high bytes of its length prefix, the digits, the NUL): a number that
 # long is a content-length of 1 MB or more. The regex engine scans for the literal prefix in C.
-_LONG_NUMBER = re.compile(rb"\x00\x00\x00[0-9]{7,10}\x00")
+_LONG_NUMBER = re.compile(rb"\x00\x00\x00[0-9]{7,19}\x00")
 
 
 def may_be_large(buf: bytes) -> bool:
@@ -322,10 +322,22 @@ _TE_WITH_VALUE = struct.Struct("<4H3I").pack
 _TE_NO_VALUE = struct.Struct("<4H2I").pack
 
 
+_NAME_BLOBS: dict[str, bytes] = {}
+
+
+def _name_blob(name: str) -> bytes:
+    found = _NAME_BLOBS.get(name)
+    if found is None:
+        if len(_NAME_BLOBS) > 4096:
+            _NAME_BLOBS.clear()
+        nb = name.encode()
+        found = _NAME_BLOBS[name] = _p32(len(nb)) + nb + _NUL_PAD[len(nb) & 3]
+    return found
+
+
 def text_entry(name: str, value: str | None) -> bytes:
     """A standalone TextEntry blob (vtable first, position independent, 4-byte aligned)."""
-    nb = name.encode()
-    nb = _p32(len(nb)) + nb + _NUL_PAD[len(nb) & 3]
+    nb = _name_blob(name)
     if value is None:
         # vtable [8, 8, 4, 0] | soffset 8 | name -> +4
         return _TE_NO_VALUE(8, 8, 4, 0, 8, 4) + nb
@@ -335,42 +347,67 @@ def text_entry(name: str, value: str | None) -> bytes:
 
 
 _ENTRY_TABLE_AT = 8  # text_entry blobs start with their 8-byte vtable; the table follows
-
-
 _VEC_HEADS = [struct.Struct(f"<{n + 1}I") for n in range(64)]
+
+
+def _offsets(lengths: list[int], dist: int) -> list[int]:
+    """uoffsets from consecutive vector slots to consecutive tables of these lengths (dist: the first's)."""
+    out = []
+    for length in lengths:
+        out.append(dist)
+        dist += length - 4  # the next table is `length` further, the next slot 4 further
+    return out
 
 
 def entry_vector(blobs: list[bytes]) -> bytes:
     """A [TextEntry] vector of text_entry blobs."""
     n = len(blobs)
-    offsets = []
-    dist = 4 * n + _ENTRY_TABLE_AT  # from slot 0 to the first table
-    for blob in blobs:
-        offsets.append(dist)
-        dist += len(blob) - 4  # the next table is len(blob) further, the next slot 4 further
+    offsets = _offsets([len(b) for b in blobs], 4 * n + _ENTRY_TABLE_AT)
     head = _VEC_HEADS[n].pack(n, *offsets) if n < len(_VEC_HEADS) else struct.pack(f"<{n + 1}I", n, *offsets)
     return head + b"".join(blobs)
 
 
 class EntryCache:
-    """Encoded TextEntry lists by their (name, value) pairs: header sets repeat across replies."""
+    """Encoded TextEntry vectors by their (name, value) pairs: header sets repeat across replies.
 
-    __slots__ = ("_blobs", "limit")
+    A vector of k cached entries followed by m per-request ones has a slot array whose first k
+    offsets depend only on (entries, m): those are kept, so a reply encodes just its m fresh entries.
+    """
+
+    __slots__ = ("_sets", "limit")
 
     def __init__(self, limit: int = 1024):
-        self._blobs: dict[tuple, list[bytes]] = {}
+        self._sets: dict[tuple, tuple[tuple[int, ...], bytes, int]] = {}
         self.limit = limit
+
+    def _static(self, entries: tuple, m: int) -> tuple[tuple[int, ...], bytes, int]:
+        key = (entries, m)
+        found = self._sets.get(key)
+        if found is None:
+            if len(self._sets) >= self.limit:
+                self._sets.clear()
+            blobs = [text_entry(n, v) for n, v in entries]
+            n = len(blobs) + m
+            offsets = _offsets([len(b) for b in blobs], 4 * n + _ENTRY_TABLE_AT)
+            joined = b"".join(blobs)
+            # distance from the first per-request slot (k) to its table
+            first_extra = 4 * n + _ENTRY_TABLE_AT + len(joined) - 4 * len(blobs)
+            found = self._sets[key] = (tuple(offsets), joined, first_extra)
+        return found
 
     def vector(self, entries: tuple[tuple[str, str | None], ...], extra: tuple[tuple[str, str | None], ...] = ()) -> bytes:
         """A [TextEntry] vector: `entries` cached as a set, `extra` (per-request values) encoded fresh."""
-        blobs = self._blobs.get(entries)
-        if blobs is None:
-            if len(self._blobs) >= self.limit:
-                self._blobs.clear()
-            blobs = self._blobs[entries] = [text_entry(n, v) for n, v in entries]
-        if extra:
-            blobs = blobs + [text_entry(n, v) for n, v in extra]
-        return entry_vector(blobs)
+        m = len(extra)
+        offsets, joined, dist = self._static(entries, m)
+        if not m:
+            n = len(offsets)
+            return _VEC_HEADS[n].pack(n, *offsets) + joined if n < len(_VEC_HEADS) else entry_vector(
+                [text_entry(a, b) for a, b in entries])
+        blobs = [text_entry(a, b) for a, b in extra]
+        n = len(offsets) + m
+        if n >= len(_VEC_HEADS):
+            return entry_vector([text_entry(a, b) for a, b in entries] + blobs)
+        return _VEC_HEADS[n].pack(n, *offsets, *_offsets([len(b) for b in blobs], dist)) + joined + b"".join(blobs)
 
 
 # HTTPReqCall.Resp{id, action=Rewrite{path, headers, resp_headers, body}}, every field present:
