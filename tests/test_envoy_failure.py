@@ -37,6 +37,8 @@ def test_processor_down(fresh_fakes, fail_open):
             assert r.headers.get("x-fake-provider") == "openai"
         else:
             assert r.status_code == 500
+            err = r.json()["error"]  # Envoy's own reply, in OpenAI's error format
+            assert err["type"] == "server_error" and "ext_proc" in err["message"]
             assert not fresh_fakes.requests()
     finally:
         stack.stop()
@@ -57,6 +59,8 @@ def test_processor_too_slow(fresh_fakes, fail_open):
                 assert r.headers.get("x-fake-provider") == "openai"
             else:
                 assert r.status_code == 504
+                err = r.json()["error"]
+                assert err["type"] == "server_error" and "timeout" in err["message"]
                 assert not fresh_fakes.requests()
         finally:
             stack.stop()

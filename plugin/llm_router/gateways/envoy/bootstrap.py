@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from llm_router.config import Config, load_config
-from llm_router.gateways.envoy.service import METADATA_NAMESPACE
+from llm_router.gateways.envoy.service import LOCAL_REPLY_KEY, METADATA_NAMESPACE
 from llm_router.gateways.envoy.settings import EnvoySettings
 from llm_router.plan import ROUTE_HEADER
 
@@ -222,6 +222,7 @@ def http_connection_manager(spec: BootstrapSpec) -> dict[str, Any]:
                     ],
                 }],
             },
+            "local_reply_config": local_reply_config(),
             "http_filters": [
                 ext_proc_filter(spec),
                 # After a body rewrite in STREAMED mode Envoy drops content-length; buffering the
@@ -234,6 +235,29 @@ def http_connection_manager(spec: BootstrapSpec) -> dict[str, Any]:
             ],
         },
     }
+
+
+def local_reply_config() -> dict[str, Any]:
+    """Envoy's own error replies (processor down, upstream unreachable, timeouts) in OpenAI's error format.
+
+    The processor's replies already are: they carry dynamic metadata llm_router.local_reply, and a
+    key that is present never equals the sentinel below, so the mappers skip them.
+    """
+    def mapper(low: int, high: int, kind: str) -> dict[str, Any]:
+        return {
+            "filter": {"and_filter": {"filters": [
+                {"status_code_filter": {"comparison": {"op": "GE", "value": {"default_value": low, "runtime_key": "llm_router.na"}}}},
+                {"status_code_filter": {"comparison": {"op": "LE", "value": {"default_value": high, "runtime_key": "llm_router.na"}}}},
+                {"metadata_filter": {"matcher": {"filter": METADATA_NAMESPACE, "path": [{"key": LOCAL_REPLY_KEY}],
+                                                 "value": {"string_match": {"exact": "\u0000never"}}},
+                                     "match_if_key_not_found": True}},
+            ]}},
+            "body_format_override": {"json_format": {"error": {
+                "message": "Envoy: %RESPONSE_CODE_DETAILS% %LOCAL_REPLY_BODY%", "type": kind, "param": None,
+                "code": "%RESPONSE_CODE%"}}},
+        }
+
+    return {"mappers": [mapper(400, 499, "invalid_request_error"), mapper(500, 599, "server_error")]}
 
 
 def _http2_options() -> dict[str, Any]:
@@ -338,6 +362,30 @@ def production(cfg: Config | None = None, *, listen: tuple[str, int] = ("0.0.0.0
     return render(build(spec_from_config(cfg, listen=listen, processor=processor)), PRODUCTION_HEADER)
 
 
+LOCAL_PROCESSOR = "unix:/tmp/llm-router-ext-proc.sock"
+LOCAL_FAKE_PORT = 18100
+LOCAL_HEADER = """\
+# Local llm-router bootstrap: the same routes and filters as envoy.yaml, providers replaced by the
+# fake providers on 127.0.0.1. GENERATED: regenerate with
+#   python -m llm_router.gateways.envoy.bootstrap local > envoy/envoy-local.yaml
+# Run (three terminals, or see `llm-router demo`, which does all of this with free ports):
+#   llm-router fakes --port 18100
+#   OPENAI_API_KEY=fake-openai-key ANTHROPIC_API_KEY=fake-anthropic-key GEMINI_API_KEY=fake-google-key \\
+#   MISTRAL_API_KEY=fake-mistral-key TOGETHER_API_KEY=fake-together-key DEEPSEEK_API_KEY=fake-deepseek-key \\
+#     llm-router serve --envoy unix:/tmp/llm-router-ext-proc.sock
+#   envoy -c envoy/envoy-local.yaml
+"""
+
+
+def local(cfg: Config | None = None, *, listen: tuple[str, int] = ("127.0.0.1", 10000), processor: str = LOCAL_PROCESSOR,
+          first_fake_port: int = LOCAL_FAKE_PORT, admin: tuple[str, int] | None = ("127.0.0.1", 9901)) -> str:
+    """The local bootstrap text: providers are fakes on consecutive ports (the order `llm-router fakes --port` uses)."""
+    cfg = cfg or load_config(None)
+    ports = {name: first_fake_port + i for i, name in enumerate(sorted(cfg.providers))}
+    spec = spec_from_config(cfg, listen=listen, processor=processor, local_ports=ports, admin=admin)
+    return render(build(spec), LOCAL_HEADER)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m llm_router.gateways.envoy.bootstrap",
                                 description="print an Envoy bootstrap for llm-router")
@@ -345,19 +393,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", "-c", metavar="FILE")
     p.add_argument("--listen", default=None, help="HOST:PORT (default 0.0.0.0:10000, local 127.0.0.1:10000)")
     p.add_argument("--processor", default=None, help=f"ext_proc address (default {PRODUCTION_PROCESSOR})")
-    p.add_argument("--fake-port", type=int, default=18100, help="local: first fake provider port (one per provider)")
+    p.add_argument("--fake-port", type=int, default=LOCAL_FAKE_PORT, help="local: first fake provider port (one per provider)")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
-    processor = args.processor or PRODUCTION_PROCESSOR
     if args.variant == "production":
         host, _, port = (args.listen or "0.0.0.0:10000").rpartition(":")
-        sys.stdout.write(production(cfg, listen=(host, int(port)), processor=processor))
+        sys.stdout.write(production(cfg, listen=(host, int(port)), processor=args.processor or PRODUCTION_PROCESSOR))
         return 0
     host, _, port = (args.listen or "127.0.0.1:10000").rpartition(":")
-    ports = {name: args.fake_port + i for i, name in enumerate(sorted(cfg.providers))}
-    spec = spec_from_config(cfg, listen=(host, int(port)), processor=processor, local_ports=ports)
-    sys.stdout.write(render(build(spec), "# Local llm-router bootstrap: providers are fakes on 127.0.0.1 "
-                                         f"(ports {ports}).\n"))
+    sys.stdout.write(local(cfg, listen=(host, int(port)), processor=args.processor or LOCAL_PROCESSOR,
+                           first_fake_port=args.fake_port))
     return 0
 
 

@@ -32,6 +32,8 @@ ROUTE_ATTR = "xds.route_metadata"
 STATUS_ATTR = "response.code"
 METADATA_NAMESPACE = "llm_router"
 NO_RESPONSE = 0  # status reported when the stream ended before any upstream response was seen
+# Marks our own local replies, so Envoy's local_reply_config leaves their OpenAI-format body alone.
+LOCAL_REPLY_KEY = "local_reply"
 
 _STREAM_MODES = ("request_headers", "request_body", "response_headers", "response_body", "request_trailers",
                  "response_trailers")
@@ -58,6 +60,7 @@ class RoutingService:
         self.route_confs = RouteConfCache(METADATA_NAMESPACE)
         self.route_header = runtime.route_header
         self.mutations = wire.MutationCache()
+        self.local_reply_metadata = wire.dynamic_metadata(self.options.metadata_namespace, {LOCAL_REPLY_KEY: "llm-router"})
 
     def open(self, metadata: dict[str, str] | None = None) -> "Session":
         """A new session for one gRPC stream (one HTTP request through Envoy)."""
@@ -163,7 +166,8 @@ class Session:
         self.chunks = []
         if isinstance(result, Refusal):
             self.finished = True
-            return [wire.immediate_reply(result.status, result.body, result.headers, details="llm_router_refused")]
+            return [wire.immediate_reply(result.status, result.body, result.headers, details="llm_router_refused",
+                                         metadata=svc.local_reply_metadata)]
         call = result
         self.routed = True
         headers = (svc.mutations.encode((*call.set_headers, (":path", call.path)), call.remove_headers)
@@ -189,7 +193,8 @@ class Session:
         ex.error = error
         refusal = self.svc.runtime.refusal(error, ex)
         self.svc.runtime.observer.on_decision(ex)
-        return [wire.immediate_reply(refusal.status, refusal.body, refusal.headers, details="llm_router_body_too_large")]
+        return [wire.immediate_reply(refusal.status, refusal.body, refusal.headers, details="llm_router_body_too_large",
+                                     metadata=self.svc.local_reply_metadata)]
 
     def _response_headers(self, req: ProcessingRequest) -> list[bytes]:
         for h in req.response_headers.headers.headers:

@@ -106,12 +106,13 @@ def response_body_reply() -> bytes:
     return RESPONSE_BODY_CONTINUE
 
 
-def immediate_reply(status: int, body: bytes, headers: Iterable[tuple[str, str]] = (), details: str = "") -> bytes:
-    """ProcessingResponse{immediate_response{status, headers, body, details}}."""
+def immediate_reply(status: int, body: bytes, headers: Iterable[tuple[str, str]] = (), details: str = "",
+                    metadata: bytes = b"") -> bytes:
+    """ProcessingResponse{immediate_response{status, headers, body, details}, dynamic_metadata}."""
     inner = field(1, b"\x08" + varint(status)) + field(2, header_mutation(headers)) + field(3, body)
     if details:
         inner += field(5, details.encode())
-    return field(7, inner)
+    return field(7, inner) + (field(8, metadata) if metadata else b"")
 
 
 REQUEST_HEADERS_CONTINUE = request_headers_reply()
