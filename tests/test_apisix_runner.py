@@ -470,7 +470,7 @@ def test_json_answer_usage_is_accounted(inproc):
     assert "connection" not in out.response_headers
     ex, status, usage, latency, headers = rec.responses[-1]
     assert ex.request_id == rid and status == 200 and usage == Usage(12, 34) and latency >= 0
-    assert ex.decision is not None and ex.decision.model.id == "deepseek-v2"
+    assert ex.decision is not None and ex.decision.model.id == "deepseek-v2" and ex.call.model.id == "deepseek-v2"
     assert ("x-ratelimit-remaining-requests", "99") in headers
     assert rid not in runner.exchanges
 
@@ -514,7 +514,7 @@ def test_exchanges_waiting_for_responses_are_bounded(inproc):
         for _ in range(12):
             assert em.http_req_call(DEFAULT, body=chat(EASY)).ok
         assert len(runner.exchanges) == 5
-        assert all(ex.call is None and ex.request.body == {} for ex in runner.exchanges.values())
+        assert all(ex.call.body == b"" and ex.call.model and ex.request.body == {} for ex in runner.exchanges.values())
     finally:
         runner_mod.MAX_EXCHANGES = limit
 
@@ -570,3 +570,30 @@ def test_workers_are_respawned_and_all_stop_on_sigterm(sockdir):
             assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
     finally:
         proc.stop()
+
+
+def test_post_resp_feeds_the_real_telemetry(monkeypatch):
+    for k, v in FAKE_KEYS.items():
+        monkeypatch.setenv(k, v)
+    d = socket_dir()
+    runtime = Runtime(load_config(None))  # telemetry on: metrics, health, spend limits
+    runner = Runner(runtime, TokenStore(ttl=100))
+    thread = RunnerThread(os.path.join(d, "telemetry.sock"), runner).start()
+    em = Emulator(thread.path)
+    try:
+        post = _post(DEFAULT)
+        em.http_resp_call(post, headers=[("content-type", "application/json")])
+        rid = em.http_req_call(DEFAULT, body=chat(EASY)).upstream_headers["x-llm-router-request-id"]
+        answer = orjson.dumps({"usage": {"prompt_tokens": 1000, "completion_tokens": 2000}})
+        out = em.http_resp_call(post, body=answer, variables={REQUEST_ID_VAR: rid},
+                                headers=[("content-type", "application/json"), ("content-length", str(len(answer)))])
+        assert out.ok
+        text = runtime.metrics.exposition().decode()
+        cost = [line for line in text.splitlines() if line.startswith("llm_router_cost_usd_total{")]
+        assert cost and 'model="deepseek-v2"' in cost[0] and 'route="route:1"' in cost[0]
+        assert float(cost[0].rsplit(" ", 1)[1]) == pytest.approx((1000 * 0.14 + 2000 * 0.28) / 1e6)
+        assert 'llm_router_tokens_total{direction="output",model="deepseek-v2"} 2000.0' in text
+    finally:
+        em.close()
+        thread.stop()
+        remove_dir(d)

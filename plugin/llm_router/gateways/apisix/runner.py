@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -255,7 +255,8 @@ class Runner:
 
     def _remember(self, ex: Exchange) -> None:
         """Keep a slim copy of the exchange until its response call (bounded)."""
-        ex.call = None  # the rewritten body is not needed for accounting
+        if ex.call is not None:  # accounting needs the call's model, not the rewritten body
+            ex.call = replace(ex.call, body=b"")
         if ex.request is not None:
             ex.request.body = {}
         exchanges = self.exchanges
