@@ -230,6 +230,10 @@ def serve(args) -> int:
         return 1
     log.info("llm-router APISIX runner listening on unix:%s (%d process%s, token ttl %.0fs)",
              path, workers, "" if workers == 1 else "es", opts.ttl)
+    if workers > 1:
+        log.warning("with %d processes, ext-plugin-post-resp accounting sees only the responses that reach the process "
+                    "that routed the request (APISIX picks connections at random); use 1 process to account every one",
+                    workers)
     try:
         if workers == 1:
             run_process(sock, build_runner(cfg, opts), opts.metrics_listen)
