@@ -475,6 +475,20 @@ def test_json_answer_usage_is_accounted(inproc):
     assert rid not in runner.exchanges
 
 
+def test_gzip_answer_usage_is_accounted(inproc):
+    import gzip
+
+    em, runner, rec = inproc
+    post = _post(DEFAULT)
+    em.http_resp_call(post, headers=[("content-type", "application/json")])
+    rid = em.http_req_call(DEFAULT, body=chat(EASY)).upstream_headers["x-llm-router-request-id"]
+    answer = gzip.compress(orjson.dumps({"usage": {"prompt_tokens": 5, "completion_tokens": 6}}))
+    out = em.http_resp_call(post, body=answer, variables={REQUEST_ID_VAR: rid}, headers=[
+        ("content-type", "application/json"), ("content-encoding", "gzip"), ("content-length", str(len(answer)))])
+    assert out.body == answer and out.response_headers["content-encoding"] == "gzip"
+    assert rec.responses[-1][2] == Usage(5, 6)
+
+
 def test_streamed_answer_is_never_buffered_and_keeps_its_content_type(inproc):
     em, runner, rec = inproc
     post = _post(DEFAULT)

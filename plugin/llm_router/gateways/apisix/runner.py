@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -62,6 +63,7 @@ class Pending:
     status: int = 0
     headers: list = field(default_factory=list)
     exchange: Exchange | None = None
+    encoding: str = ""  # the answer's content-encoding
 
 
 class Conversation:
@@ -281,13 +283,16 @@ class Runner:
         if ex is None:
             self.stats.unmatched_responses += 1
         pending.exchange = ex
-        ctype = length = ""
+        ctype = length = encoding = ""
         for name, value in pending.headers:
             lname = name.lower()
             if lname == "content-type":
                 ctype = (value or "").lower()
             elif lname == "content-length":
                 length = value or ""
+            elif lname == "content-encoding":
+                encoding = (value or "").lower().strip()
+        pending.encoding = encoding
         # Read the answer only when it is a bounded JSON document; streams pass untouched.
         wants_body = (ex is not None and "json" in ctype and "event-stream" not in ctype
                       and length.isdigit() and 0 < int(length) <= MAX_RESP_BODY)
@@ -300,7 +305,7 @@ class Runner:
     def _resp_done(self, pending: Pending, body: bytes | None) -> bytes:
         ex = pending.exchange
         if ex is not None:
-            usage: Usage | None = usage_from_json(body) if body else None
+            usage: Usage | None = usage_from_json(_decoded(body, pending.encoding)) if body else None
             try:
                 self.runtime.on_response(ex, pending.status, usage, self.clock() - ex.started, pending.headers)
             except Exception:
@@ -308,6 +313,20 @@ class Runner:
                 log.exception("accounting failed for %s", ex.request_id)
         headers = tuple((n, v) for n, v in pending.headers if n.lower() not in HOP_BY_HOP and v is not None)
         return codec.resp_call_frame(pending.rid, 0, self.entries.vector((), headers), None)
+
+
+def _decoded(body: bytes, encoding: str) -> bytes:
+    """A gzip/deflate answer inflated (bounded) so its usage can be read; other encodings as they are."""
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        return body
+    try:
+        d = zlib.decompressobj(47 if encoding != "deflate" else zlib.MAX_WBITS)
+        return d.decompress(body, MAX_RESP_BODY * 4)
+    except zlib.error:
+        try:  # raw deflate, as some servers send it
+            return zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, MAX_RESP_BODY * 4)
+        except zlib.error:
+            return b""
 
 
 def describe(entry: Entry) -> dict[str, Any]:
