@@ -1,0 +1,88 @@
+"""`llm-router demo` and `llm-router bench envoy`, run as a user would run them."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fixtures_envoy import require_envoy
+from llm_router.gateways.envoy.stack import wait_for
+
+pytestmark = [pytest.mark.envoy, pytest.mark.slow]
+CLI = [sys.executable, "-m", "llm_router.cli"]
+
+
+def children(pid: int) -> set[int]:
+    """PIDs whose parent is pid (Linux /proc)."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.add(int(entry.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] if Path(f"/proc/{pid}/stat").exists() else "X"
+    return state != "Z"
+
+
+def test_demo_json_summary():
+    require_envoy()
+    out = subprocess.run([*CLI, "demo", "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    s = json.loads(out.stdout)
+    assert {"requests", "errors", "model_share", "cost_per_1k", "baseline_cost_per_1k", "saving", "added_p50_ms",
+            "added_p99_ms"} <= set(s)
+    assert s["requests"] >= 200 and s["errors"] == 0
+    assert abs(sum(s["model_share"].values()) - 1) < 0.01 and len(s["model_share"]) >= 3
+    assert 0 < s["cost_per_1k"] < s["baseline_cost_per_1k"] and 0 < s["saving"] < 1
+    assert s["added_p50_ms"] is not None and s["added_p99_ms"] >= s["added_p50_ms"]
+
+
+def test_demo_table_and_ctrl_c_leaves_nothing_behind(tmp_path):
+    require_envoy()
+    proc = subprocess.Popen([*CLI, "demo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    kids: set[int] = set()
+    try:
+        # Wait until the demo has started its fakes, processor and Envoy, then interrupt it.
+        def started() -> bool:
+            kids.update(children(proc.pid))
+            return len(kids) >= 3 or proc.poll() is not None
+        wait_for(started, timeout=60, what="demo child processes")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert kids, "the demo started no processes"
+    wait_for(lambda: not any(alive(k) for k in kids), timeout=30, what="demo children to exit")
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install -y wrk)")
+def test_bench_envoy_smoke():
+    require_envoy()
+    out = subprocess.run([*CLI, "bench", "envoy", "--requests", "80", "--warmup", "20", "--duration", "1",
+                          "--rss-requests", "0", "--json", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    for name in ("envoy", "noop", "router"):
+        assert r[name]["p50_ms"] > 0 and r[name]["rps"] > 0
+    assert {"added_p50_ms", "added_p99_ms", "rps_ratio", "cpu_ms_per_req"} <= set(r)
+    assert r["router"]["cpu_ms_per_req"] > 0 and r["router"]["rss_mb_end"] > 0
+    assert r["router"].get("non_2xx", 0) == 0
