@@ -7,14 +7,13 @@ import signal
 import socket
 import stat
 import threading
-import time
 
 import orjson
 import pytest
 
 from llm_router.accounting import Usage
 from llm_router.config import load_config
-from llm_router.gateways.apisix import codec, framing
+from llm_router.gateways.apisix import encode, framing
 from llm_router.gateways.apisix.runner import REQUEST_ID_VAR, Runner
 from llm_router.gateways.apisix.tokens import TokenStore
 from llm_router.runtime import Exchange, Runtime
@@ -396,7 +395,7 @@ def test_oversized_frame_at_the_24_bit_limit(runner, em):
         s.connect(runner.path)
         s.sendall(raw_frame(2, b"\x07" * framing.MAX_PAYLOAD))
         ty, payload = _recv_frame(s)
-        assert ty == 0 and decode_reply(2, ty, payload).fields["code"] == codec.BAD_REQUEST
+        assert ty == 0 and decode_reply(2, ty, payload).fields["code"] == encode.BAD_REQUEST
     assert em.http_req_call(DEFAULT, body=chat(EASY)).ok
 
 

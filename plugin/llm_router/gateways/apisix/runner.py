@@ -17,7 +17,7 @@ import orjson
 from llm_router.accounting import Usage, usage_from_json
 from llm_router.config import ConfigError, parse_policy
 from llm_router.decision import RouteError
-from llm_router.gateways.apisix import codec
+from llm_router.gateways.apisix import decode, encode
 from llm_router.gateways.apisix.framing import (
     MAX_PAYLOAD, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL, RPC_NAMES, RPC_PREPARE_CONF, FrameError,
 )
@@ -59,7 +59,7 @@ class Pending:
     kind: str  # "body" | "rid" | "resp_body"
     rid: int
     entry: Entry
-    call: codec.ReqCall | None = None
+    call: decode.ReqCall | None = None
     status: int = 0
     headers: list = field(default_factory=list)
     exchange: Exchange | None = None
@@ -101,7 +101,7 @@ class Runner:
         self.plugin_name = plugin_name
         self.clock = clock
         self.stats = Stats()
-        self.entries = codec.EntryCache()
+        self.entries = encode.EntryCache()
         self.exchanges: dict[str, Exchange] = {}
         self._post_resp_scopes: set[str] = set()
         self._removals: dict[tuple[str, ...], tuple[tuple[str, None], ...]] = {}
@@ -129,26 +129,26 @@ class Runner:
                 return self._on_resp_call(conv, payload)
             self.stats.bad_frames += 1
             log.warning("unexpected RPC type %d (%d bytes); answered BAD_REQUEST", rpc_type, len(payload))
-            return codec.BAD_REQUEST_FRAME
-        except codec.DecodeError as exc:
+            return encode.BAD_REQUEST_FRAME
+        except decode.DecodeError as exc:
             self.stats.bad_frames += 1
             log.warning("bad %s frame: %s", RPC_NAMES.get(rpc_type, rpc_type), exc)
-            return codec.BAD_REQUEST_FRAME
+            return encode.BAD_REQUEST_FRAME
         except Exception:  # the runner never dies of a request
             self.stats.internal_errors += 1
             log.exception("internal error handling %s", RPC_NAMES.get(rpc_type, rpc_type))
             conv.pending = None
-            return codec.SERVICE_UNAVAILABLE_FRAME
+            return encode.SERVICE_UNAVAILABLE_FRAME
 
     # ---- PrepareConf ----------------------------------------------------------------------
 
     def _on_prepare_conf(self, payload: bytes) -> bytes:
-        req = codec.read_prepare_conf(payload)
+        req = decode.read_prepare_conf(payload)
         self.stats.prepare_conf += 1
         entry = self.tokens.put(req.key, tuple(req.conf))
         if entry.compiled is None:
             entry.compiled = self.compile(entry)
-        return codec.prepare_conf_frame(entry.token)
+        return encode.prepare_conf_frame(entry.token)
 
     def compile(self, entry: Entry) -> Compiled:
         """Validate a route's runner conf with the core schema; remember the problem if any."""
@@ -190,30 +190,30 @@ class Runner:
     # ---- HTTPReqCall ----------------------------------------------------------------------
 
     def _on_req_call(self, conv: Conversation, payload: bytes) -> bytes:
-        call = codec.read_req_call(payload)
+        call = decode.read_req_call(payload)
         self.stats.req_calls += 1
         entry = self._entry(call.conf_token)
         if entry is None:
             self.stats.token_misses += 1
-            return codec.TOKEN_NOT_FOUND_FRAME
+            return encode.TOKEN_NOT_FOUND_FRAME
         compiled: Compiled = entry.compiled
         if compiled.error is not None:
             return self._stop(call.id, compiled.error.status, compiled.error.openai_body(), None)
-        if call.method != codec.METHOD_POST or not self.runtime.handles(call.path):
+        if call.method != decode.METHOD_POST or not self.runtime.handles(call.path):
             # Not an LLM call: let it through, but never with a routing header the client chose.
             self.stats.passes += 1
-            return codec.rewrite_frame(call.id, headers=self.entries.vector(((self.runtime.route_header, None),)))
-        length = codec.req_header(payload, b"content-length") if codec.may_be_large(payload) else None
+            return encode.rewrite_frame(call.id, headers=self.entries.vector(((self.runtime.route_header, None),)))
+        length = decode.req_header(payload, b"content-length") if decode.may_be_large(payload) else None
         if length is not None and length.isdigit() and int(length) > compiled.max_body:
             # refuse before the body crosses the socket (over 16 MiB it could not cross at all)
             err = RouteError(413, f"request body of {int(length)} bytes exceeds the limit of {compiled.max_body} bytes",
                              code="request_too_large", field="body")
             return self._stop(call.id, 413, err.openai_body(), None)
         conv.pending = Pending("body", call.id, entry, call=call)
-        return codec.REQ_BODY_FRAME
+        return encode.REQ_BODY_FRAME
 
     def _on_extra_info(self, conv: Conversation, pending: Pending, payload: bytes) -> bytes:
-        result = codec.read_extra_info_result(payload)
+        result = decode.read_extra_info_result(payload)
         if pending.kind == "body":
             return self._route(pending, result or b"")
         if pending.kind == "rid":
@@ -230,13 +230,13 @@ class Runner:
         result = runtime.decide(body, path=call.path, ex=ex, route_conf=entry.compiled.route_conf, headers=headers)
         if isinstance(result, Refusal):
             self.stats.stops += 1
-            return codec.stop_frame(pending.rid, result.status, self.entries.vector((), result.headers), result.body)
+            return encode.stop_frame(pending.rid, result.status, self.entries.vector((), result.headers), result.body)
         removals = self._removals.get(result.remove_headers)
         if removals is None:
             removals = self._removals[result.remove_headers] = tuple((h, None) for h in result.remove_headers)
         rid_header = ((REQUEST_ID_HEADER, ex.request_id),)
         try:
-            frame = codec.rewrite_frame(
+            frame = encode.rewrite_frame(
                 pending.rid, path=result.path,
                 headers=self.entries.vector(result.set_headers + removals, rid_header),
                 resp_headers=self.entries.vector((), result.response_headers),
@@ -253,7 +253,7 @@ class Runner:
     def _stop(self, rid: int, status: int, body: dict, request_id: str | None) -> bytes:
         self.stats.stops += 1
         extra = ((REQUEST_ID_HEADER, request_id),) if request_id else ()
-        return codec.stop_frame(rid, status, self.entries.vector(JSON_HEADERS, extra), orjson.dumps(body))
+        return encode.stop_frame(rid, status, self.entries.vector(JSON_HEADERS, extra), orjson.dumps(body))
 
     def _remember(self, ex: Exchange) -> None:
         """Keep a slim copy of the exchange until its response call (bounded)."""
@@ -269,14 +269,14 @@ class Runner:
     # ---- HTTPRespCall ---------------------------------------------------------------------
 
     def _on_resp_call(self, conv: Conversation, payload: bytes) -> bytes:
-        call = codec.read_resp_call(payload)
+        call = decode.read_resp_call(payload)
         self.stats.resp_calls += 1
         entry = self._entry(call.conf_token)
         if entry is None:
             self.stats.token_misses += 1
-            return codec.TOKEN_NOT_FOUND_FRAME
+            return encode.TOKEN_NOT_FOUND_FRAME
         conv.pending = Pending("rid", call.id, entry, status=call.status, headers=call.headers)
-        return codec.extra_info_var_frame(REQUEST_ID_VAR)
+        return encode.extra_info_var_frame(REQUEST_ID_VAR)
 
     def _resp_matched(self, conv: Conversation, pending: Pending, rid: bytes | None) -> bytes:
         ex = self.exchanges.pop(rid.decode("utf-8", "replace"), None) if rid else None
@@ -299,7 +299,7 @@ class Runner:
         if wants_body:
             pending.kind = "resp_body"
             conv.pending = pending
-            return codec.RESP_BODY_FRAME
+            return encode.RESP_BODY_FRAME
         return self._resp_done(pending, None)
 
     def _resp_done(self, pending: Pending, body: bytes | None) -> bytes:
@@ -312,7 +312,7 @@ class Runner:
                 self.stats.internal_errors += 1
                 log.exception("accounting failed for %s", ex.request_id)
         headers = tuple((n, v) for n, v in pending.headers if n.lower() not in HOP_BY_HOP and v is not None)
-        return codec.resp_call_frame(pending.rid, 0, self.entries.vector((), headers), None)
+        return encode.resp_call_frame(pending.rid, 0, self.entries.vector((), headers), None)
 
 
 def _decoded(body: bytes, encoding: str) -> bytes:

@@ -1,4 +1,4 @@
-"""The ext-plugin codec: every reply we build decodes with the generated code; readers and framing."""
+"""The wire format: every reply we build decodes with the generated code; readers and framing."""
 from __future__ import annotations
 
 import filecmp
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from llm_router.gateways.apisix import codec, framing
+from llm_router.gateways.apisix import decode, encode, framing
 from llm_router.gateways.apisix.framing import FrameReader, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL
 
 from apisix_emulator import (
@@ -33,8 +33,8 @@ def _decode(frame: bytes, request_type: int):
 @given(rid=st.integers(0, 2**32 - 1), path=st.one_of(st.none(), st.text(max_size=80)), headers=entries,
        extra=entries, resp=entries, body=bodies)
 def test_rewrite_replies_decode_with_generated_code(rid, path, headers, extra, resp, body):
-    cache = codec.EntryCache()
-    frame = codec.rewrite_frame(rid, path=path, headers=cache.vector(tuple(headers), tuple(extra)),
+    cache = encode.EntryCache()
+    frame = encode.rewrite_frame(rid, path=path, headers=cache.vector(tuple(headers), tuple(extra)),
                                 resp_headers=cache.vector((), tuple(resp)), body=body)
     reply = _decode(frame, RPC_HTTP_REQ_CALL).fields
     assert reply["id"] == rid and reply["action"] == "rewrite"
@@ -48,44 +48,44 @@ def test_rewrite_replies_decode_with_generated_code(rid, path, headers, extra, r
 @settings(max_examples=200, deadline=None)
 @given(rid=st.integers(0, 2**32 - 1), status=st.integers(0, 65535), headers=entries, body=bodies)
 def test_stop_and_resp_call_replies_decode(rid, status, headers, body):
-    cache = codec.EntryCache()
-    stop = _decode(codec.stop_frame(rid, status, cache.vector(tuple(headers)), body), RPC_HTTP_REQ_CALL).fields
+    cache = encode.EntryCache()
+    stop = _decode(encode.stop_frame(rid, status, cache.vector(tuple(headers)), body), RPC_HTTP_REQ_CALL).fields
     assert (stop["id"], stop["action"], stop["status"], stop["headers"], stop["body"] or b"") == (rid, "stop", status, headers, body)
-    resp = _decode(codec.resp_call_frame(rid, status, cache.vector((), tuple(headers)), body), RPC_HTTP_RESP_CALL).fields
+    resp = _decode(encode.resp_call_frame(rid, status, cache.vector((), tuple(headers)), body), RPC_HTTP_RESP_CALL).fields
     assert (resp["id"], resp["status"], resp["headers"], resp["body"] or b"") == (rid, status, headers, body)
 
 
 def test_fixed_replies_decode():
-    assert _decode(codec.prepare_conf_frame(4_000_000_007), 1).fields == {"token": 4_000_000_007}
-    assert _decode(codec.TOKEN_NOT_FOUND_FRAME, 2).fields["message"] == "conf token not found"
-    assert _decode(codec.BAD_REQUEST_FRAME, 1).fields["code"] == codec.BAD_REQUEST
-    assert _decode(codec.SERVICE_UNAVAILABLE_FRAME, 4).fields["code"] == codec.SERVICE_UNAVAILABLE
-    assert _decode(codec.REQ_BODY_FRAME, 2).fields == {"info": "req_body"}
-    assert _decode(codec.RESP_BODY_FRAME, 4).fields == {"info": "resp_body"}
-    assert _decode(codec.extra_info_var_frame("http_x_llm_router_request_id"), 4).fields == {
+    assert _decode(encode.prepare_conf_frame(4_000_000_007), 1).fields == {"token": 4_000_000_007}
+    assert _decode(encode.TOKEN_NOT_FOUND_FRAME, 2).fields["message"] == "conf token not found"
+    assert _decode(encode.BAD_REQUEST_FRAME, 1).fields["code"] == encode.BAD_REQUEST
+    assert _decode(encode.SERVICE_UNAVAILABLE_FRAME, 4).fields["code"] == encode.SERVICE_UNAVAILABLE
+    assert _decode(encode.REQ_BODY_FRAME, 2).fields == {"info": "req_body"}
+    assert _decode(encode.RESP_BODY_FRAME, 4).fields == {"info": "resp_body"}
+    assert _decode(encode.extra_info_var_frame("http_x_llm_router_request_id"), 4).fields == {
         "info": "var", "name": "http_x_llm_router_request_id"}
-    passed = _decode(codec.pass_frame(12), RPC_HTTP_REQ_CALL).fields
+    passed = _decode(encode.pass_frame(12), RPC_HTTP_REQ_CALL).fields
     assert passed == {"id": 12, "action": None}
     # a type 3 frame is only acceptable interleaved in a call
     with pytest.raises(ProtocolViolation, match="unexpected type"):
-        _decode(codec.REQ_BODY_FRAME, 1)
+        _decode(encode.REQ_BODY_FRAME, 1)
 
 
 def test_frames_over_24_bits_are_refused():
     with pytest.raises(framing.FrameError, match="24-bit"):
         framing.header(2, framing.MAX_PAYLOAD + 1)
     with pytest.raises(framing.FrameError):
-        codec.rewrite_frame(1, path="/p", headers=codec.EntryCache().vector(()), resp_headers=codec.EntryCache().vector(()),
+        encode.rewrite_frame(1, path="/p", headers=encode.EntryCache().vector(()), resp_headers=encode.EntryCache().vector(()),
                             body=b"x" * framing.MAX_PAYLOAD)
 
 
 @settings(max_examples=200, deadline=None)
 @given(rid=st.integers(0, 2**32 - 1), token=st.integers(0, 2**32 - 1), path=st.text(max_size=100),
-       method=st.sampled_from(list(codec.METHODS)), headers=st.lists(st.tuples(header_names, st.text(max_size=50)), max_size=10))
+       method=st.sampled_from(list(decode.METHODS)), headers=st.lists(st.tuples(header_names, st.text(max_size=50)), max_size=10))
 def test_req_call_reader_matches_builder(rid, token, path, method, headers):
     payload = build_req_call(rid, token, method=method, path=path, headers=headers, args=[("a", None), ("b", "1")])
-    call = codec.read_req_call(payload)
-    assert (call.id, call.conf_token, call.method, call.path) == (rid, token, codec.METHODS.index(method), path)
+    call = decode.read_req_call(payload)
+    assert (call.id, call.conf_token, call.method, call.path) == (rid, token, decode.METHODS.index(method), path)
     assert call.headers() == headers
     assert call.args() == [("a", None), ("b", "1")]
 
@@ -94,21 +94,21 @@ def test_req_call_reader_matches_builder(rid, token, path, method, headers):
 @given(conf=st.lists(st.tuples(header_names, st.text(max_size=200)), max_size=4), key=st.text(max_size=80),
        result=st.one_of(st.none(), bodies), status=st.integers(0, 65535), headers=entries)
 def test_other_readers_match_builders(conf, key, result, status, headers):
-    pc = codec.read_prepare_conf(build_prepare_conf(conf, key))
+    pc = decode.read_prepare_conf(build_prepare_conf(conf, key))
     assert (pc.conf, pc.key) == (conf, key)
-    assert codec.read_extra_info_result(build_extra_info_resp(result)) == result
+    assert decode.read_extra_info_result(build_extra_info_resp(result)) == result
     plain = [(n, v if v is not None else "") for n, v in headers]
-    rc = codec.read_resp_call(build_resp_call(7, 9, status, plain))
+    rc = decode.read_resp_call(build_resp_call(7, 9, status, plain))
     assert (rc.id, rc.status, rc.headers, rc.conf_token) == (7, status, plain, 9)
 
 
 @settings(max_examples=500, deadline=None)
 @given(data=st.binary(max_size=200))
 def test_readers_reject_garbage_with_decode_error_only(data):
-    for read in (codec.read_prepare_conf, codec.read_req_call, codec.read_extra_info_result, codec.read_resp_call):
+    for read in (decode.read_prepare_conf, decode.read_req_call, decode.read_extra_info_result, decode.read_resp_call):
         try:
             read(data)
-        except codec.DecodeError:
+        except decode.DecodeError:
             pass
 
 
@@ -138,7 +138,7 @@ def test_frame_reader_keeps_partial_frames():
 @pytest.mark.skipif(shutil.which("flatc") is None, reason="flatc (Debian flatbuffers-compiler) is not installed")
 def test_committed_generated_code_is_current(tmp_path):
     subprocess.run([sys.executable, "-m", "llm_router.gateways.apisix.gen_proto", "--out", str(tmp_path)], check=True)
-    committed = Path(codec.__file__).parent / "proto" / "A6"
+    committed = Path(encode.__file__).parent / "proto" / "A6"
     fresh = tmp_path / "A6"
     names = sorted(p.relative_to(fresh) for p in fresh.rglob("*.py"))
     assert names == sorted(p.relative_to(committed) for p in committed.rglob("*.py"))
@@ -152,7 +152,7 @@ def test_committed_generated_code_is_current(tmp_path):
 def test_content_length_lookup(headers, length):
     others = [(n, v) for n, v in headers if n != "content-length"]
     payload = build_req_call(1, 2, headers=others + [("content-length", str(length))] + others[:2])
-    assert codec.req_header(payload, b"content-length") == str(length).encode()
+    assert decode.req_header(payload, b"content-length") == str(length).encode()
     if length >= 1_000_000:
-        assert codec.may_be_large(payload)
-    assert codec.req_header(build_req_call(1, 2, headers=others), b"content-length") is None
+        assert decode.may_be_large(payload)
+    assert decode.req_header(build_req_call(1, 2, headers=others), b"content-length") is None
