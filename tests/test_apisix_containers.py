@@ -180,9 +180,11 @@ def test_requests_are_routed_with_the_provider_key(stack, enabled_route):
     for provider, rec in seen.items():
         sent = rec.json["model"]
         assert sent != "auto"
-        auth = rec.headers.get("authorization") or rec.headers.get("x-api-key") or ""
+        headers = {k.lower(): v for k, v in rec.headers.items()}
+        auth = headers.get("authorization") or headers.get("x-api-key") or ""
         assert fakes.keys()[provider] in auth and "client-key" not in auth
-        assert int(rec.headers["content-length"]) == len(rec.body)
+        assert "x-llm-router-upstream" in headers  # the header traffic-split routed on
+        assert int(headers["content-length"]) == len(rec.body)
 
 
 def test_sse_streams_through_and_keeps_its_content_type(stack, enabled_route):
