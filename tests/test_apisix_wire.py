@@ -156,3 +156,47 @@ def test_content_length_lookup(headers, length):
     if length >= 1_000_000:
         assert decode.may_be_large(payload)
     assert decode.req_header(build_req_call(1, 2, headers=others), b"content-length") is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_runner_survives_mutated_frames(data):
+    """Bit-flipped and truncated versions of real requests: never an exception, always a reply or a close."""
+    from llm_router.config import load_config
+    from llm_router.gateways.apisix.runner import Conversation, Runner
+    from llm_router.gateways.apisix.tokens import TokenStore
+    from llm_router.runtime import Runtime
+
+    global _FUZZ_RUNNER
+    if _FUZZ_RUNNER is None:
+        _FUZZ_RUNNER = Runner(Runtime(load_config(None), telemetry=False), TokenStore(ttl=100, base=1000))
+    runner = _FUZZ_RUNNER
+    conv = Conversation()
+    token = runner.tokens.put("route#f#ext-plugin-pre-req#1", (("llm-router", "{}"),)).token
+    if runner.tokens.get(token).compiled is None:
+        runner.tokens.get(token).compiled = runner.compile(runner.tokens.get(token))
+    originals = {
+        1: build_prepare_conf([("llm-router", '{"policy": "default"}')], "route#f#ext-plugin-pre-req#2"),
+        2: build_req_call(3, token, headers=[("content-length", "20"), ("authorization", "Bearer x")]),
+        3: build_extra_info_resp(b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}]}'),
+        4: build_resp_call(4, token, 200, [("content-type", "application/json")]),
+    }
+    for _ in range(data.draw(st.integers(1, 6))):
+        rpc_type = data.draw(st.sampled_from([1, 2, 2, 3, 4, 0, 7]))
+        payload = bytearray(originals.get(rpc_type, b"\x00" * 8))
+        for _ in range(data.draw(st.integers(0, 4))):
+            if payload:
+                i = data.draw(st.integers(0, len(payload) - 1))
+                payload[i] = data.draw(st.integers(0, 255))
+        cut = data.draw(st.integers(0, len(payload)))
+        reply = runner.on_frame(conv, rpc_type, bytes(payload[:cut] if data.draw(st.booleans()) else payload))
+        assert isinstance(reply, bytes)
+        if not reply:  # the runner dropped the connection: a new one starts clean
+            conv = Conversation()
+            continue
+        rtype, n = framing.parse_header(reply)
+        assert n == len(reply) - 4 and rtype in (0, 1, 2, 3, 4)
+    assert runner.stats.internal_errors == 0
+
+
+_FUZZ_RUNNER = None
