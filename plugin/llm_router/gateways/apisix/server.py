@@ -284,6 +284,8 @@ def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int) ->
     signal.signal(signal.SIGINT, on_signal)
     try:
         for i in range(workers):
+            if stopping:  # SIGTERM while starting: spawn no more
+                break
             spawn(i)
         last_spawn: dict[int, float] = {}
         while children:
