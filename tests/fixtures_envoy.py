@@ -58,6 +58,7 @@ class RecordingObserver:
     def __init__(self) -> None:
         self.decisions: list[Any] = []
         self.responses: list[tuple[Any, int, Any, float]] = []
+        self.headers: dict[str, Any] = {}  # request id -> response headers reported with on_response
         self._lock = threading.Lock()
 
     def on_decision(self, ex) -> None:
@@ -67,6 +68,7 @@ class RecordingObserver:
     def on_response(self, ex, status, usage, latency_s, headers=None) -> None:
         with self._lock:
             self.responses.append((ex, status, usage, latency_s))
+            self.headers[ex.request_id] = headers
 
     def response_for(self, request_id: str, timeout: float = 10.0) -> tuple[Any, int, Any, float]:
         """The on_response call for a request id (waits for it: it comes after the client got the body)."""
@@ -84,6 +86,7 @@ class RecordingObserver:
         with self._lock:
             self.decisions.clear()
             self.responses.clear()
+            self.headers.clear()
 
 
 class InThreadProcessor:

@@ -68,8 +68,8 @@ def test_production_clusters_are_the_providers_over_verified_tls():
 def test_ext_proc_filter_is_set_up_for_one_round_trip_routing():
     boot = yaml.safe_load((ROOT / "envoy/envoy.yaml").read_text())
     filters = hcm(boot)["http_filters"]
-    assert [f["name"] for f in filters] == ["envoy.filters.http.ext_proc", "envoy.filters.http.buffer",
-                                             "envoy.filters.http.router"]
+    assert [f["name"] for f in filters] == ["envoy.filters.http.ext_proc", "envoy.filters.http.header_to_metadata",
+                                             "envoy.filters.http.buffer", "envoy.filters.http.router"]
     ep = filters[0]["typed_config"]
     assert ep["processing_mode"]["request_header_mode"] == "SEND"
     assert ep["processing_mode"]["request_body_mode"] == "STREAMED"
@@ -100,7 +100,8 @@ def test_buffers_hold_the_largest_policy_body_limit():
     boot = build(spec_from_config(cfg, listen=("127.0.0.1", 1), processor="unix:/tmp/x.sock"))
     listener = boot["static_resources"]["listeners"][0]
     assert listener["per_connection_buffer_limit_bytes"] > 20 << 20
-    assert hcm(boot)["http_filters"][1]["typed_config"]["max_request_bytes"] > 20 << 20
+    buffer = next(f for f in hcm(boot)["http_filters"] if f["name"] == "envoy.filters.http.buffer")
+    assert buffer["typed_config"]["max_request_bytes"] > 20 << 20
 
 
 def test_local_variant_points_every_provider_at_the_fakes():

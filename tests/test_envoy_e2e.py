@@ -151,8 +151,13 @@ def test_provider_errors_reach_on_response_with_their_status(stack, fresh_fakes)
     r = post(stack, "/v1/chat/completions", GREETING)
     assert r.status_code == 429
     assert r.headers["retry-after"] == "1"
-    _, status, usage, _ = stack.observer.response_for(r.headers["x-llm-router-request-id"])
+    rid = r.headers["x-llm-router-request-id"]
+    _, status, usage, _ = stack.observer.response_for(rid)
     assert status == 429 and usage is None
+    # Rate-limit headers reach health without a response-headers round trip (response attributes).
+    headers = dict(stack.observer.headers[rid])
+    assert headers["retry-after"] == "1" and headers["x-ratelimit-remaining-requests"] == "0"
+    assert headers["x-ratelimit-reset-requests"] == "1s"
 
 
 def test_malformed_json_gets_400_in_openai_format_and_the_next_request_works(stack, fresh_fakes):

@@ -240,3 +240,14 @@ def test_wire_shapes_decode_with_protobuf(value):
     assert pb.ProcessingResponse.FromString(wire.REQUEST_BODY_CLEAR).request_body.response.body_mutation.clear_body
     assert pb.ProcessingResponse.FromString(wire.RESPONSE_BODY_CONTINUE).HasField("response_body")
     assert wire.varint(300) == b"\xac\x02" and wire.field(20, b"x")[:2] == b"\xa2\x01"
+
+
+def test_services_are_picked_by_stream_metadata():
+    from llm_router.gateways.envoy.service import Services
+
+    opened = []
+    services = Services({"route": lambda md: opened.append(("route", md)) or "r", "attempt": lambda md: "a"})
+    assert services.open({}) == "r" and services.open(None) == "r"
+    assert services.open({"x-llm-router-service": "attempt"}) == "a"
+    with pytest.raises(LookupError, match="nope"):
+        services.open({"x-llm-router-service": "nope"})

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from llm_router.config import Config, load_config
-from llm_router.gateways.envoy.service import LOCAL_REPLY_KEY, METADATA_NAMESPACE
+from llm_router.gateways.envoy.service import LOCAL_REPLY_KEY, METADATA_NAMESPACE, RESPONSE_NAMESPACE
 from llm_router.gateways.envoy.settings import EnvoySettings
 from llm_router.plan import ROUTE_HEADER
 
@@ -31,7 +31,7 @@ EXT_PROC_CLUSTER = "llm_router_ext_proc"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian/Ubuntu system CA bundle
 EXPLAIN_HEADERS = ("x-llm-router-request-id", "x-llm-router-model", "x-llm-router-tier", "x-llm-router-category",
                    "x-llm-router-reason")
-# Response headers health and rate-limit tracking read (sent as attributes: no extra round trip).
+# Response headers health and rate-limit tracking read (forwarded as dynamic metadata: no extra round trip).
 RATE_LIMIT_HEADERS = ("retry-after", "x-ratelimit-remaining-requests", "x-ratelimit-limit-requests",
                       "x-ratelimit-remaining-tokens", "x-ratelimit-limit-tokens", "x-ratelimit-reset-requests")
 BUFFER_SLACK = 1 << 20  # Envoy's buffers hold the body limit plus the rewrite's growth
@@ -156,10 +156,26 @@ def ext_proc_filter(spec: BootstrapSpec) -> dict[str, Any]:
             # The header reply is held until the body has arrived: one round trip per request.
             "send_body_without_waiting_for_header_response": True,
             "request_attributes": ["xds.route_metadata"],
-            "response_attributes": ["response.code", *[f"response.headers['{h}']" for h in RATE_LIMIT_HEADERS]],
-            "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+            "response_attributes": ["response.code"],
+            "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]},
+                                 "forwarding_namespaces": {"untyped": [RESPONSE_NAMESPACE]}},
         },
     }
+
+
+def response_headers_filter() -> dict[str, Any]:
+    """Copies the providers' rate-limit headers into dynamic metadata that ext_proc forwards with the body.
+
+    Response headers themselves are not sent to the processor (that would cost a round trip per
+    response); on the response path this filter runs before ext_proc, so the first body message
+    already carries them.
+    """
+    return {"name": "envoy.filters.http.header_to_metadata", "typed_config": {
+        "@type": _T + "envoy.extensions.filters.http.header_to_metadata.v3.Config",
+        "response_rules": [{"header": h, "on_header_present": {"metadata_namespace": RESPONSE_NAMESPACE, "key": h,
+                                                                 "type": "STRING"}, "remove": False}
+                           for h in RATE_LIMIT_HEADERS],
+    }}
 
 
 def _route_action(spec: BootstrapSpec, upstream: Upstream) -> dict[str, Any]:
@@ -225,6 +241,7 @@ def http_connection_manager(spec: BootstrapSpec) -> dict[str, Any]:
             "local_reply_config": local_reply_config(),
             "http_filters": [
                 ext_proc_filter(spec),
+                *([response_headers_filter()] if spec.observe_responses else []),
                 # After a body rewrite in STREAMED mode Envoy drops content-length; buffering the
                 # rewritten body restores the right one (and bounds it).
                 {"name": "envoy.filters.http.buffer", "typed_config": {

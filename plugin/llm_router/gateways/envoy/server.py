@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -74,13 +75,18 @@ def install_uvloop() -> bool:
     return True
 
 
-async def run(address: str, transport: str, build: Callable[[], tuple[Any, Callable, Any]], grace: float) -> int:
+async def run(address: str, transport: str, build: Callable[[], tuple[Any, Callable, Any]], grace: float,
+              metrics: str | None = None) -> int:
     """Start the service, listen, and run until SIGTERM/SIGINT; then drain and stop."""
     runtime, open_session, _ = build()
     if runtime is not None:
-        await runtime.start()
+        await runtime.start(metrics_listen=metrics)
     server = make_server(transport, open_session)
     await server.start(address)
+    # Everything loaded so far (catalog, classifier tables, compiled policies) lives for the whole
+    # process: keep it out of the collector's way so per-request garbage collection stays cheap.
+    gc.collect()
+    gc.freeze()
     log.info("ext_proc processor listening on %s (transport %s)", address, transport)
     print(f"llm-router ext_proc ready on {address} (transport {transport})", file=sys.stderr, flush=True)
     stop = asyncio.Event()
@@ -104,7 +110,7 @@ async def run(address: str, transport: str, build: Callable[[], tuple[Any, Calla
 
 def routing_builder(cfg: Config, settings: EnvoySettings) -> Callable[[], tuple[Any, Callable, Any]]:
     def build():
-        from llm_router.gateways.envoy.service import RoutingService, ServiceOptions
+        from llm_router.gateways.envoy.service import RoutingService, ServiceOptions, Services
         from llm_router.runtime import Runtime
 
         runtime = Runtime(cfg)
@@ -113,7 +119,8 @@ def routing_builder(cfg: Config, settings: EnvoySettings) -> Callable[[], tuple[
             log.warning("no credential loaded for providers: %s (their requests go out without a key)", ", ".join(sorted(missing)))
         service = RoutingService(runtime, ServiceOptions(observe_responses=settings.observe_responses,
                                                          max_body_bytes=settings.max_body_bytes))
-        return runtime, service.open, service
+        services = Services({"route": service.open})
+        return runtime, services.open, service
     return build
 
 
@@ -141,13 +148,17 @@ def serve(args) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if (getattr(args, "workers", None) or 1) > 1:
+        log.warning("--workers is for the APISIX runner; for Envoy run one processor per socket and list them "
+                    "as endpoints of the ext_proc cluster")
     transport = os.environ.get(TRANSPORT_ENV) or settings.transport
     if transport not in TRANSPORTS:
         print(f"error: {TRANSPORT_ENV}={transport!r} is not one of {', '.join(TRANSPORTS)}", file=sys.stderr)
         return 2
     install_uvloop()
     try:
-        return asyncio.run(run(address, transport, routing_builder(cfg, settings), settings.grace_s))
+        return asyncio.run(run(address, transport, routing_builder(cfg, settings), settings.grace_s,
+                               metrics=getattr(args, "metrics", None)))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -164,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--service", choices=("route", "noop"), default="route")
     p.add_argument("--transport", choices=TRANSPORTS)
     p.add_argument("--log-file", metavar="FILE")
+    p.add_argument("--metrics", metavar="ADDR", help="Prometheus endpoint HOST:PORT")
     args = p.parse_args(argv)
     if args.transport:
         os.environ[TRANSPORT_ENV] = args.transport

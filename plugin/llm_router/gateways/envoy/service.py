@@ -7,7 +7,8 @@ between ext_proc and `Runtime`; routing happens in the core.
 Expected filter setup (see bootstrap.py): request headers SEND, request body STREAMED with
 send_body_without_waiting_for_header_response (one round trip: the header reply is held until
 the body is complete), response headers SKIP, response body STREAMED, response_attributes
-["response.code"], request_attributes ["xds.route_metadata"], receiving namespace "llm_router".
+["response.code"], request_attributes ["xds.route_metadata"], receiving namespace "llm_router",
+forwarding namespace "llm_router.response" (rate-limit headers copied by header_to_metadata).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ log = logging.getLogger("llm_router.envoy")
 FILTER_ATTRS = "envoy.filters.http.ext_proc"
 ROUTE_ATTR = "xds.route_metadata"
 STATUS_ATTR = "response.code"
+RESPONSE_NAMESPACE = "llm_router.response"  # rate-limit response headers, copied by header_to_metadata
 METADATA_NAMESPACE = "llm_router"
 NO_RESPONSE = 0  # status reported when the stream ended before any upstream response was seen
 # Marks our own local replies, so Envoy's local_reply_config leaves their OpenAI-format body alone.
@@ -49,6 +51,29 @@ class ServiceOptions:
     metadata_namespace: str = METADATA_NAMESPACE
 
 
+class Services:
+    """Picks the service for a gRPC stream by its `x-llm-router-service` metadata (default: routing).
+
+    Envoy sets that header through the filter's grpc_service.initial_metadata, so one processor can
+    serve the routing filter and, later, a per-attempt upstream filter on the same socket.
+    """
+
+    HEADER = "x-llm-router-service"
+
+    def __init__(self, services: dict[str, Callable[[dict[str, str]], Any]], default: str = "route"):
+        self.services = services
+        self.default = services[default]
+
+    def open(self, metadata: dict[str, str] | None = None) -> Any:
+        name = metadata.get(self.HEADER) if metadata else None
+        if name is None:
+            return self.default(metadata)
+        found = self.services.get(name)
+        if found is None:
+            raise LookupError(f"no ext_proc service {name!r} (known: {sorted(self.services)})")
+        return found(metadata)
+
+
 class RoutingService:
     """Routes each LLM request of a stream through `Runtime`; one Session per gRPC stream."""
 
@@ -60,6 +85,8 @@ class RoutingService:
         self.route_confs = RouteConfCache(METADATA_NAMESPACE)
         self.route_header = runtime.route_header
         self.mutations = wire.MutationCache()
+        limits = getattr(runtime, "limits", None)
+        self.wants_headers = bool(limits is not None and getattr(limits, "rules", None))
         self.local_reply_metadata = wire.dynamic_metadata(self.options.metadata_namespace, {LOCAL_REPLY_KEY: "llm-router"})
 
     def open(self, metadata: dict[str, str] | None = None) -> "Session":
@@ -70,8 +97,8 @@ class RoutingService:
 class Session:
     """One HTTP request/response as seen over one ext_proc stream."""
 
-    __slots__ = ("svc", "ex", "path", "route_conf", "chunks", "size", "limit", "finished", "routed",
-                 "status", "sse", "json", "json_size", "reported", "passthrough")
+    __slots__ = ("svc", "ex", "path", "route_conf", "chunks", "messages", "size", "limit", "finished", "routed",
+                 "status", "sse", "json", "json_size", "reported", "passthrough", "headers", "rate_headers")
 
     def __init__(self, svc: RoutingService):
         self.svc = svc
@@ -79,6 +106,7 @@ class Session:
         self.path = ""
         self.route_conf: Any = None
         self.chunks: list[bytes] = []
+        self.messages = 0  # request body messages received (each gets exactly one reply)
         self.size = 0
         self.limit = 0
         self.finished = False  # the server should end the gRPC stream (OK) after sending replies
@@ -89,6 +117,8 @@ class Session:
         self.json: list[bytes] | None = None
         self.json_size = 0
         self.reported = False
+        self.headers: list[tuple[str, str]] | None = None  # client headers, kept only when spend limits need them
+        self.rate_headers: list[tuple[str, str]] | None = None
 
     # ---- messages ---------------------------------------------------------------------
 
@@ -116,12 +146,15 @@ class Session:
         path = ""
         client_route = False
         route_name = svc.route_header
-        for h in req.request_headers.headers.headers:
+        header_list = req.request_headers.headers.headers
+        for h in header_list:
             key = h.key
             if key == ":path":
                 path = (h.raw_value or h.value.encode()).decode("latin-1")
             elif key == route_name:
                 client_route = True
+        if svc.wants_headers:
+            self.headers = [(h.key, (h.raw_value or h.value.encode()).decode("latin-1")) for h in header_list]
         self.path = path
         if not runtime.handles(path):
             # Not an LLM API: leave it alone, but never let a client pick our routing header.
@@ -146,23 +179,23 @@ class Session:
     def _request_body(self, body_msg) -> list[bytes]:
         if self.passthrough or self.ex is None:
             return [wire.REQUEST_BODY_CONTINUE]
+        self.messages += 1
         chunk = body_msg.body
         if chunk:
             self.size += len(chunk)
             if self.size > self.limit:
                 return self._too_large()
             self.chunks.append(chunk)
-        else:
-            self.chunks.append(b"")
         if not body_msg.end_of_stream:
             return []
-        body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
-        return self._decide(body, len(self.chunks))
+        chunks = self.chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return self._decide(body, self.messages)
 
     def _decide(self, body: bytes, n_chunks: int) -> list[bytes]:
         svc = self.svc
         ex = self.ex
-        result = svc.runtime.decide(body, path=self.path, ex=ex, route_conf=self.route_conf)
+        result = svc.runtime.decide(body, path=self.path, ex=ex, route_conf=self.route_conf, headers=self.headers)
         self.chunks = []
         if isinstance(result, Refusal):
             self.finished = True
@@ -171,7 +204,7 @@ class Session:
         call = result
         self.routed = True
         headers = (svc.mutations.encode((*call.set_headers, (":path", call.path)), call.remove_headers)
-                   + wire.field(1, wire.header_option("content-length", str(len(call.body)))))
+                   + wire.content_length_option(len(call.body)))
         meta = wire.dynamic_metadata(svc.options.metadata_namespace, call.response_headers) if call.response_headers else b""
         out = [wire.request_headers_reply(wire.common_response(headers=headers, clear_route_cache=True), meta)]
         if n_chunks:
@@ -212,6 +245,10 @@ class Session:
                 code = attrs.fields.get(STATUS_ATTR)
                 if code is not None:
                     self.status = int(code.number_value)
+            if self.rate_headers is None and req.HasField("metadata_context"):
+                found = req.metadata_context.filter_metadata.get(RESPONSE_NAMESPACE)
+                if found is not None:
+                    self.rate_headers = [(k, v.string_value) for k, v in found.fields.items()]
         body_msg = req.response_body
         chunk = body_msg.body
         if chunk:
@@ -241,7 +278,7 @@ class Session:
         self.reported = True
         ex = self.ex
         try:
-            self.svc.runtime.on_response(ex, self.status, self._usage(), self.svc.clock() - ex.started)
+            self.svc.runtime.on_response(ex, self.status, self._usage(), self.svc.clock() - ex.started, self.rate_headers)
         except Exception:  # an observer bug must not break the stream
             log.exception("on_response hook failed for request %s", ex.request_id)
 

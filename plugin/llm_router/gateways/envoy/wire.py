@@ -45,6 +45,14 @@ def header_mutation(set_headers: Iterable[tuple[str, str | bytes]] = (), remove:
     return b"".join(parts)
 
 
+def content_length_option(n: int) -> bytes:
+    """HeaderMutation.set_headers entry for content-length (built without generic encoding: hot path)."""
+    v = b"%d" % n
+    hv = b"\x0a\x0econtent-length\x1a" + bytes((len(v),)) + v
+    opt = b"\x0a" + bytes((len(hv),)) + hv + b"\x18\x02"
+    return b"\x0a" + bytes((len(opt),)) + opt
+
+
 class MutationCache:
     """Encoded HeaderMutation parts for header sets that repeat (route, credential, path, removals).
 
