@@ -124,7 +124,7 @@ class InThreadProcessor:
                 try:
                     creds = Credentials.resolve(build_catalog(self.cfg), [EnvStore(self.env)], missing="skip")
                     self.runtime = Runtime(self.cfg, credentials=creds, observer=self.observer, telemetry=False)
-                    server = make_server(self.transport, RoutingService(self.runtime).open)
+                    server = make_server(self.transport, RoutingService(self.runtime).services().open)
                     await server.start(self.address)
                 except BaseException as exc:
                     errors.append(exc)

@@ -68,7 +68,7 @@ def test_production_clusters_are_the_providers_over_verified_tls():
 def test_ext_proc_filter_is_set_up_for_one_round_trip_routing():
     boot = yaml.safe_load((ROOT / "envoy/envoy.yaml").read_text())
     filters = hcm(boot)["http_filters"]
-    assert [f["name"] for f in filters] == ["envoy.filters.http.ext_proc", "envoy.filters.http.header_to_metadata",
+    assert [f["name"] for f in filters] == ["envoy.filters.http.ext_proc", "llm_router.observe",
                                              "envoy.filters.http.buffer", "envoy.filters.http.router"]
     ep = filters[0]["typed_config"]
     assert ep["processing_mode"]["request_header_mode"] == "SEND"
@@ -76,7 +76,14 @@ def test_ext_proc_filter_is_set_up_for_one_round_trip_routing():
     assert ep["send_body_without_waiting_for_header_response"] is True
     assert ep["failure_mode_allow"] is False  # the default policy fails closed
     assert "xds.route_metadata" in ep["request_attributes"]
-    assert "response.code" in ep["response_attributes"]
+    assert ep["processing_mode"]["response_body_mode"] == "NONE"  # responses are observed by the second filter
+    ob = filters[1]["typed_config"]
+    assert ob["observability_mode"] is True and ob["failure_mode_allow"] is True
+    assert ob["processing_mode"]["response_header_mode"] == "SEND" and ob["processing_mode"]["response_body_mode"] == "STREAMED"
+    assert ob["grpc_service"]["initial_metadata"] == [{"key": "x-llm-router-service", "value": "observe"}]
+    routes = {r["name"]: r for r in hcm(boot)["route_config"]["virtual_hosts"][0]["routes"]}
+    assert routes["llm-0"]["typed_per_filter_config"]["llm_router.observe"]["disabled"] is True
+    assert "typed_per_filter_config" not in routes["to-openai"]
 
 
 def test_failure_mode_and_route_policies_come_from_config():
@@ -92,7 +99,7 @@ def test_failure_mode_and_route_policies_come_from_config():
     assert cheap["match"] == {"prefix": "/cheap/"}
     assert cheap["metadata"] == {"filter_metadata": {"llm_router": {"policy": "cheap"}}}
     assert cheap["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["overrides"] == {"failure_mode_allow": False}
-    assert "typed_per_filter_config" not in routes["llm-1"]
+    assert "envoy.filters.http.ext_proc" not in routes["llm-1"]["typed_per_filter_config"]
 
 
 def test_buffers_hold_the_largest_policy_body_limit():

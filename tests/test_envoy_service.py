@@ -45,12 +45,27 @@ def body_msg(body: bytes, end: bool) -> bytes:
     return pb.ProcessingRequest(request_body=pb.HttpBody(body=body, end_of_stream=end)).SerializeToString()
 
 
-def response_msg(body: bytes, end: bool, status: int | None = None) -> bytes:
-    msg = pb.ProcessingRequest(response_body=pb.HttpBody(body=body, end_of_stream=end))
-    if status is not None:
-        msg.attributes["envoy.filters.http.ext_proc"].CopyFrom(
-            struct_pb2.Struct(fields={"response.code": struct_pb2.Value(number_value=status)}))
+def response_headers_msg(request_id: str, status: int, extra=(), end=False) -> bytes:
+    hs = [(":status", str(status)), ("content-type", "application/json"), *extra]
+    msg = pb.ProcessingRequest(observability_mode=True, response_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(
+        headers=[base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in hs]), end_of_stream=end))
+    msg.metadata_context.filter_metadata["llm_router"].CopyFrom(
+        struct_pb2.Struct(fields={"x-llm-router-request-id": struct_pb2.Value(string_value=request_id)}))
     return msg.SerializeToString()
+
+
+def response_msg(body: bytes, end: bool) -> bytes:
+    return pb.ProcessingRequest(observability_mode=True, response_body=pb.HttpBody(body=body, end_of_stream=end)).SerializeToString()
+
+
+def observe(svc, request_id: str, status: int, chunks: list[bytes], extra=(), close_early=False):
+    o = svc.open_observer({})
+    assert o.on_message(response_headers_msg(request_id, status, extra)) == []  # never answers: observability mode
+    for i, c in enumerate(chunks):
+        assert o.on_message(response_msg(c, end=(i == len(chunks) - 1) and not close_early)) == []
+    if close_early:
+        o.on_close()
+    return o
 
 
 def decode(replies: list[bytes]) -> list[pb.ProcessingResponse]:
@@ -88,7 +103,8 @@ def test_a_routed_request_gets_route_credential_path_length_body_and_cache_clear
     meta = json_format.MessageToDict(hdr.dynamic_metadata)["llm_router"]
     assert meta["x-llm-router-model"] == "deepseek-v2" and meta["x-llm-router-tier"] == "LOW"
     assert meta["x-llm-router-request-id"] == obs.decisions[0].request_id
-    assert not s.finished  # the response is still to be observed
+    assert s.finished  # the routing stream has nothing more to do; the response is observed elsewhere
+    assert meta["x-llm-router-request-id"] in svc.pending
 
 
 def test_a_body_in_several_chunks_is_replaced_as_a_whole():
@@ -167,50 +183,60 @@ def test_route_metadata_picks_the_policy_and_a_broken_one_is_a_named_error():
     assert set_headers(hdr)["x-llm-router-upstream"] == "deepseek"
 
 
-def test_json_usage_status_and_latency_reach_on_response():
+def rid_of(obs) -> str:
+    return obs.decisions[-1].request_id
+
+
+def test_json_usage_status_latency_and_rate_limit_headers_reach_on_response():
     svc, obs = make_service()
-    s, _ = route(svc)
+    route(svc)
     answer = orjson.dumps({"id": "x", "usage": {"prompt_tokens": 11, "completion_tokens": 22}})
-    assert decode(s.on_message(response_msg(answer[:15], end=False, status=200)))[0].HasField("response_body")
-    s.on_message(response_msg(answer[15:], end=False))
-    s.on_message(response_msg(b"", end=True))
+    o = observe(svc, rid_of(obs), 200, [answer[:15], answer[15:], b""],
+                extra=[("x-ratelimit-remaining-requests", "41"), ("x-other", "no")])
     ex, status, usage, latency = obs.responses[0]
     assert (status, usage.input_tokens, usage.output_tokens) == (200, 11, 22)
-    assert latency > 0
-    s.on_close()
-    assert len(obs.responses) == 1  # reported once
+    assert latency > 0 and o.finished
+    assert obs.headers[ex.request_id] == [("x-ratelimit-remaining-requests", "41")]
+    o.on_close()
+    assert len(obs.responses) == 1 and not svc.pending  # reported once, forgotten
 
 
 def test_sse_usage_is_read_as_chunks_pass():
     svc, obs = make_service()
-    s, _ = route(svc, body=orjson.dumps({"model": "auto", "stream": True, "messages": [{"role": "user", "content": "hi"}]}))
+    route(svc, body=orjson.dumps({"model": "auto", "stream": True, "messages": [{"role": "user", "content": "hi"}]}))
     events = (b'data: {"choices":[{"delta":{"content":"hel"}}]}\n\ndata: {"choices":[{"delta":{"content":"lo"}}]}\n\n'
               b'data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2}}\n\ndata: [DONE]\n\n')
-    for i in range(0, len(events), 17):  # chunk boundaries inside lines
-        s.on_message(response_msg(events[i:i + 17], end=False, status=200 if i == 0 else None))
-    s.on_message(response_msg(b"", end=True))
+    observe(svc, rid_of(obs), 200, [events[i:i + 17] for i in range(0, len(events), 17)] + [b""])  # cuts inside lines
     _, status, usage, _ = obs.responses[0]
     assert (status, usage.input_tokens, usage.output_tokens) == (200, 5, 2)
 
 
-def test_a_stream_that_ends_early_still_reports():
+def test_a_response_that_ends_early_still_reports():
     svc, obs = make_service()
-    s, _ = route(svc)
-    s.on_message(response_msg(b'{"partial', end=False, status=502))
-    s.on_close()
+    route(svc)
+    observe(svc, rid_of(obs), 502, [b'{"partial'], close_early=True)
     _, status, usage, _ = obs.responses[0]
     assert status == 502 and usage is None
-    s2, _ = route(svc)
-    s2.on_close()  # no response at all (client went away)
-    assert obs.responses[1][1] == 0
 
 
-def test_without_response_observation_the_stream_ends_after_routing():
+def test_responses_of_requests_we_did_not_route_are_ignored():
+    svc, obs = make_service()
+    o = observe(svc, "someone-else", 200, [b"{}"])
+    assert o.finished and obs.responses == []
+
+
+def test_without_response_observation_nothing_waits_for_a_response():
     svc, obs = make_service(observe_responses=False)
     s, _ = route(svc)
-    assert s.finished
-    s.on_close()
-    assert obs.responses == []
+    assert s.finished and not svc.pending
+
+
+def test_pending_responses_are_bounded():
+    svc, obs = make_service(max_pending=50)
+    for _ in range(120):
+        route(svc)
+    assert len(svc.pending) <= 50
+    assert rid_of(obs) in svc.pending  # the newest survive
 
 
 def test_other_message_kinds_get_their_matching_empty_reply():

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from llm_router.config import Config, load_config
-from llm_router.gateways.envoy.service import LOCAL_REPLY_KEY, METADATA_NAMESPACE, RESPONSE_NAMESPACE
+from llm_router.gateways.envoy.service import LOCAL_REPLY_KEY, METADATA_NAMESPACE
 from llm_router.gateways.envoy.settings import EnvoySettings
 from llm_router.plan import ROUTE_HEADER
 
@@ -31,9 +31,7 @@ EXT_PROC_CLUSTER = "llm_router_ext_proc"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian/Ubuntu system CA bundle
 EXPLAIN_HEADERS = ("x-llm-router-request-id", "x-llm-router-model", "x-llm-router-tier", "x-llm-router-category",
                    "x-llm-router-reason")
-# Response headers health and rate-limit tracking read (forwarded as dynamic metadata: no extra round trip).
-RATE_LIMIT_HEADERS = ("retry-after", "x-ratelimit-remaining-requests", "x-ratelimit-limit-requests",
-                      "x-ratelimit-remaining-tokens", "x-ratelimit-limit-tokens", "x-ratelimit-reset-requests")
+OBSERVE_FILTER = "llm_router.observe"
 BUFFER_SLACK = 1 << 20  # Envoy's buffers hold the body limit plus the rewrite's growth
 PRODUCTION_PROCESSOR = "unix:/run/llm-router/ext_proc.sock"
 _T = "type.googleapis.com/"
@@ -137,7 +135,7 @@ def _duration(seconds: float) -> str:
 
 
 def ext_proc_filter(spec: BootstrapSpec) -> dict[str, Any]:
-    """The ext_proc HTTP filter: one round trip per request, response observed without waiting."""
+    """The routing ext_proc filter: one round trip per request; responses are not its business."""
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
@@ -149,33 +147,45 @@ def ext_proc_filter(spec: BootstrapSpec) -> dict[str, Any]:
                 "request_header_mode": "SEND",
                 "request_body_mode": "STREAMED",
                 "response_header_mode": "SKIP",
-                "response_body_mode": "STREAMED" if spec.observe_responses else "NONE",
+                "response_body_mode": "NONE",
                 "request_trailer_mode": "SKIP",
                 "response_trailer_mode": "SKIP",
             },
             # The header reply is held until the body has arrived: one round trip per request.
             "send_body_without_waiting_for_header_response": True,
             "request_attributes": ["xds.route_metadata"],
-            "response_attributes": ["response.code"],
-            "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]},
-                                 "forwarding_namespaces": {"untyped": [RESPONSE_NAMESPACE]}},
+            "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
         },
     }
 
 
-def response_headers_filter() -> dict[str, Any]:
-    """Copies the providers' rate-limit headers into dynamic metadata that ext_proc forwards with the body.
+def observe_filter(spec: BootstrapSpec) -> dict[str, Any]:
+    """The observing ext_proc filter: observability mode sends the response without waiting for replies.
 
-    Response headers themselves are not sent to the processor (that would cost a round trip per
-    response); on the response path this filter runs before ext_proc, so the first body message
-    already carries them.
+    It only runs on the provider routes (the client-facing routes disable it), so pass-through and
+    fail-open traffic is not observed. It reads the request id the routing filter left in dynamic
+    metadata, and never blocks or fails a request.
     """
-    return {"name": "envoy.filters.http.header_to_metadata", "typed_config": {
-        "@type": _T + "envoy.extensions.filters.http.header_to_metadata.v3.Config",
-        "response_rules": [{"header": h, "on_header_present": {"metadata_namespace": RESPONSE_NAMESPACE, "key": h,
-                                                                 "type": "STRING"}, "remove": False}
-                           for h in RATE_LIMIT_HEADERS],
-    }}
+    return {
+        "name": OBSERVE_FILTER,
+        "typed_config": {
+            "@type": _T + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {"envoy_grpc": {"cluster_name": EXT_PROC_CLUSTER},
+                             "initial_metadata": [{"key": "x-llm-router-service", "value": "observe"}]},
+            "observability_mode": True,
+            "deferred_close_timeout": "2s",
+            "failure_mode_allow": True,
+            "processing_mode": {
+                "request_header_mode": "SKIP",
+                "response_header_mode": "SEND",
+                "request_body_mode": "NONE",
+                "response_body_mode": "STREAMED",
+                "request_trailer_mode": "SKIP",
+                "response_trailer_mode": "SKIP",
+            },
+            "metadata_options": {"forwarding_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+        },
+    }
 
 
 def _route_action(spec: BootstrapSpec, upstream: Upstream) -> dict[str, Any]:
@@ -208,11 +218,18 @@ def routes(spec: BootstrapSpec) -> list[dict[str, Any]]:
         if rs.policy is not None:
             policy = {"policy": rs.policy} if isinstance(rs.policy, str) else dict(rs.policy)
             route["metadata"] = {"filter_metadata": {METADATA_NAMESPACE: policy}}
+        per_filter: dict[str, Any] = {}
         if rs.failure_mode is not None and (rs.failure_mode == "open") != spec.failure_allow:
-            route["typed_per_filter_config"] = {"envoy.filters.http.ext_proc": {
+            per_filter["envoy.filters.http.ext_proc"] = {
                 "@type": _T + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
                 "overrides": {"failure_mode_allow": rs.failure_mode == "open"},
-            }}
+            }
+        if spec.observe_responses:
+            # Requests still on a client-facing route were not routed (other paths, fail-open): not observed.
+            per_filter[OBSERVE_FILTER] = {"@type": _T + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+                                          "disabled": True}
+        if per_filter:
+            route["typed_per_filter_config"] = per_filter
         out.append(route)
     return out
 
@@ -241,7 +258,7 @@ def http_connection_manager(spec: BootstrapSpec) -> dict[str, Any]:
             "local_reply_config": local_reply_config(),
             "http_filters": [
                 ext_proc_filter(spec),
-                *([response_headers_filter()] if spec.observe_responses else []),
+                *([observe_filter(spec)] if spec.observe_responses else []),
                 # After a body rewrite in STREAMED mode Envoy drops content-length; buffering the
                 # rewritten body restores the right one (and bounds it).
                 {"name": "envoy.filters.http.buffer", "typed_config": {

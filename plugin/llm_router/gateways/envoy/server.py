@@ -110,7 +110,7 @@ async def run(address: str, transport: str, build: Callable[[], tuple[Any, Calla
 
 def routing_builder(cfg: Config, settings: EnvoySettings) -> Callable[[], tuple[Any, Callable, Any]]:
     def build():
-        from llm_router.gateways.envoy.service import RoutingService, ServiceOptions, Services
+        from llm_router.gateways.envoy.service import RoutingService, ServiceOptions
         from llm_router.runtime import Runtime
 
         runtime = Runtime(cfg)
@@ -119,8 +119,7 @@ def routing_builder(cfg: Config, settings: EnvoySettings) -> Callable[[], tuple[
             log.warning("no credential loaded for providers: %s (their requests go out without a key)", ", ".join(sorted(missing)))
         service = RoutingService(runtime, ServiceOptions(observe_responses=settings.observe_responses,
                                                          max_body_bytes=settings.max_body_bytes))
-        services = Services({"route": service.open})
-        return runtime, services.open, service
+        return runtime, service.services().open, service
     return build
 
 

@@ -1,14 +1,18 @@
-"""The routing ext_proc service: ProcessingRequest in, ProcessingResponse bytes out, per gRPC stream.
+"""The ext_proc services: ProcessingRequest in, ProcessingResponse bytes out, one session per gRPC stream.
 
-Transport-neutral: a transport (our HTTP/2 one, grpclib or grpcio) opens a Session per gRPC
-stream, hands it each message and writes back what it returns. The session only translates
-between ext_proc and `Runtime`; routing happens in the core.
+Transport-neutral: a transport (our HTTP/2 one, grpclib or grpcio) opens a session per gRPC
+stream, hands it each message and writes back what it returns; when `session.finished` is set
+it ends the stream with OK. Sessions only translate between ext_proc and `Runtime`.
 
-Expected filter setup (see bootstrap.py): request headers SEND, request body STREAMED with
-send_body_without_waiting_for_header_response (one round trip: the header reply is held until
-the body is complete), response headers SKIP, response body STREAMED, response_attributes
-["response.code"], request_attributes ["xds.route_metadata"], receiving namespace "llm_router",
-forwarding namespace "llm_router.response" (rate-limit headers copied by header_to_metadata).
+Two filters in Envoy (see bootstrap.py) use two services of one processor:
+- "route" (the routing filter): request headers SEND, request body STREAMED with
+  send_body_without_waiting_for_header_response. The header reply is held until the body is
+  complete, so a request costs one round trip; the stream ends right after the reply.
+- "observe" (a second ext_proc filter in observability mode, gRPC metadata
+  x-llm-router-service: observe): response headers and body are sent without waiting for us, so
+  the answer, SSE chunk by chunk, is never delayed. It finds the routed request by the request id
+  the routing filter put in dynamic metadata, and reports status, usage, latency and rate-limit
+  headers to `Runtime.on_response`.
 """
 from __future__ import annotations
 
@@ -28,34 +32,36 @@ from llm_router.runtime import Exchange, Refusal, Runtime
 
 log = logging.getLogger("llm_router.envoy")
 
-FILTER_ATTRS = "envoy.filters.http.ext_proc"
-ROUTE_ATTR = "xds.route_metadata"
-STATUS_ATTR = "response.code"
-RESPONSE_NAMESPACE = "llm_router.response"  # rate-limit response headers, copied by header_to_metadata
 METADATA_NAMESPACE = "llm_router"
-NO_RESPONSE = 0  # status reported when the stream ended before any upstream response was seen
+REQUEST_ID_KEY = "x-llm-router-request-id"
 # Marks our own local replies, so Envoy's local_reply_config leaves their OpenAI-format body alone.
 LOCAL_REPLY_KEY = "local_reply"
+NO_RESPONSE = 0  # status reported when the stream ended before any upstream response was seen
+# Response headers handed to on_response (rate-limit signals for health and pools).
+RATE_LIMIT_HEADERS = frozenset({"retry-after", "x-ratelimit-remaining-requests", "x-ratelimit-limit-requests",
+                                "x-ratelimit-remaining-tokens", "x-ratelimit-limit-tokens", "x-ratelimit-reset-requests"})
 
-_STREAM_MODES = ("request_headers", "request_body", "response_headers", "response_body", "request_trailers",
-                 "response_trailers")
+_REQUEST_TRAILERS_CONTINUE = wire.field(5, b"")
+_RESPONSE_HEADERS_CONTINUE = wire.field(2, b"")
+_RESPONSE_TRAILERS_CONTINUE = wire.field(6, b"")
 
 
 @dataclass(frozen=True, slots=True)
 class ServiceOptions:
-    """How the routing service treats requests and responses."""
+    """How the services treat requests and responses."""
 
-    observe_responses: bool = True  # read status and usage from responses (accounting, health)
+    observe_responses: bool = True  # keep routed exchanges for the observe service (accounting, health)
     max_body_bytes: int | None = None  # request body limit; None = each policy's max_body_bytes
     max_json_response_bytes: int = 4 << 20  # JSON answers above this are not scanned for usage
+    max_pending: int = 100_000  # routed exchanges waiting for their response (oldest dropped beyond)
     metadata_namespace: str = METADATA_NAMESPACE
 
 
 class Services:
     """Picks the service for a gRPC stream by its `x-llm-router-service` metadata (default: routing).
 
-    Envoy sets that header through the filter's grpc_service.initial_metadata, so one processor can
-    serve the routing filter and, later, a per-attempt upstream filter on the same socket.
+    Envoy sets that header through each filter's grpc_service.initial_metadata, so one processor
+    serves the routing and the observing filter (and, later, a per-attempt upstream filter).
     """
 
     HEADER = "x-llm-router-service"
@@ -75,7 +81,7 @@ class Services:
 
 
 class RoutingService:
-    """Routes each LLM request of a stream through `Runtime`; one Session per gRPC stream."""
+    """Routes LLM requests through `Runtime` ("route") and observes their responses ("observe")."""
 
     def __init__(self, runtime: Runtime, options: ServiceOptions | None = None,
                  clock: Callable[[], float] = time.monotonic):
@@ -88,17 +94,39 @@ class RoutingService:
         limits = getattr(runtime, "limits", None)
         self.wants_headers = bool(limits is not None and getattr(limits, "rules", None))
         self.local_reply_metadata = wire.dynamic_metadata(self.options.metadata_namespace, {LOCAL_REPLY_KEY: "llm-router"})
+        self.pending: dict[str, Exchange] = {}  # request id -> routed exchange awaiting its response
 
     def open(self, metadata: dict[str, str] | None = None) -> "Session":
-        """A new session for one gRPC stream (one HTTP request through Envoy)."""
+        """A routing session for one gRPC stream (one HTTP request through Envoy)."""
         return Session(self)
+
+    def open_observer(self, metadata: dict[str, str] | None = None) -> "ObserveSession":
+        """An observing session for one response (the observability-mode filter's stream)."""
+        return ObserveSession(self)
+
+    def services(self) -> Services:
+        return Services({"route": self.open, "observe": self.open_observer})
+
+    def expect_response(self, ex: Exchange) -> None:
+        pending = self.pending
+        if len(pending) >= self.options.max_pending:
+            # Responses that never came (client gone, observer filter not configured): drop the oldest.
+            for key in list(pending)[: max(1, len(pending) // 10)]:
+                del pending[key]
+        pending[ex.request_id] = ex
+
+    def report(self, ex: Exchange, status: int, usage: Usage | None, headers: list[tuple[str, str]] | None) -> None:
+        try:
+            self.runtime.on_response(ex, status, usage, self.clock() - ex.started, headers)
+        except Exception:  # an observer bug must not break the stream
+            log.exception("on_response hook failed for request %s", ex.request_id)
 
 
 class Session:
-    """One HTTP request/response as seen over one ext_proc stream."""
+    """The request side of one HTTP request: route it, or refuse it, or let it pass."""
 
-    __slots__ = ("svc", "ex", "path", "route_conf", "chunks", "messages", "size", "limit", "finished", "routed",
-                 "status", "sse", "json", "json_size", "reported", "passthrough", "headers", "rate_headers")
+    __slots__ = ("svc", "ex", "path", "route_conf", "chunks", "messages", "size", "limit", "finished", "passthrough",
+                 "headers")
 
     def __init__(self, svc: RoutingService):
         self.svc = svc
@@ -110,17 +138,8 @@ class Session:
         self.size = 0
         self.limit = 0
         self.finished = False  # the server should end the gRPC stream (OK) after sending replies
-        self.routed = False
         self.passthrough = False
-        self.status = NO_RESPONSE
-        self.sse: SSEUsage | None = None
-        self.json: list[bytes] | None = None
-        self.json_size = 0
-        self.reported = False
         self.headers: list[tuple[str, str]] | None = None  # client headers, kept only when spend limits need them
-        self.rate_headers: list[tuple[str, str]] | None = None
-
-    # ---- messages ---------------------------------------------------------------------
 
     def on_message(self, data: bytes) -> list[bytes]:
         """Replies (serialized ProcessingResponse) for one ProcessingRequest, in order."""
@@ -131,13 +150,13 @@ class Session:
         if kind == "request_headers":
             return self._request_headers(req)
         if kind == "response_body":
-            return self._response_body(req)
+            return [wire.RESPONSE_BODY_CONTINUE]
         if kind == "response_headers":
-            return self._response_headers(req)
+            return [_RESPONSE_HEADERS_CONTINUE]
         if kind == "request_trailers":
-            return [wire.field(5, b"")]
+            return [_REQUEST_TRAILERS_CONTINUE]
         if kind == "response_trailers":
-            return [wire.field(6, b"")]
+            return [_RESPONSE_TRAILERS_CONTINUE]
         return []
 
     def _request_headers(self, req: ProcessingRequest) -> list[bytes]:
@@ -197,12 +216,11 @@ class Session:
         ex = self.ex
         result = svc.runtime.decide(body, path=self.path, ex=ex, route_conf=self.route_conf, headers=self.headers)
         self.chunks = []
+        self.finished = True  # whatever happens, this stream has nothing more to do
         if isinstance(result, Refusal):
-            self.finished = True
             return [wire.immediate_reply(result.status, result.body, result.headers, details="llm_router_refused",
                                          metadata=svc.local_reply_metadata)]
         call = result
-        self.routed = True
         headers = (svc.mutations.encode((*call.set_headers, (":path", call.path)), call.remove_headers)
                    + wire.content_length_option(len(call.body)))
         meta = wire.dynamic_metadata(svc.options.metadata_namespace, call.response_headers) if call.response_headers else b""
@@ -210,12 +228,8 @@ class Session:
         if n_chunks:
             out += [wire.REQUEST_BODY_CLEAR] * (n_chunks - 1)
             out.append(wire.request_body_reply(wire.common_response(body=call.body)))
-        if not svc.options.observe_responses:
-            self.finished = True
-        elif ex.request is not None and ex.request.stream:
-            self.sse = SSEUsage()
-        else:
-            self.json = []
+        if svc.options.observe_responses:
+            svc.expect_response(ex)
         return out
 
     def _too_large(self) -> list[bytes]:
@@ -229,27 +243,64 @@ class Session:
         return [wire.immediate_reply(refusal.status, refusal.body, refusal.headers, details="llm_router_body_too_large",
                                      metadata=self.svc.local_reply_metadata)]
 
-    def _response_headers(self, req: ProcessingRequest) -> list[bytes]:
-        for h in req.response_headers.headers.headers:
-            if h.key == ":status":
-                self.status = int(h.raw_value or h.value or 0)
-                break
-        return [wire.field(2, b"")]
+    def on_close(self) -> None:
+        pass
 
-    def _response_body(self, req: ProcessingRequest) -> list[bytes]:
-        if not self.routed or self.reported:
-            return [wire.RESPONSE_BODY_CONTINUE]
-        if self.status == NO_RESPONSE and req.attributes:
-            attrs = req.attributes.get(FILTER_ATTRS)
-            if attrs is not None:
-                code = attrs.fields.get(STATUS_ATTR)
-                if code is not None:
-                    self.status = int(code.number_value)
-            if self.rate_headers is None and req.HasField("metadata_context"):
-                found = req.metadata_context.filter_metadata.get(RESPONSE_NAMESPACE)
-                if found is not None:
-                    self.rate_headers = [(k, v.string_value) for k, v in found.fields.items()]
-        body_msg = req.response_body
+
+class ObserveSession:
+    """The response side: status, rate-limit headers and usage of one routed request, never delaying it."""
+
+    __slots__ = ("svc", "ex", "finished", "status", "headers", "sse", "json", "json_size", "reported")
+
+    def __init__(self, svc: RoutingService):
+        self.svc = svc
+        self.ex: Exchange | None = None
+        self.finished = False
+        self.status = NO_RESPONSE
+        self.headers: list[tuple[str, str]] | None = None
+        self.sse: SSEUsage | None = None
+        self.json: list[bytes] | None = None
+        self.json_size = 0
+        self.reported = False
+
+    def on_message(self, data: bytes) -> list[bytes]:
+        """Observability mode: Envoy ignores replies, so none are sent."""
+        if self.finished:
+            return []
+        req = ProcessingRequest.FromString(data)
+        kind = req.WhichOneof("request")
+        if kind == "response_body":
+            self._body(req.response_body)
+        elif kind == "response_headers":
+            self._headers(req)
+        return []
+
+    def _headers(self, req: ProcessingRequest) -> None:
+        ns = req.metadata_context.filter_metadata.get(self.svc.options.metadata_namespace)
+        rid = ns.fields.get(REQUEST_ID_KEY) if ns is not None else None
+        ex = self.svc.pending.pop(rid.string_value, None) if rid is not None else None
+        if ex is None:  # not a request we routed (or already reported): nothing to do
+            self.finished = True
+            return
+        self.ex = ex
+        rate: list[tuple[str, str]] = []
+        for h in req.response_headers.headers.headers:
+            key = h.key
+            if key == ":status":
+                self.status = int(h.raw_value or h.value or 0)
+            elif key in RATE_LIMIT_HEADERS:
+                rate.append((key, (h.raw_value or h.value.encode()).decode("latin-1")))
+        self.headers = rate or None
+        if ex.request is not None and ex.request.stream:
+            self.sse = SSEUsage()
+        else:
+            self.json = []
+        if req.response_headers.end_of_stream:
+            self._report()
+
+    def _body(self, body_msg) -> None:
+        if self.ex is None:
+            return
         chunk = body_msg.body
         if chunk:
             if self.sse is not None:
@@ -262,9 +313,6 @@ class Session:
                     self.json = None
         if body_msg.end_of_stream:
             self._report()
-        return [wire.RESPONSE_BODY_CONTINUE]
-
-    # ---- end of stream ----------------------------------------------------------------
 
     def _usage(self) -> Usage | None:
         if self.sse is not None:
@@ -276,13 +324,11 @@ class Session:
 
     def _report(self) -> None:
         self.reported = True
-        ex = self.ex
-        try:
-            self.svc.runtime.on_response(ex, self.status, self._usage(), self.svc.clock() - ex.started, self.rate_headers)
-        except Exception:  # an observer bug must not break the stream
-            log.exception("on_response hook failed for request %s", ex.request_id)
+        self.finished = True
+        self.svc.report(self.ex, self.status, self._usage(), self.headers)
 
     def on_close(self) -> None:
-        """The stream ended (Envoy closed or reset it): report a response not yet reported."""
-        if self.routed and not self.reported and self.svc.options.observe_responses:
-            self._report()
+        """The stream ended early (client gone, upstream reset): report what was seen."""
+        if self.ex is not None and not self.reported:
+            self.reported = True
+            self.svc.report(self.ex, self.status, self._usage(), self.headers)
