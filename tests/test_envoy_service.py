@@ -261,6 +261,13 @@ def test_wire_shapes_decode_with_protobuf(value):
     body = ("B" * 1000 + value).encode()
     rb = pb.ProcessingResponse.FromString(wire.request_body_reply(wire.common_response(body=body)))
     assert rb.request_body.response.body_mutation.body == body
+    for size in (0, 100, 20_000, 3_000_000):
+        big = (value.encode() or b"z") * (size // max(1, len(value.encode())) + 1)
+        assert pb.ProcessingResponse.FromString(wire.request_body_replacement(big)).request_body.response.body_mutation.body == big
+    enc = wire.MetadataEncoder("ns")
+    assert json_format.MessageToDict(pb.ProcessingResponse.FromString(
+        wire.request_headers_reply(b"", enc.encode([("a", value), ("b", "x" * 200)]))).dynamic_metadata) == \
+        {"ns": {"a": value, "b": "x" * 200}}
     imm = pb.ProcessingResponse.FromString(wire.immediate_reply(429, body, [("retry-after", "3")], details="d"))
     assert (imm.immediate_response.status.code, imm.immediate_response.body, imm.immediate_response.details) == (429, body, "d")
     assert pb.ProcessingResponse.FromString(wire.REQUEST_BODY_CLEAR).request_body.response.body_mutation.clear_body

@@ -94,6 +94,7 @@ class RoutingService:
         limits = getattr(runtime, "limits", None)
         self.wants_headers = bool(limits is not None and getattr(limits, "rules", None))
         self.local_reply_metadata = wire.dynamic_metadata(self.options.metadata_namespace, {LOCAL_REPLY_KEY: "llm-router"})
+        self.metadata = wire.MetadataEncoder(self.options.metadata_namespace)
         self.pending: dict[str, Exchange] = {}  # request id -> routed exchange awaiting its response
 
     def open(self, metadata: dict[str, str] | None = None) -> "Session":
@@ -223,11 +224,11 @@ class Session:
         call = result
         headers = (svc.mutations.encode((*call.set_headers, (":path", call.path)), call.remove_headers)
                    + wire.content_length_option(len(call.body)))
-        meta = wire.dynamic_metadata(svc.options.metadata_namespace, call.response_headers) if call.response_headers else b""
+        meta = svc.metadata.encode(call.response_headers) if call.response_headers else b""
         out = [wire.request_headers_reply(wire.common_response(headers=headers, clear_route_cache=True), meta)]
         if n_chunks:
             out += [wire.REQUEST_BODY_CLEAR] * (n_chunks - 1)
-            out.append(wire.request_body_reply(wire.common_response(body=call.body)))
+            out.append(wire.request_body_replacement(call.body))
         if svc.options.observe_responses:
             svc.expect_response(ex)
         return out

@@ -27,9 +27,19 @@ def varint(n: int) -> bytes:
 def field(number: int, payload: bytes) -> bytes:
     """A length-delimited field."""
     n = len(payload)
-    if n < 0x80 and number < 16:
-        return bytes(((number << 3) | 2, n)) + payload
+    if number < 16:
+        if n < 0x80:
+            return bytes(((number << 3) | 2, n)) + payload
+        if n < 0x4000:
+            return bytes(((number << 3) | 2, (n & 0x7F) | 0x80, n >> 7)) + payload
     return varint((number << 3) | 2) + varint(n) + payload
+
+
+def _prefix(number: int, n: int) -> bytes:
+    """Tag and length of a length-delimited field whose payload has n bytes."""
+    if number < 16 and n < 0x80:
+        return bytes(((number << 3) | 2, n))
+    return varint((number << 3) | 2) + varint(n)
 
 
 def header_option(key: str, value: str | bytes) -> bytes:
@@ -99,6 +109,24 @@ def dynamic_metadata(namespace: str, values: Mapping[str, str] | Iterable[tuple[
     return field(1, field(1, namespace.encode()) + field(2, field(5, string_struct(values))))
 
 
+class MetadataEncoder:
+    """dynamic_metadata() for one namespace, with the constant parts (namespace, keys) encoded once."""
+
+    def __init__(self, namespace: str):
+        self._ns = field(1, namespace.encode())
+        self._keys: dict[str, bytes] = {}
+
+    def encode(self, values: Iterable[tuple[str, str]]) -> bytes:
+        keys = self._keys
+        parts = []
+        for k, v in values:
+            kb = keys.get(k)
+            if kb is None:
+                kb = keys[k] = field(1, k.encode())
+            parts.append(field(1, kb + field(2, field(3, v.encode()))))
+        return field(1, self._ns + field(2, field(5, b"".join(parts))))
+
+
 def request_headers_reply(common: bytes = b"", metadata: bytes = b"") -> bytes:
     """ProcessingResponse{request_headers: HeadersResponse{response}, dynamic_metadata}."""
     return field(1, field(1, common) if common else b"") + (field(8, metadata) if metadata else b"")
@@ -107,6 +135,18 @@ def request_headers_reply(common: bytes = b"", metadata: bytes = b"") -> bytes:
 def request_body_reply(common: bytes = b"") -> bytes:
     """ProcessingResponse{request_body: BodyResponse{response}}."""
     return field(3, field(1, common) if common else b"")
+
+
+def request_body_replacement(body: bytes) -> bytes:
+    """ProcessingResponse{request_body{response{body_mutation{body}}}}, copying the body once."""
+    n3 = len(body)
+    p3 = _prefix(1, n3)  # BodyMutation.body
+    n2 = len(p3) + n3
+    p2 = _prefix(3, n2)  # CommonResponse.body_mutation
+    n1 = len(p2) + n2
+    p1 = _prefix(1, n1)  # BodyResponse.response
+    n0 = len(p1) + n1
+    return b"".join((_prefix(3, n0), p1, p2, p3, body))  # ProcessingResponse.request_body
 
 
 def response_body_reply() -> bytes:
