@@ -162,6 +162,7 @@ class LearnedConf(_Strict):
     """Learned classifier settings: a model file made by `llm-router train`."""
 
     model: str | None = None
+    aliases: dict[str, str] = Field(default_factory=dict)  # data-set model name -> catalog model id
 
 
 class ClassifiersConf(_Strict):

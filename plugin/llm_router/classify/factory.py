@@ -30,7 +30,7 @@ def make_classifier(name: str, cfg: Config, built: dict[str, Classifier]) -> Cla
     if name == "learned":
         from llm_router.classify.learned import LearnedClassifier
 
-        return LearnedClassifier.load(cfg.classifiers.learned.model)
+        return LearnedClassifier.load(cfg.classifiers.learned.model, aliases=cfg.classifiers.learned.aliases)
     if name == "hybrid":
         from llm_router.classify.hybrid import HybridClassifier
 

@@ -12,7 +12,8 @@ class QualityGate:
     """Cheapest candidate whose quality clears the bar.
 
     With a learned classifier the bar applies to each model's predicted probability of a good
-    answer (params: `min_quality`, absolute, or `relative`, a share of the best prediction).
+    answer (params: `min_quality`, absolute, or `relative`, a share of the best prediction;
+    or `tradeoff`: the best predicted quality minus tradeoff x price / the dearest price).
     Otherwise it applies to the catalog quality, with a floor per tier (params: `floors`).
     """
 
@@ -23,6 +24,12 @@ class QualityGate:
         predicted = dict(ctx.classification.quality)
         if predicted:
             scored = [(m, predicted[m.id]) for m in ordered if m.id in predicted]
+            if scored and ctx.params.get("tradeoff") is not None:
+                # Best value: predicted quality minus tradeoff x price relative to the dearest candidate.
+                t = float(ctx.params["tradeoff"])
+                top = max(m.blended_price for m, _ in scored) or 1.0
+                model, p = max(scored, key=lambda mp: mp[1] - t * mp[0].blended_price / top)
+                return Selection(model, f"best predicted quality {p:.2f} for its price (tradeoff {t:g})")
             if scored:
                 best = max(p for _, p in scored)
                 bar = float(ctx.params.get("min_quality", 0.0))

@@ -1,0 +1,75 @@
+"""`llm-router eval --data PATH...`: replay a data set through every strategy and the learned router (held-out rows)."""
+from __future__ import annotations
+
+import sys
+
+import orjson
+
+from llm_router.datasets import DatasetError, load
+from llm_router.learn.features import EMBEDDERS, Featurizer, load_embedder
+from llm_router.learn.model import ModelFileError, QualityModel
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="replay a data set through every strategy: cost per 1K queries, quality, savings")
+    p.add_argument("--data", nargs="+", required=True, metavar="PATH", help="data files or folders; the format is detected")
+    p.add_argument("--router", metavar="MODEL", help="a model from `llm-router train` (default: train per fold)")
+    p.add_argument("--config", "-c", metavar="FILE", help="accepted for symmetry; eval builds its catalog from the data set")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds when --router is not given (default 5)")
+    p.add_argument("--features", choices=EMBEDDERS, default="static", help="prompt embedding when training per fold")
+    p.add_argument("--embeddings", metavar="DIR", help="static embeddings folder (default: the built-in one)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="draw cost vs quality (needs matplotlib: pip install 'llm-router[plot]')")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("error: --plot needs matplotlib, which is not installed: pip install 'llm-router[plot]'", file=sys.stderr)
+            return 2
+    if args.folds < 2:
+        print("error: --folds must be at least 2", file=sys.stderr)
+        return 2
+    try:
+        ds = load(args.data)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    model = None
+    kind = args.features
+    if args.router:
+        try:
+            model = QualityModel.load(args.router)
+        except ModelFileError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        kind = str(model.meta.get("embedder", "static"))
+    try:
+        featurizer = Featurizer(kind, load_embedder(kind, args.embeddings))
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if model is not None and featurizer.fingerprint() != model.features:
+        print(f"error: {args.router} was trained with features {model.features!r}, these embeddings give "
+              f"{featurizer.fingerprint()!r}", file=sys.stderr)
+        return 2
+    from llm_router.evaluate import evaluate, format_table, plot
+
+    say = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    try:
+        report = evaluate(ds, featurizer, folds=args.folds, model=model, progress=say)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        sys.stdout.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
+    else:
+        print(format_table(report))
+    if args.plot:
+        plot(report, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0

@@ -1,0 +1,51 @@
+"""`llm-router train --data PATH... --out MODEL`: fit the learned router on labelled outcomes."""
+from __future__ import annotations
+
+import sys
+import time
+
+from llm_router.datasets import DatasetError, load
+from llm_router.learn.features import EMBEDDERS, Featurizer, load_embedder
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train the learned router from labelled outcomes (RouterBench, RouteLLM, LLMRouter)")
+    p.add_argument("--data", nargs="+", required=True, metavar="PATH", help="data files or folders; the format is detected")
+    p.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.npz)")
+    p.add_argument("--features", choices=EMBEDDERS, default="static",
+                   help="prompt embedding: the shipped static MiniLM embeddings (default) or word hashing")
+    p.add_argument("--embeddings", metavar="DIR", help="static embeddings folder (default: the built-in one)")
+    p.add_argument("--l2", type=float, default=None, help="ridge strength (default: chosen by 5-fold CV)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    try:
+        ds = load(args.data)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        featurizer = Featurizer(args.features, load_embedder(args.features, args.embeddings))
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(ds.describe())
+    t0 = time.perf_counter()
+    from llm_router.learn.train import train_model
+
+    try:
+        model, _ = train_model(ds, featurizer, l2=args.l2)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    path = model.save(args.out)
+    meta = model.meta
+    print(f"trained on {meta['rows']} prompts in {time.perf_counter() - t0:.1f} s; ridge l2={meta['l2']:g} "
+          f"(CV log-loss {min(meta['cv_logloss'].values()):.4f}); features {model.features}")
+    ops = ", ".join(f"{float(k):.0%} of best -> tradeoff {v['tradeoff']:.4g}" for k, v in meta["operating_points"].items())
+    print(f"operating points (picked on out-of-fold predictions of the training rows): {ops}")
+    print(f"wrote {path}")
+    print("use it: classifiers: {learned: {model: %s}}; a policy with classifier: learned, strategy: quality_gate, "
+          "params: {tradeoff: %.4g} (or min_quality / relative)" % (path, meta["operating_points"]["0.95"]["tradeoff"]))
+    return 0

@@ -1,0 +1,393 @@
+"""Replay a data set through every strategy and the learned router; cost, quality and savings on held-out rows.
+
+The data set's models become an eval catalog (price = mean measured cost per call on the
+training part, quality = training-part mean score, tier by quality rank, ladder = cheapest
+model per tier) and every policy runs through the real `Router`. A row's cost and quality are
+those of the model chosen for it, as measured in the data set.
+
+Held-out protocol: k-fold cross-validation with folds by prompt hash (duplicates share a
+fold); each fold's router is trained, and its operating points picked, on the other folds
+only. With a trained model file (`--router`) the rows it was trained on are left out instead.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from llm_router.catalog import Tier
+from llm_router.classify.base import Classification, Classifier
+from llm_router.classify.learned import LearnedClassifier
+from llm_router.config import Config, default_data, parse_config
+from llm_router.datasets import Dataset
+from llm_router.decision import RouteError
+from llm_router.learn import operating
+from llm_router.learn.features import Featurizer
+from llm_router.learn.fit import fold_ids
+from llm_router.learn.model import QualityModel
+from llm_router.learn.train import keys_of, requests_of, train_model
+from llm_router.request import LLMRequest
+from llm_router.router import Router
+
+# Config strategies replayed (classifier, strategy, params); "learned@x" are added per target.
+STRATEGY_POLICIES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "ladder": ("rules", "ladder", {}),
+    "cost_weighted": ("rules", "cost_weighted", {}),
+    "capability": ("rules", "capability", {}),
+    "round_robin": ("rules", "round_robin", {}),
+    "least_used": ("rules", "least_used", {}),
+    "semantic": ("semantic", "semantic", {}),
+    "quality_gate": ("rules", "quality_gate", {}),
+    "cascade": ("rules", "cascade", {}),  # scored on the cascade's first model
+}
+EVAL_PROVIDER = "eval"
+
+
+@dataclass
+class StrategyResult:
+    name: str
+    quality: float
+    cost_per_1k: float
+    model_share: dict[str, float]
+    note: str = ""
+
+
+@dataclass
+class EvalReport:
+    """Everything `llm-router eval` prints, as plain data."""
+
+    dataset: str
+    split: str
+    rows: int
+    best_single: dict[str, Any]
+    oracle: dict[str, Any]
+    strategies: list[StrategyResult]
+    at_quality: dict[str, dict[str, Any]]
+    curve: list[operating.Point]
+    pareto: list[operating.Point]
+    at_quality_curve: dict[str, dict[str, Any]]
+    routellm: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document of `llm-router eval --json`."""
+        out = asdict(self)
+        out["strategies"] = [asdict(s) for s in self.strategies]
+        out["curve"] = [asdict(p) for p in self.curve]
+        out["pareto"] = [asdict(p) for p in self.pareto]
+        return out
+
+
+# ---- the eval catalog -------------------------------------------------------------------
+
+def tiers_by_rank(quality: np.ndarray) -> list[str]:
+    """Tier per model from its quality rank: the top quarter CRITICAL ... the bottom LOW."""
+    m = len(quality)
+    rank = np.empty(m, int)
+    rank[np.argsort(-quality, kind="stable")] = np.arange(m)
+    return [Tier(int(Tier.CRITICAL) - min(3, (r * 4) // m)).name for r in rank]
+
+
+def eval_config(models: tuple[str, ...], prices: np.ndarray, quality: np.ndarray, *, with_semantic: bool = False,
+                learned: dict[str, float] | None = None) -> Config:
+    """A config whose catalog is the data set's models; one policy per strategy.
+
+    Prices: input = output = mean cost per call x 1000 (USD per 1K calls, used as the price
+    per 1M tokens), so the catalog orders models exactly by their measured mean cost.
+    """
+    tiers = tiers_by_rank(quality)
+    model_conf = {
+        m: {"provider": EVAL_PROVIDER, "name": m, "input_price": float(p * 1000), "output_price": float(p * 1000),
+            "context_window": 10_000_000, "tier": t, "quality": float(np.clip(q, 0, 1))}
+        for m, p, q, t in zip(models, prices, quality, tiers)
+    }
+    ladder = {}
+    for tier in Tier:
+        members = [i for i, t in enumerate(tiers) if t == tier.name]
+        if members:
+            ladder[tier.name] = models[min(members, key=lambda i: prices[i])]
+    policies = {}
+    for name, (classifier, strategy, params) in STRATEGY_POLICIES.items():
+        if classifier == "semantic" and not with_semantic:
+            classifier = "rules"
+        policies[name] = {"classifier": classifier, "strategy": strategy, "ladder": ladder, "params": params, "fallbacks": 0}
+    for label, tradeoff in (learned or {}).items():
+        policies[label] = {"classifier": "learned", "strategy": "quality_gate", "params": {"tradeoff": tradeoff}, "fallbacks": 0}
+    data = {
+        "providers": {EVAL_PROVIDER: {"base_url": "http://127.0.0.1:9", "auth": "none", "paths": {"chat": "/v1/chat/completions"}}},
+        "models": model_conf,
+        "classifiers": {**default_data().get("classifiers", {}), "learned": {"model": "(in memory)"}},
+        "policies": policies,
+        "default_policy": "ladder",
+        "seed": 0,
+    }
+    return parse_config(data, source="eval catalog", with_defaults=False)
+
+
+class _Memo:
+    """Wraps a classifier; a request with the same prompt is classified once (eval replays it per policy)."""
+
+    def __init__(self, inner: Classifier):
+        self.inner = inner
+        self.name = inner.name
+        self._seen: dict[tuple[str, int], Classification] = {}
+
+    def classify(self, request: LLMRequest) -> Classification:
+        key = (request.prompt, request.input_tokens)
+        found = self._seen.get(key)
+        if found is None:
+            found = self._seen[key] = self.inner.classify(request)
+        return found
+
+
+def _semantic_classifier(cfg: Config) -> Classifier | None:
+    try:
+        from llm_router.classify.semantic import SemanticClassifier
+
+        return SemanticClassifier.from_config(cfg.classifiers.semantic)
+    except Exception:  # not built or not shipped here: the semantic policy falls back to rules
+        return None
+
+
+# ---- evaluation -------------------------------------------------------------------------
+
+def _share(choice: np.ndarray, models: tuple[str, ...]) -> dict[str, float]:
+    counts = np.bincount(choice, minlength=len(models))
+    return {m: float(c / len(choice)) for m, c in zip(models, counts) if c}
+
+
+def _metrics(name: str, choice: np.ndarray, ds: Dataset, note: str = "") -> StrategyResult:
+    q, c = operating.measure(choice, ds.scores, ds.costs)
+    return StrategyResult(name, q, c, _share(choice, ds.models), note)
+
+
+def oracle_choice(ds: Dataset) -> np.ndarray:
+    """Per row the cheapest model among those with the best score."""
+    best = ds.scores.max(1, keepdims=True)
+    masked = np.where(ds.scores >= best - 1e-12, ds.costs, np.inf)
+    return masked.argmin(1)
+
+
+def routellm_metrics(p: np.ndarray, ds: Dataset, strong: int) -> dict[str, Any]:
+    """RouteLLM's metrics for a two-model data set: PGR by strong-call share, APGR, CPT(50%), CPT(80%).
+
+    Calls go to the strong model in order of predicted gain p_strong - p_weak; shares 0..100% in
+    1% steps (RouteLLM uses 10 quantile thresholds; the finer grid changes APGR slightly).
+    """
+    weak = 1 - strong
+    n = len(ds)
+    order = np.argsort(-(p[:, strong] - p[:, weak]), kind="stable")
+    q_weak, q_strong = ds.scores[:, weak].mean(), ds.scores[:, strong].mean()
+    shares = np.linspace(0, 1, 101)
+    qual = []
+    for s in shares:
+        choice = np.full(n, weak)
+        choice[order[: int(round(s * n))]] = strong
+        qual.append(ds.scores[np.arange(n), choice].mean())
+    qual = np.array(qual)
+    span = q_strong - q_weak
+    pgr = (qual - q_weak) / span if span else np.zeros_like(qual)
+    apgr = float(np.sum((pgr[1:] + pgr[:-1]) / 2 * np.diff(shares)))
+
+    def cpt(x: float) -> float | None:
+        hit = np.nonzero(pgr >= x)[0]
+        return float(shares[hit[0]]) if len(hit) else None
+
+    return {"strong": ds.models[strong], "weak": ds.models[weak], "apgr": apgr, "cpt50": cpt(0.5), "cpt80": cpt(0.8),
+            "pgr_at": {f"{s:.2f}": float(v) for s, v in zip(shares[::10], pgr[::10])}}
+
+
+def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: QualityModel | None = None,
+             progress: Callable[[str], None] | None = None) -> EvalReport:
+    """Replay `ds` through every strategy and the learned router, on held-out rows only."""
+    say = progress or (lambda _msg: None)
+    notes = [f"costs: {ds.cost_note}"]
+    if any(ds.skipped.values()):
+        notes.append("skipped rows: " + ", ".join(f"{n} {why}" for why, n in ds.skipped.items() if n))
+    if model is not None:
+        ds, split = _held_out_for(model, ds, notes)
+        fids = np.zeros(len(ds), int)
+    else:
+        if len(ds) < 4 * folds:
+            raise ValueError(f"need at least {4 * folds} prompts for {folds}-fold evaluation, got {len(ds)}")
+        fids = fold_ids(keys_of(ds), folds)
+        split = f"{folds}-fold cross-validation (folds by prompt hash); every row scored by a router not trained on it"
+    say(f"featurising {len(ds)} prompts")
+    requests = requests_of(ds)
+    x = featurizer.matrix(requests).astype(np.float64)
+    n, m = ds.scores.shape
+    p_all = np.zeros((n, m))
+    picks = {frac: np.zeros(n) for frac in operating.TARGETS}
+    prices_row = np.zeros((n, m))
+    names = list(STRATEGY_POLICIES) + [f"learned@{frac:.2f}" for frac in operating.TARGETS]
+    chosen = {name: np.full(n, -1) for name in names}
+    semantic_ok = True
+    checked = 0
+    for f in np.unique(fids):
+        te = np.nonzero(fids == f)[0]
+        if model is None:
+            tr = np.nonzero(fids != f)[0]
+            train = ds.subset(tr)
+            say(f"fold {f + 1}/{folds}: training on {len(tr)} prompts, scoring {len(te)}")
+            fold_model, _ = train_model(train, featurizer, x=x[tr])
+            prices = train.costs.mean(0)
+            quality = train.scores.mean(0)
+        else:
+            fold_model = model
+            prices = np.array([model.meta.get("model_cost", {}).get(mm, c) for mm, c in zip(ds.models, ds.costs.mean(0))])
+            quality = np.array([model.meta.get("model_quality", {}).get(mm, q) for mm, q in zip(ds.models, ds.scores.mean(0))])
+        order = [fold_model.models.index(mm) for mm in ds.models]
+        p_all[te] = fold_model.predict(x[te])[:, order]
+        prices_row[te] = prices
+        tradeoffs = {frac: float(fold_model.meta["operating_points"][f"{frac:.2f}"]["tradeoff"]) for frac in operating.TARGETS}
+        for frac, t in tradeoffs.items():
+            picks[frac][te] = t
+        cfg = eval_config(ds.models, prices, quality, with_semantic=True,
+                          learned={f"learned@{frac:.2f}": t for frac, t in tradeoffs.items()})
+        learned = _Memo(LearnedClassifier(fold_model, featurizer))
+        classifiers: dict[str, Classifier] = {"learned": learned}
+        semantic = _semantic_classifier(cfg)
+        if semantic is None:
+            semantic_ok = False
+            cfg = eval_config(ds.models, prices, quality, learned={f"learned@{frac:.2f}": t for frac, t in tradeoffs.items()})
+        else:
+            classifiers["semantic"] = semantic
+        router = Router(cfg, classifiers=classifiers)
+        index = {mm: j for j, mm in enumerate(ds.models)}
+        for i in te:
+            for name in names:
+                decision = router.decide(requests[i], router.policies[name])
+                if isinstance(decision, RouteError):
+                    raise RuntimeError(f"eval: policy {name} refused row {ds.ids[i]}: {decision.message}")
+                chosen[name][i] = index[decision.model.id]
+        # The Router's learned choices must equal the vectorised rule the curve uses.
+        for frac, t in tradeoffs.items():
+            vec = operating.choose(p_all[te], prices, t)
+            got = chosen[f"learned@{frac:.2f}"][te]
+            if not np.array_equal(vec, got):
+                raise AssertionError(f"learned router and vectorised rule disagree on {int((vec != got).sum())} rows")
+            checked += len(te)
+    if not semantic_ok:
+        notes.append("semantic classifier unavailable here (no built embeddings/examples): the semantic policy ran on the rules classifier")
+    notes.append("cascade is scored on the first model of its chain (later steps depend on answers the data set cannot judge)")
+    best = int(ds.scores.mean(0).argmax())
+    best_q, best_c = operating.measure(np.full(n, best), ds.scores, ds.costs)
+    oq, oc = operating.measure(oracle_choice(ds), ds.scores, ds.costs)
+    strategies = [_metrics(name, chosen[name], ds) for name in names]
+    at_quality = {}
+    for frac in operating.TARGETS:
+        r = next(s for s in strategies if s.name == f"learned@{frac:.2f}")
+        at_quality[f"{frac:.2f}"] = {
+            "quality": r.quality, "cost_per_1k": r.cost_per_1k, "saving_vs_best": 1 - r.cost_per_1k / best_c,
+            "relative_quality": r.quality / best_q, "reached": r.quality >= frac * best_q - 1e-12,
+            "tradeoff": sorted(set(np.round(picks[frac], 6).tolist())),
+        }
+    points = _curve_by_fold(p_all, prices_row, fids, ds)
+    at_curve = {}
+    for frac in operating.TARGETS:
+        pt = operating.cheapest_reaching(points, frac * best_q)
+        at_curve[f"{frac:.2f}"] = ({"quality": pt.quality, "cost_per_1k": pt.cost_per_1k, "saving_vs_best": 1 - pt.cost_per_1k / best_c,
+                                    "tradeoff": pt.tradeoff} if pt else {"quality": None, "cost_per_1k": None, "saving_vs_best": None})
+    rl = routellm_metrics(p_all, ds, best) if m == 2 else None
+    notes.append(f"learned router checked against the vectorised rule on {checked} decisions")
+    return EvalReport(
+        dataset=ds.describe(), split=split, rows=n,
+        best_single={"model": ds.models[best], "quality": best_q, "cost_per_1k": best_c},
+        oracle={"quality": oq, "cost_per_1k": oc, "model_share": _share(oracle_choice(ds), ds.models)},
+        strategies=strategies, at_quality=at_quality, curve=points, pareto=operating.pareto(points),
+        at_quality_curve=at_curve, routellm=rl, notes=notes,
+    )
+
+
+def _curve_by_fold(p: np.ndarray, prices_row: np.ndarray, fids: np.ndarray, ds: Dataset) -> list[operating.Point]:
+    """One point per trade-off over all held-out rows (each fold with its own prices)."""
+    n = len(ds)
+    out = []
+    for t in operating.TRADEOFFS:
+        choice = np.zeros(n, int)
+        for f in np.unique(fids):
+            te = fids == f
+            choice[te] = operating.choose(p[te], prices_row[te][0], t)
+        out.append(operating.Point(t, *operating.measure(choice, ds.scores, ds.costs)))
+    return out
+
+
+def _held_out_for(model: QualityModel, ds: Dataset, notes: list[str]) -> tuple[Dataset, str]:
+    """Rows of `ds` the model was not trained on, with the model's models only."""
+    missing = [mm for mm in ds.models if mm not in model.models]
+    if missing:
+        raise ValueError(f"the router model knows {list(model.models)}; the data set also has {missing}")
+    trained = set(model.trained_keys.tolist())
+    keep = [i for i, k in enumerate(keys_of(ds).tolist()) if k not in trained]
+    dropped = len(ds) - len(keep)
+    if not keep:
+        raise ValueError("every prompt of this data set was used to train the router model; give held-out data or omit --router")
+    if dropped:
+        notes.append(f"{dropped} prompts the router model was trained on were left out")
+    return ds.subset(keep), f"held out: {len(keep)} prompts the --router model was not trained on"
+
+
+# ---- output -----------------------------------------------------------------------------
+
+def format_table(rep: EvalReport) -> str:
+    """A readable report."""
+    b = rep.best_single
+    lines = [f"data: {rep.dataset}", f"split: {rep.split}", ""]
+    lines.append(f"{'strategy':20s} {'quality':>8s} {'$/1K':>9s} {'saving':>7s}  traffic")
+    rows = [("best single", b["quality"], b["cost_per_1k"], {b["model"]: 1.0}),
+            ("oracle", rep.oracle["quality"], rep.oracle["cost_per_1k"], rep.oracle["model_share"])]
+    rows += [(s.name, s.quality, s.cost_per_1k, s.model_share) for s in rep.strategies]
+    for name, q, c, share in rows:
+        top = ", ".join(f"{_short(mm)} {v:.0%}" for mm, v in sorted(share.items(), key=lambda kv: -kv[1])[:4])
+        lines.append(f"{name:20s} {q:8.3f} {c:9.3f} {1 - c / b['cost_per_1k']:7.1%}  {top}")
+    lines.append("")
+    lines.append(f"learned router vs best single ({_short(b['model'])}: quality {b['quality']:.3f}, ${b['cost_per_1k']:.3f}/1K):")
+    for frac, r in rep.at_quality.items():
+        cur = rep.at_quality_curve[frac]
+        curve_txt = (f"cheapest point on the held-out curve: ${cur['cost_per_1k']:.3f}/1K, saving {cur['saving_vs_best']:.1%}"
+                     if cur["cost_per_1k"] is not None else "no point on the held-out curve reaches it")
+        lines.append(f"  target {float(frac):.0%}: picked on training rows -> quality {r['quality']:.3f} "
+                     f"({r['relative_quality']:.1%} of best{'' if r['reached'] else ', BELOW target'}), "
+                     f"${r['cost_per_1k']:.3f}/1K, saving {r['saving_vs_best']:.1%}; {curve_txt}")
+    if rep.routellm:
+        rl = rep.routellm
+        cpt = lambda v: f"{v:.0%}" if v is not None else "n/a"  # noqa: E731
+        lines.append(f"RouteLLM metrics ({_short(rl['strong'])} vs {_short(rl['weak'])}): APGR {rl['apgr']:.3f}, "
+                     f"CPT(50%) {cpt(rl['cpt50'])}, CPT(80%) {cpt(rl['cpt80'])}")
+    lines.append("pareto curve (cost $/1K -> quality): " + ", ".join(f"{p.cost_per_1k:.2f}->{p.quality:.3f}" for p in rep.pareto[:14]))
+    lines += ["", *("note: " + n for n in rep.notes)]
+    return "\n".join(lines)
+
+
+def _short(model: str) -> str:
+    return model.rsplit("/", 1)[-1]
+
+
+def plot(rep: EvalReport, path: str) -> None:
+    """Cost vs quality: the learned router's Pareto curve, each strategy, best single and oracle."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 6))
+    par = rep.pareto
+    ax.plot([p.cost_per_1k for p in par], [p.quality for p in par], "-o", ms=3, label="learned router (held-out curve)")
+    for s in rep.strategies:
+        marker = "*" if s.name.startswith("learned") else "s"
+        ax.scatter([s.cost_per_1k], [s.quality], marker=marker, s=80 if marker == "*" else 30, label=s.name)
+    b = rep.best_single
+    ax.scatter([b["cost_per_1k"]], [b["quality"]], marker="D", color="black", s=50, label=f"best single ({_short(b['model'])})")
+    ax.scatter([rep.oracle["cost_per_1k"]], [rep.oracle["quality"]], marker="P", color="green", s=70, label="oracle")
+    for frac in operating.TARGETS:
+        ax.axhline(frac * b["quality"], color="grey", lw=0.7, ls="--")
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlabel("cost per 1K queries (USD)")
+    ax.set_ylabel("quality (mean score)")
+    ax.set_title(rep.dataset[:90], fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

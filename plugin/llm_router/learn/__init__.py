@@ -1,0 +1,1 @@
+"""Training and inference pieces of the learned router (numpy only at run time)."""

@@ -1,0 +1,126 @@
+"""Request -> feature vector for the learned router: a text embedding plus cheap structural cues.
+
+The same function serves training and the live router, so both see exactly the same numbers.
+Two embedders: "static" (the shipped MiniLM static embeddings, `classify.embeddings`) and
+"hashing" (signed feature hashing of words, no data files; a fallback and for tests).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from llm_router.request import LLMRequest
+
+EMBEDDERS = ("static", "hashing")
+HASH_DIM = 256
+_WORD = re.compile(r"[a-z0-9]+")
+_CODE = re.compile(r"```|\bdef |\bclass |\breturn\b|;\s*$|\{\s*$|=>|#include", re.MULTILINE)
+_OPTION = re.compile(r"^\s*\(?[A-Ha-h][).:]\s", re.MULTILINE)
+STRUCT_NAMES = ("log_chars", "log_tokens", "digit_share", "code_marks", "options", "lines", "question", "blocks")
+
+
+class Embedder(Protocol):
+    dim: int
+
+    def embed(self, text: str) -> np.ndarray: ...
+
+
+class HashingEmbedder:
+    """Signed hashing of lower-cased words and word pairs into `dim` buckets, L2-normalised."""
+
+    name = "hashing"
+
+    def __init__(self, dim: int = HASH_DIM):
+        self.dim = dim
+        self._cache: dict[str, tuple[int, float]] = {}
+
+    def _slot(self, token: str) -> tuple[int, float]:
+        found = self._cache.get(token)
+        if found is None:
+            h = int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")
+            found = (h % self.dim, 1.0 if (h >> 63) & 1 else -1.0)
+            if len(self._cache) < 200_000:
+                self._cache[token] = found
+        return found
+
+    def embed(self, text: str) -> np.ndarray:
+        """Unit vector (dim,) of a text; zeros when it has no words."""
+        v = np.zeros(self.dim, np.float32)
+        words = _WORD.findall(text[:8192].lower())
+        for tok in [*words, *(a + " " + b for a, b in zip(words, words[1:]))]:
+            i, s = self._slot(tok)
+            v[i] += s
+        norm = float(np.sqrt(v @ v))
+        return v / norm if norm > 0 else v
+
+
+def embedder_fingerprint(kind: str, embedder: Embedder) -> str:
+    """Identifies the embedding a model was trained with, so a mismatch is caught at load."""
+    if kind == "hashing":
+        return f"hashing-{embedder.dim}"
+    meta = getattr(embedder, "meta", {}) or {}
+    return f"static-{embedder.dim}-{meta.get('vectors_sha256', 'unknown')[:16]}"
+
+
+def load_embedder(kind: str, folder: str | Path | None = None) -> Embedder:
+    """The embedder by kind; `folder` overrides where the static vectors are read from."""
+    if kind == "hashing":
+        return HashingEmbedder()
+    if kind == "static":
+        from llm_router.classify import embeddings
+
+        try:
+            return embeddings.StaticEmbedder.load(folder) if folder else embeddings.load_default()
+        except (OSError, KeyError, ValueError) as exc:
+            where = folder or embeddings.DATA_DIR
+            raise FileNotFoundError(f"static embeddings are not available in {where} ({exc}); build them with "
+                                    "`python -m llm_router.classify.distill` or use the 'hashing' features") from None
+    raise ValueError(f"unknown embedder {kind!r}; known: {', '.join(EMBEDDERS)}")
+
+
+def structure(text: str, input_tokens: int) -> np.ndarray:
+    """Cheap shape features of the prompt (counts squashed to similar ranges)."""
+    n = len(text)
+    digits = sum(ch.isdigit() for ch in text[:4000])
+    return np.array([
+        math.log1p(n) / 8.0,
+        math.log1p(input_tokens) / 8.0,
+        digits / max(1, min(n, 4000)) * 5.0,
+        min(len(_CODE.findall(text[:4000])), 10) / 5.0,
+        min(len(_OPTION.findall(text[-2000:])), 10) / 5.0,
+        math.log1p(text.count("\n")) / 4.0,
+        1.0 if "?" in text[-400:] else 0.0,
+        math.log1p(text.count("\n\n")) / 3.0,
+    ], np.float32)
+
+
+@dataclass
+class Featurizer:
+    """Embedding of the prompt the router sees, then the structural features."""
+
+    kind: str
+    embedder: Embedder
+
+    @property
+    def dim(self) -> int:
+        return self.embedder.dim + len(STRUCT_NAMES)
+
+    def fingerprint(self) -> str:
+        return embedder_fingerprint(self.kind, self.embedder)
+
+    def features(self, request: LLMRequest) -> np.ndarray:
+        """Feature vector (dim,) for one request."""
+        return np.concatenate([self.embedder.embed(request.prompt), structure(request.prompt, request.input_tokens)])
+
+    def matrix(self, requests: list[LLMRequest]) -> np.ndarray:
+        """(n, dim) features for many requests."""
+        out = np.zeros((len(requests), self.dim), np.float32)
+        for i, req in enumerate(requests):
+            out[i] = self.features(req)
+        return out

@@ -1,0 +1,82 @@
+"""The trained quality model: per-model probability of a good answer, one matrix multiply (numpy only).
+
+Saved as a `.npz` of plain arrays plus a JSON metadata string; loading never unpickles.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+
+class ModelFileError(Exception):
+    """A model file that cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class QualityModel:
+    """p(model answers well | features) = sigmoid((x - mean) / scale @ weights + bias)."""
+
+    models: tuple[str, ...]
+    mean: np.ndarray  # (features,)
+    scale: np.ndarray  # (features,)
+    weights: np.ndarray  # (features, models)
+    bias: np.ndarray  # (models,)
+    features: str  # featurizer fingerprint, e.g. "static-256-<sha>"
+    meta: dict[str, Any] = field(default_factory=dict)  # training facts, operating points, prices
+    trained_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # prompt hashes trained on
+
+    def __post_init__(self) -> None:
+        # Fold the standardisation into the weights: one multiply-add at run time.
+        self._w = (self.weights / self.scale[:, None]).astype(np.float32)
+        self._b = (self.bias - (self.mean / self.scale) @ self.weights).astype(np.float32)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities (models,) for one feature vector, or (n, models) for a matrix."""
+        z = x @ self._w + self._b
+        return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model as .npz (the suffix is added when missing)."""
+        p = Path(path)
+        meta = {**self.meta, "format_version": FORMAT_VERSION, "models": list(self.models), "features": self.features}
+        with p.open("wb") as fh:
+            np.savez_compressed(fh, mean=self.mean.astype(np.float32), scale=self.scale.astype(np.float32),
+                                weights=self.weights.astype(np.float32), bias=self.bias.astype(np.float32),
+                                trained_keys=self.trained_keys.astype(np.int64),
+                                meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> "QualityModel":
+        """Read a model written by save(); raises ModelFileError naming the problem."""
+        p = Path(path)
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except FileNotFoundError:
+            raise ModelFileError(f"{p}: no such model file (make one with `llm-router train`)") from None
+        except (OSError, ValueError) as exc:
+            raise ModelFileError(f"{p}: not a model file from `llm-router train` ({exc})") from None
+        missing = [k for k in ("mean", "scale", "weights", "bias", "meta") if k not in arrays]
+        if missing:
+            raise ModelFileError(f"{p}: model file lacks {missing}")
+        try:
+            meta = json.loads(arrays["meta"].tobytes().decode())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFileError(f"{p}: metadata is not valid JSON ({exc})") from None
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ModelFileError(f"{p}: format_version {meta.get('format_version')!r} is not {FORMAT_VERSION}")
+        models = tuple(meta.get("models") or ())
+        w = arrays["weights"]
+        if w.ndim != 2 or w.shape[1] != len(models) or arrays["bias"].shape != (len(models),) \
+                or arrays["mean"].shape != (w.shape[0],) or arrays["scale"].shape != (w.shape[0],):
+            raise ModelFileError(f"{p}: array shapes do not agree with {len(models)} models")
+        return cls(models, arrays["mean"].astype(np.float64), arrays["scale"].astype(np.float64), w.astype(np.float64),
+                   arrays["bias"].astype(np.float64), str(meta.get("features", "")), meta,
+                   arrays.get("trained_keys", np.zeros(0, np.int64)))

@@ -1,0 +1,66 @@
+"""Operating points of the learned router: the quality-for-price trade-off, swept and picked.
+
+`choose` is the vectorised twin of quality_gate's `tradeoff` rule (best p - t * price / dearest
+price, ties to the cheapest); eval checks both give the same models.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+TRADEOFFS = tuple([0.0] + np.geomspace(1e-3, 3.0, 160).tolist())
+TARGETS = (0.95, 1.00)
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One operating point measured on some rows."""
+
+    tradeoff: float
+    quality: float
+    cost_per_1k: float
+
+
+def choose(p: np.ndarray, prices: np.ndarray, tradeoff: float) -> np.ndarray:
+    """Model index per row under the trade-off rule; ties go to the cheaper model."""
+    order = np.argsort(prices, kind="stable")
+    top = float(prices.max()) or 1.0
+    util = p[:, order] - tradeoff * prices[order][None, :] / top
+    return order[util.argmax(1)]
+
+
+def measure(choice: np.ndarray, scores: np.ndarray, costs: np.ndarray) -> tuple[float, float]:
+    """(quality, cost per 1K queries in USD) of a choice per row."""
+    rows = np.arange(len(choice))
+    return float(scores[rows, choice].mean()), float(costs[rows, choice].mean() * 1000)
+
+
+def curve(p: np.ndarray, prices: np.ndarray, scores: np.ndarray, costs: np.ndarray,
+          tradeoffs: tuple[float, ...] = TRADEOFFS) -> list[Point]:
+    """The operating point for every trade-off value."""
+    return [Point(t, *measure(choose(p, prices, t), scores, costs)) for t in tradeoffs]
+
+
+def pareto(points: list[Point]) -> list[Point]:
+    """Points no other point beats on both cost and quality, by ascending cost."""
+    out: list[Point] = []
+    for pt in sorted(points, key=lambda x: (x.cost_per_1k, -x.quality)):
+        if not out or pt.quality > out[-1].quality + 1e-12:
+            out.append(pt)
+    return out
+
+
+def cheapest_reaching(points: list[Point], quality: float) -> Point | None:
+    """The cheapest point whose quality is at least `quality` (None when none is)."""
+    ok = [pt for pt in points if pt.quality >= quality - 1e-12]
+    return min(ok, key=lambda x: (x.cost_per_1k, -x.quality)) if ok else None
+
+
+def pick(points: list[Point], best_quality: float, targets: tuple[float, ...] = TARGETS) -> dict[float, float]:
+    """Trade-off per target share of the best single model's quality (the highest-quality point when none reaches it)."""
+    out = {}
+    for frac in targets:
+        found = cheapest_reaching(points, frac * best_quality)
+        out[frac] = (found or max(points, key=lambda x: (x.quality, -x.cost_per_1k))).tradeoff
+    return out
