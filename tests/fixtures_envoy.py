@@ -36,7 +36,7 @@ def config_data(**server_envoy: Any) -> dict[str, Any]:
                         "explain": True, "max_body_bytes": BODY_LIMIT},
             "cheap": {"classifier": "rules", "strategy": "ladder", "explain": True, "max_body_bytes": BODY_LIMIT,
                       "ladder": {t: "deepseek-v2" for t in LADDER}, "constraints": {"models": ["deepseek-v2"]}},
-            "pinned": {"classifier": "rules", "strategy": "ladder", "ladder": LADDER, "explain": True,
+            "pinned": {"classifier": "rules", "strategy": "ladder", "ladder": LADDER, "explain": False,
                        "client_model": "honor", "max_body_bytes": BODY_LIMIT},
         },
     }

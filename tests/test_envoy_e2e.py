@@ -180,7 +180,10 @@ def test_unknown_model_is_refused_naming_it(stack, fresh_fakes):
     assert "gpt-17-ultra" in r.json()["error"]["message"]
     assert r.json()["error"]["param"] == "model"
     r = post(stack, "/pinned/v1/chat/completions", {**GREETING, "model": "gpt-4o"})
-    assert r.status_code == 200 and r.headers["x-llm-router-model"] == "gpt-4o"
+    assert r.status_code == 200 and r.headers["x-fake-provider"] == "openai"
+    # This policy does not ask for explanations: only the request id is shown.
+    assert r.headers["x-llm-router-request-id"]
+    assert not [h for h in r.headers if h.startswith("x-llm-router-") and h != "x-llm-router-request-id"]
 
 
 @pytest.mark.parametrize("size", [BODY_LIMIT + 1024, 3 * 1024 * 1024])
@@ -192,6 +195,15 @@ def test_a_body_above_the_limit_gets_a_clear_413(stack, fresh_fakes, size):
     assert str(BODY_LIMIT) in err["message"] and err["code"] == "request_too_large"
     assert not fresh_fakes.requests()
     assert post(stack, "/v1/chat/completions", GREETING).status_code == 200
+
+
+def test_a_body_in_many_chunks_just_under_the_limit_is_routed_whole(stack, fresh_fakes):
+    text = "word " * ((BODY_LIMIT - 200) // 5)
+    r = post(stack, "/v1/chat/completions", {"model": "auto", "messages": [{"role": "user", "content": text}]}, timeout=60)
+    assert r.status_code == 200, r.text
+    got = fresh_fakes.requests()[-1]
+    assert got.json["messages"][0]["content"] == text
+    assert int(got.headers["content-length"]) == len(got.body) > BODY_LIMIT - 200
 
 
 def test_route_metadata_selects_the_policy(stack, fresh_fakes):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import re
 import shutil
 import socket
@@ -123,8 +124,9 @@ def wrk(port: int, *, concurrency: int, duration: float, threads: int, wd: Path,
     script = wd / "post.lua"
     script.write_text('wrk.method = "POST"\nwrk.headers["content-type"] = "application/json"\n'
                       f"wrk.body = {json.dumps(body.decode())}\n")
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration:g}s", "-s", str(script),
-                          f"http://127.0.0.1:{port}{PATH}"], capture_output=True, text=True, timeout=duration + 60).stdout
+    seconds = max(1, math.ceil(duration))  # wrk takes whole seconds
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "-s", str(script),
+                          f"http://127.0.0.1:{port}{PATH}"], capture_output=True, text=True, timeout=seconds + 60).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"(\d+) requests in", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
