@@ -206,7 +206,8 @@ class Stack:
 
 def start_stack(wd: Path, fakes: FakeProviders, cfg_data: dict[str, Any], *, processor: str = "thread",
                 processor_address: str | None = None, routes: tuple[RouteSpec, ...] | None = None,
-                failure_allow: bool | None = None, message_timeout_ms: int | None = None, name: str = "envoy") -> Stack:
+                failure_allow: bool | None = None, message_timeout_ms: int | None = None, name: str = "envoy",
+                transport: str = "h2") -> Stack:
     """Start what a test needs; processor is 'thread' (in-process, observed), 'subprocess' or 'none'."""
     require_envoy()
     cfg = parse_config(cfg_data)
@@ -217,11 +218,12 @@ def start_stack(wd: Path, fakes: FakeProviders, cfg_data: dict[str, Any], *, pro
     proc: Any = None
     try:
         if processor == "thread":
-            proc = InThreadProcessor(cfg, address, env=fakes.env()).start()
+            proc = InThreadProcessor(cfg, address, env=fakes.env(), transport=transport).start()
             observer = proc.observer
             procs.append(proc)
         elif processor == "subprocess":
-            proc = ProcessorProcess(address, wd, config=cfg_path, env=fakes.env(), name=f"{name}-processor").start()
+            proc = ProcessorProcess(address, wd, config=cfg_path, env=fakes.env(), name=f"{name}-processor",
+                                    transport=transport).start()
             procs.append(proc)
             proc.wait_ready(60)
         port = free_port()
