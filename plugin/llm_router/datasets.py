@@ -279,12 +279,12 @@ def _load_routerbench(paths: list[Path]) -> Dataset:
                 models = these
             elif set(these) != set(models):
                 raise DatasetError(f"{path}: models differ from the other files: {sorted(set(these) ^ set(models))}")
-            for n, rec in enumerate(reader, 2):
+            for n, rec in enumerate(reader, 1):
                 cells = [rec.get(m) for m in models] + [rec.get(m + COST_SUFFIX) for m in models] + [rec.get("prompt")]
                 if any(c is None or not c.strip() for c in cells):
                     blank += 1
                     continue
-                where = f"{path}:{n}"
+                where = f"{path} row {n}"
                 try:
                     cost = [float(rec[m + COST_SUFFIX]) for m in models]
                 except ValueError:
@@ -313,12 +313,12 @@ def _load_routellm(paths: list[Path]) -> Dataset:
             elif set(these) != set(models):
                 raise DatasetError(f"{path}: models differ from the other files: {sorted(set(these) ^ set(models))}")
             group = path.stem.removeprefix("mmlu_").removesuffix("_responses")
-            for n, rec in enumerate(reader, 2):
+            for n, rec in enumerate(reader, 1):
                 cells = [rec.get(m) for m in models] + [rec.get("prompt")]
                 if any(c is None or not c.strip() for c in cells):
                     blank += 1
                     continue
-                scores.append([_score(rec[m], f"{path}:{n} column {m!r}") for m in models])
+                scores.append([_score(rec[m], f"{path} row {n} column {m!r}") for m in models])
                 prompts.append(rec["prompt"])
                 ids.append(f"{path.stem}:{n}")
                 groups.append(group)
