@@ -15,7 +15,6 @@ import csv
 import gc
 import itertools
 import json
-import math
 import os
 import random
 import resource
@@ -28,8 +27,7 @@ from typing import Callable, Iterable
 import numpy as np
 import orjson
 
-from llm_router.catalog import Tier
-from llm_router.classify.base import CATEGORIES, Classification, tier_for_score
+from llm_router.classify.base import Classification
 from llm_router.classify.embeddings import StaticEmbedder, load_default
 from llm_router.classify.semantic import TIERS, Example, SemanticClassifier, load_examples
 from llm_router.request import estimate_tokens, parse_request
@@ -351,7 +349,6 @@ def summarise(rows: list[tuple[int, int, bool]]) -> dict:
 
 def run_quality(args) -> int:
     from llm_router.classify.factory import rules_classifier
-    from llm_router.classify.hybrid import HybridClassifier
     from llm_router.config import load_config
 
     cfg = load_config()
@@ -486,8 +483,7 @@ def run_proxy(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m llm_router.bench.semantic", description=__doc__.split("\n")[0])
+def _add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("mode", nargs="?", default="speed", choices=("speed", "quality", "tune", "proxy"))
     ap.add_argument("--data", help="folder of the shared evaluation data (routellm/, routerbench/, llmrouter/)")
     ap.add_argument("--examples", help="examples JSONL (default: the built-in set)")
@@ -499,8 +495,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verbose", "-v", action="store_true")
     ap.add_argument("--per-source", type=int, default=300, help="quality: real prompts sampled per source")
     ap.add_argument("--hybrid-share", type=float, default=0.1, help="quality: rules share of the hybrid score")
-    args = ap.parse_args(argv)
+
+
+def run(args) -> int:
     return {"speed": run_speed, "quality": run_quality, "tune": run_tune, "proxy": run_proxy}[args.mode](args)
+
+
+def register(sub) -> None:
+    """`llm-router bench semantic [speed|quality|tune|proxy]`."""
+    p = sub.add_parser("semantic", help="semantic classifier: speed, CV quality, tuning, embedding proxy")
+    _add_args(p)
+    p.set_defaults(func=run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m llm_router.bench.semantic", description=__doc__.split("\n")[0])
+    _add_args(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":

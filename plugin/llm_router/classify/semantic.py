@@ -118,12 +118,14 @@ def make_embedder(backend: str) -> Embedder:
 class SemanticClassifier:
     """Tier, category and archetype from the labelled examples nearest to the prompt.
 
+    Vectors are centred on the examples' mean, then compared by cosine.
     knn mode: the k most similar examples vote, each weighted by exp((sim - best) / temperature).
-    centroid mode: the same vote over per-archetype centroids (mean of an archetype's examples),
-    which is smoother and cheaper with many examples. Score = (1 - length_weight) * weighted mean
-    tier of the voters (LOW=0 .. CRITICAL=1) + length_weight * log-length term; the tier is the
-    score cut at `cuts`. Confidence = the winning tier's vote share times how close the nearest
-    example is.
+    centroid mode: the same vote over per-archetype centroids (mean of an archetype's examples,
+    carrying their mean tier and majority category): smoother, cheaper with many examples.
+    Score = (1 - length_weight) * weighted mean tier of the voters (LOW=0 .. CRITICAL=1)
+    + length_weight * log-length term; the tier is the score cut at `cuts`; category and
+    archetype label are weighted votes. Confidence = vote share of voters within half a tier of
+    the chosen tier, times how close the nearest example is.
     """
 
     name = "semantic"
@@ -188,7 +190,7 @@ class SemanticClassifier:
                    temperature=conf.temperature, length_weight=conf.length_weight)
 
     def embed_request(self, request: LLMRequest) -> np.ndarray:
-        """The prompt's unit vector (zero if it has no text); a very short prompt is blended with its context."""
+        """The prompt's vector (zero if it has no text); a very short prompt is blended with its context."""
         v = self.embedder.embed(request.prompt)
         if request.context and len(request.prompt) < SHORT_PROMPT_CHARS:
             v = v + CONTEXT_WEIGHT * self.embedder.embed(request.context[-1000:])
