@@ -216,7 +216,9 @@ def serve(args) -> int:
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 2
-    workers = args.workers if getattr(args, "workers", None) else int(cfg.server.get("workers", 1) or 1)
+    workers = getattr(args, "workers", None)
+    if workers is None:
+        workers = int(cfg.server.get("workers", 1) or 1)
     if workers < 1:
         print("error: --workers must be at least 1", file=sys.stderr)
         return 2
