@@ -320,3 +320,17 @@ def test_committed_apisix_files_match_the_generators(capsys):
     example = json.loads((REPO / "apisix" / "route.json").read_text())
     enabled = routes.enable(example, build_catalog(cfg), routes.EnableOptions(conf_value='{"policy": "default"}', post_resp=True))
     assert enabled == json.loads((REPO / "apisix" / "route-enabled.json").read_text())
+
+
+def test_provider_upstreams_follow_the_base_url():
+    from llm_router.config import parse_config
+
+    cfg = parse_config({"providers": {"openai": {"base_url": "http://127.0.0.1:8081", "paths": {"chat": "/v1/chat/completions"},
+                                                 "credentials": ["env://OPENAI_API_KEY"]}}})
+    ups = routes.provider_upstreams(build_catalog(cfg), "p-")
+    up = ups["p-openai"]
+    assert up["scheme"] == "http" and up["nodes"] == [{"host": "127.0.0.1", "port": 8081, "weight": 1}] and "tls" not in up
+    assert ups["p-anthropic"]["scheme"] == "https" and ups["p-anthropic"]["tls"] == {"verify": True}
+    rules = routes.split_rules(build_catalog(cfg), "X-My-Route", "p-")
+    assert rules[0]["match"][0]["vars"][0][0] == "http_x_my_route"
+    assert {r["weighted_upstreams"][0]["upstream_id"] for r in rules} == set(ups)
