@@ -71,7 +71,8 @@ class RunnerProcess:
                "--workers", str(self.workers), "--log-file", self.log_file, *self.extra_args]
         if self.config:
             cmd += ["--config", self.config]
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(REPO))
+        self._stderr = open(self.log_file + ".stderr", "ab")
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=self._stderr, cwd=str(REPO))
         try:
             wait_until(lambda: self.proc.poll() is None and connectable(self.path), timeout, f"runner socket {self.path}")
         except TimeoutError:
@@ -91,8 +92,7 @@ class RunnerProcess:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout)
-        if proc.stderr:
-            proc.stderr.close()
+        self._stderr.close()
         return proc.returncode
 
     def log(self) -> str:
