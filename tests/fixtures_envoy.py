@@ -208,7 +208,7 @@ def start_stack(wd: Path, fakes: FakeProviders, cfg_data: dict[str, Any], *, pro
                 processor_address: str | None = None, routes: tuple[RouteSpec, ...] | None = None,
                 failure_allow: bool | None = None, message_timeout_ms: int | None = None, name: str = "envoy",
                 transport: str = "h2") -> Stack:
-    """Start what a test needs; processor is 'thread' (in-process, observed), 'subprocess' or 'none'."""
+    """Start what a test needs; processor: 'thread' (in-process, observed), 'subprocess', 'cli' (llm-router serve) or 'none'."""
     require_envoy()
     cfg = parse_config(cfg_data)
     cfg_path = write_config(wd / f"{name}-config.yaml", cfg_data)
@@ -221,9 +221,9 @@ def start_stack(wd: Path, fakes: FakeProviders, cfg_data: dict[str, Any], *, pro
             proc = InThreadProcessor(cfg, address, env=fakes.env(), transport=transport).start()
             observer = proc.observer
             procs.append(proc)
-        elif processor == "subprocess":
+        elif processor in ("subprocess", "cli"):
             proc = ProcessorProcess(address, wd, config=cfg_path, env=fakes.env(), name=f"{name}-processor",
-                                    transport=transport).start()
+                                    transport=transport, cli=processor == "cli").start()
             procs.append(proc)
             proc.wait_ready(60)
         port = free_port()

@@ -69,9 +69,9 @@ def test_processor_too_slow(fresh_fakes, fail_open):
 
 
 def test_cli_processor_routes_and_stops_cleanly_on_sigterm(fresh_fakes):
-    """`python -m llm_router.gateways.envoy.server` = `llm-router serve --envoy`: route, then SIGTERM."""
+    """`llm-router serve --envoy unix:PATH`: route, then SIGTERM."""
     wd = short_tmp()
-    stack = start_stack(wd, fresh_fakes, config_data(), processor="subprocess")
+    stack = start_stack(wd, fresh_fakes, config_data(), processor="cli")
     try:
         r = post(stack.url)
         assert r.status_code == 200, r.text

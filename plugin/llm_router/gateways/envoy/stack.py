@@ -169,14 +169,20 @@ class ProcessorProcess(Proc):
     """`python -m llm_router.gateways.envoy.server` (routing or no-op service)."""
 
     def __init__(self, address: str, workdir: Path, *, config: str | Path | None = None, service: str = "route",
-                 transport: str | None = None, env: Mapping[str, str] | None = None, name: str = "processor"):
+                 transport: str | None = None, env: Mapping[str, str] | None = None, name: str = "processor",
+                 cli: bool = False):
         self.address = address
-        argv = [sys.executable, "-m", "llm_router.gateways.envoy.server", "--envoy", address, "--service", service]
+        full_env = {**os.environ, **(env or {})}
+        if cli:  # exactly what a user runs: llm-router serve --envoy ADDR
+            argv = [sys.executable, "-m", "llm_router.cli", "serve", "--envoy", address]
+            if transport:
+                full_env["LLM_ROUTER_ENVOY_TRANSPORT"] = transport
+        else:
+            argv = [sys.executable, "-m", "llm_router.gateways.envoy.server", "--envoy", address, "--service", service]
+            if transport:
+                argv += ["--transport", transport]
         if config is not None:
             argv += ["--config", str(config)]
-        if transport:
-            argv += ["--transport", transport]
-        full_env = {**os.environ, **(env or {})}
         super().__init__(name, argv, log_path=workdir / f"{name}.log", env=full_env)
 
     def wait_ready(self, timeout: float = 60.0) -> "ProcessorProcess":
