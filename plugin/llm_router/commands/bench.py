@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import importlib
 
-TARGETS = ("decision", "estimator", "envoy", "apisix")
+TARGETS = ("decision", "semantic", "estimator", "envoy", "apisix")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="run a benchmark: decision | estimator | envoy | apisix")
+    p = sub.add_parser("bench", help="run a benchmark: decision | semantic | estimator | envoy | apisix")
     bsub = p.add_subparsers(dest="target", required=True, metavar="TARGET")
     for name in TARGETS:
         try:
