@@ -52,7 +52,7 @@ def test_save_load_same_predictions(trained, tmp_path):
     again = QualityModel.load(path)
     x = feat.matrix(requests_of(ds)[:20])
     assert np.allclose(model.predict(x), again.predict(x), atol=1e-6)
-    assert again.models == model.models and again.features == "hashing-256"
+    assert again.models == model.models and again.features == "hashing-256-s1"
     assert set(again.meta["operating_points"]) == {"0.95", "1.00"}
     assert len(again.trained_keys) == len(set(ds.prompts))
     clf = LearnedClassifier.load(path)

@@ -18,20 +18,22 @@ from llm_router.learn.model import ModelFileError, QualityModel
 from llm_router.request import LLMRequest
 
 DIFFICULTY_CUTS = (0.15, 0.3, 0.5)  # 1 - best predicted probability -> tier
+# Cheap category cues: plain substring tests on the lower-cased head of the prompt.
 _CATEGORY_CUES = (
-    ("code", re.compile(r"```|\bdef |\bfunction\b|\bclass \w|\bpython\b|\bjavascript\b|\bsql\b|\bcode\b", re.I)),
-    ("math", re.compile(r"\d\s*[-+*/^=]\s*\d|\bequation|\bsolve\b|\bcalculate|\bprobability|\bintegral", re.I)),
-    ("extraction", re.compile(r"\bextract|\bsummari[sz]e|\bjson\b|\bclassify", re.I)),
-    ("creative", re.compile(r"\bpoem\b|\bstory\b|\bwrite a song|\bhaiku", re.I)),
-    ("reasoning", re.compile(r"\bwhy\b|\bexplain\b|\bwhich of the following|\banswer:", re.I)),
+    ("code", ("```", "def ", "function", "class ", "python", "javascript", " sql", " code")),
+    ("math", ("equation", "solve", "calculate", "probability", "integral", "compute")),
+    ("extraction", ("extract", "summarize", "summarise", "json", "classify")),
+    ("creative", ("poem", "story", "song", "haiku")),
+    ("reasoning", ("why", "explain", "which of the following", "answer:")),
 )
+_ARITH = re.compile(r"\d\s*[-+*/^=]\s*\d")
 
 
 def category_of(text: str) -> str:
-    """First category whose cue appears in the prompt; 'chat' otherwise."""
-    head = text[:3000]
-    for name, rx in _CATEGORY_CUES:
-        if rx.search(head):
+    """First category whose cue appears in the prompt's head; 'chat' otherwise."""
+    head = text[:1500].lower()
+    for name, cues in _CATEGORY_CUES:
+        if any(c in head for c in cues) or (name == "math" and _ARITH.search(head)):
             return name
     return "chat"
 

@@ -20,8 +20,10 @@ from llm_router.request import LLMRequest
 EMBEDDERS = ("static", "hashing")
 HASH_DIM = 256
 _WORD = re.compile(r"[a-z0-9]+")
-_CODE = re.compile(r"```|\bdef |\bclass |\breturn\b|;\s*$|\{\s*$|=>|#include", re.MULTILINE)
+_CODE_MARKS = ("```", "def ", "class ", "return ", "=>", "#include", "{\n", ";\n")
 _OPTION = re.compile(r"^\s*\(?[A-Ha-h][).:]\s", re.MULTILINE)
+STRUCT_VERSION = "s1"  # bump when structure() changes: models trained before must be retrained
+_NO_DIGITS = str.maketrans("", "", "0123456789")
 STRUCT_NAMES = ("log_chars", "log_tokens", "digit_share", "code_marks", "options", "lines", "question", "blocks")
 
 
@@ -63,9 +65,9 @@ class HashingEmbedder:
 def embedder_fingerprint(kind: str, embedder: Embedder) -> str:
     """Identifies the embedding a model was trained with, so a mismatch is caught at load."""
     if kind == "hashing":
-        return f"hashing-{embedder.dim}"
+        return f"hashing-{embedder.dim}-{STRUCT_VERSION}"
     meta = getattr(embedder, "meta", {}) or {}
-    return f"static-{embedder.dim}-{meta.get('vectors_sha256', 'unknown')[:16]}"
+    return f"static-{embedder.dim}-{meta.get('vectors_sha256', 'unknown')[:16]}-{STRUCT_VERSION}"
 
 
 def load_embedder(kind: str, folder: str | Path | None = None) -> Embedder:
@@ -87,13 +89,14 @@ def load_embedder(kind: str, folder: str | Path | None = None) -> Embedder:
 def structure(text: str, input_tokens: int) -> np.ndarray:
     """Cheap shape features of the prompt (counts squashed to similar ranges)."""
     n = len(text)
-    digits = sum(ch.isdigit() for ch in text[:4000])
+    head = text[:4000]
+    digits = len(head) - len(head.translate(_NO_DIGITS))
     return np.array([
         math.log1p(n) / 8.0,
         math.log1p(input_tokens) / 8.0,
         digits / max(1, min(n, 4000)) * 5.0,
-        min(len(_CODE.findall(text[:4000])), 10) / 5.0,
-        min(len(_OPTION.findall(text[-2000:])), 10) / 5.0,
+        min(sum(head[:2000].count(c) for c in _CODE_MARKS), 10) / 5.0,
+        min(len(_OPTION.findall(text[-1000:])), 10) / 5.0,
         math.log1p(text.count("\n")) / 4.0,
         1.0 if "?" in text[-400:] else 0.0,
         math.log1p(text.count("\n\n")) / 3.0,
