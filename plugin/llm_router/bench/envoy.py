@@ -7,7 +7,8 @@ Three setups in front of the same upstream, each a real Envoy (--concurrency 1):
 The upstream is a second Envoy answering every request with `direct_response` (a JSON body with
 usage), so it is never what saturates. Latency: a raw-socket keep-alive HTTP/1.1 client, one
 request at a time, rounds interleaved across setups. Throughput: wrk at --concurrency connections.
-CPU per request: the processor's CPU seconds (from /proc) during the router's wrk run / requests.
+CPU per request: the processor's CPU seconds (from /proc) during the router's wrk run / requests
+(also reported for the sequential latency rounds as cpu_ms_per_req_c1).
 RSS: the processor's resident memory after warm-up and again after --rss-requests routed requests.
 """
 from __future__ import annotations
@@ -263,9 +264,13 @@ def _run(args, wd: Path, procs: list, classifier: str, transports: list[str]) ->
 
     rounds = max(1, args.rounds)
     per_round = max(1, args.requests // rounds)
+    cpu_c1 = {s.name: 0.0 for s in setups}
     for r in range(rounds):
         for s in setups:
+            cpu0 = s.processor.cpu_seconds() if s.processor else 0.0
             s.samples += s.client.timed(per_round)
+            if s.processor:
+                cpu_c1[s.name] += s.processor.cpu_seconds() - cpu0
             routed[s.name] += per_round
         _progress(args, f"  latency round {r + 1}/{rounds} done")
     for s in setups:
@@ -297,6 +302,7 @@ def _run(args, wd: Path, procs: list, classifier: str, transports: list[str]) ->
             out["non_2xx"] = s.load["non_2xx"]
         if s.processor:
             out["cpu_ms_per_req"] = round(s.load["cpu_ms_per_req"], 4)
+            out["cpu_ms_per_req_c1"] = round(cpu_c1[s.name] * 1000 / max(1, len(s.samples)), 4)
             out["rss_mb_start"] = round(rss_start[s.name] / 2**20, 1)
             out["rss_mb_end"] = round(rss_end[s.name] / 2**20, 1)
             out["requests_served"] = routed[s.name]
@@ -327,13 +333,14 @@ def _run(args, wd: Path, procs: list, classifier: str, transports: list[str]) ->
 
 def _print_table(r: dict[str, Any]) -> None:
     print(f"classifier {r['classifier']}, transport {r['transport']}; {r['latency']}; {r['throughput']}; upstream: {r['upstream']}")
-    print(f"{'setup':14s} {'p50 ms':>8s} {'p99 ms':>8s} {'req/s':>9s} {'cpu ms/req':>11s} {'rss MB':>12s}")
+    print(f"{'setup':14s} {'p50 ms':>8s} {'p99 ms':>8s} {'req/s':>9s} {'cpu ms/req':>11s} {'cpu c=1':>8s} {'rss MB':>12s}")
     rows = [("envoy", r["envoy"]), ("noop", r["noop"]), ("router", r["router"])]
     rows += [(f"router-{t}", v) for t, v in r.get("transports", {}).items()]
     for name, v in rows:
         rss = f"{v['rss_mb_start']}->{v['rss_mb_end']}" if "rss_mb_start" in v else ""
         cpu = f"{v['cpu_ms_per_req']:.3f}" if "cpu_ms_per_req" in v else ""
-        print(f"{name:14s} {v['p50_ms']:8.3f} {v['p99_ms']:8.3f} {v['rps']:9.0f} {cpu:>11s} {rss:>12s}")
+        c1 = f"{v['cpu_ms_per_req_c1']:.3f}" if "cpu_ms_per_req_c1" in v else ""
+        print(f"{name:14s} {v['p50_ms']:8.3f} {v['p99_ms']:8.3f} {v['rps']:9.0f} {cpu:>11s} {c1:>8s} {rss:>12s}")
     print(f"added by llm-router: p50 {r['added_p50_ms']:.3f} ms, p99 {r['added_p99_ms']:.3f} ms; "
           f"rps ratio {r['rps_ratio']:.3f}; processor CPU {r['cpu_ms_per_req']:.3f} ms per request")
 
