@@ -106,3 +106,17 @@ def test_cli_json_and_errors(tmp_path):
     again = subprocess.run([sys.executable, "-m", "llm_router.cli", "eval", "--data", data, "--router", str(model), "-q"],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "every prompt" in again.stderr
+
+
+def test_config_classifier_settings_change_the_replay(report):
+    from llm_router.config import parse_config
+
+    ds = load([FIX / "routerbench_small.csv"])
+    strict = parse_config({"classifiers": {"rules": {"cuts": [0.001, 0.002, 0.003]}}}).classifiers.model_dump()
+    strict.pop("learned")
+    rep = evaluate(ds, Featurizer("hashing", HashingEmbedder()), folds=3, classifiers=strict)
+    ladder = {s.name: s for s in rep.strategies}["ladder"]
+    default_ladder = {s.name: s for s in report.strategies}["ladder"]
+    # Every prompt now rates CRITICAL, so the ladder sends all of them to the top rung.
+    assert ladder.model_share == {"big-pro": 1.0}
+    assert ladder.cost_per_1k > default_ladder.cost_per_1k

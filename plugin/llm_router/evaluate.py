@@ -90,7 +90,7 @@ def tiers_by_rank(quality: np.ndarray) -> list[str]:
 
 
 def eval_config(models: tuple[str, ...], prices: np.ndarray, quality: np.ndarray, *, with_semantic: bool = False,
-                learned: dict[str, float] | None = None) -> Config:
+                learned: dict[str, float] | None = None, classifiers: dict[str, Any] | None = None) -> Config:
     """A config whose catalog is the data set's models; one policy per strategy.
 
     Prices: input = output = mean cost per call x 1000 (USD per 1K calls, used as the price
@@ -117,7 +117,7 @@ def eval_config(models: tuple[str, ...], prices: np.ndarray, quality: np.ndarray
     data = {
         "providers": {EVAL_PROVIDER: {"base_url": "http://127.0.0.1:9", "auth": "none", "paths": {"chat": "/v1/chat/completions"}}},
         "models": model_conf,
-        "classifiers": {**default_data().get("classifiers", {}), "learned": {"model": "(in memory)"}},
+        "classifiers": {**(classifiers or default_data().get("classifiers", {})), "learned": {"model": "(in memory)"}},
         "policies": policies,
         "default_policy": "ladder",
         "seed": 0,
@@ -199,8 +199,11 @@ def routellm_metrics(p: np.ndarray, ds: Dataset, strong: int) -> dict[str, Any]:
 
 
 def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: QualityModel | None = None,
-             progress: Callable[[str], None] | None = None) -> EvalReport:
-    """Replay `ds` through every strategy and the learned router, on held-out rows only."""
+             classifiers: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None) -> EvalReport:
+    """Replay `ds` through every strategy and the learned router, on held-out rows only.
+
+    `classifiers`: the classifiers section of a config (rules, semantic settings) for the replayed policies.
+    """
     say = progress or (lambda _msg: None)
     notes = [f"costs: {ds.cost_note}"]
     if any(ds.skipped.values()):
@@ -243,17 +246,18 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
         tradeoffs = {frac: float(fold_model.meta["operating_points"][f"{frac:.2f}"]["tradeoff"]) for frac in operating.TARGETS}
         for frac, t in tradeoffs.items():
             picks[frac][te] = t
-        cfg = eval_config(ds.models, prices, quality, with_semantic=True,
+        cfg = eval_config(ds.models, prices, quality, with_semantic=True, classifiers=classifiers,
                           learned={f"learned@{frac:.2f}": t for frac, t in tradeoffs.items()})
         learned = _Memo(LearnedClassifier(fold_model, featurizer))
-        classifiers: dict[str, Classifier] = {"learned": learned}
+        instances: dict[str, Classifier] = {"learned": learned}
         semantic = _semantic_classifier(cfg)
         if semantic is None:
             semantic_ok = False
-            cfg = eval_config(ds.models, prices, quality, learned={f"learned@{frac:.2f}": t for frac, t in tradeoffs.items()})
+            cfg = eval_config(ds.models, prices, quality, classifiers=classifiers,
+                              learned={f"learned@{frac:.2f}": t for frac, t in tradeoffs.items()})
         else:
-            classifiers["semantic"] = semantic
-        router = Router(cfg, classifiers=classifiers)
+            instances["semantic"] = semantic
+        router = Router(cfg, classifiers=instances)
         index = {mm: j for j, mm in enumerate(ds.models)}
         for i in te:
             for name in names:

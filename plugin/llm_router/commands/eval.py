@@ -14,7 +14,7 @@ def register(sub) -> None:
     p = sub.add_parser("eval", help="replay a data set through every strategy: cost per 1K queries, quality, savings")
     p.add_argument("--data", nargs="+", required=True, metavar="PATH", help="data files or folders; the format is detected")
     p.add_argument("--router", metavar="MODEL", help="a model from `llm-router train` (default: train per fold)")
-    p.add_argument("--config", "-c", metavar="FILE", help="accepted for symmetry; eval builds its catalog from the data set")
+    p.add_argument("--config", "-c", metavar="FILE", help="take the classifier settings (rules, semantic) from this config; the catalog comes from the data set")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds when --router is not given (default 5)")
     p.add_argument("--features", choices=EMBEDDERS, default="static", help="prompt embedding when training per fold")
     p.add_argument("--embeddings", metavar="DIR", help="static embeddings folder (default: the built-in one)")
@@ -59,9 +59,16 @@ def run(args) -> int:
         return 2
     from llm_router.evaluate import evaluate, format_table, plot
 
+    classifiers = None
+    if args.config:
+        from llm_router.commands.common import load_or_exit
+
+        classifiers = load_or_exit(args.config).classifiers.model_dump()
+        classifiers.pop("learned", None)
+
     say = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
-        report = evaluate(ds, featurizer, folds=args.folds, model=model, progress=say)
+        report = evaluate(ds, featurizer, folds=args.folds, model=model, classifiers=classifiers, progress=say)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
