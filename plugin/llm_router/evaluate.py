@@ -375,7 +375,7 @@ def plot(rep: EvalReport, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 6))
+    fig, ax = plt.subplots(figsize=(11, 6))
     par = rep.pareto
     ax.plot([p.cost_per_1k for p in par], [p.quality for p in par], "-o", ms=3, label="learned router (held-out curve)")
     for s in rep.strategies:
@@ -386,11 +386,11 @@ def plot(rep: EvalReport, path: str) -> None:
     ax.scatter([rep.oracle["cost_per_1k"]], [rep.oracle["quality"]], marker="P", color="green", s=70, label="oracle")
     for frac in operating.TARGETS:
         ax.axhline(frac * b["quality"], color="grey", lw=0.7, ls="--")
-    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xscale("log")
     ax.set_xlabel("cost per 1K queries (USD)")
     ax.set_ylabel("quality (mean score)")
     ax.set_title(rep.dataset[:90], fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
