@@ -35,7 +35,7 @@ def test_simple_and_hard_prompts_go_to_cheap_and_strong_models(router):
 
 def test_decision_carries_reason_chain_and_cost(router):
     d = decide(router, body("Write a SQL query that joins orders and customers", max_tokens=100))
-    assert d.reason.startswith("rules:") and "ladder" in d.reason
+    assert d.reason.startswith("hybrid:") and "ladder" in d.reason and "rules " in d.reason
     assert len(d.fallbacks) == 2 and d.model not in d.fallbacks
     assert d.expected_output_tokens == 100
     assert d.estimated_cost == pytest.approx(d.model.cost(d.input_tokens, 100))
@@ -142,6 +142,6 @@ def test_a_failing_classifier_degrades_instead_of_raising():
         def classify(self, request):
             raise RuntimeError("boom")
 
-    r = Router(parse_config({}), classifiers={"rules": Broken()})
+    r = Router(parse_config({}), classifiers={"hybrid": Broken()})
     d = decide(r, body("hi"))
     assert d.classification.classifier == "fallback" and "classifier error" in d.reason

@@ -64,9 +64,11 @@ class HybridClassifier:
         score = round((1.0 - self.rules_share) * s.score + self.rules_share * self._on_semantic_scale(r.score), 4)
         tier = tier_for_score(score, self.cuts)
         category, label, confidence = s.category, s.label, s.confidence
-        evidence = [*s.evidence[:3], f"semantic {s.tier.name} {s.category} (conf {s.confidence:.2f}, score {s.score:.2f})",
+        # Verdicts first (a reason shows the first three items), then what changed, then neighbours.
+        evidence = [f"semantic {s.tier.name} {s.category} (conf {s.confidence:.2f}, score {s.score:.2f})",
                     f"rules {r.tier.name} {r.category} (conf {r.confidence:.2f}, score {r.score:.2f})"
                     + (f": {', '.join(x.name for x in matched)}" if matched else "")]
+        neighbours = s.evidence[:3]
         if s.confidence < self.unsure and matched and r.confidence >= self.sure:
             tier, category = r.tier, r.category
             confidence = r.confidence
@@ -85,5 +87,5 @@ class HybridClassifier:
             tier = max(floors)
             evidence.append(f"at least {tier.name} by rule {next(x.name for x in matched if x.min_tier == tier)}")
         return Classification(tier=tier, category=category, confidence=round(confidence, 3), score=score,
-                              evidence=tuple(evidence), classifier=self.name, label=label)
+                              evidence=(*evidence, *neighbours), classifier=self.name, label=label)
 
