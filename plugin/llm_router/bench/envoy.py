@@ -172,12 +172,15 @@ def plain_bootstrap(port: int, admin: int, upstream: int) -> dict[str, Any]:
     return boot
 
 
-def router_config(classifier: str) -> dict[str, Any]:
-    """The default catalog and policy, with the chosen classifier."""
+def router_config(classifier: str, observe: bool = True) -> dict[str, Any]:
+    """The default catalog and policy, with the chosen classifier (and response observation on or off)."""
     base = load_config(None)
     policy = base.policies[base.default_policy].model_dump(exclude_unset=True)
     policy["classifier"] = classifier
-    return {"policies": {base.default_policy: policy}}
+    out: dict[str, Any] = {"policies": {base.default_policy: policy}}
+    if not observe:
+        out["server"] = {"envoy": {"observe_responses": False}}
+    return out
 
 
 def choose_classifier(wanted: str) -> str:
@@ -228,7 +231,7 @@ def _run(args, wd: Path, procs: list, classifier: str, transports: list[str]) ->
     up_port = free_port()
     upstream = EnvoyProcess(upstream_bootstrap(up_port, free_port()), wd, name="upstream").start()
     procs.append(upstream)
-    cfg_path = write_config(wd / "router.yaml", router_config(classifier))
+    cfg_path = write_config(wd / "router.yaml", router_config(classifier, observe=not args.no_observe))
     cfg = load_config(cfg_path)
     ports = {p: up_port for p in cfg.providers}
 
@@ -316,7 +319,7 @@ def _run(args, wd: Path, procs: list, classifier: str, transports: list[str]) ->
         "added_p99_ms": round(pct(router.samples, 0.99) - pct(base.samples, 0.99), 3),
         "rps_ratio": round(router.load["rps"] / base.load["rps"], 3),
         "cpu_ms_per_req": round(router.load["cpu_ms_per_req"], 4),
-        "classifier": classifier, "transport": transports[0],
+        "classifier": classifier, "transport": transports[0], "observe_responses": not args.no_observe,
         "latency": f"raw-socket keep-alive client, concurrency 1, {len(base.samples)} requests per setup in {rounds} interleaved rounds",
         "throughput": f"wrk -t{args.threads} -c{args.concurrency} -d{args.duration:g}s",
         "upstream": "Envoy direct_response (JSON with usage)",
@@ -356,6 +359,7 @@ def register(sub) -> None:
     p.add_argument("--rss-requests", type=int, default=20_000, help="routed requests before the final RSS reading")
     p.add_argument("--transport", default="h2", help="processor transport(s): h2, grpclib, grpcio; comma-separated to compare")
     p.add_argument("--classifier", default="auto", help="semantic | rules | auto (semantic when installed)")
+    p.add_argument("--no-observe", action="store_true", help="route only: no response observation (usage, health)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--compact", action="store_true", help="one-line JSON")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")

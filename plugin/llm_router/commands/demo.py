@@ -149,7 +149,9 @@ def _run(args, cfg_user, items: list[dict[str, Any]]) -> dict[str, Any]:
         try:
             cfg_path = write_config(wd / "demo.yaml", _demo_config(cfg_user))
             cfg = load_config(cfg_path)
-            _say(progress, "starting fake providers, the llm-router processor and Envoy on 127.0.0.1 ...")
+            from llm_router.gateways.envoy.binary import envoy_version
+
+            _say(progress, f"starting fake providers, the llm-router processor and Envoy {envoy_version()} on 127.0.0.1 ...")
             fakes = FakesProcess(wd, config=cfg_path).start()
             procs.append(fakes)
             fakes.wait_ready(60)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -74,7 +74,6 @@ class BootstrapSpec:
     route_timeout_s: float = 600.0
     observe_responses: bool = True
     ca_bundle: str = CA_BUNDLE
-    extra_clusters: tuple[dict[str, Any], ...] = field(default=())
 
 
 # ---- from config ------------------------------------------------------------------------
@@ -356,8 +355,7 @@ def build(spec: BootstrapSpec) -> dict[str, Any]:
                 "per_connection_buffer_limit_bytes": spec.body_limit + BUFFER_SLACK,
                 "filter_chains": [{"filters": [http_connection_manager(spec)]}],
             }],
-            "clusters": [processor_cluster(spec), *[provider_cluster(spec, u) for u in spec.upstreams],
-                         *spec.extra_clusters],
+            "clusters": [processor_cluster(spec), *[provider_cluster(spec, u) for u in spec.upstreams]],
         },
         "overload_manager": {"resource_monitors": [{
             "name": "envoy.resource_monitors.global_downstream_max_connections",

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from llm_router.gateways.envoy.binary import envoy_path
-from llm_router.gateways.envoy.bootstrap import build, render
+from llm_router.gateways.envoy.bootstrap import render
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 PR_SET_PDEATHSIG = 1
@@ -233,6 +233,3 @@ def stop_all(procs: list[Proc]) -> None:
         with contextlib.suppress(Exception):
             p.stop()
 
-
-def envoy_for(spec, wd: Path, **kw: Any) -> EnvoyProcess:
-    return EnvoyProcess(build(spec), wd, **kw)

@@ -149,11 +149,6 @@ def request_body_replacement(body: bytes) -> bytes:
     return b"".join((_prefix(3, n0), p1, p2, p3, body))  # ProcessingResponse.request_body
 
 
-def response_body_reply() -> bytes:
-    """ProcessingResponse{response_body: BodyResponse{}}: let the chunk pass unchanged."""
-    return RESPONSE_BODY_CONTINUE
-
-
 def immediate_reply(status: int, body: bytes, headers: Iterable[tuple[str, str]] = (), details: str = "",
                     metadata: bytes = b"") -> bytes:
     """ProcessingResponse{immediate_response{status, headers, body, details}, dynamic_metadata}."""
