@@ -122,6 +122,15 @@ def test_usage_from_a_json_answer_reaches_on_response(stack, fresh_fakes):
     assert latency > 0
 
 
+def test_usage_from_a_gzip_answer_reaches_on_response(stack, fresh_fakes):
+    fresh_fakes.set_behaviour("deepseek", gzip=True)
+    r = post(stack, "/v1/chat/completions", GREETING, headers={"accept-encoding": "gzip"})
+    assert r.status_code == 200 and r.headers["content-encoding"] == "gzip"
+    reported = r.json()["usage"]  # httpx inflates
+    _, status, usage, _ = stack.observer.response_for(r.headers["x-llm-router-request-id"])
+    assert (usage.input_tokens, usage.output_tokens) == (reported["prompt_tokens"], reported["completion_tokens"])
+
+
 def test_usage_from_an_openai_stream_reaches_on_response(stack, fresh_fakes):
     r = post(stack, "/v1/chat/completions", {**GREETING, "stream": True})
     assert r.status_code == 200

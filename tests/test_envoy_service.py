@@ -284,3 +284,25 @@ def test_services_are_picked_by_stream_metadata():
     assert services.open({"x-llm-router-service": "attempt"}) == "a"
     with pytest.raises(LookupError, match="nope"):
         services.open({"x-llm-router-service": "nope"})
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate"])
+def test_compressed_json_answers_are_inflated_within_a_bound(encoding):
+    import gzip
+    import zlib
+
+    from llm_router.gateways.envoy.service import inflate
+
+    body = orjson.dumps({"usage": {"prompt_tokens": 3, "completion_tokens": 4}, "pad": "x" * 5000})
+    if encoding == "gzip":
+        packed = gzip.compress(body)
+    elif encoding == "deflate":
+        packed = zlib.compress(body)
+    else:
+        c = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        packed = c.compress(body) + c.flush()
+    name = "deflate" if encoding == "raw-deflate" else encoding
+    assert inflate(packed, name, 1 << 20) == body
+    assert len(inflate(packed, name, 100)) <= 100  # a zip bomb cannot blow up memory
+    assert inflate(b"not compressed", "gzip", 100) == b""
+    assert inflate(body, "br", 100) == body

@@ -6,6 +6,7 @@ records what it received, and can be told to be slow, fail, or rate-limit.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import random
 import time
 import uuid
@@ -37,6 +38,7 @@ class Behaviour:
     models: tuple[str, ...] | None = None  # model names it serves (None: any)
     requests_limit: int = 10_000  # advertised in x-ratelimit-limit-requests
     tokens_limit: int = 2_000_000
+    gzip: bool = False  # compress JSON answers when the client accepts gzip
 
     def merged(self, **changes: Any) -> "Behaviour":
         """A copy with some fields changed; unknown names raise TypeError naming them."""
@@ -154,15 +156,20 @@ class FakeProvider:
                              quality=b.quality.get(model, b.default_quality), output_tokens=b.output_tokens)
         headers = self._limit_headers(answer) + [("x-fake-provider", self.name), ("x-fake-quality", "good" if answer.good else "weak")]
         stream = data.get("stream") is True
-        if anthropic:
-            await (self._anthropic_stream(resp, model, answer, headers) if stream else
-                   resp.send(200, [("content-type", "application/json"), *headers], _anthropic_json(model, answer)))
-        elif stream:
-            opts = data.get("stream_options")
-            usage = isinstance(opts, dict) and opts.get("include_usage") is True
-            await self._openai_stream(resp, model, answer, headers, api, usage)
-        else:
-            await resp.send(200, [("content-type", "application/json"), *headers], _openai_json(model, answer, api))
+        if stream:
+            if anthropic:
+                await self._anthropic_stream(resp, model, answer, headers)
+            else:
+                opts = data.get("stream_options")
+                usage = isinstance(opts, dict) and opts.get("include_usage") is True
+                await self._openai_stream(resp, model, answer, headers, api, usage)
+            return 200
+        payload = _anthropic_json(model, answer) if anthropic else _openai_json(model, answer, api)
+        headers = [("content-type", "application/json"), *headers]
+        if b.gzip and "gzip" in req.headers.get("accept-encoding", ""):
+            payload = gzip.compress(payload)
+            headers.append(("content-encoding", "gzip"))
+        await resp.send(200, headers, payload)
         return 200
 
     def _authorized(self, headers: dict[str, str]) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -251,7 +252,7 @@ class Session:
 class ObserveSession:
     """The response side: status, rate-limit headers and usage of one routed request, never delaying it."""
 
-    __slots__ = ("svc", "ex", "finished", "status", "headers", "sse", "json", "json_size", "reported")
+    __slots__ = ("svc", "ex", "finished", "status", "headers", "sse", "json", "json_size", "reported", "encoding")
 
     def __init__(self, svc: RoutingService):
         self.svc = svc
@@ -263,6 +264,7 @@ class ObserveSession:
         self.json: list[bytes] | None = None
         self.json_size = 0
         self.reported = False
+        self.encoding = ""
 
     def on_message(self, data: bytes) -> list[bytes]:
         """Observability mode: Envoy ignores replies, so none are sent."""
@@ -291,6 +293,8 @@ class ObserveSession:
                 self.status = int(h.raw_value or h.value or 0)
             elif key in RATE_LIMIT_HEADERS:
                 rate.append((key, (h.raw_value or h.value.encode()).decode("latin-1")))
+            elif key == "content-encoding":
+                self.encoding = (h.raw_value or h.value.encode()).decode("latin-1").strip().lower()
         self.headers = rate or None
         if ex.request is not None and ex.request.stream:
             self.sse = SSEUsage()
@@ -320,7 +324,10 @@ class ObserveSession:
             self.sse.finish()
             return self.sse.usage
         if self.json:
-            return usage_from_json(self.json[0] if len(self.json) == 1 else b"".join(self.json))
+            body = self.json[0] if len(self.json) == 1 else b"".join(self.json)
+            if self.encoding:
+                body = inflate(body, self.encoding, self.svc.options.max_json_response_bytes)
+            return usage_from_json(body)
         return None
 
     def _report(self) -> None:
@@ -333,3 +340,22 @@ class ObserveSession:
         if self.ex is not None and not self.reported:
             self.reported = True
             self.svc.report(self.ex, self.status, self._usage(), self.headers)
+
+
+def inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    """A gzip/deflate answer decompressed (at most `limit` bytes) so its usage can be read."""
+    if encoding in ("gzip", "x-gzip"):
+        wbits = 16 + zlib.MAX_WBITS
+    elif encoding == "deflate":
+        wbits = zlib.MAX_WBITS
+    else:
+        return body  # identity, or an encoding we cannot read: usage_from_json finds nothing
+    try:
+        return zlib.decompressobj(wbits).decompress(body, limit)
+    except zlib.error:
+        if encoding == "deflate":  # raw deflate, as some servers send it
+            try:
+                return zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, limit)
+            except zlib.error:
+                pass
+        return b""
