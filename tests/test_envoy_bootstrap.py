@@ -36,6 +36,8 @@ def test_committed_files_are_what_the_generator_makes():
 @pytest.mark.parametrize("name", ["envoy.yaml", "envoy-local.yaml"])
 def test_envoy_validates_the_committed_bootstraps(name):
     binary = require_envoy()
+    if name == "envoy.yaml" and not Path(bootstrap.CA_BUNDLE).exists():
+        pytest.skip(f"the system CA bundle {bootstrap.CA_BUNDLE} is missing (Debian package ca-certificates)")
     out = subprocess.run([str(binary), "--mode", "validate", "-c", str(ROOT / "envoy" / name), "--disable-hot-restart"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
