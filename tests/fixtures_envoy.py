@@ -8,7 +8,10 @@ transport, with a recording observer so tests can assert what reaches Runtime.on
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -289,11 +292,20 @@ def wait_requests(fakes: FakeProviders, provider: str, count: int = 1, timeout: 
     return fakes.requests(provider)
 
 
-def short_tmp() -> Path:
-    """A short temporary directory (Unix socket paths are limited to ~100 bytes)."""
-    import tempfile
+@contextlib.contextmanager
+def short_tmp() -> Iterator[Path]:
+    """A short temporary directory (Unix socket paths are limited to ~100 bytes), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="llmr-t-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
-    return Path(tempfile.mkdtemp(prefix="llmr-t-", dir="/tmp"))
+
+@pytest.fixture
+def short_wd() -> Iterator[Path]:
+    with short_tmp() as path:
+        yield path
 
 
 def elapsed_ms(t0: float) -> float:

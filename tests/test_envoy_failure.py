@@ -8,7 +8,7 @@ import httpx
 import orjson
 import pytest
 
-from fixtures_envoy import (HungProcessor, config_data, fakes, fresh_fakes, short_tmp, start_stack,  # noqa: F401
+from fixtures_envoy import (HungProcessor, config_data, fakes, fresh_fakes, short_wd, start_stack,  # noqa: F401
                             wait_requests)
 from llm_router.gateways.envoy.stack import wait_for
 
@@ -23,8 +23,8 @@ def post(url: str, body: bytes = GREETING) -> httpx.Response:
 
 
 @pytest.mark.parametrize("fail_open", [True, False], ids=["fail-open", "fail-closed"])
-def test_processor_down(fresh_fakes, fail_open):
-    wd = short_tmp()
+def test_processor_down(fresh_fakes, short_wd, fail_open):
+    wd = short_wd
     stack = start_stack(wd, fresh_fakes, config_data(), processor="none", processor_address=f"unix:{wd}/nobody.sock",
                         failure_allow=fail_open)
     try:
@@ -45,8 +45,8 @@ def test_processor_down(fresh_fakes, fail_open):
 
 
 @pytest.mark.parametrize("fail_open", [True, False], ids=["fail-open", "fail-closed"])
-def test_processor_too_slow(fresh_fakes, fail_open):
-    wd = short_tmp()
+def test_processor_too_slow(fresh_fakes, short_wd, fail_open):
+    wd = short_wd
     hung = HungProcessor(f"{wd}/hung.sock").start()
     try:
         stack = start_stack(wd, fresh_fakes, config_data(), processor="none", processor_address=f"unix:{wd}/hung.sock",
@@ -68,9 +68,9 @@ def test_processor_too_slow(fresh_fakes, fail_open):
         hung.stop()
 
 
-def test_cli_processor_routes_and_stops_cleanly_on_sigterm(fresh_fakes):
+def test_cli_processor_routes_and_stops_cleanly_on_sigterm(fresh_fakes, short_wd):
     """`llm-router serve --envoy unix:PATH`: route, then SIGTERM."""
-    wd = short_tmp()
+    wd = short_wd
     stack = start_stack(wd, fresh_fakes, config_data(), processor="cli")
     try:
         r = post(stack.url)
@@ -88,8 +88,8 @@ def test_cli_processor_routes_and_stops_cleanly_on_sigterm(fresh_fakes):
         stack.stop()
 
 
-def test_processor_restart_is_picked_up(fresh_fakes):
-    wd = short_tmp()
+def test_processor_restart_is_picked_up(fresh_fakes, short_wd):
+    wd = short_wd
     stack = start_stack(wd, fresh_fakes, config_data(), processor="subprocess")
     try:
         assert post(stack.url).status_code == 200

@@ -1,8 +1,6 @@
 """The alternative processor transports (grpclib, grpcio) behave like the default one through a real Envoy."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import orjson
 import pytest
@@ -15,12 +13,12 @@ pytestmark = pytest.mark.envoy
 
 @pytest.fixture(scope="module", params=["grpclib", "grpcio"])
 def transport_stack(request, fakes: FakeProviders):
-    wd: Path = short_tmp()
-    s = start_stack(wd, fakes, config_data(), name=f"envoy-{request.param}", transport=request.param)
-    try:
-        yield s
-    finally:
-        s.stop()
+    with short_tmp() as wd:
+        s = start_stack(wd, fakes, config_data(), name=f"envoy-{request.param}", transport=request.param)
+        try:
+            yield s
+        finally:
+            s.stop()
 
 
 def test_routes_refuses_and_observes(transport_stack, fresh_fakes):
