@@ -8,7 +8,7 @@ import orjson
 from llm_router.catalog import Model
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Usage:
     """Tokens one call consumed, as the provider reported them."""
 

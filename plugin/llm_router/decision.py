@@ -7,7 +7,9 @@ from llm_router.catalog import Model
 from llm_router.classify.base import Classification
 
 
-@dataclass(frozen=True, slots=True)
+# Values made per request are plain (not frozen) slotted dataclasses: a frozen dataclass's
+# __init__ costs about 3 us instead of 0.5 us, and a decision creates several of them.
+@dataclass(slots=True)
 class Decision:
     """Primary model, the fallback chain, the estimated cost and why."""
 
@@ -33,7 +35,7 @@ class Decision:
         return (self.model, *self.fallbacks)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RouteError:
     """The router refuses a request: an HTTP status and an OpenAI-style error."""
 

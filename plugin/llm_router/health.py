@@ -48,6 +48,21 @@ def header_value(headers: Any, name: str) -> str | None:
     return None
 
 
+def rate_limit_headers(headers: Any) -> dict[str, str]:
+    """The rate-limit headers of a response (lower-cased names), in one pass over all headers."""
+    if not headers:
+        return {}
+    out: dict[str, str] = {}
+    items = headers.items() if hasattr(headers, "items") else headers
+    for key, value in items:
+        k = key.decode() if isinstance(key, bytes) else key
+        if k[:1] in "xXrR":
+            low = k.lower()
+            if low.startswith("x-ratelimit-") or low == "retry-after":
+                out[low] = value.decode() if isinstance(value, bytes) else str(value)
+    return out
+
+
 def _number(text: str | None) -> float | None:
     if text is None:
         return None
@@ -133,15 +148,16 @@ class Health:
 
     def _rate_limits(self, model_id: str, status: int, headers: Any, now: float) -> None:
         """Remaining-quota headers feed least-used pooling; 429 + retry-after cools the model down."""
-        rem = _number(header_value(headers, "x-ratelimit-remaining-requests"))
-        lim = _number(header_value(headers, "x-ratelimit-limit-requests"))
-        rem_t = _number(header_value(headers, "x-ratelimit-remaining-tokens"))
-        lim_t = _number(header_value(headers, "x-ratelimit-limit-tokens"))
+        found = rate_limit_headers(headers)
+        if not found and status != 429:
+            return
+        rem, lim = _number(found.get("x-ratelimit-remaining-requests")), _number(found.get("x-ratelimit-limit-requests"))
+        rem_t, lim_t = _number(found.get("x-ratelimit-remaining-tokens")), _number(found.get("x-ratelimit-limit-tokens"))
         shares = [r / l for r, l in ((rem, lim), (rem_t, lim_t)) if r is not None and l]
         if shares:
             self.state.record(Flag(f"remaining:{model_id}", max(0.0, min(shares)), 60.0, keep_max=False))
         if status == 429:
-            wait = _number(header_value(headers, "retry-after")) or _number(header_value(headers, "x-ratelimit-reset-requests"))
+            wait = _number(found.get("retry-after")) or _number(found.get("x-ratelimit-reset-requests"))
             wait = min(self.conf.max_retry_after_s, wait if wait is not None else self.conf.cooldown_s)
             if wait > 0:
                 self.state.record(Flag(f"open:{model_id}", now + wait, wait + FLAG_SLACK_S))

@@ -12,7 +12,7 @@ ROUTE_HEADER = "x-llm-router-upstream"
 MAX_REASON_CHARS = 240
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UpstreamCall:
     """The mutations both adapters apply for one upstream attempt."""
 

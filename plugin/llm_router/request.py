@@ -32,7 +32,7 @@ class RequestError(Exception):
         self.code = code
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Needs:
     """What a model must be able to do to serve a request."""
 

@@ -36,7 +36,7 @@ class Exchange:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Refusal:
     """A local reply: status, headers and an OpenAI-format JSON body."""
 

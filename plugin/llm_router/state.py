@@ -21,16 +21,20 @@ def bucket(window: str | int, now: float) -> str:
     """The id of the window bucket `now` falls in: calendar UTC periods for named windows."""
     if isinstance(window, int):
         return str(int(now // window))
-    t = time.gmtime(now)
-    if window == "minute":
-        return time.strftime("%Y%m%d%H%M", t)
-    if window == "hour":
-        return time.strftime("%Y%m%d%H", t)
-    if window == "day":
-        return time.strftime("%Y%m%d", t)
-    if window == "month":
-        return time.strftime("%Y%m", t)
-    raise ValueError(f"unknown window {window!r} (minute, hour, day, month or seconds)")
+    second = int(now)
+    hit = _BUCKETS.get(window)
+    if hit is not None and hit[0] == second:
+        return hit[1]
+    fmt = _FORMATS.get(window)
+    if fmt is None:
+        raise ValueError(f"unknown window {window!r} (minute, hour, day, month or seconds)")
+    out = time.strftime(fmt, time.gmtime(now))
+    _BUCKETS[window] = (second, out)
+    return out
+
+
+_FORMATS = {"minute": "%Y%m%d%H%M", "hour": "%Y%m%d%H", "day": "%Y%m%d", "month": "%Y%m"}
+_BUCKETS: dict[str, tuple[int, str]] = {}  # window -> (second, bucket id): strftime once per second
 
 
 def ttl_of(window: str | int) -> int:
@@ -38,7 +42,7 @@ def ttl_of(window: str | int) -> int:
     return (window if isinstance(window, int) else WINDOWS[window] + 86400) + 60
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Incr:
     """Add `amount` to counter `name` in the bucket of `window` at time `at`."""
 
@@ -48,7 +52,7 @@ class Incr:
     at: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Flag:
     """Set `name` to `value` (a number) for `ttl` seconds; `keep_max` keeps the larger of old and new."""
 
@@ -161,6 +165,7 @@ class SharedState:
         self.store = store
         self.refresh_s = refresh_s
         self._queue: list[Incr | Flag] = []
+        self._sums: dict[tuple[str, str | int, str], list] = {}  # (name, window, bucket) -> [amount, at]
         self._watch_counters: list[tuple[str, str | int]] = []
         self._watch_sliding: list[tuple[str, int, int]] = []  # (name, bucket seconds, buckets)
         self._watch_flags: list[str] = []
@@ -183,7 +188,15 @@ class SharedState:
         self._listeners.append(fn)
 
     def record(self, op: Incr | Flag) -> None:
-        """Queue a write; applied at the next flush."""
+        """Queue a write; applied at the next flush. Increments to one bucket are summed locally."""
+        if type(op) is Incr:
+            key = (op.name, op.window, bucket(op.window, op.at))
+            found = self._sums.get(key)
+            if found is None:
+                self._sums[key] = [op.amount, op.at]
+            else:
+                found[0] += op.amount
+            return
         self._queue.append(op)
         if len(self._queue) > 50_000:  # the backend is gone for a while: drop the oldest half
             del self._queue[: len(self._queue) // 2]
@@ -191,7 +204,9 @@ class SharedState:
     async def sync(self, now: float | None = None) -> None:
         """Flush queued writes, then read a fresh snapshot."""
         now = time.time() if now is None else now
-        ops, self._queue = self._queue, []
+        sums, self._sums = self._sums, {}
+        ops = [Incr(name, window, amount, at) for (name, window, _), (amount, at) in sums.items()] + self._queue
+        self._queue = []
         try:
             if ops:
                 await self.store.apply(ops)
@@ -201,6 +216,8 @@ class SharedState:
         except Exception as exc:  # Redis down: keep serving from the last snapshot
             self.errors += 1
             self._queue = ops + self._queue
+            if len(self._queue) > 50_000:
+                del self._queue[: len(self._queue) // 2]
             log.warning("shared state unavailable (%s); using the last snapshot", type(exc).__name__)
             return
         self.counters = {(n, w): v for (n, w, _), v in zip(counters, vals)}

@@ -34,20 +34,20 @@ class Telemetry:
         m = self.metrics
         decision_s = ex.extra.get("decision_s")
         if decision_s is not None:
-            m.decision_seconds.observe(decision_s)
+            m.decision_seconds.observe((), decision_s)
         if ex.error is not None:
-            m.errors.labels(kind=ex.error.code).inc()
+            m.errors.inc((ex.error.code,))
             self._log(ex, status=ex.error.status, usage=None, latency_s=0.0, cost=0.0)
             return
         d = ex.decision
         if d is None:
             return
-        m.requests.labels(route=ex.route, model=d.model.id, tier=d.classification.tier.name, strategy=d.strategy).inc()
+        m.requests.inc((ex.route, d.model.id, d.classification.tier.name, d.strategy))
         self.health.started(d.model.id)
 
     def on_fallback(self, ex: Exchange, from_model: str, to_model: str, reason: str) -> None:
         """An attempt moved to the next model of the chain."""
-        self.metrics.fallbacks.labels(from_model=from_model, to_model=to_model, reason=reason).inc()
+        self.metrics.fallbacks.inc((from_model, to_model, reason))
         self.health.started(to_model)
 
     def on_response(self, ex: Exchange, status: int, usage: Usage | None, latency_s: float, headers: Any = None) -> None:
@@ -57,26 +57,26 @@ class Telemetry:
         model = call.model
         now = self.clock()
         m = self.metrics
-        m.responses.labels(model=model.id, status=status_class(status)).inc()
-        m.upstream_seconds.labels(model=model.id).observe(latency_s)
+        m.responses.inc((model.id, status_class(status)))
+        m.upstream_seconds.observe((model.id,), latency_s)
         if status == 0 or status >= 500:
-            m.errors.labels(kind="upstream_5xx" if status else "upstream_unreachable").inc()
+            m.errors.inc(("upstream_5xx" if status else "upstream_unreachable",))
         elif status == 429:
-            m.errors.labels(kind="upstream_429").inc()
+            m.errors.inc(("upstream_429",))
         cost = 0.0
         if usage is not None:
             cost = usage.cost(model)
-            m.tokens.labels(model=model.id, direction="input").inc(usage.input_tokens)
-            m.tokens.labels(model=model.id, direction="output").inc(usage.output_tokens)
-            m.cost.labels(route=ex.route, model=model.id).inc(cost)
+            m.tokens.inc((model.id, "input"), usage.input_tokens)
+            m.tokens.inc((model.id, "output"), usage.output_tokens)
+            m.cost.inc((ex.route, model.id), cost)
             ref = ex.policy.reference if ex.policy is not None else None
             if ref is not None:
-                m.saving.labels(route=ex.route).inc(max(0.0, usage.cost(ref) - cost))
+                m.saving.inc((ex.route,), max(0.0, usage.cost(ref) - cost))
             if usage.input_tokens > 0:
-                m.estimate_error.observe((ex.decision.input_tokens - usage.input_tokens) / usage.input_tokens)
+                m.estimate_error.observe((), (ex.decision.input_tokens - usage.input_tokens) / usage.input_tokens)
         elif 200 <= status < 300:
             cost = ex.decision.estimated_cost  # no usage reported: budget against the estimate
-            m.errors.labels(kind="usage_missing").inc()
+            m.errors.inc(("usage_missing",))
         self.limits.record(model=model.id, route=ex.route, consumer=ex.extra.get("consumer"), usd=cost, now=now)
         self.health.observe(model.id, status, latency_s, headers, now)
         self._log(ex, status=status, usage=usage, latency_s=latency_s, cost=cost)
@@ -84,9 +84,9 @@ class Telemetry:
     def refresh(self, state: Any, now: float) -> None:
         """After each state snapshot: gauges, and the decision log flush."""
         for model in self.health.models:
-            self.metrics.breaker_open.labels(model=model).set(1.0 if self.health.is_open(model) else 0.0)
+            self.metrics.breaker_open.set((model,), 1.0 if self.health.is_open(model) else 0.0)
         for scope, left in self.limits.remaining().items():
-            self.metrics.budget_remaining.labels(scope=scope).set(left)
+            self.metrics.budget_remaining.set((scope,), left)
         self.log.flush()
 
     def _log(self, ex: Exchange, *, status: int, usage: Usage | None, latency_s: float, cost: float) -> None:

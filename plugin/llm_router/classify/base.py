@@ -10,7 +10,7 @@ from llm_router.request import LLMRequest
 CATEGORIES = ("code", "math", "reasoning", "creative", "extraction", "chat", "knowledge", "analysis")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Classification:
     """A classifier's verdict on one request."""
 

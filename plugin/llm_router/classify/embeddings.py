@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+from itertools import chain
 import unicodedata
 from pathlib import Path
 
@@ -105,18 +106,19 @@ class WordPiece:
         if "\x0b" in text or "\x0c" in text or "\x85" in text or "\x1c" in text or "\x1d" in text \
                 or "\x1e" in text or "\x1f" in text:
             text = text.translate(_SPLIT_CONTROLS)
-        cache, ids = self._cache, []
-        # Cache whole whitespace-separated chunks: "function?" costs one dict lookup next time.
-        for chunk in text.split():
-            found = cache.get(chunk)
-            if found is None:
-                found = self.chunk_ids(chunk)
-                if len(cache) < _CACHE_CHUNKS:
-                    cache[chunk] = found
-            ids += found
-            if len(ids) >= max_tokens:
-                return ids[:max_tokens]
-        return ids
+        cache = self._cache
+        # Whole whitespace-separated chunks are cached ("function?" is one dict lookup the next
+        # time); map and chain keep the per-chunk work in C.
+        chunks = text.split()
+        found = list(map(cache.get, chunks))
+        if None in found:
+            for i, ids in enumerate(found):
+                if ids is None:
+                    ids = found[i] = self.chunk_ids(chunks[i])
+                    if len(cache) < _CACHE_CHUNKS:
+                        cache[chunks[i]] = ids
+        out = list(chain.from_iterable(found))
+        return out[:max_tokens] if len(out) > max_tokens else out
 
 
 class StaticEmbedder:
@@ -127,6 +129,7 @@ class StaticEmbedder:
         self.tokenizer = tokenizer
         self.dim = int(self.vectors.shape[1])
         self.meta = meta or {}
+        self._ones = np.ones(MAX_TOKENS, np.float32)  # summing weights, sliced per text (no allocation)
 
     @classmethod
     def load(cls, folder: Path | str = DATA_DIR) -> "StaticEmbedder":
@@ -143,7 +146,8 @@ class StaticEmbedder:
         ids = self.tokenizer.encode(text)
         if not ids:
             return np.zeros(self.dim, np.float32)
-        v = np.ones(len(ids), np.float32) @ self.vectors.take(np.fromiter(ids, np.intp, len(ids)), axis=0)
+        n = len(ids)
+        v = self._ones[:n] @ self.vectors.take(np.fromiter(ids, np.intp, n), axis=0)
         norm = float(np.sqrt(v @ v))
         return v / norm if norm > 0 else v
 

@@ -171,6 +171,19 @@ class SemanticClassifier:
             self._cat = np.array(ccat, np.intp)
             self._lab = np.arange(len(self.labels), dtype=np.intp)
         self.k = max(1, min(k, len(self._vectors)))
+        self._vec_mean = (self._vectors @ self._mean).astype(np.float32)
+        self._mean_sq = float(self._mean @ self._mean)
+        # Softmax over every centroid (k >= number of centroids): one matrix product gives all the
+        # votes. Columns: tier, one per category, total weight, one per tier (voters within half a
+        # tier of it, for the confidence).
+        n = len(self._vectors)
+        self._soft = mode == "centroid" and self.k >= n
+        if self._soft:
+            cat_hot = np.zeros((n, len(CATEGORIES)), np.float32)
+            cat_hot[np.arange(n), self._cat] = 1.0
+            within = np.stack([np.abs(self._tier - t) <= 0.5 for t in range(len(TIERS))], 1).astype(np.float32)
+            self._votes = np.column_stack([self._tier, cat_hot, np.ones(n, np.float32), within]).astype(np.float32)
+            self._with_mean = np.vstack([self._vectors, self._mean[None, :]]).astype(np.float32)
         self._tier_list = self._tier.tolist()
         self._cat_list = self._cat.tolist()
         self._lab_list = self._lab.tolist()
@@ -196,45 +209,76 @@ class SemanticClassifier:
             v = v + CONTEXT_WEIGHT * self.embedder.embed(request.context[-1000:])
         return v
 
+    def _classify_soft(self, v: np.ndarray, tokens: int) -> Classification:
+        """Centroid mode voting over all centroids: few numpy calls (each costs microseconds)."""
+        vv = float(v @ v)
+        raw = self._with_mean @ v
+        norm2 = vv - 2.0 * float(raw[-1]) + self._mean_sq
+        if vv <= 1e-12 or norm2 <= 1e-12:
+            return Classification(tier=TIERS[0], category="chat", confidence=0.0, score=0.0,
+                                  evidence=("no text to compare",), classifier=self.name, label=None)
+        inv = 1.0 / math.sqrt(norm2)
+        s = raw[:-1] - self._vec_mean  # centred cosines times |v - mean|
+        best_i = int(s.argmax())
+        best_raw = float(s[best_i])
+        weights = np.exp((s - best_raw) * (inv / self.temperature))
+        votes = (weights @ self._votes).tolist()
+        n_cat = len(CATEGORIES)
+        total = votes[1 + n_cat]
+        mean_tier = votes[0] / total
+        length = min(1.0, math.log(tokens) / self._log_full)
+        score = min(1.0, max(0.0, (1.0 - self.length_weight) * mean_tier / 3.0 + self.length_weight * length))
+        tier = tier_for_score(score, self.cuts)
+        cat_votes = votes[1:1 + n_cat]
+        category = CATEGORIES[cat_votes.index(max(cat_votes))]
+        agree = votes[2 + n_cat + TIERS.index(tier)]
+        best = best_raw * inv
+        closeness = min(1.0, max(0.3, (best - 0.15) / 0.4))
+        top = np.argpartition(s, -3)[-3:].tolist() if len(s) > 3 else list(range(len(s)))
+        top.sort(key=lambda i: -float(s[i]))
+        names = self._names
+        evidence = (*(f"{names[i]} {float(s[i]) * inv:.2f}" for i in top),
+                    f"centroid k={len(s)} (softmax): mean tier {mean_tier:.2f}, ~{tokens} tokens")
+        return Classification(
+            tier=tier, category=category, confidence=round(agree / total * closeness, 3), score=round(score, 4),
+            evidence=evidence, classifier=self.name, label=self.labels[self._lab_list[best_i]],
+        )
+
     def classify(self, request: LLMRequest) -> Classification:
         """Classify one request."""
         return self.classify_vector(self.embed_request(request), max(1, request.input_tokens))
 
     def classify_vector(self, v: np.ndarray, tokens: int) -> Classification:
         """Classify an already embedded prompt of `tokens` tokens."""
-        if not v.any():
+        if self._soft:
+            return self._classify_soft(v, tokens)
+        # Centred cosine without building the centred vector: V.(v - m) / |v - m|.
+        vm = float(v @ self._mean)
+        norm2 = float(v @ v) - 2.0 * vm + self._mean_sq
+        if norm2 <= 1e-12 or not v.any():
             return Classification(tier=TIERS[0], category="chat", confidence=0.0, score=0.0,
                                   evidence=("no text to compare",), classifier=self.name, label=None)
-        v = v - self._mean
-        v = v / max(float(np.sqrt(v @ v)), 1e-9)
-        sims = self._vectors @ v
+        sims = (self._vectors @ v - self._vec_mean) / math.sqrt(norm2)
         k = self.k
         top = np.argpartition(sims, -k)[-k:] if k < len(sims) else np.arange(len(sims))
-        # k is small: plain Python over k floats beats a dozen tiny numpy calls.
-        near = sorted(zip(sims[top].tolist(), top.tolist()), key=lambda p: (-p[0], p[1]))
-        best, temp = near[0][0], self.temperature
-        weights = [math.exp((sim - best) / temp) for sim, _ in near]
-        total = sum(weights)
-        tiers, cats, labs = self._tier_list, self._cat_list, self._lab_list
-        mean_tier = sum(w * tiers[i] for w, (_, i) in zip(weights, near)) / total
+        top = top[np.argsort(-sims[top], kind="stable")]
+        near = sims[top]
+        best = float(near[0])
+        weights = np.exp((near - best) / self.temperature)
+        total = float(weights.sum())
+        tiers = self._tier[top]
+        mean_tier = float(weights @ tiers) / total
         length = min(1.0, math.log(tokens) / self._log_full)
         score = min(1.0, max(0.0, (1.0 - self.length_weight) * mean_tier / 3.0 + self.length_weight * length))
         tier = tier_for_score(score, self.cuts)
-        t_ix = TIERS.index(tier)
-        cat_votes: dict[int, float] = {}
-        lab_votes: dict[int, float] = {}
-        agree = 0.0
-        for w, (_, i) in zip(weights, near):
-            cat_votes[cats[i]] = cat_votes.get(cats[i], 0.0) + w
-            lab_votes[labs[i]] = lab_votes.get(labs[i], 0.0) + w
-            if abs(tiers[i] - t_ix) <= 0.5:  # voters within half a tier of the chosen tier
-                agree += w
-        category = CATEGORIES[max(cat_votes, key=cat_votes.__getitem__)]
-        label = self.labels[max(lab_votes, key=lab_votes.__getitem__)]
+        agree = float(weights[np.abs(tiers - TIERS.index(tier)) <= 0.5].sum())
+        category = CATEGORIES[int(np.bincount(self._cat[top], weights, minlength=len(CATEGORIES)).argmax())]
+        label = self.labels[int(np.bincount(self._lab[top], weights, minlength=len(self.labels)).argmax())]
         # Centred cosines: ~0.3 is a distant match, >= 0.55 a close one.
         closeness = min(1.0, max(0.3, (best - 0.15) / 0.4))
         names = self._names
-        evidence = (*(f"{names[i]} {sim:.2f}" for sim, i in near[:3]),
+        ix = top[:3].tolist()
+        evidence = (*(f"{names[i]} {sim:.2f}" for i, sim in zip(ix, near[:3].tolist())),
                     f"{self.mode} k={k}: mean tier {mean_tier:.2f}, ~{tokens} tokens")
         return Classification(
             tier=tier, category=category, confidence=round(agree / total * closeness, 3), score=round(score, 4),

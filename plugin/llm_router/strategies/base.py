@@ -30,7 +30,7 @@ class NoState:
         return 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Context:
     """Everything a strategy may look at."""
 
@@ -44,7 +44,7 @@ class Context:
     ladder: dict[str, str] = field(default_factory=dict)  # tier name -> model id
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Selection:
     """A strategy's pick: the primary model, optionally its own chain, and why."""
 
