@@ -12,6 +12,19 @@ from collections.abc import Iterator
 import pytest
 
 
+# Fake provider keys for tests that build a Runtime from the environment (never real keys).
+TEST_KEYS = {"OPENAI_API_KEY": "sk-test-openai-0001", "ANTHROPIC_API_KEY": "sk-ant-test-0002", "GEMINI_API_KEY": "gm-test-0003",
+             "TOGETHER_API_KEY": "tg-test-0004", "MISTRAL_API_KEY": "ms-test-0005", "DEEPSEEK_API_KEY": "sk-test-deepseek-0006"}
+
+
+@pytest.fixture
+def provider_keys(monkeypatch) -> dict[str, str]:
+    """Every default provider's key variable set to a fake value for this test."""
+    for name, value in TEST_KEYS.items():
+        monkeypatch.setenv(name, value)
+    return dict(TEST_KEYS)
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as s:

@@ -169,7 +169,14 @@ def test_runner_survives_mutated_frames(data):
 
     global _FUZZ_RUNNER
     if _FUZZ_RUNNER is None:
-        _FUZZ_RUNNER = Runner(Runtime(load_config(None), telemetry=False), TokenStore(ttl=100, base=1000))
+        from conftest import TEST_KEYS
+        from llm_router.credentials import Credentials
+        from llm_router.router import build_catalog
+        from llm_router.secrets.env import EnvStore
+
+        cfg = load_config(None)
+        creds = Credentials.resolve(build_catalog(cfg), [EnvStore(TEST_KEYS)])
+        _FUZZ_RUNNER = Runner(Runtime(cfg, credentials=creds, telemetry=False), TokenStore(ttl=100, base=1000))
     runner = _FUZZ_RUNNER
     conv = Conversation()
     token = runner.tokens.put("route#f#ext-plugin-pre-req#1", (("llm-router", "{}"),)).token

@@ -10,15 +10,19 @@ import yaml
 
 from llm_router.accounting import Usage
 from llm_router.config import parse_config
+from llm_router.credentials import Credentials
+from llm_router.router import build_catalog
 from llm_router.runtime import Exchange, Runtime
+from llm_router.secrets.env import EnvStore
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC = re.compile(r"\bllm_router_[a-z_]+\b")
 
 
-def exported_names() -> set[str]:
+def exported_names(keys: dict[str, str]) -> set[str]:
     """Series names in a runner's exposition after some traffic (so labelled families appear)."""
-    rt = Runtime(parse_config({"accounting": {"limits": [{"scope": "route", "usd": 5}]}}))
+    cfg = parse_config({"accounting": {"limits": [{"scope": "route", "usd": 5}]}})
+    rt = Runtime(cfg, credentials=Credentials.resolve(build_catalog(cfg), [EnvStore(keys)]))
     ex = Exchange(request_id="1", route="r", started=0.0)
     rt.decide(orjson.dumps({"messages": [{"role": "user", "content": "hi"}]}), path="/v1/chat/completions", ex=ex)
     rt.on_response(ex, 200, Usage(10, 10), 0.1, None)
@@ -29,12 +33,12 @@ def exported_names() -> set[str]:
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 
-def test_every_dashboard_query_names_an_exported_metric():
+def test_every_dashboard_query_names_an_exported_metric(provider_keys):
     dash = json.loads((ROOT / "deploy" / "grafana" / "llm-router.json").read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
     exprs += [v["query"] for v in dash["templating"]["list"] if isinstance(v.get("query"), str) and "llm_router" in v["query"]]
     assert len(exprs) >= 16
-    exported = exported_names()
+    exported = exported_names(provider_keys)
     used = {name for e in exprs for name in METRIC.findall(e)}
     missing = sorted(used - exported)
     assert not missing, f"dashboard queries metrics the runner does not export: {missing}"

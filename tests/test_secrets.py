@@ -84,7 +84,8 @@ def test_rotated_file_secret_is_picked_up_without_restart(tmp_path):
     os.symlink(v1, tmp_path / "..data")
     cfg = parse_config({"providers": {"openai": {"base_url": "https://api.openai.com", "paths": {"chat": "/v1/chat/completions"},
                                                  "credentials": [f"file://{tmp_path}/..data/openai"]}},
-                        "policies": {"default": {"strategy": "cost_weighted", "constraints": {"providers": ["openai"]}}}})
+                        "policies": {"default": {"strategy": "cost_weighted", "constraints": {"providers": ["openai"]}}},
+                        "secrets": {"missing": "skip"}})
 
     async def go():
         rt = Runtime(cfg, telemetry=False)
@@ -157,7 +158,7 @@ def test_aws_secrets_manager(moto_url, monkeypatch):
     with pytest.raises(SecretError, match="key 'nope' is missing"):
         aws.get(parse_ref("aws://llm/openai#nope"))
     # rotation: a new version is picked up by the next refresh
-    cfg = parse_config({"secrets": {"aws": {"region": "us-east-1", "endpoint_url": moto_url}},
+    cfg = parse_config({"secrets": {"aws": {"region": "us-east-1", "endpoint_url": moto_url}, "missing": "skip"},
                         "providers": {"openai": {"base_url": "https://api.openai.com", "paths": {"chat": "/v1/chat/completions"},
                                                  "credentials": ["aws://llm/openai#api_key"]}}})
     rt = Runtime(cfg, telemetry=False)
@@ -272,3 +273,22 @@ def test_vault_kv2_against_a_real_vault_container():
         role_id = client.read("auth/approle/role/llm/role-id")["data"]["role_id"]
         secret_id = client.write("auth/approle/role/llm/secret-id")["data"]["secret_id"]
         vault_checks(url, {"LLMR_TEST_VAULT_TOKEN": "root-token"}, (role_id, secret_id))
+
+
+def test_missing_keys_with_skip_take_those_models_out_of_selection(monkeypatch):
+    """secrets.missing: skip never sends a request without a key: keyless providers' models are excluded."""
+    from llm_router.runtime import Exchange, Refusal
+
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "TOGETHER_API_KEY", "MISTRAL_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-only-deepseek")
+    rt = Runtime(parse_config({"secrets": {"missing": "skip"}}), telemetry=False)
+    assert rt.keyless == {"gpt-4o", "claude-3.5-sonnet", "gemini-1.5-pro", "mistral-large", "llama-3-70b"}
+    hard = b'{"messages": [{"role": "user", "content": "Prove rigorously that the halting problem is undecidable, step by step."}]}'
+    call = rt.decide(hard, path="/v1/chat/completions", ex=Exchange("1", "r", 0.0))
+    assert call.model.id == "deepseek-v2" and ("authorization", "Bearer sk-only-deepseek") in call.set_headers
+    vision = b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}]}'
+    refused = rt.decide(vision, path="/v1/chat/completions", ex=Exchange("2", "r", 0.0))
+    assert isinstance(refused, Refusal) and refused.status in (400, 503)
+    with pytest.raises(ConfigError, match="secrets.missing: must be 'error' or 'skip'"):
+        Runtime(parse_config({"secrets": {"missing": "maybe"}}))

@@ -12,6 +12,7 @@ from llm_router.config import parse_config
 from llm_router.credentials import Credentials
 from llm_router.decision_log import SecretMask, redact_pii
 from llm_router.metrics import scrape_totals
+from llm_router.router import build_catalog
 from llm_router.runtime import Exchange, Refusal, Runtime
 from llm_router.secrets.env import EnvStore
 
@@ -29,7 +30,7 @@ def chat(text: str) -> bytes:
 def runtime(tmp_path, **sections) -> Runtime:
     cfg = parse_config({"metrics": {"listen": "127.0.0.1:0", "decision_log": str(tmp_path / "decisions.jsonl"),
                                     **sections.pop("metrics", {})}, **sections})
-    creds = Credentials.resolve(Runtime(cfg, telemetry=False).catalog, [EnvStore(KEYS)])
+    creds = Credentials.resolve(build_catalog(cfg), [EnvStore(KEYS)])
     return Runtime(cfg, credentials=creds)
 
 
@@ -156,7 +157,7 @@ def test_breaker_opens_through_runtime(tmp_path):
     assert 'llm_router_breaker_open{model="deepseek-v2"} 1.0' in text
 
 
-def test_bad_telemetry_config_names_the_field(tmp_path):
+def test_bad_telemetry_config_names_the_field(tmp_path, provider_keys):
     from llm_router.config import ConfigError
 
     for sections, words in [({"health": {"colour": 1}}, "health: unknown fields"),

@@ -17,7 +17,8 @@ from prometheus_client.registry import Collector
 
 DECISION_BUCKETS = (25e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 0.01, 0.05)
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
-ERROR_RATIO_BUCKETS = (-0.5, -0.25, -0.1, -0.05, 0.0, 0.05, 0.1, 0.25, 0.5, 1.0)
+# actual / estimated input tokens: 1.0 is a perfect estimate (buckets stay positive, as Prometheus wants)
+ESTIMATE_RATIO_BUCKETS = (0.5, 0.75, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25, 1.5, 2.0)
 
 
 class CounterVec:
@@ -99,8 +100,8 @@ class Metrics(Collector):
         self.errors = CounterVec("llm_router_errors", "Errors by kind", ("kind",))
         self.decision_seconds = HistogramVec("llm_router_decision_seconds", "Time to parse, classify and decide", (), DECISION_BUCKETS)
         self.upstream_seconds = HistogramVec("llm_router_upstream_seconds", "Upstream response time", ("model",), LATENCY_BUCKETS)
-        self.estimate_error = HistogramVec("llm_router_estimate_error_ratio", "(estimated - actual) / actual input tokens",
-                                           (), ERROR_RATIO_BUCKETS)
+        self.estimate_ratio = HistogramVec("llm_router_estimate_ratio", "Actual / estimated input tokens", (),
+                                           ESTIMATE_RATIO_BUCKETS)
         self.budget_remaining = GaugeVec("llm_router_budget_remaining_usd", "USD left in a spend limit", ("scope",))
         self.breaker_open = GaugeVec("llm_router_breaker_open", "1 while a model's circuit breaker is open", ("model",))
         self.registry = CollectorRegistry(auto_describe=False)
@@ -113,7 +114,7 @@ class Metrics(Collector):
 
     def _all(self):
         return (self.requests, self.responses, self.tokens, self.cost, self.saving, self.decision_seconds,
-                self.upstream_seconds, self.estimate_error, self.fallbacks, self.errors, self.budget_remaining,
+                self.upstream_seconds, self.estimate_ratio, self.fallbacks, self.errors, self.budget_remaining,
                 self.breaker_open)
 
     def collect(self) -> Iterator:

@@ -121,7 +121,9 @@ class Runtime:
             from llm_router.secrets.base import SecretError
             from llm_router.secrets.registry import SecretRefresher, build_stores
 
-            missing = config.secrets.get("missing", "skip")
+            missing = config.secrets.get("missing", "error")
+            if missing not in ("error", "skip"):
+                raise ConfigError([f"secrets.missing: must be 'error' or 'skip', got {missing!r}"], "secrets")
             try:
                 stores = build_stores(config.secrets)
                 credentials = Credentials.resolve(self.catalog, stores, missing=missing)
@@ -131,6 +133,10 @@ class Runtime:
                                              self._apply_credentials, stores,
                                              refresh_s=float(config.secrets.get("refresh_s", 300)))
         self.credentials = credentials
+        # Models whose provider has no credential never leave the gateway without one: they are
+        # out of selection (with secrets.missing: skip; with 'error' loading has already failed).
+        self.keyless = frozenset(m.id for m in self.catalog.models.values()
+                                 if self.catalog.providers[m.provider].auth != "none" and not credentials.has(m.provider))
         self.observer: Observer = observer or NullObserver()
         self.state = state
         self.health: HealthView = health or NoHealth()
@@ -211,8 +217,10 @@ class Runtime:
             ex.error = policy
             return self.refusal(policy, ex)
         ex.policy = policy
-        request, decision = self.router.route(body, path=path, policy=policy, state=self.state,
-                                              excluded=self.health.excluded())
+        excluded = self.health.excluded()
+        if self.keyless:
+            excluded = excluded | self.keyless
+        request, decision = self.router.route(body, path=path, policy=policy, state=self.state, excluded=excluded)
         ex.request = request
         if self.limits is not None and self.limits.rules and not isinstance(decision, RouteError):
             consumer = ex.extra["consumer"] = consumer_of(headers, self.consumer_header)

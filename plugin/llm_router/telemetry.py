@@ -72,8 +72,8 @@ class Telemetry:
             ref = ex.policy.reference if ex.policy is not None else None
             if ref is not None:
                 m.saving.inc((ex.route,), max(0.0, usage.cost(ref) - cost))
-            if usage.input_tokens > 0:
-                m.estimate_error.observe((), (ex.decision.input_tokens - usage.input_tokens) / usage.input_tokens)
+            if usage.input_tokens > 0 and ex.decision.input_tokens > 0:
+                m.estimate_ratio.observe((), usage.input_tokens / ex.decision.input_tokens)
         elif 200 <= status < 300:
             cost = ex.decision.estimated_cost  # no usage reported: budget against the estimate
             m.errors.inc(("usage_missing",))

@@ -222,6 +222,12 @@ def run(args) -> int:
     return 0
 
 
+# Keys the benchmark's processor injects (the direct_response upstream ignores them).
+BENCH_KEYS = {"OPENAI_API_KEY": "sk-bench-openai", "ANTHROPIC_API_KEY": "sk-bench-anthropic",
+              "GEMINI_API_KEY": "bench-gemini", "TOGETHER_API_KEY": "bench-together", "MISTRAL_API_KEY": "bench-mistral",
+              "DEEPSEEK_API_KEY": "sk-bench-deepseek"}
+
+
 def _progress(args, text: str) -> None:
     if not args.quiet:
         print(text, file=sys.stderr, flush=True)
@@ -243,7 +249,8 @@ def _run(args, wd: Path, procs: list, classifier: str, transports: list[str]) ->
 
     def with_processor(name: str, service: str, transport: str) -> Setup:
         sock = f"unix:{wd}/{name}.sock"
-        proc = ProcessorProcess(sock, wd, config=cfg_path, service=service, transport=transport, name=f"{name}-proc").start()
+        proc = ProcessorProcess(sock, wd, config=cfg_path, service=service, transport=transport, name=f"{name}-proc",
+                                env=BENCH_KEYS).start()
         procs.append(proc)
         lp = free_port()
         spec = spec_from_config(cfg, listen=("127.0.0.1", lp), processor=sock, local_ports=ports, admin=("127.0.0.1", free_port()))

@@ -125,12 +125,25 @@ def run(args) -> int:
     return 0
 
 
-def _demo_config(cfg_user) -> dict[str, Any]:
-    """The user's (or built-in) config with explanation headers on, so the demo can see each choice."""
+def _demo_config(cfg_user, metrics_port: int) -> dict[str, Any]:
+    """The user's (or built-in) config with explanation headers on, so the demo can see each choice,
+    and the processor's Prometheus endpoint on a free loopback port, so the demo can scrape it."""
     policies = {name: {**p.model_dump(exclude_unset=True), "explain": True} for name, p in cfg_user.policies.items()}
     data = cfg_user.model_dump(exclude_unset=True)
     data["policies"] = policies
+    data["metrics"] = {**data.get("metrics", {}), "listen": f"127.0.0.1:{metrics_port}"}
     return data
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The processor's /metrics as {metric name: value summed over labels}."""
+    import httpx
+
+    from llm_router.metrics import scrape_totals
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10.0).text
+    return {name: round(value, 6) for name, value in scrape_totals(text).items()
+            if name.startswith("llm_router_") and not name.endswith(("_bucket", "_created"))}
 
 
 def _run(args, cfg_user, items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -147,7 +160,8 @@ def _run(args, cfg_user, items: list[dict[str, Any]]) -> dict[str, Any]:
     with workdir("llmr-demo-") as tmp:
         wd = Path(tmp)
         try:
-            cfg_path = write_config(wd / "demo.yaml", _demo_config(cfg_user))
+            metrics_port = free_port()
+            cfg_path = write_config(wd / "demo.yaml", _demo_config(cfg_user, metrics_port))
             cfg = load_config(cfg_path)
             from llm_router.gateways.envoy.binary import envoy_version
 
@@ -179,9 +193,21 @@ def _run(args, cfg_user, items: list[dict[str, Any]]) -> dict[str, Any]:
                               end="" if tty else "\n", file=sys.stderr, flush=True)
             if progress and tty:
                 print(file=sys.stderr)
-            return _summarise(outcomes, catalog, cfg)
+            summary = _summarise(outcomes, catalog, cfg)
+            summary["metrics"] = _settled_metrics(metrics_port, len(outcomes) - summary["errors"])
+            return summary
         finally:
             stop_all(procs)
+
+
+def _settled_metrics(port: int, answered: int, timeout: float = 10.0) -> dict[str, float]:
+    """Scrape once every answered request has been accounted (responses are observed asynchronously)."""
+    deadline = time.monotonic() + timeout
+    metrics = scrape(port)
+    while metrics.get("llm_router_responses_total", 0) < answered and time.monotonic() < deadline:
+        time.sleep(0.05)
+        metrics = scrape(port)
+    return metrics
 
 
 def _say(enabled: bool, text: str) -> None:
@@ -246,6 +272,12 @@ def _print(s: dict[str, Any]) -> None:
         print(f"{model:22s} {share * 100:6.1f}%")
     print(f"\ncost per 1K queries:  ${s['cost_per_1k']:.4f} routed  vs  ${s['baseline_cost_per_1k']:.4f} "
           f"all to {s['baseline_model']}  ->  saving {s['saving'] * 100:.1f}%")
+    m = s.get("metrics") or {}
+    if m:
+        spend, saved = m.get("llm_router_cost_usd_total", 0.0), m.get("llm_router_saving_usd_total", 0.0)
+        print(f"spend (processor):    ${spend:.4f} for these requests, ${saved:.4f} saved against the reference model "
+              f"({saved / (spend + saved) * 100 if spend + saved else 0:.1f}%), "
+              f"{int(m.get('llm_router_tokens_total', 0))} tokens; from its /metrics")
     if s["added_p50_ms"] is not None:
         print(f"added latency:        p50 {s['added_p50_ms']:.2f} ms, p99 {s['added_p99_ms']:.2f} ms "
               "(through Envoy + llm-router minus the same call straight to the fake, paired per request)")
