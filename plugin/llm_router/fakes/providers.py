@@ -39,6 +39,7 @@ class Behaviour:
     requests_limit: int = 10_000  # advertised in x-ratelimit-limit-requests
     tokens_limit: int = 2_000_000
     gzip: bool = False  # compress JSON answers when the client accepts gzip
+    texts: dict[str, str] = field(default_factory=dict)  # model name -> fixed answer text (refusals, JSON, ...)
 
     def merged(self, **changes: Any) -> "Behaviour":
         """A copy with some fields changed; unknown names raise TypeError naming them."""
@@ -154,6 +155,8 @@ class FakeProvider:
         max_tokens = data.get("max_tokens") or data.get("max_completion_tokens")
         answer = make_answer(model, prompt, max_tokens=max_tokens if isinstance(max_tokens, int) else None,
                              quality=b.quality.get(model, b.default_quality), output_tokens=b.output_tokens)
+        if model in b.texts:
+            answer = replace(answer, text=b.texts[model])
         headers = self._limit_headers(answer) + [("x-fake-provider", self.name), ("x-fake-quality", "good" if answer.good else "weak")]
         stream = data.get("stream") is True
         if stream:
@@ -164,7 +167,7 @@ class FakeProvider:
                 usage = isinstance(opts, dict) and opts.get("include_usage") is True
                 await self._openai_stream(resp, model, answer, headers, api, usage)
             return 200
-        payload = _anthropic_json(model, answer) if anthropic else _openai_json(model, answer, api)
+        payload = _anthropic_json(model, answer) if anthropic else _openai_json(model, answer, api, logprobs=data.get("logprobs") is True)
         headers = [("content-type", "application/json"), *headers]
         if b.gzip and "gzip" in req.headers.get("accept-encoding", ""):
             payload = gzip.compress(payload)
@@ -315,7 +318,15 @@ def _openai_usage(answer: Answer) -> dict[str, int]:
             "total_tokens": answer.input_tokens + answer.output_tokens}
 
 
-def _openai_json(model: str, answer: Answer, api: str) -> bytes:
+def _token_logprobs(answer: Answer) -> dict[str, Any]:
+    """Per-token logprobs (chat `logprobs: true`): confident for good answers, low for weak ones."""
+    tokens = answer.text.split(" ")[:256]
+    base, spread = (-0.05, 0.3) if answer.good else (-1.3, 1.2)
+    return {"content": [{"token": t, "logprob": round(base - spread * ((sum(map(ord, t)) % 256) / 255), 4), "bytes": None,
+                         "top_logprobs": []} for t in tokens]}
+
+
+def _openai_json(model: str, answer: Answer, api: str, *, logprobs: bool = False) -> bytes:
     if api == "completions":
         return orjson.dumps({"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
                              "model": model, "choices": [{"index": 0, "text": answer.text, "logprobs": None, "finish_reason": "stop"}],
@@ -324,7 +335,7 @@ def _openai_json(model: str, answer: Answer, api: str) -> bytes:
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()), "model": model,
         "system_fingerprint": "fp_fake",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text, "refusal": None},
-                     "logprobs": None, "finish_reason": "stop"}],
+                     "logprobs": _token_logprobs(answer) if logprobs else None, "finish_reason": "stop"}],
         "usage": _openai_usage(answer),
     })
 
