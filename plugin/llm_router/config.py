@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from llm_router.catalog import APIS, CAPABILITIES, Tier
 
 TierName = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
-STRATEGIES = ("ladder", "quality_gate", "cost_weighted", "capability", "round_robin", "least_used", "semantic", "cascade")
+STRATEGIES = ("ladder", "quality_gate", "cost_weighted", "capability", "round_robin", "least_used", "semantic", "cascade", "hedge")
 CLASSIFIERS = ("rules", "semantic", "learned", "hybrid")
 
 
@@ -192,7 +192,7 @@ class PolicyConf(_Strict):
     """Classifier + strategy + thresholds + constraints for a set of requests."""
 
     classifier: Literal["rules", "semantic", "learned", "hybrid"] = "rules"
-    strategy: Literal["ladder", "quality_gate", "cost_weighted", "capability", "round_robin", "least_used", "semantic", "cascade"] = "ladder"
+    strategy: Literal["ladder", "quality_gate", "cost_weighted", "capability", "round_robin", "least_used", "semantic", "cascade", "hedge"] = "ladder"
     ladder: dict[TierName, str] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
     constraints: ConstraintsConf = Field(default_factory=ConstraintsConf)
@@ -267,6 +267,10 @@ def policy_problems(p: PolicyConf, where: str, cfg: "Config") -> list[str]:
     for label, mid in (p.params.get("map") or {}).items():
         if mid not in cfg.models:
             problems.append(f"{where}.params.map.{label}: unknown model {mid!r} (known: {known})")
+    if p.strategy in ("cascade", "hedge"):
+        from llm_router.orchestrate.params import param_problems
+
+        problems += [f"{where}.{problem}" for problem in param_problems(p.strategy, p.params, cfg.models)]
     if p.strategy == "ladder" and not p.ladder:
         problems.append(f"{where}.ladder: the ladder strategy needs a ladder (tier -> model)")
     if p.classifier == "learned" and not cfg.classifiers.learned.model:

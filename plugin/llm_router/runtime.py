@@ -145,6 +145,7 @@ class Runtime:
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
         self.shared = self.limits = self.metrics = self.telemetry = None
+        self.orchestrator: Any = None  # llm_router.orchestrate: the runner's own calls (cascade, hedge), made on first use
         self._metrics_address: tuple[str, int] | None = None
         if observer is None and telemetry:
             self._build_telemetry(state_given=state is not NO_STATE, health_given=health is not None)
@@ -285,6 +286,9 @@ class Runtime:
         """Stop background work and flush; adapters call it on shutdown."""
         if self.refresher is not None:
             await self.refresher.stop()
+        if self.orchestrator is not None:
+            await self.orchestrator.aclose()
+            self.orchestrator = None
         if self.shared is not None:
             await self.shared.stop()
         if self.telemetry is not None:

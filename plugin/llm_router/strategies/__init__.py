@@ -5,13 +5,14 @@ from llm_router.strategies.base import Context, NoState, Selection, StateView, S
 from llm_router.strategies.capability import Capability
 from llm_router.strategies.cascade import Cascade
 from llm_router.strategies.cost_weighted import CostWeighted
+from llm_router.strategies.hedge import Hedge
 from llm_router.strategies.ladder import Ladder
 from llm_router.strategies.pools import LeastUsed, RoundRobin
 from llm_router.strategies.quality_gate import QualityGate
 from llm_router.strategies.semantic import SemanticRoute
 
 STRATEGIES: dict[str, type] = {
-    s.name: s for s in (Ladder, QualityGate, CostWeighted, Capability, RoundRobin, LeastUsed, SemanticRoute, Cascade)
+    s.name: s for s in (Ladder, QualityGate, CostWeighted, Capability, RoundRobin, LeastUsed, SemanticRoute, Cascade, Hedge)
 }
 
 

@@ -1,0 +1,48 @@
+"""The runner's own upstream calls (cascade, hedge, runner-side fallback): config section `server.orchestrate`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestrateSettings:
+    """How the runner calls providers itself: directly, or through the gateway's egress route."""
+
+    egress: str | None = None  # e.g. http://127.0.0.1:9080/llm-egress: send there with the route header
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 120.0  # between bytes; the per-call budget is the policy's timeout_s
+    deadline_s: float = 55.0  # whole orchestration (APISIX waits 60 s for the runner's reply)
+    http2: bool = True  # negotiated by ALPN on https; cleartext stays HTTP/1.1
+    max_connections: int = 200
+    max_keepalive: int = 50
+    max_response_bytes: int = 16 << 20
+    verify_tls: bool = True
+
+    @classmethod
+    def from_config(cls, server: Mapping[str, Any] | None) -> "OrchestrateSettings":
+        """From `server.orchestrate`; raises ValueError naming the field."""
+        data = (server or {}).get("orchestrate") or {}
+        where = "server.orchestrate"
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{where}: must be a mapping, got {type(data).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"{where}: unknown fields {unknown} (known: {sorted(known)})")
+        out: dict[str, Any] = {}
+        for name, value in data.items():
+            default = known[name].default
+            if name == "egress":
+                if value is not None and (not isinstance(value, str) or not value.startswith(("http://", "https://"))):
+                    raise ValueError(f"{where}.egress: must be an http:// or https:// URL, got {value!r}")
+                out[name] = value.rstrip("/") if value else None
+            elif isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"{where}.{name}: must be true or false, got {value!r}")
+                out[name] = value
+            else:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                    raise ValueError(f"{where}.{name}: must be a positive number, got {value!r}")
+                out[name] = type(default)(value)
+        return cls(**out)
