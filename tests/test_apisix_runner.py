@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from llm_router.accounting import Usage
-from llm_router.config import load_config
+from llm_router.config import load_config, parse_config
 from llm_router.gateways.apisix import encode, framing
 from llm_router.gateways.apisix.runner import REQUEST_ID_VAR, Runner
 from llm_router.gateways.apisix.tokens import TokenStore
@@ -437,7 +437,8 @@ def inproc(monkeypatch):
         monkeypatch.setenv(k, v)
     d = socket_dir()
     rec = Recorder()
-    runner = Runner(Runtime(load_config(None), observer=rec), TokenStore(ttl=100))
+    # no runner-side fallback here: these providers are the real (unreachable) ones; test_apisix_fallback covers it
+    runner = Runner(Runtime(parse_config({"server": {"apisix_fallback": False}}), observer=rec), TokenStore(ttl=100))
     thread = RunnerThread(os.path.join(d, "inproc.sock"), runner).start()
     em = Emulator(thread.path)
     yield em, runner, rec
@@ -456,7 +457,8 @@ def test_json_answer_usage_is_accounted(inproc):
     pre = em.http_req_call(DEFAULT, body=chat(EASY))
     first = em.http_resp_call(post, headers=[("content-type", "application/json")],
                               variables={REQUEST_ID_VAR: pre.upstream_headers["x-llm-router-request-id"]})
-    assert first.ok and runner.stats.unmatched_responses == 1  # post-resp was not known before this request
+    # post-resp was not known before this request: the route's first requests are remembered anyway
+    assert first.ok and runner.stats.unmatched_responses == 0
     pre = em.http_req_call(DEFAULT, body=chat(EASY))
     rid = pre.upstream_headers["x-llm-router-request-id"]
     answer = orjson.dumps({"id": "x", "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 34}})

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from llm_router.accounting import Usage, usage_from_json
+from llm_router.accounting import SSEUsage, Usage, usage_from_json
 from llm_router.catalog import Model
 from llm_router.orchestrate.client import Response, UpstreamClient
 from llm_router.orchestrate.params import ScoringParams
@@ -56,6 +56,18 @@ def with_logprobs(request: LLMRequest) -> bool:
     return True
 
 
+def usage_of(resp: Response) -> Usage | None:
+    """Token usage of a whole answer: JSON, or an SSE stream read to its end (a streamed fallback)."""
+    if not resp.body:
+        return None
+    if any(n == "content-type" and "event-stream" in v for n, v in resp.headers):
+        sse = SSEUsage()
+        sse.feed(resp.body)
+        sse.finish()
+        return sse.usage
+    return usage_from_json(resp.body)
+
+
 def account(runtime: Runtime, ex: Exchange, call: UpstreamCall, status: int, usage: Usage | None, latency_s: float,
             headers: list[tuple[str, str]] | None, attempt: int) -> None:
     """Report one finished call as this exchange's call (health, spend limits, metrics, decision log)."""
@@ -85,8 +97,7 @@ async def call_model(client: UpstreamClient, runtime: Runtime, ex: Exchange, mod
         est = Usage(d.input_tokens, d.expected_output_tokens) if d is not None else None
         account(runtime, ex, call, CANCELLED, est, 0.0, None, attempt)
         raise
-    usage = usage_from_json(resp.body) if resp.body else None
-    account(runtime, ex, call, resp.status, usage, resp.latency_s, resp.headers, attempt)
+    account(runtime, ex, call, resp.status, usage_of(resp), resp.latency_s, resp.headers, attempt)
     return Attempt(model, call, resp)
 
 

@@ -30,7 +30,7 @@ def unavailable(runtime: Runtime, ex: Exchange, model: Model) -> str | None:
 
 
 async def run_chain(client: UpstreamClient, runtime: Runtime, ex: Exchange, request: LLMRequest, chain: tuple[Model, ...],
-                    *, scoring: ScoringParams | None, deadline_s: float, first_attempt: int = 1,
+                    *, scoring: ScoringParams | None, deadline_s: float, fallback_timeout_s: float = 30.0, first_attempt: int = 1,
                     previous: str | None = None, prior: list[str] | None = None) -> OrchestratedReply:
     """Try the chain in order; with scoring, an answer below the floor escalates too.
 
@@ -60,7 +60,7 @@ async def run_chain(client: UpstreamClient, runtime: Runtime, ex: Exchange, requ
             break
         if previous is not None:
             note_fallback(runtime, ex, previous, model.id, reason)
-        timeout = min(scoring.timeout_s if scoring else left, left)
+        timeout = min(scoring.timeout_s if scoring else fallback_timeout_s, left)
         att = await call_model(client, runtime, ex, model, timeout_s=timeout, attempt=number)
         number += 1
         previous = model.id

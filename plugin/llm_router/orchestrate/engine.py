@@ -46,7 +46,7 @@ class Orchestrator:
                 if params.max_steps:
                     chain = chain[: params.max_steps]
             return await run_chain(self.client, self.runtime, ex, request, chain, scoring=scoring,
-                                   deadline_s=self.settings.deadline_s)
+                                   deadline_s=self.settings.deadline_s, fallback_timeout_s=self.settings.fallback_timeout_s)
         except Exception as exc:  # the runner never dies of a request
             log.exception("orchestration failed for %s", ex.request_id)
             return _internal_error(ex, exc)
@@ -62,7 +62,8 @@ class Orchestrator:
             rest = chain[ids.index(failed_model) + 1:] if failed_model in ids else chain[1:]
             prior = [f"{failed_model} {failed_status} (through the gateway)"]
             return await run_chain(self.client, self.runtime, ex, request, rest, scoring=None,
-                                   deadline_s=self.settings.deadline_s, first_attempt=ex.attempt + 1,
+                                   deadline_s=self.settings.deadline_s, fallback_timeout_s=self.settings.fallback_timeout_s,
+                                   first_attempt=ex.attempt + 1,
                                    previous=failed_model, prior=prior)
         except Exception as exc:
             log.exception("fallback failed for %s", ex.request_id)

@@ -13,6 +13,7 @@ class OrchestrateSettings:
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 120.0  # between bytes; the per-call budget is the policy's timeout_s
     deadline_s: float = 55.0  # whole orchestration (APISIX waits 60 s for the runner's reply)
+    fallback_timeout_s: float = 30.0  # per model when a plain fallback chain (no scorer) is walked
     http2: bool = True  # negotiated by ALPN on https; cleartext stays HTTP/1.1
     max_connections: int = 200
     max_keepalive: int = 50

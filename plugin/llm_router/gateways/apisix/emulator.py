@@ -308,6 +308,19 @@ class Outcome:
         return self.status is None
 
 
+@dataclass
+class ClientResponse:
+    """What the client gets from the emulated gateway (pre-req, traffic-split, upstream call, post-resp)."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    upstream: str | None  # the upstream traffic-split picked (None: answered before any upstream call)
+    pre: Outcome
+    post: Outcome | None = None
+    upstream_status: int | None = None  # what the provider itself answered
+
+
 class Emulator:
     """One APISIX worker talking to a runner socket."""
 
@@ -557,6 +570,43 @@ class Emulator:
         return outcome
 
 
+def proxy(em: Emulator, route: RouteConf, *, upstreams: dict[str, str], post_resp: bool = False,
+          path: str = "/v1/chat/completions", headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
+          route_header: str = "x-llm-router-upstream", timeout: float = 60.0) -> ClientResponse:
+    """One client request through the emulated APISIX route, end to end.
+
+    ext-plugin-pre-req (the runner's Rewrite or Stop), traffic-split (`upstreams`: routing header
+    value -> base URL), the upstream call as ext-plugin-post-resp makes it (a connection failure
+    is a 502 without asking the runner), then HTTPRespCall with the upstream's status and headers
+    (variables `http_<header>` from the upstream request headers) when `post_resp` is on.
+    """
+    import httpx
+
+    pre = em.http_req_call(route, path=path, headers=headers, body=body)
+    if pre.status is not None:
+        return ClientResponse(pre.status, dict(pre.response_headers), pre.body or b"", None, pre)
+    name = pre.upstream_headers.get(route_header)
+    base = upstreams.get(name or "")
+    if base is None:
+        return ClientResponse(502, {}, b"no upstream for this request", name, pre)
+    sent = {k: v for k, v in pre.upstream_headers.items() if k not in ("host", "content-length", "transfer-encoding")}
+    try:
+        with httpx.Client(timeout=timeout, trust_env=False) as client:
+            resp = client.post(base + pre.upstream_path, content=pre.upstream_body, headers=sent)
+            up_status, up_headers, up_body = resp.status_code, [(k.lower(), v) for k, v in resp.headers.multi_items()], resp.content
+    except httpx.HTTPError:
+        return ClientResponse(502, {}, b"", name, pre)  # ext-plugin-post-resp: "failed to request" -> 502
+    up_headers = [(k, v) for k, v in up_headers if k not in ("content-encoding", "content-length", "transfer-encoding")]
+    if not post_resp:
+        return ClientResponse(up_status, {**dict(up_headers), **pre.response_headers}, up_body, name, pre, None, up_status)
+    variables = {"http_" + k.replace("-", "_"): v for k, v in pre.upstream_headers.items()}
+    post = em.http_resp_call(RouteConf(route.conf, route.conf_id, route.conf_type, "ext-plugin-post-resp", route.version),
+                             status=up_status, headers=up_headers, body=up_body, variables=variables)
+    status = post.status or up_status
+    return ClientResponse(status, {**pre.response_headers, **post.response_headers}, post.body or b"", name, pre, post,
+                          up_status)
+
+
 def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
     chunks = []
     while n:
@@ -590,5 +640,5 @@ def raw_frame(rpc_type: int, payload: bytes) -> bytes:
     return bytes((rpc_type & 0xFF, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF)) + payload
 
 
-__all__ = ["Emulator", "RouteConf", "SharedDict", "Outcome", "ProtocolViolation", "RPCError", "decode_reply",
+__all__ = ["ClientResponse", "Emulator", "RouteConf", "proxy", "SharedDict", "Outcome", "ProtocolViolation", "RPCError", "decode_reply",
            "build_prepare_conf", "build_req_call", "build_extra_info_resp", "build_resp_call", "raw_frame", "FrameError"]

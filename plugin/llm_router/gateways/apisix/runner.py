@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,6 +22,7 @@ from llm_router.gateways.apisix.framing import (
     MAX_PAYLOAD, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL, RPC_NAMES, RPC_PREPARE_CONF, FrameError,
 )
 from llm_router.gateways.apisix.tokens import Entry, TokenStore
+from llm_router.orchestrate import OrchestratedReply, fallback, orchestrate, wants_orchestration
 from llm_router.runtime import Exchange, Refusal, Runtime
 
 log = logging.getLogger("llm_router.apisix")
@@ -40,6 +41,23 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy
 JSON_HEADERS = (("content-type", "application/json"),)
 
 CLOSE = b""  # a reply meaning: drop this connection (the peer broke the protocol)
+# Upstream statuses after which ext-plugin-post-resp retries on the next model of the chain.
+FALLBACK_STATUSES = frozenset({401, 403, 404, 408, 409, 425, 429, 500, 502, 503, 504, 529})
+FALLBACK_MAX_BODY = 1 << 20  # request bodies kept for a post-resp fallback, each at most ...
+FALLBACK_KEPT_BYTES = 64 << 20  # ... and all together at most
+# A route's ext-plugin-post-resp conf reaches the runner only with its first response: the first
+# requests of a route not yet known to have it are remembered anyway, so they can be accounted
+# and fall back too.
+PROBE_REQUESTS = 8
+
+
+class Deferred:
+    """A reply that needs upstream calls first (cascade, hedge, fallback): the server awaits it, then writes it."""
+
+    __slots__ = ("awaitable",)
+
+    def __init__(self, awaitable: Awaitable[bytes]):
+        self.awaitable = awaitable
 
 
 @dataclass(slots=True)
@@ -89,6 +107,8 @@ class Stats:
     bad_frames: int = 0
     internal_errors: int = 0
     unmatched_responses: int = 0
+    orchestrated: int = 0  # answered by the runner's own calls (cascade, hedge)
+    fallbacks: int = 0  # post-resp: a failed answer replaced by the runner's retry down the chain
 
 
 class Runner:
@@ -105,11 +125,14 @@ class Runner:
         self.exchanges: dict[str, Exchange] = {}
         self._post_resp_scopes: set[str] = set()
         self._removals: dict[tuple[str, ...], tuple[tuple[str, None], ...]] = {}
+        self.fallback_enabled = bool(runtime.config.server.get("apisix_fallback", True))
+        self._kept_bytes = 0  # request bytes held for post-resp fallbacks
+        self._probed: dict[str, int] = {}  # scope -> requests remembered before post-resp was seen
 
     # ---- dispatch -------------------------------------------------------------------------
 
-    def on_frame(self, conv: Conversation, rpc_type: int, payload: bytes) -> bytes:
-        """The reply to one frame (CLOSE: drop the connection); never raises."""
+    def on_frame(self, conv: Conversation, rpc_type: int, payload: bytes) -> bytes | Deferred:
+        """The reply to one frame (CLOSE: drop the connection; Deferred: await it first); never raises."""
         try:
             pending = conv.pending
             if pending is not None:
@@ -212,7 +235,7 @@ class Runner:
         conv.pending = Pending("body", call.id, entry, call=call)
         return encode.REQ_BODY_FRAME
 
-    def _on_extra_info(self, conv: Conversation, pending: Pending, payload: bytes) -> bytes:
+    def _on_extra_info(self, conv: Conversation, pending: Pending, payload: bytes) -> bytes | Deferred:
         result = decode.read_extra_info_result(payload)
         if pending.kind == "body":
             return self._route(pending, result or b"")
@@ -220,7 +243,7 @@ class Runner:
             return self._resp_matched(conv, pending, result)
         return self._resp_done(pending, result)
 
-    def _route(self, pending: Pending, body: bytes) -> bytes:
+    def _route(self, pending: Pending, body: bytes) -> bytes | Deferred:
         entry = pending.entry
         runtime = self.runtime
         ex = Exchange(runtime.new_request_id(), entry.route, self.clock())
@@ -231,6 +254,10 @@ class Runner:
         if isinstance(result, Refusal):
             self.stats.stops += 1
             return encode.stop_frame(pending.rid, result.status, self.entries.vector((), result.headers), result.body)
+        if wants_orchestration(ex):
+            # cascade / hedge on a non-streaming request: the runner makes the calls and answers with a Stop
+            self.stats.orchestrated += 1
+            return Deferred(self._orchestrated(pending.rid, ex))
         removals = self._removals.get(result.remove_headers)
         if removals is None:
             removals = self._removals[result.remove_headers] = tuple((h, None) for h in result.remove_headers)
@@ -246,25 +273,64 @@ class Runner:
                              code="request_too_large", field="body")
             return self._stop(pending.rid, 413, err.openai_body(), ex.request_id)
         self.stats.rewrites += 1
-        if entry.compiled.scope in self._post_resp_scopes:
+        scope = entry.compiled.scope
+        if scope in self._post_resp_scopes or self._probing(scope):
             self._remember(ex)
         return frame
+
+    async def _orchestrated(self, rid: int, ex: Exchange) -> bytes:
+        reply = await orchestrate(self.runtime, ex, ex.request, ex.decision)
+        self.stats.stops += 1
+        reply = _fits(reply, ex)
+        return encode.stop_frame(rid, reply.status, self.entries.vector((), tuple(reply.headers)), reply.body)
+
+    async def _fallback(self, rid: int, ex: Exchange, status: int, failed_model: str) -> bytes:
+        reply = await fallback(self.runtime, ex, failed_status=status, failed_model=failed_model)
+        self._forget(ex)
+        reply = _fits(reply, ex)
+        return encode.resp_call_frame(rid, reply.status, self.entries.vector((), tuple(reply.headers)), reply.body)
 
     def _stop(self, rid: int, status: int, body: dict, request_id: str | None) -> bytes:
         self.stats.stops += 1
         extra = ((REQUEST_ID_HEADER, request_id),) if request_id else ()
         return encode.stop_frame(rid, status, self.entries.vector(JSON_HEADERS, extra), orjson.dumps(body))
 
+    def _probing(self, scope: str) -> bool:
+        """Whether to remember one more request of a route whose post-resp conf has not arrived yet."""
+        seen = self._probed.get(scope, 0)
+        if seen >= PROBE_REQUESTS:
+            return False
+        if len(self._probed) > 10_000:
+            self._probed.clear()
+        self._probed[scope] = seen + 1
+        return True
+
     def _remember(self, ex: Exchange) -> None:
-        """Keep a slim copy of the exchange until its response call (bounded)."""
+        """Keep a slim copy of the exchange until its response call (bounded); the request body too
+        when a failed answer may be retried down the chain (bounded per body and in total)."""
         if ex.call is not None:  # accounting needs the call's model, not the rewritten body
             ex.call = replace(ex.call, body=b"")
-        if ex.request is not None:
-            ex.request.body = {}
+        req = ex.request
+        if req is not None:
+            keep = (self.fallback_enabled and ex.decision is not None and ex.decision.fallbacks
+                    and req.body_bytes <= FALLBACK_MAX_BODY and self._kept_bytes + req.body_bytes <= FALLBACK_KEPT_BYTES)
+            if keep:
+                self._kept_bytes += req.body_bytes
+                ex.extra["kept"] = req.body_bytes
+            else:
+                req.body = {}
         exchanges = self.exchanges
         if len(exchanges) >= MAX_EXCHANGES:
-            del exchanges[next(iter(exchanges))]
+            self._forget(exchanges.pop(next(iter(exchanges))))
         exchanges[ex.request_id] = ex
+
+    def _forget(self, ex: Exchange) -> None:
+        """Release what an exchange held for a fallback."""
+        kept = ex.extra.pop("kept", 0)
+        if kept:
+            self._kept_bytes -= kept
+            if ex.request is not None:
+                ex.request.body = {}
 
     # ---- HTTPRespCall ---------------------------------------------------------------------
 
@@ -278,10 +344,22 @@ class Runner:
         conv.pending = Pending("rid", call.id, entry, status=call.status, headers=call.headers)
         return encode.extra_info_var_frame(REQUEST_ID_VAR)
 
-    def _resp_matched(self, conv: Conversation, pending: Pending, rid: bytes | None) -> bytes:
+    def _resp_matched(self, conv: Conversation, pending: Pending, rid: bytes | None) -> bytes | Deferred:
         ex = self.exchanges.pop(rid.decode("utf-8", "replace"), None) if rid else None
         if ex is None:
             self.stats.unmatched_responses += 1
+        elif pending.status in FALLBACK_STATUSES and ex.extra.get("kept") and ex.call is not None:
+            # the gateway's call failed: account it, then the runner tries the rest of the chain itself
+            failed = ex.call.model.id
+            try:
+                self.runtime.on_response(ex, pending.status, None, self.clock() - ex.started, pending.headers)
+            except Exception:
+                self.stats.internal_errors += 1
+                log.exception("accounting failed for %s", ex.request_id)
+            self.stats.fallbacks += 1
+            return Deferred(self._fallback(pending.rid, ex, pending.status, failed))
+        elif ex is not None:
+            self._forget(ex)
         pending.exchange = ex
         ctype = length = encoding = ""
         for name, value in pending.headers:
@@ -313,6 +391,16 @@ class Runner:
                 log.exception("accounting failed for %s", ex.request_id)
         headers = tuple((n, v) for n, v in pending.headers if n.lower() not in HOP_BY_HOP and v is not None)
         return encode.resp_call_frame(pending.rid, 0, self.entries.vector((), headers), None)
+
+
+def _fits(reply: OrchestratedReply, ex: Exchange) -> OrchestratedReply:
+    """A reply APISIX can take in one frame; a larger answer becomes a 502 naming the limit."""
+    if len(reply.body) + 4096 <= BODY_LIMIT:
+        return reply
+    err = RouteError(502, f"the answer of {len(reply.body)} bytes exceeds the ext-plugin frame limit of {BODY_LIMIT} bytes",
+                     code="response_too_large")
+    return OrchestratedReply(502, [("content-type", "application/json"), (REQUEST_ID_HEADER, ex.request_id)],
+                             orjson.dumps(err.openai_body()))
 
 
 def _decoded(body: bytes, encoding: str) -> bytes:

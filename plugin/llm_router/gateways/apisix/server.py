@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from llm_router.config import Config, ConfigError, load_config
 from llm_router.gateways.apisix.framing import FrameReader
-from llm_router.gateways.apisix.runner import CLOSE, PLUGIN_NAME, Conversation, Runner
+from llm_router.gateways.apisix.runner import CLOSE, PLUGIN_NAME, Conversation, Deferred, Runner
 from llm_router.gateways.apisix.tokens import TOKEN_SPACE, TokenStore, ttl_from_env
 from llm_router.runtime import Runtime
 
@@ -61,7 +61,7 @@ def bind_socket(path: str) -> socket.socket:
 class RunnerProtocol(asyncio.Protocol):
     """One APISIX connection: frames in, replies out, several RPCs in a row."""
 
-    __slots__ = ("runner", "conns", "transport", "reader", "conv")
+    __slots__ = ("runner", "conns", "transport", "reader", "conv", "busy")
 
     def __init__(self, runner: Runner, conns: set):
         self.runner = runner
@@ -69,6 +69,7 @@ class RunnerProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.reader = FrameReader()
         self.conv = Conversation()
+        self.busy: asyncio.Future | None = None  # a deferred reply being computed (runner-side upstream calls)
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -79,19 +80,47 @@ class RunnerProtocol(asyncio.Protocol):
         conv = self.conv
         transport = self.transport
         for rpc_type, payload in self.reader.feed(data):
+            if self.busy is not None:
+                # APISIX waits for our reply before it sends anything else on this connection
+                log.warning("protocol error: a frame arrived while a reply was being computed; closing the connection")
+                self.busy.cancel()
+                transport.close()
+                return
             out = on_frame(conv, rpc_type, payload)
+            if isinstance(out, Deferred):
+                self.busy = asyncio.ensure_future(self._finish(out))
+                continue
             if out is CLOSE or not out:
                 transport.close()
                 return
             transport.write(out)
 
+    async def _finish(self, deferred: Deferred) -> None:
+        """Await a deferred reply and write it (an internal failure answers SERVICE_UNAVAILABLE)."""
+        from llm_router.gateways.apisix import encode
+
+        try:
+            frame = await deferred.awaitable
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            self.runner.stats.internal_errors += 1
+            log.exception("deferred reply failed")
+            frame = encode.SERVICE_UNAVAILABLE_FRAME
+        finally:
+            self.busy = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frame)
+
     def connection_lost(self, exc) -> None:
         self.conns.discard(self)
+        if self.busy is not None:  # APISIX gave up (its 60 s timeout) or went away: stop the calls
+            self.busy.cancel()
 
     @property
     def idle(self) -> bool:
         """No call half-way through and no partial frame buffered."""
-        return self.conv.pending is None and not self.reader.pending
+        return self.conv.pending is None and not self.reader.pending and self.busy is None
 
 
 @dataclass
@@ -142,6 +171,8 @@ async def _serve_async(sock: socket.socket, runner: Runner, metrics_listen: str 
             break
         await asyncio.sleep(0.01)  # let calls half-way through get their last frame
     for proto in list(conns):
+        if proto.busy is not None:
+            proto.busy.cancel()
         proto.transport.abort()
     await runner.runtime.stop()
     log.info("runner %d stopped: %s", os.getpid(), runner.stats)
