@@ -120,3 +120,35 @@ def test_config_classifier_settings_change_the_replay(report):
     # Every prompt now rates CRITICAL, so the ladder sends all of them to the top rung.
     assert ladder.model_share == {"big-pro": 1.0}
     assert ladder.cost_per_1k > default_ladder.cost_per_1k
+
+
+def test_cascade_replay_escalates_below_the_floor_and_pays_every_call():
+    from llm_router.datasets import Dataset
+    from llm_router.evaluate import replay_cascade
+    from llm_router.request import parse_request
+
+    mc = "Pick one:\nA) red\nB) blue\nPrint only a single choice from \"A\" or \"B\" without explanation.\nAnswer:"
+    models = ("cheap", "mid", "top")
+    scores = np.array([[1.0, 1.0, 1.0], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    costs = np.array([[1.0, 10.0, 100.0]] * 4) / 1000
+    ds = Dataset("routerbench", models, ["a", "b", "c", "d"], [mc] * 4, ["g"] * 4, scores, costs, "test")
+    responses = [["A", "A", "A"],  # cheap answers well: one call
+                 ["I cannot help with that.", "B", "B"],  # refusal: escalate once
+                 ["A or B", "maybe", "B"],  # several letters, then none: escalate twice
+                 ["", "", ""]]  # nothing good anywhere: the last model's answer stands
+    requests = [parse_request(ds.row(i).body()) for i in range(4)]
+    chains = [[0, 1, 2]] * 4
+    r = replay_cascade("cascade@0.5", chains, responses, requests, ds, 0.5)
+    assert r.quality == pytest.approx((1 + 1 + 1 + 0) / 4)
+    assert r.cost_per_1k == pytest.approx(1000 * (1 + 11 + 111 + 111) / 4 / 1000)
+    assert r.model_share == {"cheap": 0.25, "mid": 0.25, "top": 0.5}
+    assert "75.0% escalated" in r.note
+    strict = replay_cascade("cascade@0.9", chains, [["A) red", "B", "B"]] * 4, requests, ds, 0.9)
+    assert strict.model_share == {"mid": 1.0}  # 'one letter with extra text' scores 0.7 < 0.9
+
+
+def test_report_has_cascade_rows_when_the_data_holds_answers(report):
+    names = {s.name: s for s in report.strategies}
+    assert {"cascade@0.5", "cascade@0.8"} <= set(names)
+    assert "calls per request" in names["cascade@0.5"].note
+    assert any("cascade@F" in n for n in report.notes)

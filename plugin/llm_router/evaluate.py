@@ -11,7 +11,10 @@ only. With a trained model file (`--router`) the rows it was trained on are left
 """
 from __future__ import annotations
 
+import ast
+import csv
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -42,6 +45,8 @@ STRATEGY_POLICIES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "cascade": ("rules", "cascade", {}),  # scored on the cascade's first model
 }
 EVAL_PROVIDER = "eval"
+# The cascade is replayed with the shipped verifier at these floors (the cascade params' default is 0.5).
+CASCADE_FLOORS = (0.5, 0.8)
 
 
 @dataclass
@@ -225,6 +230,7 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
     prices_row = np.zeros((n, m))
     names = list(STRATEGY_POLICIES) + [f"learned@{frac:.2f}" for frac in operating.TARGETS]
     chosen = {name: np.full(n, -1) for name in names}
+    chains: list[list[int]] = [[] for _ in range(n)]
     semantic_ok = True
     checked = 0
     for f in np.unique(fids):
@@ -265,6 +271,8 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
                 if isinstance(decision, RouteError):
                     raise RuntimeError(f"eval: policy {name} refused row {ds.ids[i]}: {decision.message}")
                 chosen[name][i] = index[decision.model.id]
+                if name == "cascade":
+                    chains[i] = [index[m.id] for m in decision.chain]
         # The Router's learned choices must equal the vectorised rule the curve uses.
         for frac, t in tradeoffs.items():
             vec = operating.choose(p_all[te], prices, t)
@@ -274,11 +282,24 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
             checked += len(te)
     if not semantic_ok:
         notes.append("semantic classifier unavailable here (no built embeddings/examples): the semantic policy ran on the rules classifier")
-    notes.append("cascade is scored on the first model of its chain (later steps depend on answers the data set cannot judge)")
+    notes.append("cascade (plain row) is scored on the first model of its chain; the cascade@F rows replay the later steps")
     best = int(ds.scores.mean(0).argmax())
     best_q, best_c = operating.measure(np.full(n, best), ds.scores, ds.costs)
     oq, oc = operating.measure(oracle_choice(ds), ds.scores, ds.costs)
     strategies = [_metrics(name, chosen[name], ds) for name in names]
+    responses = load_responses(ds)
+    if responses is None:
+        notes.append("cascade (scored) rows: this data set holds no response texts to score")
+    else:
+        missing = sum(1 for row in responses for t in row if t is None)
+        for floor in CASCADE_FLOORS:
+            strategies.append(replay_cascade(f"cascade@{floor:g}", chains, responses, requests, ds, floor))
+        notes.append(
+            "cascade@F: the cascade's chain replayed on the recorded answers; each answer is scored by the shipped "
+            "verifier (refusal/hedge phrases, one valid option letter for multiple-choice prompts, code present when "
+            "code was asked for, JSON when JSON was asked for; no logprobs in the data, no judge) and escalates "
+            f"below F; quality = the returned answer's score, cost = every call made"
+            + (f"; {missing} missing answers scored as empty" if missing else ""))
     at_quality = {}
     for frac in operating.TARGETS:
         r = next(s for s in strategies if s.name == f"learned@{frac:.2f}")
@@ -302,6 +323,67 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
         strategies=strategies, at_quality=at_quality, curve=points, pareto=operating.pareto(points),
         at_quality_curve=at_curve, routellm=rl, notes=notes,
     )
+
+
+def load_responses(ds: Dataset) -> list[list[str | None]] | None:
+    """Per row, every model's recorded answer text (RouterBench `<model>|model_response`), or None."""
+    if ds.format != "routerbench":
+        return None
+    found: dict[str, list[str | None]] = {}
+    for src in ds.sources:
+        path = Path(src)
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            cols = [f"{m}|model_response" for m in ds.models]
+            if not all(c in (reader.fieldnames or []) for c in cols):
+                return None
+            for n, rec in enumerate(reader, 1):
+                key = rec.get("sample_id") or f"{path.stem}:{n}"
+                found[key] = [_response_text(rec.get(c)) for c in cols]
+    out = [found.get(i) for i in ds.ids]
+    if any(r is None for r in out):
+        return None
+    return out  # type: ignore[return-value]
+
+
+def _response_text(raw: str | None) -> str | None:
+    """RouterBench keeps each answer as a Python list literal of strings."""
+    if raw is None or not raw.strip():
+        return None
+    text = raw.strip()
+    if text.startswith("["):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return raw
+        if isinstance(value, list):
+            return "".join(str(x) for x in value)
+    return raw
+
+
+def replay_cascade(name: str, chains: list[list[int]], responses: list[list[str | None]], requests: list[LLMRequest],
+                   ds: Dataset, floor: float) -> StrategyResult:
+    """The cascade on recorded answers: score each step's answer, escalate below the floor, pay every call."""
+    from llm_router.orchestrate.scorers import AnswerText, verify
+
+    n = len(ds)
+    choice = np.zeros(n, int)
+    cost = np.zeros(n)
+    calls = np.zeros(n)
+    for i in range(n):
+        chain = chains[i]
+        for step, j in enumerate(chain):
+            cost[i] += ds.costs[i, j]
+            calls[i] += 1
+            score = verify(AnswerText(responses[i][j] or ""), requests[i].body, requests[i].prompt)
+            if score.value >= floor or step == len(chain) - 1:
+                choice[i] = j
+                break
+    quality = float(ds.scores[np.arange(n), choice].mean())
+    escalated = float((calls > 1).mean())
+    note = (f"{calls.mean():.3f} calls per request; {escalated:.1%} escalated; {float((calls >= 3).mean()):.1%} reached step 3; "
+            f"chain {' -> '.join(_short(ds.models[j]) for j in chains[0])}" if n else "no rows")
+    return StrategyResult(name, quality, float(cost.mean() * 1000), _share(choice, ds.models), note)
 
 
 def _curve_by_fold(p: np.ndarray, prices_row: np.ndarray, fids: np.ndarray, ds: Dataset) -> list[operating.Point]:
@@ -342,9 +424,11 @@ def format_table(rep: EvalReport) -> str:
     rows = [("best single", b["quality"], b["cost_per_1k"], {b["model"]: 1.0}),
             ("oracle", rep.oracle["quality"], rep.oracle["cost_per_1k"], rep.oracle["model_share"])]
     rows += [(s.name, s.quality, s.cost_per_1k, s.model_share) for s in rep.strategies]
+    notes = {s.name: s.note for s in rep.strategies if s.note}
     for name, q, c, share in rows:
         top = ", ".join(f"{_short(mm)} {v:.0%}" for mm, v in sorted(share.items(), key=lambda kv: -kv[1])[:4])
-        lines.append(f"{name:20s} {q:8.3f} {c:9.3f} {1 - c / b['cost_per_1k']:7.1%}  {top}")
+        extra = f"  ({notes[name]})" if name in notes else ""
+        lines.append(f"{name:20s} {q:8.3f} {c:9.3f} {1 - c / b['cost_per_1k']:7.1%}  {top}{extra}")
     lines.append("")
     lines.append(f"learned router vs best single ({_short(b['model'])}: quality {b['quality']:.3f}, ${b['cost_per_1k']:.3f}/1K):")
     for frac, r in rep.at_quality.items():
