@@ -259,3 +259,33 @@ def test_hedge_survives_failures_and_reports_none_healthy(make, fakes):
         fakes.set_behaviour(provider(rt2, m), status=s)
     _, rep2 = ask(rt2, "h")
     assert rep2.status == 502 and orjson.loads(rep2.body)["error"]["code"] == "upstream_failed"
+
+
+def test_judge_scorer_grades_answers_and_its_calls_are_accounted(make, fakes):
+    policy = {**CASCADE, "params": {"scorer": "judge", "judge": "gpt-4o", "floor": 0.8, "timeout_s": 5}}
+    rt = make({"j": policy})
+    chain = chain_of(rt, "j")
+    assert "gpt-4o" not in chain[:1]
+    judge = rt.catalog.models["gpt-4o"]
+    fakes.set_behaviour(judge.provider, texts={judge.name: "9"})
+    _, rep = ask(rt, "j")
+    assert rep.model == chain[0] and "graded 9/10" in rep.header("x-llm-router-steps")
+    asked = [r.json for r in fakes.requests(judge.provider)]
+    assert len(asked) == 1 and asked[0]["max_tokens"] == 5 and "Grade (1-10)" in asked[0]["messages"][-1]["content"]
+    assert responses(rt)[("gpt-4o", "2xx")] == 1 and rt.metrics.cost.values[("r", "gpt-4o")] > 0
+    rt2 = make({"j": policy})
+    fakes.set_behaviour(judge.provider, texts={judge.name: "2"})
+    _, rep2 = ask(rt2, "j")
+    assert rep2.status == 200 and "best is" in rep2.header("x-llm-router-steps")
+    assert rep2.header("x-llm-router-steps").count("graded 2/10") == 3
+
+
+def test_hedge_first_skips_a_fast_weak_answer(make, fakes):
+    rt = make({"h": HEDGE_FIRST})
+    chain = chain_of(rt, "h")
+    fakes.set_behaviour(provider(rt, chain[0]), default_quality=0.0)  # fast, weak
+    for m in chain[1:]:
+        fakes.set_behaviour(provider(rt, m), first_byte_ms=200)  # slower, good
+    _, rep = ask(rt, "h")
+    assert rep.model in chain[1:] and rep.model != chain[0]
+    assert f"{chain[0]} 200 score" in rep.header("x-llm-router-steps")
