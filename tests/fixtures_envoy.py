@@ -61,7 +61,9 @@ class RecordingObserver:
     def __init__(self) -> None:
         self.decisions: list[Any] = []
         self.responses: list[tuple[Any, int, Any, float]] = []
-        self.headers: dict[str, Any] = {}  # request id -> response headers reported with on_response
+        self.fallbacks: list[tuple[Any, str, str, str]] = []  # (exchange, from model, to model, reason)
+        self.headers: dict[str, Any] = {}  # request id -> response headers reported with on_response (last attempt)
+        self.attempt_headers: dict[tuple[str, int], Any] = {}  # (request id, attempt) -> those headers
         self._lock = threading.Lock()
 
     def on_decision(self, ex) -> None:
@@ -72,6 +74,27 @@ class RecordingObserver:
         with self._lock:
             self.responses.append((ex, status, usage, latency_s))
             self.headers[ex.request_id] = headers
+            self.attempt_headers[(ex.request_id, ex.attempt)] = headers
+
+    def on_fallback(self, ex, from_model, to_model, reason) -> None:
+        with self._lock:
+            self.fallbacks.append((ex, from_model, to_model, reason))
+
+    def attempts_for(self, request_id: str, count: int, timeout: float = 10.0) -> list[tuple[Any, int, Any, float]]:
+        """The on_response calls of a request once there are `count` of them, in attempt order."""
+        found: list = []
+
+        def check() -> bool:
+            with self._lock:
+                found[:] = [r for r in self.responses if r[0].request_id == request_id]
+            return len(found) >= count
+
+        wait_for(check, timeout=timeout, what=f"{count} on_response call(s) for {request_id}")
+        return sorted(found, key=lambda r: r[0].attempt)
+
+    def fallbacks_for(self, request_id: str) -> list[tuple[str, str, str]]:
+        with self._lock:
+            return [(f, t, why) for ex, f, t, why in self.fallbacks if ex.request_id == request_id]
 
     def response_for(self, request_id: str, timeout: float = 10.0) -> tuple[Any, int, Any, float]:
         """The on_response call for a request id (waits for it: it comes after the client got the body)."""
@@ -90,18 +113,21 @@ class RecordingObserver:
             self.decisions.clear()
             self.responses.clear()
             self.headers.clear()
+            self.attempt_headers.clear()
+            self.fallbacks.clear()
 
 
 class InThreadProcessor:
     """The routing service on a Unix socket, served from a background thread's event loop."""
 
     def __init__(self, cfg: Config, address: str, *, env: dict[str, str], transport: str = "h2",
-                 observer: RecordingObserver | None = None):
+                 observer: RecordingObserver | None = None, services: Any = None):
         self.cfg = cfg
         self.env = env
         self.address = address
         self.transport = transport
         self.observer = observer or RecordingObserver()
+        self.services = services  # optional: (RoutingService) -> opener, to replace a service in a test
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
@@ -113,8 +139,9 @@ class InThreadProcessor:
 
         def run() -> None:
             from llm_router.credentials import Credentials
-            from llm_router.gateways.envoy.server import make_server
+            from llm_router.gateways.envoy.server import make_server, service_options
             from llm_router.gateways.envoy.service import RoutingService
+            from llm_router.gateways.envoy.settings import EnvoySettings
             from llm_router.router import build_catalog
             from llm_router.runtime import Runtime
             from llm_router.secrets.env import EnvStore
@@ -127,7 +154,9 @@ class InThreadProcessor:
                 try:
                     creds = Credentials.resolve(build_catalog(self.cfg), [EnvStore(self.env)], missing="skip")
                     self.runtime = Runtime(self.cfg, credentials=creds, observer=self.observer, telemetry=False)
-                    server = make_server(self.transport, RoutingService(self.runtime).services().open)
+                    service = RoutingService(self.runtime, service_options(EnvoySettings.from_config(self.cfg)))
+                    opener = self.services(service) if self.services is not None else service.services().open
+                    server = make_server(self.transport, opener)
                     await server.start(self.address)
                 except BaseException as exc:
                     errors.append(exc)
@@ -210,8 +239,11 @@ class Stack:
 def start_stack(wd: Path, fakes: FakeProviders, cfg_data: dict[str, Any], *, processor: str = "thread",
                 processor_address: str | None = None, routes: tuple[RouteSpec, ...] | None = None,
                 failure_allow: bool | None = None, message_timeout_ms: int | None = None, name: str = "envoy",
-                transport: str = "h2") -> Stack:
-    """Start what a test needs; processor: 'thread' (in-process, observed), 'subprocess', 'cli' (llm-router serve) or 'none'."""
+                transport: str = "h2", local_ports: dict[str, int] | None = None, services: Any = None) -> Stack:
+    """Start what a test needs; processor: 'thread' (in-process, observed), 'subprocess', 'cli' (llm-router serve) or 'none'.
+
+    local_ports: provider -> port for Envoy's clusters (default: the fakes'); services: see InThreadProcessor.
+    """
     require_envoy()
     cfg = parse_config(cfg_data)
     cfg_path = write_config(wd / f"{name}-config.yaml", cfg_data)
@@ -221,7 +253,7 @@ def start_stack(wd: Path, fakes: FakeProviders, cfg_data: dict[str, Any], *, pro
     proc: Any = None
     try:
         if processor == "thread":
-            proc = InThreadProcessor(cfg, address, env=fakes.env(), transport=transport).start()
+            proc = InThreadProcessor(cfg, address, env=fakes.env(), transport=transport, services=services).start()
             observer = proc.observer
             procs.append(proc)
         elif processor in ("subprocess", "cli"):
@@ -230,7 +262,7 @@ def start_stack(wd: Path, fakes: FakeProviders, cfg_data: dict[str, Any], *, pro
             procs.append(proc)
             proc.wait_ready(60)
         port = free_port()
-        spec = spec_from_config(cfg, listen=("127.0.0.1", port), processor=address, local_ports=fakes.ports,
+        spec = spec_from_config(cfg, listen=("127.0.0.1", port), processor=address, local_ports=local_ports or fakes.ports,
                                 admin=("127.0.0.1", free_port()), routes=routes)
         changes: dict[str, Any] = {}
         if failure_allow is not None:
@@ -270,7 +302,7 @@ def fresh_fakes(fakes: FakeProviders) -> Iterator[FakeProviders]:
         yield fakes
     finally:
         for name, f in fakes.providers.items():
-            f.behaviour = saved[name]
+            f.set_behaviour(saved[name])
         fakes.clear()
 
 

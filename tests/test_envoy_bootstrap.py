@@ -57,12 +57,17 @@ def test_production_clusters_are_the_providers_over_verified_tls():
         assert vc["trusted_ca"]["filename"] == "/etc/ssl/certs/ca-certificates.crt"
         assert vc["match_typed_subject_alt_names"] == [{"san_type": "DNS", "matcher": {"exact": host}}]
     routes = {r["name"]: r for r in hcm(boot)["route_config"]["virtual_hosts"][0]["routes"]}
+    routed = routes["llm-routed"]
+    assert routed["match"]["headers"] == [{"name": "x-llm-router-upstream", "present_match": True}]
+    assert routed["route"]["auto_host_rewrite"] is True  # Host is each attempt's provider
+    assert float(routed["route"]["timeout"].rstrip("s")) >= 300  # long SSE answers
+    assert routed["request_headers_to_remove"] == ["x-llm-router-upstream"]
     for name, host in HOSTS.items():
-        r = routes[f"to-{name}"]
-        assert r["match"]["headers"] == [{"name": "x-llm-router-upstream", "string_match": {"exact": name}}]
-        assert r["route"]["cluster"] == name and r["route"]["host_rewrite_literal"] == host
-        assert float(r["route"]["timeout"].rstrip("s")) >= 300  # long SSE answers
-        assert r["request_headers_to_remove"] == ["x-llm-router-upstream"]
+        endpoint = cs[name]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        assert endpoint["hostname"] == host
+    # Unrouted traffic (other paths, fail-open) goes to the passthrough twin of the default upstream.
+    assert routes["llm-0"]["route"]["cluster"] == "llm_router_passthrough"
+    assert routes["llm-0"]["route"]["host_rewrite_literal"] == "api.openai.com"
     assert cs["llm_router_ext_proc"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] == \
         {"pipe": {"path": "/run/llm-router/ext_proc.sock"}}
 
@@ -70,22 +75,84 @@ def test_production_clusters_are_the_providers_over_verified_tls():
 def test_ext_proc_filter_is_set_up_for_one_round_trip_routing():
     boot = yaml.safe_load((ROOT / "envoy/envoy.yaml").read_text())
     filters = hcm(boot)["http_filters"]
-    assert [f["name"] for f in filters] == ["envoy.filters.http.ext_proc", "llm_router.observe",
-                                             "envoy.filters.http.buffer", "envoy.filters.http.router"]
+    assert [f["name"] for f in filters] == ["envoy.filters.http.ext_proc", "envoy.filters.http.buffer", "envoy.filters.http.router"]
     ep = filters[0]["typed_config"]
     assert ep["processing_mode"]["request_header_mode"] == "SEND"
     assert ep["processing_mode"]["request_body_mode"] == "STREAMED"
     assert ep["send_body_without_waiting_for_header_response"] is True
     assert ep["failure_mode_allow"] is False  # the default policy fails closed
     assert "xds.route_metadata" in ep["request_attributes"]
-    assert ep["processing_mode"]["response_body_mode"] == "NONE"  # responses are observed by the second filter
-    ob = filters[1]["typed_config"]
-    assert ob["observability_mode"] is True and ob["failure_mode_allow"] is True
-    assert ob["processing_mode"]["response_header_mode"] == "SEND" and ob["processing_mode"]["response_body_mode"] == "STREAMED"
-    assert ob["grpc_service"]["initial_metadata"] == [{"key": "x-llm-router-service", "value": "observe"}]
-    routes = {r["name"]: r for r in hcm(boot)["route_config"]["virtual_hosts"][0]["routes"]}
-    assert routes["llm-0"]["typed_per_filter_config"]["llm_router.observe"]["disabled"] is True
-    assert "typed_per_filter_config" not in routes["to-openai"]
+    assert ep["processing_mode"]["response_body_mode"] == "NONE"  # responses are observed by an upstream filter
+    assert ep["mutation_rules"] == {"allow_envoy": True}  # it overwrites client-sent retry controls
+
+
+def upstream_filters(cluster: dict) -> list[dict]:
+    return cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"]
+
+
+def test_provider_clusters_rewrite_fallback_attempts_and_observe_every_attempt():
+    boot = yaml.safe_load((ROOT / "envoy/envoy.yaml").read_text())
+    cs = clusters(boot)
+    for name in HOSTS:
+        filters = upstream_filters(cs[name])
+        assert [f["name"] for f in filters] == ["llm_router.attempt", "llm_router.observe", "envoy.filters.http.upstream_codec"]
+        attempt = filters[0]["typed_config"]
+        # Skipped on attempt 1 (the routing filter made that call): no extra round trip when nothing fails.
+        skip = attempt["xds_matcher"]["matcher_tree"]
+        assert skip["input"]["typed_config"]["header_name"] == "x-envoy-attempt-count"
+        assert list(skip["exact_match_map"]["map"]) == ["1"]
+        ep = attempt["extension_config"]["typed_config"]
+        assert ep["failure_mode_allow"] is False  # fail closed: never forward an attempt it could not rewrite
+        assert ep["processing_mode"]["request_body_mode"] == "BUFFERED"
+        assert ep["request_attributes"] == ["xds.cluster_name"]
+        assert ep["grpc_service"]["initial_metadata"] == [{"key": "x-llm-router-service", "value": "attempt"}]
+        ob = filters[1]["typed_config"]
+        assert ob["observability_mode"] is True and ob["failure_mode_allow"] is True
+        assert ob["processing_mode"]["request_header_mode"] == "SEND"  # which attempt this is
+        assert ob["processing_mode"]["response_body_mode"] == "STREAMED"
+        assert ob["grpc_service"]["initial_metadata"] == [{"key": "x-llm-router-service", "value": "observe"}]
+        assert cs[name]["circuit_breakers"]["thresholds"][0]["max_retries"] >= 1000
+    assert "typed_extension_protocol_options" not in cs["llm_router_passthrough"] or \
+        "http_filters" not in cs["llm_router_passthrough"]["typed_extension_protocol_options"][
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+
+
+def test_routed_route_retries_on_the_chain():
+    boot = yaml.safe_load((ROOT / "envoy/envoy.yaml").read_text())
+    vhost = hcm(boot)["route_config"]["virtual_hosts"][0]
+    assert vhost["include_request_attempt_count"] is True and vhost["include_attempt_count_in_response"] is True
+    route = {r["name"]: r for r in vhost["routes"]}["llm-routed"]["route"]
+    policy = route["retry_policy"]
+    assert set(policy["retry_on"].split(",")) == {"5xx", "reset", "connect-failure", "retriable-status-codes"}
+    assert policy["retriable_status_codes"] == [429] and policy["refresh_cluster_on_retry"] is True
+    assert policy["num_retries"] == 2  # the default policy's chain: primary + 2 fallbacks
+    matcher = route["inline_cluster_specifier_plugin"]["extension"]["typed_config"]["cluster_matcher"]["matcher_tree"]
+    assert matcher["input"]["typed_config"]["header_name"] == "x-envoy-attempt-count"
+    by_attempt = matcher["exact_match_map"]["map"]
+    assert sorted(by_attempt) == ["0", "1", "2"]
+    for k, slot in by_attempt.items():  # attempts made so far k -> slot k+1
+        tree = slot["matcher"]["matcher_tree"]
+        assert tree["input"]["typed_config"]["header_name"] == f"x-llm-router-try-{int(k) + 1}"
+        assert sorted(tree["exact_match_map"]["map"]) == sorted(HOSTS)
+    assert int(route["retry_policy"]["per_try_timeout"].rstrip("s")) > 0
+
+
+def test_fallback_off_means_one_attempt_and_no_rewrite_filter():
+    cfg = parse_config({"server": {"envoy": {"fallback": False}}})
+    boot = build(spec_from_config(cfg, listen=("127.0.0.1", 1), processor="unix:/tmp/x.sock"))
+    route = {r["name"]: r for r in hcm(boot)["route_config"]["virtual_hosts"][0]["routes"]}["llm-routed"]["route"]
+    assert "retry_policy" not in route
+    assert [f["name"] for f in upstream_filters(clusters(boot)["openai"])] == ["llm_router.observe",
+                                                                              "envoy.filters.http.upstream_codec"]
+
+
+def test_longer_chains_get_more_slots_and_retries():
+    cfg = parse_config({"policies": {"wide": {"strategy": "ladder", "ladder": {"LOW": "deepseek-v2"}, "fallbacks": 5}}})
+    route = {r["name"]: r for r in hcm(build(spec_from_config(cfg, listen=("127.0.0.1", 1), processor="unix:/tmp/x.sock")))[
+        "route_config"]["virtual_hosts"][0]["routes"]}["llm-routed"]["route"]
+    assert route["retry_policy"]["num_retries"] == 5
+    assert len(route["inline_cluster_specifier_plugin"]["extension"]["typed_config"]["cluster_matcher"]["matcher_tree"][
+        "exact_match_map"]["map"]) == 6
 
 
 def test_failure_mode_and_route_policies_come_from_config():
@@ -101,7 +168,7 @@ def test_failure_mode_and_route_policies_come_from_config():
     assert cheap["match"] == {"prefix": "/cheap/"}
     assert cheap["metadata"] == {"filter_metadata": {"llm_router": {"policy": "cheap"}}}
     assert cheap["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["overrides"] == {"failure_mode_allow": False}
-    assert "envoy.filters.http.ext_proc" not in routes["llm-1"]["typed_per_filter_config"]
+    assert "typed_per_filter_config" not in routes["llm-1"]
 
 
 def test_buffers_hold_the_largest_policy_body_limit():
@@ -121,7 +188,7 @@ def test_local_variant_points_every_provider_at_the_fakes():
         if name == "llm_router_ext_proc":
             continue
         addr = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
-        assert addr == {"address": "127.0.0.1", "port_value": ports[name]}
+        assert addr == {"address": "127.0.0.1", "port_value": ports["openai" if name == "llm_router_passthrough" else name]}
         assert "transport_socket" not in c
     prod = build(spec_from_config(cfg, listen=("127.0.0.1", 1), processor="unix:/tmp/x.sock"))
     assert hcm(boot)["http_filters"] == hcm(prod)["http_filters"]  # same filters: they cannot drift

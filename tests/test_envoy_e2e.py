@@ -158,13 +158,14 @@ def test_usage_from_an_anthropic_stream_reaches_on_response(stack, fresh_fakes):
 def test_provider_errors_reach_on_response_with_their_status(stack, fresh_fakes):
     fresh_fakes.set_behaviour("deepseek", status=429)
     r = post(stack, "/v1/chat/completions", GREETING)
-    assert r.status_code == 429
-    assert r.headers["retry-after"] == "1"
+    assert r.status_code == 200, r.text  # the next model of the chain answered
+    assert r.headers["x-fake-provider"] == "together" and r.headers["x-envoy-attempt-count"] == "2"
     rid = r.headers["x-llm-router-request-id"]
-    _, status, usage, _ = stack.observer.response_for(rid)
-    assert status == 429 and usage is None
-    # Rate-limit headers reach health without a response-headers round trip (response attributes).
-    headers = dict(stack.observer.headers[rid])
+    first, second = stack.observer.attempts_for(rid, 2)
+    assert (first[0].call.model.id, first[1], first[2]) == ("deepseek-v2", 429, None)
+    assert (second[0].call.model.id, second[1]) == ("llama-3-70b", 200)
+    # Rate-limit headers of the failed attempt reach health without a response-headers round trip.
+    headers = dict(stack.observer.attempt_headers[(rid, 1)])
     assert headers["retry-after"] == "1" and headers["x-ratelimit-remaining-requests"] == "0"
     assert headers["x-ratelimit-reset-requests"] == "1s"
 

@@ -32,7 +32,7 @@ def clean(fakes):
     fakes.clear()
     yield fakes
     for n, p in fakes.providers.items():
-        p.behaviour = saved[n]
+        p.set_behaviour(saved[n])
 
 
 def post(fakes, provider, path, body, headers=None, **kw):

@@ -68,6 +68,19 @@ class Responder:
         self.writer.write(b"0\r\n\r\n")
         await self.writer.drain()
 
+    async def send_part(self, status: int, headers: list[tuple[str, str]], body: bytes, keep: int) -> None:
+        """Announce the whole body, send only its first `keep` bytes, then cut the connection."""
+        self.started = True
+        self.writer.write(self._head(status, [*headers, ("content-length", str(len(body)))]) + body[:keep])
+        await self.writer.drain()
+        self.abort()
+
+    def abort(self) -> None:
+        """Cut the connection now (no terminating chunk): the peer sees a reset or a truncated body."""
+        self.started = True
+        self.keep_alive = False
+        self.writer.transport.abort()
+
 
 Handler = Callable[[Request, Responder], Awaitable[None]]
 
@@ -144,7 +157,7 @@ async def serve_connection(handler: Handler, reader: asyncio.StreamReader, write
                     await responder.send(500, [("content-type", "text/plain")], b"fake provider bug")
                 else:
                     break
-            if not keep:
+            if not keep or not responder.keep_alive:
                 break
     except (ConnectionError, asyncio.IncompleteReadError):
         pass

@@ -1,7 +1,8 @@
 """Fake LLM providers: OpenAI-compatible and Anthropic APIs with realistic JSON and SSE.
 
 Each fake checks the credential it expects (401 in its provider's error format otherwise),
-records what it received, and can be told to be slow, fail, or rate-limit.
+records what it received, and can be told to be slow, fail, or rate-limit, in patterns: always,
+the first N requests, a share of them, or mid-answer (the connection cut after K chunks).
 """
 from __future__ import annotations
 
@@ -40,6 +41,10 @@ class Behaviour:
     tokens_limit: int = 2_000_000
     gzip: bool = False  # compress JSON answers when the client accepts gzip
     texts: dict[str, str] = field(default_factory=dict)  # model name -> fixed answer text (refusals, JSON, ...)
+    fail_first: int = 0  # the next N requests (counted from when this is set) are answered with fail_status
+    fail_status: int = 503
+    break_after_chunks: int | None = None  # cut the connection after K content chunks (JSON: half the body)
+    disconnect: bool = False  # close the connection without answering (a reset before the response)
 
     def merged(self, **changes: Any) -> "Behaviour":
         """A copy with some fields changed; unknown names raise TypeError naming them."""
@@ -98,6 +103,12 @@ class FakeProvider:
         self.port = 0
         self._rng = random.Random(seed)
         self._used = 0
+        self._failed = 0  # requests answered with fail_status under the current fail_first
+
+    def set_behaviour(self, behaviour: Behaviour) -> None:
+        """Answer by this behaviour from now on (a fail_first count starts again)."""
+        self.behaviour = behaviour
+        self._failed = 0
 
     # ---- request handling -------------------------------------------------------------
 
@@ -127,7 +138,13 @@ class FakeProvider:
         b = self.behaviour
         if b.first_byte_ms:
             await asyncio.sleep(b.first_byte_ms / 1000)
+        if b.disconnect:
+            resp.abort()
+            return 0
         forced = b.status
+        if forced is None and self._failed < b.fail_first:
+            self._failed += 1
+            forced = b.fail_status
         if forced is None:
             roll = self._rng.random()
             if roll < b.rate_limit_rate:
@@ -172,6 +189,9 @@ class FakeProvider:
         if b.gzip and "gzip" in req.headers.get("accept-encoding", ""):
             payload = gzip.compress(payload)
             headers.append(("content-encoding", "gzip"))
+        if b.break_after_chunks is not None:
+            await resp.send_part(200, headers, payload, len(payload) // 2)
+            return 200
         await resp.send(200, headers, payload)
         return 200
 
@@ -233,7 +253,10 @@ class FakeProvider:
 
         if api == "chat":
             await resp.write(event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]))
-        for piece in split_text(answer.text, b.chunks):
+        for i, piece in enumerate(split_text(answer.text, b.chunks)):
+            if b.break_after_chunks is not None and i >= b.break_after_chunks:
+                resp.abort()
+                return
             if b.chunk_ms:
                 await asyncio.sleep(b.chunk_ms / 1000)
             choice = ({"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None} if api == "chat"
@@ -260,7 +283,10 @@ class FakeProvider:
             "stop_sequence": None, "usage": {"input_tokens": answer.input_tokens, "output_tokens": 1}}})
         await event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
         await event("ping", {"type": "ping"})
-        for piece in split_text(answer.text, b.chunks):
+        for i, piece in enumerate(split_text(answer.text, b.chunks)):
+            if b.break_after_chunks is not None and i >= b.break_after_chunks:
+                resp.abort()
+                return
             if b.chunk_ms:
                 await asyncio.sleep(b.chunk_ms / 1000)
             await event("content_block_delta", {"type": "content_block_delta", "index": 0,
@@ -279,14 +305,14 @@ class FakeProvider:
             body = orjson.dumps([r.as_dict() for r in self.records])
         elif what == "behaviour" and req.method == "POST":
             try:
-                self.behaviour = self.behaviour.merged(**orjson.loads(req.body or b"{}"))
+                self.set_behaviour(self.behaviour.merged(**orjson.loads(req.body or b"{}")))
             except (TypeError, ValueError) as exc:
                 await resp.send(400, [("content-type", "application/json")], orjson.dumps({"error": str(exc)}))
                 return
             body = orjson.dumps(asdict(self.behaviour))
         elif what == "reset" and req.method == "POST":
             self.records.clear()
-            self.behaviour = Behaviour(models=self.behaviour.models)
+            self.set_behaviour(Behaviour(models=self.behaviour.models))
             body = b"{}"
         else:
             await resp.send(404, [("content-type", "application/json")], b'{"error": "unknown control endpoint"}')

@@ -164,7 +164,7 @@ class FakeProviders:
         """Change how one fake (or all) answers from now on, e.g. status=429, first_byte_ms=50."""
         targets = [self.providers[name]] if name is not None else list(self.providers.values())
         for f in targets:
-            f.behaviour = f.behaviour.merged(**changes)
+            f.set_behaviour(f.behaviour.merged(**changes))
 
 
 __all__ = ["Behaviour", "FakeProvider", "FakeProviders", "Recorded", "fake_key"]

@@ -6,10 +6,15 @@ regenerates the committed production file (a test checks it is current and that
 `envoy --mode validate` accepts it).
 
 Request flow: the listener's first route match (a user route, default `/`) carries the policy in
-route metadata; ext_proc picks the model, sets the route header and `:path`, the credential and
-the body, and clears the route cache; Envoy then re-matches on the route header and sends the
-request to that provider's cluster. When the processor is down and the filter fails open, the
-request stays on its first route and goes to `default_upstream` unchanged.
+route metadata; ext_proc picks the model, sets the route header and `:path`, the credential, the
+body and the fallback chain (slot headers and dynamic metadata, see fallback.py), and clears the
+route cache. Envoy then re-matches on the route header: the routed route picks each attempt's
+cluster from the slots (a matcher on x-envoy-attempt-count, re-evaluated on every retry) and
+retries failures (5xx, 429, reset, connect failure, per-try timeout) on the next model. On the
+provider clusters two upstream filters run per attempt: the per-attempt rewrite (skipped on
+attempt 1) and the response observer. When the processor is down and the filter fails open, the
+request stays on its first route and goes unchanged to the passthrough cluster (the default
+upstream, without upstream filters).
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from llm_router.config import Config, load_config
+from llm_router.gateways.envoy.fallback import ATTEMPT_HEADER, CLUSTER_ATTR, MAX_CHAIN, SLOTS
 from llm_router.gateways.envoy.service import LOCAL_REPLY_KEY, METADATA_NAMESPACE
 from llm_router.gateways.envoy.settings import EnvoySettings
 from llm_router.plan import ROUTE_HEADER
@@ -32,6 +38,10 @@ CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian/Ubuntu system CA bund
 EXPLAIN_HEADERS = ("x-llm-router-request-id", "x-llm-router-model", "x-llm-router-tier", "x-llm-router-category",
                    "x-llm-router-reason")
 OBSERVE_FILTER = "llm_router.observe"
+ATTEMPT_FILTER = "llm_router.attempt"
+ROUTED_ROUTE = "llm-routed"
+PASSTHROUGH_CLUSTER = "llm_router_passthrough"  # the default upstream without upstream filters: unrouted traffic
+MAX_RETRIES_BREAKER = 10_000  # concurrent retries per cluster (Envoy's default of 3 would drop fallbacks under load)
 BUFFER_SLACK = 1 << 20  # Envoy's buffers hold the body limit plus the rewrite's growth
 PRODUCTION_PROCESSOR = "unix:/run/llm-router/ext_proc.sock"
 _T = "type.googleapis.com/"
@@ -74,6 +84,9 @@ class BootstrapSpec:
     route_timeout_s: float = 600.0
     observe_responses: bool = True
     ca_bundle: str = CA_BUNDLE
+    fallback: bool = True  # retry failed attempts on the next model of the chain
+    answer_timeout_s: float = 120.0  # per attempt (default; the processor sets it per request)
+    max_chain: int = MAX_CHAIN  # most models a chain may have
 
 
 # ---- from config ------------------------------------------------------------------------
@@ -116,7 +129,9 @@ def spec_from_config(cfg: Config, *, listen: tuple[str, int], processor: str, lo
         routes=routes or (RouteSpec(),), admin=admin, route_header=cfg.server.get("route_header", ROUTE_HEADER),
         failure_allow=settings.failure_allowed(cfg), message_timeout_ms=settings.message_timeout_ms,
         body_limit=settings.body_limit(cfg), route_timeout_s=settings.route_timeout_s,
-        observe_responses=settings.observe_responses,
+        observe_responses=settings.observe_responses, fallback=settings.fallback,
+        answer_timeout_s=min(settings.answer_timeout_s, settings.route_timeout_s),
+        max_chain=min(MAX_CHAIN, 1 + max((p.fallbacks for p in cfg.policies.values()), default=0)),
     )
 
 
@@ -154,16 +169,19 @@ def ext_proc_filter(spec: BootstrapSpec) -> dict[str, Any]:
             "send_body_without_waiting_for_header_response": True,
             "request_attributes": ["xds.route_metadata"],
             "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+            # The processor overwrites Envoy's retry controls (x-envoy-attempt-count, -max-retries, ...).
+            "mutation_rules": {"allow_envoy": True},
         },
     }
 
 
 def observe_filter(spec: BootstrapSpec) -> dict[str, Any]:
-    """The observing ext_proc filter: observability mode sends the response without waiting for replies.
+    """The observing ext_proc filter, an upstream filter on the provider clusters: one stream per attempt.
 
-    It only runs on the provider routes (the client-facing routes disable it), so pass-through and
-    fail-open traffic is not observed. It reads the request id the routing filter left in dynamic
-    metadata, and never blocks or fails a request.
+    Observability mode: Envoy sends the request headers (which attempt this is), the response
+    headers and every body chunk without waiting for replies, so no chunk of an SSE answer is ever
+    delayed. It reads the request id the routing filter left in dynamic metadata, and never blocks
+    or fails a request.
     """
     return {
         "name": OBSERVE_FILTER,
@@ -175,7 +193,7 @@ def observe_filter(spec: BootstrapSpec) -> dict[str, Any]:
             "deferred_close_timeout": "2s",
             "failure_mode_allow": True,
             "processing_mode": {
-                "request_header_mode": "SKIP",
+                "request_header_mode": "SEND",
                 "response_header_mode": "SEND",
                 "request_body_mode": "NONE",
                 "response_body_mode": "STREAMED",
@@ -187,27 +205,118 @@ def observe_filter(spec: BootstrapSpec) -> dict[str, Any]:
     }
 
 
+def attempt_filter(spec: BootstrapSpec) -> dict[str, Any]:
+    """The per-attempt rewrite, an upstream filter on the provider clusters, skipped on attempt 1.
+
+    It fails closed (failure_mode_allow false): an attempt it cannot rewrite gets a local 502 (or a
+    500 when the processor is unreachable), which Envoy does not retry, so a fallback never leaves
+    with the previous provider's key or model.
+    """
+    ext_proc = {
+        "@type": _T + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+        "grpc_service": {"envoy_grpc": {"cluster_name": EXT_PROC_CLUSTER},
+                         "initial_metadata": [{"key": "x-llm-router-service", "value": "attempt"}]},
+        "failure_mode_allow": False,
+        "message_timeout": _duration(spec.message_timeout_ms / 1000),
+        "processing_mode": {
+            "request_header_mode": "SEND",
+            "request_body_mode": "BUFFERED",
+            "response_header_mode": "SEND",
+            "response_body_mode": "NONE",
+            "request_trailer_mode": "SKIP",
+            "response_trailer_mode": "SKIP",
+        },
+        "request_attributes": [CLUSTER_ATTR],
+        "metadata_options": {"forwarding_namespaces": {"untyped": [METADATA_NAMESPACE]},
+                             "receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+    }
+    return {
+        "name": ATTEMPT_FILTER,
+        "typed_config": {
+            "@type": _T + "envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+            "extension_config": {"name": ATTEMPT_FILTER, "typed_config": ext_proc},
+            # The first attempt is the routing filter's own call: no second round trip for it.
+            "xds_matcher": {"matcher_tree": {
+                "input": _header_input(ATTEMPT_HEADER),
+                "exact_match_map": {"map": {"1": {"action": {"name": "skip", "typed_config": {
+                    "@type": _T + "envoy.extensions.filters.common.matcher.action.v3.SkipFilter"}}}}},
+            }},
+        },
+    }
+
+
+def _header_input(name: str) -> dict[str, Any]:
+    return {"name": name, "typed_config": {"@type": _T + "envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+                                           "header_name": name}}
+
+
+def cluster_matcher(spec: BootstrapSpec) -> dict[str, Any]:
+    """Each attempt's cluster: attempts made so far (k) -> slot header k+1 -> that cluster.
+
+    Envoy evaluates this before it updates x-envoy-attempt-count for the new attempt; the routing
+    filter sets the header to 0 for the first.
+    """
+    def action(cluster: str) -> dict[str, Any]:
+        return {"action": {"name": cluster, "typed_config": {
+            "@type": _T + "envoy.extensions.router.cluster_specifiers.matcher.v3.ClusterAction", "cluster": cluster}}}
+
+    names = sorted(u.name for u in spec.upstreams)
+    by_attempt = {str(k): {"matcher": {"matcher_tree": {
+        "input": _header_input(SLOTS[k]),
+        "exact_match_map": {"map": {name: action(name) for name in names}},
+    }}} for k in range(spec.max_chain if spec.fallback else 1)}
+    return {"matcher_tree": {"input": _header_input(ATTEMPT_HEADER), "exact_match_map": {"map": by_attempt}}}
+
+
+def retry_policy(spec: BootstrapSpec) -> dict[str, Any]:
+    """Envoy's retries walk the chain: the processor sets x-envoy-max-retries to its length - 1."""
+    return {
+        "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
+        "retriable_status_codes": [429],
+        "num_retries": spec.max_chain - 1,
+        "per_try_timeout": _duration(spec.answer_timeout_s),
+        "refresh_cluster_on_retry": True,
+        # The next attempt goes to another provider: no reason to wait.
+        "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.005s"},
+    }
+
+
 def _route_action(spec: BootstrapSpec, upstream: Upstream) -> dict[str, Any]:
-    action: dict[str, Any] = {"cluster": upstream.name, "timeout": _duration(spec.route_timeout_s),
+    action: dict[str, Any] = {"cluster": PASSTHROUGH_CLUSTER, "timeout": _duration(spec.route_timeout_s),
                               "idle_timeout": _duration(min(spec.route_timeout_s, 300.0))}
     if upstream.tls or upstream.address != "127.0.0.1":
         action["host_rewrite_literal"] = upstream.host
     return action
 
 
+def routed_route(spec: BootstrapSpec) -> dict[str, Any]:
+    """Requests the processor routed (it set the route header): each attempt to its slot's cluster."""
+    action: dict[str, Any] = {
+        "inline_cluster_specifier_plugin": {"extension": {"name": "llm_router.chain", "typed_config": {
+            "@type": _T + "envoy.extensions.router.cluster_specifiers.matcher.v3.MatcherClusterSpecifier",
+            "cluster_matcher": cluster_matcher(spec)}}},
+        "auto_host_rewrite": True,  # each cluster's endpoint carries its provider's host name
+        "timeout": _duration(spec.route_timeout_s),
+        "idle_timeout": _duration(min(spec.route_timeout_s, 300.0)),
+    }
+    if spec.fallback:
+        action["retry_policy"] = retry_policy(spec)
+    return {
+        "name": ROUTED_ROUTE,
+        "match": {"prefix": "/", "headers": [{"name": spec.route_header, "present_match": True}]},
+        "route": action,
+        "request_headers_to_remove": [spec.route_header],
+        # Retries replay the body from this buffer (the rewritten body is at most the limit + slack).
+        "request_body_buffer_limit": spec.body_limit + BUFFER_SLACK,
+    }
+
+
 def routes(spec: BootstrapSpec) -> list[dict[str, Any]]:
-    """Provider routes (selected by the route header) first, then the client-facing routes."""
+    """The routed route (selected by the route header) first, then the client-facing routes."""
     by_name = {u.name: u for u in spec.upstreams}
     if spec.default_upstream not in by_name:
         raise ValueError(f"default upstream {spec.default_upstream!r} is not a cluster ({sorted(by_name)})")
-    out: list[dict[str, Any]] = []
-    for up in spec.upstreams:
-        out.append({
-            "name": f"to-{up.name}",
-            "match": {"prefix": "/", "headers": [{"name": spec.route_header, "string_match": {"exact": up.name}}]},
-            "route": _route_action(spec, up),
-            "request_headers_to_remove": [spec.route_header],
-        })
+    out: list[dict[str, Any]] = [routed_route(spec)]
     for i, rs in enumerate(spec.routes):
         route: dict[str, Any] = {
             "name": f"llm-{i}",
@@ -217,18 +326,11 @@ def routes(spec: BootstrapSpec) -> list[dict[str, Any]]:
         if rs.policy is not None:
             policy = {"policy": rs.policy} if isinstance(rs.policy, str) else dict(rs.policy)
             route["metadata"] = {"filter_metadata": {METADATA_NAMESPACE: policy}}
-        per_filter: dict[str, Any] = {}
         if rs.failure_mode is not None and (rs.failure_mode == "open") != spec.failure_allow:
-            per_filter["envoy.filters.http.ext_proc"] = {
+            route["typed_per_filter_config"] = {"envoy.filters.http.ext_proc": {
                 "@type": _T + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
                 "overrides": {"failure_mode_allow": rs.failure_mode == "open"},
-            }
-        if spec.observe_responses:
-            # Requests still on a client-facing route were not routed (other paths, fail-open): not observed.
-            per_filter[OBSERVE_FILTER] = {"@type": _T + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
-                                          "disabled": True}
-        if per_filter:
-            route["typed_per_filter_config"] = per_filter
+            }}
         out.append(route)
     return out
 
@@ -247,6 +349,8 @@ def http_connection_manager(spec: BootstrapSpec) -> dict[str, Any]:
                     "name": "llm",
                     "domains": ["*"],
                     "routes": routes(spec),
+                    "include_request_attempt_count": True,  # the cluster matcher and the upstream filters read it
+                    "include_attempt_count_in_response": True,  # clients see when a fallback answered
                     # Explanation headers come from the processor's dynamic metadata: no response round trip.
                     "response_headers_to_add": [
                         {"header": {"key": h, "value": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{h})%"}, "keep_empty_value": False}
@@ -257,7 +361,6 @@ def http_connection_manager(spec: BootstrapSpec) -> dict[str, Any]:
             "local_reply_config": local_reply_config(),
             "http_filters": [
                 ext_proc_filter(spec),
-                *([observe_filter(spec)] if spec.observe_responses else []),
                 # After a body rewrite in STREAMED mode Envoy drops content-length; buffering the
                 # rewritten body restores the right one (and bounds it).
                 {"name": "envoy.filters.http.buffer", "typed_config": {
@@ -311,16 +414,20 @@ def processor_cluster(spec: BootstrapSpec) -> dict[str, Any]:
     }
 
 
-def provider_cluster(spec: BootstrapSpec, up: Upstream) -> dict[str, Any]:
+def provider_cluster(spec: BootstrapSpec, up: Upstream, *, name: str | None = None, filters: bool = True) -> dict[str, Any]:
+    """A provider's cluster; with filters, the per-attempt rewrite and the observer run on each attempt."""
+    name = name or up.name
     cluster: dict[str, Any] = {
-        "name": up.name,
+        "name": name,
         "connect_timeout": "5s",
         "per_connection_buffer_limit_bytes": spec.body_limit + BUFFER_SLACK,
         "circuit_breakers": {"thresholds": [{"max_connections": 10_000, "max_pending_requests": 10_000,
-                                             "max_requests": 10_000}]},
-        "load_assignment": {"cluster_name": up.name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-            "socket_address": {"address": up.address, "port_value": up.port}}}}]}]},
+                                             "max_requests": 10_000, "max_retries": MAX_RETRIES_BREAKER}]},
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "hostname": up.host,  # auto_host_rewrite sends it as Host
+            "address": {"socket_address": {"address": up.address, "port_value": up.port}}}}]}]},
     }
+    options: dict[str, Any] = {"@type": _T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"}
     if up.tls:
         cluster["type"] = "LOGICAL_DNS"
         cluster["dns_lookup_family"] = "V4_PREFERRED"
@@ -335,13 +442,22 @@ def provider_cluster(spec: BootstrapSpec, up: Upstream) -> dict[str, Any]:
                 },
             },
         }}
-        cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": _T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "auto_config": {"http2_protocol_options": {}, "http_protocol_options": {}},
-            "common_http_protocol_options": {"idle_timeout": "300s"},
-        }}
+        options["auto_config"] = {"http2_protocol_options": {}, "http_protocol_options": {}}
+        options["common_http_protocol_options"] = {"idle_timeout": "300s"}
     else:
         cluster["type"] = "STATIC"
+        options["explicit_http_config"] = {"http_protocol_options": {}}
+    upstream_filters = []
+    if filters and spec.fallback:
+        upstream_filters.append(attempt_filter(spec))
+    if filters and spec.observe_responses:
+        # After the rewrite: it sees the provider's own response, even when the rewrite replaces it.
+        upstream_filters.append(observe_filter(spec))
+    if upstream_filters:
+        options["http_filters"] = [*upstream_filters, {"name": "envoy.filters.http.upstream_codec", "typed_config": {
+            "@type": _T + "envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}]
+    if up.tls or upstream_filters:
+        cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}
     return cluster
 
 
@@ -355,7 +471,9 @@ def build(spec: BootstrapSpec) -> dict[str, Any]:
                 "per_connection_buffer_limit_bytes": spec.body_limit + BUFFER_SLACK,
                 "filter_chains": [{"filters": [http_connection_manager(spec)]}],
             }],
-            "clusters": [processor_cluster(spec), *[provider_cluster(spec, u) for u in spec.upstreams]],
+            "clusters": [processor_cluster(spec), *[provider_cluster(spec, u) for u in spec.upstreams],
+                         provider_cluster(spec, {u.name: u for u in spec.upstreams}[spec.default_upstream],
+                                          name=PASSTHROUGH_CLUSTER, filters=False)],
         },
         "overload_manager": {"resource_monitors": [{
             "name": "envoy.resource_monitors.global_downstream_max_connections",

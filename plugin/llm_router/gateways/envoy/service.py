@@ -4,15 +4,19 @@ Transport-neutral: a transport (our HTTP/2 one, grpclib or grpcio) opens a sessi
 stream, hands it each message and writes back what it returns; when `session.finished` is set
 it ends the stream with OK. Sessions only translate between ext_proc and `Runtime`.
 
-Two filters in Envoy (see bootstrap.py) use two services of one processor:
-- "route" (the routing filter): request headers SEND, request body STREAMED with
+Three filters in Envoy (see bootstrap.py) use three services of one processor, chosen by the
+gRPC metadata x-llm-router-service:
+- "route" (the routing filter, in the listener): request headers SEND, request body STREAMED with
   send_body_without_waiting_for_header_response. The header reply is held until the body is
-  complete, so a request costs one round trip; the stream ends right after the reply.
-- "observe" (a second ext_proc filter in observability mode, gRPC metadata
-  x-llm-router-service: observe): response headers and body are sent without waiting for us, so
-  the answer, SSE chunk by chunk, is never delayed. It finds the routed request by the request id
-  the routing filter put in dynamic metadata, and reports status, usage, latency and rate-limit
-  headers to `Runtime.on_response`.
+  complete, so a request costs one round trip; the stream ends right after the reply. Besides
+  model, path, credential and body it writes the fallback chain: slot headers for Envoy's
+  per-attempt cluster choice, and the chain and API as dynamic metadata (see fallback.py).
+- "attempt" (an upstream filter on the provider clusters, skipped on attempt 1): rewrites each
+  fallback attempt for its provider (attempt.py).
+- "observe" (an upstream filter in observability mode): every attempt's response headers and body
+  are sent without waiting for us, so no SSE chunk is ever delayed. It finds the routed request by
+  the request id in dynamic metadata and reports each attempt (status, usage, latency, rate-limit
+  headers) to `Runtime.on_response`, and each move along the chain to `Runtime.on_fallback`.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest
@@ -28,6 +32,8 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest
 from llm_router.accounting import SSEUsage, Usage, usage_from_json
 from llm_router.decision import RouteError
 from llm_router.gateways.envoy import wire
+from llm_router.gateways.envoy.fallback import (API_KEY, ATTEMPT_HEADER, CHAIN_KEY, CLIENT_RETRY_HEADERS, MAX_RETRIES_HEADER,
+                                                PER_TRY_TIMEOUT_HEADER, chain_text, fallback_reason, retriable, slot_headers)
 from llm_router.gateways.envoy.route_conf import RouteConfCache
 from llm_router.runtime import Exchange, Refusal, Runtime
 
@@ -56,6 +62,8 @@ class ServiceOptions:
     max_json_response_bytes: int = 4 << 20  # JSON answers above this are not scanned for usage
     max_pending: int = 100_000  # routed exchanges waiting for their response (oldest dropped beyond)
     metadata_namespace: str = METADATA_NAMESPACE
+    first_byte_timeout_ms: int = 30_000  # per attempt, streams: until the response starts
+    answer_timeout_ms: int = 120_000  # per attempt, non-streaming: until the answer starts
 
 
 class Services:
@@ -97,6 +105,10 @@ class RoutingService:
         self.local_reply_metadata = wire.dynamic_metadata(self.options.metadata_namespace, {LOCAL_REPLY_KEY: "llm-router"})
         self.metadata = wire.MetadataEncoder(self.options.metadata_namespace)
         self.pending: dict[str, Exchange] = {}  # request id -> routed exchange awaiting its response
+        self._attempts = None
+        # Per-attempt timeouts, as header values (streams wait for the first byte, others for the answer).
+        self.per_try = {True: str(self.options.first_byte_timeout_ms), False: str(self.options.answer_timeout_ms)}
+        self.retry_removals = (*CLIENT_RETRY_HEADERS,)
 
     def open(self, metadata: dict[str, str] | None = None) -> "Session":
         """A routing session for one gRPC stream (one HTTP request through Envoy)."""
@@ -106,8 +118,22 @@ class RoutingService:
         """An observing session for one response (the observability-mode filter's stream)."""
         return ObserveSession(self)
 
+    def open_attempt(self, metadata: dict[str, str] | None = None) -> Any:
+        """A per-attempt rewrite session (the upstream filter on fallback attempts)."""
+        from llm_router.gateways.envoy.attempt import AttemptSession
+
+        return AttemptSession(self.attempts)
+
+    @property
+    def attempts(self) -> Any:
+        if self._attempts is None:
+            from llm_router.gateways.envoy.attempt import AttemptService
+
+            self._attempts = AttemptService(self.runtime, self.options.metadata_namespace, self.local_reply_metadata)
+        return self._attempts
+
     def services(self) -> Services:
-        return Services({"route": self.open, "observe": self.open_observer})
+        return Services({"route": self.open, "observe": self.open_observer, "attempt": self.open_attempt})
 
     def expect_response(self, ex: Exchange) -> None:
         pending = self.pending
@@ -116,6 +142,16 @@ class RoutingService:
             for key in list(pending)[: max(1, len(pending) // 10)]:
                 del pending[key]
         pending[ex.request_id] = ex
+
+    def fallback(self, ex: Exchange, from_model: str, to_model: str, reason: str) -> None:
+        """One move along the chain: the runtime's telemetry counts it (llm_router_fallbacks_total)."""
+        hook = getattr(self.runtime.observer, "on_fallback", None)
+        if hook is None:
+            return
+        try:
+            hook(ex, from_model, to_model, reason)
+        except Exception:  # an observer bug must not break the stream
+            log.exception("on_fallback hook failed for request %s", ex.request_id)
 
     def report(self, ex: Exchange, status: int, usage: Usage | None, headers: list[tuple[str, str]] | None) -> None:
         try:
@@ -223,9 +259,17 @@ class Session:
             return [wire.immediate_reply(result.status, result.body, result.headers, details="llm_router_refused",
                                          metadata=svc.local_reply_metadata)]
         call = result
-        headers = (svc.mutations.encode((*call.set_headers, (":path", call.path)), call.remove_headers)
+        chain = ex.decision.chain
+        slots, unused = slot_headers(tuple(m.upstream for m in chain))
+        # The chain's slots, the attempt counter the cluster matcher reads, how many retries and how
+        # long each may wait: all overwrite whatever the client sent (Envoy reads them as controls).
+        control = ((ATTEMPT_HEADER, "0"), (MAX_RETRIES_HEADER, str(len(slots) - 1)),
+                   (PER_TRY_TIMEOUT_HEADER, svc.per_try[bool(ex.request.stream)]))
+        headers = (svc.mutations.encode((*call.set_headers, (":path", call.path), *slots, *control),
+                                        (*call.remove_headers, *unused, *svc.retry_removals))
                    + wire.content_length_option(len(call.body)))
-        meta = svc.metadata.encode(call.response_headers) if call.response_headers else b""
+        meta = svc.metadata.encode((*call.response_headers, (CHAIN_KEY, chain_text(tuple(m.id for m in chain))),
+                                    (API_KEY, ex.request.api)))
         out = [wire.request_headers_reply(wire.common_response(headers=headers, clear_route_cache=True), meta)]
         if n_chunks:
             out += [wire.REQUEST_BODY_CLEAR] * (n_chunks - 1)
@@ -250,13 +294,22 @@ class Session:
 
 
 class ObserveSession:
-    """The response side: status, rate-limit headers and usage of one routed request, never delaying it."""
+    """The response side of one upstream attempt: status, rate-limit headers and usage, never delaying it.
 
-    __slots__ = ("svc", "ex", "finished", "status", "headers", "sse", "json", "json_size", "reported", "encoding")
+    Runs as an upstream filter, so each attempt of a fallback chain has its own session: the request
+    headers tell which attempt (x-envoy-attempt-count), hence which model of the chain, it is. An
+    attempt that never gets a response (connect failure, reset, per-try timeout) is reported with
+    status 0 when its stream closes.
+    """
+
+    __slots__ = ("svc", "ex", "root", "attempt", "finished", "status", "headers", "sse", "json", "json_size", "reported",
+                 "encoding")
 
     def __init__(self, svc: RoutingService):
         self.svc = svc
-        self.ex: Exchange | None = None
+        self.ex: Exchange | None = None  # this attempt: its own call (model) and start time
+        self.root: Exchange | None = None  # the routed request, as the routing filter left it
+        self.attempt = 1
         self.finished = False
         self.status = NO_RESPONSE
         self.headers: list[tuple[str, str]] | None = None
@@ -276,16 +329,47 @@ class ObserveSession:
             self._body(req.response_body)
         elif kind == "response_headers":
             self._headers(req)
+        elif kind == "request_headers":
+            attempt = 1
+            for h in req.request_headers.headers.headers:
+                if h.key == ATTEMPT_HEADER:
+                    try:
+                        attempt = int(h.raw_value or h.value)
+                    except ValueError:
+                        pass
+                    break
+            self._bind(req, attempt)
         return []
 
-    def _headers(self, req: ProcessingRequest) -> None:
-        ns = req.metadata_context.filter_metadata.get(self.svc.options.metadata_namespace)
+    def _bind(self, req: ProcessingRequest, attempt: int) -> None:
+        """Find the routed request; for a fallback attempt, report the move and make this attempt's exchange."""
+        svc = self.svc
+        ns = req.metadata_context.filter_metadata.get(svc.options.metadata_namespace)
         rid = ns.fields.get(REQUEST_ID_KEY) if ns is not None else None
-        ex = self.svc.pending.pop(rid.string_value, None) if rid is not None else None
-        if ex is None:  # not a request we routed (or already reported): nothing to do
+        root = svc.pending.get(rid.string_value) if rid is not None else None
+        if root is None:  # not a request we routed (or already finished): nothing to do
             self.finished = True
             return
-        self.ex = ex
+        self.root = root
+        self.attempt = attempt
+        if attempt <= 1:
+            self.ex = root
+            return
+        chain = root.decision.chain
+        if attempt > len(chain):  # more attempts than models: not ours to account
+            self.finished = True
+            return
+        to = chain[attempt - 1]
+        self.ex = replace(root, call=svc.runtime.attempt(root, to.id), attempt=attempt, started=svc.clock())
+        statuses = root.extra.get("attempts") or {}
+        svc.fallback(root, chain[attempt - 2].id, to.id, fallback_reason(statuses.get(attempt - 1)))
+
+    def _headers(self, req: ProcessingRequest) -> None:
+        if self.ex is None:  # no request headers seen (request_header_mode SKIP): the first attempt
+            self._bind(req, 1)
+            if self.ex is None:
+                return
+        ex = self.ex
         rate: list[tuple[str, str]] = []
         for h in req.response_headers.headers.headers:
             key = h.key
@@ -296,6 +380,9 @@ class ObserveSession:
             elif key == "content-encoding":
                 self.encoding = (h.raw_value or h.value.encode()).decode("latin-1").strip().lower()
         self.headers = rate or None
+        if self.attempt > 1 or retriable(self.status):
+            # The next attempt's session reads why this one was abandoned.
+            self.root.extra.setdefault("attempts", {})[self.attempt] = self.status
         if ex.request is not None and ex.request.stream:
             self.sse = SSEUsage()
         else:
@@ -333,13 +420,18 @@ class ObserveSession:
     def _report(self) -> None:
         self.reported = True
         self.finished = True
-        self.svc.report(self.ex, self.status, self._usage(), self.headers)
+        ex = self.ex
+        if not retriable(self.status) or self.attempt >= len(ex.decision.chain):
+            # No further attempt can follow this one: the request is done.
+            pending = self.svc.pending
+            if pending.get(ex.request_id) is self.root:
+                del pending[ex.request_id]
+        self.svc.report(ex, self.status, self._usage(), self.headers)
 
     def on_close(self) -> None:
-        """The stream ended early (client gone, upstream reset): report what was seen."""
+        """The stream ended early (no response, upstream reset, client gone): report what was seen."""
         if self.ex is not None and not self.reported:
-            self.reported = True
-            self.svc.report(self.ex, self.status, self._usage(), self.headers)
+            self._report()
 
 
 def inflate(body: bytes, encoding: str, limit: int) -> bytes:

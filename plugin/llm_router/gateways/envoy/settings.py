@@ -21,6 +21,9 @@ class EnvoySettings(BaseModel):
     message_timeout_ms: int = Field(default=500, ge=1, le=60_000)  # Envoy's wait per ext_proc message
     failure_mode: Literal["open", "closed"] | None = None  # None: the default policy's failure_mode
     route_timeout_s: float = Field(default=600.0, gt=0)  # whole-request cap; long SSE answers need minutes
+    fallback: bool = True  # Envoy retries a failed attempt on the next model of the decision's chain
+    first_byte_timeout_s: float = Field(default=30.0, gt=0)  # streams: per attempt, until the response starts
+    answer_timeout_s: float = Field(default=120.0, gt=0)  # non-streaming: per attempt, until the (whole) answer starts
     grace_s: float = Field(default=5.0, ge=0)  # shutdown: time for streams in flight
 
     @classmethod

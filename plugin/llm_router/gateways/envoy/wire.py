@@ -132,9 +132,14 @@ def request_headers_reply(common: bytes = b"", metadata: bytes = b"") -> bytes:
     return field(1, field(1, common) if common else b"") + (field(8, metadata) if metadata else b"")
 
 
-def request_body_reply(common: bytes = b"") -> bytes:
-    """ProcessingResponse{request_body: BodyResponse{response}}."""
-    return field(3, field(1, common) if common else b"")
+def request_body_reply(common: bytes = b"", metadata: bytes = b"") -> bytes:
+    """ProcessingResponse{request_body: BodyResponse{response}, dynamic_metadata}."""
+    return field(3, field(1, common) if common else b"") + (field(8, metadata) if metadata else b"")
+
+
+def response_headers_reply(common: bytes = b"") -> bytes:
+    """ProcessingResponse{response_headers: HeadersResponse{response}}."""
+    return field(2, field(1, common) if common else b"")
 
 
 def request_body_replacement(body: bytes) -> bytes:
