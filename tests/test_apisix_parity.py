@@ -84,8 +84,11 @@ def envoy_mutations(runtime: Runtime, path: str, body: bytes) -> dict:
     sets = {o.header.key: (o.header.raw_value or o.header.value.encode()).decode() for o in head.header_mutation.set_headers}
     new_path = sets.pop(":path")
     sets.pop("content-length", None)
+    # Envoy's own fallback machinery (retry slots, retry-policy headers): gateway-specific, not the decision
+    sets = {k: v for k, v in sets.items() if not k.startswith(("x-llm-router-try-", "x-envoy-"))}
     new_body = next(r for r in replies if r.WhichOneof("response") == "request_body").request_body.response.body_mutation.body
-    return {"path": new_path, "set": sets, "remove": sorted(head.header_mutation.remove_headers), "body": new_body,
+    removed = sorted(h for h in head.header_mutation.remove_headers if not h.startswith(("x-envoy-", "x-llm-router-try-")))
+    return {"path": new_path, "set": sets, "remove": removed, "body": new_body,
             "model": orjson.loads(new_body)["model"]}
 
 
