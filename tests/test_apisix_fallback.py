@@ -229,3 +229,46 @@ def test_a_streaming_cascade_request_takes_plain_routing(gw, fakes):
     resp = gw.send(CASCADE, chat(stream=True))
     assert resp.pre.action == "rewrite" and resp.status == 200
     assert resp.headers["content-type"].startswith("text/event-stream")
+
+
+# ---- the real runner process ------------------------------------------------------------------
+
+def test_the_runner_process_falls_back_and_checks_its_settings(fakes, tmp_path):
+    import yaml
+
+    from apisix_emulator import RunnerProcess
+
+    for p in fakes.providers.values():
+        p.behaviour = Behaviour(models=p.behaviour.models)
+        p.records.clear()
+    base = parse_config({})
+    providers = {n: {**base.providers[n].model_dump(), "base_url": fakes.url(n)} for n in base.providers}
+    cfg = tmp_path / "router.yaml"
+    cfg.write_text(yaml.safe_dump({"providers": providers}))
+    d = socket_dir()
+    try:
+        with RunnerProcess(os.path.join(d, "p.sock"), config=str(cfg), env=fakes.env()) as proc:
+            em = Emulator(proc.path, timeout=60)
+            try:
+                body = chat()
+                first = proxy(em, LADDER, upstreams={n: fakes.url(n) for n in base.providers}, post_resp=True,
+                              headers=CLIENT, body=body)
+                assert first.status == 200
+                fakes.set_behaviour(first.upstream, status=503)
+                again = proxy(em, LADDER, upstreams={n: fakes.url(n) for n in base.providers}, post_resp=True,
+                              headers=CLIENT, body=body)
+                assert again.upstream_status == 503 and again.status == 200
+                assert again.headers["x-llm-router-model"] != first.headers["x-llm-router-model"]
+            finally:
+                em.close()
+        assert all(k not in proc.log() for k in fakes.keys().values())
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(yaml.safe_dump({"server": {"apisix_fallback": "yes", "orchestrate": {"deadline_s": 0}}}))
+        import subprocess
+        import sys
+
+        out = subprocess.run([sys.executable, "-m", "llm_router.cli", "serve", "--apisix", "--socket", os.path.join(d, "b.sock"),
+                              "--config", str(bad)], capture_output=True, text=True, timeout=60, env={**os.environ, **fakes.env()})
+        assert out.returncode == 2 and "server.apisix_fallback: must be true or false" in out.stderr
+    finally:
+        remove_dir(d)

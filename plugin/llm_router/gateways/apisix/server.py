@@ -233,6 +233,20 @@ class _Redact(logging.Filter):
         return True
 
 
+def server_problem(cfg: Config) -> str | None:
+    """The runner's own server settings (fallback switch, orchestrator client), checked before listening."""
+    from llm_router.orchestrate.settings import OrchestrateSettings
+
+    fallback = cfg.server.get("apisix_fallback", True)
+    if not isinstance(fallback, bool):
+        return f"server.apisix_fallback: must be true or false, got {fallback!r}"
+    try:
+        OrchestrateSettings.from_config(cfg.server)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def serve(args) -> int:
     """Entry point of `llm-router serve --apisix`."""
     try:
@@ -246,6 +260,10 @@ def serve(args) -> int:
         print(f"error: invalid config {exc.source}:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
+        return 2
+    problem = server_problem(cfg)
+    if problem:
+        print(f"error: invalid config: {problem}", file=sys.stderr)
         return 2
     workers = getattr(args, "workers", None)
     if workers is None:
