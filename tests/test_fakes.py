@@ -208,3 +208,75 @@ def test_fakes_cli_writes_ports_and_stops_on_sigterm(tmp_path):
     out = subprocess.run([sys.executable, "-m", "llm_router.cli", "fakes", "--error-rate", "2"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 2 and "--error-rate" in out.stderr
+
+
+# ---- failure patterns ---------------------------------------------------------------------
+
+DEEPSEEK = {"authorization": "Bearer fake-deepseek-key"}
+DS_CHAT = {**CHAT, "model": "deepseek-chat"}
+
+
+def test_the_first_n_requests_fail_then_it_recovers(clean):
+    clean.set_behaviour("deepseek", fail_first=2, fail_status=502)
+    codes = [post(clean, "deepseek", "/v1/chat/completions", DS_CHAT, DEEPSEEK).status_code for _ in range(4)]
+    assert codes == [502, 502, 200, 200]
+    clean.set_behaviour("deepseek", fail_first=1)  # setting it again starts a new count
+    assert post(clean, "deepseek", "/v1/chat/completions", DS_CHAT, DEEPSEEK).status_code == 502
+    assert post(clean, "deepseek", "/v1/chat/completions", DS_CHAT, DEEPSEEK).status_code == 200
+
+
+def test_a_stream_broken_after_k_chunks_is_cut_without_its_end(clean):
+    clean.set_behaviour("deepseek", break_after_chunks=2, chunks=6)
+    got = []
+    with pytest.raises(httpx.RemoteProtocolError):
+        with httpx.stream("POST", clean.url("deepseek") + "/v1/chat/completions", headers=DEEPSEEK, timeout=30,
+                          content=orjson.dumps({**DS_CHAT, "stream": True})) as r:
+            assert r.status_code == 200
+            for chunk in r.iter_raw():
+                got.append(chunk)
+    data = [line for line in b"".join(got).decode().splitlines() if line.startswith("data: ")]
+    assert len(data) == 3 and "[DONE]" not in data[-1]  # the role event and two content events
+    # JSON answers are cut halfway; the fake keeps serving new connections.
+    with pytest.raises(httpx.RemoteProtocolError):
+        post(clean, "deepseek", "/v1/chat/completions", DS_CHAT, DEEPSEEK)
+    clean.set_behaviour("deepseek", break_after_chunks=None)
+    assert post(clean, "deepseek", "/v1/chat/completions", DS_CHAT, DEEPSEEK).status_code == 200
+
+
+def test_disconnect_closes_without_an_answer(clean):
+    clean.set_behaviour("deepseek", disconnect=True)
+    with pytest.raises(httpx.RemoteProtocolError):
+        post(clean, "deepseek", "/v1/chat/completions", DS_CHAT, DEEPSEEK)
+
+
+def test_patterns_can_be_changed_at_run_time_over_http(clean):
+    base = clean.url("deepseek")
+    assert httpx.post(base + "/_fake/behaviour", json={"fail_first": 1, "fail_status": 500}, timeout=30).status_code == 200
+    codes = [post(clean, "deepseek", "/v1/chat/completions", DS_CHAT, DEEPSEEK).status_code for _ in range(2)]
+    assert codes == [500, 200]
+
+
+def test_cli_patterns_are_set_at_start_and_bad_ones_named(tmp_path):
+    from llm_router.fakes.patterns import behaviour_changes
+
+    changes = behaviour_changes(["deepseek", "together"], fail="deepseek", sets=["together.fail_first=2", "*.chunk_ms=5"])
+    assert changes == {"deepseek": {"status": 503, "chunk_ms": 5}, "together": {"fail_first": 2, "chunk_ms": 5}}
+    for bad, why in ((["nobody.status=500"], "unknown provider 'nobody'"), (["deepseek.colour=red"], "unknown field 'colour'"),
+                     (["deepseek.fail_first=-1"], "deepseek.fail_first"), (["deepseek"], "PROVIDER.FIELD=VALUE")):
+        with pytest.raises(ValueError, match=why):
+            behaviour_changes(["deepseek"], sets=bad)
+    proc = FakesProcess(tmp_path, extra=["--provider", "deepseek", "--provider", "together", "--fail", "deepseek",
+                                         "--set", "together.fail_first=1"]).start()
+    try:
+        proc.wait_ready(60)
+        ds = f"http://127.0.0.1:{proc.ports['deepseek']}/v1/chat/completions"
+        tg = f"http://127.0.0.1:{proc.ports['together']}/v1/chat/completions"
+        assert httpx.post(ds, content=orjson.dumps(DS_CHAT), headers=DEEPSEEK, timeout=30).status_code == 503
+        tg_body = orjson.dumps({**CHAT, "model": "meta-llama/Llama-3-70b-chat-hf"})
+        tg_auth = {"authorization": "Bearer fake-together-key"}
+        assert [httpx.post(tg, content=tg_body, headers=tg_auth, timeout=30).status_code for _ in range(2)] == [503, 200]
+    finally:
+        stop_all([proc])
+    out = subprocess.run([sys.executable, "-m", "llm_router.cli", "fakes", "--fail", "nobody"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2 and "unknown provider 'nobody'" in out.stderr
