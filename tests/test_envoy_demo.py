@@ -54,6 +54,23 @@ def test_demo_json_summary():
     assert s["added_p50_ms"] is not None and s["added_p99_ms"] >= s["added_p50_ms"]
 
 
+def test_demo_with_failing_providers_answers_every_request_through_fallbacks():
+    require_envoy()
+    out = subprocess.run([*CLI, "demo", "--json", "--limit", "80", "--fail", "deepseek,together"], capture_output=True,
+                         text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    s = json.loads(out.stdout)
+    assert s["requests"] == 80 and s["errors"] == 0 and s["failing_providers"] == ["deepseek", "together"]
+    fb = s["fallbacks"]
+    assert fb["requests"] > 0 and fb["attempts"] >= fb["requests"]
+    assert not {"deepseek-v2", "llama-3-70b"} & set(s["model_share"])  # nothing was answered by a failing provider
+    assert fb["taken"] and all(move.endswith("(server_error)") for move in fb["taken"])
+    assert sum(fb["taken"].values()) == fb["attempts"]  # the processor counted every move the client saw
+    assert s["metrics"]["llm_router_breaker_open"] >= 1  # health saw the failures and opened breakers
+    bad = subprocess.run([*CLI, "demo", "--fail", "nobody"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown providers ['nobody']" in bad.stderr
+
+
 def test_demo_table_and_ctrl_c_leaves_nothing_behind(tmp_path):
     require_envoy()
     proc = subprocess.Popen([*CLI, "demo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -5,10 +5,16 @@ is then sent straight to the fake provider, so "added latency" is the paired dif
 (through Envoy + router) - (direct to the fake), measured in the same run. Costs come from the
 usage the fakes report, priced with the catalog; the baseline prices the same usage at the most
 expensive model of the policy. Everything started is stopped at the end, on errors and on Ctrl-C.
+
+`--fail deepseek,together` makes those fake providers answer 503 for the whole run: Envoy retries
+each failed attempt on the next model of the decision's chain, the health breakers open for the
+failing models after a few failures, and the summary shows every request answered and the
+fallbacks taken (paired latency is measured on requests answered by their first attempt).
 """
 from __future__ import annotations
 
 import json
+import re
 import signal
 import statistics
 import sys
@@ -33,6 +39,8 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="replay only the first N prompts")
     p.add_argument("--workload", metavar="FILE", help="JSONL workload (default: the built-in one)")
     p.add_argument("--transport", default=None, help="processor transport: h2 (default), grpclib, grpcio")
+    p.add_argument("--fail", metavar="PROVIDER[,PROVIDER]",
+                   help="these fake providers answer 503 for the whole run: requests fall back along their chain")
     add_config_arg(p)
     p.set_defaults(func=run)
 
@@ -47,6 +55,7 @@ class Outcome:
     output_tokens: int
     routed_ms: float
     direct_ms: float | None
+    attempts: int = 1  # upstream attempts Envoy made (x-envoy-attempt-count): > 1 means a fallback answered
 
 
 def load_workload(path: str | None) -> list[dict[str, Any]]:
@@ -99,6 +108,12 @@ def run(args) -> int:
     except EnvoyNotFound as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    failing = [name.strip() for name in (args.fail or "").split(",") if name.strip()]
+    unknown = sorted(set(failing) - set(cfg_user.providers))
+    if unknown:
+        print(f"error: --fail: unknown providers {unknown} (known: {sorted(cfg_user.providers)})", file=sys.stderr)
+        return 2
+    args.failing = failing
     items = load_workload(args.workload)[: args.limit] if args.limit else load_workload(args.workload)
     if not items:
         print("error: the workload is empty", file=sys.stderr)
@@ -166,7 +181,10 @@ def _run(args, cfg_user, items: list[dict[str, Any]]) -> dict[str, Any]:
             from llm_router.gateways.envoy.binary import envoy_version
 
             _say(progress, f"starting fake providers, the llm-router processor and Envoy {envoy_version()} on 127.0.0.1 ...")
-            fakes = FakesProcess(wd, config=cfg_path).start()
+            failing = getattr(args, "failing", [])
+            if failing:
+                _say(progress, f"failing providers for this run: {', '.join(failing)} (every request answered 503)")
+            fakes = FakesProcess(wd, config=cfg_path, extra=["--fail", ",".join(failing)] if failing else []).start()
             procs.append(fakes)
             fakes.wait_ready(60)
             sock = f"unix:{wd}/ext_proc.sock"
@@ -195,9 +213,30 @@ def _run(args, cfg_user, items: list[dict[str, Any]]) -> dict[str, Any]:
                 print(file=sys.stderr)
             summary = _summarise(outcomes, catalog, cfg)
             summary["metrics"] = _settled_metrics(metrics_port, len(outcomes) - summary["errors"])
+            summary["fallbacks"]["taken"] = fallbacks_taken(metrics_port)
+            summary["failing_providers"] = getattr(args, "failing", [])
             return summary
         finally:
             stop_all(procs)
+
+
+FALLBACK_LINE = re.compile(r'^llm_router_fallbacks_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$')
+
+
+def fallbacks_taken(port: int) -> dict[str, int]:
+    """'from -> to (reason)' -> count, from the processor's llm_router_fallbacks_total."""
+    import httpx
+
+    out: dict[str, int] = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10.0).text.splitlines():
+        m = FALLBACK_LINE.match(line)
+        if m is None:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group("labels")))
+        count = int(float(m.group("value")))
+        if count:
+            out[f"{labels.get('from_model')} -> {labels.get('to_model')} ({labels.get('reason')})"] = count
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def _settled_metrics(port: int, answered: int, timeout: float = 10.0) -> dict[str, float]:
@@ -222,10 +261,13 @@ def _one(item: dict[str, Any], base: str, routed, direct, catalog, fakes) -> Out
     t = time.perf_counter()
     r = routed.post(base + path, content=body, headers=headers)
     routed_ms = (time.perf_counter() - t) * 1000
-    model_id = r.headers.get("x-llm-router-model")
+    model_id = r.headers.get("x-llm-router-model")  # the model that answered (after any fallback)
+    attempts = int(r.headers.get("x-envoy-attempt-count") or 1)
     if r.status_code != 200 or model_id not in catalog.models:
-        return Outcome(model_id, r.status_code, 0, 0, routed_ms, None)
+        return Outcome(model_id, r.status_code, 0, 0, routed_ms, None, attempts)
     inp, out = usage_of(r.content, stream)
+    if attempts > 1:  # the routed time includes the failed attempts: not a measure of the router's overhead
+        return Outcome(model_id, r.status_code, inp, out, routed_ms, None, attempts)
     # The same upstream call, straight to the provider's fake: what Envoy + llm-router added is the difference.
     from llm_router.request import api_for_path, parse_request, render_body
 
@@ -239,7 +281,7 @@ def _one(item: dict[str, Any], base: str, routed, direct, catalog, fakes) -> Out
     d = direct.post(f"http://127.0.0.1:{fakes.ports[provider.name]}{provider.paths[req.api]}", content=direct_body,
                     headers={"content-type": "application/json", **auth, **dict(provider.headers)})
     direct_ms = (time.perf_counter() - t) * 1000
-    return Outcome(model_id, r.status_code, inp, out, routed_ms, direct_ms if d.status_code == 200 else None)
+    return Outcome(model_id, r.status_code, inp, out, routed_ms, direct_ms if d.status_code == 200 else None, attempts)
 
 
 def _summarise(outcomes: list[Outcome], catalog, cfg) -> dict[str, Any]:
@@ -252,9 +294,13 @@ def _summarise(outcomes: list[Outcome], catalog, cfg) -> dict[str, Any]:
     baseline = sum(priciest.cost(o.input_tokens, o.output_tokens) for o in ok)
     share = Counter(o.model for o in ok)
     diffs = [o.routed_ms - o.direct_ms for o in ok if o.direct_ms is not None]
+    fell_back = [o for o in ok if o.attempts > 1]
     return {
         "requests": n,
         "errors": n - len(ok),
+        "error_statuses": dict(Counter(str(o.status) for o in outcomes if o.status != 200 or o.model not in catalog.models)),
+        "fallbacks": {"requests": len(fell_back), "attempts": sum(o.attempts - 1 for o in fell_back),
+                      "answered_by": dict(Counter(o.model for o in fell_back).most_common())},
         "model_share": {m: round(c / n, 4) for m, c in share.most_common()},
         "cost_per_1k": round(cost / n * 1000, 4),
         "baseline_cost_per_1k": round(baseline / n * 1000, 4),
@@ -270,6 +316,13 @@ def _print(s: dict[str, Any]) -> None:
     print(f"{'model':22s} {'share':>7s}")
     for model, share in s["model_share"].items():
         print(f"{model:22s} {share * 100:6.1f}%")
+    fb = s.get("fallbacks") or {}
+    if s.get("failing_providers") or fb.get("requests"):
+        print(f"\nfailing providers: {', '.join(s.get('failing_providers') or []) or 'none'}; "
+              f"{fb.get('requests', 0)} requests answered after a fallback ({fb.get('attempts', 0)} failed attempts retried), "
+              f"{s['errors']} errors")
+        for move, count in (fb.get("taken") or {}).items():
+            print(f"  {count:5d}  {move}")
     print(f"\ncost per 1K queries:  ${s['cost_per_1k']:.4f} routed  vs  ${s['baseline_cost_per_1k']:.4f} "
           f"all to {s['baseline_model']}  ->  saving {s['saving'] * 100:.1f}%")
     m = s.get("metrics") or {}

@@ -383,6 +383,11 @@ class ObserveSession:
         if self.attempt > 1 or retriable(self.status):
             # The next attempt's session reads why this one was abandoned.
             self.root.extra.setdefault("attempts", {})[self.attempt] = self.status
+        if retriable(self.status):
+            # A failure has no usage to wait for, and Envoy may abandon its body for the next attempt:
+            # health hears of it now, not when the stream is finally closed.
+            self._report()
+            return
         if ex.request is not None and ex.request.stream:
             self.sse = SSEUsage()
         else:
