@@ -131,3 +131,23 @@ def test_settings_validation():
                      ({"http2": "yes"}, "server.orchestrate.http2"), ({"colour": 1}, "unknown fields ['colour']")):
         with pytest.raises(ValueError, match=msg.replace("[", r"\[").replace("]", r"\]")):
             OrchestrateSettings.from_config({"orchestrate": bad})
+
+
+def test_hedge_strategy_picks_n_models_one_per_provider_first():
+    from llm_router.runtime import Runtime
+
+    cfg = parse_config({"policies": {"h": {"strategy": "hedge", "params": {"n": 3}},
+                                     "x": {"strategy": "hedge", "params": {"models": ["gpt-4o", "deepseek-v2"]}}},
+                        "secrets": {"missing": "skip"}})
+    rt = Runtime(cfg, telemetry=False)
+    body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "hello there"}]})
+    for policy, expected in (("h", None), ("x", ["gpt-4o", "deepseek-v2"])):
+        _, d = rt.router.route(body, policy=rt.router.policies[policy])
+        assert d.mode == "hedge" and d.strategy == "hedge" and "hedge (first) over" in d.selection
+        ids = [m.id for m in d.chain]
+        if expected:
+            assert ids == expected
+        else:
+            assert len(ids) == 3 and len({rt.catalog.models[i].provider for i in ids}) == 3
+            prices = [rt.catalog.models[i].blended_price for i in ids]
+            assert prices[0] == min(prices)

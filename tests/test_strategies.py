@@ -30,7 +30,7 @@ def ctx(tier=Tier.LOW, category="chat", *, candidates=ALL, params=None, state=No
 
 
 def test_registry_has_one_module_per_strategy():
-    assert set(STRATEGIES) == {"ladder", "quality_gate", "cost_weighted", "capability", "round_robin", "least_used", "semantic", "cascade"}
+    assert set(STRATEGIES) == {"ladder", "quality_gate", "cost_weighted", "capability", "round_robin", "least_used", "semantic", "cascade", "hedge"}
 
 
 @pytest.mark.parametrize("tier, model", [(Tier.LOW, "deepseek-v2"), (Tier.MEDIUM, "llama-3-70b"),
