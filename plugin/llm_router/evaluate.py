@@ -382,7 +382,7 @@ def replay_cascade(name: str, chains: list[list[int]], responses: list[list[str 
     quality = float(ds.scores[np.arange(n), choice].mean())
     escalated = float((calls > 1).mean())
     note = (f"{calls.mean():.3f} calls per request; {escalated:.1%} escalated; {float((calls >= 3).mean()):.1%} reached step 3; "
-            f"chain {' -> '.join(_short(ds.models[j]) for j in chains[0])}" if n else "no rows")
+            f"first row's chain {' -> '.join(_short(ds.models[j]) for j in chains[0])}" if n else "no rows")
     return StrategyResult(name, quality, float(cost.mean() * 1000), _share(choice, ds.models), note)
 
 
