@@ -71,6 +71,7 @@ class RecordingObserver:
             self.decisions.append(ex)
 
     def on_response(self, ex, status, usage, latency_s, headers=None) -> None:
+        ex = replace(ex)  # a snapshot: callers may reuse the exchange for the next call (orchestration does)
         with self._lock:
             self.responses.append((ex, status, usage, latency_s))
             self.headers[ex.request_id] = headers
@@ -132,6 +133,7 @@ class InThreadProcessor:
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
         self.runtime = None
+        self.service = None  # the RoutingService, once started
 
     def start(self) -> "InThreadProcessor":
         ready = threading.Event()
@@ -154,7 +156,8 @@ class InThreadProcessor:
                 try:
                     creds = Credentials.resolve(build_catalog(self.cfg), [EnvStore(self.env)], missing="skip")
                     self.runtime = Runtime(self.cfg, credentials=creds, observer=self.observer, telemetry=False)
-                    service = RoutingService(self.runtime, service_options(EnvoySettings.from_config(self.cfg)))
+                    service = self.service = RoutingService(self.runtime,
+                                                            service_options(EnvoySettings.from_config(self.cfg), self.cfg))
                     opener = self.services(service) if self.services is not None else service.services().open
                     server = make_server(self.transport, opener)
                     await server.start(self.address)

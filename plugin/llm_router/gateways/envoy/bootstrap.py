@@ -87,6 +87,7 @@ class BootstrapSpec:
     fallback: bool = True  # retry failed attempts on the next model of the chain
     answer_timeout_s: float = 120.0  # per attempt (default; the processor sets it per request)
     max_chain: int = MAX_CHAIN  # most models a chain may have
+    max_message_timeout_s: float = 60.0  # how long the processor may ask Envoy to wait (a cascade or hedge answer)
 
 
 # ---- from config ------------------------------------------------------------------------
@@ -132,6 +133,7 @@ def spec_from_config(cfg: Config, *, listen: tuple[str, int], processor: str, lo
         observe_responses=settings.observe_responses, fallback=settings.fallback,
         answer_timeout_s=min(settings.answer_timeout_s, settings.route_timeout_s),
         max_chain=min(MAX_CHAIN, 1 + max((p.fallbacks for p in cfg.policies.values()), default=0)),
+        max_message_timeout_s=settings.orchestrate_wait_s(cfg),
     )
 
 
@@ -157,6 +159,8 @@ def ext_proc_filter(spec: BootstrapSpec) -> dict[str, Any]:
             "grpc_service": {"envoy_grpc": {"cluster_name": EXT_PROC_CLUSTER}},
             "failure_mode_allow": spec.failure_allow,
             "message_timeout": _duration(spec.message_timeout_ms / 1000),
+            # A cascade or hedge is answered by the processor itself: it asks for this much time.
+            "max_message_timeout": _duration(spec.max_message_timeout_s),
             "processing_mode": {
                 "request_header_mode": "SEND",
                 "request_body_mode": "STREAMED",

@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import grpc
 
-from llm_router.gateways.envoy.h2grpc import Session
+from llm_router.gateways.envoy.h2grpc import Deferred, Session
 
 SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 
@@ -21,7 +21,12 @@ class GrpcioServer:
         session = self.open_session({k: v for k, v in context.invocation_metadata() if isinstance(v, str)})
         try:
             async for message in requests:
-                for reply in session.on_message(message):
+                replies = session.on_message(message)
+                if isinstance(replies, Deferred):
+                    for reply in replies.now:
+                        yield reply
+                    replies = await replies.later
+                for reply in replies:
                     yield reply
                 if session.finished:
                     return

@@ -9,7 +9,7 @@ import grpclib.const
 from grpclib.encoding.base import CodecBase
 from grpclib.server import Server
 
-from llm_router.gateways.envoy.h2grpc import Session
+from llm_router.gateways.envoy.h2grpc import Deferred, Session
 
 log = logging.getLogger("llm_router.envoy.grpclib")
 SERVICE_METHOD = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
@@ -38,7 +38,12 @@ class _Handler:
         session = self.open_session({k: v for k, v in stream.metadata.items() if isinstance(v, str)})
         try:
             async for message in stream:
-                for reply in session.on_message(message):
+                replies = session.on_message(message)
+                if isinstance(replies, Deferred):
+                    for reply in replies.now:
+                        await stream.send_message(reply)
+                    replies = await replies.later
+                for reply in replies:
                     await stream.send_message(reply)
                 if session.finished:
                     return

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 import hpack
@@ -99,12 +99,27 @@ def trailers_block(status: int, message: str = "", *, with_headers: bool = False
 _OK_TRAILERS = trailers_block(GRPC_OK)
 
 
+class Deferred:
+    """A session's reply that needs awaiting (the processor calls models itself, e.g. a cascade).
+
+    `now` is sent at once (e.g. a message-timeout extension); `later` is awaited and its replies
+    sent when it finishes; then the stream ends if the session is finished. A stream closed by
+    Envoy meanwhile cancels `later`.
+    """
+
+    __slots__ = ("now", "later")
+
+    def __init__(self, now: list[bytes], later: Coroutine[Any, Any, list[bytes]]):
+        self.now = now
+        self.later = later
+
+
 class Session(Protocol):
     """What a service gives the transport for one gRPC stream."""
 
     finished: bool
 
-    def on_message(self, data: bytes) -> list[bytes]: ...
+    def on_message(self, data: bytes) -> list[bytes] | Deferred: ...
 
     def on_close(self) -> None: ...
 
@@ -117,7 +132,7 @@ class ProtocolError(Exception):
 
 class _Stream:
     __slots__ = ("sid", "session", "parts", "have", "need", "send_window", "pending", "headers_sent",
-                 "remote_closed", "local_closed", "recv_consumed", "end_after")
+                 "remote_closed", "local_closed", "recv_consumed", "end_after", "task")
 
     def __init__(self, sid: int, session: Session | None, send_window: int):
         self.sid = sid
@@ -132,6 +147,7 @@ class _Stream:
         self.local_closed = False
         self.recv_consumed = 0
         self.end_after: bytes | None = None  # trailers block to send once pending data is out
+        self.task: asyncio.Task | None = None  # a Deferred reply being awaited
 
 
 class H2GrpcProtocol(asyncio.Protocol):
@@ -347,10 +363,38 @@ class H2GrpcProtocol(asyncio.Protocol):
             log.exception("ext_proc session failed on stream %d", stream.sid)
             self._end(stream, GRPC_INTERNAL, "llm-router failed to process the request")
             return
+        if isinstance(replies, Deferred):
+            if replies.now:
+                self._send_messages(stream, replies.now)
+            stream.task = asyncio.get_running_loop().create_task(self._deferred(stream, replies.later))
+            return
         if replies:
             self._send_messages(stream, replies)
         if session.finished:
             self._end(stream, GRPC_OK)
+
+    async def _deferred(self, stream: _Stream, later: Coroutine[Any, Any, list[bytes]]) -> None:
+        """Await a deferred reply, then send it and end the stream as the session says."""
+        try:
+            replies = await later
+        except Exception:
+            log.exception("ext_proc session failed on stream %d", stream.sid)
+            replies = None
+        stream.task = None
+        if self.closed or self.streams.get(stream.sid) is not stream or stream.local_closed:
+            return  # Envoy gave up on the stream meanwhile
+        if replies is None:
+            self._end(stream, GRPC_INTERNAL, "llm-router failed to process the request")
+        else:
+            if replies:
+                self._send_messages(stream, replies)
+            if stream.session is None or stream.session.finished:
+                self._end(stream, GRPC_OK)
+        if self.out:
+            out, self.out = self.out, []
+            self.transport.write(b"".join(out))
+        if self.goaway and not self.streams:
+            self.transport.close()
 
     def _on_headers(self, sid: int, flags: int, payload: bytes) -> None:
         if sid == 0:
@@ -593,10 +637,13 @@ class H2GrpcProtocol(asyncio.Protocol):
             if stream.local_closed:
                 if stream.end_after is None:
                     self._after_local_close(stream)
-            else:
+            elif stream.task is None:  # a deferred reply ends the stream itself
                 self._end(stream, GRPC_OK)
 
     def _close_session(self, stream: _Stream) -> None:
+        if stream.task is not None:
+            stream.task.cancel()
+            stream.task = None
         session, stream.session = stream.session, None
         if session is not None:
             try:

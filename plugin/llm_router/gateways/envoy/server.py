@@ -108,13 +108,14 @@ async def run(address: str, transport: str, build: Callable[[], tuple[Any, Calla
     return 0
 
 
-def service_options(settings: EnvoySettings) -> Any:
-    """The routing service's options from server.envoy."""
+def service_options(settings: EnvoySettings, cfg: Config) -> Any:
+    """The routing service's options from server.envoy (and server.orchestrate's deadline)."""
     from llm_router.gateways.envoy.service import ServiceOptions
 
     return ServiceOptions(observe_responses=settings.observe_responses, max_body_bytes=settings.max_body_bytes,
                           first_byte_timeout_ms=round(settings.first_byte_timeout_s * 1000),
-                          answer_timeout_ms=round(settings.answer_timeout_s * 1000))
+                          answer_timeout_ms=round(settings.answer_timeout_s * 1000),
+                          orchestrate_timeout_s=settings.orchestrate_wait_s(cfg))
 
 
 def routing_builder(cfg: Config, settings: EnvoySettings) -> Callable[[], tuple[Any, Callable, Any]]:
@@ -126,7 +127,7 @@ def routing_builder(cfg: Config, settings: EnvoySettings) -> Callable[[], tuple[
         missing = [p for p in runtime.catalog.providers if not runtime.credentials.has(p)]
         if missing:
             log.warning("no credential loaded for providers: %s (their requests go out without a key)", ", ".join(sorted(missing)))
-        service = RoutingService(runtime, service_options(settings))
+        service = RoutingService(runtime, service_options(settings, cfg))
         return runtime, service.services().open, service
     return build
 

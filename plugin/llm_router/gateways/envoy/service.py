@@ -16,7 +16,11 @@ gRPC metadata x-llm-router-service:
 - "observe" (an upstream filter in observability mode): every attempt's response headers and body
   are sent without waiting for us, so no SSE chunk is ever delayed. It finds the routed request by
   the request id in dynamic metadata and reports each attempt (status, usage, latency, rate-limit
-  headers) to `Runtime.on_response`, and each move along the chain to `Runtime.on_fallback`.
+  headers) to `Runtime.on_response`, and each move along the chain to the telemetry's on_fallback.
+
+A non-streaming request whose decision is a cascade or a hedge is answered by the processor itself
+(`llm_router.orchestrate`, which calls the models and accounts every call): the routing stream
+asks Envoy for more time, awaits the orchestration and answers with an immediate response.
 """
 from __future__ import annotations
 
@@ -32,9 +36,11 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest
 from llm_router.accounting import SSEUsage, Usage, usage_from_json
 from llm_router.decision import RouteError
 from llm_router.gateways.envoy import wire
+from llm_router.gateways.envoy.h2grpc import Deferred
 from llm_router.gateways.envoy.fallback import (API_KEY, ATTEMPT_HEADER, CHAIN_KEY, CLIENT_RETRY_HEADERS, MAX_RETRIES_HEADER,
                                                 PER_TRY_TIMEOUT_HEADER, chain_text, fallback_reason, retriable, slot_headers)
 from llm_router.gateways.envoy.route_conf import RouteConfCache
+from llm_router.orchestrate import orchestrate, wants_orchestration
 from llm_router.runtime import Exchange, Refusal, Runtime
 
 log = logging.getLogger("llm_router.envoy")
@@ -64,6 +70,7 @@ class ServiceOptions:
     metadata_namespace: str = METADATA_NAMESPACE
     first_byte_timeout_ms: int = 30_000  # per attempt, streams: until the response starts
     answer_timeout_ms: int = 120_000  # per attempt, non-streaming: until the answer starts
+    orchestrate_timeout_s: float = 60.0  # how long Envoy waits for a cascade/hedge answer (<= its max_message_timeout)
 
 
 class Services:
@@ -109,6 +116,7 @@ class RoutingService:
         # Per-attempt timeouts, as header values (streams wait for the first byte, others for the answer).
         self.per_try = {True: str(self.options.first_byte_timeout_ms), False: str(self.options.answer_timeout_ms)}
         self.retry_removals = (*CLIENT_RETRY_HEADERS,)
+        self.orchestrate_timeout = wire.override_message_timeout(self.options.orchestrate_timeout_s)
 
     def open(self, metadata: dict[str, str] | None = None) -> "Session":
         """A routing session for one gRPC stream (one HTTP request through Envoy)."""
@@ -259,6 +267,8 @@ class Session:
             return [wire.immediate_reply(result.status, result.body, result.headers, details="llm_router_refused",
                                          metadata=svc.local_reply_metadata)]
         call = result
+        if ex.decision.mode != "fallback" and wants_orchestration(ex):
+            return self._orchestrated(ex)
         chain = ex.decision.chain
         slots, unused = slot_headers(tuple(m.upstream for m in chain))
         # The chain's slots, the attempt counter the cluster matcher reads, how many retries and how
@@ -277,6 +287,24 @@ class Session:
         if svc.options.observe_responses:
             svc.expect_response(ex)
         return out
+
+    def _orchestrated(self, ex: Exchange) -> Deferred:
+        """Cascade or hedge: the processor calls the models; Envoy gets the answer as an immediate response."""
+        svc = self.svc
+
+        async def answer() -> list[bytes]:
+            try:
+                reply = await orchestrate(svc.runtime, ex, ex.request, ex.decision)
+            except Exception:  # orchestrate() should never raise; the runner never dies of a request
+                log.exception("orchestration failed for request %s", ex.request_id)
+                error = RouteError(502, "router error while calling the models", code="router_error")
+                refusal = svc.runtime.refusal(error, ex)
+                return [wire.immediate_reply(refusal.status, refusal.body, refusal.headers, details="llm_router_orchestrated",
+                                             metadata=svc.local_reply_metadata)]
+            return [wire.immediate_reply(reply.status, reply.body, reply.headers, details="llm_router_orchestrated",
+                                         metadata=svc.local_reply_metadata)]
+
+        return Deferred([svc.orchestrate_timeout], answer())
 
     def _too_large(self) -> list[bytes]:
         self.finished = True

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from llm_router.config import Config, ConfigError, format_validation
 
 TRANSPORTS = ("h2", "grpclib", "grpcio")
+ORCHESTRATE_GRACE_S = 5.0
 
 
 class EnvoySettings(BaseModel):
@@ -41,6 +42,16 @@ class EnvoySettings(BaseModel):
         """Whether Envoy passes requests through when the processor is down (fail-open)."""
         mode = self.failure_mode or cfg.policies[cfg.default_policy].failure_mode
         return mode == "open"
+
+    def orchestrate_wait_s(self, cfg: Config) -> float:
+        """How long Envoy waits for a cascade/hedge answered by the processor: its deadline plus a grace."""
+        from llm_router.orchestrate.settings import OrchestrateSettings
+
+        try:
+            deadline = OrchestrateSettings.from_config(cfg.server).deadline_s
+        except ValueError as exc:
+            raise ConfigError([str(exc)]) from None
+        return deadline + ORCHESTRATE_GRACE_S
 
     def body_limit(self, cfg: Config) -> int:
         """The largest request body the processor accepts under any policy."""

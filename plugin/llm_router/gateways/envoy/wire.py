@@ -163,6 +163,16 @@ def immediate_reply(status: int, body: bytes, headers: Iterable[tuple[str, str]]
     return field(7, inner) + (field(8, metadata) if metadata else b"")
 
 
+def override_message_timeout(seconds: float) -> bytes:
+    """ProcessingResponse{override_message_timeout: Duration}: the processor needs longer for this message.
+
+    Envoy honours it up to the filter's max_message_timeout; the message carries nothing else."""
+    whole = int(seconds)
+    nanos = int(round((seconds - whole) * 1e9))
+    duration = (b"\x08" + varint(whole) if whole else b"") + (b"\x10" + varint(nanos) if nanos else b"")
+    return field(10, duration)
+
+
 REQUEST_HEADERS_CONTINUE = request_headers_reply()
 REQUEST_BODY_CONTINUE = request_body_reply()
 REQUEST_BODY_CLEAR = request_body_reply(common_response(clear_body=True))
