@@ -320,3 +320,54 @@ def test_without_fallback_a_failure_reaches_the_client(fresh_fakes):
             assert not fresh_fakes.requests("together")
         finally:
             stack.stop()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample of a Prometheus text exposition (0 when absent)."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            return float(value)
+    return 0.0
+
+
+def test_fallbacks_are_counted_health_opens_the_breaker_and_cost_goes_to_the_answering_model(fresh_fakes):
+    """The real `llm-router serve` with its telemetry: metrics, breakers and spend per attempt."""
+    from llm_router.gateways.envoy.stack import wait_for
+
+    metrics_port = free_port()
+    data = fallback_config()
+    data["metrics"] = {"listen": f"127.0.0.1:{metrics_port}"}
+    data["health"] = {"min_requests": 3, "error_rate": 0.5, "cooldown_s": 120}
+    data["state"] = {"refresh_s": 0.05}
+    with short_tmp() as wd:
+        stack = start_stack(wd, fresh_fakes, data, processor="cli")
+        try:
+            fresh_fakes.set_behaviour("deepseek", status=503)
+            seen = []
+            for _ in range(12):
+                r = post(stack, GREETING)
+                assert r.status_code == 200, r.text  # every request answered
+                seen.append((r.headers["x-envoy-attempt-count"], r.headers["x-llm-router-model"]))
+                if seen[-1][0] == "1":
+                    break
+            # First the chain falls back; once the breaker is open deepseek-v2 leaves selection: one attempt.
+            assert seen[0] == ("2", "llama-3-70b")
+            assert seen[-1] == ("1", "llama-3-70b"), seen
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            wait_for(lambda: metric(httpx.get(url, timeout=5).text, "llm_router_responses_total", model="llama-3-70b",
+                                    status="2xx") >= len(seen), timeout=10, what="responses accounted")
+            text = httpx.get(url, timeout=5).text
+            falls = metric(text, "llm_router_fallbacks_total", from_model="deepseek-v2", to_model="llama-3-70b",
+                           reason="server_error")
+            assert falls == len(seen) - 1
+            assert metric(text, "llm_router_responses_total", model="deepseek-v2", status="5xx") == falls
+            assert metric(text, "llm_router_breaker_open", model="deepseek-v2") == 1
+            assert metric(text, "llm_router_cost_usd_total", model="llama-3-70b") > 0
+            assert metric(text, "llm_router_cost_usd_total", model="deepseek-v2") == 0
+            for key in KEYS.values():
+                assert key not in text
+        finally:
+            stack.stop()
