@@ -111,6 +111,11 @@ def test_provider_clusters_rewrite_fallback_attempts_and_observe_every_attempt()
         assert ob["processing_mode"]["request_header_mode"] == "SEND"  # which attempt this is
         assert ob["processing_mode"]["response_body_mode"] == "STREAMED"
         assert ob["grpc_service"]["initial_metadata"] == [{"key": "x-llm-router-service", "value": "observe"}]
+        allowed = {p["exact"] for p in ob["forward_rules"]["allowed_headers"]["patterns"]}
+        assert {"x-envoy-attempt-count", ":status", "retry-after", "content-encoding"} <= allowed  # only what it reads
+        assert "authorization" not in allowed and "x-api-key" not in allowed
+        assert {p["exact"] for p in ep["forward_rules"]["allowed_headers"]["patterns"]} == \
+            {"x-envoy-attempt-count", ":status", "retry-after"}
         assert cs[name]["circuit_breakers"]["thresholds"][0]["max_retries"] >= 1000
     assert "typed_extension_protocol_options" not in cs["llm_router_passthrough"] or \
         "http_filters" not in cs["llm_router_passthrough"]["typed_extension_protocol_options"][

@@ -10,6 +10,12 @@ request at a time, rounds interleaved across setups. Throughput: wrk at --concur
 CPU per request: the processor's CPU seconds (from /proc) during the router's wrk run / requests
 (also reported for the sequential latency rounds as cpu_ms_per_req_c1).
 RSS: the processor's resident memory after warm-up and again after --rss-requests routed requests.
+
+--compare-fallback adds, in the same run, `router-nofb`: the same processor behind an Envoy built
+with server.envoy.fallback off (no retry policy, no per-attempt filter): what the fallback
+machinery costs when nothing fails. --fallback-path adds `router-fail1`: the first model of the
+benchmark request's chain answers 503 (a second direct_response Envoy), so every request is
+answered by its second model: what one fallback costs.
 """
 from __future__ import annotations
 
@@ -143,7 +149,8 @@ def pct(values: list[float], q: float) -> float:
 
 # ---- setups -----------------------------------------------------------------------------
 
-def upstream_bootstrap(port: int, admin: int) -> dict[str, Any]:
+def upstream_bootstrap(port: int, admin: int, status: int = 200) -> dict[str, Any]:
+    body = UPSTREAM_BODY.decode() if status == 200 else '{"error": {"message": "overloaded", "type": "server_error"}}'
     return {
         "static_resources": {"listeners": [{
             "name": "upstream", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
@@ -151,7 +158,7 @@ def upstream_bootstrap(port: int, admin: int) -> dict[str, Any]:
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                 "stat_prefix": "up", "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{
                     "match": {"prefix": "/"},
-                    "direct_response": {"status": 200, "body": {"inline_string": UPSTREAM_BODY.decode()}},
+                    "direct_response": {"status": status, "body": {"inline_string": body}},
                     "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}]}]}]},
                 "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}]},
@@ -172,15 +179,29 @@ def plain_bootstrap(port: int, admin: int, upstream: int) -> dict[str, Any]:
     return boot
 
 
-def router_config(classifier: str, observe: bool = True) -> dict[str, Any]:
-    """The default catalog and policy, with the chosen classifier (and response observation on or off)."""
+def router_config(classifier: str, observe: bool = True, fallback: bool = True) -> dict[str, Any]:
+    """The default catalog and policy, with the chosen classifier (response observation, fallback on or off)."""
     base = load_config(None)
     policy = base.policies[base.default_policy].model_dump(exclude_unset=True)
     policy["classifier"] = classifier
     out: dict[str, Any] = {"policies": {base.default_policy: policy}}
+    envoy: dict[str, Any] = {}
     if not observe:
-        out["server"] = {"envoy": {"observe_responses": False}}
+        envoy["observe_responses"] = False
+    if not fallback:
+        envoy["fallback"] = False
+    if envoy:
+        out["server"] = {"envoy": envoy}
     return out
+
+
+def primary_provider(cfg) -> str:
+    """The provider of the first model the router picks for the benchmark request."""
+    from llm_router.router import Router
+
+    router = Router(cfg)
+    _, decision = router.route(BODY, path=PATH, policy=router.policy_for(None))
+    return decision.model.provider
 
 
 def choose_classifier(wanted: str) -> str:
@@ -247,13 +268,15 @@ def _run(args, wd: Path, procs: list, classifier: str, transports: list[str]) ->
     procs.append(plain)
     setups.append(Setup("envoy", plain, port))
 
-    def with_processor(name: str, service: str, transport: str) -> Setup:
+    def with_processor(name: str, service: str, transport: str, *, config=cfg, config_path=cfg_path,
+                       local_ports=ports) -> Setup:
         sock = f"unix:{wd}/{name}.sock"
-        proc = ProcessorProcess(sock, wd, config=cfg_path, service=service, transport=transport, name=f"{name}-proc",
+        proc = ProcessorProcess(sock, wd, config=config_path, service=service, transport=transport, name=f"{name}-proc",
                                 env=BENCH_KEYS).start()
         procs.append(proc)
         lp = free_port()
-        spec = spec_from_config(cfg, listen=("127.0.0.1", lp), processor=sock, local_ports=ports, admin=("127.0.0.1", free_port()))
+        spec = spec_from_config(config, listen=("127.0.0.1", lp), processor=sock, local_ports=local_ports,
+                                admin=("127.0.0.1", free_port()))
         env = EnvoyProcess(build(spec), wd, name=name).start()
         procs.append(env)
         return Setup(name, env, lp, proc)
@@ -261,6 +284,18 @@ def _run(args, wd: Path, procs: list, classifier: str, transports: list[str]) ->
     setups.append(with_processor("noop", "noop", transports[0]))
     for t in transports:
         setups.append(with_processor("router" if t == transports[0] else f"router-{t}", "route", t))
+    if args.compare_fallback:
+        nofb_path = write_config(wd / "router-nofb.yaml", router_config(classifier, observe=not args.no_observe, fallback=False))
+        setups.append(with_processor("router-nofb", "route", transports[0], config=load_config(nofb_path), config_path=nofb_path))
+    if args.fallback_path:
+        fail_port = free_port()
+        failing = EnvoyProcess(upstream_bootstrap(fail_port, free_port(), status=503), wd, name="upstream-503").start()
+        procs.append(failing)
+        # Health would soon take the failing model out of selection; here every request must meet it first.
+        fail_data = {**router_config(classifier, observe=not args.no_observe), "health": {"min_requests": 10**9}}
+        fail_path = write_config(wd / "router-fail1.yaml", fail_data)
+        setups.append(with_processor("router-fail1", "route", transports[0], config=load_config(fail_path),
+                                     config_path=fail_path, local_ports={**ports, primary_provider(cfg): fail_port}))
     for p in procs:
         p.wait_ready(120)
     _progress(args, f"bench envoy: classifier={classifier}, transports={','.join(transports)}, "
@@ -296,7 +331,7 @@ def _run(args, wd: Path, procs: list, classifier: str, transports: list[str]) ->
 
     # Soak the router processors until --rss-requests have gone through, then read RSS again.
     for s in setups:
-        if s.processor is None or s.name == "noop":
+        if s.processor is None or s.name in ("noop", "router-nofb", "router-fail1"):
             continue
         while routed[s.name] < args.rss_requests:
             left = args.rss_requests - routed[s.name]
@@ -332,6 +367,13 @@ def _run(args, wd: Path, procs: list, classifier: str, transports: list[str]) ->
         "upstream": "Envoy direct_response (JSON with usage)",
         "rss_requests": {s.name: routed[s.name] for s in setups if s.processor and s.name != "noop"},
     }
+    for name, key in (("router-nofb", "no_fallback"), ("router-fail1", "one_fallback")):
+        if name in by:
+            s = by[name]
+            result[key] = {**summary(s),
+                           "router_minus_this_p50_ms": round(statistics.median(router.samples) - statistics.median(s.samples), 3),
+                           "router_minus_this_p99_ms": round(pct(router.samples, 0.99) - pct(s.samples, 0.99), 3),
+                           "router_minus_this_cpu_ms_per_req": round(router.load["cpu_ms_per_req"] - s.load["cpu_ms_per_req"], 4)}
     for t in transports[1:]:
         s = by[f"router-{t}"]
         result.setdefault("transports", {})[t] = {
@@ -346,6 +388,7 @@ def _print_table(r: dict[str, Any]) -> None:
     print(f"{'setup':14s} {'p50 ms':>8s} {'p99 ms':>8s} {'req/s':>9s} {'cpu ms/req':>11s} {'cpu c=1':>8s} {'rss MB':>12s}")
     rows = [("envoy", r["envoy"]), ("noop", r["noop"]), ("router", r["router"])]
     rows += [(f"router-{t}", v) for t, v in r.get("transports", {}).items()]
+    rows += [(name, r[key]) for name, key in (("router-nofb", "no_fallback"), ("router-fail1", "one_fallback")) if key in r]
     for name, v in rows:
         rss = f"{v['rss_mb_start']}->{v['rss_mb_end']}" if "rss_mb_start" in v else ""
         cpu = f"{v['cpu_ms_per_req']:.3f}" if "cpu_ms_per_req" in v else ""
@@ -353,6 +396,14 @@ def _print_table(r: dict[str, Any]) -> None:
         print(f"{name:14s} {v['p50_ms']:8.3f} {v['p99_ms']:8.3f} {v['rps']:9.0f} {cpu:>11s} {c1:>8s} {rss:>12s}")
     print(f"added by llm-router: p50 {r['added_p50_ms']:.3f} ms, p99 {r['added_p99_ms']:.3f} ms; "
           f"rps ratio {r['rps_ratio']:.3f}; processor CPU {r['cpu_ms_per_req']:.3f} ms per request")
+    if "no_fallback" in r:
+        v = r["no_fallback"]
+        print(f"fallback machinery when nothing fails (router - router-nofb): p50 {v['router_minus_this_p50_ms']:+.3f} ms, "
+              f"p99 {v['router_minus_this_p99_ms']:+.3f} ms, CPU {v['router_minus_this_cpu_ms_per_req']:+.3f} ms/req")
+    if "one_fallback" in r:
+        v = r["one_fallback"]
+        print(f"one fallback (router-fail1 - router): p50 {-v['router_minus_this_p50_ms']:+.3f} ms, "
+              f"CPU {-v['router_minus_this_cpu_ms_per_req']:+.3f} ms/req")
 
 
 def register(sub) -> None:
@@ -367,6 +418,10 @@ def register(sub) -> None:
     p.add_argument("--transport", default="h2", help="processor transport(s): h2, grpclib, grpcio; comma-separated to compare")
     p.add_argument("--classifier", default="auto", help="semantic | rules | auto (semantic when installed)")
     p.add_argument("--no-observe", action="store_true", help="route only: no response observation (usage, health)")
+    p.add_argument("--compare-fallback", action="store_true",
+                   help="also measure the router behind an Envoy without the fallback machinery (server.envoy.fallback off)")
+    p.add_argument("--fallback-path", action="store_true",
+                   help="also measure requests whose first model answers 503 (every request takes one fallback)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--compact", action="store_true", help="one-line JSON")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")

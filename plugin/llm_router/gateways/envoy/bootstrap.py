@@ -29,7 +29,7 @@ import yaml
 
 from llm_router.config import Config, load_config
 from llm_router.gateways.envoy.fallback import ATTEMPT_HEADER, CLUSTER_ATTR, MAX_CHAIN, SLOTS
-from llm_router.gateways.envoy.service import LOCAL_REPLY_KEY, METADATA_NAMESPACE
+from llm_router.gateways.envoy.service import LOCAL_REPLY_KEY, METADATA_NAMESPACE, RATE_LIMIT_HEADERS
 from llm_router.gateways.envoy.settings import EnvoySettings
 from llm_router.plan import ROUTE_HEADER
 
@@ -205,6 +205,9 @@ def observe_filter(spec: BootstrapSpec) -> dict[str, Any]:
                 "response_trailer_mode": "SKIP",
             },
             "metadata_options": {"forwarding_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+            # Only what the observer reads: smaller messages on every attempt.
+            "forward_rules": {"allowed_headers": {"patterns": [
+                {"exact": h} for h in (ATTEMPT_HEADER, ":status", "content-encoding", *sorted(RATE_LIMIT_HEADERS))]}},
         },
     }
 
@@ -233,6 +236,7 @@ def attempt_filter(spec: BootstrapSpec) -> dict[str, Any]:
         "request_attributes": [CLUSTER_ATTR],
         "metadata_options": {"forwarding_namespaces": {"untyped": [METADATA_NAMESPACE]},
                              "receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+        "forward_rules": {"allowed_headers": {"patterns": [{"exact": h} for h in (ATTEMPT_HEADER, ":status", "retry-after")]}},
     }
     return {
         "name": ATTEMPT_FILTER,
