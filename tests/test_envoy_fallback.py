@@ -371,3 +371,45 @@ def test_fallbacks_are_counted_health_opens_the_breaker_and_cost_goes_to_the_ans
                 assert key not in text
         finally:
             stack.stop()
+
+
+def test_a_provider_that_drops_the_connection_is_skipped(fb, fresh_fakes):
+    fresh_fakes.set_behaviour("deepseek", disconnect=True)
+    r = post(fb, GREETING)
+    assert r.status_code == 200 and r.headers["x-fake-provider"] == "together"
+    rid = r.headers["x-llm-router-request-id"]
+    assert [a[1] for a in fb.observer.attempts_for(rid, 2)] == [0, 200]
+    assert fb.observer.fallbacks_for(rid) == [("deepseek-v2", "llama-3-70b", "no_response")]
+
+
+def test_two_models_on_one_cluster_each_get_their_own_name_and_anthropic_streams_survive(fresh_fakes):
+    """The chain may hold two models of one provider: the slot, not the cluster, says which model an attempt is for."""
+    data = fallback_config()
+    data["models"] = {"claude-3-haiku": {"provider": "anthropic", "name": "claude-3-haiku-20240307", "input_price": 0.25,
+                                         "output_price": 1.25, "context_window": 200000, "tier": "LOW", "quality": 0.75,
+                                         "capabilities": ["tools", "vision", "json", "code", "streaming"]}}
+    data["policies"]["claude"] = {"classifier": "rules", "strategy": "ladder", "explain": True, "fallbacks": 1,
+                                  "ladder": {t: "claude-3.5-sonnet" for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")},
+                                  "constraints": {"models": ["claude-3.5-sonnet", "claude-3-haiku"]}}
+    fresh_fakes.set_behaviour("anthropic", models=None, fail_first=1, chunk_ms=100, chunks=4)
+    with short_tmp() as wd:
+        stack = start_stack(wd, fresh_fakes, data, routes=(RouteSpec("/claude/", policy="claude"), RouteSpec("/")))
+        try:
+            body = {"model": "auto", "max_tokens": 200, "stream": True, "messages": [{"role": "user", "content": "hello!"}]}
+            with httpx.stream("POST", stack.url + "/claude/v1/messages", content=orjson.dumps(body),
+                              headers={"content-type": "application/json"}, timeout=30) as r:
+                assert r.status_code == 200, r.read()
+                assert r.headers["x-envoy-attempt-count"] == "2" and r.headers["x-llm-router-model"] == "claude-3-haiku"
+                times, chunks = stream_events(r)
+            assert times[-1] - times[0] > 0.25  # still streamed event by event
+            names = [line[7:] for line in b"".join(chunks).decode().splitlines() if line.startswith("event: ")]
+            assert names[0] == "message_start" and names[-1] == "message_stop"
+            first, second = fresh_fakes.requests("anthropic")
+            assert first.json["model"] == "claude-3-5-sonnet-20240620" and second.json["model"] == "claude-3-haiku-20240307"
+            assert second.path == "/v1/messages" and second.headers["x-api-key"] == KEYS["anthropic"]
+            rid = r.headers["x-llm-router-request-id"]
+            a1, a2 = stack.observer.attempts_for(rid, 2)
+            assert (a1[0].call.model.id, a1[1]) == ("claude-3.5-sonnet", 503)
+            assert (a2[0].call.model.id, a2[1]) == ("claude-3-haiku", 200) and a2[2].output_tokens > 0
+        finally:
+            stack.stop()
