@@ -95,11 +95,14 @@ def test_demo_table_and_ctrl_c_leaves_nothing_behind(tmp_path):
 def test_bench_envoy_smoke():
     require_envoy()
     out = subprocess.run([*CLI, "bench", "envoy", "--requests", "80", "--warmup", "20", "--duration", "1",
-                          "--rss-requests", "0", "--json", "--quiet"], capture_output=True, text=True, timeout=300)
+                          "--rss-requests", "0", "--json", "--quiet", "--compare-fallback", "--compare-observe",
+                          "--fallback-path"], capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
-    for name in ("envoy", "noop", "router"):
+    for name in ("envoy", "noop", "router", "no_fallback", "no_observe", "one_fallback"):
         assert r[name]["p50_ms"] > 0 and r[name]["rps"] > 0
+        assert r[name].get("non_2xx", 0) == 0  # with one failing provider every request is still answered
+    assert r["one_fallback"]["p50_ms"] > r["router"]["p50_ms"]  # a fallback costs a failed attempt
     assert {"added_p50_ms", "added_p99_ms", "rps_ratio", "cpu_ms_per_req"} <= set(r)
     assert r["router"]["cpu_ms_per_req"] > 0 and r["router"]["rss_mb_end"] > 0
     assert r["router"].get("non_2xx", 0) == 0

@@ -15,7 +15,8 @@ RSS: the processor's resident memory after warm-up and again after --rss-request
 with server.envoy.fallback off (no retry policy, no per-attempt filter): what the fallback
 machinery costs when nothing fails. --fallback-path adds `router-fail1`: the first model of the
 benchmark request's chain answers 503 (a second direct_response Envoy), so every request is
-answered by its second model: what one fallback costs.
+answered by its second model: what one fallback costs. --compare-observe adds `router-noobs`: the
+router without response observation (no upstream observer filter): what observing costs.
 """
 from __future__ import annotations
 
@@ -223,6 +224,10 @@ class Setup:
         self.load: dict[str, float] = {}
 
 
+# Optional setups measured against `router` in the same run: (setup name, result key).
+COMPARED = (("router-nofb", "no_fallback"), ("router-noobs", "no_observe"), ("router-fail1", "one_fallback"))
+
+
 def run(args) -> int:
     if shutil.which("wrk") is None:
         print("error: wrk is not installed (Debian: apt-get install -y wrk)", file=sys.stderr)
@@ -287,6 +292,10 @@ def _run(args, wd: Path, procs: list, classifier: str, transports: list[str]) ->
     if args.compare_fallback:
         nofb_path = write_config(wd / "router-nofb.yaml", router_config(classifier, observe=not args.no_observe, fallback=False))
         setups.append(with_processor("router-nofb", "route", transports[0], config=load_config(nofb_path), config_path=nofb_path))
+    if args.compare_observe:
+        noobs_path = write_config(wd / "router-noobs.yaml", router_config(classifier, observe=False))
+        setups.append(with_processor("router-noobs", "route", transports[0], config=load_config(noobs_path),
+                                     config_path=noobs_path))
     if args.fallback_path:
         fail_port = free_port()
         failing = EnvoyProcess(upstream_bootstrap(fail_port, free_port(), status=503), wd, name="upstream-503").start()
@@ -331,7 +340,7 @@ def _run(args, wd: Path, procs: list, classifier: str, transports: list[str]) ->
 
     # Soak the router processors until --rss-requests have gone through, then read RSS again.
     for s in setups:
-        if s.processor is None or s.name in ("noop", "router-nofb", "router-fail1"):
+        if s.processor is None or s.name in ("noop", "router-nofb", "router-fail1", "router-noobs"):
             continue
         while routed[s.name] < args.rss_requests:
             left = args.rss_requests - routed[s.name]
@@ -367,7 +376,7 @@ def _run(args, wd: Path, procs: list, classifier: str, transports: list[str]) ->
         "upstream": "Envoy direct_response (JSON with usage)",
         "rss_requests": {s.name: routed[s.name] for s in setups if s.processor and s.name != "noop"},
     }
-    for name, key in (("router-nofb", "no_fallback"), ("router-fail1", "one_fallback")):
+    for name, key in COMPARED:
         if name in by:
             s = by[name]
             result[key] = {**summary(s),
@@ -388,7 +397,7 @@ def _print_table(r: dict[str, Any]) -> None:
     print(f"{'setup':14s} {'p50 ms':>8s} {'p99 ms':>8s} {'req/s':>9s} {'cpu ms/req':>11s} {'cpu c=1':>8s} {'rss MB':>12s}")
     rows = [("envoy", r["envoy"]), ("noop", r["noop"]), ("router", r["router"])]
     rows += [(f"router-{t}", v) for t, v in r.get("transports", {}).items()]
-    rows += [(name, r[key]) for name, key in (("router-nofb", "no_fallback"), ("router-fail1", "one_fallback")) if key in r]
+    rows += [(name, r[key]) for name, key in COMPARED if key in r]
     for name, v in rows:
         rss = f"{v['rss_mb_start']}->{v['rss_mb_end']}" if "rss_mb_start" in v else ""
         cpu = f"{v['cpu_ms_per_req']:.3f}" if "cpu_ms_per_req" in v else ""
@@ -400,6 +409,10 @@ def _print_table(r: dict[str, Any]) -> None:
         v = r["no_fallback"]
         print(f"fallback machinery when nothing fails (router - router-nofb): p50 {v['router_minus_this_p50_ms']:+.3f} ms, "
               f"p99 {v['router_minus_this_p99_ms']:+.3f} ms, CPU {v['router_minus_this_cpu_ms_per_req']:+.3f} ms/req")
+    if "no_observe" in r:
+        v = r["no_observe"]
+        print(f"observing responses (router - router-noobs): p50 {v['router_minus_this_p50_ms']:+.3f} ms, "
+              f"CPU {v['router_minus_this_cpu_ms_per_req']:+.3f} ms/req")
     if "one_fallback" in r:
         v = r["one_fallback"]
         print(f"one fallback (router-fail1 - router): p50 {-v['router_minus_this_p50_ms']:+.3f} ms, "
@@ -420,6 +433,8 @@ def register(sub) -> None:
     p.add_argument("--no-observe", action="store_true", help="route only: no response observation (usage, health)")
     p.add_argument("--compare-fallback", action="store_true",
                    help="also measure the router behind an Envoy without the fallback machinery (server.envoy.fallback off)")
+    p.add_argument("--compare-observe", action="store_true",
+                   help="also measure the router without response observation (same run)")
     p.add_argument("--fallback-path", action="store_true",
                    help="also measure requests whose first model answers 503 (every request takes one fallback)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
