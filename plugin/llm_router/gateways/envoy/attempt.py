@@ -169,28 +169,26 @@ class AttemptSession:
         if not retriable(status):
             return [RESPONSE_HEADERS_CONTINUE]
         unavailable = status in (RETRIABLE_STATUS, 503)
-        tried = ", ".join(self.chain)
         error = RouteError(503 if unavailable else 502,
-                           f"no model of the fallback chain answered: tried {tried}; the last, {self.model.id}, "
-                           f"answered {status}", code="all_models_failed")
-        headers = [("content-type", "application/json")]
-        if self.request_id:
-            headers.append((REQUEST_ID_KEY, self.request_id))
-        if retry_after and status == RETRIABLE_STATUS:
-            headers.append(("retry-after", retry_after))
-        return [wire.immediate_reply(error.status, orjson.dumps(error.openai_body()), headers,
-                                     details="llm_router_chain_exhausted", metadata=self.svc.local_reply_metadata)]
+                           f"no model of the fallback chain answered: tried {', '.join(self.chain)}; the last, "
+                           f"{self.model.id}, answered {status}", code="all_models_failed")
+        extra = [("retry-after", retry_after)] if retry_after and status == RETRIABLE_STATUS else []
+        return [self._reply(error, "llm_router_chain_exhausted", extra)]
 
     def _refuse(self, why: str) -> list[bytes]:
         """Fail closed: answer 502 here; the provider never sees this attempt."""
         self.finished = True
         log.warning("refusing fallback attempt for request %s: %s", self.request_id or "?", why)
         error = RouteError(502, f"llm-router cannot make this fallback attempt safely: {why}", code="fallback_refused")
-        headers = [("content-type", "application/json")]
+        return [self._reply(error, "llm_router_attempt_refused")]
+
+    def _reply(self, error: RouteError, details: str, extra: list[tuple[str, str]] = ()) -> bytes:
+        """An immediate response in OpenAI's error format (marked so local_reply_config leaves it alone)."""
+        headers = [("content-type", "application/json"), *extra]
         if self.request_id:
             headers.append((REQUEST_ID_KEY, self.request_id))
-        return [wire.immediate_reply(error.status, orjson.dumps(error.openai_body()), headers,
-                                     details="llm_router_attempt_refused", metadata=self.svc.local_reply_metadata)]
+        return wire.immediate_reply(error.status, orjson.dumps(error.openai_body()), headers, details=details,
+                                    metadata=self.svc.local_reply_metadata)
 
     def on_close(self) -> None:
         pass

@@ -36,6 +36,7 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest
 from llm_router.accounting import SSEUsage, Usage, usage_from_json
 from llm_router.decision import RouteError
 from llm_router.gateways.envoy import wire
+from llm_router.gateways.envoy.attempt import AttemptService, AttemptSession
 from llm_router.gateways.envoy.h2grpc import Deferred
 from llm_router.gateways.envoy.fallback import (API_KEY, ATTEMPT_HEADER, CHAIN_KEY, CLIENT_RETRY_HEADERS, MAX_RETRIES_HEADER,
                                                 PER_TRY_TIMEOUT_HEADER, chain_text, fallback_reason, retriable, slot_headers)
@@ -77,7 +78,7 @@ class Services:
     """Picks the service for a gRPC stream by its `x-llm-router-service` metadata (default: routing).
 
     Envoy sets that header through each filter's grpc_service.initial_metadata, so one processor
-    serves the routing and the observing filter (and, later, a per-attempt upstream filter).
+    serves the routing filter and the two upstream filters (per-attempt rewrite, observer).
     """
 
     HEADER = "x-llm-router-service"
@@ -97,7 +98,8 @@ class Services:
 
 
 class RoutingService:
-    """Routes LLM requests through `Runtime` ("route") and observes their responses ("observe")."""
+    """Routes LLM requests through `Runtime` ("route"), rewrites fallback attempts ("attempt") and
+    observes every attempt's response ("observe")."""
 
     def __init__(self, runtime: Runtime, options: ServiceOptions | None = None,
                  clock: Callable[[], float] = time.monotonic):
@@ -112,10 +114,10 @@ class RoutingService:
         self.local_reply_metadata = wire.dynamic_metadata(self.options.metadata_namespace, {LOCAL_REPLY_KEY: "llm-router"})
         self.metadata = wire.MetadataEncoder(self.options.metadata_namespace)
         self.pending: dict[str, Exchange] = {}  # request id -> routed exchange awaiting its response
-        self._attempts = None
+        self.attempts = AttemptService(runtime, self.options.metadata_namespace, self.local_reply_metadata)
         # Per-attempt timeouts, as header values (streams wait for the first byte, others for the answer).
         self.per_try = {True: str(self.options.first_byte_timeout_ms), False: str(self.options.answer_timeout_ms)}
-        self.retry_removals = (*CLIENT_RETRY_HEADERS,)
+        self.retry_removals = CLIENT_RETRY_HEADERS
         self.orchestrate_timeout = wire.override_message_timeout(self.options.orchestrate_timeout_s)
 
     def open(self, metadata: dict[str, str] | None = None) -> "Session":
@@ -126,19 +128,9 @@ class RoutingService:
         """An observing session for one response (the observability-mode filter's stream)."""
         return ObserveSession(self)
 
-    def open_attempt(self, metadata: dict[str, str] | None = None) -> Any:
+    def open_attempt(self, metadata: dict[str, str] | None = None) -> AttemptSession:
         """A per-attempt rewrite session (the upstream filter on fallback attempts)."""
-        from llm_router.gateways.envoy.attempt import AttemptSession
-
         return AttemptSession(self.attempts)
-
-    @property
-    def attempts(self) -> Any:
-        if self._attempts is None:
-            from llm_router.gateways.envoy.attempt import AttemptService
-
-            self._attempts = AttemptService(self.runtime, self.options.metadata_namespace, self.local_reply_metadata)
-        return self._attempts
 
     def services(self) -> Services:
         return Services({"route": self.open, "observe": self.open_observer, "attempt": self.open_attempt})
