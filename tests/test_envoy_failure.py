@@ -115,6 +115,11 @@ def test_bad_config_is_refused_naming_the_field(tmp_path):
                           "--config", str(bad)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "server.envoy.transport" in out.stderr
+    bad.write_text("server:\n  envoy:\n    first_byte_timeout_s: -1\n    fallback: maybe\n")
+    out = subprocess.run([sys.executable, "-m", "llm_router.cli", "serve", "--envoy", f"unix:{tmp_path}/x.sock",
+                          "--config", str(bad)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "server.envoy.first_byte_timeout_s" in out.stderr and "server.envoy.fallback" in out.stderr
     out = subprocess.run([sys.executable, "-m", "llm_router.cli", "serve", "--envoy", "nonsense"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "HOST:PORT or unix:PATH" in out.stderr
