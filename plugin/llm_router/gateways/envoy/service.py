@@ -223,7 +223,8 @@ class Session:
             return [wire.REQUEST_HEADERS_CONTINUE]
         if req.attributes:
             self.route_conf = svc.route_confs.get(req.attributes)
-        self.ex = Exchange(request_id=runtime.new_request_id(), route=path, started=svc.clock())
+        # The route label of metrics and spend limits: the path without its query (bounded cardinality).
+        self.ex = Exchange(request_id=runtime.new_request_id(), route=path.partition("?")[0], started=svc.clock())
         policy = runtime.policy_for(self.route_conf)
         limit = svc.options.max_body_bytes
         if not isinstance(policy, RouteError):
