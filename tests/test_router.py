@@ -145,3 +145,17 @@ def test_a_failing_classifier_degrades_instead_of_raising():
     r = Router(parse_config({}), classifiers={"hybrid": Broken()})
     d = decide(r, body("hi"))
     assert d.classification.classifier == "fallback" and "classifier error" in d.reason
+
+
+def test_rule_patterns_are_prefiltered_by_their_literal_prefix():
+    from llm_router.classify.rules import Rule, RulesClassifier, _literal_prefix
+
+    assert _literal_prefix(r"def \w+\(") == "def "
+    assert _literal_prefix(r"\n *(\d+[.)]|[-*]) \S") == "\n"
+    assert _literal_prefix(r"ab*c") == "a" and _literal_prefix("a|b") == "" and _literal_prefix("Upper") == ""
+    rc = RulesClassifier([Rule("syntax", patterns=(r"def \w+\(",), weight=0.2), Rule("alt", patterns=("cat|dog",), weight=0.1),
+                          Rule("steps", patterns=(r"\n *(\d+[.)]|[-*]) \S",), weight=0.1)])
+    assert rc.matches("please fix def parse(x): pass") == {0: 1}
+    assert rc.matches("a hot dog") == {1: 1}
+    assert rc.matches("do this:\n1. first\n2. second") == {2: 1}
+    assert rc.matches("nothing here") == {}

@@ -68,7 +68,7 @@ class Router:
         self._counters: dict[str, int] = {}
         self._inline: dict[bytes, Policy | RouteError] = {}
         self._chains: dict[tuple, tuple[Model, ...]] = {}
-        self._serving: dict[tuple[str, str], tuple[Model, ...]] = {}
+        self._serving: dict[tuple[str, str], tuple[tuple[Model, ...], int]] = {}
         self.policies = {name: self._compile(name, conf) for name, conf in config.policies.items()}
         self.default = self.policies[config.default_policy]
 
@@ -147,7 +147,8 @@ class Router:
         pinned = self._client_choice(request, policy, capable)
         if isinstance(pinned, RouteError):
             return pinned
-        candidates = tuple(m for m in (pinned or capable) if m.id not in excluded)
+        pool = pinned or capable
+        candidates = tuple(m for m in pool if m.id not in excluded) if excluded else pool
         if not candidates:
             names = ", ".join(m.id for m in (pinned or capable))
             return RouteError(503, f"no model available: {names} are all unavailable (circuit open or over budget)",
@@ -177,14 +178,17 @@ class Router:
 
     def _capable(self, request: LLMRequest, policy: Policy) -> tuple[tuple[Model, ...], str]:
         """Allowed models that serve the API, the needs and the context length."""
-        caps = request.needs.as_capabilities()
+        needs = request.needs
         need_ctx = request.input_tokens + (request.max_output_tokens or 0)
         key = (policy.name if policy.name != "inline" else str(id(policy)), request.api)
-        serving = self._serving.get(key)
-        if serving is None:
-            serving = self._serving[key] = tuple(m for m in policy.models if self.catalog.serves(m, request.api))
-        if not caps and all(m.context_window >= need_ctx for m in serving):
+        found = self._serving.get(key)
+        if found is None:
+            serving = tuple(m for m in policy.models if self.catalog.serves(m, request.api))
+            found = self._serving[key] = (serving, min((m.context_window for m in serving), default=0))
+        serving, min_ctx = found
+        if not (needs.tools or needs.vision or needs.json) and need_ctx <= min_ctx:
             return serving, ""
+        caps = needs.as_capabilities()
         out = []
         by_api = by_caps = 0
         for m in serving:
