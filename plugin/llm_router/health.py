@@ -90,6 +90,7 @@ class Health:
         self._base: dict[str, tuple[float, float]] = {}  # counts at the moment a breaker closed
         self._in_flight: dict[str, int] = {m: 0 for m in self.models}
         self._excluded: frozenset[str] = frozenset()
+        self._half: frozenset[str] = frozenset()
         self._probe_tick = 0
         self.opened_total: dict[str, int] = {m: 0 for m in self.models}
         state.watch(sliding=[(f"h:{m}:{kind}", conf.bucket_s, self._buckets) for m in self.models for kind in ("req", "err")],
@@ -100,13 +101,13 @@ class Health:
 
     def excluded(self) -> frozenset[str]:
         """Models out of selection: open breakers, and half-open ones between probes."""
-        half = [m for m, s in self.mode.items() if s == HALF_OPEN]
+        half = self._half
         if not half:
             return self._excluded
         self._probe_tick += 1
         if self._probe_tick % self.conf.probe_every == 0:
             return self._excluded
-        return self._excluded | frozenset(half)
+        return self._excluded | half
 
     def remaining(self, model_id: str) -> float | None:
         """Share of the provider's request/token quota left, from rate-limit headers."""
@@ -208,3 +209,4 @@ class Health:
             self.opened_total[m] += 1
         self.mode[m] = mode
         self._excluded = frozenset(x for x, s in self.mode.items() if s == OPEN)
+        self._half = frozenset(x for x, s in self.mode.items() if s == HALF_OPEN)

@@ -25,10 +25,12 @@ class UpstreamCall:
     response_headers: tuple[tuple[str, str], ...]  # explanation headers for the client
 
 
+_CONTROLS_TO_Q = bytes.maketrans(bytes(range(32)) + b"\x7f", b"?" * 33)
+
+
 def header_safe(text: str, limit: int = MAX_REASON_CHARS) -> str:
     """Printable ASCII on one line, bounded: safe as an HTTP header value."""
-    clean = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
-    return clean[:limit]
+    return text[:limit].encode("ascii", "replace").translate(_CONTROLS_TO_Q).decode("ascii")
 
 
 def explanation_headers(decision: Decision, *, request_id: str | None, explain: bool) -> tuple[tuple[str, str], ...]:

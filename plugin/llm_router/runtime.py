@@ -83,9 +83,11 @@ class Exclusions:
         self.views = views
 
     def excluded(self) -> frozenset[str]:
-        out = frozenset()
+        out: frozenset[str] = frozenset()
         for v in self.views:
-            out = out | v.excluded()
+            found = v.excluded()
+            if found:
+                out = out | found if out else found
         return out
 
 
