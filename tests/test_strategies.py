@@ -40,10 +40,16 @@ def test_ladder_maps_tiers(tier, model):
     assert sel.model.id == model and model in sel.reason
 
 
-def test_ladder_climbs_when_a_rung_is_unavailable():
+def test_ladder_replaces_an_unavailable_rung_with_the_cheapest_model_meeting_the_tier():
     without = [m for m in ALL if m.id != "llama-3-70b"]
     sel = make_strategy("ladder").select(ctx(Tier.MEDIUM, candidates=without))
-    assert sel.model.id == "claude-3.5-sonnet" and "climbed" in sel.reason
+    # not the HIGH rung (claude, $3/$15) but the cheapest model rated MEDIUM or above
+    assert sel.model.id == "gemini-1.5-pro" and "llama-3-70b unavailable" in sel.reason
+    low_down = [m for m in ALL if m.id not in ("deepseek-v2", "llama-3-70b")]
+    assert make_strategy("ladder").select(ctx(Tier.LOW, candidates=low_down)).model.id == "gemini-1.5-pro"
+    only_low = [CATALOG.models["deepseek-v2"]]
+    sel = make_strategy("ladder").select(ctx(Tier.CRITICAL, candidates=only_low))
+    assert sel.model.id == "deepseek-v2" and "most capable" in sel.reason
 
 
 def test_ladder_without_rungs_takes_nearest_capable_model():

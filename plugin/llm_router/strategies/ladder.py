@@ -1,29 +1,33 @@
-"""Ladder: each tier maps to a model; when that model is unavailable, climb to the next tier."""
+"""Ladder: each tier maps to a model; an unavailable rung is replaced by the cheapest model that meets the tier."""
 from __future__ import annotations
 
 from llm_router.catalog import Tier
-from llm_router.strategies.base import Context, Selection, by_capability
-
+from llm_router.strategies.base import Context, Selection, by_capability, by_price
 
 TIER_NAMES = tuple(t.name for t in Tier)
 
 
 class Ladder:
-    """Tier -> model from the policy's ladder, climbing when a rung is unavailable."""
+    """Tier -> model from the policy's ladder.
+
+    When the rung's model is out of selection (open breaker, spent budget, missing capability),
+    the cheapest available model rated for the tier or above takes its place -- not the next
+    rung, which is usually far dearer (with DeepSeek down, a LOW request should not jump to the
+    HIGH rung's model when a MEDIUM model is cheaper).
+    """
 
     name = "ladder"
 
     def select(self, ctx: Context) -> Selection:
         tier = ctx.classification.tier
-        available = {m.id: m for m in ctx.candidates}
-        for t in range(tier, len(TIER_NAMES)):
-            mid = ctx.ladder.get(TIER_NAMES[t])
-            if mid in available:
-                step = "" if t == tier else f", climbed to {TIER_NAMES[t]} ({ctx.ladder.get(tier.name)} unavailable)"
-                return Selection(available[mid], f"ladder {tier.name} -> {mid}{step}")
-        # No rung at or above the tier is available: the least capable model that still
-        # meets the tier, else the most capable one left.
-        ordered = by_capability(ctx.candidates)
-        meets = [m for m in ordered if m.tier >= tier]
-        model = meets[0] if meets else ordered[-1]
-        return Selection(model, f"ladder {tier.name}: no rung available, nearest capable model {model.id}")
+        wanted = ctx.ladder.get(TIER_NAMES[tier])
+        for model in ctx.candidates:
+            if model.id == wanted:
+                return Selection(model, f"ladder {tier.name} -> {wanted}")
+        meets = [m for m in by_price(ctx.candidates) if m.tier >= tier]
+        if meets:
+            model = meets[0]
+            why = f"{wanted} unavailable" if wanted else "no rung"
+            return Selection(model, f"ladder {tier.name}: {why}; cheapest rated {tier.name} or above is {model.id}")
+        model = by_capability(ctx.candidates)[-1]
+        return Selection(model, f"ladder {tier.name}: no model rated {tier.name} available; most capable is {model.id}")
