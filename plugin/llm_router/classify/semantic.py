@@ -173,11 +173,11 @@ class SemanticClassifier:
         self.k = max(1, min(k, len(self._vectors)))
         self._vec_mean = (self._vectors @ self._mean).astype(np.float32)
         self._mean_sq = float(self._mean @ self._mean)
-        # Softmax over every centroid (k >= number of centroids): one matrix product gives all the
-        # votes. Columns: tier, one per category, total weight, one per tier (voters within half a
+        # Softmax over every example or centroid (k >= their number): one matrix product gives all
+        # the votes. Columns: tier, one per category, total weight, one per tier (voters within half a
         # tier of it, for the confidence).
         n = len(self._vectors)
-        self._soft = mode == "centroid" and self.k >= n
+        self._soft = self.k >= n
         if self._soft:
             cat_hot = np.zeros((n, len(CATEGORIES)), np.float32)
             cat_hot[np.arange(n), self._cat] = 1.0
@@ -210,7 +210,7 @@ class SemanticClassifier:
         return v
 
     def _classify_soft(self, v: np.ndarray, tokens: int) -> Classification:
-        """Centroid mode voting over all centroids: few numpy calls (each costs microseconds)."""
+        """Voting over all examples or centroids with softmax weights: few numpy calls (each costs microseconds)."""
         vv = float(v @ v)
         raw = self._with_mean @ v
         norm2 = vv - 2.0 * float(raw[-1]) + self._mean_sq
@@ -238,7 +238,7 @@ class SemanticClassifier:
         top.sort(key=lambda i: -float(s[i]))
         names = self._names
         evidence = (*(f"{names[i]} {float(s[i]) * inv:.2f}" for i in top),
-                    f"centroid k={len(s)} (softmax): mean tier {mean_tier:.2f}, ~{tokens} tokens")
+                    f"{self.mode} k={len(s)} (softmax): mean tier {mean_tier:.2f}, ~{tokens} tokens")
         return Classification(
             tier=tier, category=category, confidence=round(agree / total * closeness, 3), score=round(score, 4),
             evidence=evidence, classifier=self.name, label=self.labels[self._lab_list[best_i]],
