@@ -142,3 +142,19 @@ def test_static_embedder_when_shipped():
     v = feat.features(parse_request(chat_body("Write a haiku about autumn")))
     assert v.shape == (feat.dim,) and np.isfinite(v).all()
     assert feat.fingerprint().startswith("static-256-")
+
+
+def test_task_ceiling_lp_matches_a_hand_computed_mix():
+    """Two tasks, two models: the LP's cheapest per-task mix reaching a quality target."""
+    import numpy as np
+
+    from llm_router.learn.ceiling import task_ceiling
+
+    # task A: cheap model is as good as the dear one; task B: cheap is always wrong.
+    scores = np.array([[1, 1], [1, 1], [0, 1], [0, 1]], float)
+    costs = np.array([[1, 10], [1, 10], [1, 10], [1, 10]], float)
+    groups = ["a", "a", "b", "b"]
+    assert task_ceiling(scores, costs, groups, 1.0) == pytest.approx((1 + 1 + 10 + 10) / 4)
+    # 75% quality: half of task B may go to the cheap model
+    assert task_ceiling(scores, costs, groups, 0.75) == pytest.approx((1 + 1 + 5.5 + 5.5) / 4)
+    assert task_ceiling(scores, costs, groups, 1.01) is None
