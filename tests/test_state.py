@@ -127,5 +127,4 @@ def test_redis_outage_keeps_the_last_snapshot_and_retries_writes(redis_url):
         assert len(down._queue) == 1  # kept for the next attempt
         await good.stop()
         down._queue.clear()
-        down._task = None
     run(go())

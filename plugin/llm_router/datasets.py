@@ -247,16 +247,23 @@ def _score(value: str, where: str) -> float:
     return x
 
 
+def list_literal(raw: str) -> list | None:
+    """A Python list literal as RouterBench stores prompts and answers, or None when it is not one."""
+    text = raw.strip()
+    if not text.startswith("["):
+        return None
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return value if isinstance(value, list) else None
+
+
 def _routerbench_prompt(raw: str) -> str:
     """RouterBench stores the prompt as a Python list literal of strings."""
-    text = raw.strip()
-    if text.startswith("["):
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            return raw
-        if isinstance(value, list) and all(isinstance(x, str) for x in value):
-            return "\n\n".join(value)
+    value = list_literal(raw)
+    if value is not None and all(isinstance(x, str) for x in value):
+        return "\n\n".join(value)
     return raw
 
 

@@ -11,7 +11,6 @@ only. With a trained model file (`--router`) the rows it was trained on are left
 """
 from __future__ import annotations
 
-import ast
 import csv
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from llm_router.catalog import Tier
 from llm_router.classify.base import Classification, Classifier
 from llm_router.classify.learned import LearnedClassifier
 from llm_router.config import Config, default_data, parse_config
-from llm_router.datasets import Dataset
+from llm_router.datasets import Dataset, list_literal
 from llm_router.decision import RouteError
 from llm_router.learn import operating
 from llm_router.learn.features import Featurizer
@@ -350,15 +349,8 @@ def _response_text(raw: str | None) -> str | None:
     """RouterBench keeps each answer as a Python list literal of strings."""
     if raw is None or not raw.strip():
         return None
-    text = raw.strip()
-    if text.startswith("["):
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            return raw
-        if isinstance(value, list):
-            return "".join(str(x) for x in value)
-    return raw
+    value = list_literal(raw)
+    return "".join(str(x) for x in value) if value is not None else raw
 
 
 def replay_cascade(name: str, chains: list[list[int]], responses: list[list[str | None]], requests: list[LLMRequest],

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from llm_router.background import BackgroundTask
+
 log = logging.getLogger("llm_router.state")
 
 WINDOWS = {"minute": 60, "hour": 3600, "day": 86400, "month": 30 * 86400}
@@ -173,7 +175,7 @@ class SharedState:
         self.sliding: dict[str, float] = {}
         self.flags: dict[str, float] = {}
         self.errors = 0
-        self._task: asyncio.Task | None = None
+        self._task = BackgroundTask(self.run, "llm-router-state")
         self._listeners: list = []
 
     def watch(self, *, counters: Iterable[tuple[str, str | int]] = (), sliding: Iterable[tuple[str, int, int]] = (),
@@ -237,18 +239,11 @@ class SharedState:
 
     def start(self) -> None:
         """Start the background sync task on the running loop."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self.run(), name="llm-router-state")
+        self._task.start()
 
     async def stop(self) -> None:
         """Stop syncing and flush what is queued."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._task.stop()
         await self.sync()
         close = getattr(self.store, "close", None)
         if close is not None:

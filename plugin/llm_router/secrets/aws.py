@@ -1,9 +1,7 @@
 """Secrets from AWS Secrets Manager: aws://NAME#KEY (a JSON secret's key) or aws://NAME (the whole string)."""
 from __future__ import annotations
 
-import json
-
-from llm_router.secrets.base import SecretError, SecretRef
+from llm_router.secrets.base import SecretError, SecretRef, value_of
 
 
 class AwsStore:
@@ -33,15 +31,4 @@ class AwsStore:
         text = resp.get("SecretString")
         if text is None:
             raise SecretError(f"{ref}: the secret is binary; store the key as a string")
-        if ref.key:
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError:
-                raise SecretError(f"{ref}: the secret is not JSON, so key {ref.key!r} cannot be read") from None
-            value = data.get(ref.key) if isinstance(data, dict) else None
-            if not isinstance(value, str) or not value.strip():
-                raise SecretError(f"{ref}: key {ref.key!r} is missing or empty")
-            return value.strip()
-        if not text.strip():
-            raise SecretError(f"{ref}: the secret is empty")
-        return text.strip()
+        return value_of(ref, text, "the secret")

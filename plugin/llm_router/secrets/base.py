@@ -32,6 +32,24 @@ def parse_ref(ref: str) -> SecretRef:
     return SecretRef(scheme=scheme.lower(), path=path, key=key or None)
 
 
+def value_of(ref: SecretRef, text: str, where: str) -> str:
+    """The secret a store read: the whole text, or one key of a JSON object when the ref names one."""
+    import json
+
+    if ref.key:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            raise SecretError(f"{ref}: {where} is not a JSON object, so key {ref.key!r} cannot be read") from None
+        value = data.get(ref.key) if isinstance(data, dict) else None
+        if not isinstance(value, str) or not value.strip():
+            raise SecretError(f"{ref}: key {ref.key!r} is missing or empty")
+        return value.strip()
+    if not text.strip():
+        raise SecretError(f"{ref}: {where} is empty")
+    return text.strip()
+
+
 class SecretStore(Protocol):
     """Resolves references of one scheme. Called at config load and on refresh, never per request."""
 

@@ -5,10 +5,9 @@ A Kubernetes Secret mounted as files rotates by swapping a symlink; `changed()` 
 """
 from __future__ import annotations
 
-import json
 import os
 
-from llm_router.secrets.base import SecretError, SecretRef
+from llm_router.secrets.base import SecretError, SecretRef, value_of
 
 
 class FileStore:
@@ -34,18 +33,7 @@ class FileStore:
         except OSError as exc:
             raise SecretError(f"{ref}: cannot read {path}: {exc.strerror}") from None
         self._stamps[path] = (st.st_mtime, st.st_ino)
-        if ref.key:
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError:
-                raise SecretError(f"{ref}: {path} is not a JSON object, so key {ref.key!r} cannot be read") from None
-            value = data.get(ref.key) if isinstance(data, dict) else None
-            if not isinstance(value, str) or not value.strip():
-                raise SecretError(f"{ref}: key {ref.key!r} is missing or empty in {path}")
-            return value.strip()
-        if not text.strip():
-            raise SecretError(f"{ref}: file {path} is empty")
-        return text.strip()
+        return value_of(ref, text, f"file {path}")
 
     def changed(self) -> bool:
         """Whether any file read so far has changed since it was read."""

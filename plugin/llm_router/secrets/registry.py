@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Callable
 
+from llm_router.background import BackgroundTask
 from llm_router.secrets.base import SecretError, SecretStore, parse_ref
 from llm_router.secrets.env import EnvStore
 from llm_router.secrets.file import FileStore
@@ -66,7 +67,7 @@ class SecretRefresher:
         self.resolve, self.apply, self.stores = resolve, apply, stores
         self.refresh_s, self.poll_s = refresh_s, poll_s
         self.refreshes = self.failures = 0
-        self._task: asyncio.Task | None = None
+        self._task = BackgroundTask(self.run, "llm-router-secrets")
 
     def _files_changed(self) -> bool:
         return any(isinstance(s, FileStore) and s.changed() for s in self.stores)
@@ -93,14 +94,7 @@ class SecretRefresher:
                 last = loop.time()
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self.run(), name="llm-router-secrets")
+        self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._task.stop()
