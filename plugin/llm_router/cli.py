@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
+
+from llm_router.commands.common import register_installed
 
 COMMANDS = ("route", "classify", "check", "train", "eval", "serve", "demo", "bench", "apisix", "fakes")
 
@@ -12,14 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand that is installed."""
     parser = argparse.ArgumentParser(prog="llm-router", description="Route LLM API requests to the cheapest model that serves them well.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"llm_router.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"llm_router.commands.{name}":
-                continue
-            raise
-        module.register(sub)
+    register_installed(sub, "llm_router.commands", COMMANDS)
     return parser
 
 

@@ -239,6 +239,16 @@ class FakeProvider:
         return await self._error(resp, 429, f"Rate limit reached for requests on the fake {self.name} provider.",
                                  "requests", False, code="rate_limit_exceeded", headers=headers)
 
+    async def _pace(self, resp: Responder, chunk: int) -> bool:
+        """Before content chunk `chunk`: wait the per-chunk delay; False (connection cut) past break_after_chunks."""
+        b = self.behaviour
+        if b.break_after_chunks is not None and chunk >= b.break_after_chunks:
+            resp.abort()
+            return False
+        if b.chunk_ms:
+            await asyncio.sleep(b.chunk_ms / 1000)
+        return True
+
     async def _openai_stream(self, resp: Responder, model: str, answer: Answer, headers: list[tuple[str, str]], api: str,
                              usage: bool) -> None:
         b = self.behaviour
@@ -254,11 +264,8 @@ class FakeProvider:
         if api == "chat":
             await resp.write(event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]))
         for i, piece in enumerate(split_text(answer.text, b.chunks)):
-            if b.break_after_chunks is not None and i >= b.break_after_chunks:
-                resp.abort()
+            if not await self._pace(resp, i):
                 return
-            if b.chunk_ms:
-                await asyncio.sleep(b.chunk_ms / 1000)
             choice = ({"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None} if api == "chat"
                       else {"index": 0, "text": piece, "logprobs": None, "finish_reason": None})
             await resp.write(event([choice]))
@@ -284,11 +291,8 @@ class FakeProvider:
         await event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
         await event("ping", {"type": "ping"})
         for i, piece in enumerate(split_text(answer.text, b.chunks)):
-            if b.break_after_chunks is not None and i >= b.break_after_chunks:
-                resp.abort()
+            if not await self._pace(resp, i):
                 return
-            if b.chunk_ms:
-                await asyncio.sleep(b.chunk_ms / 1000)
             await event("content_block_delta", {"type": "content_block_delta", "index": 0,
                                                 "delta": {"type": "text_delta", "text": piece}})
         await event("content_block_stop", {"type": "content_block_stop", "index": 0})
