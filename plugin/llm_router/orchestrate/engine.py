@@ -1,4 +1,4 @@
-"""The orchestrator: settings and one HTTP client per Runtime; dispatches cascade, hedge and fallback."""
+"""The orchestrator: settings and one HTTP client per Runtime; dispatches cascade (scored or by agreement), hedge and fallback."""
 from __future__ import annotations
 
 import logging
@@ -9,6 +9,7 @@ from llm_router.config import ConfigError
 from llm_router.decision import Decision, RouteError
 from llm_router.orchestrate.cascade import run_chain
 from llm_router.orchestrate.client import UpstreamClient
+from llm_router.orchestrate.consensus import run_agreement
 from llm_router.orchestrate.hedge import run_hedge
 from llm_router.orchestrate.params import CascadeParams, HedgeParams, parse_params
 from llm_router.orchestrate.reply import OrchestratedReply
@@ -45,6 +46,9 @@ class Orchestrator:
                 scoring = params.scoring
                 if params.max_steps:
                     chain = chain[: params.max_steps]
+                if scoring.scorer == "agree":
+                    return await run_agreement(self.client, self.runtime, ex, request, chain, params,
+                                               deadline_s=self.settings.deadline_s)
             return await run_chain(self.client, self.runtime, ex, request, chain, scoring=scoring,
                                    deadline_s=self.settings.deadline_s, fallback_timeout_s=self.settings.fallback_timeout_s)
         except Exception as exc:  # the runner never dies of a request

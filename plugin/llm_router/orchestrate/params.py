@@ -5,7 +5,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-SCORERS = ("auto", "logprob", "verify", "judge")
+SCORERS = ("auto", "logprob", "verify", "judge", "agree")
 PICKS = ("first", "best")
 DEFAULT_FLOOR = 0.5
 DEFAULT_TIMEOUT_S = 30.0
@@ -24,10 +24,11 @@ class ScoringParams:
 
 @dataclass(frozen=True, slots=True)
 class CascadeParams:
-    """Cascade: escalate along the chain while the answer scores below the floor."""
+    """Cascade: escalate along the chain while the answer scores below the floor (or, scorer agree, until a quorum agrees)."""
 
     scoring: ScoringParams
     max_steps: int = 0  # 0: the whole chain
+    quorum: int = 2  # scorer agree: models asked at once first; an answer this many share is accepted
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,7 @@ class HedgeParams:
 
 _COMMON = {"scorer", "floor", "timeout_s", "judge", "request_logprobs"}
 # Keys the selection strategies themselves read.
-_STRATEGY_KEYS = {"cascade": {"chain", "length", "top", "max_steps"}, "hedge": {"models", "n", "pick"}}
+_STRATEGY_KEYS = {"cascade": {"chain", "length", "top", "max_steps", "quorum"}, "hedge": {"models", "n", "pick"}}
 
 
 def param_problems(strategy: str, params: Mapping[str, Any], models: Iterable[str]) -> list[str]:
@@ -110,9 +111,22 @@ def _scoring(params: Mapping[str, Any]) -> ScoringParams:
 
 
 def _parse(strategy: str, params: Mapping[str, Any]) -> CascadeParams | HedgeParams:
+    scoring = _scoring(params)
     if strategy == "hedge":
-        return HedgeParams(_scoring(params), n=_integer(params, "n", 2, 2, 8), pick=_choice(params, "pick", "first", PICKS))
-    return CascadeParams(_scoring(params), max_steps=_integer(params, "max_steps", 0, 0, 16))
+        if scoring.scorer == "agree":
+            raise ValueError("params.scorer: 'agree' is for strategy 'cascade' (a hedge picks one answer; it does not wait for a quorum)")
+        return HedgeParams(scoring, n=_integer(params, "n", 2, 2, 8), pick=_choice(params, "pick", "first", PICKS))
+    if "quorum" in params and scoring.scorer != "agree":
+        raise ValueError(f"params.quorum: only used with scorer 'agree', the scorer is {scoring.scorer!r}")
+    quorum = _integer(params, "quorum", 2, 2, 8)
+    chain = params.get("chain")
+    if scoring.scorer == "agree" and isinstance(chain, list) and len(chain) <= quorum:
+        raise ValueError(f"params.quorum: {quorum} needs a chain of at least {quorum + 1} models "
+                         f"(the quorum asked at once, then one to escalate to), got {len(chain)}")
+    max_steps = _integer(params, "max_steps", 0, 0, 16)
+    if scoring.scorer == "agree" and 0 < max_steps <= quorum:
+        raise ValueError(f"params.max_steps: {max_steps} leaves no model to escalate to after a quorum of {quorum}")
+    return CascadeParams(scoring, max_steps=max_steps, quorum=quorum)
 
 
 def parse_params(strategy: str, params: Mapping[str, Any]) -> CascadeParams | HedgeParams:

@@ -19,7 +19,7 @@ class Score:
 
     value: float
     reason: str
-    source: str  # "logprob" | "verify" | "judge"
+    source: str  # "logprob" | "verify" | "judge" | "agree"
 
 
 @dataclass(slots=True)

@@ -5,13 +5,14 @@ from llm_router.strategies.base import Context, Selection, by_capability
 
 
 class Cascade:
-    """params.chain: explicit model ids; else the cheapest model per capability step."""
+    """params.chain: explicit model ids; else the cheapest model per capability step (at least quorum + 1 for scorer agree)."""
 
     name = "cascade"
 
     def select(self, ctx: Context) -> Selection:
         available = {m.id: m for m in ctx.candidates}
-        length = max(3, int(ctx.params.get("length", 3)))
+        quorum = int(ctx.params.get("quorum", 2)) if ctx.params.get("scorer") == "agree" else 0
+        length = max(3, int(ctx.params.get("length", 3)), quorum + 1)  # agreement: the quorum, then one to escalate to
         chain = [available[i] for i in ctx.params.get("chain") or [] if i in available]
         if len(chain) < 2:
             ordered = by_capability(ctx.candidates)
