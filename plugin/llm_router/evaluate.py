@@ -73,6 +73,8 @@ class EvalReport:
     at_quality_curve: dict[str, dict[str, Any]]
     routellm: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    at_quality_agree: dict[str, dict[str, Any]] | None = None  # agreement cascade, configurations chosen on training folds
+    at_quality_agree_bound: dict[str, dict[str, Any]] | None = None  # same search on the scored rows: an upper bound only
 
     def to_json(self) -> dict[str, Any]:
         """The JSON document of `llm-router eval --json`."""
@@ -287,12 +289,20 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
     oq, oc = operating.measure(oracle_choice(ds), ds.scores, ds.costs)
     strategies = [_metrics(name, chosen[name], ds) for name in names]
     responses = load_responses(ds)
+    agree_at = agree_bound = None
     if responses is None:
         notes.append("cascade (scored) rows: this data set holds no response texts to score")
+        notes.append("agree@x rows: this data set holds no response texts, so answers cannot be compared for agreement")
     else:
         missing = sum(1 for row in responses for t in row if t is None)
         for floor in CASCADE_FLOORS:
             strategies.append(replay_cascade(f"cascade@{floor:g}", chains, responses, requests, ds, floor))
+        if model is None:
+            agree_rows, agree_at, agree_bound = replay_agreement(ds, responses, fids, best_c)
+            strategies += agree_rows
+        else:
+            notes.append("agree@x rows need k-fold evaluation (their configuration is chosen on training folds): "
+                         "not replayed with --router")
         notes.append(
             "cascade@F: the cascade's chain replayed on the recorded answers; each answer is scored by the shipped "
             "verifier (refusal/hedge phrases, one valid option letter for multiple-choice prompts, code present when "
@@ -313,6 +323,8 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
         pt = operating.cheapest_reaching(points, frac * best_q)
         at_curve[f"{frac:.2f}"] = ({"quality": pt.quality, "cost_per_1k": pt.cost_per_1k, "saving_vs_best": 1 - pt.cost_per_1k / best_c,
                                     "tradeoff": pt.tradeoff} if pt else {"quality": None, "cost_per_1k": None, "saving_vs_best": None})
+    if agree_at is not None:
+        notes.append(AGREE_NOTE)
     rl = routellm_metrics(p_all, ds, best) if m == 2 else None
     notes.append(f"learned router checked against the vectorised rule on {checked} decisions")
     return EvalReport(
@@ -320,7 +332,7 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
         best_single={"model": ds.models[best], "quality": best_q, "cost_per_1k": best_c},
         oracle={"quality": oq, "cost_per_1k": oc, "model_share": _share(oracle_choice(ds), ds.models)},
         strategies=strategies, at_quality=at_quality, curve=points, pareto=operating.pareto(points),
-        at_quality_curve=at_curve, routellm=rl, notes=notes,
+        at_quality_curve=at_curve, routellm=rl, notes=notes, at_quality_agree=agree_at, at_quality_agree_bound=agree_bound,
     )
 
 
@@ -378,6 +390,54 @@ def replay_cascade(name: str, chains: list[list[int]], responses: list[list[str 
     return StrategyResult(name, quality, float(cost.mean() * 1000), _share(choice, ds.models), note)
 
 
+AGREE_NOTE = (
+    "agree@x: the agreement cascade (policy strategy cascade, scorer agree) replayed on the recorded answers: the first "
+    "`quorum` models of its chain answer at once, an answer they all share (same option letter, or option text; same final "
+    "number) is returned, else the next models answer one by one until `quorum` agree, and the last model's answer stands; "
+    "quality = the returned answer's recorded score, cost = every call made (the quorum's calls all paid, in parallel). "
+    "One configuration per answer kind read from the prompt (options count, number, code, text; code and text get single "
+    "models: their answers rarely agree), chosen per fold on the training folds only (their prices, their best single "
+    "model) as the cheapest combination reaching x of that model's training quality; no held-out row is looked at. "
+    "at_quality_agree_bound is the same search run on all scored rows: an upper bound, not a held-out result")
+
+
+def replay_agreement(ds: Dataset, responses: list[list[str | None]], fids: np.ndarray,
+                     best_cost: float) -> tuple[list[StrategyResult], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Rows agree@x (held out, configurations chosen on training folds) and the in-sample upper bound per target."""
+    from llm_router.learn import agreement as ag
+
+    codes = ag.answer_codes(responses, ds.prompts)
+    kinds = np.array([ag.row_kind(p) for p in ds.prompts])
+    n = len(ds)
+    rows = np.arange(n)
+    best_q = float(ds.scores.mean(0).max())
+    results: list[StrategyResult] = []
+    held: dict[str, dict[str, Any]] = {}
+    bound: dict[str, dict[str, Any]] = {}
+
+    def summary(r: "ag.Replay") -> dict[str, Any]:
+        q, c = float(ds.scores[rows, r.choice].mean()), float(r.cost.mean() * 1000)
+        return {"quality": q, "cost_per_1k": c, "saving_vs_best": 1 - c / best_cost, "relative_quality": q / best_q,
+                "reached": None, "calls_per_request": float(r.calls.mean()), "escalated": float(r.escalated.mean())}
+
+    for frac in operating.TARGETS:
+        key = f"{frac:.2f}"
+        h = ag.cross_validate(codes, ds.scores, ds.costs, kinds, fids, frac, ds.models)
+        held[key] = {**summary(h.replay), "configurations": h.chosen}
+        held[key]["reached"] = held[key]["quality"] >= frac * best_q - 1e-12
+        note = (f"{held[key]['calls_per_request']:.2f} calls per request; fold 1: "
+                + "; ".join(f"{k}: {v}" for k, v in h.chosen[0].items()))
+        results.append(StrategyResult(f"agree@{key}", held[key]["quality"], held[key]["cost_per_1k"],
+                                      _share(h.replay.choice, ds.models), note))
+        picked = ag.choose(codes, ds.scores, ds.costs, kinds, frac)
+        fallback = ag.AgreeConfig((int(ds.scores.mean(0).argmax()),), 1)
+        b = ag.apply(picked, codes, ds.costs, kinds, fallback)
+        bound[key] = {**summary(b), "configurations": {k: v.describe(ds.models) for k, v in sorted(picked.items())},
+                      "note": "chosen on the scored rows themselves: an upper bound for this family, not a held-out result"}
+        bound[key]["reached"] = bound[key]["quality"] >= frac * best_q - 1e-12
+    return results, held, bound
+
+
 def _curve_by_fold(p: np.ndarray, prices_row: np.ndarray, fids: np.ndarray, ds: Dataset) -> list[operating.Point]:
     """One point per trade-off over all held-out rows (each fold with its own prices)."""
     n = len(ds)
@@ -430,6 +490,17 @@ def format_table(rep: EvalReport) -> str:
         lines.append(f"  target {float(frac):.0%}: picked on training rows -> quality {r['quality']:.3f} "
                      f"({r['relative_quality']:.1%} of best{'' if r['reached'] else ', BELOW target'}), "
                      f"${r['cost_per_1k']:.3f}/1K, saving {r['saving_vs_best']:.1%}; {curve_txt}")
+    if rep.at_quality_agree:
+        lines.append("agreement cascade vs best single (configurations chosen on training folds; every call paid):")
+        for frac, r in rep.at_quality_agree.items():
+            ub = (rep.at_quality_agree_bound or {}).get(frac)
+            bound_txt = (f"; upper bound (chosen on the scored rows, not held out): saving {ub['saving_vs_best']:.1%} at "
+                         f"{ub['relative_quality']:.1%}" if ub else "")
+            lines.append(f"  target {float(frac):.0%}: quality {r['quality']:.3f} ({r['relative_quality']:.1%} of best"
+                         f"{'' if r['reached'] else ', BELOW target'}), ${r['cost_per_1k']:.3f}/1K, saving {r['saving_vs_best']:.1%}, "
+                         f"{r['calls_per_request']:.2f} calls per request, {r['escalated']:.0%} escalated{bound_txt}")
+            for k, (kind, conf) in enumerate(sorted((r["configurations"][0] if r["configurations"] else {}).items())):
+                lines.append(f"    {'fold 1' if k == 0 else '      '} {kind}: {conf}")
     if rep.routellm:
         rl = rep.routellm
         cpt = lambda v: f"{v:.0%}" if v is not None else "n/a"  # noqa: E731
