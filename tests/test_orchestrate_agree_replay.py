@@ -78,7 +78,7 @@ def test_configuration_is_chosen_on_training_folds_only():
     scores = (codes == 0).astype(float)
     costs = np.tile([1.0, 1.0, 1.0, 50.0], (40, 1)) / 1000
     kinds = np.array(["choice:3"] * 40)
-    h = ag.cross_validate(codes, scores, costs, kinds, fids, 0.95, models)
+    h = ag.cross_validate(codes, scores, costs, kinds, fids, (0.95,), models)[0.95]
     assert h.chosen[0]["choice:3"] == "agree(a + b) -> top"
     assert h.chosen[1]["choice:3"] == "agree(a + c) -> top"
     held0 = scores[np.arange(40), h.replay.choice][fids == 0].mean()

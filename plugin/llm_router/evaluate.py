@@ -298,7 +298,8 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
         for floor in CASCADE_FLOORS:
             strategies.append(replay_cascade(f"cascade@{floor:g}", chains, responses, requests, ds, floor))
         if model is None:
-            agree_rows, agree_at, agree_bound = replay_agreement(ds, responses, fids, best_c)
+            inner = fold_ids(keys_of(ds) // 7, folds)  # other hash bits than the outer folds
+            agree_rows, agree_at, agree_bound = replay_agreement(ds, responses, fids, best_c, inner)
             strategies += agree_rows
         else:
             notes.append("agree@x rows need k-fold evaluation (their configuration is chosen on training folds): "
@@ -397,13 +398,17 @@ AGREE_NOTE = (
     "quality = the returned answer's recorded score, cost = every call made (the quorum's calls all paid, in parallel). "
     "One configuration per answer kind read from the prompt (options count, number, code, text; code and text get single "
     "models: their answers rarely agree), chosen per fold on the training folds only (their prices, their best single "
-    "model) as the cheapest combination reaching x of that model's training quality; no held-out row is looked at. "
+    "model) as the cheapest combination reaching x (plus a margin sized by inner cross-validation on the training rows, "
+    "`margins`) of that model's training quality; no held-out row is looked at. "
     "at_quality_agree_bound is the same search run on all scored rows: an upper bound, not a held-out result")
 
 
-def replay_agreement(ds: Dataset, responses: list[list[str | None]], fids: np.ndarray,
-                     best_cost: float) -> tuple[list[StrategyResult], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Rows agree@x (held out, configurations chosen on training folds) and the in-sample upper bound per target."""
+def replay_agreement(ds: Dataset, responses: list[list[str | None]], fids: np.ndarray, best_cost: float,
+                     inner: np.ndarray | None = None) -> tuple[list[StrategyResult], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Rows agree@x (held out, configurations chosen on training folds) and the in-sample upper bound per target.
+
+    `inner`: inner fold ids for sizing each target's margin on the training rows (None: no margin).
+    """
     from llm_router.learn import agreement as ag
 
     codes = ag.answer_codes(responses, ds.prompts)
@@ -420,18 +425,19 @@ def replay_agreement(ds: Dataset, responses: list[list[str | None]], fids: np.nd
         return {"quality": q, "cost_per_1k": c, "saving_vs_best": 1 - c / best_cost, "relative_quality": q / best_q,
                 "reached": None, "calls_per_request": float(r.calls.mean()), "escalated": float(r.escalated.mean())}
 
+    cv = ag.cross_validate(codes, ds.scores, ds.costs, kinds, fids, operating.TARGETS, ds.models, inner)
+    whole = ag.Part.of(codes, ds.scores, ds.costs, kinds)
     for frac in operating.TARGETS:
         key = f"{frac:.2f}"
-        h = ag.cross_validate(codes, ds.scores, ds.costs, kinds, fids, frac, ds.models)
-        held[key] = {**summary(h.replay), "configurations": h.chosen}
+        h = cv[frac]
+        held[key] = {**summary(h.replay), "configurations": h.chosen, "margins": h.margins}
         held[key]["reached"] = held[key]["quality"] >= frac * best_q - 1e-12
         note = (f"{held[key]['calls_per_request']:.2f} calls per request; fold 1: "
                 + "; ".join(f"{k}: {v}" for k, v in h.chosen[0].items()))
         results.append(StrategyResult(f"agree@{key}", held[key]["quality"], held[key]["cost_per_1k"],
                                       _share(h.replay.choice, ds.models), note))
-        picked = ag.choose(codes, ds.scores, ds.costs, kinds, frac)
-        fallback = ag.AgreeConfig((int(ds.scores.mean(0).argmax()),), 1)
-        b = ag.apply(picked, codes, ds.costs, kinds, fallback)
+        picked = whole.pick(frac)
+        b = ag.apply(picked, codes, ds.costs, kinds, ag.AgreeConfig((whole.best,), 1))
         bound[key] = {**summary(b), "configurations": {k: v.describe(ds.models) for k, v in sorted(picked.items())},
                       "note": "chosen on the scored rows themselves: an upper bound for this family, not a held-out result"}
         bound[key]["reached"] = bound[key]["quality"] >= frac * best_q - 1e-12
