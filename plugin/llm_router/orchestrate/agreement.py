@@ -38,6 +38,11 @@ def answer_kind(prompt: str) -> str:
     """What a prompt's final answer is: 'choice' (an option letter), 'number', 'code' or 'text'."""
     if choice_letters(prompt):
         return "choice"
+    return open_kind(prompt)
+
+
+def open_kind(prompt: str) -> str:
+    """The kind of a prompt that is not multiple choice: 'code', 'number' or 'text'."""
     tail = prompt[-1500:]
     if _CODE_REQUEST.search(tail):
         return "code"

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 
 from llm_router.catalog import Model
-from llm_router.orchestrate.agreement import answer_kind, final_answer, settle
+from llm_router.orchestrate.agreement import final_answer, settle
 from llm_router.orchestrate.calls import Attempt, call_model, note_fallback
 from llm_router.orchestrate.cascade import unavailable
 from llm_router.orchestrate.client import UpstreamClient
+from llm_router.orchestrate.kinds import policy_kind
 from llm_router.orchestrate.params import CascadeParams
 from llm_router.orchestrate.reply import OrchestratedReply
 from llm_router.orchestrate.respond import answer_reply, base_headers, error_reply, passthrough_reply
@@ -51,10 +52,11 @@ async def run_agreement(client: UpstreamClient, runtime: Runtime, ex: Exchange, 
             steps.append(f"{m.id} skipped ({why})")
         else:
             models.append(m)
+    wanted, kind = kind_quorum(params, request, chain)
     # Fewer usable models than the quorum + 1: ask them all at once and settle for what they share.
-    quorum = min(params.quorum, max(1, len(models) - 1)) if len(models) > 1 else 1
+    quorum = min(wanted, max(1, len(models) - 1)) if len(models) > 1 else 1
     first, rest = models[:quorum], models[quorum:]
-    steps.append(f"{request_kind(request)} answers; quorum {quorum}")
+    steps.append(f"{kind} answers; quorum {quorum}")
     for m in first[1:]:
         note_fallback(runtime, ex, first[0].id, m.id, "agree")
     timeout = min(scoring.timeout_s, max(0.05, end - loop.time()))
@@ -106,9 +108,18 @@ async def run_agreement(client: UpstreamClient, runtime: Runtime, ex: Exchange, 
     return error_reply(ex, base, attempts, steps, skipped)
 
 
-def request_kind(request: LLMRequest) -> str:
-    """The kind of final answer compared ('choice', 'number', 'code', 'text')."""
-    return answer_kind(request.prompt)
+def kind_quorum(params: CascadeParams, request: LLMRequest, chain: tuple[Model, ...]) -> tuple[int, str]:
+    """The quorum for this request, and its kind as shown in the steps.
+
+    Recomputed from the prompt with the function the strategy used to pick the chain (policy_kind),
+    so no field has to carry it through the Decision. The kind's quorum applies only when the chain
+    is the kind's own (the strategy falls back to the plain chain when none of the kind's models can serve).
+    """
+    kind = policy_kind(request.prompt)
+    kc = params.for_kind(kind)
+    if kc is not None and kc.quorum > 1 and {m.id for m in chain} <= set(kc.chain):
+        return kc.quorum, kind
+    return params.quorum, kind
 
 
 def _note(att: Attempt, final: str | None, steps: list[str]) -> None:

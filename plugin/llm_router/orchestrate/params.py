@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from llm_router.orchestrate.kinds import KindChain, lookup_key, parse_kinds, unknown_models
 
 SCORERS = ("auto", "logprob", "verify", "judge", "agree")
 PICKS = ("first", "best")
@@ -29,6 +31,12 @@ class CascadeParams:
     scoring: ScoringParams
     max_steps: int = 0  # 0: the whole chain
     quorum: int = 2  # scorer agree: models asked at once first; an answer this many share is accepted
+    kinds: Mapping[str, KindChain] = field(default_factory=dict)  # scorer agree: answer kind -> its own chain and quorum
+
+    def for_kind(self, kind: str) -> KindChain | None:
+        """The chain and quorum of a request of this kind (see orchestrate.kinds); None: the plain chain and quorum."""
+        key = lookup_key(self.kinds, kind) if self.kinds else None
+        return self.kinds[key] if key is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +50,7 @@ class HedgeParams:
 
 _COMMON = {"scorer", "floor", "timeout_s", "judge", "request_logprobs"}
 # Keys the selection strategies themselves read.
-_STRATEGY_KEYS = {"cascade": {"chain", "length", "top", "max_steps", "quorum"}, "hedge": {"models", "n", "pick"}}
+_STRATEGY_KEYS = {"cascade": {"chain", "length", "top", "max_steps", "quorum", "kinds"}, "hedge": {"models", "n", "pick"}}
 
 
 def param_problems(strategy: str, params: Mapping[str, Any], models: Iterable[str]) -> list[str]:
@@ -66,6 +74,8 @@ def param_problems(strategy: str, params: Mapping[str, Any], models: Iterable[st
     for mid in params.get("models") or [] if isinstance(params.get("models"), list) else []:
         if mid not in known:
             out.append(f"params.models: unknown model {mid!r} (known: {sorted(known)})")
+    if strategy == "cascade":
+        out += unknown_models(params.get("kinds"), known)
     if "models" in params and not isinstance(params["models"], list):
         out.append(f"params.models: must be a list of model ids, got {type(params['models']).__name__}")
     return out
@@ -126,7 +136,14 @@ def _parse(strategy: str, params: Mapping[str, Any]) -> CascadeParams | HedgePar
     max_steps = _integer(params, "max_steps", 0, 0, 16)
     if scoring.scorer == "agree" and 0 < max_steps <= quorum:
         raise ValueError(f"params.max_steps: {max_steps} leaves no model to escalate to after a quorum of {quorum}")
-    return CascadeParams(scoring, max_steps=max_steps, quorum=quorum)
+    if "kinds" in params and scoring.scorer != "agree":
+        raise ValueError(f"params.kinds: only used with scorer 'agree', the scorer is {scoring.scorer!r}")
+    kinds = parse_kinds(params.get("kinds"))
+    for name, kc in kinds.items():
+        if kc.quorum > 1 and 0 < max_steps <= kc.quorum:
+            raise ValueError(f"params.max_steps: {max_steps} leaves no model to escalate to after "
+                             f"params.kinds.{name}.quorum {kc.quorum}")
+    return CascadeParams(scoring, max_steps=max_steps, quorum=quorum, kinds=kinds)
 
 
 def parse_params(strategy: str, params: Mapping[str, Any]) -> CascadeParams | HedgeParams:
