@@ -331,10 +331,13 @@ def _run(args, wd: Path, procs: list, classifier: str, transports: list[str]) ->
         s.client.close()
 
     for s in setups:
-        cpu0 = s.processor.cpu_seconds() if s.processor else 0.0
+        user0, sys0 = s.processor.cpu_split() if s.processor else (0.0, 0.0)
         s.load = wrk(s.port, concurrency=args.concurrency, duration=args.duration, threads=args.threads, wd=wd)
         if s.processor:
-            s.load["cpu_ms_per_req"] = (s.processor.cpu_seconds() - cpu0) * 1000 / max(1, s.load["requests"])
+            user1, sys1 = s.processor.cpu_split()
+            per = 1000 / max(1, s.load["requests"])
+            s.load["cpu_ms_per_req"] = (user1 - user0 + sys1 - sys0) * per
+            s.load["cpu_sys_ms_per_req"] = (sys1 - sys0) * per  # kernel share: socket I/O and wake-ups
         routed[s.name] += s.load["requests"]
         _progress(args, f"  wrk {s.name}: {s.load['rps']:.0f} req/s")
 
@@ -356,6 +359,7 @@ def _run(args, wd: Path, procs: list, classifier: str, transports: list[str]) ->
             out["non_2xx"] = s.load["non_2xx"]
         if s.processor:
             out["cpu_ms_per_req"] = round(s.load["cpu_ms_per_req"], 4)
+            out["cpu_sys_ms_per_req"] = round(s.load["cpu_sys_ms_per_req"], 4)
             out["cpu_ms_per_req_c1"] = round(cpu_c1[s.name] * 1000 / max(1, len(s.samples)), 4)
             out["rss_mb_start"] = round(rss_start[s.name] / 2**20, 1)
             out["rss_mb_end"] = round(rss_end[s.name] / 2**20, 1)
