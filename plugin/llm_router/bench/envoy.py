@@ -36,6 +36,7 @@ from typing import Any
 
 import orjson
 
+from llm_router.bench import envoy_inprocess
 from llm_router.config import load_config
 from llm_router.gateways.envoy.bootstrap import build, spec_from_config
 from llm_router.gateways.envoy.stack import EnvoyProcess, ProcessorProcess, free_port, stop_all, workdir, write_config
@@ -393,6 +394,14 @@ def _run(args, wd: Path, procs: list, classifier: str, transports: list[str]) ->
             **summary(s), "added_p50_ms": round(statistics.median(s.samples) - statistics.median(base.samples), 3),
             "added_p99_ms": round(pct(s.samples, 0.99) - pct(base.samples, 0.99), 3),
             "rps_ratio": round(s.load["rps"] / base.load["rps"], 3)}
+    # The same Python work without sockets, Envoy or load: what is left of the live CPU is the
+    # transport, the event loop, and caches shared with Envoy and wrk on this machine.
+    _progress(args, "in-process: routing and observing sessions without sockets")
+    inproc = envoy_inprocess.measure(cfg, BODY, PATH, UPSTREAM_BODY, BENCH_KEYS)
+    live_ms = router.load["cpu_ms_per_req"]
+    python_ms = (inproc.route_us + (inproc.observe_us if not args.no_observe else 0.0)) / 1000
+    result["inprocess"] = {"route_us": inproc.route_us, "decide_us": inproc.decide_us, "observe_us": inproc.observe_us,
+                           "live_over_inprocess": round(live_ms / python_ms, 2) if python_ms else None}
     return result
 
 
@@ -409,6 +418,10 @@ def _print_table(r: dict[str, Any]) -> None:
         print(f"{name:14s} {v['p50_ms']:8.3f} {v['p99_ms']:8.3f} {v['rps']:9.0f} {cpu:>11s} {c1:>8s} {rss:>12s}")
     print(f"added by llm-router: p50 {r['added_p50_ms']:.3f} ms, p99 {r['added_p99_ms']:.3f} ms; "
           f"rps ratio {r['rps_ratio']:.3f}; processor CPU {r['cpu_ms_per_req']:.3f} ms per request")
+    if "inprocess" in r:
+        v = r["inprocess"]
+        print(f"in process, no sockets: routing session {v['route_us']:.1f} us (Runtime.decide {v['decide_us']:.1f} us), "
+              f"observing session {v['observe_us']:.1f} us; live CPU is {v['live_over_inprocess']}x that")
     if "no_fallback" in r:
         v = r["no_fallback"]
         print(f"fallback machinery when nothing fails (router - router-nofb): p50 {v['router_minus_this_p50_ms']:+.3f} ms, "

@@ -1,0 +1,111 @@
+"""The processor's Python work per request without sockets: the routing session and the observing session.
+
+`bench envoy` compares this with the CPU the live processor burns per request: the difference is
+what the transport, the event loop and a cache shared with Envoy and the load generator add.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest
+
+from llm_router.config import Config
+
+# Headers as Envoy forwards them to the routing filter for the benchmark's request.
+_CLIENT_HEADERS = ((":authority", "127.0.0.1"), (":method", "POST"), (":scheme", "http"), ("content-type", "application/json"),
+                   ("user-agent", "bench"), ("x-forwarded-proto", "http"), ("x-request-id", "0f1e2d3c-aaaa-bbbb-cccc-1234567890ab"))
+
+
+@dataclass(frozen=True, slots=True)
+class InProcess:
+    """Microseconds of CPU per request in this process (best of the rounds)."""
+
+    route_us: float  # routing session: request headers + body messages -> replies
+    decide_us: float  # of which Runtime.decide (parse, classify, select, plan, telemetry)
+    observe_us: float  # observing session: request headers, response headers, response body
+
+
+def _headers_message(path: str, length: int) -> bytes:
+    req = ProcessingRequest()
+    for key, value in ((":path", path), *_CLIENT_HEADERS, ("content-length", str(length))):
+        h = req.request_headers.headers.headers.add()
+        h.key, h.raw_value = key, value.encode()
+    return req.SerializeToString()
+
+
+def _body_message(body: bytes) -> bytes:
+    req = ProcessingRequest()
+    req.request_body.body = body
+    req.request_body.end_of_stream = True
+    return req.SerializeToString()
+
+
+def _observe_messages(request_id: str, answer: bytes) -> tuple[bytes, bytes, bytes]:
+    from llm_router.gateways.envoy.fallback import ATTEMPT_HEADER
+    from llm_router.gateways.envoy.service import METADATA_NAMESPACE, REQUEST_ID_KEY
+
+    first = ProcessingRequest()
+    h = first.request_headers.headers.headers.add()
+    h.key, h.raw_value = ATTEMPT_HEADER, b"1"
+    first.metadata_context.filter_metadata[METADATA_NAMESPACE].fields[REQUEST_ID_KEY].string_value = request_id
+    head = ProcessingRequest()
+    for key, value in ((":status", "200"), ("x-ratelimit-remaining-requests", "4999")):
+        h = head.response_headers.headers.headers.add()
+        h.key, h.raw_value = key, value.encode()
+    tail = ProcessingRequest()
+    tail.response_body.body = answer
+    tail.response_body.end_of_stream = True
+    return first.SerializeToString(), head.SerializeToString(), tail.SerializeToString()
+
+
+def measure(cfg: Config, body: bytes, path: str, answer: bytes, keys: dict[str, str], n: int = 2000, rounds: int = 3) -> InProcess:
+    """Route and observe `n` requests in process, `rounds` times; the fastest round per part."""
+    from llm_router.gateways.envoy.server import service_options
+    from llm_router.gateways.envoy.service import RoutingService
+    from llm_router.gateways.envoy.settings import EnvoySettings
+    from llm_router.runtime import Exchange, Runtime
+
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: os.environ.get(k) or v for k, v in keys.items()})
+    try:
+        runtime = Runtime(cfg)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+    svc = RoutingService(runtime, service_options(EnvoySettings.from_config(cfg), cfg))
+    services: Any = svc.services()
+    headers, body_msg = _headers_message(path, len(body)), _body_message(body)
+
+    def route_one() -> str:
+        s = services.open({})
+        s.on_message(headers)
+        s.on_message(body_msg)
+        return s.ex.request_id
+
+    for _ in range(200):  # warm-up (caches, lazily compiled policies)
+        route_one()
+    gc.collect()
+    gc.freeze()  # as the server does after start-up
+    best = {"route": float("inf"), "decide": float("inf"), "observe": float("inf")}
+    for _ in range(rounds):
+        t0 = time.process_time()
+        ids = [route_one() for _ in range(n)]
+        best["route"] = min(best["route"], time.process_time() - t0)
+        batches = [_observe_messages(rid, answer) for rid in ids]
+        t0 = time.process_time()
+        for batch in batches:
+            o = svc.open_observer({})
+            for m in batch:
+                o.on_message(m)
+            o.on_close()
+        best["observe"] = min(best["observe"], time.process_time() - t0)
+        t0 = time.process_time()
+        for i in range(n):
+            runtime.decide(body, path=path, ex=Exchange(f"in-{i}", path, 0.0))
+        best["decide"] = min(best["decide"], time.process_time() - t0)
+    return InProcess(*(round(best[k] / n * 1e6, 1) for k in ("route", "decide", "observe")))
