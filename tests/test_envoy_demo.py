@@ -106,3 +106,8 @@ def test_bench_envoy_smoke():
     assert {"added_p50_ms", "added_p99_ms", "rps_ratio", "cpu_ms_per_req"} <= set(r)
     assert r["router"]["cpu_ms_per_req"] > 0 and r["router"]["rss_mb_end"] > 0
     assert r["router"].get("non_2xx", 0) == 0
+    assert 0 <= r["router"]["cpu_sys_ms_per_req"] <= r["router"]["cpu_ms_per_req"]
+    # the in-process sessions routed and observed for real: both cost something, routing includes deciding
+    inproc = r["inprocess"]
+    assert inproc["route_us"] > 0 and inproc["decide_us"] > 0 and inproc["observe_us"] > 0
+    assert inproc["live_over_inprocess"] > 0
