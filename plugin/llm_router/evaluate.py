@@ -75,6 +75,8 @@ class EvalReport:
     notes: list[str] = field(default_factory=list)
     at_quality_agree: dict[str, dict[str, Any]] | None = None  # agreement cascade, configurations chosen on training folds
     at_quality_agree_bound: dict[str, dict[str, Any]] | None = None  # same search on the scored rows: an upper bound only
+    agree_policy: dict[str, dict[str, Any]] | None = None  # target -> deployable cascade params (fit on ALL rows)
+    agree_policy_fit: dict[str, Any] | None = None  # how agree_policy was fit, and what it is not
 
     def to_json(self) -> dict[str, Any]:
         """The JSON document of `llm-router eval --json`."""
@@ -96,7 +98,8 @@ def tiers_by_rank(quality: np.ndarray) -> list[str]:
 
 
 def eval_config(models: tuple[str, ...], prices: np.ndarray, quality: np.ndarray, *, with_semantic: bool = False,
-                learned: dict[str, float] | None = None, classifiers: dict[str, Any] | None = None) -> Config:
+                learned: dict[str, float] | None = None, classifiers: dict[str, Any] | None = None,
+                extra: dict[str, dict[str, Any]] | None = None) -> Config:
     """A config whose catalog is the data set's models; one policy per strategy.
 
     Prices: input = output = mean cost per call x 1000 (USD per 1K calls, used as the price
@@ -120,6 +123,7 @@ def eval_config(models: tuple[str, ...], prices: np.ndarray, quality: np.ndarray
         policies[name] = {"classifier": classifier, "strategy": strategy, "ladder": ladder, "params": params, "fallbacks": 0}
     for label, tradeoff in (learned or {}).items():
         policies[label] = {"classifier": "learned", "strategy": "quality_gate", "params": {"tradeoff": tradeoff}, "fallbacks": 0}
+    policies.update(extra or {})
     data = {
         "providers": {EVAL_PROVIDER: {"base_url": "http://127.0.0.1:9", "auth": "none", "paths": {"chat": "/v1/chat/completions"}}},
         "models": model_conf,
@@ -289,7 +293,7 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
     oq, oc = operating.measure(oracle_choice(ds), ds.scores, ds.costs)
     strategies = [_metrics(name, chosen[name], ds) for name in names]
     responses = load_responses(ds)
-    agree_at = agree_bound = None
+    agree_at = agree_bound = agree_policy = agree_fit = None
     if responses is None:
         notes.append("cascade (scored) rows: this data set holds no response texts to score")
         notes.append("agree@x rows: this data set holds no response texts, so answers cannot be compared for agreement")
@@ -299,8 +303,15 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
             strategies.append(replay_cascade(f"cascade@{floor:g}", chains, responses, requests, ds, floor))
         if model is None:
             inner = fold_ids(keys_of(ds) // 7, folds)  # other hash bits than the outer folds
-            agree_rows, agree_at, agree_bound = replay_agreement(ds, responses, fids, best_c, inner)
+            say("agreement cascade: replaying configurations chosen on training folds")
+            codes, kinds = agree_inputs(ds, responses)
+            agree_rows, agree_at, agree_bound = replay_agreement(ds, responses, fids, best_c, inner, codes=codes, kinds=kinds)
             strategies += agree_rows
+            say("agreement cascade: fitting the deployable policy on all rows")
+            agree_policy, agree_fit = deployable_agreement(ds, codes, kinds, fids, best_c)
+            agree_fit["router_check"] = check_agree_policy(ds, requests, agree_policy, agree_fit.pop("chosen"))
+            notes.append(f"agree_policy: checked through the real Router (strategy cascade, params.kinds) on "
+                         f"{agree_fit['router_check']} decisions: each row got the chain and quorum the replay chose for its kind")
         else:
             notes.append("agree@x rows need k-fold evaluation (their configuration is chosen on training folds): "
                          "not replayed with --router")
@@ -334,6 +345,7 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
         oracle={"quality": oq, "cost_per_1k": oc, "model_share": _share(oracle_choice(ds), ds.models)},
         strategies=strategies, at_quality=at_quality, curve=points, pareto=operating.pareto(points),
         at_quality_curve=at_curve, routellm=rl, notes=notes, at_quality_agree=agree_at, at_quality_agree_bound=agree_bound,
+        agree_policy=agree_policy, agree_policy_fit=agree_fit,
     )
 
 
@@ -403,16 +415,24 @@ AGREE_NOTE = (
     "at_quality_agree_bound is the same search run on all scored rows: an upper bound, not a held-out result")
 
 
+def agree_inputs(ds: Dataset, responses: list[list[str | None]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per row and model the final-answer code, and per row the answer kind (read from the prompt)."""
+    from llm_router.learn import agreement as ag
+
+    return ag.answer_codes(responses, ds.prompts), np.array([ag.row_kind(p) for p in ds.prompts])
+
+
 def replay_agreement(ds: Dataset, responses: list[list[str | None]], fids: np.ndarray, best_cost: float,
-                     inner: np.ndarray | None = None) -> tuple[list[StrategyResult], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+                     inner: np.ndarray | None = None, *, codes: np.ndarray | None = None,
+                     kinds: np.ndarray | None = None) -> tuple[list[StrategyResult], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """Rows agree@x (held out, configurations chosen on training folds) and the in-sample upper bound per target.
 
     `inner`: inner fold ids for sizing each target's margin on the training rows (None: no margin).
     """
     from llm_router.learn import agreement as ag
 
-    codes = ag.answer_codes(responses, ds.prompts)
-    kinds = np.array([ag.row_kind(p) for p in ds.prompts])
+    if codes is None or kinds is None:
+        codes, kinds = agree_inputs(ds, responses)
     n = len(ds)
     rows = np.arange(n)
     best_q = float(ds.scores.mean(0).max())
@@ -442,6 +462,92 @@ def replay_agreement(ds: Dataset, responses: list[list[str | None]], fids: np.nd
                       "note": "chosen on the scored rows themselves: an upper bound for this family, not a held-out result"}
         bound[key]["reached"] = bound[key]["quality"] >= frac * best_q - 1e-12
     return results, held, bound
+
+
+AGREE_POLICY_NOTE = (
+    "agree_policy: the agreement cascade's cascade-policy params (strategy cascade, params.kinds: answer kind -> chain "
+    "and quorum, 'default' for kinds the data set lacks), fit on ALL rows of this data set for deployment, by the same "
+    "procedure as each held-out fold (margin sized by cross-validation over the folds); its own quality on these rows "
+    "is in-sample. The held-out numbers to quote are at_quality_agree (rows agree@x). Model ids are the data set's "
+    "model names, not the default catalog's ids: map them in the config's `models` section (or rename them) before use")
+
+
+def deployable_agreement(ds: Dataset, codes: np.ndarray, kinds: np.ndarray, fids: np.ndarray,
+                         best_cost: float) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Per target, cascade policy params running the configurations chosen on all rows; and how they were fit."""
+    from llm_router.learn import agreement as ag
+
+    whole = ag.Part.of(codes, ds.scores, ds.costs, kinds)
+    margins = (ag.margins_by_inner_cv(codes, ds.scores, ds.costs, kinds, fids, operating.TARGETS)
+               if len(np.unique(fids)) > 1 else {f: 0.0 for f in operating.TARGETS})
+    fallback = ag.AgreeConfig((whole.best,), 1)
+    rows = np.arange(len(ds))
+    best_q = float(ds.scores.mean(0).max())
+    policies: dict[str, dict[str, Any]] = {}
+    chosen: dict[str, dict[str, Any]] = {}
+    in_sample: dict[str, dict[str, Any]] = {}
+    for frac in operating.TARGETS:
+        key = f"{frac:.2f}"
+        picked = whole.pick(frac + margins[frac])
+        policies[key] = ag.policy_params(picked, ds.models, fallback)
+        chosen[key] = {"kinds": picked, "fallback": fallback}
+        r = ag.apply(picked, codes, ds.costs, kinds, fallback)
+        q, c = float(ds.scores[rows, r.choice].mean()), float(r.cost.mean() * 1000)
+        in_sample[key] = {"quality": q, "relative_quality": q / best_q, "cost_per_1k": c, "saving_vs_best": 1 - c / best_cost,
+                          "configurations": {k: v.describe(ds.models) for k, v in sorted(picked.items())}}
+    fit = {"fit_on": f"all {len(ds)} rows of the data set (for deployment; not a held-out result)",
+           "quote": "at_quality_agree (held out)", "margins": {f"{f:.2f}": m for f, m in margins.items()},
+           "in_sample": in_sample, "models": sorted({m for p in policies.values() for k in p["kinds"].values() for m in k["chain"]}),
+           "note": AGREE_POLICY_NOTE, "chosen": chosen}
+    return policies, fit
+
+
+def check_agree_policy(ds: Dataset, requests: list[LLMRequest], policies: dict[str, dict[str, Any]],
+                       chosen: dict[str, dict[str, Any]]) -> int:
+    """Route every row through the real Router under each deployable policy; each must get its kind's chain and quorum.
+
+    Raises AssertionError on the first row that differs; returns how many decisions were checked.
+    """
+    from llm_router.learn import agreement as ag
+
+    prices, quality = ds.costs.mean(0), ds.scores.mean(0)
+    extra = {f"agree@{key}": {"classifier": "rules", "strategy": "cascade", "params": params, "fallbacks": 0}
+             for key, params in policies.items()}
+    router = Router(eval_config(ds.models, prices, quality, extra=extra))
+    checked = 0
+    for key in policies:
+        policy = router.policies[f"agree@{key}"]
+        picked, fallback = chosen[key]["kinds"], chosen[key]["fallback"]
+        for i, request in enumerate(requests):
+            cfg = picked.get(ag.row_kind(ds.prompts[i]), fallback)
+            want = [ds.models[j] for j in cfg.chain]
+            d = router.decide(request, policy)
+            if isinstance(d, RouteError):
+                raise AssertionError(f"agree_policy {key}: the Router refused row {ds.ids[i]}: {d.message}")
+            got = [m.id for m in d.chain] if cfg.quorum > 1 else [d.model.id]
+            mode_ok = (d.mode == "cascade") == (cfg.quorum > 1)
+            if got != want or not mode_ok:
+                raise AssertionError(f"agree_policy {key}: row {ds.ids[i]} ({ag.row_kind(ds.prompts[i])}) was routed "
+                                     f"{got} mode {d.mode}; the replay ran {want} quorum {cfg.quorum} ({d.selection})")
+            checked += 1
+    return checked
+
+
+def policy_fragment(policies: dict[str, dict[str, Any]], target: str, *, dataset: str, models: list[str]) -> str:
+    """A ready config fragment (YAML) with the deployable agreement policy for `target`, and what to map first."""
+    import yaml
+
+    body = yaml.safe_dump({"policies": {"agree": {"classifier": "rules", "strategy": "cascade", "params": policies[target]}}},
+                          sort_keys=False, default_flow_style=None, width=120)
+    head = [
+        f"# Agreement cascade policy from `llm-router eval` on {dataset}",
+        f"# target: {float(target):.0%} of the best single model's quality. Fit on ALL rows of that data set, for deployment;",
+        "# the held-out numbers to quote are the eval's agree@x rows (at_quality_agree), not this policy's in-sample figures.",
+        "# Model ids are the data set's model names, which are not ids of the default catalog: add each to the config's",
+        "# `models:` section (provider, upstream model name, prices, tier) or replace the ids with your catalog's:",
+        *(f"#   {m}" for m in models),
+    ]
+    return "\n".join(head) + "\n" + body
 
 
 def _curve_by_fold(p: np.ndarray, prices_row: np.ndarray, fids: np.ndarray, ds: Dataset) -> list[operating.Point]:
@@ -507,6 +613,8 @@ def format_table(rep: EvalReport) -> str:
                          f"{r['calls_per_request']:.2f} calls per request, {r['escalated']:.0%} escalated{bound_txt}")
             for k, (kind, conf) in enumerate(sorted((r["configurations"][0] if r["configurations"] else {}).items())):
                 lines.append(f"    {'fold 1' if k == 0 else '      '} {kind}: {conf}")
+    if rep.agree_policy:
+        lines += agree_policy_lines(rep)
     if rep.routellm:
         rl = rep.routellm
         cpt = lambda v: f"{v:.0%}" if v is not None else "n/a"  # noqa: E731
@@ -515,6 +623,23 @@ def format_table(rep: EvalReport) -> str:
     lines.append("pareto curve (cost $/1K -> quality): " + ", ".join(f"{p.cost_per_1k:.2f}->{p.quality:.3f}" for p in rep.pareto[:14]))
     lines += ["", *("note: " + n for n in rep.notes)]
     return "\n".join(lines)
+
+
+def agree_policy_lines(rep: EvalReport) -> list[str]:
+    """The deployable agreement policy per target as YAML, labelled as fit on all rows."""
+    import yaml
+
+    fit = rep.agree_policy_fit or {}
+    out = ["deployable agreement policy (params of a `strategy: cascade` policy; fit on ALL rows for deployment, "
+           "so its in-sample figures are not results: quote the held-out agree@x rows above; write it with --policy-out):"]
+    for target, params in (rep.agree_policy or {}).items():
+        ins = fit.get("in_sample", {}).get(target, {})
+        out.append(f"  target {float(target):.0%} (margin {fit.get('margins', {}).get(target, 0):g}; in sample: "
+                   f"saving {ins.get('saving_vs_best', 0):.1%} at {ins.get('relative_quality', 0):.1%}):")
+        text = yaml.safe_dump({"params": params}, sort_keys=False, default_flow_style=None, width=120)
+        out += ["    " + line for line in text.splitlines()]
+    out.append("  model ids are the data set's names, not the default catalog's: map them in `models:` before deploying")
+    return out
 
 
 def _short(model: str) -> str:

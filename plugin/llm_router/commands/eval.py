@@ -1,6 +1,7 @@
 """`llm-router eval --data PATH...`: replay a data set through every strategy and the learned router (held-out rows)."""
 from __future__ import annotations
 
+import os
 import sys
 
 import orjson
@@ -20,6 +21,10 @@ def register(sub) -> None:
     p.add_argument("--embeddings", metavar="DIR", help="static embeddings folder (default: the built-in one)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw cost vs quality (needs matplotlib: pip install 'llm-router[plot]')")
+    p.add_argument("--policy-out", metavar="FILE.yaml",
+                   help="write the deployable agreement-cascade policy (fit on all rows) as a config fragment")
+    p.add_argument("--policy-target", choices=("0.95", "1.00"), default="0.95",
+                   help="quality target of the policy --policy-out writes (default 0.95)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
 
@@ -31,6 +36,9 @@ def run(args) -> int:
         except ImportError:
             print("error: --plot needs matplotlib, which is not installed: pip install 'llm-router[plot]'", file=sys.stderr)
             return 2
+    if args.policy_out and not os.path.isdir(os.path.dirname(os.path.abspath(args.policy_out))):
+        print(f"error: --policy-out: the folder of {args.policy_out} does not exist", file=sys.stderr)
+        return 2
     if args.folds < 2:
         print("error: --folds must be at least 2", file=sys.stderr)
         return 2
@@ -79,4 +87,26 @@ def run(args) -> int:
     if args.plot:
         plot(report, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
+    if args.policy_out:
+        return write_policy(report, args.policy_out, args.policy_target)
+    return 0
+
+
+def write_policy(report, path: str, target: str) -> int:
+    """Write the deployable agreement policy as a config fragment; 2 when the eval could not fit one."""
+    from llm_router.evaluate import policy_fragment
+
+    if not report.agree_policy:
+        print("error: --policy-out: no agreement policy was fit (it needs recorded answer texts, as RouterBench has, "
+              "and k-fold evaluation without --router)", file=sys.stderr)
+        return 2
+    models = (report.agree_policy_fit or {}).get("models", [])
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(policy_fragment(report.agree_policy, target, dataset=report.dataset, models=models))
+    except OSError as exc:
+        print(f"error: --policy-out: cannot write {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}: policy 'agree' (target {float(target):.0%}); its model ids are the data set's names "
+          f"({', '.join(models)}): map them in the config's models section", file=sys.stderr)
     return 0

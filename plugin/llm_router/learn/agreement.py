@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llm_router.orchestrate.agreement import answer_kind, final_answer
-from llm_router.orchestrate.scorers import choice_letters
+from llm_router.orchestrate.agreement import final_answer
+from llm_router.orchestrate.kinds import DEFAULT, policy_kind
 
 NONE = -1  # no final answer in a response (or no response)
 
@@ -46,11 +46,22 @@ class Replay:
 
 
 def row_kind(prompt: str) -> str:
-    """The answer kind a configuration is chosen for: 'choice:<n options>', 'number', 'code' or 'text'."""
-    kind = answer_kind(prompt)
-    if kind == "choice":
-        return f"choice:{len(choice_letters(prompt) or ())}"
-    return kind
+    """The answer kind a configuration is chosen for: 'choice:<n options>', 'number', 'code' or 'text'.
+
+    The very function the cascade strategy keys `params.kinds` by, so a deployed policy runs each
+    request through the configuration the replay chose for its row.
+    """
+    return policy_kind(prompt)
+
+
+def policy_params(chosen: dict[str, AgreeConfig], models: tuple[str, ...], fallback: AgreeConfig) -> dict:
+    """Cascade policy params running `chosen` (kind -> configuration); `fallback` for any other kind ('default')."""
+    def entry(cfg: AgreeConfig) -> dict:
+        return {"chain": [models[j] for j in cfg.chain], "quorum": cfg.quorum}
+
+    kinds = {kind: entry(cfg) for kind, cfg in sorted(chosen.items())}
+    kinds[DEFAULT] = entry(fallback)
+    return {"scorer": "agree", "kinds": kinds}
 
 
 def answer_codes(responses: list[list[str | None]], prompts: list[str]) -> np.ndarray:
