@@ -152,3 +152,24 @@ def test_report_has_cascade_rows_when_the_data_holds_answers(report):
     assert {"cascade@0.5", "cascade@0.8"} <= set(names)
     assert "calls per request" in names["cascade@0.5"].note
     assert any("cascade@F" in n for n in report.notes)
+
+
+def test_cli_policy_out_writes_a_config_fragment(tmp_path):
+    import yaml
+
+    from llm_router.orchestrate.params import param_problems
+
+    data = str(FIX / "routerbench_small.csv")
+    path = tmp_path / "agree.yaml"
+    out = subprocess.run([sys.executable, "-m", "llm_router.cli", "eval", "--data", data, "--features", "hashing", "--folds", "3",
+                          "-q", "--policy-out", str(path), "--policy-target", "1.00"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "deployable agreement policy" in out.stdout and f"wrote {path}" in out.stderr
+    text = path.read_text()
+    assert "Fit on ALL rows" in text and "target: 100%" in text and "not ids of the default catalog" in text
+    agree = yaml.safe_load(text)["policies"]["agree"]
+    assert agree["strategy"] == "cascade" and agree["classifier"] == "rules"
+    assert param_problems("cascade", agree["params"], ("tiny-7b", "mid-34b", "big-pro")) == []
+    bad = subprocess.run([sys.executable, "-m", "llm_router.cli", "eval", "--data", data, "--policy-out",
+                          str(tmp_path / "no" / "such" / "dir.yaml")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--policy-out: the folder of" in bad.stderr
