@@ -85,3 +85,36 @@ def redis_url(tmp_path_factory) -> Iterator[str]:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         stop_process(proc)
+
+
+# ---- fake providers for runtime tests (orchestration, APISIX fallback) ----------------------------
+
+@pytest.fixture(scope="module")
+def fakes():
+    """The default catalog's providers as fake OpenAI/Anthropic-compatible servers on 127.0.0.1."""
+    from llm_router.config import parse_config
+    from llm_router.fakes import FakeProviders
+
+    f = FakeProviders.from_config(parse_config({})).start()
+    yield f
+    f.stop()
+
+
+@pytest.fixture
+def on_fakes(fakes, monkeypatch):
+    """Fakes reset to good answers with their keys in the environment; call it with policies (and server
+    settings) for the config data of a Runtime whose providers are the fakes."""
+    from llm_router.config import parse_config
+    from llm_router.fakes import Behaviour
+
+    for p in fakes.providers.values():
+        p.set_behaviour(Behaviour(models=p.behaviour.models, default_quality=1.0))
+        p.records.clear()
+    for k, v in fakes.env().items():
+        monkeypatch.setenv(k, v)
+    base = parse_config({})
+    providers = {n: {**base.providers[n].model_dump(), "base_url": fakes.url(n)} for n in base.providers}
+
+    def config(policies: dict | None = None, server: dict | None = None):
+        return parse_config({"providers": providers, "policies": policies or {}, "server": server or {}})
+    return config

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from llm_router.config import parse_config
-from llm_router.fakes import Behaviour, FakeProviders
+from llm_router.fakes import Behaviour
 from llm_router.gateways.apisix.emulator import proxy
 from llm_router.gateways.apisix.runner import Runner
 from llm_router.gateways.apisix.tokens import TokenStore
@@ -32,24 +32,11 @@ def chat(**extra) -> bytes:
     return orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": PROMPT}], **extra})
 
 
-@pytest.fixture(scope="module")
-def fakes():
-    f = FakeProviders.from_config(parse_config({})).start()
-    yield f
-    f.stop()
-
-
 @pytest.fixture
-def gw(fakes, monkeypatch):
+def gw(fakes, on_fakes):
     """A runner (in a thread, on a real socket) whose providers are the fakes; the emulated APISIX in front."""
-    for p in fakes.providers.values():
-        p.behaviour = Behaviour(models=p.behaviour.models, default_quality=1.0)
-        p.records.clear()
-    for k, v in fakes.env().items():
-        monkeypatch.setenv(k, v)
     base = parse_config({})
-    providers = {n: {**base.providers[n].model_dump(), "base_url": fakes.url(n)} for n in base.providers}
-    cfg = parse_config({"providers": providers, "server": {"orchestrate": {"fallback_timeout_s": 1.0}}})
+    cfg = on_fakes(server={"orchestrate": {"fallback_timeout_s": 1.0}})
     runner = Runner(Runtime(cfg), TokenStore(ttl=100))
     d = socket_dir()
     thread = RunnerThread(os.path.join(d, "fb.sock"), runner).start()

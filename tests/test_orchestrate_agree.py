@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from llm_router.config import ConfigError, parse_config
-from llm_router.fakes import Behaviour, FakeProviders
+from llm_router.fakes import FakeProviders
 from llm_router.orchestrate import orchestrate, wants_orchestration
 from llm_router.orchestrate.agreement import agreement, answer_kind, final_answer, settle
 from llm_router.orchestrate.params import CascadeParams, param_problems, parse_params
@@ -116,26 +116,9 @@ CHAIN = ["deepseek-v2", "llama-3-70b", "gpt-4o"]
 AGREE = {"strategy": "cascade", "explain": True, "params": {"scorer": "agree", "chain": CHAIN, "timeout_s": 5}}
 
 
-@pytest.fixture(scope="module")
-def fakes():
-    f = FakeProviders.from_config(parse_config({})).start()
-    yield f
-    f.stop()
-
-
 @pytest.fixture
-def make(fakes, monkeypatch):
-    for p in fakes.providers.values():
-        p.set_behaviour(Behaviour(models=p.behaviour.models, default_quality=1.0))
-        p.records.clear()
-    for k, v in fakes.env().items():
-        monkeypatch.setenv(k, v)
-    base = parse_config({})
-
-    def build(policies: dict) -> Runtime:
-        providers = {n: {**base.providers[n].model_dump(), "base_url": fakes.url(n)} for n in base.providers}
-        return Runtime(parse_config({"providers": providers, "policies": policies}))
-    return build
+def make(on_fakes):
+    return lambda policies: Runtime(on_fakes(policies))
 
 
 def answer(rt: Runtime, fakes: FakeProviders, texts: dict[str, str], prompt: str = FOUR, policy: str = "ag"):

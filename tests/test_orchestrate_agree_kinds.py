@@ -16,7 +16,7 @@ from llm_router.datasets import Dataset, load
 from llm_router.decision import RouteError
 from llm_router.evaluate import (agree_inputs, check_agree_policy, deployable_agreement, eval_config, load_responses,
                                  policy_fragment)
-from llm_router.fakes import Behaviour, FakeProviders
+from llm_router.fakes import FakeProviders
 from llm_router.learn import agreement as ag
 from llm_router.learn.fit import fold_ids
 from llm_router.learn.train import keys_of, requests_of
@@ -141,23 +141,9 @@ def test_kinds_models_unavailable_fall_back_to_the_plain_chain():
 
 # ---- the runtime, against fake providers over real HTTP ---------------------------------------------
 
-@pytest.fixture(scope="module")
-def fakes():
-    f = FakeProviders.from_config(parse_config({})).start()
-    yield f
-    f.stop()
-
-
 @pytest.fixture
-def runtime(fakes, monkeypatch):
-    for p in fakes.providers.values():
-        p.set_behaviour(Behaviour(models=p.behaviour.models, default_quality=1.0))
-        p.records.clear()
-    for k, v in fakes.env().items():
-        monkeypatch.setenv(k, v)
-    base = parse_config({})
-    providers = {n: {**base.providers[n].model_dump(), "base_url": fakes.url(n)} for n in base.providers}
-    return Runtime(parse_config({"providers": providers, "policies": {"ag": POLICY}}))
+def runtime(on_fakes):
+    return Runtime(on_fakes({"ag": POLICY}))
 
 
 def answer(rt: Runtime, fakes: FakeProviders, texts: dict[str, str], prompt: str):

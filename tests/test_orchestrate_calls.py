@@ -7,8 +7,6 @@ import time
 import orjson
 import pytest
 
-from llm_router.config import parse_config
-from llm_router.fakes import Behaviour, FakeProviders
 from llm_router.orchestrate import orchestrate, wants_orchestration
 from llm_router.runtime import Exchange, Refusal, Runtime
 
@@ -19,27 +17,10 @@ HEDGE_FIRST = {"strategy": "hedge", "explain": True, "params": {"n": 3, "pick": 
 HEDGE_BEST = {**HEDGE_FIRST, "params": {**HEDGE_FIRST["params"], "pick": "best"}}
 
 
-@pytest.fixture(scope="module")
-def fakes():
-    f = FakeProviders.from_config(parse_config({})).start()
-    yield f
-    f.stop()
-
-
 @pytest.fixture
-def make(fakes, monkeypatch):
+def make(on_fakes):
     """A Runtime whose providers are the fakes (keys from the environment), with the given policies."""
-    for p in fakes.providers.values():
-        p.behaviour = Behaviour(models=p.behaviour.models, default_quality=1.0)
-        p.records.clear()
-    for k, v in fakes.env().items():
-        monkeypatch.setenv(k, v)
-    base = parse_config({})
-
-    def build(policies: dict, server: dict | None = None) -> Runtime:
-        providers = {n: {**base.providers[n].model_dump(), "base_url": fakes.url(n)} for n in base.providers}
-        return Runtime(parse_config({"providers": providers, "policies": policies, "server": server or {}}))
-    return build
+    return lambda policies, server=None: Runtime(on_fakes(policies, server))
 
 
 def ask(rt: Runtime, policy: str, prompt: str = PROMPT, **extra):
