@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from llm_router.learn.operating import frontier_of
 from llm_router.orchestrate.agreement import final_answer
 from llm_router.orchestrate.kinds import DEFAULT, policy_kind
 
@@ -140,11 +141,7 @@ class Option:
 
 def frontier(options: list[Option]) -> list[Option]:
     """Options no other option beats on both total cost and total quality, by ascending cost."""
-    out: list[Option] = []
-    for o in sorted(options, key=lambda o: (o.cost, -o.quality)):
-        if not out or o.quality > out[-1].quality + 1e-9:
-            out.append(o)
-    return out
+    return frontier_of(options, lambda o: o.cost, lambda o: o.quality, eps=1e-9)
 
 
 def kind_frontiers(codes: np.ndarray, scores: np.ndarray, costs: np.ndarray, kinds: np.ndarray,

@@ -5,12 +5,15 @@ price, ties to the cheapest); eval checks both give the same models.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 TRADEOFFS = tuple([0.0] + np.geomspace(1e-3, 3.0, 160).tolist())
 TARGETS = (0.95, 1.00)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +45,18 @@ def curve(p: np.ndarray, prices: np.ndarray, scores: np.ndarray, costs: np.ndarr
     return [Point(t, *measure(choose(p, prices, t), scores, costs)) for t in tradeoffs]
 
 
+def frontier_of(items: Iterable[T], cost: Callable[[T], float], quality: Callable[[T], float], eps: float = 1e-12) -> list[T]:
+    """Items no other item beats on both cost and quality, by ascending cost."""
+    out: list[T] = []
+    for it in sorted(items, key=lambda x: (cost(x), -quality(x))):
+        if not out or quality(it) > quality(out[-1]) + eps:
+            out.append(it)
+    return out
+
+
 def pareto(points: list[Point]) -> list[Point]:
     """Points no other point beats on both cost and quality, by ascending cost."""
-    out: list[Point] = []
-    for pt in sorted(points, key=lambda x: (x.cost_per_1k, -x.quality)):
-        if not out or pt.quality > out[-1].quality + 1e-12:
-            out.append(pt)
-    return out
+    return frontier_of(points, lambda p: p.cost_per_1k, lambda p: p.quality)
 
 
 def cheapest_reaching(points: list[Point], quality: float) -> Point | None:
