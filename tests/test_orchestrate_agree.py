@@ -7,10 +7,11 @@ import time
 import orjson
 import pytest
 
+from llm_router.classify.answer_kind import answer_kind
 from llm_router.config import ConfigError, parse_config
 from llm_router.fakes import FakeProviders
 from llm_router.orchestrate import orchestrate, wants_orchestration
-from llm_router.orchestrate.agreement import agreement, answer_kind, final_answer, settle
+from llm_router.orchestrate.agreement import agreement, final_answer, settle
 from llm_router.orchestrate.params import CascadeParams, param_problems, parse_params
 from llm_router.router import Router
 from llm_router.runtime import Exchange, Refusal, Runtime

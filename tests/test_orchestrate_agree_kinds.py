@@ -11,6 +11,7 @@ import orjson
 import pytest
 import yaml
 
+from llm_router.classify.answer_kind import policy_kind
 from llm_router.config import ConfigError, parse_config
 from llm_router.datasets import Dataset, load
 from llm_router.decision import RouteError
@@ -22,7 +23,6 @@ from llm_router.learn.fit import fold_ids
 from llm_router.learn.train import keys_of, requests_of
 from llm_router.orchestrate import orchestrate, wants_orchestration
 from llm_router.orchestrate.agreement import settle
-from llm_router.orchestrate.kinds import policy_kind
 from llm_router.orchestrate.params import param_problems, parse_params
 from llm_router.router import Router
 from llm_router.runtime import Exchange, Refusal, Runtime

@@ -6,10 +6,11 @@ import math
 import orjson
 import pytest
 
+from llm_router.classify.answer_kind import choice_letters
 from llm_router.config import ConfigError, parse_config
 from llm_router.orchestrate.params import CascadeParams, HedgeParams, param_problems, parse_params
 from llm_router.orchestrate.scorers import (
-    AnswerText, choice_letters, combined, format_score, json_score, logprob_score, read_answer, verify,
+    AnswerText, combined, format_score, json_score, logprob_score, read_answer, verify,
 )
 from llm_router.orchestrate.settings import OrchestrateSettings
 

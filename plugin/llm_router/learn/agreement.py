@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from llm_router.classify.answer_kind import DEFAULT, policy_kind
 from llm_router.learn.operating import frontier_of
 from llm_router.orchestrate.agreement import final_answer
-from llm_router.orchestrate.kinds import DEFAULT, policy_kind
 
 NONE = -1  # no final answer in a response (or no response)
 

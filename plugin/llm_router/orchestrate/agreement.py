@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from llm_router.orchestrate.scorers import _CODE_REQUEST, Score, choice_letters
+from llm_router.classify.answer_kind import answer_kind, choice_letters
+from llm_router.orchestrate.scorers import Score
 
-KINDS = ("choice", "number", "code", "text")
 _SHOWN = 24  # characters of an answer shown in a reason
 
 _LAST_QUESTION = re.compile(r"(?:^|\n)\s*\(?([A-H])[).:]\s+([^\n]+)")
@@ -21,9 +21,6 @@ _LETTER_ALONE = re.compile(r"^\W*(?:(?:the\s+)?(?:correct\s+)?(?:answer|option|c
 _LETTER_STATED = re.compile(r"(?:answer|option|choice)\s*(?:is|would be|:)\s*\(?([A-H])\b(?![a-z'])", re.I)
 # A standalone capital, not an article or pronoun opening a sentence ("A good point", "I think").
 _LETTER_TOKEN = re.compile(r"(?<![A-Za-z'])([A-H])(?![A-Za-z'])(?!\s+(?!or\b|and\b)[a-z])")
-_MATH_PROMPT = re.compile(
-    r"\bhow (?:many|much|long|far|old)\b|\b(?:calculate|compute|solve|evaluate|simplify)\b|\bwhat is \$?-?\d|"
-    r"\d\s*[-+*/x×^]\s*\d|\b(?:sum|product|total|percent(?:age)?|remainder|average)\b[^\n]{0,40}\d", re.I)
 _NUMBER = r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:/\d+)?"
 _BOXED = re.compile(r"\\boxed\{\s*(" + _NUMBER + r")")
 _MARKED = re.compile(r"(?:####|(?:final answer|answer)\s*(?:is|=|:)?)\s*[:=]?\s*\**\s*(" + _NUMBER + r")", re.I)
@@ -32,23 +29,6 @@ _FENCE = re.compile(r"```[\w+-]*\n?(.*?)(?:```|$)", re.S)
 _PY_TAG = re.compile(r"\[PYTHON\](.*?)(?:\[/PYTHON\]|$)", re.S)
 _LINE_COMMENT = re.compile(r"(?m)(?:#|//).*$")
 _WORDS = re.compile(r"[^\w]+")
-
-
-def answer_kind(prompt: str) -> str:
-    """What a prompt's final answer is: 'choice' (an option letter), 'number', 'code' or 'text'."""
-    if choice_letters(prompt):
-        return "choice"
-    return open_kind(prompt)
-
-
-def open_kind(prompt: str) -> str:
-    """The kind of a prompt that is not multiple choice: 'code', 'number' or 'text'."""
-    tail = prompt[-1500:]
-    if _CODE_REQUEST.search(tail):
-        return "code"
-    if _MATH_PROMPT.search(tail):
-        return "number"
-    return "text"
 
 
 def options_of(prompt: str, letters: frozenset[str]) -> dict[str, str]:

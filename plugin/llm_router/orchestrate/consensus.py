@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 
 from llm_router.catalog import Model
+from llm_router.classify.answer_kind import policy_kind
 from llm_router.orchestrate.agreement import final_answer, settle
 from llm_router.orchestrate.calls import Attempt, call_model, note_fallback
 from llm_router.orchestrate.cascade import unavailable
 from llm_router.orchestrate.client import UpstreamClient
-from llm_router.orchestrate.kinds import policy_kind
 from llm_router.orchestrate.params import CascadeParams
 from llm_router.orchestrate.reply import OrchestratedReply
 from llm_router.orchestrate.respond import answer_reply, base_headers, error_reply, passthrough_reply

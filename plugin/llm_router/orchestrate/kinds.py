@@ -15,11 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from llm_router.orchestrate.agreement import open_kind
-from llm_router.orchestrate.scorers import choice_letters
+from llm_router.classify.answer_kind import BASE_KINDS, DEFAULT
 
-BASE_KINDS = ("choice", "number", "code", "text")
-DEFAULT = "default"
 MAX_QUORUM = 8
 MAX_OPTIONS = 26
 _CHOICE_N = re.compile(r"choice:(\d+)")
@@ -31,24 +28,6 @@ class KindChain:
 
     chain: tuple[str, ...]
     quorum: int
-
-
-def policy_kind(prompt: str) -> str:
-    """The kind a policy's `kinds` map is keyed by: 'choice:<n options>', 'number', 'code' or 'text'."""
-    letters = choice_letters(prompt)
-    if letters:
-        return f"choice:{len(letters)}"
-    return open_kind(prompt)
-
-
-def lookup_key(kinds: Mapping[str, Any], kind: str) -> str | None:
-    """The entry a kind takes: its own ('choice:4'), the coarse one ('choice'), then 'default'; None: the plain chain."""
-    if kind in kinds:
-        return kind
-    coarse = kind.split(":", 1)[0]
-    if coarse in kinds:
-        return coarse
-    return DEFAULT if DEFAULT in kinds else None
 
 
 def valid_kind_name(name: Any) -> bool:

@@ -5,7 +5,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from llm_router.orchestrate.kinds import KindChain, lookup_key, parse_kinds, unknown_models
+from llm_router.classify.answer_kind import lookup_key
+from llm_router.orchestrate.kinds import KindChain, parse_kinds, unknown_models
 
 SCORERS = ("auto", "logprob", "verify", "judge", "agree")
 PICKS = ("first", "best")

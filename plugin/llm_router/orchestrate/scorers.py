@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from llm_router.classify.answer_kind import CODE_REQUEST, choice_letters
+
 
 @dataclass(slots=True)
 class Score:
@@ -111,30 +113,9 @@ REFUSAL_SCORE = 0.05
 HEDGE_STEP = 0.25  # each distinct hedge takes this much off
 HEDGE_MIN = 0.25
 TRUNCATED_CAP = 0.6
-_CHOICE_INSTRUCTION = re.compile(r"single (?:choice|letter|option)[^\n]{0,20}?from\s+((?:\"[A-Z]\"(?:\s*(?:,|or)\s*)?)+)", re.I)
-_QUOTED_LETTER = re.compile(r"\"([A-Z])\"")
-_OPTION_LINE = re.compile(r"(?:^|\n)\s*\(?([A-H])[).:]\s+\S")
 _ANSWER_LETTER = re.compile(r"^\W*(?:(?:the\s+)?(?:correct\s+)?answer(?:\s+is)?\s*[:\-]?\s*)?\(?([A-Z])\)?\s*[.):]?\s*$", re.I)
 _LETTER_TOKEN = re.compile(r"(?<![A-Za-z])([A-Z])(?![A-Za-z'])")
-_CODE_REQUEST = re.compile(r"\b(?:write|implement|create|complete|fix)\b[^\n]{0,60}\b(?:function|program|script|class|method|code)\b", re.I)
 _CODE_PRESENT = re.compile(r"```|\bdef \w+\(|\bclass \w+[:(]|\bfunction \w*\(|\breturn\b|=>|#include|\bpublic static\b")
-
-
-def choice_letters(prompt: str) -> frozenset[str] | None:
-    """The option letters a multiple-choice prompt allows, or None when it is not one."""
-    tail = prompt[-1500:]
-    m = None
-    for m in _CHOICE_INSTRUCTION.finditer(tail):
-        pass
-    if m is not None:
-        letters = frozenset(_QUOTED_LETTER.findall(m.group(1)))
-        if len(letters) >= 2:
-            return letters
-    last_q = tail[-700:]
-    opts = _OPTION_LINE.findall(last_q)
-    if len(opts) >= 2 and re.search(r"answer\s*:?\s*$", last_q.strip(), re.I):
-        return frozenset(opts)
-    return None
 
 
 def format_score(text: str, letters: frozenset[str]) -> Score:
@@ -208,7 +189,7 @@ def verify(answer: AnswerText, request_body: dict[str, Any], prompt: str) -> Sco
     letters = choice_letters(prompt)
     if letters:
         checks.append(format_score(text, letters))
-    elif _CODE_REQUEST.search(prompt[-1500:]) and not wants_json:
+    elif CODE_REQUEST.search(prompt[-1500:]) and not wants_json:
         checks.append(Score(1.0, "code present", "verify") if _CODE_PRESENT.search(text)
                       else Score(0.3, "code was asked for and none is in the answer", "verify"))
     hedges = [h for h in HEDGES if h in low]

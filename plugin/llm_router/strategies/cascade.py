@@ -1,7 +1,7 @@
 """Cascade plans: an ordered chain of >= 3 models of rising capability, cheapest first; or, per answer kind, the kind's own chain."""
 from __future__ import annotations
 
-from llm_router.orchestrate.kinds import lookup_key, policy_kind
+from llm_router.classify.answer_kind import lookup_key, policy_kind
 from llm_router.strategies.base import Context, Selection, by_capability
 
 
