@@ -73,7 +73,6 @@ def test_no_key_leaves_through_envoy(fakes, tmp_path):
     metrics_port = free_port()
     cfg_path = write_config(tmp_path / "canary.yaml", config_data(metrics_port, tmp_path / "decisions.jsonl"))
     cfg = load_config(cfg_path)
-    wd = Path(os.environ.get("TMPDIR", "/tmp"))
     import tempfile
 
     short = Path(tempfile.mkdtemp(prefix="canary-", dir="/tmp"))

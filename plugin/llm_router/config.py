@@ -231,7 +231,6 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _references(self) -> "Config":
         problems: list[str] = []
-        known = sorted(self.models)
         for mid, m in self.models.items():
             if m.provider not in self.providers:
                 problems.append(f"models.{mid}.provider: unknown provider {m.provider!r} (known: {sorted(self.providers)})")

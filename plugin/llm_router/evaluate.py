@@ -319,7 +319,7 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
             "cascade@F: the cascade's chain replayed on the recorded answers; each answer is scored by the shipped "
             "verifier (refusal/hedge phrases, one valid option letter for multiple-choice prompts, code present when "
             "code was asked for, JSON when JSON was asked for; no logprobs in the data, no judge) and escalates "
-            f"below F; quality = the returned answer's score, cost = every call made"
+            "below F; quality = the returned answer's score, cost = every call made"
             + (f"; {missing} missing answers scored as empty" if missing else ""))
     at_quality = {}
     for frac in operating.TARGETS:

@@ -1,7 +1,6 @@
 """Request bodies -> LLMRequest: the one place that knows the request JSON shapes."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
