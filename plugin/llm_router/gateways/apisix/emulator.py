@@ -498,23 +498,32 @@ class Emulator:
             reply = self._expect(sock, request_type)
         return reply
 
-    def _req_call_once(self, route: RouteConf, method: str, path: str, headers: list[tuple[str, str]],
-                       args: Sequence[tuple[str, str | None]], body: bytes | None, variables: dict[str, str]) -> Outcome:
+    def _call(self, route: RouteConf, rpc: int, build: Callable[[int], bytes], req_body: bytes | None,
+              variables: dict[str, str], resp_body: bytes | None) -> tuple[Reply, Outcome]:
+        """One HTTPReqCall/HTTPRespCall on a keepalive connection, ExtraInfo answered, as APISIX does it."""
         sock = self._connect()
         try:
             token = self._token(route)  # may run PrepareConf on a second connection while this one is held
-            self.send(sock, RPC_HTTP_REQ_CALL, build_req_call(self.next_id(), token, method=method, path=path,
-                                                              headers=headers, args=args))
+            self.send(sock, rpc, build(token))
             outcome = Outcome(status=None)
+            name = "RPC_HTTP_REQ_CALL" if rpc == RPC_HTTP_REQ_CALL else "RPC_HTTP_RESP_CALL"
             try:
-                reply = self._expect(sock, RPC_HTTP_REQ_CALL)
-                reply = self._extra_info(sock, RPC_HTTP_REQ_CALL, reply, outcome, body, variables, None)
+                reply = self._expect(sock, rpc)
+                reply = self._extra_info(sock, rpc, reply, outcome, req_body, variables, resp_body)
             except RPCError as exc:
-                raise RPCError(f"failed to receive RPC_HTTP_REQ_CALL: {exc}") from None
+                raise RPCError(f"failed to receive {name}: {exc}") from None
         except BaseException:
             sock.close()
             raise
         self._keepalive(sock)
+        return reply, outcome
+
+    def _req_call_once(self, route: RouteConf, method: str, path: str, headers: list[tuple[str, str]],
+                       args: Sequence[tuple[str, str | None]], body: bytes | None, variables: dict[str, str]) -> Outcome:
+        reply, outcome = self._call(
+            route, RPC_HTTP_REQ_CALL,
+            lambda token: build_req_call(self.next_id(), token, method=method, path=path, headers=headers, args=args),
+            body, variables, None)
         fields = reply.fields
         outcome.reply = fields
         outcome.action = fields["action"]
@@ -542,20 +551,9 @@ class Emulator:
 
     def _resp_call_once(self, route: RouteConf, status: int, headers: list[tuple[str, str]], body: bytes,
                         variables: dict[str, str]) -> Outcome:
-        sock = self._connect()
-        try:
-            token = self._token(route)
-            self.send(sock, RPC_HTTP_RESP_CALL, build_resp_call(self.next_id(), token, status, headers))
-            outcome = Outcome(status=None)
-            try:
-                reply = self._expect(sock, RPC_HTTP_RESP_CALL)
-                reply = self._extra_info(sock, RPC_HTTP_RESP_CALL, reply, outcome, None, variables, body)
-            except RPCError as exc:
-                raise RPCError(f"failed to receive RPC_HTTP_RESP_CALL: {exc}") from None
-        except BaseException:
-            sock.close()
-            raise
-        self._keepalive(sock)
+        reply, outcome = self._call(route, RPC_HTTP_RESP_CALL,
+                                    lambda token: build_resp_call(self.next_id(), token, status, headers),
+                                    None, variables, body)
         fields = reply.fields
         outcome.reply = fields
         # returned headers replace the upstream's; none returned: APISIX keeps them minus Content-Type & co
