@@ -118,3 +118,29 @@ def on_fakes(fakes, monkeypatch):
     def config(policies: dict | None = None, server: dict | None = None):
         return parse_config({"providers": providers, "policies": policies or {}, "server": server or {}})
     return config
+
+
+def orchestrated_answer(rt, fakes, texts: dict[str, str], prompt: str, policy: str):
+    """Give each named model a fixed answer text on the fakes, then decide and orchestrate one request."""
+    import asyncio
+
+    import orjson
+
+    from llm_router.orchestrate import orchestrate, wants_orchestration
+    from llm_router.runtime import Exchange, Refusal
+
+    for mid, text in texts.items():
+        m = rt.catalog.models[mid]
+        fakes.set_behaviour(m.provider, texts={m.name: text})
+    body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": prompt}]})
+
+    async def main():
+        ex = Exchange(rt.new_request_id(), "r", time.monotonic())
+        call = rt.decide(body, path="/v1/chat/completions", ex=ex, route_conf={"policy": policy})
+        assert not isinstance(call, Refusal), call
+        assert wants_orchestration(ex)
+        try:
+            return await orchestrate(rt, ex, ex.request, ex.decision)
+        finally:
+            await rt.stop()
+    return asyncio.run(main())

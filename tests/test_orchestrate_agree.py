@@ -1,20 +1,17 @@
 """Agreement cascade: final-answer extraction, the agreement scorer, its params, and the runtime against fake providers over HTTP."""
 from __future__ import annotations
 
-import asyncio
-import time
-
 import orjson
 import pytest
+from conftest import orchestrated_answer
 
 from llm_router.classify.answer_kind import answer_kind
 from llm_router.config import ConfigError, parse_config
 from llm_router.fakes import FakeProviders
-from llm_router.orchestrate import orchestrate, wants_orchestration
 from llm_router.orchestrate.agreement import agreement, final_answer, settle
 from llm_router.orchestrate.params import CascadeParams, param_problems, parse_params
 from llm_router.router import Router
-from llm_router.runtime import Exchange, Refusal, Runtime
+from llm_router.runtime import Runtime
 
 # Written for this project.
 FOUR = ("Which metal is liquid at room temperature?\nA) iron\nB) mercury\nC) copper\nD) zinc\n"
@@ -124,21 +121,7 @@ def make(on_fakes):
 
 def answer(rt: Runtime, fakes: FakeProviders, texts: dict[str, str], prompt: str = FOUR, policy: str = "ag"):
     """Give each model of the chain a fixed answer text, then decide and orchestrate one request."""
-    for mid, text in texts.items():
-        m = rt.catalog.models[mid]
-        fakes.set_behaviour(m.provider, texts={m.name: text})
-    body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": prompt}]})
-
-    async def main():
-        ex = Exchange(rt.new_request_id(), "r", time.monotonic())
-        call = rt.decide(body, path="/v1/chat/completions", ex=ex, route_conf={"policy": policy})
-        assert not isinstance(call, Refusal), call
-        assert wants_orchestration(ex)
-        try:
-            return await orchestrate(rt, ex, ex.request, ex.decision)
-        finally:
-            await rt.stop()
-    return asyncio.run(main())
+    return orchestrated_answer(rt, fakes, texts, prompt, policy)
 
 
 def called(rt: Runtime, fakes: FakeProviders) -> list[str]:

@@ -2,14 +2,13 @@
 routing, the runtime's per-kind quorum over fake providers, and the eval's deployable policy through the real Router."""
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
 import yaml
+from conftest import orchestrated_answer
 
 from llm_router.classify.answer_kind import policy_kind
 from llm_router.config import ConfigError, parse_config
@@ -21,11 +20,11 @@ from llm_router.fakes import FakeProviders
 from llm_router.learn import agreement as ag
 from llm_router.learn.fit import fold_ids
 from llm_router.learn.train import keys_of, requests_of
-from llm_router.orchestrate import orchestrate, wants_orchestration
+from llm_router.orchestrate import wants_orchestration
 from llm_router.orchestrate.agreement import settle
 from llm_router.orchestrate.params import param_problems, parse_params
 from llm_router.router import Router
-from llm_router.runtime import Exchange, Refusal, Runtime
+from llm_router.runtime import Exchange, Runtime
 
 # Written for this project.
 FOUR = ("Which metal is liquid at room temperature?\nA) iron\nB) mercury\nC) copper\nD) zinc\n"
@@ -147,21 +146,7 @@ def runtime(on_fakes):
 
 
 def answer(rt: Runtime, fakes: FakeProviders, texts: dict[str, str], prompt: str):
-    for mid, text in texts.items():
-        m = rt.catalog.models[mid]
-        fakes.set_behaviour(m.provider, texts={m.name: text})
-    body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": prompt}]})
-
-    async def main():
-        ex = Exchange(rt.new_request_id(), "r", time.monotonic())
-        call = rt.decide(body, path="/v1/chat/completions", ex=ex, route_conf={"policy": "ag"})
-        assert not isinstance(call, Refusal), call
-        assert wants_orchestration(ex)
-        try:
-            return await orchestrate(rt, ex, ex.request, ex.decision)
-        finally:
-            await rt.stop()
-    return asyncio.run(main())
+    return orchestrated_answer(rt, fakes, texts, prompt, "ag")
 
 
 def asked(rt: Runtime, fakes: FakeProviders) -> list[str]:
