@@ -112,10 +112,8 @@ def run_enable(args) -> int:
             if args.dry_run:
                 print(json.dumps(new, indent=2))
                 return 0
-            again = admin.get("routes", args.route_id)
-            if again is None or again.modified_index != stored.modified_index:
+            if not _put_unchanged(admin, args.route_id, stored, new):
                 return _fail(f"route {args.route_id!r} changed while it was being edited; nothing saved, run enable again")
-            admin.put("routes", args.route_id, new)
     except AdminError as exc:
         return _fail(str(exc))
     kept = sorted(set(new.get("plugins", {})) - {routes.PRE_REQ, routes.POST_RESP, routes.SPLIT})
@@ -127,6 +125,15 @@ def run_enable(args) -> int:
         print("warning: allow_degradation fails OPEN: with the runner down, the client's routing header and key "
               "reach traffic-split and the provider", file=sys.stderr)
     return 0
+
+
+def _put_unchanged(admin, route_id: str, stored, new: dict) -> bool:
+    """PUT the edited route only if nobody changed it since it was read (etcd modifiedIndex); False if someone did."""
+    again = admin.get("routes", route_id)
+    if again is None or again.modified_index != stored.modified_index:
+        return False
+    admin.put("routes", route_id, new)
+    return True
 
 
 def run_disable(args) -> int:
@@ -146,10 +153,8 @@ def run_disable(args) -> int:
             if args.dry_run:
                 print(json.dumps(new, indent=2))
                 return 0
-            again = admin.get("routes", args.route_id)
-            if again is None or again.modified_index != stored.modified_index:
+            if not _put_unchanged(admin, args.route_id, stored, new):
                 return _fail(f"route {args.route_id!r} changed while it was being edited; nothing saved, run disable again")
-            admin.put("routes", args.route_id, new)
     except AdminError as exc:
         return _fail(str(exc))
     print(f"llm-router disabled on route {args.route_id}; other plugins and the upstream kept")
