@@ -10,9 +10,9 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
+
+from conftest import wait_for
 
 from llm_router.gateways.apisix.emulator import (  # noqa: F401  (re-exported for the tests)
     Emulator, Outcome, ProtocolViolation, RouteConf, RPCError, SharedDict, build_extra_info_resp, build_prepare_conf,
@@ -25,19 +25,7 @@ FAKE_KEYS = {"OPENAI_API_KEY": "sk-test-openai-0001", "ANTHROPIC_API_KEY": "sk-a
              "MISTRAL_API_KEY": "mi-test-0005", "GEMINI_API_KEY": "gm-test-0006"}
 
 
-def wait_until(check: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
-    """Poll check() until truthy (exceptions count as not yet); fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception as exc:
-            last = exc
-        time.sleep(0.01)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f" (last: {last!r})" if last else ""))
+wait_until = wait_for  # the name the APISIX tests use
 
 
 def socket_dir() -> str:

@@ -32,17 +32,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(check, timeout: float = 30.0, what: str = "condition") -> None:
-    """Poll `check()` until it is truthy; fail with `what` after `timeout` seconds."""
+def wait_for(check, timeout: float = 30.0, what: str = "condition", interval: float = 0.02):
+    """Poll `check()` until it is truthy and return that value; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            if check():
-                return
+            value = check()
+            if value:
+                return value
         except Exception as exc:  # not ready yet
             last = exc
-        time.sleep(0.02)
+        time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last!r})" if last else ""))
 
 

@@ -11,11 +11,11 @@ import json
 import os
 import secrets
 import socket
-import time
 from pathlib import Path
 
 import orjson
 import pytest
+from conftest import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -37,20 +37,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception as exc:
-            last = exc
-        time.sleep(0.2)
-    raise TimeoutError(f"{what} not ready after {timeout}s (last: {last!r})")
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +108,8 @@ nginx_config:
         apisix.start()
         started.append(apisix)
         admin = f"http://127.0.0.1:{admin_port}"
-        _wait(lambda: httpx.get(f"{admin}/apisix/admin/routes", headers={"X-API-KEY": ADMIN_KEY}, timeout=2).status_code == 200,
-              120, "the APISIX Admin API")
+        wait_for(lambda: httpx.get(f"{admin}/apisix/admin/routes", headers={"X-API-KEY": ADMIN_KEY}, timeout=2).status_code == 200,
+                 120, "the APISIX Admin API", interval=0.2)
         yield {"admin": admin, "gateway": f"http://127.0.0.1:{gw_port}", "fakes": fakes, "config": str(cfg_path),
                "runner": runner, "apisix": apisix}
     finally:
@@ -152,9 +138,9 @@ def enabled_route(stack):
     assert _cli(stack, "enable", "llm", "--post-resp", "--conf", '{"extends": "default", "explain": true}') == 0
     stored = httpx.get(f"{stack['admin']}/apisix/admin/routes/llm", headers={"X-API-KEY": ADMIN_KEY}).json()["value"]
     assert "response-rewrite" in stored["plugins"] and stored["upstream_id"] == "llm-openai"
-    _wait(lambda: httpx.post(f"{stack['gateway']}/v1/chat/completions", timeout=10,
-                             json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]}).status_code == 200,
-          60, "the route to serve through the runner")
+    wait_for(lambda: httpx.post(f"{stack['gateway']}/v1/chat/completions", timeout=10,
+                                json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]}).status_code == 200,
+             60, "the route to serve through the runner", interval=0.2)
     return "llm"
 
 
