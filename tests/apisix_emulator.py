@@ -108,7 +108,8 @@ class RunnerThread:
         self._error: BaseException | None = None
 
     def start(self) -> "RunnerThread":
-        from llm_router.gateways.apisix.server import _new_loop, _serve_async, bind_socket
+        from llm_router.gateways.apisix.server import _serve_async, bind_socket
+        from llm_router.loop_thread import new_loop
 
         sock = bind_socket(self.path)
         ready = threading.Event()
@@ -118,7 +119,7 @@ class RunnerThread:
             ready.set()
 
         def main() -> None:
-            loop = self._loop = _new_loop()
+            loop = self._loop = new_loop()
             try:
                 loop.run_until_complete(_serve_async(sock, self.runner, ready=on_ready))
             except BaseException as exc:  # surfaced by stop()

@@ -7,7 +7,6 @@ transport, with a recording observer so tests can assert what reaches Runtime.on
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import shutil
 import socket
@@ -26,6 +25,7 @@ from llm_router.fakes import FakeProviders
 from llm_router.gateways.envoy.binary import EnvoyNotFound, envoy_path
 from llm_router.gateways.envoy.bootstrap import RouteSpec, build, spec_from_config
 from llm_router.gateways.envoy.stack import EnvoyProcess, ProcessorProcess, free_port, stop_all, wait_for, write_config
+from llm_router.loop_thread import LoopThread
 
 LADDER = {"LOW": "deepseek-v2", "MEDIUM": "llama-3-70b", "HIGH": "claude-3.5-sonnet", "CRITICAL": "gpt-4o"}
 BODY_LIMIT = 64 * 1024
@@ -129,65 +129,36 @@ class InThreadProcessor:
         self.transport = transport
         self.observer = observer or RecordingObserver()
         self.services = services  # optional: (RoutingService) -> opener, to replace a service in a test
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stop: asyncio.Event | None = None
+        self._thread = LoopThread("ext-proc")
+        self._server: Any = None
         self.runtime = None
         self.service = None  # the RoutingService, once started
 
     def start(self) -> "InThreadProcessor":
-        ready = threading.Event()
-        errors: list[BaseException] = []
+        from llm_router.credentials import Credentials
+        from llm_router.gateways.envoy.server import make_server, service_options
+        from llm_router.gateways.envoy.service import RoutingService
+        from llm_router.gateways.envoy.settings import EnvoySettings
+        from llm_router.router import build_catalog
+        from llm_router.runtime import Runtime
+        from llm_router.secrets.env import EnvStore
 
-        def run() -> None:
-            from llm_router.credentials import Credentials
-            from llm_router.gateways.envoy.server import make_server, service_options
-            from llm_router.gateways.envoy.service import RoutingService
-            from llm_router.gateways.envoy.settings import EnvoySettings
-            from llm_router.router import build_catalog
-            from llm_router.runtime import Runtime
-            from llm_router.secrets.env import EnvStore
+        async def up() -> None:
+            creds = Credentials.resolve(build_catalog(self.cfg), [EnvStore(self.env)], missing="skip")
+            self.runtime = Runtime(self.cfg, credentials=creds, observer=self.observer, telemetry=False)
+            service = self.service = RoutingService(self.runtime, service_options(EnvoySettings.from_config(self.cfg), self.cfg))
+            opener = self.services(service) if self.services is not None else service.services().open
+            self._server = make_server(self.transport, opener)
+            await self._server.start(self.address)
 
-            loop = asyncio.new_event_loop()
-            self._loop = loop
+        async def down() -> None:
+            await self._server.stop(2.0)
 
-            async def main() -> None:
-                self._stop = asyncio.Event()
-                try:
-                    creds = Credentials.resolve(build_catalog(self.cfg), [EnvStore(self.env)], missing="skip")
-                    self.runtime = Runtime(self.cfg, credentials=creds, observer=self.observer, telemetry=False)
-                    service = self.service = RoutingService(self.runtime,
-                                                            service_options(EnvoySettings.from_config(self.cfg), self.cfg))
-                    opener = self.services(service) if self.services is not None else service.services().open
-                    server = make_server(self.transport, opener)
-                    await server.start(self.address)
-                except BaseException as exc:
-                    errors.append(exc)
-                    ready.set()
-                    return
-                ready.set()
-                await self._stop.wait()
-                await server.stop(2.0)
-
-            try:
-                loop.run_until_complete(main())
-            finally:
-                loop.close()
-
-        self._thread = threading.Thread(target=run, name="ext-proc", daemon=True)
-        self._thread.start()
-        ready.wait(30)
-        if errors:
-            raise errors[0]
+        self._thread.start(up, down, timeout=30)
         return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._stop is not None and self._thread is not None:
-            try:
-                self._loop.call_soon_threadsafe(self._stop.set)
-            except RuntimeError:
-                pass
-            self._thread.join(10)
+        self._thread.stop()
 
 
 class HungProcessor:

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from llm_router.config import Config, load_config
 from llm_router.fakes.http import serve_connection
 from llm_router.fakes.providers import Behaviour, FakeProvider, Recorded, fake_key
+from llm_router.loop_thread import LoopThread
 
 
 class FakeProviders:
@@ -26,9 +26,7 @@ class FakeProviders:
         self._wanted_ports = dict(ports or {})
         self._env_names = dict(env_names or {})
         self._servers: list[asyncio.base_events.Server] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stopped: asyncio.Event | None = None
+        self._thread = LoopThread("fake-providers")
 
     @classmethod
     def from_config(cls, cfg: Config | None = None, *, behaviour: Behaviour | None = None, only_catalog_models: bool = True,
@@ -75,57 +73,15 @@ class FakeProviders:
 
     def start(self, timeout: float = 30.0) -> "FakeProviders":
         """Run in a background thread with its own event loop; returns once listening."""
-        ready = threading.Event()
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                import uvloop
-
-                loop = uvloop.new_event_loop()
-            except ImportError:
-                loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-
-            async def main() -> None:
-                self._stopped = asyncio.Event()
-                try:
-                    await self.start_async()
-                except BaseException as exc:
-                    errors.append(exc)
-                    ready.set()
-                    return
-                ready.set()
-                await self._stopped.wait()
-                await self.stop_async()
-
-            try:
-                loop.run_until_complete(main())
-            finally:
-                loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-providers", daemon=True)
-        self._thread.start()
-        if not ready.wait(timeout):
-            raise RuntimeError("fake providers did not start in time")
-        if errors:
-            raise errors[0]
+        self._thread.start(self.start_async, self.stop_async, timeout)
         return self
 
     def stop(self) -> None:
         """Stop the background thread (if started with start())."""
-        if self._thread is None or self._loop is None or self._stopped is None:
-            return
-        try:
-            self._loop.call_soon_threadsafe(self._stopped.set)
-        except RuntimeError:
-            pass
-        self._thread.join(10)
-        self._thread = None
+        self._thread.stop()
 
     def __enter__(self) -> "FakeProviders":
-        if self._thread is None and not self._servers:
+        if not self._thread.running and not self._servers:
             self.start()
         return self
 

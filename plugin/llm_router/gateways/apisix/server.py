@@ -21,6 +21,7 @@ from llm_router.config import Config, ConfigError, load_config
 from llm_router.gateways.apisix.framing import FrameReader
 from llm_router.gateways.apisix.runner import CLOSE, PLUGIN_NAME, Conversation, Deferred, Runner
 from llm_router.gateways.apisix.tokens import TOKEN_SPACE, TokenStore, ttl_from_env
+from llm_router.loop_thread import new_loop
 from llm_router.runtime import Runtime
 
 log = logging.getLogger("llm_router.apisix")
@@ -178,18 +179,9 @@ async def _serve_async(sock: socket.socket, runner: Runner, metrics_listen: str 
     log.info("runner %d stopped: %s", os.getpid(), runner.stats)
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-
-        return uvloop.new_event_loop()
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.new_event_loop()
-
-
 def run_process(sock: socket.socket, runner: Runner, metrics_listen: str | None = None) -> None:
     """Serve until SIGTERM/SIGINT in this process."""
-    loop = _new_loop()
+    loop = new_loop()
     asyncio.set_event_loop(loop)
     # config, catalog and models are long-lived: keep them out of every garbage collection
     gc.collect()
