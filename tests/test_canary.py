@@ -20,8 +20,7 @@ from conftest import free_port, wait_for
 from llm_router.config import load_config
 from llm_router.fakes import FakeProviders
 from llm_router.gateways.envoy.binary import EnvoyNotFound, envoy_path
-from llm_router.gateways.envoy.bootstrap import build, spec_from_config
-from llm_router.gateways.envoy.stack import EnvoyProcess, ProcessorProcess, stop_all, write_config
+from llm_router.gateways.envoy.stack import start_routed, stop_all, write_config
 
 CLIENT_KEY = "sk-client-canary-9f8e7d6c5b4a"
 
@@ -78,14 +77,8 @@ def test_no_key_leaves_through_envoy(fakes, tmp_path):
     short = Path(tempfile.mkdtemp(prefix="canary-", dir="/tmp"))
     procs = []
     try:
-        sock = f"unix:{short}/ext_proc.sock"
-        proc = ProcessorProcess(sock, short, config=cfg_path, env=fakes.env(), cli=True).start()
-        procs.append(proc)
-        listen = free_port()
-        spec = spec_from_config(cfg, listen=("127.0.0.1", listen), processor=sock, local_ports=fakes.ports,
-                                admin=("127.0.0.1", free_port()))
-        envoy = EnvoyProcess(build(spec), short).start()
-        procs.append(envoy)
+        stack = start_routed(cfg, short, procs, local_ports=fakes.ports, config=cfg_path, env=fakes.env(), cli=True)
+        proc, envoy, listen = stack.processor, stack.envoy, stack.port
         proc.wait_ready(60)
         envoy.wait_ready(60)
         seen: list[str] = []

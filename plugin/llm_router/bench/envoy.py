@@ -38,8 +38,8 @@ import orjson
 
 from llm_router.bench import envoy_inprocess
 from llm_router.config import load_config
-from llm_router.gateways.envoy.bootstrap import build, spec_from_config
-from llm_router.gateways.envoy.stack import EnvoyProcess, ProcessorProcess, free_port, stop_all, workdir, write_config
+from llm_router.gateways.envoy.stack import (EnvoyProcess, ProcessorProcess, free_port, start_routed, stop_all, workdir,
+                                             write_config)
 
 UPSTREAM_BODY = (b'{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"bench","choices":[{"index":0,'
                  b'"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],'
@@ -276,16 +276,9 @@ def _run(args, wd: Path, procs: list, classifier: str, transports: list[str]) ->
 
     def with_processor(name: str, service: str, transport: str, *, config=cfg, config_path=cfg_path,
                        local_ports=ports) -> Setup:
-        sock = f"unix:{wd}/{name}.sock"
-        proc = ProcessorProcess(sock, wd, config=config_path, service=service, transport=transport, name=f"{name}-proc",
-                                env=BENCH_KEYS).start()
-        procs.append(proc)
-        lp = free_port()
-        spec = spec_from_config(config, listen=("127.0.0.1", lp), processor=sock, local_ports=local_ports,
-                                admin=("127.0.0.1", free_port()))
-        env = EnvoyProcess(build(spec), wd, name=name).start()
-        procs.append(env)
-        return Setup(name, env, lp, proc)
+        stack = start_routed(config, wd, procs, local_ports=local_ports, envoy_name=name, socket_name=name,
+                             config=config_path, service=service, transport=transport, env=BENCH_KEYS, name=f"{name}-proc")
+        return Setup(name, stack.envoy, stack.port, stack.processor)
 
     setups.append(with_processor("noop", "noop", transports[0]))
     for t in transports:

@@ -165,9 +165,7 @@ def _run(args, cfg_user, items: list[dict[str, Any]]) -> dict[str, Any]:
     import httpx
 
     from llm_router.config import load_config
-    from llm_router.gateways.envoy.bootstrap import build, spec_from_config
-    from llm_router.gateways.envoy.stack import (EnvoyProcess, FakesProcess, ProcessorProcess, free_port, stop_all,
-                                                 workdir, write_config)
+    from llm_router.gateways.envoy.stack import FakesProcess, free_port, start_routed, stop_all, workdir, write_config
 
     procs: list[Any] = []
     progress = sys.stderr.isatty() or not args.json
@@ -187,17 +185,12 @@ def _run(args, cfg_user, items: list[dict[str, Any]]) -> dict[str, Any]:
             fakes = FakesProcess(wd, config=cfg_path, extra=["--fail", ",".join(failing)] if failing else []).start()
             procs.append(fakes)
             fakes.wait_ready(60)
-            sock = f"unix:{wd}/ext_proc.sock"
-            proc = ProcessorProcess(sock, wd, config=cfg_path, env=fakes.env, transport=args.transport).start()
-            procs.append(proc)
-            listen = free_port()
-            spec = spec_from_config(cfg, listen=("127.0.0.1", listen), processor=sock, local_ports=fakes.ports,
-                                    admin=("127.0.0.1", free_port()))
-            envoy = EnvoyProcess(build(spec), wd).start()
-            procs.append(envoy)
+            stack = start_routed(cfg, wd, procs, local_ports=fakes.ports, config=cfg_path, env=fakes.env,
+                                 transport=args.transport)
+            proc, envoy = stack.processor, stack.envoy
             proc.wait_ready(60)
             envoy.wait_ready(60)
-            base = f"http://127.0.0.1:{listen}"
+            base = f"http://127.0.0.1:{stack.port}"
             from llm_router.router import build_catalog
 
             catalog = build_catalog(cfg)

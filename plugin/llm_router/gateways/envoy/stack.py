@@ -15,13 +15,15 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from llm_router.config import Config
 from llm_router.gateways.envoy.binary import envoy_path
-from llm_router.gateways.envoy.bootstrap import render
+from llm_router.gateways.envoy.bootstrap import build, render, spec_from_config
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 PR_SET_PDEATHSIG = 1
@@ -192,6 +194,33 @@ class ProcessorProcess(Proc):
     def wait_ready(self, timeout: float = 60.0) -> "ProcessorProcess":
         wait_for(lambda: can_connect(self.address), timeout=timeout, what=self.name, proc=self)
         return self
+
+
+@dataclass
+class RoutedStack:
+    """A processor and the Envoy that routes through it, listening on 127.0.0.1:port."""
+
+    processor: ProcessorProcess
+    envoy: EnvoyProcess
+    port: int
+
+
+def start_routed(cfg: Config, workdir: Path, procs: list[Proc], *, local_ports: Mapping[str, int], envoy_name: str = "envoy",
+                 socket_name: str = "ext_proc", **processor: Any) -> RoutedStack:
+    """Start a processor (ProcessorProcess options in `processor`) and an Envoy for `cfg` in front of it.
+
+    Both are appended to `procs` as soon as they start, so the caller's stop_all() stops them;
+    neither is waited for here.
+    """
+    sock = f"unix:{workdir}/{socket_name}.sock"
+    proc = ProcessorProcess(sock, workdir, **processor).start()
+    procs.append(proc)
+    port = free_port()
+    spec = spec_from_config(cfg, listen=("127.0.0.1", port), processor=sock, local_ports=dict(local_ports),
+                            admin=("127.0.0.1", free_port()))
+    envoy = EnvoyProcess(build(spec), workdir, name=envoy_name).start()
+    procs.append(envoy)
+    return RoutedStack(proc, envoy, port)
 
 
 class FakesProcess(Proc):
