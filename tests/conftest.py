@@ -121,8 +121,8 @@ def on_fakes(fakes, monkeypatch):
     return config
 
 
-def orchestrated_answer(rt, fakes, texts: dict[str, str], prompt: str, policy: str):
-    """Give each named model a fixed answer text on the fakes, then decide and orchestrate one request."""
+def orchestrate_once(rt, policy: str, prompt: str, **extra):
+    """Decide and orchestrate one chat request under `policy`: (exchange, reply); the runtime is stopped in the same loop."""
     import asyncio
 
     import orjson
@@ -130,10 +130,7 @@ def orchestrated_answer(rt, fakes, texts: dict[str, str], prompt: str, policy: s
     from llm_router.orchestrate import orchestrate, wants_orchestration
     from llm_router.runtime import Exchange, Refusal
 
-    for mid, text in texts.items():
-        m = rt.catalog.models[mid]
-        fakes.set_behaviour(m.provider, texts={m.name: text})
-    body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": prompt}]})
+    body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": prompt}], **extra})
 
     async def main():
         ex = Exchange(rt.new_request_id(), "r", time.monotonic())
@@ -141,7 +138,15 @@ def orchestrated_answer(rt, fakes, texts: dict[str, str], prompt: str, policy: s
         assert not isinstance(call, Refusal), call
         assert wants_orchestration(ex)
         try:
-            return await orchestrate(rt, ex, ex.request, ex.decision)
+            return ex, await orchestrate(rt, ex, ex.request, ex.decision)
         finally:
             await rt.stop()
     return asyncio.run(main())
+
+
+def orchestrated_answer(rt, fakes, texts: dict[str, str], prompt: str, policy: str):
+    """Give each named model a fixed answer text on the fakes, then decide and orchestrate one request."""
+    for mid, text in texts.items():
+        m = rt.catalog.models[mid]
+        fakes.set_behaviour(m.provider, texts={m.name: text})
+    return orchestrate_once(rt, policy, prompt)[1]

@@ -1,14 +1,14 @@
 """Cascade, hedge and chain fallback by the runner itself, against real fake providers over HTTP."""
 from __future__ import annotations
 
-import asyncio
 import time
 
 import orjson
 import pytest
+from conftest import orchestrate_once
 
-from llm_router.orchestrate import orchestrate, wants_orchestration
-from llm_router.runtime import Exchange, Refusal, Runtime
+from llm_router.orchestrate import wants_orchestration
+from llm_router.runtime import Exchange, Runtime
 
 PROMPT = "Explain how a hash map handles collisions."
 CASCADE = {"strategy": "cascade", "explain": True, "params": {"scorer": "logprob", "floor": 0.6, "timeout_s": 5}}
@@ -25,18 +25,7 @@ def make(on_fakes):
 
 def ask(rt: Runtime, policy: str, prompt: str = PROMPT, **extra):
     """Decide and orchestrate one request; the orchestrator's client is closed in the same loop."""
-    body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": prompt}], **extra})
-
-    async def main():
-        ex = Exchange(rt.new_request_id(), "r", time.monotonic())
-        call = rt.decide(body, path="/v1/chat/completions", ex=ex, route_conf={"policy": policy})
-        assert not isinstance(call, Refusal), call
-        assert wants_orchestration(ex)
-        try:
-            return ex, await orchestrate(rt, ex, ex.request, ex.decision)
-        finally:
-            await rt.stop()
-    return asyncio.run(main())
+    return orchestrate_once(rt, policy, prompt, **extra)
 
 
 def chain_of(rt: Runtime, policy: str, **extra) -> list[str]:
