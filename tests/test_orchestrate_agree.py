@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from agree_prompts import CODE, FOUR, MATH, TWO
 from conftest import orchestrated_answer
 
 from llm_router.classify.answer_kind import answer_kind
@@ -13,13 +14,6 @@ from llm_router.orchestrate.params import CascadeParams, param_problems, parse_p
 from llm_router.router import Router
 from llm_router.runtime import Runtime
 
-# Written for this project.
-FOUR = ("Which metal is liquid at room temperature?\nA) iron\nB) mercury\nC) copper\nD) zinc\n"
-        "Print only a single choice from \"A\" or \"B\" or \"C\" or \"D\" without explanation.\nAnswer:")
-TWO = ("Maya lent her umbrella to Tom because _ was going out into the rain.\nA) Maya\nB) Tom\n"
-       "Print only a single choice from \"A\" or \"B\" without explanation. Answer:")
-MATH = "A baker sells 12 boxes of 6 rolls and 3 single rolls. How many rolls does she sell?"
-CODE = "Write a function that returns the largest of three numbers."
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -8,6 +8,7 @@ import numpy as np
 import orjson
 import pytest
 import yaml
+from agree_prompts import CODE, FOUR, MATH, TWO
 from conftest import orchestrated_answer
 
 from llm_router.classify.answer_kind import policy_kind
@@ -26,13 +27,6 @@ from llm_router.orchestrate.params import param_problems, parse_params
 from llm_router.router import Router
 from llm_router.runtime import Exchange, Runtime
 
-# Written for this project.
-FOUR = ("Which metal is liquid at room temperature?\nA) iron\nB) mercury\nC) copper\nD) zinc\n"
-        "Print only a single choice from \"A\" or \"B\" or \"C\" or \"D\" without explanation.\nAnswer:")
-TWO = ("Maya lent her umbrella to Tom because _ was going out into the rain.\nA) Maya\nB) Tom\n"
-       "Print only a single choice from \"A\" or \"B\" without explanation. Answer:")
-MATH = "A baker sells 12 boxes of 6 rolls and 3 single rolls. How many rolls does she sell?"
-CODE = "Write a function that returns the largest of three numbers."
 TEXT = "Tell me about the history of tea in two sentences."
 
 KINDS = {
