@@ -27,7 +27,7 @@ from llm_router.orchestrate.params import param_problems, parse_params
 from llm_router.router import Router
 from llm_router.runtime import Exchange, Runtime
 
-TEXT = "Tell me about the history of tea in two sentences."
+TEXT = "Tell me about the history of tea in two sentences."  # written for this project
 
 KINDS = {
     "choice:4": {"chain": ["deepseek-v2", "llama-3-70b", "gpt-4o"], "quorum": 2},
