@@ -204,6 +204,9 @@ class PolicyConf(_Strict):
     failure_mode: Literal["open", "closed"] = "closed"
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     seed: int | None = None
+    # Share of requests sent to a model drawn uniformly from the candidates, so the decision log
+    # holds outcomes of every model for `llm-router train` (each line records its propensity).
+    explore: float = Field(default=0.0, ge=0.0, le=1.0)
 
     @field_validator("ladder", mode="before")
     @classmethod

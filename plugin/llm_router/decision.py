@@ -23,6 +23,7 @@ class Decision:
     expected_output_tokens: int
     selection: str  # the strategy's reason
     mode: str = "fallback"  # "fallback": try the chain on failure; "cascade": escalate on a weak answer
+    propensity: float | None = None  # with policy explore on: the chance this request was sent to `model`
 
     @property
     def reason(self) -> str:

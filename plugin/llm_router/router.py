@@ -13,7 +13,7 @@ from llm_router.config import Config, ConfigError, PolicyConf, allowed_models, p
 from llm_router.decision import Decision, RouteError
 from llm_router.request import LLMRequest, RequestError, api_for_path, parse_request
 from llm_router.strategies import NoState, StateView, Strategy, make_strategy
-from llm_router.strategies.base import Context, by_capability, by_price
+from llm_router.strategies.base import Context, Selection, by_capability, by_price
 
 NO_STATE = NoState()
 # Client model names that mean "let the router choose".
@@ -162,18 +162,27 @@ class Router:
         ctx = Context(request=request, classification=classification, candidates=candidates, params=conf.params,
                       state=state, rng=self._rng, counter=counter, ladder=conf.ladder)
         if len(candidates) == 1:
-            from llm_router.strategies.base import Selection
-
             sel = Selection(candidates[0], f"only {candidates[0].id} is {'requested' if pinned else 'available'}")
         else:
             sel = policy.strategy.select(ctx)
+        strategy, propensity = policy.strategy.name, None
+        share = conf.explore
+        if share > 0.0 and not pinned and len(candidates) > 1:
+            k = len(candidates)
+            if self._rng.random() < share:
+                pick = candidates[self._rng.randrange(k)]
+                propensity = share / k + (1.0 - share) * (pick is sel.model)
+                sel = Selection(pick, f"explore: drawn from {k} models ({share:g} of requests explore)")
+                strategy = "explore"
+            else:
+                propensity = share / k + (1.0 - share)
         fallbacks = sel.fallbacks if sel.fallbacks is not None else self._fallbacks(sel.model, candidates, conf.fallbacks)
         expected_out = min(request.max_output_tokens, conf.expected_output_tokens) if request.max_output_tokens else conf.expected_output_tokens
         cost = sel.model.cost(request.input_tokens, expected_out)
         return Decision(
             model=sel.model, fallbacks=fallbacks, classification=classification, policy=policy.name,
-            strategy=policy.strategy.name, estimated_cost=cost, input_tokens=request.input_tokens,
-            expected_output_tokens=expected_out, selection=sel.reason, mode=sel.mode,
+            strategy=strategy, estimated_cost=cost, input_tokens=request.input_tokens,
+            expected_output_tokens=expected_out, selection=sel.reason, mode=sel.mode, propensity=propensity,
         )
 
     def _capable(self, request: LLMRequest, policy: Policy) -> tuple[tuple[Model, ...], str]:

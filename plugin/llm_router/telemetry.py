@@ -101,6 +101,8 @@ class Telemetry:
                        decided_model=d.model.id, fallbacks=[x.id for x in d.fallbacks], tier=c.tier.name, category=c.category,
                        confidence=c.confidence, score=c.score, reason=d.reason, estimated_input_tokens=d.input_tokens,
                        estimated_cost_usd=round(d.estimated_cost, 8), attempt=ex.attempt)
+            if d.propensity is not None:
+                rec["propensity"] = round(d.propensity, 6)
         if usage is not None:
             rec.update(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
         rec["cost_usd"] = round(cost, 8)
