@@ -1,9 +1,10 @@
-"""Routing outcome data sets (RouterBench CSV, RouteLLM CSV, LLMRouter JSON) as typed rows.
+"""Routing outcome data sets (RouterBench CSV, RouteLLM CSV, LLMRouter JSON, own traffic) as typed rows.
 
 Each format is detected from the file itself. All files given together must hold the same
 models; they become one `Dataset`: per prompt, every model's score (0..1) and the cost of
 that call in USD (measured where the data has it, estimated from prices otherwise; the
-`cost_note` says which).
+`cost_note` says which). Own traffic (the decision log plus feedback, `learn.traffic`) knows
+only the answering model's outcome per prompt: the other cells are NaN.
 """
 from __future__ import annotations
 
@@ -67,6 +68,8 @@ class Dataset:
     cost_note: str
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> rows left out
     sources: list[str] = field(default_factory=list)
+    # Own traffic: per row the logged chance its answering model was picked (NaN: not logged).
+    propensity: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -86,7 +89,8 @@ class Dataset:
         idx = np.asarray(index, dtype=int)
         return Dataset(self.format, self.models, [self.ids[i] for i in idx], [self.prompts[i] for i in idx],
                        [self.groups[i] for i in idx], self.scores[idx], self.costs[idx], self.cost_note,
-                       dict(self.skipped), list(self.sources))
+                       dict(self.skipped), list(self.sources),
+                       self.propensity[idx] if self.propensity is not None else None)
 
     def describe(self) -> str:
         """One line: format, size, models and what was skipped."""
@@ -109,7 +113,7 @@ def prompt_key(prompt: str) -> int:
 @dataclass(frozen=True, slots=True)
 class _File:
     path: Path
-    kind: str  # a FORMATS entry, or "prices", "queries", "exclude", "skip"
+    kind: str  # a FORMATS entry, or "decisions", "feedback", "prices", "queries", "exclude", "skip"
     why: str = ""
 
 
@@ -142,9 +146,16 @@ def detect(path: Path) -> _File:
             rec = json.loads(first) if first.strip() else {}
             if "eval_prompt" in rec:
                 return _File(path, "exclude")
+            from llm_router.learn import traffic
+
+            if isinstance(rec, dict) and traffic.is_decision(rec):
+                return _File(path, "decisions")
+            if isinstance(rec, dict) and traffic.is_feedback(rec):
+                return _File(path, "feedback")
             if {"task_name", "query"} <= set(rec):
                 return _File(path, "queries")
-            return _File(path, "skip", "JSONL without outcomes (e.g. MT-Bench questions or judgements): not supported")
+            return _File(path, "skip", "JSONL that is neither a decision log, feedback, nor outcomes (e.g. MT-Bench "
+                                       "questions or judgements): not supported")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DatasetError(f"{path}: cannot read: {exc}") from None
     raise DatasetError(f"{path}: unsupported file type {suffix or '(none)'}; expected .csv (RouterBench, RouteLLM) "
@@ -187,6 +198,10 @@ def load(paths: Iterable[str | Path], *, exclude: Iterable[str | Path] = ()) -> 
     (they are also picked up from beside an LLMRouter outcome file).
     """
     files = expand([*paths, *exclude])
+    logs = [f.path for f in files if f.kind == "decisions"]
+    feedback = [f.path for f in files if f.kind == "feedback"]
+    if logs or feedback:
+        return _load_own_traffic(files, logs, feedback)
     kinds = Counter(f.kind for f in files if f.kind in FORMATS)
     if not kinds:
         seen = ", ".join(f"{f.path.name} ({f.kind})" for f in files) or "nothing"
@@ -214,6 +229,20 @@ def load(paths: Iterable[str | Path], *, exclude: Iterable[str | Path] = ()) -> 
         ds = ds.subset(keep)
         ds.skipped = skipped
     return ds
+
+
+def _load_own_traffic(files: list[_File], logs: list[Path], feedback: list[Path]) -> Dataset:
+    """Decision log lines joined with feedback lines (`learn.traffic`)."""
+    from llm_router.learn.traffic import load_traffic
+
+    others = sorted({f.kind for f in files if f.kind in FORMATS})
+    if others:
+        raise DatasetError(f"a decision log cannot be combined with {', '.join(others)} data; give one format at a time")
+    if not logs:
+        raise DatasetError("feedback lines were given without the decision log they rate (metrics.decision_log)")
+    if not feedback:
+        raise DatasetError("a decision log was given without feedback: add a JSONL file of {\"request_id\", \"score\" 0..1} lines")
+    return load_traffic(logs, feedback)
 
 
 def _read_excluded(path: Path) -> set[str]:

@@ -47,6 +47,13 @@ def run(args) -> int:
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from llm_router.learn.traffic import partial
+
+    if partial(ds):
+        print("error: this data (a decision log with feedback) holds only the answering model's outcome per prompt; "
+              "eval compares every model on every prompt, so it needs a data set with all models' outcomes "
+              "(train on the log with `llm-router train`, then `llm-router eval --data FULL --router MODEL`)", file=sys.stderr)
+        return 2
     model = None
     kind = args.features
     if args.router:

@@ -6,10 +6,11 @@ import time
 
 from llm_router.datasets import DatasetError, load
 from llm_router.learn.features import EMBEDDERS, Featurizer, load_embedder
+from llm_router.learn.fit import MIN_ROWS_PER_MODEL
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train the learned router from labelled outcomes (RouterBench, RouteLLM, LLMRouter)")
+    p = sub.add_parser("train", help="train the learned router from labelled outcomes (RouterBench, RouteLLM, LLMRouter, or your decision log plus feedback)")
     p.add_argument("--data", nargs="+", required=True, metavar="PATH", help="data files or folders; the format is detected")
     p.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.npz)")
     p.add_argument("--features", choices=EMBEDDERS, default="static",
@@ -41,10 +42,19 @@ def run(args) -> int:
         return 2
     path = model.save(args.out)
     meta = model.meta
+    cv = f"CV log-loss {min(meta['cv_logloss'].values()):.4f}" if meta["cv_logloss"] else "mean rates only"
     print(f"trained on {meta['rows']} prompts in {time.perf_counter() - t0:.1f} s; ridge l2={meta['l2']:g} "
-          f"(CV log-loss {min(meta['cv_logloss'].values()):.4f}); features {model.features}")
+          f"({cv}); features {model.features}")
     ops = ", ".join(f"{float(k):.0%} of best -> tradeoff {v['tradeoff']:.4g}" for k, v in meta["operating_points"].items())
     print(f"operating points (picked on out-of-fold predictions of the training rows): {ops}")
+    if "rows_per_model" in meta:
+        rows = ", ".join(f"{m} {n}" for m, n in meta["rows_per_model"].items())
+        print(f"own traffic: each model fitted on the requests it answered ({rows}); qualities and operating points "
+              f"are doubly robust estimates weighted by the logged propensity ({meta['propensity_logged']} of "
+              f"{meta['rows']} lines carry one: policy `explore`)")
+        if meta["not_routed"]:
+            print(f"not routed to (fewer than {MIN_ROWS_PER_MODEL} answered requests with feedback; keep exploring): "
+                  + ", ".join(meta["not_routed"]))
     print(f"wrote {path}")
     print("use it: classifiers: {learned: {model: %s}}; a policy with classifier: learned, strategy: quality_gate, "
           "params: {tradeoff: %.4g} (or min_quality / relative)" % (path, meta["operating_points"]["0.95"]["tradeoff"]))

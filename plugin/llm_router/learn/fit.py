@@ -114,3 +114,60 @@ def fit(x: np.ndarray, y: np.ndarray, keys: np.ndarray, *, l2: float | None = No
     w, b = _Ridge((x - mean) / scale, y).weights(best)
     fitted = Fitted(mean, scale, w * a, b * a + c, best, losses)
     return fitted, _sigmoid(scores[best] * a + c)
+
+
+# Below this many answered requests a model gets its observed mean rate, with no prompt signal:
+# on fewer rows a 264-feature fit is mostly noise, and the router would chase it.
+MIN_ROWS_PER_MODEL = 100
+
+
+def _fit_column(x: np.ndarray, y: np.ndarray, keys: np.ndarray, mean: np.ndarray, scale: np.ndarray, *,
+                l2: float | None, folds: int, grid: tuple[float, ...]) -> tuple[np.ndarray, float, float | None, dict]:
+    """One model's weights and bias on the standardisation (mean, scale), fitted on its observed rows.
+
+    Too few rows, or one outcome only: zero weights and the (Laplace-smoothed) mean rate.
+    """
+    if len(y) < MIN_ROWS_PER_MODEL or y.min() == y.max():
+        rate = (float(y.sum()) + 1.0) / (len(y) + 2.0)
+        return np.zeros(x.shape[1]), float(np.log(rate / (1.0 - rate))), None, {}
+    f, _ = fit(x, y[:, None], keys, l2=l2, folds=folds, grid=grid)
+    # Re-express on the given standardisation: (x - M)/S @ w' + b' == (x - m)/s @ w + b.
+    w = f.weights[:, 0] * scale / f.scale
+    b = float(f.bias[0] + ((mean - f.mean) / f.scale) @ f.weights[:, 0])
+    return w, b, f.l2, f.cv_logloss
+
+
+def fit_partial(x: np.ndarray, y: np.ndarray, keys: np.ndarray, *, l2: float | None = None, folds: int = 5,
+                grid: tuple[float, ...] = L2_GRID) -> tuple[Fitted, np.ndarray, list[dict]]:
+    """`fit` where y is NaN for outcomes never observed (own traffic: only the answering model's score).
+
+    Each model is fitted on the rows it answered. The probabilities returned for every row and model
+    are cross-fitted: row r's come from models fitted without r's fold, observed or not, so picking
+    by them and correcting them on the observed rows (`operating.logged_quality`) stays unbiased.
+    Returns the model fitted on all rows (its l2: the median over models), those probabilities, and
+    per model the rows it was fitted on and its ridge strength (None: its mean rate is used).
+    """
+    n, m = y.shape
+    mean, scale = standardise(x)
+    xs = (x - mean) / scale
+    outer = fold_ids(np.asarray(keys) // 11, folds)  # other hash bits than the inner folds of `fit`
+    probs = np.zeros((n, m))
+    for f in np.unique(outer):
+        out, inn = outer == f, outer != f
+        for j in range(m):
+            obs = inn & ~np.isnan(y[:, j])
+            w, b, _, _ = _fit_column(x[obs], y[obs, j], keys[obs], mean, scale, l2=l2, folds=folds, grid=grid)
+            probs[out, j] = _sigmoid(xs[out] @ w + b)
+    weights = np.zeros((x.shape[1], m))
+    bias = np.zeros(m)
+    losses: dict[float, float] = {}
+    info: list[dict] = []
+    for j in range(m):
+        obs = ~np.isnan(y[:, j])
+        weights[:, j], bias[j], used, cv = _fit_column(x[obs], y[obs, j], keys[obs], mean, scale, l2=l2, folds=folds, grid=grid)
+        info.append({"rows": int(obs.sum()), "l2": used})
+        for s_, v in cv.items():
+            losses[s_] = losses.get(s_, 0.0) + v * obs.sum() / n
+    chosen = [i["l2"] for i in info if i["l2"] is not None]
+    l2_used = float(np.median(chosen)) if chosen else float(grid[0])
+    return Fitted(mean, scale, weights, bias, l2_used, losses), probs, info

@@ -45,6 +45,37 @@ def curve(p: np.ndarray, prices: np.ndarray, scores: np.ndarray, costs: np.ndarr
     return [Point(t, *measure(choose(p, prices, t), scores, costs)) for t in tradeoffs]
 
 
+def logged_quality(p: np.ndarray, choice: np.ndarray, served: np.ndarray, outcome: np.ndarray,
+                   propensity: np.ndarray) -> tuple[float, float]:
+    """Doubly robust estimate of the mean quality of `choice` from logs holding one outcome per row.
+
+    p: predicted quality (n, models), out-of-fold where observed; served/outcome: the model that
+    answered each row (-1: a model that cannot be chosen) and its score; propensity: per row, the
+    chance its answering model was picked for it. The prediction is corrected by the observed error wherever the
+    logged model is the one chosen, which undoes the optimism of picking by noisy predictions.
+    Returns the estimate and its standard error.
+    """
+    rows = np.arange(len(choice))
+    hit = choice == served
+    terms = p[rows, choice] + hit * (outcome - p[rows, served]) / propensity
+    return float(terms.mean()), float(terms.std() / np.sqrt(max(1, len(terms))))
+
+
+def logged_curve(p: np.ndarray, prices: np.ndarray, served: np.ndarray, outcome: np.ndarray, propensity: np.ndarray,
+                 z: float = 0.0, tradeoffs: tuple[float, ...] = TRADEOFFS) -> list[Point]:
+    """`curve` for logged traffic: doubly robust quality minus z standard errors, each model's mean price as its cost.
+
+    With z > 0 a point counts only the quality the logs vouch for, so a target is reached with
+    margin where the logs hold few outcomes of the cheaper models.
+    """
+    out = []
+    for t in tradeoffs:
+        c = choose(p, prices, t)
+        q, se = logged_quality(p, c, served, outcome, propensity)
+        out.append(Point(t, q - z * se, float(prices[c].mean() * 1000)))
+    return out
+
+
 def frontier_of(items: Iterable[T], cost: Callable[[T], float], quality: Callable[[T], float], eps: float = 1e-12) -> list[T]:
     """Items no other item beats on both cost and quality, by ascending cost."""
     out: list[T] = []

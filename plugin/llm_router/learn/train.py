@@ -1,14 +1,19 @@
 """Train a QualityModel on a Dataset: features, fit, and operating points picked on the training rows."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from llm_router.datasets import Dataset, prompt_key
 from llm_router.learn import operating
 from llm_router.learn.features import Featurizer
-from llm_router.learn.fit import fit
+from llm_router.learn.fit import MIN_ROWS_PER_MODEL, fit, fit_partial
 from llm_router.learn.model import QualityModel
+from llm_router.learn.traffic import partial as logged_traffic
 from llm_router.request import LLMRequest, parse_request
+
+LOGGED_Z = 1.64  # own traffic: operating points must reach their target this many standard errors below the estimate
 
 
 def requests_of(ds: Dataset) -> list[LLMRequest]:
@@ -21,8 +26,8 @@ def keys_of(ds: Dataset) -> np.ndarray:
 
 
 def model_prices(ds: Dataset) -> np.ndarray:
-    """Price of each model for the trade-off: its mean cost per call on these rows (USD)."""
-    return ds.costs.mean(0)
+    """Price of each model for the trade-off: its mean cost per call on these rows (USD; the calls it made, for own traffic)."""
+    return np.nanmean(ds.costs, 0) if np.isnan(ds.costs).any() else ds.costs.mean(0)
 
 
 def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = None, l2: float | None = None,
@@ -32,12 +37,55 @@ def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = N
         raise ValueError(f"need at least {2 * folds} prompts to train with {folds}-fold validation, got {len(ds)}")
     x = featurizer.matrix(requests_of(ds)) if x is None else x
     keys = keys_of(ds)
-    # Inner folds use other hash bits than the outer eval folds, so they are not aligned with them.
-    fitted, oof = fit(x.astype(np.float64), ds.scores, keys // 7, l2=l2, folds=folds)
     prices = model_prices(ds)
-    best = int(ds.scores.mean(0).argmax())
-    points = operating.curve(oof, prices, ds.scores, ds.costs)
-    picked = operating.pick(points, float(ds.scores[:, best].mean()))
+    extra: dict = {}
+    # Inner folds use other hash bits than the outer eval folds, so they are not aligned with them.
+    partial = logged_traffic(ds)
+    models = ds.models
+    if partial:
+        # Own traffic: one observed outcome per prompt. Qualities and operating points are doubly
+        # robust estimates (cross-fitted predictions corrected where the logged model is the chosen
+        # one), weighted by the logged propensity, or by the model's share of rows where none was
+        # logged (right only if it was picked independently of the prompt).
+        fitted, oof, info = fit_partial(x.astype(np.float64), ds.scores, keys // 7, l2=l2, folds=folds)
+        seen = ~np.isnan(ds.scores)
+        served = seen.argmax(1)
+        outcome = ds.scores[np.arange(len(ds)), served]
+        share = np.maximum(seen.mean(0), 1.0 / len(ds))[served]
+        logged = ds.propensity if ds.propensity is not None else np.full(len(ds), np.nan)
+        propensity = np.where(np.isnan(logged), share, logged)
+        # Only models with enough answered requests are routed to: on a few dozen outcomes a
+        # model's estimate is luck, and the router would chase it. The rest keep being explored.
+        keep = [j for j, i in enumerate(info) if i["rows"] >= MIN_ROWS_PER_MODEL]
+        if not keep:
+            counts = ", ".join(f"{mm} {i['rows']}" for mm, i in zip(ds.models, info))
+            raise ValueError(f"no model answered {MIN_ROWS_PER_MODEL} or more logged requests with feedback ({counts}); "
+                             "log more traffic")
+        served_k = np.array([keep.index(j) if j in keep else -1 for j in served])
+        oof, prices = oof[:, keep], prices[keep]
+        quality = np.array([operating.logged_quality(oof, np.full(len(ds), k), served_k, outcome, propensity)[0]
+                            for k in range(len(keep))])
+        points = operating.logged_curve(oof, prices, served_k, outcome, propensity, z=LOGGED_Z)
+        fitted = replace(fitted, weights=fitted.weights[:, keep], bias=fitted.bias[keep])
+        models = tuple(ds.models[j] for j in keep)
+        extra = {"rows_per_model": {mm: i["rows"] for mm, i in zip(ds.models, info)},
+                 "l2_per_model": {mm: i["l2"] for mm, i in zip(ds.models, info) if i["l2"] is not None},
+                 "not_routed": sorted(mm for j, mm in enumerate(ds.models) if j not in keep),
+                 "propensity_logged": int((~np.isnan(logged)).sum()),
+                 "quality_estimate": f"doubly robust from the logs; operating points reach their target at "
+                                     f"{LOGGED_Z:g} standard errors below the estimate"}
+    else:
+        fitted, oof = fit(x.astype(np.float64), ds.scores, keys // 7, l2=l2, folds=folds)
+        quality = ds.scores.mean(0)
+        points = operating.curve(oof, prices, ds.scores, ds.costs)
+    best = int(quality.argmax())
+    picked = operating.pick(points, float(quality[best]))
+    if partial:
+        # A target the logs cannot vouch for gets the most quality-seeking rule (trade-off 0), not
+        # the point whose noisy estimate happens to be highest.
+        for frac in picked:
+            if operating.cheapest_reaching(points, frac * float(quality[best])) is None:
+                picked[frac] = 0.0
     meta = {
         "embedder": featurizer.kind,
         "format": ds.format,
@@ -47,11 +95,12 @@ def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = N
         "cost_note": ds.cost_note,
         "l2": fitted.l2,
         "cv_logloss": {str(k): v for k, v in fitted.cv_logloss.items()},
-        "model_quality": dict(zip(ds.models, ds.scores.mean(0).tolist())),
-        "model_cost": dict(zip(ds.models, prices.tolist())),
-        "best_single": ds.models[best],
+        "model_quality": dict(zip(models, quality.tolist())),
+        "model_cost": dict(zip(models, prices.tolist())),
+        "best_single": models[best],
         "operating_points": {f"{frac:.2f}": {"tradeoff": t} for frac, t in picked.items()},
+        **extra,
     }
-    model = QualityModel(ds.models, fitted.mean, fitted.scale, fitted.weights, fitted.bias, featurizer.fingerprint(),
+    model = QualityModel(models, fitted.mean, fitted.scale, fitted.weights, fitted.bias, featurizer.fingerprint(),
                          meta, np.unique(keys))
     return model, oof

@@ -1,0 +1,263 @@
+"""Training on your own traffic: decision log + feedback -> learned router, exploration, doubly robust operating points."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from llm_router.accounting import Usage
+from llm_router.cli import main as cli_main
+from llm_router.config import parse_config
+from llm_router.credentials import Credentials
+from llm_router.datasets import DatasetError, chat_body, load
+from llm_router.learn import operating
+from llm_router.learn.fit import MIN_ROWS_PER_MODEL, fit_partial
+from llm_router.learn.traffic import load_traffic, partial, simulate
+from llm_router.router import Router, build_catalog
+from llm_router.runtime import Exchange, Refusal, Runtime
+
+FIX = Path(__file__).parent / "fixtures" / "learned"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _write(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(orjson.dumps(r).decode() + "\n" for r in records))
+    return path
+
+
+def _line(rid: str, model: str, prompt: str | None = "a prompt", status: int = 200, **extra) -> dict:
+    rec = {"request_id": rid, "route": "chat", "status": status, "model": model, "decided_model": extra.pop("decided", model),
+           "cost_usd": 0.001, **extra}
+    if prompt is not None:
+        rec["prompt"] = prompt
+    return rec
+
+
+def test_log_and_feedback_join_by_request_id(tmp_path):
+    log = _write(tmp_path / "decisions.jsonl", [
+        _line("r1", "cheap", "What is 2+2?", propensity=0.4),
+        _line("r2", "dear", "Prove Fermat's little theorem.", propensity=0.8),
+        _line("r3", "cheap", None),  # log_prompts was off
+        _line("r4", "cheap", "upstream failed", status=502),
+        _line("r5", "dear", "served after a fallback", decided="cheap"),
+        _line("r6", "cheap", "nobody rated this"),
+    ])
+    fb = _write(tmp_path / "feedback.jsonl", [
+        {"request_id": "r1", "score": 1.0}, {"request_id": "r1", "score": 0.5},  # two ratings: their mean
+        {"request_id": "r2", "good": False}, {"request_id": "r3", "score": 1}, {"request_id": "ghost", "good": True},
+    ])
+    ds = load([log, fb])  # both detected from their content
+    assert ds.format == "traffic" and partial(ds)
+    assert ds.ids == ["r1", "r2"] and ds.models == ("cheap", "dear")
+    assert ds.scores[0, 0] == 0.75 and np.isnan(ds.scores[0, 1])
+    assert ds.scores[1, 1] == 0.0 and np.isnan(ds.scores[1, 0])
+    assert ds.propensity.tolist() == [0.4, 0.8]
+    assert ds.skipped == {"log lines without a prompt (log_prompts off)": 1, "log lines without a 2xx answer": 1,
+                          "answered by a fallback model": 1, "answered requests without feedback": 1,
+                          "feedback without an answered request": 2}  # r3 (no prompt) and ghost
+    assert load([tmp_path]).ids == ["r1", "r2"]  # a folder holding both files works too
+
+
+@pytest.mark.parametrize("records, message", [
+    ([{"request_id": "r1", "score": 1.5}], r"feedback.jsonl:1: 'score' must be a number from 0 to 1, got 1.5"),
+    ([{"request_id": "r1", "good": "yes"}], r"feedback.jsonl:1: 'good' must be true or false"),
+    ([{"request_id": "r1", "score": True}], r"'score' must be a number"),
+])
+def test_bad_feedback_lines_are_named(tmp_path, records, message):
+    log = _write(tmp_path / "decisions.jsonl", [_line("r1", "cheap")])
+    fb = _write(tmp_path / "feedback.jsonl", records)
+    with pytest.raises(DatasetError, match=message):
+        load([log, fb])
+
+
+def test_bad_logs_and_missing_halves_are_named(tmp_path):
+    log = _write(tmp_path / "decisions.jsonl", [_line("r1", "cheap")])
+    fb = _write(tmp_path / "feedback.jsonl", [{"request_id": "r1", "score": 1}])
+    with pytest.raises(DatasetError, match="without feedback"):
+        load([log])
+    with pytest.raises(DatasetError, match="without the decision log"):
+        load([fb])
+    with pytest.raises(DatasetError, match="cannot be combined with routerbench"):
+        load([log, fb, FIX / "routerbench_small.csv"])
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(orjson.dumps(_line("r1", "cheap")).decode() + "\n{oops\n")
+    with pytest.raises(DatasetError, match=r"broken.jsonl:2: not valid JSON"):
+        load_traffic([broken], [fb])
+    _write(tmp_path / "badprop.jsonl", [_line("r1", "cheap", propensity=0)])
+    with pytest.raises(DatasetError, match=r"badprop.jsonl:1: 'propensity' must be a number in \(0, 1\]"):
+        load_traffic([tmp_path / "badprop.jsonl"], [fb])
+    unrated = _write(tmp_path / "other.jsonl", [{"request_id": "zzz", "score": 1}])
+    with pytest.raises(DatasetError, match="no answered request .* has both a logged prompt and feedback"):
+        load_traffic([log], [unrated])
+
+
+def test_fit_partial_and_doubly_robust_quality_track_the_truth():
+    """One observed outcome per row: cross-fitted predictions + DR estimate the quality of a routing rule."""
+    rng = np.random.default_rng(3)
+    n = 6000
+    x = rng.normal(size=(n, 6))
+    truth = np.stack([1 / (1 + np.exp(-2.5 * x[:, 0])), np.full(n, 0.9)], 1)  # cheap: depends on x0; dear: flat 0.9
+    outcomes = (rng.random((n, 2)) < truth).astype(float)
+    served = (rng.random(n) < 0.3).astype(int)  # 30% to the dear model, independently of the prompt
+    y = np.full((n, 2), np.nan)
+    y[np.arange(n), served] = outcomes[np.arange(n), served]
+    fitted, probs, info = fit_partial(x, y, np.arange(n) * 7919)
+    assert [i["rows"] for i in info] == [int((served == 0).sum()), int((served == 1).sum())]
+    # The cheap model's prediction follows x0 on every row, observed or not.
+    assert np.corrcoef(probs[:, 0], truth[:, 0])[0, 1] > 0.9
+    prop = np.where(served == 1, 0.3, 0.7)
+    for t in (0.0, 0.3, 1.0):
+        choice = operating.choose(probs, np.array([1.0, 20.0]), t)
+        est, se = operating.logged_quality(probs, choice, served, outcomes[np.arange(n), served], prop)
+        true_q = truth[np.arange(n), choice].mean()
+        assert abs(est - true_q) < max(4 * se, 0.02), (t, est, true_q, se)
+
+
+def _config(explore: float, log: Path | None = None, learned: str | None = None, params: dict | None = None) -> dict:
+    prov = {"p": {"base_url": "http://127.0.0.1:9", "auth": "none", "paths": {"chat": "/v1/chat/completions"}}}
+    models = {
+        "tiny-7b": {"provider": "p", "input_price": 0.1, "output_price": 0.1, "context_window": 100000, "tier": "LOW"},
+        "mid-34b": {"provider": "p", "input_price": 1.0, "output_price": 1.0, "context_window": 100000, "tier": "MEDIUM"},
+        "big-pro": {"provider": "p", "input_price": 10.0, "output_price": 10.0, "context_window": 100000, "tier": "CRITICAL"},
+    }
+    policy: dict = {"classifier": "rules", "strategy": "ladder", "explore": explore,
+                    "ladder": {"LOW": "big-pro", "MEDIUM": "big-pro", "HIGH": "big-pro", "CRITICAL": "big-pro"}}
+    out: dict = {"providers": prov, "models": models, "seed": 11, "policies": {"default": policy}}
+    if learned:
+        out["classifiers"] = {"learned": {"model": learned}}
+        out["policies"]["default"] = {"classifier": "learned", "strategy": "quality_gate", "params": params or {}}
+    if log:
+        out["metrics"] = {"listen": "127.0.0.1:0", "decision_log": str(log), "log_prompts": True, "redact_pii": False}
+    return out
+
+
+def test_explore_sends_a_share_at_random_and_logs_its_propensity():
+    router = Router(parse_config(_config(0.3), with_defaults=False))
+    body = chat_body("Summarise this paragraph in one line.")
+    decisions = [router.route(body)[1] for _ in range(3000)]
+    explored = [d for d in decisions if d.strategy == "explore"]
+    assert 0.26 < len(explored) / len(decisions) < 0.34
+    assert {d.model.id for d in explored} == {"tiny-7b", "mid-34b", "big-pro"}
+    assert all(d.reason.endswith("(0.3 of requests explore)") for d in explored)
+    # P(model) = 0.3/3 for a drawn model, plus 0.7 for the ladder's pick (big-pro).
+    by_model = {d.model.id: d.propensity for d in decisions}
+    assert by_model["tiny-7b"] == pytest.approx(0.1) and by_model["big-pro"] == pytest.approx(0.8)
+    again = Router(parse_config(_config(0.3), with_defaults=False))
+    assert [again.route(body)[1].model.id for _ in range(200)] == [d.model.id for d in decisions[:200]]  # seeded
+    plain = Router(parse_config(_config(0.0), with_defaults=False)).route(body)[1]
+    assert plain.propensity is None and plain.strategy == "ladder"
+    pinned = Router(parse_config({**_config(1.0), "policies": {"default": {**_config(1.0)["policies"]["default"],
+                                                                             "client_model": "honor"}}}, with_defaults=False))
+    asked = [pinned.route(orjson.dumps({"model": "mid-34b", "messages": [{"role": "user", "content": "hi"}]}))[1] for _ in range(50)]
+    assert {d.model.id for d in asked} == {"mid-34b"} and all(d.propensity is None for d in asked)
+
+
+def test_explore_must_be_a_share():
+    from llm_router.config import ConfigError
+
+    with pytest.raises(ConfigError, match="explore"):
+        parse_config(_config(1.5), with_defaults=False)
+
+
+def _fixture_rows() -> list[tuple[str, dict[str, float]]]:
+    ds = load([FIX / "routerbench_small.csv"])
+    return [(p, dict(zip(ds.models, s.tolist()))) for p, s in zip(ds.prompts, ds.scores)]
+
+
+def test_from_logged_traffic_to_a_trained_router(tmp_path, capsys):
+    """Runtime with explore on writes the log; feedback by request id; `llm-router train` on both; route with it."""
+    log = tmp_path / "decisions.jsonl"
+    rows = _fixture_rows()
+    cfg = parse_config(_config(1.0, log), with_defaults=False)
+    rt = Runtime(cfg, credentials=Credentials.resolve(build_catalog(cfg), []))
+    feedback = []
+
+    async def serve():
+        await rt.start()
+        try:
+            for i in range(6 * len(rows)):
+                prompt, scores = rows[i % len(rows)]
+                ex = Exchange(request_id=rt.new_request_id(), route="chat", started=0.0)
+                out = rt.decide(chat_body(prompt), path="/v1/chat/completions", ex=ex, headers=None)
+                assert not isinstance(out, Refusal)
+                rt.on_response(ex, 200, Usage(50, 20), 0.2, None)
+                feedback.append({"request_id": ex.request_id, "score": scores[ex.decision.model.id]})
+        finally:
+            await rt.stop()
+
+    asyncio.run(serve())
+    fb = _write(tmp_path / "feedback.jsonl", feedback)
+    out = tmp_path / "router.npz"
+    assert cli_main(["train", "--data", str(log), str(fb), "--out", str(out), "--features", "hashing"]) == 0
+    printed = capsys.readouterr().out
+    n = 6 * len(rows)
+    assert f"traffic: {n} prompts x 3 models" in printed and f"{n} of {n} lines carry one" in printed
+    from llm_router.learn.model import QualityModel
+
+    model = QualityModel.load(out)
+    assert set(model.models) == {"tiny-7b", "mid-34b", "big-pro"}
+    assert all(n >= MIN_ROWS_PER_MODEL for n in model.meta["rows_per_model"].values())
+    assert set(model.meta["operating_points"]) == {"0.95", "1.00"}
+    router = Router(parse_config(_config(0.0, learned=str(out), params={"min_quality": 0.8}), with_defaults=False))
+    easy = router.route(chat_body("Translate 'good morning' for Peru #91."))[1]
+    hard = router.route(chat_body("Prove that the sum of the first n odd numbers is a square, then apply it to Dan #8."))[1]
+    p_easy, p_hard = dict(easy.classification.quality), dict(hard.classification.quality)
+    assert p_easy["tiny-7b"] > 0.8 and p_hard["tiny-7b"] < 0.2  # tiny answered those well in the logs, and failed these
+    assert easy.model.id == "tiny-7b"
+    assert hard.model.id != "tiny-7b"
+
+
+def test_models_with_few_logged_answers_are_not_routed_to(tmp_path, capsys):
+    rows = _fixture_rows()
+    recs, fb = [], []
+    for i in range(4 * len(rows)):
+        prompt, scores = rows[i % len(rows)]
+        model = "tiny-7b" if i % 20 == 0 else "big-pro"  # tiny: 18 answers only
+        recs.append(_line(f"r{i}", model, prompt))
+        fb.append({"request_id": f"r{i}", "score": scores[model]})
+    log, fbp = _write(tmp_path / "d.jsonl", recs), _write(tmp_path / "f.jsonl", fb)
+    out = tmp_path / "m.npz"
+    assert cli_main(["train", "--data", str(log), str(fbp), "--out", str(out), "--features", "hashing"]) == 0
+    assert "not routed to (fewer than 100 answered requests with feedback; keep exploring): tiny-7b" in capsys.readouterr().out
+    from llm_router.learn.model import QualityModel
+
+    assert QualityModel.load(out).models == ("big-pro",)
+    few = _write(tmp_path / "few.jsonl", recs[:50])
+    assert cli_main(["train", "--data", str(few), str(fbp), "--out", str(out), "--features", "hashing"]) == 2
+    assert "no model answered 100 or more logged requests" in capsys.readouterr().err
+
+
+def test_eval_refuses_logs_and_names_why(tmp_path, capsys):
+    log = _write(tmp_path / "decisions.jsonl", [_line("r1", "cheap")])
+    fb = _write(tmp_path / "feedback.jsonl", [{"request_id": "r1", "score": 1}])
+    assert cli_main(["eval", "--data", str(log), str(fb)]) == 2
+    assert "holds only the answering model's outcome per prompt" in capsys.readouterr().err
+
+
+def test_simulated_logs_match_the_data_set(tmp_path):
+    ds = load([FIX / "routerbench_small.csv"])
+    summary = simulate(ds, tmp_path, explore=0.5, seed=2, holdout_fold=1)
+    logged = load_traffic([tmp_path / "decisions.jsonl"], [tmp_path / "feedback.jsonl"])
+    assert summary["logged"] == len(logged) and 0 < len(logged) < len(ds)
+    index = {p: i for i, p in enumerate(ds.prompts)}
+    for i, prompt in enumerate(logged.prompts):
+        j = int(np.nonzero(~np.isnan(logged.scores[i]))[0][0])
+        src = index[prompt]
+        assert logged.scores[i, j] == ds.scores[src, ds.models.index(logged.models[j])]
+        expected = 0.5 / 3 + 0.5 * (logged.models[j] == summary["best_single"])
+        assert logged.propensity[i] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.skipif(not (SHARED / "routellm" / "mmlu").is_dir(), reason="needs ../shared/data/routellm/mmlu beside the repo")
+def test_mmlu_router_learned_from_logs_reaches_the_target_on_held_out_prompts(tmp_path):
+    """20% exploration, the rest to GPT-4: the router trained on those logs keeps >= 95% quality on unseen prompts."""
+    from llm_router.learn.traffic import learning_curve
+
+    ds = load([SHARED / "routellm" / "mmlu"])
+    result = learning_curve(ds, [0.2], work=tmp_path)
+    run = result["runs"]["0.2"]["0.95"]
+    assert run["reached"] and run["relative_quality"] >= 0.95
+    assert run["saving_vs_best"] > 0.15
