@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-
 from llm_router.accounting import Usage
 from llm_router.cli import main as cli_main
 from llm_router.config import parse_config
@@ -104,7 +103,7 @@ def test_fit_partial_and_doubly_robust_quality_track_the_truth():
     served = (rng.random(n) < 0.3).astype(int)  # 30% to the dear model, independently of the prompt
     y = np.full((n, 2), np.nan)
     y[np.arange(n), served] = outcomes[np.arange(n), served]
-    fitted, probs, info = fit_partial(x, y, np.arange(n) * 7919)
+    _, probs, info = fit_partial(x, y, np.arange(n) * 7919)
     assert [i["rows"] for i in info] == [int((served == 0).sum()), int((served == 1).sum())]
     # The cheap model's prediction follows x0 on every row, observed or not.
     assert np.corrcoef(probs[:, 0], truth[:, 0])[0, 1] > 0.9
@@ -261,3 +260,75 @@ def test_mmlu_router_learned_from_logs_reaches_the_target_on_held_out_prompts(tm
     run = result["runs"]["0.2"]["0.95"]
     assert run["reached"] and run["relative_quality"] >= 0.95
     assert run["saving_vs_best"] > 0.15
+
+
+def test_feedback_endpoint_collects_lines_that_train_reads(tmp_path):
+    """POST /v1/feedback beside /metrics: validated, appended to metrics.feedback_log, counted, readable by train."""
+    import httpx
+
+    log, fb_path = tmp_path / "decisions.jsonl", tmp_path / "feedback.jsonl"
+    data = _config(1.0, log)
+    data["metrics"]["feedback_log"] = str(fb_path)
+    cfg = parse_config(data, with_defaults=False)
+    rt = Runtime(cfg, credentials=Credentials.resolve(build_catalog(cfg), []))
+
+    async def go():
+        await rt.start()
+        try:
+            ids = []
+            for prompt in ("What is the capital of Peru?", "Prove that sqrt(2) is irrational."):
+                ex = Exchange(request_id=rt.new_request_id(), route="chat", started=0.0)
+                rt.decide(chat_body(prompt), path="/v1/chat/completions", ex=ex, headers=None)
+                rt.on_response(ex, 200, Usage(10, 5), 0.1, None)
+                ids.append(ex.request_id)
+            host, port = rt.metrics_address
+            url = f"http://{host}:{port}/v1/feedback"
+
+            def post(content: bytes):
+                return httpx.post(url, content=content, headers={"content-type": "application/json"}, timeout=10)
+
+            replies = [await asyncio.to_thread(post, orjson.dumps({"request_id": ids[0], "score": 0.9})),
+                       await asyncio.to_thread(post, orjson.dumps([{"request_id": ids[1], "good": False}])),
+                       await asyncio.to_thread(post, b"{broken"),
+                       await asyncio.to_thread(post, orjson.dumps({"request_id": ids[0], "score": 7})),
+                       await asyncio.to_thread(post, orjson.dumps({"request_id": "bad id with spaces", "good": True})),
+                       await asyncio.to_thread(post, orjson.dumps({"request_id": ids[0]})),
+                       await asyncio.to_thread(post, b"[" + b"1," * 600_000 + b"1]"),
+                       await asyncio.to_thread(httpx.get, url, timeout=10)]
+            metrics = (await asyncio.to_thread(httpx.get, f"http://{host}:{port}/metrics", timeout=10)).text
+            return ids, replies, metrics
+        finally:
+            await rt.stop()
+
+    ids, replies, metrics = asyncio.run(go())
+    assert [r.status_code for r in replies] == [200, 200, 400, 400, 400, 400, 413, 405]
+    assert replies[0].json() == {"accepted": 1}
+    assert "not valid JSON" in replies[2].json()["error"]["message"]
+    err = replies[3].json()["error"]
+    assert err["param"] == "score" and "'score' must be a number from 0 to 1, got 7" in err["message"]
+    assert replies[4].json()["error"]["param"] == "request_id"
+    assert "give 'score'" in replies[5].json()["error"]["message"]
+    assert 'llm_router_feedback_total{result="accepted"} 2.0' in metrics
+    assert 'llm_router_feedback_total{result="rejected"} 5.0' in metrics
+    lines = [orjson.loads(x) for x in fb_path.read_text().splitlines()]
+    assert [(x["request_id"], x["score"]) for x in lines] == [(ids[0], 0.9), (ids[1], 0.0)]
+    ds = load([log, fb_path])  # the decision log and the endpoint's file join in train's loader
+    assert sorted(ds.ids) == sorted(ids)
+
+
+def test_feedback_endpoint_off_says_how_to_turn_it_on(tmp_path):
+    import httpx
+
+    cfg = parse_config(_config(0.0, tmp_path / "d.jsonl"), with_defaults=False)
+    rt = Runtime(cfg, credentials=Credentials.resolve(build_catalog(cfg), []))
+
+    async def go():
+        await rt.start()
+        try:
+            host, port = rt.metrics_address
+            return await asyncio.to_thread(httpx.post, f"http://{host}:{port}/v1/feedback", json={"request_id": "x", "good": True})
+        finally:
+            await rt.stop()
+
+    reply = asyncio.run(go())
+    assert reply.status_code == 404 and "metrics.feedback_log" in reply.json()["error"]["message"]

@@ -8,11 +8,19 @@ worth of CPU spent on bookkeeping.
 from __future__ import annotations
 
 import bisect
+import socket
 import threading
 from collections.abc import Iterator
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+import orjson
+from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 DECISION_BUCKETS = (25e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 0.01, 0.05)
@@ -104,6 +112,7 @@ class Metrics(Collector):
                                            ESTIMATE_RATIO_BUCKETS)
         self.budget_remaining = GaugeVec("llm_router_budget_remaining_usd", "USD left in a spend limit", ("scope",))
         self.breaker_open = GaugeVec("llm_router_breaker_open", "1 while a model's circuit breaker is open", ("model",))
+        self.feedback = CounterVec("llm_router_feedback", "Feedback lines posted to /v1/feedback", ("result",))
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -115,7 +124,7 @@ class Metrics(Collector):
     def _all(self):
         return (self.requests, self.responses, self.tokens, self.cost, self.saving, self.decision_seconds,
                 self.upstream_seconds, self.estimate_ratio, self.fallbacks, self.errors, self.budget_remaining,
-                self.breaker_open)
+                self.breaker_open, self.feedback)
 
     def collect(self) -> Iterator:
         for vec in self._all():
@@ -133,12 +142,68 @@ _servers: dict[tuple[str, int], object] = {}
 _lock = threading.Lock()
 
 
-def serve_metrics(metrics: Metrics, listen: str) -> tuple[str, int]:
-    """Serve /metrics on HOST:PORT (port 0 picks a free one) in a daemon thread; returns the bound address."""
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _ThreadingServer6(_ThreadingServer):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # no access log on stderr
+        pass
+
+
+def _app(metrics: Metrics, feedback: object | None):
+    """/metrics (and every other path) from prometheus-client; POST /v1/feedback into the feedback log."""
+    from llm_router.feedback import FeedbackError, parse
+
+    prometheus = make_wsgi_app(metrics.registry)
+
+    def reply(start_response, status: str, body: bytes) -> list[bytes]:
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    def app(environ, start_response):
+        if environ.get("PATH_INFO") != "/v1/feedback":
+            return prometheus(environ, start_response)
+        if feedback is None:
+            err = FeedbackError(404, "feedback is off: set metrics.feedback_log to a file to collect it")
+            return reply(start_response, "404 Not Found", err.body())
+        if environ.get("REQUEST_METHOD") != "POST":
+            return reply(start_response, "405 Method Not Allowed", FeedbackError(405, "POST feedback as JSON").body())
+        try:
+            size = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            size = -1
+        try:
+            from llm_router.feedback import MAX_BODY_BYTES
+
+            if size < 0 or size > MAX_BODY_BYTES:
+                raise FeedbackError(413, f"feedback body needs a Content-Length of at most {MAX_BODY_BYTES} bytes")
+            lines = parse(environ["wsgi.input"].read(size))
+        except FeedbackError as exc:
+            metrics.feedback.inc(("rejected",))
+            return reply(start_response, f"{exc.status} {'Payload Too Large' if exc.status == 413 else 'Bad Request'}", exc.body())
+        feedback.write(lines)  # type: ignore[attr-defined]
+        metrics.feedback.inc(("accepted",), len(lines))
+        return reply(start_response, "200 OK", orjson.dumps({"accepted": len(lines)}))
+
+    return app
+
+
+def serve_metrics(metrics: Metrics, listen: str, feedback: object | None = None) -> tuple[str, int]:
+    """Serve /metrics (and POST /v1/feedback into `feedback`, a FeedbackLog) on HOST:PORT in a daemon thread.
+
+    Port 0 picks a free one; returns the bound address.
+    """
     host, _, port = listen.rpartition(":")
-    host = host or "127.0.0.1"
+    host = host.strip("[]") or "127.0.0.1"
+    server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
     with _lock:
-        server, _thread = start_http_server(int(port), addr=host, registry=metrics.registry)
+        server = make_server(host, int(port), _app(metrics, feedback), server_class, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="llm-router-metrics", daemon=True).start()
         bound = server.server_address[:2]
         _servers[bound] = server
     return bound[0], bound[1]

@@ -149,6 +149,7 @@ class Runtime:
         self.shared = self.limits = self.metrics = self.telemetry = None
         self.orchestrator: Any = None  # llm_router.orchestrate: the runner's own calls (cascade, hedge), made on first use
         self._metrics_address: tuple[str, int] | None = None
+        self.feedback: Any = None  # llm_router.feedback.FeedbackLog, while /v1/feedback is served
         if observer is None and telemetry:
             self._build_telemetry(state_given=state is not NO_STATE, health_given=health is not None)
 
@@ -174,7 +175,7 @@ class Runtime:
                 raise ValueError(f"accounting: unknown fields {sorted(unknown)}")
             limits = SpendLimits(shared, parse_limits(cfg.accounting.get("limits", [])), list(self.catalog.models),
                                  routes=cfg.accounting.get("routes", []))
-            unknown = set(cfg.metrics) - {"listen", "decision_log", "log_prompts", "redact_pii"}
+            unknown = set(cfg.metrics) - {"listen", "decision_log", "log_prompts", "redact_pii", "feedback_log"}
             if unknown:
                 raise ValueError(f"metrics: unknown fields {sorted(unknown)}")
         except (ValueError, TypeError) as exc:
@@ -277,7 +278,12 @@ class Runtime:
         if self.metrics is not None and listen and self._metrics_address is None:
             from llm_router.metrics import serve_metrics
 
-            self._metrics_address = serve_metrics(self.metrics, listen)
+            feedback_log = self.config.metrics.get("feedback_log")
+            if feedback_log and self.feedback is None:
+                from llm_router.feedback import FeedbackLog
+
+                self.feedback = FeedbackLog(str(feedback_log))
+            self._metrics_address = serve_metrics(self.metrics, listen, self.feedback)
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -300,3 +306,6 @@ class Runtime:
 
             stop_metrics(self._metrics_address)
             self._metrics_address = None
+        if self.feedback is not None:
+            self.feedback.close()
+            self.feedback = None
