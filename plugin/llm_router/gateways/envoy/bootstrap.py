@@ -41,6 +41,8 @@ OBSERVE_FILTER = "llm_router.observe"
 ATTEMPT_FILTER = "llm_router.attempt"
 ROUTED_ROUTE = "llm-routed"
 PASSTHROUGH_CLUSTER = "llm_router_passthrough"  # the default upstream without upstream filters: unrouted traffic
+FEEDBACK_CLUSTER = "llm_router_feedback"  # the processor's metrics listener, for POST /v1/feedback
+FEEDBACK_PATH = "/v1/feedback"
 MAX_RETRIES_BREAKER = 10_000  # concurrent retries per cluster (Envoy's default of 3 would drop fallbacks under load)
 BUFFER_SLACK = 1 << 20  # Envoy's buffers hold the body limit plus the rewrite's growth
 PRODUCTION_PROCESSOR = "unix:/run/llm-router/ext_proc.sock"
@@ -88,6 +90,7 @@ class BootstrapSpec:
     answer_timeout_s: float = 120.0  # per attempt (default; the processor sets it per request)
     max_chain: int = MAX_CHAIN  # most models a chain may have
     max_message_timeout_s: float = 60.0  # how long the processor may ask Envoy to wait (a cascade or hedge answer)
+    feedback: tuple[str, int] | None = None  # the processor's metrics listener, when it takes POST /v1/feedback
 
 
 # ---- from config ------------------------------------------------------------------------
@@ -134,7 +137,20 @@ def spec_from_config(cfg: Config, *, listen: tuple[str, int], processor: str, lo
         answer_timeout_s=min(settings.answer_timeout_s, settings.route_timeout_s),
         max_chain=min(MAX_CHAIN, 1 + max((p.fallbacks for p in cfg.policies.values()), default=0)),
         max_message_timeout_s=settings.orchestrate_wait_s(cfg),
+        feedback=feedback_address(cfg),
     )
+
+
+def feedback_address(cfg: Config) -> tuple[str, int] | None:
+    """Where the processor takes feedback (metrics.listen, with metrics.feedback_log set), if at a fixed port."""
+    listen = cfg.metrics.get("listen")
+    if not cfg.metrics.get("feedback_log") or not listen:
+        return None
+    host, _, port = str(listen).rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+    return (host, int(port)) if port.isdigit() and int(port) > 0 else None
 
 
 # ---- the config tree --------------------------------------------------------------------
@@ -325,6 +341,8 @@ def routes(spec: BootstrapSpec) -> list[dict[str, Any]]:
     if spec.default_upstream not in by_name:
         raise ValueError(f"default upstream {spec.default_upstream!r} is not a cluster ({sorted(by_name)})")
     out: list[dict[str, Any]] = [routed_route(spec)]
+    if spec.feedback is not None:
+        out.insert(0, feedback_route())  # first: feedback never goes through the routing filter
     for i, rs in enumerate(spec.routes):
         route: dict[str, Any] = {
             "name": f"llm-{i}",
@@ -341,6 +359,17 @@ def routes(spec: BootstrapSpec) -> list[dict[str, Any]]:
             }}
         out.append(route)
     return out
+
+
+def feedback_route() -> dict[str, Any]:
+    """POST /v1/feedback to the processor's metrics listener, with the routing filter off."""
+    return {
+        "name": "llm-router-feedback",
+        "match": {"path": FEEDBACK_PATH},
+        "route": {"cluster": FEEDBACK_CLUSTER, "timeout": "10s"},
+        "typed_per_filter_config": {"envoy.filters.http.ext_proc": {
+            "@type": _T + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "disabled": True}},
+    }
 
 
 def http_connection_manager(spec: BootstrapSpec) -> dict[str, Any]:
@@ -488,6 +517,12 @@ def build(spec: BootstrapSpec) -> dict[str, Any]:
             "typed_config": {"@type": _T + "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
                              "max_active_downstream_connections": 50_000}}]},
     }
+    if spec.feedback is not None:
+        host, port = spec.feedback
+        boot["static_resources"]["clusters"].append({
+            "name": FEEDBACK_CLUSTER, "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": FEEDBACK_CLUSTER, "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}]}})
     if spec.admin is not None:
         boot["admin"] = {"address": {"socket_address": {"address": spec.admin[0], "port_value": spec.admin[1]}}}
     return boot
