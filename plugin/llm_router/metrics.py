@@ -113,6 +113,8 @@ class Metrics(Collector):
         self.budget_remaining = GaugeVec("llm_router_budget_remaining_usd", "USD left in a spend limit", ("scope",))
         self.breaker_open = GaugeVec("llm_router_breaker_open", "1 while a model's circuit breaker is open", ("model",))
         self.feedback = CounterVec("llm_router_feedback", "Feedback lines posted to /v1/feedback", ("result",))
+        for result in ("accepted", "rejected"):  # known label values start at 0, so rate() works from the first scrape
+            self.feedback.inc((result,), 0.0)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
