@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-from itertools import chain
 import unicodedata
 from pathlib import Path
 
@@ -63,7 +62,7 @@ class WordPiece:
         self.unk_id = vocab[unk]
         self.prefix = prefix
         self._map = _CharMap()
-        self._cache: dict[str, tuple[int, ...]] = {}  # raw chunk -> ids
+        self._cache: dict[str, bytes] = {}  # raw chunk -> its ids as int32 bytes
 
     @classmethod
     def from_file(cls, path: Path) -> "WordPiece":
@@ -101,23 +100,30 @@ class WordPiece:
 
     def encode(self, text: str, max_tokens: int = MAX_TOKENS) -> list[int]:
         """Token ids of a text without [CLS]/[SEP], at most max_tokens."""
+        return self.encode_array(text, max_tokens).tolist()
+
+    def encode_array(self, text: str, max_tokens: int = MAX_TOKENS) -> np.ndarray:
+        """`encode` as an int32 array: cached chunks are joined as bytes, with no Python int per token."""
         text = text[:MAX_CHARS]
         # Python's split() breaks at a few control characters that BERT deletes instead.
         if "\x0b" in text or "\x0c" in text or "\x85" in text or "\x1c" in text or "\x1d" in text \
                 or "\x1e" in text or "\x1f" in text:
             text = text.translate(_SPLIT_CONTROLS)
         cache = self._cache
-        # Whole whitespace-separated chunks are cached ("function?" is one dict lookup the next
-        # time); map and chain keep the per-chunk work in C.
+        # Whole whitespace-separated chunks are cached as their ids' int32 bytes ("function?" is one
+        # dict lookup the next time); map and join keep the per-chunk work in C.
         chunks = text.split()
         found = list(map(cache.get, chunks))
-        if None in found:
+        try:
+            data = b"".join(found)
+        except TypeError:  # a chunk not seen before
             for i, ids in enumerate(found):
                 if ids is None:
-                    ids = found[i] = self.chunk_ids(chunks[i])
+                    ids = found[i] = np.array(self.chunk_ids(chunks[i]), np.int32).tobytes()
                     if len(cache) < _CACHE_CHUNKS:
                         cache[chunks[i]] = ids
-        out = list(chain.from_iterable(found))
+            data = b"".join(found)
+        out = np.frombuffer(data, np.int32)
         return out[:max_tokens] if len(out) > max_tokens else out
 
 
@@ -143,11 +149,11 @@ class StaticEmbedder:
 
     def embed(self, text: str) -> np.ndarray:
         """Unit vector (dim,) for a text; all zeros when it has no tokens."""
-        ids = self.tokenizer.encode(text)
-        if not ids:
-            return np.zeros(self.dim, np.float32)
+        ids = self.tokenizer.encode_array(text)
         n = len(ids)
-        v = self._ones[:n] @ self.vectors.take(np.fromiter(ids, np.intp, n), axis=0)
+        if not n:
+            return np.zeros(self.dim, np.float32)
+        v = self._ones[:n] @ self.vectors.take(ids, axis=0)
         norm = float(np.sqrt(v @ v))
         return v / norm if norm > 0 else v
 
