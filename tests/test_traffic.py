@@ -43,10 +43,12 @@ def test_log_and_feedback_join_by_request_id(tmp_path):
         _line("r4", "cheap", "upstream failed", status=502),
         _line("r5", "dear", "served after a fallback", decided="cheap"),
         _line("r6", "cheap", "nobody rated this"),
+        _line("r7", "cheap", "a cascade: first answer"), _line("r7", "dear", "a cascade: escalated", decided="cheap"),
     ])
     fb = _write(tmp_path / "feedback.jsonl", [
         {"request_id": "r1", "score": 1.0}, {"request_id": "r1", "score": 0.5},  # two ratings: their mean
         {"request_id": "r2", "good": False}, {"request_id": "r3", "score": 1}, {"request_id": "ghost", "good": True},
+        {"request_id": "r7", "score": 1.0},  # rates the answer returned, which the log cannot tell
     ])
     ds = load([log, fb])  # both detected from their content
     assert ds.format == "traffic" and partial(ds)
@@ -55,8 +57,9 @@ def test_log_and_feedback_join_by_request_id(tmp_path):
     assert ds.scores[1, 1] == 0.0 and np.isnan(ds.scores[1, 0])
     assert ds.propensity.tolist() == [0.4, 0.8]
     assert ds.skipped == {"log lines without a prompt (log_prompts off)": 1, "log lines without a 2xx answer": 1,
-                          "answered by a fallback model": 1, "answered requests without feedback": 1,
-                          "feedback without an answered request": 2}  # r3 (no prompt) and ghost
+                          "answered by a fallback model": 1, "answered by several models (cascade, hedge)": 1,
+                          "answered requests without feedback": 1,
+                          "feedback without an answered request": 3}  # r3 (no prompt), ghost and r7
     assert load([tmp_path]).ids == ["r1", "r2"]  # a folder holding both files works too
 
 

@@ -75,9 +75,11 @@ def _text(rec: dict, key: str, where: str) -> str:
 def load_traffic(decision_files: list[Path], feedback_files: list[Path]) -> Dataset:
     """Answered requests that have a logged prompt and feedback, one row each (scores NaN but the answering model's)."""
     skipped = {"log lines without a prompt (log_prompts off)": 0, "log lines without a 2xx answer": 0,
-               "answered by a fallback model": 0, "answered requests without feedback": 0,
+               "answered by a fallback model": 0, "answered by several models (cascade, hedge)": 0,
+               "answered requests without feedback": 0,
                "feedback without an answered request": 0}
     answered: dict[str, tuple[str, str, float, str, float]] = {}  # request id -> prompt, model, cost, route, propensity
+    several: set[str] = set()  # requests with more than one answer: feedback rates the one returned, unknown here
     for path in decision_files:
         for n, rec in _lines(path):
             where = f"{path}:{n}"
@@ -93,6 +95,13 @@ def load_traffic(decision_files: list[Path], feedback_files: list[Path]) -> Data
                 continue
             rid = _text(rec, "request_id", where)
             model = _text(rec, "model", where)
+            if rid in several:
+                continue
+            if rid in answered:
+                several.add(rid)
+                del answered[rid]
+                skipped["answered by several models (cascade, hedge)"] += 1
+                continue
             if model != rec.get("decided_model"):
                 # The policy chose another model; this one answered because that one failed, so the
                 # prompt says nothing about how often this model is picked for it.
