@@ -411,3 +411,18 @@ def test_bootstrap_routes_feedback_only_when_it_is_collected(metrics, expected):
     if expected:
         assert names[0] == "llm-router-feedback"
         assert vhost["routes"][0]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True
+
+
+@pytest.mark.parametrize("strategy, params", [("cost_weighted", {}), ("round_robin", {})])
+def test_explore_propensity_on_a_randomised_strategy_is_the_true_chance(strategy, params):
+    """Measured frequencies of each model match the logged propensity (within sampling error)."""
+    data = _config(0.25)
+    data["policies"]["default"] = {"classifier": "rules", "strategy": strategy, "params": params, "explore": 0.25}
+    router = Router(parse_config(data, with_defaults=False))
+    body = chat_body("Summarise this paragraph in one line.")
+    decisions = [router.route(body)[1] for _ in range(6000)]
+    for model in ("tiny-7b", "mid-34b", "big-pro"):
+        logged = {round(d.propensity, 9) for d in decisions if d.model.id == model}
+        assert len(logged) == 1, logged  # the same prompt: the same chance, whichever branch picked it
+        seen = sum(d.model.id == model for d in decisions) / len(decisions)
+        assert abs(seen - logged.pop()) < 0.03, (model, seen)

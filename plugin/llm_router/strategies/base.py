@@ -52,6 +52,9 @@ class Selection:
     reason: str
     fallbacks: tuple[Model, ...] | None = None  # None: the router builds the chain
     mode: str = "fallback"
+    # A randomised strategy's chance of picking each model id for this request (None: deterministic);
+    # with policy `explore` on, the logged propensity is built from it.
+    chances: dict[str, float] | None = None
 
 
 class Strategy(Protocol):

@@ -21,4 +21,5 @@ class CostWeighted:
             if x <= 0:
                 break
         share = w / total
-        return Selection(model, f"cost-weighted among {len(allowed)} models allowed for {tier.name}: {model.id} (p={share:.2f})")
+        return Selection(model, f"cost-weighted among {len(allowed)} models allowed for {tier.name}: {model.id} (p={share:.2f})",
+                         chances={m.id: wm / total for m, wm in zip(allowed, weights)})

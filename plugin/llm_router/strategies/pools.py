@@ -25,7 +25,9 @@ class RoundRobin:
     def select(self, ctx: Context) -> Selection:
         pool = _pool(ctx)
         model = pool[ctx.counter % len(pool)]
-        return Selection(model, f"round-robin {ctx.counter % len(pool) + 1}/{len(pool)} -> {model.id}")
+        # The position in the rotation does not depend on the prompt: each member is equally likely.
+        return Selection(model, f"round-robin {ctx.counter % len(pool) + 1}/{len(pool)} -> {model.id}",
+                         chances={m.id: 1.0 / len(pool) for m in pool})
 
 
 class LeastUsed:
