@@ -227,6 +227,10 @@ def test_models_with_few_logged_answers_are_not_routed_to(tmp_path, capsys):
     from llm_router.learn.model import QualityModel
 
     assert QualityModel.load(out).models == ("big-pro",)
+    assert cli_main(["train", "--data", str(log), str(fbp), "--out", str(out), "--features", "hashing", "--min-answers", "10"]) == 0
+    assert set(QualityModel.load(out).models) == {"big-pro", "tiny-7b"}  # a smaller bar, for small deployments
+    assert cli_main(["train", "--data", str(log), str(fbp), "--out", str(out), "--min-answers", "0"]) == 2
+    assert "--min-answers must be at least 1" in capsys.readouterr().err
     few = _write(tmp_path / "few.jsonl", recs[:50])
     assert cli_main(["train", "--data", str(few), str(fbp), "--out", str(out), "--features", "hashing"]) == 2
     assert "no model answered 100 or more logged requests" in capsys.readouterr().err

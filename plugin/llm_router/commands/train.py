@@ -17,10 +17,15 @@ def register(sub) -> None:
                    help="prompt embedding: the shipped static MiniLM embeddings (default) or word hashing")
     p.add_argument("--embeddings", metavar="DIR", help="static embeddings folder (default: the built-in one)")
     p.add_argument("--l2", type=float, default=None, help="ridge strength (default: chosen by 5-fold CV)")
+    p.add_argument("--min-answers", type=int, default=MIN_ROWS_PER_MODEL, metavar="N",
+                   help=f"own traffic: route only to models with at least N rated answers (default {MIN_ROWS_PER_MODEL})")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.min_answers < 1:
+        print("error: --min-answers must be at least 1", file=sys.stderr)
+        return 2
     try:
         ds = load(args.data)
     except DatasetError as exc:
@@ -36,7 +41,7 @@ def run(args) -> int:
     from llm_router.learn.train import train_model
 
     try:
-        model, _ = train_model(ds, featurizer, l2=args.l2)
+        model, _ = train_model(ds, featurizer, l2=args.l2, min_answers=args.min_answers)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -53,7 +58,7 @@ def run(args) -> int:
               f"are doubly robust estimates weighted by the logged propensity ({meta['propensity_logged']} of "
               f"{meta['rows']} lines carry one: policy `explore`)")
         if meta["not_routed"]:
-            print(f"not routed to (fewer than {MIN_ROWS_PER_MODEL} answered requests with feedback; keep exploring): "
+            print(f"not routed to (fewer than {meta['min_answers']} answered requests with feedback; keep exploring): "
                   + ", ".join(meta["not_routed"]))
     print(f"wrote {path}")
     print("use it: classifiers: {learned: {model: %s}}; a policy with classifier: learned, strategy: quality_gate, "

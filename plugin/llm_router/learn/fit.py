@@ -122,12 +122,12 @@ MIN_ROWS_PER_MODEL = 100
 
 
 def _fit_column(x: np.ndarray, y: np.ndarray, keys: np.ndarray, mean: np.ndarray, scale: np.ndarray, *,
-                l2: float | None, folds: int, grid: tuple[float, ...]) -> tuple[np.ndarray, float, float | None, dict]:
+                l2: float | None, folds: int, grid: tuple[float, ...], min_rows: int) -> tuple[np.ndarray, float, float | None, dict]:
     """One model's weights and bias on the standardisation (mean, scale), fitted on its observed rows.
 
     Too few rows, or one outcome only: zero weights and the (Laplace-smoothed) mean rate.
     """
-    if len(y) < MIN_ROWS_PER_MODEL or y.min() == y.max():
+    if len(y) < max(min_rows, 2 * folds) or y.min() == y.max():
         rate = (float(y.sum()) + 1.0) / (len(y) + 2.0)
         return np.zeros(x.shape[1]), float(np.log(rate / (1.0 - rate))), None, {}
     f, _ = fit(x, y[:, None], keys, l2=l2, folds=folds, grid=grid)
@@ -138,7 +138,7 @@ def _fit_column(x: np.ndarray, y: np.ndarray, keys: np.ndarray, mean: np.ndarray
 
 
 def fit_partial(x: np.ndarray, y: np.ndarray, keys: np.ndarray, *, l2: float | None = None, folds: int = 5,
-                grid: tuple[float, ...] = L2_GRID) -> tuple[Fitted, np.ndarray, list[dict]]:
+                grid: tuple[float, ...] = L2_GRID, min_rows: int = MIN_ROWS_PER_MODEL) -> tuple[Fitted, np.ndarray, list[dict]]:
     """`fit` where y is NaN for outcomes never observed (own traffic: only the answering model's score).
 
     Each model is fitted on the rows it answered. The probabilities returned for every row and model
@@ -156,7 +156,8 @@ def fit_partial(x: np.ndarray, y: np.ndarray, keys: np.ndarray, *, l2: float | N
         out, inn = outer == f, outer != f
         for j in range(m):
             obs = inn & ~np.isnan(y[:, j])
-            w, b, _, _ = _fit_column(x[obs], y[obs, j], keys[obs], mean, scale, l2=l2, folds=folds, grid=grid)
+            w, b, _, _ = _fit_column(x[obs], y[obs, j], keys[obs], mean, scale, l2=l2, folds=folds, grid=grid,
+                                     min_rows=min_rows)
             probs[out, j] = _sigmoid(xs[out] @ w + b)
     weights = np.zeros((x.shape[1], m))
     bias = np.zeros(m)
@@ -164,7 +165,8 @@ def fit_partial(x: np.ndarray, y: np.ndarray, keys: np.ndarray, *, l2: float | N
     info: list[dict] = []
     for j in range(m):
         obs = ~np.isnan(y[:, j])
-        weights[:, j], bias[j], used, cv = _fit_column(x[obs], y[obs, j], keys[obs], mean, scale, l2=l2, folds=folds, grid=grid)
+        weights[:, j], bias[j], used, cv = _fit_column(x[obs], y[obs, j], keys[obs], mean, scale, l2=l2, folds=folds,
+                                                       grid=grid, min_rows=min_rows)
         info.append({"rows": int(obs.sum()), "l2": used})
         for s_, v in cv.items():
             losses[s_] = losses.get(s_, 0.0) + v * obs.sum() / n

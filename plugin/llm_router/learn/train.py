@@ -31,7 +31,7 @@ def model_prices(ds: Dataset) -> np.ndarray:
 
 
 def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = None, l2: float | None = None,
-                folds: int = 5) -> tuple[QualityModel, np.ndarray]:
+                folds: int = 5, min_answers: int = MIN_ROWS_PER_MODEL) -> tuple[QualityModel, np.ndarray]:
     """Fit on every row of `ds`; returns the model and its inner out-of-fold probabilities."""
     if len(ds) < 2 * folds:
         raise ValueError(f"need at least {2 * folds} prompts to train with {folds}-fold validation, got {len(ds)}")
@@ -47,7 +47,8 @@ def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = N
         # robust estimates (cross-fitted predictions corrected where the logged model is the chosen
         # one), weighted by the logged propensity, or by the model's share of rows where none was
         # logged (right only if it was picked independently of the prompt).
-        fitted, oof, info = fit_partial(x.astype(np.float64), ds.scores, keys // 7, l2=l2, folds=folds)
+        fitted, oof, info = fit_partial(x.astype(np.float64), ds.scores, keys // 7, l2=l2, folds=folds,
+                                        min_rows=min_answers)
         seen = ~np.isnan(ds.scores)
         served = seen.argmax(1)
         outcome = ds.scores[np.arange(len(ds)), served]
@@ -56,10 +57,10 @@ def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = N
         propensity = np.where(np.isnan(logged), share, logged)
         # Only models with enough answered requests are routed to: on a few dozen outcomes a
         # model's estimate is luck, and the router would chase it. The rest keep being explored.
-        keep = [j for j, i in enumerate(info) if i["rows"] >= MIN_ROWS_PER_MODEL]
+        keep = [j for j, i in enumerate(info) if i["rows"] >= min_answers]
         if not keep:
             counts = ", ".join(f"{mm} {i['rows']}" for mm, i in zip(ds.models, info))
-            raise ValueError(f"no model answered {MIN_ROWS_PER_MODEL} or more logged requests with feedback ({counts}); "
+            raise ValueError(f"no model answered {min_answers} or more logged requests with feedback ({counts}); "
                              "log more traffic")
         served_k = np.array([keep.index(j) if j in keep else -1 for j in served])
         oof, prices = oof[:, keep], prices[keep]
@@ -71,6 +72,7 @@ def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = N
         extra = {"rows_per_model": {mm: i["rows"] for mm, i in zip(ds.models, info)},
                  "l2_per_model": {mm: i["l2"] for mm, i in zip(ds.models, info) if i["l2"] is not None},
                  "not_routed": sorted(mm for j, mm in enumerate(ds.models) if j not in keep),
+                 "min_answers": min_answers,
                  "propensity_logged": int((~np.isnan(logged)).sum()),
                  "quality_estimate": f"doubly robust from the logs; operating points reach their target at "
                                      f"{LOGGED_Z:g} standard errors below the estimate"}
