@@ -245,8 +245,8 @@ def _load_own_traffic(files: list[_File], logs: list[Path], feedback: list[Path]
     return load_traffic(logs, feedback)
 
 
-def _read_excluded(path: Path) -> set[str]:
-    out = set()
+def json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) per non-blank line of a JSONL file; raises DatasetError naming the line."""
     with path.open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
@@ -255,9 +255,13 @@ def _read_excluded(path: Path) -> set[str]:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"{path}:{n}: not valid JSON: {exc}") from None
-            if isinstance(rec.get("eval_prompt"), str):
-                out.add(rec["eval_prompt"])
-    return out
+            if not isinstance(rec, dict):
+                raise DatasetError(f"{path}:{n}: expected a JSON object, got {type(rec).__name__}")
+            yield n, rec
+
+
+def _read_excluded(path: Path) -> set[str]:
+    return {rec["eval_prompt"] for _, rec in json_lines(path) if isinstance(rec.get("eval_prompt"), str)}
 
 
 def _score(value: str, where: str) -> float:

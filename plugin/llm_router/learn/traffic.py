@@ -16,12 +16,11 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-from llm_router.datasets import Dataset, DatasetError, load, prompt_key
+from llm_router.datasets import Dataset, DatasetError, json_lines, load, prompt_key
 
 FORMAT = "traffic"
 COST_NOTE = ("measured per request (decision log cost_usd); only the answering model's score and cost are known "
@@ -36,20 +35,6 @@ def is_decision(rec: dict) -> bool:
 def is_feedback(rec: dict) -> bool:
     """A feedback line: {"request_id": ..., "score": 0..1} or {"request_id": ..., "good": true|false}."""
     return "request_id" in rec and ("score" in rec or "good" in rec) and "decided_model" not in rec
-
-
-def _lines(path: Path) -> Iterable[tuple[int, dict]]:
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{n}: not valid JSON: {exc}") from None
-            if not isinstance(rec, dict):
-                raise DatasetError(f"{path}:{n}: expected a JSON object, got {type(rec).__name__}")
-            yield n, rec
 
 
 def feedback_value(rec: dict, where: str) -> float:
@@ -81,7 +66,7 @@ def load_traffic(decision_files: list[Path], feedback_files: list[Path]) -> Data
     answered: dict[str, tuple[str, str, float, str, float]] = {}  # request id -> prompt, model, cost, route, propensity
     several: set[str] = set()  # requests with more than one answer: feedback rates the one returned, unknown here
     for path in decision_files:
-        for n, rec in _lines(path):
+        for n, rec in json_lines(path):
             where = f"{path}:{n}"
             if not is_decision(rec):
                 raise DatasetError(f"{where}: not a decision log line (needs 'request_id' and 'decided_model')")
@@ -116,7 +101,7 @@ def load_traffic(decision_files: list[Path], feedback_files: list[Path]) -> Data
             answered[rid] = (prompt, model, float(cost), str(rec.get("route") or "default"), float(prop))
     feedback: dict[str, list[float]] = {}
     for path in feedback_files:
-        for n, rec in _lines(path):
+        for n, rec in json_lines(path):
             where = f"{path}:{n}"
             if not is_feedback(rec):
                 raise DatasetError(f"{where}: not a feedback line (needs 'request_id' and 'score' or 'good')")
