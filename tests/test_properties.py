@@ -77,3 +77,22 @@ def test_parser_raises_only_request_errors(body, api):
         parse_request(orjson.dumps(body), api)
     except RequestError as exc:
         assert exc.field and exc.message
+
+
+feedback_items = st.fixed_dictionaries({}, optional={"request_id": st.text(max_size=140) | json_values,
+                                                     "score": json_values, "good": json_values})
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(feedback_items, st.lists(feedback_items, max_size=5), json_values))
+def test_feedback_bodies_are_taken_or_refused_by_name(data):
+    """POST /v1/feedback: any JSON is either valid lines in 0..1 or a 4xx that names the field."""
+    from llm_router.feedback import FeedbackError, parse
+
+    try:
+        lines = parse(orjson.dumps(data))
+    except FeedbackError as exc:
+        assert exc.status in (400, 413) and exc.message
+        assert orjson.loads(exc.body())["error"]["message"] == exc.message
+        return
+    assert lines and all(0.0 <= x["score"] <= 1.0 and isinstance(x["request_id"], str) for x in lines)
