@@ -1,9 +1,10 @@
 """Your own traffic as training data: the decision log (with prompts) joined with feedback by request id.
 
 A logged request reveals one outcome: the score of the model that answered it. The loaded
-`Dataset` therefore holds NaN for every other model's score and cost; training fits each model
-on the requests it answered (`learn.fit`), which is unbiased only when which model answered did
-not depend on the prompt, e.g. a share of traffic spread at random (`simulate --explore`).
+`Dataset` therefore holds NaN for every other model's score and cost, and per row the logged
+propensity (policy `explore`). Training fits each model on the requests it answered
+(`learn.fit.fit_partial`) and estimates qualities doubly robustly with those propensities
+(`learn.operating.logged_quality`).
 
 `python -m llm_router.learn.traffic simulate --data PATH --out DIR [--explore E]` writes such a
 log and its feedback from a data set with every model's outcome, for the prompts outside one
