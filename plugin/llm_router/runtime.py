@@ -108,6 +108,50 @@ def consumer_of(headers: Any, header: str | None) -> str | None:
     return None
 
 
+# Config sections a running process cannot take on reload (see Runtime.prepare_reload).
+RESTART_SECTIONS = ("providers", "server", "secrets", "state", "accounting", "health", "metrics")
+
+
+async def reload_from_file(runtime: Runtime, path: str | None, adjust: Any = None) -> bool:
+    """SIGHUP: read the config file again and route with it; on any problem keep the old one and log why.
+
+    `adjust` maps the loaded config as the process's start did (an APISIX worker drops metrics.listen).
+    """
+    import asyncio
+    import logging
+
+    from llm_router.config import ConfigError, load_config
+
+    log = logging.getLogger("llm_router")
+    try:
+        config = await asyncio.to_thread(load_config, path)
+        if adjust is not None:
+            config = adjust(config)
+        router = await asyncio.to_thread(runtime.prepare_reload, config)
+    except ConfigError as exc:
+        log.error("config reload refused, still routing with the previous config: %s", "; ".join(exc.problems))
+        return False
+    except Exception as exc:  # noqa: BLE001 -- a reload must never take the process down
+        log.error("config reload failed (%s: %s), still routing with the previous config", type(exc).__name__, exc)
+        return False
+    runtime.apply_reload(config, router)
+    log.info("config reloaded from %s", path or "the built-in defaults")
+    return True
+
+
+def sighup_reloader(runtime: Runtime, path: str | None, adjust: Any = None) -> Any:
+    """A SIGHUP handler for the running event loop: one config reload at a time."""
+    import asyncio
+
+    lock = asyncio.Lock()
+
+    async def reload() -> None:
+        async with lock:
+            await reload_from_file(runtime, path, adjust)
+
+    return lambda: asyncio.ensure_future(reload())
+
+
 class Runtime:
     """Router + credentials + hooks, built once per config; adapters call decide()."""
 
@@ -135,10 +179,7 @@ class Runtime:
                                              self._apply_credentials, stores,
                                              refresh_s=float(config.secrets.get("refresh_s", 300)))
         self.credentials = credentials
-        # Models whose provider has no credential never leave the gateway without one: they are
-        # out of selection (with secrets.missing: skip; with 'error' loading has already failed).
-        self.keyless = frozenset(m.id for m in self.catalog.models.values()
-                                 if self.catalog.providers[m.provider].auth != "none" and not credentials.has(m.provider))
+        self.keyless = self._keyless()
         self.observer: Observer = observer or NullObserver()
         self.state = state
         self.health: HealthView = health or NoHealth()
@@ -196,6 +237,43 @@ class Runtime:
         self.credentials.replace_with(fresh)
         if self.telemetry is not None:
             self.telemetry.log.mask.set(self.credentials.values())
+
+    def _keyless(self) -> frozenset[str]:
+        # Models whose provider has no credential never leave the gateway without one: they are
+        # out of selection (with secrets.missing: skip; with 'error' loading has already failed).
+        return frozenset(m.id for m in self.catalog.models.values()
+                         if self.catalog.providers[m.provider].auth != "none" and not self.credentials.has(m.provider))
+
+    def prepare_reload(self, config: Config) -> Router:
+        """A router for `config`, when it changes only what a running process can take; else ConfigError.
+
+        Policies, classifiers (a retrained learned model file is read again) and the fields of
+        existing models (prices, tiers, quality, capabilities, tags) are taken. Providers, which
+        models exist and where they go, secrets, state, accounting, health, metrics and server
+        settings are bound to the gateway's clusters and to running background work: changing
+        them needs a restart, and the whole reload is refused naming them.
+        """
+        from llm_router.config import ConfigError
+
+        problems = [f"{name}: changed; restart the process to apply it" for name in RESTART_SECTIONS
+                    if getattr(config, name) != getattr(self.config, name)]
+        router = Router(config)
+        old, new = self.catalog.models, router.catalog.models
+        if set(old) != set(new):
+            added, removed = sorted(set(new) - set(old)), sorted(set(old) - set(new))
+            problems.append(f"models: {'added ' + ', '.join(added) if added else ''}{'; ' if added and removed else ''}"
+                            f"{'removed ' + ', '.join(removed) if removed else ''}; restart the process to apply it")
+        for mid in sorted(set(old) & set(new)):
+            if (old[mid].provider, old[mid].upstream) != (new[mid].provider, new[mid].upstream):
+                problems.append(f"models.{mid}: provider or upstream changed; restart the process to apply it")
+        if problems:
+            raise ConfigError(problems, "reload")
+        return router
+
+    def apply_reload(self, config: Config, router: Router) -> None:
+        """Route the next request with `router` (from prepare_reload); requests under way keep their decision."""
+        self.config, self.router, self.catalog = config, router, router.catalog
+        self.keyless = self._keyless()
 
     def new_request_id(self) -> str:
         """A unique, cheap request id: random per process, counter per request."""

@@ -22,7 +22,7 @@ from llm_router.gateways.apisix.framing import FrameReader
 from llm_router.gateways.apisix.runner import CLOSE, PLUGIN_NAME, Conversation, Deferred, Runner
 from llm_router.gateways.apisix.tokens import TOKEN_SPACE, TokenStore, ttl_from_env
 from llm_router.loop_thread import new_loop
-from llm_router.runtime import Runtime
+from llm_router.runtime import Runtime, sighup_reloader
 
 log = logging.getLogger("llm_router.apisix")
 
@@ -141,23 +141,30 @@ def build_runner(cfg: Config, opts: Options, runtime_factory: Callable[[Config],
     """Runtime + token store + runner for one process."""
     tokens = TokenStore(ttl=opts.ttl, base=opts.token_base, index=opts.index, stride=opts.stride,
                         shared_dir=opts.shared_dir)
-    if opts.index > 0 and cfg.metrics.get("listen"):
-        # one /metrics endpoint per runner: the first process serves it
-        cfg = cfg.model_copy(update={"metrics": {k: v for k, v in cfg.metrics.items() if k != "listen"}})
-    runtime = runtime_factory(cfg)
+    runtime = runtime_factory(worker_config(cfg, opts.index))
     redact_secrets(runtime.credentials.values())
     return Runner(runtime, tokens, plugin_name=opts.plugin_name)
 
 
+def worker_config(cfg: Config, index: int) -> Config:
+    """The config as worker `index` runs it: one /metrics endpoint per runner, served by the first process."""
+    if index > 0 and cfg.metrics.get("listen"):
+        return cfg.model_copy(update={"metrics": {k: v for k, v in cfg.metrics.items() if k != "listen"}})
+    return cfg
+
+
 async def _serve_async(sock: socket.socket, runner: Runner, metrics_listen: str | None = None,
-                       ready: Callable[[asyncio.Event], None] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (main thread) or until the event handed to `ready` is set."""
+                       ready: Callable[[asyncio.Event], None] | None = None, config_path: str | None = None,
+                       index: int = 0) -> None:
+    """Serve until SIGTERM/SIGINT (main thread) or until the event handed to `ready` is set; SIGHUP reloads the config."""
     loop = asyncio.get_running_loop()
     conns: set[RunnerProtocol] = set()
     stop = asyncio.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, sighup_reloader(runner.runtime, config_path,
+                                                               lambda cfg: worker_config(cfg, index)))
     await runner.runtime.start(metrics_listen=metrics_listen)
     server = await loop.create_unix_server(lambda: RunnerProtocol(runner, conns), sock=sock, backlog=BACKLOG)
     if ready:
@@ -179,7 +186,8 @@ async def _serve_async(sock: socket.socket, runner: Runner, metrics_listen: str 
     log.info("runner %d stopped: %s", os.getpid(), runner.stats)
 
 
-def run_process(sock: socket.socket, runner: Runner, metrics_listen: str | None = None) -> None:
+def run_process(sock: socket.socket, runner: Runner, metrics_listen: str | None = None, config_path: str | None = None,
+                index: int = 0) -> None:
     """Serve until SIGTERM/SIGINT in this process."""
     loop = new_loop()
     asyncio.set_event_loop(loop)
@@ -187,7 +195,7 @@ def run_process(sock: socket.socket, runner: Runner, metrics_listen: str | None 
     gc.collect()
     gc.freeze()
     try:
-        loop.run_until_complete(_serve_async(sock, runner, metrics_listen))
+        loop.run_until_complete(_serve_async(sock, runner, metrics_listen, config_path=config_path, index=index))
     finally:
         loop.close()
 
@@ -278,10 +286,11 @@ def serve(args) -> int:
                     "that routed the request (APISIX picks connections at random); use 1 process to account every one",
                     workers)
     try:
+        config_path = getattr(args, "config", None)
         if workers == 1:
-            run_process(sock, build_runner(cfg, opts), opts.metrics_listen)
+            run_process(sock, build_runner(cfg, opts), opts.metrics_listen, config_path)
         else:
-            _supervise(sock, cfg, opts, workers)
+            _supervise(sock, cfg, opts, workers, config_path)
     finally:
         sock.close()
         try:
@@ -291,11 +300,16 @@ def serve(args) -> int:
     return 0
 
 
-def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int) -> None:
-    """Pre-fork workers on the shared socket, share tokens through a private directory, respawn."""
+def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int, config_path: str | None = None) -> None:
+    """Pre-fork workers on the shared socket, share tokens through a private directory, respawn.
+
+    SIGHUP is passed to every worker (each reloads the config itself); the supervisor reads the
+    file too, so a worker it respawns later starts with the config the others run.
+    """
     shared = tempfile.mkdtemp(prefix="llm-router-apisix-tokens-")
     base = random.SystemRandom().randrange(1, TOKEN_SPACE)
     children: dict[int, int] = {}  # pid -> worker index
+    current = {"cfg": cfg}  # what a (re)spawned worker starts with; SIGHUP reads the file again
     stopping = False
 
     def spawn(index: int) -> None:
@@ -305,8 +319,10 @@ def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int) ->
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGHUP, signal.SIG_DFL)
                 wopts = Options(opts.plugin_name, opts.ttl, base, index, workers, shared)
-                run_process(sock, build_runner(cfg, wopts), opts.metrics_listen if index == 0 else None)
+                run_process(sock, build_runner(current["cfg"], wopts), opts.metrics_listen if index == 0 else None,
+                            config_path, index)
             except BaseException:
                 log.exception("worker %d failed", index)
                 code = 1
@@ -323,8 +339,20 @@ def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int) ->
             except ProcessLookupError:
                 pass
 
+    def on_hup(signum, frame) -> None:
+        try:
+            current["cfg"] = load_config(config_path)
+        except ConfigError as exc:
+            log.error("config reload refused in the supervisor: %s", "; ".join(exc.problems))
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGHUP)
+            except ProcessLookupError:
+                pass
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hup)
     try:
         for i in range(workers):
             if stopping:  # SIGTERM while starting: spawn no more

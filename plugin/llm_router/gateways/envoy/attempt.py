@@ -44,12 +44,16 @@ class AttemptService:
 
     def __init__(self, runtime: Runtime, namespace: str, local_reply_metadata: bytes):
         self.runtime = runtime
-        self.catalog = runtime.catalog
         self.namespace = namespace
         self.local_reply_metadata = local_reply_metadata
         self.route_header = runtime.route_header
         # Fixed headers any provider sets (e.g. anthropic-version): an earlier attempt's must not stay.
-        self.fixed_headers = tuple(sorted({name for p in self.catalog.providers.values() for name, _ in p.headers}))
+        self.fixed_headers = tuple(sorted({name for p in runtime.catalog.providers.values() for name, _ in p.headers}))
+
+    @property
+    def catalog(self):
+        """The runtime's catalog now (a config reload may replace it)."""
+        return self.runtime.catalog
 
 
 class AttemptSession:

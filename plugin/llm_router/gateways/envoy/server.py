@@ -76,8 +76,8 @@ def install_uvloop() -> bool:
 
 
 async def run(address: str, transport: str, build: Callable[[], tuple[Any, Callable, Any]], grace: float,
-              metrics: str | None = None) -> int:
-    """Start the service, listen, and run until SIGTERM/SIGINT; then drain and stop."""
+              metrics: str | None = None, config_path: str | None = None) -> int:
+    """Start the service, listen, and run until SIGTERM/SIGINT; then drain and stop. SIGHUP reloads the config."""
     runtime, open_session, _ = build()
     if runtime is not None:
         await runtime.start(metrics_listen=metrics)
@@ -93,6 +93,10 @@ async def run(address: str, transport: str, build: Callable[[], tuple[Any, Calla
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if runtime is not None:
+        from llm_router.runtime import sighup_reloader
+
+        loop.add_signal_handler(signal.SIGHUP, sighup_reloader(runtime, config_path))
     try:
         await stop.wait()
     finally:
@@ -166,7 +170,7 @@ def serve(args) -> int:
     install_uvloop()
     try:
         return asyncio.run(run(address, transport, routing_builder(cfg, settings), settings.grace_s,
-                               metrics=getattr(args, "metrics", None)))
+                               metrics=getattr(args, "metrics", None), config_path=args.config))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
