@@ -139,6 +139,18 @@ async def reload_from_file(runtime: Runtime, path: str | None, adjust: Any = Non
     return True
 
 
+def defer_sighup() -> Any:
+    """Until the event loop takes SIGHUP, remember one instead of dying of it (the default action).
+
+    Returns a function telling whether one came; the loop's handler then runs once for it.
+    """
+    import signal
+
+    hit: list[int] = []
+    signal.signal(signal.SIGHUP, lambda signum, frame: hit.append(signum))
+    return lambda: bool(hit)
+
+
 def sighup_reloader(runtime: Runtime, path: str | None, adjust: Any = None) -> Any:
     """A SIGHUP handler for the running event loop: one config reload at a time."""
     import asyncio

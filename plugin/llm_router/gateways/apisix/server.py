@@ -22,7 +22,7 @@ from llm_router.gateways.apisix.framing import FrameReader
 from llm_router.gateways.apisix.runner import CLOSE, PLUGIN_NAME, Conversation, Deferred, Runner
 from llm_router.gateways.apisix.tokens import TOKEN_SPACE, TokenStore, ttl_from_env
 from llm_router.loop_thread import new_loop
-from llm_router.runtime import Runtime, sighup_reloader
+from llm_router.runtime import Runtime, defer_sighup, sighup_reloader
 
 log = logging.getLogger("llm_router.apisix")
 
@@ -155,7 +155,7 @@ def worker_config(cfg: Config, index: int) -> Config:
 
 async def _serve_async(sock: socket.socket, runner: Runner, metrics_listen: str | None = None,
                        ready: Callable[[asyncio.Event], None] | None = None, config_path: str | None = None,
-                       index: int = 0) -> None:
+                       index: int = 0, sighup_pending: Callable[[], bool] | None = None) -> None:
     """Serve until SIGTERM/SIGINT (main thread) or until the event handed to `ready` is set; SIGHUP reloads the config."""
     loop = asyncio.get_running_loop()
     conns: set[RunnerProtocol] = set()
@@ -163,8 +163,10 @@ async def _serve_async(sock: socket.socket, runner: Runner, metrics_listen: str 
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, sighup_reloader(runner.runtime, config_path,
-                                                               lambda cfg: worker_config(cfg, index)))
+        reload = sighup_reloader(runner.runtime, config_path, lambda cfg: worker_config(cfg, index))
+        loop.add_signal_handler(signal.SIGHUP, reload)
+        if sighup_pending is not None and sighup_pending():
+            reload()  # a SIGHUP that came while starting
     await runner.runtime.start(metrics_listen=metrics_listen)
     server = await loop.create_unix_server(lambda: RunnerProtocol(runner, conns), sock=sock, backlog=BACKLOG)
     if ready:
@@ -187,7 +189,7 @@ async def _serve_async(sock: socket.socket, runner: Runner, metrics_listen: str 
 
 
 def run_process(sock: socket.socket, runner: Runner, metrics_listen: str | None = None, config_path: str | None = None,
-                index: int = 0) -> None:
+                index: int = 0, sighup_pending: Callable[[], bool] | None = None) -> None:
     """Serve until SIGTERM/SIGINT in this process."""
     loop = new_loop()
     asyncio.set_event_loop(loop)
@@ -195,7 +197,8 @@ def run_process(sock: socket.socket, runner: Runner, metrics_listen: str | None 
     gc.collect()
     gc.freeze()
     try:
-        loop.run_until_complete(_serve_async(sock, runner, metrics_listen, config_path=config_path, index=index))
+        loop.run_until_complete(_serve_async(sock, runner, metrics_listen, config_path=config_path, index=index,
+                                             sighup_pending=sighup_pending))
     finally:
         loop.close()
 
@@ -249,6 +252,7 @@ def server_problem(cfg: Config) -> str | None:
 
 def serve(args) -> int:
     """Entry point of `llm-router serve --apisix`."""
+    sighup_pending = defer_sighup()
     try:
         path = socket_path(getattr(args, "socket", None))
     except ValueError as exc:
@@ -288,9 +292,9 @@ def serve(args) -> int:
     try:
         config_path = getattr(args, "config", None)
         if workers == 1:
-            run_process(sock, build_runner(cfg, opts), opts.metrics_listen, config_path)
+            run_process(sock, build_runner(cfg, opts), opts.metrics_listen, config_path, sighup_pending=sighup_pending)
         else:
-            _supervise(sock, cfg, opts, workers, config_path)
+            _supervise(sock, cfg, opts, workers, config_path, sighup_pending)
     finally:
         sock.close()
         try:
@@ -300,7 +304,8 @@ def serve(args) -> int:
     return 0
 
 
-def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int, config_path: str | None = None) -> None:
+def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int, config_path: str | None = None,
+               sighup_pending: Callable[[], bool] | None = None) -> None:
     """Pre-fork workers on the shared socket, share tokens through a private directory, respawn.
 
     SIGHUP is passed to every worker (each reloads the config itself); the supervisor reads the
@@ -319,10 +324,10 @@ def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int, co
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                signal.signal(signal.SIGHUP, signal.SIG_DFL)
+                pending = defer_sighup()  # a SIGHUP while this worker starts is replayed once it serves
                 wopts = Options(opts.plugin_name, opts.ttl, base, index, workers, shared)
                 run_process(sock, build_runner(current["cfg"], wopts), opts.metrics_listen if index == 0 else None,
-                            config_path, index)
+                            config_path, index, pending)
             except BaseException:
                 log.exception("worker %d failed", index)
                 code = 1
@@ -353,6 +358,8 @@ def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int, co
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_hup)
+    if sighup_pending is not None and sighup_pending():
+        on_hup(signal.SIGHUP, None)  # one came while starting
     try:
         for i in range(workers):
             if stopping:  # SIGTERM while starting: spawn no more

@@ -76,7 +76,8 @@ def install_uvloop() -> bool:
 
 
 async def run(address: str, transport: str, build: Callable[[], tuple[Any, Callable, Any]], grace: float,
-              metrics: str | None = None, config_path: str | None = None) -> int:
+              metrics: str | None = None, config_path: str | None = None,
+              sighup_pending: Callable[[], bool] | None = None) -> int:
     """Start the service, listen, and run until SIGTERM/SIGINT; then drain and stop. SIGHUP reloads the config."""
     runtime, open_session, _ = build()
     if runtime is not None:
@@ -96,7 +97,10 @@ async def run(address: str, transport: str, build: Callable[[], tuple[Any, Calla
     if runtime is not None:
         from llm_router.runtime import sighup_reloader
 
-        loop.add_signal_handler(signal.SIGHUP, sighup_reloader(runtime, config_path))
+        reload = sighup_reloader(runtime, config_path)
+        loop.add_signal_handler(signal.SIGHUP, reload)
+        if sighup_pending is not None and sighup_pending():
+            reload()  # a SIGHUP that came while starting
     try:
         await stop.wait()
     finally:
@@ -147,6 +151,9 @@ def noop_builder() -> Callable[[], tuple[Any, Callable, Any]]:
 
 def serve(args) -> int:
     """Entry point of `llm-router serve --envoy ADDR`."""
+    from llm_router.runtime import defer_sighup
+
+    sighup_pending = defer_sighup()
     setup_logging(getattr(args, "log_file", None))
     try:
         cfg = load_config(args.config)
@@ -170,7 +177,8 @@ def serve(args) -> int:
     install_uvloop()
     try:
         return asyncio.run(run(address, transport, routing_builder(cfg, settings), settings.grace_s,
-                               metrics=getattr(args, "metrics", None), config_path=args.config))
+                               metrics=getattr(args, "metrics", None), config_path=args.config,
+                               sighup_pending=sighup_pending))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
