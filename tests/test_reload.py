@@ -105,24 +105,13 @@ def _upstream_via_envoy(url: str) -> str:
     return r.headers["x-llm-router-model"]
 
 
-def test_sighup_reloads_the_envoy_processor(tmp_path):
-    from llm_router.fakes import FakeProviders
-    from llm_router.gateways.envoy.binary import EnvoyNotFound, envoy_path
-    from llm_router.gateways.envoy.stack import start_routed, stop_all
+def test_sighup_reloads_the_envoy_processor(tmp_path, fakes):
+    from fixtures_envoy import start_stack
 
+    stack = start_stack(tmp_path, fakes, policy_to("deepseek-v2"), processor="cli")
+    path = tmp_path / "envoy-config.yaml"  # the file start_stack wrote and the processor reads
     try:
-        envoy_path()
-    except EnvoyNotFound as exc:
-        pytest.skip(f"no Envoy binary: {exc}")
-    path = write(tmp_path / "c.yaml", policy_to("deepseek-v2"))
-    cfg = load_config(path)
-    fakes = FakeProviders.from_config(cfg).start()
-    procs: list = []
-    try:
-        stack = start_routed(cfg, tmp_path, procs, local_ports=fakes.ports, config=path, env=fakes.env(), cli=True)
-        stack.processor.wait_ready(60)
-        stack.envoy.wait_ready(60)
-        url = f"http://127.0.0.1:{stack.port}/v1/chat/completions"
+        url = f"{stack.url}/v1/chat/completions"
         assert _upstream_via_envoy(url) == "deepseek-v2"
         write(path, policy_to("gpt-4o"))
         os.kill(stack.processor.pid, signal.SIGHUP)
@@ -132,8 +121,7 @@ def test_sighup_reloads_the_envoy_processor(tmp_path):
         wait_until(lambda: "config reload refused" in stack.processor.log_tail(20_000), 30, "the refusal in the log")
         assert _upstream_via_envoy(url) == "gpt-4o" and stack.processor.alive()
     finally:
-        stop_all(procs)
-        fakes.stop()
+        stack.stop()
 
 
 @pytest.mark.parametrize("workers", [1, 2])

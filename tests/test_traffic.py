@@ -341,54 +341,33 @@ def test_feedback_endpoint_off_says_how_to_turn_it_on(tmp_path):
     assert reply.status_code == 404 and "metrics.feedback_log" in reply.json()["error"]["message"]
 
 
-def test_feedback_through_a_real_envoy(tmp_path):
+def test_feedback_through_a_real_envoy(tmp_path, fakes):
     """The bootstrap routes POST /v1/feedback to the processor's listener (routing filter off for it)."""
     import httpx
-
     from conftest import free_port, wait_for
-    from llm_router.config import load_config
-    from llm_router.fakes import FakeProviders
-    from llm_router.gateways.envoy.binary import EnvoyNotFound, envoy_path
-    from llm_router.gateways.envoy.stack import start_routed, stop_all, write_config
-
-    try:
-        envoy_path()
-    except EnvoyNotFound as exc:
-        pytest.skip(f"no Envoy binary: {exc}")
+    from fixtures_envoy import start_stack
     from llm_router.plan import ROUTE_HEADER
     from llm_router.router import build_catalog
 
-    def stack_upstream(cfg) -> str:
-        return next(iter(build_catalog(cfg).models.values())).upstream
-
     fb_path, log = tmp_path / "feedback.jsonl", tmp_path / "decisions.jsonl"
-    cfg_path = write_config(tmp_path / "fb.yaml", {"metrics": {
-        "listen": f"127.0.0.1:{free_port()}", "decision_log": str(log), "log_prompts": True, "feedback_log": str(fb_path)}})
-    cfg = load_config(cfg_path)
-    fakes = FakeProviders.from_config(cfg).start()
-    procs: list = []
+    stack = start_stack(tmp_path, fakes, {"metrics": {"listen": f"127.0.0.1:{free_port()}", "decision_log": str(log),
+                                                      "log_prompts": True, "feedback_log": str(fb_path)}}, processor="cli")
     try:
-        stack = start_routed(cfg, tmp_path, procs, local_ports=fakes.ports, config=cfg_path, env=fakes.env(), cli=True)
-        stack.processor.wait_ready(60)
-        stack.envoy.wait_ready(60)
-        base = f"http://127.0.0.1:{stack.port}"
         with httpx.Client(timeout=30.0) as client:
-            answer = client.post(f"{base}/v1/chat/completions", json={"model": "auto", "messages": [
+            answer = client.post(f"{stack.url}/v1/chat/completions", json={"model": "auto", "messages": [
                 {"role": "user", "content": "What is the capital of Peru?"}]})
             assert answer.status_code == 200
             rid = answer.headers["x-llm-router-request-id"]
             # A client-sent routing header must not divert feedback to a provider cluster.
-            ok = client.post(f"{base}/v1/feedback", json={"request_id": rid, "score": 1.0},
-                             headers={ROUTE_HEADER: stack_upstream(cfg)})
-            bad = client.post(f"{base}/v1/feedback", json={"request_id": rid, "score": "great"})
+            spoofed = next(iter(build_catalog(stack.cfg).models.values())).upstream
+            ok = client.post(f"{stack.url}/v1/feedback", json={"request_id": rid, "score": 1.0}, headers={ROUTE_HEADER: spoofed})
+            bad = client.post(f"{stack.url}/v1/feedback", json={"request_id": rid, "score": "great"})
         assert ok.status_code == 200 and ok.json() == {"accepted": 1}
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "score"
-        assert all(not fakes.requests(name) or all("/v1/feedback" not in r.path for r in fakes.requests(name))
-                   for name in fakes.keys())  # no provider saw the feedback
+        assert all("/v1/feedback" not in r.path for name in fakes.keys() for r in fakes.requests(name))  # no provider saw it
         wait_for(lambda: log.exists() and rid in log.read_text(), 30, "the decision log line")
     finally:
-        stop_all(procs)
-        fakes.stop()
+        stack.stop()
     ds = load([log, fb_path])
     assert ds.ids == [rid] and ds.scores[0][~np.isnan(ds.scores[0])].tolist() == [1.0]
 
@@ -401,7 +380,11 @@ def test_feedback_through_a_real_envoy(tmp_path):
 ])
 def test_bootstrap_routes_feedback_only_when_it_is_collected(metrics, expected):
     from llm_router.config import load_config
-    from llm_router.gateways.envoy.bootstrap import FEEDBACK_CLUSTER, build, spec_from_config
+    from llm_router.gateways.envoy.bootstrap import (
+        FEEDBACK_CLUSTER,
+        build,
+        spec_from_config,
+    )
 
     cfg = load_config(None).model_copy(update={"metrics": metrics})
     spec = spec_from_config(cfg, listen=("127.0.0.1", 10000), processor="unix:/tmp/x.sock")
