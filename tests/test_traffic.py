@@ -372,13 +372,31 @@ def test_feedback_through_a_real_envoy(tmp_path, fakes):
     assert ds.ids == [rid] and ds.scores[0][~np.isnan(ds.scores[0])].tolist() == [1.0]
 
 
+def validate_with_envoy(boot: dict, tmp_path: Path) -> None:
+    """`envoy --mode validate` accepts the bootstrap (skipped without an Envoy binary)."""
+    import subprocess
+
+    from llm_router.gateways.envoy.binary import EnvoyNotFound, envoy_path
+    from llm_router.gateways.envoy.bootstrap import render
+
+    try:
+        binary = envoy_path()
+    except EnvoyNotFound as exc:
+        pytest.skip(f"no Envoy binary: {exc}")
+    path = tmp_path / "boot.yaml"
+    path.write_text(render(boot))
+    done = subprocess.run([str(binary), "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 @pytest.mark.parametrize("metrics, expected", [
     ({"listen": "127.0.0.1:9464", "feedback_log": "/tmp/fb.jsonl"}, ("127.0.0.1", 9464)),
     ({"listen": "0.0.0.0:9464", "feedback_log": "/tmp/fb.jsonl"}, ("127.0.0.1", 9464)),
     ({"listen": "127.0.0.1:0", "feedback_log": "/tmp/fb.jsonl"}, None),  # a port picked at run time cannot be routed to
     ({"listen": "127.0.0.1:9464"}, None),  # feedback off
+    ({"listen": "localhost:9464", "feedback_log": "/tmp/fb.jsonl"}, ("localhost", 9464)),  # a name: Envoy resolves it
 ])
-def test_bootstrap_routes_feedback_only_when_it_is_collected(metrics, expected):
+def test_bootstrap_routes_feedback_only_when_it_is_collected(metrics, expected, tmp_path):
     from llm_router.config import load_config
     from llm_router.gateways.envoy.bootstrap import (
         FEEDBACK_CLUSTER,
@@ -397,6 +415,9 @@ def test_bootstrap_routes_feedback_only_when_it_is_collected(metrics, expected):
     assert (FEEDBACK_CLUSTER in clusters) == (expected is not None)
     if expected:
         assert names[0] == "llm-router-feedback"
+        cluster = next(c for c in boot["static_resources"]["clusters"] if c["name"] == FEEDBACK_CLUSTER)
+        assert cluster["type"] == ("STRICT_DNS" if expected[0] == "localhost" else "STATIC")
+        validate_with_envoy(boot, tmp_path)
         assert vhost["routes"][0]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True
 
 

@@ -19,6 +19,7 @@ upstream, without upstream filters).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -139,6 +140,14 @@ def spec_from_config(cfg: Config, *, listen: tuple[str, int], processor: str, lo
         max_message_timeout_s=settings.orchestrate_wait_s(cfg),
         feedback=feedback_address(cfg),
     )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def feedback_address(cfg: Config) -> tuple[str, int] | None:
@@ -520,7 +529,7 @@ def build(spec: BootstrapSpec) -> dict[str, Any]:
     if spec.feedback is not None:
         host, port = spec.feedback
         boot["static_resources"]["clusters"].append({
-            "name": FEEDBACK_CLUSTER, "type": "STATIC", "connect_timeout": "1s",
+            "name": FEEDBACK_CLUSTER, "type": "STATIC" if _is_ip(host) else "STRICT_DNS", "connect_timeout": "1s",
             "load_assignment": {"cluster_name": FEEDBACK_CLUSTER, "endpoints": [{"lb_endpoints": [
                 {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}]}})
     if spec.admin is not None:
