@@ -108,6 +108,24 @@ def consumer_of(headers: Any, header: str | None) -> str | None:
     return None
 
 
+# The fields of the sections the runtime's edges own (the core schema leaves them open).
+EDGE_FIELDS = {
+    "state": {"backend", "url", "prefix", "refresh_s"},
+    "accounting": {"limits", "consumer_header", "routes"},
+    "metrics": {"listen", "decision_log", "log_prompts", "redact_pii", "feedback_log"},
+}
+
+
+def edge_section_problems(cfg: Config) -> list[str]:
+    """Unknown fields in the state, accounting and metrics sections, named (a typo must not pass silently)."""
+    out = []
+    for section, known in EDGE_FIELDS.items():
+        unknown = set(getattr(cfg, section)) - known
+        if unknown:
+            out.append(f"{section}: unknown fields {sorted(unknown)} (known: {sorted(known)})")
+    return out
+
+
 # Config sections a running process cannot take on reload (see Runtime.prepare_reload).
 RESTART_SECTIONS = ("providers", "server", "secrets", "state", "accounting", "health", "metrics")
 
@@ -218,19 +236,13 @@ class Runtime:
 
         cfg = self.config
         try:
-            unknown = set(cfg.state) - {"backend", "url", "prefix", "refresh_s"}
-            if unknown:
-                raise ValueError(f"state: unknown fields {sorted(unknown)}")
+            problems = edge_section_problems(cfg)
+            if problems:
+                raise ValueError("; ".join(problems))
             shared = SharedState(make_store(cfg.state), refresh_s=float(cfg.state.get("refresh_s", 0.25)))
             health = Health(shared, list(self.catalog.models), HealthConfig.from_dict(cfg.health))
-            unknown = set(cfg.accounting) - {"limits", "consumer_header", "routes"}
-            if unknown:
-                raise ValueError(f"accounting: unknown fields {sorted(unknown)}")
             limits = SpendLimits(shared, parse_limits(cfg.accounting.get("limits", [])), list(self.catalog.models),
                                  routes=cfg.accounting.get("routes", []))
-            unknown = set(cfg.metrics) - {"listen", "decision_log", "log_prompts", "redact_pii", "feedback_log"}
-            if unknown:
-                raise ValueError(f"metrics: unknown fields {sorted(unknown)}")
         except (ValueError, TypeError) as exc:
             raise ConfigError([str(exc)]) from None
         log = DecisionLog(cfg.metrics.get("decision_log"), log_prompts=bool(cfg.metrics.get("log_prompts", False)),

@@ -1,6 +1,8 @@
 """`llm-router check CONFIG`: validate a config and explain what it will do."""
 from __future__ import annotations
 
+import sys
+
 from llm_router.commands.common import load_or_exit
 from llm_router.config import allowed_models
 
@@ -12,7 +14,15 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from llm_router.runtime import edge_section_problems
+
     cfg = load_or_exit(args.config)
+    problems = edge_section_problems(cfg)
+    if problems:
+        print(f"error: invalid config {args.config or '(built-in defaults)'}:", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
     print(f"config {args.config or '(built-in defaults)'} is valid")
     print(f"providers: {', '.join(sorted(cfg.providers))}")
     print("models:")
@@ -26,5 +36,7 @@ def run(args) -> int:
               f"failure_mode={p.failure_mode} client_model={p.client_model}")
         if p.ladder:
             print("  ladder: " + ", ".join(f"{t} -> {m}" for t, m in p.ladder.items()))
+        if p.explore:
+            print(f"  explore: {p.explore:.0%} of requests go to a random candidate (logged with their propensity)")
         print(f"  may use: {', '.join(allowed)}")
     return 0
