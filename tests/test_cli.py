@@ -1,7 +1,8 @@
-"""The routing CLI: route, classify."""
+"""The routing CLI: route, classify, check."""
 from __future__ import annotations
 
 import orjson
+import yaml
 
 from llm_router.cli import main
 
@@ -36,3 +37,19 @@ def test_classify_jsonl(tmp_path, capsys):
     assert main(["classify", "--input", str(f)]) == 0
     easy, hard = [orjson.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert easy["score"] < hard["score"]
+
+
+def test_check_names_unknown_fields_of_the_edge_sections(tmp_path, capsys):
+    def write(path, data):
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    bad = write(tmp_path / "bad.yaml", {"metrics": {"feedbak_log": "f.jsonl"}})
+    assert main(["check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "metrics: unknown fields ['feedbak_log']" in err and "'feedback_log'" in err
+    ladder = {t: "gpt-4o" for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")}
+    good = write(tmp_path / "good.yaml", {"metrics": {"feedback_log": "f.jsonl"}, "policies": {"default": {
+        "classifier": "rules", "strategy": "ladder", "ladder": ladder, "explore": 0.1}}})
+    assert main(["check", str(good)]) == 0
+    assert "explore: 10% of requests go to a random candidate" in capsys.readouterr().out

@@ -149,17 +149,3 @@ def test_sighup_reloads_every_apisix_runner_process(tmp_path, workers):
         proc.stop()
         remove_dir(d)
 
-
-def test_check_names_unknown_fields_of_the_edge_sections(tmp_path, capsys):
-    from llm_router.cli import main as cli_main
-
-    bad = write(tmp_path / "bad.yaml", {"metrics": {"feedbak_log": "f.jsonl"}})
-    assert cli_main(["check", str(bad)]) == 2
-    err = capsys.readouterr().err
-    assert "metrics: unknown fields ['feedbak_log']" in err and "'feedback_log'" in err
-    good = write(tmp_path / "good.yaml", {**policy_to("gpt-4o"), "metrics": {"feedback_log": "f.jsonl"}})
-    good_data = yaml.safe_load(good.read_text())
-    good_data["policies"]["default"]["explore"] = 0.1
-    write(good, good_data)
-    assert cli_main(["check", str(good)]) == 0
-    assert "explore: 10% of requests go to a random candidate" in capsys.readouterr().out
