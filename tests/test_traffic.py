@@ -231,6 +231,8 @@ def test_models_with_few_logged_answers_are_not_routed_to(tmp_path, capsys):
     assert set(QualityModel.load(out).models) == {"big-pro", "tiny-7b"}  # a smaller bar, for small deployments
     assert cli_main(["train", "--data", str(log), str(fbp), "--out", str(out), "--min-answers", "0"]) == 2
     assert "--min-answers must be at least 1" in capsys.readouterr().err
+    assert cli_main(["train", "--data", str(log), str(fbp), "--out", str(out), "--caution", "-1"]) == 2
+    assert "--caution must be from 0 to 10" in capsys.readouterr().err
     few = _write(tmp_path / "few.jsonl", recs[:50])
     assert cli_main(["train", "--data", str(few), str(fbp), "--out", str(out), "--features", "hashing"]) == 2
     assert "no model answered 100 or more logged requests" in capsys.readouterr().err

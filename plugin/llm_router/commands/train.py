@@ -7,6 +7,7 @@ import time
 from llm_router.datasets import DatasetError, load
 from llm_router.learn.features import EMBEDDERS, Featurizer, load_embedder
 from llm_router.learn.fit import MIN_ROWS_PER_MODEL
+from llm_router.learn.train import LOGGED_Z
 
 
 def register(sub) -> None:
@@ -17,6 +18,9 @@ def register(sub) -> None:
                    help="prompt embedding: the shipped static MiniLM embeddings (default) or word hashing")
     p.add_argument("--embeddings", metavar="DIR", help="static embeddings folder (default: the built-in one)")
     p.add_argument("--l2", type=float, default=None, help="ridge strength (default: chosen by 5-fold CV)")
+    p.add_argument("--caution", type=float, default=LOGGED_Z, metavar="Z",
+                   help=f"own traffic: an operating point must reach its target Z standard errors below its estimate "
+                        f"(default {LOGGED_Z}; 0 trusts the estimate itself)")
     p.add_argument("--min-answers", type=int, default=MIN_ROWS_PER_MODEL, metavar="N",
                    help=f"own traffic: route only to models with at least N rated answers (default {MIN_ROWS_PER_MODEL})")
     p.set_defaults(func=run)
@@ -25,6 +29,9 @@ def register(sub) -> None:
 def run(args) -> int:
     if args.min_answers < 1:
         print("error: --min-answers must be at least 1", file=sys.stderr)
+        return 2
+    if not 0.0 <= args.caution <= 10.0:
+        print("error: --caution must be from 0 to 10 standard errors", file=sys.stderr)
         return 2
     try:
         ds = load(args.data)
@@ -41,7 +48,7 @@ def run(args) -> int:
     from llm_router.learn.train import train_model
 
     try:
-        model, _ = train_model(ds, featurizer, l2=args.l2, min_answers=args.min_answers)
+        model, _ = train_model(ds, featurizer, l2=args.l2, min_answers=args.min_answers, caution=args.caution)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -180,7 +180,7 @@ def simulate(ds: Dataset, out: Path, *, explore: float = 1.0, seed: int = 1, hol
 
 
 def learning_curve(ds: Dataset, explores: list[float], *, seed: int = 1, holdout_fold: int = 0, work: Path,
-                   progress=None) -> dict:
+                   progress=None, caution: float | None = None) -> dict:
     """Per exploration share: simulate the logs, train on them, score the held-out fold; plus full information.
 
     Every router is scored by `evaluate` on the same prompts: the fold no log and no training saw.
@@ -203,7 +203,7 @@ def learning_curve(ds: Dataset, explores: list[float], *, seed: int = 1, holdout
                          "reached": picked["reached"], "curve_saving": curve["saving_vs_best"]}
         return out
 
-    result: dict = {"data": ds.describe(), "holdout_fold": holdout_fold, "seed": seed, "runs": {}}
+    result: dict = {"data": ds.describe(), "holdout_fold": holdout_fold, "seed": seed, "caution": caution, "runs": {}}
     train_rows = np.nonzero(keys_of(ds) % HOLDOUT_FOLDS != holdout_fold)[0]
     say(f"full information: training on {len(train_rows)} prompts with every model's outcome")
     full, _ = train_model(ds.subset(train_rows), featurizer)
@@ -213,7 +213,7 @@ def learning_curve(ds: Dataset, explores: list[float], *, seed: int = 1, holdout
         sim = simulate(ds, folder, explore=e, seed=seed, holdout_fold=holdout_fold)
         logged = load_traffic([folder / "decisions.jsonl"], [folder / "feedback.jsonl"])
         say(f"explore {e:g}: training on {len(logged)} logged requests ({sim['served']})")
-        model, _ = train_model(logged, featurizer)
+        model, _ = train_model(logged, featurizer, **({} if caution is None else {"caution": caution}))
         result["runs"][f"{e:g}"] = {"served": sim["served"], **scored(model)}
     return result
 
@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--explore", default="1,0.2,0.05", help="comma list of exploration shares (default 1,0.2,0.05)")
     b.add_argument("--seed", type=int, default=1)
     b.add_argument("--holdout-fold", type=int, default=0)
+    b.add_argument("--caution", type=float, default=None, metavar="Z", help="as `llm-router train --caution`")
     args = parser.parse_args(argv)
     if not 0 <= args.holdout_fold < HOLDOUT_FOLDS:
         print(f"error: --holdout-fold must be from 0 to {HOLDOUT_FOLDS - 1}", file=sys.stderr)
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             explores = [float(x) for x in args.explore.split(",") if x.strip()]
             with tempfile.TemporaryDirectory(prefix="llmr-traffic-") as work:
                 summary = learning_curve(ds, explores, seed=args.seed, holdout_fold=args.holdout_fold, work=Path(work),
-                                         progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                                         progress=lambda msg: print(msg, file=sys.stderr, flush=True), caution=args.caution)
     except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -31,7 +31,7 @@ def model_prices(ds: Dataset) -> np.ndarray:
 
 
 def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = None, l2: float | None = None,
-                folds: int = 5, min_answers: int = MIN_ROWS_PER_MODEL) -> tuple[QualityModel, np.ndarray]:
+                folds: int = 5, min_answers: int = MIN_ROWS_PER_MODEL, caution: float = LOGGED_Z) -> tuple[QualityModel, np.ndarray]:
     """Fit on every row of `ds`; returns the model and its inner out-of-fold probabilities."""
     if len(ds) < 2 * folds:
         raise ValueError(f"need at least {2 * folds} prompts to train with {folds}-fold validation, got {len(ds)}")
@@ -66,7 +66,7 @@ def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = N
         oof, prices = oof[:, keep], prices[keep]
         quality = np.array([operating.logged_quality(oof, np.full(len(ds), k), served_k, outcome, propensity)[0]
                             for k in range(len(keep))])
-        points = operating.logged_curve(oof, prices, served_k, outcome, propensity, z=LOGGED_Z)
+        points = operating.logged_curve(oof, prices, served_k, outcome, propensity, z=caution)
         fitted = replace(fitted, weights=fitted.weights[:, keep], bias=fitted.bias[keep])
         models = tuple(ds.models[j] for j in keep)
         extra = {"rows_per_model": {mm: i["rows"] for mm, i in zip(ds.models, info)},
@@ -74,8 +74,9 @@ def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = N
                  "not_routed": sorted(mm for j, mm in enumerate(ds.models) if j not in keep),
                  "min_answers": min_answers,
                  "propensity_logged": int((~np.isnan(logged)).sum()),
+                 "caution": caution,
                  "quality_estimate": f"doubly robust from the logs; operating points reach their target at "
-                                     f"{LOGGED_Z:g} standard errors below the estimate"}
+                                     f"{caution:g} standard errors below the estimate"}
     else:
         fitted, oof = fit(x.astype(np.float64), ds.scores, keys // 7, l2=l2, folds=folds)
         quality = ds.scores.mean(0)
