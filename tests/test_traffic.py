@@ -436,3 +436,17 @@ def test_explore_propensity_on_a_randomised_strategy_is_the_true_chance(strategy
         assert len(logged) == 1, logged  # the same prompt: the same chance, whichever branch picked it
         seen = sum(d.model.id == model for d in decisions) / len(decisions)
         assert abs(seen - logged.pop()) < 0.03, (model, seen)
+
+
+def test_a_single_route_can_explore_through_its_conf():
+    """APISIX plugin conf / Envoy route metadata: {"extends": "default", "explore": x}."""
+    from llm_router.config import load_config
+
+    router = Router(load_config(None))
+    policy = router.policy_for({"extends": "default", "explore": 0.5})
+    decisions = [router.route(chat_body("hello there"), policy=policy)[1] for _ in range(400)]
+    explored = sum(d.strategy == "explore" for d in decisions)
+    assert 140 < explored < 260 and all(d.propensity is not None for d in decisions)
+    assert all(d.propensity is None for d in (router.route(chat_body("hello there"))[1] for _ in range(20)))  # default: off
+    bad = router.policy_for({"extends": "default", "explore": -0.1})
+    assert bad.status == 500 and "explore" in bad.message
