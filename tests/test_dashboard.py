@@ -1,9 +1,12 @@
 """The Grafana dashboard only queries metrics the runner exports; the scrape config parses."""
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
+
+import httpx
 
 import orjson
 import yaml
@@ -19,26 +22,38 @@ ROOT = Path(__file__).resolve().parents[1]
 METRIC = re.compile(r"\bllm_router_[a-z_]+\b")
 
 
-def exported_names(keys: dict[str, str]) -> set[str]:
-    """Series names in a runner's exposition after some traffic (so labelled families appear)."""
-    cfg = parse_config({"accounting": {"limits": [{"scope": "route", "usd": 5}]}})
+def exported_names(keys: dict[str, str], tmp_path: Path) -> set[str]:
+    """Series names in a runner's exposition after some traffic and a rating (so labelled families appear)."""
+    cfg = parse_config({"accounting": {"limits": [{"scope": "route", "usd": 5}]},
+                        "metrics": {"listen": "127.0.0.1:0", "feedback_log": str(tmp_path / "feedback.jsonl")}})
     rt = Runtime(cfg, credentials=Credentials.resolve(build_catalog(cfg), [EnvStore(keys)]))
-    ex = Exchange(request_id="1", route="r", started=0.0)
-    rt.decide(orjson.dumps({"messages": [{"role": "user", "content": "hi"}]}), path="/v1/chat/completions", ex=ex)
-    rt.on_response(ex, 200, Usage(10, 10), 0.1, None)
-    rt.telemetry.on_fallback(ex, "a", "b", "5xx")
-    rt.decide(b"{", path="/v1/chat/completions", ex=Exchange(request_id="2", route="r", started=0.0))
-    rt.telemetry.refresh(rt.shared, 0.0)
-    text = rt.metrics.exposition().decode()
+
+    async def traffic() -> str:
+        await rt.start()
+        try:
+            ex = Exchange(request_id="1", route="r", started=0.0)
+            rt.decide(orjson.dumps({"messages": [{"role": "user", "content": "hi"}]}), path="/v1/chat/completions", ex=ex)
+            rt.on_response(ex, 200, Usage(10, 10), 0.1, None)
+            rt.telemetry.on_fallback(ex, "a", "b", "5xx")
+            rt.decide(b"{", path="/v1/chat/completions", ex=Exchange(request_id="2", route="r", started=0.0))
+            host, port = rt.metrics_address
+            rated = await asyncio.to_thread(httpx.post, f"http://{host}:{port}/v1/feedback", json={"request_id": "1", "score": 1})
+            assert rated.status_code == 200
+            rt.telemetry.refresh(rt.shared, 0.0)
+            return rt.metrics.exposition().decode()
+        finally:
+            await rt.stop()
+
+    text = asyncio.run(traffic())
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 
-def test_every_dashboard_query_names_an_exported_metric(provider_keys):
+def test_every_dashboard_query_names_an_exported_metric(provider_keys, tmp_path):
     dash = json.loads((ROOT / "deploy" / "grafana" / "llm-router.json").read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
     exprs += [v["query"] for v in dash["templating"]["list"] if isinstance(v.get("query"), str) and "llm_router" in v["query"]]
     assert len(exprs) >= 16
-    exported = exported_names(provider_keys)
+    exported = exported_names(provider_keys, tmp_path)
     used = {name for e in exprs for name in METRIC.findall(e)}
     missing = sorted(used - exported)
     assert not missing, f"dashboard queries metrics the runner does not export: {missing}"

@@ -321,6 +321,13 @@ def test_feedback_endpoint_collects_lines_that_train_reads(tmp_path):
     assert 'llm_router_feedback_total{result="rejected"} 5.0' in metrics
     lines = [orjson.loads(x) for x in fb_path.read_text().splitlines()]
     assert [(x["request_id"], x["score"]) for x in lines] == [(ids[0], 0.9), (ids[1], 0.0)]
+    # Each rating is counted for the model that answered (the log's line says which).
+    answered = {x["request_id"]: x["model"] for x in map(orjson.loads, log.read_text().splitlines())}
+    assert [x["model"] for x in lines] == [answered[ids[0]], answered[ids[1]]]
+    for x in lines:
+        assert f'llm_router_feedback_rated_total{{model="{x["model"]}"}}' in metrics
+    total = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("llm_router_feedback_score_total{"))
+    assert total == pytest.approx(0.9)
     ds = load([log, fb_path])  # the decision log and the endpoint's file join in train's loader
     assert sorted(ds.ids) == sorted(ids)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -115,6 +115,10 @@ class Metrics(Collector):
         self.feedback = CounterVec("llm_router_feedback", "Feedback lines posted to /v1/feedback", ("result",))
         for result in ("accepted", "rejected"):  # known label values start at 0, so rate() works from the first scrape
             self.feedback.inc((result,), 0.0)
+        self.rated = CounterVec("llm_router_feedback_rated", "Answers rated through /v1/feedback, by the model that answered",
+                                ("model",))
+        self.rated_score = CounterVec("llm_router_feedback_score", "Sum of the 0..1 ratings, by the model that answered "
+                                      "(divide by llm_router_feedback_rated_total for the mean)", ("model",))
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -126,7 +130,7 @@ class Metrics(Collector):
     def _all(self):
         return (self.requests, self.responses, self.tokens, self.cost, self.saving, self.decision_seconds,
                 self.upstream_seconds, self.estimate_ratio, self.fallbacks, self.errors, self.budget_remaining,
-                self.breaker_open, self.feedback)
+                self.breaker_open, self.feedback, self.rated, self.rated_score)
 
     def collect(self) -> Iterator:
         for vec in self._all():
@@ -157,7 +161,7 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def _app(metrics: Metrics, feedback: object | None):
+def _app(metrics: Metrics, feedback: object | None, model_of: Callable[[str], str | None] | None = None):
     """/metrics (and every other path) from prometheus-client; POST /v1/feedback into the feedback log."""
     from llm_router.feedback import FeedbackError, parse
 
@@ -188,6 +192,12 @@ def _app(metrics: Metrics, feedback: object | None):
         except FeedbackError as exc:
             metrics.feedback.inc(("rejected",))
             return reply(start_response, f"{exc.status} {'Payload Too Large' if exc.status == 413 else 'Bad Request'}", exc.body())
+        for line in lines:
+            model = model_of(line["request_id"]) if model_of is not None else None
+            if model is not None:
+                line["model"] = model
+            metrics.rated.inc((model or "unknown",))
+            metrics.rated_score.inc((model or "unknown",), line["score"])
         feedback.write(lines)  # type: ignore[attr-defined]
         metrics.feedback.inc(("accepted",), len(lines))
         return reply(start_response, "200 OK", orjson.dumps({"accepted": len(lines)}))
@@ -195,16 +205,18 @@ def _app(metrics: Metrics, feedback: object | None):
     return app
 
 
-def serve_metrics(metrics: Metrics, listen: str, feedback: object | None = None) -> tuple[str, int]:
+def serve_metrics(metrics: Metrics, listen: str, feedback: object | None = None,
+                  model_of: Callable[[str], str | None] | None = None) -> tuple[str, int]:
     """Serve /metrics (and POST /v1/feedback into `feedback`, a FeedbackLog) on HOST:PORT in a daemon thread.
 
+    `model_of` maps a request id to the model that answered it, to count ratings per model.
     Port 0 picks a free one; returns the bound address.
     """
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
     with _lock:
-        server = make_server(host, int(port), _app(metrics, feedback), server_class, handler_class=_QuietHandler)
+        server = make_server(host, int(port), _app(metrics, feedback, model_of), server_class, handler_class=_QuietHandler)
         threading.Thread(target=server.serve_forever, name="llm-router-metrics", daemon=True).start()
         bound = server.server_address[:2]
         _servers[bound] = server

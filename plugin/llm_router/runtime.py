@@ -385,7 +385,8 @@ class Runtime:
                 from llm_router.feedback import FeedbackLog
 
                 self.feedback = FeedbackLog(str(feedback_log))
-            self._metrics_address = serve_metrics(self.metrics, listen, self.feedback)
+            answered = self.telemetry.answered if self.telemetry is not None else {}
+            self._metrics_address = serve_metrics(self.metrics, listen, self.feedback, answered.get)
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:

@@ -18,6 +18,9 @@ def status_class(status: int) -> str:
     return f"{status // 100}xx" if status else "none"
 
 
+ANSWERED_KEPT = 100_000  # requests whose answering model feedback can still be matched to (~10 MB)
+
+
 class Telemetry:
     """Implements the Runtime's Observer: everything that happens after a decision."""
 
@@ -29,6 +32,9 @@ class Telemetry:
         self.limits = limits
         self.log = log
         self.clock = clock
+        # request id -> the model that answered it, for the latest requests: feedback posted by
+        # request id is counted per model. Written on the event loop only; the feedback thread reads.
+        self.answered: dict[str, str] = {}
 
     def on_decision(self, ex: Exchange) -> None:
         m = self.metrics
@@ -58,6 +64,11 @@ class Telemetry:
         now = self.clock()
         m = self.metrics
         m.responses.inc((model.id, status_class(status)))
+        if 200 <= status < 300:
+            answered = self.answered
+            answered[ex.request_id] = model.id
+            if len(answered) > ANSWERED_KEPT:
+                del answered[next(iter(answered))]
         m.upstream_seconds.observe((model.id,), latency_s)
         if status == 0 or status >= 500:
             m.errors.inc(("upstream_5xx" if status else "upstream_unreachable",))
