@@ -385,8 +385,11 @@ class Runtime:
                 from llm_router.feedback import FeedbackLog
 
                 self.feedback = FeedbackLog(str(feedback_log))
-            answered = self.telemetry.answered if self.telemetry is not None else {}
-            self._metrics_address = serve_metrics(self.metrics, listen, self.feedback, answered.get)
+            model_of = None
+            if self.feedback is not None and self.telemetry is not None:
+                self.telemetry.answered = {}
+                model_of = self.telemetry.answered.get
+            self._metrics_address = serve_metrics(self.metrics, listen, self.feedback, model_of)
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:

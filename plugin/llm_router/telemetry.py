@@ -32,9 +32,10 @@ class Telemetry:
         self.limits = limits
         self.log = log
         self.clock = clock
-        # request id -> the model that answered it, for the latest requests: feedback posted by
-        # request id is counted per model. Written on the event loop only; the feedback thread reads.
-        self.answered: dict[str, str] = {}
+        # With feedback collected: request id -> the model that answered it, for the latest requests,
+        # so a rating posted by request id counts for its model. Written on the event loop only; the
+        # feedback thread reads. None (no memory spent) when feedback is off.
+        self.answered: dict[str, str] | None = None
 
     def on_decision(self, ex: Exchange) -> None:
         m = self.metrics
@@ -64,8 +65,8 @@ class Telemetry:
         now = self.clock()
         m = self.metrics
         m.responses.inc((model.id, status_class(status)))
-        if 200 <= status < 300:
-            answered = self.answered
+        answered = self.answered
+        if answered is not None and 200 <= status < 300:
             answered[ex.request_id] = model.id
             if len(answered) > ANSWERED_KEPT:
                 del answered[next(iter(answered))]
