@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 from pathlib import Path
 
 import httpx
@@ -120,6 +121,34 @@ def test_sighup_reloads_the_envoy_processor(tmp_path, fakes):
         os.kill(stack.processor.pid, signal.SIGHUP)
         wait_until(lambda: "config reload refused" in stack.processor.log_tail(20_000), 30, "the refusal in the log")
         assert _upstream_via_envoy(url) == "gpt-4o" and stack.processor.alive()
+        # Reloads under traffic lose nothing: every request is answered, by the old or the new policy.
+        statuses, models, stop = [], set(), threading.Event()
+
+        def client() -> None:
+            with httpx.Client(timeout=30) as c:
+                while not stop.is_set():
+                    r = c.post(url, content=chat(), headers={"content-type": "application/json"})
+                    statuses.append(r.status_code)
+                    models.add(r.headers.get("x-llm-router-model"))
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            def reloads() -> int:
+                return stack.processor.log_tail(50_000).count("config reloaded from")
+
+            for i in range(6):
+                write(path, policy_to("deepseek-v2" if i % 2 == 0 else "gpt-4o"))
+                os.kill(stack.processor.pid, signal.SIGHUP)
+                wait_until(lambda n=i: reloads() == n + 2, 60, f"reload {i + 2}")  # the first one above counts
+                wait_until(lambda n=len(statuses): len(statuses) > n + 20, 60, "traffic after a reload")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(60)
+        assert len(statuses) > 100 and set(statuses) == {200}, sorted(set(statuses))
+        assert models == {"deepseek-v2", "gpt-4o"}
     finally:
         stack.stop()
 

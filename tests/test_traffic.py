@@ -457,3 +457,40 @@ def test_a_single_route_can_explore_through_its_conf():
     assert all(d.propensity is None for d in (router.route(chat_body("hello there"))[1] for _ in range(20)))  # default: off
     bad = router.policy_for({"extends": "default", "explore": -0.1})
     assert bad.status == 500 and "explore" in bad.message
+
+
+def test_feedback_posted_concurrently_is_written_whole(tmp_path):
+    """Many clients at once: every line lands once and intact (the listener serves each request in a thread)."""
+    import threading
+
+    import httpx
+
+    fb_path = tmp_path / "feedback.jsonl"
+    data = _config(0.0, tmp_path / "d.jsonl")
+    data["metrics"]["feedback_log"] = str(fb_path)
+    cfg = parse_config(data, with_defaults=False)
+    rt = Runtime(cfg, credentials=Credentials.resolve(build_catalog(cfg), []))
+
+    async def go() -> list[int]:
+        await rt.start()
+        try:
+            host, port = rt.metrics_address
+            codes: list[int] = []
+
+            def client(k: int) -> None:
+                with httpx.Client(timeout=30) as c:
+                    for i in range(50):
+                        batch = [{"request_id": f"c{k}-{i}-{j}", "score": j / 2} for j in range(3)]
+                        codes.append(c.post(f"http://{host}:{port}/v1/feedback", json=batch).status_code)
+
+            threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+            await asyncio.to_thread(lambda: ([t.start() for t in threads], [t.join(120) for t in threads]))
+            return codes
+        finally:
+            await rt.stop()
+
+    codes = asyncio.run(go())
+    assert codes == [200] * 400
+    lines = [orjson.loads(x) for x in fb_path.read_text().splitlines()]
+    assert len(lines) == 1200 and len({x["request_id"] for x in lines}) == 1200
+    assert {x["score"] for x in lines} == {0.0, 0.5, 1.0}
