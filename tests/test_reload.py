@@ -173,6 +173,29 @@ def test_sighup_reloads_every_apisix_runner_process(tmp_path, workers):
         wait_until(lambda: {upstream() for _ in range(8)} == {"openai"}, 30, "every worker on the new policy")
         # each process logs its own reload (the emulator may keep talking to one of them)
         wait_until(lambda: proc.log().count("config reloaded from") == workers, 30, f"{workers} reloads in the log")
+        # Reloads under traffic: every call of a second APISIX-side client is answered.
+        results, stop = [], threading.Event()
+
+        def client() -> None:
+            other = Emulator(proc.path)
+            try:
+                while not stop.is_set():
+                    results.append(other.http_req_call(DEFAULT, body=chat()).ok)
+            finally:
+                other.close()
+
+        thread = threading.Thread(target=client)
+        thread.start()
+        try:
+            for i in range(4):
+                write(path, policy_to("deepseek-v2" if i % 2 == 0 else "gpt-4o"))
+                os.kill(proc.proc.pid, signal.SIGHUP)
+                wait_until(lambda n=i: proc.log().count("config reloaded from") == workers * (n + 2), 60, "the reload")
+                wait_until(lambda n=len(results): len(results) > n + 20, 60, "calls after a reload")
+        finally:
+            stop.set()
+            thread.join(60)
+        assert len(results) > 80 and all(results)
     finally:
         em.close()
         proc.stop()
