@@ -494,3 +494,16 @@ def test_feedback_posted_concurrently_is_written_whole(tmp_path):
     lines = [orjson.loads(x) for x in fb_path.read_text().splitlines()]
     assert len(lines) == 1200 and len({x["request_id"] for x in lines}) == 1200
     assert {x["score"] for x in lines} == {0.0, 0.5, 1.0}
+
+
+def test_request_ids_cannot_be_guessed_from_ones_own(tmp_path):
+    """Feedback rates by request id, so ids carry per-request randomness, not just a counter."""
+    cfg = parse_config(_config(0.0), with_defaults=False)
+    rt = Runtime(cfg, credentials=Credentials.resolve(build_catalog(cfg), []), telemetry=False)
+    ids = [rt.new_request_id() for _ in range(3000)]
+    assert len(set(ids)) == 3000
+    prefix, counter, rand = ids[1500].split("-")
+    assert int(counter, 16) == 1501 and len(rand) == 12
+    # Knowing id n does not give id n+1: the random parts differ and do not follow from each other.
+    assert len({i.rsplit("-", 1)[1] for i in ids}) == 3000
+    assert Runtime(cfg, credentials=Credentials.resolve(build_catalog(cfg), []), telemetry=False).new_request_id() != ids[0]

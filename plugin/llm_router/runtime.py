@@ -217,6 +217,7 @@ class Runtime:
         self.consumer_header: str | None = config.accounting.get("consumer_header")
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
+        self._id_random: bytes | None = None
         self.shared = self.limits = self.metrics = self.telemetry = None
         self.orchestrator: Any = None  # llm_router.orchestrate: the runner's own calls (cascade, hedge), made on first use
         self._metrics_address: tuple[str, int] | None = None
@@ -300,8 +301,17 @@ class Runtime:
         self.keyless = self._keyless()
 
     def new_request_id(self) -> str:
-        """A unique, cheap request id: random per process, counter per request."""
-        return f"{self._id_prefix}-{next(self._ids):x}"
+        """A unique, unguessable, cheap request id: random per process, counter and 48 random bits per request.
+
+        Unguessable because `POST /v1/feedback` rates a request by its id: a client must not be able
+        to rate other clients' requests by counting. Random bytes are drawn in bulk (one os.urandom
+        per 1,024 ids).
+        """
+        n = next(self._ids)
+        at = (n % 1024) * 6
+        if at == 0 or self._id_random is None:
+            self._id_random = os.urandom(6 * 1024)
+        return f"{self._id_prefix}-{n:x}-{self._id_random[at:at + 6].hex()}"
 
     def policy_for(self, route_conf: Any) -> Policy | RouteError:
         """The policy for a route's config, compiled once."""
