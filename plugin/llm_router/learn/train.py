@@ -1,14 +1,14 @@
 """Train a QualityModel on a Dataset: features, fit, and operating points picked on the training rows."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from llm_router.datasets import Dataset, prompt_key
 from llm_router.learn import operating
 from llm_router.learn.features import Featurizer
-from llm_router.learn.fit import MIN_ROWS_PER_MODEL, fit, fit_partial
+from llm_router.learn.fit import MIN_ROWS_PER_MODEL, Fitted, fit, fit_partial
 from llm_router.learn.model import QualityModel
 from llm_router.learn.traffic import partial as logged_traffic
 from llm_router.request import LLMRequest, parse_request
@@ -30,65 +30,83 @@ def model_prices(ds: Dataset) -> np.ndarray:
     return np.nanmean(ds.costs, 0) if np.isnan(ds.costs).any() else ds.costs.mean(0)
 
 
+@dataclass(frozen=True, slots=True)
+class _Fit:
+    """What training settled on: the fitted weights, the models routed to, their qualities and points."""
+
+    fitted: Fitted
+    oof: np.ndarray
+    models: tuple[str, ...]
+    prices: np.ndarray
+    quality: np.ndarray
+    points: list[operating.Point]
+    meta: dict
+
+
+def _fit_outcomes(ds: Dataset, x: np.ndarray, keys: np.ndarray, l2: float | None, folds: int) -> _Fit:
+    """Every model's outcome known for every prompt: qualities and operating points measured on the rows."""
+    # Inner folds use other hash bits than the outer eval folds, so they are not aligned with them.
+    fitted, oof = fit(x, ds.scores, keys // 7, l2=l2, folds=folds)
+    prices = model_prices(ds)
+    return _Fit(fitted, oof, ds.models, prices, ds.scores.mean(0), operating.curve(oof, prices, ds.scores, ds.costs), {})
+
+
+def _fit_logged(ds: Dataset, x: np.ndarray, keys: np.ndarray, l2: float | None, folds: int, min_answers: int,
+                caution: float) -> _Fit:
+    """Own traffic, one observed outcome per prompt: doubly robust qualities and cautious operating points.
+
+    Predictions are cross-fitted and corrected where the logged model is the chosen one, weighted
+    by the logged propensity (or by the model's share of rows where none was logged, right only if
+    it was picked independently of the prompt). Only models with `min_answers` answered requests
+    are routed to: on a few dozen outcomes a model's estimate is luck, and the router would chase it.
+    """
+    fitted, oof, info = fit_partial(x, ds.scores, keys // 7, l2=l2, folds=folds, min_rows=min_answers)
+    seen = ~np.isnan(ds.scores)
+    served = seen.argmax(1)
+    outcome = ds.scores[np.arange(len(ds)), served]
+    share = np.maximum(seen.mean(0), 1.0 / len(ds))[served]
+    logged = ds.propensity if ds.propensity is not None else np.full(len(ds), np.nan)
+    propensity = np.where(np.isnan(logged), share, logged)
+    keep = [j for j, i in enumerate(info) if i["rows"] >= min_answers]
+    if not keep:
+        counts = ", ".join(f"{mm} {i['rows']}" for mm, i in zip(ds.models, info))
+        raise ValueError(f"no model answered {min_answers} or more logged requests with feedback ({counts}); "
+                         "log more traffic")
+    served_k = np.array([keep.index(j) if j in keep else -1 for j in served])
+    oof, prices = oof[:, keep], model_prices(ds)[keep]
+    quality = np.array([operating.logged_quality(oof, np.full(len(ds), k), served_k, outcome, propensity)[0]
+                        for k in range(len(keep))])
+    meta = {"rows_per_model": {mm: i["rows"] for mm, i in zip(ds.models, info)},
+            "l2_per_model": {mm: i["l2"] for mm, i in zip(ds.models, info) if i["l2"] is not None},
+            "not_routed": sorted(mm for j, mm in enumerate(ds.models) if j not in keep),
+            "min_answers": min_answers,
+            "propensity_logged": int((~np.isnan(logged)).sum()),
+            "caution": caution,
+            "quality_estimate": f"doubly robust from the logs; operating points reach their target at "
+                                f"{caution:g} standard errors below the estimate"}
+    return _Fit(replace(fitted, weights=fitted.weights[:, keep], bias=fitted.bias[keep]), oof,
+                tuple(ds.models[j] for j in keep), prices, quality,
+                operating.logged_curve(oof, prices, served_k, outcome, propensity, z=caution), meta)
+
+
 def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = None, l2: float | None = None,
                 folds: int = 5, min_answers: int = MIN_ROWS_PER_MODEL, caution: float = LOGGED_Z) -> tuple[QualityModel, np.ndarray]:
     """Fit on every row of `ds`; returns the model and its inner out-of-fold probabilities."""
     if len(ds) < 2 * folds:
         raise ValueError(f"need at least {2 * folds} prompts to train with {folds}-fold validation, got {len(ds)}")
-    x = featurizer.matrix(requests_of(ds)) if x is None else x
+    x = (featurizer.matrix(requests_of(ds)) if x is None else x).astype(np.float64)
     keys = keys_of(ds)
-    prices = model_prices(ds)
-    extra: dict = {}
-    # Inner folds use other hash bits than the outer eval folds, so they are not aligned with them.
     partial = logged_traffic(ds)
-    models = ds.models
-    if partial:
-        # Own traffic: one observed outcome per prompt. Qualities and operating points are doubly
-        # robust estimates (cross-fitted predictions corrected where the logged model is the chosen
-        # one), weighted by the logged propensity, or by the model's share of rows where none was
-        # logged (right only if it was picked independently of the prompt).
-        fitted, oof, info = fit_partial(x.astype(np.float64), ds.scores, keys // 7, l2=l2, folds=folds,
-                                        min_rows=min_answers)
-        seen = ~np.isnan(ds.scores)
-        served = seen.argmax(1)
-        outcome = ds.scores[np.arange(len(ds)), served]
-        share = np.maximum(seen.mean(0), 1.0 / len(ds))[served]
-        logged = ds.propensity if ds.propensity is not None else np.full(len(ds), np.nan)
-        propensity = np.where(np.isnan(logged), share, logged)
-        # Only models with enough answered requests are routed to: on a few dozen outcomes a
-        # model's estimate is luck, and the router would chase it. The rest keep being explored.
-        keep = [j for j, i in enumerate(info) if i["rows"] >= min_answers]
-        if not keep:
-            counts = ", ".join(f"{mm} {i['rows']}" for mm, i in zip(ds.models, info))
-            raise ValueError(f"no model answered {min_answers} or more logged requests with feedback ({counts}); "
-                             "log more traffic")
-        served_k = np.array([keep.index(j) if j in keep else -1 for j in served])
-        oof, prices = oof[:, keep], prices[keep]
-        quality = np.array([operating.logged_quality(oof, np.full(len(ds), k), served_k, outcome, propensity)[0]
-                            for k in range(len(keep))])
-        points = operating.logged_curve(oof, prices, served_k, outcome, propensity, z=caution)
-        fitted = replace(fitted, weights=fitted.weights[:, keep], bias=fitted.bias[keep])
-        models = tuple(ds.models[j] for j in keep)
-        extra = {"rows_per_model": {mm: i["rows"] for mm, i in zip(ds.models, info)},
-                 "l2_per_model": {mm: i["l2"] for mm, i in zip(ds.models, info) if i["l2"] is not None},
-                 "not_routed": sorted(mm for j, mm in enumerate(ds.models) if j not in keep),
-                 "min_answers": min_answers,
-                 "propensity_logged": int((~np.isnan(logged)).sum()),
-                 "caution": caution,
-                 "quality_estimate": f"doubly robust from the logs; operating points reach their target at "
-                                     f"{caution:g} standard errors below the estimate"}
-    else:
-        fitted, oof = fit(x.astype(np.float64), ds.scores, keys // 7, l2=l2, folds=folds)
-        quality = ds.scores.mean(0)
-        points = operating.curve(oof, prices, ds.scores, ds.costs)
-    best = int(quality.argmax())
-    picked = operating.pick(points, float(quality[best]))
+    got = _fit_logged(ds, x, keys, l2, folds, min_answers, caution) if partial else _fit_outcomes(ds, x, keys, l2, folds)
+    best = int(got.quality.argmax())
+    picked = operating.pick(got.points, float(got.quality[best]))
     if partial:
         # A target the logs cannot vouch for gets the most quality-seeking rule (trade-off 0), not
         # the point whose noisy estimate happens to be highest.
         for frac in picked:
-            if operating.cheapest_reaching(points, frac * float(quality[best])) is None:
+            if operating.cheapest_reaching(got.points, frac * float(got.quality[best])) is None:
                 picked[frac] = 0.0
+    fitted, oof, models = got.fitted, got.oof, got.models
     meta = {
         "embedder": featurizer.kind,
         "format": ds.format,
@@ -98,11 +116,11 @@ def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = N
         "cost_note": ds.cost_note,
         "l2": fitted.l2,
         "cv_logloss": {str(k): v for k, v in fitted.cv_logloss.items()},
-        "model_quality": dict(zip(models, quality.tolist())),
-        "model_cost": dict(zip(models, prices.tolist())),
+        "model_quality": dict(zip(models, got.quality.tolist())),
+        "model_cost": dict(zip(models, got.prices.tolist())),
         "best_single": models[best],
         "operating_points": {f"{frac:.2f}": {"tradeoff": t} for frac, t in picked.items()},
-        **extra,
+        **got.meta,
     }
     model = QualityModel(models, fitted.mean, fitted.scale, fitted.weights, fitted.bias, featurizer.fingerprint(),
                          meta, np.unique(keys))
