@@ -471,7 +471,7 @@ def test_feedback_posted_concurrently_is_written_whole(tmp_path):
     cfg = parse_config(data, with_defaults=False)
     rt = Runtime(cfg, credentials=Credentials.resolve(build_catalog(cfg), []))
 
-    async def go() -> list[int]:
+    async def go() -> tuple[list[int], str]:
         await rt.start()
         try:
             host, port = rt.metrics_address
@@ -485,12 +485,14 @@ def test_feedback_posted_concurrently_is_written_whole(tmp_path):
 
             threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
             await asyncio.to_thread(lambda: ([t.start() for t in threads], [t.join(120) for t in threads]))
-            return codes
+            return codes, rt.metrics.exposition().decode()
         finally:
             await rt.stop()
 
-    codes = asyncio.run(go())
+    codes, metrics = asyncio.run(go())
     assert codes == [200] * 400
+    assert 'llm_router_feedback_total{result="accepted"} 1200.0' in metrics  # no increment lost between threads
+    assert 'llm_router_feedback_rated_total{model="unknown"} 1200.0' in metrics
     lines = [orjson.loads(x) for x in fb_path.read_text().splitlines()]
     assert len(lines) == 1200 and len({x["request_id"] for x in lines}) == 1200
     assert {x["score"] for x in lines} == {0.0, 0.5, 1.0}

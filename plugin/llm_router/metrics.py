@@ -163,9 +163,10 @@ class _QuietHandler(WSGIRequestHandler):
 
 def _app(metrics: Metrics, feedback: object | None, model_of: Callable[[str], str | None] | None = None):
     """/metrics (and every other path) from prometheus-client; POST /v1/feedback into the feedback log."""
-    from llm_router.feedback import FeedbackError, parse
+    from llm_router.feedback import MAX_BODY_BYTES, FeedbackError, parse
 
     prometheus = make_wsgi_app(metrics.registry)
+    counting = threading.Lock()  # the server's threads post at once; counters are plain dicts
 
     def reply(start_response, status: str, body: bytes) -> list[bytes]:
         start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
@@ -184,22 +185,23 @@ def _app(metrics: Metrics, feedback: object | None, model_of: Callable[[str], st
         except ValueError:
             size = -1
         try:
-            from llm_router.feedback import MAX_BODY_BYTES
-
             if size < 0 or size > MAX_BODY_BYTES:
                 raise FeedbackError(413, f"feedback body needs a Content-Length of at most {MAX_BODY_BYTES} bytes")
             lines = parse(environ["wsgi.input"].read(size))
         except FeedbackError as exc:
-            metrics.feedback.inc(("rejected",))
+            with counting:
+                metrics.feedback.inc(("rejected",))
             return reply(start_response, f"{exc.status} {'Payload Too Large' if exc.status == 413 else 'Bad Request'}", exc.body())
         for line in lines:
             model = model_of(line["request_id"]) if model_of is not None else None
             if model is not None:
                 line["model"] = model
-            metrics.rated.inc((model or "unknown",))
-            metrics.rated_score.inc((model or "unknown",), line["score"])
         feedback.write(lines)  # type: ignore[attr-defined]
-        metrics.feedback.inc(("accepted",), len(lines))
+        with counting:
+            for line in lines:
+                metrics.rated.inc((line.get("model", "unknown"),))
+                metrics.rated_score.inc((line.get("model", "unknown"),), line["score"])
+            metrics.feedback.inc(("accepted",), len(lines))
         return reply(start_response, "200 OK", orjson.dumps({"accepted": len(lines)}))
 
     return app
