@@ -169,15 +169,13 @@ class Router:
         share = conf.explore
         if share > 0.0 and not pinned and len(candidates) > 1:
             k = len(candidates)
-            chances = sel.chances
+            picked = sel
             if self._rng.random() < share:
-                pick = candidates[self._rng.randrange(k)]
-                by_strategy = chances.get(pick.id, 0.0) if chances is not None else float(pick is sel.model)
-                propensity = share / k + (1.0 - share) * by_strategy
-                sel = Selection(pick, f"explore: drawn from {k} models ({share:g} of requests explore)")
+                sel = Selection(candidates[self._rng.randrange(k)], f"explore: drawn from {k} models ({share:g} of requests explore)")
                 strategy = "explore"
-            else:
-                propensity = share / k + (1.0 - share) * (chances.get(sel.model.id, 0.0) if chances is not None else 1.0)
+            # The chance this model was sent: drawn by exploration, or picked by the strategy.
+            by_strategy = picked.chance(sel.model.id) if picked.chance is not None else float(sel.model is picked.model)
+            propensity = share / k + (1.0 - share) * by_strategy
         fallbacks = sel.fallbacks if sel.fallbacks is not None else self._fallbacks(sel.model, candidates, conf.fallbacks)
         expected_out = min(request.max_output_tokens, conf.expected_output_tokens) if request.max_output_tokens else conf.expected_output_tokens
         cost = sel.model.cost(request.input_tokens, expected_out)

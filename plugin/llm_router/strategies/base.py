@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,9 +53,10 @@ class Selection:
     reason: str
     fallbacks: tuple[Model, ...] | None = None  # None: the router builds the chain
     mode: str = "fallback"
-    # A randomised strategy's chance of picking each model id for this request (None: deterministic);
-    # with policy `explore` on, the logged propensity is built from it.
-    chances: dict[str, float] | None = None
+    # A randomised strategy's chance of picking a model id for this request (None: deterministic);
+    # with policy `explore` on, the logged propensity is built from it. A function, so that nothing
+    # is computed per request unless a policy explores.
+    chance: Callable[[str], float] | None = None
 
 
 class Strategy(Protocol):

@@ -22,4 +22,4 @@ class CostWeighted:
                 break
         share = w / total
         return Selection(model, f"cost-weighted among {len(allowed)} models allowed for {tier.name}: {model.id} (p={share:.2f})",
-                         chances={m.id: wm / total for m, wm in zip(allowed, weights)})
+                         chance=lambda mid: sum(wm for m, wm in zip(allowed, weights) if m.id == mid) / total)

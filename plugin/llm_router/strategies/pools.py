@@ -27,7 +27,7 @@ class RoundRobin:
         model = pool[ctx.counter % len(pool)]
         # The position in the rotation does not depend on the prompt: each member is equally likely.
         return Selection(model, f"round-robin {ctx.counter % len(pool) + 1}/{len(pool)} -> {model.id}",
-                         chances={m.id: 1.0 / len(pool) for m in pool})
+                         chance=lambda mid: sum(m.id == mid for m in pool) / len(pool))
 
 
 class LeastUsed:
