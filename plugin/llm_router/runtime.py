@@ -217,7 +217,7 @@ class Runtime:
         self.consumer_header: str | None = config.accounting.get("consumer_header")
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
-        self._id_random: bytes | None = None
+        self._id_random = os.urandom(6 * 1024)
         self.shared = self.limits = self.metrics = self.telemetry = None
         self.orchestrator: Any = None  # llm_router.orchestrate: the runner's own calls (cascade, hedge), made on first use
         self._metrics_address: tuple[str, int] | None = None
@@ -309,7 +309,7 @@ class Runtime:
         """
         n = next(self._ids)
         at = (n % 1024) * 6
-        if at == 0 or self._id_random is None:
+        if at == 0:
             self._id_random = os.urandom(6 * 1024)
         return f"{self._id_prefix}-{n:x}-{self._id_random[at:at + 6].hex()}"
 
