@@ -289,7 +289,7 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
         for frac, t in tradeoffs.items():
             vec = operating.choose(p_all[te], prices, t)
             got = chosen[f"learned@{frac:.2f}"][te]
-            util = p_all[te] - t * prices[None, :] / (float(prices.max()) or 1.0)
+            util = operating.utility(p_all[te], prices, t)
             rows = np.arange(len(te))
             differ = (vec != got) & (np.abs(util[rows, vec] - util[rows, got]) > 1e-5)
             if differ.any():
@@ -574,7 +574,7 @@ def _curve_by_fold(p: np.ndarray, prices_row: np.ndarray, fids: np.ndarray, ds: 
 
 
 def _held_out_for(model: QualityModel, ds: Dataset, notes: list[str]) -> tuple[Dataset, str]:
-    """Rows of `ds` the model was not trained on, with the model's models only."""
+    """Rows of `ds` the model was not trained on; every model it routes to must be in `ds` (it may know fewer)."""
     unknown = [mm for mm in model.models if mm not in ds.models]
     if unknown:
         raise ValueError(f"the router model routes to {unknown}, which this data set does not have (it has {list(ds.models)})")

@@ -207,6 +207,12 @@ def _app(metrics: Metrics, feedback: object | None, model_of: Callable[[str], st
     return app
 
 
+def split_listen(listen: str) -> tuple[str, str]:
+    """metrics.listen as (host, port text): '[::1]:9464' -> ('::1', '9464'); no host -> 127.0.0.1."""
+    host, _, port = str(listen).rpartition(":")
+    return host.strip("[]") or "127.0.0.1", port
+
+
 def serve_metrics(metrics: Metrics, listen: str, feedback: object | None = None,
                   model_of: Callable[[str], str | None] | None = None) -> tuple[str, int]:
     """Serve /metrics (and POST /v1/feedback into `feedback`, a FeedbackLog) on HOST:PORT in a daemon thread.
@@ -214,8 +220,7 @@ def serve_metrics(metrics: Metrics, listen: str, feedback: object | None = None,
     `model_of` maps a request id to the model that answered it, to count ratings per model.
     Port 0 picks a free one; returns the bound address.
     """
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
+    host, port = split_listen(listen)
     server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
     with _lock:
         server = make_server(host, int(port), _app(metrics, feedback, model_of), server_class, handler_class=_QuietHandler)

@@ -25,12 +25,15 @@ class Point:
     cost_per_1k: float
 
 
+def utility(p: np.ndarray, prices: np.ndarray, tradeoff: float) -> np.ndarray:
+    """(rows, models) value of each model under the trade-off rule: quality minus tradeoff x price / the dearest price."""
+    return p - tradeoff * prices[None, :] / (float(prices.max()) or 1.0)
+
+
 def choose(p: np.ndarray, prices: np.ndarray, tradeoff: float) -> np.ndarray:
     """Model index per row under the trade-off rule; ties go to the cheaper model."""
     order = np.argsort(prices, kind="stable")
-    top = float(prices.max()) or 1.0
-    util = p[:, order] - tradeoff * prices[order][None, :] / top
-    return order[util.argmax(1)]
+    return order[utility(p[:, order], prices[order], tradeoff).argmax(1)]
 
 
 def measure(choice: np.ndarray, scores: np.ndarray, costs: np.ndarray) -> tuple[float, float]:

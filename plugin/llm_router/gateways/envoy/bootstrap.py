@@ -155,8 +155,9 @@ def feedback_address(cfg: Config) -> tuple[str, int] | None:
     listen = cfg.metrics.get("listen")
     if not cfg.metrics.get("feedback_log") or not listen:
         return None
-    host, _, port = str(listen).rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
+    from llm_router.metrics import split_listen
+
+    host, port = split_listen(listen)
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1" if host == "0.0.0.0" else "::1"
     return (host, int(port)) if port.isdigit() and int(port) > 0 else None
