@@ -8,8 +8,9 @@ import pytest
 
 from llm_router.classify.learned import LearnedClassifier, category_of
 from llm_router.config import parse_config
-from llm_router.datasets import chat_body, load
+from llm_router.datasets import Dataset, chat_body, load
 from llm_router.learn import operating
+from llm_router.learn.clusters import auto_k, fit_clusters
 from llm_router.learn.features import Featurizer, HashingEmbedder, load_embedder
 from llm_router.learn.fit import fit
 from llm_router.learn.model import ModelFileError, QualityModel
@@ -158,3 +159,68 @@ def test_task_ceiling_lp_matches_a_hand_computed_mix():
     # 75% quality: half of task B may go to the cheap model
     assert task_ceiling(scores, costs, groups, 0.75) == pytest.approx((1 + 1 + 5.5 + 5.5) / 4)
     assert task_ceiling(scores, costs, groups, 1.01) is None
+
+
+def _sector_data(n: int = 800, sectors: int = 8, dim: int = 8, seed: int = 0):
+    """Unit embeddings on a circle; the cheap model is right in every other sector (no linear rule can say so)."""
+    rng = np.random.default_rng(seed)
+    angle = rng.uniform(0, 2 * np.pi, n)
+    x = np.zeros((n, dim + 8))
+    x[:, 0], x[:, 1] = np.cos(angle), np.sin(angle)
+    sector = (angle / (2 * np.pi / sectors)).astype(int)
+    cheap_right = (sector % 2 == 0) ^ (rng.random(n) < 0.05)
+    scores = np.stack([cheap_right, np.ones(n, bool)], 1).astype(float)
+    costs = np.tile([0.001, 0.02], (n, 1))
+    ds = Dataset("routerbench", ("cheap", "top"), [f"r{i}" for i in range(n)], [f"prompt {i}" for i in range(n)],
+                 ["g"] * n, scores, costs, "test")
+    return ds, x, Featurizer("hashing", HashingEmbedder(dim=dim))
+
+
+def test_topic_clusters_learn_what_a_linear_model_cannot():
+    ds, x, feat = _sector_data()
+    right = ds.scores[:, 0] > 0.5
+    accuracy = {}
+    for k in (0, None):
+        model, oof = train_model(ds, feat, x=x, clusters=k)
+        accuracy[k] = float(((oof[:, 0] > 0.5) == right).mean())
+        assert model.meta["clusters"] == (0 if k == 0 else model.clusters.k)
+    assert accuracy[0] < 0.7 < 0.9 < accuracy[None]
+
+
+def test_fit_clusters_recovers_planted_topics_reproducibly():
+    rng = np.random.default_rng(1)
+    centres = np.eye(16)[:4]
+    label = rng.integers(0, 4, 400)
+    emb = centres[label] + 0.15 * rng.normal(size=(400, 16))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    found = fit_clusters(emb, 4)
+    assigned = found.memberships(emb).argmax(1)
+    purity = sum(np.bincount(label[assigned == c], minlength=4).max() for c in range(4) if (assigned == c).any()) / 400
+    assert purity > 0.98
+    assert np.array_equal(fit_clusters(emb, 4).centroids, found.centroids)
+    assert np.allclose(found.memberships(emb[0]).sum(), 1.0)
+    assert fit_clusters(emb, 1) is None and fit_clusters(emb[:6], 4) is None
+    assert auto_k(99) == 0 and auto_k(500) == 10 and auto_k(10**6) == 120
+
+
+def test_model_with_clusters_survives_save_load_and_routes(tmp_path):
+    ds = load([FIX / "routerbench_small.csv"])
+    feat = Featurizer("hashing", HashingEmbedder())
+    model, _ = train_model(ds, feat, clusters=4)
+    assert model.clusters is not None and model.clusters.k == 4
+    assert model.weights.shape[0] == feat.dim + 4
+    path = model.save(tmp_path / "m.npz")
+    again = QualityModel.load(path)
+    x = feat.matrix(requests_of(ds)[:20])
+    assert np.allclose(model.predict(x), again.predict(x), atol=1e-6)
+    clf = LearnedClassifier.load(path)
+    req = requests_of(ds)[3]
+    assert np.allclose([p for _, p in clf.classify(req).quality], model.predict(feat.features(req)), atol=1e-6)
+    # A file whose centroids do not fit its weights is refused by name.
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["centroids"] = np.zeros((3, 1000), np.float32)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    with pytest.raises(ModelFileError, match="centroids of shape"):
+        QualityModel.load(bad)

@@ -19,6 +19,8 @@ def register(sub) -> None:
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds when --router is not given (default 5)")
     p.add_argument("--features", choices=EMBEDDERS, default="static", help="prompt embedding when training per fold")
     p.add_argument("--embeddings", metavar="DIR", help="static embeddings folder (default: the built-in one)")
+    p.add_argument("--clusters", type=int, default=None, metavar="K",
+                   help="topic clusters of the prompts added as features (default: one per 50 prompts, at most 120; 0: none)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw cost vs quality (needs matplotlib: pip install 'llm-router[plot]')")
     p.add_argument("--policy-out", metavar="FILE.yaml",
@@ -30,6 +32,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    if args.clusters is not None and not 0 <= args.clusters <= 10000:
+        print("error: --clusters must be from 0 (none) to 10000", file=sys.stderr)
+        return 2
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -83,7 +88,8 @@ def run(args) -> int:
 
     say = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
-        report = evaluate(ds, featurizer, folds=args.folds, model=model, classifiers=classifiers, progress=say)
+        report = evaluate(ds, featurizer, folds=args.folds, model=model, classifiers=classifiers, progress=say,
+                          clusters=args.clusters)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,8 @@ def register(sub) -> None:
     p.add_argument("--features", choices=EMBEDDERS, default="static",
                    help="prompt embedding: the shipped static MiniLM embeddings (default) or word hashing")
     p.add_argument("--embeddings", metavar="DIR", help="static embeddings folder (default: the built-in one)")
+    p.add_argument("--clusters", type=int, default=None, metavar="K",
+                   help="topic clusters of the prompts added as features (default: one per 50 prompts, at most 120; 0: none)")
     p.add_argument("--l2", type=float, default=None, help="ridge strength (default: chosen by 5-fold CV)")
     p.add_argument("--caution", type=float, default=LOGGED_Z, metavar="Z",
                    help=f"own traffic: an operating point must reach its target Z standard errors below its estimate "
@@ -27,6 +29,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    if args.clusters is not None and not 0 <= args.clusters <= 10000:
+        print("error: --clusters must be from 0 (none) to 10000", file=sys.stderr)
+        return 2
     if args.min_answers < 1:
         print("error: --min-answers must be at least 1", file=sys.stderr)
         return 2
@@ -48,7 +53,8 @@ def run(args) -> int:
     from llm_router.learn.train import train_model
 
     try:
-        model, _ = train_model(ds, featurizer, l2=args.l2, min_answers=args.min_answers, caution=args.caution)
+        model, _ = train_model(ds, featurizer, l2=args.l2, min_answers=args.min_answers, caution=args.caution,
+                               clusters=args.clusters)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -56,7 +62,7 @@ def run(args) -> int:
     meta = model.meta
     cv = f"CV log-loss {min(meta['cv_logloss'].values()):.4f}" if meta["cv_logloss"] else "mean rates only"
     print(f"trained on {meta['rows']} prompts in {time.perf_counter() - t0:.1f} s; ridge l2={meta['l2']:g} "
-          f"({cv}); features {model.features}")
+          f"({cv}); features {model.features}, {meta['clusters']} topic clusters")
     ops = ", ".join(f"{float(k):.0%} of best -> tradeoff {v['tradeoff']:.4g}" for k, v in meta["operating_points"].items())
     print(f"operating points (picked on out-of-fold predictions of the training rows): {ops}")
     if "rows_per_model" in meta:

@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 
-FORMAT_VERSION = 1
+from llm_router.learn.clusters import Clusters
+
+FORMAT_VERSION = 1  # files with topic clusters add the optional `centroids` array; older files load unchanged
 
 
 class ModelFileError(Exception):
@@ -20,7 +22,10 @@ class ModelFileError(Exception):
 
 @dataclass
 class QualityModel:
-    """p(model answers well | features) = sigmoid((x - mean) / scale @ weights + bias)."""
+    """p(model answers well | features) = sigmoid((x' - mean) / scale @ weights + bias).
+
+    x' is the feature vector, followed by its topic-cluster memberships when the model has clusters.
+    """
 
     models: tuple[str, ...]
     mean: np.ndarray  # (features,)
@@ -30,6 +35,7 @@ class QualityModel:
     features: str  # featurizer fingerprint, e.g. "static-256-<sha>"
     meta: dict[str, Any] = field(default_factory=dict)  # training facts, operating points, prices
     trained_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # prompt hashes trained on
+    clusters: Clusters | None = None  # topic clusters of the training prompts (learn.clusters)
 
     def __post_init__(self) -> None:
         # Fold the standardisation into the weights: one multiply-add at run time.
@@ -38,6 +44,8 @@ class QualityModel:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Probabilities (models,) for one feature vector, or (n, models) for a matrix."""
+        if self.clusters is not None:
+            x = self.clusters.augment(x)
         z = x @ self._w + self._b
         return 0.5 * (1.0 + np.tanh(0.5 * z))
 
@@ -45,11 +53,15 @@ class QualityModel:
         """Write the model as .npz (the suffix is added when missing)."""
         p = Path(path)
         meta = {**self.meta, "format_version": FORMAT_VERSION, "models": list(self.models), "features": self.features}
+        extra = {}
+        if self.clusters is not None:
+            meta["cluster_temperature"] = self.clusters.temperature
+            extra["centroids"] = self.clusters.centroids.astype(np.float32)
         with p.open("wb") as fh:
             np.savez_compressed(fh, mean=self.mean.astype(np.float32), scale=self.scale.astype(np.float32),
                                 weights=self.weights.astype(np.float32), bias=self.bias.astype(np.float32),
                                 trained_keys=self.trained_keys.astype(np.int64),
-                                meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+                                meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **extra)
         return p
 
     @classmethod
@@ -77,6 +89,15 @@ class QualityModel:
         if w.ndim != 2 or w.shape[1] != len(models) or arrays["bias"].shape != (len(models),) \
                 or arrays["mean"].shape != (w.shape[0],) or arrays["scale"].shape != (w.shape[0],):
             raise ModelFileError(f"{p}: array shapes do not agree with {len(models)} models")
+        clusters = None
+        if "centroids" in arrays:
+            c = arrays["centroids"]
+            temperature = meta.get("cluster_temperature")
+            if c.ndim != 2 or c.shape[0] < 2 or c.shape[0] + c.shape[1] > w.shape[0]:
+                raise ModelFileError(f"{p}: centroids of shape {c.shape} do not fit {w.shape[0]} weight rows")
+            if not isinstance(temperature, (int, float)) or not temperature > 0:
+                raise ModelFileError(f"{p}: cluster_temperature must be a positive number, got {temperature!r}")
+            clusters = Clusters(c.astype(np.float32), float(temperature))
         return cls(models, arrays["mean"].astype(np.float64), arrays["scale"].astype(np.float64), w.astype(np.float64),
                    arrays["bias"].astype(np.float64), str(meta.get("features", "")), meta,
-                   arrays.get("trained_keys", np.zeros(0, np.int64)))
+                   arrays.get("trained_keys", np.zeros(0, np.int64)), clusters)

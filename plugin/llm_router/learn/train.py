@@ -7,6 +7,7 @@ import numpy as np
 
 from llm_router.datasets import Dataset, prompt_key
 from llm_router.learn import operating
+from llm_router.learn.clusters import auto_k, fit_clusters
 from llm_router.learn.features import Featurizer
 from llm_router.learn.fit import MIN_ROWS_PER_MODEL, Fitted, fit, fit_partial
 from llm_router.learn.model import QualityModel
@@ -90,11 +91,19 @@ def _fit_logged(ds: Dataset, x: np.ndarray, keys: np.ndarray, l2: float | None, 
 
 
 def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = None, l2: float | None = None,
-                folds: int = 5, min_answers: int = MIN_ROWS_PER_MODEL, caution: float = LOGGED_Z) -> tuple[QualityModel, np.ndarray]:
-    """Fit on every row of `ds`; returns the model and its inner out-of-fold probabilities."""
+                folds: int = 5, min_answers: int = MIN_ROWS_PER_MODEL, caution: float = LOGGED_Z,
+                clusters: int | None = None) -> tuple[QualityModel, np.ndarray]:
+    """Fit on every row of `ds`; returns the model and its inner out-of-fold probabilities.
+
+    `clusters`: how many topic clusters of the prompts to add as features (None: as many as the
+    rows support, up to learn.clusters.MAX_CLUSTERS; 0: none).
+    """
     if len(ds) < 2 * folds:
         raise ValueError(f"need at least {2 * folds} prompts to train with {folds}-fold validation, got {len(ds)}")
     x = (featurizer.matrix(requests_of(ds)) if x is None else x).astype(np.float64)
+    topics = fit_clusters(x[:, :featurizer.embedder.dim], auto_k(len(x)) if clusters is None else clusters)
+    if topics is not None:
+        x = topics.augment(x)
     keys = keys_of(ds)
     partial = logged_traffic(ds)
     got = _fit_logged(ds, x, keys, l2, folds, min_answers, caution) if partial else _fit_outcomes(ds, x, keys, l2, folds)
@@ -115,6 +124,7 @@ def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = N
         "skipped": ds.skipped,
         "cost_note": ds.cost_note,
         "l2": fitted.l2,
+        "clusters": topics.k if topics is not None else 0,
         "cv_logloss": {str(k): v for k, v in fitted.cv_logloss.items()},
         "model_quality": dict(zip(models, got.quality.tolist())),
         "model_cost": dict(zip(models, got.prices.tolist())),
@@ -123,5 +133,5 @@ def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = N
         **got.meta,
     }
     model = QualityModel(models, fitted.mean, fitted.scale, fitted.weights, fitted.bias, featurizer.fingerprint(),
-                         meta, np.unique(keys))
+                         meta, np.unique(keys), topics)
     return model, oof
