@@ -56,6 +56,7 @@ class QualityModel:
         extra = {}
         if self.clusters is not None:
             meta["cluster_temperature"] = self.clusters.temperature
+            meta["cluster_blocks"] = list(self.clusters.blocks)
             extra["centroids"] = self.clusters.centroids.astype(np.float32)
         with p.open("wb") as fh:
             np.savez_compressed(fh, mean=self.mean.astype(np.float32), scale=self.scale.astype(np.float32),
@@ -93,11 +94,15 @@ class QualityModel:
         if "centroids" in arrays:
             c = arrays["centroids"]
             temperature = meta.get("cluster_temperature")
+            blocks = meta.get("cluster_blocks")
             if c.ndim != 2 or c.shape[0] < 2 or c.shape[0] + c.shape[1] > w.shape[0]:
                 raise ModelFileError(f"{p}: centroids of shape {c.shape} do not fit {w.shape[0]} weight rows")
             if not isinstance(temperature, (int, float)) or not temperature > 0:
                 raise ModelFileError(f"{p}: cluster_temperature must be a positive number, got {temperature!r}")
-            clusters = Clusters(c.astype(np.float32), float(temperature))
+            if not (isinstance(blocks, list) and blocks and all(isinstance(b, int) and b >= 1 for b in blocks)
+                    and sum(blocks) == c.shape[0]):
+                raise ModelFileError(f"{p}: cluster_blocks {blocks!r} must be positive sizes adding up to {c.shape[0]} centroids")
+            clusters = Clusters(c.astype(np.float32), tuple(blocks), float(temperature))
         return cls(models, arrays["mean"].astype(np.float64), arrays["scale"].astype(np.float64), w.astype(np.float64),
                    arrays["bias"].astype(np.float64), str(meta.get("features", "")), meta,
                    arrays.get("trained_keys", np.zeros(0, np.int64)), clusters)
