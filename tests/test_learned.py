@@ -224,3 +224,13 @@ def test_model_with_clusters_survives_save_load_and_routes(tmp_path):
     np.savez(bad, **arrays)
     with pytest.raises(ModelFileError, match="centroids of shape"):
         QualityModel.load(bad)
+
+
+def test_fast_prediction_with_clusters_equals_the_plain_formula():
+    ds, x, feat = _sector_data(n=300)
+    model, _ = train_model(ds, feat, x=x, clusters=6)
+    assert model.clusters.blocks == (6,)
+    aug = model.clusters.augment(x)
+    plain = 1.0 / (1.0 + np.exp(-(((aug - model.mean) / model.scale) @ model.weights + model.bias)))
+    assert np.allclose(model.predict(x.astype(np.float32)), plain, atol=1e-5)
+    assert np.allclose(model.predict(x[7].astype(np.float32)), plain[7], atol=1e-5)

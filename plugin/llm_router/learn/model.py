@@ -39,14 +39,32 @@ class QualityModel:
 
     def __post_init__(self) -> None:
         # Fold the standardisation into the weights: one multiply-add at run time.
-        self._w = (self.weights / self.scale[:, None]).astype(np.float32)
+        w = (self.weights / self.scale[:, None]).astype(np.float32)
         self._b = (self.bias - (self.mean / self.scale) @ self.weights).astype(np.float32)
+        c = self.clusters
+        if c is None:
+            self._w = w
+            return
+        # Memberships are a softmax per block; instead of building them, one product with a
+        # block-diagonal matrix gives per block both sum(e * weights) and sum(e), and their ratio
+        # is the block's contribution (cosines are within [-1, 1], so exp needs no shift).
+        base, m = w.shape[0] - c.k, w.shape[1]
+        self._w, self._c = w[:base], np.ascontiguousarray(c.centroids.T)
+        self._g = np.zeros((c.k, len(c.blocks) * (m + 1)), np.float32)
+        start = 0
+        for i, size in enumerate(c.blocks):
+            self._g[start:start + size, i * (m + 1):i * (m + 1) + m] = w[base + start:base + start + size]
+            self._g[start:start + size, i * (m + 1) + m] = 1.0
+            start += size
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Probabilities (models,) for one feature vector, or (n, models) for a matrix."""
-        if self.clusters is not None:
-            x = self.clusters.augment(x)
         z = x @ self._w + self._b
+        c = self.clusters
+        if c is not None:
+            e = np.exp((x[..., :c.dim] @ self._c) * c.temperature)
+            r = (e @ self._g).reshape(*e.shape[:-1], len(c.blocks), -1)
+            z = z + (r[..., :-1] / r[..., -1:]).sum(-2)
         return 0.5 * (1.0 + np.tanh(0.5 * z))
 
     def save(self, path: str | Path) -> Path:
