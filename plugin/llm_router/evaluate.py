@@ -243,6 +243,7 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
     chains: list[list[int]] = [[] for _ in range(n)]
     semantic_ok = True
     checked = 0
+    topic_clusters: list[int] = []
     for f in np.unique(fids):
         te = np.nonzero(fids == f)[0]
         if model is None:
@@ -250,6 +251,7 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
             train = ds.subset(tr)
             say(f"fold {f + 1}/{folds}: training on {len(tr)} prompts, scoring {len(te)}")
             fold_model, _ = train_model(train, featurizer, x=x[tr], clusters=clusters)
+            topic_clusters.append(int(fold_model.meta.get("clusters", 0)))
             prices = train.costs.mean(0)
             quality = train.scores.mean(0)
         else:
@@ -351,6 +353,9 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
         notes.append(AGREE_NOTE)
     rl = routellm_metrics(p_all, ds, best) if m == 2 else None
     notes.append(f"learned router checked against the vectorised rule on {checked} decisions")
+    if topic_clusters:
+        notes.append("learned router: topic clusters per fold (fitted on its training prompts): "
+                     + ", ".join(map(str, topic_clusters)))
     return EvalReport(
         dataset=ds.describe(), split=split, rows=n,
         best_single={"model": ds.models[best], "quality": best_q, "cost_per_1k": best_c},
