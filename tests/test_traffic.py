@@ -237,7 +237,7 @@ def test_models_with_few_logged_answers_are_not_routed_to(tmp_path, capsys):
     assert "--clusters must be from 0 (none) to 10000" in capsys.readouterr().err
     assert cli_main(["train", "--data", str(log), str(fbp), "--out", str(out), "--features", "hashing", "--min-answers", "10",
                      "--clusters", "3"]) == 0
-    assert "3 topic clusters" in capsys.readouterr().out and QualityModel.load(out).clusters.k == 3
+    assert "topic clusters: 3\n" in capsys.readouterr().out and QualityModel.load(out).clusters.k == 3
     few = _write(tmp_path / "few.jsonl", recs[:50])
     assert cli_main(["train", "--data", str(few), str(fbp), "--out", str(out), "--features", "hashing"]) == 2
     assert "no model answered 100 or more logged requests" in capsys.readouterr().err

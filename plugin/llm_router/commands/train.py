@@ -62,7 +62,8 @@ def run(args) -> int:
     meta = model.meta
     cv = f"CV log-loss {min(meta['cv_logloss'].values()):.4f}" if meta["cv_logloss"] else "mean rates only"
     print(f"trained on {meta['rows']} prompts in {time.perf_counter() - t0:.1f} s; ridge l2={meta['l2']:g} "
-          f"({cv}); features {model.features}, {meta['clusters']} topic clusters")
+          f"({cv}); features {model.features}; topic clusters: "
+          f"{' + '.join(map(str, model.clusters.blocks)) if model.clusters else 'none'}")
     ops = ", ".join(f"{float(k):.0%} of best -> tradeoff {v['tradeoff']:.4g}" for k, v in meta["operating_points"].items())
     print(f"operating points (picked on out-of-fold predictions of the training rows): {ops}")
     if "rows_per_model" in meta:
