@@ -235,6 +235,8 @@ def test_models_with_few_logged_answers_are_not_routed_to(tmp_path, capsys):
     assert "--caution must be from 0 to 10" in capsys.readouterr().err
     assert cli_main(["train", "--data", str(log), str(fbp), "--out", str(out), "--clusters", "-3"]) == 2
     assert "--clusters must be from 0 (none) to 10000" in capsys.readouterr().err
+    assert cli_main(["train", "--data", str(log), str(fbp), "--out", str(out), "--cluster-seed", "-1"]) == 2
+    assert "--cluster-seed must be 0 or more" in capsys.readouterr().err
     assert cli_main(["train", "--data", str(log), str(fbp), "--out", str(out), "--features", "hashing", "--min-answers", "10",
                      "--clusters", "3"]) == 0
     assert "topic clusters: 3\n" in capsys.readouterr().out and QualityModel.load(out).clusters.k == 3

@@ -213,11 +213,12 @@ def routellm_metrics(p: np.ndarray, ds: Dataset, strong: int) -> dict[str, Any]:
 
 def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: QualityModel | None = None,
              classifiers: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None,
-             clusters: int | None = None) -> EvalReport:
+             clusters: int | None = None, cluster_seed: int = 0) -> EvalReport:
     """Replay `ds` through every strategy and the learned router, on held-out rows only.
 
     `classifiers`: the classifiers section of a config (rules, semantic settings) for the replayed policies.
-    `clusters`: topic clusters for the learned router trained per fold (None: automatic; 0: none).
+    `clusters`: topic clusters for the learned router trained per fold (None: automatic; 0: none), their
+    k-means seeded with `cluster_seed`.
     """
     say = progress or (lambda _msg: None)
     notes = [f"costs: {ds.cost_note}"]
@@ -250,7 +251,7 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
             tr = np.nonzero(fids != f)[0]
             train = ds.subset(tr)
             say(f"fold {f + 1}/{folds}: training on {len(tr)} prompts, scoring {len(te)}")
-            fold_model, _ = train_model(train, featurizer, x=x[tr], clusters=clusters)
+            fold_model, _ = train_model(train, featurizer, x=x[tr], clusters=clusters, cluster_seed=cluster_seed)
             topic_clusters.append(int(fold_model.meta.get("clusters", 0)))
             prices = train.costs.mean(0)
             quality = train.scores.mean(0)

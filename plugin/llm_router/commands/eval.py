@@ -21,6 +21,7 @@ def register(sub) -> None:
     p.add_argument("--embeddings", metavar="DIR", help="static embeddings folder (default: the built-in one)")
     p.add_argument("--clusters", type=int, default=None, metavar="K",
                    help="topic clusters of the prompts added as features (default: one per 50 prompts, at most 120; 0: none)")
+    p.add_argument("--cluster-seed", type=int, default=0, metavar="N", help="seed of the topic clusters' k-means (default 0)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw cost vs quality (needs matplotlib: pip install 'llm-router[plot]')")
     p.add_argument("--policy-out", metavar="FILE.yaml",
@@ -34,6 +35,9 @@ def register(sub) -> None:
 def run(args) -> int:
     if args.clusters is not None and not 0 <= args.clusters <= 10000:
         print("error: --clusters must be from 0 (none) to 10000", file=sys.stderr)
+        return 2
+    if args.cluster_seed < 0:
+        print("error: --cluster-seed must be 0 or more", file=sys.stderr)
         return 2
     if args.plot:
         try:
@@ -89,7 +93,7 @@ def run(args) -> int:
     say = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
         report = evaluate(ds, featurizer, folds=args.folds, model=model, classifiers=classifiers, progress=say,
-                          clusters=args.clusters)
+                          clusters=args.clusters, cluster_seed=args.cluster_seed)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

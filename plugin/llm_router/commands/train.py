@@ -19,6 +19,7 @@ def register(sub) -> None:
     p.add_argument("--embeddings", metavar="DIR", help="static embeddings folder (default: the built-in one)")
     p.add_argument("--clusters", type=int, default=None, metavar="K",
                    help="topic clusters of the prompts added as features (default: one per 50 prompts, at most 120; 0: none)")
+    p.add_argument("--cluster-seed", type=int, default=0, metavar="N", help="seed of the topic clusters' k-means (default 0)")
     p.add_argument("--l2", type=float, default=None, help="ridge strength (default: chosen by 5-fold CV)")
     p.add_argument("--caution", type=float, default=LOGGED_Z, metavar="Z",
                    help=f"own traffic: an operating point must reach its target Z standard errors below its estimate "
@@ -31,6 +32,9 @@ def register(sub) -> None:
 def run(args) -> int:
     if args.clusters is not None and not 0 <= args.clusters <= 10000:
         print("error: --clusters must be from 0 (none) to 10000", file=sys.stderr)
+        return 2
+    if args.cluster_seed < 0:
+        print("error: --cluster-seed must be 0 or more", file=sys.stderr)
         return 2
     if args.min_answers < 1:
         print("error: --min-answers must be at least 1", file=sys.stderr)
@@ -54,7 +58,7 @@ def run(args) -> int:
 
     try:
         model, _ = train_model(ds, featurizer, l2=args.l2, min_answers=args.min_answers, caution=args.caution,
-                               clusters=args.clusters)
+                               clusters=args.clusters, cluster_seed=args.cluster_seed)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -92,16 +92,17 @@ def _fit_logged(ds: Dataset, x: np.ndarray, keys: np.ndarray, l2: float | None, 
 
 def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = None, l2: float | None = None,
                 folds: int = 5, min_answers: int = MIN_ROWS_PER_MODEL, caution: float = LOGGED_Z,
-                clusters: int | None = None) -> tuple[QualityModel, np.ndarray]:
+                clusters: int | None = None, cluster_seed: int = 0) -> tuple[QualityModel, np.ndarray]:
     """Fit on every row of `ds`; returns the model and its inner out-of-fold probabilities.
 
     `clusters`: how many topic clusters of the prompts to add as features (None: as many as the
-    rows support, up to learn.clusters.MAX_CLUSTERS; 0: none).
+    rows support, up to learn.clusters.MAX_CLUSTERS; 0: none); `cluster_seed` seeds their k-means.
     """
     if len(ds) < 2 * folds:
         raise ValueError(f"need at least {2 * folds} prompts to train with {folds}-fold validation, got {len(ds)}")
     x = (featurizer.matrix(requests_of(ds)) if x is None else x).astype(np.float64)
-    topics = fit_clusters(x[:, :featurizer.embedder.dim], auto_k(len(x)) if clusters is None else clusters)
+    topics = fit_clusters(x[:, :featurizer.embedder.dim], auto_k(len(x)) if clusters is None else clusters,
+                          seed=cluster_seed)
     if topics is not None:
         x = topics.augment(x)
     keys = keys_of(ds)
@@ -125,6 +126,7 @@ def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = N
         "cost_note": ds.cost_note,
         "l2": fitted.l2,
         "clusters": topics.k if topics is not None else 0,
+        "cluster_seed": cluster_seed,
         "cv_logloss": {str(k): v for k, v in fitted.cv_logloss.items()},
         "model_quality": dict(zip(models, got.quality.tolist())),
         "model_cost": dict(zip(models, got.prices.tolist())),
