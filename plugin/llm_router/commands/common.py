@@ -33,3 +33,19 @@ def register_installed(sub, package: str, names: tuple[str, ...]) -> None:
                 continue
             raise
         module.register(sub)
+
+
+def add_cluster_args(parser) -> None:
+    """--clusters and --cluster-seed: the learned router's topic clusters (train and eval)."""
+    parser.add_argument("--clusters", type=int, default=None, metavar="K",
+                        help="topic clusters of the prompts added as features (default: one per 50 prompts, at most 120; 0: none)")
+    parser.add_argument("--cluster-seed", type=int, default=0, metavar="N", help="seed of the topic clusters' k-means (default 0)")
+
+
+def cluster_args_problem(args) -> str | None:
+    """What is wrong with --clusters / --cluster-seed, or None."""
+    if args.clusters is not None and not 0 <= args.clusters <= 10000:
+        return "--clusters must be from 0 (none) to 10000"
+    if args.cluster_seed < 0:
+        return "--cluster-seed must be 0 or more"
+    return None

@@ -6,6 +6,7 @@ import sys
 
 import orjson
 
+from llm_router.commands.common import add_cluster_args, cluster_args_problem
 from llm_router.datasets import DatasetError, load
 from llm_router.learn.features import EMBEDDERS, Featurizer, load_embedder
 from llm_router.learn.model import ModelFileError, QualityModel
@@ -19,9 +20,7 @@ def register(sub) -> None:
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds when --router is not given (default 5)")
     p.add_argument("--features", choices=EMBEDDERS, default="static", help="prompt embedding when training per fold")
     p.add_argument("--embeddings", metavar="DIR", help="static embeddings folder (default: the built-in one)")
-    p.add_argument("--clusters", type=int, default=None, metavar="K",
-                   help="topic clusters of the prompts added as features (default: one per 50 prompts, at most 120; 0: none)")
-    p.add_argument("--cluster-seed", type=int, default=0, metavar="N", help="seed of the topic clusters' k-means (default 0)")
+    add_cluster_args(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw cost vs quality (needs matplotlib: pip install 'llm-router[plot]')")
     p.add_argument("--policy-out", metavar="FILE.yaml",
@@ -33,11 +32,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    if args.clusters is not None and not 0 <= args.clusters <= 10000:
-        print("error: --clusters must be from 0 (none) to 10000", file=sys.stderr)
-        return 2
-    if args.cluster_seed < 0:
-        print("error: --cluster-seed must be 0 or more", file=sys.stderr)
+    problem = cluster_args_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     if args.plot:
         try:

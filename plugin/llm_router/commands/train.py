@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
+from llm_router.commands.common import add_cluster_args, cluster_args_problem
 from llm_router.datasets import DatasetError, load
 from llm_router.learn.features import EMBEDDERS, Featurizer, load_embedder
 from llm_router.learn.fit import MIN_ROWS_PER_MODEL
@@ -17,9 +18,7 @@ def register(sub) -> None:
     p.add_argument("--features", choices=EMBEDDERS, default="static",
                    help="prompt embedding: the shipped static MiniLM embeddings (default) or word hashing")
     p.add_argument("--embeddings", metavar="DIR", help="static embeddings folder (default: the built-in one)")
-    p.add_argument("--clusters", type=int, default=None, metavar="K",
-                   help="topic clusters of the prompts added as features (default: one per 50 prompts, at most 120; 0: none)")
-    p.add_argument("--cluster-seed", type=int, default=0, metavar="N", help="seed of the topic clusters' k-means (default 0)")
+    add_cluster_args(p)
     p.add_argument("--l2", type=float, default=None, help="ridge strength (default: chosen by 5-fold CV)")
     p.add_argument("--caution", type=float, default=LOGGED_Z, metavar="Z",
                    help=f"own traffic: an operating point must reach its target Z standard errors below its estimate "
@@ -30,11 +29,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    if args.clusters is not None and not 0 <= args.clusters <= 10000:
-        print("error: --clusters must be from 0 (none) to 10000", file=sys.stderr)
-        return 2
-    if args.cluster_seed < 0:
-        print("error: --cluster-seed must be 0 or more", file=sys.stderr)
+    problem = cluster_args_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     if args.min_answers < 1:
         print("error: --min-answers must be at least 1", file=sys.stderr)
