@@ -1,6 +1,7 @@
 """Learned classifier: fit, save -> load -> same predictions, and quality_gate picks over the bar."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,7 @@ def test_save_load_same_predictions(trained, tmp_path):
     x = feat.matrix(requests_of(ds)[:20])
     assert np.allclose(model.predict(x), again.predict(x), atol=1e-6)
     assert again.models == model.models and again.features == "hashing-256-s1"
+    assert again.meta["format_version"] == 1 and again.clusters is None  # no clusters: readable by older releases
     assert set(again.meta["operating_points"]) == {"0.95", "1.00"}
     assert len(again.trained_keys) == len(set(ds.prompts))
     clf = LearnedClassifier.load(path)
@@ -211,6 +213,7 @@ def test_model_with_clusters_survives_save_load_and_routes(tmp_path):
     assert model.weights.shape[0] == feat.dim + 4
     path = model.save(tmp_path / "m.npz")
     again = QualityModel.load(path)
+    assert again.meta["format_version"] == 2  # releases before clusters refuse the file by its version
     x = feat.matrix(requests_of(ds)[:20])
     assert np.allclose(model.predict(x), again.predict(x), atol=1e-6)
     clf = LearnedClassifier.load(path)
@@ -223,6 +226,11 @@ def test_model_with_clusters_survives_save_load_and_routes(tmp_path):
     bad = tmp_path / "bad.npz"
     np.savez(bad, **arrays)
     with pytest.raises(ModelFileError, match="centroids of shape"):
+        QualityModel.load(bad)
+    meta = json.loads(arrays["meta"].tobytes())
+    arrays["meta"] = np.frombuffer(json.dumps({**meta, "format_version": 9}).encode(), np.uint8)
+    np.savez(bad, **arrays)
+    with pytest.raises(ModelFileError, match=r"format_version 9 is not one of \(1, 2\)"):
         QualityModel.load(bad)
 
 

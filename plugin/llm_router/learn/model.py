@@ -13,7 +13,10 @@ import numpy as np
 
 from llm_router.learn.clusters import Clusters
 
-FORMAT_VERSION = 1  # files with topic clusters add the optional `centroids` array; older files load unchanged
+# Version 2 adds topic clusters (the `centroids` array); a file without them is still written as 1,
+# so releases that predate clusters keep reading it, and refuse a file with them by its version.
+FORMAT_VERSION = 2
+FORMAT_VERSIONS = (1, 2)
 
 
 class ModelFileError(Exception):
@@ -70,7 +73,8 @@ class QualityModel:
     def save(self, path: str | Path) -> Path:
         """Write the model as .npz (the suffix is added when missing)."""
         p = Path(path)
-        meta = {**self.meta, "format_version": FORMAT_VERSION, "models": list(self.models), "features": self.features}
+        meta = {**self.meta, "format_version": FORMAT_VERSION if self.clusters is not None else 1,
+                "models": list(self.models), "features": self.features}
         extra = {}
         if self.clusters is not None:
             meta["cluster_temperature"] = self.clusters.temperature
@@ -101,8 +105,9 @@ class QualityModel:
             meta = json.loads(arrays["meta"].tobytes().decode())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelFileError(f"{p}: metadata is not valid JSON ({exc})") from None
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ModelFileError(f"{p}: format_version {meta.get('format_version')!r} is not {FORMAT_VERSION}")
+        if meta.get("format_version") not in FORMAT_VERSIONS:
+            raise ModelFileError(f"{p}: format_version {meta.get('format_version')!r} is not one of {FORMAT_VERSIONS} "
+                                 "(made by another release of llm-router? retrain with `llm-router train`)")
         models = tuple(meta.get("models") or ())
         w = arrays["weights"]
         if w.ndim != 2 or w.shape[1] != len(models) or arrays["bias"].shape != (len(models),) \
