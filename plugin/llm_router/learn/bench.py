@@ -1,8 +1,8 @@
 """Speed of the learned classifier: `python -m llm_router.learn.bench --model MODEL --data PATH...`.
 
 Times, one request at a time over real prompts (after warm-up), the whole classify call and
-its two parts side by side: the embedding + structural features, and the model (one matrix
-multiply and a sigmoid for all models together).
+its two parts side by side: the embedding + structural features, and the model (a few small
+matrix products and a sigmoid for all models together, topic-cluster memberships included).
 """
 from __future__ import annotations
 
@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> None:
         feats.append(t1 - t0)
         model.append(t2 - t1)
         total.append(t3 - t2)
-    print(f"{len(reqs)} requests, {len(clf.model.models)} models, {clf.featurizer.dim} features ({clf.model.features})")
+    topics = clf.model.clusters
+    print(f"{len(reqs)} requests, {len(clf.model.models)} models, {clf.featurizer.dim} features ({clf.model.features}), "
+          f"topic clusters: {' + '.join(map(str, topics.blocks)) if topics else 'none'}")
     print(f"features (embedding + structure): {_pct(feats)}")
     print(f"model (all models at once):       {_pct(model)}")
     print(f"classify (whole call):            {_pct(total)}")
