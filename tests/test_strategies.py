@@ -68,6 +68,41 @@ def test_quality_gate_with_predictions_picks_cheapest_over_bar():
     assert sel.model.id == "gpt-4o" and "no model clears" in sel.reason
 
 
+def test_quality_gate_blend_sends_its_share_of_prompts_to_the_other_tradeoff_and_each_prompt_always_the_same_way():
+    q = (("deepseek-v2", 0.6), ("gpt-4o", 0.9))
+    s = make_strategy("quality_gate")
+    params = {"tradeoff": 2.0, "blend": {"tradeoff": 0.0, "share": 0.3}}  # 2.0: cheapest; 0.0: best predicted
+    prompts = [f"question number {i}: what is {i} squared?" for i in range(2000)]
+    picks = [s.select(ctx(quality=q, params=params, body={"messages": [{"role": "user", "content": t}]})) for t in prompts]
+    dear = [sel.model.id == "gpt-4o" for sel in picks]
+    assert 0.26 < sum(dear) / len(dear) < 0.34
+    assert all(("the blend share" in sel.reason) == d for sel, d in zip(picks, dear))
+    again = [s.select(ctx(quality=q, params=params, body={"messages": [{"role": "user", "content": t}]})).model.id == "gpt-4o"
+             for t in prompts[:200]]
+    assert again == dear[:200]
+    none = {**params, "blend": {"tradeoff": 0.0, "share": 0.0}}
+    assert all(s.select(ctx(quality=q, params=none, body={"messages": [{"role": "user", "content": t}]})).model.id == "deepseek-v2"
+               for t in prompts[:200])
+
+
+@pytest.mark.parametrize("params, problem", [
+    ({"tradeoff": "x"}, "params.tradeoff: must be a number >= 0, got 'x'"),
+    ({"tradeoff": 0.1, "blend": 0.5}, "params.blend: must be a mapping with tradeoff and share, got float"),
+    ({"blend": {"tradeoff": 0.1, "share": 0.5}}, "params.blend: needs params.tradeoff"),
+    ({"tradeoff": 0.1, "blend": {"tradeoff": 0.1, "share": 1.5}}, "params.blend.share: must be a number from 0 to 1, got 1.5"),
+    ({"tradeoff": 0.1, "blend": {"tradeoff": -1, "share": 0.5}}, "params.blend.tradeoff: must be a number >= 0, got -1"),
+    ({"tradeoff": 0.1, "blend": {"tradeoff": 0.1, "share": 0.5, "rate": 1}}, "params.blend: unknown field(s) ['rate']"),
+])
+def test_quality_gate_params_are_checked_with_config(params, problem):
+    from llm_router.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as info:
+        parse_config({"policies": {"default": {"classifier": "rules", "strategy": "quality_gate", "params": params}}})
+    assert any(f"policies.default.{problem}" in line for line in "; ".join(info.value.problems).split("; "))
+    ok = {"tradeoff": 0.1, "blend": {"tradeoff": 0.02, "share": 0.4}}
+    parse_config({"policies": {"default": {"classifier": "rules", "strategy": "quality_gate", "params": ok}}})
+
+
 def test_quality_gate_without_predictions_uses_tier_floors():
     s = make_strategy("quality_gate")
     assert s.select(ctx(Tier.LOW)).model.id == "deepseek-v2"

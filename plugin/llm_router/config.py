@@ -273,6 +273,10 @@ def policy_problems(p: PolicyConf, where: str, cfg: "Config") -> list[str]:
         from llm_router.orchestrate.params import param_problems
 
         problems += [f"{where}.{problem}" for problem in param_problems(p.strategy, p.params, cfg.models)]
+    if p.strategy == "quality_gate":
+        from llm_router.strategies.quality_gate import param_problems as gate_problems
+
+        problems += [f"{where}.{problem}" for problem in gate_problems(p.params)]
     if p.strategy == "ladder" and not p.ladder:
         problems.append(f"{where}.ladder: the ladder strategy needs a ladder (tier -> model)")
     if p.classifier == "learned" and not cfg.classifiers.learned.model:

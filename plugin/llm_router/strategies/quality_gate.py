@@ -1,6 +1,8 @@
 """Quality gate: the cheapest model whose (predicted) quality clears the bar."""
 from __future__ import annotations
 
+import zlib
+
 from llm_router.catalog import Tier
 from llm_router.strategies.base import Context, Selection, by_price
 
@@ -8,12 +10,48 @@ from llm_router.strategies.base import Context, Selection, by_price
 TIER_FLOOR = {Tier.LOW: 0.0, Tier.MEDIUM: 0.82, Tier.HIGH: 0.9, Tier.CRITICAL: 0.95}
 
 
+def blend_draw(prompt: str) -> float:
+    """A prompt's fixed position in [0, 1) for blends: the same prompt always lands on the same side."""
+    return zlib.crc32(prompt.encode("utf-8", "replace")) / 4294967296.0
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def param_problems(params) -> list[str]:
+    """Problems with quality_gate params, each naming the field ('params.blend.share: ...')."""
+    out = []
+    for key in ("tradeoff", "min_quality", "relative"):
+        v = params.get(key)
+        if v is not None and (not _number(v) or v < 0):
+            out.append(f"params.{key}: must be a number >= 0, got {v!r}")
+    blend = params.get("blend")
+    if blend is None:
+        return out
+    if not isinstance(blend, dict):
+        return out + [f"params.blend: must be a mapping with tradeoff and share, got {type(blend).__name__}"]
+    if params.get("tradeoff") is None:
+        out.append("params.blend: needs params.tradeoff (the rule for the prompts outside the blend's share)")
+    unknown = sorted(set(blend) - {"tradeoff", "share"})
+    if unknown:
+        out.append(f"params.blend: unknown field(s) {unknown} (known: ['share', 'tradeoff'])")
+    t, share = blend.get("tradeoff"), blend.get("share")
+    if not _number(t) or t < 0:
+        out.append(f"params.blend.tradeoff: must be a number >= 0, got {t!r}")
+    if not _number(share) or not 0.0 <= share <= 1.0:
+        out.append(f"params.blend.share: must be a number from 0 to 1, got {share!r}")
+    return out
+
+
 class QualityGate:
     """Cheapest candidate whose quality clears the bar.
 
     With a learned classifier the bar applies to each model's predicted probability of a good
     answer (params: `min_quality`, absolute, or `relative`, a share of the best prediction;
-    or `tradeoff`: the best predicted quality minus tradeoff x price / the dearest price).
+    or `tradeoff`: the best predicted quality minus tradeoff x price / the dearest price, optionally
+    with `blend: {tradeoff, share}`: that share of prompts, drawn by a hash of the prompt, uses the
+    blend's trade-off instead; `llm-router train` prints the blend that meets each target).
     Otherwise it applies to the catalog quality, with a floor per tier (params: `floors`).
     """
 
@@ -27,9 +65,14 @@ class QualityGate:
             if scored and ctx.params.get("tradeoff") is not None:
                 # Best value: predicted quality minus tradeoff x price relative to the dearest candidate.
                 t = float(ctx.params["tradeoff"])
+                blend = ctx.params.get("blend")
+                blended = bool(blend) and blend_draw(ctx.request.prompt) < float(blend["share"])
+                if blended:
+                    t = float(blend["tradeoff"])
                 top = max(m.blended_price for m, _ in scored) or 1.0
                 model, p = max(scored, key=lambda mp: mp[1] - t * mp[0].blended_price / top)
-                return Selection(model, f"best predicted quality {p:.2f} for its price (tradeoff {t:g})")
+                return Selection(model, f"best predicted quality {p:.2f} for its price (tradeoff {t:g}"
+                                        f"{', the blend share' if blended else ''})")
             if scored:
                 best = max(p for _, p in scored)
                 bar = float(ctx.params.get("min_quality", 0.0))
