@@ -130,6 +130,67 @@ def test_operating_rule_extremes():
     assert [p.tradeoff for p in operating.pareto(pts)] == [2, 1, 0]
 
 
+def test_cheapest_blend_mixes_the_two_points_around_the_target():
+    pts = [operating.Point(0, 1.0, 10.0), operating.Point(1, 0.95, 6.0), operating.Point(2, 0.8, 1.0), operating.Point(3, 0.79, 2.0)]
+    b = operating.cheapest_blend(pts, 0.9)
+    # The cheapest single point reaching 0.9 costs 6.0; two thirds of the way from (0.8, 1.0) to (0.95, 6.0)
+    # cost 4.33; half way from (0.8, 1.0) to the top point (1.0, 10.0) would cost 5.5.
+    assert (b.tradeoff, b.other) == (2, 1) and abs(b.share - 2 / 3) < 1e-9 and abs(b.cost_per_1k - (1.0 + 5.0 * 2 / 3)) < 1e-9
+    assert b.params() == {"tradeoff": 2, "blend": {"tradeoff": 1, "share": round(2 / 3, 6)}}
+    exact = operating.cheapest_blend(pts, 0.95)
+    assert exact.share == 0.0 and exact.tradeoff == 1 and exact.params() == {"tradeoff": 1}
+    assert operating.cheapest_blend(pts, 0.8).params() == {"tradeoff": 2}
+    assert operating.cheapest_blend(pts, 1.01) is None
+    picked = operating.pick_blends(pts, 1.0, (0.9, 1.05), margins={0.9: 0.05})
+    assert picked[0.9].params() == {"tradeoff": 1} and picked[1.05].params() == {"tradeoff": 0}  # margin; none reaches: top
+
+
+def test_choose_blend_uses_the_other_tradeoff_below_the_share():
+    p = np.array([[0.5, 0.9]] * 4)
+    prices = np.array([1.0, 10.0])
+    draws = np.array([0.1, 0.5, 0.7, 0.95])
+    assert operating.choose_blend(p, prices, 5.0, 0.0, 0.6, draws).tolist() == [1, 1, 0, 0]
+    assert operating.choose_blend(p, prices, 5.0, 0.0, 0.0, draws).tolist() == [0, 0, 0, 0]
+    assert 0.0 <= operating.blend_draw("any prompt") < 1.0 and operating.blend_draw("x") == operating.blend_draw("x")
+
+
+def test_blend_margin_is_the_smallest_that_reaches_the_target_on_rows_it_was_not_picked_on():
+    rng = np.random.default_rng(3)
+    n = 600
+    scores = np.stack([rng.random(n) < 0.6, np.ones(n, bool)], 1).astype(float)
+    costs = np.tile([1.0, 20.0], (n, 1)) / 1000
+    # The dear model is predicted right; the cheap one's prediction carries a weak signal.
+    p = np.stack([0.3 * scores[:, 0] + 0.6 * rng.random(n), np.full(n, 0.95)], 1)
+    inner = np.arange(n) % 5
+    draws = rng.random(n)
+    margins = operating.blend_margins(p, np.array([1.0, 20.0]), scores, costs, inner, draws, best=1)
+    assert set(margins) == {0.95, 1.0} and all(m in operating.MARGINS for m in margins.values())
+
+    def pooled(frac: float, m: float) -> float:
+        got = np.zeros(n)
+        for g in range(5):
+            te, tr = inner == g, inner != g
+            pts = operating.curve(p[tr], np.array([1.0, 20.0]), scores[tr], costs[tr])
+            b = operating.pick_blends(pts, 1.0, (frac,), {frac: m})[frac]
+            got[te] = scores[te][np.arange(te.sum()), operating.choose_blend(p[te], np.array([1.0, 20.0]), b.tradeoff,
+                                                                             b.other, b.share, draws[te])]
+        return float(got.mean())
+
+    m = margins[0.95]
+    assert pooled(0.95, m) >= 0.95 - 1e-12
+    smaller = [x for x in operating.MARGINS if x < m]
+    assert all(pooled(0.95, x) < 0.95 for x in smaller)
+
+
+def test_trained_model_carries_blend_params_that_route_through_the_router(trained):
+    ds, feat, model, _ = trained
+    for point in model.meta["operating_points"].values():
+        assert point["margin"] in operating.MARGINS
+        assert point["params"]["tradeoff"] >= 0
+        if "blend" in point["params"]:
+            assert 0.0 < point["params"]["blend"]["share"] < 1.0
+
+
 def test_category_cues():
     assert category_of("Write a Python function to sort a list") == "code"
     assert category_of("Solve the equation 3 + 4 = x") == "math"

@@ -98,7 +98,7 @@ def tiers_by_rank(quality: np.ndarray) -> list[str]:
 
 
 def eval_config(models: tuple[str, ...], prices: np.ndarray, quality: np.ndarray, *, with_semantic: bool = False,
-                learned: dict[str, float] | None = None, classifiers: dict[str, Any] | None = None,
+                learned: dict[str, dict[str, Any]] | None = None, classifiers: dict[str, Any] | None = None,
                 extra: dict[str, dict[str, Any]] | None = None) -> Config:
     """A config whose catalog is the data set's models; one policy per strategy.
 
@@ -121,8 +121,8 @@ def eval_config(models: tuple[str, ...], prices: np.ndarray, quality: np.ndarray
         if classifier == "semantic" and not with_semantic:
             classifier = "rules"
         policies[name] = {"classifier": classifier, "strategy": strategy, "ladder": ladder, "params": params, "fallbacks": 0}
-    for label, tradeoff in (learned or {}).items():
-        policies[label] = {"classifier": "learned", "strategy": "quality_gate", "params": {"tradeoff": tradeoff}, "fallbacks": 0}
+    for label, params in (learned or {}).items():  # quality_gate params: tradeoff, optionally a blend
+        policies[label] = {"classifier": "learned", "strategy": "quality_gate", "params": params, "fallbacks": 0}
     policies.update(extra or {})
     data = {
         "providers": {EVAL_PROVIDER: {"base_url": "http://127.0.0.1:9", "auth": "none", "paths": {"chat": "/v1/chat/completions"}}},
@@ -213,12 +213,13 @@ def routellm_metrics(p: np.ndarray, ds: Dataset, strong: int) -> dict[str, Any]:
 
 def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: QualityModel | None = None,
              classifiers: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None,
-             clusters: int | None = None, cluster_seed: int = 0) -> EvalReport:
+             clusters: int | None = None, cluster_seed: int = 0, blend: bool = True) -> EvalReport:
     """Replay `ds` through every strategy and the learned router, on held-out rows only.
 
     `classifiers`: the classifiers section of a config (rules, semantic settings) for the replayed policies.
     `clusters`: topic clusters for the learned router trained per fold (None: automatic; 0: none), their
-    k-means seeded with `cluster_seed`.
+    k-means seeded with `cluster_seed`. `blend`: run each target's blend of two operating points
+    (False: the cheapest single point reaching it).
     """
     say = progress or (lambda _msg: None)
     notes = [f"costs: {ds.cost_note}"]
@@ -238,6 +239,8 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
     n, m = ds.scores.shape
     p_all = np.zeros((n, m))
     picks = {frac: np.zeros(n) for frac in operating.TARGETS}
+    blended: dict[float, set[tuple[float, float, float]]] = {frac: set() for frac in operating.TARGETS}
+    margins: dict[float, list[float]] = {frac: [] for frac in operating.TARGETS}
     prices_row = np.zeros((n, m))
     names = list(STRATEGY_POLICIES) + [f"learned@{frac:.2f}" for frac in operating.TARGETS]
     chosen = {name: np.full(n, -1) for name in names}
@@ -265,18 +268,21 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
         p_all[te] = np.column_stack([pred[:, fold_model.models.index(mm)] if k else np.full(len(te), UNKNOWN_P)
                                      for mm, k in zip(ds.models, known)])
         prices_row[te] = prices
-        tradeoffs = {frac: float(fold_model.meta["operating_points"][f"{frac:.2f}"]["tradeoff"]) for frac in operating.TARGETS}
-        for frac, t in tradeoffs.items():
-            picks[frac][te] = t
+        ops = {frac: _operating_params(fold_model.meta["operating_points"][f"{frac:.2f}"], blend) for frac in operating.TARGETS}
+        for frac, params in ops.items():
+            picks[frac][te] = params["tradeoff"]
+            if "blend" in params:
+                blended[frac].add((params["tradeoff"], params["blend"]["tradeoff"], params["blend"]["share"]))
+            margins[frac].append(float(fold_model.meta["operating_points"][f"{frac:.2f}"].get("margin", 0.0)))
         cfg = eval_config(ds.models, prices, quality, with_semantic=True, classifiers=classifiers,
-                          learned={f"learned@{frac:.2f}": t for frac, t in tradeoffs.items()})
+                          learned={f"learned@{frac:.2f}": params for frac, params in ops.items()})
         learned = _Memo(LearnedClassifier(fold_model, featurizer))
         instances: dict[str, Classifier] = {"learned": learned}
         semantic = _semantic_classifier(cfg)
         if semantic is None:
             semantic_ok = False
             cfg = eval_config(ds.models, prices, quality, classifiers=classifiers,
-                              learned={f"learned@{frac:.2f}": t for frac, t in tradeoffs.items()})
+                              learned={f"learned@{frac:.2f}": params for frac, params in ops.items()})
         else:
             instances["semantic"] = semantic
         router = Router(cfg, classifiers=instances)
@@ -291,10 +297,14 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
                     chains[i] = [index[m.id] for m in decision.chain]
         # The Router's learned choices must equal the vectorised rule the curve uses (up to exact
         # ties, which one-row and batched float32 products can break differently).
-        for frac, t in tradeoffs.items():
-            vec = operating.choose(p_all[te], prices, t)
+        draws = np.array([operating.blend_draw(requests[i].prompt) for i in te])
+        for frac, params in ops.items():
+            t = params["tradeoff"]
+            other, share = (params["blend"]["tradeoff"], params["blend"]["share"]) if "blend" in params else (t, 0.0)
+            vec = operating.choose_blend(p_all[te], prices, t, other, share, draws)
             got = chosen[f"learned@{frac:.2f}"][te]
-            util = operating.utility(p_all[te], prices, t)
+            util = np.where((draws < share)[:, None], operating.utility(p_all[te], prices, other),
+                            operating.utility(p_all[te], prices, t))
             rows = np.arange(len(te))
             differ = (vec != got) & (np.abs(util[rows, vec] - util[rows, got]) > 1e-5)
             if differ.any():
@@ -343,6 +353,8 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
             "quality": r.quality, "cost_per_1k": r.cost_per_1k, "saving_vs_best": 1 - r.cost_per_1k / best_c,
             "relative_quality": r.quality / best_q, "reached": r.quality >= frac * best_q - 1e-12,
             "tradeoff": sorted(set(np.round(picks[frac], 6).tolist())),
+            "blends": [{"tradeoff": round(a, 6), "other": round(b, 6), "share": round(c, 4)} for a, b, c in sorted(blended[frac])],
+            "margins": margins[frac],
         }
     points = _curve_by_fold(p_all, prices_row, fids, ds)
     at_curve = {}
@@ -365,6 +377,13 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
         at_quality_curve=at_curve, routellm=rl, notes=notes, at_quality_agree=agree_at, at_quality_agree_bound=agree_bound,
         agree_policy=agree_policy, agree_policy_fit=agree_fit,
     )
+
+
+def _operating_params(point: dict[str, Any], blend: bool) -> dict[str, Any]:
+    """quality_gate params for a model file's operating point: its blend, or its single trade-off (older files have no blend)."""
+    if blend and "params" in point:
+        return dict(point["params"])
+    return {"tradeoff": float(point["tradeoff"])}
 
 
 def load_responses(ds: Dataset) -> list[list[str | None]] | None:

@@ -21,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--features", choices=EMBEDDERS, default="static", help="prompt embedding when training per fold")
     p.add_argument("--embeddings", metavar="DIR", help="static embeddings folder (default: the built-in one)")
     add_cluster_args(p)
+    p.add_argument("--no-blend", action="store_true",
+                   help="run each target's cheapest single operating point instead of its blend of two")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw cost vs quality (needs matplotlib: pip install 'llm-router[plot]')")
     p.add_argument("--policy-out", metavar="FILE.yaml",
@@ -90,7 +92,7 @@ def run(args) -> int:
     say = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
         report = evaluate(ds, featurizer, folds=args.folds, model=model, classifiers=classifiers, progress=say,
-                          clusters=args.clusters, cluster_seed=args.cluster_seed)
+                          clusters=args.clusters, cluster_seed=args.cluster_seed, blend=not args.no_blend)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

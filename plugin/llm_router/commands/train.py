@@ -65,7 +65,8 @@ def run(args) -> int:
     print(f"trained on {meta['rows']} prompts in {time.perf_counter() - t0:.1f} s; ridge l2={meta['l2']:g} "
           f"({cv}); features {model.features}; topic clusters: "
           f"{' + '.join(map(str, model.clusters.blocks)) if model.clusters else 'none'}")
-    ops = ", ".join(f"{float(k):.0%} of best -> tradeoff {v['tradeoff']:.4g}" for k, v in meta["operating_points"].items())
+    ops = "; ".join(f"{float(k):.0%} of best -> params {_params_text(v['params'])} (margin {v['margin']:g}; "
+                    f"cheapest single point: tradeoff {v['tradeoff']:.4g})" for k, v in meta["operating_points"].items())
     print(f"operating points (picked on out-of-fold predictions of the training rows): {ops}")
     if "rows_per_model" in meta:
         rows = ", ".join(f"{m} {n}" for m, n in meta["rows_per_model"].items())
@@ -77,5 +78,12 @@ def run(args) -> int:
                   + ", ".join(meta["not_routed"]))
     print(f"wrote {path}")
     print("use it: classifiers: {learned: {model: %s}}; a policy with classifier: learned, strategy: quality_gate, "
-          "params: {tradeoff: %.4g} (or min_quality / relative)" % (path, meta["operating_points"]["0.95"]["tradeoff"]))
+          "params: %s (or min_quality / relative)" % (path, _params_text(meta["operating_points"]["0.95"]["params"])))
     return 0
+
+
+def _params_text(params: dict) -> str:
+    """quality_gate params as a YAML flow mapping, numbers to 4 significant digits."""
+    def fmt(v) -> str:
+        return "{" + ", ".join(f"{k}: {fmt(x)}" for k, x in v.items()) + "}" if isinstance(v, dict) else f"{v:.4g}"
+    return fmt(params)

@@ -2,6 +2,11 @@
 
 `choose` is the vectorised twin of quality_gate's `tradeoff` rule (best p - t * price / dearest
 price, ties to the cheapest); eval checks both give the same models.
+
+A target that falls between two measured points is met by a blend of them: a fixed share of
+requests, drawn by a hash of the prompt (so a prompt always gets the same rule), uses the
+dearer point's trade-off. Where the predictions barely vary within a task the points are far
+apart, and the cheapest single point reaching a target can overshoot it by a lot.
 """
 from __future__ import annotations
 
@@ -11,8 +16,11 @@ from typing import TypeVar
 
 import numpy as np
 
+from llm_router.strategies.quality_gate import blend_draw  # noqa: F401 (the live rule's draw, for the twin)
+
 TRADEOFFS = tuple([0.0] + np.geomspace(1e-3, 3.0, 160).tolist())
 TARGETS = (0.95, 1.00)
+MARGINS = (0.0, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03)  # added to a target when its blend is picked
 T = TypeVar("T")
 
 
@@ -25,6 +33,23 @@ class Point:
     cost_per_1k: float
 
 
+@dataclass(frozen=True, slots=True)
+class Blend:
+    """Trade-off `tradeoff` for most requests and `other` for a `share` of them (0: a single point)."""
+
+    tradeoff: float
+    other: float
+    share: float
+    quality: float
+    cost_per_1k: float
+
+    def params(self) -> dict:
+        """quality_gate params that run this blend."""
+        if self.share <= 0.0:
+            return {"tradeoff": self.tradeoff}
+        return {"tradeoff": self.tradeoff, "blend": {"tradeoff": self.other, "share": round(self.share, 6)}}
+
+
 def utility(p: np.ndarray, prices: np.ndarray, tradeoff: float) -> np.ndarray:
     """(rows, models) value of each model under the trade-off rule: quality minus tradeoff x price / the dearest price."""
     return p - tradeoff * prices[None, :] / (float(prices.max()) or 1.0)
@@ -34,6 +59,16 @@ def choose(p: np.ndarray, prices: np.ndarray, tradeoff: float) -> np.ndarray:
     """Model index per row under the trade-off rule; ties go to the cheaper model."""
     order = np.argsort(prices, kind="stable")
     return order[utility(p[:, order], prices[order], tradeoff).argmax(1)]
+
+
+def choose_blend(p: np.ndarray, prices: np.ndarray, tradeoff: float, other: float, share: float,
+                 draws: np.ndarray) -> np.ndarray:
+    """`choose` under a blend: rows whose draw is below `share` use trade-off `other`."""
+    out = choose(p, prices, tradeoff)
+    if share > 0.0:
+        dear = draws < share
+        out[dear] = choose(p[dear], prices, other)
+    return out
 
 
 def measure(choice: np.ndarray, scores: np.ndarray, costs: np.ndarray) -> tuple[float, float]:
@@ -99,6 +134,40 @@ def cheapest_reaching(points: list[Point], quality: float) -> Point | None:
     return min(ok, key=lambda x: (x.cost_per_1k, -x.quality)) if ok else None
 
 
+def cheapest_blend(points: list[Point], quality: float) -> Blend | None:
+    """The cheapest mix of at most two points whose expected quality is at least `quality` (None when none is)."""
+    front = pareto(points)
+    best: Blend | None = None
+    for i, a in enumerate(front):
+        if a.quality >= quality - 1e-12:
+            if best is None or a.cost_per_1k < best.cost_per_1k:
+                best = Blend(a.tradeoff, a.tradeoff, 0.0, a.quality, a.cost_per_1k)
+            continue
+        for b in front[i + 1:]:
+            if b.quality < quality - 1e-12:
+                continue
+            share = (quality - a.quality) / (b.quality - a.quality)
+            cost = a.cost_per_1k + share * (b.cost_per_1k - a.cost_per_1k)
+            if best is None or cost < best.cost_per_1k - 1e-12:
+                best = (Blend(b.tradeoff, b.tradeoff, 0.0, b.quality, b.cost_per_1k) if share >= 1.0 - 1e-9
+                        else Blend(a.tradeoff, b.tradeoff, share, quality, cost))
+    return best
+
+
+def pick_blends(points: list[Point], best_quality: float, targets: tuple[float, ...] = TARGETS,
+                margins: dict[float, float] | None = None) -> dict[float, Blend]:
+    """The cheapest blend per target share of the best single model's quality, plus its margin
+    (the highest-quality point when none reaches it)."""
+    out = {}
+    for frac in targets:
+        found = cheapest_blend(points, (frac + (margins or {}).get(frac, 0.0)) * best_quality)
+        if found is None:
+            top = max(points, key=lambda x: (x.quality, -x.cost_per_1k))
+            found = Blend(top.tradeoff, top.tradeoff, 0.0, top.quality, top.cost_per_1k)
+        out[frac] = found
+    return out
+
+
 def pick(points: list[Point], best_quality: float, targets: tuple[float, ...] = TARGETS) -> dict[float, float]:
     """Trade-off per target share of the best single model's quality (the highest-quality point when none reaches it)."""
     out = {}
@@ -106,3 +175,27 @@ def pick(points: list[Point], best_quality: float, targets: tuple[float, ...] = 
         found = cheapest_reaching(points, frac * best_quality)
         out[frac] = (found or max(points, key=lambda x: (x.quality, -x.cost_per_1k))).tradeoff
     return out
+
+
+def blend_margins(p: np.ndarray, prices: np.ndarray, scores: np.ndarray, costs: np.ndarray, inner: np.ndarray,
+                  draws: np.ndarray, best: int, targets: tuple[float, ...] = TARGETS) -> dict[float, float]:
+    """Per target, the smallest margin that still reaches it on rows the blend was not picked on.
+
+    A blend picked to just reach a target on the rows it was picked on falls a little short on new
+    rows (the points that look cheapest are partly lucky). Per inner fold, blends are picked on the
+    other folds' out-of-fold predictions with each margin and applied to this fold's rows; the
+    margin is the smallest whose pooled quality reaches the target.
+    """
+    n = len(p)
+    got = {(f, m): np.zeros(n) for f in targets for m in MARGINS}
+    for g in np.unique(inner):
+        te, tr = np.nonzero(inner == g)[0], np.nonzero(inner != g)[0]
+        points = curve(p[tr], prices, scores[tr], costs[tr])
+        picked = {m: pick_blends(points, float(scores[tr, best].mean()), targets, {f: m for f in targets}) for m in MARGINS}
+        rows = np.arange(len(te))
+        for m, blends in picked.items():
+            for f, b in blends.items():
+                choice = choose_blend(p[te], prices, b.tradeoff, b.other, b.share, draws[te])
+                got[(f, m)][te] = scores[te[rows], choice]
+    need = float(scores[:, best].mean())
+    return {f: next((m for m in MARGINS if got[(f, m)].mean() >= f * need - 1e-12), MARGINS[-1]) for f in targets}

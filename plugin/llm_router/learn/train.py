@@ -9,7 +9,7 @@ from llm_router.datasets import Dataset, prompt_key
 from llm_router.learn import operating
 from llm_router.learn.clusters import auto_k, fit_clusters
 from llm_router.learn.features import Featurizer
-from llm_router.learn.fit import MIN_ROWS_PER_MODEL, Fitted, fit, fit_partial
+from llm_router.learn.fit import MIN_ROWS_PER_MODEL, Fitted, fit, fit_partial, fold_ids
 from llm_router.learn.model import QualityModel
 from llm_router.learn.traffic import partial as logged_traffic
 from llm_router.request import LLMRequest, parse_request
@@ -110,12 +110,18 @@ def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = N
     got = _fit_logged(ds, x, keys, l2, folds, min_answers, caution) if partial else _fit_outcomes(ds, x, keys, l2, folds)
     best = int(got.quality.argmax())
     picked = operating.pick(got.points, float(got.quality[best]))
+    margins = {frac: 0.0 for frac in operating.TARGETS}
+    if not partial:  # own traffic has its own caution (standard errors below the estimate)
+        draws = np.array([operating.blend_draw(p) for p in ds.prompts])
+        margins = operating.blend_margins(got.oof, got.prices, ds.scores, ds.costs, fold_ids(keys // 7, folds), draws, best)
+    blends = operating.pick_blends(got.points, float(got.quality[best]), margins=margins)
     if partial:
         # A target the logs cannot vouch for gets the most quality-seeking rule (trade-off 0), not
         # the point whose noisy estimate happens to be highest.
         for frac in picked:
             if operating.cheapest_reaching(got.points, frac * float(got.quality[best])) is None:
                 picked[frac] = 0.0
+                blends[frac] = operating.Blend(0.0, 0.0, 0.0, blends[frac].quality, blends[frac].cost_per_1k)
     fitted, oof, models = got.fitted, got.oof, got.models
     meta = {
         "embedder": featurizer.kind,
@@ -131,7 +137,9 @@ def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = N
         "model_quality": dict(zip(models, got.quality.tolist())),
         "model_cost": dict(zip(models, got.prices.tolist())),
         "best_single": models[best],
-        "operating_points": {f"{frac:.2f}": {"tradeoff": t} for frac, t in picked.items()},
+        # "tradeoff": the cheapest single point reaching the target; "params": the cheapest blend (quality_gate params).
+        "operating_points": {f"{frac:.2f}": {"tradeoff": t, "params": blends[frac].params(), "margin": margins[frac]}
+                             for frac, t in picked.items()},
         **got.meta,
     }
     model = QualityModel(models, fitted.mean, fitted.scale, fitted.weights, fitted.bias, featurizer.fingerprint(),
