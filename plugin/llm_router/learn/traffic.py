@@ -180,12 +180,12 @@ def simulate(ds: Dataset, out: Path, *, explore: float = 1.0, seed: int = 1, hol
 
 
 def learning_curve(ds: Dataset, explores: list[float], *, seed: int = 1, holdout_fold: int = 0, work: Path,
-                   progress=None, caution: float | None = None) -> dict:
+                   progress=None, caution: float | None = None, blend: bool = True) -> dict:
     """Per exploration share: simulate the logs, train on them, score the held-out fold; plus full information.
 
     Every router is scored by `evaluate` on the same prompts: the fold no log and no training saw.
     "full_information" trains on the same logged prompts with every model's outcome: what the
-    logs would give if each prompt had been sent to every model.
+    logs would give if each prompt had been sent to every model. `blend`: as `evaluate`.
     """
     from llm_router.evaluate import evaluate
     from llm_router.learn.features import Featurizer, load_embedder
@@ -195,7 +195,7 @@ def learning_curve(ds: Dataset, explores: list[float], *, seed: int = 1, holdout
     featurizer = Featurizer("static", load_embedder("static"))
 
     def scored(model) -> dict:
-        rep = evaluate(ds, featurizer, model=model)
+        rep = evaluate(ds, featurizer, model=model, blend=blend)
         out = {"held_out_rows": rep.rows, "best_single": rep.best_single["model"]}
         for frac in ("0.95", "1.00"):
             picked, curve = rep.at_quality[frac], rep.at_quality_curve[frac]
@@ -203,7 +203,8 @@ def learning_curve(ds: Dataset, explores: list[float], *, seed: int = 1, holdout
                          "reached": picked["reached"], "curve_saving": curve["saving_vs_best"]}
         return out
 
-    result: dict = {"data": ds.describe(), "holdout_fold": holdout_fold, "seed": seed, "caution": caution, "runs": {}}
+    result: dict = {"data": ds.describe(), "holdout_fold": holdout_fold, "seed": seed, "caution": caution, "blend": blend,
+                    "runs": {}}
     train_rows = np.nonzero(keys_of(ds) % HOLDOUT_FOLDS != holdout_fold)[0]
     say(f"full information: training on {len(train_rows)} prompts with every model's outcome")
     full, _ = train_model(ds.subset(train_rows), featurizer)
@@ -233,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--seed", type=int, default=1)
     b.add_argument("--holdout-fold", type=int, default=0)
     b.add_argument("--caution", type=float, default=None, metavar="Z", help="as `llm-router train --caution`")
+    b.add_argument("--no-blend", action="store_true", help="as `llm-router eval --no-blend`")
     args = parser.parse_args(argv)
     if not 0 <= args.holdout_fold < HOLDOUT_FOLDS:
         print(f"error: --holdout-fold must be from 0 to {HOLDOUT_FOLDS - 1}", file=sys.stderr)
@@ -247,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
             explores = [float(x) for x in args.explore.split(",") if x.strip()]
             with tempfile.TemporaryDirectory(prefix="llmr-traffic-") as work:
                 summary = learning_curve(ds, explores, seed=args.seed, holdout_fold=args.holdout_fold, work=Path(work),
-                                         progress=lambda msg: print(msg, file=sys.stderr, flush=True), caution=args.caution)
+                                         progress=lambda msg: print(msg, file=sys.stderr, flush=True), caution=args.caution,
+                                         blend=not args.no_blend)
     except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
