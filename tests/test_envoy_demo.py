@@ -110,4 +110,5 @@ def test_bench_envoy_smoke():
     # the in-process sessions routed and observed for real: both cost something, routing includes deciding
     inproc = r["inprocess"]
     assert inproc["route_us"] > 0 and inproc["decide_us"] > 0 and inproc["observe_us"] > 0
+    assert inproc["route_cold_p50_us"] > 0 and inproc["observe_cold_p50_us"] > 0
     assert inproc["live_over_inprocess"] > 0
