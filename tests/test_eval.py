@@ -58,6 +58,19 @@ def test_end_to_end_is_deterministic_and_routes_well(report):
     assert "learned@0.95" in format_table(report)
 
 
+def test_a_model_file_from_before_blends_runs_its_single_operating_point():
+    ds = load([FIX / "routerbench_small.csv"])
+    feat = Featurizer("hashing", HashingEmbedder())
+    model, _ = train_model(ds.subset(range(60)), feat)
+    for point in model.meta["operating_points"].values():
+        point.pop("params")
+        point.pop("margin")
+    rep = evaluate(ds, feat, model=model)
+    for frac in ("0.95", "1.00"):
+        r = rep.at_quality[frac]
+        assert r["blends"] == [] and r["tradeoff"] == [round(model.meta["operating_points"][frac]["tradeoff"], 6)]
+
+
 def test_held_out_rows_only_with_a_trained_model(tmp_path):
     ds = load([FIX / "routerbench_small.csv"])
     feat = Featurizer("hashing", HashingEmbedder())
