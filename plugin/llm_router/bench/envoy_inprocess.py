@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest
 
 from llm_router.config import Config
@@ -124,8 +125,6 @@ def measure(cfg: Config, body: bytes, path: str, answer: bytes, keys: dict[str, 
         best["decide"] = min(best["decide"], clock() - t0)
     # Cold: a buffer larger than the core's cache is written between the steps, so each session
     # starts with the processor's code and data evicted, as at concurrency 1 behind a busy Envoy.
-    import numpy as np
-
     junk = np.zeros(COLD_BYTES // 8)
     cold_route, cold_observe = [], []
     for _ in range(min(n, 1000)):

@@ -156,8 +156,8 @@ def cheapest_blend(points: list[Point], quality: float) -> Blend | None:
 
 def pick_blends(points: list[Point], best_quality: float, targets: tuple[float, ...] = TARGETS,
                 margins: dict[float, float] | None = None) -> dict[float, Blend]:
-    """The cheapest blend per target share of the best single model's quality, plus its margin
-    (the highest-quality point when none reaches it)."""
+    """The cheapest blend per target: a share of the best single model's quality, raised by the target's
+    margin (the highest-quality point when no blend reaches it)."""
     out = {}
     for frac in targets:
         found = cheapest_blend(points, (frac + (margins or {}).get(frac, 0.0)) * best_quality)
@@ -192,10 +192,9 @@ def blend_margins(p: np.ndarray, prices: np.ndarray, scores: np.ndarray, costs: 
         te, tr = np.nonzero(inner == g)[0], np.nonzero(inner != g)[0]
         points = curve(p[tr], prices, scores[tr], costs[tr])
         picked = {m: pick_blends(points, float(scores[tr, best].mean()), targets, {f: m for f in targets}) for m in MARGINS}
-        rows = np.arange(len(te))
         for m, blends in picked.items():
             for f, b in blends.items():
                 choice = choose_blend(p[te], prices, b.tradeoff, b.other, b.share, draws[te])
-                got[(f, m)][te] = scores[te[rows], choice]
+                got[(f, m)][te] = scores[te, choice]
     need = float(scores[:, best].mean())
     return {f: next((m for m in MARGINS if got[(f, m)].mean() >= f * need - 1e-12), MARGINS[-1]) for f in targets}
