@@ -56,6 +56,7 @@ def test_end_to_end_is_deterministic_and_routes_well(report):
     assert r95["quality"] >= 0.88 and r95["saving_vs_best"] > 0.3
     assert "cross-validation" in report.split
     assert "learned@0.95" in format_table(report)
+    assert "target 95%: picked on training rows (blends of two operating points" in format_table(report)
 
 
 def test_a_model_file_from_before_blends_runs_its_single_operating_point():

@@ -639,7 +639,11 @@ def format_table(rep: EvalReport) -> str:
         cur = rep.at_quality_curve[frac]
         curve_txt = (f"cheapest point on the held-out curve: ${cur['cost_per_1k']:.3f}/1K, saving {cur['saving_vs_best']:.1%}"
                      if cur["cost_per_1k"] is not None else "no point on the held-out curve reaches it")
-        lines.append(f"  target {float(frac):.0%}: picked on training rows -> quality {r['quality']:.3f} "
+        rule = (f"blends of two operating points, {len(r['blends'])} distinct over the folds" if r.get("blends")
+                else "single operating points")
+        lo, hi = min(r.get("margins") or [0.0]), max(r.get("margins") or [0.0])
+        lines.append(f"  target {float(frac):.0%}: picked on training rows ({rule}, margin "
+                     f"{f'{lo:g}' if lo == hi else f'{lo:g}-{hi:g}'}) -> quality {r['quality']:.3f} "
                      f"({r['relative_quality']:.1%} of best{'' if r['reached'] else ', BELOW target'}), "
                      f"${r['cost_per_1k']:.3f}/1K, saving {r['saving_vs_best']:.1%}; {curve_txt}")
     if rep.at_quality_agree:
