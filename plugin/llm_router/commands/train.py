@@ -6,6 +6,7 @@ import time
 
 from llm_router.commands.common import add_cluster_args, cluster_args_problem
 from llm_router.datasets import DatasetError, load
+from llm_router.learn.clusters import describe
 from llm_router.learn.features import EMBEDDERS, Featurizer, load_embedder
 from llm_router.learn.fit import MIN_ROWS_PER_MODEL
 from llm_router.learn.train import LOGGED_Z
@@ -63,8 +64,7 @@ def run(args) -> int:
     meta = model.meta
     cv = f"CV log-loss {min(meta['cv_logloss'].values()):.4f}" if meta["cv_logloss"] else "mean rates only"
     print(f"trained on {meta['rows']} prompts in {time.perf_counter() - t0:.1f} s; ridge l2={meta['l2']:g} "
-          f"({cv}); features {model.features}; topic clusters: "
-          f"{' + '.join(map(str, model.clusters.blocks)) if model.clusters else 'none'}")
+          f"({cv}); features {model.features}; topic clusters: {describe(model.clusters)}")
     ops = "; ".join(f"{float(k):.0%} of best -> params {_params_text(v['params'])} (margin {v['margin']:g}; "
                     f"cheapest single point: tradeoff {v['tradeoff']:.4g})" for k, v in meta["operating_points"].items())
     print(f"operating points (picked on out-of-fold predictions of the training rows): {ops}")

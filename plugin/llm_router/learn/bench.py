@@ -13,6 +13,7 @@ import numpy as np
 
 from llm_router.classify.learned import LearnedClassifier
 from llm_router.datasets import load
+from llm_router.learn.clusters import describe
 from llm_router.learn.train import requests_of
 
 
@@ -44,9 +45,8 @@ def main(argv: list[str] | None = None) -> None:
         feats.append(t1 - t0)
         model.append(t2 - t1)
         total.append(t3 - t2)
-    topics = clf.model.clusters
     print(f"{len(reqs)} requests, {len(clf.model.models)} models, {clf.featurizer.dim} features ({clf.model.features}), "
-          f"topic clusters: {' + '.join(map(str, topics.blocks)) if topics else 'none'}")
+          f"topic clusters: {describe(clf.model.clusters)}")
     print(f"features (embedding + structure): {_pct(feats)}")
     print(f"model (all models at once):       {_pct(model)}")
     print(f"classify (whole call):            {_pct(total)}")

@@ -56,6 +56,11 @@ class Clusters:
         return np.concatenate([x, self.memberships(x).astype(x.dtype)], axis=-1)
 
 
+def describe(clusters: Clusters | None) -> str:
+    """The clusterings' sizes for people ('120 + 30'), or 'none'."""
+    return " + ".join(map(str, clusters.blocks)) if clusters is not None else "none"
+
+
 def auto_k(rows: int, cap: int | None = None) -> int:
     """How many clusters (the finer clustering) `rows` training prompts support (0: too few for any)."""
     k = min(MAX_CLUSTERS if cap is None else cap, rows // ROWS_PER_CLUSTER)

@@ -112,6 +112,8 @@ def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = N
     picked = operating.pick(got.points, float(got.quality[best]))
     margins = {frac: 0.0 for frac in operating.TARGETS}
     if not partial:  # own traffic has its own caution (standard errors below the estimate)
+        # Hashes of the raw prompts, not of the parsed ones the live rule draws from: sizing the
+        # margin needs only some fixed uniform split of the rows, and x may come without requests.
         draws = np.array([operating.blend_draw(p) for p in ds.prompts])
         margins = operating.blend_margins(got.oof, got.prices, ds.scores, ds.costs, fold_ids(keys // 7, folds), draws, best)
     blends = operating.pick_blends(got.points, float(got.quality[best]), margins=margins)
