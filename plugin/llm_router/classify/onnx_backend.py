@@ -8,6 +8,7 @@ accuracy matters more than a few milliseconds.
 from __future__ import annotations
 
 import functools
+import hashlib
 from pathlib import Path
 from typing import Iterable
 
@@ -36,6 +37,10 @@ class OnnxEmbedder:
         self.tokenizer.enable_truncation(max_length=max_tokens)
         self.tokenizer.no_padding()
         self.dim = int(self.session.get_outputs()[0].shape[-1])
+        digest = hashlib.sha256(Path(model_path).read_bytes())
+        digest.update(Path(tokenizer_path).read_bytes())
+        digest.update(str(max_tokens).encode())
+        self.fingerprint = digest.hexdigest()  # which weights, tokenizer and cut-off made the vectors
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         feed = {"input_ids": ids, "attention_mask": mask}
