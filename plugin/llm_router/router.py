@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -24,7 +24,7 @@ def build_catalog(cfg: Config) -> Catalog:
     """Catalog objects from a validated config."""
     providers = {
         name: Provider(
-            name=name, base_url=p.base_url, upstream=p.upstream or name, auth=p.auth, paths=dict(p.paths),
+            name=name, base_url=p.base_url, upstream=p.upstream or name, auth=p.auth, paths={str(k): v for k, v in p.paths.items()},
             credentials=tuple(p.credentials), headers=tuple(p.headers.items()), key_rotation=p.key_rotation,
         )
         for name, p in cfg.providers.items()
@@ -54,7 +54,7 @@ class Policy:
 
     @property
     def ladder(self) -> dict[str, str]:
-        return dict(self.conf.ladder)
+        return {str(k): v for k, v in self.conf.ladder.items()}
 
 
 class Router:
@@ -66,7 +66,7 @@ class Router:
         self._classifiers: dict[str, Classifier] = dict(classifiers or {})
         self._rng = random.Random(config.seed)
         self._counters: dict[str, int] = {}
-        self._inline: dict[bytes, Policy | RouteError] = {}
+        self._inline_policies: dict[bytes, Policy | RouteError] = {}
         self._chains: dict[tuple, tuple[Model, ...]] = {}
         self._serving: dict[tuple[str, str], tuple[tuple[Model, ...], int]] = {}
         self.policies = {name: self._compile(name, conf) for name, conf in config.policies.items()}
@@ -97,7 +97,7 @@ class Router:
             return self.default
         key = route_conf if isinstance(route_conf, bytes) else (
             route_conf.encode() if isinstance(route_conf, str) else orjson.dumps(route_conf, option=orjson.OPT_SORT_KEYS))
-        found = self._inline.get(key)
+        found = self._inline_policies.get(key)
         if found is None:
             try:
                 name, conf = parse_policy(route_conf, self.config)
@@ -105,9 +105,9 @@ class Router:
                 found = RouteError(500, f"route policy is invalid: {'; '.join(exc.problems)}", code="bad_route_config")
             else:
                 found = self.policies[name] if name != "inline" else self._compile("inline", conf)
-            if len(self._inline) > 4096:  # bounded: configs churn with route edits
-                self._inline.clear()
-            self._inline[key] = found
+            if len(self._inline_policies) > 4096:  # bounded: configs churn with route edits
+                self._inline_policies.clear()
+            self._inline_policies[key] = found
         return found
 
     # ---- deciding ---------------------------------------------------------------------
@@ -160,7 +160,7 @@ class Router:
         counter = self._counters.get(policy.name, 0)
         self._counters[policy.name] = counter + 1
         ctx = Context(request=request, classification=classification, candidates=candidates, params=conf.params,
-                      state=state, rng=self._rng, counter=counter, ladder=conf.ladder)
+                      state=state, rng=self._rng, counter=counter, ladder=cast("dict[str, str]", conf.ladder))
         if len(candidates) == 1:
             sel = Selection(candidates[0], f"only {candidates[0].id} is {'requested' if pinned else 'available'}")
         else:

@@ -6,7 +6,7 @@ import itertools
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -18,6 +18,12 @@ from llm_router.plan import ROUTE_HEADER, UpstreamCall, explanation_headers, pla
 from llm_router.request import LLMRequest, api_for_path
 from llm_router.router import NO_STATE, Policy, Router
 from llm_router.strategies.base import StateView
+
+if TYPE_CHECKING:  # built on demand by _enable_telemetry
+    from llm_router.limits import SpendLimits
+    from llm_router.metrics import Metrics
+    from llm_router.state import SharedState
+    from llm_router.telemetry import Telemetry
 
 
 @dataclass(slots=True)
@@ -218,7 +224,10 @@ class Runtime:
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
         self._id_random = os.urandom(6 * 1024)
-        self.shared = self.limits = self.metrics = self.telemetry = None
+        self.shared: SharedState | None = None
+        self.limits: SpendLimits | None = None
+        self.metrics: Metrics | None = None
+        self.telemetry: Telemetry | None = None
         self.orchestrator: Any = None  # llm_router.orchestrate: the runner's own calls (cascade, hedge), made on first use
         self._metrics_address: tuple[str, int] | None = None
         self.feedback: Any = None  # llm_router.feedback.FeedbackLog, while /v1/feedback is served
@@ -248,10 +257,11 @@ class Runtime:
             raise ConfigError([str(exc)]) from None
         log = DecisionLog(cfg.metrics.get("decision_log"), log_prompts=bool(cfg.metrics.get("log_prompts", False)),
                           redact=bool(cfg.metrics.get("redact_pii", True)), mask=SecretMask(self.credentials.values()))
-        self.shared, self.limits, self.metrics = shared, limits, Metrics.create()
-        self.telemetry = Telemetry(self.catalog, self.metrics, health, limits, log)
-        shared.on_refresh(self.telemetry.refresh)
-        self.observer = self.telemetry
+        metrics = Metrics.create()
+        telemetry = Telemetry(self.catalog, metrics, health, limits, log)
+        self.shared, self.limits, self.metrics, self.telemetry = shared, limits, metrics, telemetry
+        shared.on_refresh(telemetry.refresh)
+        self.observer = telemetry
         if not state_given:
             self.state = health
         if not health_given:
@@ -351,6 +361,7 @@ class Runtime:
             ex.error = decision
             self.observer.on_decision(ex)
             return self.refusal(decision, ex)
+        assert request is not None  # parsed, since a decision was made
         ex.decision = decision
         headers = explanation_headers(decision, request_id=ex.request_id, explain=policy.conf.explain)
         ex.call = plan_call(request, decision.model, self.catalog, self.credentials, route_header=self.route_header,

@@ -38,7 +38,7 @@ class Classifier(Protocol):
     def classify(self, request: LLMRequest) -> Classification: ...
 
 
-def tier_for_score(score: float, cuts: tuple[float, float, float]) -> Tier:
+def tier_for_score(score: float, cuts: tuple[float, ...]) -> Tier:
     """Map a 0..1 complexity score to a tier with three ascending cut points."""
     if score < cuts[0]:
         return Tier.LOW

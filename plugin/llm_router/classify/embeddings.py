@@ -8,13 +8,16 @@ on small CPUs; `tests/test_embeddings.py` checks the ids equal the `tokenizers` 
 from __future__ import annotations
 
 import functools
+import importlib.resources
 import json
 import unicodedata
+from typing import Any
 from pathlib import Path
 
 import numpy as np
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "embeddings"
+# From the package, not __file__: the module also runs compiled (bench compiled), where __file__ is unset at import.
+DATA_DIR = Path(str(importlib.resources.files("llm_router"))) / "data" / "embeddings"
 MAX_TOKENS = 512  # like MiniLM's own limit; the rest of a long prompt adds little to its topic
 MAX_CHARS = 8 * MAX_TOKENS  # cut before tokenising, so huge inputs cost no more than 512 tokens
 MAX_WORD_CHARS = 100  # BERT's max_input_chars_per_word: longer words become [UNK]
@@ -113,7 +116,7 @@ class WordPiece:
         # Whole whitespace-separated chunks are cached as their ids' int32 bytes ("function?" is one
         # dict lookup the next time); map and join keep the per-chunk work in C.
         chunks = text.split()
-        found = list(map(cache.get, chunks))
+        found: list[Any] = list(map(cache.get, chunks))  # bytes, or None for a chunk not seen before
         try:
             data = b"".join(found)
         except TypeError:  # a chunk not seen before

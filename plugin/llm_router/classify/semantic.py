@@ -80,6 +80,7 @@ def parse_examples(lines: Iterable[str], source: str = "examples") -> list[Examp
         if bad:
             problems.append(f"line {n}: " + "; ".join(bad))
             continue
+        assert isinstance(text, str) and isinstance(tier, str) and isinstance(category, str) and isinstance(label, str)
         out.append(Example(text=text, tier=_TIER_NAMES[tier.upper()], category=category, label=label.strip()))
     if not problems and not out:
         problems.append("no examples (expected JSON lines with text, tier, category, label)")
@@ -131,7 +132,7 @@ class SemanticClassifier:
     name = "semantic"
 
     def __init__(self, examples: list[Example], embedder: Embedder, *, k: int = 10,
-                 cuts: tuple[float, float, float] = (0.2, 0.5, 0.7), mode: str = "knn",
+                 cuts: tuple[float, ...] = (0.2, 0.5, 0.7), mode: str = "knn",
                  temperature: float = 0.05, length_weight: float = 0.2, full_at_tokens: int = 3000, center: bool = True):
         if not examples:
             raise ValueError("the semantic classifier needs at least one example")

@@ -248,6 +248,7 @@ class Runner:
         runtime = self.runtime
         ex = Exchange(runtime.new_request_id(), entry.route, self.clock())
         call = pending.call
+        assert call is not None  # a "body" Pending always carries its call
         # client headers only when spend limits need the consumer (decoding them costs)
         headers = call.headers() if runtime.limits is not None and runtime.limits.rules else None
         result = runtime.decide(body, path=call.path, ex=ex, route_conf=entry.compiled.route_conf, headers=headers)
@@ -279,6 +280,7 @@ class Runner:
         return frame
 
     async def _orchestrated(self, rid: int, ex: Exchange) -> bytes:
+        assert ex.request is not None and ex.decision is not None  # set by Runtime.decide before it plans the call
         reply = await orchestrate(self.runtime, ex, ex.request, ex.decision)
         self.stats.stops += 1
         reply = _fits(reply, ex)
