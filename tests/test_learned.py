@@ -228,6 +228,20 @@ def test_onnx_features_train_save_and_route_like_the_batched_matrix(tmp_path):
         LearnedClassifier(model, Featurizer("hashing", HashingEmbedder()))
 
 
+def test_onnx_features_without_onnxruntime_name_the_install(monkeypatch):
+    import sys
+
+    from llm_router.classify.onnx_backend import load_onnx
+
+    load_onnx.cache_clear()
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError
+    try:
+        with pytest.raises(FileNotFoundError, match=r"pip install 'llm-router\[onnx\]'"):
+            load_embedder("onnx")
+    finally:
+        load_onnx.cache_clear()  # later tests load the real one again
+
+
 def test_task_ceiling_lp_matches_a_hand_computed_mix():
     """Two tasks, two models: the LP's cheapest per-task mix reaching a quality target."""
     import numpy as np
