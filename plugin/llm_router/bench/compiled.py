@@ -9,7 +9,6 @@ Needs mypy (`pip install 'llm-router[compile]'`) and a C compiler. The temporary
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
@@ -194,14 +193,3 @@ def run(args) -> int:
                 print(f"  {label:24s} plain {fmt(a['plain_' + key]):>24s}   compiled {fmt(a['compiled_' + key]):>24s}")
             print(f"  compiled/plain: sequential p50 {a['c1_p50_ratio_median']:.3f}, CPU at 32 {a['c32_cpu_ratio_median']:.3f}")
     return 0 if not diffs else 1
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m llm_router.bench.compiled")
-    sub = parser.add_subparsers(dest="target", required=True)
-    register(sub)
-    return run(parser.parse_args(["compiled", *sys.argv[1:]]))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
