@@ -11,8 +11,8 @@ import functools
 import importlib.resources
 import json
 import unicodedata
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
