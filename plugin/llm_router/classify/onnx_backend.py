@@ -37,10 +37,16 @@ class OnnxEmbedder:
         self.tokenizer.enable_truncation(max_length=max_tokens)
         self.tokenizer.no_padding()
         self.dim = int(self.session.get_outputs()[0].shape[-1])
-        digest = hashlib.sha256(Path(model_path).read_bytes())
-        digest.update(Path(tokenizer_path).read_bytes())
+        self._sources = (Path(model_path), Path(tokenizer_path), max_tokens)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Which weights, tokenizer and cut-off made the vectors (hashed on first use: only learned models need it)."""
+        model_path, tokenizer_path, max_tokens = self._sources
+        digest = hashlib.sha256(model_path.read_bytes())
+        digest.update(tokenizer_path.read_bytes())
         digest.update(str(max_tokens).encode())
-        self.fingerprint = digest.hexdigest()  # which weights, tokenizer and cut-off made the vectors
+        return digest.hexdigest()
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         feed = {"input_ids": ids, "attention_mask": mask}
