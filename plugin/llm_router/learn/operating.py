@@ -43,6 +43,11 @@ class Blend:
     quality: float
     cost_per_1k: float
 
+    @classmethod
+    def single(cls, point: Point) -> "Blend":
+        """One operating point on its own."""
+        return cls(point.tradeoff, point.tradeoff, 0.0, point.quality, point.cost_per_1k)
+
     def params(self) -> dict:
         """quality_gate params that run this blend."""
         if self.share <= 0.0:
@@ -134,6 +139,11 @@ def cheapest_reaching(points: list[Point], quality: float) -> Point | None:
     return min(ok, key=lambda x: (x.cost_per_1k, -x.quality)) if ok else None
 
 
+def highest(points: list[Point]) -> Point:
+    """The highest-quality point (the cheaper of equals): what a target no point reaches gets."""
+    return max(points, key=lambda x: (x.quality, -x.cost_per_1k))
+
+
 def cheapest_blend(points: list[Point], quality: float) -> Blend | None:
     """The cheapest mix of at most two points whose expected quality is at least `quality` (None when none is)."""
     front = pareto(points)
@@ -141,7 +151,7 @@ def cheapest_blend(points: list[Point], quality: float) -> Blend | None:
     for i, a in enumerate(front):
         if a.quality >= quality - 1e-12:
             if best is None or a.cost_per_1k < best.cost_per_1k:
-                best = Blend(a.tradeoff, a.tradeoff, 0.0, a.quality, a.cost_per_1k)
+                best = Blend.single(a)
             continue
         for b in front[i + 1:]:
             if b.quality < quality - 1e-12:
@@ -149,7 +159,7 @@ def cheapest_blend(points: list[Point], quality: float) -> Blend | None:
             share = (quality - a.quality) / (b.quality - a.quality)
             cost = a.cost_per_1k + share * (b.cost_per_1k - a.cost_per_1k)
             if best is None or cost < best.cost_per_1k - 1e-12:
-                best = (Blend(b.tradeoff, b.tradeoff, 0.0, b.quality, b.cost_per_1k) if share >= 1.0 - 1e-9
+                best = (Blend.single(b) if share >= 1.0 - 1e-9
                         else Blend(a.tradeoff, b.tradeoff, share, quality, cost))
     return best
 
@@ -161,10 +171,7 @@ def pick_blends(points: list[Point], best_quality: float, targets: tuple[float, 
     out = {}
     for frac in targets:
         found = cheapest_blend(points, (frac + (margins or {}).get(frac, 0.0)) * best_quality)
-        if found is None:
-            top = max(points, key=lambda x: (x.quality, -x.cost_per_1k))
-            found = Blend(top.tradeoff, top.tradeoff, 0.0, top.quality, top.cost_per_1k)
-        out[frac] = found
+        out[frac] = found or Blend.single(highest(points))
     return out
 
 
@@ -173,7 +180,7 @@ def pick(points: list[Point], best_quality: float, targets: tuple[float, ...] = 
     out = {}
     for frac in targets:
         found = cheapest_reaching(points, frac * best_quality)
-        out[frac] = (found or max(points, key=lambda x: (x.quality, -x.cost_per_1k))).tradeoff
+        out[frac] = (found or highest(points)).tradeoff
     return out
 
 
