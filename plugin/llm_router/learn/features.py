@@ -2,7 +2,7 @@
 
 The same function serves training and the live router, so both see exactly the same numbers.
 Three embedders: "static" (the shipped MiniLM static embeddings, `classify.embeddings`), "onnx"
-(MiniLM itself on onnxruntime, `classify.onnx_backend`: better topics, ~5 ms per prompt) and
+(MiniLM itself on onnxruntime, `classify.onnx_backend`: better topics, milliseconds per prompt) and
 "hashing" (signed feature hashing of words, no data files; a fallback and for tests).
 """
 from __future__ import annotations
