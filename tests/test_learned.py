@@ -337,3 +337,40 @@ def test_fast_prediction_with_clusters_equals_the_plain_formula():
     plain = 1.0 / (1.0 + np.exp(-(((aug - model.mean) / model.scale) @ model.weights + model.bias)))
     assert np.allclose(model.predict(x.astype(np.float32)), plain, atol=1e-5)
     assert np.allclose(model.predict(x[7].astype(np.float32)), plain[7], atol=1e-5)
+
+
+def test_tfidf_baseline_routes_by_words_and_reports_each_way_of_picking(capsys, monkeypatch):
+    """The TF-IDF baseline learns a word that marks the cheap model's failures; its three measures are reported."""
+    pytest.importorskip("sklearn")
+    from llm_router.learn import baseline
+
+    rng = np.random.default_rng(0)
+    words = ["river", "castle", "orbit", "violin", "harvest", "glacier", "lantern", "meadow"]
+    prompts, scores = [], []
+    for i in range(400):
+        hard = i % 4 == 0  # a quarter of the prompts carry the word the cheap model fails on
+        text = " ".join(rng.choice(words, 6)) + (" eigenvalue" if hard else " weather") + f" item {i}"
+        prompts.append(text)
+        scores.append([0.0 if hard else 1.0, 1.0])
+    s = np.array(scores)
+    costs = np.tile([0.001, 0.02], (len(prompts), 1))
+    ds = Dataset("routerbench", ("cheap", "dear"), [str(i) for i in range(len(prompts))], prompts, ["t"] * len(prompts),
+                 s, costs, "test")
+    folds = np.arange(len(ds)) % 5
+    oof = baseline.out_of_fold(ds.prompts, ds.scores, folds)
+    hard = np.array(["eigenvalue" in p for p in prompts])
+    assert oof[hard, 0].max() < oof[~hard, 0].min()  # the word alone separates the cheap model's failures
+    got = baseline.held_out(ds, folds, oof, (0.95, 1.0), 1.0)
+    # Perfect separation: full quality while only the hard quarter pays the dear price.
+    for kind in ("single", "blend"):
+        assert got[kind][1.0].relative_quality == pytest.approx(1.0)
+        assert got[kind][1.0].saving == pytest.approx(1 - (0.75 * 0.001 + 0.25 * 0.02) / 0.02)
+    assert baseline.picked_on(s, costs, np.tile([0.0, 1.0], (len(s), 1)), np.array([0.001, 0.02]), 1, 1.0).saving == pytest.approx(0.0)
+    assert baseline.picked_on(s, costs, oof, np.array([0.001, 0.02]), 1, 1.01) is None
+    # The command prints all three measures, in JSON too.
+    monkeypatch.setattr(baseline, "load", lambda paths: ds)
+    assert baseline.main(["--data", "x", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["held_out"]["single"]["1.00"]["relative_quality"] == pytest.approx(1.0)
+    assert len(report["per_fold_picked_on_fold"]["0.95"]) == 5
+    assert report["pooled_picked_on_held_out"]["1.00"]["saving"] > 0.6

@@ -1,0 +1,142 @@
+"""The TF-IDF + logistic-regression router the issues quote as a reference, measured three ways.
+
+`python -m llm_router.learn.baseline --data PATH...` fits, per model, P(answers well) from TF-IDF of
+the prompt (word 1-2 grams, scikit-learn), 5 folds by prompt hash as `eval` uses, and routes with the
+same trade-off rule as the learned router. It prints the saving at 95% / 100% of the best single
+model's quality measured three ways, because the way the operating point is picked moves the figure
+more than the features do:
+- held out: the point (single, or a blend of two) picked on inner out-of-fold predictions of the
+  training folds and applied to the held-out fold, pooled over folds (the `eval` protocol);
+- pooled, picked on held-out: the point picked on the pooled held-out predictions themselves;
+- one fold at a time, picked on that fold: what a single train/test split reports when its point is
+  picked on its own test rows; printed per fold, so the spread is visible.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from llm_router.datasets import Dataset, load
+from llm_router.learn import operating
+from llm_router.learn.fit import fold_ids
+from llm_router.learn.train import keys_of, model_prices
+from llm_router.strategies.quality_gate import blend_draw
+
+SWEEP = tuple(float(t) for t in np.round(np.linspace(0.0, 3.0, 301), 4))
+
+
+@dataclass(frozen=True, slots=True)
+class Reached:
+    """Quality (share of the best single model's) and saving of one way of picking, at one target."""
+
+    relative_quality: float
+    saving: float
+
+
+def tfidf_predictions(train_text: list[str], train_scores: np.ndarray, test_text: list[str],
+                      c: float = 1.0) -> np.ndarray:
+    """(test rows, models) P(score >= 0.5) from TF-IDF + logistic regression fitted on the training rows."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=100_000)
+    x_train = vec.fit_transform(train_text)
+    x_test = vec.transform(test_text)
+    out = np.zeros((len(test_text), train_scores.shape[1]))
+    for m in range(train_scores.shape[1]):
+        y = (train_scores[:, m] >= 0.5).astype(int)
+        if y.min() == y.max():
+            out[:, m] = float(y[0])
+            continue
+        out[:, m] = LogisticRegression(C=c, max_iter=3000).fit(x_train, y).predict_proba(x_test)[:, 1]
+    return out
+
+
+def out_of_fold(texts: list[str], scores: np.ndarray, folds: np.ndarray, c: float = 1.0) -> np.ndarray:
+    """Predictions for every row from a fit on the other folds."""
+    oof = np.zeros(scores.shape)
+    for f in np.unique(folds):
+        tr, te = np.nonzero(folds != f)[0], np.nonzero(folds == f)[0]
+        oof[te] = tfidf_predictions([texts[i] for i in tr], scores[tr], [texts[i] for i in te], c)
+    return oof
+
+
+def held_out(ds: Dataset, folds: np.ndarray, oof: np.ndarray, targets: tuple[float, ...], c: float) -> dict[str, dict[float, Reached]]:
+    """The `eval` protocol: per fold, points picked on inner out-of-fold predictions of the training rows."""
+    prices, best = model_prices(ds), int(ds.scores.mean(0).argmax())
+    draws = np.array([blend_draw(p) for p in ds.prompts])
+    chosen = {kind: {t: np.zeros(len(ds), int) for t in targets} for kind in ("single", "blend")}
+    for f in np.unique(folds):
+        tr, te = np.nonzero(folds != f)[0], np.nonzero(folds == f)[0]
+        inner = out_of_fold([ds.prompts[i] for i in tr], ds.scores[tr], fold_ids(keys_of(ds.subset(tr)) // 7, 5), c)
+        points = operating.curve(inner, prices, ds.scores[tr], ds.costs[tr], SWEEP)
+        need = float(ds.scores[tr, best].mean())
+        for t in targets:
+            single = operating.cheapest_reaching(points, t * need) or operating.highest(points)
+            chosen["single"][t][te] = operating.choose(oof[te], prices, single.tradeoff)
+            blend = operating.cheapest_blend(points, t * need) or operating.Blend.single(single)
+            chosen["blend"][t][te] = operating.choose_blend(oof[te], prices, blend.tradeoff, blend.other, blend.share, draws[te])
+    bq, bc = float(ds.scores[:, best].mean()), float(ds.costs[:, best].mean() * 1000)
+    out: dict[str, dict[float, Reached]] = {}
+    for kind, per_target in chosen.items():
+        out[kind] = {}
+        for t, choice in per_target.items():
+            q, cost = operating.measure(choice, ds.scores, ds.costs)
+            out[kind][t] = Reached(q / bq, 1 - cost / bc)
+    return out
+
+
+def picked_on(scores: np.ndarray, costs: np.ndarray, p: np.ndarray, prices: np.ndarray, best: int,
+              target: float) -> Reached | None:
+    """The cheapest single point reaching the target on these very rows (None when none does)."""
+    bq, bc = float(scores[:, best].mean()), float(costs[:, best].mean() * 1000)
+    found = operating.cheapest_reaching(operating.curve(p, prices, scores, costs, SWEEP), target * bq)
+    return None if found is None else Reached(found.quality / bq, 1 - found.cost_per_1k / bc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llm_router.learn.baseline", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", required=True)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic regressions")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    ds = load(args.data)
+    targets = (0.95, 1.0)
+    folds = fold_ids(keys_of(ds), args.folds)
+    oof = out_of_fold(ds.prompts, ds.scores, folds, args.C)
+    prices, best = model_prices(ds), int(ds.scores.mean(0).argmax())
+    report = {
+        "data": ds.describe(),
+        "best_single": ds.models[best],
+        "held_out": {kind: {f"{t:.2f}": asdict(r) for t, r in per.items()}
+                     for kind, per in held_out(ds, folds, oof, targets, args.C).items()},
+        "pooled_picked_on_held_out": {f"{t:.2f}": (asdict(r) if (r := picked_on(ds.scores, ds.costs, oof, prices, best, t)) else None)
+                                      for t in targets},
+        "per_fold_picked_on_fold": {f"{t:.2f}": [(asdict(r) if (r := picked_on(ds.scores[folds == f], ds.costs[folds == f],
+                                                                               oof[folds == f], prices, best, t)) else None)
+                                                 for f in range(args.folds)] for t in targets},
+    }
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print(report["data"])
+    print(f"TF-IDF + logistic regression, best single model {ds.models[best]}; saving at 95% / 100% of its quality:")
+
+    def show(r: dict | None) -> str:
+        return "unreached" if r is None else f"{r['saving']:.3f} (at {r['relative_quality']:.1%})"
+
+    for kind, per in report["held_out"].items():
+        print(f"  held out, {kind} point picked on training folds: " + " / ".join(show(per[k]) for k in ("0.95", "1.00")))
+    print("  pooled, picked on the held-out rows: " + " / ".join(show(report["pooled_picked_on_held_out"][k]) for k in ("0.95", "1.00")))
+    for k in ("0.95", "1.00"):
+        print(f"  one fold at a time, picked on that fold, {k}: " + ", ".join(show(r) for r in report["per_fold_picked_on_fold"][k]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
