@@ -374,3 +374,8 @@ def test_tfidf_baseline_routes_by_words_and_reports_each_way_of_picking(capsys, 
     assert report["held_out"]["single"]["1.00"]["relative_quality"] == pytest.approx(1.0)
     assert len(report["per_fold_picked_on_fold"]["0.95"]) == 5
     assert report["pooled_picked_on_held_out"]["1.00"]["saving"] > 0.6
+    # compare(): perfect word predictions against uninformative ones, on the same footing.
+    got = baseline.compare(ds, {"words": oof, "flat": np.full(s.shape, 0.5)}, (1.0,))
+    assert got["words"]["1.00"]["single"] == pytest.approx(1 - (0.75 * 0.001 + 0.25 * 0.02) / 0.02, abs=1e-4)
+    # no signal: equal predictions send every row to the cheaper model, which never reaches full quality
+    assert got["flat"]["1.00"] == {"single": None, "blend": None}

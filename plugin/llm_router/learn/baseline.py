@@ -10,6 +10,9 @@ more than the features do:
 - pooled, picked on held-out: the point picked on the pooled held-out predictions themselves;
 - one fold at a time, picked on that fold: what a single train/test split reports when its point is
   picked on its own test rows; printed per fold, so the spread is visible.
+`--with-learned` also asks whether words add to the learned router: its out-of-fold predictions, the
+TF-IDF ones and their mean, each with its cheapest point (single and blend) picked on the pooled
+held-out rows (the same, optimistic, footing for all three).
 """
 from __future__ import annotations
 
@@ -98,11 +101,45 @@ def picked_on(scores: np.ndarray, costs: np.ndarray, p: np.ndarray, prices: np.n
     return None if found is None else Reached(found.quality / bq, 1 - found.cost_per_1k / bc)
 
 
+def learned_out_of_fold(ds: Dataset, folds: np.ndarray) -> np.ndarray:
+    """The learned router's predictions for every row (static features, trained on the other folds)."""
+    from llm_router.learn.features import Featurizer, load_embedder
+    from llm_router.learn.train import requests_of, train_model
+
+    featurizer = Featurizer("static", load_embedder("static"))
+    x = featurizer.matrix(requests_of(ds))
+    out = np.zeros(ds.scores.shape)
+    for f in np.unique(folds):
+        tr, te = np.nonzero(folds != f)[0], np.nonzero(folds == f)[0]
+        model, _ = train_model(ds.subset(tr), featurizer, x=x[tr])
+        pred = model.predict(x[te])
+        out[te] = pred[:, [model.models.index(m) for m in ds.models]]
+    return out
+
+
+def compare(ds: Dataset, predictions: dict[str, np.ndarray], targets: tuple[float, ...]) -> dict[str, dict]:
+    """Per set of predictions and target: saving of the cheapest single point and blend picked on these rows."""
+    prices, best = model_prices(ds), int(ds.scores.mean(0).argmax())
+    bq, bc = float(ds.scores[:, best].mean()), float(ds.costs[:, best].mean() * 1000)
+    out: dict[str, dict] = {}
+    for name, p in predictions.items():
+        points = operating.curve(p, prices, ds.scores, ds.costs, SWEEP)
+        out[name] = {}
+        for t in targets:
+            single = operating.cheapest_reaching(points, t * bq)
+            blend = operating.cheapest_blend(points, t * bq)
+            out[name][f"{t:.2f}"] = {"single": None if single is None else round(1 - single.cost_per_1k / bc, 4),
+                                     "blend": None if blend is None else round(1 - blend.cost_per_1k / bc, 4)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llm_router.learn.baseline", description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", required=True)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic regressions")
+    parser.add_argument("--with-learned", action="store_true",
+                        help="also compare with the learned router's predictions and their mean with TF-IDF's")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     ds = load(args.data)
@@ -121,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                                oof[folds == f], prices, best, t)) else None)
                                                  for f in range(args.folds)] for t in targets},
     }
+    if args.with_learned:
+        learned = learned_out_of_fold(ds, folds)
+        report["pooled_words_vs_learned"] = compare(ds, {"learned": learned, "tfidf": oof, "mean": (learned + oof) / 2}, targets)
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
@@ -135,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     print("  pooled, picked on the held-out rows: " + " / ".join(show(report["pooled_picked_on_held_out"][k]) for k in ("0.95", "1.00")))
     for k in ("0.95", "1.00"):
         print(f"  one fold at a time, picked on that fold, {k}: " + ", ".join(show(r) for r in report["per_fold_picked_on_fold"][k]))
+    for name, per in report.get("pooled_words_vs_learned", {}).items():
+        print(f"  {name} predictions, picked on the pooled held-out rows, single / blend: "
+              + "; ".join(f"{k}: {v['single']} / {v['blend']}" for k, v in per.items()))
     return 0
 
 
