@@ -360,7 +360,7 @@ def test_tfidf_baseline_routes_by_words_and_reports_each_way_of_picking(capsys, 
     oof = baseline.out_of_fold(ds.prompts, ds.scores, folds)
     hard = np.array(["eigenvalue" in p for p in prompts])
     assert oof[hard, 0].max() < oof[~hard, 0].min()  # the word alone separates the cheap model's failures
-    got = baseline.held_out(ds, folds, oof, (0.95, 1.0), 1.0)
+    got = baseline.held_out(ds, folds, baseline.tfidf_folds(ds, oof), (0.95, 1.0))
     # Perfect separation: full quality while only the hard quarter pays the dear price.
     for kind in ("single", "blend"):
         assert got[kind][1.0].relative_quality == pytest.approx(1.0)
@@ -369,11 +369,20 @@ def test_tfidf_baseline_routes_by_words_and_reports_each_way_of_picking(capsys, 
     assert baseline.picked_on(s, costs, oof, np.array([0.001, 0.02]), 1, 1.01) is None
     # The command prints all three measures, in JSON too.
     monkeypatch.setattr(baseline, "load", lambda paths: ds)
-    assert baseline.main(["--data", "x", "--json"]) == 0
+    assert baseline.main(["--data", "x", "--json", "--with-learned"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["held_out"]["single"]["1.00"]["relative_quality"] == pytest.approx(1.0)
     assert len(report["per_fold_picked_on_fold"]["0.95"]) == 5
     assert report["pooled_picked_on_held_out"]["1.00"]["saving"] > 0.6
+    # --with-learned: the learned router on the same folds, and the mean of both, held out and pooled
+    assert set(report["held_out_words_vs_learned"]) == set(report["pooled_words_vs_learned"]) == {"learned", "tfidf", "mean"}
+    assert report["held_out_words_vs_learned"]["tfidf"] == report["held_out"]
+    calls = []
+    probe = baseline.cached(lambda tr, te: calls.append(1) or (np.ones((2, 2)), np.zeros((1, 2))))
+    both = baseline.averaged(probe, lambda tr, te: (np.zeros((2, 2)), np.ones((1, 2))))
+    inner, test = both(np.arange(2), np.arange(1))
+    both(np.arange(2), np.arange(1))
+    assert (inner == 0.5).all() and (test == 0.5).all() and len(calls) == 1
     # compare(): perfect word predictions against uninformative ones, on the same footing.
     got = baseline.compare(ds, {"words": oof, "flat": np.full(s.shape, 0.5)}, (1.0,))
     assert got["words"]["1.00"]["single"] == pytest.approx(1 - (0.75 * 0.001 + 0.25 * 0.02) / 0.02, abs=1e-4)

@@ -10,9 +10,9 @@ more than the features do:
 - pooled, picked on held-out: the point picked on the pooled held-out predictions themselves;
 - one fold at a time, picked on that fold: what a single train/test split reports when its point is
   picked on its own test rows; printed per fold, so the spread is visible.
-`--with-learned` also asks whether words add to the learned router: its out-of-fold predictions, the
-TF-IDF ones and their mean, each with its cheapest point (single and blend) picked on the pooled
-held-out rows (the same, optimistic, footing for all three).
+`--with-learned` also asks whether words add to the learned router: its predictions (static features,
+trained per fold as `eval` does), TF-IDF's and their mean, measured held out as above and, on one
+optimistic footing for all three, with the cheapest point picked on the pooled held-out rows.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -68,21 +69,28 @@ def out_of_fold(texts: list[str], scores: np.ndarray, folds: np.ndarray, c: floa
     return oof
 
 
-def held_out(ds: Dataset, folds: np.ndarray, oof: np.ndarray, targets: tuple[float, ...], c: float) -> dict[str, dict[float, Reached]]:
-    """The `eval` protocol: per fold, points picked on inner out-of-fold predictions of the training rows."""
+FoldPredictions = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def held_out(ds: Dataset, folds: np.ndarray, predictions: FoldPredictions, targets: tuple[float, ...]) -> dict[str, dict[float, Reached]]:
+    """The `eval` protocol: per fold, points picked on inner out-of-fold predictions of the training rows.
+
+    `predictions(train_rows, test_rows)` gives (inner out-of-fold predictions of the training rows,
+    predictions of the test rows from a fit on all training rows).
+    """
     prices, best = model_prices(ds), int(ds.scores.mean(0).argmax())
     draws = np.array([blend_draw(p) for p in ds.prompts])
     chosen = {kind: {t: np.zeros(len(ds), int) for t in targets} for kind in ("single", "blend")}
     for f in np.unique(folds):
         tr, te = np.nonzero(folds != f)[0], np.nonzero(folds == f)[0]
-        inner = out_of_fold([ds.prompts[i] for i in tr], ds.scores[tr], fold_ids(keys_of(ds.subset(tr)) // 7, 5), c)
+        inner, test = predictions(tr, te)
         points = operating.curve(inner, prices, ds.scores[tr], ds.costs[tr], SWEEP)
         need = float(ds.scores[tr, best].mean())
         for t in targets:
             single = operating.cheapest_reaching(points, t * need) or operating.highest(points)
-            chosen["single"][t][te] = operating.choose(oof[te], prices, single.tradeoff)
+            chosen["single"][t][te] = operating.choose(test, prices, single.tradeoff)
             blend = operating.cheapest_blend(points, t * need) or operating.Blend.single(single)
-            chosen["blend"][t][te] = operating.choose_blend(oof[te], prices, blend.tradeoff, blend.other, blend.share, draws[te])
+            chosen["blend"][t][te] = operating.choose_blend(test, prices, blend.tradeoff, blend.other, blend.share, draws[te])
     bq, bc = float(ds.scores[:, best].mean()), float(ds.costs[:, best].mean() * 1000)
     out: dict[str, dict[float, Reached]] = {}
     for kind, per_target in chosen.items():
@@ -93,28 +101,55 @@ def held_out(ds: Dataset, folds: np.ndarray, oof: np.ndarray, targets: tuple[flo
     return out
 
 
+def tfidf_folds(ds: Dataset, oof: np.ndarray, c: float = 1.0) -> FoldPredictions:
+    """TF-IDF fold predictions: inner out-of-fold fits on the training rows; the test rows from `oof`."""
+    def predictions(tr: np.ndarray, te: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        inner_folds = fold_ids(keys_of(ds.subset(tr)) // 7, 5)
+        return out_of_fold([ds.prompts[i] for i in tr], ds.scores[tr], inner_folds, c), oof[te]
+    return predictions
+
+
+def learned_folds(ds: Dataset) -> FoldPredictions:
+    """The learned router's fold predictions (static features): `train_model`'s own inner out-of-fold ones."""
+    from llm_router.learn.features import Featurizer, load_embedder
+    from llm_router.learn.train import requests_of, train_model
+
+    featurizer = Featurizer("static", load_embedder("static"))
+    x = featurizer.matrix(requests_of(ds))
+
+    def predictions(tr: np.ndarray, te: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        model, inner = train_model(ds.subset(tr), featurizer, x=x[tr])
+        order = [model.models.index(m) for m in ds.models]
+        return inner[:, order], model.predict(x[te])[:, order]
+    return predictions
+
+
+def cached(predictions: FoldPredictions) -> FoldPredictions:
+    """The same fold predictions, computed once per fold."""
+    memo: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+
+    def once(tr: np.ndarray, te: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        key = te.tobytes()
+        if key not in memo:
+            memo[key] = predictions(tr, te)
+        return memo[key]
+    return once
+
+
+def averaged(a: FoldPredictions, b: FoldPredictions) -> FoldPredictions:
+    """The mean of two sets of fold predictions."""
+    def predictions(tr: np.ndarray, te: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        (ia, ta), (ib, tb) = a(tr, te), b(tr, te)
+        return (ia + ib) / 2, (ta + tb) / 2
+    return predictions
+
+
 def picked_on(scores: np.ndarray, costs: np.ndarray, p: np.ndarray, prices: np.ndarray, best: int,
               target: float) -> Reached | None:
     """The cheapest single point reaching the target on these very rows (None when none does)."""
     bq, bc = float(scores[:, best].mean()), float(costs[:, best].mean() * 1000)
     found = operating.cheapest_reaching(operating.curve(p, prices, scores, costs, SWEEP), target * bq)
     return None if found is None else Reached(found.quality / bq, 1 - found.cost_per_1k / bc)
-
-
-def learned_out_of_fold(ds: Dataset, folds: np.ndarray) -> np.ndarray:
-    """The learned router's predictions for every row (static features, trained on the other folds)."""
-    from llm_router.learn.features import Featurizer, load_embedder
-    from llm_router.learn.train import requests_of, train_model
-
-    featurizer = Featurizer("static", load_embedder("static"))
-    x = featurizer.matrix(requests_of(ds))
-    out = np.zeros(ds.scores.shape)
-    for f in np.unique(folds):
-        tr, te = np.nonzero(folds != f)[0], np.nonzero(folds == f)[0]
-        model, _ = train_model(ds.subset(tr), featurizer, x=x[tr])
-        pred = model.predict(x[te])
-        out[te] = pred[:, [model.models.index(m) for m in ds.models]]
-    return out
 
 
 def compare(ds: Dataset, predictions: dict[str, np.ndarray], targets: tuple[float, ...]) -> dict[str, dict]:
@@ -131,6 +166,10 @@ def compare(ds: Dataset, predictions: dict[str, np.ndarray], targets: tuple[floa
             out[name][f"{t:.2f}"] = {"single": None if single is None else round(1 - single.cost_per_1k / bc, 4),
                                      "blend": None if blend is None else round(1 - blend.cost_per_1k / bc, 4)}
     return out
+
+
+def _as_dict(got: dict[str, dict[float, Reached]]) -> dict[str, dict[str, dict]]:
+    return {kind: {f"{t:.2f}": asdict(r) for t, r in per.items()} for kind, per in got.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "data": ds.describe(),
         "best_single": ds.models[best],
-        "held_out": {kind: {f"{t:.2f}": asdict(r) for t, r in per.items()}
-                     for kind, per in held_out(ds, folds, oof, targets, args.C).items()},
+        "held_out": _as_dict(held_out(ds, folds, tfidf_folds(ds, oof, args.C), targets)),
         "pooled_picked_on_held_out": {f"{t:.2f}": (asdict(r) if (r := picked_on(ds.scores, ds.costs, oof, prices, best, t)) else None)
                                       for t in targets},
         "per_fold_picked_on_fold": {f"{t:.2f}": [(asdict(r) if (r := picked_on(ds.scores[folds == f], ds.costs[folds == f],
@@ -159,8 +197,15 @@ def main(argv: list[str] | None = None) -> int:
                                                  for f in range(args.folds)] for t in targets},
     }
     if args.with_learned:
-        learned = learned_out_of_fold(ds, folds)
-        report["pooled_words_vs_learned"] = compare(ds, {"learned": learned, "tfidf": oof, "mean": (learned + oof) / 2}, targets)
+        learned, words = cached(learned_folds(ds)), cached(tfidf_folds(ds, oof, args.C))
+        report["held_out_words_vs_learned"] = {name: _as_dict(held_out(ds, folds, pred, targets)) for name, pred in
+                                               (("learned", learned), ("tfidf", words), ("mean", averaged(learned, words)))}
+        test = {"learned": np.zeros(ds.scores.shape), "tfidf": np.zeros(ds.scores.shape)}
+        for f in range(args.folds):
+            tr, te = np.nonzero(folds != f)[0], np.nonzero(folds == f)[0]
+            test["learned"][te], test["tfidf"][te] = learned(tr, te)[1], words(tr, te)[1]
+        test["mean"] = (test["learned"] + test["tfidf"]) / 2
+        report["pooled_words_vs_learned"] = compare(ds, test, targets)
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
@@ -175,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     print("  pooled, picked on the held-out rows: " + " / ".join(show(report["pooled_picked_on_held_out"][k]) for k in ("0.95", "1.00")))
     for k in ("0.95", "1.00"):
         print(f"  one fold at a time, picked on that fold, {k}: " + ", ".join(show(r) for r in report["per_fold_picked_on_fold"][k]))
+    for name, per in report.get("held_out_words_vs_learned", {}).items():
+        print(f"  {name} predictions, held out, picked on training folds (single, blend): "
+              + "; ".join(f"{k}: " + " / ".join(show(per[kind][k]) for kind in ("single", "blend")) for k in ("0.95", "1.00")))
     for name, per in report.get("pooled_words_vs_learned", {}).items():
         print(f"  {name} predictions, picked on the pooled held-out rows, single / blend: "
               + "; ".join(f"{k}: {v['single']} / {v['blend']}" for k, v in per.items()))
