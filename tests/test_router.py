@@ -159,3 +159,25 @@ def test_rule_patterns_are_prefiltered_by_their_literal_prefix():
     assert rc.matches("a hot dog") == {1: 1}
     assert rc.matches("do this:\n1. first\n2. second") == {2: 1}
     assert rc.matches("nothing here") == {}
+
+
+def test_classifier_none_skips_classification_and_routes_by_strategy_alone(monkeypatch):
+    """`classifier: none`: no classifier runs; the pool rotates whatever the prompt says."""
+    from llm_router.classify import rules, semantic
+
+    def never(*args, **kwargs):
+        raise AssertionError("a classifier ran under classifier: none")
+
+    monkeypatch.setattr(rules.RulesClassifier, "classify", never)
+    monkeypatch.setattr(semantic.SemanticClassifier, "classify", never)
+    r = Router(parse_config({"policies": {"default": {"classifier": "none", "strategy": "round_robin",
+                                                      "params": {"pool": ["deepseek-v2", "gpt-4o"]}}}}))
+    hard = "Prove that there are infinitely many primes and derive the prime number theorem step by step."
+    got = [decide(r, body(text)) for text in ("hi", hard, "hi", hard)]
+    assert [d.model.id for d in got] == ["deepseek-v2", "gpt-4o", "deepseek-v2", "gpt-4o"]
+    assert all(d.classification.classifier == "none" and d.classification.tier.name == "MEDIUM" for d in got)
+    assert "routes by its strategy alone" in got[0].reason
+    # without a pool, the fixed MEDIUM tier keeps the pool to models of MEDIUM and above
+    r = Router(parse_config({"policies": {"default": {"classifier": "none", "strategy": "round_robin"}}}))
+    picked = {decide(r, body("hi")).model for _ in range(12)}
+    assert picked and all(m.tier.name != "LOW" for m in picked)

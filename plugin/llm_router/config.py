@@ -13,7 +13,7 @@ from llm_router.catalog import APIS, CAPABILITIES, Tier
 
 TierName = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
 STRATEGIES = ("ladder", "quality_gate", "cost_weighted", "capability", "round_robin", "least_used", "semantic", "cascade", "hedge")
-CLASSIFIERS = ("rules", "semantic", "learned", "hybrid")
+CLASSIFIERS = ("rules", "semantic", "learned", "hybrid", "none")
 
 
 class ConfigError(Exception):
@@ -191,7 +191,7 @@ class ConstraintsConf(_Strict):
 class PolicyConf(_Strict):
     """Classifier + strategy + thresholds + constraints for a set of requests."""
 
-    classifier: Literal["rules", "semantic", "learned", "hybrid"] = "rules"
+    classifier: Literal["rules", "semantic", "learned", "hybrid", "none"] = "rules"
     strategy: Literal["ladder", "quality_gate", "cost_weighted", "capability", "round_robin", "least_used", "semantic", "cascade", "hedge"] = "ladder"
     ladder: dict[TierName, str] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)

@@ -79,7 +79,7 @@ def measure(router: Router, payloads: list[bytes], n: int) -> dict:
 def register(sub) -> None:
     p = sub.add_parser("decision", help="in-process decision time per classifier (parse + classify + decide)")
     p.add_argument("--requests", "-n", type=int, default=20000)
-    p.add_argument("--classifiers", default="rules,semantic,hybrid", help="comma list: rules, semantic, hybrid, learned")
+    p.add_argument("--classifiers", default="rules,semantic,hybrid", help="comma list: rules, semantic, hybrid, learned, none")
     p.add_argument("--learned-model", help="model file for the learned classifier (from `llm-router train`)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)

@@ -37,4 +37,8 @@ def make_classifier(name: str, cfg: Config, built: dict[str, Classifier]) -> Cla
         rules = built.get("rules") or built.setdefault("rules", rules_classifier(cfg))
         semantic = built.get("semantic") or built.setdefault("semantic", make_classifier("semantic", cfg, built))
         return HybridClassifier(rules, semantic)
+    if name == "none":
+        from llm_router.classify.fixed import FixedClassifier
+
+        return FixedClassifier()
     raise ValueError(f"unknown classifier {name!r}")

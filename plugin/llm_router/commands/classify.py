@@ -14,7 +14,7 @@ from llm_router.router import Router
 def register(sub) -> None:
     p = sub.add_parser("classify", help="classify each line of a JSONL file ({\"prompt\": ...} or a full API body)")
     p.add_argument("--input", "-i", required=True, metavar="FILE.jsonl", help="input lines; - for stdin")
-    p.add_argument("--classifier", help="override the policy's classifier: rules | semantic | hybrid | learned")
+    p.add_argument("--classifier", help="override the policy's classifier: rules | semantic | hybrid | learned | none")
     p.add_argument("--policy", help="policy name (default: the config's default policy)")
     p.add_argument("--path", default="/v1/chat/completions", help="API path for full bodies (default %(default)s)")
     p.add_argument("--json", action="store_true", help="JSON lines (the default output; kept for symmetry)")
