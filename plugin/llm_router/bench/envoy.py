@@ -442,7 +442,7 @@ def register(sub) -> None:
     p.add_argument("--warmup", type=int, default=300, help="requests per setup before measuring (default %(default)s)")
     p.add_argument("--rss-requests", type=int, default=20_000, help="routed requests before the final RSS reading")
     p.add_argument("--transport", default="h2", help="processor transport(s): h2, grpclib, grpcio; comma-separated to compare")
-    p.add_argument("--classifier", default="auto", help="semantic | rules | auto (semantic when installed)")
+    p.add_argument("--classifier", default="auto", help="semantic | rules | hybrid | none | auto (semantic when installed)")
     p.add_argument("--no-observe", action="store_true", help="route only: no response observation (usage, health)")
     p.add_argument("--compare-fallback", action="store_true",
                    help="also measure the router behind an Envoy without the fallback machinery (server.envoy.fallback off)")
