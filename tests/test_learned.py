@@ -372,6 +372,10 @@ def test_tfidf_baseline_routes_by_words_and_reports_each_way_of_picking(capsys, 
     assert baseline.main(["--data", "x", "--json", "--with-learned"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["held_out"]["single"]["1.00"]["relative_quality"] == pytest.approx(1.0)
+    partial = Dataset(ds.format, ds.models, ds.ids, ds.prompts, ds.groups, np.where(hard[:, None], np.nan, s), costs, "test")
+    monkeypatch.setattr(baseline, "load", lambda paths: partial)
+    assert baseline.main(["--data", "x"]) == 2
+    assert "every model's outcome for every prompt" in capsys.readouterr().err
     assert len(report["per_fold_picked_on_fold"]["0.95"]) == 5
     assert report["pooled_picked_on_held_out"]["1.00"]["saving"] > 0.6
     # --with-learned: the learned router on the same folds, and the mean of both, held out and pooled

@@ -182,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     ds = load(args.data)
+    if np.isnan(ds.scores).any():
+        print("error: the baseline needs every model's outcome for every prompt (a benchmark data set); "
+              "own traffic knows only the answering model's", file=sys.stderr)
+        return 2
     targets = (0.95, 1.0)
     folds = fold_ids(keys_of(ds), args.folds)
     oof = out_of_fold(ds.prompts, ds.scores, folds, args.C)
