@@ -28,7 +28,6 @@ from llm_router.datasets import Dataset, load
 from llm_router.learn import operating
 from llm_router.learn.fit import fold_ids
 from llm_router.learn.train import keys_of, model_prices
-from llm_router.strategies.quality_gate import blend_draw
 
 SWEEP = tuple(float(t) for t in np.round(np.linspace(0.0, 3.0, 301), 4))
 
@@ -79,18 +78,18 @@ def held_out(ds: Dataset, folds: np.ndarray, predictions: FoldPredictions, targe
     predictions of the test rows from a fit on all training rows).
     """
     prices, best = model_prices(ds), int(ds.scores.mean(0).argmax())
-    draws = np.array([blend_draw(p) for p in ds.prompts])
+    draws = np.array([operating.blend_draw(p) for p in ds.prompts])
     chosen = {kind: {t: np.zeros(len(ds), int) for t in targets} for kind in ("single", "blend")}
     for f in np.unique(folds):
         tr, te = np.nonzero(folds != f)[0], np.nonzero(folds == f)[0]
         inner, test = predictions(tr, te)
         points = operating.curve(inner, prices, ds.scores[tr], ds.costs[tr], SWEEP)
         need = float(ds.scores[tr, best].mean())
+        singles, blends = operating.pick(points, need, targets), operating.pick_blends(points, need, targets)
         for t in targets:
-            single = operating.cheapest_reaching(points, t * need) or operating.highest(points)
-            chosen["single"][t][te] = operating.choose(test, prices, single.tradeoff)
-            blend = operating.cheapest_blend(points, t * need) or operating.Blend.single(single)
-            chosen["blend"][t][te] = operating.choose_blend(test, prices, blend.tradeoff, blend.other, blend.share, draws[te])
+            chosen["single"][t][te] = operating.choose(test, prices, singles[t])
+            b = blends[t]
+            chosen["blend"][t][te] = operating.choose_blend(test, prices, b.tradeoff, b.other, b.share, draws[te])
     bq, bc = float(ds.scores[:, best].mean()), float(ds.costs[:, best].mean() * 1000)
     out: dict[str, dict[float, Reached]] = {}
     for kind, per_target in chosen.items():
@@ -103,8 +102,10 @@ def held_out(ds: Dataset, folds: np.ndarray, predictions: FoldPredictions, targe
 
 def tfidf_folds(ds: Dataset, oof: np.ndarray, c: float = 1.0) -> FoldPredictions:
     """TF-IDF fold predictions: inner out-of-fold fits on the training rows; the test rows from `oof`."""
+    keys = keys_of(ds)
+
     def predictions(tr: np.ndarray, te: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        inner_folds = fold_ids(keys_of(ds.subset(tr)) // 7, 5)
+        inner_folds = fold_ids(keys[tr] // 7, 5)  # the inner folds train_model uses
         return out_of_fold([ds.prompts[i] for i in tr], ds.scores[tr], inner_folds, c), oof[te]
     return predictions
 
