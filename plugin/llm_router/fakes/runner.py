@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -20,9 +21,11 @@ class FakeProviders:
     """
 
     def __init__(self, providers: Iterable[FakeProvider], *, host: str = "127.0.0.1",
-                 ports: Mapping[str, int] | None = None, env_names: Mapping[str, str] | None = None):
+                 ports: Mapping[str, int] | None = None, env_names: Mapping[str, str] | None = None,
+                 tls: ssl.SSLContext | None = None):
         self.providers = {p.name: p for p in providers}
         self.host = host
+        self.tls = tls  # a server context: every fake answers over TLS (HTTP/1.1)
         self._wanted_ports = dict(ports or {})
         self._env_names = dict(env_names or {})
         self._servers: list[asyncio.base_events.Server] = []
@@ -30,7 +33,8 @@ class FakeProviders:
 
     @classmethod
     def from_config(cls, cfg: Config | None = None, *, behaviour: Behaviour | None = None, only_catalog_models: bool = True,
-                    names: Iterable[str] | None = None, ports: Mapping[str, int] | None = None, seed: int = 0) -> "FakeProviders":
+                    names: Iterable[str] | None = None, ports: Mapping[str, int] | None = None, seed: int = 0,
+                    tls: ssl.SSLContext | None = None) -> "FakeProviders":
         """One fake per provider of the config (default: the built-in catalog), with its paths and auth."""
         cfg = cfg or load_config(None)
         wanted = set(names) if names is not None else set(cfg.providers)
@@ -48,7 +52,7 @@ class FakeProviders:
                 if ref.startswith("env://"):
                     env_names[name] = ref[len("env://"):]
                     break
-        return cls(fakes, ports=ports, env_names=env_names)
+        return cls(fakes, ports=ports, env_names=env_names, tls=tls)
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -56,7 +60,7 @@ class FakeProviders:
         """Listen in the running loop (one server per provider)."""
         for name, fake in self.providers.items():
             server = await asyncio.start_server(
-                lambda r, w, f=fake: serve_connection(f.handle, r, w), self.host, self._wanted_ports.get(name, 0))
+                lambda r, w, f=fake: serve_connection(f.handle, r, w), self.host, self._wanted_ports.get(name, 0), ssl=self.tls)
             fake.port = server.sockets[0].getsockname()[1]
             self._servers.append(server)
         return self
@@ -95,7 +99,7 @@ class FakeProviders:
         return {name: f.port for name, f in self.providers.items()}
 
     def url(self, name: str) -> str:
-        return f"http://{self.host}:{self.providers[name].port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.providers[name].port}"
 
     def keys(self) -> dict[str, str]:
         """Provider -> the key its fake expects."""

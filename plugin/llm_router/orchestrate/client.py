@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from dataclasses import dataclass, field
 
 import httpx
 
-from llm_router.orchestrate.settings import OrchestrateSettings
+from llm_router.orchestrate.settings import OrchestrateSettings, tls_context
 from llm_router.plan import UpstreamCall
 
 
@@ -34,8 +35,11 @@ class UpstreamClient:
                 import h2  # noqa: F401
             except ImportError:  # pragma: no cover - h2 is a dependency
                 http2 = False
+        verify: bool | ssl.SSLContext = settings.verify_tls
+        if verify and settings.ca_bundle:
+            verify = tls_context(settings.ca_bundle, "server.orchestrate.ca_bundle")
         self._client = httpx.AsyncClient(
-            http2=http2, verify=settings.verify_tls, trust_env=False, follow_redirects=False, transport=transport,
+            http2=http2, verify=verify, trust_env=False, follow_redirects=False, transport=transport,
             timeout=httpx.Timeout(connect=settings.connect_timeout_s, read=settings.read_timeout_s,
                                   write=settings.read_timeout_s, pool=settings.connect_timeout_s),
             limits=httpx.Limits(max_connections=settings.max_connections, max_keepalive_connections=settings.max_keepalive),

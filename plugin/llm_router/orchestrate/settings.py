@@ -1,6 +1,7 @@
 """The runner's own upstream calls (cascade, hedge, runner-side fallback): config section `server.orchestrate`."""
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
@@ -19,6 +20,7 @@ class OrchestrateSettings:
     max_keepalive: int = 50
     max_response_bytes: int = 16 << 20
     verify_tls: bool = True
+    ca_bundle: str | None = None  # PEM file of CA certificates to trust instead of the system's (a private CA)
 
     @classmethod
     def from_config(cls, server: Mapping[str, Any] | None) -> "OrchestrateSettings":
@@ -38,6 +40,10 @@ class OrchestrateSettings:
                 if value is not None and (not isinstance(value, str) or not value.startswith(("http://", "https://"))):
                     raise ValueError(f"{where}.egress: must be an http:// or https:// URL, got {value!r}")
                 out[name] = value.rstrip("/") if value else None
+            elif name == "ca_bundle":
+                if value is not None:
+                    tls_context(value, f"{where}.ca_bundle")
+                out[name] = value
             elif isinstance(default, bool):
                 if not isinstance(value, bool):
                     raise ValueError(f"{where}.{name}: must be true or false, got {value!r}")
@@ -47,3 +53,17 @@ class OrchestrateSettings:
                     raise ValueError(f"{where}.{name}: must be a positive number, got {value!r}")
                 out[name] = type(default)(value)
         return cls(**out)
+
+
+def tls_context(ca_bundle: str, where: str = "ca_bundle") -> ssl.SSLContext:
+    """A verifying client context that trusts the CAs in a PEM file; raises ValueError naming the problem."""
+    if not isinstance(ca_bundle, str) or not ca_bundle:
+        raise ValueError(f"{where}: must be the path of a PEM file of CA certificates, got {ca_bundle!r}")
+    try:
+        return ssl.create_default_context(cafile=ca_bundle)
+    except FileNotFoundError:
+        raise ValueError(f"{where}: no such file: {ca_bundle}") from None
+    except ssl.SSLError:
+        raise ValueError(f"{where}: {ca_bundle} holds no PEM CA certificate that can be loaded") from None
+    except OSError as exc:
+        raise ValueError(f"{where}: cannot read {ca_bundle}: {exc.strerror or exc}") from None

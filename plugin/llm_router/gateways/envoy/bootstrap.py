@@ -31,11 +31,10 @@ import yaml
 from llm_router.config import Config, load_config
 from llm_router.gateways.envoy.fallback import ATTEMPT_HEADER, CLUSTER_ATTR, MAX_CHAIN, SLOTS
 from llm_router.gateways.envoy.service import LOCAL_REPLY_KEY, METADATA_NAMESPACE, RATE_LIMIT_HEADERS
-from llm_router.gateways.envoy.settings import EnvoySettings
+from llm_router.gateways.envoy.settings import CA_BUNDLE, EnvoySettings
 from llm_router.plan import ROUTE_HEADER
 
 EXT_PROC_CLUSTER = "llm_router_ext_proc"
-CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian/Ubuntu system CA bundle
 EXPLAIN_HEADERS = ("x-llm-router-request-id", "x-llm-router-model", "x-llm-router-tier", "x-llm-router-category",
                    "x-llm-router-reason")
 OBSERVE_FILTER = "llm_router.observe"
@@ -138,7 +137,7 @@ def spec_from_config(cfg: Config, *, listen: tuple[str, int], processor: str, lo
         answer_timeout_s=min(settings.answer_timeout_s, settings.route_timeout_s),
         max_chain=min(MAX_CHAIN, 1 + max((p.fallbacks for p in cfg.policies.values()), default=0)),
         max_message_timeout_s=settings.orchestrate_wait_s(cfg),
-        feedback=feedback_address(cfg),
+        feedback=feedback_address(cfg), ca_bundle=settings.ca_bundle,
     )
 
 

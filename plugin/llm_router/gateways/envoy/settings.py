@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from llm_router.config import Config, ConfigError, format_validation
 
 TRANSPORTS = ("h2", "grpclib", "grpcio")
 ORCHESTRATE_GRACE_S = 5.0
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian/Ubuntu system CA bundle
 
 
 class EnvoySettings(BaseModel):
@@ -26,6 +27,16 @@ class EnvoySettings(BaseModel):
     first_byte_timeout_s: float = Field(default=30.0, gt=0)  # streams: per attempt, until the response starts
     answer_timeout_s: float = Field(default=120.0, gt=0)  # non-streaming: per attempt, until the (whole) answer starts
     grace_s: float = Field(default=5.0, ge=0)  # shutdown: time for streams in flight
+    # CA certificates Envoy trusts for providers (a private CA, or RHEL's /etc/pki/tls/certs/ca-bundle.crt).
+    # The file is read on Envoy's host, which may not be the one generating the bootstrap: no existence check.
+    ca_bundle: str = CA_BUNDLE
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"must be an absolute path to a PEM file of CA certificates, got {value!r}")
+        return value
 
     @classmethod
     def from_config(cls, cfg: Config) -> "EnvoySettings":

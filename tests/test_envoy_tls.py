@@ -1,0 +1,172 @@
+"""Providers over real TLS: the production cluster settings (SNI, CA trust, SAN match) through a real Envoy,
+and the runner's own calls (cascade, hedge, fallback) with a private CA bundle."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from fixtures_envoy import InThreadProcessor, short_tmp, wait_requests
+from llm_router.config import parse_config
+from llm_router.fakes import FakeProviders
+from llm_router.gateways.envoy.bootstrap import build, spec_from_config
+from llm_router.gateways.envoy.stack import EnvoyProcess, free_port, stop_all
+from llm_router.orchestrate.client import UpstreamClient
+from llm_router.orchestrate.settings import OrchestrateSettings
+from llm_router.plan import UpstreamCall
+from llm_router.router import build_catalog
+from tls_certs import CA, server_context
+
+pytestmark = pytest.mark.envoy
+
+CFG = {"policies": {"default": {
+    "classifier": "none", "strategy": "ladder", "client_model": "honor", "explain": True, "fallbacks": 0,
+    "ladder": {"LOW": "deepseek-v2", "MEDIUM": "llama-3-70b", "HIGH": "claude-3.5-sonnet", "CRITICAL": "gpt-4o"}}}}
+HOSTS = {"openai": "api.openai.com", "anthropic": "api.anthropic.com", "deepseek": "api.deepseek.com"}
+
+
+def body(model: str, **extra) -> bytes:
+    return orjson.dumps({"model": model, "messages": [{"role": "user", "content": "say hello over TLS"}], **extra})
+
+
+@pytest.fixture(scope="module")
+def tls_stack():
+    """Envoy with TLS clusters built as in production, each aimed at a TLS fake on 127.0.0.1.
+
+    openai: a certificate for its host from the trusted CA; anthropic: the trusted CA, but a
+    certificate for another name; deepseek: the right name from a CA Envoy does not trust.
+    """
+    with short_tmp() as wd:
+        trusted, rogue = CA(wd / "pki", "llm-router test CA"), CA(wd / "pki", "untrusted CA")
+        certs = {"openai": trusted.issue(HOSTS["openai"]), "anthropic": trusted.issue("evil.example"),
+                 "deepseek": rogue.issue(HOSTS["deepseek"])}
+        sni: dict[str, list[str]] = {name: [] for name in certs}
+        cfg = parse_config(CFG)
+        fakes = {name: FakeProviders.from_config(cfg, names=[name], tls=server_context(*certs[name], sni[name]))
+                 for name in certs}
+        procs: list = []
+        try:
+            for f in fakes.values():
+                f.start()
+            ports = {name: free_port() for name in cfg.providers}  # unused providers: nothing listens
+            ports.update({name: f.ports[name] for name, f in fakes.items()})
+            env = {k: v for f in fakes.values() for k, v in f.env().items()}
+            address = f"unix:{wd}/p.sock"
+            proc = InThreadProcessor(cfg, address, env=env).start()
+            procs.append(proc)
+            port = free_port()
+            spec = spec_from_config(cfg, listen=("127.0.0.1", port), processor=address, local_ports=ports,
+                                    admin=("127.0.0.1", free_port()))
+            tls_names = set(certs)
+            upstreams = tuple(replace(u, tls=True) if u.name in tls_names else u for u in spec.upstreams)
+            spec = replace(spec, upstreams=upstreams, ca_bundle=str(trusted.pem_path))
+            envoy = EnvoyProcess(build(spec), wd).start()
+            procs.append(envoy)
+            envoy.wait_ready(60)
+            yield {"url": f"http://127.0.0.1:{port}", "fakes": fakes, "sni": sni, "observer": proc.observer,
+                   "envoy": envoy, "trusted": trusted, "wd": wd}
+        finally:
+            stop_all(procs)
+            for f in fakes.values():
+                f.stop()
+
+
+def test_production_tls_cluster_verifies_the_provider_and_sends_sni_host_and_key(tls_stack):
+    r = httpx.post(tls_stack["url"] + "/v1/chat/completions", content=body("gpt-4o"),
+                   headers={"content-type": "application/json", "authorization": "Bearer sk-client"}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "gpt-4o"
+    fakes = tls_stack["fakes"]["openai"]
+    [got] = wait_requests(fakes, "openai")
+    assert got.headers["host"] == "api.openai.com"
+    assert got.headers["authorization"] == f"Bearer {fakes.keys()['openai']}"
+    assert "api.openai.com" in tls_stack["sni"]["openai"]
+    assert r.json()["usage"]["total_tokens"] > 0
+
+
+def test_stream_over_tls_arrives_and_its_usage_is_observed(tls_stack):
+    with httpx.stream("POST", tls_stack["url"] + "/v1/chat/completions", content=body("gpt-4o", stream=True),
+                      headers={"content-type": "application/json"}, timeout=30) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        text = "".join(r.iter_text())
+    assert text.rstrip().endswith("data: [DONE]")
+    last = [line for line in text.splitlines() if line.startswith("data: {") and '"usage"' in line][-1]
+    reported = orjson.loads(last[6:])["usage"]
+    _, status, usage, _ = tls_stack["observer"].response_for(r.headers["x-llm-router-request-id"])
+    assert (status, usage.input_tokens, usage.output_tokens) == (200, reported["prompt_tokens"], reported["completion_tokens"])
+
+
+@pytest.mark.parametrize("model, provider, why", [
+    ("claude-3.5-sonnet", "anthropic", "certificate names another host"),
+    ("deepseek-v2", "deepseek", "certificate from a CA Envoy does not trust"),
+])
+def test_envoy_refuses_a_provider_whose_certificate_does_not_check_out(tls_stack, model, provider, why):
+    envoy = tls_stack["envoy"]
+    before = envoy.counter(f"cluster.{provider}.ssl.fail_verify_san") + envoy.counter(f"cluster.{provider}.ssl.fail_verify_error")
+    r = httpx.post(tls_stack["url"] + "/v1/chat/completions", content=body(model),
+                   headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 503, (why, r.status_code, r.text)
+    assert r.headers["x-llm-router-model"] == model
+    assert not tls_stack["fakes"][provider].requests(provider), f"{why}: no request may reach it"
+    assert tls_stack["sni"][provider], "the TLS handshake was attempted"
+    after = envoy.counter(f"cluster.{provider}.ssl.fail_verify_san") + envoy.counter(f"cluster.{provider}.ssl.fail_verify_error")
+    assert after > before, why
+    assert "sk-" not in r.text and "fake-" not in r.text
+
+
+def _call(base_url: str, key: str) -> UpstreamCall:
+    catalog = build_catalog(parse_config(CFG))
+    provider = replace(catalog.providers["openai"], base_url=base_url)
+    return UpstreamCall(model=catalog.models["gpt-4o"], provider=provider, path="/v1/chat/completions", body=body("gpt-4o"),
+                        set_headers=(("authorization", f"Bearer {key}"),), remove_headers=(), response_headers=())
+
+
+def test_runner_calls_verify_tls_against_a_private_ca_bundle():
+    with short_tmp() as wd:
+        ca = CA(wd, "private CA")
+        sni: list[str] = []
+        fakes = FakeProviders.from_config(parse_config(CFG), names=["openai"], tls=server_context(*ca.issue("localhost"), sni))
+        with fakes:
+            call = _call(f"https://localhost:{fakes.ports['openai']}", fakes.keys()["openai"])
+
+            async def send(settings: OrchestrateSettings):
+                client = UpstreamClient(settings, route_header="x-llm-router-upstream")
+                try:
+                    return await client.send(call, timeout_s=20, request_id="tls-1")
+                finally:
+                    await client.aclose()
+
+            trusted = asyncio.run(send(OrchestrateSettings.from_config({"orchestrate": {"ca_bundle": str(ca.pem_path)}})))
+            assert trusted.status == 200, trusted.error
+            assert orjson.loads(trusted.body)["usage"]["total_tokens"] > 0
+            assert sni == ["localhost"]
+            [got] = fakes.requests("openai")
+            assert got.headers["authorization"] == f"Bearer {fakes.keys()['openai']}"
+
+            system = asyncio.run(send(OrchestrateSettings()))  # the system's CAs do not know the private CA
+            assert system.status == 0
+            assert "CERTIFICATE_VERIFY_FAILED" in system.error or "certificate verify failed" in system.error
+            assert fakes.keys()["openai"] not in system.error
+            assert len(fakes.requests("openai")) == 1
+
+
+def test_ca_bundle_settings_are_validated_with_the_field_named(tmp_path: Path):
+    from llm_router.config import ConfigError
+    from llm_router.gateways.envoy.settings import EnvoySettings
+
+    with pytest.raises(ValueError, match=r"server\.orchestrate\.ca_bundle: no such file"):
+        OrchestrateSettings.from_config({"orchestrate": {"ca_bundle": str(tmp_path / "missing.pem")}})
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    with pytest.raises(ValueError, match=r"server\.orchestrate\.ca_bundle: .*junk\.pem holds no PEM CA certificate"):
+        OrchestrateSettings.from_config({"orchestrate": {"ca_bundle": str(tmp_path / "junk.pem")}})
+    with pytest.raises(ConfigError, match=r"server\.envoy\.ca_bundle.*absolute path"):
+        EnvoySettings.from_config(parse_config({**CFG, "server": {"envoy": {"ca_bundle": "certs/ca.pem"}}}))
+    cfg = parse_config({**CFG, "server": {"envoy": {"ca_bundle": "/etc/pki/tls/certs/ca-bundle.crt"}}})
+    spec = spec_from_config(cfg, listen=("127.0.0.1", 1), processor="unix:/tmp/x.sock")
+    tls = build(spec)["static_resources"]["clusters"][1]["transport_socket"]["typed_config"]
+    assert tls["common_tls_context"]["validation_context"]["trusted_ca"] == {"filename": "/etc/pki/tls/certs/ca-bundle.crt"}
