@@ -3,6 +3,7 @@ and the runner's own calls (cascade, hedge, fallback) with a private CA bundle."
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,20 +14,25 @@ import pytest
 from fixtures_envoy import InThreadProcessor, short_tmp, wait_requests
 from llm_router.config import parse_config
 from llm_router.fakes import FakeProviders
-from llm_router.gateways.envoy.bootstrap import build, spec_from_config
+from llm_router.gateways.envoy.bootstrap import RouteSpec, build, spec_from_config
 from llm_router.gateways.envoy.stack import EnvoyProcess, free_port, stop_all
 from llm_router.orchestrate.client import UpstreamClient
-from llm_router.orchestrate.settings import OrchestrateSettings
+from llm_router.orchestrate.settings import OrchestrateSettings, tls_context
 from llm_router.plan import UpstreamCall
 from llm_router.router import build_catalog
 from tls_certs import CA, server_context
 
 pytestmark = pytest.mark.envoy
 
-CFG = {"policies": {"default": {
-    "classifier": "none", "strategy": "ladder", "client_model": "honor", "explain": True, "fallbacks": 0,
-    "ladder": {"LOW": "deepseek-v2", "MEDIUM": "llama-3-70b", "HIGH": "claude-3.5-sonnet", "CRITICAL": "gpt-4o"}}}}
-HOSTS = {"openai": "api.openai.com", "anthropic": "api.anthropic.com", "deepseek": "api.deepseek.com"}
+CFG = {"policies": {
+    "default": {"classifier": "none", "strategy": "ladder", "client_model": "honor", "explain": True, "fallbacks": 0,
+                "ladder": {"LOW": "deepseek-v2", "MEDIUM": "llama-3-70b", "HIGH": "claude-3.5-sonnet", "CRITICAL": "gpt-4o"}},
+    # gpt-4o, falling back to mistral-large: both over HTTP/2 with good certificates
+    "fb": {"classifier": "none", "strategy": "ladder", "explain": True, "fallbacks": 1,
+           "constraints": {"models": ["gpt-4o", "mistral-large"]},
+           "ladder": {"LOW": "gpt-4o", "MEDIUM": "gpt-4o", "HIGH": "gpt-4o", "CRITICAL": "gpt-4o"}}}}
+HOSTS = {"openai": "api.openai.com", "anthropic": "api.anthropic.com", "deepseek": "api.deepseek.com",
+         "mistral": "api.mistral.ai"}
 
 
 def body(model: str, **extra) -> bytes:
@@ -37,13 +43,14 @@ def body(model: str, **extra) -> bytes:
 def tls_stack():
     """Envoy with TLS clusters built as in production, each aimed at a TLS fake on 127.0.0.1.
 
-    openai: a certificate for its host from the trusted CA; anthropic: the trusted CA, but a
-    certificate for another name; deepseek: the right name from a CA Envoy does not trust.
+    openai and mistral: a certificate for their host from the trusted CA; anthropic: the trusted
+    CA, but a certificate for another name; deepseek: the right name from a CA Envoy does not trust.
+    Every fake offers HTTP/2 and HTTP/1.1 by ALPN, as the real providers do.
     """
     with short_tmp() as wd:
         trusted, rogue = CA(wd / "pki", "llm-router test CA"), CA(wd / "pki", "untrusted CA")
         certs = {"openai": trusted.issue(HOSTS["openai"]), "anthropic": trusted.issue("evil.example"),
-                 "deepseek": rogue.issue(HOSTS["deepseek"])}
+                 "deepseek": rogue.issue(HOSTS["deepseek"]), "mistral": trusted.issue(HOSTS["mistral"])}
         sni: dict[str, list[str]] = {name: [] for name in certs}
         cfg = parse_config(CFG)
         fakes = {name: FakeProviders.from_config(cfg, names=[name], tls=server_context(*certs[name], sni[name]))
@@ -60,7 +67,7 @@ def tls_stack():
             procs.append(proc)
             port = free_port()
             spec = spec_from_config(cfg, listen=("127.0.0.1", port), processor=address, local_ports=ports,
-                                    admin=("127.0.0.1", free_port()))
+                                    admin=("127.0.0.1", free_port()), routes=(RouteSpec("/fb/", policy="fb"), RouteSpec("/")))
             tls_names = set(certs)
             upstreams = tuple(replace(u, tls=True) if u.name in tls_names else u for u in spec.upstreams)
             spec = replace(spec, upstreams=upstreams, ca_bundle=str(trusted.pem_path))
@@ -85,6 +92,9 @@ def test_production_tls_cluster_verifies_the_provider_and_sends_sni_host_and_key
     assert got.headers["host"] == "api.openai.com"
     assert got.headers["authorization"] == f"Bearer {fakes.keys()['openai']}"
     assert "api.openai.com" in tls_stack["sni"]["openai"]
+    assert got.http_version == "2"  # Envoy negotiated HTTP/2 by ALPN, as with the real providers
+    assert got.json["model"] == "gpt-4o"
+    assert int(got.headers["content-length"]) == len(got.body)
     assert r.json()["usage"]["total_tokens"] > 0
 
 
@@ -117,6 +127,79 @@ def test_envoy_refuses_a_provider_whose_certificate_does_not_check_out(tls_stack
     after = envoy.counter(f"cluster.{provider}.ssl.fail_verify_san") + envoy.counter(f"cluster.{provider}.ssl.fail_verify_error")
     assert after > before, why
     assert "sk-" not in r.text and "fake-" not in r.text
+
+
+@pytest.fixture
+def h2_fakes(tls_stack):
+    """The stack's good fakes with records cleared and default behaviour, restored afterwards."""
+    fakes = [tls_stack["fakes"][name] for name in ("openai", "mistral")]
+    saved = [(f, name, p.behaviour) for f in fakes for name, p in f.providers.items()]
+    for f in fakes:
+        f.clear()
+    try:
+        yield tls_stack["fakes"]
+    finally:
+        for f, name, behaviour in saved:
+            f.providers[name].set_behaviour(behaviour)
+            f.clear()
+
+
+@pytest.mark.parametrize("failure", [{"disconnect": True}, {"status": 429}, {"status": 503}])
+def test_an_http2_provider_failing_before_its_answer_falls_back_to_the_next(tls_stack, h2_fakes, failure):
+    h2_fakes["openai"].set_behaviour("openai", **failure)
+    r = httpx.post(tls_stack["url"] + "/fb/v1/chat/completions", content=body("auto"),
+                   headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 200, (failure, r.text)
+    assert r.headers["x-llm-router-model"] == "mistral-large"
+    assert r.headers["x-envoy-attempt-count"] == "2"
+    [first] = wait_requests(h2_fakes["openai"], "openai")
+    [second] = wait_requests(h2_fakes["mistral"], "mistral")
+    assert (first.http_version, second.http_version) == ("2", "2")
+    assert second.headers["host"] == "api.mistral.ai"
+    assert second.headers["authorization"] == f"Bearer {h2_fakes['mistral'].keys()['mistral']}"
+    assert h2_fakes["openai"].keys()["openai"] not in str(second.headers)
+    assert second.json["model"] == "mistral-large-latest"
+    rid = r.headers["x-llm-router-request-id"]
+    attempts = tls_stack["observer"].attempts_for(rid, 2)
+    assert [a[0].call.model.id for a in attempts] == ["gpt-4o", "mistral-large"]
+    assert attempts[1][1] == 200 and attempts[0][1] != 200
+
+
+def test_an_http2_stream_reset_midway_reaches_the_client_as_a_broken_stream(tls_stack, h2_fakes):
+    # chunk_ms: the answer must have started at the client before the reset (else Envoy answers 503 itself)
+    h2_fakes["openai"].set_behaviour("openai", break_after_chunks=2, chunks=6, chunk_ms=50)
+    seen = b""
+    with pytest.raises(httpx.RemoteProtocolError):
+        with httpx.stream("POST", tls_stack["url"] + "/v1/chat/completions", content=body("gpt-4o", stream=True),
+                          headers={"content-type": "application/json"}, timeout=30) as r:
+            assert r.status_code == 200
+            for chunk in r.iter_bytes():
+                seen += chunk
+    assert seen.count(b"data: {") >= 1  # the chunks before the reset arrived
+    assert b"[DONE]" not in seen  # an error, not a silently short answer
+
+
+def test_fakes_speak_http2_with_flow_control_for_long_answers():
+    with short_tmp() as wd:
+        ca = CA(wd, "h2 CA")
+        sni: list[str] = []
+        fakes = FakeProviders.from_config(parse_config(CFG), names=["openai"], tls=server_context(*ca.issue("localhost"), sni))
+        fakes.set_behaviour("openai", texts={"gpt-4o": "long answer " * 20_000})  # larger than the 64 KiB initial window
+        with fakes, httpx.Client(http2=True, verify=tls_context(str(ca.pem_path)), timeout=30) as client:
+            url = f"https://localhost:{fakes.ports['openai']}/v1/chat/completions"
+            auth = {"authorization": f"Bearer {fakes.keys()['openai']}"}
+            r = client.post(url, content=body("gpt-4o"), headers=auth)
+            assert r.http_version == "HTTP/2" and r.status_code == 200
+            assert len(r.content) > 65_535
+            assert r.json()["choices"][0]["message"]["content"].startswith("long answer long answer")
+            assert fakes.requests("openai")[-1].http_version == "2"
+            fakes.set_behaviour("openai", texts={}, status=429)
+            r = client.post(url, content=body("gpt-4o"), headers=auth)
+            assert r.status_code == 429 and r.headers["x-ratelimit-remaining-requests"] == "0"
+            fakes.set_behaviour("openai", status=None, chunk_ms=50, chunks=4)
+            with client.stream("POST", url, content=body("gpt-4o", stream=True), headers=auth) as s:
+                arrivals = [time.perf_counter() for _ in s.iter_raw()]
+            assert len(arrivals) >= 4 and arrivals[-1] - arrivals[0] >= 0.1  # streamed, not sent at the end
 
 
 def _call(base_url: str, key: str) -> UpstreamCall:

@@ -23,6 +23,7 @@ class Request:
     path: str
     headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
     body: bytes
+    version: str = "1.1"  # "2" when it came over HTTP/2
 
 
 class HttpError(Exception):
@@ -134,7 +135,13 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
 
 
 async def serve_connection(handler: Handler, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Answer requests on one connection until the peer closes it."""
+    """Answer requests on one connection until the peer closes it (HTTP/2 when TLS negotiated it)."""
+    tls = writer.get_extra_info("ssl_object")
+    if tls is not None and tls.selected_alpn_protocol() == "h2":
+        from llm_router.fakes.h2server import serve_h2_connection
+
+        await serve_h2_connection(handler, reader, writer)
+        return
     try:
         while True:
             try:

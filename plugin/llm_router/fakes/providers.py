@@ -68,6 +68,7 @@ class Recorded:
     body: bytes
     status: int
     at: float  # wall clock seconds
+    http_version: str = "1.1"
 
     @property
     def json(self) -> Any:
@@ -123,7 +124,8 @@ class FakeProvider:
     def _record(self, req: Request, status: int) -> None:
         if len(self.records) >= self.max_records:
             del self.records[: self.max_records // 2]
-        self.records.append(Recorded(self.name, req.method, req.path, dict(req.headers), req.body, status, time.time()))
+        self.records.append(Recorded(self.name, req.method, req.path, dict(req.headers), req.body, status, time.time(),
+                                     req.version))
 
     async def _answer(self, req: Request, resp: Responder, path: str) -> int:
         api = self.routes.get(path)
