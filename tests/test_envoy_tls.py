@@ -165,6 +165,25 @@ def test_an_http2_provider_failing_before_its_answer_falls_back_to_the_next(tls_
     assert attempts[1][1] == 200 and attempts[0][1] != 200
 
 
+def test_http2_stream_chunks_are_not_held_back_by_envoy(tls_stack, h2_fakes):
+    """Each SSE event goes out as the provider sends it: the first with the headers, the rest 200 ms apart."""
+    h2_fakes["openai"].set_behaviour("openai", chunks=3, chunk_ms=200)
+    with httpx.Client(timeout=30) as client:  # one client: its set-up cost stays out of the timings
+        client.post(tls_stack["url"] + "/v1/chat/completions", content=body("gpt-4o"),
+                    headers={"content-type": "application/json"})  # the pooled connections exist
+        t0 = time.perf_counter()
+        arrivals = []
+        with client.stream("POST", tls_stack["url"] + "/v1/chat/completions", content=body("gpt-4o", stream=True),
+                           headers={"content-type": "application/json"}) as r:
+            assert r.status_code == 200
+            for chunk in r.iter_raw():
+                if chunk:
+                    arrivals.append(time.perf_counter() - t0)
+    # The role event is written before the first 200 ms pause: it must not wait for the content.
+    assert arrivals[0] < 0.15, arrivals
+    assert arrivals[-1] - arrivals[0] > 0.5, arrivals  # three pauses: spread out, not bunched at the end
+
+
 def test_an_http2_stream_reset_midway_reaches_the_client_as_a_broken_stream(tls_stack, h2_fakes):
     # chunk_ms: the answer must have started at the client before the reset (else Envoy answers 503 itself)
     h2_fakes["openai"].set_behaviour("openai", break_after_chunks=2, chunks=6, chunk_ms=50)
@@ -202,6 +221,57 @@ def test_fakes_speak_http2_with_flow_control_for_long_answers():
             assert len(arrivals) >= 4 and arrivals[-1] - arrivals[0] >= 0.1  # streamed, not sent at the end
 
 
+def test_fake_http2_server_waits_for_window_updates_on_a_small_window():
+    """A client that grants 1 KiB at a time still gets the whole answer: the fake respects flow control."""
+    import socket
+
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.settings
+
+    with short_tmp() as wd:
+        ca = CA(wd, "window CA")
+        fakes = FakeProviders.from_config(parse_config(CFG), names=["openai"], tls=server_context(*ca.issue("localhost"), []))
+        fakes.set_behaviour("openai", texts={"gpt-4o": "flow " * 10_000})  # ~50 KB, 50 windows
+        with fakes:
+            ctx = tls_context(str(ca.pem_path))
+            ctx.set_alpn_protocols(["h2"])
+            raw = socket.create_connection(("127.0.0.1", fakes.ports["openai"]), timeout=20)
+            with ctx.wrap_socket(raw, server_hostname="localhost") as sock:
+                assert sock.selected_alpn_protocol() == "h2"
+                conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+                conn.local_settings = h2.settings.Settings(client=True, initial_values={
+                    h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1024})
+                conn.initiate_connection()
+                payload = body("gpt-4o")
+                conn.send_headers(1, [(":method", "POST"), (":path", "/v1/chat/completions"), (":scheme", "https"),
+                                      (":authority", "localhost"), ("content-type", "application/json"),
+                                      ("authorization", f"Bearer {fakes.keys()['openai']}"),
+                                      ("content-length", str(len(payload)))])
+                conn.send_data(1, payload, end_stream=True)
+                sock.sendall(conn.data_to_send())
+                status, length, got, done = None, None, bytearray(), False
+                while not done:
+                    data = sock.recv(65536)
+                    assert data, "connection closed before the answer ended"
+                    for ev in conn.receive_data(data):
+                        if isinstance(ev, h2.events.ResponseReceived):
+                            hdrs = dict(ev.headers)
+                            status, length = hdrs[":status"], int(hdrs["content-length"])
+                        elif isinstance(ev, h2.events.DataReceived):
+                            assert ev.flow_controlled_length <= 1024  # never more than the window granted
+                            got += ev.data
+                            conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                        elif isinstance(ev, h2.events.StreamEnded):
+                            done = True
+                        elif isinstance(ev, h2.events.StreamReset):
+                            raise AssertionError(f"stream reset: {ev.error_code}")
+                    sock.sendall(conn.data_to_send())
+        assert status == "200" and length == len(got) > 40_000
+        assert orjson.loads(bytes(got))["choices"][0]["message"]["content"].startswith("flow flow")
+
+
 def _call(base_url: str, key: str) -> UpstreamCall:
     catalog = build_catalog(parse_config(CFG))
     provider = replace(catalog.providers["openai"], base_url=base_url)
@@ -229,6 +299,7 @@ def test_runner_calls_verify_tls_against_a_private_ca_bundle():
             assert orjson.loads(trusted.body)["usage"]["total_tokens"] > 0
             assert sni == ["localhost"]
             [got] = fakes.requests("openai")
+            assert got.http_version == "2"  # httpx negotiated HTTP/2 by ALPN
             assert got.headers["authorization"] == f"Bearer {fakes.keys()['openai']}"
 
             system = asyncio.run(send(OrchestrateSettings()))  # the system's CAs do not know the private CA
