@@ -111,8 +111,11 @@ def test_provider_clusters_rewrite_fallback_attempts_and_observe_every_attempt()
         assert ob["processing_mode"]["request_header_mode"] == "SEND"  # which attempt this is
         assert ob["processing_mode"]["response_body_mode"] == "STREAMED"
         assert ob["grpc_service"]["initial_metadata"] == [{"key": "x-llm-router-service", "value": "observe"}]
-        allowed = {p["exact"] for p in ob["forward_rules"]["allowed_headers"]["patterns"]}
-        assert {"x-envoy-attempt-count", ":status", "retry-after", "content-encoding"} <= allowed  # only what it reads
+        patterns = ob["forward_rules"]["allowed_headers"]["patterns"]
+        allowed = {p["exact"] for p in patterns if "exact" in p}
+        assert {"x-envoy-attempt-count", ":status", "retry-after", "retry-after-ms", "content-encoding"} <= allowed
+        assert {p["prefix"] for p in patterns if "prefix" in p} == {"x-ratelimit-", "anthropic-ratelimit-"}  # both dialects
+        assert all(set(p) <= {"exact", "prefix"} for p in patterns)  # only what it reads: no credentials
         assert "authorization" not in allowed and "x-api-key" not in allowed
         assert {p["exact"] for p in ep["forward_rules"]["allowed_headers"]["patterns"]} == \
             {"x-envoy-attempt-count", ":status", "retry-after"}

@@ -1,6 +1,7 @@
 """llm-router as Envoy's ext_proc processor, end to end: real Envoy, real HTTP/2 gRPC, fake providers."""
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
@@ -168,6 +169,38 @@ def test_provider_errors_reach_on_response_with_their_status(stack, fresh_fakes)
     headers = dict(stack.observer.attempt_headers[(rid, 1)])
     assert headers["retry-after"] == "1" and headers["x-ratelimit-remaining-requests"] == "0"
     assert headers["x-ratelimit-reset-requests"] == "1s"
+
+
+def test_anthropic_rate_limit_headers_reach_health_through_envoy(stack, fresh_fakes):
+    """Anthropic's own dialect (anthropic-ratelimit-*, RFC 3339 resets) passes Envoy's observer filter and is understood."""
+    from llm_router.health import OPEN, Health, HealthConfig
+    from llm_router.state import MemoryStore, SharedState
+
+    state = SharedState(MemoryStore())
+    health = Health(state, ["claude-3.5-sonnet"], HealthConfig(cooldown_s=1))
+    r = post(stack, "/v1/chat/completions", HARD)
+    assert r.status_code == 200 and r.headers["x-fake-provider"] == "anthropic"
+    rid = r.headers["x-llm-router-request-id"]
+    _, status, _, _ = stack.observer.response_for(rid)
+    headers = dict(stack.observer.headers[rid])
+    assert int(headers["anthropic-ratelimit-requests-remaining"]) < int(headers["anthropic-ratelimit-requests-limit"])
+    assert "anthropic-ratelimit-output-tokens-reset" in headers and not any(k.startswith("x-ratelimit") for k in headers)
+    health.observe("claude-3.5-sonnet", status, 0.1, stack.observer.headers[rid], time.time())
+    asyncio.run(state.sync(time.time()))
+    assert 0.0 < health.remaining("claude-3.5-sonnet") < 1.0
+
+    fresh_fakes.set_behaviour("anthropic", status=429, retry_after_s=30)
+    r = post(stack, "/v1/chat/completions", HARD)
+    assert r.status_code == 200 and r.headers["x-envoy-attempt-count"] == "2"  # the chain's next model answered
+    rid = r.headers["x-llm-router-request-id"]
+    first, _ = stack.observer.attempts_for(rid, 2)
+    assert first[1] == 429
+    limited = stack.observer.attempt_headers[(rid, 1)]
+    assert dict(limited)["anthropic-ratelimit-requests-remaining"] == "0" and dict(limited)["retry-after"] == "30"
+    t = time.time()
+    health.observe("claude-3.5-sonnet", 429, 0.1, limited, t)
+    asyncio.run(state.sync(t + 20))
+    assert health.mode["claude-3.5-sonnet"] == OPEN and health.remaining("claude-3.5-sonnet") == 0.0  # 30 s, not 1 s
 
 
 def test_malformed_json_gets_400_in_openai_format_and_the_next_request_works(stack, fresh_fakes):

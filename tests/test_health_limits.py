@@ -99,6 +99,36 @@ def test_429_retry_after_cools_down_and_ratelimit_headers_feed_remaining():
     assert h.remaining("top") is None
 
 
+def test_anthropic_headers_feed_remaining_and_a_429_cools_down_until_the_reset():
+    h, state = make_health()
+    t = time.time()
+    reset = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 40))
+    h.observe("mid", 200, 0.1, [("anthropic-ratelimit-requests-limit", "50"), ("anthropic-ratelimit-requests-remaining", "10"),
+                                ("anthropic-ratelimit-tokens-limit", "40000"), ("anthropic-ratelimit-tokens-remaining", "30000")], t)
+    sync(state, t)
+    assert h.remaining("mid") == pytest.approx(0.2)
+    # No retry-after: the exhausted window's RFC 3339 reset sets the cool-down.
+    h.observe("top", 429, 0.05, [("anthropic-ratelimit-requests-limit", "50"), ("anthropic-ratelimit-requests-remaining", "0"),
+                                 ("anthropic-ratelimit-requests-reset", reset)], t)
+    sync(state, t + 1)
+    assert h.mode["top"] == OPEN and h.remaining("top") == 0.0
+    sync(state, t + 30)
+    assert h.mode["top"] == OPEN  # the default cool-down (10 s) would have ended
+    sync(state, t + 42)
+    assert h.mode["top"] == HALF_OPEN
+
+
+def test_openai_minute_resets_are_understood():
+    h, state = make_health(max_retry_after_s=600)
+    t = time.time()
+    h.observe("cheap", 429, 0.05, {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-limit-tokens": "1000",
+                                   "x-ratelimit-reset-tokens": "2m30s"}, t)
+    sync(state, t + 140)
+    assert h.mode["cheap"] == OPEN
+    sync(state, t + 151)
+    assert h.mode["cheap"] == HALF_OPEN
+
+
 def test_in_flight_counts():
     h, _ = make_health()
     h.started("top")

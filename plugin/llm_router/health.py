@@ -1,10 +1,12 @@
 """Per-model health: error rate, 429s, latency; circuit breaking with half-open probes; rate-limit cool-downs."""
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from llm_router import ratelimits
 from llm_router.state import Flag, Incr, SharedState
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
@@ -46,35 +48,6 @@ def header_value(headers: Any, name: str) -> str | None:
         if k.lower() == name:
             return value.decode() if isinstance(value, bytes) else str(value)
     return None
-
-
-def rate_limit_headers(headers: Any) -> dict[str, str]:
-    """The rate-limit headers of a response (lower-cased names), in one pass over all headers."""
-    if not headers:
-        return {}
-    out: dict[str, str] = {}
-    items = headers.items() if hasattr(headers, "items") else headers
-    for key, value in items:
-        k = key.decode() if isinstance(key, bytes) else key
-        if k[:1] in "xXrR":
-            low = k.lower()
-            if low.startswith("x-ratelimit-") or low == "retry-after":
-                out[low] = value.decode() if isinstance(value, bytes) else str(value)
-    return out
-
-
-def _number(text: str | None) -> float | None:
-    if text is None:
-        return None
-    text = text.strip().lower()
-    try:
-        if text.endswith("ms"):
-            return float(text[:-2]) / 1000
-        if text.endswith("s") and text[:-1].replace(".", "", 1).isdigit():
-            return float(text[:-1])
-        return float(text)
-    except ValueError:
-        return None
 
 
 class Health:
@@ -148,18 +121,15 @@ class Health:
                 self._close(model_id)
 
     def _rate_limits(self, model_id: str, status: int, headers: Any, now: float) -> None:
-        """Remaining-quota headers feed least-used pooling; 429 + retry-after cools the model down."""
-        found = rate_limit_headers(headers)
+        """Remaining-quota headers feed least-used pooling; 429 + retry-after (or the reset) cools the model down."""
+        found = ratelimits.collect(headers)
         if not found and status != 429:
             return
-        rem, lim = _number(found.get("x-ratelimit-remaining-requests")), _number(found.get("x-ratelimit-limit-requests"))
-        rem_t, lim_t = _number(found.get("x-ratelimit-remaining-tokens")), _number(found.get("x-ratelimit-limit-tokens"))
-        shares = [r / l for r, l in ((rem, lim), (rem_t, lim_t)) if r is not None and l]
-        if shares:
-            self.state.record(Flag(f"remaining:{model_id}", max(0.0, min(shares)), 60.0, keep_max=False))
+        limits = ratelimits.read(found, time.time())
+        if limits.remaining_share is not None:
+            self.state.record(Flag(f"remaining:{model_id}", limits.remaining_share, 60.0, keep_max=False))
         if status == 429:
-            wait = _number(found.get("retry-after")) or _number(found.get("x-ratelimit-reset-requests"))
-            wait = min(self.conf.max_retry_after_s, wait if wait is not None else self.conf.cooldown_s)
+            wait = min(self.conf.max_retry_after_s, limits.wait_s if limits.wait_s is not None else self.conf.cooldown_s)
             if wait > 0:
                 self.state.record(Flag(f"open:{model_id}", now + wait, wait + FLAG_SLACK_S))
                 self.state.flags[f"open:{model_id}"] = max(self.state.flags.get(f"open:{model_id}", 0.0), now + wait)

@@ -20,6 +20,7 @@ from llm_router.fakes.answers import Answer, make_answer, split_text
 from llm_router.fakes.http import Request, Responder
 
 CONTROL_PREFIX = "/_fake/"
+LIMIT_STYLES = ("openai", "anthropic", "retry-after")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,7 @@ class Behaviour:
     default_quality: float = 0.9
     output_tokens: int | None = None  # fixed completion length (default: derived from the prompt)
     models: tuple[str, ...] | None = None  # model names it serves (None: any)
-    requests_limit: int = 10_000  # advertised in x-ratelimit-limit-requests
+    requests_limit: int = 10_000  # advertised in the rate-limit headers (x-ratelimit-limit-requests, ...)
     tokens_limit: int = 2_000_000
     gzip: bool = False  # compress JSON answers when the client accepts gzip
     texts: dict[str, str] = field(default_factory=dict)  # model name -> fixed answer text (refusals, JSON, ...)
@@ -93,9 +94,14 @@ class FakeProvider:
     """One provider: its APIs (paths by request API), auth style and expected key."""
 
     def __init__(self, name: str, *, paths: dict[str, str], auth: str = "bearer", key: str | None = None,
-                 behaviour: Behaviour | None = None, seed: int = 0, max_records: int = 10_000):
+                 behaviour: Behaviour | None = None, seed: int = 0, max_records: int = 10_000, limits: str | None = None):
         self.name = name
         self.auth = auth
+        # Rate-limit headers in this provider's own dialect (see llm_router.ratelimits): Anthropic's on
+        # every API it serves, Gemini only retry-after on 429s, everyone else OpenAI's.
+        self.limits = limits or ("anthropic" if "messages" in paths else "retry-after" if auth == "x-goog-api-key" else "openai")
+        if self.limits not in LIMIT_STYLES:
+            raise ValueError(f"limits must be one of {LIMIT_STYLES}, got {limits!r}")
         self.key = key if key is not None else fake_key(name)
         self.routes = {path: api for api, path in paths.items()}
         self.behaviour = behaviour or Behaviour()
@@ -207,12 +213,26 @@ class FakeProvider:
     def _limit_headers(self, answer: Answer | None) -> list[tuple[str, str]]:
         b = self.behaviour
         self._used += 1
-        return [
-            ("x-ratelimit-limit-requests", str(b.requests_limit)),
-            ("x-ratelimit-remaining-requests", str(max(0, b.requests_limit - self._used))),
-            ("x-ratelimit-limit-tokens", str(b.tokens_limit)),
-            ("x-ratelimit-remaining-tokens", str(max(0, b.tokens_limit - (answer.output_tokens if answer else 0)))),
-        ]
+        return self._limits(max(0, b.requests_limit - self._used), max(0, b.tokens_limit - (answer.output_tokens if answer else 0)),
+                            reset_s=1.0)
+
+    def _limits(self, requests_left: int, tokens_left: int, *, reset_s: float) -> list[tuple[str, str]]:
+        """The quota headers this provider sends with every answer."""
+        b = self.behaviour
+        if self.limits == "openai":
+            reset = f"{reset_s:g}s"
+            return [("x-ratelimit-limit-requests", str(b.requests_limit)), ("x-ratelimit-remaining-requests", str(requests_left)),
+                    ("x-ratelimit-reset-requests", reset), ("x-ratelimit-limit-tokens", str(b.tokens_limit)),
+                    ("x-ratelimit-remaining-tokens", str(tokens_left)), ("x-ratelimit-reset-tokens", reset)]
+        if self.limits == "anthropic":
+            at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + reset_s))
+            out = [("anthropic-ratelimit-requests-limit", str(b.requests_limit)),
+                   ("anthropic-ratelimit-requests-remaining", str(requests_left)), ("anthropic-ratelimit-requests-reset", at)]
+            for window in ("tokens", "input-tokens", "output-tokens"):
+                out += [(f"anthropic-ratelimit-{window}-limit", str(b.tokens_limit)),
+                        (f"anthropic-ratelimit-{window}-remaining", str(tokens_left)), (f"anthropic-ratelimit-{window}-reset", at)]
+            return out
+        return []
 
     async def _error(self, resp: Responder, status: int, message: str, kind: str, anthropic: bool, *,
                      param: str | None = None, code: str | None = None, headers: list[tuple[str, str]] = ()) -> int:
@@ -232,9 +252,7 @@ class FakeProvider:
 
     async def _rate_limited(self, resp: Responder, anthropic: bool) -> int:
         b = self.behaviour
-        headers = [("retry-after", f"{b.retry_after_s:g}"), ("x-ratelimit-limit-requests", str(b.requests_limit)),
-                   ("x-ratelimit-remaining-requests", "0"), ("x-ratelimit-limit-tokens", str(b.tokens_limit)),
-                   ("x-ratelimit-remaining-tokens", "0"), ("x-ratelimit-reset-requests", f"{b.retry_after_s:g}s")]
+        headers = [("retry-after", f"{b.retry_after_s:g}"), *self._limits(0, 0, reset_s=b.retry_after_s)]
         if anthropic:
             return await self._error(resp, 429, "Number of requests has exceeded your rate limit.", "rate_limit_error", True,
                                      headers=headers)

@@ -30,9 +30,11 @@ import yaml
 
 from llm_router.config import Config, load_config
 from llm_router.gateways.envoy.fallback import ATTEMPT_HEADER, CLUSTER_ATTR, MAX_CHAIN, SLOTS
-from llm_router.gateways.envoy.service import LOCAL_REPLY_KEY, METADATA_NAMESPACE, RATE_LIMIT_HEADERS
+from llm_router.gateways.envoy.service import LOCAL_REPLY_KEY, METADATA_NAMESPACE
 from llm_router.gateways.envoy.settings import CA_BUNDLE, EnvoySettings
 from llm_router.plan import ROUTE_HEADER
+from llm_router.ratelimits import PREFIXES as RATE_LIMIT_PREFIXES
+from llm_router.ratelimits import RETRY_HEADERS
 
 EXT_PROC_CLUSTER = "llm_router_ext_proc"
 EXPLAIN_HEADERS = ("x-llm-router-request-id", "x-llm-router-model", "x-llm-router-tier", "x-llm-router-category",
@@ -232,7 +234,8 @@ def observe_filter(spec: BootstrapSpec) -> dict[str, Any]:
             "metadata_options": {"forwarding_namespaces": {"untyped": [METADATA_NAMESPACE]}},
             # Only what the observer reads: smaller messages on every attempt.
             "forward_rules": {"allowed_headers": {"patterns": [
-                {"exact": h} for h in (ATTEMPT_HEADER, ":status", "content-encoding", *sorted(RATE_LIMIT_HEADERS))]}},
+                *({"exact": h} for h in (ATTEMPT_HEADER, ":status", "content-encoding", *sorted(RETRY_HEADERS))),
+                *({"prefix": p} for p in RATE_LIMIT_PREFIXES)]}},
         },
     }
 
