@@ -43,15 +43,15 @@ class CA:
             path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
         return path
 
-    def issue(self, dns_name: str) -> tuple[Path, Path]:
-        """(certificate chain file, key file) for a server named dns_name."""
+    def issue(self, dns_name: str, *more_names: str) -> tuple[Path, Path]:
+        """(certificate chain file, key file) for a server named dns_name (and more_names, as SANs)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
         cert = (x509.CertificateBuilder()
                 .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_name)]))
                 .issuer_name(self.cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
-                .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False)
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in (dns_name, *more_names)]), critical=False)
                 .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
                 .sign(self.key, hashes.SHA256()))
         stem = self.folder / f"{self.name.replace(' ', '_')}-{dns_name}"
