@@ -6,19 +6,23 @@ import shutil
 import pytest
 
 from llm_router.bench import compiled
+from llm_router.cli import main
+from llm_router.commands import compile as compile_command
 
 
 @pytest.fixture(scope="module")
 def compiled_root(tmp_path_factory):
+    """What `llm-router compile --out DIR` writes (built once for the module, without its own check)."""
     pytest.importorskip("mypyc", reason="mypy's mypyc not installed (pip install 'llm-router[compile]')")
     if not (shutil.which("gcc") or shutil.which("cc")):
         pytest.skip("no C compiler (gcc/cc) to build the mypyc extension modules")
-    work = tmp_path_factory.mktemp("compiled")
-    return work, compiled.compile_copy(work)
+    out = tmp_path_factory.mktemp("compiled") / "pkg"
+    assert compile_command.build(out, check=False) == []
+    return out
 
 
-def test_compiled_copy_routes_the_workload_like_plain_python(compiled_root):
-    work, root = compiled_root
+def test_compiled_copy_routes_the_workload_like_plain_python(compiled_root, tmp_path):
+    work, root = tmp_path, compiled_root
     plain = compiled.decisions(None, work)
     fast = compiled.decisions(str(root), work)
     assert plain["compiled"] == [False] * 4  # the installed package, not the copy
@@ -45,3 +49,17 @@ def test_bench_compiled_without_mypyc_says_how_to_install(monkeypatch, capsys):
     args = argparse.Namespace(rounds=1, requests=100, apisix_requests=0, json=False)
     assert compiled.run(args) == 2
     assert "pip install 'llm-router[compile]'" in capsys.readouterr().err
+
+
+def test_compile_command_refuses_a_folder_with_files_or_a_missing_compiler(tmp_path, monkeypatch, capsys):
+    import sys
+
+    (tmp_path / "keep.txt").write_text("mine")
+    if compile_command._problem(tmp_path / "new") is None:  # mypyc and a compiler are here
+        assert main(["compile", "--out", str(tmp_path)]) == 2
+        assert "must be a new or empty folder" in capsys.readouterr().err
+        assert (tmp_path / "keep.txt").read_text() == "mine"
+    monkeypatch.setitem(sys.modules, "mypyc", None)
+    assert main(["compile", "--out", str(tmp_path / "new")]) == 2
+    assert "pip install 'llm-router[compile]'" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()

@@ -33,3 +33,15 @@ def test_dockerfile_default_command_parses():
     cmd = next(line for line in text.splitlines() if line.startswith("CMD "))
     args = build_parser().parse_args(yaml.safe_load(cmd.removeprefix("CMD ")))
     assert args.command == "serve" and args.envoy == "unix:/run/llm-router/ext_proc.sock"
+
+
+def test_dockerfile_compile_option_builds_the_copy_the_final_image_imports_first():
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    line = next(ln for ln in text.splitlines() if "llm-router compile" in ln and not ln.startswith("#"))
+    words = line.strip().rstrip("\\ ;").split()
+    args = build_parser().parse_args(words[words.index("llm-router") + 1:])
+    assert args.command == "compile" and not args.no_check  # checked against plain Python at build time
+    assert f"COPY --from=compiled {args.out} /opt/llm-router-compiled" in text
+    final = text.rsplit("FROM ", 1)[1]
+    assert "ENV PYTHONPATH=/opt/llm-router-compiled" in final
+    assert 'ARG COMPILE=0' in text and 'if [ "$COMPILE" = 1 ]' in text  # plain Python unless asked
