@@ -37,6 +37,7 @@ def test_resets_relative_rfc3339_or_epoch():
     assert reset_in_s("2026-11-28T21:00:00+00:00", NOW) == 0.0  # in the past for this clock
     assert reset_in_s("6m0s", NOW) == 360.0
     assert reset_in_s(str(int(NOW + 10)), NOW) == pytest.approx(10.0)  # epoch seconds are absolute
+    assert reset_in_s(str(int(NOW - 10)), NOW) == 0.0
     assert reset_in_s("whenever", NOW) is None
 
 
@@ -71,3 +72,21 @@ def test_gemini_sends_only_retry_after_and_garbage_is_ignored():
                          "anthropic-ratelimit-unified-status": "allowed", "retry-after": "later"}), NOW)
     assert junk.remaining_share is None and junk.wait_s is None
     assert read({}, NOW).remaining_share is None
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_NAMES = st.sampled_from(["retry-after", "retry-after-ms", "x-ratelimit-remaining-requests", "x-ratelimit-limit-requests",
+                          "x-ratelimit-reset-tokens", "anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-limit",
+                          "anthropic-ratelimit-requests-reset", "x-ratelimit-", "anthropic-ratelimit--", "Retry-After"]) | st.text(max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_NAMES, st.text(max_size=40) | st.sampled_from(["0", "1e309", "-1", "6m0s", "1h", "NaN", "9" * 40,
+                                                                            "2026-13-45T99:99:99Z", "Mon, 32 Foo 2026"]))),
+       st.floats(min_value=0, max_value=4e9))
+def test_any_header_values_give_a_view_never_an_exception(pairs, now):
+    limits = read(collect(pairs), now)
+    assert limits.remaining_share is None or 0.0 <= limits.remaining_share <= 1.0
+    assert limits.wait_s is None or limits.wait_s >= 0.0

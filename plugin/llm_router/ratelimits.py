@@ -96,7 +96,7 @@ def reset_in_s(text: str | None, wall_now: float) -> float | None:
         return None
     seconds = duration_s(text)
     if seconds is not None:
-        return seconds - wall_now if seconds > 1e9 else seconds  # epoch seconds are absolute
+        return max(0.0, seconds - wall_now) if seconds > 1e9 else seconds  # epoch seconds are absolute
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
