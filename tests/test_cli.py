@@ -52,4 +52,6 @@ def test_check_names_unknown_fields_of_the_edge_sections(tmp_path, capsys):
     good = write(tmp_path / "good.yaml", {"metrics": {"feedback_log": "f.jsonl"}, "policies": {"default": {
         "classifier": "rules", "strategy": "ladder", "ladder": ladder, "explore": 0.1}}})
     assert main(["check", str(good)]) == 0
-    assert "explore: 10% of requests go to a random candidate" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "claude-3.5-sonnet" in shown and "cache read $0.3 / write $3.75" in shown  # prompt-cache prices shown
+    assert "explore: 10% of requests go to a random candidate" in shown

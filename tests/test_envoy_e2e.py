@@ -203,6 +203,29 @@ def test_anthropic_rate_limit_headers_reach_health_through_envoy(stack, fresh_fa
     assert health.mode["claude-3.5-sonnet"] == OPEN and health.remaining("claude-3.5-sonnet") == 0.0  # 30 s, not 1 s
 
 
+@pytest.mark.parametrize("path, stream", [("/v1/chat/completions", False), ("/v1/chat/completions", True),
+                                          ("/v1/messages", False), ("/v1/messages", True)])
+def test_prompt_cache_tokens_reach_on_response_and_cost_less(stack, fresh_fakes, path, stream):
+    """Cache reads in both dialects (inside prompt_tokens on the chat API, beside input_tokens on Anthropic's own):
+    counted in the input and priced apart."""
+    fresh_fakes.set_behaviour("anthropic", cached_share=0.75)
+    body = {**HARD, "stream": stream, **({"max_tokens": 200} if path == "/v1/messages" else {})}
+    r = post(stack, path, body)
+    assert r.status_code == 200 and r.headers["x-fake-provider"] == "anthropic"
+    _, status, usage, _ = stack.observer.response_for(r.headers["x-llm-router-request-id"])
+    assert status == 200 and usage.cached_input_tokens > 0
+    if not stream:
+        reported = r.json()["usage"]
+        if path == "/v1/messages":
+            assert usage.cached_input_tokens == reported["cache_read_input_tokens"]
+            assert usage.input_tokens == reported["input_tokens"] + reported["cache_read_input_tokens"]
+        else:
+            assert usage.input_tokens == reported["prompt_tokens"]
+            assert usage.cached_input_tokens == reported["prompt_tokens_details"]["cached_tokens"]
+    claude = stack.processor.runtime.router.catalog.models["claude-3.5-sonnet"]
+    assert usage.cost(claude) < claude.cost(usage.input_tokens, usage.output_tokens)
+
+
 def test_malformed_json_gets_400_in_openai_format_and_the_next_request_works(stack, fresh_fakes):
     r = post(stack, "/v1/chat/completions", b'{"model": "auto", "messages": [')
     assert r.status_code == 400

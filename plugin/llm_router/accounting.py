@@ -10,14 +10,37 @@ from llm_router.catalog import Model
 
 @dataclass(slots=True)
 class Usage:
-    """Tokens one call consumed, as the provider reported them."""
+    """Tokens one call consumed, as the provider reported them (input includes any cached part)."""
 
     input_tokens: int
     output_tokens: int
+    cached_input_tokens: int = 0  # of input_tokens, read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of input_tokens, written to it (Anthropic)
 
     def cost(self, model: Model) -> float:
-        """USD at the model's catalog prices."""
-        return model.cost(self.input_tokens, self.output_tokens)
+        """USD at the model's catalog prices, cache reads and writes at their own prices where the catalog has them."""
+        return model.cost(self.input_tokens, self.output_tokens, cached=self.cached_input_tokens, written=self.cache_write_tokens)
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _read(u: dict) -> tuple[int | None, int | None, int, int]:
+    """(all input tokens, output tokens, cache reads, cache writes) from a usage object; None where absent.
+
+    OpenAI's dialect (also DeepSeek, Gemini, Anthropic's OpenAI endpoint) counts cached tokens inside
+    prompt_tokens; Anthropic's native one reports them beside input_tokens.
+    """
+    if "prompt_tokens" in u or "completion_tokens" in u:
+        details = u.get("prompt_tokens_details")
+        cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else None
+        if cached is None:
+            cached = _int(u.get("prompt_cache_hit_tokens"))  # DeepSeek
+        return _int(u.get("prompt_tokens")), _int(u.get("completion_tokens")), cached or 0, 0
+    inp = _int(u.get("input_tokens"))
+    read, written = _int(u.get("cache_read_input_tokens")) or 0, _int(u.get("cache_creation_input_tokens")) or 0
+    return (inp + read + written if inp is not None else None), _int(u.get("output_tokens")), read, written
 
 
 def _usage_of(obj: object) -> Usage | None:
@@ -27,11 +50,11 @@ def _usage_of(obj: object) -> Usage | None:
     u = obj.get("usage")
     if not isinstance(u, dict):
         return None
-    inp = u.get("prompt_tokens", u.get("input_tokens"))
-    out = u.get("completion_tokens", u.get("output_tokens"))
-    if not isinstance(inp, int) and not isinstance(out, int):
+    inp, out, cached, written = _read(u)
+    if inp is None and out is None:
         return None
-    return Usage(inp if isinstance(inp, int) else 0, out if isinstance(out, int) else 0)
+    inp = inp or 0
+    return Usage(inp, out or 0, min(cached, inp), min(written, inp - min(cached, inp)))
 
 
 def usage_from_json(body: bytes) -> Usage | None:
@@ -53,7 +76,7 @@ class SSEUsage:
     sends input tokens in message_start and the output count in message_delta.
     """
 
-    __slots__ = ("_tail", "input_tokens", "output_tokens", "seen", "done")
+    __slots__ = ("_tail", "input_tokens", "output_tokens", "cached", "written", "seen", "done")
 
     MAX_LINE = 1 << 20  # a runaway line without newline is dropped, not accumulated
 
@@ -61,6 +84,8 @@ class SSEUsage:
         self._tail = b""
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
+        self.cached = 0
+        self.written = 0
         self.seen = False
         self.done = False
 
@@ -109,11 +134,11 @@ class SSEUsage:
         if not isinstance(u, dict):
             return
         self.seen = True
-        inp = u.get("prompt_tokens", u.get("input_tokens"))
-        out = u.get("completion_tokens", u.get("output_tokens"))
-        if isinstance(inp, int) and (inp > 0 or self.input_tokens is None):
+        inp, out, cached, written = _read(u)
+        if inp is not None and (inp > 0 or self.input_tokens is None):
             self.input_tokens = inp
-        if isinstance(out, int):
+            self.cached, self.written = cached, written
+        if out is not None:
             self.output_tokens = out
 
     @property
@@ -121,4 +146,6 @@ class SSEUsage:
         """What the stream reported so far, or None."""
         if not self.seen:
             return None
-        return Usage(self.input_tokens or 0, self.output_tokens or 0)
+        inp = self.input_tokens or 0
+        cached = min(self.cached, inp)
+        return Usage(inp, self.output_tokens or 0, cached, min(self.written, inp - cached))

@@ -70,10 +70,17 @@ class Model:
     rpm: int | None = None
     tpm: int | None = None
     tags: frozenset[str] = field(default_factory=frozenset)
+    cached_input_price: float | None = None  # input tokens read from the provider's prompt cache (None: input_price)
+    cache_write_price: float | None = None  # input tokens written to it (Anthropic; None: input_price)
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        """USD for a call with these token counts."""
-        return (input_tokens * self.input_price + output_tokens * self.output_price) / 1_000_000
+    def cost(self, input_tokens: int, output_tokens: int, *, cached: int = 0, written: int = 0) -> float:
+        """USD for a call with these token counts; cached and written are parts of input_tokens."""
+        usd = input_tokens * self.input_price + output_tokens * self.output_price
+        if cached and self.cached_input_price is not None:
+            usd += cached * (self.cached_input_price - self.input_price)
+        if written and self.cache_write_price is not None:
+            usd += written * (self.cache_write_price - self.input_price)
+        return usd / 1_000_000
 
     @property
     def blended_price(self) -> float:

@@ -65,6 +65,10 @@ class ModelConf(_Strict):
     name: str | None = None
     input_price: float = Field(ge=0)
     output_price: float = Field(ge=0)
+    # Prompt caching: input tokens read from the provider's cache, and (Anthropic) written to it.
+    # Unset: billed at input_price.
+    cached_input_price: float | None = Field(default=None, ge=0)
+    cache_write_price: float | None = Field(default=None, ge=0)
     context_window: int = Field(gt=0)
     capabilities: list[str] = Field(default_factory=list)
     tier: TierName = "MEDIUM"

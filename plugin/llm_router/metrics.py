@@ -102,6 +102,8 @@ class Metrics(Collector):
         self.requests = CounterVec("llm_router_requests", "Routed requests", ("route", "model", "tier", "strategy"))
         self.responses = CounterVec("llm_router_responses", "Upstream responses by status class", ("model", "status"))
         self.tokens = CounterVec("llm_router_tokens", "Tokens reported by providers", ("model", "direction"))
+        self.cache_tokens = CounterVec("llm_router_cache_tokens", "Input tokens read from (kind=read) or written to "
+                                       "(kind=write) the provider's prompt cache: part of direction=input", ("model", "kind"))
         self.cost = CounterVec("llm_router_cost_usd", "Spend in USD at catalog prices", ("route", "model"))
         self.saving = CounterVec("llm_router_saving_usd", "USD saved against the route's reference model", ("route",))
         self.fallbacks = CounterVec("llm_router_fallbacks", "Fallbacks taken", ("from_model", "to_model", "reason"))
@@ -128,7 +130,7 @@ class Metrics(Collector):
         return cls()
 
     def _all(self):
-        return (self.requests, self.responses, self.tokens, self.cost, self.saving, self.decision_seconds,
+        return (self.requests, self.responses, self.tokens, self.cache_tokens, self.cost, self.saving, self.decision_seconds,
                 self.upstream_seconds, self.estimate_ratio, self.fallbacks, self.errors, self.budget_remaining,
                 self.breaker_open, self.feedback, self.rated, self.rated_score)
 

@@ -34,7 +34,7 @@ def build_catalog(cfg: Config) -> Catalog:
             id=mid, provider=m.provider, name=m.name or mid, input_price=m.input_price, output_price=m.output_price,
             context_window=m.context_window, capabilities=frozenset(m.capabilities), tier=Tier[m.tier],
             quality=m.quality, upstream=m.upstream or providers[m.provider].upstream, rpm=m.rpm, tpm=m.tpm,
-            tags=frozenset(m.tags),
+            tags=frozenset(m.tags), cached_input_price=m.cached_input_price, cache_write_price=m.cache_write_price,
         )
         for mid, m in cfg.models.items()
     }

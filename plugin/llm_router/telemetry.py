@@ -80,6 +80,10 @@ class Telemetry:
             cost = usage.cost(model)
             m.tokens.inc((model.id, "input"), usage.input_tokens)
             m.tokens.inc((model.id, "output"), usage.output_tokens)
+            if usage.cached_input_tokens:
+                m.cache_tokens.inc((model.id, "read"), usage.cached_input_tokens)
+            if usage.cache_write_tokens:
+                m.cache_tokens.inc((model.id, "write"), usage.cache_write_tokens)
             m.cost.inc((ex.route, model.id), cost)
             ref = ex.policy.reference if ex.policy is not None else None
             if ref is not None:
@@ -117,6 +121,8 @@ class Telemetry:
                 rec["propensity"] = round(d.propensity, 6)
         if usage is not None:
             rec.update(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
+            if usage.cached_input_tokens or usage.cache_write_tokens:
+                rec.update(cached_input_tokens=usage.cached_input_tokens, cache_write_tokens=usage.cache_write_tokens)
         rec["cost_usd"] = round(cost, 8)
         if ex.error is not None:
             rec["error"] = ex.error.message

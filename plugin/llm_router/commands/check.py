@@ -27,8 +27,13 @@ def run(args) -> int:
     print(f"providers: {', '.join(sorted(cfg.providers))}")
     print("models:")
     for mid, m in sorted(cfg.models.items(), key=lambda kv: (kv[1].input_price, kv[0])):
+        cache = ""
+        if m.cached_input_price is not None or m.cache_write_price is not None:
+            read = f"${m.cached_input_price:g}" if m.cached_input_price is not None else "input price"
+            write = f"${m.cache_write_price:g}" if m.cache_write_price is not None else "input price"
+            cache = f"  cache read {read} / write {write}"
         print(f"  {mid:20s} {m.provider:10s} ${m.input_price:g}/${m.output_price:g} per 1M  ctx {m.context_window:>8}  "
-              f"tier {m.tier:8s} quality {m.quality:.2f}  [{', '.join(m.capabilities)}]")
+              f"tier {m.tier:8s} quality {m.quality:.2f}  [{', '.join(m.capabilities)}]{cache}")
     print(f"default policy: {cfg.default_policy}")
     for name, p in cfg.policies.items():
         allowed = allowed_models(p, cfg)

@@ -18,6 +18,7 @@ class Answer:
     input_tokens: int
     output_tokens: int
     good: bool  # whether this answer counts as a good one (per-model quality)
+    cached_tokens: int = 0  # of input_tokens, as if read from the provider's prompt cache
 
 
 def _digest(*parts: str) -> int:

@@ -46,6 +46,7 @@ class Behaviour:
     fail_status: int = 503
     break_after_chunks: int | None = None  # cut the connection after K content chunks (JSON: half the body)
     disconnect: bool = False  # close the connection without answering (a reset before the response)
+    cached_share: float = 0.0  # share of prompt tokens reported as read from the prompt cache
 
     def merged(self, **changes: Any) -> "Behaviour":
         """A copy with some fields changed; unknown names raise TypeError naming them."""
@@ -182,6 +183,8 @@ class FakeProvider:
                              quality=b.quality.get(model, b.default_quality), output_tokens=b.output_tokens)
         if model in b.texts:
             answer = replace(answer, text=b.texts[model])
+        if b.cached_share > 0:
+            answer = replace(answer, cached_tokens=int(answer.input_tokens * min(1.0, b.cached_share)))
         headers = self._limit_headers(answer) + [("x-fake-provider", self.name), ("x-fake-quality", "good" if answer.good else "weak")]
         stream = data.get("stream") is True
         if stream:
@@ -192,7 +195,8 @@ class FakeProvider:
                 usage = isinstance(opts, dict) and opts.get("include_usage") is True
                 await self._openai_stream(resp, model, answer, headers, api, usage)
             return 200
-        payload = _anthropic_json(model, answer) if anthropic else _openai_json(model, answer, api, logprobs=data.get("logprobs") is True)
+        payload = (_anthropic_json(model, answer) if anthropic
+                   else _openai_json(model, answer, api, logprobs=data.get("logprobs") is True, provider=self.name))
         headers = [("content-type", "application/json"), *headers]
         if b.gzip and "gzip" in req.headers.get("accept-encoding", ""):
             payload = gzip.compress(payload)
@@ -293,7 +297,7 @@ class FakeProvider:
                 else {"index": 0, "text": "", "logprobs": None, "finish_reason": "stop"})
         await resp.write(event([last]))
         if usage:
-            await resp.write(event([], usage=_openai_usage(answer)))
+            await resp.write(event([], usage=_openai_usage(answer, self.name)))
         await resp.write(b"data: [DONE]\n\n")
         await resp.end()
 
@@ -307,7 +311,7 @@ class FakeProvider:
 
         await event("message_start", {"type": "message_start", "message": {
             "id": mid, "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": None,
-            "stop_sequence": None, "usage": {"input_tokens": answer.input_tokens, "output_tokens": 1}}})
+            "stop_sequence": None, "usage": {**_anthropic_input(answer), "output_tokens": 1}}})
         await event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
         await event("ping", {"type": "ping"})
         for i, piece in enumerate(split_text(answer.text, b.chunks)):
@@ -363,9 +367,23 @@ def _prompt_text(data: dict[str, Any], api: str) -> str:
     return "\n".join(parts)
 
 
-def _openai_usage(answer: Answer) -> dict[str, int]:
-    return {"prompt_tokens": answer.input_tokens, "completion_tokens": answer.output_tokens,
-            "total_tokens": answer.input_tokens + answer.output_tokens}
+def _openai_usage(answer: Answer, provider: str = "") -> dict[str, Any]:
+    """OpenAI's usage object (cached tokens counted inside prompt_tokens); DeepSeek names its cache hits itself."""
+    out: dict[str, Any] = {"prompt_tokens": answer.input_tokens, "completion_tokens": answer.output_tokens,
+                           "total_tokens": answer.input_tokens + answer.output_tokens}
+    if provider == "deepseek":
+        out["prompt_cache_hit_tokens"] = answer.cached_tokens
+        out["prompt_cache_miss_tokens"] = answer.input_tokens - answer.cached_tokens
+    else:
+        out["prompt_tokens_details"] = {"cached_tokens": answer.cached_tokens, "audio_tokens": 0}
+        out["completion_tokens_details"] = {"reasoning_tokens": 0, "audio_tokens": 0}
+    return out
+
+
+def _anthropic_input(answer: Answer) -> dict[str, int]:
+    """Anthropic's input fields: input_tokens excludes what was read from (or written to) the cache."""
+    return {"input_tokens": answer.input_tokens - answer.cached_tokens, "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": answer.cached_tokens}
 
 
 def _token_logprobs(answer: Answer) -> dict[str, Any]:
@@ -376,17 +394,17 @@ def _token_logprobs(answer: Answer) -> dict[str, Any]:
                          "top_logprobs": []} for t in tokens]}
 
 
-def _openai_json(model: str, answer: Answer, api: str, *, logprobs: bool = False) -> bytes:
+def _openai_json(model: str, answer: Answer, api: str, *, logprobs: bool = False, provider: str = "") -> bytes:
     if api == "completions":
         return orjson.dumps({"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
                              "model": model, "choices": [{"index": 0, "text": answer.text, "logprobs": None, "finish_reason": "stop"}],
-                             "usage": _openai_usage(answer)})
+                             "usage": _openai_usage(answer, provider)})
     return orjson.dumps({
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()), "model": model,
         "system_fingerprint": "fp_fake",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text, "refusal": None},
                      "logprobs": _token_logprobs(answer) if logprobs else None, "finish_reason": "stop"}],
-        "usage": _openai_usage(answer),
+        "usage": _openai_usage(answer, provider),
     })
 
 
@@ -394,5 +412,5 @@ def _anthropic_json(model: str, answer: Answer) -> bytes:
     return orjson.dumps({
         "id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": model,
         "content": [{"type": "text", "text": answer.text}], "stop_reason": "end_turn", "stop_sequence": None,
-        "usage": {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens},
+        "usage": {**_anthropic_input(answer), "output_tokens": answer.output_tokens},
     })

@@ -1,0 +1,97 @@
+"""Usage from provider answers in each dialect, prompt-cache tokens included, and what it costs."""
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from llm_router.accounting import SSEUsage, Usage, usage_from_json
+from llm_router.config import load_config, parse_config
+from llm_router.metrics import scrape_totals
+from llm_router.router import build_catalog
+
+
+def test_openai_counts_cached_tokens_inside_prompt_tokens():
+    body = orjson.dumps({"usage": {"prompt_tokens": 1000, "completion_tokens": 50, "total_tokens": 1050,
+                                   "prompt_tokens_details": {"cached_tokens": 768, "audio_tokens": 0}}})
+    assert usage_from_json(body) == Usage(1000, 50, 768, 0)
+    plain = orjson.dumps({"usage": {"prompt_tokens": 10, "completion_tokens": 5}})  # older answers: no details
+    assert usage_from_json(plain) == Usage(10, 5, 0, 0)
+
+
+def test_deepseek_names_its_cache_hits():
+    body = orjson.dumps({"usage": {"prompt_tokens": 900, "completion_tokens": 10, "prompt_cache_hit_tokens": 640,
+                                   "prompt_cache_miss_tokens": 260}})
+    assert usage_from_json(body) == Usage(900, 10, 640, 0)
+
+
+def test_anthropic_reports_cache_reads_and_writes_beside_input_tokens():
+    body = orjson.dumps({"type": "message", "usage": {"input_tokens": 50, "cache_creation_input_tokens": 200,
+                                                      "cache_read_input_tokens": 1000, "output_tokens": 30}})
+    assert usage_from_json(body) == Usage(1250, 30, 1000, 200)  # input is everything the prompt held
+
+
+def test_streams_in_both_dialects_fed_in_small_pieces():
+    openai = (b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'
+              b'data: {"choices":[],"usage":{"prompt_tokens":500,"completion_tokens":7,'
+              b'"prompt_tokens_details":{"cached_tokens":384}}}\n\ndata: [DONE]\n\n')
+    anthropic = (b'event: message_start\ndata: {"type":"message_start","message":{"usage":{"input_tokens":20,'
+                 b'"cache_creation_input_tokens":0,"cache_read_input_tokens":480,"output_tokens":1}}}\n\n'
+                 b'event: content_block_delta\ndata: {"type":"content_block_delta","delta":{"text":"hi"}}\n\n'
+                 b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":9}}\n\n')
+    for stream, expected in ((openai, Usage(500, 7, 384, 0)), (anthropic, Usage(500, 9, 480, 0))):
+        sse = SSEUsage()
+        for i in range(0, len(stream), 7):
+            sse.feed(stream[i:i + 7])
+        sse.finish()
+        assert sse.usage == expected
+
+
+@pytest.mark.parametrize("usage", [
+    {"prompt_tokens": 10, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 99}},  # more cached than sent
+    {"prompt_tokens": 10, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": -3}},
+    {"prompt_tokens": 10, "completion_tokens": 5, "prompt_tokens_details": "n/a"},
+    {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": True},
+])
+def test_odd_cache_fields_never_exceed_the_input_or_go_negative(usage):
+    u = usage_from_json(orjson.dumps({"usage": usage}))
+    assert u is not None and u.input_tokens >= 10 and 0 <= u.cached_input_tokens <= u.input_tokens
+
+
+def test_cost_prices_cache_reads_and_writes_where_the_catalog_has_them():
+    catalog = build_catalog(load_config(None))
+    claude, gpt4o = catalog.models["claude-3.5-sonnet"], catalog.models["gpt-4o"]
+    u = Usage(1_000_000, 100_000, cached_input_tokens=600_000, cache_write_tokens=100_000)
+    # 300k fresh at $3, 600k read at $0.30, 100k written at $3.75, 100k out at $15
+    assert u.cost(claude) == pytest.approx(0.9 + 0.18 + 0.375 + 1.5)
+    assert u.cost(gpt4o) == pytest.approx(5.0 + 1.5)  # no cache rate in the catalog: all input at $5
+    assert Usage(1_000_000, 0).cost(claude) == pytest.approx(3.0)
+
+
+def test_cache_prices_are_validated():
+    from llm_router.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"models\.m\.cached_input_price"):
+        parse_config({"models": {"m": {"provider": "openai", "input_price": 1, "output_price": 1, "context_window": 1000,
+                                       "cached_input_price": -1}}})
+
+
+def test_cache_tokens_are_metered_and_the_cost_uses_their_price(tmp_path):
+    from test_telemetry import chat, exchange, runtime
+
+    async def go(usage):
+        rt = runtime(tmp_path)
+        await rt.start()
+        try:
+            exchange(rt, chat("hello"), usage=usage)  # routed to deepseek-v2 (cache hits $0.014 vs $0.14)
+            await rt.shared.sync()
+            return scrape_totals(rt.metrics.exposition().decode())
+        finally:
+            await rt.stop()
+
+    cached = asyncio.run(go(Usage(100_000, 0, cached_input_tokens=80_000)))
+    plain = asyncio.run(go(Usage(100_000, 0)))
+    assert cached["llm_router_cache_tokens_total"] == 80_000
+    assert plain.get("llm_router_cache_tokens_total", 0) == 0
+    assert plain["llm_router_cost_usd_total"] - cached["llm_router_cost_usd_total"] == pytest.approx(80_000 * (0.14 - 0.014) / 1e6)
