@@ -33,7 +33,7 @@ def exported_names(keys: dict[str, str], tmp_path: Path) -> set[str]:
         try:
             ex = Exchange(request_id="1", route="r", started=0.0)
             rt.decide(orjson.dumps({"messages": [{"role": "user", "content": "hi"}]}), path="/v1/chat/completions", ex=ex)
-            rt.on_response(ex, 200, Usage(10, 10), 0.1, None)
+            rt.on_response(ex, 200, Usage(10, 10, cached_input_tokens=4), 0.1, None)
             rt.telemetry.on_fallback(ex, "a", "b", "5xx")
             rt.decide(b"{", path="/v1/chat/completions", ex=Exchange(request_id="2", route="r", started=0.0))
             host, port = rt.metrics_address
