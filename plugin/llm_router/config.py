@@ -211,6 +211,9 @@ class PolicyConf(_Strict):
     # Share of requests sent to a model drawn uniformly from the candidates, so the decision log
     # holds outcomes of every model for `llm-router train` (each line records its propensity).
     explore: float = Field(default=0.0, ge=0.0, le=1.0)
+    # conversation: later turns stay on the model that answered the conversation (its prompt cache)
+    # unless they need a higher tier; see llm_router.affinity.
+    affinity: Literal["off", "conversation"] = "off"
 
     @field_validator("ladder", mode="before")
     @classmethod
@@ -283,6 +286,9 @@ def policy_problems(p: PolicyConf, where: str, cfg: "Config") -> list[str]:
         problems += [f"{where}.{problem}" for problem in gate_problems(p.params)]
     if p.strategy == "ladder" and not p.ladder:
         problems.append(f"{where}.ladder: the ladder strategy needs a ladder (tier -> model)")
+    if p.affinity != "off" and p.strategy in ("cascade", "hedge"):
+        problems.append(f"{where}.affinity: keeps a conversation on one model, but the {p.strategy} strategy asks "
+                        "several models per request by design")
     if p.classifier == "learned" and not cfg.classifiers.learned.model:
         problems.append(f"{where}.classifier: 'learned' needs classifiers.learned.model (a file from `llm-router train`)")
     if not problems and not allowed_models(p, cfg):

@@ -7,6 +7,7 @@ from typing import Any, cast
 
 import orjson
 
+from llm_router.affinity import AffinityTable, conversation_key
 from llm_router.catalog import Catalog, Model, Provider, Tier
 from llm_router.classify.base import Classification, Classifier
 from llm_router.config import Config, ConfigError, PolicyConf, allowed_models, parse_policy
@@ -51,6 +52,7 @@ class Policy:
     strategy: Strategy
     models: tuple[Model, ...]  # allowed by the constraints, cheapest first
     reference: Model | None  # what "no router" would have used, for savings
+    affinity: AffinityTable | None = None  # conversations -> their model, when the policy keeps them together
 
     @property
     def ladder(self) -> dict[str, str]:
@@ -89,7 +91,8 @@ class Router:
         ref_id = conf.reference_model
         reference = self.catalog.models.get(ref_id) if ref_id else max(models, key=lambda m: m.blended_price)
         return Policy(name=name, conf=conf, classifier=self.classifier(conf.classifier),
-                      strategy=make_strategy(conf.strategy), models=models, reference=reference)
+                      strategy=make_strategy(conf.strategy), models=models, reference=reference,
+                      affinity=AffinityTable() if conf.affinity == "conversation" else None)
 
     def policy_for(self, route_conf: Any) -> Policy | RouteError:
         """The policy for a route's config (APISIX conf JSON, Envoy metadata), compiled once."""
@@ -161,13 +164,23 @@ class Router:
         self._counters[policy.name] = counter + 1
         ctx = Context(request=request, classification=classification, candidates=candidates, params=conf.params,
                       state=state, rng=self._rng, counter=counter, ladder=cast("dict[str, str]", conf.ladder))
-        if len(candidates) == 1:
+        table, key, kept = policy.affinity, None, None
+        if table is not None and not pinned:
+            found = conversation_key(request)
+            if found is not None:
+                key, continues = found
+                if continues:
+                    kept = self._kept(table.get(key), candidates, classification.tier)
+        if kept is not None:
+            sel = Selection(kept, f"affinity: the conversation stays on {kept.id} (its prompt cache and context); "
+                                  f"this turn needs {classification.tier.name}")
+        elif len(candidates) == 1:
             sel = Selection(candidates[0], f"only {candidates[0].id} is {'requested' if pinned else 'available'}")
         else:
             sel = policy.strategy.select(ctx)
-        strategy, propensity = policy.strategy.name, None
+        strategy, propensity = ("affinity" if kept is not None else policy.strategy.name), None
         share = conf.explore
-        if share > 0.0 and not pinned and len(candidates) > 1:
+        if share > 0.0 and not pinned and kept is None and len(candidates) > 1:
             k = len(candidates)
             picked = sel
             if self._rng.random() < share:
@@ -176,6 +189,8 @@ class Router:
             # The chance this model was sent: drawn by exploration, or picked by the strategy.
             by_strategy = picked.chance(sel.model.id) if picked.chance is not None else float(sel.model is picked.model)
             propensity = share / k + (1.0 - share) * by_strategy
+        if key is not None and table is not None:
+            table.put(key, sel.model.id)
         fallbacks = sel.fallbacks if sel.fallbacks is not None else self._fallbacks(sel.model, candidates, conf.fallbacks)
         expected_out = min(request.max_output_tokens, conf.expected_output_tokens) if request.max_output_tokens else conf.expected_output_tokens
         cost = sel.model.cost(request.input_tokens, expected_out)
@@ -184,6 +199,16 @@ class Router:
             strategy=strategy, estimated_cost=cost, input_tokens=request.input_tokens,
             expected_output_tokens=expected_out, selection=sel.reason, mode=sel.mode, propensity=propensity,
         )
+
+    @staticmethod
+    def _kept(model_id: str | None, candidates: tuple[Model, ...], tier: Tier) -> Model | None:
+        """The conversation's model if it is still a candidate and this turn needs no higher tier than it has."""
+        if model_id is None:
+            return None
+        for m in candidates:
+            if m.id == model_id:
+                return m if tier <= m.tier else None
+        return None
 
     def _capable(self, request: LLMRequest, policy: Policy) -> tuple[tuple[Model, ...], str]:
         """Allowed models that serve the API, the needs and the context length."""
