@@ -41,6 +41,8 @@ def run(args) -> int:
               f"failure_mode={p.failure_mode} client_model={p.client_model}")
         if p.ladder:
             print("  ladder: " + ", ".join(f"{t} -> {m}" for t, m in p.ladder.items()))
+        if p.affinity != "off":
+            print("  affinity: later turns of a conversation stay on its model unless they need a higher tier")
         if p.explore:
             print(f"  explore: {p.explore:.0%} of requests go to a random candidate (logged with their propensity)")
         print(f"  may use: {', '.join(allowed)}")
