@@ -111,3 +111,26 @@ def test_apisix_and_envoy_adapters_agree(runtime, path, data):
     assert apisix == envoy
     if "model" in apisix:
         assert apisix["set"]["x-llm-router-upstream"]  # the routing header is part of what must agree
+
+
+def test_both_adapters_keep_a_conversation_on_its_model(monkeypatch):
+    """Conversation affinity lives in the core, so it holds through either gateway (one runtime each)."""
+    pytest.importorskip("envoy.service.ext_proc.v3.external_processor_pb2", reason="xds-protos is not installed")
+    from llm_router.config import default_data, parse_config
+
+    for k, v in FAKE_KEYS.items():
+        monkeypatch.setenv(k, v)
+    data = default_data()
+    data["policies"]["default"]["affinity"] = "conversation"
+    opening = [{"role": "system", "content": "You review code."},
+               {"role": "user", "content": "Find the race condition in this Go code and prove the fix is correct:\n"
+                                           "```go\nfunc f(){ go g(); x++ }\n```"}]
+    follow = {"model": "auto", "messages": opening + [{"role": "assistant", "content": "The race is on x."},
+                                                      {"role": "user", "content": "thanks!"}]}
+    alone = core_mutations(Runtime(load_config(None), telemetry=False), "/v1/chat/completions", orjson.dumps(follow))
+    for mutations in (apisix_mutations, envoy_mutations):
+        rt = Runtime(parse_config(data), telemetry=False)
+        first = mutations(rt, "/v1/chat/completions", orjson.dumps({"model": "auto", "messages": opening}))
+        second = mutations(rt, "/v1/chat/completions", orjson.dumps(follow))
+        assert second["model"] == first["model"] != alone["model"], mutations.__name__
+        assert second["set"]["x-llm-router-upstream"] == first["set"]["x-llm-router-upstream"]
