@@ -267,17 +267,26 @@ def fakes() -> Iterator[FakeProviders]:
         f.stop()
 
 
+@contextlib.contextmanager
+def restored(*sets: FakeProviders) -> Iterator[None]:
+    """Fakes with their records cleared, and their behaviour and records restored and cleared afterwards."""
+    saved = [(f, f.behaviour) for fakes in sets for f in fakes.providers.values()]
+    for fakes in sets:
+        fakes.clear()
+    try:
+        yield
+    finally:
+        for f, behaviour in saved:
+            f.set_behaviour(behaviour)
+        for fakes in sets:
+            fakes.clear()
+
+
 @pytest.fixture(autouse=False)
 def fresh_fakes(fakes: FakeProviders) -> Iterator[FakeProviders]:
     """The module's fakes with records cleared and default behaviour, restored after the test."""
-    saved = {name: f.behaviour for name, f in fakes.providers.items()}
-    fakes.clear()
-    try:
+    with restored(fakes):
         yield fakes
-    finally:
-        for name, f in fakes.providers.items():
-            f.set_behaviour(saved[name])
-        fakes.clear()
 
 
 @pytest.fixture(scope="module")

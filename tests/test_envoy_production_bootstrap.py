@@ -16,7 +16,7 @@ import orjson
 import pytest
 import yaml
 
-from fixtures_envoy import InThreadProcessor, short_tmp, wait_requests
+from fixtures_envoy import InThreadProcessor, restored, short_tmp, wait_requests
 from llm_router.config import load_config
 from llm_router.fakes import FakeProviders
 from llm_router.gateways.envoy.bootstrap import EXT_PROC_CLUSTER
@@ -84,15 +84,8 @@ def prod():
 
 @pytest.fixture
 def fresh(prod):
-    fakes = prod["fakes"]
-    saved = {name: f.behaviour for name, f in fakes.providers.items()}
-    fakes.clear()
-    try:
-        yield fakes
-    finally:
-        for name, f in fakes.providers.items():
-            f.set_behaviour(saved[name])
-        fakes.clear()
+    with restored(prod["fakes"]):
+        yield prod["fakes"]
 
 
 def post(prod, body: dict, path: str = "/v1/chat/completions", **headers: str) -> httpx.Response:

@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from fixtures_envoy import InThreadProcessor, short_tmp, wait_requests
+from fixtures_envoy import InThreadProcessor, restored, short_tmp, wait_requests
 from llm_router.config import parse_config
 from llm_router.fakes import FakeProviders
 from llm_router.gateways.envoy.bootstrap import RouteSpec, build, spec_from_config
@@ -132,16 +132,8 @@ def test_envoy_refuses_a_provider_whose_certificate_does_not_check_out(tls_stack
 @pytest.fixture
 def h2_fakes(tls_stack):
     """The stack's good fakes with records cleared and default behaviour, restored afterwards."""
-    fakes = [tls_stack["fakes"][name] for name in ("openai", "mistral")]
-    saved = [(f, name, p.behaviour) for f in fakes for name, p in f.providers.items()]
-    for f in fakes:
-        f.clear()
-    try:
+    with restored(*(tls_stack["fakes"][name] for name in ("openai", "mistral"))):
         yield tls_stack["fakes"]
-    finally:
-        for f, name, behaviour in saved:
-            f.providers[name].set_behaviour(behaviour)
-            f.clear()
 
 
 @pytest.mark.parametrize("failure", [{"disconnect": True}, {"status": 429}, {"status": 503}])
