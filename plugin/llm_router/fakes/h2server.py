@@ -146,7 +146,9 @@ async def serve_h2_connection(handler: Handler, reader: asyncio.StreamReader, wr
             for ev in events:
                 if isinstance(ev, h2.events.RequestReceived):
                     headers: dict[str, str] = {}
-                    for name, value in ev.headers or ():
+                    for raw_name, raw_value in ev.headers or ():
+                        name = raw_name if isinstance(raw_name, str) else raw_name.decode("latin-1")
+                        value = raw_value if isinstance(raw_value, str) else raw_value.decode("latin-1")
                         key = "host" if name == ":authority" else name
                         headers[key] = f"{headers[key]}, {value}" if key in headers else value
                     pending[ev.stream_id] = (headers, bytearray())

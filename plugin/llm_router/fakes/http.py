@@ -5,6 +5,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 log = logging.getLogger("llm_router.fakes")
 
@@ -83,7 +84,26 @@ class Responder:
         self.writer.transport.abort()
 
 
-Handler = Callable[[Request, Responder], Awaitable[None]]
+class Reply(Protocol):
+    """What a handler writes its response through: `Responder` (HTTP/1.1) or `H2Responder` (HTTP/2)."""
+
+    started: bool
+    keep_alive: bool
+
+    async def send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None: ...
+
+    async def start(self, status: int, headers: list[tuple[str, str]]) -> None: ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def end(self) -> None: ...
+
+    async def send_part(self, status: int, headers: list[tuple[str, str]], body: bytes, keep: int) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+Handler = Callable[[Request, Reply], Awaitable[None]]
 
 
 async def _read_request(reader: asyncio.StreamReader) -> Request | None:

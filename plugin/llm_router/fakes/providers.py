@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from llm_router.fakes.answers import Answer, make_answer, split_text
-from llm_router.fakes.http import Request, Responder
+from llm_router.fakes.http import Reply, Request
 
 CONTROL_PREFIX = "/_fake/"
 LIMIT_STYLES = ("openai", "anthropic", "retry-after")
@@ -120,7 +120,7 @@ class FakeProvider:
 
     # ---- request handling -------------------------------------------------------------
 
-    async def handle(self, req: Request, resp: Responder) -> None:
+    async def handle(self, req: Request, resp: Reply) -> None:
         path = req.path.split("?", 1)[0]
         if path.startswith(CONTROL_PREFIX):
             await self._control(req, resp, path[len(CONTROL_PREFIX):])
@@ -134,7 +134,7 @@ class FakeProvider:
         self.records.append(Recorded(self.name, req.method, req.path, dict(req.headers), req.body, status, time.time(),
                                      req.version))
 
-    async def _answer(self, req: Request, resp: Responder, path: str) -> int:
+    async def _answer(self, req: Request, resp: Reply, path: str) -> int:
         api = self.routes.get(path)
         anthropic = api == "messages"
         if api is None:
@@ -238,7 +238,7 @@ class FakeProvider:
             return out
         return []
 
-    async def _error(self, resp: Responder, status: int, message: str, kind: str, anthropic: bool, *,
+    async def _error(self, resp: Reply, status: int, message: str, kind: str, anthropic: bool, *,
                      param: str | None = None, code: str | None = None, headers: list[tuple[str, str]] = ()) -> int:
         if anthropic:
             body = {"type": "error", "error": {"type": kind, "message": message}}
@@ -248,13 +248,13 @@ class FakeProvider:
                         orjson.dumps(body))
         return status
 
-    async def _auth_error(self, resp: Responder, anthropic: bool) -> int:
+    async def _auth_error(self, resp: Reply, anthropic: bool) -> int:
         if anthropic:
             return await self._error(resp, 401, "invalid x-api-key", "authentication_error", True)
         return await self._error(resp, 401, "Incorrect API key provided. You can find your API key in your account settings.",
                                  "invalid_request_error", False, code="invalid_api_key")
 
-    async def _rate_limited(self, resp: Responder, anthropic: bool) -> int:
+    async def _rate_limited(self, resp: Reply, anthropic: bool) -> int:
         b = self.behaviour
         headers = [("retry-after", f"{b.retry_after_s:g}"), *self._limits(0, 0, reset_s=b.retry_after_s)]
         if anthropic:
@@ -263,7 +263,7 @@ class FakeProvider:
         return await self._error(resp, 429, f"Rate limit reached for requests on the fake {self.name} provider.",
                                  "requests", False, code="rate_limit_exceeded", headers=headers)
 
-    async def _pace(self, resp: Responder, chunk: int) -> bool:
+    async def _pace(self, resp: Reply, chunk: int) -> bool:
         """Before content chunk `chunk`: wait the per-chunk delay; False (connection cut) past break_after_chunks."""
         b = self.behaviour
         if b.break_after_chunks is not None and chunk >= b.break_after_chunks:
@@ -273,7 +273,7 @@ class FakeProvider:
             await asyncio.sleep(b.chunk_ms / 1000)
         return True
 
-    async def _openai_stream(self, resp: Responder, model: str, answer: Answer, headers: list[tuple[str, str]], api: str,
+    async def _openai_stream(self, resp: Reply, model: str, answer: Answer, headers: list[tuple[str, str]], api: str,
                              usage: bool) -> None:
         b = self.behaviour
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}" if api == "chat" else f"cmpl-{uuid.uuid4().hex[:24]}"
@@ -301,7 +301,7 @@ class FakeProvider:
         await resp.write(b"data: [DONE]\n\n")
         await resp.end()
 
-    async def _anthropic_stream(self, resp: Responder, model: str, answer: Answer, headers: list[tuple[str, str]]) -> None:
+    async def _anthropic_stream(self, resp: Reply, model: str, answer: Answer, headers: list[tuple[str, str]]) -> None:
         b = self.behaviour
         mid = f"msg_{uuid.uuid4().hex[:24]}"
         await resp.start(200, [("content-type", "text/event-stream"), ("cache-control", "no-cache"), *headers])
@@ -327,7 +327,7 @@ class FakeProvider:
 
     # ---- control API ------------------------------------------------------------------
 
-    async def _control(self, req: Request, resp: Responder, what: str) -> None:
+    async def _control(self, req: Request, resp: Reply, what: str) -> None:
         """GET requests | POST behaviour (JSON fields) | POST reset: for fakes run in another process."""
         if what == "requests" and req.method == "GET":
             body = orjson.dumps([r.as_dict() for r in self.records])
