@@ -23,6 +23,10 @@ def test_kubernetes_pod_matches_the_envoy_bootstrap():
     assert args.envoy.removeprefix("unix:") in pipes
     listener_port = envoy["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"]
     assert containers["envoy"]["ports"][0]["containerPort"] == listener_port
+    router = containers["llm-router"]
+    metrics_port = int(args.metrics.rpartition(":")[2])
+    assert router["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": metrics_port}  # served by the runner
+    assert router["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": metrics_port}
     socket_dir = str(Path(args.envoy.removeprefix("unix:")).parent)
     for c in containers.values():
         assert any(m["mountPath"] == socket_dir for m in c["volumeMounts"]), c["name"]

@@ -163,8 +163,13 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def _app(metrics: Metrics, feedback: object | None, model_of: Callable[[str], str | None] | None = None):
-    """/metrics (and every other path) from prometheus-client; POST /v1/feedback into the feedback log."""
+PROBES = {"/healthz": "live", "/readyz": "ready"}
+
+
+def _app(metrics: Metrics, feedback: object | None, model_of: Callable[[str], str | None] | None = None,
+         probe: Callable[[str], tuple[int, dict]] | None = None):
+    """/metrics (and every other path) from prometheus-client; POST /v1/feedback into the feedback log;
+    /healthz and /readyz from `probe`."""
     from llm_router.feedback import MAX_BODY_BYTES, FeedbackError, parse
 
     prometheus = make_wsgi_app(metrics.registry)
@@ -175,7 +180,11 @@ def _app(metrics: Metrics, feedback: object | None, model_of: Callable[[str], st
         return [body]
 
     def app(environ, start_response):
-        if environ.get("PATH_INFO") != "/v1/feedback":
+        path = environ.get("PATH_INFO")
+        if probe is not None and path in PROBES:
+            status, answer = probe(PROBES[path])
+            return reply(start_response, "200 OK" if status == 200 else f"{status} Service Unavailable", orjson.dumps(answer))
+        if path != "/v1/feedback":
             return prometheus(environ, start_response)
         if feedback is None:
             err = FeedbackError(404, "feedback is off: set metrics.feedback_log to a file to collect it")
@@ -216,16 +225,18 @@ def split_listen(listen: str) -> tuple[str, str]:
 
 
 def serve_metrics(metrics: Metrics, listen: str, feedback: object | None = None,
-                  model_of: Callable[[str], str | None] | None = None) -> tuple[str, int]:
+                  model_of: Callable[[str], str | None] | None = None,
+                  probe: Callable[[str], tuple[int, dict]] | None = None) -> tuple[str, int]:
     """Serve /metrics (and POST /v1/feedback into `feedback`, a FeedbackLog) on HOST:PORT in a daemon thread.
 
-    `model_of` maps a request id to the model that answered it, to count ratings per model.
+    `model_of` maps a request id to the model that answered it, to count ratings per model;
+    `probe("live" | "ready")` answers /healthz and /readyz.
     Port 0 picks a free one; returns the bound address.
     """
     host, port = split_listen(listen)
     server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
     with _lock:
-        server = make_server(host, int(port), _app(metrics, feedback, model_of), server_class, handler_class=_QuietHandler)
+        server = make_server(host, int(port), _app(metrics, feedback, model_of, probe), server_class, handler_class=_QuietHandler)
         threading.Thread(target=server.serve_forever, name="llm-router-metrics", daemon=True).start()
         bound = server.server_address[:2]
         _servers[bound] = server

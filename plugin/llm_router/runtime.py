@@ -1,6 +1,7 @@
 """What both adapters share: config loaded once, body -> decision -> upstream mutations, hooks."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import os
@@ -133,6 +134,7 @@ def edge_section_problems(cfg: Config) -> list[str]:
 
 
 # Config sections a running process cannot take on reload (see Runtime.prepare_reload).
+STALL_S = 10.0  # /healthz fails when the event loop has not run the heartbeat for this long
 RESTART_SECTIONS = ("providers", "server", "secrets", "state", "accounting", "health", "metrics")
 
 
@@ -231,6 +233,9 @@ class Runtime:
         self.orchestrator: Any = None  # llm_router.orchestrate: the runner's own calls (cascade, hedge), made on first use
         self._metrics_address: tuple[str, int] | None = None
         self.feedback: Any = None  # llm_router.feedback.FeedbackLog, while /v1/feedback is served
+        self.serving = False  # the adapter is listening and not draining (what /readyz reports)
+        self._beat = time.monotonic()  # the event loop's last heartbeat (what /healthz checks)
+        self._heartbeat: Any = None
         if observer is None and telemetry:
             self._build_telemetry(state_given=state is not NO_STATE, health_given=health is not None)
 
@@ -410,7 +415,25 @@ class Runtime:
             if self.feedback is not None and self.telemetry is not None:
                 self.telemetry.answered = {}
                 model_of = self.telemetry.answered.get
-            self._metrics_address = serve_metrics(self.metrics, listen, self.feedback, model_of)
+            from llm_router.background import BackgroundTask
+
+            self._heartbeat = BackgroundTask(self._beating, "llm-router-heartbeat")
+            self._heartbeat.start()
+            self._metrics_address = serve_metrics(self.metrics, listen, self.feedback, model_of, probe=self.probe)
+
+    async def _beating(self) -> None:
+        while True:
+            self._beat = time.monotonic()
+            await asyncio.sleep(1.0)
+
+    def probe(self, kind: str) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, JSON body) for /healthz ("live": the event loop runs) and /readyz ("ready": and it serves)."""
+        silent = time.monotonic() - self._beat
+        if silent > STALL_S:
+            return 503, {"status": "stalled", "event_loop_silent_s": round(silent, 1)}
+        if kind == "ready" and not self.serving:
+            return 503, {"status": "not serving", "why": "starting, or draining before a stop"}
+        return 200, {"status": "ok"}
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -419,6 +442,10 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop background work and flush; adapters call it on shutdown."""
+        self.serving = False
+        if self._heartbeat is not None:
+            await self._heartbeat.stop()
+            self._heartbeat = None
         if self.refresher is not None:
             await self.refresher.stop()
         if self.orchestrator is not None:

@@ -169,9 +169,11 @@ async def _serve_async(sock: socket.socket, runner: Runner, metrics_listen: str 
             reload()  # a SIGHUP that came while starting
     await runner.runtime.start(metrics_listen=metrics_listen)
     server = await loop.create_unix_server(lambda: RunnerProtocol(runner, conns), sock=sock, backlog=BACKLOG)
+    runner.runtime.serving = True
     if ready:
         ready(stop)
     await stop.wait()
+    runner.runtime.serving = False
     server.close()
     deadline = time.monotonic() + SHUTDOWN_GRACE_S
     while True:

@@ -84,6 +84,8 @@ async def run(address: str, transport: str, build: Callable[[], tuple[Any, Calla
         await runtime.start(metrics_listen=metrics)
     server = make_server(transport, open_session)
     await server.start(address)
+    if runtime is not None:
+        runtime.serving = True
     # Everything loaded so far (catalog, classifier tables, compiled policies) lives for the whole
     # process: keep it out of the collector's way so per-request garbage collection stays cheap.
     gc.collect()
@@ -105,6 +107,8 @@ async def run(address: str, transport: str, build: Callable[[], tuple[Any, Calla
         await stop.wait()
     finally:
         log.info("stopping: draining streams (up to %.1fs)", grace)
+        if runtime is not None:
+            runtime.serving = False  # /readyz fails first, so load balancers stop sending
         await server.stop(grace)
         if runtime is not None:
             await runtime.stop()
