@@ -112,3 +112,20 @@ def test_affinity_is_refused_for_strategies_that_ask_several_models():
                                                "params": {"models": ["gpt-4o", "claude-3.5-sonnet"]}}}})
     with pytest.raises(ConfigError, match=r"policies\.default\.affinity"):
         parse_config({"policies": {"default": {"affinity": "sticky"}}})
+
+
+def test_a_config_reload_keeps_the_conversations_of_policies_that_still_keep_them(monkeypatch):
+    from llm_router.runtime import Runtime
+
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "TOGETHER_API_KEY", "MISTRAL_API_KEY",
+                 "DEEPSEEK_API_KEY"):
+        monkeypatch.setenv(name, "k")
+    data = {"policies": {"default": {"classifier": "rules", "strategy": "ladder", "ladder": LADDER, "affinity": "conversation"}}}
+    rt = Runtime(parse_config(data), telemetry=False)
+    assert model(rt.router, turns(HARD)).model.id == "gpt-4o"
+    edited = {"policies": {"default": {**data["policies"]["default"], "explain": True}}}  # an unrelated edit
+    rt.apply_reload(parse_config(edited), rt.prepare_reload(parse_config(edited)))
+    assert model(rt.router, turns(HARD, EASY)).model.id == "gpt-4o"  # still kept after the reload
+    off = {"policies": {"default": {**data["policies"]["default"], "affinity": "off"}}}
+    rt.apply_reload(parse_config(off), rt.prepare_reload(parse_config(off)))
+    assert model(rt.router, turns(HARD, EASY)).model.id == "deepseek-v2"

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import orjson
@@ -93,6 +93,14 @@ class Router:
         return Policy(name=name, conf=conf, classifier=self.classifier(conf.classifier),
                       strategy=make_strategy(conf.strategy), models=models, reference=reference,
                       affinity=AffinityTable() if conf.affinity == "conversation" else None)
+
+    def keep_conversations(self, previous: "Router") -> None:
+        """After a config reload: named policies that still keep conversations carry on with the previous tables."""
+        for name, policy in self.policies.items():
+            old = previous.policies.get(name)
+            if policy.affinity is not None and old is not None and old.affinity is not None:
+                self.policies[name] = replace(policy, affinity=old.affinity)
+        self.default = self.policies[self.config.default_policy]
 
     def policy_for(self, route_conf: Any) -> Policy | RouteError:
         """The policy for a route's config (APISIX conf JSON, Envoy metadata), compiled once."""

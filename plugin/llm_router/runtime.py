@@ -312,6 +312,7 @@ class Runtime:
 
     def apply_reload(self, config: Config, router: Router) -> None:
         """Route the next request with `router` (from prepare_reload); requests under way keep their decision."""
+        router.keep_conversations(self.router)
         self.config, self.router, self.catalog = config, router, router.catalog
         self.keyless = self._keyless()
 
