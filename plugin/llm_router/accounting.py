@@ -43,6 +43,12 @@ def _read(u: dict) -> tuple[int | None, int | None, int, int]:
     return (inp + read + written if inp is not None else None), _int(u.get("output_tokens")), read, written
 
 
+def _usage(inp: int, out: int, cached: int, written: int) -> Usage:
+    """Usage whose cache parts never exceed the input they are part of."""
+    cached = min(cached, inp)
+    return Usage(inp, out, cached, min(written, inp - cached))
+
+
 def _usage_of(obj: object) -> Usage | None:
     """Usage from a parsed response object: OpenAI or Anthropic field names."""
     if not isinstance(obj, dict):
@@ -53,8 +59,7 @@ def _usage_of(obj: object) -> Usage | None:
     inp, out, cached, written = _read(u)
     if inp is None and out is None:
         return None
-    inp = inp or 0
-    return Usage(inp, out or 0, min(cached, inp), min(written, inp - min(cached, inp)))
+    return _usage(inp or 0, out or 0, cached, written)
 
 
 def usage_from_json(body: bytes) -> Usage | None:
@@ -146,6 +151,4 @@ class SSEUsage:
         """What the stream reported so far, or None."""
         if not self.seen:
             return None
-        inp = self.input_tokens or 0
-        cached = min(self.cached, inp)
-        return Usage(inp, self.output_tokens or 0, cached, min(self.written, inp - cached))
+        return _usage(self.input_tokens or 0, self.output_tokens or 0, self.cached, self.written)

@@ -133,8 +133,8 @@ def edge_section_problems(cfg: Config) -> list[str]:
     return out
 
 
-# Config sections a running process cannot take on reload (see Runtime.prepare_reload).
 STALL_S = 10.0  # /healthz fails when the event loop has not run the heartbeat for this long
+# Config sections a running process cannot take on reload (see Runtime.prepare_reload).
 RESTART_SECTIONS = ("providers", "server", "secrets", "state", "accounting", "health", "metrics")
 
 

@@ -42,8 +42,7 @@ from llm_router.gateways.envoy.fallback import (API_KEY, ATTEMPT_HEADER, CHAIN_K
                                                 PER_TRY_TIMEOUT_HEADER, chain_text, fallback_reason, retriable, slot_headers)
 from llm_router.gateways.envoy.route_conf import RouteConfCache
 from llm_router.orchestrate import orchestrate, wants_orchestration
-from llm_router.ratelimits import PREFIXES as RATE_LIMIT_PREFIXES
-from llm_router.ratelimits import RETRY_HEADERS
+from llm_router.ratelimits import is_rate_limit_header
 from llm_router.runtime import Exchange, Refusal, Runtime
 
 log = logging.getLogger("llm_router.envoy")
@@ -53,7 +52,6 @@ REQUEST_ID_KEY = "x-llm-router-request-id"
 # Marks our own local replies, so Envoy's local_reply_config leaves their OpenAI-format body alone.
 LOCAL_REPLY_KEY = "local_reply"
 NO_RESPONSE = 0  # status reported when the stream ended before any upstream response was seen
-# Response headers handed to on_response (rate-limit signals for health and pools).
 
 _REQUEST_TRAILERS_CONTINUE = wire.field(5, b"")
 _RESPONSE_HEADERS_CONTINUE = wire.field(2, b"")
@@ -396,7 +394,7 @@ class ObserveSession:
             key = h.key
             if key == ":status":
                 self.status = int(h.raw_value or h.value or 0)
-            elif key.startswith(RATE_LIMIT_PREFIXES) or key in RETRY_HEADERS:
+            elif is_rate_limit_header(key):  # handed to on_response: rate-limit signals for health and pools
                 rate.append((key, (h.raw_value or h.value.encode()).decode("latin-1")))
             elif key == "content-encoding":
                 self.encoding = (h.raw_value or h.value.encode()).decode("latin-1").strip().lower()
