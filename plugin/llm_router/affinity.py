@@ -4,17 +4,20 @@ Switching models mid-conversation throws away the provider's prompt cache of the
 far (cache reads cost 10-50% of fresh input) and can change the answer's voice. A policy with
 `affinity: conversation` keeps a conversation on its model while that model stays a candidate
 (healthy, allowed, capable) and the new turn needs no higher tier than the model has; a harder turn
-moves the conversation up, and it stays there. Per process, bounded, in memory: no I/O, no clock.
+moves the conversation up, and it stays there. The table is bounded and in memory: no I/O, no clock on the hot path. Keys are
+stable across processes, so `llm_router.affinity_sync` can share the table through Redis.
 """
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from llm_router.request import LLMRequest
 
-MAX_ENTRIES = 100_000  # conversations remembered per policy (least recently used go first)
+MAX_ENTRIES = 200_000  # conversations remembered per process, every policy together (least recently used go first)
 
 
 def _text(value: Any) -> str:
@@ -23,18 +26,28 @@ def _text(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()  # content parts: deterministic text
 
 
-def conversation_key(request: LLMRequest) -> tuple[int, bool] | None:
+def _digest(*parts: str) -> int:
+    """A signed 64-bit key of the parts, the same in every process (unlike hash(), salted per process)."""
+    h = hashlib.blake2b(digest_size=8)
+    for part in parts:
+        raw = part.encode("utf-8", "surrogatepass")
+        h.update(len(raw).to_bytes(4, "big"))
+        h.update(raw)
+    return int.from_bytes(h.digest(), "big", signed=True)
+
+
+def conversation_key(request: LLMRequest, scope: str = "") -> tuple[int, bool] | None:
     """(a key every turn of one conversation shares, whether this request continues one), or None.
 
     The client's `prompt_cache_key` when it sends one (OpenAI's name for exactly this; every
     request with it continues the conversation); otherwise the conversation's opening, system
     prompt and first user message, which a request continues when it carries earlier user turns.
-    A first turn only records where the conversation went.
+    A first turn only records where the conversation went. `scope` (the policy) is part of the key.
     """
     body = request.body
     explicit = body.get("prompt_cache_key")
     if isinstance(explicit, str) and explicit:
-        return hash(("key", explicit)), True
+        return _digest(scope, "key", explicit), True
     if request.api not in ("chat", "messages"):
         return None
     system: Any = body.get("system") if request.api == "messages" else None
@@ -46,17 +59,22 @@ def conversation_key(request: LLMRequest) -> tuple[int, bool] | None:
         elif role == "user":
             first = msg.get("content")
             break
-    return hash((request.api, _text(system), _text(first))), request.turns >= 2
+    return _digest(scope, request.api, _text(system), _text(first)), request.turns >= 2
 
 
 class AffinityTable:
-    """Conversation key -> the model id that last answered it, least recently used evicted first."""
+    """Conversation key -> the model id that last answered it, least recently used evicted first.
 
-    __slots__ = ("_models", "max_entries")
+    `listener(key, model_id)` hears every local change (a new conversation, or one that moved), so
+    a sync can share it; `learn` takes changes heard from other processes without echoing them.
+    """
+
+    __slots__ = ("_models", "max_entries", "listener")
 
     def __init__(self, max_entries: int = MAX_ENTRIES):
         self._models: dict[int, str] = {}
         self.max_entries = max_entries
+        self.listener: Callable[[int, str], None] | None = None
 
     def __len__(self) -> int:
         return len(self._models)
@@ -69,8 +87,18 @@ class AffinityTable:
         return found
 
     def put(self, key: int, model_id: str) -> None:
+        """Record the conversation's model; the listener hears it when it is new or changed."""
+        if self._store(key, model_id) != model_id and self.listener is not None:
+            self.listener(key, model_id)
+
+    def learn(self, key: int, model_id: str) -> None:
+        """Record a change another process made (not passed on to the listener)."""
+        self._store(key, model_id)
+
+    def _store(self, key: int, model_id: str) -> str | None:
         models = self._models
-        models.pop(key, None)
+        old = models.pop(key, None)
         models[key] = model_id
         if len(models) > self.max_entries:
             del models[next(iter(models))]
+        return old

@@ -121,6 +121,10 @@ class Metrics(Collector):
                                 ("model",))
         self.rated_score = CounterVec("llm_router_feedback_score", "Sum of the 0..1 ratings, by the model that answered "
                                       "(divide by llm_router_feedback_rated_total for the mean)", ("model",))
+        self.affinity_shared = CounterVec("llm_router_affinity_shared", "Conversation placements shared through Redis "
+                                          "with the other processes (sent) or learned from them (received)", ("direction",))
+        for direction in ("sent", "received"):
+            self.affinity_shared.inc((direction,), 0.0)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -132,7 +136,7 @@ class Metrics(Collector):
     def _all(self):
         return (self.requests, self.responses, self.tokens, self.cache_tokens, self.cost, self.saving, self.decision_seconds,
                 self.upstream_seconds, self.estimate_ratio, self.fallbacks, self.errors, self.budget_remaining,
-                self.breaker_open, self.feedback, self.rated, self.rated_score)
+                self.breaker_open, self.feedback, self.rated, self.rated_score, self.affinity_shared)
 
     def collect(self) -> Iterator:
         for vec in self._all():

@@ -1,8 +1,9 @@
 """Policy = classifier + strategy + constraints -> Decision. Pure: no I/O, no clocks, no globals."""
 from __future__ import annotations
 
+import hashlib
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
@@ -52,7 +53,7 @@ class Policy:
     strategy: Strategy
     models: tuple[Model, ...]  # allowed by the constraints, cheapest first
     reference: Model | None  # what "no router" would have used, for savings
-    affinity: AffinityTable | None = None  # conversations -> their model, when the policy keeps them together
+    affinity: str | None = None  # when the policy keeps conversations together: the scope their keys are made in
 
     @property
     def ladder(self) -> dict[str, str]:
@@ -71,6 +72,7 @@ class Router:
         self._inline_policies: dict[bytes, Policy | RouteError] = {}
         self._chains: dict[tuple, tuple[Model, ...]] = {}
         self._serving: dict[tuple[str, str], tuple[tuple[Model, ...], int]] = {}
+        self.affinity = AffinityTable()  # every policy's conversations, keyed within the policy's scope
         self.policies = {name: self._compile(name, conf) for name, conf in config.policies.items()}
         self.default = self.policies[config.default_policy]
 
@@ -85,22 +87,18 @@ class Router:
             found = self._classifiers[name] = make_classifier(name, self.config, self._classifiers)
         return found
 
-    def _compile(self, name: str, conf: PolicyConf) -> Policy:
+    def _compile(self, name: str, conf: PolicyConf, scope: str | None = None) -> Policy:
         allowed = set(allowed_models(conf, self.config))
         models = tuple(by_price([m for m in self.catalog.models.values() if m.id in allowed]))
         ref_id = conf.reference_model
         reference = self.catalog.models.get(ref_id) if ref_id else max(models, key=lambda m: m.blended_price)
         return Policy(name=name, conf=conf, classifier=self.classifier(conf.classifier),
                       strategy=make_strategy(conf.strategy), models=models, reference=reference,
-                      affinity=AffinityTable() if conf.affinity == "conversation" else None)
+                      affinity=(scope or f"policy:{name}") if conf.affinity == "conversation" else None)
 
     def keep_conversations(self, previous: "Router") -> None:
-        """After a config reload: named policies that still keep conversations carry on with the previous tables."""
-        for name, policy in self.policies.items():
-            old = previous.policies.get(name)
-            if policy.affinity is not None and old is not None and old.affinity is not None:
-                self.policies[name] = replace(policy, affinity=old.affinity)
-        self.default = self.policies[self.config.default_policy]
+        """After a config reload: policies that still keep conversations carry on with the previous table."""
+        self.affinity = previous.affinity
 
     def policy_for(self, route_conf: Any) -> Policy | RouteError:
         """The policy for a route's config (APISIX conf JSON, Envoy metadata), compiled once."""
@@ -115,7 +113,9 @@ class Router:
             except ConfigError as exc:
                 found = RouteError(500, f"route policy is invalid: {'; '.join(exc.problems)}", code="bad_route_config")
             else:
-                found = self.policies[name] if name != "inline" else self._compile("inline", conf)
+                # An inline policy's scope comes from the route's config, so every process keys it alike.
+                found = self.policies[name] if name != "inline" else self._compile(
+                    "inline", conf, scope="route:" + hashlib.blake2b(key, digest_size=8).hexdigest())
             if len(self._inline_policies) > 4096:  # bounded: configs churn with route edits
                 self._inline_policies.clear()
             self._inline_policies[key] = found
@@ -172,9 +172,10 @@ class Router:
         self._counters[policy.name] = counter + 1
         ctx = Context(request=request, classification=classification, candidates=candidates, params=conf.params,
                       state=state, rng=self._rng, counter=counter, ladder=cast("dict[str, str]", conf.ladder))
-        table, key, kept = policy.affinity, None, None
-        if table is not None and not pinned:
-            found = conversation_key(request)
+        scope, key, kept = policy.affinity, None, None
+        table = self.affinity
+        if scope is not None and not pinned:
+            found = conversation_key(request, scope)
             if found is not None:
                 key, continues = found
                 if continues:
@@ -197,7 +198,7 @@ class Router:
             # The chance this model was sent: drawn by exploration, or picked by the strategy.
             by_strategy = picked.chance(sel.model.id) if picked.chance is not None else float(sel.model is picked.model)
             propensity = share / k + (1.0 - share) * by_strategy
-        if key is not None and table is not None:
+        if key is not None:
             table.put(key, sel.model.id)
         fallbacks = sel.fallbacks if sel.fallbacks is not None else self._fallbacks(sel.model, candidates, conf.fallbacks)
         expected_out = min(request.max_output_tokens, conf.expected_output_tokens) if request.max_output_tokens else conf.expected_output_tokens

@@ -227,6 +227,7 @@ class Runtime:
         self._id_prefix = os.urandom(4).hex()
         self._id_random = os.urandom(6 * 1024)
         self.shared: SharedState | None = None
+        self.affinity_sync: Any = None  # llm_router.affinity_sync.AffinitySync, with state in Redis
         self.limits: SpendLimits | None = None
         self.metrics: Metrics | None = None
         self.telemetry: Telemetry | None = None
@@ -265,6 +266,17 @@ class Runtime:
         metrics = Metrics.create()
         telemetry = Telemetry(self.catalog, metrics, health, limits, log)
         self.shared, self.limits, self.metrics, self.telemetry = shared, limits, metrics, telemetry
+        if cfg.state.get("backend") == "redis":
+            from llm_router.affinity_sync import AffinitySync
+
+            def count(what: str, n: float) -> None:
+                if what == "error":
+                    metrics.errors.inc(("affinity_sync",), n)
+                else:
+                    metrics.affinity_shared.inc((what,), n)
+
+            self.affinity_sync = AffinitySync(self.router.affinity, cfg.state.get("url", "redis://127.0.0.1:6379/0"),
+                                              prefix=cfg.state.get("prefix", "llmr"), count=count)
         shared.on_refresh(telemetry.refresh)
         self.observer = telemetry
         if not state_given:
@@ -401,6 +413,8 @@ class Runtime:
         if self.shared is not None:
             await self.shared.sync()
             self.shared.start()
+        if self.affinity_sync is not None:
+            self.affinity_sync.start()
         if self.refresher is not None:
             self.refresher.start()
         listen = metrics_listen or self.config.metrics.get("listen")
@@ -454,6 +468,8 @@ class Runtime:
             self.orchestrator = None
         if self.shared is not None:
             await self.shared.stop()
+        if self.affinity_sync is not None:
+            await self.affinity_sync.stop()
         if self.telemetry is not None:
             self.telemetry.log.close()
         if self._metrics_address is not None:

@@ -42,7 +42,9 @@ def run(args) -> int:
         if p.ladder:
             print("  ladder: " + ", ".join(f"{t} -> {m}" for t, m in p.ladder.items()))
         if p.affinity != "off":
-            print("  affinity: later turns of a conversation stay on its model unless they need a higher tier")
+            where = ("shared by every process through Redis" if cfg.state.get("backend") == "redis"
+                     else "per process; state: {backend: redis} shares it between processes")
+            print(f"  affinity: later turns of a conversation stay on its model unless they need a higher tier ({where})")
         if p.explore:
             print(f"  explore: {p.explore:.0%} of requests go to a random candidate (logged with their propensity)")
         print(f"  may use: {', '.join(allowed)}")
