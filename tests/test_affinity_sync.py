@@ -23,8 +23,8 @@ from test_affinity import EASY, HARD, LADDER, turns
 ROUTE = RouteConf(conf=(("llm-router", '{"policy": "default"}'),), conf_id="affinity")
 
 
-def policy_data(redis_url: str, prefix: str, **extra) -> dict:
-    return {"state": {"backend": "redis", "url": redis_url, "prefix": prefix, "refresh_s": 0.1},
+def policy_data(redis_url: str, prefix: str, state_extra: dict | None = None, **extra) -> dict:
+    return {"state": {"backend": "redis", "url": redis_url, "prefix": prefix, "refresh_s": 0.1, **(state_extra or {})},
             "policies": {"default": {"classifier": "rules", "strategy": "ladder", "ladder": LADDER, "affinity": "conversation"}},
             **extra}
 
@@ -87,6 +87,65 @@ def test_two_runtimes_share_conversations_through_redis(redis_url, provider_keys
             await b.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_process_started_later_loads_the_kept_conversations(redis_url, provider_keys):
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> None:
+        first = Runtime(parse_config(policy_data(redis_url, prefix)))
+        await first.start()
+        try:
+            assert first.router.route(turns(HARD))[1].model.id == "gpt-4o"
+            await wait_async(lambda: first.affinity_sync.sent == 1, "the placement to be published")
+        finally:
+            await first.stop()  # e.g. a rolling deploy replaces the process
+        with redis.Redis.from_url(redis_url) as r:
+            buckets = r.keys(f"{prefix}:affinity:*")
+            assert len(buckets) == 1 and 0 < r.ttl(buckets[0]) <= 3600 + 2 * 600  # expires by itself
+        later = Runtime(parse_config(policy_data(redis_url, prefix)))
+        await later.start()
+        try:
+            assert later.affinity_sync.loaded == 1
+            _, follow = later.router.route(turns(HARD, EASY))
+            assert (follow.model.id, follow.strategy) == ("gpt-4o", "affinity")
+        finally:
+            await later.stop()
+        short = Runtime(parse_config(policy_data(redis_url, f"{prefix}x", state_extra={"affinity_keep_s": 60})))
+        assert short.affinity_sync.keep_s == 60
+
+    asyncio.run(scenario())
+
+
+def test_loading_takes_the_newest_placement_and_stops_when_the_table_is_full(redis_url):
+    import time
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    now = int(time.time()) // 600
+    with redis.Redis.from_url(redis_url) as r:
+        r.hset(f"{prefix}:affinity:{now - 3}", mapping={"1": "old-model", "5": "m5"})
+        r.hset(f"{prefix}:affinity:{now - 1}", mapping={"1": "new-model", "2": "m2"})
+        r.hset(f"{prefix}:affinity:{now - 99}", mapping={"9": "expired-bucket"})  # older than the keep time
+
+    async def load(max_entries: int) -> AffinityTable:
+        table = AffinityTable(max_entries=max_entries)
+        sync = AffinitySync(table, redis_url, prefix=prefix)
+        await sync.load()
+        await sync.stop()
+        return table
+
+    full = asyncio.run(load(100))
+    assert (full.get(1), full.get(2), full.get(5), full.get(9)) == ("new-model", "m2", "m5", None)
+    small = asyncio.run(load(2))  # the newest bucket fills it: older ones are not read
+    assert (small.get(1), small.get(2), small.get(5)) == ("new-model", "m2", None)
+
+
+def test_a_bad_keep_time_is_named(redis_url, provider_keys):
+    from llm_router.config import ConfigError
+
+    for bad in (0, -5, "1h", True):
+        with pytest.raises(ConfigError, match=r"state\.affinity_keep_s: must be a positive number of seconds"):
+            Runtime(parse_config(policy_data(redis_url, "x", state_extra={"affinity_keep_s": bad})))
 
 
 def test_routing_and_local_affinity_go_on_while_redis_is_unreachable(provider_keys, caplog):

@@ -3,9 +3,12 @@
 With several runner processes (`--workers N`) or processor replicas, the next turn of a conversation
 may reach any of them. Each process publishes the conversations it placed or moved on a Redis
 pub/sub channel and learns the others' into its own table. Nothing on the hot path waits: the
-table's listener appends to a list and wakes a background task. Best effort by design: turns are
-seconds apart while a placement spreads in milliseconds, a process started later learns
-conversations from then on, and while Redis is unreachable each process keeps its own.
+table's listener appends to a list and wakes a background task. Placements are also kept in Redis
+for `keep_s` (in hashes per time bucket, so they expire without a sweep), and a process that
+starts, restarts or scales out loads them before it serves: a rolling deploy keeps conversations
+on their models. The default hour covers providers' default prompt-cache lifetimes (minutes to an hour).
+Best effort by design: turns are seconds apart while a placement spreads in milliseconds, and
+while Redis is unreachable each process keeps its own.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 
 import orjson
@@ -25,6 +29,9 @@ log = logging.getLogger("llm_router.affinity")
 MAX_QUEUED = 50_000  # placements waiting while Redis is unreachable; the oldest half goes first
 MAX_BATCH = 2_000  # placements per published message
 RETRY_S = 1.0
+KEEP_S = 3600  # how long Redis keeps a placement for processes that start later
+BUCKETS = 6  # placements are stored in hashes of KEEP_S / BUCKETS seconds each
+LOAD_TIMEOUT_S = 3.0
 
 Count = Callable[[str, float], None]  # (what happened: sent, received, error; how many)
 
@@ -32,11 +39,14 @@ Count = Callable[[str, float], None]  # (what happened: sent, received, error; h
 class AffinitySync:
     """Shares one AffinityTable with every other process on the same Redis channel."""
 
-    def __init__(self, table: AffinityTable, url: str, *, prefix: str = "llmr", count: Count | None = None):
+    def __init__(self, table: AffinityTable, url: str, *, prefix: str = "llmr", count: Count | None = None,
+                 keep_s: float = KEEP_S):
         import redis.asyncio as aioredis
 
         self.table = table
         self.channel = f"{prefix}:affinity"
+        self.keep_s = keep_s
+        self._bucket_s = max(1, int(keep_s // BUCKETS))
         self.origin = os.urandom(8).hex()  # our own messages come back to us; this tells them apart
         # No socket_timeout: the subscriber's read blocks until a message comes.
         self._redis = aioredis.from_url(url, socket_connect_timeout=1.0)
@@ -45,7 +55,7 @@ class AffinitySync:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
-        self.sent = self.received = self.errors = 0
+        self.sent = self.received = self.errors = self.loaded = 0
         self._tasks = (BackgroundTask(self._publishing, "llm-router-affinity-publish"),
                        BackgroundTask(self._listening, "llm-router-affinity-listen"))
         table.listener = self._heard
@@ -64,6 +74,30 @@ class AffinitySync:
                 self._loop.call_soon_threadsafe(self._wake.set)
 
     # ---- background --------------------------------------------------------------------------
+
+    def _bucket_key(self, bucket: int) -> str:
+        return f"{self.channel}:{bucket}"
+
+    async def load(self) -> int:
+        """Learn the placements Redis still keeps, at startup: the newest buckets, as many as the table holds."""
+        now = int(time.time()) // self._bucket_s
+        found: list[dict] = []
+        try:
+            async with asyncio.timeout(LOAD_TIMEOUT_S):
+                for bucket in range(now, now - BUCKETS - 1, -1):
+                    found.append(await self._redis.hgetall(self._bucket_key(bucket)))
+                    if sum(map(len, found)) >= self.table.max_entries:
+                        break
+        except Exception as exc:
+            self._failed("loading kept conversations", exc)
+        for entries in reversed(found):  # oldest first, so a conversation's latest placement wins
+            for key, model_id in entries.items():
+                try:
+                    self.table.learn(int(key), model_id.decode())
+                except (ValueError, UnicodeDecodeError):
+                    continue
+                self.loaded += 1
+        return self.loaded
 
     def start(self) -> None:
         """Start publishing and listening on the running loop."""
@@ -100,7 +134,12 @@ class AffinitySync:
     async def _publish_queued(self) -> None:
         while self._queue:
             batch = self._queue[:MAX_BATCH]
-            await self._redis.publish(self.channel, orjson.dumps({"o": self.origin, "e": batch}))
+            bucket = self._bucket_key(int(time.time()) // self._bucket_s)
+            pipe = self._redis.pipeline(transaction=False)  # one round trip: keep, expire, tell
+            pipe.hset(bucket, mapping={str(key): model_id for key, model_id in batch})
+            pipe.expire(bucket, int(self.keep_s) + 2 * self._bucket_s)
+            pipe.publish(self.channel, orjson.dumps({"o": self.origin, "e": batch}))
+            await pipe.execute()
             del self._queue[: len(batch)]  # only once sent: a failure keeps them queued
             self.sent += len(batch)
             self._count("sent", len(batch))

@@ -117,19 +117,22 @@ def consumer_of(headers: Any, header: str | None) -> str | None:
 
 # The fields of the sections the runtime's edges own (the core schema leaves them open).
 EDGE_FIELDS = {
-    "state": {"backend", "url", "prefix", "refresh_s"},
+    "state": {"backend", "url", "prefix", "refresh_s", "affinity_keep_s"},
     "accounting": {"limits", "consumer_header", "routes"},
     "metrics": {"listen", "decision_log", "log_prompts", "redact_pii", "feedback_log"},
 }
 
 
 def edge_section_problems(cfg: Config) -> list[str]:
-    """Unknown fields in the state, accounting and metrics sections, named (a typo must not pass silently)."""
+    """Unknown fields in the state, accounting and metrics sections, and bad values the sections' own parsers do not see, named."""
     out = []
     for section, known in EDGE_FIELDS.items():
         unknown = set(getattr(cfg, section)) - known
         if unknown:
             out.append(f"{section}: unknown fields {sorted(unknown)} (known: {sorted(known)})")
+    keep_s = cfg.state.get("affinity_keep_s", 3600)
+    if isinstance(keep_s, bool) or not isinstance(keep_s, (int, float)) or keep_s <= 0:
+        out.append(f"state.affinity_keep_s: must be a positive number of seconds, got {keep_s!r}")
     return out
 
 
@@ -276,7 +279,8 @@ class Runtime:
                     metrics.affinity_shared.inc((what,), n)
 
             self.affinity_sync = AffinitySync(self.router.affinity, cfg.state.get("url", "redis://127.0.0.1:6379/0"),
-                                              prefix=cfg.state.get("prefix", "llmr"), count=count)
+                                              prefix=cfg.state.get("prefix", "llmr"), count=count,
+                                              keep_s=float(cfg.state.get("affinity_keep_s", 3600)))
         shared.on_refresh(telemetry.refresh)
         self.observer = telemetry
         if not state_given:
@@ -414,6 +418,7 @@ class Runtime:
             await self.shared.sync()
             self.shared.start()
         if self.affinity_sync is not None:
+            await self.affinity_sync.load()
             self.affinity_sync.start()
         if self.refresher is not None:
             self.refresher.start()
