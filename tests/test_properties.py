@@ -10,7 +10,7 @@ from llm_router.decision import Decision, RouteError
 from llm_router.router import Router
 
 ROUTER = Router(parse_config({"seed": 3}))
-PATHS = ["/v1/chat/completions", "/v1/completions", "/v1/messages"]
+PATHS = ["/v1/chat/completions", "/v1/completions", "/v1/messages", "/v1/responses"]
 
 json_scalars = st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63 - 1) | \
     st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40)
@@ -22,10 +22,19 @@ parts = st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", "im
                                "text": json_values, "image_url": json_values})
 contents = st.text(max_size=200) | st.lists(parts, max_size=3) | json_values
 messages = st.lists(st.fixed_dictionaries({"role": roles, "content": contents}, optional={"tool_calls": json_values}), max_size=4)
+# OpenAI Responses input items: messages with content parts, and other item types.
+response_parts = st.fixed_dictionaries({"type": st.sampled_from(["input_text", "output_text", "input_image", "refusal", "video", 1]),
+                                        "text": json_values})
+items = st.lists(st.fixed_dictionaries({}, optional={
+    "type": st.sampled_from(["message", "function_call", "function_call_output", "reasoning", "item_reference", "new", 2]),
+    "role": roles, "content": st.text(max_size=100) | st.lists(response_parts, max_size=3) | json_values, "output": json_values}),
+    max_size=4)
 bodies = st.fixed_dictionaries({}, optional={
     "model": st.text(max_size=20) | json_values, "messages": messages | json_values, "prompt": json_values | st.text(max_size=50),
     "stream": json_values, "stream_options": json_values, "tools": json_values, "functions": json_values,
     "response_format": json_values, "max_tokens": json_values, "max_completion_tokens": json_values, "system": json_values,
+    "input": st.text(max_size=100) | items | json_values, "instructions": json_values, "text": json_values,
+    "conversation": json_values, "previous_response_id": json_values, "max_output_tokens": json_values,
 })
 
 
@@ -68,7 +77,7 @@ def test_any_prompt_routes(text):
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(body=bodies, api=st.sampled_from(["chat", "completions", "messages"]))
+@given(body=bodies, api=st.sampled_from(["chat", "completions", "messages", "responses"]))
 def test_parser_raises_only_request_errors(body, api):
     """The router's catch-all must never be needed: the parser itself fails only with RequestError."""
     from llm_router.request import RequestError, parse_request
@@ -96,3 +105,17 @@ def test_feedback_bodies_are_taken_or_refused_by_name(data):
         assert orjson.loads(exc.body())["error"]["message"] == exc.message
         return
     assert lines and all(0.0 <= x["score"] <= 1.0 and isinstance(x["request_id"], str) for x in lines)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=bodies, api=st.sampled_from(["chat", "completions", "messages", "responses"]))
+def test_conversation_keys_of_any_parsed_body_are_stable_ints(body, api):
+    from llm_router.affinity import conversation_key
+    from llm_router.request import RequestError, parse_request
+
+    try:
+        req = parse_request(orjson.dumps(body), api)
+    except RequestError:
+        return
+    found = conversation_key(req, "policy:p")
+    assert found is None or (isinstance(found[0], int) and -(2**63) <= found[0] < 2**63 and found == conversation_key(req, "policy:p"))

@@ -29,8 +29,9 @@ def _int(value: object) -> int | None:
 def _read(u: dict) -> tuple[int | None, int | None, int, int]:
     """(all input tokens, output tokens, cache reads, cache writes) from a usage object; None where absent.
 
-    OpenAI's dialect (also DeepSeek, Gemini, Anthropic's OpenAI endpoint) counts cached tokens inside
-    prompt_tokens; Anthropic's native one reports them beside input_tokens.
+    OpenAI's dialects (chat: also DeepSeek, Gemini, Anthropic's OpenAI endpoint; and the Responses
+    API's input_tokens_details) count cached tokens inside the input; Anthropic's native one
+    reports them beside input_tokens.
     """
     if "prompt_tokens" in u or "completion_tokens" in u:
         details = u.get("prompt_tokens_details")
@@ -39,6 +40,10 @@ def _read(u: dict) -> tuple[int | None, int | None, int, int]:
             cached = _int(u.get("prompt_cache_hit_tokens"))  # DeepSeek
         return _int(u.get("prompt_tokens")), _int(u.get("completion_tokens")), cached or 0, 0
     inp = _int(u.get("input_tokens"))
+    details = u.get("input_tokens_details")
+    if isinstance(details, dict) or "output_tokens_details" in u:  # OpenAI Responses: cached counted inside input_tokens
+        cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else None
+        return inp, _int(u.get("output_tokens")), cached or 0, 0
     read, written = _int(u.get("cache_read_input_tokens")) or 0, _int(u.get("cache_creation_input_tokens")) or 0
     return (inp + read + written if inp is not None else None), _int(u.get("output_tokens")), read, written
 
@@ -72,13 +77,17 @@ def usage_from_json(body: bytes) -> Usage | None:
         return None
 
 
+_RESPONSE_ENDS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
 class SSEUsage:
     """Incremental usage extraction from a server-sent-events stream.
 
     Feed body chunks as they pass; only `data:` lines that mention "usage" are parsed, and only
     the unfinished last line is kept between chunks, so the stream is never buffered.
-    OpenAI sends usage in a final chunk (when stream_options.include_usage is set); Anthropic
-    sends input tokens in message_start and the output count in message_delta.
+    OpenAI chat sends usage in a final chunk (when stream_options.include_usage is set), the
+    Responses API in its closing response.completed event; Anthropic sends input tokens in
+    message_start and the output count in message_delta.
     """
 
     __slots__ = ("_tail", "input_tokens", "output_tokens", "cached", "written", "seen", "done")
@@ -133,8 +142,14 @@ class SSEUsage:
             return
         if not isinstance(obj, dict):
             return
-        if obj.get("type") == "message_start" and isinstance(obj.get("message"), dict):
+        kind = obj.get("type")
+        if kind == "message_start" and isinstance(obj.get("message"), dict):
             obj = obj["message"]
+        elif isinstance(kind, str) and kind.startswith("response.") and isinstance(obj.get("response"), dict):
+            # OpenAI Responses: usage arrives in response.completed (or .incomplete / .failed)
+            if kind in _RESPONSE_ENDS:
+                self.done = True
+            obj = obj["response"]
         u = obj.get("usage")
         if not isinstance(u, dict):
             return

@@ -48,6 +48,8 @@ def conversation_key(request: LLMRequest, scope: str = "") -> tuple[int, bool] |
     explicit = body.get("prompt_cache_key")
     if isinstance(explicit, str) and explicit:
         return _digest(scope, "key", explicit), True
+    if request.api == "responses":
+        return _responses_key(request, scope)
     if request.api not in ("chat", "messages"):
         return None
     system: Any = body.get("system") if request.api == "messages" else None
@@ -60,6 +62,26 @@ def conversation_key(request: LLMRequest, scope: str = "") -> tuple[int, bool] |
             first = msg.get("content")
             break
     return _digest(scope, request.api, _text(system), _text(first)), request.turns >= 2
+
+
+def _responses_key(request: LLMRequest, scope: str) -> tuple[int, bool] | None:
+    """OpenAI Responses: a `conversation` id ties every request to it; else the opening, as for chat.
+
+    A request that only names `previous_response_id` carries just its new turn, so it cannot be
+    tied to its opening; clients that want affinity there send `prompt_cache_key` or `conversation`.
+    """
+    body = request.body
+    conv = body.get("conversation")
+    conv_id = conv.get("id") if isinstance(conv, dict) else conv
+    if isinstance(conv_id, str) and conv_id:
+        return _digest(scope, "conversation", conv_id), True
+    inp = body.get("input")
+    first: Any = inp if isinstance(inp, str) else None
+    for item in inp if isinstance(inp, list) else ():
+        if isinstance(item, dict) and item.get("role") == "user" and item.get("type", "message") == "message":
+            first = item.get("content")
+            break
+    return _digest(scope, "responses", _text(body.get("instructions")), _text(first)), request.turns >= 2
 
 
 class AffinityTable:

@@ -26,7 +26,7 @@ class Tier(IntEnum):
 # Capability names used in config and by capability matching.
 CAPABILITIES = frozenset({"tools", "vision", "json", "code", "completions", "long_context", "streaming"})
 # Request APIs a provider may accept.
-APIS = ("chat", "completions", "messages")
+APIS = ("chat", "completions", "messages", "responses")
 
 
 @dataclass(frozen=True, slots=True)

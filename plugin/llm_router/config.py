@@ -36,7 +36,7 @@ class ProviderConf(_Strict):
     auth: Literal["bearer", "x-api-key", "x-goog-api-key", "none"] = "bearer"
     credentials: list[str] = Field(default_factory=list)
     headers: dict[str, str] = Field(default_factory=dict)
-    paths: dict[Literal["chat", "completions", "messages"], str]
+    paths: dict[Literal["chat", "completions", "messages", "responses"], str]
     upstream: str | None = None
     key_rotation: Literal["spread", "first"] = "spread"
 
@@ -51,7 +51,7 @@ class ProviderConf(_Strict):
     @classmethod
     def _paths(cls, v: dict[str, str]) -> dict[str, str]:
         if not v:
-            raise ValueError("needs at least one of chat, completions, messages")
+            raise ValueError("needs at least one of chat, completions, messages, responses")
         for api, path in v.items():
             if not path.startswith("/"):
                 raise ValueError(f"path for {api} must start with '/', got {path!r}")

@@ -57,7 +57,7 @@ class Needs:
 class LLMRequest:
     """One LLM API request, reduced to what routing needs."""
 
-    api: str  # "chat" | "completions" | "messages"
+    api: str  # "chat" | "completions" | "messages" | "responses"
     body: dict[str, Any]
     prompt: str  # the last user turn, bounded
     context: str  # earlier turns and system prompt, bounded
@@ -114,6 +114,8 @@ def api_for_path(path: str) -> str | None:
         return "chat"
     if path.endswith("/messages"):
         return "messages"
+    if path.endswith("/responses"):  # creating a response; /responses/{id}... reads state and passes through
+        return "responses"
     if path.endswith("/completions"):
         return "completions"
     return None
@@ -136,6 +138,8 @@ def parse_request(body: bytes | str, api: str = "chat") -> LLMRequest:
         req = _parse_completions(data)
     elif api == "messages":
         req = _parse_messages(data)
+    elif api == "responses":
+        req = _parse_responses(data)
     else:
         raise RequestError(f"unsupported API {api!r}", field="path", status=404, code="not_found")
     req.body_bytes = size
@@ -380,6 +384,147 @@ def _anthropic_content(content: Any, where: str) -> tuple[str, int]:
             raise RequestError(f"'{bw}.type' has unsupported content block type {btype!r}", field=f"{bw}.type")
         else:
             raise RequestError(f"'{bw}.type' must be a string, got {_kind(btype)}", field=f"{bw}.type")
+    return "\n".join(parts), images
+
+
+# ---- OpenAI responses -------------------------------------------------------------------
+
+RESPONSES_ROLES = frozenset({"user", "assistant", "system", "developer"})
+_RESPONSES_TEXT_PARTS = frozenset({"input_text", "output_text"})
+_RESPONSES_SKIPPED_PARTS = frozenset({"refusal", "input_file", "input_audio"})
+
+
+def _parse_responses(data: dict[str, Any]) -> LLMRequest:
+    """POST /v1/responses: `input` (text or items), `instructions`, tools, `text.format`, stream, max_output_tokens.
+
+    Items other than messages and function calls (reasoning, hosted tool calls, item references and
+    types added later) are accepted and counted, so new provider features pass through the router.
+    """
+    model = _opt_str(data, "model")
+    texts: list[tuple[str, str]] = []
+    tokens = 0
+    vision = False
+    instructions = data.get("instructions")
+    if isinstance(instructions, str):
+        texts.append(("system", instructions))
+    elif isinstance(instructions, list):
+        t, v, extra = _responses_items(instructions, "instructions")
+        texts += [("system", text) for _, text in t]
+        vision, tokens = vision or v, tokens + extra
+    elif instructions is not None:
+        raise RequestError(f"'instructions' must be a string or an array of input items, got {_kind(instructions)}", field="instructions")
+    inp = data.get("input")
+    if isinstance(inp, str):
+        texts.append(("user", inp))
+    elif isinstance(inp, list):
+        t, v, extra = _responses_items(inp, "input")
+        texts += t
+        vision, tokens = vision or v, tokens + extra
+    elif inp is not None:
+        raise RequestError(f"'input' must be a string or an array of input items, got {_kind(inp)}", field="input")
+    elif data.get("prompt") is None:
+        raise RequestError("'input' is required (text or an array of input items) unless a 'prompt' template is given", field="input")
+    tokens += estimate_tokens("\n".join([t for _, t in texts])) + MESSAGE_OVERHEAD_TOKENS * len(texts)
+    tools = data.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise RequestError(f"'tools' must be an array, got {_kind(tools)}", field="tools")
+        for i, tool in enumerate(tools):
+            if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
+                raise RequestError(f"'tools[{i}]' must be an object with a string 'type'", field=f"tools[{i}]")
+        if tools:
+            tokens += estimate_tokens(orjson.dumps(tools).decode())
+    json_mode = False
+    text_opts = data.get("text")
+    if text_opts is not None:
+        if not isinstance(text_opts, dict):
+            raise RequestError(f"'text' must be an object, got {_kind(text_opts)}", field="text")
+        fmt = text_opts.get("format")
+        if fmt is not None:
+            ftype = fmt.get("type") if isinstance(fmt, dict) else None
+            if ftype not in ("text", "json_object", "json_schema"):
+                raise RequestError(f"'text.format.type' must be 'text', 'json_object' or 'json_schema', got {ftype!r}",
+                                   field="text.format.type")
+            json_mode = ftype != "text"
+    for key in ("previous_response_id", "prompt_cache_key"):
+        _opt_str(data, key)
+    conversation = data.get("conversation")
+    if conversation is not None and not isinstance(conversation, str) and not (
+            isinstance(conversation, dict) and isinstance(conversation.get("id"), str)):
+        raise RequestError("'conversation' must be a conversation id or an object with a string 'id'", field="conversation")
+    stream = _opt_bool(data, "stream")
+    prompt, context, turns = _window(texts, user_roles=("user",)) if texts else ("", "", 0)
+    return LLMRequest(
+        api="responses", body=data, prompt=prompt, context=context, input_tokens=tokens, model=model,
+        max_output_tokens=_opt_pos_int(data, "max_output_tokens"), stream=stream, include_usage=True, turns=turns,
+        needs=Needs(tools=bool(tools), vision=vision, json=json_mode, long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream),
+    )
+
+
+def _responses_items(items: list[Any], where: str) -> tuple[list[tuple[str, str]], bool, int]:
+    """(role, text) per message or tool output, whether images are attached, and tokens outside those texts."""
+    texts: list[tuple[str, str]] = []
+    vision = False
+    tokens = 0
+    for i, item in enumerate(items):
+        iw = f"{where}[{i}]"
+        if not isinstance(item, dict):
+            raise RequestError(f"'{iw}' must be an object, got {_kind(item)}", field=iw)
+        itype = item.get("type")
+        if itype is not None and not isinstance(itype, str):
+            raise RequestError(f"'{iw}.type' must be a string, got {_kind(itype)}", field=f"{iw}.type")
+        if itype in (None, "message"):
+            role = item.get("role")
+            if role not in RESPONSES_ROLES:
+                raise RequestError(f"'{iw}.role' must be one of user, assistant, system, developer, got {role!r}", field=f"{iw}.role")
+            text, images = _responses_content(item.get("content"), f"{iw}.content")
+            vision = vision or images > 0
+            tokens += images * IMAGE_TOKENS
+            texts.append(("system" if role == "developer" else role, text))
+        elif itype == "function_call_output":
+            output = item.get("output")
+            if isinstance(output, str):
+                texts.append(("tool", output))
+            elif isinstance(output, list):
+                text, images = _responses_content(output, f"{iw}.output")
+                tokens += images * IMAGE_TOKENS
+                texts.append(("tool", text))
+            else:
+                raise RequestError(f"'{iw}.output' must be a string or an array of content parts, got {_kind(output)}",
+                                   field=f"{iw}.output")
+        elif itype == "item_reference":
+            continue  # stored at the provider: its size is unknown here
+        else:  # function calls, reasoning, hosted tool calls and later item types: counted, not classified
+            tokens += estimate_tokens(orjson.dumps(item).decode())
+    return texts, vision, tokens
+
+
+def _responses_content(content: Any, where: str) -> tuple[str, int]:
+    """Text and image count of a Responses message content (a string or content parts)."""
+    if isinstance(content, str):
+        return content, 0
+    if not isinstance(content, list):
+        raise RequestError(f"'{where}' must be a string or an array of content parts, got {_kind(content)}", field=where)
+    parts: list[str] = []
+    images = 0
+    for j, part in enumerate(content):
+        pw = f"{where}[{j}]"
+        if not isinstance(part, dict):
+            raise RequestError(f"'{pw}' must be an object, got {_kind(part)}", field=pw)
+        ptype = part.get("type")
+        if ptype in _RESPONSES_TEXT_PARTS:
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise RequestError(f"'{pw}.text' must be a string, got {_kind(text)}", field=f"{pw}.text")
+            parts.append(text)
+        elif ptype == "input_image":
+            images += 1
+        elif ptype in _RESPONSES_SKIPPED_PARTS:
+            continue
+        elif isinstance(ptype, str):
+            raise RequestError(f"'{pw}.type' has unsupported content part type {ptype!r}", field=f"{pw}.type")
+        else:
+            raise RequestError(f"'{pw}.type' must be a string, got {_kind(ptype)}", field=f"{pw}.type")
     return "\n".join(parts), images
 
 

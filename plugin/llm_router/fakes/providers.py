@@ -178,7 +178,7 @@ class FakeProvider:
             return await self._error(resp, 404, f"The model `{model}` does not exist or you do not have access to it.",
                                      "not_found_error" if anthropic else "invalid_request_error", anthropic, code="model_not_found")
         prompt = _prompt_text(data, api)
-        max_tokens = data.get("max_tokens") or data.get("max_completion_tokens")
+        max_tokens = data.get("max_tokens") or data.get("max_completion_tokens") or data.get("max_output_tokens")
         answer = make_answer(model, prompt, max_tokens=max_tokens if isinstance(max_tokens, int) else None,
                              quality=b.quality.get(model, b.default_quality), output_tokens=b.output_tokens)
         if model in b.texts:
@@ -190,12 +190,15 @@ class FakeProvider:
         if stream:
             if anthropic:
                 await self._anthropic_stream(resp, model, answer, headers)
+            elif api == "responses":
+                await self._responses_stream(resp, model, answer, headers, data)
             else:
                 opts = data.get("stream_options")
                 usage = isinstance(opts, dict) and opts.get("include_usage") is True
                 await self._openai_stream(resp, model, answer, headers, api, usage)
             return 200
         payload = (_anthropic_json(model, answer) if anthropic
+                   else orjson.dumps(_response_object(model, answer, data, f"resp_{uuid.uuid4().hex[:24]}")) if api == "responses"
                    else _openai_json(model, answer, api, logprobs=data.get("logprobs") is True, provider=self.name))
         headers = [("content-type", "application/json"), *headers]
         if b.gzip and "gzip" in req.headers.get("accept-encoding", ""):
@@ -325,6 +328,38 @@ class FakeProvider:
         await event("message_stop", {"type": "message_stop"})
         await resp.end()
 
+    async def _responses_stream(self, resp: Reply, model: str, answer: Answer, headers: list[tuple[str, str]],
+                                data: dict[str, Any]) -> None:
+        """OpenAI Responses streaming: typed events, usage in the closing response.completed (no [DONE])."""
+        b = self.behaviour
+        rid, mid = f"resp_{uuid.uuid4().hex[:24]}", f"msg_{uuid.uuid4().hex[:24]}"
+        await resp.start(200, [("content-type", "text/event-stream"), ("cache-control", "no-cache"), *headers])
+        seq = 0
+
+        async def event(name: str, **fields: Any) -> None:
+            nonlocal seq
+            await resp.write(b"event: " + name.encode() + b"\ndata: " + orjson.dumps({"type": name, "sequence_number": seq, **fields})
+                             + b"\n\n")
+            seq += 1
+
+        opening = _response_object(model, answer, data, rid, status="in_progress")
+        await event("response.created", response=opening)
+        await event("response.in_progress", response=opening)
+        item = {"id": mid, "type": "message", "status": "in_progress", "role": "assistant", "content": []}
+        await event("response.output_item.added", output_index=0, item=item)
+        at = {"item_id": mid, "output_index": 0, "content_index": 0}
+        await event("response.content_part.added", **at, part={"type": "output_text", "text": "", "annotations": []})
+        for i, piece in enumerate(split_text(answer.text, b.chunks)):
+            if not await self._pace(resp, i):
+                return
+            await event("response.output_text.delta", **at, delta=piece, logprobs=[])
+        part = {"type": "output_text", "text": answer.text, "annotations": []}
+        await event("response.output_text.done", **at, text=answer.text, logprobs=[])
+        await event("response.content_part.done", **at, part=part)
+        await event("response.output_item.done", output_index=0, item={**item, "status": "completed", "content": [part]})
+        await event("response.completed", response=_response_object(model, answer, data, rid))
+        await resp.end()
+
     # ---- control API ------------------------------------------------------------------
 
     async def _control(self, req: Request, resp: Reply, what: str) -> None:
@@ -354,6 +389,17 @@ def _prompt_text(data: dict[str, Any], api: str) -> str:
     if api == "completions":
         prompt = data.get("prompt")
         return prompt if isinstance(prompt, str) else orjson.dumps(prompt).decode()
+    if api == "responses":
+        texts = [data["instructions"]] if isinstance(data.get("instructions"), str) else []
+        inp = data.get("input")
+        items = [{"content": inp}] if isinstance(inp, str) else inp if isinstance(inp, list) else []
+        for item in items:
+            content = item.get("content") if isinstance(item, dict) else None
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):
+                texts += [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        return "\n".join(texts)
     parts = []
     system = data.get("system")
     if isinstance(system, str):
@@ -406,6 +452,22 @@ def _openai_json(model: str, answer: Answer, api: str, *, logprobs: bool = False
                      "logprobs": _token_logprobs(answer) if logprobs else None, "finish_reason": "stop"}],
         "usage": _openai_usage(answer, provider),
     })
+
+
+def _response_object(model: str, answer: Answer, data: dict[str, Any], rid: str, *, status: str = "completed") -> dict[str, Any]:
+    """An OpenAI Responses `response` object: the answer as one output message, usage once completed."""
+    done = status == "completed"
+    output = [{"id": f"msg_{rid[5:]}", "type": "message", "status": "completed", "role": "assistant",
+               "content": [{"type": "output_text", "text": answer.text, "annotations": []}]}] if done else []
+    usage = {"input_tokens": answer.input_tokens, "input_tokens_details": {"cached_tokens": answer.cached_tokens},
+             "output_tokens": answer.output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+             "total_tokens": answer.input_tokens + answer.output_tokens} if done else None
+    return {"id": rid, "object": "response", "created_at": int(time.time()), "status": status, "error": None,
+            "incomplete_details": None, "instructions": data.get("instructions"), "max_output_tokens": data.get("max_output_tokens"),
+            "model": model, "output": output, "parallel_tool_calls": True, "previous_response_id": data.get("previous_response_id"),
+            "reasoning": {"effort": None, "summary": None}, "store": data.get("store", True), "temperature": 1.0,
+            "text": data.get("text") or {"format": {"type": "text"}}, "tool_choice": "auto", "tools": data.get("tools") or [],
+            "top_p": 1.0, "truncation": "disabled", "usage": usage, "user": None, "metadata": {}}
 
 
 def _anthropic_json(model: str, answer: Answer) -> bytes:

@@ -44,6 +44,8 @@ def read_answer(api: str, body: bytes | dict) -> AnswerText | None:
         return None
     if not isinstance(data, dict):
         return None
+    if api == "responses" or data.get("object") == "response":
+        return _response_answer(data)
     if api == "messages" or data.get("type") == "message":
         blocks = data.get("content")
         if not isinstance(blocks, list):
@@ -75,6 +77,33 @@ def read_answer(api: str, body: bytes | dict) -> AnswerText | None:
     if isinstance(lp, dict) and isinstance(lp.get("token_logprobs"), list):
         values = [v for v in lp["token_logprobs"] if isinstance(v, (int, float))]
     return AnswerText(text, finish, values or None)
+
+
+def _response_answer(data: dict) -> AnswerText | None:
+    """An OpenAI Responses object: its output messages' text (or its function calls), refusal and status."""
+    output = data.get("output")
+    if not isinstance(output, list):
+        return None
+    texts: list[str] = []
+    calls: list[dict] = []
+    refusal = None
+    for item in output:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "message" and isinstance(item.get("content"), list):
+            for part in item["content"]:
+                if isinstance(part, dict) and part.get("type") == "output_text" and isinstance(part.get("text"), str):
+                    texts.append(part["text"])
+                elif isinstance(part, dict) and part.get("type") == "refusal" and isinstance(part.get("refusal"), str):
+                    refusal = part["refusal"]
+        elif item.get("type") == "function_call":
+            calls.append(item)
+    text = "".join(texts) or (orjson.dumps(calls).decode() if calls else "")  # a tool call is an answer too
+    status = data.get("status")
+    details = data.get("incomplete_details")
+    reason = details.get("reason") if isinstance(details, dict) else None
+    finish = "stop" if status == "completed" else "length" if reason == "max_output_tokens" else reason or status
+    return AnswerText(text, finish if isinstance(finish, str) else None, None, refusal)
 
 
 def _norm_finish(value: Any) -> str | None:

@@ -594,7 +594,10 @@ def proxy(em: Emulator, route: RouteConf, *, upstreams: dict[str, str], post_res
             up_status, up_headers, up_body = resp.status_code, [(k.lower(), v) for k, v in resp.headers.multi_items()], resp.content
     except httpx.HTTPError:
         return ClientResponse(502, {}, b"", name, pre)  # ext-plugin-post-resp: "failed to request" -> 502
+    sized = any(k == "content-length" for k, _ in up_headers)
     up_headers = [(k, v) for k, v in up_headers if k not in ("content-encoding", "content-length", "transfer-encoding")]
+    if sized:  # a whole (not chunked) answer: APISIX hands its length on; httpx decoded the body, so that length
+        up_headers.append(("content-length", str(len(up_body))))
     if not post_resp:
         return ClientResponse(up_status, {**dict(up_headers), **pre.response_headers}, up_body, name, pre, None, up_status)
     variables = {"http_" + k.replace("-", "_"): v for k, v in pre.upstream_headers.items()}

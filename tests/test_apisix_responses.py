@@ -1,0 +1,68 @@
+"""OpenAI's Responses API through the APISIX runner: emulated APISIX, real Unix socket, fake providers over HTTP."""
+from __future__ import annotations
+
+import os
+
+import orjson
+import pytest
+
+from llm_router.config import parse_config
+from llm_router.fakes import Behaviour
+from llm_router.gateways.apisix.emulator import proxy
+from llm_router.gateways.apisix.runner import Runner
+from llm_router.gateways.apisix.tokens import TokenStore
+from llm_router.runtime import Runtime
+
+from apisix_emulator import Emulator, RouteConf, RunnerThread, remove_dir, socket_dir
+
+ROUTE = RouteConf(conf=(("llm-router", '{"extends": "default", "explain": true}'),), conf_id="responses")
+MINI = {"provider": "openai", "name": "gpt-4o-mini", "input_price": 0.15, "output_price": 0.6, "context_window": 128000,
+        "tier": "LOW", "quality": 0.7, "capabilities": ["tools", "vision", "json", "streaming"]}
+CLIENT = [("content-type", "application/json"), ("authorization", "Bearer client-own-key")]
+
+
+@pytest.fixture
+def gw(fakes, on_fakes):
+    base = on_fakes().model_dump()
+    cfg = parse_config({"providers": base["providers"], "models": {"gpt-4o-mini": MINI},
+                        "policies": {"default": {"classifier": "rules", "strategy": "ladder", "ladder": {
+                            "LOW": "deepseek-v2", "MEDIUM": "llama-3-70b", "HIGH": "claude-3.5-sonnet", "CRITICAL": "gpt-4o"}}}})
+    fakes.providers["openai"].set_behaviour(Behaviour(models=None, default_quality=1.0, cached_share=0.25))
+    runtime = Runtime(cfg)
+    runner = Runner(runtime, TokenStore(ttl=100))
+    d = socket_dir()
+    thread = RunnerThread(os.path.join(d, "resp.sock"), runner).start()
+    em = Emulator(thread.path, timeout=60)
+    upstreams = {name: fakes.url(name) for name in cfg.providers}
+    yield lambda body, **kw: proxy(em, ROUTE, upstreams=upstreams, path="/v1/responses", headers=CLIENT,
+                                   body=orjson.dumps(body), **kw), runtime
+    em.close()
+    thread.stop()
+    remove_dir(d)
+
+
+def test_routed_with_the_key_and_json_usage_accounted_at_post_resp(gw, fakes):
+    send, runtime = gw
+    resp = send({"model": "auto", "input": "hello, thanks!"}, post_resp=True)
+    assert resp.status == 200, resp.body
+    assert resp.headers["x-llm-router-model"] == "gpt-4o-mini"
+    answer = orjson.loads(resp.body)
+    assert answer["object"] == "response" and answer["model"] == "gpt-4o-mini"
+    [sent] = fakes.requests("openai")
+    assert (sent.path, sent.json["model"], sent.headers["authorization"]) == ("/v1/responses", "gpt-4o-mini", "Bearer fake-openai-key")
+    text = runtime.metrics.exposition().decode()
+    usage = answer["usage"]
+    assert f'llm_router_tokens_total{{direction="input",model="gpt-4o-mini"}} {float(usage["input_tokens"])}' in text
+    assert f'llm_router_tokens_total{{direction="output",model="gpt-4o-mini"}} {float(usage["output_tokens"])}' in text
+    cached = usage["input_tokens_details"]["cached_tokens"]
+    assert cached > 0 and f'llm_router_cache_tokens_total{{kind="read",model="gpt-4o-mini"}} {float(cached)}' in text
+
+
+def test_a_stream_passes_whole_and_a_bad_body_is_stopped_with_its_field(gw, fakes):
+    send, _ = gw
+    resp = send({"model": "auto", "input": "hello, thanks!", "stream": True}, post_resp=True)
+    assert resp.status == 200 and resp.headers["content-type"].startswith("text/event-stream")
+    assert resp.body.rstrip().endswith(b"}") and b"event: response.completed" in resp.body
+    bad = send({"model": "auto", "input": "x", "text": {"format": {"type": "yaml"}}})
+    assert bad.status == 400
+    assert orjson.loads(bad.body)["error"]["param"] == "text.format.type"

@@ -1,0 +1,112 @@
+"""OpenAI's Responses API through the real Envoy: routed between OpenAI models, key injected, usage from JSON and events."""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from fixtures_envoy import config_data, restored, start_stack, wait_requests
+from llm_router.config import parse_config
+from llm_router.fakes import FakeProviders
+
+pytestmark = pytest.mark.envoy
+
+MINI = {"provider": "openai", "name": "gpt-4o-mini", "input_price": 0.15, "output_price": 0.6, "context_window": 128000,
+        "tier": "LOW", "quality": 0.7, "capabilities": ["tools", "vision", "json", "streaming"]}
+EASY = {"model": "auto", "input": "hi there, thanks!"}
+HARD = {"model": "auto", "instructions": "Be rigorous.", "input": [{"role": "user", "content": [{"type": "input_text", "text":
+        "Prove rigorously that the halting problem is undecidable, step by step, and explain why the proof works."}]}]}
+
+
+def data() -> dict:
+    return {**config_data(), "models": {"gpt-4o-mini": MINI}}
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[FakeProviders]:
+    f = FakeProviders.from_config(parse_config(data())).start()
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(fakes, tmp_path_factory):
+    s = start_stack(Path(tmp_path_factory.mktemp("envoy-responses")), fakes, data())
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def fresh(fakes) -> Iterator[FakeProviders]:
+    with restored(fakes):
+        yield fakes
+
+
+def post(stack, body, headers: dict | None = None) -> httpx.Response:
+    return httpx.post(stack.url + "/v1/responses", content=orjson.dumps(body), timeout=30,
+                      headers={"content-type": "application/json", "authorization": "Bearer sk-client-own", **(headers or {})})
+
+
+def test_easy_and_hard_requests_go_to_different_openai_models_with_the_key(stack, fresh):
+    easy = post(stack, EASY)
+    assert easy.status_code == 200, easy.text
+    assert easy.headers["x-llm-router-model"] == "gpt-4o-mini" and easy.json()["object"] == "response"
+    hard = post(stack, HARD)
+    assert hard.status_code == 200 and hard.headers["x-llm-router-model"] == "gpt-4o"
+    first, second = wait_requests(fresh, "openai", 2)
+    assert (first.path, first.json["model"], second.json["model"]) == ("/v1/responses", "gpt-4o-mini", "gpt-4o")
+    assert first.json["input"] == EASY["input"] and second.json["instructions"] == "Be rigorous."
+    assert first.headers["authorization"] == "Bearer fake-openai-key"
+    assert all(not fresh.requests(p) for p in fresh.providers if p != "openai")
+
+
+def test_usage_from_the_json_response_reaches_accounting(stack, fresh):
+    fresh.set_behaviour("openai", cached_share=0.5)
+    r = post(stack, EASY)
+    reported = r.json()["usage"]
+    _, status, usage, _ = stack.observer.response_for(r.headers["x-llm-router-request-id"])
+    assert status == 200 and reported["input_tokens_details"]["cached_tokens"] > 0
+    assert (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens) == (
+        reported["input_tokens"], reported["output_tokens"], reported["input_tokens_details"]["cached_tokens"])
+
+
+def test_the_event_stream_arrives_as_it_is_written_and_its_usage_is_read(stack, fresh):
+    fresh.set_behaviour("openai", chunk_ms=150, chunks=4)
+    arrivals: list[tuple[float, bytes]] = []
+    t0 = time.perf_counter()
+    with httpx.stream("POST", stack.url + "/v1/responses", content=orjson.dumps({**EASY, "stream": True}), timeout=30,
+                      headers={"content-type": "application/json"}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        rid = r.headers["x-llm-router-request-id"]
+        for chunk in r.iter_raw():
+            arrivals.append((time.perf_counter() - t0, chunk))
+    text = b"".join(c for _, c in arrivals).decode()
+    assert "event: response.completed" in text and "[DONE]" not in text
+    first_delta = next(t for t, c in arrivals if b"response.output_text.delta" in c)
+    assert arrivals[-1][0] - first_delta > 0.3  # spread over the pauses, not held back until the end
+    sent = fresh.requests("openai")[-1].json
+    assert "stream_options" not in sent  # the Responses API always reports usage: nothing added
+    done = [line for line in text.splitlines() if line.startswith("data: ") and '"response.completed"' in line][-1]
+    reported = orjson.loads(done[6:])["response"]["usage"]
+    _, status, usage, _ = stack.observer.response_for(rid)
+    assert (status, usage.input_tokens, usage.output_tokens) == (200, reported["input_tokens"], reported["output_tokens"])
+
+
+def test_a_bad_body_is_a_400_naming_the_field_and_reads_of_stored_responses_pass_through(stack, fresh):
+    bad = post(stack, {"model": "auto", "input": [{"role": "user", "content": [{"type": "input_txt", "text": "x"}]}]})
+    assert bad.status_code == 400
+    err = bad.json()["error"]
+    assert err["param"] == "input[0].content[0].type" and "input_txt" in err["message"]
+    assert not fresh.requests()
+    got = httpx.get(stack.url + "/v1/responses/resp_123", timeout=30, headers={"authorization": "Bearer sk-client-own"})
+    assert "x-llm-router-model" not in got.headers  # not a request the router decides: passed through untouched
+    [read] = wait_requests(fresh, "openai")
+    assert (read.method, read.path, read.headers["authorization"]) == ("GET", "/v1/responses/resp_123", "Bearer sk-client-own")
