@@ -34,8 +34,10 @@ def gw(fakes, on_fakes):
     thread = RunnerThread(os.path.join(d, "resp.sock"), runner).start()
     em = Emulator(thread.path, timeout=60)
     upstreams = {name: fakes.url(name) for name in cfg.providers}
-    yield lambda body, **kw: proxy(em, ROUTE, upstreams=upstreams, path="/v1/responses", headers=CLIENT,
-                                   body=orjson.dumps(body), **kw), runtime
+    def send(body, route: RouteConf = ROUTE, **kw):
+        return proxy(em, route, upstreams=upstreams, path="/v1/responses", headers=CLIENT, body=orjson.dumps(body), **kw)
+
+    yield send, runtime
     em.close()
     thread.stop()
     remove_dir(d)
@@ -66,3 +68,17 @@ def test_a_stream_passes_whole_and_a_bad_body_is_stopped_with_its_field(gw, fake
     bad = send({"model": "auto", "input": "x", "text": {"format": {"type": "yaml"}}})
     assert bad.status == 400
     assert orjson.loads(bad.body)["error"]["param"] == "text.format.type"
+
+
+def test_a_previous_response_id_keeps_the_model_whose_json_answer_it_names(gw, fakes):
+    send, _ = gw
+    sticky = RouteConf(conf=(("llm-router", '{"extends": "default", "explain": true, "affinity": "conversation"}'),),
+                       conf_id="sticky")
+    hard = "Prove rigorously that the halting problem is undecidable, step by step, and explain why the proof works."
+    first = send({"model": "auto", "input": hard}, route=sticky, post_resp=True)
+    assert first.headers["x-llm-router-model"] == "gpt-4o"
+    rid = orjson.loads(first.body)["id"]
+    follow = send({"model": "auto", "input": "thanks!", "previous_response_id": rid}, route=sticky, post_resp=True)
+    assert follow.headers["x-llm-router-model"] == "gpt-4o" and "affinity" in follow.headers["x-llm-router-reason"]
+    plain = send({"model": "auto", "input": "thanks!", "previous_response_id": rid}, post_resp=True)
+    assert plain.headers["x-llm-router-model"] == "gpt-4o-mini"  # the route without affinity decides afresh

@@ -11,6 +11,7 @@ import pytest
 
 from fixtures_envoy import config_data, restored, start_stack, wait_requests
 from llm_router.config import parse_config
+from llm_router.gateways.envoy.bootstrap import RouteSpec
 from llm_router.fakes import FakeProviders
 
 pytestmark = pytest.mark.envoy
@@ -23,7 +24,9 @@ HARD = {"model": "auto", "instructions": "Be rigorous.", "input": [{"role": "use
 
 
 def data() -> dict:
-    return {**config_data(), "models": {"gpt-4o-mini": MINI}}
+    base = config_data()
+    sticky = {**base["policies"]["default"], "affinity": "conversation"}
+    return {**base, "models": {"gpt-4o-mini": MINI}, "policies": {**base["policies"], "sticky": sticky}}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,8 @@ def fakes() -> Iterator[FakeProviders]:
 
 @pytest.fixture(scope="module")
 def stack(fakes, tmp_path_factory):
-    s = start_stack(Path(tmp_path_factory.mktemp("envoy-responses")), fakes, data())
+    s = start_stack(Path(tmp_path_factory.mktemp("envoy-responses")), fakes, data(),
+                    routes=(RouteSpec("/sticky/", policy="sticky"), RouteSpec("/")))
     try:
         yield s
     finally:
@@ -50,8 +54,8 @@ def fresh(fakes) -> Iterator[FakeProviders]:
         yield fakes
 
 
-def post(stack, body, headers: dict | None = None) -> httpx.Response:
-    return httpx.post(stack.url + "/v1/responses", content=orjson.dumps(body), timeout=30,
+def post(stack, body, headers: dict | None = None, prefix: str = "") -> httpx.Response:
+    return httpx.post(stack.url + prefix + "/v1/responses", content=orjson.dumps(body), timeout=30,
                       headers={"content-type": "application/json", "authorization": "Bearer sk-client-own", **(headers or {})})
 
 
@@ -110,3 +114,20 @@ def test_a_bad_body_is_a_400_naming_the_field_and_reads_of_stored_responses_pass
     assert "x-llm-router-model" not in got.headers  # not a request the router decides: passed through untouched
     [read] = wait_requests(fresh, "openai")
     assert (read.method, read.path, read.headers["authorization"]) == ("GET", "/v1/responses/resp_123", "Bearer sk-client-own")
+
+
+def test_a_chain_of_previous_response_ids_stays_on_the_model_that_answered(stack, fresh):
+    """The observer reads each answer's id (from the JSON, or from the event stream): the next turn names it."""
+    first = post(stack, HARD, prefix="/sticky")
+    assert first.headers["x-llm-router-model"] == "gpt-4o"
+    stack.observer.response_for(first.headers["x-llm-router-request-id"])  # the answer has been observed
+    second = post(stack, {**EASY, "previous_response_id": first.json()["id"], "stream": True}, prefix="/sticky")
+    assert second.headers["x-llm-router-model"] == "gpt-4o", second.headers.get("x-llm-router-reason")
+    assert "affinity" in second.headers["x-llm-router-reason"]
+    stack.observer.response_for(second.headers["x-llm-router-request-id"])
+    streamed_id = next(orjson.loads(line[6:])["response"]["id"] for line in second.text.splitlines()
+                       if line.startswith("data: ") and '"response.completed"' in line)
+    third = post(stack, {**EASY, "previous_response_id": streamed_id}, prefix="/sticky")
+    assert third.headers["x-llm-router-model"] == "gpt-4o"
+    fresh_start = post(stack, {**EASY, "previous_response_id": first.json()["id"]})  # the default policy keeps nothing
+    assert fresh_start.headers["x-llm-router-model"] == "gpt-4o-mini"

@@ -135,14 +135,14 @@ def test_usage_from_a_response_object_and_its_stream_counts_cached_tokens_once()
     u = usage_from_json(orjson.dumps({"id": "resp_1", "object": "response", "status": "completed", "usage": usage}))
     assert (u.input_tokens, u.output_tokens, u.cached_input_tokens, u.cache_write_tokens) == (1200, 80, 1024, 0)
     sse = SSEUsage()
-    events = [("response.created", {"response": {"id": "resp_1", "status": "in_progress", "usage": None}}),
+    events = [("response.created", {"response": {"id": "resp_1", "object": "response", "status": "in_progress", "usage": None}}),
               ("response.output_text.delta", {"delta": "Hel"}), ("response.output_text.delta", {"delta": "lo"}),
-              ("response.completed", {"response": {"id": "resp_1", "status": "completed", "usage": usage}})]
+              ("response.completed", {"response": {"id": "resp_1", "object": "response", "status": "completed", "usage": usage}})]
     stream = b"".join(b"event: " + n.encode() + b"\ndata: " + orjson.dumps({"type": n, **e}) + b"\n\n" for n, e in events)
     for i in range(0, len(stream), 7):  # split anywhere
         sse.feed(stream[i:i + 7])
     sse.finish()
-    assert sse.done and sse.usage == u
+    assert sse.done and sse.usage == u and u.response_id == "resp_1"
 
 
 def test_the_fake_answers_like_openai_in_json_and_in_its_event_stream():
@@ -189,7 +189,37 @@ def test_conversations_are_kept_by_conversation_id_prompt_cache_key_or_opening()
     _, opened = r.route(body(follow, instructions="terse"), path="/v1/responses")
     assert (opened.model.id, opened.strategy) == ("gpt-4o", "affinity")
     chained = parse_request(body(EASY, previous_response_id="resp_1"), "responses")
-    assert conversation_key(chained)[1] is False  # only the new turn is in the body: nothing to tie it to
+    assert conversation_key(chained)[1] is True  # continues from a response: see the next test
+
+
+def test_a_chain_of_previous_response_ids_stays_on_the_model_that_answered():
+    from llm_router.accounting import Usage
+
+    cfg = config(affinity="conversation")
+    keys = {"OPENAI_API_KEY": "o", "DEEPSEEK_API_KEY": "d", "ANTHROPIC_API_KEY": "a", "GEMINI_API_KEY": "g",
+            "TOGETHER_API_KEY": "t", "MISTRAL_API_KEY": "m"}
+    rt = Runtime(cfg, credentials=Credentials.resolve(build_catalog(cfg), [EnvStore(keys)]), telemetry=False)
+
+    def turn(text: str, rid: str, previous: str | None = None, status: int = 200) -> Exchange:
+        ex = Exchange(rid, "r", 0.0)
+        extra = {"previous_response_id": previous} if previous else {}
+        rt.decide(body(text, **extra), path="/v1/responses", ex=ex)
+        rt.on_response(ex, status, Usage(10, 5, response_id=rid), 0.1)
+        return ex
+
+    assert turn(HARD, "resp_A").decision.model.id == "gpt-4o"
+    second = turn(EASY, "resp_B", previous="resp_A")  # only the new turn is in the body
+    assert (second.decision.model.id, second.decision.strategy) == ("gpt-4o", "affinity")
+    third = turn("ok", "resp_C", previous="resp_B")
+    assert (third.decision.model.id, third.decision.strategy) == ("gpt-4o", "affinity")
+    assert turn(EASY, "resp_X", previous="resp_unknown").decision.model.id == "gpt-4o-mini"  # never seen here
+    turn(HARD, "resp_F", status=500)  # a failed answer is not remembered
+    assert turn(EASY, "resp_G", previous="resp_F").decision.model.id == "gpt-4o-mini"
+    off = Runtime(config(), credentials=Credentials.resolve(build_catalog(cfg), [EnvStore(keys)]), telemetry=False)
+    ex = Exchange("1", "r", 0.0)
+    off.decide(body(HARD), path="/v1/responses", ex=ex)
+    off.on_response(ex, 200, Usage(10, 5, response_id="resp_Z"), 0.1)
+    assert len(off.router.affinity) == 0  # policies without affinity remember nothing
 
 
 def test_cascade_and_hedge_read_the_answer_of_a_response_object():

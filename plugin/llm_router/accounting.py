@@ -16,6 +16,7 @@ class Usage:
     output_tokens: int
     cached_input_tokens: int = 0  # of input_tokens, read from the provider's prompt cache
     cache_write_tokens: int = 0  # of input_tokens, written to it (Anthropic)
+    response_id: str | None = None  # OpenAI Responses: the id a later request names as previous_response_id
 
     def cost(self, model: Model) -> float:
         """USD at the model's catalog prices, cache reads and writes at their own prices where the catalog has them."""
@@ -48,10 +49,16 @@ def _read(u: dict) -> tuple[int | None, int | None, int, int]:
     return (inp + read + written if inp is not None else None), _int(u.get("output_tokens")), read, written
 
 
-def _usage(inp: int, out: int, cached: int, written: int) -> Usage:
+def _usage(inp: int, out: int, cached: int, written: int, response_id: str | None = None) -> Usage:
     """Usage whose cache parts never exceed the input they are part of."""
     cached = min(cached, inp)
-    return Usage(inp, out, cached, min(written, inp - cached))
+    return Usage(inp, out, cached, min(written, inp - cached), response_id)
+
+
+def _response_id(obj: dict) -> str | None:
+    """The id of an OpenAI Responses `response` object (None for other answers)."""
+    rid = obj.get("id")
+    return rid if obj.get("object") == "response" and isinstance(rid, str) and 0 < len(rid) <= 200 else None
 
 
 def _usage_of(obj: object) -> Usage | None:
@@ -64,7 +71,7 @@ def _usage_of(obj: object) -> Usage | None:
     inp, out, cached, written = _read(u)
     if inp is None and out is None:
         return None
-    return _usage(inp or 0, out or 0, cached, written)
+    return _usage(inp or 0, out or 0, cached, written, _response_id(obj))
 
 
 def usage_from_json(body: bytes) -> Usage | None:
@@ -90,7 +97,7 @@ class SSEUsage:
     message_start and the output count in message_delta.
     """
 
-    __slots__ = ("_tail", "input_tokens", "output_tokens", "cached", "written", "seen", "done")
+    __slots__ = ("_tail", "input_tokens", "output_tokens", "cached", "written", "seen", "done", "response_id")
 
     MAX_LINE = 1 << 20  # a runaway line without newline is dropped, not accumulated
 
@@ -102,6 +109,7 @@ class SSEUsage:
         self.written = 0
         self.seen = False
         self.done = False
+        self.response_id: str | None = None
 
     def feed(self, chunk: bytes) -> None:
         """Observe the next piece of the stream."""
@@ -150,6 +158,7 @@ class SSEUsage:
             if kind in _RESPONSE_ENDS:
                 self.done = True
             obj = obj["response"]
+            self.response_id = _response_id(obj) or self.response_id
         u = obj.get("usage")
         if not isinstance(u, dict):
             return
@@ -166,4 +175,4 @@ class SSEUsage:
         """What the stream reported so far, or None."""
         if not self.seen:
             return None
-        return _usage(self.input_tokens or 0, self.output_tokens or 0, self.cached, self.written)
+        return _usage(self.input_tokens or 0, self.output_tokens or 0, self.cached, self.written, self.response_id)

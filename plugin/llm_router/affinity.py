@@ -64,17 +64,24 @@ def conversation_key(request: LLMRequest, scope: str = "") -> tuple[int, bool] |
     return _digest(scope, request.api, _text(system), _text(first)), request.turns >= 2
 
 
-def _responses_key(request: LLMRequest, scope: str) -> tuple[int, bool] | None:
-    """OpenAI Responses: a `conversation` id ties every request to it; else the opening, as for chat.
+def response_key(scope: str, response_id: str) -> int:
+    """The key under which a Responses answer's id is remembered, for the request that continues from it."""
+    return _digest(scope, "response", response_id)
 
-    A request that only names `previous_response_id` carries just its new turn, so it cannot be
-    tied to its opening; clients that want affinity there send `prompt_cache_key` or `conversation`.
+
+def _responses_key(request: LLMRequest, scope: str) -> tuple[int, bool] | None:
+    """OpenAI Responses: a `conversation` id ties every request to it; a `previous_response_id` to
+    the model that gave that response (recorded by `response_key` when it came back); else the
+    opening, as for chat.
     """
     body = request.body
     conv = body.get("conversation")
     conv_id = conv.get("id") if isinstance(conv, dict) else conv
     if isinstance(conv_id, str) and conv_id:
         return _digest(scope, "conversation", conv_id), True
+    previous = body.get("previous_response_id")
+    if isinstance(previous, str) and previous:
+        return response_key(scope, previous), True
     inp = body.get("input")
     first: Any = inp if isinstance(inp, str) else None
     for item in inp if isinstance(inp, list) else ():

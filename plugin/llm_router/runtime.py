@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from llm_router.accounting import Usage
+from llm_router.affinity import response_key
 from llm_router.config import Config
 from llm_router.credentials import Credentials
 from llm_router.decision import Decision, RouteError
@@ -410,7 +411,15 @@ class Runtime:
                      headers: Any = None) -> None:
         """Adapters report each finished upstream response here (headers: the upstream response
         headers as (name, value) pairs or a mapping, for rate-limit signals; may be None)."""
+        if usage is not None and usage.response_id is not None and 200 <= status < 300:
+            self._remember_response(ex, usage.response_id)
         self.observer.on_response(ex, status, usage, latency_s, headers)
+
+    def _remember_response(self, ex: Exchange, response_id: str) -> None:
+        """A Responses answer's id -> the model that gave it, so a request continuing from it stays there."""
+        policy, call = ex.policy, ex.call
+        if policy is not None and policy.affinity is not None and call is not None:
+            self.router.affinity.put(response_key(policy.affinity, response_id), call.model.id)
 
     async def start(self, *, metrics_listen: str | None = None) -> None:
         """Start background work (state sync, metrics endpoint); adapters call it once at startup."""
