@@ -83,7 +83,20 @@ def test_decision_log_lines_without_prompt_by_default(tmp_path):
     for key in ("request_id", "route", "model", "tier", "reason", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "status"):
         assert key in ok, key
     assert "prompt" not in ok and "jane@" not in (tmp_path / "decisions.jsonl").read_text()
-    assert bad["status"] == 400 and "messages" in bad["error"]
+    assert bad["status"] == 400 and "messages" in bad["error"] and "response_id" not in ok
+
+
+def test_decision_log_names_the_providers_id_of_a_responses_answer(tmp_path):
+    async def go():
+        rt = runtime(tmp_path)
+        await rt.start()
+        ex = Exchange(request_id=rt.new_request_id(), route="r", started=0.0)
+        rt.decide(orjson.dumps({"model": "auto", "input": "hello"}), path="/v1/responses", ex=ex)
+        rt.on_response(ex, 200, Usage(12, 3, response_id="resp_abc123"), 0.2, None)
+        await rt.stop()
+    asyncio.run(go())
+    [rec] = [orjson.loads(x) for x in (tmp_path / "decisions.jsonl").read_text().splitlines()]
+    assert (rec["model"], rec["response_id"], rec["input_tokens"]) == ("gpt-4o", "resp_abc123", 12)
 
 
 def test_decision_log_prompts_opt_in_and_redacted(tmp_path):

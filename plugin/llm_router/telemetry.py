@@ -123,6 +123,8 @@ class Telemetry:
             rec.update(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
             if usage.cached_input_tokens or usage.cache_write_tokens:
                 rec.update(cached_input_tokens=usage.cached_input_tokens, cache_write_tokens=usage.cache_write_tokens)
+            if usage.response_id is not None:
+                rec["response_id"] = usage.response_id  # the provider's id of a Responses answer, to find it there
         rec["cost_usd"] = round(cost, 8)
         if ex.error is not None:
             rec["error"] = ex.error.message
