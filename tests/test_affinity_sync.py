@@ -225,3 +225,29 @@ def test_check_says_whether_conversations_are_shared(tmp_path, capsys):
     assert "(shared by every process through Redis)" in capsys.readouterr().out
     assert main(["check", str(local)]) == 0
     assert "(per process; state: {backend: redis} shares it between processes)" in capsys.readouterr().out
+
+
+def test_decisions_after_the_loop_closed_never_fail(redis_url, provider_keys):
+    """A placement heard after shutdown (another thread, loop closed) stays local instead of raising."""
+    import threading
+
+    rt = Runtime(parse_config(policy_data(redis_url, f"t{uuid.uuid4().hex[:8]}")))
+
+    async def up_and_down() -> None:
+        await rt.start()
+        await rt.stop()
+
+    asyncio.run(up_and_down())
+    errors: list[BaseException] = []
+
+    def late() -> None:
+        try:
+            for text in (HARD, "another opening", "and one more"):
+                assert rt.router.route(turns(text))[1].model is not None
+        except BaseException as exc:  # noqa: BLE001 -- reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=late)
+    t.start()
+    t.join(30)
+    assert not errors and len(rt.affinity_sync._queue) == 3

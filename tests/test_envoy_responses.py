@@ -131,3 +131,18 @@ def test_a_chain_of_previous_response_ids_stays_on_the_model_that_answered(stack
     assert third.headers["x-llm-router-model"] == "gpt-4o"
     fresh_start = post(stack, {**EASY, "previous_response_id": first.json()["id"]})  # the default policy keeps nothing
     assert fresh_start.headers["x-llm-router-model"] == "gpt-4o-mini"
+
+
+def test_a_failed_answer_falls_back_to_the_next_responses_model(stack, fresh):
+    fresh.set_behaviour("openai", fail_first=1, fail_status=503)
+    r = post(stack, {**EASY, "stream": True})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-envoy-attempt-count"] == "2" and r.headers["x-llm-router-model"] == "gpt-4o"
+    first, second = wait_requests(fresh, "openai", 2)
+    assert (first.json["model"], first.status, second.json["model"], second.status) == ("gpt-4o-mini", 503, "gpt-4o", 200)
+    assert second.path == "/v1/responses" and second.json["input"] == EASY["input"]
+    assert "event: response.completed" in r.text
+    rid = r.headers["x-llm-router-request-id"]
+    attempts = stack.observer.attempts_for(rid, 2)
+    assert [(a[0].call.model.id, a[1]) for a in attempts] == [("gpt-4o-mini", 503), ("gpt-4o", 200)]
+    assert attempts[1][2] is not None and attempts[1][2].output_tokens > 0  # usage of the answering attempt

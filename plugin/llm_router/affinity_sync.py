@@ -70,8 +70,11 @@ class AffinitySync:
         if len(queue) == 1 and self._wake is not None:
             if threading.get_ident() == self._loop_thread:
                 self._wake.set()
-            elif self._loop is not None:
-                self._loop.call_soon_threadsafe(self._wake.set)
+            elif self._loop is not None and not self._loop.is_closed():
+                try:
+                    self._loop.call_soon_threadsafe(self._wake.set)
+                except RuntimeError:  # the loop closed meanwhile: the placement stays local
+                    pass
 
     # ---- background --------------------------------------------------------------------------
 
