@@ -1,6 +1,7 @@
 """Request bodies -> LLMRequest: the one place that knows the request JSON shapes."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,14 +215,39 @@ def _parse_chat(data: dict[str, Any]) -> LLMRequest:
 
 def _chat_content(content: Any, where: str, *, allow_null: bool) -> tuple[str, int]:
     """Text and image count of an OpenAI message content."""
-    if isinstance(content, str):
-        return content, 0
     if content is None:
         if allow_null:
             return "", 0
         raise RequestError(f"'{where}' must be a string or an array of content parts, got null", field=where)
+    return _content(content, where, CHAT_PARTS)
+
+
+def _chat_image(part: dict[str, Any], pw: str) -> tuple[str, int]:
+    url = part.get("image_url")
+    if isinstance(url, dict):
+        url = url.get("url")
+    if not isinstance(url, str):
+        raise RequestError(f"'{pw}.image_url.url' must be a string", field=f"{pw}.image_url.url")
+    return "", 1
+
+
+@dataclass(frozen=True, slots=True)
+class PartTypes:
+    """How one API's content parts are read: which carry text, count as images, are skipped, or need their own reader."""
+
+    noun: str  # "content parts" or "content blocks", for messages
+    text: frozenset[str]
+    images: frozenset[str]
+    skipped: frozenset[str]
+    special: tuple[tuple[str, Callable[[dict[str, Any], str], tuple[str, int]]], ...] = ()
+
+
+def _content(content: Any, where: str, types: PartTypes) -> tuple[str, int]:
+    """Text and image count of a content that is a string or an array of typed parts."""
+    if isinstance(content, str):
+        return content, 0
     if not isinstance(content, list):
-        raise RequestError(f"'{where}' must be a string or an array of content parts, got {_kind(content)}", field=where)
+        raise RequestError(f"'{where}' must be a string or an array of {types.noun}, got {_kind(content)}", field=where)
     parts: list[str] = []
     images = 0
     for j, part in enumerate(content):
@@ -229,22 +255,24 @@ def _chat_content(content: Any, where: str, *, allow_null: bool) -> tuple[str, i
         if not isinstance(part, dict):
             raise RequestError(f"'{pw}' must be an object, got {_kind(part)}", field=pw)
         ptype = part.get("type")
-        if ptype == "text":
+        if ptype in types.text:
             text = part.get("text")
             if not isinstance(text, str):
                 raise RequestError(f"'{pw}.text' must be a string, got {_kind(text)}", field=f"{pw}.text")
             parts.append(text)
-        elif ptype == "image_url":
-            url = part.get("image_url")
-            if isinstance(url, dict):
-                url = url.get("url")
-            if not isinstance(url, str):
-                raise RequestError(f"'{pw}.image_url.url' must be a string", field=f"{pw}.image_url.url")
+        elif ptype in types.images:
             images += 1
-        elif ptype in ("input_audio", "file", "refusal"):
+        elif ptype in types.skipped:
             continue
         elif isinstance(ptype, str):
-            raise RequestError(f"'{pw}.type' has unsupported content part type {ptype!r}", field=f"{pw}.type")
+            reader = next((fn for name, fn in types.special if name == ptype), None)
+            if reader is None:
+                kind = "content block" if types.noun == "content blocks" else "content part"
+                raise RequestError(f"'{pw}.type' has unsupported {kind} type {ptype!r}", field=f"{pw}.type")
+            text, found = reader(part, pw)
+            if text:
+                parts.append(text)
+            images += found
         else:
             raise RequestError(f"'{pw}.type' must be a string, got {_kind(ptype)}", field=f"{pw}.type")
     return "\n".join(parts), images
@@ -354,44 +382,17 @@ def _parse_messages(data: dict[str, Any]) -> LLMRequest:
 
 def _anthropic_content(content: Any, where: str) -> tuple[str, int]:
     """Text and image count of an Anthropic content (string or blocks)."""
-    if isinstance(content, str):
-        return content, 0
-    if not isinstance(content, list):
-        raise RequestError(f"'{where}' must be a string or an array of content blocks, got {_kind(content)}", field=where)
-    parts: list[str] = []
-    images = 0
-    for j, block in enumerate(content):
-        bw = f"{where}[{j}]"
-        if not isinstance(block, dict):
-            raise RequestError(f"'{bw}' must be an object, got {_kind(block)}", field=bw)
-        btype = block.get("type")
-        if btype == "text":
-            text = block.get("text")
-            if not isinstance(text, str):
-                raise RequestError(f"'{bw}.text' must be a string, got {_kind(text)}", field=f"{bw}.text")
-            parts.append(text)
-        elif btype in ("image", "document"):
-            images += 1
-        elif btype == "tool_result":
-            inner = block.get("content")
-            if isinstance(inner, (str, list)):
-                text, imgs = _anthropic_content(inner, f"{bw}.content")
-                parts.append(text)
-                images += imgs
-        elif btype in ("tool_use", "thinking", "redacted_thinking"):
-            continue
-        elif isinstance(btype, str):
-            raise RequestError(f"'{bw}.type' has unsupported content block type {btype!r}", field=f"{bw}.type")
-        else:
-            raise RequestError(f"'{bw}.type' must be a string, got {_kind(btype)}", field=f"{bw}.type")
-    return "\n".join(parts), images
+    return _content(content, where, ANTHROPIC_BLOCKS)
+
+
+def _tool_result(block: dict[str, Any], bw: str) -> tuple[str, int]:
+    inner = block.get("content")
+    return _content(inner, f"{bw}.content", ANTHROPIC_BLOCKS) if isinstance(inner, (str, list)) else ("", 0)
 
 
 # ---- OpenAI responses -------------------------------------------------------------------
 
 RESPONSES_ROLES = frozenset({"user", "assistant", "system", "developer"})
-_RESPONSES_TEXT_PARTS = frozenset({"input_text", "output_text"})
-_RESPONSES_SKIPPED_PARTS = frozenset({"refusal", "input_file", "input_audio"})
 
 
 def _parse_responses(data: dict[str, Any]) -> LLMRequest:
@@ -501,31 +502,7 @@ def _responses_items(items: list[Any], where: str) -> tuple[list[tuple[str, str]
 
 def _responses_content(content: Any, where: str) -> tuple[str, int]:
     """Text and image count of a Responses message content (a string or content parts)."""
-    if isinstance(content, str):
-        return content, 0
-    if not isinstance(content, list):
-        raise RequestError(f"'{where}' must be a string or an array of content parts, got {_kind(content)}", field=where)
-    parts: list[str] = []
-    images = 0
-    for j, part in enumerate(content):
-        pw = f"{where}[{j}]"
-        if not isinstance(part, dict):
-            raise RequestError(f"'{pw}' must be an object, got {_kind(part)}", field=pw)
-        ptype = part.get("type")
-        if ptype in _RESPONSES_TEXT_PARTS:
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise RequestError(f"'{pw}.text' must be a string, got {_kind(text)}", field=f"{pw}.text")
-            parts.append(text)
-        elif ptype == "input_image":
-            images += 1
-        elif ptype in _RESPONSES_SKIPPED_PARTS:
-            continue
-        elif isinstance(ptype, str):
-            raise RequestError(f"'{pw}.type' has unsupported content part type {ptype!r}", field=f"{pw}.type")
-        else:
-            raise RequestError(f"'{pw}.type' must be a string, got {_kind(ptype)}", field=f"{pw}.type")
-    return "\n".join(parts), images
+    return _content(content, where, RESPONSES_PARTS)
 
 
 # ---- shared helpers ---------------------------------------------------------------------
@@ -597,3 +574,12 @@ def _opt_pos_int(data: dict[str, Any], key: str) -> int | None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise RequestError(f"'{key}' must be a positive integer, got {value!r}", field=key)
     return value
+
+
+# Content part types per API (after the readers they name).
+CHAT_PARTS = PartTypes("content parts", frozenset({"text"}), frozenset(), frozenset({"input_audio", "file", "refusal"}),
+                       (("image_url", _chat_image),))
+ANTHROPIC_BLOCKS = PartTypes("content blocks", frozenset({"text"}), frozenset({"image", "document"}),
+                             frozenset({"tool_use", "thinking", "redacted_thinking"}), (("tool_result", _tool_result),))
+RESPONSES_PARTS = PartTypes("content parts", frozenset({"input_text", "output_text"}), frozenset({"input_image"}),
+                            frozenset({"refusal", "input_file", "input_audio"}))
