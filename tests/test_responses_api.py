@@ -264,3 +264,20 @@ def test_a_cascade_over_openai_models_answers_a_responses_request(fakes, on_fake
     assert answer["object"] == "response" and answer["model"] == "gpt-4o-mini"
     [sent] = [r for r in fakes.requests("openai")]
     assert sent.path == "/v1/responses" and sent.json["model"] == "gpt-4o-mini"
+
+
+def test_check_shows_which_models_serve_each_api(tmp_path, capsys):
+    import yaml
+
+    from llm_router.cli import main
+
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "responses: only gpt-4o (no choice to make)" in out and "chat: 6 models" in out
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"models": {"gpt-4o-mini": MINI}, "policies": {"eu": {
+        "classifier": "rules", "strategy": "cost_weighted", "constraints": {"providers": ["mistral", "anthropic"]}}}}))
+    assert main(["check", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "responses: 2 models" in out  # the default policy, with gpt-4o-mini added
+    assert "responses: none (refused with 400)" in out and "messages: only claude-3.5-sonnet" in out  # policy eu

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 from llm_router.commands.common import load_or_exit
+from llm_router.catalog import APIS
 from llm_router.config import allowed_models
 
 
@@ -48,4 +49,22 @@ def run(args) -> int:
         if p.explore:
             print(f"  explore: {p.explore:.0%} of requests go to a random candidate (logged with their propensity)")
         print(f"  may use: {', '.join(allowed)}")
+        print("  per API: " + "; ".join(_per_api(cfg, allowed)))
     return 0
+
+
+def _per_api(cfg, allowed: list[str]) -> list[str]:
+    """Which of a policy's models serve each request API: one model leaves nothing to route between."""
+    from llm_router.router import build_catalog
+
+    catalog = build_catalog(cfg)
+    out = []
+    for api in APIS:
+        models = [mid for mid in allowed if catalog.serves(catalog.models[mid], api)]
+        if not models:
+            out.append(f"{api}: none (refused with 400)")
+        elif len(models) == 1:
+            out.append(f"{api}: only {models[0]} (no choice to make)")
+        else:
+            out.append(f"{api}: {len(models)} models")
+    return out
