@@ -1,7 +1,7 @@
 """Request bodies -> LLMRequest: the one place that knows the request JSON shapes."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,7 +191,7 @@ def _parse_chat(data: dict[str, Any]) -> LLMRequest:
     tools = _check_tools(data)
     if tools:
         tokens += estimate_tokens(orjson.dumps(data.get("tools") or data.get("functions")).decode())
-    json_mode = _response_format(data)
+    json_mode = _json_format(data.get("response_format"), "response_format")
     stream = _opt_bool(data, "stream")
     include_usage = None
     opts = data.get("stream_options")
@@ -239,7 +239,7 @@ class PartTypes:
     text: frozenset[str]
     images: frozenset[str]
     skipped: frozenset[str]
-    special: tuple[tuple[str, Callable[[dict[str, Any], str], tuple[str, int]]], ...] = ()
+    special: Mapping[str, Callable[[dict[str, Any], str], tuple[str, int]]] = field(default_factory=dict)
 
 
 def _content(content: Any, where: str, types: PartTypes) -> tuple[str, int]:
@@ -265,10 +265,9 @@ def _content(content: Any, where: str, types: PartTypes) -> tuple[str, int]:
         elif ptype in types.skipped:
             continue
         elif isinstance(ptype, str):
-            reader = next((fn for name, fn in types.special if name == ptype), None)
+            reader = types.special.get(ptype)
             if reader is None:
-                kind = "content block" if types.noun == "content blocks" else "content part"
-                raise RequestError(f"'{pw}.type' has unsupported {kind} type {ptype!r}", field=f"{pw}.type")
+                raise RequestError(f"'{pw}.type' has unsupported {types.noun[:-1]} type {ptype!r}", field=f"{pw}.type")
             text, found = reader(part, pw)
             if text:
                 parts.append(text)
@@ -294,16 +293,15 @@ def _check_tools(data: dict[str, Any]) -> bool:
     return found
 
 
-def _response_format(data: dict[str, Any]) -> bool:
-    """Whether JSON output is asked for."""
-    fmt = data.get("response_format")
+def _json_format(fmt: Any, where: str) -> bool:
+    """Whether an output format object (chat `response_format`, Responses `text.format`) asks for JSON."""
     if fmt is None:
         return False
     if not isinstance(fmt, dict):
-        raise RequestError(f"'response_format' must be an object, got {_kind(fmt)}", field="response_format")
+        raise RequestError(f"'{where}' must be an object, got {_kind(fmt)}", field=where)
     ftype = fmt.get("type")
     if ftype not in ("text", "json_object", "json_schema"):
-        raise RequestError(f"'response_format.type' must be 'text', 'json_object' or 'json_schema', got {ftype!r}", field="response_format.type")
+        raise RequestError(f"'{where}.type' must be 'text', 'json_object' or 'json_schema', got {ftype!r}", field=f"{where}.type")
     return ftype != "text"
 
 
@@ -426,27 +424,16 @@ def _parse_responses(data: dict[str, Any]) -> LLMRequest:
     elif data.get("prompt") is None:
         raise RequestError("'input' is required (text or an array of input items) unless a 'prompt' template is given", field="input")
     tokens += estimate_tokens("\n".join([t for _, t in texts])) + MESSAGE_OVERHEAD_TOKENS * len(texts)
-    tools = data.get("tools")
-    if tools is not None:
-        if not isinstance(tools, list):
-            raise RequestError(f"'tools' must be an array, got {_kind(tools)}", field="tools")
-        for i, tool in enumerate(tools):
-            if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
-                raise RequestError(f"'tools[{i}]' must be an object with a string 'type'", field=f"tools[{i}]")
-        if tools:
-            tokens += estimate_tokens(orjson.dumps(tools).decode())
-    json_mode = False
+    tools = _check_tools(data)
+    for i, tool in enumerate(data.get("tools") or ()):
+        if not isinstance(tool.get("type"), str):
+            raise RequestError(f"'tools[{i}]' must be an object with a string 'type'", field=f"tools[{i}]")
+    if tools:
+        tokens += estimate_tokens(orjson.dumps(data.get("tools") or data.get("functions")).decode())
     text_opts = data.get("text")
-    if text_opts is not None:
-        if not isinstance(text_opts, dict):
-            raise RequestError(f"'text' must be an object, got {_kind(text_opts)}", field="text")
-        fmt = text_opts.get("format")
-        if fmt is not None:
-            ftype = fmt.get("type") if isinstance(fmt, dict) else None
-            if ftype not in ("text", "json_object", "json_schema"):
-                raise RequestError(f"'text.format.type' must be 'text', 'json_object' or 'json_schema', got {ftype!r}",
-                                   field="text.format.type")
-            json_mode = ftype != "text"
+    if text_opts is not None and not isinstance(text_opts, dict):
+        raise RequestError(f"'text' must be an object, got {_kind(text_opts)}", field="text")
+    json_mode = _json_format(text_opts.get("format"), "text.format") if text_opts else False
     for key in ("previous_response_id", "prompt_cache_key"):
         _opt_str(data, key)
     conversation = data.get("conversation")
@@ -578,8 +565,8 @@ def _opt_pos_int(data: dict[str, Any], key: str) -> int | None:
 
 # Content part types per API (after the readers they name).
 CHAT_PARTS = PartTypes("content parts", frozenset({"text"}), frozenset(), frozenset({"input_audio", "file", "refusal"}),
-                       (("image_url", _chat_image),))
+                       {"image_url": _chat_image})
 ANTHROPIC_BLOCKS = PartTypes("content blocks", frozenset({"text"}), frozenset({"image", "document"}),
-                             frozenset({"tool_use", "thinking", "redacted_thinking"}), (("tool_result", _tool_result),))
+                             frozenset({"tool_use", "thinking", "redacted_thinking"}), {"tool_result": _tool_result})
 RESPONSES_PARTS = PartTypes("content parts", frozenset({"input_text", "output_text"}), frozenset({"input_image"}),
                             frozenset({"refusal", "input_file", "input_audio"}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from llm_router.commands.common import load_or_exit
-from llm_router.catalog import APIS
+from llm_router.catalog import APIS, Catalog
 from llm_router.config import allowed_models
 
 
@@ -36,6 +36,9 @@ def run(args) -> int:
         print(f"  {mid:20s} {m.provider:10s} ${m.input_price:g}/${m.output_price:g} per 1M  ctx {m.context_window:>8}  "
               f"tier {m.tier:8s} quality {m.quality:.2f}  [{', '.join(m.capabilities)}]{cache}")
     print(f"default policy: {cfg.default_policy}")
+    from llm_router.router import build_catalog
+
+    catalog = build_catalog(cfg)
     for name, p in cfg.policies.items():
         allowed = allowed_models(p, cfg)
         print(f"policy {name}: classifier={p.classifier} strategy={p.strategy} fallbacks={p.fallbacks} "
@@ -49,15 +52,12 @@ def run(args) -> int:
         if p.explore:
             print(f"  explore: {p.explore:.0%} of requests go to a random candidate (logged with their propensity)")
         print(f"  may use: {', '.join(allowed)}")
-        print("  per API: " + "; ".join(_per_api(cfg, allowed)))
+        print("  per API: " + "; ".join(_per_api(catalog, allowed)))
     return 0
 
 
-def _per_api(cfg, allowed: list[str]) -> list[str]:
+def _per_api(catalog: Catalog, allowed: list[str]) -> list[str]:
     """Which of a policy's models serve each request API: one model leaves nothing to route between."""
-    from llm_router.router import build_catalog
-
-    catalog = build_catalog(cfg)
     out = []
     for api in APIS:
         models = [mid for mid in allowed if catalog.serves(catalog.models[mid], api)]
