@@ -136,3 +136,40 @@ def test_builtin_rules_with_builtin_examples():
     hyb = HybridClassifier(rules_classifier(cfg), SemanticClassifier.from_config(cfg.classifiers.semantic))
     assert hyb.classify(req("hi!")).tier == Tier.LOW
     assert hyb.classify(req("Prove that there is no largest prime number.")).tier >= Tier.HIGH
+
+
+def test_rules_evidence_names_matches_counts_caps_and_floors(parts):
+    rules, _ = parts
+    c, matched = rules.classify_with_matches(req("quick question: select and join with group by, HIPAA audit"))
+    assert [m.name for m in matched] == ["quick", "regulated", "sql-words"]
+    ev = tuple(c.evidence)
+    assert ev[0].startswith("~") and ev[0].endswith(" tokens")
+    assert ev[1:4] == ("quick", "regulated", "sql-words x3")
+    assert "capped at LOW" in ev and "at least CRITICAL" in ev and c.tier == Tier.CRITICAL
+    plain, none = rules.classify_with_matches(req("tell me about the weather"))
+    assert none == () and len(plain.evidence) == 1
+
+
+def test_evidence_is_formatted_once_on_first_read_and_compares_as_a_tuple():
+    from llm_router.classify.base import Evidence
+
+    calls = []
+
+    def make():
+        calls.append(1)
+        return ["a", "b", "c"]
+
+    ev = Evidence(make)
+    assert calls == []  # nothing formatted while routing
+    assert ev == ("a", "b", "c") and ev[:2] == ("a", "b") and len(ev) == 3 and list(ev) == ["a", "b", "c"]
+    assert ev == ["a", "b", "c"] and ev != ("a",) and "b" in ev and repr(ev) == "('a', 'b', 'c')"
+    assert calls == [1]
+
+
+def test_semantic_and_hybrid_reasons_read_the_lazy_evidence(parts):
+    rules, sem = parts
+    c = HybridClassifier(rules, sem).classify(req("Write a SQL query that sums revenue per month, select and join"))
+    text = c.describe()
+    assert text.startswith("hybrid: ") and "semantic MEDIUM code" in text and "sql-words" in text
+    neighbours = [e for e in c.evidence if e.startswith("sql-query/MEDIUM ")]
+    assert neighbours, c.evidence  # the nearest examples come from semantic's evidence

@@ -1,13 +1,55 @@
 """What every classifier returns, and the protocol they share."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, overload
 
 from llm_router.catalog import Tier
 from llm_router.request import LLMRequest
 
 CATEGORIES = ("code", "math", "reasoning", "creative", "extraction", "chat", "knowledge", "analysis")
+
+
+class Evidence(Sequence[str]):
+    """Evidence strings formatted on first use: most decisions never show them, and formatting costs."""
+
+    __slots__ = ("_make", "_items")
+
+    def __init__(self, make: Callable[[], Sequence[str]]):
+        self._make: Callable[[], Sequence[str]] | None = make
+        self._items: tuple[str, ...] = ()
+
+    def _get(self) -> tuple[str, ...]:
+        make = self._make
+        if make is not None:
+            self._items = tuple(make())
+            self._make = None  # drop what the closure held (vectors, scores)
+        return self._items
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[str, ...]: ...
+
+    def __getitem__(self, index):
+        return self._get()[index]
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __eq__(self, other: object) -> bool:
+        return self._get() == (tuple(other) if isinstance(other, Sequence) and not isinstance(other, str) else other)
+
+    def __hash__(self) -> int:
+        return hash(self._get())
+
+    def __repr__(self) -> str:
+        return repr(self._get())
 
 
 @dataclass(slots=True)
@@ -18,7 +60,7 @@ class Classification:
     category: str
     confidence: float  # 0..1: how sure the classifier is of the tier
     score: float  # 0..1 complexity; orders prompts within and across tiers
-    evidence: tuple[str, ...]  # short human-readable facts behind the verdict
+    evidence: Sequence[str]  # short human-readable facts behind the verdict (a tuple, or Evidence built on use)
     classifier: str
     # Optional per-model probability of a good answer (learned classifier only).
     quality: tuple[tuple[str, float], ...] = ()

@@ -1,7 +1,9 @@
 """Hybrid classifier: semantic judgement, bounded by the rules' hard floors and caps."""
 from __future__ import annotations
 
-from llm_router.classify.base import Classification, tier_for_score
+from functools import partial
+
+from llm_router.classify.base import Classification, Evidence, tier_for_score
 from llm_router.classify.rules import Rule, RulesClassifier
 from llm_router.classify.semantic import SemanticClassifier
 from llm_router.request import LLMRequest
@@ -32,7 +34,6 @@ class HybridClassifier:
         self.sure = sure
         self.unsure = unsure
         self.cuts = semantic.cuts
-        self._rule_by_name: dict[str, Rule] = {r.name: r for r in rules.rules}
 
     def _on_semantic_scale(self, score: float) -> float:
         """A rules score mapped piecewise-linearly so the rules' cuts land on the semantic cuts."""
@@ -45,47 +46,40 @@ class HybridClassifier:
                 return dst[i - 1] + min(1.0, max(0.0, t)) * (dst[i] - dst[i - 1])
         return score
 
-    def _matched(self, r: Classification) -> list[Rule]:
-        """The rules that matched, from the rules classifier's evidence (rule names, 'name xN')."""
-        out = []
-        for item in r.evidence:
-            rule = self._rule_by_name.get(item)
-            if rule is None and " x" in item:
-                rule = self._rule_by_name.get(item.rsplit(" x", 1)[0])
-            if rule is not None:
-                out.append(rule)
-        return out
-
     def classify(self, request: LLMRequest) -> Classification:
         """Classify one request."""
-        r = self.rules.classify(request)
+        r, matched = self.rules.classify_with_matches(request)
         s = self.semantic.classify(request)
-        matched = self._matched(r)
         score = round((1.0 - self.rules_share) * s.score + self.rules_share * self._on_semantic_scale(r.score), 4)
         tier = tier_for_score(score, self.cuts)
         category, label, confidence = s.category, s.label, s.confidence
-        # Verdicts first (a reason shows the first three items), then what changed, then neighbours.
-        evidence = [f"semantic {s.tier.name} {s.category} (conf {s.confidence:.2f}, score {s.score:.2f})",
-                    f"rules {r.tier.name} {r.category} (conf {r.confidence:.2f}, score {r.score:.2f})"
-                    + (f": {', '.join(x.name for x in matched)}" if matched else "")]
-        neighbours = s.evidence[:3]
+        # What changed the outcome, in order; formatted only when the evidence is read.
+        steps: list[str] = []
         if s.confidence < self.unsure and matched and r.confidence >= self.sure:
             tier, category = r.tier, r.category
             confidence = r.confidence
-            evidence.append(f"semantic unsure, rules sure: {r.tier.name} {r.category}")
+            steps.append(f"semantic unsure, rules sure: {r.tier.name} {r.category}")
         else:
             if tier != s.tier:
-                evidence.append(f"rules score moved {s.tier.name} -> {tier.name} (blended score {score:.2f})")
+                steps.append(f"rules score moved {s.tier.name} -> {tier.name} (blended score {score:.2f})")
             # Agreement raises confidence, disagreement lowers it.
             confidence = min(1.0, confidence + 0.1) if r.tier == tier else confidence * 0.85
         caps = [x.max_tier for x in matched if x.max_tier is not None]
         floors = [x.min_tier for x in matched if x.min_tier is not None]
         if caps and min(caps) < tier:
             tier = min(caps)
-            evidence.append(f"capped at {tier.name} by rule {next(x.name for x in matched if x.max_tier == tier)}")
+            steps.append(f"capped at {tier.name} by rule {next(x.name for x in matched if x.max_tier == tier)}")
         if floors and max(floors) > tier:
             tier = max(floors)
-            evidence.append(f"at least {tier.name} by rule {next(x.name for x in matched if x.min_tier == tier)}")
+            steps.append(f"at least {tier.name} by rule {next(x.name for x in matched if x.min_tier == tier)}")
         return Classification(tier=tier, category=category, confidence=round(confidence, 3), score=score,
-                              evidence=(*evidence, *neighbours), classifier=self.name, label=label)
+                              evidence=Evidence(partial(_evidence, r, s, matched, steps)), classifier=self.name, label=label)
+
+
+def _evidence(r: Classification, s: Classification, matched: tuple[Rule, ...], steps: list[str]) -> tuple[str, ...]:
+    """Both verdicts first (a reason shows the first three items), then what changed, then semantic's neighbours."""
+    return (f"semantic {s.tier.name} {s.category} (conf {s.confidence:.2f}, score {s.score:.2f})",
+            f"rules {r.tier.name} {r.category} (conf {r.confidence:.2f}, score {r.score:.2f})"
+            + (f": {', '.join(x.name for x in matched)}" if matched else ""),
+            *steps, *s.evidence[:3])
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import partial
 
 from llm_router.catalog import Tier
-from llm_router.classify.base import Classification, tier_for_score
+from llm_router.classify.base import Classification, Evidence, tier_for_score
 from llm_router.request import LLMRequest
 
 # Punctuation becomes a word break, except characters that carry meaning in code words (c++, c#).
@@ -154,19 +155,23 @@ class RulesClassifier:
 
     def classify(self, request: LLMRequest) -> Classification:
         """Classify one request."""
+        return self.classify_with_matches(request)[0]
+
+    def classify_with_matches(self, request: LLMRequest) -> tuple[Classification, tuple[Rule, ...]]:
+        """The classification and the rules that matched (in config order)."""
         score = self.base
         tokens = max(1, request.input_tokens)
         score += min(self.length.weight, self.length.weight * math.log(tokens) / self._log_full)
-        evidence = [f"~{tokens} tokens"]
         hits = self.matches(request.prompt)
+        order = sorted(hits)
         min_tier = Tier.LOW
         max_tier = Tier.CRITICAL
         cat_weight: dict[str, float] = {}
-        for idx in sorted(hits):
-            rule = self.rules[idx]
+        rules = self.rules
+        for idx in order:
+            rule = rules[idx]
             n = min(hits[idx], 3) if rule.per_hit else 1
             score += rule.weight * n
-            evidence.append(rule.name + (f" x{n}" if n > 1 else ""))
             if rule.category:
                 cat_weight[rule.category] = cat_weight.get(rule.category, 0.0) + abs(rule.weight) * n + 0.01
             if rule.min_tier is not None and rule.min_tier > min_tier:
@@ -175,20 +180,36 @@ class RulesClassifier:
                 max_tier = rule.max_tier
         if request.turns > 3:
             score += 0.05
-            evidence.append(f"{request.turns} user turns")
         score = min(1.0, max(0.0, score))
         tier = tier_for_score(score, self.cuts)
+        capped = floored = None
         if max_tier < tier:
-            tier = max_tier
-            evidence.append(f"capped at {max_tier.name}")
+            tier = capped = max_tier
         if min_tier > tier:
-            tier = min_tier
-            evidence.append(f"at least {min_tier.name}")
+            tier = floored = min_tier
         category = max(cat_weight, key=cat_weight.__getitem__) if cat_weight else self.default_category
+        matched = tuple(rules[i] for i in order)
+        evidence = Evidence(partial(self._evidence, tokens, hits, order, request.turns, capped, floored))
         return Classification(
             tier=tier, category=category, confidence=self._confidence(score, bool(hits)), score=round(score, 4),
-            evidence=tuple(evidence), classifier=self.name,
-        )
+            evidence=evidence, classifier=self.name,
+        ), matched
+
+    def _evidence(self, tokens: int, hits: dict[int, int], order: list[int], turns: int, capped: Tier | None,
+                  floored: Tier | None) -> list[str]:
+        """Length, the rules that matched ('name xN' for several keywords), and any cap or floor applied."""
+        out = [f"~{tokens} tokens"]
+        for idx in order:
+            rule = self.rules[idx]
+            n = min(hits[idx], 3) if rule.per_hit else 1
+            out.append(rule.name + (f" x{n}" if n > 1 else ""))
+        if turns > 3:
+            out.append(f"{turns} user turns")
+        if capped is not None:
+            out.append(f"capped at {capped.name}")
+        if floored is not None:
+            out.append(f"at least {floored.name}")
+        return out
 
     def _confidence(self, score: float, matched: bool) -> float:
         """Higher the farther the score sits from the nearest cut; lower when no rule matched."""

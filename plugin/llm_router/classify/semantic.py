@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Iterable, Protocol
@@ -11,7 +12,7 @@ import numpy as np
 import orjson
 
 from llm_router.catalog import Tier
-from llm_router.classify.base import CATEGORIES, Classification, tier_for_score
+from llm_router.classify.base import CATEGORIES, Classification, Evidence, tier_for_score
 from llm_router.config import ConfigError, SemanticConf
 from llm_router.request import LLMRequest
 
@@ -235,15 +236,19 @@ class SemanticClassifier:
         agree = votes[2 + n_cat + TIERS.index(tier)]
         best = best_raw * inv
         closeness = min(1.0, max(0.3, (best - 0.15) / 0.4))
+        return Classification(
+            tier=tier, category=category, confidence=round(agree / total * closeness, 3), score=round(score, 4),
+            evidence=Evidence(partial(self._soft_evidence, s, inv, mean_tier, tokens)), classifier=self.name,
+            label=self.labels[self._lab_list[best_i]],
+        )
+
+    def _soft_evidence(self, s: np.ndarray, inv: float, mean_tier: float, tokens: int) -> tuple[str, ...]:
+        """The three nearest examples or centroids and the vote's summary."""
         top = np.argpartition(s, -3)[-3:].tolist() if len(s) > 3 else list(range(len(s)))
         top.sort(key=lambda i: -float(s[i]))
         names = self._names
-        evidence = (*(f"{names[i]} {float(s[i]) * inv:.2f}" for i in top),
-                    f"{self.mode} k={len(s)} (softmax): mean tier {mean_tier:.2f}, ~{tokens} tokens")
-        return Classification(
-            tier=tier, category=category, confidence=round(agree / total * closeness, 3), score=round(score, 4),
-            evidence=evidence, classifier=self.name, label=self.labels[self._lab_list[best_i]],
-        )
+        return (*(f"{names[i]} {float(s[i]) * inv:.2f}" for i in top),
+                f"{self.mode} k={len(s)} (softmax): mean tier {mean_tier:.2f}, ~{tokens} tokens")
 
     def classify(self, request: LLMRequest) -> Classification:
         """Classify one request."""
