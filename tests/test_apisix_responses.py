@@ -35,7 +35,8 @@ def gw(fakes, on_fakes):
     em = Emulator(thread.path, timeout=60)
     upstreams = {name: fakes.url(name) for name in cfg.providers}
     def send(body, route: RouteConf = ROUTE, **kw):
-        return proxy(em, route, upstreams=upstreams, path="/v1/responses", headers=CLIENT, body=orjson.dumps(body), **kw)
+        kw = {"path": "/v1/responses", "headers": CLIENT, **kw}
+        return proxy(em, route, upstreams=upstreams, body=orjson.dumps(body) if body is not None else b"", **kw)
 
     yield send, runtime
     em.close()
@@ -82,3 +83,25 @@ def test_a_previous_response_id_keeps_the_model_whose_json_answer_it_names(gw, f
     assert follow.headers["x-llm-router-model"] == "gpt-4o" and "affinity" in follow.headers["x-llm-router-reason"]
     plain = send({"model": "auto", "input": "thanks!", "previous_response_id": rid}, post_resp=True)
     assert plain.headers["x-llm-router-model"] == "gpt-4o-mini"  # the route without affinity decides afresh
+
+
+def test_stored_responses_are_read_and_deleted_at_their_provider_with_its_key(gw, fakes):
+    send, runtime = gw
+    created = send({"model": "auto", "input": "hello, thanks!"}, post_resp=True)
+    rid = orjson.loads(created.body)["id"]
+    spoofed = [*CLIENT, ("x-llm-router-upstream", "deepseek")]
+    got = send(None, path=f"/v1/responses/{rid}", method="GET", headers=spoofed, post_resp=True)
+    assert got.status == 200 and orjson.loads(got.body) == orjson.loads(created.body)
+    assert got.headers["x-llm-router-request-id"] and "x-llm-router-model" not in got.headers
+    items = send(None, path=f"/v1/responses/{rid}/input_items?limit=5&order=asc", method="GET", headers=spoofed)
+    assert items.status == 200 and orjson.loads(items.body)["data"][0]["content"][0]["text"] == "hello, thanks!"
+    assert send(None, path=f"/v1/responses/{rid}", method="DELETE", headers=spoofed).status == 200
+    assert send(None, path=f"/v1/responses/{rid}", method="GET", headers=spoofed).status == 404  # the provider's answer
+    calls = fakes.requests("openai")[1:]
+    assert [(c.method, c.path) for c in calls] == [("GET", f"/v1/responses/{rid}"),
+                                                  ("GET", f"/v1/responses/{rid}/input_items?limit=5&order=asc"),
+                                                  ("DELETE", f"/v1/responses/{rid}"), ("GET", f"/v1/responses/{rid}")]
+    assert {c.headers["authorization"] for c in calls} == {"Bearer fake-openai-key"}
+    bad = send(None, path="/v1/responses/not an id", method="GET", headers=spoofed)
+    assert bad.status == 400 and orjson.loads(bad.body)["error"]["param"] == "path"
+    assert len(fakes.requests("openai")) == 5 and not fakes.requests("deepseek")

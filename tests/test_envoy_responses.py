@@ -104,16 +104,39 @@ def test_the_event_stream_arrives_as_it_is_written_and_its_usage_is_read(stack, 
     assert (status, usage.input_tokens, usage.output_tokens) == (200, reported["input_tokens"], reported["output_tokens"])
 
 
-def test_a_bad_body_is_a_400_naming_the_field_and_reads_of_stored_responses_pass_through(stack, fresh):
+def test_a_bad_body_is_a_400_naming_the_field(stack, fresh):
     bad = post(stack, {"model": "auto", "input": [{"role": "user", "content": [{"type": "input_txt", "text": "x"}]}]})
     assert bad.status_code == 400
     err = bad.json()["error"]
     assert err["param"] == "input[0].content[0].type" and "input_txt" in err["message"]
     assert not fresh.requests()
-    got = httpx.get(stack.url + "/v1/responses/resp_123", timeout=30, headers={"authorization": "Bearer sk-client-own"})
-    assert "x-llm-router-model" not in got.headers  # not a request the router decides: passed through untouched
-    [read] = wait_requests(fresh, "openai")
-    assert (read.method, read.path, read.headers["authorization"]) == ("GET", "/v1/responses/resp_123", "Bearer sk-client-own")
+
+
+def test_stored_responses_are_read_cancelled_and_deleted_with_the_providers_key(stack, fresh):
+    created = post(stack, HARD)
+    assert created.status_code == 200
+    rid = created.json()["id"]
+    # The client holds no provider key, and tries to pick the upstream itself: both are overwritten.
+    client = {"authorization": "Bearer sk-client-own", "x-llm-router-upstream": "deepseek"}
+    got = httpx.get(f"{stack.url}/v1/responses/{rid}", headers=client, timeout=30)
+    assert got.status_code == 200 and got.json() == created.json()
+    items = httpx.get(f"{stack.url}/v1/responses/{rid}/input_items?limit=5", headers=client, timeout=30)
+    assert items.status_code == 200 and items.json()["data"][0]["content"][0]["text"] == HARD["input"][0]["content"][0]["text"]
+    cancel = httpx.post(f"{stack.url}/v1/responses/{rid}/cancel", headers=client, timeout=30)
+    assert cancel.status_code == 400 and "background" in cancel.json()["error"]["message"]  # the provider's own answer
+    deleted = httpx.delete(f"{stack.url}/v1/responses/{rid}", headers=client, timeout=30)
+    assert deleted.status_code == 200 and deleted.json()["deleted"] is True
+    gone = httpx.get(f"{stack.url}/v1/responses/{rid}", headers=client, timeout=30)
+    assert gone.status_code == 404 and rid in gone.json()["error"]["message"]
+    calls = wait_requests(fresh, "openai", 6)[1:]
+    assert [(c.method, c.path) for c in calls] == [
+        ("GET", f"/v1/responses/{rid}"), ("GET", f"/v1/responses/{rid}/input_items?limit=5"),
+        ("POST", f"/v1/responses/{rid}/cancel"), ("DELETE", f"/v1/responses/{rid}"), ("GET", f"/v1/responses/{rid}")]
+    assert {c.headers["authorization"] for c in calls} == {"Bearer fake-openai-key"}
+    assert all(not fresh.requests(p) for p in fresh.providers if p != "openai")
+    bad = httpx.get(f"{stack.url}/v1/responses/not%20an%20id", headers=client, timeout=30)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "path" and "response id" in bad.json()["error"]["message"]
+    assert len(fresh.requests("openai")) == 6  # refused by the router, never sent
 
 
 def test_a_chain_of_previous_response_ids_stays_on_the_model_that_answered(stack, fresh):

@@ -119,3 +119,14 @@ def test_conversation_keys_of_any_parsed_body_are_stable_ints(body, api):
         return
     found = conversation_key(req, "policy:p")
     assert found is None or (isinstance(found[0], int) and -(2**63) <= found[0] < 2**63 and found == conversation_key(req, "policy:p"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(tail=st.text(max_size=300), prefix=st.sampled_from(["/v1/responses/", "/openai/v1/responses/", "/v1/", ""]))
+def test_any_path_is_a_stored_response_call_an_error_or_not_one(tail, prefix):
+    from llm_router.stored import StoredPath, stored_path
+
+    found = stored_path(prefix + tail)
+    assert found is None or isinstance(found, StoredPath) or (isinstance(found, RouteError) and found.status == 400)
+    if isinstance(found, StoredPath):
+        assert "/" not in found.response_id and found.rest.startswith(found.response_id)

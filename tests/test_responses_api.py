@@ -219,7 +219,7 @@ def test_a_chain_of_previous_response_ids_stays_on_the_model_that_answered():
     ex = Exchange("1", "r", 0.0)
     off.decide(body(HARD), path="/v1/responses", ex=ex)
     off.on_response(ex, 200, Usage(10, 5, response_id="resp_Z"), 0.1)
-    assert len(off.router.affinity) == 0  # policies without affinity remember nothing
+    assert len(off.router.affinity) == 1  # without affinity only where the response is stored (tests/test_stored_responses.py)
 
 
 def test_cascade_and_hedge_read_the_answer_of_a_response_object():

@@ -125,6 +125,10 @@ class Metrics(Collector):
                                           "with the other processes (sent) or learned from them (received)", ("direction",))
         for direction in ("sent", "received"):
             self.affinity_shared.inc((direction,), 0.0)
+        self.stored = CounterVec("llm_router_stored_responses", "Calls on stored Responses (retrieve, delete, cancel, "
+                                 "input items) sent to the provider holding them, by how it was found (remembered, "
+                                 "only_provider), or refused", ("provider", "found"))
+        self.stored.inc(("", "refused"), 0.0)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -136,7 +140,7 @@ class Metrics(Collector):
     def _all(self):
         return (self.requests, self.responses, self.tokens, self.cache_tokens, self.cost, self.saving, self.decision_seconds,
                 self.upstream_seconds, self.estimate_ratio, self.fallbacks, self.errors, self.budget_remaining,
-                self.breaker_open, self.feedback, self.rated, self.rated_score, self.affinity_shared)
+                self.breaker_open, self.feedback, self.rated, self.rated_score, self.affinity_shared, self.stored)
 
     def collect(self) -> Iterator:
         for vec in self._all():

@@ -53,11 +53,24 @@ def plan_call(request: LLMRequest, model: Model, catalog: Catalog, credentials: 
               route_header: str = ROUTE_HEADER, response_headers: tuple[tuple[str, str], ...] = ()) -> UpstreamCall:
     """The upstream call for one model of a decision's chain."""
     provider = catalog.providers[model.provider]
-    body = render_body(request, model.name)
-    cred = credentials.headers(provider.name)
-    set_names = {name for name, _ in cred}
-    remove = tuple(h for h in CLIENT_CREDENTIAL_HEADERS if h not in set_names)
+    cred, remove = _credential(provider, credentials)
     return UpstreamCall(
-        model=model, provider=provider, path=provider.paths[request.api], body=body,
+        model=model, provider=provider, path=provider.paths[request.api], body=render_body(request, model.name),
         set_headers=((route_header, model.upstream), *cred), remove_headers=remove, response_headers=response_headers,
     )
+
+
+def plan_stored(model: Model, catalog: Catalog, credentials: Credentials, path: str, *, route_header: str = ROUTE_HEADER,
+                response_headers: tuple[tuple[str, str], ...] = ()) -> UpstreamCall:
+    """A call on state the provider keeps (a stored response): its path and key, the body untouched."""
+    provider = catalog.providers[model.provider]
+    cred, remove = _credential(provider, credentials)
+    return UpstreamCall(model=model, provider=provider, path=path, body=b"", set_headers=((route_header, model.upstream), *cred),
+                        remove_headers=remove, response_headers=response_headers)
+
+
+def _credential(provider: Provider, credentials: Credentials) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """The provider's credential and fixed headers, and the client-sent credentials to drop."""
+    cred = credentials.headers(provider.name)
+    set_names = {name for name, _ in cred}
+    return cred, tuple(h for h in CLIENT_CREDENTIAL_HEADERS if h not in set_names)

@@ -16,7 +16,8 @@ from llm_router.affinity import response_key
 from llm_router.config import Config
 from llm_router.credentials import Credentials
 from llm_router.decision import Decision, RouteError
-from llm_router.plan import ROUTE_HEADER, UpstreamCall, explanation_headers, plan_call
+from llm_router import stored
+from llm_router.plan import ROUTE_HEADER, UpstreamCall, explanation_headers, plan_call, plan_stored
 from llm_router.request import LLMRequest, api_for_path
 from llm_router.router import NO_STATE, Policy, Router
 from llm_router.strategies.base import StateView
@@ -416,10 +417,43 @@ class Runtime:
         self.observer.on_response(ex, status, usage, latency_s, headers)
 
     def _remember_response(self, ex: Exchange, response_id: str) -> None:
-        """A Responses answer's id -> the model that gave it, so a request continuing from it stays there."""
+        """A Responses answer's id -> the model that gave it: where it is stored, and (with affinity)
+        where a request continuing from it stays."""
         policy, call = ex.policy, ex.call
-        if policy is not None and policy.affinity is not None and call is not None:
-            self.router.affinity.put(response_key(policy.affinity, response_id), call.model.id)
+        if call is None:
+            return
+        table = self.router.affinity
+        if ex.request is None or ex.request.body.get("store") is not False:
+            stored.remember(table, response_id, call.model.id)
+        if policy is not None and policy.affinity is not None:
+            table.put(response_key(policy.affinity, response_id), call.model.id)
+
+    def stored_response(self, path: str, *, ex: Exchange, route_conf: Any = None) -> UpstreamCall | Refusal | None:
+        """A call on a stored response (retrieve, delete, cancel, input items): sent to the provider
+        that holds it, with that provider's key; a Refusal naming the problem; None for other paths."""
+        found = stored.stored_path(path)
+        if found is None:
+            return None
+        policy = self.policy_for(route_conf) if not isinstance(found, RouteError) else found
+        if isinstance(policy, RouteError):
+            return self._stored_refused(policy, ex)
+        ex.policy = policy
+        held = stored.holder(self.router.affinity, self.catalog, policy, found.response_id)
+        if isinstance(held, RouteError):
+            return self._stored_refused(held, ex)
+        model = held.model
+        base = self.catalog.providers[model.provider].paths["responses"]
+        ex.call = plan_stored(model, self.catalog, self.credentials, stored.provider_path(base, found),
+                              route_header=self.route_header, response_headers=(("x-llm-router-request-id", ex.request_id),))
+        if self.metrics is not None:
+            self.metrics.stored.inc((model.provider, held.found))
+        return ex.call
+
+    def _stored_refused(self, error: RouteError, ex: Exchange) -> Refusal:
+        ex.error = error
+        if self.metrics is not None:
+            self.metrics.stored.inc(("", "refused"))
+        return self.refusal(error, ex)
 
     async def start(self, *, metrics_listen: str | None = None) -> None:
         """Start background work (state sync, metrics endpoint); adapters call it once at startup."""

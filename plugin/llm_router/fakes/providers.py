@@ -105,6 +105,8 @@ class FakeProvider:
             raise ValueError(f"limits must be one of {LIMIT_STYLES}, got {limits!r}")
         self.key = key if key is not None else fake_key(name)
         self.routes = {path: api for api, path in paths.items()}
+        self.responses_path = paths.get("responses")
+        self.stored: dict[str, dict[str, Any]] = {}  # response id -> the response and its input items, as OpenAI keeps them
         self.behaviour = behaviour or Behaviour()
         self.records: list[Recorded] = []
         self.max_records = max_records
@@ -137,6 +139,8 @@ class FakeProvider:
     async def _answer(self, req: Request, resp: Reply, path: str) -> int:
         api = self.routes.get(path)
         anthropic = api == "messages"
+        if api is None and self.responses_path and path.startswith(self.responses_path + "/"):
+            return await self._stored_call(req, resp, path[len(self.responses_path) + 1:])
         if api is None:
             return await self._error(resp, 404, f"unknown path {path}", "not_found_error" if anthropic else "invalid_request_error",
                                      anthropic, code="unknown_url")
@@ -197,9 +201,11 @@ class FakeProvider:
                 usage = isinstance(opts, dict) and opts.get("include_usage") is True
                 await self._openai_stream(resp, model, answer, headers, api, usage)
             return 200
-        payload = (_anthropic_json(model, answer) if anthropic
-                   else orjson.dumps(_response_object(model, answer, data, f"resp_{uuid.uuid4().hex[:24]}")) if api == "responses"
-                   else _openai_json(model, answer, api, logprobs=data.get("logprobs") is True, provider=self.name))
+        if api == "responses":
+            payload = orjson.dumps(self._keep(_response_object(model, answer, data, f"resp_{uuid.uuid4().hex[:24]}"), data))
+        else:
+            payload = (_anthropic_json(model, answer) if anthropic
+                       else _openai_json(model, answer, api, logprobs=data.get("logprobs") is True, provider=self.name))
         headers = [("content-type", "application/json"), *headers]
         if b.gzip and "gzip" in req.headers.get("accept-encoding", ""):
             payload = gzip.compress(payload)
@@ -357,8 +363,50 @@ class FakeProvider:
         await event("response.output_text.done", **at, text=answer.text, logprobs=[])
         await event("response.content_part.done", **at, part=part)
         await event("response.output_item.done", output_index=0, item={**item, "status": "completed", "content": [part]})
-        await event("response.completed", response=_response_object(model, answer, data, rid))
+        await event("response.completed", response=self._keep(_response_object(model, answer, data, rid), data))
         await resp.end()
+
+    # ---- stored responses (OpenAI keeps answers unless store is false) -----------------
+
+    def _keep(self, obj: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        """Store a finished response with its input items, as OpenAI does (bounded); returns it."""
+        if data.get("store", True) is not False:
+            if len(self.stored) >= self.max_records:
+                del self.stored[next(iter(self.stored))]
+            self.stored[obj["id"]] = {"response": obj, "input": _input_items(data.get("input")),
+                                      "background": data.get("background") is True}
+        return obj
+
+    async def _stored_call(self, req: Request, resp: Reply, rest: str) -> int:
+        """GET/DELETE <responses>/{id}, POST {id}/cancel, GET {id}/input_items, with OpenAI's errors."""
+        if not self._authorized(req.headers):
+            return await self._auth_error(resp, False)
+        rid, _, what = rest.partition("/")
+        kept = self.stored.get(rid)
+        allowed = {"": ("GET", "DELETE"), "cancel": ("POST",), "input_items": ("GET",)}.get(what)
+        if allowed is None:
+            return await self._error(resp, 404, f"unknown path {req.path.split('?', 1)[0]}", "invalid_request_error", False,
+                                     code="unknown_url")
+        if req.method not in allowed:
+            return await self._error(resp, 405, f"{req.method} is not allowed here", "invalid_request_error", False)
+        if kept is None:
+            return await self._error(resp, 404, f"Response with id '{rid}' not found.", "invalid_request_error", False)
+        if what == "" and req.method == "DELETE":
+            del self.stored[rid]
+            body: Any = {"id": rid, "object": "response", "deleted": True}
+        elif what == "cancel":
+            if not kept["background"]:
+                return await self._error(resp, 400, "Only responses created with background=true can be cancelled.",
+                                         "invalid_request_error", False)
+            body = kept["response"]
+        elif what == "input_items":
+            items = kept["input"]
+            body = {"object": "list", "data": items, "first_id": items[0]["id"] if items else None,
+                    "last_id": items[-1]["id"] if items else None, "has_more": False}
+        else:
+            body = kept["response"]
+        await resp.send(200, [("content-type", "application/json"), ("x-fake-provider", self.name)], orjson.dumps(body))
+        return 200
 
     # ---- control API ------------------------------------------------------------------
 
@@ -452,6 +500,13 @@ def _openai_json(model: str, answer: Answer, api: str, *, logprobs: bool = False
                      "logprobs": _token_logprobs(answer) if logprobs else None, "finish_reason": "stop"}],
         "usage": _openai_usage(answer, provider),
     })
+
+
+def _input_items(value: Any) -> list[dict[str, Any]]:
+    """A Responses request's input as the input items OpenAI lists for it (each with an id)."""
+    items = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": value}]}] if isinstance(value, str) \
+        else [dict(item) for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+    return [{"id": f"msg_{uuid.uuid4().hex[:24]}", **item} for item in items]
 
 
 def _response_object(model: str, answer: Answer, data: dict[str, Any], rid: str, *, status: str = "completed") -> dict[str, Any]:

@@ -570,7 +570,7 @@ class Emulator:
 
 def proxy(em: Emulator, route: RouteConf, *, upstreams: dict[str, str], post_resp: bool = False,
           path: str = "/v1/chat/completions", headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
-          route_header: str = "x-llm-router-upstream", timeout: float = 60.0) -> ClientResponse:
+          route_header: str = "x-llm-router-upstream", timeout: float = 60.0, method: str = "POST") -> ClientResponse:
     """One client request through the emulated APISIX route, end to end.
 
     ext-plugin-pre-req (the runner's Rewrite or Stop), traffic-split (`upstreams`: routing header
@@ -580,7 +580,9 @@ def proxy(em: Emulator, route: RouteConf, *, upstreams: dict[str, str], post_res
     """
     import httpx
 
-    pre = em.http_req_call(route, path=path, headers=headers, body=body)
+    bare, _, query = path.partition("?")  # APISIX hands the runner the path without its query, and appends it again
+    args = [tuple(kv.split("=", 1)) if "=" in kv else (kv, None) for kv in query.split("&") if kv] if query else []
+    pre = em.http_req_call(route, method=method, path=bare, headers=headers, body=body, args=args)
     if pre.status is not None:
         return ClientResponse(pre.status, dict(pre.response_headers), pre.body or b"", None, pre)
     name = pre.upstream_headers.get(route_header)
@@ -590,7 +592,8 @@ def proxy(em: Emulator, route: RouteConf, *, upstreams: dict[str, str], post_res
     sent = {k: v for k, v in pre.upstream_headers.items() if k not in ("host", "content-length", "transfer-encoding")}
     try:
         with httpx.Client(timeout=timeout, trust_env=False) as client:
-            resp = client.post(base + pre.upstream_path, content=pre.upstream_body, headers=sent)
+            target = base + pre.upstream_path + ("?" + query if query else "")
+            resp = client.request(method, target, content=pre.upstream_body, headers=sent)
             up_status, up_headers, up_body = resp.status_code, [(k.lower(), v) for k, v in resp.headers.multi_items()], resp.content
     except httpx.HTTPError:
         return ClientResponse(502, {}, b"", name, pre)  # ext-plugin-post-resp: "failed to request" -> 502

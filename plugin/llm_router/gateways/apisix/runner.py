@@ -24,6 +24,7 @@ from llm_router.gateways.apisix.framing import (
 from llm_router.gateways.apisix.tokens import Entry, TokenStore
 from llm_router.orchestrate import OrchestratedReply, fallback, orchestrate, wants_orchestration
 from llm_router.runtime import Exchange, Refusal, Runtime
+from llm_router.stored import MARK
 
 log = logging.getLogger("llm_router.apisix")
 
@@ -109,6 +110,7 @@ class Stats:
     unmatched_responses: int = 0
     orchestrated: int = 0  # answered by the runner's own calls (cascade, hedge)
     fallbacks: int = 0  # post-resp: a failed answer replaced by the runner's retry down the chain
+    stored: int = 0  # calls on stored responses sent to the provider holding them
 
 
 class Runner:
@@ -222,6 +224,10 @@ class Runner:
         compiled: Compiled = entry.compiled
         if compiled.error is not None:
             return self._stop(call.id, compiled.error.status, compiled.error.openai_body(), None)
+        if MARK in call.path:
+            stored = self._stored(call, entry)
+            if stored is not None:
+                return stored
         if call.method != decode.METHOD_POST or not self.runtime.handles(call.path):
             # Not an LLM call: let it through, but never with a routing header the client chose.
             self.stats.passes += 1
@@ -234,6 +240,22 @@ class Runner:
             return self._stop(call.id, 413, err.openai_body(), None)
         conv.pending = Pending("body", call.id, entry, call=call)
         return encode.REQ_BODY_FRAME
+
+    def _stored(self, call: decode.ReqCall, entry: Entry) -> bytes | None:
+        """A call on a stored response: to the provider holding it, with its key (None: not such a call)."""
+        runtime = self.runtime
+        ex = Exchange(runtime.new_request_id(), entry.route, self.clock())
+        result = runtime.stored_response(call.path, ex=ex, route_conf=entry.compiled.route_conf)
+        if result is None:
+            return None
+        if isinstance(result, Refusal):
+            self.stats.stops += 1
+            return encode.stop_frame(call.id, result.status, self.entries.vector((), result.headers), result.body)
+        self.stats.stored += 1
+        removals = tuple((h, None) for h in result.remove_headers)
+        return encode.rewrite_frame(call.id, path=result.path,
+                                    headers=self.entries.vector(result.set_headers + removals, ((REQUEST_ID_HEADER, ex.request_id),)),
+                                    resp_headers=self.entries.vector((), result.response_headers))
 
     def _on_extra_info(self, conv: Conversation, pending: Pending, payload: bytes) -> bytes | Deferred:
         result = decode.read_extra_info_result(payload)

@@ -44,6 +44,7 @@ from llm_router.gateways.envoy.route_conf import RouteConfCache
 from llm_router.orchestrate import orchestrate, wants_orchestration
 from llm_router.ratelimits import is_rate_limit_header
 from llm_router.runtime import Exchange, Refusal, Runtime
+from llm_router.stored import MARK
 
 log = logging.getLogger("llm_router.envoy")
 
@@ -211,6 +212,10 @@ class Session:
         if svc.wants_headers:
             self.headers = [(h.key, (h.raw_value or h.value.encode()).decode("latin-1")) for h in header_list]
         self.path = path
+        if MARK in path:
+            replies = self._stored(req, path)
+            if replies is not None:
+                return replies
         if not runtime.handles(path):
             # Not an LLM API: leave it alone, but never let a client pick our routing header.
             self.passthrough = True
@@ -231,6 +236,26 @@ class Session:
         if req.request_headers.end_of_stream:
             return self._decide(b"", 0)
         return []  # the header reply waits for the body (one round trip)
+
+    def _stored(self, req: ProcessingRequest, path: str) -> list[bytes] | None:
+        """A call on a stored response: to the provider holding it, with its key (None: not such a call)."""
+        svc = self.svc
+        route_conf = svc.route_confs.get(req.attributes) if req.attributes else None
+        ex = Exchange(request_id=svc.runtime.new_request_id(), route=path.partition("?")[0], started=svc.clock())
+        result = svc.runtime.stored_response(path, ex=ex, route_conf=route_conf)
+        if result is None:
+            return None
+        self.passthrough = self.finished = True  # its body (a cancel's, if any) passes as it is
+        if isinstance(result, Refusal):
+            return [wire.immediate_reply(result.status, result.body, result.headers, details="llm_router_refused",
+                                         metadata=svc.local_reply_metadata)]
+        slots, unused = slot_headers((result.model.upstream,))
+        streams = "stream=true" in path.partition("?")[2]
+        control = ((ATTEMPT_HEADER, "0"), (MAX_RETRIES_HEADER, "0"), (PER_TRY_TIMEOUT_HEADER, svc.per_try[streams]))
+        # Not through the mutation cache: every stored-response path is different.
+        headers = wire.header_mutation((*result.set_headers, (":path", result.path), *slots, *control),
+                                       (*result.remove_headers, *unused, *svc.retry_removals))
+        return [wire.request_headers_reply(wire.common_response(headers=headers, clear_route_cache=True))]
 
     def _request_body(self, body_msg) -> list[bytes]:
         if self.passthrough or self.ex is None:
