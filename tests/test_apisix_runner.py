@@ -110,8 +110,24 @@ def test_streaming_request_asks_for_usage(em):
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
 
 
-def test_non_llm_calls_pass_but_never_with_the_clients_routing_header(em):
+def test_the_model_list_is_answered_by_the_runner_in_openai_or_anthropic_format(em):
     out = em.http_req_call(DEFAULT, method="GET", path="/v1/models", headers=CLIENT_HEADERS)
+    assert out.status == 200 and out.action == "stop" and out.extra_info == []
+    assert out.response_headers["content-type"] == "application/json" and out.response_headers["x-llm-router-request-id"]
+    listed = orjson.loads(out.body)
+    assert listed["object"] == "list" and listed["data"][0]["id"] == "auto" and len(listed["data"]) == 7
+    one = em.http_req_call(DEFAULT, method="GET", path="/v1/models/deepseek-v2", headers=CLIENT_HEADERS)
+    assert one.status == 200 and orjson.loads(one.body)["owned_by"] == "deepseek"
+    unknown = em.http_req_call(DEFAULT, method="GET", path="/v1/models/gpt-5", headers=CLIENT_HEADERS)
+    assert unknown.status == 404 and orjson.loads(unknown.body)["error"]["code"] == "model_not_found"
+    anthropic = em.http_req_call(DEFAULT, method="GET", path="/v1/models",
+                                 headers=[*CLIENT_HEADERS, ("anthropic-version", "2023-06-01")])
+    assert orjson.loads(anthropic.body)["data"][0] == {"type": "model", "id": "auto", "display_name": "auto",
+                                                       "created_at": "2023-11-14T22:13:20Z"}
+
+
+def test_non_llm_calls_pass_but_never_with_the_clients_routing_header(em):
+    out = em.http_req_call(DEFAULT, method="GET", path="/v1/files", headers=CLIENT_HEADERS)
     assert out.ok and out.action == "rewrite"
     assert out.reply["headers"] == [("x-llm-router-upstream", None)]
     assert "x-llm-router-upstream" not in out.upstream_headers

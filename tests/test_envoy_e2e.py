@@ -302,6 +302,20 @@ def test_other_paths_pass_through_untouched(stack, fresh_fakes):
     assert "x-llm-router-model" not in r.headers
 
 
+def test_the_model_list_is_answered_by_the_processor_per_route(stack, fresh_fakes):
+    r = httpx.get(stack.url + "/v1/models", headers={"authorization": "Bearer client-own-key"}, timeout=30)
+    assert r.status_code == 200 and r.headers["x-llm-router-request-id"]
+    ids = [m["id"] for m in r.json()["data"]]
+    assert ids[0] == "auto" and {"gpt-4o", "deepseek-v2", "claude-3.5-sonnet"} <= set(ids)
+    cheap = httpx.get(stack.url + "/cheap/v1/models/deepseek-v2", timeout=30)
+    assert cheap.status_code == 200 and cheap.json()["owned_by"] == "deepseek"
+    not_here = httpx.get(stack.url + "/cheap/v1/models/gpt-4o", timeout=30)
+    assert not_here.status_code == 404 and "deepseek-v2" in not_here.json()["error"]["message"]
+    anthropic = httpx.get(stack.url + "/v1/models", headers={"anthropic-version": "2023-06-01"}, timeout=30)
+    assert anthropic.json()["first_id"] == "auto" and anthropic.json()["data"][1]["type"] == "model"
+    assert not fresh_fakes.requests()  # no provider was asked
+
+
 def test_get_on_an_llm_path_is_refused_cleanly(stack, fresh_fakes):
     r = httpx.get(stack.url + "/v1/chat/completions", timeout=30)
     assert r.status_code == 400

@@ -135,8 +135,11 @@ def test_the_shipped_bootstrap_streams_and_observes_usage(prod, fresh):
 
 
 def test_the_shipped_bootstrap_passes_other_paths_to_the_default_provider_untouched(prod, fresh):
-    r = httpx.get(prod["url"] + "/v1/models", headers={"authorization": "Bearer sk-client-own"}, timeout=30)
+    r = httpx.get(prod["url"] + "/v1/files", headers={"authorization": "Bearer sk-client-own"}, timeout=30)
     [got] = wait_requests(fresh, "openai")
-    assert got.path == "/v1/models" and got.headers["host"] == "api.openai.com"
+    assert got.path == "/v1/files" and got.headers["host"] == "api.openai.com"
     assert got.headers["authorization"] == "Bearer sk-client-own"  # not routed: the client's own credential
-    assert r.status_code == 404  # the fake has no model list
+    assert r.status_code == 404  # the fake has no files API
+    listed = httpx.get(prod["url"] + "/v1/models", headers={"authorization": "Bearer sk-client-own"}, timeout=30)
+    assert listed.status_code == 200 and listed.json()["data"][0]["id"] == "auto"  # answered by the processor
+    assert len(fresh.requests("openai")) == 1

@@ -17,6 +17,7 @@ from llm_router.config import Config
 from llm_router.credentials import Credentials
 from llm_router.decision import Decision, RouteError
 from llm_router import stored
+from llm_router.models_endpoint import models_body, models_path
 from llm_router.plan import ROUTE_HEADER, UpstreamCall, explanation_headers, plan_call, plan_stored
 from llm_router.request import LLMRequest, api_for_path
 from llm_router.router import NO_STATE, Policy, Router
@@ -47,7 +48,7 @@ class Exchange:
 
 @dataclass(slots=True)
 class Refusal:
-    """A local reply: status, headers and an OpenAI-format JSON body."""
+    """A local reply: status, headers and a JSON body (an OpenAI-format error, or the models list)."""
 
     status: int
     headers: tuple[tuple[str, str], ...]
@@ -132,6 +133,9 @@ def edge_section_problems(cfg: Config) -> list[str]:
         unknown = set(getattr(cfg, section)) - known
         if unknown:
             out.append(f"{section}: unknown fields {sorted(unknown)} (known: {sorted(known)})")
+    serve_models = cfg.server.get("models_endpoint", True)
+    if not isinstance(serve_models, bool):
+        out.append(f"server.models_endpoint: must be true or false, got {serve_models!r}")
     keep_s = cfg.state.get("affinity_keep_s", 3600)
     if isinstance(keep_s, bool) or not isinstance(keep_s, (int, float)) or keep_s <= 0:
         out.append(f"state.affinity_keep_s: must be a positive number of seconds, got {keep_s!r}")
@@ -228,6 +232,7 @@ class Runtime:
         self.health: HealthView = health or NoHealth()
         self.route_header = route_header or config.server.get("route_header", ROUTE_HEADER)
         self.consumer_header: str | None = config.accounting.get("consumer_header")
+        self.serve_models = config.server.get("models_endpoint", True) is not False
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
         self._id_random = os.urandom(6 * 1024)
@@ -448,6 +453,21 @@ class Runtime:
         if self.metrics is not None:
             self.metrics.stored.inc((model.provider, held.found))
         return ex.call
+
+    def models_reply(self, method: str, path: str, *, ex: Exchange, route_conf: Any = None,
+                     anthropic: bool = False) -> Refusal | None:
+        """`GET .../models[/{id}]` answered here: `auto` and the models the route's policy may choose
+        (Anthropic's format when `anthropic`); None for other requests or with server.models_endpoint off."""
+        if method != "GET" or not self.serve_models:
+            return None
+        wanted = models_path(path)
+        if wanted is None:
+            return None
+        policy = self.policy_for(route_conf)
+        if isinstance(policy, RouteError):
+            return self.refusal(policy, ex)
+        status, body = models_body(policy.models, wanted, anthropic)
+        return Refusal(status, (("content-type", "application/json"), ("x-llm-router-request-id", ex.request_id)), body)
 
     def _stored_refused(self, error: RouteError, ex: Exchange) -> Refusal:
         ex.error = error

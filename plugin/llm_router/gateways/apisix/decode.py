@@ -18,6 +18,7 @@ _p32 = struct.Struct("<I").pack
 # A6.Method
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "MKCOL", "COPY", "MOVE", "OPTIONS", "PROPFIND",
            "PROPPATCH", "LOCK", "UNLOCK", "PATCH", "TRACE")
+METHOD_GET = 0
 METHOD_POST = 2
 
 

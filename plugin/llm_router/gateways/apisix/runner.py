@@ -228,6 +228,10 @@ class Runner:
             stored = self._stored(call, entry)
             if stored is not None:
                 return stored
+        elif call.method == decode.METHOD_GET and "/models" in call.path:
+            listed = self._models(call, entry, payload)
+            if listed is not None:
+                return listed
         if call.method != decode.METHOD_POST or not self.runtime.handles(call.path):
             # Not an LLM call: let it through, but never with a routing header the client chose.
             self.stats.passes += 1
@@ -256,6 +260,17 @@ class Runner:
         return encode.rewrite_frame(call.id, path=result.path,
                                     headers=self.entries.vector(result.set_headers + removals, ((REQUEST_ID_HEADER, ex.request_id),)),
                                     resp_headers=self.entries.vector((), result.response_headers))
+
+    def _models(self, call: decode.ReqCall, entry: Entry, payload: bytes) -> bytes | None:
+        """`GET .../models[/{id}]`: the route's models, answered by the runner (None: not such a call)."""
+        runtime = self.runtime
+        ex = Exchange(runtime.new_request_id(), entry.route, self.clock())
+        anthropic = decode.req_header(payload, b"anthropic-version") is not None
+        reply = runtime.models_reply("GET", call.path, ex=ex, route_conf=entry.compiled.route_conf, anthropic=anthropic)
+        if reply is None:
+            return None
+        self.stats.stops += 1
+        return encode.stop_frame(call.id, reply.status, self.entries.vector((), reply.headers), reply.body)
 
     def _on_extra_info(self, conv: Conversation, pending: Pending, payload: bytes) -> bytes | Deferred:
         result = decode.read_extra_info_result(payload)

@@ -200,20 +200,29 @@ class Session:
         svc = self.svc
         runtime = svc.runtime
         path = ""
-        client_route = False
+        client_route = anthropic = False
+        method = b""
         route_name = svc.route_header
         header_list = req.request_headers.headers.headers
         for h in header_list:
             key = h.key
             if key == ":path":
                 path = (h.raw_value or h.value.encode()).decode("latin-1")
+            elif key == ":method":
+                method = h.raw_value or h.value.encode()
             elif key == route_name:
                 client_route = True
+            elif key == "anthropic-version":
+                anthropic = True
         if svc.wants_headers:
             self.headers = [(h.key, (h.raw_value or h.value.encode()).decode("latin-1")) for h in header_list]
         self.path = path
         if MARK in path:
             replies = self._stored(req, path)
+            if replies is not None:
+                return replies
+        elif method == b"GET" and "/models" in path:
+            replies = self._models(req, path, anthropic)
             if replies is not None:
                 return replies
         if not runtime.handles(path):
@@ -256,6 +265,18 @@ class Session:
         headers = wire.header_mutation((*result.set_headers, (":path", result.path), *slots, *control),
                                        (*result.remove_headers, *unused, *svc.retry_removals))
         return [wire.request_headers_reply(wire.common_response(headers=headers, clear_route_cache=True))]
+
+    def _models(self, req: ProcessingRequest, path: str, anthropic: bool) -> list[bytes] | None:
+        """`GET .../models[/{id}]`: the route's models, answered by the processor (None: not such a call)."""
+        svc = self.svc
+        route_conf = svc.route_confs.get(req.attributes) if req.attributes else None
+        ex = Exchange(request_id=svc.runtime.new_request_id(), route=path.partition("?")[0], started=svc.clock())
+        reply = svc.runtime.models_reply("GET", path, ex=ex, route_conf=route_conf, anthropic=anthropic)
+        if reply is None:
+            return None
+        self.passthrough = self.finished = True
+        return [wire.immediate_reply(reply.status, reply.body, reply.headers, details="llm_router_models",
+                                     metadata=svc.local_reply_metadata)]
 
     def _request_body(self, body_msg) -> list[bytes]:
         if self.passthrough or self.ex is None:
