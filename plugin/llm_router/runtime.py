@@ -439,7 +439,9 @@ class Runtime:
         found = stored.stored_path(path)
         if found is None:
             return None
-        policy = self.policy_for(route_conf) if not isinstance(found, RouteError) else found
+        if isinstance(found, RouteError):
+            return self._stored_refused(found, ex)
+        policy = self.policy_for(route_conf)
         if isinstance(policy, RouteError):
             return self._stored_refused(policy, ex)
         ex.policy = policy

@@ -581,7 +581,8 @@ def proxy(em: Emulator, route: RouteConf, *, upstreams: dict[str, str], post_res
     import httpx
 
     bare, _, query = path.partition("?")  # APISIX hands the runner the path without its query, and appends it again
-    args = [tuple(kv.split("=", 1)) if "=" in kv else (kv, None) for kv in query.split("&") if kv] if query else []
+    args: list[tuple[str, str | None]] = [(k, v if sep else None) for k, sep, v in
+                                          (kv.partition("=") for kv in query.split("&") if kv)]
     pre = em.http_req_call(route, method=method, path=bare, headers=headers, body=body, args=args)
     if pre.status is not None:
         return ClientResponse(pre.status, dict(pre.response_headers), pre.body or b"", None, pre)
