@@ -41,6 +41,8 @@ def config_data(**server_envoy: Any) -> dict[str, Any]:
                       "ladder": {t: "deepseek-v2" for t in LADDER}, "constraints": {"models": ["deepseek-v2"]}},
             "pinned": {"classifier": "rules", "strategy": "ladder", "ladder": LADDER, "explain": False,
                        "client_model": "honor", "max_body_bytes": BODY_LIMIT},
+            "shadow": {"classifier": "rules", "strategy": "ladder", "ladder": LADDER, "reference_model": "gpt-4o",
+                       "explain": True, "shadow": True, "max_body_bytes": BODY_LIMIT},
         },
     }
     if server_envoy:
@@ -291,10 +293,10 @@ def fresh_fakes(fakes: FakeProviders) -> Iterator[FakeProviders]:
 
 @pytest.fixture(scope="module")
 def stack(fakes: FakeProviders, tmp_path_factory) -> Iterator[Stack]:
-    """Envoy + in-thread processor (recording observer) + fakes; routes: /cheap/ and /pinned/ policies, / -> default."""
+    """Envoy + in-thread processor (recording observer) + fakes; routes: /cheap/, /pinned/ and /shadow/ policies, / -> default."""
     wd = Path(tmp_path_factory.mktemp("envoy"))
     s = start_stack(wd, fakes, config_data(), routes=(RouteSpec("/cheap/", policy="cheap"), RouteSpec("/pinned/", policy="pinned"),
-                                                      RouteSpec("/")))
+                                                      RouteSpec("/shadow/", policy="shadow"), RouteSpec("/")))
     try:
         yield s
     finally:

@@ -110,6 +110,20 @@ def test_streaming_request_asks_for_usage(em):
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
 
 
+def test_a_shadow_route_serves_the_asked_model_and_reports_what_routing_would_choose(em):
+    shadow = RouteConf(conf=(("llm-router", '{"extends": "default", "explain": true, "shadow": true, "reference_model": "gpt-4o"}'),),
+                       conf_id="shadow")
+    out = em.http_req_call(shadow, headers=CLIENT_HEADERS, body=chat(EASY))
+    assert out.ok and out.action == "rewrite"
+    assert orjson.loads(out.upstream_body)["model"] == "gpt-4o" and out.upstream_headers["x-llm-router-upstream"] == "openai"
+    assert out.upstream_headers["authorization"] == f"Bearer {FAKE_KEYS['OPENAI_API_KEY']}"
+    assert (out.response_headers["x-llm-router-model"], out.response_headers["x-llm-router-shadow-model"]) == ("gpt-4o", "deepseek-v2")
+    asked = em.http_req_call(shadow, headers=CLIENT_HEADERS, body=chat(EASY, model="mistral-large"))
+    assert orjson.loads(asked.upstream_body)["model"] == "mistral-large-latest"
+    unknown = em.http_req_call(shadow, headers=CLIENT_HEADERS, body=chat(EASY, model="gpt-9"))
+    assert unknown.status == 400 and orjson.loads(unknown.body)["error"]["param"] == "model"
+
+
 def test_the_model_list_is_answered_by_the_runner_in_openai_or_anthropic_format(em):
     out = em.http_req_call(DEFAULT, method="GET", path="/v1/models", headers=CLIENT_HEADERS)
     assert out.status == 200 and out.action == "stop" and out.extra_info == []

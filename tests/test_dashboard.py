@@ -25,6 +25,8 @@ METRIC = re.compile(r"\bllm_router_[a-z_]+\b")
 def exported_names(keys: dict[str, str], tmp_path: Path) -> set[str]:
     """Series names in a runner's exposition after some traffic and a rating (so labelled families appear)."""
     cfg = parse_config({"accounting": {"limits": [{"scope": "route", "usd": 5}]},
+                        "policies": {"default": {"classifier": "rules", "strategy": "cost_weighted"},
+                                     "shadow": {"classifier": "rules", "strategy": "cost_weighted", "shadow": True}},
                         "metrics": {"listen": "127.0.0.1:0", "feedback_log": str(tmp_path / "feedback.jsonl")}})
     rt = Runtime(cfg, credentials=Credentials.resolve(build_catalog(cfg), [EnvStore(keys)]))
 
@@ -35,6 +37,10 @@ def exported_names(keys: dict[str, str], tmp_path: Path) -> set[str]:
             rt.decide(orjson.dumps({"messages": [{"role": "user", "content": "hi"}]}), path="/v1/chat/completions", ex=ex)
             rt.on_response(ex, 200, Usage(10, 10, cached_input_tokens=4), 0.1, None)
             rt.telemetry.on_fallback(ex, "a", "b", "5xx")
+            shadowed = Exchange(request_id="3", route="r", started=0.0)
+            rt.decide(orjson.dumps({"messages": [{"role": "user", "content": "hi"}]}), path="/v1/chat/completions", ex=shadowed,
+                      route_conf=orjson.dumps({"policy": "shadow"}))
+            rt.on_response(shadowed, 200, Usage(10, 10), 0.1, None)
             rt.decide(b"{", path="/v1/chat/completions", ex=Exchange(request_id="2", route="r", started=0.0))
             host, port = rt.metrics_address
             rated = await asyncio.to_thread(httpx.post, f"http://{host}:{port}/v1/feedback", json={"request_id": "1", "score": 1})

@@ -316,6 +316,21 @@ def test_the_model_list_is_answered_by_the_processor_per_route(stack, fresh_fake
     assert not fresh_fakes.requests()  # no provider was asked
 
 
+def test_a_shadow_route_serves_the_asked_model_and_reports_what_routing_would_choose(stack, fresh_fakes):
+    r = post(stack, "/shadow/v1/chat/completions", GREETING, headers={"authorization": "Bearer client-own-key"})
+    assert r.status_code == 200, r.text
+    assert (r.headers["x-llm-router-model"], r.headers["x-llm-router-shadow-model"]) == ("gpt-4o", "deepseek-v2")
+    [sent] = wait_requests(fresh_fakes, "openai")
+    assert sent.json["model"] == "gpt-4o" and sent.headers["authorization"] == "Bearer fake-openai-key"
+    assert not fresh_fakes.requests("deepseek")
+    ex, status, usage, _ = stack.observer.response_for(r.headers["x-llm-router-request-id"])
+    assert status == 200 and usage.input_tokens > 0 and (ex.decision.model.id, ex.decision.shadow.id) == ("gpt-4o", "deepseek-v2")
+    asked = post(stack, "/shadow/v1/chat/completions", {**GREETING, "model": "claude-3.5-sonnet"})
+    assert asked.headers["x-llm-router-model"] == "claude-3.5-sonnet" and wait_requests(fresh_fakes, "anthropic")
+    plain = post(stack, "/v1/chat/completions", GREETING)
+    assert plain.headers["x-llm-router-model"] == "deepseek-v2" and "x-llm-router-shadow-model" not in plain.headers
+
+
 def test_get_on_an_llm_path_is_refused_cleanly(stack, fresh_fakes):
     r = httpx.get(stack.url + "/v1/chat/completions", timeout=30)
     assert r.status_code == 400

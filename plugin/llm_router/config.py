@@ -214,6 +214,9 @@ class PolicyConf(_Strict):
     # conversation: later turns stay on the model that answered the conversation (its prompt cache)
     # unless they need a higher tier; see llm_router.affinity.
     affinity: Literal["off", "conversation"] = "off"
+    # shadow: serve the model the client asked for (else reference_model) and only record what the
+    # router would have chosen, with its cost: measure the saving on live traffic before routing it.
+    shadow: bool = False
 
     @field_validator("ladder", mode="before")
     @classmethod

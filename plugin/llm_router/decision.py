@@ -24,6 +24,7 @@ class Decision:
     selection: str  # the strategy's reason
     mode: str = "fallback"  # "fallback": try the chain on failure; "cascade": escalate on a weak answer
     propensity: float | None = None  # with policy explore on: the chance this request was sent to `model`
+    shadow: Model | None = None  # shadow policies: the model routing would have chosen (`model` is the one served)
 
     @property
     def reason(self) -> str:

@@ -125,6 +125,11 @@ class Metrics(Collector):
                                           "with the other processes (sent) or learned from them (received)", ("direction",))
         for direction in ("sent", "received"):
             self.affinity_shared.inc((direction,), 0.0)
+        self.shadow_requests = CounterVec("llm_router_shadow_requests", "Requests of shadow policies, by the model routing "
+                                          "would have chosen (llm_router_requests_total has the model served)",
+                                          ("route", "model", "tier"))
+        self.shadow_cost = CounterVec("llm_router_shadow_cost_usd", "Shadow policies: what routing's choice would have cost "
+                                      "for the tokens reported (compare llm_router_cost_usd_total of the route)", ("route", "model"))
         self.stored = CounterVec("llm_router_stored_responses", "Calls on stored Responses (retrieve, delete, cancel, "
                                  "input items) sent to the provider holding them, by how it was found (remembered, "
                                  "only_provider), or refused", ("provider", "found"))
@@ -140,7 +145,8 @@ class Metrics(Collector):
     def _all(self):
         return (self.requests, self.responses, self.tokens, self.cache_tokens, self.cost, self.saving, self.decision_seconds,
                 self.upstream_seconds, self.estimate_ratio, self.fallbacks, self.errors, self.budget_remaining,
-                self.breaker_open, self.feedback, self.rated, self.rated_score, self.affinity_shared, self.stored)
+                self.breaker_open, self.feedback, self.rated, self.rated_score, self.affinity_shared, self.stored,
+                self.shadow_requests, self.shadow_cost)
 
     def collect(self) -> Iterator:
         for vec in self._all():

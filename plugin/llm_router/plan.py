@@ -46,6 +46,8 @@ def explanation_headers(decision: Decision, *, request_id: str | None, explain: 
             ("x-llm-router-category", c.category),
             ("x-llm-router-reason", header_safe(decision.reason)),
         ]
+        if decision.shadow is not None:
+            out.append(("x-llm-router-shadow-model", decision.shadow.id))
     return out and tuple(out) or ()
 
 

@@ -200,13 +200,42 @@ class Router:
             propensity = share / k + (1.0 - share) * by_strategy
         if key is not None:
             table.put(key, sel.model.id)
-        fallbacks = sel.fallbacks if sel.fallbacks is not None else self._fallbacks(sel.model, candidates, conf.fallbacks)
         expected_out = min(request.max_output_tokens, conf.expected_output_tokens) if request.max_output_tokens else conf.expected_output_tokens
+        if conf.shadow:
+            return self._shadowed(request, policy, capable, candidates, classification, sel, expected_out)
+        fallbacks = sel.fallbacks if sel.fallbacks is not None else self._fallbacks(sel.model, candidates, conf.fallbacks)
         cost = sel.model.cost(request.input_tokens, expected_out)
         return Decision(
             model=sel.model, fallbacks=fallbacks, classification=classification, policy=policy.name,
             strategy=strategy, estimated_cost=cost, input_tokens=request.input_tokens,
             expected_output_tokens=expected_out, selection=sel.reason, mode=sel.mode, propensity=propensity,
+        )
+
+    def _shadowed(self, request: LLMRequest, policy: Policy, capable: tuple[Model, ...], candidates: tuple[Model, ...],
+                  classification: Classification, sel: Selection, expected_out: int) -> Decision | RouteError:
+        """A shadow policy's decision: the client's model (else the reference) is served, routing's choice recorded."""
+        asked = request.model
+        if asked is not None and asked.lower() not in AUTO_MODELS:
+            wanted = self.catalog.get(asked)
+            if wanted is None:
+                return RouteError(400, f"unknown model {asked!r}; use 'auto' or one of: {', '.join(m.id for m in policy.models)}",
+                                  code="model_not_found", field="model")
+            served = next((m for m in capable if m.id == wanted.id), None)
+            if served is None:
+                return RouteError(400, f"model {wanted.id!r} is not allowed by policy '{policy.name}' or cannot serve this request",
+                                  code="model_not_allowed", field="model")
+            why = "the model asked for"
+        else:
+            ref = policy.reference
+            served = next((m for m in capable if ref is not None and m.id == ref.id), None)
+            why = "the reference model"
+            if served is None:
+                served, why = by_capability(capable)[-1], "the most capable model (the reference cannot serve it)"
+        return Decision(
+            model=served, fallbacks=self._fallbacks(served, candidates, policy.conf.fallbacks), classification=classification,
+            policy=policy.name, strategy="shadow", estimated_cost=served.cost(request.input_tokens, expected_out),
+            input_tokens=request.input_tokens, expected_output_tokens=expected_out,
+            selection=f"shadow: served {served.id}, {why}; routing would choose {sel.model.id}: {sel.reason}", shadow=sel.model,
         )
 
     @staticmethod

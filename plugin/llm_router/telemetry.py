@@ -50,6 +50,8 @@ class Telemetry:
         if d is None:
             return
         m.requests.inc((ex.route, d.model.id, d.classification.tier.name, d.strategy))
+        if d.shadow is not None:
+            m.shadow_requests.inc((ex.route, d.shadow.id, d.classification.tier.name))
         self.health.started(d.model.id)
 
     def on_fallback(self, ex: Exchange, from_model: str, to_model: str, reason: str) -> None:
@@ -88,6 +90,9 @@ class Telemetry:
             ref = ex.policy.reference if ex.policy is not None else None
             if ref is not None:
                 m.saving.inc((ex.route,), max(0.0, usage.cost(ref) - cost))
+            shadow = ex.decision.shadow
+            if shadow is not None:
+                m.shadow_cost.inc((ex.route, shadow.id), usage.cost(shadow))
             if usage.input_tokens > 0 and ex.decision.input_tokens > 0:
                 m.estimate_ratio.observe((), usage.input_tokens / ex.decision.input_tokens)
         elif 200 <= status < 300:
@@ -119,6 +124,10 @@ class Telemetry:
                        estimated_cost_usd=round(d.estimated_cost, 8), attempt=ex.attempt)
             if d.propensity is not None:
                 rec["propensity"] = round(d.propensity, 6)
+            if d.shadow is not None:
+                rec["shadow_model"] = d.shadow.id
+                if usage is not None:
+                    rec["shadow_cost_usd"] = round(usage.cost(d.shadow), 8)
         if usage is not None:
             rec.update(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
             if usage.cached_input_tokens or usage.cache_write_tokens:

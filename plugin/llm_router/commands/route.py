@@ -51,6 +51,8 @@ def run(args) -> int:
         print(f"tier:      {c.tier.name}  category: {c.category}  score: {c.score:.2f}  confidence: {c.confidence:.2f}")
         print(f"cost:      ${decision.estimated_cost:.6f} estimated ({decision.input_tokens} in, {decision.expected_output_tokens} out)")
         print(f"policy:    {decision.policy} / {decision.strategy}")
+        if decision.shadow is not None:
+            print(f"shadow:    routing would choose {decision.shadow.id}; {decision.model.id} is served")
         print(f"reason:    {decision.reason}")
     return 0
 
@@ -63,5 +65,5 @@ def decision_summary(decision) -> dict:
         "fallbacks": [m.id for m in decision.fallbacks], "mode": decision.mode, "tier": c.tier.name,
         "category": c.category, "score": c.score, "confidence": c.confidence, "policy": decision.policy,
         "strategy": decision.strategy, "estimated_cost": decision.estimated_cost, "input_tokens": decision.input_tokens,
-        "reason": decision.reason,
+        "reason": decision.reason, **({"shadow_model": decision.shadow.id} if decision.shadow is not None else {}),
     }

@@ -38,7 +38,7 @@ from llm_router.ratelimits import RETRY_HEADERS
 
 EXT_PROC_CLUSTER = "llm_router_ext_proc"
 EXPLAIN_HEADERS = ("x-llm-router-request-id", "x-llm-router-model", "x-llm-router-tier", "x-llm-router-category",
-                   "x-llm-router-reason")
+                   "x-llm-router-reason", "x-llm-router-shadow-model")
 OBSERVE_FILTER = "llm_router.observe"
 ATTEMPT_FILTER = "llm_router.attempt"
 ROUTED_ROUTE = "llm-routed"
