@@ -65,7 +65,7 @@ def test_text_input_and_items_give_prompt_context_turns_and_needs():
                            stream=True, max_output_tokens=300), "responses")
     assert r.prompt == "Which breed is it?" and r.turns == 2
     assert "Un chat." in r.context and "Maine Coon" in r.context
-    assert r.needs.vision and r.needs.tools and r.needs.json and r.needs.streaming
+    assert r.needs.vision and r.needs.tools and r.needs.json and r.needs.streaming and r.needs.hosted_tools
     assert r.stream and r.max_output_tokens == 300 and r.include_usage is True
     assert r.input_tokens > 800  # the image is budgeted
     templated = parse_request(orjson.dumps({"model": "auto", "prompt": {"id": "pmpt_1", "variables": {"city": "Oslo"}}}), "responses")
@@ -281,3 +281,17 @@ def test_check_shows_which_models_serve_each_api(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "responses: 2 models" in out  # the default policy, with gpt-4o-mini added
     assert "responses: none (refused with 400)" in out and "messages: only claude-3.5-sonnet" in out  # policy eu
+
+
+def test_hosted_tools_need_a_model_whose_provider_runs_them():
+    router = Router(config())
+    functions = [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}]
+    _, own = router.route(body(EASY, tools=functions), path="/v1/responses")
+    assert own.model.id == "gpt-4o-mini"  # the client runs its functions: any model with tools
+    for hosted in ({"type": "web_search"}, {"type": "file_search", "vector_store_ids": ["vs_1"]}, {"type": "mcp", "server_label": "x"}):
+        req, d = router.route(body(EASY, tools=[*functions, hosted]), path="/v1/responses")
+        assert req.needs.hosted_tools and d.model.id == "gpt-4o", hosted  # gpt-4o-mini is not declared with hosted_tools here
+    bare = Router(parse_config({"models": {"gpt-4o": {**MINI, "name": "gpt-4o"}, "gpt-4o-mini": MINI},
+                                "policies": {"default": {"classifier": "rules", "strategy": "ladder", "ladder": LADDER}}}))
+    _, none = bare.route(body(EASY, tools=[{"type": "web_search"}]), path="/v1/responses")
+    assert none.status == 400 and "hosted_tools" in none.message

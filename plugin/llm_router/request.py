@@ -16,6 +16,7 @@ CONTEXT_CHARS = 1000
 LONG_CONTEXT_TOKENS = 32_000
 IMAGE_TOKENS = 800  # a mid-size image at OpenAI/Anthropic rates; good enough for budgeting
 MESSAGE_OVERHEAD_TOKENS = 4
+CLIENT_TOOL_TYPES = frozenset({"function", "custom"})  # Responses tools the client runs; every other type is hosted
 
 CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 ANTHROPIC_ROLES = frozenset({"user", "assistant"})
@@ -41,12 +42,15 @@ class Needs:
     json: bool = False
     long_context: bool = False
     streaming: bool = False
+    hosted_tools: bool = False  # Responses tools the provider runs (web_search, file_search, ...), not the client's functions
 
     def as_capabilities(self) -> frozenset[str]:
         """The capability names these needs require of a model."""
         caps = []
         if self.tools:
             caps.append("tools")
+        if self.hosted_tools:
+            caps.append("hosted_tools")
         if self.vision:
             caps.append("vision")
         if self.json:
@@ -425,9 +429,12 @@ def _parse_responses(data: dict[str, Any]) -> LLMRequest:
         raise RequestError("'input' is required (text or an array of input items) unless a 'prompt' template is given", field="input")
     tokens += estimate_tokens("\n".join([t for _, t in texts])) + MESSAGE_OVERHEAD_TOKENS * len(texts)
     tools = _check_tools(data)
+    hosted = False
     for i, tool in enumerate(data.get("tools") or ()):
-        if not isinstance(tool.get("type"), str):
+        kind = tool.get("type")
+        if not isinstance(kind, str):
             raise RequestError(f"'tools[{i}]' must be an object with a string 'type'", field=f"tools[{i}]")
+        hosted = hosted or kind not in CLIENT_TOOL_TYPES
     if tools:
         tokens += estimate_tokens(orjson.dumps(data.get("tools") or data.get("functions")).decode())
     text_opts = data.get("text")
@@ -445,7 +452,8 @@ def _parse_responses(data: dict[str, Any]) -> LLMRequest:
     return LLMRequest(
         api="responses", body=data, prompt=prompt, context=context, input_tokens=tokens, model=model,
         max_output_tokens=_opt_pos_int(data, "max_output_tokens"), stream=stream, include_usage=True, turns=turns,
-        needs=Needs(tools=bool(tools), vision=vision, json=json_mode, long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream),
+        needs=Needs(tools=bool(tools), vision=vision, json=json_mode, long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream,
+                    hosted_tools=hosted),
     )
 
 

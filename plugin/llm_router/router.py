@@ -258,7 +258,7 @@ class Router:
             serving = tuple(m for m in policy.models if self.catalog.serves(m, request.api))
             found = self._serving[key] = (serving, min((m.context_window for m in serving), default=0))
         serving, min_ctx = found
-        if not (needs.tools or needs.vision or needs.json) and need_ctx <= min_ctx:
+        if not (needs.tools or needs.vision or needs.json or needs.hosted_tools) and need_ctx <= min_ctx:
             return serving, ""
         caps = needs.as_capabilities()
         out = []

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from llm_router import stored
 from llm_router.accounting import Usage
 from llm_router.affinity import response_key
 from llm_router.config import Config
 from llm_router.credentials import Credentials
 from llm_router.decision import Decision, RouteError
-from llm_router import stored
 from llm_router.models_endpoint import models_body, models_path
 from llm_router.plan import ROUTE_HEADER, UpstreamCall, explanation_headers, plan_call, plan_stored
 from llm_router.request import LLMRequest, api_for_path
