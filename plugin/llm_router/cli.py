@@ -6,7 +6,7 @@ import sys
 
 from llm_router.commands.common import register_installed
 
-COMMANDS = ("route", "classify", "check", "train", "eval", "serve", "demo", "bench", "apisix", "fakes", "compile")
+COMMANDS = ("route", "classify", "check", "train", "eval", "report", "serve", "demo", "bench", "apisix", "fakes", "compile")
 
 
 def build_parser() -> argparse.ArgumentParser:
