@@ -148,10 +148,10 @@ def run(args) -> int:
     for route, s in [("all routes", out["total"]), *out["routes"].items()]:
         print(f"\n{route}: {s['requests']} requests, {s['answered']} answered, {s['refused']} refused by the router, "
               f"{s['failed_attempts']} failed upstream attempts")
-        line = f"  spend ${s['cost_usd']:.4f}"
+        spend = f"  spend ${s['cost_usd']:.4f}"
         if "saving_vs_reference" in s:
-            line += f" vs ${s['reference_cost_usd']:.4f} at the reference model: saving {s['saving_vs_reference']:.1%}"
-        print(line)
+            spend += f" vs ${s['reference_cost_usd']:.4f} at the reference model: saving {s['saving_vs_reference']:.1%}"
+        print(spend)
         if "shadow" in s:
             sh = s["shadow"]
             saving = f"{sh['saving']:.1%}" if sh["saving"] is not None else "-"
