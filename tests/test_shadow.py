@@ -102,3 +102,30 @@ def test_the_call_goes_to_the_served_model_and_metrics_and_log_hold_what_routing
     [rec] = [orjson.loads(x) for x in (tmp_path / "decisions.jsonl").read_text().splitlines()]
     assert (rec["model"], rec["shadow_model"], rec["strategy"]) == ("gpt-4o", "deepseek-v2", "shadow")
     assert rec["shadow_cost_usd"] == pytest.approx(would, abs=1e-8) and rec["cost_usd"] == pytest.approx(actual, abs=1e-8)
+
+
+def test_a_shadow_conversation_continues_from_routings_choice_while_the_served_model_keeps_its_responses():
+    mini = {"provider": "openai", "name": "gpt-4o-mini", "input_price": 0.15, "output_price": 0.6, "context_window": 128000,
+            "tier": "LOW", "quality": 0.7, "capabilities": ["tools", "json", "streaming"]}
+    cfg = parse_config({**data(affinity="conversation", reference_model="gpt-4o"), "models": {"gpt-4o-mini": mini}})
+    rt = Runtime(cfg, credentials=Credentials.resolve(build_catalog(cfg), [EnvStore(KEYS)]), telemetry=False)
+
+    def turn(text: str, rid: str, previous: str | None = None) -> Decision:
+        ex = Exchange(rid, "r", 0.0)
+        extra = {"previous_response_id": previous} if previous else {}
+        rt.decide(orjson.dumps({"model": "auto", "input": text, **extra}), path="/v1/responses", ex=ex)
+        rt.on_response(ex, 200, Usage(10, 5, response_id=rid), 0.1)
+        return ex.decision
+
+    first = turn(HARD, "resp_1")
+    assert (first.model.id, first.shadow.id) == ("gpt-4o", "gpt-4o")
+    second = turn(EASY, "resp_2", previous="resp_1")  # routing would keep the conversation on its first choice
+    assert (second.model.id, second.shadow.id) == ("gpt-4o", "gpt-4o") and "affinity" in second.reason
+    fresh = turn(EASY, "resp_3")
+    assert (fresh.model.id, fresh.shadow.id) == ("gpt-4o", "gpt-4o-mini")
+    easy_follow = turn(EASY, "resp_4", previous="resp_3")
+    assert (easy_follow.model.id, easy_follow.shadow.id) == ("gpt-4o", "gpt-4o-mini")  # kept on routing's choice, not the served one
+    assert "affinity" in easy_follow.reason
+    follow = turn(HARD, "resp_5", previous="resp_4")  # needs more than the mini: routing moves up, as it would live
+    assert follow.shadow.id == "gpt-4o"
+    assert rt.stored_response("/v1/responses/resp_3", ex=Exchange("x", "r", 0.0)).model.id == "gpt-4o"  # where it is stored

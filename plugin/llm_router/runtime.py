@@ -431,7 +431,9 @@ class Runtime:
         if ex.request is None or ex.request.body.get("store") is not False:
             stored.remember(table, response_id, call.model.id)
         if policy is not None and policy.affinity is not None:
-            table.put(response_key(policy.affinity, response_id), call.model.id)
+            # a shadow policy keeps simulating routing: the conversation continues from routing's choice
+            placed = ex.decision.shadow if ex.decision is not None and ex.decision.shadow is not None else call.model
+            table.put(response_key(policy.affinity, response_id), placed.id)
 
     def stored_response(self, path: str, *, ex: Exchange, route_conf: Any = None) -> UpstreamCall | Refusal | None:
         """A call on a stored response (retrieve, delete, cancel, input items): sent to the provider
