@@ -129,3 +129,19 @@ def test_a_shadow_conversation_continues_from_routings_choice_while_the_served_m
     follow = turn(HARD, "resp_5", previous="resp_4")  # needs more than the mini: routing moves up, as it would live
     assert follow.shadow.id == "gpt-4o"
     assert rt.stored_response("/v1/responses/resp_3", ex=Exchange("x", "r", 0.0)).model.id == "gpt-4o"  # where it is stored
+
+
+def test_a_shadow_share_routes_the_rest_reproducibly_and_bad_values_are_named():
+    from llm_router.config import ConfigError
+
+    def shares(seed: int) -> list[str]:
+        router = Router(parse_config({**data(shadow=0.75, reference_model="gpt-4o"), "seed": seed}))
+        return [router.route(chat(EASY))[1].model.id for _ in range(400)]
+    served = shares(7)
+    routed = served.count("deepseek-v2")
+    assert served.count("gpt-4o") + routed == 400 and 60 <= routed <= 140  # ~25% routed
+    assert shares(7) == served  # the same seed, the same split
+    for bad in (1.5, -0.1, "half"):
+        with pytest.raises(ConfigError) as err:
+            parse_config(data(shadow=bad))
+        assert "policies.default.shadow" in str(err.value)

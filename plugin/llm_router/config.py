@@ -216,7 +216,8 @@ class PolicyConf(_Strict):
     affinity: Literal["off", "conversation"] = "off"
     # shadow: serve the model the client asked for (else reference_model) and only record what the
     # router would have chosen, with its cost: measure the saving on live traffic before routing it.
-    shadow: bool = False
+    # true (or 1.0) shadows every request; a share such as 0.9 shadows 90% and routes the rest (a rollout).
+    shadow: float = Field(default=0.0, ge=0.0, le=1.0)
 
     @field_validator("ladder", mode="before")
     @classmethod

@@ -201,7 +201,7 @@ class Router:
         if key is not None:
             table.put(key, sel.model.id)
         expected_out = min(request.max_output_tokens, conf.expected_output_tokens) if request.max_output_tokens else conf.expected_output_tokens
-        if conf.shadow:
+        if conf.shadow and (conf.shadow >= 1.0 or self._rng.random() < conf.shadow):
             return self._shadowed(request, policy, capable, candidates, classification, sel, expected_out)
         fallbacks = sel.fallbacks if sel.fallbacks is not None else self._fallbacks(sel.model, candidates, conf.fallbacks)
         cost = sel.model.cost(request.input_tokens, expected_out)

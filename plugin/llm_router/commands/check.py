@@ -53,8 +53,9 @@ def run(args) -> int:
             print(f"  explore: {p.explore:.0%} of requests go to a random candidate (logged with their propensity)")
         if p.shadow:
             ref = p.reference_model or max(allowed, key=lambda mid: catalog.models[mid].blended_price)
-            print(f"  shadow: serves the model the client asks for (else {ref}); routing's choice and its cost are only "
-                  "recorded (llm_router_shadow_*, decision log)")
+            share = "every request is" if p.shadow >= 1.0 else f"{p.shadow:.0%} of requests (drawn at random; the rest are routed) are"
+            print(f"  shadow: {share} served by the model the client asks for (else {ref}); routing's choice and its cost "
+                  "are only recorded (llm_router_shadow_*, decision log)")
         print(f"  may use: {', '.join(allowed)}")
         print("  per API: " + "; ".join(_per_api(catalog, allowed)))
     return 0
