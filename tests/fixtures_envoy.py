@@ -36,7 +36,7 @@ def config_data(**server_envoy: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "policies": {
             "default": {"classifier": "rules", "strategy": "ladder", "ladder": LADDER, "reference_model": "gpt-4o",
-                        "explain": True, "max_body_bytes": BODY_LIMIT},
+                        "explain": True, "max_body_bytes": BODY_LIMIT, "client_policies": {"auto-cheap": "cheap"}},
             "cheap": {"classifier": "rules", "strategy": "ladder", "explain": True, "max_body_bytes": BODY_LIMIT,
                       "ladder": {t: "deepseek-v2" for t in LADDER}, "constraints": {"models": ["deepseek-v2"]}},
             "pinned": {"classifier": "rules", "strategy": "ladder", "ladder": LADDER, "explain": False,

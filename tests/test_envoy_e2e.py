@@ -331,6 +331,19 @@ def test_a_shadow_route_serves_the_asked_model_and_reports_what_routing_would_ch
     assert plain.headers["x-llm-router-model"] == "deepseek-v2" and "x-llm-router-shadow-model" not in plain.headers
 
 
+def test_a_client_picks_a_policy_its_route_allows_by_model_name(stack, fresh_fakes):
+    hard = {"model": "auto-cheap", "messages": [{"role": "user", "content": "Prove rigorously, step by step, that sqrt(2) is irrational."}]}
+    r = post(stack, "/v1/chat/completions", hard)
+    assert r.status_code == 200 and r.headers["x-llm-router-model"] == "deepseek-v2"
+    [sent] = wait_requests(fresh_fakes, "deepseek")
+    assert sent.json["model"] == "deepseek-chat"
+    ex = stack.observer.response_for(r.headers["x-llm-router-request-id"])[0]
+    assert ex.decision.policy == "cheap" and ex.policy.name == "cheap"
+    assert post(stack, "/v1/chat/completions", {**hard, "model": "auto"}).headers["x-llm-router-model"] != "deepseek-v2"
+    listed = httpx.get(stack.url + "/v1/models", timeout=30).json()["data"]
+    assert [m["id"] for m in listed[:2]] == ["auto", "auto-cheap"]
+
+
 def test_get_on_an_llm_path_is_refused_cleanly(stack, fresh_fakes):
     r = httpx.get(stack.url + "/v1/chat/completions", timeout=30)
     assert r.status_code == 400

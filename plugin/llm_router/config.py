@@ -218,6 +218,10 @@ class PolicyConf(_Strict):
     # router would have chosen, with its cost: measure the saving on live traffic before routing it.
     # true (or 1.0) shadows every request; a share such as 0.9 shadows 90% and routes the rest (a rollout).
     shadow: float = Field(default=0.0, ge=0.0, le=1.0)
+    # Model names a client of this policy's routes may send to be routed by another policy instead,
+    # e.g. {"auto-cheap": "cheap", "auto-best": "best"}: one base URL, a per-call choice. Only the
+    # names listed here switch, so a route's constraints cannot be escaped by a name it does not allow.
+    client_policies: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("ladder", mode="before")
     @classmethod
@@ -293,6 +297,13 @@ def policy_problems(p: PolicyConf, where: str, cfg: "Config") -> list[str]:
     if p.affinity != "off" and p.strategy in ("cascade", "hedge"):
         problems.append(f"{where}.affinity: keeps a conversation on one model, but the {p.strategy} strategy asks "
                         "several models per request by design")
+    for name, target in p.client_policies.items():
+        if target not in cfg.policies:
+            problems.append(f"{where}.client_policies.{name}: unknown policy {target!r} (known: {sorted(cfg.policies)})")
+        if not name.strip() or name.lower() in ("auto", "router", "llm-router", "default"):
+            problems.append(f"{where}.client_policies: {name!r} cannot name a policy (empty, or a name that means 'route me')")
+        elif name in cfg.models or any(m.name == name for m in cfg.models.values()):
+            problems.append(f"{where}.client_policies.{name}: is also a model of the catalog; pick a name that is not")
     if p.classifier == "learned" and not cfg.classifiers.learned.model:
         problems.append(f"{where}.classifier: 'learned' needs classifiers.learned.model (a file from `llm-router train`)")
     if not problems and not allowed_models(p, cfg):

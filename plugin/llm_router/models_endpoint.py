@@ -26,14 +26,14 @@ def models_path(path: str) -> str | None:
     return bare[at + len("/models/"):] if at >= 0 else None
 
 
-def listed(models: tuple[Model, ...]) -> list[tuple[str, str]]:
-    """(id, owner) for `auto` and each model, in the policy's order (cheapest first)."""
-    return [(AUTO_ID, "llm-router"), *((m.id, m.provider) for m in models)]
+def listed(models: tuple[Model, ...], aliases: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(id, owner) for `auto`, the policy names clients may send (client_policies), then each model, cheapest first."""
+    return [(AUTO_ID, "llm-router"), *((a, "llm-router") for a in aliases), *((m.id, m.provider) for m in models)]
 
 
-def models_body(models: tuple[Model, ...], wanted: str, anthropic: bool) -> tuple[int, bytes]:
+def models_body(models: tuple[Model, ...], wanted: str, anthropic: bool, aliases: tuple[str, ...] = ()) -> tuple[int, bytes]:
     """Status and JSON body: the list, one model, or a 404 naming the known ids."""
-    rows = listed(models)
+    rows = listed(models, aliases)
     if wanted:
         # by catalog id, or by the provider's own name for it (what a client may have sent as `model`)
         found = next((r for r in rows if r[0] == wanted), None) or next(

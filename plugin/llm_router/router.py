@@ -139,6 +139,11 @@ class Router:
             return None, RouteError(exc.status, exc.message, code=exc.code, field=exc.field)
         except Exception as exc:  # a parser bug must not take the gateway down
             return None, RouteError(400, f"request body could not be parsed ({type(exc).__name__})", field="body")
+        if policy.conf.client_policies and request.model is not None:
+            chosen = policy.conf.client_policies.get(request.model)
+            if chosen is not None:  # the client named a policy its route allows: that policy picks the model
+                policy = self.policies[chosen]
+                request.model = None
         return request, self.decide(request, policy, state=state, excluded=excluded)
 
     def decide(self, request: LLMRequest, policy: Policy | None = None, *, state: StateView = NO_STATE,
@@ -286,7 +291,8 @@ class Router:
             return None
         wanted = self.catalog.get(request.model)
         if wanted is None:
-            return RouteError(400, f"unknown model {request.model!r}; use 'auto' or one of: {', '.join(m.id for m in policy.models)}",
+            names = "".join(f"{n}, " for n in policy.conf.client_policies)
+            return RouteError(400, f"unknown model {request.model!r}; use 'auto' or one of: {names}{', '.join(m.id for m in policy.models)}",
                               code="model_not_found", field="model")
         if mode == "honor":
             chosen = tuple(m for m in capable if m.id == wanted.id)

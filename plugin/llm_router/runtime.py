@@ -377,6 +377,8 @@ class Runtime:
             excluded = excluded | self.keyless
         request, decision = self.router.route(body, path=path, policy=policy, state=self.state, excluded=excluded)
         ex.request = request
+        if not isinstance(decision, RouteError) and decision.policy != policy.name:
+            policy = ex.policy = self.router.policies[decision.policy]  # the client chose it (client_policies)
         if self.limits is not None and self.limits.rules and not isinstance(decision, RouteError):
             consumer = ex.extra["consumer"] = consumer_of(headers, self.consumer_header)
             if consumer:
@@ -470,7 +472,7 @@ class Runtime:
         policy = self.policy_for(route_conf)
         if isinstance(policy, RouteError):
             return self.refusal(policy, ex)
-        status, body = models_body(policy.models, wanted, anthropic)
+        status, body = models_body(policy.models, wanted, anthropic, aliases=tuple(policy.conf.client_policies))
         return Refusal(status, (("content-type", "application/json"), ("x-llm-router-request-id", ex.request_id)), body)
 
     def _stored_refused(self, error: RouteError, ex: Exchange) -> Refusal:
