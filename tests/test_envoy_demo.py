@@ -112,3 +112,16 @@ def test_bench_envoy_smoke():
     assert inproc["route_us"] > 0 and inproc["decide_us"] > 0 and inproc["observe_us"] > 0
     assert inproc["route_cold_p50_us"] > 0 and inproc["observe_cold_p50_us"] > 0
     assert inproc["live_over_inprocess"] > 0
+
+
+def test_demo_in_shadow_mode_serves_as_asked_and_reports_what_routing_would_spend():
+    require_envoy()
+    out = subprocess.run([*CLI, "demo", "--json", "--shadow", "--limit", "60"], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    s = json.loads(out.stdout)
+    assert s["requests"] == 60 and s["errors"] == 0
+    assert s["saving"] < 0.05 and s["model_share"].get("gpt-4o", 0) > 0.5  # served as asked: the reference model
+    sh = s["shadow"]
+    assert sh["served_cost_usd"] == s["metrics"]["llm_router_cost_usd_total"]
+    assert 0 < sh["routed_cost_usd"] < sh["served_cost_usd"] and 0.3 < sh["saving"] < 1
+    assert len(sh["would_route"]) >= 3 and abs(sum(sh["would_route"].values()) - 1) < 0.01

@@ -39,6 +39,8 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="replay only the first N prompts")
     p.add_argument("--workload", metavar="FILE", help="JSONL workload (default: the built-in one)")
     p.add_argument("--transport", default=None, help="processor transport: h2 (default), grpclib, grpcio")
+    p.add_argument("--shadow", action="store_true",
+                   help="shadow mode: serve every request as asked (the reference model) and show what routing would spend")
     p.add_argument("--fail", metavar="PROVIDER[,PROVIDER]",
                    help="these fake providers answer 503 for the whole run: requests fall back along their chain")
     add_config_arg(p)
@@ -140,10 +142,11 @@ def run(args) -> int:
     return 0
 
 
-def _demo_config(cfg_user, metrics_port: int) -> dict[str, Any]:
+def _demo_config(cfg_user, metrics_port: int, shadow: bool = False) -> dict[str, Any]:
     """The user's (or built-in) config with explanation headers on, so the demo can see each choice,
     and the processor's Prometheus endpoint on a free loopback port, so the demo can scrape it."""
-    policies = {name: {**p.model_dump(exclude_unset=True), "explain": True} for name, p in cfg_user.policies.items()}
+    policies = {name: {**p.model_dump(exclude_unset=True), "explain": True, **({"shadow": 1.0} if shadow else {})}
+                for name, p in cfg_user.policies.items()}
     data = cfg_user.model_dump(exclude_unset=True)
     data["policies"] = policies
     data["metrics"] = {**data.get("metrics", {}), "listen": f"127.0.0.1:{metrics_port}"}
@@ -174,7 +177,7 @@ def _run(args, cfg_user, items: list[dict[str, Any]]) -> dict[str, Any]:
         wd = Path(tmp)
         try:
             metrics_port = free_port()
-            cfg_path = write_config(wd / "demo.yaml", _demo_config(cfg_user, metrics_port))
+            cfg_path = write_config(wd / "demo.yaml", _demo_config(cfg_user, metrics_port, getattr(args, "shadow", False)))
             cfg = load_config(cfg_path)
             from llm_router.gateways.envoy.binary import envoy_version
 
@@ -208,6 +211,12 @@ def _run(args, cfg_user, items: list[dict[str, Any]]) -> dict[str, Any]:
             summary["metrics"] = _settled_metrics(metrics_port, len(outcomes) - summary["errors"])
             summary["fallbacks"]["taken"] = fallbacks_taken(metrics_port)
             summary["failing_providers"] = getattr(args, "failing", [])
+            if getattr(args, "shadow", False):
+                served, routed = summary["metrics"].get("llm_router_cost_usd_total", 0.0), \
+                    summary["metrics"].get("llm_router_shadow_cost_usd_total", 0.0)
+                summary["shadow"] = {"served_cost_usd": served, "routed_cost_usd": routed,
+                                     "saving": round(1 - routed / served, 4) if served else 0.0,
+                                     "would_route": shadow_shares(metrics_port)}
             return summary
         finally:
             stop_all(procs)
@@ -230,6 +239,21 @@ def fallbacks_taken(port: int) -> dict[str, int]:
         if count:
             out[f"{labels.get('from_model')} -> {labels.get('to_model')} ({labels.get('reason')})"] = count
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def shadow_shares(port: int) -> dict[str, float]:
+    """Model -> share of requests routing would have sent it, from llm_router_shadow_requests_total."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: Counter = Counter()
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10.0).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "llm_router_shadow_requests_total":
+                counts[sample.labels["model"]] += sample.value
+    total = sum(counts.values())
+    return {m: round(n / total, 4) for m, n in counts.most_common()} if total else {}
 
 
 def _settled_metrics(port: int, answered: int, timeout: float = 10.0) -> dict[str, float]:
@@ -316,7 +340,7 @@ def _print(s: dict[str, Any]) -> None:
               f"{s['errors']} errors")
         for move, count in (fb.get("taken") or {}).items():
             print(f"  {count:5d}  {move}")
-    print(f"\ncost per 1K queries:  ${s['cost_per_1k']:.4f} routed  vs  ${s['baseline_cost_per_1k']:.4f} "
+    print(f"\ncost per 1K queries:  ${s['cost_per_1k']:.4f} {'served' if s.get('shadow') else 'routed'}  vs  ${s['baseline_cost_per_1k']:.4f} "
           f"all to {s['baseline_model']}  ->  saving {s['saving'] * 100:.1f}%")
     m = s.get("metrics") or {}
     if m:
@@ -324,6 +348,11 @@ def _print(s: dict[str, Any]) -> None:
         print(f"spend (processor):    ${spend:.4f} for these requests, ${saved:.4f} saved against the reference model "
               f"({saved / (spend + saved) * 100 if spend + saved else 0:.1f}%), "
               f"{int(m.get('llm_router_tokens_total', 0))} tokens; from its /metrics")
+    sh = s.get("shadow")
+    if sh:
+        print(f"shadow mode:          every request was served as asked; routing would have spent ${sh['routed_cost_usd']:.4f} "
+              f"instead of ${sh['served_cost_usd']:.4f} (saving {sh['saving'] * 100:.1f}%), sending "
+              + ", ".join(f"{m} {v * 100:.0f}%" for m, v in sh["would_route"].items()))
     if s["added_p50_ms"] is not None:
         print(f"added latency:        p50 {s['added_p50_ms']:.2f} ms, p99 {s['added_p99_ms']:.2f} ms "
               "(through Envoy + llm-router minus the same call straight to the fake, paired per request)")
