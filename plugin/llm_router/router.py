@@ -223,8 +223,7 @@ class Router:
         if asked is not None and asked.lower() not in AUTO_MODELS:
             wanted = self.catalog.get(asked)
             if wanted is None:
-                return RouteError(400, f"unknown model {asked!r}; use 'auto' or one of: {', '.join(m.id for m in policy.models)}",
-                                  code="model_not_found", field="model")
+                return _unknown_model(asked, policy)
             served = next((m for m in capable if m.id == wanted.id), None)
             if served is None:
                 return RouteError(400, f"model {wanted.id!r} is not allowed by policy '{policy.name}' or cannot serve this request",
@@ -291,9 +290,7 @@ class Router:
             return None
         wanted = self.catalog.get(request.model)
         if wanted is None:
-            names = "".join(f"{n}, " for n in policy.conf.client_policies)
-            return RouteError(400, f"unknown model {request.model!r}; use 'auto' or one of: {names}{', '.join(m.id for m in policy.models)}",
-                              code="model_not_found", field="model")
+            return _unknown_model(request.model, policy)
         if mode == "honor":
             chosen = tuple(m for m in capable if m.id == wanted.id)
             if not chosen:
@@ -322,3 +319,9 @@ class Router:
         weaker = [m for m in reversed(rest) if m not in stronger]
         ordered = [m for m in stronger if m.provider != primary.provider] + [m for m in stronger if m.provider == primary.provider]
         return tuple((ordered + weaker)[:count])
+
+
+def _unknown_model(asked: str, policy: Policy) -> RouteError:
+    """A 400 naming what the client may send instead: auto, the policy names its route allows, the models."""
+    names = [*policy.conf.client_policies, *(m.id for m in policy.models)]
+    return RouteError(400, f"unknown model {asked!r}; use 'auto' or one of: {', '.join(names)}", code="model_not_found", field="model")
