@@ -344,6 +344,20 @@ def test_a_client_picks_a_policy_its_route_allows_by_model_name(stack, fresh_fak
     assert [m["id"] for m in listed[:2]] == ["auto", "auto-cheap"]
 
 
+def test_an_anthropic_token_count_is_counted_by_anthropic_with_its_key(stack, fresh_fakes):
+    body = {"model": "auto", "system": "Be brief.", "messages": [{"role": "user", "content": "Count the tokens of this, please."}]}
+    r = post(stack, "/v1/messages/count_tokens?beta=true", body,
+             headers={"x-api-key": "client-own-key", "anthropic-version": "2023-06-01", "x-llm-router-upstream": "openai"})
+    assert r.status_code == 200 and r.json()["input_tokens"] > 5
+    [sent] = wait_requests(fresh_fakes, "anthropic")
+    assert sent.path == "/v1/messages/count_tokens?beta=true" and sent.json["model"] == "claude-3-5-sonnet-20240620"
+    assert sent.headers["x-api-key"] == "fake-anthropic-key" and sent.json["system"] == "Be brief."
+    assert int(sent.headers["content-length"]) == len(sent.body)
+    assert not fresh_fakes.requests("openai")
+    bad = post(stack, "/v1/messages/count_tokens", {"model": "auto", "messages": "x"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "messages"
+
+
 def test_get_on_an_llm_path_is_refused_cleanly(stack, fresh_fakes):
     r = httpx.get(stack.url + "/v1/chat/completions", timeout=30)
     assert r.status_code == 400

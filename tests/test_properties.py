@@ -1,6 +1,8 @@
 """Property tests: random bodies never raise out of the core; errors always name something."""
 from __future__ import annotations
 
+import functools
+
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -130,3 +132,29 @@ def test_any_path_is_a_stored_response_call_an_error_or_not_one(tail, prefix):
     assert found is None or isinstance(found, StoredPath) or (isinstance(found, RouteError) and found.status == 400)
     if isinstance(found, StoredPath):
         assert "/" not in found.response_id and found.rest.startswith(found.response_id)
+
+
+@functools.lru_cache(maxsize=1)
+def counting_runtime():
+    """A Runtime with every provider's key (a token count goes to Anthropic)."""
+    from llm_router.credentials import Credentials
+    from llm_router.router import build_catalog
+    from llm_router.runtime import Runtime
+    from llm_router.secrets.env import EnvStore
+
+    cfg = parse_config({})
+    keys = {k: "k" for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "TOGETHER_API_KEY",
+                             "MISTRAL_API_KEY", "DEEPSEEK_API_KEY")}
+    return Runtime(cfg, credentials=Credentials.resolve(build_catalog(cfg), [EnvStore(keys)]), telemetry=False)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=st.one_of(bodies.map(orjson.dumps), st.binary(max_size=200)))
+def test_any_token_count_body_is_forwarded_or_refused_never_raised(body):
+    from llm_router.runtime import Exchange, Refusal
+
+    out = counting_runtime().decide(body, path="/v1/messages/count_tokens", ex=Exchange("p", "r", 0.0))
+    if isinstance(out, Refusal):
+        assert out.status == 400 and orjson.loads(out.body)["error"]["message"]
+    else:
+        assert out.provider.name == "anthropic" and out.path == "/v1/messages/count_tokens" and orjson.loads(out.body)["messages"]

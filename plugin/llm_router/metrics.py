@@ -130,6 +130,9 @@ class Metrics(Collector):
                                           ("route", "model", "tier"))
         self.shadow_cost = CounterVec("llm_router_shadow_cost_usd", "Shadow policies: what routing's choice would have cost "
                                       "for the tokens reported (compare llm_router_cost_usd_total of the route)", ("route", "model"))
+        self.token_counts = CounterVec("llm_router_token_counts", "Anthropic token counts (/v1/messages/count_tokens), by "
+                                       "the provider that counted, or 'estimate' when the router answered itself", ("counted_by",))
+        self.token_counts.inc(("estimate",), 0.0)
         self.stored = CounterVec("llm_router_stored_responses", "Calls on stored Responses (retrieve, delete, cancel, "
                                  "input items) sent to the provider holding them, by how it was found (remembered, "
                                  "only_provider), or refused", ("provider", "found"))
@@ -146,7 +149,7 @@ class Metrics(Collector):
         return (self.requests, self.responses, self.tokens, self.cache_tokens, self.cost, self.saving, self.decision_seconds,
                 self.upstream_seconds, self.estimate_ratio, self.fallbacks, self.errors, self.budget_remaining,
                 self.breaker_open, self.feedback, self.rated, self.rated_score, self.affinity_shared, self.stored,
-                self.shadow_requests, self.shadow_cost)
+                self.shadow_requests, self.shadow_cost, self.token_counts)
 
     def collect(self) -> Iterator:
         for vec in self._all():

@@ -63,11 +63,12 @@ def plan_call(request: LLMRequest, model: Model, catalog: Catalog, credentials: 
 
 
 def plan_stored(model: Model, catalog: Catalog, credentials: Credentials, path: str, *, route_header: str = ROUTE_HEADER,
-                response_headers: tuple[tuple[str, str], ...] = ()) -> UpstreamCall:
-    """A call on state the provider keeps (a stored response): its path and key, the body untouched."""
+                response_headers: tuple[tuple[str, str], ...] = (), body: bytes = b"") -> UpstreamCall:
+    """A call that is not routed but must reach one provider with its key (a stored response, a token
+    count): its path, and the body when it changes (empty: untouched)."""
     provider = catalog.providers[model.provider]
     cred, remove = _credential(provider, credentials)
-    return UpstreamCall(model=model, provider=provider, path=path, body=b"", set_headers=((route_header, model.upstream), *cred),
+    return UpstreamCall(model=model, provider=provider, path=path, body=body, set_headers=((route_header, model.upstream), *cred),
                         remove_headers=remove, response_headers=response_headers)
 
 

@@ -143,6 +143,8 @@ def parse_request(body: bytes | str, api: str = "chat") -> LLMRequest:
         req = _parse_completions(data)
     elif api == "messages":
         req = _parse_messages(data)
+    elif api == "count_tokens":  # Anthropic's /v1/messages/count_tokens: a messages body without max_tokens
+        req = _parse_messages({**data, "max_tokens": 1} if "max_tokens" not in data else data)
     elif api == "responses":
         req = _parse_responses(data)
     else:

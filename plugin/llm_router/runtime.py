@@ -19,9 +19,10 @@ from llm_router.credentials import Credentials
 from llm_router.decision import Decision, RouteError
 from llm_router.models_endpoint import models_body, models_path
 from llm_router.plan import ROUTE_HEADER, UpstreamCall, explanation_headers, plan_call, plan_stored
-from llm_router.request import LLMRequest, api_for_path
+from llm_router.request import LLMRequest, RequestError, api_for_path, parse_request
 from llm_router.router import NO_STATE, Policy, Router
 from llm_router.strategies.base import StateView
+from llm_router.token_count import counter_for, is_count_path
 
 if TYPE_CHECKING:  # built on demand by _enable_telemetry
     from llm_router.limits import SpendLimits
@@ -357,8 +358,8 @@ class Runtime:
         return self.router.policy_for(route_conf)
 
     def handles(self, path: str) -> bool:
-        """Whether a path is an LLM API the router decides for (others pass through)."""
-        return api_for_path(path) is not None
+        """Whether a path is an LLM API the router decides for, or a token count (others pass through)."""
+        return api_for_path(path) is not None or is_count_path(path)
 
     def decide(self, body: bytes, *, path: str, ex: Exchange, route_conf: Any = None, headers: Any = None) -> UpstreamCall | Refusal:
         """Route one request: the upstream call to make, or a local reply.
@@ -372,6 +373,8 @@ class Runtime:
             ex.error = policy
             return self.refusal(policy, ex)
         ex.policy = policy
+        if "count_tokens" in path and is_count_path(path):
+            return self._count_tokens(body, path, ex, policy)
         excluded = self.health.excluded()
         if self.keyless:
             excluded = excluded | self.keyless
@@ -474,6 +477,32 @@ class Runtime:
             return self.refusal(policy, ex)
         status, body = models_body(policy.models, wanted, anthropic, aliases=tuple(policy.conf.client_policies))
         return Refusal(status, (("content-type", "application/json"), ("x-llm-router-request-id", ex.request_id)), body)
+
+    def _count_tokens(self, body: bytes, path: str, ex: Exchange, policy: Policy) -> UpstreamCall | Refusal:
+        """A token count: sent to a provider that serves the Messages API, with its key (`ex.decision` stays
+        None: nothing is routed or billed); the router's own estimate when the policy has no such provider."""
+        try:
+            request = parse_request(body, "count_tokens")
+        except RequestError as exc:
+            ex.error = RouteError(exc.status, exc.message, code=exc.code, field=exc.field)
+            return self.refusal(ex.error, ex)
+        ex.request = request
+        counter = counter_for(request.model, policy, self.catalog, self.keyless)
+        rid = (("x-llm-router-request-id", ex.request_id),)
+        if counter is None:
+            if self.metrics is not None:
+                self.metrics.token_counts.inc(("estimate",))
+            return Refusal(200, (("content-type", "application/json"), *rid, ("x-llm-router-token-count", "estimated")),
+                           orjson.dumps({"input_tokens": request.input_tokens}))
+        model = counter.model
+        query = path.partition("?")[2]
+        target = self.catalog.providers[model.provider].paths["messages"].rstrip("/") + "/count_tokens" + ("?" + query if query else "")
+        rewritten = orjson.dumps({**request.body, "model": counter.name}) if counter.name != request.model else body
+        ex.call = plan_stored(model, self.catalog, self.credentials, target, route_header=self.route_header,
+                              response_headers=rid, body=rewritten)
+        if self.metrics is not None:
+            self.metrics.token_counts.inc((model.provider,))
+        return ex.call
 
     def _stored_refused(self, error: RouteError, ex: Exchange) -> Refusal:
         ex.error = error

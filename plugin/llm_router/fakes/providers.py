@@ -18,6 +18,7 @@ import orjson
 
 from llm_router.fakes.answers import Answer, make_answer, split_text
 from llm_router.fakes.http import Reply, Request
+from llm_router.request import estimate_tokens
 
 CONTROL_PREFIX = "/_fake/"
 LIMIT_STYLES = ("openai", "anthropic", "retry-after")
@@ -106,6 +107,7 @@ class FakeProvider:
         self.key = key if key is not None else fake_key(name)
         self.routes = {path: api for api, path in paths.items()}
         self.responses_path = paths.get("responses")
+        self.count_path = paths["messages"].rstrip("/") + "/count_tokens" if "messages" in paths else None
         self.stored: dict[str, dict[str, Any]] = {}  # response id -> the response and its input items, as OpenAI keeps them
         self.behaviour = behaviour or Behaviour()
         self.records: list[Recorded] = []
@@ -141,6 +143,8 @@ class FakeProvider:
         anthropic = api == "messages"
         if api is None and self.responses_path and path.startswith(self.responses_path + "/"):
             return await self._stored_call(req, resp, path[len(self.responses_path) + 1:])
+        if api is None and path == self.count_path:
+            return await self._count_tokens(req, resp)
         if api is None:
             return await self._error(resp, 404, f"unknown path {path}", "not_found_error" if anthropic else "invalid_request_error",
                                      anthropic, code="unknown_url")
@@ -406,6 +410,26 @@ class FakeProvider:
         else:
             body = kept["response"]
         await resp.send(200, [("content-type", "application/json"), ("x-fake-provider", self.name)], orjson.dumps(body))
+        return 200
+
+    async def _count_tokens(self, req: Request, resp: Reply) -> int:
+        """Anthropic's POST /v1/messages/count_tokens: {"input_tokens": N} for a messages body (no max_tokens needed)."""
+        if req.method != "POST":
+            return await self._error(resp, 405, f"{req.method} is not allowed here", "invalid_request_error", True)
+        if not self._authorized(req.headers):
+            return await self._auth_error(resp, True)
+        try:
+            data = orjson.loads(req.body)
+        except orjson.JSONDecodeError:
+            return await self._error(resp, 400, "could not parse the JSON body", "invalid_request_error", True)
+        model = data.get("model") if isinstance(data, dict) else None
+        if not isinstance(model, str) or not model:
+            return await self._error(resp, 400, "model: Field required", "invalid_request_error", True)
+        if self.behaviour.models is not None and model not in self.behaviour.models:
+            return await self._error(resp, 404, f"model: {model}", "not_found_error", True)
+        tokens = max(1, estimate_tokens(_prompt_text(data, "messages")))
+        await resp.send(200, [("content-type", "application/json"), ("x-fake-provider", self.name)],
+                        orjson.dumps({"input_tokens": tokens}))
         return 200
 
     # ---- control API ------------------------------------------------------------------

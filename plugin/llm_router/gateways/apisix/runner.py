@@ -312,8 +312,8 @@ class Runner:
             return self._stop(pending.rid, 413, err.openai_body(), ex.request_id)
         self.stats.rewrites += 1
         scope = entry.compiled.scope
-        if scope in self._post_resp_scopes or self._probing(scope):
-            self._remember(ex)
+        if ex.decision is not None and (scope in self._post_resp_scopes or self._probing(scope)):
+            self._remember(ex)  # not for unrouted calls (a token count): nothing to account or fall back on
         return frame
 
     async def _orchestrated(self, rid: int, ex: Exchange) -> bytes:

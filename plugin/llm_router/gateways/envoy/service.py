@@ -43,6 +43,7 @@ from llm_router.gateways.envoy.fallback import (API_KEY, ATTEMPT_HEADER, CHAIN_K
 from llm_router.gateways.envoy.route_conf import RouteConfCache
 from llm_router.orchestrate import orchestrate, wants_orchestration
 from llm_router.ratelimits import is_rate_limit_header
+from llm_router.plan import UpstreamCall
 from llm_router.runtime import Exchange, Refusal, Runtime
 from llm_router.stored import MARK
 
@@ -304,6 +305,8 @@ class Session:
             return [wire.immediate_reply(result.status, result.body, result.headers, details="llm_router_refused",
                                          metadata=svc.local_reply_metadata)]
         call = result
+        if ex.decision is None:
+            return self._unrouted(call, n_chunks)
         if ex.decision.mode != "fallback" and wants_orchestration(ex):
             return self._orchestrated(ex)
         chain = ex.decision.chain
@@ -323,6 +326,20 @@ class Session:
             out.append(wire.request_body_replacement(call.body))
         if svc.options.observe_responses:
             svc.expect_response(ex)
+        return out
+
+    def _unrouted(self, call: UpstreamCall, n_chunks: int) -> list[bytes]:
+        """A call the runtime planned without routing (a token count): its provider, key, path and body; one attempt."""
+        svc = self.svc
+        slots, unused = slot_headers((call.model.upstream,))
+        control = ((ATTEMPT_HEADER, "0"), (MAX_RETRIES_HEADER, "0"), (PER_TRY_TIMEOUT_HEADER, svc.per_try[False]))
+        headers = (wire.header_mutation((*call.set_headers, (":path", call.path), *slots, *control),
+                                        (*call.remove_headers, *unused, *svc.retry_removals))
+                   + wire.content_length_option(len(call.body)))
+        out = [wire.request_headers_reply(wire.common_response(headers=headers, clear_route_cache=True))]
+        if n_chunks:
+            out += [wire.REQUEST_BODY_CLEAR] * (n_chunks - 1)
+            out.append(wire.request_body_replacement(call.body))
         return out
 
     def _orchestrated(self, ex: Exchange) -> Deferred:
