@@ -186,3 +186,41 @@ def test_redaction_helpers():
     mask = SecretMask(["sk-abcdef123456"])
     assert mask("token sk-abcdef123456 leaked") == "token *** leaked"
     assert SecretMask([])("unchanged") == "unchanged"
+
+
+def test_decision_log_follows_logrotate_to_a_new_file(tmp_path):
+    from llm_router.decision_log import DecisionLog
+
+    path = tmp_path / "decisions.jsonl"
+    log = DecisionLog(str(path))
+    log.write({"n": 1})
+    log.flush()
+    path.rename(tmp_path / "decisions.jsonl.1")  # logrotate's default: move away, expect a new file
+    log.write({"n": 2})
+    log.flush()
+    log.write({"n": 3})
+    log.flush()
+    path.unlink()  # deleted outright
+    log.write({"n": 4})
+    log.close()
+    assert [orjson.loads(x)["n"] for x in (tmp_path / "decisions.jsonl.1").read_text().splitlines()] == [1]
+    assert [orjson.loads(x)["n"] for x in path.read_text().splitlines()] == [4]
+    assert not log.enabled
+
+
+def test_decision_log_drops_a_batch_it_cannot_write_and_recovers(tmp_path, caplog):
+    from llm_router.decision_log import DecisionLog
+
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    log = DecisionLog(str(folder / "d.jsonl"))
+    (folder / "d.jsonl").unlink()
+    folder.rmdir()  # the directory is gone: the reopen fails
+    log.write({"n": 1})
+    log.flush()
+    assert "decision log write failed" in caplog.text and log.enabled
+    folder.mkdir()
+    log.write({"n": 2})
+    log.flush()
+    assert [orjson.loads(x)["n"] for x in (folder / "d.jsonl").read_text().splitlines()] == [2]
+    log.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from typing import IO, Any
@@ -55,7 +56,11 @@ class MaskingFilter(logging.Filter):
 
 
 class DecisionLog:
-    """Buffered JSON lines; flushed by the state sync loop and on shutdown (no write per request)."""
+    """Buffered JSON lines; flushed by the state sync loop and on shutdown (no write per request).
+
+    Each flush checks that the file is still the one at the path: after logrotate moves it away (or
+    it is deleted), the next flush writes to a new file there, with no signal or restart needed.
+    """
 
     def __init__(self, target: str | None, *, log_prompts: bool = False, redact: bool = True, mask: SecretMask | None = None):
         self.log_prompts = log_prompts
@@ -64,20 +69,40 @@ class DecisionLog:
         self._buf: list[bytes] = []
         self._size = 0
         self._out: IO[bytes] | None
+        self._path: str | None = None
+        self._ino: tuple[int, int] | None = None
         if target in (None, "", "off"):
             self._out = None
         elif target == "-":
             self._out = sys.stderr.buffer
         else:
-            self._out = open(target, "ab")
+            self._path = target
+            self._open()
+
+    def _open(self) -> None:
+        assert self._path is not None
+        self._out = open(self._path, "ab")
+        st = os.fstat(self._out.fileno())
+        self._ino = (st.st_dev, st.st_ino)
+
+    def _moved(self) -> bool:
+        """Whether the path no longer names the open file (rotated away or deleted)."""
+        assert self._path is not None
+        try:
+            st = os.stat(self._path)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) != self._ino
 
     @property
     def enabled(self) -> bool:
-        return self._out is not None
+        return self._out is not None or self._path is not None
 
     def write(self, record: dict[str, Any], prompt: str | None = None) -> None:
         """Queue one record; the prompt is kept only when log_prompts is on (redacted when redact is on)."""
-        if self._out is None:
+        if not self.enabled:
             return
         if self.log_prompts and prompt is not None:
             record["prompt"] = redact_pii(prompt) if self.redact else prompt
@@ -92,18 +117,25 @@ class DecisionLog:
             self.flush()
 
     def flush(self) -> None:
-        """Write what is buffered."""
-        if self._out is None or not self._buf:
+        """Write what is buffered (to a new file at the path if the old one was rotated away)."""
+        if not self.enabled or not self._buf:
             return
         data, self._buf, self._size = b"".join(self._buf), [], 0
         try:
+            if self._path is not None and (self._out is None or self._moved()):
+                if self._out is not None:
+                    self._out.close()
+                    self._out = None
+                self._open()  # a failure here is retried at the next flush
+            assert self._out is not None
             self._out.write(data)
             self._out.flush()
-        except OSError:
-            logging.getLogger("llm_router").warning("decision log write failed; %d bytes dropped", len(data))
+        except OSError as exc:
+            logging.getLogger("llm_router").warning("decision log write failed (%s); %d bytes dropped",
+                                                    exc.strerror or type(exc).__name__, len(data))
 
     def close(self) -> None:
         self.flush()
         if self._out is not None and self._out is not sys.stderr.buffer:
             self._out.close()
-        self._out = None
+        self._out = self._path = None
