@@ -51,6 +51,7 @@ def test_a_count_goes_to_anthropic_with_its_key_and_a_model_name_it_knows():
     assert (call.provider.name, call.path) == ("anthropic", "/v1/messages/count_tokens?beta=true")
     assert ("x-api-key", "sk-ant") in call.set_headers and "authorization" in call.remove_headers
     assert orjson.loads(call.body)["model"] == "claude-3-5-sonnet-20240620" and orjson.loads(call.body)["tools"]
+    assert "max_tokens" not in orjson.loads(call.body)  # only the client's fields: count_tokens takes no max_tokens
     by_id, _ = count(rt, "claude-3.5-sonnet")
     assert orjson.loads(by_id.body)["model"] == "claude-3-5-sonnet-20240620"
     newer, _ = count(rt, "claude-sonnet-4-5")  # not in the catalog: Anthropic may know it, so it is kept

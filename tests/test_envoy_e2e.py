@@ -352,6 +352,7 @@ def test_an_anthropic_token_count_is_counted_by_anthropic_with_its_key(stack, fr
     [sent] = wait_requests(fresh_fakes, "anthropic")
     assert sent.path == "/v1/messages/count_tokens?beta=true" and sent.json["model"] == "claude-3-5-sonnet-20240620"
     assert sent.headers["x-api-key"] == "fake-anthropic-key" and sent.json["system"] == "Be brief."
+    assert set(sent.json) == {"model", "system", "messages"}
     assert int(sent.headers["content-length"]) == len(sent.body)
     assert not fresh_fakes.requests("openai")
     bad = post(stack, "/v1/messages/count_tokens", {"model": "auto", "messages": "x"})

@@ -119,7 +119,7 @@ def api_for_path(path: str) -> str | None:
         return "chat"
     if path.endswith("/messages"):
         return "messages"
-    if path.endswith("/responses"):  # creating a response; /responses/{id}... reads state and passes through
+    if path.endswith("/responses"):  # creating a response; calls on a stored one (/responses/{id}...) are stored.py's
         return "responses"
     if path.endswith("/completions"):
         return "completions"
@@ -145,6 +145,7 @@ def parse_request(body: bytes | str, api: str = "chat") -> LLMRequest:
         req = _parse_messages(data)
     elif api == "count_tokens":  # Anthropic's /v1/messages/count_tokens: a messages body without max_tokens
         req = _parse_messages({**data, "max_tokens": 1} if "max_tokens" not in data else data)
+        req.body = data  # the client's fields only: the provider refuses fields count_tokens does not take
     elif api == "responses":
         req = _parse_responses(data)
     else:
