@@ -9,6 +9,7 @@ from llm_router.decision import Decision
 from llm_router.request import LLMRequest, render_body
 
 ROUTE_HEADER = "x-llm-router-upstream"
+REQUEST_ID_HEADER = "x-llm-router-request-id"  # on every reply, and on upstream requests the APISIX runner matches
 MAX_REASON_CHARS = 240
 
 
@@ -37,7 +38,7 @@ def explanation_headers(decision: Decision, *, request_id: str | None, explain: 
     """Response headers that show the decision (opt-in) and always the request id."""
     out: list[tuple[str, str]] = []
     if request_id:
-        out.append(("x-llm-router-request-id", request_id))
+        out.append((REQUEST_ID_HEADER, request_id))
     if explain:
         c = decision.classification
         out += [

@@ -18,7 +18,7 @@ from llm_router.config import Config
 from llm_router.credentials import Credentials
 from llm_router.decision import Decision, RouteError
 from llm_router.models_endpoint import models_body, models_path
-from llm_router.plan import ROUTE_HEADER, UpstreamCall, explanation_headers, plan_call, plan_stored
+from llm_router.plan import REQUEST_ID_HEADER, ROUTE_HEADER, UpstreamCall, explanation_headers, plan_call, plan_stored
 from llm_router.request import LLMRequest, RequestError, api_for_path, parse_request
 from llm_router.router import NO_STATE, Policy, Router
 from llm_router.strategies.base import StateView
@@ -415,8 +415,12 @@ class Runtime:
 
     def refusal(self, error: RouteError, ex: Exchange) -> Refusal:
         """An OpenAI-format error reply that names the problem."""
-        headers = (("content-type", "application/json"), ("x-llm-router-request-id", ex.request_id))
-        return Refusal(error.status, headers, orjson.dumps(error.openai_body()))
+        return self.local_reply(error.status, orjson.dumps(error.openai_body()), ex)
+
+    @staticmethod
+    def local_reply(status: int, body: bytes, ex: Exchange, *extra: tuple[str, str]) -> Refusal:
+        """A JSON reply the router gives itself, with the request id (and any extra headers)."""
+        return Refusal(status, (("content-type", "application/json"), (REQUEST_ID_HEADER, ex.request_id), *extra), body)
 
     def on_response(self, ex: Exchange, status: int, usage: Usage | None, latency_s: float,
                      headers: Any = None) -> None:
@@ -458,7 +462,7 @@ class Runtime:
         model = held.model
         base = self.catalog.providers[model.provider].paths["responses"]
         ex.call = plan_stored(model, self.catalog, self.credentials, stored.provider_path(base, found),
-                              route_header=self.route_header, response_headers=(("x-llm-router-request-id", ex.request_id),))
+                              route_header=self.route_header, response_headers=((REQUEST_ID_HEADER, ex.request_id),))
         if self.metrics is not None:
             self.metrics.stored.inc((model.provider, held.found))
         return ex.call
@@ -476,7 +480,7 @@ class Runtime:
         if isinstance(policy, RouteError):
             return self.refusal(policy, ex)
         status, body = models_body(policy.models, wanted, anthropic, aliases=tuple(policy.conf.client_policies))
-        return Refusal(status, (("content-type", "application/json"), ("x-llm-router-request-id", ex.request_id)), body)
+        return self.local_reply(status, body, ex)
 
     def _count_tokens(self, body: bytes, path: str, ex: Exchange, policy: Policy) -> UpstreamCall | Refusal:
         """A token count: sent to a provider that serves the Messages API, with its key (`ex.decision` stays
@@ -488,18 +492,17 @@ class Runtime:
             return self.refusal(ex.error, ex)
         ex.request = request
         counter = counter_for(request.model, policy, self.catalog, self.keyless)
-        rid = (("x-llm-router-request-id", ex.request_id),)
         if counter is None:
             if self.metrics is not None:
                 self.metrics.token_counts.inc(("estimate",))
-            return Refusal(200, (("content-type", "application/json"), *rid, ("x-llm-router-token-count", "estimated")),
-                           orjson.dumps({"input_tokens": request.input_tokens}))
+            return self.local_reply(200, orjson.dumps({"input_tokens": request.input_tokens}), ex,
+                                    ("x-llm-router-token-count", "estimated"))
         model = counter.model
         query = path.partition("?")[2]
         target = self.catalog.providers[model.provider].paths["messages"].rstrip("/") + "/count_tokens" + ("?" + query if query else "")
         rewritten = orjson.dumps({**request.body, "model": counter.name}) if counter.name != request.model else body
         ex.call = plan_stored(model, self.catalog, self.credentials, target, route_header=self.route_header,
-                              response_headers=rid, body=rewritten)
+                              response_headers=((REQUEST_ID_HEADER, ex.request_id),), body=rewritten)
         if self.metrics is not None:
             self.metrics.token_counts.inc((model.provider,))
         return ex.call

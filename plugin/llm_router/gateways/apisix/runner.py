@@ -23,13 +23,13 @@ from llm_router.gateways.apisix.framing import (
 )
 from llm_router.gateways.apisix.tokens import Entry, TokenStore
 from llm_router.orchestrate import OrchestratedReply, fallback, orchestrate, wants_orchestration
+from llm_router.plan import REQUEST_ID_HEADER, UpstreamCall
 from llm_router.runtime import Exchange, Refusal, Runtime
 from llm_router.stored import MARK
 
 log = logging.getLogger("llm_router.apisix")
 
 PLUGIN_NAME = "llm-router"
-REQUEST_ID_HEADER = "x-llm-router-request-id"
 REQUEST_ID_VAR = "http_" + REQUEST_ID_HEADER.replace("-", "_")
 MAX_RESP_BODY = 4 << 20  # larger answers are streamed through unread (no usage from them)
 MAX_EXCHANGES = 4096  # awaiting their response call; oldest dropped first
@@ -256,9 +256,8 @@ class Runner:
             self.stats.stops += 1
             return encode.stop_frame(call.id, result.status, self.entries.vector((), result.headers), result.body)
         self.stats.stored += 1
-        removals = tuple((h, None) for h in result.remove_headers)
         return encode.rewrite_frame(call.id, path=result.path,
-                                    headers=self.entries.vector(result.set_headers + removals, ((REQUEST_ID_HEADER, ex.request_id),)),
+                                    headers=self._request_headers(result, ((REQUEST_ID_HEADER, ex.request_id),)),
                                     resp_headers=self.entries.vector((), result.response_headers))
 
     def _models(self, call: decode.ReqCall, entry: Entry, payload: bytes) -> bytes | None:
@@ -296,14 +295,10 @@ class Runner:
             # cascade / hedge on a non-streaming request: the runner makes the calls and answers with a Stop
             self.stats.orchestrated += 1
             return Deferred(self._orchestrated(pending.rid, ex))
-        removals = self._removals.get(result.remove_headers)
-        if removals is None:
-            removals = self._removals[result.remove_headers] = tuple((h, None) for h in result.remove_headers)
-        rid_header = ((REQUEST_ID_HEADER, ex.request_id),)
         try:
             frame = encode.rewrite_frame(
                 pending.rid, path=result.path,
-                headers=self.entries.vector(result.set_headers + removals, rid_header),
+                headers=self._request_headers(result, ((REQUEST_ID_HEADER, ex.request_id),)),
                 resp_headers=self.entries.vector((), result.response_headers),
                 body=result.body)
         except FrameError:
@@ -315,6 +310,13 @@ class Runner:
         if ex.decision is not None and (scope in self._post_resp_scopes or self._probing(scope)):
             self._remember(ex)  # not for unrouted calls (a token count): nothing to account or fall back on
         return frame
+
+    def _request_headers(self, call: UpstreamCall, extra: tuple[tuple[str, str], ...]) -> bytes:
+        """The Rewrite's header vector: the call's headers to set, its client headers to drop, then `extra`."""
+        removals = self._removals.get(call.remove_headers)
+        if removals is None:
+            removals = self._removals[call.remove_headers] = tuple((h, None) for h in call.remove_headers)
+        return self.entries.vector(call.set_headers + removals, extra)
 
     async def _orchestrated(self, rid: int, ex: Exchange) -> bytes:
         assert ex.request is not None and ex.decision is not None  # set by Runtime.decide before it plans the call

@@ -42,8 +42,8 @@ from llm_router.gateways.envoy.fallback import (API_KEY, ATTEMPT_HEADER, CHAIN_K
                                                 PER_TRY_TIMEOUT_HEADER, chain_text, fallback_reason, retriable, slot_headers)
 from llm_router.gateways.envoy.route_conf import RouteConfCache
 from llm_router.orchestrate import orchestrate, wants_orchestration
-from llm_router.ratelimits import is_rate_limit_header
 from llm_router.plan import UpstreamCall
+from llm_router.ratelimits import is_rate_limit_header
 from llm_router.runtime import Exchange, Refusal, Runtime
 from llm_router.stored import MARK
 
@@ -234,10 +234,7 @@ class Session:
                 common = wire.common_response(headers=wire.header_mutation(remove=(route_name,)), clear_route_cache=True)
                 return [wire.request_headers_reply(common)]
             return [wire.REQUEST_HEADERS_CONTINUE]
-        if req.attributes:
-            self.route_conf = svc.route_confs.get(req.attributes)
-        # The route label of metrics and spend limits: the path without its query (bounded cardinality).
-        self.ex = Exchange(request_id=runtime.new_request_id(), route=path.partition("?")[0], started=svc.clock())
+        self.ex, self.route_conf = self._exchange(req, path)
         policy = runtime.policy_for(self.route_conf)
         limit = svc.options.max_body_bytes
         if not isinstance(policy, RouteError):
@@ -247,37 +244,34 @@ class Session:
             return self._decide(b"", 0)
         return []  # the header reply waits for the body (one round trip)
 
-    def _stored(self, req: ProcessingRequest, path: str) -> list[bytes] | None:
-        """A call on a stored response: to the provider holding it, with its key (None: not such a call)."""
+    def _exchange(self, req: ProcessingRequest, path: str) -> tuple[Exchange, Any]:
+        """A new exchange and the route's conf (from Envoy's route metadata). The exchange's route label
+        is the path without its query: the label of metrics and spend limits, bounded in cardinality."""
         svc = self.svc
         route_conf = svc.route_confs.get(req.attributes) if req.attributes else None
-        ex = Exchange(request_id=svc.runtime.new_request_id(), route=path.partition("?")[0], started=svc.clock())
-        result = svc.runtime.stored_response(path, ex=ex, route_conf=route_conf)
+        return Exchange(request_id=svc.runtime.new_request_id(), route=path.partition("?")[0], started=svc.clock()), route_conf
+
+    def _stored(self, req: ProcessingRequest, path: str) -> list[bytes] | None:
+        """A call on a stored response: to the provider holding it, with its key (None: not such a call)."""
+        ex, route_conf = self._exchange(req, path)
+        result = self.svc.runtime.stored_response(path, ex=ex, route_conf=route_conf)
         if result is None:
             return None
         self.passthrough = self.finished = True  # its body (a cancel's, if any) passes as it is
         if isinstance(result, Refusal):
             return [wire.immediate_reply(result.status, result.body, result.headers, details="llm_router_refused",
-                                         metadata=svc.local_reply_metadata)]
-        slots, unused = slot_headers((result.model.upstream,))
-        streams = "stream=true" in path.partition("?")[2]
-        control = ((ATTEMPT_HEADER, "0"), (MAX_RETRIES_HEADER, "0"), (PER_TRY_TIMEOUT_HEADER, svc.per_try[streams]))
-        # Not through the mutation cache: every stored-response path is different.
-        headers = wire.header_mutation((*result.set_headers, (":path", result.path), *slots, *control),
-                                       (*result.remove_headers, *unused, *svc.retry_removals))
-        return [wire.request_headers_reply(wire.common_response(headers=headers, clear_route_cache=True))]
+                                         metadata=self.svc.local_reply_metadata)]
+        return self._unrouted(result, 0, streams="stream=true" in path.partition("?")[2])
 
     def _models(self, req: ProcessingRequest, path: str, anthropic: bool) -> list[bytes] | None:
         """`GET .../models[/{id}]`: the route's models, answered by the processor (None: not such a call)."""
-        svc = self.svc
-        route_conf = svc.route_confs.get(req.attributes) if req.attributes else None
-        ex = Exchange(request_id=svc.runtime.new_request_id(), route=path.partition("?")[0], started=svc.clock())
-        reply = svc.runtime.models_reply("GET", path, ex=ex, route_conf=route_conf, anthropic=anthropic)
+        ex, route_conf = self._exchange(req, path)
+        reply = self.svc.runtime.models_reply("GET", path, ex=ex, route_conf=route_conf, anthropic=anthropic)
         if reply is None:
             return None
         self.passthrough = self.finished = True
         return [wire.immediate_reply(reply.status, reply.body, reply.headers, details="llm_router_models",
-                                     metadata=svc.local_reply_metadata)]
+                                     metadata=self.svc.local_reply_metadata)]
 
     def _request_body(self, body_msg) -> list[bytes]:
         if self.passthrough or self.ex is None:
@@ -328,16 +322,19 @@ class Session:
             svc.expect_response(ex)
         return out
 
-    def _unrouted(self, call: UpstreamCall, n_chunks: int) -> list[bytes]:
-        """A call the runtime planned without routing (a token count): its provider, key, path and body; one attempt."""
+    def _unrouted(self, call: UpstreamCall, n_chunks: int, streams: bool = False) -> list[bytes]:
+        """A call the runtime planned without routing (a stored response, a token count): its provider, key,
+        path and, when the call has one, its new body; one attempt."""
         svc = self.svc
         slots, unused = slot_headers((call.model.upstream,))
-        control = ((ATTEMPT_HEADER, "0"), (MAX_RETRIES_HEADER, "0"), (PER_TRY_TIMEOUT_HEADER, svc.per_try[False]))
-        headers = (wire.header_mutation((*call.set_headers, (":path", call.path), *slots, *control),
-                                        (*call.remove_headers, *unused, *svc.retry_removals))
-                   + wire.content_length_option(len(call.body)))
+        control = ((ATTEMPT_HEADER, "0"), (MAX_RETRIES_HEADER, "0"), (PER_TRY_TIMEOUT_HEADER, svc.per_try[streams]))
+        # Not through the mutation cache: these paths differ per call.
+        headers = wire.header_mutation((*call.set_headers, (":path", call.path), *slots, *control),
+                                       (*call.remove_headers, *unused, *svc.retry_removals))
+        if call.body:
+            headers += wire.content_length_option(len(call.body))
         out = [wire.request_headers_reply(wire.common_response(headers=headers, clear_route_cache=True))]
-        if n_chunks:
+        if n_chunks and call.body:
             out += [wire.REQUEST_BODY_CLEAR] * (n_chunks - 1)
             out.append(wire.request_body_replacement(call.body))
         return out
