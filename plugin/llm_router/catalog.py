@@ -26,6 +26,8 @@ class Tier(IntEnum):
 # Capability names used in config and by capability matching.
 # hosted_tools: tools the provider runs itself in OpenAI's Responses API (web_search, file_search, code_interpreter, ...).
 CAPABILITIES = frozenset({"tools", "vision", "json", "code", "completions", "long_context", "streaming", "hosted_tools"})
+# Model names by which a client asks to be routed (no particular model).
+AUTO_MODELS = frozenset({"", "auto", "router", "llm-router", "default"})
 # Request APIs a provider may accept.
 APIS = ("chat", "completions", "messages", "responses")
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from llm_router.catalog import APIS, CAPABILITIES, Tier
+from llm_router.catalog import APIS, AUTO_MODELS, CAPABILITIES, Tier
 
 TierName = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
 STRATEGIES = ("ladder", "quality_gate", "cost_weighted", "capability", "round_robin", "least_used", "semantic", "cascade", "hedge")
@@ -300,7 +300,7 @@ def policy_problems(p: PolicyConf, where: str, cfg: "Config") -> list[str]:
     for name, target in p.client_policies.items():
         if target not in cfg.policies:
             problems.append(f"{where}.client_policies.{name}: unknown policy {target!r} (known: {sorted(cfg.policies)})")
-        if not name.strip() or name.lower() in ("auto", "router", "llm-router", "default"):
+        if not name.strip() or name.lower() in AUTO_MODELS:
             problems.append(f"{where}.client_policies: {name!r} cannot name a policy (empty, or a name that means 'route me')")
         elif name in cfg.models or any(m.name == name for m in cfg.models.values()):
             problems.append(f"{where}.client_policies.{name}: is also a model of the catalog; pick a name that is not")

@@ -4,12 +4,13 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, cast
 
 import orjson
 
 from llm_router.affinity import AffinityTable, conversation_key
-from llm_router.catalog import Catalog, Model, Provider, Tier
+from llm_router.catalog import AUTO_MODELS, Catalog, Model, Provider, Tier
 from llm_router.classify.base import Classification, Classifier
 from llm_router.config import Config, ConfigError, PolicyConf, allowed_models, parse_policy
 from llm_router.decision import Decision, RouteError
@@ -18,8 +19,6 @@ from llm_router.strategies import NoState, StateView, Strategy, make_strategy
 from llm_router.strategies.base import Context, Selection, by_capability, by_price
 
 NO_STATE = NoState()
-# Client model names that mean "let the router choose".
-AUTO_MODELS = frozenset({"", "auto", "router", "llm-router", "default"})
 
 
 def build_catalog(cfg: Config) -> Catalog:
@@ -90,8 +89,7 @@ class Router:
     def _compile(self, name: str, conf: PolicyConf, scope: str | None = None) -> Policy:
         allowed = set(allowed_models(conf, self.config))
         models = tuple(by_price([m for m in self.catalog.models.values() if m.id in allowed]))
-        ref_id = conf.reference_model
-        reference = self.catalog.models.get(ref_id) if ref_id else max(models, key=lambda m: m.blended_price)
+        reference = policy_reference(conf, models, self.catalog)
         return Policy(name=name, conf=conf, classifier=self.classifier(conf.classifier),
                       strategy=make_strategy(conf.strategy), models=models, reference=reference,
                       affinity=(scope or f"policy:{name}") if conf.affinity == "conversation" else None)
@@ -224,17 +222,15 @@ class Router:
             wanted = self.catalog.get(asked)
             if wanted is None:
                 return _unknown_model(asked, policy)
-            served = next((m for m in capable if m.id == wanted.id), None)
-            if served is None:
-                return RouteError(400, f"model {wanted.id!r} is not allowed by policy '{policy.name}' or cannot serve this request",
-                                  code="model_not_allowed", field="model")
-            why = "the model asked for"
+            honoured = _honoured(wanted, policy, capable)
+            if isinstance(honoured, RouteError):
+                return honoured
+            served, why = honoured, "the model asked for"
         else:
             ref = policy.reference
-            served = next((m for m in capable if ref is not None and m.id == ref.id), None)
-            why = "the reference model"
-            if served is None:
-                served, why = by_capability(capable)[-1], "the most capable model (the reference cannot serve it)"
+            found = next((m for m in capable if ref is not None and m.id == ref.id), None)
+            served, why = ((found, "the reference model") if found is not None
+                           else (by_capability(capable)[-1], "the most capable model (the reference cannot serve it)"))
         return Decision(
             model=served, fallbacks=self._fallbacks(served, candidates, policy.conf.fallbacks), classification=classification,
             policy=policy.name, strategy="shadow", estimated_cost=served.cost(request.input_tokens, expected_out),
@@ -292,11 +288,8 @@ class Router:
         if wanted is None:
             return _unknown_model(request.model, policy)
         if mode == "honor":
-            chosen = tuple(m for m in capable if m.id == wanted.id)
-            if not chosen:
-                return RouteError(400, f"model {wanted.id!r} is not allowed by policy '{policy.name}' or cannot serve this request",
-                                  code="model_not_allowed", field="model")
-            return chosen
+            honoured = _honoured(wanted, policy, capable)
+            return honoured if isinstance(honoured, RouteError) else (honoured,)
         cheaper = tuple(m for m in capable if m.blended_price <= wanted.blended_price)
         return cheaper or None
 
@@ -319,6 +312,20 @@ class Router:
         weaker = [m for m in reversed(rest) if m not in stronger]
         ordered = [m for m in stronger if m.provider != primary.provider] + [m for m in stronger if m.provider == primary.provider]
         return tuple((ordered + weaker)[:count])
+
+
+def policy_reference(conf: PolicyConf, models: Sequence[Model], catalog: Catalog) -> Model | None:
+    """What "no router" would use for a policy: its reference_model, else its most expensive allowed model."""
+    return catalog.models.get(conf.reference_model) if conf.reference_model else max(models, key=lambda m: m.blended_price)
+
+
+def _honoured(wanted: Model, policy: Policy, capable: tuple[Model, ...]) -> Model | RouteError:
+    """The model the client named, if the policy allows it for this request; else a 400 saying so."""
+    for m in capable:
+        if m.id == wanted.id:
+            return m
+    return RouteError(400, f"model {wanted.id!r} is not allowed by policy '{policy.name}' or cannot serve this request",
+                      code="model_not_allowed", field="model")
 
 
 def _unknown_model(asked: str, policy: Policy) -> RouteError:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llm_router.catalog import Catalog, Model
-from llm_router.router import AUTO_MODELS, Policy
+from llm_router.catalog import AUTO_MODELS, Catalog, Model
+from llm_router.router import Policy
 
 SUFFIX = "/messages/count_tokens"
 

@@ -36,7 +36,7 @@ def run(args) -> int:
         print(f"  {mid:20s} {m.provider:10s} ${m.input_price:g}/${m.output_price:g} per 1M  ctx {m.context_window:>8}  "
               f"tier {m.tier:8s} quality {m.quality:.2f}  [{', '.join(m.capabilities)}]{cache}")
     print(f"default policy: {cfg.default_policy}")
-    from llm_router.router import build_catalog
+    from llm_router.router import build_catalog, policy_reference
 
     catalog = build_catalog(cfg)
     for name, p in cfg.policies.items():
@@ -52,7 +52,7 @@ def run(args) -> int:
         if p.explore:
             print(f"  explore: {p.explore:.0%} of requests go to a random candidate (logged with their propensity)")
         if p.shadow:
-            ref = p.reference_model or max(allowed, key=lambda mid: catalog.models[mid].blended_price)
+            ref = getattr(policy_reference(p, [catalog.models[mid] for mid in allowed], catalog), "id", "?")
             share = "every request is" if p.shadow >= 1.0 else f"{p.shadow:.0%} of requests (drawn at random; the rest are routed) are"
             print(f"  shadow: {share} served by the model the client asks for (else {ref}); routing's choice and its cost "
                   "are only recorded (llm_router_shadow_*, decision log)")

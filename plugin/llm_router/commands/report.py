@@ -63,9 +63,13 @@ class Reporter:
     """Folds decision-log lines into per-route totals."""
 
     def __init__(self, config: Any):
-        from llm_router.router import Router
+        from llm_router.config import allowed_models
+        from llm_router.router import build_catalog, policy_reference
 
-        self.router = Router(config)
+        catalog = build_catalog(config)
+        # per named policy, the model "no router" would have used (an inline route policy's is unknown here)
+        self.references = {name: policy_reference(conf, [catalog.models[m] for m in allowed_models(conf, config)], catalog)
+                           for name, conf in config.policies.items()}
         self.routes: dict[str, RouteTotals] = {}
         self.lines = self.bad_lines = 0
 
@@ -92,7 +96,8 @@ class Reporter:
         t.latencies.append(_num(rec.get("latency_ms")))
         tokens_in, tokens_out = rec.get("input_tokens"), rec.get("output_tokens")
         if isinstance(tokens_in, int) and isinstance(tokens_out, int):
-            ref = self._reference(rec.get("policy"))
+            policy = rec.get("policy")
+            ref = self.references.get(policy) if isinstance(policy, str) else None
             if ref is not None:
                 t.priced += 1
                 t.reference_cost += ref.cost(tokens_in, tokens_out, cached=int(rec.get("cached_input_tokens") or 0),
@@ -101,12 +106,6 @@ class Reporter:
             t.shadow_answers += 1
             t.shadow_served += cost
             t.shadow_routed += _num(rec.get("shadow_cost_usd"))
-
-    def _reference(self, policy: Any):
-        if not isinstance(policy, str) or policy not in self.router.config.policies:
-            return None  # an inline route policy, or one not in this config
-        found = self.router.policy_for(orjson.dumps({"policy": policy}))
-        return getattr(found, "reference", None)
 
     def result(self) -> dict[str, Any]:
         total = RouteTotals()
