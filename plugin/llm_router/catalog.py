@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from urllib.parse import quote
 
 
 class Tier(IntEnum):
@@ -30,6 +31,8 @@ CAPABILITIES = frozenset({"tools", "vision", "json", "code", "completions", "lon
 AUTO_MODELS = frozenset({"", "auto", "router", "llm-router", "default"})
 # Request APIs a provider may accept.
 APIS = ("chat", "completions", "messages", "responses")
+# The one placeholder a provider path may hold: the model's provider-side name (an Azure deployment).
+MODEL_PLACEHOLDER = "{model}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +42,9 @@ class Provider:
     name: str
     base_url: str
     upstream: str
-    auth: str  # "bearer" | "x-api-key" | "x-goog-api-key" | "none"
-    paths: dict[str, str]  # request API -> upstream path, e.g. {"chat": "/v1/chat/completions"}
+    auth: str  # "bearer" | "x-api-key" | "api-key" | "x-goog-api-key" | "none"
+    # request API -> upstream path, e.g. {"chat": "/v1/chat/completions"}; may hold {model} and a query
+    paths: dict[str, str]
     credentials: tuple[str, ...] = ()  # secret references, e.g. "env://OPENAI_API_KEY"
     headers: tuple[tuple[str, str], ...] = ()  # extra fixed headers, e.g. anthropic-version
     key_rotation: str = "spread"  # "spread" (round-robin per request) | "first"
@@ -50,6 +54,25 @@ class Provider:
         """Host name of base_url, without scheme or port."""
         rest = self.base_url.split("://", 1)[-1]
         return rest.split("/", 1)[0].split(":", 1)[0]
+
+
+def fill_model(template: str, model_name: str) -> str:
+    """A provider path with `{model}` replaced by the model's URL-quoted name (an Azure deployment)."""
+    return template.replace(MODEL_PLACEHOLDER, quote(model_name, safe="")) if MODEL_PLACEHOLDER in template else template
+
+
+def provider_path(template: str, model_name: str, *, suffix: str = "", query: str = "") -> str:
+    """A provider's path for one call: `{model}` filled in, `suffix` added to the path part, and the
+    client's `query` after the provider's own parameters, which win when both name one."""
+    path, _, own = fill_model(template, model_name).partition("?")
+    if suffix:
+        path = path.rstrip("/") + suffix
+    query = query.lstrip("?")
+    if query and own:
+        ours = {part.partition("=")[0] for part in own.split("&")}
+        query = "&".join(part for part in query.split("&") if part and part.partition("=")[0] not in ours)
+    joined = "&".join(q for q in (own, query) if q)
+    return path + "?" + joined if joined else path
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -33,7 +33,7 @@ class ProviderConf(_Strict):
     """A provider endpoint and how to authenticate to it."""
 
     base_url: str
-    auth: Literal["bearer", "x-api-key", "x-goog-api-key", "none"] = "bearer"
+    auth: Literal["bearer", "x-api-key", "api-key", "x-goog-api-key", "none"] = "bearer"
     credentials: list[str] = Field(default_factory=list)
     headers: dict[str, str] = Field(default_factory=dict)
     paths: dict[Literal["chat", "completions", "messages", "responses"], str]
@@ -55,6 +55,16 @@ class ProviderConf(_Strict):
         for api, path in v.items():
             if not path.startswith("/"):
                 raise ValueError(f"path for {api} must start with '/', got {path!r}")
+            bare, _, query = path.partition("?")
+            if "#" in path or any(c.isspace() for c in path):
+                raise ValueError(f"path for {api} may not hold '#' or spaces, got {path!r}")
+            if "{" in query or "}" in query:
+                raise ValueError(f"path for {api}: {{model}} may stand in the path, not in the query, got {path!r}")
+            if bare.replace("{model}", "").count("{") or bare.replace("{model}", "").count("}"):
+                raise ValueError(f"path for {api}: the only placeholder is {{model}} (the model's name, e.g. an Azure "
+                                 f"deployment), got {path!r}")
+            if query and any(not part or part.startswith("=") for part in query.split("&")):
+                raise ValueError(f"path for {api}: the query must be name=value pairs joined by '&', got {path!r}")
         return v
 
 

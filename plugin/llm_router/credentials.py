@@ -39,7 +39,7 @@ class ProviderKeys:
         auth = self.provider.auth
         if auth == "bearer":
             cred = (("authorization", f"Bearer {key}"),)
-        elif auth in ("x-api-key", "x-goog-api-key"):
+        elif auth in ("x-api-key", "api-key", "x-goog-api-key"):
             cred = ((auth, str(key)),)
         else:
             cred = ()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llm_router.catalog import Catalog, Model, Provider
+from llm_router.catalog import Catalog, Model, Provider, fill_model
 from llm_router.credentials import CLIENT_CREDENTIAL_HEADERS, Credentials
 from llm_router.decision import Decision
 from llm_router.request import LLMRequest, render_body
@@ -58,7 +58,7 @@ def plan_call(request: LLMRequest, model: Model, catalog: Catalog, credentials: 
     provider = catalog.providers[model.provider]
     cred, remove = _credential(provider, credentials)
     return UpstreamCall(
-        model=model, provider=provider, path=provider.paths[request.api], body=render_body(request, model.name),
+        model=model, provider=provider, path=fill_model(provider.paths[request.api], model.name), body=render_body(request, model.name),
         set_headers=((route_header, model.upstream), *cred), remove_headers=remove, response_headers=response_headers,
     )
 

@@ -13,6 +13,7 @@ import orjson
 
 from llm_router import stored
 from llm_router.accounting import Usage
+from llm_router.catalog import provider_path
 from llm_router.affinity import response_key
 from llm_router.config import Config
 from llm_router.credentials import Credentials
@@ -461,7 +462,7 @@ class Runtime:
             return self._stored_refused(held, ex)
         model = held.model
         base = self.catalog.providers[model.provider].paths["responses"]
-        ex.call = plan_stored(model, self.catalog, self.credentials, stored.provider_path(base, found),
+        ex.call = plan_stored(model, self.catalog, self.credentials, stored.provider_path(base, model.name, found),
                               route_header=self.route_header, response_headers=((REQUEST_ID_HEADER, ex.request_id),))
         if self.metrics is not None:
             self.metrics.stored.inc((model.provider, held.found))
@@ -498,8 +499,8 @@ class Runtime:
             return self.local_reply(200, orjson.dumps({"input_tokens": request.input_tokens}), ex,
                                     ("x-llm-router-token-count", "estimated"))
         model = counter.model
-        query = path.partition("?")[2]
-        target = self.catalog.providers[model.provider].paths["messages"].rstrip("/") + "/count_tokens" + ("?" + query if query else "")
+        target = provider_path(self.catalog.providers[model.provider].paths["messages"], model.name, suffix="/count_tokens",
+                               query=path.partition("?")[2])
         rewritten = orjson.dumps({**request.body, "model": counter.name}) if counter.name != request.model else body
         ex.call = plan_stored(model, self.catalog, self.credentials, target, route_header=self.route_header,
                               response_headers=((REQUEST_ID_HEADER, ex.request_id),), body=rewritten)

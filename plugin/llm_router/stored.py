@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from llm_router.affinity import AffinityTable, response_key
 from llm_router.catalog import Catalog, Model
+from llm_router.catalog import provider_path as catalog_path
 from llm_router.decision import RouteError
 from llm_router.router import Policy
 
@@ -81,6 +82,7 @@ def holder(table: AffinityTable, catalog: Catalog, policy: Policy, response_id: 
                            "which one holds it", code="response_not_found", field="path")
 
 
-def provider_path(call_base: str, found: StoredPath) -> str:
-    """The provider's path for the call: its Responses path, then the id and what follows, then the query."""
-    return f"{call_base.rstrip('/')}/{found.rest}{found.query}"
+def provider_path(call_base: str, model_name: str, found: StoredPath) -> str:
+    """The provider's path for the call: its Responses path, then the id and what follows, then the
+    provider's query parameters and the client's."""
+    return catalog_path(call_base, model_name, suffix="/" + found.rest, query=found.query)

@@ -286,6 +286,7 @@ def _one(item: dict[str, Any], base: str, routed, direct, catalog, fakes) -> Out
     if attempts > 1:  # the routed time includes the failed attempts: not a measure of the router's overhead
         return Outcome(model_id, r.status_code, inp, out, routed_ms, None, attempts)
     # The same upstream call, straight to the provider's fake: what Envoy + llm-router added is the difference.
+    from llm_router.catalog import fill_model
     from llm_router.request import api_for_path, parse_request, render_body
 
     model = catalog.models[model_id]
@@ -295,7 +296,7 @@ def _one(item: dict[str, Any], base: str, routed, direct, catalog, fakes) -> Out
     key = fakes.info["keys"][provider.name]
     auth = {"authorization": f"Bearer {key}"} if provider.auth == "bearer" else {provider.auth: key}
     t = time.perf_counter()
-    d = direct.post(f"http://127.0.0.1:{fakes.ports[provider.name]}{provider.paths[req.api]}", content=direct_body,
+    d = direct.post(f"http://127.0.0.1:{fakes.ports[provider.name]}{fill_model(provider.paths[req.api], model.name)}", content=direct_body,
                     headers={"content-type": "application/json", **auth, **dict(provider.headers)})
     direct_ms = (time.perf_counter() - t) * 1000
     return Outcome(model_id, r.status_code, inp, out, routed_ms, direct_ms if d.status_code == 200 else None, attempts)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import gzip
 import random
+import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
+from urllib.parse import parse_qsl, unquote
 
 import orjson
 
@@ -105,9 +107,20 @@ class FakeProvider:
         if self.limits not in LIMIT_STYLES:
             raise ValueError(f"limits must be one of {LIMIT_STYLES}, got {limits!r}")
         self.key = key if key is not None else fake_key(name)
-        self.routes = {path: api for api, path in paths.items()}
-        self.responses_path = paths.get("responses")
-        self.count_path = paths["messages"].rstrip("/") + "/count_tokens" if "messages" in paths else None
+        # Paths may name the model ({model}, as Azure's deployments do) and require query parameters
+        # (api-version): a request without them gets a 404, as Azure answers.
+        self.routes = {}  # exact path -> API
+        self.templates: list[tuple[re.Pattern[str], str]] = []  # path with the model in it -> API
+        self.required: dict[str, tuple[str, ...]] = {}  # API -> query parameters it needs
+        for api, path in paths.items():
+            bare, _, query = path.partition("?")
+            self.required[api] = tuple(k for k, _ in parse_qsl(query, keep_blank_values=True))
+            if "{model}" in bare:
+                self.templates.append((re.compile(re.escape(bare).replace(re.escape("{model}"), "(?P<model>[^/]+)") + "$"), api))
+            else:
+                self.routes[bare] = api
+        self.responses_path = paths["responses"].partition("?")[0] if "responses" in paths else None
+        self.count_path = paths["messages"].partition("?")[0].rstrip("/") + "/count_tokens" if "messages" in paths else None
         self.stored: dict[str, dict[str, Any]] = {}  # response id -> the response and its input items, as OpenAI keeps them
         self.behaviour = behaviour or Behaviour()
         self.records: list[Recorded] = []
@@ -138,9 +151,25 @@ class FakeProvider:
         self.records.append(Recorded(self.name, req.method, req.path, dict(req.headers), req.body, status, time.time(),
                                      req.version))
 
-    async def _answer(self, req: Request, resp: Reply, path: str) -> int:
+    def _route(self, path: str) -> tuple[str | None, str | None]:
+        """The API a path serves and the model it names (None when the body names it)."""
         api = self.routes.get(path)
+        if api is None:
+            for pattern, name in self.templates:
+                m = pattern.match(path)
+                if m:
+                    return name, unquote(m.group("model"))
+        return api, None
+
+    async def _answer(self, req: Request, resp: Reply, path: str) -> int:
+        api, deployment = self._route(path)
         anthropic = api == "messages"
+        if api is not None and self.required[api]:
+            given = {k for k, _ in parse_qsl(req.path.partition("?")[2], keep_blank_values=True)}
+            if any(k not in given for k in self.required[api]):
+                await resp.send(404, [("content-type", "application/json")],
+                                orjson.dumps({"error": {"code": "404", "message": "Resource not found"}}))
+                return 404
         if api is None and self.responses_path and path.startswith(self.responses_path + "/"):
             return await self._stored_call(req, resp, path[len(self.responses_path) + 1:])
         if api is None and path == self.count_path:
@@ -179,7 +208,7 @@ class FakeProvider:
             return await self._error(resp, 400, "could not parse the JSON body", "invalid_request_error", anthropic)
         if not isinstance(data, dict):
             return await self._error(resp, 400, "body must be a JSON object", "invalid_request_error", anthropic)
-        model = data.get("model")
+        model = deployment or data.get("model")  # a deployment path serves its own model, whatever the body says
         if not isinstance(model, str) or not model:
             return await self._error(resp, 400, "'model' is required", "invalid_request_error", anthropic, param="model")
         if b.models is not None and model not in b.models:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
 
 import flatbuffers
 
@@ -298,6 +299,7 @@ class Outcome:
     tries: int = 1
     extra_info: list[dict] = field(default_factory=list)
     upstream_path: str = ""
+    upstream_args: list[tuple[str, str | None]] = field(default_factory=list)  # the query APISIX sends upstream
     upstream_headers: dict[str, str] = field(default_factory=dict)
     upstream_body: bytes = b""
     response_headers: dict[str, str] = field(default_factory=dict)
@@ -529,6 +531,7 @@ class Emulator:
         outcome.action = fields["action"]
         upstream = dict(headers)
         outcome.upstream_path = path
+        outcome.upstream_args = list(args)
         outcome.upstream_body = body or b""
         if fields["action"] == "stop":
             outcome.status = fields["status"] or 200
@@ -536,7 +539,9 @@ class Emulator:
             outcome.body = fields["body"]
         elif fields["action"] == "rewrite":
             if fields["path"] is not None:
-                outcome.upstream_path = fields["path"]
+                outcome.upstream_path = escape_uri(fields["path"])
+            if fields["args"]:
+                outcome.upstream_args = rewrite_args(outcome.upstream_args, fields["args"])
             for name, value in fields["headers"]:
                 if value is None:
                     upstream.pop(name.lower(), None)
@@ -568,6 +573,30 @@ class Emulator:
         return outcome
 
 
+def escape_uri(path: str) -> str:
+    """What APISIX does to Rewrite.path (ngx_escape_uri, NGX_ESCAPE_URI): space, '#', '%', '?',
+    control bytes and non-ASCII bytes become %XX; a query put in the path is thus lost to the provider."""
+    return quote(path, safe="".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "#%?"))
+
+
+def rewrite_args(current: Sequence[tuple[str, str | None]], rewrite: Sequence[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
+    """The request's query args after Rewrite.args: a name is set (a repeated name in the Rewrite adds
+    values), an entry without a value deletes the name."""
+    args: dict[str, list[str | None]] = {}
+    for k, v in current:
+        args.setdefault(k, []).append(v)
+    changed: set[str] = set()
+    for k, v in rewrite:
+        if v is None:
+            args.pop(k, None)
+        elif k in changed:
+            args[k].append(v)
+        else:
+            args[k] = [v]
+            changed.add(k)
+    return [(k, v) for k, values in args.items() for v in values]
+
+
 def proxy(em: Emulator, route: RouteConf, *, upstreams: dict[str, str], post_resp: bool = False,
           path: str = "/v1/chat/completions", headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
           route_header: str = "x-llm-router-upstream", timeout: float = 60.0, method: str = "POST") -> ClientResponse:
@@ -581,7 +610,7 @@ def proxy(em: Emulator, route: RouteConf, *, upstreams: dict[str, str], post_res
     import httpx
 
     bare, _, query = path.partition("?")  # APISIX hands the runner the path without its query, and appends it again
-    args: list[tuple[str, str | None]] = [(k, v if sep else None) for k, sep, v in
+    args: list[tuple[str, str | None]] = [(unquote(k), unquote(v) if sep else None) for k, sep, v in
                                           (kv.partition("=") for kv in query.split("&") if kv)]
     pre = em.http_req_call(route, method=method, path=bare, headers=headers, body=body, args=args)
     if pre.status is not None:
@@ -593,7 +622,9 @@ def proxy(em: Emulator, route: RouteConf, *, upstreams: dict[str, str], post_res
     sent = {k: v for k, v in pre.upstream_headers.items() if k not in ("host", "content-length", "transfer-encoding")}
     try:
         with httpx.Client(timeout=timeout, trust_env=False) as client:
-            target = base + pre.upstream_path + ("?" + query if query else "")
+            sent_query = "&".join(quote(k, safe="") + ("" if v is None else "=" + quote(v, safe=""))
+                                  for k, v in pre.upstream_args)
+            target = base + pre.upstream_path + ("?" + sent_query if sent_query else "")
             resp = client.request(method, target, content=pre.upstream_body, headers=sent)
             up_status, up_headers, up_body = resp.status_code, [(k.lower(), v) for k, v in resp.headers.multi_items()], resp.content
     except httpx.HTTPError:

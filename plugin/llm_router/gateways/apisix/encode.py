@@ -9,6 +9,7 @@ generated from ext_plugin.fbs.
 from __future__ import annotations
 
 import struct
+from urllib.parse import parse_qsl
 
 from llm_router.gateways.apisix.framing import (
     MAX_PAYLOAD, RPC_ERROR, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL, RPC_PREPARE_CONF, header,
@@ -189,6 +190,7 @@ class EntryCache:
 #  48 Rewrite table: soffset 14, path, headers, resp_headers, body | 68 children in that order
 _FULL_REWRITE = struct.Struct("<I2x5HiIB3xI2x7HiIIII").pack
 _PATHS: dict[str, bytes] = {}
+_QUERIES: dict[str, tuple[str, bytes]] = {}  # provider path with a query -> (path, encoded args)
 
 
 def _full_rewrite(rid: int, path: bytes, headers: bytes, resp_headers: bytes, body: bytes) -> bytes:
@@ -207,10 +209,25 @@ def _req_call_resp(rid: int, action_type: int, action: tuple[bytes, int]) -> byt
     return _msg(RPC_HTTP_REQ_CALL, _table(2 + 1, ((0, _p32(rid)), (1, bytes((action_type, 0, 0, 0)))), ((2, blob, at),)))
 
 
+def _path_and_args(path: str) -> tuple[str, bytes]:
+    """A path with a query (an Azure api-version) as Rewrite wants it: APISIX escapes a '?' in
+    Rewrite.path, so the query travels as Rewrite.args (set over the client's own args of that name)."""
+    found = _QUERIES.get(path)
+    if found is None:
+        if len(_QUERIES) > 256:
+            _QUERIES.clear()
+        bare, _, query = path.partition("?")
+        found = _QUERIES[path] = (bare, entry_vector([text_entry(k, v) for k, v in parse_qsl(query, keep_blank_values=True)]))
+    return found
+
+
 def rewrite_frame(rid: int, *, path: str | None = None, headers: bytes | None = None,
                   resp_headers: bytes | None = None, body: bytes | None = None) -> bytes:
     """HTTPReqCall.Resp with a Rewrite action, framed (entry vectors from EntryCache.vector)."""
-    if path is not None and headers is not None and resp_headers is not None and body:
+    args = None
+    if path is not None and "?" in path:
+        path, args = _path_and_args(path)
+    if path is not None and headers is not None and resp_headers is not None and body and args is None:
         pb = _PATHS.get(path)
         if pb is None:
             if len(_PATHS) > 256:
@@ -223,6 +240,8 @@ def rewrite_frame(rid: int, *, path: str | None = None, headers: bytes | None = 
         refs.append((0, _string(path.encode()), 0))
     if headers is not None:
         refs.append((1, headers, 0))
+    if args is not None:
+        refs.append((2, args, 0))
     if resp_headers is not None:
         refs.append((3, resp_headers, 0))
     if body:
