@@ -137,7 +137,7 @@ def test_envoy_streams_from_azure_and_reads_the_usage_chunk(stack, fresh):
                       headers={"content-type": "application/json"}, timeout=30) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         text = b"".join(r.iter_raw()).decode()
-    assert text.rstrip().endswith("data: [DONE]")
+    assert text.rstrip().endswith("data: [DONE]") and '"prompt_filter_results"' in text.split("\n\n")[0]
     [sent] = wait_requests(fresh, "azure", 1)
     assert sent.json["stream_options"] == {"include_usage": True} and "api-version=" in sent.path
     _, status, seen, _ = stack.observer.response_for(r.headers["x-llm-router-request-id"])

@@ -23,6 +23,8 @@ from llm_router.fakes.http import Reply, Request
 from llm_router.request import estimate_tokens
 
 CONTROL_PREFIX = "/_fake/"
+AZURE_FILTER_RESULTS = [{"prompt_index": 0, "content_filter_results": {
+    kind: {"filtered": False, "severity": "safe"} for kind in ("hate", "self_harm", "sexual", "violence")}}]
 LIMIT_STYLES = ("openai", "anthropic", "retry-after")
 
 
@@ -327,6 +329,10 @@ class FakeProvider:
                    "model": model, "system_fingerprint": "fp_fake", "choices": choices, **extra}
             return b"data: " + orjson.dumps(obj) + b"\n\n"
 
+        if api == "chat" and self.auth == "api-key":
+            # Azure opens with a chunk of no choices, no id and no model: its prompt's content-filter results
+            await resp.write(b"data: " + orjson.dumps({"id": "", "object": "", "created": 0, "model": "", "choices": [],
+                                                       "prompt_filter_results": AZURE_FILTER_RESULTS}) + b"\n\n")
         if api == "chat":
             await resp.write(event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]))
         for i, piece in enumerate(split_text(answer.text, b.chunks)):
