@@ -36,6 +36,15 @@ MODEL_PLACEHOLDER = "{model}"
 
 
 @dataclass(frozen=True, slots=True)
+class BodyDialect:
+    """How a provider's API differs from the body a client sends: fields it takes, names it uses."""
+
+    accept: dict[str, frozenset[str]] = field(default_factory=dict)  # request API -> fields it accepts
+    rename: tuple[tuple[str, str], ...] = ()  # (client name, provider name)
+    usage_unasked: bool = False  # streams carry usage without stream_options (which may be rejected)
+
+
+@dataclass(frozen=True, slots=True)
 class Provider:
     """Where a provider lives and how it wants to be called."""
 
@@ -48,6 +57,7 @@ class Provider:
     credentials: tuple[str, ...] = ()  # secret references, e.g. "env://OPENAI_API_KEY"
     headers: tuple[tuple[str, str], ...] = ()  # extra fixed headers, e.g. anthropic-version
     key_rotation: str = "spread"  # "spread" (round-robin per request) | "first"
+    body: BodyDialect | None = None  # None: the body passes as the client wrote it (model set, usage asked on streams)
 
     @property
     def host(self) -> str:

@@ -29,6 +29,35 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# The field each API cannot do without: an `accept` list must keep it.
+_REQUIRED_FIELDS = {"chat": ("messages",), "completions": ("prompt",), "messages": ("messages", "max_tokens"),
+                    "responses": ("input",)}
+
+
+class BodyConf(_Strict):
+    """What a provider's API takes of an OpenAI/Anthropic body: strict providers reject unknown fields."""
+
+    # per API: the top-level fields it accepts; others are dropped (unset: every field passes)
+    accept: dict[Literal["chat", "completions", "messages", "responses"], list[str]] = Field(default_factory=dict)
+    # client field -> this provider's name for it (max_completion_tokens -> max_tokens); a field the
+    # body already has under the new name wins
+    rename: dict[str, str] = Field(default_factory=dict)
+    # ask: add stream_options.include_usage to streams (OpenAI); always: it reports usage on every
+    # stream unasked and may reject stream_options, so nothing is added
+    stream_usage: Literal["ask", "always"] = "ask"
+
+    @model_validator(mode="after")
+    def _check(self) -> "BodyConf":
+        for api, fields in self.accept.items():
+            missing = [f for f in _REQUIRED_FIELDS[api] if f not in fields]
+            if missing:
+                raise ValueError(f"accept.{api} must keep {missing}: without it no {api} request can be sent")
+        for old, new in self.rename.items():
+            if not old or not new or old == new or old == "model" or new == "model":
+                raise ValueError(f"rename: {old!r} -> {new!r} is not a rename of a request field other than model")
+        return self
+
+
 class ProviderConf(_Strict):
     """A provider endpoint and how to authenticate to it."""
 
@@ -39,6 +68,7 @@ class ProviderConf(_Strict):
     paths: dict[Literal["chat", "completions", "messages", "responses"], str]
     upstream: str | None = None
     key_rotation: Literal["spread", "first"] = "spread"
+    body: BodyConf | None = None
 
     @field_validator("base_url")
     @classmethod

@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 
+from llm_router.catalog import BodyDialect
+
 # How much text the classifiers see: the last user turn (head and tail when long) plus a
 # short window of the turns before it. Bounded so classification cost does not grow with
 # conversation length.
@@ -154,11 +156,24 @@ def parse_request(body: bytes | str, api: str = "chat") -> LLMRequest:
     return req
 
 
-def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True) -> bytes:
-    """The body to send upstream: the chosen model, and usage requested on streams."""
+def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dialect: BodyDialect | None = None) -> bytes:
+    """The body to send upstream: the chosen model, usage requested on streams, and the fields in the
+    provider's own dialect (renamed, and only those it accepts) when it has one."""
     body = dict(req.body)
     body["model"] = model_name
-    if add_usage and req.stream and req.api in ("chat", "completions") and req.include_usage is None:
+    ask_usage = add_usage and req.stream and req.api in ("chat", "completions") and req.include_usage is None
+    if dialect is not None:
+        for old, new in dialect.rename:
+            if old in body:
+                value = body.pop(old)
+                body.setdefault(new, value)
+        accepted = dialect.accept.get(req.api)
+        if accepted is not None:
+            for name in [k for k in body if k not in accepted]:
+                del body[name]
+        if dialect.usage_unasked:
+            ask_usage = False
+    if ask_usage:
         opts = body.get("stream_options")
         body["stream_options"] = {**opts, "include_usage": True} if isinstance(opts, dict) else {"include_usage": True}
     return orjson.dumps(body)

@@ -10,7 +10,7 @@ from typing import Any, cast
 import orjson
 
 from llm_router.affinity import AffinityTable, conversation_key
-from llm_router.catalog import AUTO_MODELS, Catalog, Model, Provider, Tier
+from llm_router.catalog import AUTO_MODELS, BodyDialect, Catalog, Model, Provider, Tier
 from llm_router.classify.base import Classification, Classifier
 from llm_router.config import Config, ConfigError, PolicyConf, allowed_models, parse_policy
 from llm_router.decision import Decision, RouteError
@@ -27,6 +27,9 @@ def build_catalog(cfg: Config) -> Catalog:
         name: Provider(
             name=name, base_url=p.base_url, upstream=p.upstream or name, auth=p.auth, paths={str(k): v for k, v in p.paths.items()},
             credentials=tuple(p.credentials), headers=tuple(p.headers.items()), key_rotation=p.key_rotation,
+            body=None if p.body is None else BodyDialect(
+                accept={str(api): frozenset(["model", *fields]) for api, fields in p.body.accept.items()},
+                rename=tuple(p.body.rename.items()), usage_unasked=p.body.stream_usage == "always"),
         )
         for name, p in cfg.providers.items()
     }

@@ -23,6 +23,12 @@ from llm_router.fakes.http import Reply, Request
 from llm_router.request import estimate_tokens
 
 CONTROL_PREFIX = "/_fake/"
+# Providers whose API rejects fields it does not know (422, in Mistral's format), and reports usage at
+# the end of every stream unasked: the fake of that name behaves so.
+STRICT_FIELDS = {"mistral": {"chat": frozenset({
+    "model", "messages", "temperature", "top_p", "max_tokens", "stream", "stop", "random_seed", "response_format", "tools",
+    "tool_choice", "presence_penalty", "frequency_penalty", "n", "prediction", "parallel_tool_calls", "safe_prompt",
+    "prompt_mode"})}}
 AZURE_FILTER_RESULTS = [{"prompt_index": 0, "content_filter_results": {
     kind: {"filtered": False, "severity": "safe"} for kind in ("hate", "self_harm", "sexual", "violence")}}]
 LIMIT_STYLES = ("openai", "anthropic", "retry-after")
@@ -109,6 +115,7 @@ class FakeProvider:
         if self.limits not in LIMIT_STYLES:
             raise ValueError(f"limits must be one of {LIMIT_STYLES}, got {limits!r}")
         self.key = key if key is not None else fake_key(name)
+        self.strict = STRICT_FIELDS.get(name, {})  # API -> the only fields it accepts
         # Paths may name the model ({model}, as Azure's deployments do) and require query parameters
         # (api-version): a request without them gets a 404, as Azure answers.
         self.routes = {}  # exact path -> API
@@ -210,6 +217,13 @@ class FakeProvider:
             return await self._error(resp, 400, "could not parse the JSON body", "invalid_request_error", anthropic)
         if not isinstance(data, dict):
             return await self._error(resp, 400, "body must be a JSON object", "invalid_request_error", anthropic)
+        extra = [k for k in data if k not in self.strict[api]] if api in self.strict else []
+        if extra:
+            detail = [{"type": "extra_forbidden", "loc": ["body", k], "msg": "Extra inputs are not permitted", "input": data[k]}
+                      for k in extra]
+            await resp.send(422, [("content-type", "application/json")], orjson.dumps(
+                {"object": "error", "message": {"detail": detail}, "type": "invalid_request_error", "param": None, "code": None}))
+            return 422
         model = deployment or data.get("model")  # a deployment path serves its own model, whatever the body says
         if not isinstance(model, str) or not model:
             return await self._error(resp, 400, "'model' is required", "invalid_request_error", anthropic, param="model")
@@ -343,8 +357,11 @@ class FakeProvider:
             await resp.write(event([choice]))
         last = ({"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"} if api == "chat"
                 else {"index": 0, "text": "", "logprobs": None, "finish_reason": "stop"})
-        await resp.write(event([last]))
-        if usage:
+        if self.strict:  # usage rides on the finishing chunk, asked for or not (as Mistral sends it)
+            await resp.write(event([last], usage=_openai_usage(answer, self.name)))
+        else:
+            await resp.write(event([last]))
+        if usage and not self.strict:
             await resp.write(event([], usage=_openai_usage(answer, self.name)))
         await resp.write(b"data: [DONE]\n\n")
         await resp.end()

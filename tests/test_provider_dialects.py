@@ -1,0 +1,158 @@
+"""Provider body dialects: a strict provider (Mistral) gets only the fields it accepts, under its names.
+
+Mistral answers 422 to any field it does not know (stream_options, store, max_completion_tokens, ...);
+its fake does the same, so a request routed there from an OpenAI client must be rewritten to pass.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from fixtures_envoy import config_data, restored, start_stack, wait_requests
+from llm_router.config import ConfigError, load_config, parse_config
+from llm_router.fakes import FakeProviders
+from llm_router.request import parse_request, render_body
+from llm_router.router import build_catalog
+
+from apisix_emulator import Emulator, RouteConf, RunnerThread, remove_dir, socket_dir
+
+# What an OpenAI SDK client sends: fields Mistral rejects, and two it knows under other names.
+OPENAI_STYLE = {"model": "auto", "messages": [{"role": "user", "content": "hi there, thanks!"}], "temperature": 0.2,
+                "max_completion_tokens": 64, "seed": 7, "store": False, "user": "u-42", "metadata": {"team": "a"}}
+MISTRAL_NAME = "mistral-large-latest"
+
+
+def body(**extra) -> dict:
+    return {**OPENAI_STYLE, **extra}
+
+
+# ---- rendering --------------------------------------------------------------------------------
+
+def test_mistral_gets_its_names_and_only_its_fields_and_no_stream_options():
+    catalog = build_catalog(load_config(None))
+    req = parse_request(orjson.dumps(body(stream=True, stream_options={"include_usage": True})))
+    sent = orjson.loads(render_body(req, MISTRAL_NAME, dialect=catalog.providers["mistral"].body))
+    assert sent == {"model": MISTRAL_NAME, "messages": OPENAI_STYLE["messages"], "temperature": 0.2, "stream": True,
+                    "max_tokens": 64, "random_seed": 7}
+    # OpenAI keeps every field, and a stream asks for usage.
+    openai = orjson.loads(render_body(parse_request(orjson.dumps(body(stream=True))), "gpt-4o",
+                                      dialect=catalog.providers["openai"].body))
+    assert openai["max_completion_tokens"] == 64 and openai["stream_options"] == {"include_usage": True}
+    assert openai["store"] is False and openai["user"] == "u-42"
+
+
+def test_a_field_already_under_the_providers_name_wins_over_the_renamed_one():
+    catalog = build_catalog(load_config(None))
+    req = parse_request(orjson.dumps(body(max_tokens=10)))
+    for provider in ("mistral", "deepseek", "together"):
+        sent = orjson.loads(render_body(req, "m", dialect=catalog.providers[provider].body))
+        assert sent["max_tokens"] == 10 and "max_completion_tokens" not in sent, provider
+    assert orjson.loads(render_body(req, "m", dialect=catalog.providers["deepseek"].body))["store"] is False
+
+
+def test_bad_body_rules_are_named():
+    base = {"base_url": "https://example.com", "paths": {"chat": "/v1/chat/completions"}}
+    for rules, says in (({"accept": {"chat": ["model", "temperature"]}}, "accept.chat must keep ['messages']"),
+                        ({"rename": {"model": "engine"}}, "is not a rename of a request field other than model"),
+                        ({"stream_usage": "sometimes"}, "stream_usage"),
+                        ({"accept": {"embeddings": ["input"]}}, "accept.embeddings")):
+        with pytest.raises(ConfigError) as err:
+            parse_config({"providers": {"strict": {**base, "body": rules}}})
+        assert "providers.strict.body" in str(err.value) and says in str(err.value), str(err.value)
+
+
+# ---- through the real Envoy, with the chain falling back onto Mistral ---------------------------
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[FakeProviders]:
+    f = FakeProviders.from_config(parse_config({})).start()
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(fakes, tmp_path_factory):
+    s = start_stack(Path(tmp_path_factory.mktemp("envoy-dialects")), fakes,
+                    config_data(first_byte_timeout_s=2.0, answer_timeout_s=5.0))
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def fresh(fakes) -> Iterator[FakeProviders]:
+    with restored(fakes):
+        yield fakes
+
+
+def test_the_mistral_fake_rejects_what_mistral_rejects(fakes):
+    r = httpx.post(fakes.url("mistral") + "/v1/chat/completions", timeout=30,
+                   content=orjson.dumps({**OPENAI_STYLE, "model": MISTRAL_NAME, "stream_options": {"include_usage": True}}),
+                   headers={"authorization": f"Bearer {fakes.keys()['mistral']}", "content-type": "application/json"})
+    assert r.status_code == 422
+    rejected = [d["loc"][1] for d in r.json()["message"]["detail"]]
+    assert rejected == ["max_completion_tokens", "seed", "store", "user", "metadata", "stream_options"]
+
+
+@pytest.mark.envoy
+@pytest.mark.parametrize("stream", [False, True])
+def test_envoy_falls_back_onto_mistral_with_a_body_it_accepts_and_reads_its_usage(stack, fresh, stream):
+    # The greeting's chain is deepseek -> together -> mistral: the first two fail, Mistral answers.
+    fresh.set_behaviour("deepseek", status=503)
+    fresh.set_behaviour("together", status=503)
+    extra = {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
+    r = httpx.post(stack.url + "/v1/chat/completions", content=orjson.dumps(body(**extra)), timeout=30,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "mistral-large"
+    [deepseek] = wait_requests(fresh, "deepseek", 1)
+    [mistral] = wait_requests(fresh, "mistral", 1)
+    assert mistral.status == 200 and mistral.json == {k: v for k, v in {
+        "model": MISTRAL_NAME, "messages": OPENAI_STYLE["messages"], "temperature": 0.2, "max_tokens": 64, "random_seed": 7,
+        "stream": True if stream else None}.items() if v is not None}
+    # DeepSeek, which takes OpenAI's fields, got them (its limit under its own name).
+    assert deepseek.json["store"] is False and deepseek.json["max_tokens"] == 64
+    if stream:
+        assert deepseek.json["stream_options"] == {"include_usage": True}
+        assert r.text.rstrip().endswith("data: [DONE]")
+    attempts = stack.observer.attempts_for(r.headers["x-llm-router-request-id"], 3)
+    assert [a[1] for a in attempts] == [503, 503, 200]
+    assert attempts[-1][2] is not None and attempts[-1][2].output_tokens > 0  # usage from Mistral's answer
+
+
+# ---- through the APISIX runner ------------------------------------------------------------------
+
+def test_apisix_runner_sends_mistral_its_dialect(fakes, monkeypatch):
+    from llm_router.gateways.apisix.emulator import proxy
+    from llm_router.gateways.apisix.runner import Runner
+    from llm_router.gateways.apisix.tokens import TokenStore
+    from llm_router.runtime import Runtime
+
+    for k, v in fakes.env().items():
+        monkeypatch.setenv(k, v)
+    ladder = {t: "mistral-large" for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")}
+    runtime = Runtime(parse_config({"policies": {"default": {"classifier": "rules", "strategy": "ladder", "ladder": ladder}}}))
+    d = socket_dir()
+    thread = RunnerThread(os.path.join(d, "dialect.sock"), Runner(runtime, TokenStore(ttl=100))).start()
+    em = Emulator(thread.path, timeout=60)
+    try:
+        with restored(fakes):
+            resp = proxy(em, RouteConf(conf=(("llm-router", "{}"),), conf_id="dialect"), post_resp=True,
+                         upstreams={name: fakes.url(name) for name in fakes.providers},
+                         body=orjson.dumps(body(stream=True)), headers=[("content-type", "application/json")])
+            assert resp.status == 200, resp.body
+            [sent] = fakes.requests("mistral")
+            assert sent.status == 200 and "stream_options" not in sent.json and sent.json["max_tokens"] == 64
+            assert resp.body.rstrip().endswith(b"data: [DONE]") and b'"usage"' in resp.body
+    finally:
+        em.close()
+        thread.stop()
+        remove_dir(d)
