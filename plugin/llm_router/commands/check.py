@@ -26,6 +26,13 @@ def run(args) -> int:
         return 2
     print(f"config {args.config or '(built-in defaults)'} is valid")
     print(f"providers: {', '.join(sorted(cfg.providers))}")
+    for name, p in sorted(cfg.providers.items()):
+        if p.body is not None:
+            parts = [f"{api}: {len(fields)} fields accepted, others dropped" for api, fields in p.body.accept.items()]
+            parts += [f"{old} as {new}" for old, new in p.body.rename.items()]
+            if p.body.stream_usage == "always":
+                parts.append("streams report usage unasked (no stream_options added)")
+            print(f"  {name} body: {'; '.join(parts)}")
     print("models:")
     for mid, m in sorted(cfg.models.items(), key=lambda kv: (kv[1].input_price, kv[0])):
         cache = ""
