@@ -45,6 +45,7 @@ class Needs:
     long_context: bool = False
     streaming: bool = False
     hosted_tools: bool = False  # Responses tools the provider runs (web_search, file_search, ...), not the client's functions
+    json_schema: bool = False  # structured output: JSON that follows the client's schema (not just any JSON)
 
     def as_capabilities(self) -> frozenset[str]:
         """The capability names these needs require of a model."""
@@ -55,7 +56,9 @@ class Needs:
             caps.append("hosted_tools")
         if self.vision:
             caps.append("vision")
-        if self.json:
+        if self.json_schema:
+            caps.append("json_schema")
+        elif self.json:
             caps.append("json")
         return frozenset(caps)
 
@@ -231,7 +234,8 @@ def _parse_chat(data: dict[str, Any]) -> LLMRequest:
     return LLMRequest(
         api="chat", body=data, prompt=prompt, context=context, input_tokens=tokens + 3, model=model,
         max_output_tokens=max_out, stream=stream, include_usage=include_usage, turns=turns,
-        needs=Needs(tools=tools, vision=vision, json=json_mode, long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream),
+        needs=Needs(tools=tools, vision=vision, json=bool(json_mode), json_schema=json_mode == "json_schema",
+                    long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream),
     )
 
 
@@ -315,16 +319,17 @@ def _check_tools(data: dict[str, Any]) -> bool:
     return found
 
 
-def _json_format(fmt: Any, where: str) -> bool:
-    """Whether an output format object (chat `response_format`, Responses `text.format`) asks for JSON."""
+def _json_format(fmt: Any, where: str) -> str:
+    """The JSON an output format object (chat `response_format`, Responses `text.format`) asks for:
+    "json_object", "json_schema", or "" for plain text."""
     if fmt is None:
-        return False
+        return ""
     if not isinstance(fmt, dict):
         raise RequestError(f"'{where}' must be an object, got {_kind(fmt)}", field=where)
     ftype = fmt.get("type")
     if ftype not in ("text", "json_object", "json_schema"):
         raise RequestError(f"'{where}.type' must be 'text', 'json_object' or 'json_schema', got {ftype!r}", field=f"{where}.type")
-    return ftype != "text"
+    return "" if ftype == "text" else str(ftype)
 
 
 # ---- OpenAI legacy completions ----------------------------------------------------------
@@ -458,7 +463,7 @@ def _parse_responses(data: dict[str, Any]) -> LLMRequest:
     text_opts = data.get("text")
     if text_opts is not None and not isinstance(text_opts, dict):
         raise RequestError(f"'text' must be an object, got {_kind(text_opts)}", field="text")
-    json_mode = _json_format(text_opts.get("format"), "text.format") if text_opts else False
+    json_mode = _json_format(text_opts.get("format"), "text.format") if text_opts else ""
     for key in ("previous_response_id", "prompt_cache_key"):
         _opt_str(data, key)
     conversation = data.get("conversation")
@@ -470,8 +475,8 @@ def _parse_responses(data: dict[str, Any]) -> LLMRequest:
     return LLMRequest(
         api="responses", body=data, prompt=prompt, context=context, input_tokens=tokens, model=model,
         max_output_tokens=_opt_pos_int(data, "max_output_tokens"), stream=stream, include_usage=True, turns=turns,
-        needs=Needs(tools=bool(tools), vision=vision, json=json_mode, long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream,
-                    hosted_tools=hosted),
+        needs=Needs(tools=bool(tools), vision=vision, json=bool(json_mode), json_schema=json_mode == "json_schema",
+                    long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream, hosted_tools=hosted),
     )
 
 

@@ -29,6 +29,8 @@ STRICT_FIELDS = {"mistral": {"chat": frozenset({
     "model", "messages", "temperature", "top_p", "max_tokens", "stream", "stop", "random_seed", "response_format", "tools",
     "tool_choice", "presence_penalty", "frequency_penalty", "n", "prediction", "parallel_tool_calls", "safe_prompt",
     "prompt_mode"})}}
+# Output formats a provider refuses (DeepSeek has JSON mode but no structured output).
+UNSUPPORTED_FORMATS = {"deepseek": frozenset({"json_schema"})}
 AZURE_FILTER_RESULTS = [{"prompt_index": 0, "content_filter_results": {
     kind: {"filtered": False, "severity": "safe"} for kind in ("hate", "self_harm", "sexual", "violence")}}]
 LIMIT_STYLES = ("openai", "anthropic", "retry-after")
@@ -224,6 +226,10 @@ class FakeProvider:
             await resp.send(422, [("content-type", "application/json")], orjson.dumps(
                 {"object": "error", "message": {"detail": detail}, "type": "invalid_request_error", "param": None, "code": None}))
             return 422
+        fmt = data.get("response_format")
+        if isinstance(fmt, dict) and fmt.get("type") in UNSUPPORTED_FORMATS.get(self.name, ()):
+            return await self._error(resp, 400, "This response_format type is unavailable now", "invalid_request_error", anthropic,
+                                     code="invalid_request_error")
         model = deployment or data.get("model")  # a deployment path serves its own model, whatever the body says
         if not isinstance(model, str) or not model:
             return await self._error(resp, 400, "'model' is required", "invalid_request_error", anthropic, param="model")
