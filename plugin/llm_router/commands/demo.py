@@ -296,7 +296,8 @@ def _one(item: dict[str, Any], base: str, routed, direct, catalog, fakes) -> Out
     key = fakes.info["keys"][provider.name]
     auth = {"authorization": f"Bearer {key}"} if provider.auth == "bearer" else {provider.auth: key}
     t = time.perf_counter()
-    d = direct.post(f"http://127.0.0.1:{fakes.ports[provider.name]}{fill_model(provider.paths[req.api], model.name)}", content=direct_body,
+    target = fill_model(provider.paths[req.api], model.name)
+    d = direct.post(f"http://127.0.0.1:{fakes.ports[provider.name]}{target}", content=direct_body,
                     headers={"content-type": "application/json", **auth, **dict(provider.headers)})
     direct_ms = (time.perf_counter() - t) * 1000
     return Outcome(model_id, r.status_code, inp, out, routed_ms, direct_ms if d.status_code == 200 else None, attempts)

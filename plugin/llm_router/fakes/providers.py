@@ -120,7 +120,7 @@ class FakeProvider:
         self.strict = STRICT_FIELDS.get(name, {})  # API -> the only fields it accepts
         # Paths may name the model ({model}, as Azure's deployments do) and require query parameters
         # (api-version): a request without them gets a 404, as Azure answers.
-        self.routes = {}  # exact path -> API
+        self.routes: dict[str, str] = {}  # exact path -> API
         self.templates: list[tuple[re.Pattern[str], str]] = []  # path with the model in it -> API
         self.required: dict[str, tuple[str, ...]] = {}  # API -> query parameters it needs
         for api, path in paths.items():
