@@ -259,6 +259,24 @@ def start_stack(wd: Path, fakes: FakeProviders, cfg_data: dict[str, Any], *, pro
 
 # ---- fixtures -----------------------------------------------------------------------------
 
+def running_fakes(cfg_data: dict[str, Any]) -> Iterator[FakeProviders]:
+    """One fake per provider of a config, stopped afterwards (for a module fixture: `yield from`)."""
+    f = FakeProviders.from_config(parse_config(cfg_data)).start()
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+def running_stack(tmp_path_factory, name: str, fakes: FakeProviders, cfg_data: dict[str, Any], **kw: Any) -> Iterator[Stack]:
+    """start_stack in a fresh temporary directory, stopped afterwards (for a module fixture: `yield from`)."""
+    s = start_stack(Path(tmp_path_factory.mktemp(name)), fakes, cfg_data, **kw)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[FakeProviders]:
     """Fake providers for the built-in catalog, in a background thread."""

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
-from fixtures_envoy import config_data, restored, start_stack, wait_requests
+from fixtures_envoy import config_data, fresh_fakes, restored, running_fakes, running_stack, wait_requests  # noqa: F401
 from llm_router.catalog import provider_path
 from llm_router.config import ConfigError, parse_config
 from llm_router.credentials import Credentials
@@ -87,26 +86,13 @@ def test_provider_paths_fill_the_model_and_merge_queries_with_the_providers_own_
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[FakeProviders]:
-    f = FakeProviders.from_config(parse_config(data())).start()
-    try:
-        yield f
-    finally:
-        f.stop()
+    yield from running_fakes(data())
 
 
 @pytest.fixture(scope="module")
 def stack(fakes, tmp_path_factory):
-    s = start_stack(Path(tmp_path_factory.mktemp("envoy-azure")), fakes, data())
-    try:
-        yield s
-    finally:
-        s.stop()
+    yield from running_stack(tmp_path_factory, "envoy-azure", fakes, data())
 
-
-@pytest.fixture
-def fresh(fakes) -> Iterator[FakeProviders]:
-    with restored(fakes):
-        yield fakes
 
 
 def post(stack, body, **headers) -> httpx.Response:
@@ -116,29 +102,29 @@ def post(stack, body, **headers) -> httpx.Response:
 
 
 @pytest.mark.envoy
-def test_envoy_sends_an_easy_request_to_the_azure_deployment_with_the_api_version_and_key(stack, fresh):
+def test_envoy_sends_an_easy_request_to_the_azure_deployment_with_the_api_version_and_key(stack, fresh_fakes):
     r = post(stack, EASY)
     assert r.status_code == 200, r.text
     assert r.headers["x-llm-router-model"] == "azure-mini" and r.json()["model"] == "mini-prod-eu"
-    [sent] = wait_requests(fresh, "azure", 1)
+    [sent] = wait_requests(fresh_fakes, "azure", 1)
     assert sent.path == f"/openai/deployments/mini-prod-eu/chat/completions?api-version={API_VERSION}"
-    assert sent.headers["api-key"] == fresh.keys()["azure"] and "authorization" not in sent.headers
+    assert sent.headers["api-key"] == fresh_fakes.keys()["azure"] and "authorization" not in sent.headers
     usage = r.json()["usage"]
     _, status, seen, _ = stack.observer.response_for(r.headers["x-llm-router-request-id"])
     assert status == 200 and (seen.input_tokens, seen.output_tokens) == (usage["prompt_tokens"], usage["completion_tokens"])
     hard = post(stack, HARD)
     assert hard.status_code == 200 and hard.headers["x-llm-router-model"] in ("claude-3.5-sonnet", "gpt-4o")
-    assert len(fresh.requests("azure")) == 1
+    assert len(fresh_fakes.requests("azure")) == 1
 
 
 @pytest.mark.envoy
-def test_envoy_streams_from_azure_and_reads_the_usage_chunk(stack, fresh):
+def test_envoy_streams_from_azure_and_reads_the_usage_chunk(stack, fresh_fakes):
     with httpx.stream("POST", stack.url + "/v1/chat/completions", content=orjson.dumps({**EASY, "stream": True}),
                       headers={"content-type": "application/json"}, timeout=30) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         text = b"".join(r.iter_raw()).decode()
     assert text.rstrip().endswith("data: [DONE]") and '"prompt_filter_results"' in text.split("\n\n")[0]
-    [sent] = wait_requests(fresh, "azure", 1)
+    [sent] = wait_requests(fresh_fakes, "azure", 1)
     assert sent.json["stream_options"] == {"include_usage": True} and "api-version=" in sent.path
     _, status, seen, _ = stack.observer.response_for(r.headers["x-llm-router-request-id"])
     assert status == 200 and seen.output_tokens > 0

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
-from fixtures_envoy import config_data, restored, start_stack, wait_requests
+from fixtures_envoy import config_data, fresh_fakes, restored, running_fakes, running_stack, wait_requests  # noqa: F401
 from llm_router.config import ConfigError, load_config, parse_config
 from llm_router.fakes import FakeProviders
 from llm_router.request import parse_request, render_body
@@ -70,27 +69,13 @@ def test_bad_body_rules_are_named():
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[FakeProviders]:
-    f = FakeProviders.from_config(parse_config({})).start()
-    try:
-        yield f
-    finally:
-        f.stop()
+    yield from running_fakes({})
 
 
 @pytest.fixture(scope="module")
 def stack(fakes, tmp_path_factory):
-    s = start_stack(Path(tmp_path_factory.mktemp("envoy-dialects")), fakes,
-                    config_data(first_byte_timeout_s=2.0, answer_timeout_s=5.0))
-    try:
-        yield s
-    finally:
-        s.stop()
+    yield from running_stack(tmp_path_factory, "envoy-dialects", fakes, config_data(first_byte_timeout_s=2.0, answer_timeout_s=5.0))
 
-
-@pytest.fixture
-def fresh(fakes) -> Iterator[FakeProviders]:
-    with restored(fakes):
-        yield fakes
 
 
 def test_the_mistral_fake_rejects_what_mistral_rejects(fakes):
@@ -104,17 +89,17 @@ def test_the_mistral_fake_rejects_what_mistral_rejects(fakes):
 
 @pytest.mark.envoy
 @pytest.mark.parametrize("stream", [False, True])
-def test_envoy_falls_back_onto_mistral_with_a_body_it_accepts_and_reads_its_usage(stack, fresh, stream):
+def test_envoy_falls_back_onto_mistral_with_a_body_it_accepts_and_reads_its_usage(stack, fresh_fakes, stream):
     # The greeting's chain is deepseek -> together -> mistral: the first two fail, Mistral answers.
-    fresh.set_behaviour("deepseek", status=503)
-    fresh.set_behaviour("together", status=503)
+    fresh_fakes.set_behaviour("deepseek", status=503)
+    fresh_fakes.set_behaviour("together", status=503)
     extra = {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
     r = httpx.post(stack.url + "/v1/chat/completions", content=orjson.dumps(body(**extra)), timeout=30,
                    headers={"content-type": "application/json"})
     assert r.status_code == 200, r.text
     assert r.headers["x-llm-router-model"] == "mistral-large"
-    [deepseek] = wait_requests(fresh, "deepseek", 1)
-    [mistral] = wait_requests(fresh, "mistral", 1)
+    [deepseek] = wait_requests(fresh_fakes, "deepseek", 1)
+    [mistral] = wait_requests(fresh_fakes, "mistral", 1)
     assert mistral.status == 200 and mistral.json == {k: v for k, v in {
         "model": MISTRAL_NAME, "messages": OPENAI_STYLE["messages"], "temperature": 0.2, "max_tokens": 64, "random_seed": 7,
         "stream": True if stream else None}.items() if v is not None}

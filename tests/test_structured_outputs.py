@@ -6,13 +6,12 @@ request routed there would fail. The capability `json_schema` keeps such request
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
-from fixtures_envoy import config_data, restored, start_stack, wait_requests
+from fixtures_envoy import config_data, fresh_fakes, restored, running_fakes, running_stack, wait_requests  # noqa: F401
 from llm_router.config import load_config, parse_config
 from llm_router.decision import Decision, RouteError
 from llm_router.fakes import FakeProviders
@@ -60,20 +59,12 @@ def test_a_policy_without_structured_output_refuses_naming_the_need():
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[FakeProviders]:
-    f = FakeProviders.from_config(parse_config({})).start()
-    try:
-        yield f
-    finally:
-        f.stop()
+    yield from running_fakes({})
 
 
 @pytest.fixture(scope="module")
 def stack(fakes, tmp_path_factory):
-    s = start_stack(Path(tmp_path_factory.mktemp("envoy-schema")), fakes, config_data())
-    try:
-        yield s
-    finally:
-        s.stop()
+    yield from running_stack(tmp_path_factory, "envoy-schema", fakes, config_data())
 
 
 def test_the_deepseek_fake_refuses_a_schema_as_deepseek_does(fakes):
