@@ -110,6 +110,7 @@ class Model:
     tags: frozenset[str] = field(default_factory=frozenset)
     cached_input_price: float | None = None  # input tokens read from the provider's prompt cache (None: input_price)
     cache_write_price: float | None = None  # input tokens written to it (Anthropic; None: input_price)
+    max_output: int | None = None  # the most output tokens a call may ask for (None: bounded by the context window)
 
     def cost(self, input_tokens: int, output_tokens: int, *, cached: int = 0, written: int = 0) -> float:
         """USD for a call with these token counts; cached and written are parts of input_tokens."""

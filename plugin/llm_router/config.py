@@ -110,6 +110,8 @@ class ModelConf(_Strict):
     cached_input_price: float | None = Field(default=None, ge=0)
     cache_write_price: float | None = Field(default=None, ge=0)
     context_window: int = Field(gt=0)
+    # the most output tokens one call may ask for (providers answer 400 above it); unset: the context window
+    max_output_tokens: int | None = Field(default=None, gt=0)
     capabilities: list[str] = Field(default_factory=list)
     tier: TierName = "MEDIUM"
     quality: float = Field(default=0.8, ge=0, le=1)

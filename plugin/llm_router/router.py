@@ -39,6 +39,7 @@ def build_catalog(cfg: Config) -> Catalog:
             context_window=m.context_window, capabilities=frozenset(m.capabilities), tier=Tier[m.tier],
             quality=m.quality, upstream=m.upstream or providers[m.provider].upstream, rpm=m.rpm, tpm=m.tpm,
             tags=frozenset(m.tags), cached_input_price=m.cached_input_price, cache_write_price=m.cache_write_price,
+            max_output=m.max_output_tokens,
         )
         for mid, m in cfg.models.items()
     }
@@ -73,7 +74,7 @@ class Router:
         self._counters: dict[str, int] = {}
         self._inline_policies: dict[bytes, Policy | RouteError] = {}
         self._chains: dict[tuple, tuple[Model, ...]] = {}
-        self._serving: dict[tuple[str, str], tuple[tuple[Model, ...], int]] = {}
+        self._serving: dict[tuple[str, str], tuple[tuple[Model, ...], int, int]] = {}
         self.affinity = AffinityTable()  # every policy's conversations, keyed within the policy's scope
         self.policies = {name: self._compile(name, conf) for name, conf in config.policies.items()}
         self.default = self.policies[config.default_policy]
@@ -259,19 +260,24 @@ class Router:
         found = self._serving.get(key)
         if found is None:
             serving = tuple(m for m in policy.models if self.catalog.serves(m, request.api))
-            found = self._serving[key] = (serving, min((m.context_window for m in serving), default=0))
-        serving, min_ctx = found
-        if not (needs.tools or needs.vision or needs.json or needs.hosted_tools) and need_ctx <= min_ctx:
+            found = self._serving[key] = (serving, min((m.context_window for m in serving), default=0),
+                                          min((m.max_output or m.context_window for m in serving), default=0))
+        serving, min_ctx, min_out = found
+        out_tokens = request.max_output_tokens or 0
+        if not (needs.tools or needs.vision or needs.json or needs.hosted_tools) and need_ctx <= min_ctx and out_tokens <= min_out:
             return serving, ""
         caps = needs.as_capabilities()
         out = []
-        by_api = by_caps = 0
+        by_api = by_caps = by_ctx = 0
         for m in serving:
             by_api += 1
             if not caps <= m.capabilities:
                 continue
             by_caps += 1
             if m.context_window < need_ctx:
+                continue
+            by_ctx += 1
+            if m.max_output is not None and m.max_output < out_tokens:
                 continue
             out.append(m)
         if out:
@@ -280,7 +286,11 @@ class Router:
             return (), f"no model in policy '{policy.name}' serves the {request.api} API"
         if not by_caps:
             return (), f"no model in policy '{policy.name}' supports {', '.join(sorted(caps))}"
-        return (), f"request needs ~{need_ctx} tokens of context; no model in policy '{policy.name}' has that much"
+        if not by_ctx:
+            return (), f"request needs ~{need_ctx} tokens of context; no model in policy '{policy.name}' has that much"
+        most = max(m.max_output or 0 for m in serving if caps <= m.capabilities and m.context_window >= need_ctx)
+        return (), (f"request asks for up to {out_tokens} output tokens (max_tokens); no model in policy '{policy.name}' "
+                    f"can write that many in one call (at most {most})")
 
     def _client_choice(self, request: LLMRequest, policy: Policy, capable: tuple[Model, ...]) -> tuple[Model, ...] | RouteError | None:
         """Honour the client's model per the policy's client_model setting."""

@@ -40,7 +40,8 @@ def run(args) -> int:
             read = f"${m.cached_input_price:g}" if m.cached_input_price is not None else "input price"
             write = f"${m.cache_write_price:g}" if m.cache_write_price is not None else "input price"
             cache = f"  cache read {read} / write {write}"
-        print(f"  {mid:20s} {m.provider:10s} ${m.input_price:g}/${m.output_price:g} per 1M  ctx {m.context_window:>8}  "
+        out = f" out {m.max_output_tokens:>6}" if m.max_output_tokens else ""
+        print(f"  {mid:20s} {m.provider:10s} ${m.input_price:g}/${m.output_price:g} per 1M  ctx {m.context_window:>8}{out}  "
               f"tier {m.tier:8s} quality {m.quality:.2f}  [{', '.join(m.capabilities)}]{cache}")
     print(f"default policy: {cfg.default_policy}")
     from llm_router.router import build_catalog, policy_reference

@@ -108,7 +108,8 @@ class FakeProvider:
     """One provider: its APIs (paths by request API), auth style and expected key."""
 
     def __init__(self, name: str, *, paths: dict[str, str], auth: str = "bearer", key: str | None = None,
-                 behaviour: Behaviour | None = None, seed: int = 0, max_records: int = 10_000, limits: str | None = None):
+                 behaviour: Behaviour | None = None, seed: int = 0, max_records: int = 10_000, limits: str | None = None,
+                 max_output: dict[str, int] | None = None):
         self.name = name
         self.auth = auth
         # Rate-limit headers in this provider's own dialect (see llm_router.ratelimits): Anthropic's on
@@ -118,6 +119,7 @@ class FakeProvider:
             raise ValueError(f"limits must be one of {LIMIT_STYLES}, got {limits!r}")
         self.key = key if key is not None else fake_key(name)
         self.strict = STRICT_FIELDS.get(name, {})  # API -> the only fields it accepts
+        self.max_output = max_output or {}  # model name -> the largest max_tokens it accepts (400 above)
         # Paths may name the model ({model}, as Azure's deployments do) and require query parameters
         # (api-version): a request without them gets a 404, as Azure answers.
         self.routes: dict[str, str] = {}  # exact path -> API
@@ -238,6 +240,12 @@ class FakeProvider:
                                      "not_found_error" if anthropic else "invalid_request_error", anthropic, code="model_not_found")
         prompt = _prompt_text(data, api)
         max_tokens = data.get("max_tokens") or data.get("max_completion_tokens") or data.get("max_output_tokens")
+        limit = self.max_output.get(model)
+        if limit is not None and isinstance(max_tokens, int) and max_tokens > limit:
+            message = (f"max_tokens: {max_tokens} > {limit}, which is the maximum allowed number of output tokens for {model}"
+                       if anthropic else f"max_tokens is too large: {max_tokens}. This model supports at most {limit} "
+                                         f"completion tokens, whereas you provided {max_tokens}.")
+            return await self._error(resp, 400, message, "invalid_request_error", anthropic, param="max_tokens")
         answer = make_answer(model, prompt, max_tokens=max_tokens if isinstance(max_tokens, int) else None,
                              quality=b.quality.get(model, b.default_quality), output_tokens=b.output_tokens)
         if model in b.texts:

@@ -47,7 +47,9 @@ class FakeProviders:
             b = behaviour or Behaviour()
             if only_catalog_models:
                 b = b.merged(models=served)
-            fakes.append(FakeProvider(name, paths=dict(p.paths), auth=p.auth, behaviour=b, seed=seed + i))
+            limits = {m.name or mid: m.max_output_tokens for mid, m in cfg.models.items()
+                      if m.provider == name and m.max_output_tokens is not None}
+            fakes.append(FakeProvider(name, paths=dict(p.paths), auth=p.auth, behaviour=b, seed=seed + i, max_output=limits))
             for ref in p.credentials:
                 if ref.startswith("env://"):
                     env_names[name] = ref[len("env://"):]
