@@ -158,3 +158,36 @@ def test_any_token_count_body_is_forwarded_or_refused_never_raised(body):
         assert out.status == 400 and orjson.loads(out.body)["error"]["message"]
     else:
         assert out.provider.name == "anthropic" and out.path == "/v1/messages/count_tokens" and orjson.loads(out.body)["messages"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=bodies, api=st.sampled_from(["chat", "completions", "messages", "responses"]),
+       provider=st.sampled_from(sorted(ROUTER.catalog.providers)))
+def test_every_parsed_body_renders_for_every_provider_as_json_it_accepts(body, api, provider):
+    from llm_router.request import RequestError, parse_request, render_body
+
+    try:
+        req = parse_request(orjson.dumps(body), api)
+    except RequestError:
+        return
+    dialect = ROUTER.catalog.providers[provider].body
+    sent = orjson.loads(render_body(req, "m", dialect=dialect))
+    assert sent["model"] == "m"
+    if dialect is not None:
+        assert not {old for old, _ in dialect.rename} & set(sent)
+        if api in dialect.accept:
+            assert set(sent) <= dialect.accept[api]
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.text(min_size=1, max_size=30), suffix=st.sampled_from(["", "/count_tokens", "/resp_1/cancel"]),
+       query=st.text(alphabet="ab=&?%", max_size=20))
+def test_provider_paths_keep_one_query_and_the_model_in_one_segment(name, suffix, query):
+    from urllib.parse import unquote
+
+    from llm_router.catalog import provider_path
+
+    path = provider_path("/openai/deployments/{model}/chat/completions?api-version=1", name, suffix=suffix, query=query)
+    bare, _, q = path.partition("?")
+    assert bare.count("/") == 5 + suffix.count("/") and unquote(bare.split("/")[3]) == name
+    assert q.split("&")[0] == "api-version=1" and q.count("api-version=") == 1
