@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llm_router.catalog import APIS, AUTO_MODELS, CAPABILITIES, Tier
+from llm_router.forward import ForwardApi, api_root
 
 TierName = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
 STRATEGIES = ("ladder", "quality_gate", "cost_weighted", "capability", "round_robin", "least_used", "semantic", "cascade", "hedge")
@@ -264,6 +265,8 @@ class PolicyConf(_Strict):
     # e.g. {"auto-cheap": "cheap", "auto-best": "best"}: one base URL, a per-call choice. Only the
     # names listed here switch, so a route's constraints cannot be escaped by a name it does not allow.
     client_policies: dict[str, str] = Field(default_factory=dict)
+    # APIs the router does not route, sent on to one provider with its key: {embeddings: openai, audio: openai}
+    forward: dict[ForwardApi, str] = Field(default_factory=dict)
 
     @field_validator("ladder", mode="before")
     @classmethod
@@ -346,10 +349,27 @@ def policy_problems(p: PolicyConf, where: str, cfg: "Config") -> list[str]:
             problems.append(f"{where}.client_policies: {name!r} cannot name a policy (empty, or a name that means 'route me')")
         elif name in cfg.models or any(m.name == name for m in cfg.models.values()):
             problems.append(f"{where}.client_policies.{name}: is also a model of the catalog; pick a name that is not")
+    problems += _forward_problems(p, where, cfg)
     if p.classifier == "learned" and not cfg.classifiers.learned.model:
         problems.append(f"{where}.classifier: 'learned' needs classifiers.learned.model (a file from `llm-router train`)")
     if not problems and not allowed_models(p, cfg):
         problems.append(f"{where}.constraints: no model of the catalog satisfies these constraints")
+    return problems
+
+
+def _forward_problems(p: PolicyConf, where: str, cfg: "Config") -> list[str]:
+    """A forward must name a provider with an OpenAI-style API root that the policy's constraints allow."""
+    problems = []
+    c = p.constraints
+    for api, name in p.forward.items():
+        prov = cfg.providers.get(name)
+        if prov is None:
+            problems.append(f"{where}.forward.{api}: unknown provider {name!r} (known: {sorted(cfg.providers)})")
+        elif api_root({str(k): v for k, v in prov.paths.items()}) is None:
+            problems.append(f"{where}.forward.{api}: provider {name!r} has no OpenAI-style API root to send it to (a chat, "
+                            "completions or responses path without {model})")
+        elif (c.providers is not None and name not in c.providers) or name in c.exclude_providers:
+            problems.append(f"{where}.forward.{api}: provider {name!r} is not allowed by this policy's constraints")
     return problems
 
 

@@ -137,6 +137,9 @@ class Metrics(Collector):
                                  "input items) sent to the provider holding them, by how it was found (remembered, "
                                  "only_provider), or refused", ("provider", "found"))
         self.stored.inc(("", "refused"), 0.0)
+        self.forwarded = CounterVec("llm_router_forwarded", "Calls the router does not route (embeddings, moderations, "
+                                    "audio, images) sent on to the provider a policy's `forward` names, with its key",
+                                    ("provider", "api"))
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -149,7 +152,7 @@ class Metrics(Collector):
         return (self.requests, self.responses, self.tokens, self.cache_tokens, self.cost, self.saving, self.decision_seconds,
                 self.upstream_seconds, self.estimate_ratio, self.fallbacks, self.errors, self.budget_remaining,
                 self.breaker_open, self.feedback, self.rated, self.rated_score, self.affinity_shared, self.stored,
-                self.shadow_requests, self.shadow_cost, self.token_counts)
+                self.shadow_requests, self.shadow_cost, self.token_counts, self.forwarded)
 
     def collect(self) -> Iterator:
         for vec in self._all():

@@ -13,11 +13,12 @@ import orjson
 
 from llm_router import stored
 from llm_router.accounting import Usage
-from llm_router.catalog import provider_path
+from llm_router.catalog import Model, Tier, provider_path
 from llm_router.affinity import response_key
 from llm_router.config import Config
 from llm_router.credentials import Credentials
 from llm_router.decision import Decision, RouteError
+from llm_router.forward import forward_path, provider_root
 from llm_router.models_endpoint import models_body, models_path
 from llm_router.plan import REQUEST_ID_HEADER, ROUTE_HEADER, UpstreamCall, explanation_headers, plan_call, plan_stored
 from llm_router.request import LLMRequest, RequestError, api_for_path, parse_request
@@ -229,6 +230,7 @@ class Runtime:
                                              refresh_s=float(config.secrets.get("refresh_s", 300)))
         self.credentials = credentials
         self.keyless = self._keyless()
+        self._carriers: dict[str, Model] = {}  # provider -> a stand-in model that carries its upstream (forwarded calls)
         self.observer: Observer = observer or NullObserver()
         self.state = state
         self.health: HealthView = health or NoHealth()
@@ -340,6 +342,7 @@ class Runtime:
         router.keep_conversations(self.router)
         self.config, self.router, self.catalog = config, router, router.catalog
         self.keyless = self._keyless()
+        self._carriers = {}
 
     def new_request_id(self) -> str:
         """A unique, unguessable, cheap request id: random per process, counter and 48 random bits per request.
@@ -466,6 +469,33 @@ class Runtime:
                               route_header=self.route_header, response_headers=((REQUEST_ID_HEADER, ex.request_id),))
         if self.metrics is not None:
             self.metrics.stored.inc((model.provider, held.found))
+        return ex.call
+
+    def forwarded(self, path: str, *, ex: Exchange, route_conf: Any = None) -> UpstreamCall | Refusal | None:
+        """An API the router does not route (embeddings, moderations, audio, images) that the route's policy
+        forwards to a provider: its root and key, body untouched; None when the policy forwards no such call."""
+        found = forward_path(path)
+        if found is None:
+            return None
+        policy = self.policy_for(route_conf)
+        if isinstance(policy, RouteError):
+            return self.refusal(policy, ex)
+        name = policy.conf.forward.get(found.api)
+        if name is None:
+            return None
+        provider = self.catalog.providers[name]
+        carrier = self._carriers.get(name)
+        if carrier is None:  # the provider's upstream, for a call no catalog model makes
+            carrier = self._carriers[name] = Model(
+                id=name, provider=name, name="", input_price=0.0, output_price=0.0, context_window=1,
+                capabilities=frozenset(), tier=Tier.LOW, quality=0.0, upstream=provider.upstream)
+        root = provider_root(provider) or ""
+        target = root + found.tail + ("?" + found.query if found.query else "")
+        ex.policy = policy
+        ex.call = plan_stored(carrier, self.catalog, self.credentials, target, route_header=self.route_header,
+                              response_headers=((REQUEST_ID_HEADER, ex.request_id),))
+        if self.metrics is not None:
+            self.metrics.forwarded.inc((name, found.api))
         return ex.call
 
     def models_reply(self, method: str, path: str, *, ex: Exchange, route_conf: Any = None,

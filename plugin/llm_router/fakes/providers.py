@@ -20,6 +20,7 @@ import orjson
 
 from llm_router.fakes.answers import Answer, make_answer, split_text
 from llm_router.fakes.http import Reply, Request
+from llm_router.forward import api_root, forward_path
 from llm_router.request import estimate_tokens
 
 CONTROL_PREFIX = "/_fake/"
@@ -133,6 +134,8 @@ class FakeProvider:
             else:
                 self.routes[bare] = api
         self.responses_path = paths["responses"].partition("?")[0] if "responses" in paths else None
+        # OpenAI's other APIs (embeddings, moderations, audio, images) under the same root as its chat path
+        self.root = api_root(paths)
         self.count_path = paths["messages"].partition("?")[0].rstrip("/") + "/count_tokens" if "messages" in paths else None
         self.stored: dict[str, dict[str, Any]] = {}  # response id -> the response and its input items, as OpenAI keeps them
         self.behaviour = behaviour or Behaviour()
@@ -187,6 +190,10 @@ class FakeProvider:
             return await self._stored_call(req, resp, path[len(self.responses_path) + 1:])
         if api is None and path == self.count_path:
             return await self._count_tokens(req, resp)
+        if api is None and self.root is not None and path.startswith(self.root + "/"):
+            found = forward_path(path)
+            if found is not None and path == self.root + found.tail:
+                return await self._unrouted_api(req, resp, found.api, found.tail)
         if api is None:
             return await self._error(resp, 404, f"unknown path {path}", "not_found_error" if anthropic else "invalid_request_error",
                                      anthropic, code="unknown_url")
@@ -475,6 +482,42 @@ class FakeProvider:
                     "last_id": items[-1]["id"] if items else None, "has_more": False}
         else:
             body = kept["response"]
+        await resp.send(200, [("content-type", "application/json"), ("x-fake-provider", self.name)], orjson.dumps(body))
+        return 200
+
+    async def _unrouted_api(self, req: Request, resp: Reply, api: str, tail: str) -> int:
+        """OpenAI's embeddings, moderations, audio and images APIs, answered in their JSON formats."""
+        if req.method != "POST":
+            return await self._error(resp, 405, f"{req.method} is not allowed here", "invalid_request_error", False)
+        if not self._authorized(req.headers):
+            return await self._auth_error(resp, False)
+        data: Any = {}
+        if "json" in req.headers.get("content-type", ""):
+            try:
+                data = orjson.loads(req.body)
+            except orjson.JSONDecodeError:
+                return await self._error(resp, 400, "could not parse the JSON body", "invalid_request_error", False)
+        model = data.get("model", "") if isinstance(data, dict) else ""
+        if api == "embeddings":
+            inputs = data.get("input") if isinstance(data, dict) else None
+            texts = [inputs] if isinstance(inputs, str) else inputs if isinstance(inputs, list) else None
+            if not texts:
+                return await self._error(resp, 400, "'input' is required", "invalid_request_error", False, param="input")
+            tokens = sum(estimate_tokens(t) if isinstance(t, str) else 1 for t in texts)
+            rng = random.Random(str(texts))
+            body: Any = {"object": "list", "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                         "data": [{"object": "embedding", "index": i, "embedding": [round(rng.uniform(-1, 1), 6) for _ in range(8)]}
+                                  for i in range(len(texts))]}
+        elif api == "moderations":
+            body = {"id": f"modr-{uuid.uuid4().hex[:24]}", "model": model or "omni-moderation-latest",
+                    "results": [{"flagged": False, "categories": {}, "category_scores": {}}]}
+        elif tail == "/audio/transcriptions" or tail == "/audio/translations":
+            body = {"text": f"(a fake transcript of {len(req.body)} bytes)"}
+        elif api == "images":
+            body = {"created": int(time.time()), "data": [{"url": f"https://images.example/{uuid.uuid4().hex[:12]}.png"}]}
+        else:  # audio/speech: bytes of audio
+            await resp.send(200, [("content-type", "audio/mpeg"), ("x-fake-provider", self.name)], b"ID3" + bytes(61))
+            return 200
         await resp.send(200, [("content-type", "application/json"), ("x-fake-provider", self.name)], orjson.dumps(body))
         return 200
 

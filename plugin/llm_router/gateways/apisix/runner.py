@@ -110,7 +110,7 @@ class Stats:
     unmatched_responses: int = 0
     orchestrated: int = 0  # answered by the runner's own calls (cascade, hedge)
     fallbacks: int = 0  # post-resp: a failed answer replaced by the runner's retry down the chain
-    stored: int = 0  # calls on stored responses sent to the provider holding them
+    sent_on: int = 0  # unrouted calls sent to one provider with its key (stored responses, forwarded APIs)
 
 
 class Runner:
@@ -225,7 +225,7 @@ class Runner:
         if compiled.error is not None:
             return self._stop(call.id, compiled.error.status, compiled.error.openai_body(), None)
         if MARK in call.path:
-            stored = self._stored(call, entry)
+            stored = self._sent_on(call, entry, self.runtime.stored_response)
             if stored is not None:
                 return stored
         elif call.method == decode.METHOD_GET and "/models" in call.path:
@@ -233,6 +233,9 @@ class Runner:
             if listed is not None:
                 return listed
         if call.method != decode.METHOD_POST or not self.runtime.handles(call.path):
+            forwarded = self._sent_on(call, entry, self.runtime.forwarded)
+            if forwarded is not None:
+                return forwarded
             # Not an LLM call: let it through, but never with a routing header the client chose.
             self.stats.passes += 1
             return encode.rewrite_frame(call.id, headers=self.entries.vector(((self.runtime.route_header, None),)))
@@ -245,17 +248,18 @@ class Runner:
         conv.pending = Pending("body", call.id, entry, call=call)
         return encode.REQ_BODY_FRAME
 
-    def _stored(self, call: decode.ReqCall, entry: Entry) -> bytes | None:
-        """A call on a stored response: to the provider holding it, with its key (None: not such a call)."""
+    def _sent_on(self, call: decode.ReqCall, entry: Entry, find: Callable[..., UpstreamCall | Refusal | None]) -> bytes | None:
+        """A call sent on unrouted to one provider with its key, its body untouched: a stored response
+        (`runtime.stored_response`) or a forwarded API (`runtime.forwarded`); None when it is not such a call."""
         runtime = self.runtime
         ex = Exchange(runtime.new_request_id(), entry.route, self.clock())
-        result = runtime.stored_response(call.path, ex=ex, route_conf=entry.compiled.route_conf)
+        result = find(call.path, ex=ex, route_conf=entry.compiled.route_conf)
         if result is None:
             return None
         if isinstance(result, Refusal):
             self.stats.stops += 1
             return encode.stop_frame(call.id, result.status, self.entries.vector((), result.headers), result.body)
-        self.stats.stored += 1
+        self.stats.sent_on += 1
         return encode.rewrite_frame(call.id, path=result.path,
                                     headers=self._request_headers(result, ((REQUEST_ID_HEADER, ex.request_id),)),
                                     resp_headers=self.entries.vector((), result.response_headers))

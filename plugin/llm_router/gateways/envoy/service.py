@@ -219,7 +219,7 @@ class Session:
             self.headers = [(h.key, (h.raw_value or h.value.encode()).decode("latin-1")) for h in header_list]
         self.path = path
         if MARK in path:
-            replies = self._stored(req, path)
+            replies = self._sent_on(req, path, runtime.stored_response)
             if replies is not None:
                 return replies
         elif method == b"GET" and "/models" in path:
@@ -227,6 +227,9 @@ class Session:
             if replies is not None:
                 return replies
         if not runtime.handles(path):
+            replies = self._sent_on(req, path, runtime.forwarded)
+            if replies is not None:
+                return replies
             # Not an LLM API: leave it alone, but never let a client pick our routing header.
             self.passthrough = True
             self.finished = True
@@ -251,13 +254,14 @@ class Session:
         route_conf = svc.route_confs.get(req.attributes) if req.attributes else None
         return Exchange(request_id=svc.runtime.new_request_id(), route=path.partition("?")[0], started=svc.clock()), route_conf
 
-    def _stored(self, req: ProcessingRequest, path: str) -> list[bytes] | None:
-        """A call on a stored response: to the provider holding it, with its key (None: not such a call)."""
+    def _sent_on(self, req: ProcessingRequest, path: str, find: Callable[..., UpstreamCall | Refusal | None]) -> list[bytes] | None:
+        """A call sent on unrouted to one provider with its key: a stored response (`runtime.stored_response`)
+        or a forwarded API (`runtime.forwarded`); None when `find` says it is not such a call."""
         ex, route_conf = self._exchange(req, path)
-        result = self.svc.runtime.stored_response(path, ex=ex, route_conf=route_conf)
+        result = find(path, ex=ex, route_conf=route_conf)
         if result is None:
             return None
-        self.passthrough = self.finished = True  # its body (a cancel's, if any) passes as it is
+        self.passthrough = self.finished = True  # its body (a cancel's, an upload) passes as it is
         if isinstance(result, Refusal):
             return [wire.immediate_reply(result.status, result.body, result.headers, details="llm_router_refused",
                                          metadata=self.svc.local_reply_metadata)]

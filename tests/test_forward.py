@@ -1,0 +1,150 @@
+"""Forwarded APIs: embeddings, moderations, audio and images go on to one provider with its key.
+
+The router does not route them (nothing to classify); it sends them to the provider the route's policy
+names, on that provider's API root, with its key in place of the client's, the body untouched.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import httpx
+import orjson
+import pytest
+
+from fixtures_envoy import config_data, fresh_fakes, restored, running_fakes, running_stack, wait_requests  # noqa: F401
+from llm_router.config import ConfigError, parse_config
+from llm_router.fakes import FakeProviders
+from llm_router.forward import api_root, forward_path
+from llm_router.runtime import Exchange, Refusal, Runtime
+
+from apisix_emulator import Emulator, RouteConf, RunnerThread, remove_dir, socket_dir
+
+FORWARD = {"embeddings": "openai", "audio": "openai", "moderations": "google"}
+CLIENT = {"authorization": "Bearer sk-client-own", "x-api-key": "client-key"}
+EMBED = {"model": "text-embedding-3-small", "input": ["first text", "second text"]}
+
+
+def data() -> dict:
+    base = config_data()
+    return {**base, "policies": {**base["policies"], "default": {**base["policies"]["default"], "forward": FORWARD}}}
+
+
+def test_paths_name_the_api_and_providers_their_root():
+    assert forward_path("/v1/embeddings").api == "embeddings"
+    found = forward_path("/team-a/v1/audio/transcriptions?timestamp=1")
+    assert (found.api, found.tail, found.query) == ("audio", "/audio/transcriptions", "timestamp=1")
+    assert forward_path("/v1/images/generations/").tail == "/images/generations"
+    for other in ("/v1/chat/completions", "/v1/audio", "/v1/embeddingsx", "/v1/files"):
+        assert forward_path(other) is None, other
+    assert api_root({"chat": "/v1beta/openai/chat/completions"}) == "/v1beta/openai"
+    assert api_root({"messages": "/v1/messages"}) is None
+    assert api_root({"chat": "/openai/deployments/{model}/chat/completions?api-version=1"}) is None
+
+
+def test_bad_forwards_are_named():
+    azure = {"base_url": "https://r.openai.azure.com", "auth": "api-key",
+             "paths": {"chat": "/openai/deployments/{model}/chat/completions?api-version=1"}}
+    cases = (({"embeddings": "nope"}, {}, "forward.embeddings: unknown provider 'nope'"),
+             ({"embeddings": "azure"}, {}, "forward.embeddings: provider 'azure' has no OpenAI-style API root"),
+             ({"audio": "openai"}, {"exclude_providers": ["openai"]},
+              "forward.audio: provider 'openai' is not allowed by this policy's constraints"))
+    for forward, constraints, says in cases:
+        with pytest.raises(ConfigError) as err:
+            parse_config({"providers": {"azure": azure}, "policies": {"default": {
+                "ladder": {"LOW": "deepseek-v2"}, "forward": forward, "constraints": constraints}}})
+        assert f"policies.default.{says}" in str(err.value), str(err.value)
+
+
+def test_the_runtime_plans_a_forward_with_the_providers_key_and_root(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-secret")
+    monkeypatch.setenv("GEMINI_API_KEY", "gemini-secret")
+    rt = Runtime(parse_config({"secrets": {"missing": "skip"}, "policies": {"default": {
+        "ladder": {"LOW": "deepseek-v2"}, "forward": FORWARD}}}))
+    call = rt.forwarded("/v1/embeddings?x=1", ex=Exchange("r1", "/v1/embeddings", 0.0))
+    assert call is not None and not isinstance(call, Refusal)
+    assert call.path == "/v1/embeddings?x=1" and call.body == b""
+    assert ("authorization", "Bearer sk-openai-secret") in call.set_headers
+    assert ("x-llm-router-upstream", "openai") in call.set_headers and "x-api-key" in call.remove_headers
+    google = rt.forwarded("/v1/moderations", ex=Exchange("r2", "/v1/moderations", 0.0))
+    assert google.path == "/v1beta/openai/moderations" and ("x-goog-api-key", "gemini-secret") in google.set_headers
+    assert rt.forwarded("/v1/images/generations", ex=Exchange("r3", "x", 0.0)) is None  # not forwarded by this policy
+    assert rt.forwarded("/v1/chat/completions", ex=Exchange("r4", "x", 0.0)) is None
+    text = rt.metrics.exposition().decode()
+    assert 'llm_router_forwarded_total{api="embeddings",provider="openai"} 1.0' in text
+    assert 'llm_router_forwarded_total{api="moderations",provider="google"} 1.0' in text
+
+
+# ---- through the real Envoy ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[FakeProviders]:
+    yield from running_fakes(data())
+
+
+@pytest.fixture(scope="module")
+def stack(fakes, tmp_path_factory):
+    yield from running_stack(tmp_path_factory, "envoy-forward", fakes, data())
+
+
+@pytest.mark.envoy
+def test_envoy_forwards_embeddings_with_the_providers_key(stack, fresh_fakes):
+    r = httpx.post(stack.url + "/v1/embeddings", content=orjson.dumps(EMBED), timeout=30,
+                   headers={"content-type": "application/json", "x-llm-router-upstream": "deepseek", **CLIENT})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["data"]) == 2 and r.json()["usage"]["prompt_tokens"] > 0
+    [sent] = wait_requests(fresh_fakes, "openai", 1)
+    assert sent.path == "/v1/embeddings" and sent.json == EMBED
+    assert sent.headers["authorization"] == f"Bearer {fresh_fakes.keys()['openai']}" and "x-api-key" not in sent.headers
+    assert not fresh_fakes.requests("deepseek")  # the client's routing header was not followed
+
+
+@pytest.mark.envoy
+def test_envoy_forwards_an_audio_upload_whole(stack, fresh_fakes):
+    audio = os.urandom(300_000)
+    files = {"file": ("speech.mp3", audio, "audio/mpeg")}
+    r = httpx.post(stack.url + "/v1/audio/transcriptions", files=files, data={"model": "whisper-1"}, timeout=30, headers=CLIENT)
+    assert r.status_code == 200, r.text
+    [sent] = wait_requests(fresh_fakes, "openai", 1)
+    assert sent.path == "/v1/audio/transcriptions" and audio in sent.body
+    assert r.json()["text"] == f"(a fake transcript of {len(sent.body)} bytes)"
+    assert sent.headers["content-type"].startswith("multipart/form-data")
+
+
+@pytest.mark.envoy
+def test_envoy_passes_an_api_the_policy_does_not_forward_untouched(stack, fresh_fakes):
+    r = httpx.post(stack.url + "/v1/images/generations", content=orjson.dumps({"prompt": "a cat"}), timeout=30,
+                   headers={"content-type": "application/json", **CLIENT})
+    # Not forwarded: it reaches the default upstream with the client's own credential, which the fake refuses.
+    assert r.status_code == 401
+    [sent] = wait_requests(fresh_fakes, "openai", 1)
+    assert sent.headers["authorization"] == "Bearer sk-client-own"
+
+
+# ---- through the APISIX runner -------------------------------------------------------------------
+
+def test_apisix_runner_forwards_without_fetching_the_body(fakes, monkeypatch):
+    from llm_router.gateways.apisix.emulator import proxy
+    from llm_router.gateways.apisix.runner import Runner
+    from llm_router.gateways.apisix.tokens import TokenStore
+
+    for k, v in fakes.env().items():
+        monkeypatch.setenv(k, v)
+    runtime = Runtime(parse_config(data()))
+    d = socket_dir()
+    thread = RunnerThread(os.path.join(d, "forward.sock"), Runner(runtime, TokenStore(ttl=100))).start()
+    em = Emulator(thread.path, timeout=60)
+    try:
+        with restored(fakes):
+            resp = proxy(em, RouteConf(conf=(("llm-router", "{}"),), conf_id="forward"), path="/v1/embeddings",
+                         upstreams={name: fakes.url(name) for name in fakes.providers}, body=orjson.dumps(EMBED),
+                         headers=[("content-type", "application/json"), *CLIENT.items()])
+            assert resp.status == 200, resp.body
+            assert resp.pre.extra_info == []  # the body never crossed the socket
+            [sent] = fakes.requests("openai")
+            assert sent.path == "/v1/embeddings" and sent.json == EMBED
+            assert sent.headers["authorization"] == f"Bearer {fakes.keys()['openai']}" and "x-api-key" not in sent.headers
+    finally:
+        em.close()
+        thread.stop()
+        remove_dir(d)
