@@ -109,6 +109,10 @@ def test_envoy_forwards_an_audio_upload_whole(stack, fresh_fakes):
     assert sent.path == "/v1/audio/transcriptions" and audio in sent.body
     assert r.json()["text"] == f"(a fake transcript of {len(sent.body)} bytes)"
     assert sent.headers["content-type"].startswith("multipart/form-data")
+    # Above Envoy's buffer (the largest policy max_body_bytes, 64 KiB here, plus 1 MiB): a 413, and nothing sent on.
+    big = httpx.post(stack.url + "/v1/audio/transcriptions", files={"file": ("long.mp3", os.urandom(1_200_000), "audio/mpeg")},
+                     timeout=30, headers=CLIENT)
+    assert big.status_code == 413 and len(fresh_fakes.requests("openai")) == 1
 
 
 @pytest.mark.envoy
