@@ -9,7 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from llm_router.catalog import APIS, AUTO_MODELS, CAPABILITIES, Tier
+from llm_router.catalog import APIS, AUTO_MODELS, CAPABILITIES, MODEL_PLACEHOLDER, Tier
 from llm_router.forward import ForwardApi, api_root
 
 TierName = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
@@ -91,7 +91,8 @@ class ProviderConf(_Strict):
                 raise ValueError(f"path for {api} may not hold '#' or spaces, got {path!r}")
             if "{" in query or "}" in query:
                 raise ValueError(f"path for {api}: {{model}} may stand in the path, not in the query, got {path!r}")
-            if bare.replace("{model}", "").count("{") or bare.replace("{model}", "").count("}"):
+            others = bare.replace(MODEL_PLACEHOLDER, "")
+            if "{" in others or "}" in others:
                 raise ValueError(f"path for {api}: the only placeholder is {{model}} (the model's name, e.g. an Azure "
                                  f"deployment), got {path!r}")
             if query and any(not part or part.startswith("=") for part in query.split("&")):

@@ -13,10 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from llm_router.catalog import Provider
+from llm_router.catalog import MODEL_PLACEHOLDER, Provider
 
 ForwardApi = Literal["embeddings", "moderations", "audio", "images"]
-APIS: tuple[ForwardApi, ...] = ("embeddings", "moderations", "audio", "images")
 _PATH = re.compile(r"/(?:(embeddings|moderations)|(audio|images)/[A-Za-z0-9_]+)/?$")
 # A provider's API root is what precedes these suffixes in the paths it serves.
 _ROOT_SUFFIXES = (("chat", "/chat/completions"), ("completions", "/completions"), ("responses", "/responses"))
@@ -45,7 +44,7 @@ def api_root(paths: Mapping[str, str]) -> str | None:
     None when it has none (Anthropic's Messages API, or paths that name the model, as Azure's deployments do)."""
     for api, suffix in _ROOT_SUFFIXES:
         path = paths.get(api, "").partition("?")[0]
-        if path.endswith(suffix) and "{model}" not in path:
+        if path.endswith(suffix) and MODEL_PLACEHOLDER not in path:
             return path[: -len(suffix)]
     return None
 

@@ -489,8 +489,7 @@ class Runtime:
             carrier = self._carriers[name] = Model(
                 id=name, provider=name, name="", input_price=0.0, output_price=0.0, context_window=1,
                 capabilities=frozenset(), tier=Tier.LOW, quality=0.0, upstream=provider.upstream)
-        root = provider_root(provider) or ""
-        target = root + found.tail + ("?" + found.query if found.query else "")
+        target = provider_path(provider_root(provider) or "", "", suffix=found.tail, query=found.query)  # a root names no model
         ex.policy = policy
         ex.call = plan_stored(carrier, self.catalog, self.credentials, target, route_header=self.route_header,
                               response_headers=((REQUEST_ID_HEADER, ex.request_id),))

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, unquote
 
 import orjson
 
+from llm_router.catalog import MODEL_PLACEHOLDER
 from llm_router.fakes.answers import Answer, make_answer, split_text
 from llm_router.fakes.http import Reply, Request
 from llm_router.forward import api_root, forward_path
@@ -129,8 +130,9 @@ class FakeProvider:
         for api, path in paths.items():
             bare, _, query = path.partition("?")
             self.required[api] = tuple(k for k, _ in parse_qsl(query, keep_blank_values=True))
-            if "{model}" in bare:
-                self.templates.append((re.compile(re.escape(bare).replace(re.escape("{model}"), "(?P<model>[^/]+)") + "$"), api))
+            if MODEL_PLACEHOLDER in bare:
+                pattern = re.escape(bare).replace(re.escape(MODEL_PLACEHOLDER), "(?P<model>[^/]+)") + "$"
+                self.templates.append((re.compile(pattern), api))
             else:
                 self.routes[bare] = api
         self.responses_path = paths["responses"].partition("?")[0] if "responses" in paths else None

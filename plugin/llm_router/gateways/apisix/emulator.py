@@ -573,10 +573,13 @@ class Emulator:
         return outcome
 
 
+_URI_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "#%?")  # printable ASCII but these three
+
+
 def escape_uri(path: str) -> str:
     """What APISIX does to Rewrite.path (ngx_escape_uri, NGX_ESCAPE_URI): space, '#', '%', '?',
     control bytes and non-ASCII bytes become %XX; a query put in the path is thus lost to the provider."""
-    return quote(path, safe="".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "#%?"))
+    return quote(path, safe=_URI_SAFE)
 
 
 def rewrite_args(current: Sequence[tuple[str, str | None]], rewrite: Sequence[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
