@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
-from fixtures_envoy import config_data, restored, start_stack, wait_requests
-from llm_router.config import parse_config
+from fixtures_envoy import config_data, restored, running_fakes, running_stack, wait_requests
 from llm_router.gateways.envoy.bootstrap import RouteSpec
 from llm_router.fakes import FakeProviders
 
@@ -31,21 +29,13 @@ def data() -> dict:
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[FakeProviders]:
-    f = FakeProviders.from_config(parse_config(data())).start()
-    try:
-        yield f
-    finally:
-        f.stop()
+    yield from running_fakes(data())
 
 
 @pytest.fixture(scope="module")
 def stack(fakes, tmp_path_factory):
-    s = start_stack(Path(tmp_path_factory.mktemp("envoy-responses")), fakes, data(),
-                    routes=(RouteSpec("/sticky/", policy="sticky"), RouteSpec("/")))
-    try:
-        yield s
-    finally:
-        s.stop()
+    yield from running_stack(tmp_path_factory, "envoy-responses", fakes, data(),
+                             routes=(RouteSpec("/sticky/", policy="sticky"), RouteSpec("/")))
 
 
 @pytest.fixture
