@@ -28,7 +28,7 @@ class Tier(IntEnum):
 # hosted_tools: tools the provider runs itself in OpenAI's Responses API (web_search, file_search, code_interpreter, ...).
 # json: JSON mode (response_format json_object); json_schema: structured output that follows the client's schema.
 CAPABILITIES = frozenset({"tools", "vision", "json", "json_schema", "code", "completions", "long_context", "streaming",
-                          "hosted_tools"})
+                          "hosted_tools", "logprobs", "multiple_choices"})
 # Model names by which a client asks to be routed (no particular model).
 AUTO_MODELS = frozenset({"", "auto", "router", "llm-router", "default"})
 # Request APIs a provider may accept.

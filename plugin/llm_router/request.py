@@ -46,6 +46,13 @@ class Needs:
     streaming: bool = False
     hosted_tools: bool = False  # Responses tools the provider runs (web_search, file_search, ...), not the client's functions
     json_schema: bool = False  # structured output: JSON that follows the client's schema (not just any JSON)
+    logprobs: bool = False  # token log-probabilities in the answer (chat `logprobs: true`, completions `logprobs: N`)
+    multiple_choices: bool = False  # `n` above 1: several answers from one call
+
+    @property
+    def any_capability(self) -> bool:
+        """Whether some capability is needed (else every model serving the API will do)."""
+        return self.tools or self.vision or self.json or self.hosted_tools or self.logprobs or self.multiple_choices
 
     def as_capabilities(self) -> frozenset[str]:
         """The capability names these needs require of a model."""
@@ -60,6 +67,10 @@ class Needs:
             caps.append("json_schema")
         elif self.json:
             caps.append("json")
+        if self.logprobs:
+            caps.append("logprobs")
+        if self.multiple_choices:
+            caps.append("multiple_choices")
         return frozenset(caps)
 
 
@@ -79,6 +90,7 @@ class LLMRequest:
     needs: Needs = field(default_factory=Needs)
     turns: int = 1
     body_bytes: int = 0
+    choices: int = 1  # `n`: answers asked for in one call (each is billed as output)
 
     @property
     def text(self) -> str:
@@ -230,12 +242,15 @@ def _parse_chat(data: dict[str, Any]) -> LLMRequest:
     max_out = _opt_pos_int(data, "max_completion_tokens")
     if max_out is None:
         max_out = _opt_pos_int(data, "max_tokens")
+    choices = _opt_pos_int(data, "n") or 1
+    # top_logprobs is only valid with logprobs: true, so it counts as asking for them too.
+    logprobs = _opt_bool(data, "logprobs") or data.get("top_logprobs") is not None
     prompt, context, turns = _window(texts, user_roles=("user",))
     return LLMRequest(
         api="chat", body=data, prompt=prompt, context=context, input_tokens=tokens + 3, model=model,
-        max_output_tokens=max_out, stream=stream, include_usage=include_usage, turns=turns,
+        max_output_tokens=max_out, stream=stream, include_usage=include_usage, turns=turns, choices=choices,
         needs=Needs(tools=tools, vision=vision, json=bool(json_mode), json_schema=json_mode == "json_schema",
-                    long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream),
+                    long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream, logprobs=logprobs, multiple_choices=choices > 1),
     )
 
 
@@ -352,11 +367,16 @@ def _parse_completions(data: dict[str, Any]) -> LLMRequest:
     stream = _opt_bool(data, "stream")
     opts = data.get("stream_options")
     include_usage = opts.get("include_usage") if isinstance(opts, dict) and isinstance(opts.get("include_usage"), bool) else None
+    choices = _opt_pos_int(data, "n") or 1
+    logprobs = data.get("logprobs")  # legacy completions: how many top tokens per position (0-5)
+    if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool) or logprobs < 0):
+        raise RequestError(f"'logprobs' must be a non-negative integer, got {logprobs!r}", field="logprobs")
     prompt_text, _, _ = _window([("user", text)], user_roles=("user",))
     return LLMRequest(
         api="completions", body=data, prompt=prompt_text, context="", input_tokens=tokens, model=model,
-        max_output_tokens=_opt_pos_int(data, "max_tokens"), stream=stream, include_usage=include_usage,
-        needs=Needs(long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream),
+        max_output_tokens=_opt_pos_int(data, "max_tokens"), stream=stream, include_usage=include_usage, choices=choices,
+        needs=Needs(long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream, logprobs=logprobs is not None,
+                    multiple_choices=choices > 1),
     )
 
 

@@ -208,6 +208,7 @@ class Router:
         if key is not None:
             table.put(key, sel.model.id)
         expected_out = min(request.max_output_tokens, conf.expected_output_tokens) if request.max_output_tokens else conf.expected_output_tokens
+        expected_out *= request.choices  # every one of n answers is billed
         if conf.shadow and (conf.shadow >= 1.0 or self._rng.random() < conf.shadow):
             return self._shadowed(request, policy, capable, candidates, classification, sel, expected_out)
         fallbacks = sel.fallbacks if sel.fallbacks is not None else self._fallbacks(sel.model, candidates, conf.fallbacks)
@@ -264,7 +265,7 @@ class Router:
                                           min((m.max_output or m.context_window for m in serving), default=0))
         serving, min_ctx, min_out = found
         out_tokens = request.max_output_tokens or 0
-        if not (needs.tools or needs.vision or needs.json or needs.hosted_tools) and need_ctx <= min_ctx and out_tokens <= min_out:
+        if not needs.any_capability and need_ctx <= min_ctx and out_tokens <= min_out:
             return serving, ""
         caps = needs.as_capabilities()
         out = []

@@ -33,6 +33,8 @@ STRICT_FIELDS = {"mistral": {"chat": frozenset({
     "prompt_mode"})}}
 # Output formats a provider refuses (DeepSeek has JSON mode but no structured output).
 UNSUPPORTED_FORMATS = {"deepseek": frozenset({"json_schema"})}
+# Providers whose OpenAI-compatible chat endpoint takes only n = 1 and ignores logprobs (Anthropic's).
+SINGLE_CHOICE_CHAT = frozenset({"anthropic"})
 AZURE_FILTER_RESULTS = [{"prompt_index": 0, "content_filter_results": {
     kind: {"filtered": False, "severity": "safe"} for kind in ("hate", "self_harm", "sexual", "violence")}}]
 LIMIT_STYLES = ("openai", "anthropic", "retry-after")
@@ -247,6 +249,14 @@ class FakeProvider:
         if b.models is not None and model not in b.models:
             return await self._error(resp, 404, f"The model `{model}` does not exist or you do not have access to it.",
                                      "not_found_error" if anthropic else "invalid_request_error", anthropic, code="model_not_found")
+        choices = data.get("n", 1) if api in ("chat", "completions") else 1
+        if not isinstance(choices, int) or isinstance(choices, bool) or choices < 1:
+            return await self._error(resp, 400, f"n: must be a positive integer, got {choices!r}", "invalid_request_error", anthropic,
+                                     param="n")
+        single = api == "chat" and self.name in SINGLE_CHOICE_CHAT
+        if single and choices != 1:
+            return await self._error(resp, 400, f"n: only n = 1 is supported, got {choices}", "invalid_request_error", anthropic,
+                                     param="n")
         prompt = _prompt_text(data, api)
         max_tokens = data.get("max_tokens") or data.get("max_completion_tokens") or data.get("max_output_tokens")
         limit = self.max_output.get(model)
@@ -277,7 +287,8 @@ class FakeProvider:
             payload = orjson.dumps(self._keep(_response_object(model, answer, data, f"resp_{uuid.uuid4().hex[:24]}"), data))
         else:
             payload = (_anthropic_json(model, answer) if anthropic
-                       else _openai_json(model, answer, api, logprobs=data.get("logprobs") is True, provider=self.name))
+                       else _openai_json(model, answer, api, logprobs=data.get("logprobs") is True and not single,
+                                         provider=self.name, choices=choices))
         headers = [("content-type", "application/json"), *headers]
         if b.gzip and "gzip" in req.headers.get("accept-encoding", ""):
             payload = gzip.compress(payload)
@@ -623,17 +634,20 @@ def _token_logprobs(answer: Answer) -> dict[str, Any]:
                          "top_logprobs": []} for t in tokens]}
 
 
-def _openai_json(model: str, answer: Answer, api: str, *, logprobs: bool = False, provider: str = "") -> bytes:
+def _openai_json(model: str, answer: Answer, api: str, *, logprobs: bool = False, provider: str = "", choices: int = 1) -> bytes:
+    """A chat or completions answer with `choices` choices; usage counts the output of all of them."""
+    usage = _openai_usage(replace(answer, output_tokens=answer.output_tokens * choices), provider)
     if api == "completions":
         return orjson.dumps({"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
-                             "model": model, "choices": [{"index": 0, "text": answer.text, "logprobs": None, "finish_reason": "stop"}],
-                             "usage": _openai_usage(answer, provider)})
+                             "model": model, "choices": [{"index": i, "text": answer.text, "logprobs": None, "finish_reason": "stop"}
+                                                         for i in range(choices)],
+                             "usage": usage})
     return orjson.dumps({
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()), "model": model,
         "system_fingerprint": "fp_fake",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text, "refusal": None},
-                     "logprobs": _token_logprobs(answer) if logprobs else None, "finish_reason": "stop"}],
-        "usage": _openai_usage(answer, provider),
+        "choices": [{"index": i, "message": {"role": "assistant", "content": answer.text, "refusal": None},
+                     "logprobs": _token_logprobs(answer) if logprobs else None, "finish_reason": "stop"} for i in range(choices)],
+        "usage": usage,
     })
 
 
