@@ -141,3 +141,48 @@ def test_apisix_runner_sends_mistral_its_dialect(fakes, monkeypatch):
         em.close()
         thread.stop()
         remove_dir(d)
+
+
+# ---- Gemini's OpenAI-compatible endpoint -------------------------------------------------------
+
+GEMINI_NAME = "gemini-1.5-pro"
+# OpenAI SDK fields Gemini's endpoint does not know (it answers 400 "Unknown name ...: Cannot find field").
+SDK_ONLY = {"store": False, "user": "u-42", "metadata": {"team": "a"}, "prompt_cache_key": "k-1", "service_tier": "auto"}
+
+
+def test_gemini_gets_only_the_fields_it_takes_and_keeps_stream_options():
+    catalog = build_catalog(load_config(None))
+    req = parse_request(orjson.dumps(body(stream=True, **SDK_ONLY)))
+    sent = orjson.loads(render_body(req, GEMINI_NAME, dialect=catalog.providers["google"].body))
+    assert sent == {"model": GEMINI_NAME, "messages": OPENAI_STYLE["messages"], "temperature": 0.2, "max_completion_tokens": 64,
+                    "seed": 7, "stream": True, "stream_options": {"include_usage": True}}
+
+
+def test_the_gemini_fake_rejects_what_gemini_rejects(fakes):
+    r = httpx.post(fakes.url("google") + "/v1beta/openai/chat/completions", timeout=30,
+                   content=orjson.dumps({"model": GEMINI_NAME, "messages": OPENAI_STYLE["messages"], "prompt_cache_key": "k-1"}),
+                   headers={"x-goog-api-key": fakes.keys()["google"], "content-type": "application/json"})
+    assert r.status_code == 400
+    [err] = r.json()
+    assert err["error"]["status"] == "INVALID_ARGUMENT"
+    assert err["error"]["message"] == 'Invalid JSON payload received. Unknown name "prompt_cache_key": Cannot find field.'
+
+
+@pytest.mark.envoy
+@pytest.mark.parametrize("stream", [False, True])
+def test_envoy_sends_gemini_an_openai_sdk_request_it_accepts(tmp_path_factory, fakes, stream):
+    data = config_data()
+    data["policies"]["default"] = {**data["policies"]["default"], "ladder": {t: "gemini-1.5-pro" for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")}}
+    extra = {"stream": True} if stream else {}
+    for s in running_stack(tmp_path_factory, "envoy-gemini-dialect", fakes, data):
+        with restored(fakes):
+            r = httpx.post(s.url + "/v1/chat/completions", content=orjson.dumps(body(**SDK_ONLY, **extra)), timeout=30,
+                           headers={"content-type": "application/json"})
+            assert r.status_code == 200, r.text
+            assert r.headers["x-llm-router-model"] == "gemini-1.5-pro"
+            [sent] = wait_requests(fakes, "google", 1)
+            assert sent.status == 200 and not set(SDK_ONLY) & set(sent.json)
+            assert sent.json["max_completion_tokens"] == 64 and sent.json["seed"] == 7
+            if stream:
+                assert sent.json["stream_options"] == {"include_usage": True}
+                assert b'"usage"' in r.content

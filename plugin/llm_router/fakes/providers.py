@@ -25,12 +25,16 @@ from llm_router.forward import api_root, forward_path
 from llm_router.request import estimate_tokens
 
 CONTROL_PREFIX = "/_fake/"
-# Providers whose API rejects fields it does not know (422, in Mistral's format), and reports usage at
-# the end of every stream unasked: the fake of that name behaves so.
+# Providers whose API rejects fields it does not know: Mistral with a 422 in its own format (and it
+# reports usage at the end of every stream unasked), Gemini's OpenAI-compatible endpoint with a 400
+# INVALID_ARGUMENT ("Unknown name ... Cannot find field"). The fake of that name behaves so.
 STRICT_FIELDS = {"mistral": {"chat": frozenset({
     "model", "messages", "temperature", "top_p", "max_tokens", "stream", "stop", "random_seed", "response_format", "tools",
     "tool_choice", "presence_penalty", "frequency_penalty", "n", "prediction", "parallel_tool_calls", "safe_prompt",
-    "prompt_mode"})}}
+    "prompt_mode"})}, "google": {"chat": frozenset({
+        "model", "messages", "temperature", "top_p", "n", "max_tokens", "max_completion_tokens", "stop", "stream",
+        "stream_options", "tools", "tool_choice", "response_format", "reasoning_effort", "seed", "presence_penalty",
+        "frequency_penalty", "logprobs", "top_logprobs", "parallel_tool_calls", "extra_body"})}}
 # Output formats a provider refuses (DeepSeek has JSON mode but no structured output).
 UNSUPPORTED_FORMATS = {"deepseek": frozenset({"json_schema"})}
 # Providers whose OpenAI-compatible chat endpoint takes only n = 1 and ignores logprobs (Anthropic's).
@@ -233,6 +237,12 @@ class FakeProvider:
         if not isinstance(data, dict):
             return await self._error(resp, 400, "body must be a JSON object", "invalid_request_error", anthropic)
         extra = [k for k in data if k not in self.strict[api]] if api in self.strict else []
+        if extra and self.name == "google":
+            violations = [{"description": f'Invalid JSON payload received. Unknown name "{k}": Cannot find field.'} for k in extra]
+            await resp.send(400, [("content-type", "application/json")], orjson.dumps([{"error": {
+                "code": 400, "message": "\n".join(v["description"] for v in violations), "status": "INVALID_ARGUMENT",
+                "details": [{"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": violations}]}}]))
+            return 400
         if extra:
             detail = [{"type": "extra_forbidden", "loc": ["body", k], "msg": "Extra inputs are not permitted", "input": data[k]}
                       for k in extra]
