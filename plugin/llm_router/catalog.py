@@ -42,8 +42,9 @@ class BodyDialect:
     """How a provider's API differs from the body a client sends: fields it takes, names it uses."""
 
     accept: dict[str, frozenset[str]] = field(default_factory=dict)  # request API -> fields it accepts
-    rename: tuple[tuple[str, str], ...] = ()  # (client name, provider name)
+    rename: tuple[tuple[str, str], ...] = ()  # (client name, provider name), applied in order
     usage_unasked: bool = False  # streams carry usage without stream_options (which may be rejected)
+    drop: frozenset[str] = frozenset()  # fields never sent (after renaming)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,7 @@ class Model:
     cached_input_price: float | None = None  # input tokens read from the provider's prompt cache (None: input_price)
     cache_write_price: float | None = None  # input tokens written to it (Anthropic; None: input_price)
     max_output: int | None = None  # the most output tokens a call may ask for (None: bounded by the context window)
+    body: BodyDialect | None = None  # the body rules of its provider with its own over them (None: none)
 
     def cost(self, input_tokens: int, output_tokens: int, *, cached: int = 0, written: int = 0) -> float:
         """USD for a call with these token counts; cached and written are parts of input_tokens."""

@@ -46,6 +46,8 @@ class BodyConf(_Strict):
     # ask: add stream_options.include_usage to streams (OpenAI); always: it reports usage on every
     # stream unasked and may reject stream_options, so nothing is added
     stream_usage: Literal["ask", "always"] = "ask"
+    # top-level fields never sent, whatever the API (after renaming)
+    drop: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> "BodyConf":
@@ -53,9 +55,28 @@ class BodyConf(_Strict):
             missing = [f for f in _REQUIRED_FIELDS[api] if f not in fields]
             if missing:
                 raise ValueError(f"accept.{api} must keep {missing}: without it no {api} request can be sent")
-        for old, new in self.rename.items():
-            if not old or not new or old == new or old == "model" or new == "model":
-                raise ValueError(f"rename: {old!r} -> {new!r} is not a rename of a request field other than model")
+        _check_rename_drop(self.rename, self.drop)
+        return self
+
+
+def _check_rename_drop(rename: dict[str, str], drop: list[str]) -> None:
+    for old, new in rename.items():
+        if not old or not new or old == new or old == "model" or new == "model":
+            raise ValueError(f"rename: {old!r} -> {new!r} is not a rename of a request field other than model")
+    needed = sorted({"model", *(f for fields in _REQUIRED_FIELDS.values() for f in fields)} & set(drop))
+    if needed:
+        raise ValueError(f"drop: {needed} cannot be dropped: without it no request can be sent")
+
+
+class ModelBodyConf(_Strict):
+    """What one model takes beyond its provider's rules (OpenAI's reasoning models refuse max_tokens and temperature)."""
+
+    rename: dict[str, str] = Field(default_factory=dict)  # applied after the provider's renames
+    drop: list[str] = Field(default_factory=list)  # added to the provider's
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelBodyConf":
+        _check_rename_drop(self.rename, self.drop)
         return self
 
 
@@ -121,6 +142,7 @@ class ModelConf(_Strict):
     rpm: int | None = Field(default=None, gt=0)
     tpm: int | None = Field(default=None, gt=0)
     tags: list[str] = Field(default_factory=list)
+    body: ModelBodyConf | None = None  # this model's own body rules, over its provider's
 
     @field_validator("capabilities")
     @classmethod

@@ -186,6 +186,8 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
         if accepted is not None:
             for name in [k for k in body if k not in accepted]:
                 del body[name]
+        for name in dialect.drop:
+            body.pop(name, None)
         if dialect.usage_unasked:
             ask_usage = False
     if ask_usage:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -12,7 +12,7 @@ import orjson
 from llm_router.affinity import AffinityTable, conversation_key
 from llm_router.catalog import AUTO_MODELS, BodyDialect, Catalog, Model, Provider, Tier
 from llm_router.classify.base import Classification, Classifier
-from llm_router.config import Config, ConfigError, PolicyConf, allowed_models, parse_policy
+from llm_router.config import Config, ConfigError, ModelBodyConf, PolicyConf, allowed_models, parse_policy
 from llm_router.decision import Decision, RouteError
 from llm_router.request import LLMRequest, RequestError, api_for_path, parse_request
 from llm_router.strategies import NoState, StateView, Strategy, make_strategy
@@ -29,7 +29,7 @@ def build_catalog(cfg: Config) -> Catalog:
             credentials=tuple(p.credentials), headers=tuple(p.headers.items()), key_rotation=p.key_rotation,
             body=None if p.body is None else BodyDialect(
                 accept={str(api): frozenset(["model", *fields]) for api, fields in p.body.accept.items()},
-                rename=tuple(p.body.rename.items()), usage_unasked=p.body.stream_usage == "always"),
+                rename=tuple(p.body.rename.items()), usage_unasked=p.body.stream_usage == "always", drop=frozenset(p.body.drop)),
         )
         for name, p in cfg.providers.items()
     }
@@ -39,11 +39,19 @@ def build_catalog(cfg: Config) -> Catalog:
             context_window=m.context_window, capabilities=frozenset(m.capabilities), tier=Tier[m.tier],
             quality=m.quality, upstream=m.upstream or providers[m.provider].upstream, rpm=m.rpm, tpm=m.tpm,
             tags=frozenset(m.tags), cached_input_price=m.cached_input_price, cache_write_price=m.cache_write_price,
-            max_output=m.max_output_tokens,
+            max_output=m.max_output_tokens, body=_model_body(providers[m.provider].body, m.body),
         )
         for mid, m in cfg.models.items()
     }
     return Catalog(providers=providers, models=models)
+
+
+def _model_body(provider: BodyDialect | None, own: ModelBodyConf | None) -> BodyDialect | None:
+    """A model's body rules: its provider's, then its own renames and drops."""
+    if own is None or not (own.rename or own.drop):
+        return provider
+    base = provider or BodyDialect()
+    return replace(base, rename=base.rename + tuple(own.rename.items()), drop=base.drop | frozenset(own.drop))
 
 
 @dataclass(frozen=True, slots=True)

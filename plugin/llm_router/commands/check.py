@@ -30,6 +30,8 @@ def run(args) -> int:
         if p.body is not None:
             parts = [f"{api}: {len(fields)} fields accepted, others dropped" for api, fields in p.body.accept.items()]
             parts += [f"{old} as {new}" for old, new in p.body.rename.items()]
+            if p.body.drop:
+                parts.append(f"never sent: {', '.join(p.body.drop)}")
             if p.body.stream_usage == "always":
                 parts.append("streams report usage unasked (no stream_options added)")
             print(f"  {name} body: {'; '.join(parts)}")
@@ -43,6 +45,11 @@ def run(args) -> int:
         out = f" out {m.max_output_tokens:>6}" if m.max_output_tokens else ""
         print(f"  {mid:20s} {m.provider:10s} ${m.input_price:g}/${m.output_price:g} per 1M  ctx {m.context_window:>8}{out}  "
               f"tier {m.tier:8s} quality {m.quality:.2f}  [{', '.join(m.capabilities)}]{cache}")
+        if m.body is not None and (m.body.rename or m.body.drop):
+            own = [f"{old} as {new}" for old, new in m.body.rename.items()]
+            if m.body.drop:
+                own.append(f"never sent: {', '.join(m.body.drop)}")
+            print(f"  {'':20s} body over {m.provider}'s: {'; '.join(own)}")
     print(f"default policy: {cfg.default_policy}")
     from llm_router.router import build_catalog, policy_reference
 

@@ -39,6 +39,10 @@ STRICT_FIELDS = {"mistral": {"chat": frozenset({
 UNSUPPORTED_FORMATS = {"deepseek": frozenset({"json_schema"})}
 # Providers whose OpenAI-compatible chat endpoint takes only n = 1 and ignores logprobs (Anthropic's).
 SINGLE_CHOICE_CHAT = frozenset({"anthropic"})
+# OpenAI's reasoning models (o1, o3-mini, o4-mini, ...): fields they refuse, and sampling values fixed at the default.
+REASONING_MODEL = re.compile(r"o\d(?:$|-)")
+REASONING_REFUSED = ("max_tokens", "logprobs", "top_logprobs", "logit_bias")
+REASONING_FIXED = (("temperature", 1), ("top_p", 1), ("presence_penalty", 0), ("frequency_penalty", 0))
 AZURE_FILTER_RESULTS = [{"prompt_index": 0, "content_filter_results": {
     kind: {"filtered": False, "severity": "safe"} for kind in ("hate", "self_harm", "sexual", "violence")}}]
 LIMIT_STYLES = ("openai", "anthropic", "retry-after")
@@ -259,6 +263,10 @@ class FakeProvider:
         if b.models is not None and model not in b.models:
             return await self._error(resp, 404, f"The model `{model}` does not exist or you do not have access to it.",
                                      "not_found_error" if anthropic else "invalid_request_error", anthropic, code="model_not_found")
+        refused = _reasoning_refusal(model, data) if api == "chat" and not anthropic else None
+        if refused is not None:
+            message, param, code = refused
+            return await self._error(resp, 400, message, "invalid_request_error", anthropic, param=param, code=code)
         choices = data.get("n", 1) if api in ("chat", "completions") else 1
         if not isinstance(choices, int) or isinstance(choices, bool) or choices < 1:
             return await self._error(resp, 400, f"n: must be a positive integer, got {choices!r}", "invalid_request_error", anthropic,
@@ -628,6 +636,22 @@ def _openai_usage(answer: Answer, provider: str = "") -> dict[str, Any]:
         out["prompt_tokens_details"] = {"cached_tokens": answer.cached_tokens, "audio_tokens": 0}
         out["completion_tokens_details"] = {"reasoning_tokens": 0, "audio_tokens": 0}
     return out
+
+
+def _reasoning_refusal(model: str, data: dict[str, Any]) -> tuple[str, str, str] | None:
+    """OpenAI's 400 for a field a reasoning model does not take: (message, param, code), or None."""
+    if not REASONING_MODEL.match(model):
+        return None
+    for name in REASONING_REFUSED:
+        if name in data:
+            hint = " Use 'max_completion_tokens' instead." if name == "max_tokens" else ""
+            return f"Unsupported parameter: '{name}' is not supported with this model.{hint}", name, "unsupported_parameter"
+    for name, default in REASONING_FIXED:
+        value = data.get(name)
+        if value is not None and value != default:
+            return (f"Unsupported value: '{name}' does not support {value} with this model. Only the default ({default}) value "
+                    "is supported.", name, "unsupported_value")
+    return None
 
 
 def _anthropic_input(answer: Answer) -> dict[str, int]:
