@@ -35,7 +35,11 @@ LADDER = {t: "o3-mini" for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")}
 def with_o3(**policy) -> dict:
     data = config_data()
     data["models"] = {"o3-mini": O3_MINI}
-    data["policies"]["default"] = {**data["policies"]["default"], "ladder": LADDER, **policy}
+    default = data["policies"]["default"]
+    data["policies"]["default"] = {**default, "ladder": LADDER, "client_policies": {**default["client_policies"], "auto-gpt": "gpt"},
+                                   **policy}
+    data["policies"]["gpt"] = {"classifier": "rules", "strategy": "ladder", "explain": True,
+                               "ladder": {t: "gpt-4o" for t in LADDER}, "constraints": {"models": ["gpt-4o"]}}
     return data
 
 
@@ -45,9 +49,10 @@ def test_a_models_rules_apply_over_its_providers_and_only_to_it():
     o3 = catalog.models["o3-mini"]
     sent = orjson.loads(render_body(req, o3.name, dialect=o3.body))
     assert sent == {"model": "o3-mini", "messages": CLIENT["messages"], "max_completion_tokens": 64, "seed": 7, "user": "u-42"}
-    # gpt-4o, on the same provider, has no rules of its own: the body passes as written.
+    # gpt-4o, on the same provider, has only its own rule (no reasoning effort): the rest passes as written.
     gpt = catalog.models["gpt-4o"]
-    assert orjson.loads(render_body(req, gpt.name, dialect=gpt.body))["temperature"] == 0.2
+    asked = parse_request(orjson.dumps({**CLIENT, "reasoning_effort": "high"}))
+    assert orjson.loads(render_body(asked, gpt.name, dialect=gpt.body)) == {**CLIENT, "model": "gpt-4o"}
     # A model of a provider with rules keeps them and adds its own.
     mistral = dict(default_data()["models"]["mistral-large"], body={"drop": ["safe_prompt"]})
     m = build_catalog(parse_config({"models": {"mistral-large": mistral}})).models["mistral-large"]
@@ -100,6 +105,15 @@ def test_the_openai_fake_refuses_what_reasoning_models_refuse(fakes):
         ok = _post_openai(fakes, {"model": "o3-mini", "messages": CLIENT["messages"], "temperature": 1, "max_completion_tokens": 64})
         assert ok.status_code == 200
         assert _post_openai(fakes, {**CLIENT, "model": "gpt-4o"}).status_code == 200  # gpt-4o takes them
+        # ... but not a reasoning effort, in chat or in Responses.
+        r = _post_openai(fakes, {**CLIENT, "model": "gpt-4o", "reasoning_effort": "low"})
+        assert r.status_code == 400 and r.json()["error"] == {
+            "message": "Unrecognized request argument supplied: reasoning_effort", "type": "invalid_request_error", "param": None,
+            "code": None}
+        r = httpx.post(fakes.url("openai") + "/v1/responses", timeout=30,
+                       content=orjson.dumps({"model": "gpt-4o", "input": "hi", "reasoning": {"effort": "low"}}),
+                       headers={"authorization": f"Bearer {fakes.keys()['openai']}", "content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "reasoning.effort"
 
 
 # ---- through the real Envoy and the APISIX runner ----------------------------------------------
@@ -120,6 +134,20 @@ def test_envoy_sends_a_reasoning_model_a_body_it_takes(stack, fakes, stream):
         [sent] = wait_requests(fakes, "openai", 1)
         assert sent.status == 200 and sent.json["max_completion_tokens"] == 64
         assert not {"max_tokens", "temperature", "top_p"} & set(sent.json) and sent.json["seed"] == 7
+
+
+@pytest.mark.envoy
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_envoy_sends_gpt_4o_no_reasoning_effort(stack, fakes, api):
+    body = ({**CLIENT, "model": "auto-gpt", "reasoning_effort": "high"} if api == "chat"
+            else {"model": "auto-gpt", "input": "hi there, thanks!", "reasoning": {"effort": "high"}})
+    with restored(fakes):
+        r = httpx.post(stack.url + ("/v1/chat/completions" if api == "chat" else "/v1/responses"), content=orjson.dumps(body),
+                       timeout=30, headers={"content-type": "application/json"})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-llm-router-model"] == "gpt-4o"
+        [sent] = wait_requests(fakes, "openai", 1)
+        assert sent.status == 200 and "reasoning_effort" not in sent.json and "reasoning" not in sent.json
 
 
 def test_apisix_runner_sends_a_reasoning_model_a_body_it_takes(fakes, monkeypatch):

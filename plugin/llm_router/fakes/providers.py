@@ -263,7 +263,7 @@ class FakeProvider:
         if b.models is not None and model not in b.models:
             return await self._error(resp, 404, f"The model `{model}` does not exist or you do not have access to it.",
                                      "not_found_error" if anthropic else "invalid_request_error", anthropic, code="model_not_found")
-        refused = _reasoning_refusal(model, data) if api == "chat" and not anthropic else None
+        refused = None if anthropic else _reasoning_refusal(model, data, api)
         if refused is not None:
             message, param, code = refused
             return await self._error(resp, 400, message, "invalid_request_error", anthropic, param=param, code=code)
@@ -638,9 +638,17 @@ def _openai_usage(answer: Answer, provider: str = "") -> dict[str, Any]:
     return out
 
 
-def _reasoning_refusal(model: str, data: dict[str, Any]) -> tuple[str, str, str] | None:
-    """OpenAI's 400 for a field a reasoning model does not take: (message, param, code), or None."""
-    if not REASONING_MODEL.match(model):
+def _reasoning_refusal(model: str, data: dict[str, Any], api: str) -> tuple[str, str | None, str | None] | None:
+    """OpenAI's 400 for a field its model does not take (a reasoning model: max_tokens, temperature, ...;
+    a GPT model: reasoning effort): (message, param, code), or None."""
+    if model.startswith("gpt-"):
+        if api == "chat" and "reasoning_effort" in data:
+            return "Unrecognized request argument supplied: reasoning_effort", None, None
+        reasoning = data.get("reasoning")
+        if api == "responses" and isinstance(reasoning, dict) and reasoning.get("effort") is not None:
+            return "Unsupported parameter: 'reasoning.effort' is not supported with this model.", "reasoning.effort", "unsupported_parameter"
+        return None
+    if api != "chat" or not REASONING_MODEL.match(model):
         return None
     for name in REASONING_REFUSED:
         if name in data:
