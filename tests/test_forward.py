@@ -12,7 +12,8 @@ import httpx
 import orjson
 import pytest
 
-from fixtures_envoy import config_data, fresh_fakes, restored, running_fakes, running_stack, wait_requests  # noqa: F401
+from fixtures_envoy import config_data, fresh_fakes, restored, running_fakes, running_stack, wait_for, wait_requests  # noqa: F401
+from llm_router.accounting import usage_from_json
 from llm_router.config import ConfigError, parse_config
 from llm_router.fakes import FakeProviders
 from llm_router.forward import api_root, forward_path
@@ -75,6 +76,32 @@ def test_the_runtime_plans_a_forward_with_the_providers_key_and_root(monkeypatch
     assert 'llm_router_forwarded_total{api="moderations",provider="google"} 1.0' in text
 
 
+def test_a_forwarded_embeddings_answer_is_priced_by_the_model_it_names(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-secret")
+    rt = Runtime(parse_config({"secrets": {"missing": "skip"}, "policies": {"default": {
+        "ladder": {"LOW": "deepseek-v2"}, "forward": FORWARD}}}))
+    for model, tokens in (("text-embedding-3-large", 500_000), ("text-embedding-9", 1000)):
+        ex = Exchange(f"r-{model}", "/v1/embeddings", 0.0)
+        rt.forwarded("/v1/embeddings", ex=ex)
+        answer = orjson.dumps({"object": "list", "model": model, "data": [], "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        rt.on_response(ex, 200, usage_from_json(answer), 0.05)
+    text = rt.metrics.exposition().decode()
+    assert metric(text, "llm_router_cost_usd_total", model="openai/text-embedding-3-large", route="/v1/embeddings") == pytest.approx(0.065)
+    assert metric(text, "llm_router_tokens_total", model="openai/text-embedding-3-large", direction="input") == 500_000
+    # A model without a price: its tokens count, its cost cannot, and the error says so.
+    assert metric(text, "llm_router_tokens_total", model="openai/text-embedding-9", direction="input") == 1000
+    assert metric(text, "llm_router_cost_usd_total", model="openai/text-embedding-9") == 0
+    assert metric(text, "llm_router_errors_total", kind="forward_price_unknown") == 1
+    assert metric(text, "llm_router_responses_total", model="openai/text-embedding-3-large", status="2xx") == 1
+
+
+def test_forward_prices_must_be_non_negative():
+    with pytest.raises(ConfigError) as err:
+        parse_config({"providers": {"openai": {"base_url": "https://api.openai.com", "paths": {"chat": "/v1/chat/completions"},
+                                               "forward_prices": {"text-embedding-3-small": -1}}}})
+    assert "providers.openai.forward_prices.text-embedding-3-small" in str(err.value)
+
+
 # ---- through the real Envoy ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -97,6 +124,12 @@ def test_envoy_forwards_embeddings_with_the_providers_key(stack, fresh_fakes):
     assert sent.path == "/v1/embeddings" and sent.json == EMBED
     assert sent.headers["authorization"] == f"Bearer {fresh_fakes.keys()['openai']}" and "x-api-key" not in sent.headers
     assert not fresh_fakes.requests("deepseek")  # the client's routing header was not followed
+    # The answer's usage reaches accounting, under the request id the client got.
+    rid = r.headers["x-llm-router-request-id"]
+    wait_for(lambda: any(ex.request_id == rid for ex, *_ in stack.observer.responses), timeout=10, what="the forward observed")
+    [(ex, status, usage, _)] = [x for x in stack.observer.responses if x[0].request_id == rid]
+    assert status == 200 and ex.extra["forward"] == "embeddings"
+    assert usage.model == "text-embedding-3-small" and usage.input_tokens == r.json()["usage"]["prompt_tokens"]
 
 
 @pytest.mark.envoy
@@ -140,7 +173,7 @@ def test_apisix_runner_forwards_without_fetching_the_body(fakes, monkeypatch):
     em = Emulator(thread.path, timeout=60)
     try:
         with restored(fakes):
-            resp = proxy(em, RouteConf(conf=(("llm-router", "{}"),), conf_id="forward"), path="/v1/embeddings",
+            resp = proxy(em, RouteConf(conf=(("llm-router", "{}"),), conf_id="forward"), path="/v1/embeddings", post_resp=True,
                          upstreams={name: fakes.url(name) for name in fakes.providers}, body=orjson.dumps(EMBED),
                          headers=[("content-type", "application/json"), *CLIENT.items()])
             assert resp.status == 200, resp.body
@@ -148,7 +181,21 @@ def test_apisix_runner_forwards_without_fetching_the_body(fakes, monkeypatch):
             [sent] = fakes.requests("openai")
             assert sent.path == "/v1/embeddings" and sent.json == EMBED
             assert sent.headers["authorization"] == f"Bearer {fakes.keys()['openai']}" and "x-api-key" not in sent.headers
+            # post-resp: the answer's usage priced at OpenAI's embeddings price
+            tokens = orjson.loads(resp.body)["usage"]["prompt_tokens"]
+            text = runtime.metrics.exposition().decode()
+            assert metric(text, "llm_router_cost_usd_total", model="openai/text-embedding-3-small") == pytest.approx(tokens * 0.02 / 1e6)
     finally:
         em.close()
         thread.stop()
         remove_dir(d)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample of a Prometheus text exposition (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            head, _, value = line.rpartition(" ")
+            if all(f'{k}="{v}"' in head for k, v in labels.items()):
+                return float(value)
+    return 0.0

@@ -17,6 +17,7 @@ class Usage:
     cached_input_tokens: int = 0  # of input_tokens, read from the provider's prompt cache
     cache_write_tokens: int = 0  # of input_tokens, written to it (Anthropic)
     response_id: str | None = None  # OpenAI Responses: the id a later request names as previous_response_id
+    model: str | None = None  # the model the provider says answered (JSON answers; prices forwarded calls)
 
     def cost(self, model: Model) -> float:
         """USD at the model's catalog prices, cache reads and writes at their own prices where the catalog has them."""
@@ -71,7 +72,11 @@ def _usage_of(obj: object) -> Usage | None:
     inp, out, cached, written = _read(u)
     if inp is None and out is None:
         return None
-    return _usage(inp or 0, out or 0, cached, written, _response_id(obj))
+    usage = _usage(inp or 0, out or 0, cached, written, _response_id(obj))
+    model = obj.get("model")
+    if isinstance(model, str) and 0 < len(model) <= 200:
+        usage.model = model
+    return usage
 
 
 def usage_from_json(body: bytes) -> Usage | None:

@@ -60,6 +60,7 @@ class Provider:
     credentials: tuple[str, ...] = ()  # secret references, e.g. "env://OPENAI_API_KEY"
     headers: tuple[tuple[str, str], ...] = ()  # extra fixed headers, e.g. anthropic-version
     key_rotation: str = "spread"  # "spread" (round-robin per request) | "first"
+    forward_prices: dict[str, float] = field(default_factory=dict)  # embeddings model name -> USD per 1M input tokens
     body: BodyDialect | None = None  # None: the body passes as the client wrote it (model set, usage asked on streams)
 
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -91,6 +91,8 @@ class ProviderConf(_Strict):
     upstream: str | None = None
     key_rotation: Literal["spread", "first"] = "spread"
     body: BodyConf | None = None
+    # USD per 1M input tokens of the models its forwarded embeddings calls name (by the name it reports)
+    forward_prices: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
 
     @field_validator("base_url")
     @classmethod

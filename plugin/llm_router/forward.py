@@ -4,7 +4,8 @@ An application that points its OpenAI SDK at the gateway calls these too, and it
 provider key (the router injects keys). A policy's `forward: {embeddings: openai, ...}` sends each
 such call to that provider's upstream, on the provider's API root (its chat path without
 `/chat/completions`), with its key, the client's credentials and routing header dropped; the body
-passes as it is (it may be a multipart upload) and is never read, priced or counted against spend limits.
+passes as it is (it may be a multipart upload) and is never read. Embeddings answers are priced from
+their usage by the provider's `forward_prices` (telemetry); the other APIs are not priced.
 """
 from __future__ import annotations
 

@@ -491,6 +491,7 @@ class Runtime:
                 capabilities=frozenset(), tier=Tier.LOW, quality=0.0, upstream=provider.upstream)
         target = provider_path(provider_root(provider) or "", "", suffix=found.tail, query=found.query)  # a root names no model
         ex.policy = policy
+        ex.extra["forward"] = found.api
         ex.call = plan_stored(carrier, self.catalog, self.credentials, target, route_header=self.route_header,
                               response_headers=((REQUEST_ID_HEADER, ex.request_id),))
         if self.metrics is not None:

@@ -62,6 +62,8 @@ class Telemetry:
     def on_response(self, ex: Exchange, status: int, usage: Usage | None, latency_s: float, headers: Any = None) -> None:
         call = ex.call
         if call is None or ex.decision is None:
+            if call is not None and ex.extra.get("forward") is not None:
+                self._forwarded(ex, status, usage, latency_s)
             return
         model = call.model
         now = self.clock()
@@ -101,6 +103,26 @@ class Telemetry:
         self.limits.record(model=model.id, route=ex.route, consumer=ex.extra.get("consumer"), usd=cost, now=now)
         self.health.observe(model.id, status, latency_s, headers, now)
         self._log(ex, status=status, usage=usage, latency_s=latency_s, cost=cost)
+
+    def _forwarded(self, ex: Exchange, status: int, usage: Usage | None, latency_s: float) -> None:
+        """A forwarded embeddings call: its tokens and cost (at the provider's forward_prices) under
+        "provider/model", counted against route and global spend limits."""
+        assert ex.call is not None
+        provider = ex.call.provider
+        label = f"{provider.name}/{usage.model if usage is not None and usage.model else 'unknown'}"
+        m = self.metrics
+        m.responses.inc((label, status_class(status)))
+        m.upstream_seconds.observe((label,), latency_s)
+        if usage is None:
+            return
+        m.tokens.inc((label, "input"), usage.input_tokens)
+        price = provider.forward_prices.get(usage.model or "")
+        if price is None:
+            m.errors.inc(("forward_price_unknown",))
+            return
+        cost = usage.input_tokens * price / 1e6
+        m.cost.inc((ex.route, label), cost)
+        self.limits.record(model=label, route=ex.route, consumer=ex.extra.get("consumer"), usd=cost, now=self.clock())
 
     def refresh(self, state: Any, now: float) -> None:
         """After each state snapshot: gauges, and the decision log flush."""

@@ -262,9 +262,12 @@ class Session:
         if result is None:
             return None
         self.passthrough = self.finished = True  # its body (a cancel's, an upload) passes as it is
+        svc = self.svc
         if isinstance(result, Refusal):
             return [wire.immediate_reply(result.status, result.body, result.headers, details="llm_router_refused",
-                                         metadata=self.svc.local_reply_metadata)]
+                                         metadata=svc.local_reply_metadata)]
+        if ex.extra.get("forward") == "embeddings" and svc.options.observe_responses:
+            svc.expect_response(ex)  # priced from its answer's usage
         return self._unrouted(result, 0, streams="stream=true" in path.partition("?")[2])
 
     def _models(self, req: ProcessingRequest, path: str, anthropic: bool) -> list[bytes] | None:
@@ -337,7 +340,9 @@ class Session:
                                        (*call.remove_headers, *unused, *svc.retry_removals))
         if call.body:
             headers += wire.content_length_option(len(call.body))
-        out = [wire.request_headers_reply(wire.common_response(headers=headers, clear_route_cache=True))]
+        # The request id travels as dynamic metadata: the client's response header, and the observer's key.
+        meta = svc.metadata.encode(call.response_headers) if call.response_headers else b""
+        out = [wire.request_headers_reply(wire.common_response(headers=headers, clear_route_cache=True), meta)]
         if n_chunks and call.body:
             out += [wire.REQUEST_BODY_CLEAR] * (n_chunks - 1)
             out.append(wire.request_body_replacement(call.body))
@@ -438,6 +443,9 @@ class ObserveSession:
         if attempt <= 1:
             self.ex = root
             return
+        if root.decision is None:  # a forwarded call has one attempt
+            self.finished = True
+            return
         chain = root.decision.chain
         if attempt > len(chain):  # more attempts than models: not ours to account
             self.finished = True
@@ -509,7 +517,7 @@ class ObserveSession:
         self.reported = True
         self.finished = True
         ex = self.ex
-        if not retriable(self.status) or self.attempt >= len(ex.decision.chain):
+        if not retriable(self.status) or ex.decision is None or self.attempt >= len(ex.decision.chain):
             # No further attempt can follow this one: the request is done.
             pending = self.svc.pending
             if pending.get(ex.request_id) is self.root:
