@@ -260,7 +260,8 @@ class Runner:
             self.stats.stops += 1
             return encode.stop_frame(call.id, result.status, self.entries.vector((), result.headers), result.body)
         self.stats.sent_on += 1
-        if ex.extra.get("forward") == "embeddings":
+        scope = entry.compiled.scope
+        if ex.extra.get("forward") == "embeddings" and (scope in self._post_resp_scopes or self._probing(scope)):
             self._remember(ex)  # priced from its answer's usage, in the post-resp call
         return encode.rewrite_frame(call.id, path=result.path,
                                     headers=self._request_headers(result, ((REQUEST_ID_HEADER, ex.request_id),)),
