@@ -5,6 +5,7 @@ names, on that provider's API root, with its key in place of the client's, the b
 """
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 
@@ -93,6 +94,35 @@ def test_a_forwarded_embeddings_answer_is_priced_by_the_model_it_names(monkeypat
     assert metric(text, "llm_router_cost_usd_total", model="openai/text-embedding-9") == 0
     assert metric(text, "llm_router_errors_total", kind="forward_price_unknown") == 1
     assert metric(text, "llm_router_responses_total", model="openai/text-embedding-3-large", status="2xx") == 1
+
+
+def test_a_spent_budget_refuses_forwarded_embeddings(monkeypatch, tmp_path):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-secret")
+    monkeypatch.setenv("GEMINI_API_KEY", "gemini-secret")
+    rt = Runtime(parse_config({"secrets": {"missing": "skip"},
+                               "metrics": {"listen": "127.0.0.1:0", "decision_log": str(tmp_path / "decisions.jsonl")},
+                               "accounting": {"limits": [{"scope": "route", "usd": 0.1, "window": "day"}]},
+                               "policies": {"default": {"ladder": {"LOW": "deepseek-v2"}, "forward": FORWARD}}}))
+    answer = orjson.dumps({"object": "list", "model": "text-embedding-3-large", "data": [],
+                           "usage": {"prompt_tokens": 1_000_000, "total_tokens": 1_000_000}})
+
+    async def go():
+        await rt.start()
+        try:
+            ex = Exchange("r1", "/v1/embeddings", 0.0)
+            first = rt.forwarded("/v1/embeddings", ex=ex, headers=[("authorization", "Bearer client-a")])
+            rt.on_response(ex, 200, usage_from_json(answer), 0.05)  # $0.13 of a $0.10 budget
+            await rt.shared.sync()
+            second = rt.forwarded("/v1/embeddings", ex=Exchange("r2", "/v1/embeddings", 0.0))
+            other = rt.forwarded("/v1/moderations", ex=Exchange("r3", "/v1/moderations", 0.0))  # not priced: not limited
+            return first, second, other
+        finally:
+            await rt.stop()
+
+    first, second, other = asyncio.run(go())
+    assert not isinstance(first, Refusal) and not isinstance(other, Refusal)
+    assert isinstance(second, Refusal) and second.status == 429
+    assert orjson.loads(second.body)["error"]["code"] == "spend_limit_exceeded"
 
 
 def test_forward_prices_must_be_non_negative():

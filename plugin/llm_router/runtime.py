@@ -448,7 +448,7 @@ class Runtime:
             placed = ex.decision.shadow if ex.decision is not None and ex.decision.shadow is not None else call.model
             table.put(response_key(policy.affinity, response_id), placed.id)
 
-    def stored_response(self, path: str, *, ex: Exchange, route_conf: Any = None) -> UpstreamCall | Refusal | None:
+    def stored_response(self, path: str, *, ex: Exchange, route_conf: Any = None, headers: Any = None) -> UpstreamCall | Refusal | None:
         """A call on a stored response (retrieve, delete, cancel, input items): sent to the provider
         that holds it, with that provider's key; a Refusal naming the problem; None for other paths."""
         found = stored.stored_path(path)
@@ -471,9 +471,10 @@ class Runtime:
             self.metrics.stored.inc((model.provider, held.found))
         return ex.call
 
-    def forwarded(self, path: str, *, ex: Exchange, route_conf: Any = None) -> UpstreamCall | Refusal | None:
+    def forwarded(self, path: str, *, ex: Exchange, route_conf: Any = None, headers: Any = None) -> UpstreamCall | Refusal | None:
         """An API the router does not route (embeddings, moderations, audio, images) that the route's policy
-        forwards to a provider: its root and key, body untouched; None when the policy forwards no such call."""
+        forwards to a provider: its root and key, body untouched; None when the policy forwards no such call.
+        Embeddings, which are priced, are refused (429) once a route, global or consumer budget is spent."""
         found = forward_path(path)
         if found is None:
             return None
@@ -483,6 +484,13 @@ class Runtime:
         name = policy.conf.forward.get(found.api)
         if name is None:
             return None
+        if found.api == "embeddings" and self.limits is not None and self.limits.rules:
+            consumer = ex.extra["consumer"] = consumer_of(headers, self.consumer_header)
+            if consumer:
+                self.limits.seen_consumer(consumer)
+            over = self.limits.check(model="", route=ex.route, consumer=consumer, estimate_usd=0.0)  # no catalog model
+            if over is not None:
+                return self.refusal(over, ex)
         provider = self.catalog.providers[name]
         carrier = self._carriers.get(name)
         if carrier is None:  # the provider's upstream, for a call no catalog model makes

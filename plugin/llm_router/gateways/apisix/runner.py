@@ -253,7 +253,8 @@ class Runner:
         (`runtime.stored_response`) or a forwarded API (`runtime.forwarded`); None when it is not such a call."""
         runtime = self.runtime
         ex = Exchange(runtime.new_request_id(), entry.route, self.clock())
-        result = find(call.path, ex=ex, route_conf=entry.compiled.route_conf)
+        headers = call.headers() if runtime.limits is not None and runtime.limits.rules else None
+        result = find(call.path, ex=ex, route_conf=entry.compiled.route_conf, headers=headers)
         if result is None:
             return None
         if isinstance(result, Refusal):

@@ -258,7 +258,7 @@ class Session:
         """A call sent on unrouted to one provider with its key: a stored response (`runtime.stored_response`)
         or a forwarded API (`runtime.forwarded`); None when `find` says it is not such a call."""
         ex, route_conf = self._exchange(req, path)
-        result = find(path, ex=ex, route_conf=route_conf)
+        result = find(path, ex=ex, route_conf=route_conf, headers=self.headers)
         if result is None:
             return None
         self.passthrough = self.finished = True  # its body (a cancel's, an upload) passes as it is
