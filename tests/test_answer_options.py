@@ -39,7 +39,8 @@ def test_the_parser_reads_n_and_logprobs():
     assert legacy.needs.as_capabilities() == frozenset({"logprobs", "multiple_choices"}) and legacy.choices == 2
 
 
-@pytest.mark.parametrize("extra, field", [({"n": 0}, "n"), ({"n": "2"}, "n"), ({"n": True}, "n"), ({"logprobs": "yes"}, "logprobs")])
+@pytest.mark.parametrize("extra, field", [({"n": 0}, "n"), ({"n": "2"}, "n"), ({"n": True}, "n"), ({"n": 10**12}, "n"),
+                                          ({"logprobs": "yes"}, "logprobs")])
 def test_bad_answer_options_name_the_field(extra, field):
     with pytest.raises(RequestError) as err:
         parse_request(chat(**extra))

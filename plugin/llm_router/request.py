@@ -98,6 +98,8 @@ class LLMRequest:
         return self.prompt
 
 
+MAX_CHOICES = 128  # OpenAI's upper bound for `n`
+
 # Token estimate: one estimator for all providers, a linear fit over counts that C code
 # gives cheaply (spaces, newlines, punctuation, digits, non-ASCII bytes, characters), fitted
 # against cl100k_base. Error measured by `python -m llm_router.bench.estimator` (README).
@@ -244,7 +246,7 @@ def _parse_chat(data: dict[str, Any]) -> LLMRequest:
     max_out = _opt_pos_int(data, "max_completion_tokens")
     if max_out is None:
         max_out = _opt_pos_int(data, "max_tokens")
-    choices = _opt_pos_int(data, "n") or 1
+    choices = _choices(data)
     # top_logprobs is only valid with logprobs: true, so it counts as asking for them too.
     logprobs = _opt_bool(data, "logprobs") or data.get("top_logprobs") is not None
     prompt, context, turns = _window(texts, user_roles=("user",))
@@ -369,7 +371,7 @@ def _parse_completions(data: dict[str, Any]) -> LLMRequest:
     stream = _opt_bool(data, "stream")
     opts = data.get("stream_options")
     include_usage = opts.get("include_usage") if isinstance(opts, dict) and isinstance(opts.get("include_usage"), bool) else None
-    choices = _opt_pos_int(data, "n") or 1
+    choices = _choices(data)
     logprobs = data.get("logprobs")  # legacy completions: how many top tokens per position (0-5)
     if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool) or logprobs < 0):
         raise RequestError(f"'logprobs' must be a non-negative integer, got {logprobs!r}", field="logprobs")
@@ -605,6 +607,14 @@ def _opt_bool(data: dict[str, Any], key: str) -> bool:
     if not isinstance(value, bool):
         raise RequestError(f"'{key}' must be a boolean, got {_kind(value)}", field=key)
     return value
+
+
+def _choices(data: dict[str, Any]) -> int:
+    """`n`: how many answers one call asks for (OpenAI takes 1..128)."""
+    n = _opt_pos_int(data, "n") or 1
+    if n > MAX_CHOICES:
+        raise RequestError(f"'n' must be at most {MAX_CHOICES}, got {n}", field="n")
+    return n
 
 
 def _opt_pos_int(data: dict[str, Any], key: str) -> int | None:

@@ -268,9 +268,9 @@ class FakeProvider:
             message, param, code = refused
             return await self._error(resp, 400, message, "invalid_request_error", anthropic, param=param, code=code)
         choices = data.get("n", 1) if api in ("chat", "completions") else 1
-        if not isinstance(choices, int) or isinstance(choices, bool) or choices < 1:
-            return await self._error(resp, 400, f"n: must be a positive integer, got {choices!r}", "invalid_request_error", anthropic,
-                                     param="n")
+        if not isinstance(choices, int) or isinstance(choices, bool) or not 1 <= choices <= 128:
+            return await self._error(resp, 400, f"n: must be an integer from 1 to 128, got {choices!r}", "invalid_request_error",
+                                     anthropic, param="n")
         single = api == "chat" and self.name in SINGLE_CHOICE_CHAT
         if single and choices != 1:
             return await self._error(resp, 400, f"n: only n = 1 is supported, got {choices}", "invalid_request_error", anthropic,
