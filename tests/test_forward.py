@@ -22,7 +22,7 @@ from llm_router.runtime import Exchange, Refusal, Runtime
 
 from apisix_emulator import Emulator, RouteConf, RunnerThread, remove_dir, socket_dir
 
-FORWARD = {"embeddings": "openai", "audio": "openai", "moderations": "google"}
+FORWARD = {"embeddings": "openai", "audio": "openai", "moderations": "google", "files": "openai", "batches": "openai"}
 CLIENT = {"authorization": "Bearer sk-client-own", "x-api-key": "client-key"}
 EMBED = {"model": "text-embedding-3-small", "input": ["first text", "second text"]}
 
@@ -37,7 +37,10 @@ def test_paths_name_the_api_and_providers_their_root():
     found = forward_path("/team-a/v1/audio/transcriptions?timestamp=1")
     assert (found.api, found.tail, found.query) == ("audio", "/audio/transcriptions", "timestamp=1")
     assert forward_path("/v1/images/generations/").tail == "/images/generations"
-    for other in ("/v1/chat/completions", "/v1/audio", "/v1/embeddingsx", "/v1/files"):
+    assert forward_path("/v1/files/file-abc/content").api == "files"
+    assert forward_path("/v1/batches/batch_1/cancel").tail == "/batches/batch_1/cancel"
+    assert forward_path("/v1/messages/batches") is None  # Anthropic's message batches are not OpenAI's Batch API
+    for other in ("/v1/chat/completions", "/v1/audio", "/v1/embeddingsx", "/v1/uploads", "/v1/batches/b/results"):
         assert forward_path(other) is None, other
     assert api_root({"chat": "/v1beta/openai/chat/completions"}) == "/v1beta/openai"
     assert api_root({"messages": "/v1/messages"}) is None
@@ -48,6 +51,9 @@ def test_bad_forwards_are_named():
     azure = {"base_url": "https://r.openai.azure.com", "auth": "api-key",
              "paths": {"chat": "/openai/deployments/{model}/chat/completions?api-version=1"}}
     cases = (({"embeddings": "nope"}, {}, "forward.embeddings: unknown provider 'nope'"),
+             ({"batches": "openai"}, {}, "forward.batches: the Batch API needs files forwarded to the same provider"),
+             ({"batches": "openai", "files": "google"}, {}, "forward.batches: the Batch API needs files forwarded to the same provider "
+                                                            "(forward.files: 'openai'), got 'google'"),
              ({"embeddings": "azure"}, {}, "forward.embeddings: provider 'azure' has no OpenAI-style API root"),
              ({"audio": "openai"}, {"exclude_providers": ["openai"]},
               "forward.audio: provider 'openai' is not allowed by this policy's constraints"))
@@ -188,6 +194,31 @@ def test_envoy_passes_an_api_the_policy_does_not_forward_untouched(stack, fresh_
     assert sent.headers["authorization"] == "Bearer sk-client-own"
 
 
+@pytest.mark.envoy
+def test_envoy_forwards_the_batch_api(stack, fresh_fakes):
+    lines = b"\n".join(orjson.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+                                     "body": {"model": "gpt-4o", "messages": [{"role": "user", "content": f"q{i}"}]}}) for i in range(3))
+    up = httpx.post(stack.url + "/v1/files", files={"file": ("batch.jsonl", lines, "application/jsonl")}, data={"purpose": "batch"},
+                    timeout=30, headers=CLIENT)
+    assert up.status_code == 200, up.text
+    file_id = up.json()["id"]
+    assert up.json()["bytes"] == len(lines) and up.json()["purpose"] == "batch"
+    made = httpx.post(stack.url + "/v1/batches", timeout=30, headers={"content-type": "application/json", **CLIENT},
+                      content=orjson.dumps({"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}))
+    assert made.status_code == 200, made.text
+    batch_id = made.json()["id"]
+    got = httpx.get(stack.url + f"/v1/batches/{batch_id}", timeout=30, headers=CLIENT)
+    assert got.status_code == 200 and got.json()["input_file_id"] == file_id
+    assert httpx.post(stack.url + f"/v1/batches/{batch_id}/cancel", timeout=30, headers=CLIENT).json()["status"] == "cancelling"
+    content = httpx.get(stack.url + f"/v1/files/{file_id}/content", timeout=30, headers=CLIENT)
+    assert content.status_code == 200 and content.content == lines
+    sent = wait_requests(fresh_fakes, "openai", 5)
+    assert [(r.method, r.path) for r in sent] == [("POST", "/v1/files"), ("POST", "/v1/batches"), ("GET", f"/v1/batches/{batch_id}"),
+                                                  ("POST", f"/v1/batches/{batch_id}/cancel"), ("GET", f"/v1/files/{file_id}/content")]
+    assert all(r.headers["authorization"] == f"Bearer {fresh_fakes.keys()['openai']}" and "x-api-key" not in r.headers for r in sent)
+    assert all(r.status == 200 for r in sent)
+
+
 # ---- through the APISIX runner -------------------------------------------------------------------
 
 def test_apisix_runner_forwards_without_fetching_the_body(fakes, monkeypatch):
@@ -219,6 +250,39 @@ def test_apisix_runner_forwards_without_fetching_the_body(fakes, monkeypatch):
         em.close()
         thread.stop()
         remove_dir(d)
+
+
+def test_apisix_runner_forwards_the_batch_api(fakes, monkeypatch):
+    from llm_router.gateways.apisix.emulator import proxy
+    from llm_router.gateways.apisix.runner import Runner
+    from llm_router.gateways.apisix.tokens import TokenStore
+
+    for k, v in fakes.env().items():
+        monkeypatch.setenv(k, v)
+    openai = fakes.providers["openai"]
+    openai.files["file-b1"] = ({"id": "file-b1", "object": "file"}, b"{}")
+    openai.batches["batch_b1"] = {"id": "batch_b1", "object": "batch", "input_file_id": "file-b1", "status": "in_progress"}
+    d = socket_dir()
+    thread = RunnerThread(os.path.join(d, "batches.sock"), Runner(Runtime(parse_config(data())), TokenStore(ttl=100))).start()
+    em = Emulator(thread.path, timeout=60)
+    try:
+        with restored(fakes):
+            route = RouteConf(conf=(("llm-router", "{}"),), conf_id="batches")
+            upstreams = {name: fakes.url(name) for name in fakes.providers}
+            got = proxy(em, route, path="/v1/batches/batch_b1", method="GET", upstreams=upstreams, headers=list(CLIENT.items()))
+            assert got.status == 200, got.body
+            assert orjson.loads(got.body)["status"] == "in_progress"
+            cancel = proxy(em, route, path="/v1/batches/batch_b1/cancel", upstreams=upstreams, body=b"", headers=list(CLIENT.items()))
+            assert cancel.status == 200 and orjson.loads(cancel.body)["status"] == "cancelling"
+            sent = fakes.requests("openai")
+            assert [r.path for r in sent] == ["/v1/batches/batch_b1", "/v1/batches/batch_b1/cancel"]
+            assert all(r.headers["authorization"] == f"Bearer {fakes.keys()['openai']}" for r in sent)
+    finally:
+        em.close()
+        thread.stop()
+        remove_dir(d)
+        openai.files.pop("file-b1", None)
+        openai.batches.pop("batch_b1", None)
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -395,6 +395,11 @@ def _forward_problems(p: PolicyConf, where: str, cfg: "Config") -> list[str]:
                             "completions or responses path without {model})")
         elif (c.providers is not None and name not in c.providers) or name in c.exclude_providers:
             problems.append(f"{where}.forward.{api}: provider {name!r} is not allowed by this policy's constraints")
+    files, batches = p.forward.get("files"), p.forward.get("batches")
+    if batches is not None and files != batches:
+        # A batch names a file uploaded to the same provider, and its results are fetched as that provider's files.
+        problems.append(f"{where}.forward.batches: the Batch API needs files forwarded to the same provider "
+                        f"(forward.files: {batches!r}), got {files!r}")
     return problems
 
 

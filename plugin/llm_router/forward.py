@@ -1,4 +1,5 @@
-"""Calls the router does not route but sends on with a provider's key: embeddings, moderations, audio, images.
+"""Calls the router does not route but sends on with a provider's key: embeddings, moderations, audio, images,
+and the Batch API (files, batches).
 
 An application that points its OpenAI SDK at the gateway calls these too, and its clients hold no
 provider key (the router injects keys). A policy's `forward: {embeddings: openai, ...}` sends each
@@ -16,8 +17,10 @@ from typing import Literal, cast
 
 from llm_router.catalog import MODEL_PLACEHOLDER, Provider
 
-ForwardApi = Literal["embeddings", "moderations", "audio", "images"]
-_PATH = re.compile(r"/(?:(embeddings|moderations)|(audio|images)/[A-Za-z0-9_]+)/?$")
+ForwardApi = Literal["embeddings", "moderations", "audio", "images", "files", "batches"]
+# Batch API: a JSONL file uploaded (files), a batch naming it (batches), its results fetched as a file.
+_PATH = re.compile(r"/(?:(embeddings|moderations)|(audio|images)/[A-Za-z0-9_]+"
+                   r"|(files|batches)(?:/[A-Za-z0-9_-]+(?:/(?:content|cancel))?)?)/?$")
 # A provider's API root is what precedes these suffixes in the paths it serves.
 _ROOT_SUFFIXES = (("chat", "/chat/completions"), ("completions", "/completions"), ("responses", "/responses"))
 
@@ -35,9 +38,9 @@ def forward_path(path: str) -> ForwardPath | None:
     """The forwardable API a path calls (`.../v1/embeddings`, `.../v1/audio/speech`, ...), or None."""
     bare, _, query = path.partition("?")
     m = _PATH.search(bare)
-    if m is None:
+    if m is None or bare[: m.start()].endswith("/messages"):  # Anthropic's message batches are not OpenAI's
         return None
-    return ForwardPath(cast(ForwardApi, m.group(1) or m.group(2)), bare[m.start():].rstrip("/"), query)
+    return ForwardPath(cast(ForwardApi, m.group(1) or m.group(2) or m.group(3)), bare[m.start():].rstrip("/"), query)
 
 
 def api_root(paths: Mapping[str, str]) -> str | None:

@@ -7,6 +7,8 @@ the first N requests, a share of them, or mid-answer (the connection cut after K
 from __future__ import annotations
 
 import asyncio
+import email.parser
+import email.policy
 import gzip
 import random
 import re
@@ -150,6 +152,8 @@ class FakeProvider:
         self.root = api_root(paths)
         self.count_path = paths["messages"].partition("?")[0].rstrip("/") + "/count_tokens" if "messages" in paths else None
         self.stored: dict[str, dict[str, Any]] = {}  # response id -> the response and its input items, as OpenAI keeps them
+        self.files: dict[str, tuple[dict[str, Any], bytes]] = {}  # Batch API: file id -> (file object, content)
+        self.batches: dict[str, dict[str, Any]] = {}  # batch id -> batch object
         self.behaviour = behaviour or Behaviour()
         self.records: list[Recorded] = []
         self.max_records = max_records
@@ -205,6 +209,8 @@ class FakeProvider:
         if api is None and self.root is not None and path.startswith(self.root + "/"):
             found = forward_path(path)
             if found is not None and path == self.root + found.tail:
+                if found.api in ("files", "batches"):
+                    return await self._batch_api(req, resp, found.api, found.tail)
                 return await self._unrouted_api(req, resp, found.api, found.tail)
         if api is None:
             return await self._error(resp, 404, f"unknown path {path}", "not_found_error" if anthropic else "invalid_request_error",
@@ -552,6 +558,61 @@ class FakeProvider:
         await resp.send(200, [("content-type", "application/json"), ("x-fake-provider", self.name)], orjson.dumps(body))
         return 200
 
+    async def _batch_api(self, req: Request, resp: Reply, api: str, tail: str) -> int:
+        """OpenAI's Batch API as far as a client drives it: upload a JSONL file, create a batch naming it, read
+        both back, cancel the batch, download a file's content."""
+        if not self._authorized(req.headers):
+            return await self._auth_error(resp, False)
+        parts = tail.strip("/").split("/")
+        found = self.files if api == "files" else self.batches
+        kind = "File" if api == "files" else "Batch"
+        if len(parts) > 1 and parts[1] not in found:
+            return await self._error(resp, 404, f"No such {kind} object: {parts[1]}", "invalid_request_error", False, param="id")
+        json_type = [("content-type", "application/json"), ("x-fake-provider", self.name)]
+        if len(parts) == 1 and req.method == "GET":
+            items = [f[0] for f in self.files.values()] if api == "files" else list(self.batches.values())
+            await resp.send(200, json_type, orjson.dumps({"object": "list", "data": items, "has_more": False}))
+            return 200
+        if api == "files" and len(parts) == 1 and req.method == "POST":
+            form = _multipart(req)
+            upload, purpose = form.get("file"), form.get("purpose")
+            if not isinstance(upload, tuple):
+                return await self._error(resp, 400, "'file' is a required property", "invalid_request_error", False, param="file")
+            obj = {"id": f"file-{uuid.uuid4().hex[:24]}", "object": "file", "bytes": len(upload[1]), "created_at": int(time.time()),
+                   "filename": upload[0], "purpose": purpose if isinstance(purpose, str) else "", "status": "processed"}
+            self.files[obj["id"]] = (obj, upload[1])
+            await resp.send(200, json_type, orjson.dumps(obj))
+            return 200
+        if api == "files" and len(parts) == 2 and req.method == "GET":
+            await resp.send(200, json_type, orjson.dumps(self.files[parts[1]][0]))
+            return 200
+        if api == "files" and len(parts) == 3 and parts[2] == "content" and req.method == "GET":
+            await resp.send(200, [("content-type", "application/octet-stream"), ("x-fake-provider", self.name)], self.files[parts[1]][1])
+            return 200
+        if api == "batches" and len(parts) == 1 and req.method == "POST":
+            try:
+                data = orjson.loads(req.body)
+            except orjson.JSONDecodeError:
+                return await self._error(resp, 400, "could not parse the JSON body", "invalid_request_error", False)
+            file_id = data.get("input_file_id") if isinstance(data, dict) else None
+            if file_id not in self.files:
+                return await self._error(resp, 400, f"No such File object: {file_id}", "invalid_request_error", False,
+                                         param="input_file_id")
+            obj = {"id": f"batch_{uuid.uuid4().hex[:24]}", "object": "batch", "endpoint": data.get("endpoint"), "errors": None,
+                   "input_file_id": file_id, "completion_window": data.get("completion_window", "24h"), "status": "validating",
+                   "output_file_id": None, "created_at": int(time.time()), "request_counts": {"total": 0, "completed": 0, "failed": 0}}
+            self.batches[obj["id"]] = obj
+            await resp.send(200, json_type, orjson.dumps(obj))
+            return 200
+        if api == "batches" and len(parts) == 2 and req.method == "GET":
+            await resp.send(200, json_type, orjson.dumps(self.batches[parts[1]]))
+            return 200
+        if api == "batches" and len(parts) == 3 and parts[2] == "cancel" and req.method == "POST":
+            self.batches[parts[1]]["status"] = "cancelling"
+            await resp.send(200, json_type, orjson.dumps(self.batches[parts[1]]))
+            return 200
+        return await self._error(resp, 405, f"{req.method} is not allowed on {tail}", "invalid_request_error", False)
+
     async def _count_tokens(self, req: Request, resp: Reply) -> int:
         """Anthropic's POST /v1/messages/count_tokens: {"input_tokens": N} for a messages body (no max_tokens needed)."""
         if req.method != "POST":
@@ -660,6 +721,23 @@ def _reasoning_refusal(model: str, data: dict[str, Any], api: str) -> tuple[str,
             return (f"Unsupported value: '{name}' does not support {value} with this model. Only the default ({default}) value "
                     "is supported.", name, "unsupported_value")
     return None
+
+
+def _multipart(req: Request) -> dict[str, Any]:
+    """A multipart/form-data body: field name -> text, or (filename, bytes) for a file."""
+    ctype = req.headers.get("content-type", "")
+    if not ctype.startswith("multipart/form-data"):
+        return {}
+    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(f"Content-Type: {ctype}\r\n\r\n".encode() + req.body)
+    out: dict[str, Any] = {}
+    for part in msg.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str):
+            continue
+        payload = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        out[name] = (filename, payload) if filename else payload.decode("utf-8", "replace")
+    return out
 
 
 def _anthropic_input(answer: Answer) -> dict[str, int]:
