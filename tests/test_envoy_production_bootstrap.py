@@ -139,7 +139,7 @@ def test_the_shipped_bootstrap_passes_other_paths_to_the_default_provider_untouc
     [got] = wait_requests(fresh, "openai")
     assert got.path == "/v1/files" and got.headers["host"] == "api.openai.com"
     assert got.headers["authorization"] == "Bearer sk-client-own"  # not routed: the client's own credential
-    assert r.status_code == 404  # the fake has no files API
+    assert r.status_code == 401  # the fake's files API refuses the client's own key, as OpenAI would
     listed = httpx.get(prod["url"] + "/v1/models", headers={"authorization": "Bearer sk-client-own"}, timeout=30)
     assert listed.status_code == 200 and listed.json()["data"][0]["id"] == "auto"  # answered by the processor
     assert len(fresh.requests("openai")) == 1
