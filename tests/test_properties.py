@@ -37,6 +37,8 @@ bodies = st.fixed_dictionaries({}, optional={
     "response_format": json_values, "max_tokens": json_values, "max_completion_tokens": json_values, "system": json_values,
     "input": st.text(max_size=100) | items | json_values, "instructions": json_values, "text": json_values,
     "conversation": json_values, "previous_response_id": json_values, "max_output_tokens": json_values,
+    "n": json_values | st.integers(-2, 300), "logprobs": json_values, "top_logprobs": json_values, "reasoning_effort": json_values,
+    "reasoning": json_values,
 })
 
 
@@ -175,6 +177,25 @@ def test_every_parsed_body_renders_for_every_provider_as_json_it_accepts(body, a
     assert sent["model"] == "m"
     if dialect is not None:
         assert not {old for old, _ in dialect.rename} & set(sent)
+        if api in dialect.accept:
+            assert set(sent) <= dialect.accept[api]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=bodies, api=st.sampled_from(["chat", "completions", "messages", "responses"]),
+       model=st.sampled_from(sorted(ROUTER.catalog.models)))
+def test_every_parsed_body_renders_for_every_model_without_what_it_drops(body, api, model):
+    from llm_router.request import RequestError, parse_request, render_body
+
+    try:
+        req = parse_request(orjson.dumps(body), api)
+    except RequestError:
+        return
+    dialect = ROUTER.catalog.models[model].body
+    sent = orjson.loads(render_body(req, "m", dialect=dialect))
+    assert sent["model"] == "m"
+    if dialect is not None:
+        assert not dialect.drop & set(sent)
         if api in dialect.accept:
             assert set(sent) <= dialect.accept[api]
 
