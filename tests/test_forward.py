@@ -129,6 +129,13 @@ def test_a_spent_budget_refuses_forwarded_embeddings(monkeypatch, tmp_path):
     assert not isinstance(first, Refusal) and not isinstance(other, Refusal)
     assert isinstance(second, Refusal) and second.status == 429
     assert orjson.loads(second.body)["error"]["code"] == "spend_limit_exceeded"
+    # Both reach the decision log: the priced call, and the refusal.
+    lines = [orjson.loads(x) for x in (tmp_path / "decisions.jsonl").read_text().splitlines()]
+    [priced] = [x for x in lines if x["request_id"] == "r1"]
+    assert priced["forward"] == "embeddings" and priced["model"] == "openai/text-embedding-3-large"
+    assert priced["cost_usd"] == pytest.approx(0.13) and priced["input_tokens"] == 1_000_000 and priced["consumer"].startswith("key:")
+    [refused] = [x for x in lines if x["request_id"] == "r2"]
+    assert refused["status"] == 429 and refused["error"].startswith("spend limit reached")
 
 
 def test_forward_prices_must_be_non_negative():

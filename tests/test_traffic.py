@@ -37,6 +37,11 @@ def _line(rid: str, model: str, prompt: str | None = "a prompt", status: int = 2
 
 def test_log_and_feedback_join_by_request_id(tmp_path):
     log = _write(tmp_path / "decisions.jsonl", [
+        # Lines without a routing decision, as the runtime writes them: a refusal (first, so the file's
+        # kind is told from it) and a forwarded embeddings call.
+        {"ts": 1.0, "request_id": "r0", "route": "chat", "status": 400, "latency_ms": 0.0, "cost_usd": 0.0, "error": "bad JSON"},
+        {"ts": 1.0, "request_id": "f1", "route": "/v1/embeddings", "status": 200, "latency_ms": 3.0, "forward": "embeddings",
+         "model": "openai/text-embedding-3-small", "input_tokens": 8, "output_tokens": 0, "cost_usd": 1.6e-07},
         _line("r1", "cheap", "What is 2+2?", propensity=0.4),
         _line("r2", "dear", "Prove Fermat's little theorem.", propensity=0.8),
         _line("r3", "cheap", None),  # log_prompts was off
@@ -56,7 +61,8 @@ def test_log_and_feedback_join_by_request_id(tmp_path):
     assert ds.scores[0, 0] == 0.75 and np.isnan(ds.scores[0, 1])
     assert ds.scores[1, 1] == 0.0 and np.isnan(ds.scores[1, 0])
     assert ds.propensity.tolist() == [0.4, 0.8]
-    assert ds.skipped == {"log lines without a prompt (log_prompts off)": 1, "log lines without a 2xx answer": 1,
+    assert ds.skipped == {"log lines without a routing decision (refusals, forwarded calls)": 2,
+                          "log lines without a prompt (log_prompts off)": 1, "log lines without a 2xx answer": 1,
                           "answered by a fallback model": 1, "answered by several models (cascade, hedge)": 1,
                           "answered requests without feedback": 1,
                           "feedback without an answered request": 3}  # r3 (no prompt), ghost and r7

@@ -490,6 +490,8 @@ class Runtime:
                 self.limits.seen_consumer(consumer)
             over = self.limits.check(model="", route=ex.route, consumer=consumer, estimate_usd=0.0)  # no catalog model
             if over is not None:
+                ex.error = over
+                self.observer.on_decision(ex)  # counted and logged as routed refusals are
                 return self.refusal(over, ex)
         provider = self.catalog.providers[name]
         carrier = self._carriers.get(name)

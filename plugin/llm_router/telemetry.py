@@ -110,19 +110,21 @@ class Telemetry:
         assert ex.call is not None
         provider = ex.call.provider
         label = f"{provider.name}/{usage.model if usage is not None and usage.model else 'unknown'}"
+        ex.extra["forward_model"] = label
         m = self.metrics
         m.responses.inc((label, status_class(status)))
         m.upstream_seconds.observe((label,), latency_s)
-        if usage is None:
-            return
-        m.tokens.inc((label, "input"), usage.input_tokens)
-        price = provider.forward_prices.get(usage.model or "")
-        if price is None:
-            m.errors.inc(("forward_price_unknown",))
-            return
-        cost = usage.input_tokens * price / 1e6
-        m.cost.inc((ex.route, label), cost)
-        self.limits.record(model=label, route=ex.route, consumer=ex.extra.get("consumer"), usd=cost, now=self.clock())
+        cost = 0.0
+        if usage is not None:
+            m.tokens.inc((label, "input"), usage.input_tokens)
+            price = provider.forward_prices.get(usage.model or "")
+            if price is None:
+                m.errors.inc(("forward_price_unknown",))
+            else:
+                cost = usage.input_tokens * price / 1e6
+                m.cost.inc((ex.route, label), cost)
+                self.limits.record(model=label, route=ex.route, consumer=ex.extra.get("consumer"), usd=cost, now=self.clock())
+        self._log(ex, status=status, usage=usage, latency_s=latency_s, cost=cost)
 
     def refresh(self, state: Any, now: float) -> None:
         """After each state snapshot: gauges, and the decision log flush."""
@@ -150,6 +152,8 @@ class Telemetry:
                 rec["shadow_model"] = d.shadow.id
                 if usage is not None:
                     rec["shadow_cost_usd"] = round(usage.cost(d.shadow), 8)
+        elif ex.extra.get("forward") is not None:  # a forwarded call: no decision, the provider and model it reached
+            rec.update(forward=ex.extra["forward"], model=ex.extra.get("forward_model"))
         if usage is not None:
             rec.update(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
             if usage.cached_input_tokens or usage.cache_write_tokens:

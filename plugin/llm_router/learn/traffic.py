@@ -29,8 +29,9 @@ COST_NOTE = ("measured per request (decision log cost_usd); only the answering m
 
 
 def is_decision(rec: dict) -> bool:
-    """A decision log line (`metrics.decision_log`)."""
-    return "request_id" in rec and "decided_model" in rec
+    """A decision log line (`metrics.decision_log`): a routed request (with `decided_model`), or one without
+    a routing decision (a refusal, a forwarded call), which every line carries ts, route and status for."""
+    return "request_id" in rec and ("decided_model" in rec or {"ts", "route", "status"} <= rec.keys())
 
 
 def is_feedback(rec: dict) -> bool:
@@ -60,7 +61,8 @@ def _text(rec: dict, key: str, where: str) -> str:
 
 def load_traffic(decision_files: list[Path], feedback_files: list[Path]) -> Dataset:
     """Answered requests that have a logged prompt and feedback, one row each (scores NaN but the answering model's)."""
-    skipped = {"log lines without a prompt (log_prompts off)": 0, "log lines without a 2xx answer": 0,
+    skipped = {"log lines without a routing decision (refusals, forwarded calls)": 0,
+               "log lines without a prompt (log_prompts off)": 0, "log lines without a 2xx answer": 0,
                "answered by a fallback model": 0, "answered by several models (cascade, hedge)": 0,
                "answered requests without feedback": 0,
                "feedback without an answered request": 0}
@@ -71,6 +73,9 @@ def load_traffic(decision_files: list[Path], feedback_files: list[Path]) -> Data
             where = f"{path}:{n}"
             if not is_decision(rec):
                 raise DatasetError(f"{where}: not a decision log line (needs 'request_id' and 'decided_model')")
+            if "decided_model" not in rec:
+                skipped["log lines without a routing decision (refusals, forwarded calls)"] += 1
+                continue
             status = rec.get("status")
             if not isinstance(status, int) or not 200 <= status < 300:
                 skipped["log lines without a 2xx answer"] += 1
