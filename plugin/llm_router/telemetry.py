@@ -106,18 +106,20 @@ class Telemetry:
 
     def _forwarded(self, ex: Exchange, status: int, usage: Usage | None, latency_s: float) -> None:
         """A forwarded embeddings call: its tokens and cost (at the provider's forward_prices) under
-        "provider/model", counted against route and global spend limits."""
+        "provider/model", counted against route, global and consumer spend limits."""
         assert ex.call is not None
         provider = ex.call.provider
-        label = f"{provider.name}/{usage.model if usage is not None and usage.model else 'unknown'}"
-        ex.extra["forward_model"] = label
+        name = usage.model if usage is not None and usage.model else "unknown"
+        price = provider.forward_prices.get(name)
+        ex.extra["forward_model"] = f"{provider.name}/{name}"  # the decision log keeps the name the answer gave
+        # Metric labels only for priced models: an answer's model name must not grow the series without bound.
+        label = ex.extra["forward_model"] if price is not None else f"{provider.name}/unpriced"
         m = self.metrics
         m.responses.inc((label, status_class(status)))
         m.upstream_seconds.observe((label,), latency_s)
         cost = 0.0
         if usage is not None:
             m.tokens.inc((label, "input"), usage.input_tokens)
-            price = provider.forward_prices.get(usage.model or "")
             if price is None:
                 m.errors.inc(("forward_price_unknown",))
             else:
