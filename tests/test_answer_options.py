@@ -35,6 +35,12 @@ def test_the_parser_reads_n_and_logprobs():
     assert parse_request(chat(logprobs=True)).needs.as_capabilities() == frozenset({"logprobs"})
     assert parse_request(chat(logprobs=True, top_logprobs=3)).needs.logprobs
     assert not parse_request(chat(logprobs=False)).needs.logprobs
+    for extra in ({"top_logprobs": 3}, {"include": ["message.output_text.logprobs"]}):
+        assert parse_request(orjson.dumps({"model": "auto", "input": "hi", **extra}), "responses").needs.logprobs, extra
+    assert not parse_request(orjson.dumps({"model": "auto", "input": "hi", "top_logprobs": 0}), "responses").needs.logprobs
+    with pytest.raises(RequestError) as err:
+        parse_request(orjson.dumps({"model": "auto", "input": "hi", "include": "logprobs"}), "responses")
+    assert err.value.field == "include"
     legacy = parse_request(orjson.dumps({"model": "auto", "prompt": "Once upon", "logprobs": 2, "n": 2}), "completions")
     assert legacy.needs.as_capabilities() == frozenset({"logprobs", "multiple_choices"}) and legacy.choices == 2
 

@@ -495,12 +495,18 @@ def _parse_responses(data: dict[str, Any]) -> LLMRequest:
             isinstance(conversation, dict) and isinstance(conversation.get("id"), str)):
         raise RequestError("'conversation' must be a conversation id or an object with a string 'id'", field="conversation")
     stream = _opt_bool(data, "stream")
+    include = data.get("include")
+    if include is not None and not (isinstance(include, list) and all(isinstance(x, str) for x in include)):
+        raise RequestError(f"'include' must be an array of strings, got {_kind(include)}", field="include")
+    # Token logprobs come with a positive top_logprobs or when `include` asks for the output text's logprobs.
+    top = data.get("top_logprobs")
+    logprobs = (isinstance(top, int) and not isinstance(top, bool) and top > 0) or "message.output_text.logprobs" in (include or ())
     prompt, context, turns = _window(texts, user_roles=("user",)) if texts else ("", "", 0)
     return LLMRequest(
         api="responses", body=data, prompt=prompt, context=context, input_tokens=tokens, model=model,
         max_output_tokens=_opt_pos_int(data, "max_output_tokens"), stream=stream, include_usage=True, turns=turns,
         needs=Needs(tools=bool(tools), vision=vision, json=bool(json_mode), json_schema=json_mode == "json_schema",
-                    long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream, hosted_tools=hosted),
+                    long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream, hosted_tools=hosted, logprobs=logprobs),
     )
 
 
