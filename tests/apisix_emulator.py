@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from conftest import wait_for
@@ -159,3 +161,21 @@ class RunnerThread:
 
 def remove_dir(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def runner_session(runtime, name: str) -> Iterator[Emulator]:
+    """The runner for `runtime` served from a thread on a fresh socket, and an emulator connected to it;
+    both stopped and the socket's folder removed afterwards."""
+    from llm_router.gateways.apisix.runner import Runner
+    from llm_router.gateways.apisix.tokens import TokenStore
+
+    d = socket_dir()
+    thread = RunnerThread(os.path.join(d, f"{name}.sock"), Runner(runtime, TokenStore(ttl=100))).start()
+    em = Emulator(thread.path, timeout=60)
+    try:
+        yield em
+    finally:
+        em.close()
+        thread.stop()
+        remove_dir(d)

@@ -6,7 +6,6 @@ entry lists `multiple_choices` / `logprobs` (/ `json`), and `n` answers are pric
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import httpx
@@ -173,30 +172,20 @@ def test_envoy_refuses_what_no_model_in_the_policy_honours(tmp_path_factory, fak
 # ---- through the APISIX runner ------------------------------------------------------------------
 
 def test_apisix_runner_sends_n_choices_where_they_are_returned(fakes, monkeypatch):
-    from apisix_emulator import Emulator, RouteConf, RunnerThread, remove_dir, socket_dir
+    from apisix_emulator import RouteConf, runner_session
     from llm_router.gateways.apisix.emulator import proxy
-    from llm_router.gateways.apisix.runner import Runner
-    from llm_router.gateways.apisix.tokens import TokenStore
     from llm_router.runtime import Runtime
 
     for k, v in fakes.env().items():
         monkeypatch.setenv(k, v)
     runtime = Runtime(parse_config(config_data()))
-    d = socket_dir()
-    thread = RunnerThread(os.path.join(d, "choices.sock"), Runner(runtime, TokenStore(ttl=100))).start()
-    em = Emulator(thread.path, timeout=60)
-    try:
-        with restored(fakes):
-            resp = proxy(em, RouteConf(conf=(("llm-router", "{}"),), conf_id="choices"), post_resp=True,
-                         upstreams={name: fakes.url(name) for name in fakes.providers},
-                         body=chat(HARD, n=2), headers=[("content-type", "application/json")])
-            assert resp.status == 200, resp.body
-            assert len(orjson.loads(resp.body)["choices"]) == 2
-            assert fakes.requests("anthropic") == []
-            served = [name for name in fakes.providers if fakes.requests(name)]
-            assert served and all(any("multiple_choices" in m.capabilities for m in runtime.config.models.values()
-                                      if m.provider == name) for name in served)
-    finally:
-        em.close()
-        thread.stop()
-        remove_dir(d)
+    with runner_session(runtime, "choices") as em, restored(fakes):
+        resp = proxy(em, RouteConf(conf=(("llm-router", "{}"),), conf_id="choices"), post_resp=True,
+                     upstreams={name: fakes.url(name) for name in fakes.providers},
+                     body=chat(HARD, n=2), headers=[("content-type", "application/json")])
+        assert resp.status == 200, resp.body
+        assert len(orjson.loads(resp.body)["choices"]) == 2
+        assert fakes.requests("anthropic") == []
+        served = [name for name in fakes.providers if fakes.requests(name)]
+        assert served and all(any("multiple_choices" in m.capabilities for m in runtime.config.models.values()
+                                  if m.provider == name) for name in served)

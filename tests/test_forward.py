@@ -20,7 +20,7 @@ from llm_router.fakes import FakeProviders
 from llm_router.forward import api_root, forward_path
 from llm_router.runtime import Exchange, Refusal, Runtime
 
-from apisix_emulator import Emulator, RouteConf, RunnerThread, remove_dir, socket_dir
+from apisix_emulator import RouteConf, runner_session
 
 FORWARD = {"embeddings": "openai", "audio": "openai", "moderations": "google", "files": "openai", "batches": "openai"}
 CLIENT = {"authorization": "Bearer sk-client-own", "x-api-key": "client-key"}
@@ -231,50 +231,35 @@ def test_envoy_forwards_the_batch_api(stack, fresh_fakes):
 
 def test_apisix_runner_forwards_without_fetching_the_body(fakes, monkeypatch):
     from llm_router.gateways.apisix.emulator import proxy
-    from llm_router.gateways.apisix.runner import Runner
-    from llm_router.gateways.apisix.tokens import TokenStore
 
     for k, v in fakes.env().items():
         monkeypatch.setenv(k, v)
     runtime = Runtime(parse_config(data()))
-    d = socket_dir()
-    thread = RunnerThread(os.path.join(d, "forward.sock"), Runner(runtime, TokenStore(ttl=100))).start()
-    em = Emulator(thread.path, timeout=60)
-    try:
-        with restored(fakes):
-            resp = proxy(em, RouteConf(conf=(("llm-router", "{}"),), conf_id="forward"), path="/v1/embeddings", post_resp=True,
-                         upstreams={name: fakes.url(name) for name in fakes.providers}, body=orjson.dumps(EMBED),
-                         headers=[("content-type", "application/json"), *CLIENT.items()])
-            assert resp.status == 200, resp.body
-            assert resp.pre.extra_info == []  # the body never crossed the socket
-            [sent] = fakes.requests("openai")
-            assert sent.path == "/v1/embeddings" and sent.json == EMBED
-            assert sent.headers["authorization"] == f"Bearer {fakes.keys()['openai']}" and "x-api-key" not in sent.headers
-            # post-resp: the answer's usage priced at OpenAI's embeddings price
-            tokens = orjson.loads(resp.body)["usage"]["prompt_tokens"]
-            text = runtime.metrics.exposition().decode()
-            assert metric(text, "llm_router_cost_usd_total", model="openai/text-embedding-3-small") == pytest.approx(tokens * 0.02 / 1e6)
-    finally:
-        em.close()
-        thread.stop()
-        remove_dir(d)
+    with runner_session(runtime, "forward") as em, restored(fakes):
+        resp = proxy(em, RouteConf(conf=(("llm-router", "{}"),), conf_id="forward"), path="/v1/embeddings", post_resp=True,
+                     upstreams={name: fakes.url(name) for name in fakes.providers}, body=orjson.dumps(EMBED),
+                     headers=[("content-type", "application/json"), *CLIENT.items()])
+        assert resp.status == 200, resp.body
+        assert resp.pre.extra_info == []  # the body never crossed the socket
+        [sent] = fakes.requests("openai")
+        assert sent.path == "/v1/embeddings" and sent.json == EMBED
+        assert sent.headers["authorization"] == f"Bearer {fakes.keys()['openai']}" and "x-api-key" not in sent.headers
+        # post-resp: the answer's usage priced at OpenAI's embeddings price
+        tokens = orjson.loads(resp.body)["usage"]["prompt_tokens"]
+        text = runtime.metrics.exposition().decode()
+        assert metric(text, "llm_router_cost_usd_total", model="openai/text-embedding-3-small") == pytest.approx(tokens * 0.02 / 1e6)
 
 
 def test_apisix_runner_forwards_the_batch_api(fakes, monkeypatch):
     from llm_router.gateways.apisix.emulator import proxy
-    from llm_router.gateways.apisix.runner import Runner
-    from llm_router.gateways.apisix.tokens import TokenStore
 
     for k, v in fakes.env().items():
         monkeypatch.setenv(k, v)
     openai = fakes.providers["openai"]
     openai.files["file-b1"] = ({"id": "file-b1", "object": "file"}, b"{}")
     openai.batches["batch_b1"] = {"id": "batch_b1", "object": "batch", "input_file_id": "file-b1", "status": "in_progress"}
-    d = socket_dir()
-    thread = RunnerThread(os.path.join(d, "batches.sock"), Runner(Runtime(parse_config(data())), TokenStore(ttl=100))).start()
-    em = Emulator(thread.path, timeout=60)
     try:
-        with restored(fakes):
+        with runner_session(Runtime(parse_config(data())), "batches") as em, restored(fakes):
             route = RouteConf(conf=(("llm-router", "{}"),), conf_id="batches")
             upstreams = {name: fakes.url(name) for name in fakes.providers}
             got = proxy(em, route, path="/v1/batches/batch_b1", method="GET", upstreams=upstreams, headers=list(CLIENT.items()))
@@ -286,9 +271,6 @@ def test_apisix_runner_forwards_the_batch_api(fakes, monkeypatch):
             assert [r.path for r in sent] == ["/v1/batches/batch_b1", "/v1/batches/batch_b1/cancel"]
             assert all(r.headers["authorization"] == f"Bearer {fakes.keys()['openai']}" for r in sent)
     finally:
-        em.close()
-        thread.stop()
-        remove_dir(d)
         openai.files.pop("file-b1", None)
         openai.batches.pop("batch_b1", None)
 

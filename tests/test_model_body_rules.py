@@ -6,7 +6,6 @@ written for gpt-4o acceptable to such a model, on top of whatever its provider's
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import httpx
@@ -19,7 +18,7 @@ from llm_router.fakes import FakeProviders
 from llm_router.request import parse_request, render_body
 from llm_router.router import build_catalog
 
-from apisix_emulator import Emulator, RouteConf, RunnerThread, remove_dir, socket_dir
+from apisix_emulator import RouteConf, runner_session
 
 O3_MINI = {"provider": "openai", "name": "o3-mini", "input_price": 1.1, "output_price": 4.4, "context_window": 200000,
            "max_output_tokens": 100000, "capabilities": ["tools", "json", "json_schema", "code", "streaming"], "tier": "CRITICAL",
@@ -152,25 +151,14 @@ def test_envoy_sends_gpt_4o_no_reasoning_effort(stack, fakes, api):
 
 def test_apisix_runner_sends_a_reasoning_model_a_body_it_takes(fakes, monkeypatch):
     from llm_router.gateways.apisix.emulator import proxy
-    from llm_router.gateways.apisix.runner import Runner
-    from llm_router.gateways.apisix.tokens import TokenStore
     from llm_router.runtime import Runtime
 
     for k, v in fakes.env().items():
         monkeypatch.setenv(k, v)
-    runtime = Runtime(parse_config(with_o3()))
-    d = socket_dir()
-    thread = RunnerThread(os.path.join(d, "o3.sock"), Runner(runtime, TokenStore(ttl=100))).start()
-    em = Emulator(thread.path, timeout=60)
-    try:
-        with restored(fakes):
-            resp = proxy(em, RouteConf(conf=(("llm-router", "{}"),), conf_id="o3"), post_resp=True,
-                         upstreams={name: fakes.url(name) for name in fakes.providers},
-                         body=orjson.dumps(CLIENT), headers=[("content-type", "application/json")])
-            assert resp.status == 200, resp.body
-            [sent] = fakes.requests("openai")
-            assert sent.status == 200 and sent.json["max_completion_tokens"] == 64 and "temperature" not in sent.json
-    finally:
-        em.close()
-        thread.stop()
-        remove_dir(d)
+    with runner_session(Runtime(parse_config(with_o3())), "o3") as em, restored(fakes):
+        resp = proxy(em, RouteConf(conf=(("llm-router", "{}"),), conf_id="o3"), post_resp=True,
+                     upstreams={name: fakes.url(name) for name in fakes.providers},
+                     body=orjson.dumps(CLIENT), headers=[("content-type", "application/json")])
+        assert resp.status == 200, resp.body
+        [sent] = fakes.requests("openai")
+        assert sent.status == 200 and sent.json["max_completion_tokens"] == 64 and "temperature" not in sent.json

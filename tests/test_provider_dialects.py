@@ -5,7 +5,6 @@ its fake does the same, so a request routed there from an OpenAI client must be 
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import httpx
@@ -18,7 +17,7 @@ from llm_router.fakes import FakeProviders
 from llm_router.request import parse_request, render_body
 from llm_router.router import build_catalog
 
-from apisix_emulator import Emulator, RouteConf, RunnerThread, remove_dir, socket_dir
+from apisix_emulator import RouteConf, runner_session
 
 # What an OpenAI SDK client sends: fields Mistral rejects, and two it knows under other names.
 OPENAI_STYLE = {"model": "auto", "messages": [{"role": "user", "content": "hi there, thanks!"}], "temperature": 0.2,
@@ -117,30 +116,20 @@ def test_envoy_falls_back_onto_mistral_with_a_body_it_accepts_and_reads_its_usag
 
 def test_apisix_runner_sends_mistral_its_dialect(fakes, monkeypatch):
     from llm_router.gateways.apisix.emulator import proxy
-    from llm_router.gateways.apisix.runner import Runner
-    from llm_router.gateways.apisix.tokens import TokenStore
     from llm_router.runtime import Runtime
 
     for k, v in fakes.env().items():
         monkeypatch.setenv(k, v)
     ladder = {t: "mistral-large" for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")}
     runtime = Runtime(parse_config({"policies": {"default": {"classifier": "rules", "strategy": "ladder", "ladder": ladder}}}))
-    d = socket_dir()
-    thread = RunnerThread(os.path.join(d, "dialect.sock"), Runner(runtime, TokenStore(ttl=100))).start()
-    em = Emulator(thread.path, timeout=60)
-    try:
-        with restored(fakes):
-            resp = proxy(em, RouteConf(conf=(("llm-router", "{}"),), conf_id="dialect"), post_resp=True,
-                         upstreams={name: fakes.url(name) for name in fakes.providers},
-                         body=orjson.dumps(body(stream=True)), headers=[("content-type", "application/json")])
-            assert resp.status == 200, resp.body
-            [sent] = fakes.requests("mistral")
-            assert sent.status == 200 and "stream_options" not in sent.json and sent.json["max_tokens"] == 64
-            assert resp.body.rstrip().endswith(b"data: [DONE]") and b'"usage"' in resp.body
-    finally:
-        em.close()
-        thread.stop()
-        remove_dir(d)
+    with runner_session(runtime, "dialect") as em, restored(fakes):
+        resp = proxy(em, RouteConf(conf=(("llm-router", "{}"),), conf_id="dialect"), post_resp=True,
+                     upstreams={name: fakes.url(name) for name in fakes.providers},
+                     body=orjson.dumps(body(stream=True)), headers=[("content-type", "application/json")])
+        assert resp.status == 200, resp.body
+        [sent] = fakes.requests("mistral")
+        assert sent.status == 200 and "stream_options" not in sent.json and sent.json["max_tokens"] == 64
+        assert resp.body.rstrip().endswith(b"data: [DONE]") and b'"usage"' in resp.body
 
 
 # ---- Gemini's OpenAI-compatible endpoint -------------------------------------------------------
