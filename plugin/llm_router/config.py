@@ -60,6 +60,7 @@ class BodyConf(_Strict):
 
 
 def _check_rename_drop(rename: dict[str, str], drop: list[str]) -> None:
+    """Renames must not touch `model` or be empty; drops must not remove a field every request needs."""
     for old, new in rename.items():
         if not old or not new or old == new or old == "model" or new == "model":
             raise ValueError(f"rename: {old!r} -> {new!r} is not a rename of a request field other than model")

@@ -450,7 +450,8 @@ class Runtime:
 
     def stored_response(self, path: str, *, ex: Exchange, route_conf: Any = None, headers: Any = None) -> UpstreamCall | Refusal | None:
         """A call on a stored response (retrieve, delete, cancel, input items): sent to the provider
-        that holds it, with that provider's key; a Refusal naming the problem; None for other paths."""
+        that holds it, with that provider's key; a Refusal naming the problem; None for other paths.
+        (`headers` is unused: the signature is the one the adapters call `forwarded` with too.)"""
         found = stored.stored_path(path)
         if found is None:
             return None
@@ -472,7 +473,7 @@ class Runtime:
         return ex.call
 
     def forwarded(self, path: str, *, ex: Exchange, route_conf: Any = None, headers: Any = None) -> UpstreamCall | Refusal | None:
-        """An API the router does not route (embeddings, moderations, audio, images) that the route's policy
+        """An API the router does not route (embeddings, moderations, audio, images, files, batches) that the route's policy
         forwards to a provider: its root and key, body untouched; None when the policy forwards no such call.
         Embeddings, which are priced, are refused (429) once a route, global or consumer budget is spent."""
         found = forward_path(path)
