@@ -448,7 +448,8 @@ class Runtime:
             placed = ex.decision.shadow if ex.decision is not None and ex.decision.shadow is not None else call.model
             table.put(response_key(policy.affinity, response_id), placed.id)
 
-    def stored_response(self, path: str, *, ex: Exchange, route_conf: Any = None, headers: Any = None) -> UpstreamCall | Refusal | None:
+    def stored_response(self, path: str, *, ex: Exchange, route_conf: Any = None,
+                        headers: Any = None) -> UpstreamCall | Refusal | None:
         """A call on a stored response (retrieve, delete, cancel, input items): sent to the provider
         that holds it, with that provider's key; a Refusal naming the problem; None for other paths.
         (`headers` is unused: the signature is the one the adapters call `forwarded` with too.)"""

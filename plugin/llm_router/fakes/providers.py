@@ -587,7 +587,8 @@ class FakeProvider:
             await resp.send(200, json_type, orjson.dumps(self.files[parts[1]][0]))
             return 200
         if api == "files" and len(parts) == 3 and parts[2] == "content" and req.method == "GET":
-            await resp.send(200, [("content-type", "application/octet-stream"), ("x-fake-provider", self.name)], self.files[parts[1]][1])
+            await resp.send(200, [("content-type", "application/octet-stream"), ("x-fake-provider", self.name)],
+                            self.files[parts[1]][1])
             return 200
         if api == "batches" and len(parts) == 1 and req.method == "POST":
             try:
@@ -600,7 +601,8 @@ class FakeProvider:
                                          param="input_file_id")
             obj = {"id": f"batch_{uuid.uuid4().hex[:24]}", "object": "batch", "endpoint": data.get("endpoint"), "errors": None,
                    "input_file_id": file_id, "completion_window": data.get("completion_window", "24h"), "status": "validating",
-                   "output_file_id": None, "created_at": int(time.time()), "request_counts": {"total": 0, "completed": 0, "failed": 0}}
+                   "output_file_id": None, "created_at": int(time.time()),
+                   "request_counts": {"total": 0, "completed": 0, "failed": 0}}
             self.batches[obj["id"]] = obj
             await resp.send(200, json_type, orjson.dumps(obj))
             return 200
@@ -707,7 +709,8 @@ def _reasoning_refusal(model: str, data: dict[str, Any], api: str) -> tuple[str,
             return "Unrecognized request argument supplied: reasoning_effort", None, None
         reasoning = data.get("reasoning")
         if api == "responses" and isinstance(reasoning, dict) and reasoning.get("effort") is not None:
-            return "Unsupported parameter: 'reasoning.effort' is not supported with this model.", "reasoning.effort", "unsupported_parameter"
+            return ("Unsupported parameter: 'reasoning.effort' is not supported with this model.", "reasoning.effort",
+                    "unsupported_parameter")
         return None
     if api != "chat" or not REASONING_MODEL.match(model):
         return None
