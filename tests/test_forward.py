@@ -13,7 +13,8 @@ import httpx
 import orjson
 import pytest
 
-from fixtures_envoy import config_data, fresh_fakes, restored, running_fakes, running_stack, wait_for, wait_requests  # noqa: F401
+from fixtures_envoy import (config_data, fresh_fakes, restored, running_fakes, running_stack, short_tmp,  # noqa: F401
+                            start_stack, wait_for, wait_requests)
 from llm_router.accounting import usage_from_json
 from llm_router.config import ConfigError, parse_config
 from llm_router.fakes import FakeProviders
@@ -174,6 +175,34 @@ def test_envoy_forwards_embeddings_with_the_providers_key(stack, fresh_fakes):
     [(ex, status, usage, _)] = [x for x in stack.observer.responses if x[0].request_id == rid]
     assert status == 200 and ex.extra["forward"] == "embeddings"
     assert usage.model == "text-embedding-3-small" and usage.input_tokens == r.json()["usage"]["prompt_tokens"]
+
+
+@pytest.mark.envoy
+def test_llm_router_serve_behind_envoy_prices_forwarded_embeddings_on_its_metrics(fakes):
+    """The real `llm-router serve` process with its telemetry: the answer's usage priced on /metrics."""
+    from llm_router.gateways.envoy.stack import free_port
+
+    metrics_port = free_port()
+    cfg = {**data(), "metrics": {"listen": f"127.0.0.1:{metrics_port}"}}
+    with short_tmp() as wd, restored(fakes):
+        s = start_stack(wd, fakes, cfg, processor="cli")
+        try:
+            r = httpx.post(s.url + "/v1/embeddings", content=orjson.dumps(EMBED), timeout=30,
+                           headers={"content-type": "application/json", **CLIENT})
+            assert r.status_code == 200, r.text
+            assert r.headers["x-llm-router-request-id"]
+            tokens = r.json()["usage"]["prompt_tokens"]
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            wait_for(lambda: metric(httpx.get(url, timeout=5).text, "llm_router_tokens_total",
+                                    model="openai/text-embedding-3-small") == tokens, timeout=15, what="the forward priced")
+            text = httpx.get(url, timeout=5).text
+            assert metric(text, "llm_router_cost_usd_total", model="openai/text-embedding-3-small",
+                          route="/v1/embeddings") == pytest.approx(tokens * 0.02 / 1e6)
+            assert metric(text, "llm_router_forwarded_total", provider="openai", api="embeddings") == 1
+            for key in fakes.keys().values():
+                assert key not in text
+        finally:
+            s.stop()
 
 
 @pytest.mark.envoy
