@@ -10,18 +10,21 @@ from llm_router.decision import RouteError
 from llm_router.state import WINDOWS, Incr, SharedState
 
 SCOPES = ("model", "route", "consumer", "global")
-ACTIONS = ("exclude", "reject")
+ACTIONS = ("exclude", "reject", "downgrade")
 
 
 @dataclass(frozen=True, slots=True)
 class LimitRule:
-    """At `usd` spent in the current `window`, the matching model leaves selection or requests get 429."""
+    """At `usd` spent in the current `window`, the matching model leaves selection, requests get 429, or
+    (downgrade) only models within the rule's prices may serve the scope's requests."""
 
     scope: str  # model | route | consumer | global
     usd: float
     window: str = "day"  # minute | hour | day | month (calendar, UTC)
     match: str = "*"  # a model id, route name or consumer id; "*" = each one separately
-    action: str = "reject"  # exclude (model scope only) | reject
+    action: str = "reject"  # exclude (model scope only) | reject | downgrade (route, consumer, global)
+    max_input_price: float | None = None  # downgrade: the dearest prices (USD per 1M tokens) still allowed
+    max_output_price: float | None = None
 
     def label(self, ident: str) -> str:
         """Scope label for metrics and messages, e.g. model:gpt-4o/day."""
@@ -35,7 +38,7 @@ def parse_limits(items: Iterable[Mapping[str, Any]]) -> list[LimitRule]:
         where = f"accounting.limits[{i}]"
         if not isinstance(item, Mapping):
             raise ValueError(f"{where}: must be a mapping")
-        unknown = set(item) - {"scope", "usd", "window", "match", "action"}
+        unknown = set(item) - {"scope", "usd", "window", "match", "action", "max_input_price", "max_output_price"}
         if unknown:
             raise ValueError(f"{where}: unknown fields {sorted(unknown)}")
         scope, window, action = item.get("scope"), item.get("window", "day"), item.get("action", "reject")
@@ -47,10 +50,27 @@ def parse_limits(items: Iterable[Mapping[str, Any]]) -> list[LimitRule]:
             raise ValueError(f"{where}.action: must be one of {list(ACTIONS)}, got {action!r}")
         if action == "exclude" and scope != "model":
             raise ValueError(f"{where}.action: 'exclude' applies to model limits only; use 'reject' for {scope} limits")
+        if action == "downgrade" and scope == "model":
+            raise ValueError(f"{where}.action: 'downgrade' applies to route, consumer and global limits; use 'exclude' for "
+                             "model limits")
         usd = item.get("usd")
         if not isinstance(usd, (int, float)) or isinstance(usd, bool) or usd < 0:
             raise ValueError(f"{where}.usd: must be a non-negative number, got {usd!r}")
-        rules.append(LimitRule(scope=scope, usd=float(usd), window=window, match=str(item.get("match", "*")), action=action))
+        caps = {}
+        for key in ("max_input_price", "max_output_price"):
+            value = item.get(key)
+            if value is None:
+                continue
+            if action != "downgrade":
+                raise ValueError(f"{where}.{key}: only a 'downgrade' limit takes prices")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{where}.{key}: must be a non-negative number (USD per 1M tokens), got {value!r}")
+            caps[key] = float(value)
+        if action == "downgrade" and not caps:
+            raise ValueError(f"{where}: a 'downgrade' limit needs max_input_price and/or max_output_price (USD per 1M "
+                             "tokens): the dearest models still allowed once the budget is spent")
+        rules.append(LimitRule(scope=scope, usd=float(usd), window=window, match=str(item.get("match", "*")), action=action,
+                               **caps))
     return rules
 
 
@@ -67,6 +87,7 @@ class SpendLimits:
         self._excluded: frozenset[str] = frozenset()
         self.models = list(models)
         self.routes = list(routes)
+        self.downgrades = any(r.action == "downgrade" for r in rules)
         watch = [(self._key("model", m), w) for m in self.models for w in self.windows]
         watch += [(self._key("route", r), w) for r in routes for w in self.windows]
         watch += [(self._key("global", "*"), w) for w in self.windows]
@@ -119,6 +140,24 @@ class SpendLimits:
                                            f"{ident!r} (spent ${spent:.4f})", code="spend_limit_exceeded")
         return None
 
+    def downgrade(self, *, route: str, consumer: str | None) -> tuple[float | None, float | None, str] | None:
+        """For a request of this route and consumer: the prices (input, output; None: no cap) its models may
+        not exceed because a downgrade budget is spent, and the first such budget's description; else None."""
+        found: tuple[float | None, float | None, str] | None = None
+        for rule in self.rules:
+            if rule.action != "downgrade":
+                continue
+            for ident in self._idents(rule, "", route, consumer):
+                spent = self.spent(rule.scope, ident, rule.window)
+                if spent < rule.usd:
+                    continue
+                if found is None:
+                    found = (rule.max_input_price, rule.max_output_price,
+                             f"${rule.usd:g} per {rule.window} for {rule.scope} {ident!r} spent (${spent:.4f})")
+                else:
+                    found = (_least(found[0], rule.max_input_price), _least(found[1], rule.max_output_price), found[2])
+        return found
+
     def excluded(self) -> frozenset[str]:
         """Models whose exclude budget is spent."""
         return self._excluded
@@ -152,3 +191,8 @@ class SpendLimits:
                 if self.spent("model", m, rule.window) >= rule.usd:
                     out.add(m)
         self._excluded = frozenset(out)
+
+
+def _least(a: float | None, b: float | None) -> float | None:
+    """The tighter of two price caps (None: no cap)."""
+    return b if a is None else a if b is None else min(a, b)

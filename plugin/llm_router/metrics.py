@@ -113,6 +113,8 @@ class Metrics(Collector):
         self.estimate_ratio = HistogramVec("llm_router_estimate_ratio", "Actual / estimated input tokens", (),
                                            ESTIMATE_RATIO_BUCKETS)
         self.budget_remaining = GaugeVec("llm_router_budget_remaining_usd", "USD left in a spend limit", ("scope",))
+        self.downgraded = CounterVec("llm_router_downgraded", "Requests routed under a spent downgrade budget (only models "
+                                     "within its prices allowed)", ("route",))
         self.breaker_open = GaugeVec("llm_router_breaker_open", "1 while a model's circuit breaker is open", ("model",))
         self.feedback = CounterVec("llm_router_feedback", "Feedback lines posted to /v1/feedback", ("result",))
         for result in ("accepted", "rejected"):  # known label values start at 0, so rate() works from the first scrape
@@ -138,7 +140,7 @@ class Metrics(Collector):
                                  "only_provider), or refused", ("provider", "found"))
         self.stored.inc(("", "refused"), 0.0)
         self.forwarded = CounterVec("llm_router_forwarded", "Calls the router does not route (embeddings, moderations, "
-                                    "audio, images) sent on to the provider a policy's `forward` names, with its key",
+                                    "audio, images, files, batches) sent on to the provider a policy's `forward` names, with its key",
                                     ("provider", "api"))
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -152,7 +154,7 @@ class Metrics(Collector):
         return (self.requests, self.responses, self.tokens, self.cache_tokens, self.cost, self.saving, self.decision_seconds,
                 self.upstream_seconds, self.estimate_ratio, self.fallbacks, self.errors, self.budget_remaining,
                 self.breaker_open, self.feedback, self.rated, self.rated_score, self.affinity_shared, self.stored,
-                self.shadow_requests, self.shadow_cost, self.token_counts, self.forwarded)
+                self.shadow_requests, self.shadow_cost, self.token_counts, self.forwarded, self.downgraded)
 
     def collect(self) -> Iterator:
         for vec in self._all():

@@ -243,6 +243,7 @@ class Runtime:
         self.shared: SharedState | None = None
         self.affinity_sync: Any = None  # llm_router.affinity_sync.AffinitySync, with state in Redis
         self.limits: SpendLimits | None = None
+        self._dearer_cache: dict[tuple[float | None, float | None], frozenset[str]] = {}
         self.metrics: Metrics | None = None
         self.telemetry: Telemetry | None = None
         self.orchestrator: Any = None  # llm_router.orchestrate: the runner's own calls (cascade, hedge), made on first use
@@ -382,18 +383,26 @@ class Runtime:
         excluded = self.health.excluded()
         if self.keyless:
             excluded = excluded | self.keyless
+        limits = self.limits
+        consumer = downgrade = None
+        if limits is not None and limits.rules:
+            consumer = ex.extra["consumer"] = consumer_of(headers, self.consumer_header)
+            if consumer:
+                limits.seen_consumer(consumer)
+            if limits.downgrades:
+                downgrade = limits.downgrade(route=ex.route, consumer=consumer)
+                if downgrade is not None:
+                    excluded = excluded | self._dearer(downgrade[0], downgrade[1])
         request, decision = self.router.route(body, path=path, policy=policy, state=self.state, excluded=excluded)
         ex.request = request
         if not isinstance(decision, RouteError) and decision.policy != policy.name:
             policy = ex.policy = self.router.policies[decision.policy]  # the client chose it (client_policies)
-        if self.limits is not None and self.limits.rules and not isinstance(decision, RouteError):
-            consumer = ex.extra["consumer"] = consumer_of(headers, self.consumer_header)
-            if consumer:
-                self.limits.seen_consumer(consumer)
-            over = self.limits.check(model=decision.model.id, route=ex.route, consumer=consumer,
-                                     estimate_usd=decision.estimated_cost)
+        if limits is not None and limits.rules and not isinstance(decision, RouteError):
+            over = limits.check(model=decision.model.id, route=ex.route, consumer=consumer, estimate_usd=decision.estimated_cost)
             if over is not None:
                 decision = over
+        if downgrade is not None:
+            decision = self._downgraded(decision, downgrade, ex)
         ex.extra["decision_s"] = time.perf_counter() - t0
         if isinstance(decision, RouteError):
             ex.error = decision
@@ -406,6 +415,32 @@ class Runtime:
                             response_headers=headers)
         self.observer.on_decision(ex)
         return ex.call
+
+    def _dearer(self, max_input: float | None, max_output: float | None) -> frozenset[str]:
+        """Catalog models priced above these caps (USD per 1M tokens; None: no cap), memoised per cap pair."""
+        key = (max_input, max_output)
+        found = self._dearer_cache.get(key)
+        if found is None:
+            found = self._dearer_cache[key] = frozenset(
+                m.id for m in self.catalog.models.values()
+                if (max_input is not None and m.input_price > max_input) or (max_output is not None and m.output_price > max_output))
+        return found
+
+    def _downgraded(self, decision: Decision | RouteError, downgrade: tuple[float | None, float | None, str],
+                    ex: Exchange) -> Decision | RouteError:
+        """A decision made under a spent downgrade budget: its reason says so; with no model left, a 429 that names the budget."""
+        max_input, max_output, spent = downgrade
+        caps = " and ".join(f"{what} ${cap:g}" for what, cap in (("input", max_input), ("output", max_output)) if cap is not None)
+        if isinstance(decision, RouteError):
+            if decision.code != "no_model_available":
+                return decision
+            return RouteError(429, f"spend limit reached: {spent}; only models up to {caps} per 1M tokens may serve this "
+                                   "request now, and none of them can", code="spend_limit_exceeded")
+        decision.selection = f"{decision.selection}; downgraded: {spent}, models up to {caps} per 1M tokens"
+        ex.extra["downgraded"] = spent
+        if self.metrics is not None:
+            self.metrics.downgraded.inc((ex.route,))
+        return decision
 
     def attempt(self, ex: Exchange, model_id: str) -> UpstreamCall | None:
         """The call for another model of the exchange's chain (fallback attempts)."""

@@ -167,4 +167,6 @@ class Telemetry:
             rec["error"] = ex.error.message
         if ex.extra.get("consumer"):
             rec["consumer"] = ex.extra["consumer"]
+        if ex.extra.get("downgraded"):
+            rec["downgraded"] = ex.extra["downgraded"]
         self.log.write(rec, prompt=ex.request.prompt if ex.request is not None else None)
