@@ -24,7 +24,8 @@ METRIC = re.compile(r"\bllm_router_[a-z_]+\b")
 
 def exported_names(keys: dict[str, str], tmp_path: Path) -> set[str]:
     """Series names in a runner's exposition after some traffic and a rating (so labelled families appear)."""
-    cfg = parse_config({"accounting": {"limits": [{"scope": "route", "usd": 5}]},
+    cfg = parse_config({"accounting": {"limits": [{"scope": "route", "usd": 5},
+                                                  {"scope": "route", "match": "dg", "usd": 0, "action": "downgrade", "max_output_price": 3}]},
                         "policies": {"default": {"classifier": "rules", "strategy": "cost_weighted", "forward": {"embeddings": "openai"}},
                                      "shadow": {"classifier": "rules", "strategy": "cost_weighted", "shadow": True}},
                         "metrics": {"listen": "127.0.0.1:0", "feedback_log": str(tmp_path / "feedback.jsonl")}})
@@ -43,6 +44,8 @@ def exported_names(keys: dict[str, str], tmp_path: Path) -> set[str]:
             rt.on_response(shadowed, 200, Usage(10, 10), 0.1, None)
             rt.decide(b"{", path="/v1/chat/completions", ex=Exchange(request_id="2", route="r", started=0.0))
             rt.forwarded("/v1/embeddings", ex=Exchange(request_id="4", route="r", started=0.0))
+            rt.decide(orjson.dumps({"messages": [{"role": "user", "content": "hi"}]}), path="/v1/chat/completions",
+                      ex=Exchange(request_id="5", route="dg", started=0.0))  # a spent downgrade budget
             host, port = rt.metrics_address
             rated = await asyncio.to_thread(httpx.post, f"http://{host}:{port}/v1/feedback", json={"request_id": "1", "score": 1})
             assert rated.status_code == 200
