@@ -55,3 +55,25 @@ def test_check_names_unknown_fields_of_the_edge_sections(tmp_path, capsys):
     shown = capsys.readouterr().out
     assert "claude-3.5-sonnet" in shown and "cache read $0.3 / write $3.75" in shown  # prompt-cache prices shown
     assert "explore: 10% of requests go to a random candidate" in shown
+
+
+
+def test_check_validates_and_explains_spend_limits_and_forwards(tmp_path, capsys):
+    def write(path, data):
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    bad = write(tmp_path / "bad.yaml", {"accounting": {"limits": [{"scope": "route", "usd": 5, "action": "downgrade"}]}})
+    assert main(["check", str(bad)]) == 2  # refused here, not only when the runner starts
+    assert "accounting.limits[0]: a 'downgrade' limit needs max_input_price and/or max_output_price" in capsys.readouterr().err
+    assert main(["check", str(write(tmp_path / "dict.yaml", {"accounting": {"limits": {"scope": "route"}}}))]) == 2
+    assert "accounting.limits: must be a list of limit rules, got dict" in capsys.readouterr().err
+    good = write(tmp_path / "good.yaml", {
+        "accounting": {"limits": [{"scope": "consumer", "window": "month", "usd": 20},
+                                  {"scope": "route", "usd": 50, "action": "downgrade", "max_output_price": 3}]},
+        "policies": {"default": {"classifier": "rules", "ladder": {"LOW": "deepseek-v2"}, "forward": {"embeddings": "openai"}}}})
+    assert main(["check", str(good)]) == 0
+    shown = capsys.readouterr().out
+    assert "consumer (each): $20 per month, then requests get 429" in shown
+    assert "route (each): $50 per day, then only models up to output $3 per 1M tokens serve it" in shown
+    assert "forwards: embeddings -> openai" in shown and "text-embedding-3-small $0.02" in shown

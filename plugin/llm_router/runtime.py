@@ -142,6 +142,16 @@ def edge_section_problems(cfg: Config) -> list[str]:
     keep_s = cfg.state.get("affinity_keep_s", 3600)
     if isinstance(keep_s, bool) or not isinstance(keep_s, (int, float)) or keep_s <= 0:
         out.append(f"state.affinity_keep_s: must be a positive number of seconds, got {keep_s!r}")
+    from llm_router.limits import parse_limits
+
+    limits = cfg.accounting.get("limits", [])
+    if not isinstance(limits, list):
+        out.append(f"accounting.limits: must be a list of limit rules, got {type(limits).__name__}")
+    else:
+        try:
+            parse_limits(limits)
+        except ValueError as exc:
+            out.append(str(exc))
     return out
 
 

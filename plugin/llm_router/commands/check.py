@@ -35,6 +35,9 @@ def run(args) -> int:
             if p.body.stream_usage == "always":
                 parts.append("streams report usage unasked (no stream_options added)")
             print(f"  {name} body: {'; '.join(parts)}")
+        if p.forward_prices:
+            priced = ", ".join(f"{m} ${usd:g}" for m, usd in sorted(p.forward_prices.items()))
+            print(f"  {name} forwarded embeddings priced per 1M input tokens: {priced}")
     print("models:")
     for mid, m in sorted(cfg.models.items(), key=lambda kv: (kv[1].input_price, kv[0])):
         cache = ""
@@ -73,6 +76,21 @@ def run(args) -> int:
                   "are only recorded (llm_router_shadow_*, decision log)")
         print(f"  may use: {', '.join(allowed)}")
         print("  per API: " + "; ".join(_per_api(catalog, allowed)))
+        if p.forward:
+            print("  forwards: " + ", ".join(f"{api} -> {prov}" for api, prov in p.forward.items()))
+    limits = cfg.accounting.get("limits") or []
+    if limits:
+        from llm_router.limits import parse_limits
+
+        print("spend limits:")
+        for rule in parse_limits(limits):
+            scope = rule.scope + (f" {rule.match!r}" if rule.match != "*" else (" (each)" if rule.scope != "global" else ""))
+            then = {"reject": "requests get 429", "exclude": "the model leaves selection"}.get(rule.action, "")
+            if rule.action == "downgrade":
+                caps = " and ".join(f"{what} ${cap:g}" for what, cap in (("input", rule.max_input_price),
+                                                                          ("output", rule.max_output_price)) if cap is not None)
+                then = f"only models up to {caps} per 1M tokens serve it"
+            print(f"  {scope}: ${rule.usd:g} per {rule.window}, then {then}")
     return 0
 
 
