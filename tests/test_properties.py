@@ -136,6 +136,20 @@ def test_any_path_is_a_stored_response_call_an_error_or_not_one(tail, prefix):
         assert "/" not in found.response_id and found.rest.startswith(found.response_id)
 
 
+@settings(max_examples=300, deadline=None)
+@given(tail=st.text(max_size=120) | st.sampled_from(["files", "batches/b_1/cancel", "files/f-1/content", "embeddings", "audio/speech"]),
+       prefix=st.sampled_from(["/v1/", "/team/v1/", "/v1/messages/", "/", ""]), query=st.sampled_from(["", "?a=1"]))
+def test_any_path_is_one_forwardable_api_or_none(tail, prefix, query):
+    from llm_router.forward import forward_path
+
+    path = prefix + tail + query
+    found = forward_path(path)
+    if found is not None:
+        bare = path.partition("?")[0]
+        assert bare.rstrip("/").endswith(found.tail) and found.tail.startswith("/" + found.api.split("/")[0])
+        assert found.query == path.partition("?")[2] and not bare[: len(bare.rstrip("/")) - len(found.tail)].endswith("/messages")
+
+
 @functools.lru_cache(maxsize=1)
 def counting_runtime():
     """A Runtime with every provider's key (a token count goes to Anthropic)."""
