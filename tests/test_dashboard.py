@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 
 import orjson
+import promql_parser
 import yaml
 
 from llm_router.accounting import Usage
@@ -61,6 +62,8 @@ def exported_names(keys: dict[str, str], tmp_path: Path) -> set[str]:
 def test_every_dashboard_query_names_an_exported_metric(provider_keys, tmp_path):
     dash = json.loads((ROOT / "deploy" / "grafana" / "llm-router.json").read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    for e in exprs:  # valid PromQL once Grafana has put in its variables
+        promql_parser.parse(e.replace("$__range", "1h").replace("$__rate_interval", "5m").replace("$route", "x"))
     exprs += [v["query"] for v in dash["templating"]["list"] if isinstance(v.get("query"), str) and "llm_router" in v["query"]]
     assert len(exprs) >= 16
     exported = exported_names(provider_keys, tmp_path)
@@ -76,3 +79,21 @@ def test_prometheus_scrape_config_parses():
     conf = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in conf["scrape_configs"]}
     assert jobs["llm-router"]["metrics_path"] == "/metrics"
+
+
+def test_alert_rules_load_and_name_exported_metrics(provider_keys, tmp_path):
+    prom = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    assert "alerts.yml" in prom["rule_files"]
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
+    alerts = [r for g in rules["groups"] for r in g["rules"]]
+    assert len(alerts) >= 6 and len({a["alert"] for a in alerts}) == len(alerts)
+    for a in alerts:
+        assert a["expr"].strip() and a["for"] and a["labels"]["severity"] in ("critical", "warning", "info")
+        assert a["annotations"]["summary"], a["alert"]
+        promql_parser.parse(a["expr"])  # raises naming the problem on invalid PromQL
+    used = {name for a in alerts for name in METRIC.findall(a["expr"])}
+    missing = sorted(used - exported_names(provider_keys, tmp_path))
+    assert not missing, f"alerts query metrics the runner does not export: {missing}"
+    for must in ("llm_router_breaker_open", "llm_router_budget_remaining_usd", "llm_router_downgraded_total"):
+        assert must in used
+
