@@ -15,7 +15,7 @@ from llm_router import stored
 from llm_router.accounting import Usage
 from llm_router.catalog import Model, Tier, provider_path
 from llm_router.affinity import response_key
-from llm_router.config import Config
+from llm_router.config import Config, ConfigError
 from llm_router.credentials import Credentials
 from llm_router.decision import Decision, RouteError
 from llm_router.forward import forward_path, provider_root
@@ -124,7 +124,7 @@ def consumer_of(headers: Any, header: str | None) -> str | None:
 # The fields of the sections the runtime's edges own (the core schema leaves them open).
 EDGE_FIELDS = {
     "state": {"backend", "url", "prefix", "refresh_s", "affinity_keep_s"},
-    "accounting": {"limits", "consumer_header", "routes"},
+    "accounting": {"limits", "consumer_header", "routes", "consumer_policies"},
     "metrics": {"listen", "decision_log", "log_prompts", "redact_pii", "feedback_log"},
 }
 
@@ -142,6 +142,13 @@ def edge_section_problems(cfg: Config) -> list[str]:
     keep_s = cfg.state.get("affinity_keep_s", 3600)
     if isinstance(keep_s, bool) or not isinstance(keep_s, (int, float)) or keep_s <= 0:
         out.append(f"state.affinity_keep_s: must be a positive number of seconds, got {keep_s!r}")
+    mapping = cfg.accounting.get("consumer_policies", {})
+    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+        out.append("accounting.consumer_policies: must map consumer ids to policy names")
+    else:
+        named = sorted({v for v in mapping.values() if v not in cfg.policies})
+        if named:
+            out.append(f"accounting.consumer_policies: unknown policies {named} (known: {sorted(cfg.policies)})")
     from llm_router.limits import parse_limits
 
     limits = cfg.accounting.get("limits", [])
@@ -168,7 +175,7 @@ async def reload_from_file(runtime: Runtime, path: str | None, adjust: Any = Non
     import asyncio
     import logging
 
-    from llm_router.config import ConfigError, load_config
+    from llm_router.config import load_config
 
     log = logging.getLogger("llm_router")
     try:
@@ -223,7 +230,6 @@ class Runtime:
         self.catalog = self.router.catalog
         self.refresher = None
         if credentials is None:
-            from llm_router.config import ConfigError
             from llm_router.secrets.base import SecretError
             from llm_router.secrets.registry import SecretRefresher, build_stores
 
@@ -246,6 +252,11 @@ class Runtime:
         self.health: HealthView = health or NoHealth()
         self.route_header = route_header or config.server.get("route_header", ROUTE_HEADER)
         self.consumer_header: str | None = config.accounting.get("consumer_header")
+        # consumer id (the consumer_header's value, or "key:<hash>" of the client's credential) -> the policy it gets
+        bad = [p for p in edge_section_problems(config) if p.startswith("accounting.consumer_policies")]
+        if bad:
+            raise ConfigError(bad)
+        self.consumer_policies: dict[str, str] = dict(config.accounting.get("consumer_policies") or {})
         self.serve_models = config.server.get("models_endpoint", True) is not False
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
@@ -267,7 +278,6 @@ class Runtime:
 
     def _build_telemetry(self, *, state_given: bool, health_given: bool) -> None:
         """Shared state, health, spend limits, metrics and the decision log, from the config sections."""
-        from llm_router.config import ConfigError
         from llm_router.decision_log import DecisionLog, SecretMask
         from llm_router.health import Health, HealthConfig
         from llm_router.limits import SpendLimits, parse_limits
@@ -331,10 +341,12 @@ class Runtime:
         settings are bound to the gateway's clusters and to running background work: changing
         them needs a restart, and the whole reload is refused naming them.
         """
-        from llm_router.config import ConfigError
-
         problems = [f"{name}: changed; restart the process to apply it" for name in RESTART_SECTIONS
                     if getattr(config, name) != getattr(self.config, name)]
+        gone = sorted({p for p in self.consumer_policies.values() if p not in config.policies})
+        if gone:
+            problems.append(f"policies: {gone} removed, which accounting.consumer_policies names; restart with a config "
+                            "that maps those consumers elsewhere")
         router = Router(config)
         old, new = self.catalog.models, router.catalog.models
         if set(old) != set(new):
@@ -368,6 +380,11 @@ class Runtime:
             self._id_random = os.urandom(6 * 1024)
         return f"{self._id_prefix}-{n:x}-{self._id_random[at:at + 6].hex()}"
 
+    @property
+    def wants_headers(self) -> bool:
+        """Whether decisions read the client's headers (spend limits, consumer policies): adapters pass them then."""
+        return bool(self.consumer_policies) or bool(self.limits is not None and self.limits.rules)
+
     def policy_for(self, route_conf: Any) -> Policy | RouteError:
         """The policy for a route's config, compiled once."""
         return self.router.policy_for(route_conf)
@@ -380,23 +397,27 @@ class Runtime:
         """Route one request: the upstream call to make, or a local reply.
 
         headers (optional): the client's request headers, as a mapping or (name, value) pairs, to
-        identify the consumer for spend limits.
+        identify the consumer for spend limits and consumer policies.
         """
         t0 = time.perf_counter()
         policy = self.policy_for(route_conf)
         if isinstance(policy, RouteError):
             ex.error = policy
             return self.refusal(policy, ex)
+        limits = self.limits
+        consumer = downgrade = None
+        if self.consumer_policies or (limits is not None and limits.rules):
+            consumer = ex.extra["consumer"] = consumer_of(headers, self.consumer_header)
+            chosen = self.router.policies.get(self.consumer_policies.get(consumer, "")) if consumer else None
+            if chosen is not None:  # the consumer's policy wins over the route's
+                policy = chosen
         ex.policy = policy
         if "count_tokens" in path and is_count_path(path):
             return self._count_tokens(body, path, ex, policy)
         excluded = self.health.excluded()
         if self.keyless:
             excluded = excluded | self.keyless
-        limits = self.limits
-        consumer = downgrade = None
         if limits is not None and limits.rules:
-            consumer = ex.extra["consumer"] = consumer_of(headers, self.consumer_header)
             if consumer:
                 limits.seen_consumer(consumer)
             if limits.downgrades:

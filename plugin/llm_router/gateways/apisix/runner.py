@@ -253,7 +253,7 @@ class Runner:
         (`runtime.stored_response`) or a forwarded API (`runtime.forwarded`); None when it is not such a call."""
         runtime = self.runtime
         ex = Exchange(runtime.new_request_id(), entry.route, self.clock())
-        headers = call.headers() if runtime.limits is not None and runtime.limits.rules else None
+        headers = call.headers() if runtime.wants_headers else None
         result = find(call.path, ex=ex, route_conf=entry.compiled.route_conf, headers=headers)
         if result is None:
             return None
@@ -294,7 +294,7 @@ class Runner:
         call = pending.call
         assert call is not None  # a "body" Pending always carries its call
         # client headers only when spend limits need the consumer (decoding them costs)
-        headers = call.headers() if runtime.limits is not None and runtime.limits.rules else None
+        headers = call.headers() if runtime.wants_headers else None
         result = runtime.decide(body, path=call.path, ex=ex, route_conf=entry.compiled.route_conf, headers=headers)
         if isinstance(result, Refusal):
             self.stats.stops += 1

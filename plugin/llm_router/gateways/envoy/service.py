@@ -109,8 +109,7 @@ class RoutingService:
         self.route_confs = RouteConfCache(METADATA_NAMESPACE)
         self.route_header = runtime.route_header
         self.mutations = wire.MutationCache()
-        limits = getattr(runtime, "limits", None)
-        self.wants_headers = bool(limits is not None and getattr(limits, "rules", None))
+        self.wants_headers = bool(getattr(runtime, "wants_headers", False))
         self.local_reply_metadata = wire.dynamic_metadata(self.options.metadata_namespace, {LOCAL_REPLY_KEY: "llm-router"})
         self.metadata = wire.MetadataEncoder(self.options.metadata_namespace)
         self.pending: dict[str, Exchange] = {}  # request id -> routed exchange awaiting its response
