@@ -18,6 +18,8 @@ from typing import Literal, cast
 from llm_router.catalog import MODEL_PLACEHOLDER, Provider
 
 ForwardApi = Literal["embeddings", "moderations", "audio", "images", "files", "batches"]
+# Forwarded APIs whose answers carry token usage: priced (forward_prices), observed and held to spend limits.
+PRICED_APIS: frozenset[str] = frozenset({"embeddings"})
 # Batch API: a JSONL file uploaded (files), a batch naming it (batches), its results fetched as a file.
 _PATH = re.compile(r"/(?:(embeddings|moderations)|(audio|images)/[A-Za-z0-9_]+"
                    r"|(files|batches)(?:/[A-Za-z0-9_-]+(?:/(?:content|cancel))?)?)/?$")

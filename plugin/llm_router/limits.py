@@ -196,3 +196,8 @@ class SpendLimits:
 def _least(a: float | None, b: float | None) -> float | None:
     """The tighter of two price caps (None: no cap)."""
     return b if a is None else a if b is None else min(a, b)
+
+
+def price_caps(max_input: float | None, max_output: float | None) -> str:
+    """A downgrade's prices as words: "input $1 and output $3" (None: no cap)."""
+    return " and ".join(f"{what} ${cap:g}" for what, cap in (("input", max_input), ("output", max_output)) if cap is not None)

@@ -18,7 +18,7 @@ from llm_router.affinity import response_key
 from llm_router.config import Config, ConfigError
 from llm_router.credentials import Credentials
 from llm_router.decision import Decision, RouteError
-from llm_router.forward import forward_path, provider_root
+from llm_router.forward import PRICED_APIS, forward_path, provider_root
 from llm_router.models_endpoint import models_body, models_path
 from llm_router.plan import REQUEST_ID_HEADER, ROUTE_HEADER, UpstreamCall, explanation_headers, plan_call, plan_stored
 from llm_router.request import LLMRequest, RequestError, api_for_path, parse_request
@@ -142,13 +142,7 @@ def edge_section_problems(cfg: Config) -> list[str]:
     keep_s = cfg.state.get("affinity_keep_s", 3600)
     if isinstance(keep_s, bool) or not isinstance(keep_s, (int, float)) or keep_s <= 0:
         out.append(f"state.affinity_keep_s: must be a positive number of seconds, got {keep_s!r}")
-    mapping = cfg.accounting.get("consumer_policies", {})
-    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
-        out.append("accounting.consumer_policies: must map consumer ids to policy names")
-    else:
-        named = sorted({v for v in mapping.values() if v not in cfg.policies})
-        if named:
-            out.append(f"accounting.consumer_policies: unknown policies {named} (known: {sorted(cfg.policies)})")
+    out += consumer_policy_problems(cfg)
     from llm_router.limits import parse_limits
 
     limits = cfg.accounting.get("limits", [])
@@ -160,6 +154,15 @@ def edge_section_problems(cfg: Config) -> list[str]:
         except ValueError as exc:
             out.append(str(exc))
     return out
+
+
+def consumer_policy_problems(cfg: Config) -> list[str]:
+    """What is wrong with accounting.consumer_policies (consumer id -> policy name), named."""
+    mapping = cfg.accounting.get("consumer_policies", {})
+    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+        return ["accounting.consumer_policies: must map consumer ids to policy names"]
+    named = sorted({v for v in mapping.values() if v not in cfg.policies})
+    return [f"accounting.consumer_policies: unknown policies {named} (known: {sorted(cfg.policies)})"] if named else []
 
 
 STALL_S = 10.0  # /healthz fails when the event loop has not run the heartbeat for this long
@@ -253,7 +256,7 @@ class Runtime:
         self.route_header = route_header or config.server.get("route_header", ROUTE_HEADER)
         self.consumer_header: str | None = config.accounting.get("consumer_header")
         # consumer id (the consumer_header's value, or "key:<hash>" of the client's credential) -> the policy it gets
-        bad = [p for p in edge_section_problems(config) if p.startswith("accounting.consumer_policies")]
+        bad = consumer_policy_problems(config)
         if bad:
             raise ConfigError(bad)
         self.consumer_policies: dict[str, str] = dict(config.accounting.get("consumer_policies") or {})
@@ -407,7 +410,7 @@ class Runtime:
         limits = self.limits
         consumer = downgrade = None
         if self.consumer_policies or (limits is not None and limits.rules):
-            consumer = ex.extra["consumer"] = consumer_of(headers, self.consumer_header)
+            consumer = self._consumer(ex, headers)
             chosen = self.router.policies.get(self.consumer_policies.get(consumer, "")) if consumer else None
             if chosen is not None:  # the consumer's policy wins over the route's
                 policy = chosen
@@ -418,8 +421,6 @@ class Runtime:
         if self.keyless:
             excluded = excluded | self.keyless
         if limits is not None and limits.rules:
-            if consumer:
-                limits.seen_consumer(consumer)
             if limits.downgrades:
                 downgrade = limits.downgrade(route=ex.route, consumer=consumer)
                 if downgrade is not None:
@@ -447,6 +448,13 @@ class Runtime:
         self.observer.on_decision(ex)
         return ex.call
 
+    def _consumer(self, ex: Exchange, headers: Any) -> str | None:
+        """Who is calling (kept on the exchange for the log); spend limits start watching a new one."""
+        consumer = ex.extra["consumer"] = consumer_of(headers, self.consumer_header)
+        if consumer and self.limits is not None and self.limits.rules:
+            self.limits.seen_consumer(consumer)
+        return consumer
+
     def _dearer(self, max_input: float | None, max_output: float | None) -> frozenset[str]:
         """Catalog models priced above these caps (USD per 1M tokens; None: no cap), memoised per cap pair."""
         key = (max_input, max_output)
@@ -460,8 +468,10 @@ class Runtime:
     def _downgraded(self, decision: Decision | RouteError, downgrade: tuple[float | None, float | None, str],
                     ex: Exchange) -> Decision | RouteError:
         """A decision made under a spent downgrade budget: its reason says so; with no model left, a 429 that names the budget."""
+        from llm_router.limits import price_caps
+
         max_input, max_output, spent = downgrade
-        caps = " and ".join(f"{what} ${cap:g}" for what, cap in (("input", max_input), ("output", max_output)) if cap is not None)
+        caps = price_caps(max_input, max_output)
         if isinstance(decision, RouteError):
             if decision.code != "no_model_available":
                 return decision
@@ -552,10 +562,8 @@ class Runtime:
         name = policy.conf.forward.get(found.api)
         if name is None:
             return None
-        if found.api == "embeddings" and self.limits is not None and self.limits.rules:
-            consumer = ex.extra["consumer"] = consumer_of(headers, self.consumer_header)
-            if consumer:
-                self.limits.seen_consumer(consumer)
+        if found.api in PRICED_APIS and self.limits is not None and self.limits.rules:
+            consumer = self._consumer(ex, headers)
             over = self.limits.check(model="", route=ex.route, consumer=consumer, estimate_usd=0.0)  # no catalog model
             if over is not None:
                 ex.error = over

@@ -80,16 +80,14 @@ def run(args) -> int:
             print("  forwards: " + ", ".join(f"{api} -> {prov}" for api, prov in p.forward.items()))
     limits = cfg.accounting.get("limits") or []
     if limits:
-        from llm_router.limits import parse_limits
+        from llm_router.limits import parse_limits, price_caps
 
         print("spend limits:")
         for rule in parse_limits(limits):
             scope = rule.scope + (f" {rule.match!r}" if rule.match != "*" else (" (each)" if rule.scope != "global" else ""))
             then = {"reject": "requests get 429", "exclude": "the model leaves selection"}.get(rule.action, "")
             if rule.action == "downgrade":
-                caps = " and ".join(f"{what} ${cap:g}" for what, cap in (("input", rule.max_input_price),
-                                                                          ("output", rule.max_output_price)) if cap is not None)
-                then = f"only models up to {caps} per 1M tokens serve it"
+                then = f"only models up to {price_caps(rule.max_input_price, rule.max_output_price)} per 1M tokens serve it"
             print(f"  {scope}: ${rule.usd:g} per {rule.window}, then {then}")
     return 0
 

@@ -22,6 +22,7 @@ from llm_router.gateways.apisix.framing import (
     MAX_PAYLOAD, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL, RPC_NAMES, RPC_PREPARE_CONF, FrameError,
 )
 from llm_router.gateways.apisix.tokens import Entry, TokenStore
+from llm_router.forward import PRICED_APIS
 from llm_router.orchestrate import OrchestratedReply, fallback, orchestrate, wants_orchestration
 from llm_router.plan import REQUEST_ID_HEADER, UpstreamCall
 from llm_router.runtime import Exchange, Refusal, Runtime
@@ -262,7 +263,7 @@ class Runner:
             return encode.stop_frame(call.id, result.status, self.entries.vector((), result.headers), result.body)
         self.stats.sent_on += 1
         scope = entry.compiled.scope
-        if ex.extra.get("forward") == "embeddings" and (scope in self._post_resp_scopes or self._probing(scope)):
+        if ex.extra.get("forward") in PRICED_APIS and (scope in self._post_resp_scopes or self._probing(scope)):
             self._remember(ex)  # priced from its answer's usage, in the post-resp call
         return encode.rewrite_frame(call.id, path=result.path,
                                     headers=self._request_headers(result, ((REQUEST_ID_HEADER, ex.request_id),)),

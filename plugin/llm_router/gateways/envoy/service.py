@@ -41,6 +41,7 @@ from llm_router.gateways.envoy.h2grpc import Deferred
 from llm_router.gateways.envoy.fallback import (API_KEY, ATTEMPT_HEADER, CHAIN_KEY, CLIENT_RETRY_HEADERS, MAX_RETRIES_HEADER,
                                                 PER_TRY_TIMEOUT_HEADER, chain_text, fallback_reason, retriable, slot_headers)
 from llm_router.gateways.envoy.route_conf import RouteConfCache
+from llm_router.forward import PRICED_APIS
 from llm_router.orchestrate import orchestrate, wants_orchestration
 from llm_router.plan import UpstreamCall
 from llm_router.ratelimits import is_rate_limit_header
@@ -265,7 +266,7 @@ class Session:
         if isinstance(result, Refusal):
             return [wire.immediate_reply(result.status, result.body, result.headers, details="llm_router_refused",
                                          metadata=svc.local_reply_metadata)]
-        if ex.extra.get("forward") == "embeddings" and svc.options.observe_responses:
+        if ex.extra.get("forward") in PRICED_APIS and svc.options.observe_responses:
             svc.expect_response(ex)  # priced from its answer's usage
         return self._unrouted(result, 0, streams="stream=true" in path.partition("?")[2])
 
