@@ -154,9 +154,18 @@ def test_a_body_over_the_limit_is_refused_before_it_ends():
 def test_other_paths_pass_through_and_lose_a_client_route_header():
     svc, obs = make_service()
     s = svc.open({})
-    (resp,) = decode(s.on_message(headers_msg("/healthz")))
+    (resp,) = decode(s.on_message(headers_msg("/healthz", end=True)))
     assert resp.HasField("request_headers") and not resp.request_headers.response.HasField("header_mutation")
     assert s.finished and not obs.decisions
+    # With a body coming, every chunk (Envoy may send them before the header reply) gets its reply
+    # before the stream ends.
+    s = svc.open({})
+    (resp,) = decode(s.on_message(headers_msg("/upload")))
+    assert resp.HasField("request_headers") and not s.finished
+    (resp,) = decode(s.on_message(body_msg(b"part one", False)))
+    assert resp.HasField("request_body") and not s.finished
+    (resp,) = decode(s.on_message(body_msg(b"part two", True)))
+    assert resp.HasField("request_body") and s.finished and not obs.decisions
     s = svc.open({})
     (resp,) = decode(s.on_message(headers_msg("/admin", extra=[("x-llm-router-upstream", "openai")])))
     assert list(resp.request_headers.response.header_mutation.remove_headers) == ["x-llm-router-upstream"]

@@ -231,8 +231,7 @@ class Session:
             if replies is not None:
                 return replies
             # Not an LLM API: leave it alone, but never let a client pick our routing header.
-            self.passthrough = True
-            self.finished = True
+            self._pass_body(req)
             if client_route:
                 common = wire.common_response(headers=wire.header_mutation(remove=(route_name,)), clear_route_cache=True)
                 return [wire.request_headers_reply(common)]
@@ -261,14 +260,22 @@ class Session:
         result = find(path, ex=ex, route_conf=route_conf, headers=self.headers)
         if result is None:
             return None
-        self.passthrough = self.finished = True  # its body (a cancel's, an upload) passes as it is
         svc = self.svc
         if isinstance(result, Refusal):
+            self.passthrough = self.finished = True
             return [wire.immediate_reply(result.status, result.body, result.headers, details="llm_router_refused",
                                          metadata=svc.local_reply_metadata)]
+        self._pass_body(req)  # its body (a cancel's, an upload) passes as it is
         if ex.extra.get("forward") in PRICED_APIS and svc.options.observe_responses:
             svc.expect_response(ex)  # priced from its answer's usage
         return self._unrouted(result, 0, streams="stream=true" in path.partition("?")[2])
+
+    def _pass_body(self, req: ProcessingRequest) -> None:
+        """Let the request's body pass untouched. The stream ends once Envoy has sent it all: with
+        the body sent without waiting for the header reply, chunks may already be on their way, and
+        each needs its reply (ending the stream earlier left such uploads hanging until a timeout)."""
+        self.passthrough = True
+        self.finished = req.request_headers.end_of_stream
 
     def _models(self, req: ProcessingRequest, path: str, anthropic: bool) -> list[bytes] | None:
         """`GET .../models[/{id}]`: the route's models, answered by the processor (None: not such a call)."""
@@ -282,6 +289,8 @@ class Session:
 
     def _request_body(self, body_msg) -> list[bytes]:
         if self.passthrough or self.ex is None:
+            if body_msg.end_of_stream:
+                self.finished = True
             return [wire.REQUEST_BODY_CONTINUE]
         self.messages += 1
         chunk = body_msg.body
