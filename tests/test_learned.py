@@ -26,7 +26,7 @@ FIX = Path(__file__).parent / "fixtures" / "learned"
 def trained():
     ds = load([FIX / "routerbench_small.csv"])
     feat = Featurizer("hashing", HashingEmbedder())
-    model, oof = train_model(ds, feat)
+    model, oof = train_model(ds, feat, groups=False)  # the plain model (tests/test_task_groups.py has the recogniser)
     return ds, feat, model, oof
 
 
@@ -303,7 +303,7 @@ def test_fit_clusters_recovers_planted_topics_reproducibly():
 def test_model_with_clusters_survives_save_load_and_routes(tmp_path):
     ds = load([FIX / "routerbench_small.csv"])
     feat = Featurizer("hashing", HashingEmbedder())
-    model, _ = train_model(ds, feat, clusters=4)
+    model, _ = train_model(ds, feat, clusters=4, groups=False)
     assert model.clusters is not None and model.clusters.k == 4
     assert model.weights.shape[0] == feat.dim + 4
     path = model.save(tmp_path / "m.npz")
@@ -325,7 +325,7 @@ def test_model_with_clusters_survives_save_load_and_routes(tmp_path):
     meta = json.loads(arrays["meta"].tobytes())
     arrays["meta"] = np.frombuffer(json.dumps({**meta, "format_version": 9}).encode(), np.uint8)
     np.savez(bad, **arrays)
-    with pytest.raises(ModelFileError, match=r"format_version 9 is not one of \(1, 2\)"):
+    with pytest.raises(ModelFileError, match=r"format_version 9 is not one of \(1, 2, 3\)"):
         QualityModel.load(bad)
 
 

@@ -213,12 +213,12 @@ def routellm_metrics(p: np.ndarray, ds: Dataset, strong: int) -> dict[str, Any]:
 
 def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: QualityModel | None = None,
              classifiers: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None,
-             clusters: int | None = None, cluster_seed: int = 0, blend: bool = True) -> EvalReport:
+             clusters: int | None = None, cluster_seed: int = 0, groups: bool = True, blend: bool = True) -> EvalReport:
     """Replay `ds` through every strategy and the learned router, on held-out rows only.
 
     `classifiers`: the classifiers section of a config (rules, semantic settings) for the replayed policies.
     `clusters`: topic clusters for the learned router trained per fold (None: automatic; 0: none), their
-    k-means seeded with `cluster_seed`. `blend`: run each target's blend of two operating points
+    k-means seeded with `cluster_seed`; `groups`: with a recogniser of the data's tasks (learn.groups). `blend`: run each target's blend of two operating points
     (False: the cheapest single point reaching it).
     """
     say = progress or (lambda _msg: None)
@@ -248,14 +248,17 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
     semantic_ok = True
     checked = 0
     topic_clusters: list[int] = []
+    task_groups: list[tuple[int, float | None]] = []
     for f in np.unique(fids):
         te = np.nonzero(fids == f)[0]
         if model is None:
             tr = np.nonzero(fids != f)[0]
             train = ds.subset(tr)
             say(f"fold {f + 1}/{folds}: training on {len(tr)} prompts, scoring {len(te)}")
-            fold_model, _ = train_model(train, featurizer, x=x[tr], clusters=clusters, cluster_seed=cluster_seed)
+            fold_model, _ = train_model(train, featurizer, x=x[tr], clusters=clusters, cluster_seed=cluster_seed,
+                                        groups=groups)
             topic_clusters.append(int(fold_model.meta.get("clusters", 0)))
+            task_groups.append((len(fold_model.meta.get("groups", [])), fold_model.meta.get("group_accuracy")))
             prices = train.costs.mean(0)
             quality = train.scores.mean(0)
         else:
@@ -369,6 +372,9 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
     if topic_clusters:
         notes.append("learned router: topic clusters per fold (fitted on its training prompts): "
                      + ", ".join(map(str, topic_clusters)))
+    if any(k for k, _ in task_groups):
+        notes.append("learned router: tasks recognised per fold (a recogniser fitted on its training prompts' task labels; "
+                     "its cross-fitted accuracy on them): " + ", ".join(f"{k} ({acc:.3f})" if k else "0" for k, acc in task_groups))
     return EvalReport(
         dataset=ds.describe(), split=split, rows=n,
         best_single={"model": ds.models[best], "quality": best_q, "cost_per_1k": best_c},

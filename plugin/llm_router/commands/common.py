@@ -36,10 +36,13 @@ def register_installed(sub, package: str, names: tuple[str, ...]) -> None:
 
 
 def add_cluster_args(parser) -> None:
-    """--clusters and --cluster-seed: the learned router's topic clusters (train and eval)."""
+    """--clusters, --cluster-seed and --no-groups: the learned router's topic features (train and eval)."""
     parser.add_argument("--clusters", type=int, default=None, metavar="K",
                         help="topic clusters of the prompts added as features (default: one per 50 prompts, at most 120; 0: none)")
     parser.add_argument("--cluster-seed", type=int, default=0, metavar="N", help="seed of the topic clusters' k-means (default 0)")
+    parser.add_argument("--no-groups", dest="groups", action="store_false",
+                        help="no task recogniser (by default, where the data names 2+ tasks, a recogniser of them is "
+                             "trained and its posterior added as features)")
 
 
 def cluster_args_problem(args) -> str | None:

@@ -92,7 +92,8 @@ def run(args) -> int:
     say = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
         report = evaluate(ds, featurizer, folds=args.folds, model=model, classifiers=classifiers, progress=say,
-                          clusters=args.clusters, cluster_seed=args.cluster_seed, blend=not args.no_blend)
+                          clusters=args.clusters, cluster_seed=args.cluster_seed, groups=args.groups,
+                          blend=not args.no_blend)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

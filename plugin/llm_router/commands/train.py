@@ -56,7 +56,7 @@ def run(args) -> int:
 
     try:
         model, _ = train_model(ds, featurizer, l2=args.l2, min_answers=args.min_answers, caution=args.caution,
-                               clusters=args.clusters, cluster_seed=args.cluster_seed)
+                               clusters=args.clusters, cluster_seed=args.cluster_seed, groups=args.groups)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -64,7 +64,9 @@ def run(args) -> int:
     meta = model.meta
     cv = f"CV log-loss {min(meta['cv_logloss'].values()):.4f}" if meta["cv_logloss"] else "mean rates only"
     print(f"trained on {meta['rows']} prompts in {time.perf_counter() - t0:.1f} s; ridge l2={meta['l2']:g} "
-          f"({cv}); features {model.features}; topic clusters: {describe(model.clusters)}")
+          f"({cv}); features {model.features}; topic clusters: {describe(model.clusters)}"
+          + (f" (the last {len(meta['groups'])}: a recogniser of the data's tasks, cross-fitted accuracy "
+             f"{meta['group_accuracy']:.3f})" if meta.get("groups") else ""))
     ops = "; ".join(f"{float(k):.0%} of best -> params {_params_text(v['params'])} (margin {v['margin']:g}; "
                     f"cheapest single point: tradeoff {v['tradeoff']:.4g})" for k, v in meta["operating_points"].items())
     print(f"operating points (picked on out-of-fold predictions of the training rows): {ops}")

@@ -24,12 +24,14 @@ ITERATIONS = 25
 class Clusters:
     """Centroids (sum of blocks, dim) over the first `dim` feature columns (the prompt embedding).
 
-    `blocks`: the size of each clustering, in order; memberships are a softmax within each block.
+    `blocks`: the size of each clustering, in order; memberships are a softmax within each block of
+    `temperature * x @ centroids.T + bias` (bias None: zero; learned task recognisers have one).
     """
 
     centroids: np.ndarray
     blocks: tuple[int, ...]
     temperature: float = TEMPERATURE
+    bias: np.ndarray | None = None
 
     @property
     def k(self) -> int:
@@ -41,12 +43,14 @@ class Clusters:
 
     def memberships(self, x: np.ndarray) -> np.ndarray:
         """Soft membership (k,) or (n, k) of feature rows whose first `dim` columns are the embedding."""
-        s = x[..., :self.dim] @ self.centroids.T
+        s = (x[..., :self.dim] @ self.centroids.T) * self.temperature
+        if self.bias is not None:
+            s = s + self.bias
         out = []
         start = 0
         for size in self.blocks:
             b = s[..., start:start + size]
-            z = np.exp((b - b.max(-1, keepdims=True)) * self.temperature)
+            z = np.exp(b - b.max(-1, keepdims=True))
             out.append(z / z.sum(-1, keepdims=True))
             start += size
         return out[0] if len(out) == 1 else np.concatenate(out, axis=-1)
@@ -54,6 +58,19 @@ class Clusters:
     def augment(self, x: np.ndarray) -> np.ndarray:
         """The feature rows with their memberships appended."""
         return np.concatenate([x, self.memberships(x).astype(x.dtype)], axis=-1)
+
+
+def join(first: Clusters | None, second: Clusters | None) -> Clusters | None:
+    """Both clusterings' blocks in one (same temperature), the first's blocks first."""
+    if first is None or second is None:
+        return first or second
+    if first.temperature != second.temperature or first.dim != second.dim:
+        raise ValueError("clusterings to join need the same temperature and width")
+    bias = None
+    if first.bias is not None or second.bias is not None:
+        bias = np.concatenate([c.bias if c.bias is not None else np.zeros(c.k, np.float32) for c in (first, second)])
+    return Clusters(np.concatenate([first.centroids, second.centroids]), first.blocks + second.blocks,
+                    first.temperature, bias)
 
 
 def describe(clusters: Clusters | None) -> str:

@@ -13,10 +13,11 @@ import numpy as np
 
 from llm_router.learn.clusters import Clusters
 
-# Version 2 adds topic clusters (the `centroids` array); a file without them is still written as 1,
-# so releases that predate clusters keep reading it, and refuse a file with them by its version.
-FORMAT_VERSION = 2
-FORMAT_VERSIONS = (1, 2)
+# Version 2 adds topic clusters (the `centroids` array), version 3 a learned task recogniser among
+# them (the `cluster_bias` array). A file is written with the lowest version that holds it, so older
+# releases keep reading what they can use and refuse the rest by its version.
+FORMAT_VERSION = 3
+FORMAT_VERSIONS = (1, 2, 3)
 
 
 class ModelFileError(Exception):
@@ -52,7 +53,8 @@ class QualityModel:
         # block-diagonal matrix gives per block both sum(e * weights) and sum(e), and their ratio
         # is the block's contribution (cosines are within [-1, 1], so exp needs no shift).
         base, m = w.shape[0] - c.k, w.shape[1]
-        self._w, self._c = w[:base], np.ascontiguousarray(c.centroids.T)
+        self._w, self._c = w[:base], np.ascontiguousarray(c.centroids.T * c.temperature)
+        self._cb = c.bias
         self._g = np.zeros((c.k, len(c.blocks) * (m + 1)), np.float32)
         start = 0
         for i, size in enumerate(c.blocks):
@@ -65,7 +67,10 @@ class QualityModel:
         z = x @ self._w + self._b
         c = self.clusters
         if c is not None:
-            e = np.exp((x[..., :c.dim] @ self._c) * c.temperature)
+            if self._cb is None:
+                e = np.exp(x[..., :c.dim] @ self._c)
+            else:  # a task recogniser's logits are unbounded: clip so exp stays finite and nonzero in float32
+                e = np.exp(np.clip(x[..., :c.dim] @ self._c + self._cb, -80.0, 80.0))
             r = (e @ self._g).reshape(*e.shape[:-1], len(c.blocks), -1)
             z = z + (r[..., :-1] / r[..., -1:]).sum(-2)
         return 0.5 * (1.0 + np.tanh(0.5 * z))
@@ -73,13 +78,16 @@ class QualityModel:
     def save(self, path: str | Path) -> Path:
         """Write the model as .npz (the suffix is added when missing)."""
         p = Path(path)
-        meta = {**self.meta, "format_version": FORMAT_VERSION if self.clusters is not None else 1,
+        version = 1 if self.clusters is None else 2 if self.clusters.bias is None else 3
+        meta = {**self.meta, "format_version": version,
                 "models": list(self.models), "features": self.features}
-        extra = {}
+        extra: dict[str, Any] = {}
         if self.clusters is not None:
             meta["cluster_temperature"] = self.clusters.temperature
             meta["cluster_blocks"] = list(self.clusters.blocks)
             extra["centroids"] = self.clusters.centroids.astype(np.float32)
+            if self.clusters.bias is not None:
+                extra["cluster_bias"] = self.clusters.bias.astype(np.float32)
         with p.open("wb") as fh:
             np.savez_compressed(fh, mean=self.mean.astype(np.float32), scale=self.scale.astype(np.float32),
                                 weights=self.weights.astype(np.float32), bias=self.bias.astype(np.float32),
@@ -125,7 +133,11 @@ class QualityModel:
             if not (isinstance(blocks, list) and blocks and all(isinstance(b, int) and b >= 1 for b in blocks)
                     and sum(blocks) == c.shape[0]):
                 raise ModelFileError(f"{p}: cluster_blocks {blocks!r} must be positive sizes adding up to {c.shape[0]} centroids")
-            clusters = Clusters(c.astype(np.float32), tuple(blocks), float(temperature))
+            bias = arrays.get("cluster_bias")
+            if bias is not None and bias.shape != (c.shape[0],):
+                raise ModelFileError(f"{p}: cluster_bias of shape {bias.shape} does not match {c.shape[0]} centroids")
+            clusters = Clusters(c.astype(np.float32), tuple(blocks), float(temperature),
+                                None if bias is None else bias.astype(np.float32))
         return cls(models, arrays["mean"].astype(np.float64), arrays["scale"].astype(np.float64), w.astype(np.float64),
                    arrays["bias"].astype(np.float64), str(meta.get("features", "")), meta,
                    arrays.get("trained_keys", np.zeros(0, np.int64)), clusters)

@@ -7,13 +7,15 @@ import numpy as np
 
 from llm_router.datasets import Dataset, prompt_key
 from llm_router.learn import operating
-from llm_router.learn.clusters import auto_k, fit_clusters
+from llm_router.learn.clusters import TEMPERATURE, auto_k, fit_clusters, join
+from llm_router.learn.groups import cross_fitted, fit_groups, group_accuracy
 from llm_router.learn.features import Featurizer
 from llm_router.learn.fit import MIN_ROWS_PER_MODEL, Fitted, fit, fit_partial, fold_ids
 from llm_router.learn.model import QualityModel
 from llm_router.learn.traffic import partial as logged_traffic
 from llm_router.request import LLMRequest, parse_request
 
+GROUP_FOLDS = 3  # cross-fitting folds of the task recogniser's posteriors for the training rows
 LOGGED_Z = 1.64  # own traffic: operating points must reach their target this many standard errors below the estimate
 
 
@@ -92,21 +94,31 @@ def _fit_logged(ds: Dataset, x: np.ndarray, keys: np.ndarray, l2: float | None, 
 
 def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = None, l2: float | None = None,
                 folds: int = 5, min_answers: int = MIN_ROWS_PER_MODEL, caution: float = LOGGED_Z,
-                clusters: int | None = None, cluster_seed: int = 0) -> tuple[QualityModel, np.ndarray]:
+                clusters: int | None = None, cluster_seed: int = 0, groups: bool = True) -> tuple[QualityModel, np.ndarray]:
     """Fit on every row of `ds`; returns the model and its inner out-of-fold probabilities.
 
     `clusters`: how many topic clusters of the prompts to add as features (None: as many as the
     rows support, up to learn.clusters.MAX_CLUSTERS; 0: none); `cluster_seed` seeds their k-means.
+    `groups`: where the rows name their task (2+ tasks with enough rows; not own traffic, whose group
+    is the route), add a recogniser of it.
     """
     if len(ds) < 2 * folds:
         raise ValueError(f"need at least {2 * folds} prompts to train with {folds}-fold validation, got {len(ds)}")
     x = (featurizer.matrix(requests_of(ds)) if x is None else x).astype(np.float64)
-    topics = fit_clusters(x[:, :featurizer.embedder.dim], auto_k(len(x)) if clusters is None else clusters,
-                          seed=cluster_seed)
-    if topics is not None:
-        x = topics.augment(x)
+    emb = x[:, :featurizer.embedder.dim]
+    topics = fit_clusters(emb, auto_k(len(x)) if clusters is None else clusters, seed=cluster_seed)
     keys = keys_of(ds)
     partial = logged_traffic(ds)
+    task_meta: dict = {"groups": []}
+    # Own traffic's group is its route, which the router knows without recognising it.
+    tasks = fit_groups(emb, ds.groups, temperature=TEMPERATURE) if groups and not partial else None
+    if topics is not None:
+        x = topics.augment(x)
+    if tasks is not None:
+        topics = join(topics, tasks[0])
+        posterior = cross_fitted(emb, ds.groups, tasks[1], fold_ids(keys // 11, GROUP_FOLDS), temperature=TEMPERATURE)
+        x = np.hstack([x, posterior])
+        task_meta = {"groups": tasks[1], "group_accuracy": group_accuracy(posterior, ds.groups, tasks[1])}
     got = _fit_logged(ds, x, keys, l2, folds, min_answers, caution) if partial else _fit_outcomes(ds, x, keys, l2, folds)
     best = int(got.quality.argmax())
     picked = operating.pick(got.points, float(got.quality[best]))
@@ -133,7 +145,8 @@ def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = N
         "skipped": ds.skipped,
         "cost_note": ds.cost_note,
         "l2": fitted.l2,
-        "clusters": topics.k if topics is not None else 0,
+        "clusters": (topics.k if topics is not None else 0) - (len(tasks[1]) if tasks is not None else 0),
+        **task_meta,
         "cluster_seed": cluster_seed,
         "cv_logloss": {str(k): v for k, v in fitted.cv_logloss.items()},
         "model_quality": dict(zip(models, got.quality.tolist())),
