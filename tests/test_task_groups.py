@@ -143,3 +143,21 @@ def test_train_and_eval_report_the_recogniser(tmp_path, capsys):
     assert np.allclose([p for _, p in clf.classify(req).quality], model.predict(feat.features(req)), atol=1e-6)
     assert cli_main(["train", "--data", str(src), "--out", str(out), "--features", "hashing", "--no-groups"]) == 0
     assert "recogniser" not in capsys.readouterr().out and QualityModel.load(out).meta["groups"] == []
+
+
+def test_ceiling_tool_scores_the_router_told_the_true_task_beside_the_recogniser():
+    """On tasks no linear rule tells apart, knowing the task (recognised or true) saves more than topic clusters alone."""
+    from llm_router.learn.ceiling import told_the_task
+    from llm_router.learn.fit import fold_ids
+    from llm_router.learn.train import keys_of
+
+    ds, x, _ = _task_data(n=600, noise=0.02)
+    ds.prompts[:] = [f"prompt {i} of the planted tasks" for i in range(len(ds))]
+    keys = keys_of(ds)
+    out = told_the_task(ds, x, 8, fold_ids(keys, 5), keys)
+    assert set(out) == {"neither", "recogniser", "true task"}
+    saving = {way: v[0.95] for way, v in out.items()}
+    # The cheap model is right on half the prompts: knowing where saves about half the top model's cost.
+    # (the topic clusters of "neither" find the sectors too, less sharply)
+    assert saving["true task"] > 0.4 and saving["recogniser"] > 0.4
+    assert saving["neither"] is None or saving["neither"] < saving["recogniser"] - 0.05

@@ -4,8 +4,13 @@
 - the out-of-fold AUC with which the static embedding predicts "model m answers well" (logistic
   regression, 5 folds by prompt hash), for every model: 0.5 is no signal;
 - the best saving a router could reach that KNOWS each prompt's task and mixes models per task at
-  random (a linear program over per-task model shares): no prompt-level signal needed or used.
-Both are upper-bound style evidence for what a learned router can do with cheap features.
+  random (a linear program over per-task model shares): no prompt-level signal needed or used;
+- the learned router's quality model scored held out three ways: with its task recogniser (as
+  `train` builds it), with the TRUE task of every prompt in its place (which no live router knows),
+  and with neither. Each at the cheapest operating point reaching the target on the held-out rows
+  themselves (in hindsight, so a little above what eval reports): if the true task gains little
+  over the recogniser, better task recognition cannot close the gap to a target.
+All are upper-bound style evidence for what a learned router can do with cheap features.
 """
 from __future__ import annotations
 
@@ -15,9 +20,12 @@ import sys
 import numpy as np
 
 from llm_router.datasets import load
-from llm_router.learn.features import load_embedder
-from llm_router.learn.fit import fold_ids
-from llm_router.learn.train import keys_of, requests_of
+from llm_router.learn import operating
+from llm_router.learn.clusters import TEMPERATURE, auto_k, fit_clusters
+from llm_router.learn.features import Featurizer, load_embedder
+from llm_router.learn.fit import fit, fold_ids
+from llm_router.learn.groups import cross_fitted, fit_groups, recognised
+from llm_router.learn.train import GROUP_FOLDS, keys_of, model_prices, requests_of
 
 
 def group_auc(x: np.ndarray, y: np.ndarray, folds: np.ndarray) -> float | None:
@@ -58,6 +66,44 @@ def task_ceiling(scores: np.ndarray, costs: np.ndarray, groups: list[str], targe
     return float(res.fun) if res.success else None
 
 
+def told_the_task(ds, x: np.ndarray, dim: int, folds: np.ndarray, keys: np.ndarray) -> dict[str, dict[float, float | None]]:
+    """Held-out saving at each target: quality model with no task features, the recogniser, the true task."""
+    names = recognised(ds.groups)
+    onehot = np.array([[g == n for n in names] for g in ds.groups], float)
+    preds = {way: np.zeros(ds.scores.shape) for way in ("neither", "recogniser", "true task")}
+    for f in np.unique(folds):
+        tr, te = np.nonzero(folds != f)[0], np.nonzero(folds == f)[0]
+        emb = x[:, :dim]
+        topics = fit_clusters(emb[tr], auto_k(len(tr)), seed=0)
+        base = topics.augment(x) if topics is not None else x
+        labels = [ds.groups[i] for i in tr]
+        task = fit_groups(emb[tr], labels, temperature=TEMPERATURE, names=names) if names else None
+        extra = {"neither": (None, None)}
+        if task is not None:
+            train_post = cross_fitted(emb[tr], labels, names, fold_ids(keys[tr] // 11, GROUP_FOLDS), temperature=TEMPERATURE)
+            extra["recogniser"] = (train_post, task[0].memberships(emb[te]))
+            extra["true task"] = (onehot[tr], onehot[te])
+        for way, (a, b) in extra.items():
+            xtr = base[tr] if a is None else np.hstack([base[tr], a])
+            xte = base[te] if b is None else np.hstack([base[te], b])
+            fitted, _ = fit(xtr, ds.scores[tr], keys[tr] // 7)
+            z = ((xte - fitted.mean) / fitted.scale) @ fitted.weights + fitted.bias
+            preds[way][te] = 0.5 * (1.0 + np.tanh(0.5 * z))
+    best = int(ds.scores.mean(0).argmax())
+    bq, bc = float(ds.scores[:, best].mean()), float(ds.costs[:, best].mean())
+    prices = model_prices(ds)
+    out: dict[str, dict[float, float | None]] = {}
+    for way, p in preds.items():
+        if way != "neither" and not names:
+            continue
+        points = operating.curve(p, prices, ds.scores, ds.costs)
+        out[way] = {}
+        for frac in operating.TARGETS:
+            pt = operating.cheapest_reaching(points, frac * bq)
+            out[way][frac] = None if pt is None else 1 - pt.cost_per_1k / (bc * 1000)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llm_router.learn.ceiling", description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", required=True)
@@ -85,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         cost = task_ceiling(ds.scores, ds.costs, ds.groups, frac * bq)
         saving = "unreachable" if cost is None else f"{1 - cost / bc:.3f}"
         print(f"task-aware random mixing, quality >= {frac:.0%} of best: saving {saving}")
+    print("\nlearned router held out, at the cheapest point reaching the target on the held-out rows (hindsight):")
+    feats = Featurizer("static", emb).matrix(requests_of(ds)).astype(np.float64)
+    keys = keys_of(ds)
+    for way, savings in told_the_task(ds, feats, emb.dim, folds, keys).items():
+        shown = ", ".join(f"{frac:.0%}: " + ("unreachable" if v is None else f"{v:.3f}") for frac, v in savings.items())
+        print(f"  {way:11s} {shown}")
     return 0
 
 
