@@ -30,6 +30,17 @@ def data(**accounting) -> dict:
     return d
 
 
+def with_forwards(d: dict) -> dict:
+    """The route's policy forwards embeddings to OpenAI, the free tier's to Mistral."""
+    d["policies"]["default"]["forward"] = {"embeddings": "openai"}
+    d["policies"]["cheap"]["forward"] = {"embeddings": "mistral"}
+    return d
+
+
+def listed(reply) -> list[str]:
+    return [m["id"] for m in orjson.loads(reply.body)["data"]]
+
+
 def decide(rt: Runtime, headers) -> object:
     return rt.decide(chat(), path="/v1/chat/completions", ex=Exchange("r", "chat", 0.0), headers=headers)
 
@@ -84,16 +95,43 @@ def test_a_reload_that_removes_a_mapped_policy_is_refused(provider_keys):
     assert "['cheap'] removed, which accounting.consumer_policies names" in str(err.value)
 
 
+def test_a_consumer_policy_also_governs_forwards_stored_responses_and_the_model_list(provider_keys):
+    """Not only routed calls: what a consumer may reach is its policy's, on every kind of call."""
+    rt = Runtime(parse_config(with_forwards(data())), telemetry=False)
+    free, paid = [("x-consumer-id", "free-tier")], [("x-consumer-id", "research")]
+
+    def forward(headers):
+        return rt.forwarded("/v1/embeddings", ex=Exchange("f", "emb", 0.0), headers=headers)
+
+    assert forward(free).model.provider == "mistral" and forward(paid).model.provider == "openai"
+    assert forward(None).model.provider == "openai"
+
+    def models(headers):
+        return rt.models_reply("GET", "/v1/models", ex=Exchange("m", "models", 0.0), headers=headers)
+
+    assert listed(models(free)) == ["auto", "deepseek-v2"]  # the cheap policy's one model
+    assert len(listed(models(paid))) == len(listed(models(None))) > 2
+    assert "deepseek-v2" in listed(models(paid))
+
+    def stored(headers):
+        return rt.stored_response("/v1/responses/resp_unknown", ex=Exchange("s", "resp", 0.0), headers=headers)
+
+    refused = stored(free)
+    assert isinstance(refused, Refusal) and refused.status == 404
+    assert "no model of policy 'cheap' serves the Responses API" in refused.body.decode()
+    assert "policy 'cheap'" not in bytes(getattr(stored(paid), "body", b"")).decode()
+
+
 # ---- through the real Envoy and the APISIX runner ----------------------------------------------
 
 @pytest.fixture(scope="module")
 def fakes():
-    yield from running_fakes(data())
+    yield from running_fakes(with_forwards(data()))
 
 
 @pytest.fixture(scope="module")
 def stack(fakes, tmp_path_factory):
-    yield from running_stack(tmp_path_factory, "envoy-consumers", fakes, data())
+    yield from running_stack(tmp_path_factory, "envoy-consumers", fakes, with_forwards(data()))
 
 
 @pytest.mark.envoy
@@ -119,3 +157,41 @@ def test_apisix_runner_routes_each_consumer_by_its_policy(fakes, monkeypatch):
             assert resp.status == 200, resp.body
             assert fakes.requests(provider)[-1].json["model"] == name, who
         assert len(fakes.requests("deepseek")) == 1 and len(fakes.requests("anthropic")) == 1
+
+
+EMBED = orjson.dumps({"model": "text-embedding-3-small", "input": "some text"})
+
+
+@pytest.mark.envoy
+def test_envoy_lists_and_forwards_by_the_consumers_policy(stack, fakes):
+    with restored(fakes):
+        for who, provider, models in (("free-tier", "mistral", ["auto", "deepseek-v2"]), ("research", "openai", None)):
+            headers = {"x-consumer-id": who}
+            r = httpx.get(stack.url + "/v1/models", headers=headers, timeout=30)
+            assert r.status_code == 200, r.text
+            got = [m["id"] for m in r.json()["data"]]
+            assert got == models if models else len(got) > 2, who
+            r = httpx.post(stack.url + "/v1/embeddings", content=EMBED, timeout=30,
+                           headers={**headers, "content-type": "application/json"})
+            assert r.status_code == 200, r.text
+            assert len(fakes.requests(provider)) == 1 and fakes.requests(provider)[-1].path.endswith("/embeddings"), who
+
+
+def test_apisix_runner_lists_and_forwards_by_the_consumers_policy(fakes, monkeypatch):
+    from llm_router.gateways.apisix.emulator import proxy
+
+    for k, v in fakes.env().items():
+        monkeypatch.setenv(k, v)
+    route = RouteConf(conf=(("llm-router", "{}"),), conf_id="consumers-forward")
+    upstreams = {name: fakes.url(name) for name in fakes.providers}
+    with runner_session(Runtime(parse_config(with_forwards(data()))), "consumers-forward") as em, restored(fakes):
+        for who, provider, models in (("free-tier", "mistral", ["auto", "deepseek-v2"]), ("research", "openai", None)):
+            headers = [("x-consumer-id", who)]
+            resp = proxy(em, route, upstreams=upstreams, path="/v1/models", method="GET", headers=headers)
+            assert resp.status == 200, resp.body
+            got = [m["id"] for m in orjson.loads(resp.body)["data"]]
+            assert got == models if models else len(got) > 2, who
+            resp = proxy(em, route, upstreams=upstreams, path="/v1/embeddings", body=EMBED,
+                         headers=[*headers, ("content-type", "application/json")])
+            assert resp.status == 200, resp.body
+            assert len(fakes.requests(provider)) == 1, who

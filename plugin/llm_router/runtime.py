@@ -403,17 +403,13 @@ class Runtime:
         identify the consumer for spend limits and consumer policies.
         """
         t0 = time.perf_counter()
-        policy = self.policy_for(route_conf)
+        limits = self.limits
+        downgrade = None
+        consumer = self._consumer(ex, headers) if self.consumer_policies or (limits is not None and limits.rules) else None
+        policy = self._policy(route_conf, consumer)
         if isinstance(policy, RouteError):
             ex.error = policy
             return self.refusal(policy, ex)
-        limits = self.limits
-        consumer = downgrade = None
-        if self.consumer_policies or (limits is not None and limits.rules):
-            consumer = self._consumer(ex, headers)
-            chosen = self.router.policies.get(self.consumer_policies.get(consumer, "")) if consumer else None
-            if chosen is not None:  # the consumer's policy wins over the route's
-                policy = chosen
         ex.policy = policy
         if "count_tokens" in path and is_count_path(path):
             return self._count_tokens(body, path, ex, policy)
@@ -447,6 +443,19 @@ class Runtime:
                             response_headers=headers)
         self.observer.on_decision(ex)
         return ex.call
+
+    def _policy(self, route_conf: Any, consumer: str | None) -> Policy | RouteError:
+        """The route's policy, or the consumer's where accounting.consumer_policies maps it (it wins)."""
+        policy = self.policy_for(route_conf)
+        if consumer and not isinstance(policy, RouteError):
+            chosen = self.router.policies.get(self.consumer_policies.get(consumer, ""))
+            if chosen is not None:
+                return chosen
+        return policy
+
+    def _mapped_consumer(self, ex: Exchange, headers: Any) -> str | None:
+        """The consumer, identified only when consumer policies are configured (else None)."""
+        return self._consumer(ex, headers) if self.consumer_policies else None
 
     def _consumer(self, ex: Exchange, headers: Any) -> str | None:
         """Who is calling (kept on the exchange for the log); spend limits start watching a new one."""
@@ -528,13 +537,13 @@ class Runtime:
                         headers: Any = None) -> UpstreamCall | Refusal | None:
         """A call on a stored response (retrieve, delete, cancel, input items): sent to the provider
         that holds it, with that provider's key; a Refusal naming the problem; None for other paths.
-        (`headers` is unused: the signature is the one the adapters call `forwarded` with too.)"""
+        `headers` identify the consumer, whose policy (accounting.consumer_policies) wins over the route's."""
         found = stored.stored_path(path)
         if found is None:
             return None
         if isinstance(found, RouteError):
             return self._stored_refused(found, ex)
-        policy = self.policy_for(route_conf)
+        policy = self._policy(route_conf, self._mapped_consumer(ex, headers))
         if isinstance(policy, RouteError):
             return self._stored_refused(policy, ex)
         ex.policy = policy
@@ -552,18 +561,21 @@ class Runtime:
     def forwarded(self, path: str, *, ex: Exchange, route_conf: Any = None, headers: Any = None) -> UpstreamCall | Refusal | None:
         """An API the router does not route (embeddings, moderations, audio, images, files, batches) that the route's policy
         forwards to a provider: its root and key, body untouched; None when the policy forwards no such call.
-        Embeddings, which are priced, are refused (429) once a route, global or consumer budget is spent."""
+        Embeddings, which are priced, are refused (429) once a route, global or consumer budget is spent.
+        A consumer's policy (accounting.consumer_policies) wins over the route's, its forwards with it."""
         found = forward_path(path)
         if found is None:
             return None
-        policy = self.policy_for(route_conf)
+        limited = found.api in PRICED_APIS and self.limits is not None and self.limits.rules
+        consumer = self._consumer(ex, headers) if limited else self._mapped_consumer(ex, headers)
+        policy = self._policy(route_conf, consumer)
         if isinstance(policy, RouteError):
             return self.refusal(policy, ex)
         name = policy.conf.forward.get(found.api)
         if name is None:
             return None
-        if found.api in PRICED_APIS and self.limits is not None and self.limits.rules:
-            consumer = self._consumer(ex, headers)
+        if limited:
+            assert self.limits is not None
             over = self.limits.check(model="", route=ex.route, consumer=consumer, estimate_usd=0.0)  # no catalog model
             if over is not None:
                 ex.error = over
@@ -585,15 +597,16 @@ class Runtime:
         return ex.call
 
     def models_reply(self, method: str, path: str, *, ex: Exchange, route_conf: Any = None,
-                     anthropic: bool = False) -> Refusal | None:
+                     anthropic: bool = False, headers: Any = None) -> Refusal | None:
         """`GET .../models[/{id}]` answered here: `auto` and the models the route's policy may choose
-        (Anthropic's format when `anthropic`); None for other requests or with server.models_endpoint off."""
+        (Anthropic's format when `anthropic`); None for other requests or with server.models_endpoint off.
+        `headers` identify the consumer: a consumer with its own policy sees that policy's models."""
         if method != "GET" or not self.serve_models:
             return None
         wanted = models_path(path)
         if wanted is None:
             return None
-        policy = self.policy_for(route_conf)
+        policy = self._policy(route_conf, self._mapped_consumer(ex, headers))
         if isinstance(policy, RouteError):
             return self.refusal(policy, ex)
         status, body = models_body(policy.models, wanted, anthropic, aliases=tuple(policy.conf.client_policies))

@@ -274,7 +274,8 @@ class Runner:
         runtime = self.runtime
         ex = Exchange(runtime.new_request_id(), entry.route, self.clock())
         anthropic = decode.req_header(payload, b"anthropic-version") is not None
-        reply = runtime.models_reply("GET", call.path, ex=ex, route_conf=entry.compiled.route_conf, anthropic=anthropic)
+        reply = runtime.models_reply("GET", call.path, ex=ex, route_conf=entry.compiled.route_conf, anthropic=anthropic,
+                                     headers=call.headers() if runtime.wants_headers else None)
         if reply is None:
             return None
         self.stats.stops += 1

@@ -280,7 +280,8 @@ class Session:
     def _models(self, req: ProcessingRequest, path: str, anthropic: bool) -> list[bytes] | None:
         """`GET .../models[/{id}]`: the route's models, answered by the processor (None: not such a call)."""
         ex, route_conf = self._exchange(req, path)
-        reply = self.svc.runtime.models_reply("GET", path, ex=ex, route_conf=route_conf, anthropic=anthropic)
+        reply = self.svc.runtime.models_reply("GET", path, ex=ex, route_conf=route_conf, anthropic=anthropic,
+                                              headers=self.headers)
         if reply is None:
             return None
         self.passthrough = self.finished = True
