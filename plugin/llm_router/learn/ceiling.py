@@ -24,8 +24,8 @@ from llm_router.learn import operating
 from llm_router.learn.clusters import TEMPERATURE, auto_k, fit_clusters
 from llm_router.learn.features import Featurizer, load_embedder
 from llm_router.learn.fit import fit, fold_ids
-from llm_router.learn.groups import cross_fitted, fit_groups, recognised
-from llm_router.learn.train import GROUP_FOLDS, keys_of, model_prices, requests_of
+from llm_router.learn.groups import recognised, recogniser_features
+from llm_router.learn.train import keys_of, model_prices, requests_of
 
 
 def group_auc(x: np.ndarray, y: np.ndarray, folds: np.ndarray) -> float | None:
@@ -77,11 +77,10 @@ def told_the_task(ds, x: np.ndarray, dim: int, folds: np.ndarray, keys: np.ndarr
         topics = fit_clusters(emb[tr], auto_k(len(tr)), seed=0)
         base = topics.augment(x) if topics is not None else x
         labels = [ds.groups[i] for i in tr]
-        task = fit_groups(emb[tr], labels, temperature=TEMPERATURE, names=names) if names else None
+        task = recogniser_features(emb[tr], labels, keys[tr], temperature=TEMPERATURE, names=names) if names else None
         extra = {"neither": (None, None)}
         if task is not None:
-            train_post = cross_fitted(emb[tr], labels, names, fold_ids(keys[tr] // 11, GROUP_FOLDS), temperature=TEMPERATURE)
-            extra["recogniser"] = (train_post, task[0].memberships(emb[te]))
+            extra["recogniser"] = (task[2], task[0].memberships(emb[te]))
             extra["true task"] = (onehot[tr], onehot[te])
         for way, (a, b) in extra.items():
             xtr = base[tr] if a is None else np.hstack([base[tr], a])

@@ -8,14 +8,13 @@ import numpy as np
 from llm_router.datasets import Dataset, prompt_key
 from llm_router.learn import operating
 from llm_router.learn.clusters import TEMPERATURE, auto_k, fit_clusters, join
-from llm_router.learn.groups import cross_fitted, fit_groups, group_accuracy
+from llm_router.learn.groups import group_accuracy, recogniser_features
 from llm_router.learn.features import Featurizer
 from llm_router.learn.fit import MIN_ROWS_PER_MODEL, Fitted, fit, fit_partial, fold_ids
 from llm_router.learn.model import QualityModel
 from llm_router.learn.traffic import partial as logged_traffic
 from llm_router.request import LLMRequest, parse_request
 
-GROUP_FOLDS = 3  # cross-fitting folds of the task recogniser's posteriors for the training rows
 LOGGED_Z = 1.64  # own traffic: operating points must reach their target this many standard errors below the estimate
 
 
@@ -111,14 +110,14 @@ def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = N
     partial = logged_traffic(ds)
     task_meta: dict = {"groups": []}
     # Own traffic's group is its route, which the router knows without recognising it.
-    tasks = fit_groups(emb, ds.groups, temperature=TEMPERATURE) if groups and not partial else None
+    tasks = recogniser_features(emb, ds.groups, keys, temperature=TEMPERATURE) if groups and not partial else None
     if topics is not None:
         x = topics.augment(x)
     if tasks is not None:
-        topics = join(topics, tasks[0])
-        posterior = cross_fitted(emb, ds.groups, tasks[1], fold_ids(keys // 11, GROUP_FOLDS), temperature=TEMPERATURE)
+        block, names, posterior = tasks
+        topics = join(topics, block)
         x = np.hstack([x, posterior])
-        task_meta = {"groups": tasks[1], "group_accuracy": group_accuracy(posterior, ds.groups, tasks[1])}
+        task_meta = {"groups": names, "group_accuracy": group_accuracy(posterior, ds.groups, names)}
     got = _fit_logged(ds, x, keys, l2, folds, min_answers, caution) if partial else _fit_outcomes(ds, x, keys, l2, folds)
     best = int(got.quality.argmax())
     picked = operating.pick(got.points, float(got.quality[best]))
@@ -145,7 +144,7 @@ def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = N
         "skipped": ds.skipped,
         "cost_note": ds.cost_note,
         "l2": fitted.l2,
-        "clusters": (topics.k if topics is not None else 0) - (len(tasks[1]) if tasks is not None else 0),
+        "clusters": (topics.k if topics is not None else 0) - len(task_meta["groups"]),
         **task_meta,
         "cluster_seed": cluster_seed,
         "cv_logloss": {str(k): v for k, v in fitted.cv_logloss.items()},
