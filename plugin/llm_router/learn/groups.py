@@ -21,7 +21,7 @@ MIN_ROWS_PER_GROUP = 20  # a task with fewer training prompts is not learned as 
 MAX_GROUPS = 200
 L2 = 1e-2  # penalty on the standardised weights; held-out MMLU accuracy is flat from 3e-3 to 1e-2
 ITERATIONS = 100
-CROSS_FOLDS = 3  # cross-fitting folds of the posteriors the quality model is fitted on
+CROSS_FOLDS = 5  # cross-fitting folds of the posteriors the quality model is fitted on
 
 
 def recognised(labels: Sequence[str]) -> list[str]:
