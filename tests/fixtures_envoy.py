@@ -24,7 +24,8 @@ from llm_router.config import Config, parse_config
 from llm_router.fakes import FakeProviders
 from llm_router.gateways.envoy.binary import EnvoyNotFound, envoy_path
 from llm_router.gateways.envoy.bootstrap import RouteSpec, build, spec_from_config
-from llm_router.gateways.envoy.stack import EnvoyProcess, ProcessorProcess, free_port, stop_all, wait_for, write_config
+from llm_router.gateways.envoy.stack import (EnvoyProcess, ProcessorProcess, free_port, start_envoy_on_free_ports,  # noqa: F401
+                                              stop_all, wait_for, write_config)
 from llm_router.loop_thread import LoopThread
 
 LADDER = {"LOW": "deepseek-v2", "MEDIUM": "llama-3-70b", "HIGH": "claude-3.5-sonnet", "CRITICAL": "gpt-4o"}
@@ -237,19 +238,18 @@ def start_stack(wd: Path, fakes: FakeProviders, cfg_data: dict[str, Any], *, pro
                                     transport=transport, cli=processor == "cli").start()
             procs.append(proc)
             proc.wait_ready(60)
-        port = free_port()
-        spec = spec_from_config(cfg, listen=("127.0.0.1", port), processor=address, local_ports=local_ports or fakes.ports,
-                                admin=("127.0.0.1", free_port()), routes=routes)
         changes: dict[str, Any] = {}
         if failure_allow is not None:
             changes["failure_allow"] = failure_allow
         if message_timeout_ms is not None:
             changes["message_timeout_ms"] = message_timeout_ms
-        if changes:
-            spec = replace(spec, **changes)
-        envoy = EnvoyProcess(build(spec), wd, name=name).start()
-        procs.append(envoy)
-        envoy.wait_ready(60)
+
+        def bootstrap(port: int, admin: int) -> dict[str, Any]:
+            spec = spec_from_config(cfg, listen=("127.0.0.1", port), processor=address, local_ports=local_ports or fakes.ports,
+                                    admin=("127.0.0.1", admin), routes=routes)
+            return build(replace(spec, **changes) if changes else spec)
+
+        envoy, port = start_envoy_on_free_ports(bootstrap, wd, procs, name=name)
     except BaseException:
         stop_all(procs)
         raise

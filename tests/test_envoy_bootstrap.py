@@ -211,3 +211,44 @@ def test_custom_upstream_names_become_clusters():
     assert "openai-eu" in clusters(boot)
     text = bootstrap.render(boot)
     assert "<<" not in text and "&id" not in text  # Envoy's YAML loader rejects merge keys and anchors
+
+
+@pytest.mark.envoy
+def test_envoy_is_started_again_on_new_ports_when_its_port_was_taken(tmp_path):
+    """A port found free and taken before Envoy binds it (as happened in a full test run): Envoy exits,
+    and is started again on fresh ports instead of failing the caller."""
+    import socket
+    import urllib.request
+
+    from llm_router.bench.envoy import upstream_bootstrap
+    from llm_router.gateways.envoy.stack import start_envoy_on_free_ports, stop_all
+
+    require_envoy()
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    taken = held.getsockname()[1]
+    asked: list[int] = []
+
+    def bootstrap_for(port: int, admin: int) -> dict:
+        asked.append(port)
+        return upstream_bootstrap(taken if len(asked) == 1 else port, admin)
+
+    procs: list = []
+    try:
+        envoy, port = start_envoy_on_free_ports(bootstrap_for, tmp_path, procs, name="retry")
+        assert len(asked) == 2 and port == asked[1] != taken
+        assert procs == [envoy] and envoy.popen.poll() is None
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/chat/completions", data=b"{}", timeout=10) as r:
+            assert r.status == 200
+        # Any other start failure is not retried: it is the caller's to see.
+        def bad(port: int, admin: int) -> dict:
+            boot = upstream_bootstrap(port, admin)
+            boot["static_resources"]["listeners"][0]["address"]["socket_address"]["address"] = "not-an-address"
+            return boot
+
+        with pytest.raises(RuntimeError, match="process exited"):
+            start_envoy_on_free_ports(bad, tmp_path, procs, name="broken", timeout=30)
+    finally:
+        stop_all(procs)
+        held.close()

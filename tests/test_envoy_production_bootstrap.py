@@ -20,7 +20,7 @@ from fixtures_envoy import InThreadProcessor, restored, short_tmp, wait_requests
 from llm_router.config import load_config
 from llm_router.fakes import FakeProviders
 from llm_router.gateways.envoy.bootstrap import EXT_PROC_CLUSTER
-from llm_router.gateways.envoy.stack import EnvoyProcess, free_port, stop_all
+from llm_router.gateways.envoy.stack import start_envoy_on_free_ports, stop_all
 from tls_certs import CA, server_context
 
 pytestmark = pytest.mark.envoy
@@ -70,12 +70,10 @@ def prod():
             socket = wd / "ext_proc.sock"
             proc = InThreadProcessor(cfg, f"unix:{socket}", env=fakes.env()).start()
             procs.append(proc)
-            listen = free_port()
-            boot = localised(yaml.safe_load((ROOT / "envoy" / "envoy.yaml").read_text()), ports=fakes.ports,
-                             ca=ca.pem_path, socket=socket, listen=listen, admin=free_port())
-            envoy = EnvoyProcess(boot, wd, name="prod").start()
-            procs.append(envoy)
-            envoy.wait_ready(60)
+            production = yaml.safe_load((ROOT / "envoy" / "envoy.yaml").read_text())
+            envoy, listen = start_envoy_on_free_ports(
+                lambda port, admin: localised(production, ports=fakes.ports, ca=ca.pem_path, socket=socket, listen=port,
+                                              admin=admin), wd, procs, name="prod")
             yield {"url": f"http://127.0.0.1:{listen}", "fakes": fakes, "sni": sni, "observer": proc.observer}
         finally:
             stop_all(procs)

@@ -15,7 +15,7 @@ from fixtures_envoy import InThreadProcessor, restored, short_tmp, wait_requests
 from llm_router.config import parse_config
 from llm_router.fakes import FakeProviders
 from llm_router.gateways.envoy.bootstrap import RouteSpec, build, spec_from_config
-from llm_router.gateways.envoy.stack import EnvoyProcess, free_port, stop_all
+from llm_router.gateways.envoy.stack import free_port, start_envoy_on_free_ports, stop_all
 from llm_router.orchestrate.client import UpstreamClient
 from llm_router.orchestrate.settings import OrchestrateSettings, tls_context
 from llm_router.plan import UpstreamCall
@@ -65,15 +65,14 @@ def tls_stack():
             address = f"unix:{wd}/p.sock"
             proc = InThreadProcessor(cfg, address, env=env).start()
             procs.append(proc)
-            port = free_port()
-            spec = spec_from_config(cfg, listen=("127.0.0.1", port), processor=address, local_ports=ports,
-                                    admin=("127.0.0.1", free_port()), routes=(RouteSpec("/fb/", policy="fb"), RouteSpec("/")))
-            tls_names = set(certs)
-            upstreams = tuple(replace(u, tls=True) if u.name in tls_names else u for u in spec.upstreams)
-            spec = replace(spec, upstreams=upstreams, ca_bundle=str(trusted.pem_path))
-            envoy = EnvoyProcess(build(spec), wd).start()
-            procs.append(envoy)
-            envoy.wait_ready(60)
+
+            def bootstrap(port: int, admin: int) -> dict:
+                spec = spec_from_config(cfg, listen=("127.0.0.1", port), processor=address, local_ports=ports,
+                                        admin=("127.0.0.1", admin), routes=(RouteSpec("/fb/", policy="fb"), RouteSpec("/")))
+                upstreams = tuple(replace(u, tls=True) if u.name in set(certs) else u for u in spec.upstreams)
+                return build(replace(spec, upstreams=upstreams, ca_bundle=str(trusted.pem_path)))
+
+            envoy, port = start_envoy_on_free_ports(bootstrap, wd, procs)
             yield {"url": f"http://127.0.0.1:{port}", "fakes": fakes, "sni": sni, "observer": proc.observer,
                    "envoy": envoy, "trusted": trusted, "wd": wd}
         finally:

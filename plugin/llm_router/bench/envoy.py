@@ -38,8 +38,8 @@ import orjson
 
 from llm_router.bench import envoy_inprocess
 from llm_router.config import load_config
-from llm_router.gateways.envoy.stack import (EnvoyProcess, ProcessorProcess, free_port, start_routed, stop_all, workdir,
-                                             write_config)
+from llm_router.gateways.envoy.stack import (EnvoyProcess, ProcessorProcess, start_envoy_on_free_ports, start_routed, stop_all,
+                                             workdir, write_config)
 
 UPSTREAM_BODY = (b'{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"bench","choices":[{"index":0,'
                  b'"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],'
@@ -261,17 +261,13 @@ def _progress(args, text: str) -> None:
 
 
 def _run(args, wd: Path, procs: list, classifier: str, transports: list[str]) -> dict[str, Any]:
-    up_port = free_port()
-    upstream = EnvoyProcess(upstream_bootstrap(up_port, free_port()), wd, name="upstream").start()
-    procs.append(upstream)
+    _, up_port = start_envoy_on_free_ports(upstream_bootstrap, wd, procs, name="upstream")
     cfg_path = write_config(wd / "router.yaml", router_config(classifier, observe=not args.no_observe))
     cfg = load_config(cfg_path)
     ports = {p: up_port for p in cfg.providers}
 
     setups: list[Setup] = []
-    port = free_port()
-    plain = EnvoyProcess(plain_bootstrap(port, free_port(), up_port), wd, name="envoy").start()
-    procs.append(plain)
+    plain, port = start_envoy_on_free_ports(lambda port, admin: plain_bootstrap(port, admin, up_port), wd, procs)
     setups.append(Setup("envoy", plain, port))
 
     def with_processor(name: str, service: str, transport: str, *, config=cfg, config_path=cfg_path,
@@ -291,9 +287,8 @@ def _run(args, wd: Path, procs: list, classifier: str, transports: list[str]) ->
         setups.append(with_processor("router-noobs", "route", transports[0], config=load_config(noobs_path),
                                      config_path=noobs_path))
     if args.fallback_path:
-        fail_port = free_port()
-        failing = EnvoyProcess(upstream_bootstrap(fail_port, free_port(), status=503), wd, name="upstream-503").start()
-        procs.append(failing)
+        _, fail_port = start_envoy_on_free_ports(lambda port, admin: upstream_bootstrap(port, admin, status=503), wd, procs,
+                                                 name="upstream-503")
         # Health would soon take the failing model out of selection; here every request must meet it first.
         fail_data = {**router_config(classifier, observe=not args.no_observe), "health": {"min_requests": 10**9}}
         fail_path = write_config(wd / "router-fail1.yaml", fail_data)

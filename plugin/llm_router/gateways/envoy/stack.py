@@ -196,6 +196,32 @@ class ProcessorProcess(Proc):
         return self
 
 
+PORT_ATTEMPTS = 5
+
+
+def start_envoy_on_free_ports(bootstrap_for: Callable[[int, int], Mapping[str, Any]], workdir: Path, procs: list[Proc], *,
+                              name: str = "envoy", timeout: float = 60.0) -> tuple[EnvoyProcess, int]:
+    """Envoy on a listener and an admin port that were free, waited until ready; returns it and its port.
+
+    A port found free can be taken before Envoy binds it (another process's listener or a client
+    socket's ephemeral port); Envoy then exits with "Address already in use", and it is started
+    again on new ports, up to PORT_ATTEMPTS times. The running Envoy is appended to `procs`.
+    """
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        port = free_port()
+        envoy = EnvoyProcess(bootstrap_for(port, free_port()), workdir, name=name).start()
+        procs.append(envoy)
+        try:
+            envoy.wait_ready(timeout)
+            return envoy, port
+        except RuntimeError as exc:
+            exited = envoy.popen is not None and envoy.popen.poll() is not None
+            if not exited or "Address already in use" not in str(exc) or attempt == PORT_ATTEMPTS:
+                raise
+            procs.remove(envoy)
+    raise AssertionError("unreachable")
+
+
 @dataclass
 class RoutedStack:
     """A processor and the Envoy that routes through it, listening on 127.0.0.1:port."""
@@ -209,17 +235,19 @@ def start_routed(cfg: Config, workdir: Path, procs: list[Proc], *, local_ports: 
                  socket_name: str = "ext_proc", **processor: Any) -> RoutedStack:
     """Start a processor (ProcessorProcess options in `processor`) and an Envoy for `cfg` in front of it.
 
-    Both are appended to `procs` as soon as they start, so the caller's stop_all() stops them;
-    neither is waited for here.
+    Both are appended to `procs` as soon as they start, so the caller's stop_all() stops them.
+    Envoy is waited for (it is restarted on new ports if one was taken meanwhile); the processor,
+    which starts meanwhile, is not.
     """
     sock = f"unix:{workdir}/{socket_name}.sock"
     proc = ProcessorProcess(sock, workdir, **processor).start()
     procs.append(proc)
-    port = free_port()
-    spec = spec_from_config(cfg, listen=("127.0.0.1", port), processor=sock, local_ports=dict(local_ports),
-                            admin=("127.0.0.1", free_port()))
-    envoy = EnvoyProcess(build(spec), workdir, name=envoy_name).start()
-    procs.append(envoy)
+
+    def bootstrap(port: int, admin: int) -> Mapping[str, Any]:
+        return build(spec_from_config(cfg, listen=("127.0.0.1", port), processor=sock, local_ports=dict(local_ports),
+                                      admin=("127.0.0.1", admin)))
+
+    envoy, port = start_envoy_on_free_ports(bootstrap, workdir, procs, name=envoy_name)
     return RoutedStack(proc, envoy, port)
 
 
