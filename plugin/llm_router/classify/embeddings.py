@@ -135,8 +135,8 @@ class StaticEmbedder:
 
     def __init__(self, vectors: np.ndarray, tokenizer: WordPiece, meta: dict | None = None,
                  scale: np.ndarray | None = None):
-        # int8 rows with a float scale each (as shipped) or float32 rows (scale None). Kept int8 because
-        # a request touches a row per token: 256 B rows instead of 1 KB stay cached between requests.
+        # int8 rows with a float scale each (as shipped) or float32 rows (scale None). Kept int8: 7.8 MB
+        # instead of 31 MB in every runner process, at no speed cost measurable here.
         self.vectors = np.ascontiguousarray(vectors, dtype=np.int8 if scale is not None else np.float32)
         self.scale = None if scale is None else np.ascontiguousarray(scale, dtype=np.float32)
         self.tokenizer = tokenizer
