@@ -218,8 +218,8 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
 
     `classifiers`: the classifiers section of a config (rules, semantic settings) for the replayed policies.
     `clusters`: topic clusters for the learned router trained per fold (None: automatic; 0: none), their
-    k-means seeded with `cluster_seed`; `groups`: with a recogniser of the data's tasks (learn.groups). `blend`: run each target's blend of two operating points
-    (False: the cheapest single point reaching it).
+    k-means seeded with `cluster_seed`; `groups`: with a recogniser of the data's tasks (learn.groups).
+    `blend`: run each target's blend of two operating points (False: the cheapest single point reaching it).
     """
     say = progress or (lambda _msg: None)
     notes = [f"costs: {ds.cost_note}"]
