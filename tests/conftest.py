@@ -26,10 +26,10 @@ def provider_keys(monkeypatch) -> dict[str, str]:
 
 
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port free on 127.0.0.1 right now (below the ephemeral range: see stack.free_port)."""
+    from llm_router.gateways.envoy.stack import free_port as pick
+
+    return pick()
 
 
 def wait_for(check, timeout: float = 30.0, what: str = "condition", interval: float = 0.02):

@@ -252,3 +252,12 @@ def test_envoy_is_started_again_on_new_ports_when_its_port_was_taken(tmp_path):
     finally:
         stop_all(procs)
         held.close()
+
+
+def test_free_ports_are_picked_below_the_ephemeral_range():
+    """Client sockets get their local port from the ephemeral range; a port picked below it cannot be taken by one."""
+    from llm_router.gateways.envoy.stack import _ephemeral_range, free_port
+
+    low = _ephemeral_range()[0]
+    ports = {free_port() for _ in range(20)}
+    assert all(1024 < p < low for p in ports) and len(ports) > 10

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -39,9 +40,36 @@ def _die_with_parent() -> None:
         pass
 
 
+_PICK = random.SystemRandom()  # not the global generator: a test that seeds it must not make processes pick alike
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for client sockets' local ports (Linux's default where it cannot be read)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
+    """A TCP port on 127.0.0.1 that was free a moment ago, picked at random below the ephemeral range.
+
+    Port 0 would hand out a port from the ephemeral range, which the kernel also gives to client
+    sockets: any connection opened before a child process binds the port could take it (a full
+    test run once failed that way). Below the range only another listener can.
+    """
+    low = 10000
+    high = _ephemeral_range()[0] - 1
+    for _ in range(50):
+        port = _PICK.randint(low, high) if high > low else 0
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    with socket.socket() as s:  # a crowded range: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
