@@ -161,3 +161,28 @@ def test_ceiling_tool_scores_the_router_told_the_true_task_beside_the_recogniser
     # (the topic clusters of "neither" find the sectors too, less sharply)
     assert saving["true task"] > 0.4 and saving["recogniser"] > 0.4
     assert saving["neither"] is None or saving["neither"] < saving["recogniser"] - 0.05
+
+
+def test_check_loads_the_learned_model_and_says_what_it_holds(tmp_path, capsys):
+    """`check` loads classifiers.learned.model as serve would: a missing file is an error, not 'valid'."""
+    import yaml
+
+    out = tmp_path / "m.npz"
+    assert cli_main(["train", "--data", str(FIX / "routerbench_small.csv"), "--out", str(out), "--features", "hashing"]) == 0
+    capsys.readouterr()
+    conf = {"classifiers": {"learned": {"model": str(out), "aliases": {"tiny-7b": "deepseek-v2", "big-pro": "gpt-4o"}}},
+            "policies": {"default": {"classifier": "learned", "strategy": "quality_gate", "params": {"tradeoff": 0.1}}}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    assert cli_main(["check", str(path)]) == 0
+    said = capsys.readouterr().out
+    assert f"learned model {out}: format 3" in said and "a recogniser of the training data's tasks" in said
+    assert "  predicts: deepseek-v2, mid-34b, gpt-4o" in said
+    assert "not in the catalog, so never routed to: mid-34b" in said
+    assert "for 95% of its best model's quality (training data): quality_gate params {tradeoff: " in said
+    conf["classifiers"]["learned"]["model"] = str(tmp_path / "missing.npz")
+    path.write_text(yaml.safe_dump(conf))
+    assert cli_main(["check", str(path)]) == 2
+    got = capsys.readouterr()
+    assert "is valid" not in got.out
+    assert f"classifiers.learned.model: {tmp_path / 'missing.npz'}: no such model file" in got.err

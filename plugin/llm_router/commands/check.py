@@ -24,6 +24,11 @@ def run(args) -> int:
         for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
         return 2
+    learned = None
+    if any(p.classifier == "learned" for p in cfg.policies.values()):
+        learned = _load_learned(cfg)
+        if learned is None:
+            return 2
     print(f"config {args.config or '(built-in defaults)'} is valid")
     print(f"providers: {', '.join(sorted(cfg.providers))}")
     for name, p in sorted(cfg.providers.items()):
@@ -57,6 +62,8 @@ def run(args) -> int:
     from llm_router.router import build_catalog, policy_reference
 
     catalog = build_catalog(cfg)
+    if learned is not None:
+        _describe_learned(cfg.classifiers.learned.model, learned, catalog)
     for name, p in cfg.policies.items():
         allowed = allowed_models(p, cfg)
         print(f"policy {name}: classifier={p.classifier} strategy={p.strategy} fallbacks={p.fallbacks} "
@@ -90,6 +97,40 @@ def run(args) -> int:
                 then = f"only models up to {price_caps(rule.max_input_price, rule.max_output_price)} per 1M tokens serve it"
             print(f"  {scope}: ${rule.usd:g} per {rule.window}, then {then}")
     return 0
+
+
+def _load_learned(cfg):
+    """classifiers.learned.model loaded as `serve` loads it, or None after printing why it cannot be."""
+    from llm_router.classify.learned import LearnedClassifier
+    from llm_router.learn.model import ModelFileError
+
+    conf = cfg.classifiers.learned
+    try:
+        return LearnedClassifier.load(conf.model, aliases=conf.aliases)
+    except ModelFileError as exc:
+        print(f"error: classifiers.learned.model: {exc}", file=sys.stderr)
+        return None
+
+
+def _describe_learned(path: str | None, clf, catalog: Catalog) -> None:
+    """What the learned model file holds: training facts, the models it predicts for, its operating points."""
+    from llm_router.commands.train import _params_text
+    from llm_router.learn.clusters import describe
+
+    model, meta = clf.model, clf.model.meta
+    groups = meta.get("groups") or []
+    topics = describe(model.clusters) + (f" (the last {len(groups)}: a recogniser of the training data's tasks, "
+                                         f"cross-fitted accuracy {meta.get('group_accuracy', 0):.3f})" if groups else "")
+    print(f"learned model {path}: format {meta.get('format_version')}, features {model.features}, "
+          f"trained on {meta.get('rows', '?')} prompts ({meta.get('format', '?')}); topic clusters: {topics}")
+    print(f"  predicts: {', '.join(clf.ids)}")
+    unknown = [mid for mid in clf.ids if mid not in catalog.models]
+    if unknown:
+        print(f"  not in the catalog, so never routed to: {', '.join(unknown)} (map the file's names to catalog ids "
+              "with classifiers.learned.aliases, or add the models)")
+    for frac, op in (meta.get("operating_points") or {}).items():
+        print(f"  for {float(frac):.0%} of its best model's quality (training data): quality_gate params "
+              f"{_params_text(op['params'])}")
 
 
 def _per_api(catalog: Catalog, allowed: list[str]) -> list[str]:
