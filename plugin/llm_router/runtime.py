@@ -405,7 +405,7 @@ class Runtime:
         t0 = time.perf_counter()
         limits = self.limits
         downgrade = None
-        consumer = self._consumer(ex, headers) if self.consumer_policies or (limits is not None and limits.rules) else None
+        consumer = self._consumer(ex, headers) if self.wants_headers else None
         policy = self._policy(route_conf, consumer)
         if isinstance(policy, RouteError):
             ex.error = policy

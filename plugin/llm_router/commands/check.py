@@ -101,12 +101,11 @@ def run(args) -> int:
 
 def _load_learned(cfg):
     """classifiers.learned.model loaded as `serve` loads it, or None after printing why it cannot be."""
-    from llm_router.classify.learned import LearnedClassifier
+    from llm_router.classify.factory import make_classifier
     from llm_router.learn.model import ModelFileError
 
-    conf = cfg.classifiers.learned
     try:
-        return LearnedClassifier.load(conf.model, aliases=conf.aliases)
+        return make_classifier("learned", cfg, {})
     except ModelFileError as exc:
         print(f"error: classifiers.learned.model: {exc}", file=sys.stderr)
         return None

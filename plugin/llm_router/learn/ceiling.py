@@ -71,9 +71,9 @@ def told_the_task(ds, x: np.ndarray, dim: int, folds: np.ndarray, keys: np.ndarr
     names = recognised(ds.groups)
     onehot = np.array([[g == n for n in names] for g in ds.groups], float)
     preds = {way: np.zeros(ds.scores.shape) for way in ("neither", "recogniser", "true task")}
+    emb = x[:, :dim]
     for f in np.unique(folds):
         tr, te = np.nonzero(folds != f)[0], np.nonzero(folds == f)[0]
-        emb = x[:, :dim]
         topics = fit_clusters(emb[tr], auto_k(len(tr)), seed=0)
         base = topics.augment(x) if topics is not None else x
         labels = [ds.groups[i] for i in tr]

@@ -31,6 +31,12 @@ def recognised(labels: Sequence[str]) -> list[str]:
     return names if len(names) >= 2 else []
 
 
+def _rows_of(labels: Sequence[str], names: list[str]) -> np.ndarray:
+    """Each label's index in `names` (-1: a group not recognised)."""
+    index = {g: i for i, g in enumerate(names)}
+    return np.array([index.get(g, -1) for g in labels])
+
+
 def fit_softmax(x: np.ndarray, labels: np.ndarray, k: int, *, l2: float = L2,
                 iterations: int = ITERATIONS) -> tuple[np.ndarray, np.ndarray]:
     """Weights (features, k) and biases (k,) minimising mean cross-entropy + l2/2 |W|^2 (bias free).
@@ -74,8 +80,7 @@ def fit_groups(emb: np.ndarray, labels: Sequence[str], *, temperature: float,
     names = recognised(labels) if names is None else names
     if not names:
         return None
-    index = {g: i for i, g in enumerate(names)}
-    rows = np.array([index.get(g, -1) for g in labels])
+    rows = _rows_of(labels, names)
     keep = rows >= 0
     x = emb[keep].astype(np.float64)
     mean, scale = x.mean(0), x.std(0)
@@ -108,8 +113,7 @@ def cross_fitted(emb: np.ndarray, labels: Sequence[str], names: list[str], folds
 
 def group_accuracy(posterior: np.ndarray, labels: Sequence[str], names: list[str]) -> float:
     """Share of the rows of a recognised group whose most likely group is theirs."""
-    index = {g: i for i, g in enumerate(names)}
-    rows = np.array([index.get(g, -1) for g in labels])
+    rows = _rows_of(labels, names)
     known = rows >= 0
     return round(float((posterior[known].argmax(1) == rows[known]).mean()), 4) if known.any() else 0.0
 

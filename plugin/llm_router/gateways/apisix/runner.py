@@ -254,8 +254,7 @@ class Runner:
         (`runtime.stored_response`) or a forwarded API (`runtime.forwarded`); None when it is not such a call."""
         runtime = self.runtime
         ex = Exchange(runtime.new_request_id(), entry.route, self.clock())
-        headers = call.headers() if runtime.wants_headers else None
-        result = find(call.path, ex=ex, route_conf=entry.compiled.route_conf, headers=headers)
+        result = find(call.path, ex=ex, route_conf=entry.compiled.route_conf, headers=self._client_headers(call))
         if result is None:
             return None
         if isinstance(result, Refusal):
@@ -269,13 +268,17 @@ class Runner:
                                     headers=self._request_headers(result, ((REQUEST_ID_HEADER, ex.request_id),)),
                                     resp_headers=self.entries.vector((), result.response_headers))
 
+    def _client_headers(self, call: decode.ReqCall) -> list[tuple[str, str | None]] | None:
+        """The client's headers when the runtime reads them (spend limits, consumer policies); decoding them costs."""
+        return call.headers() if self.runtime.wants_headers else None
+
     def _models(self, call: decode.ReqCall, entry: Entry, payload: bytes) -> bytes | None:
         """`GET .../models[/{id}]`: the route's models, answered by the runner (None: not such a call)."""
         runtime = self.runtime
         ex = Exchange(runtime.new_request_id(), entry.route, self.clock())
         anthropic = decode.req_header(payload, b"anthropic-version") is not None
         reply = runtime.models_reply("GET", call.path, ex=ex, route_conf=entry.compiled.route_conf, anthropic=anthropic,
-                                     headers=call.headers() if runtime.wants_headers else None)
+                                     headers=self._client_headers(call))
         if reply is None:
             return None
         self.stats.stops += 1
@@ -295,9 +298,8 @@ class Runner:
         ex = Exchange(runtime.new_request_id(), entry.route, self.clock())
         call = pending.call
         assert call is not None  # a "body" Pending always carries its call
-        # client headers only when spend limits need the consumer (decoding them costs)
-        headers = call.headers() if runtime.wants_headers else None
-        result = runtime.decide(body, path=call.path, ex=ex, route_conf=entry.compiled.route_conf, headers=headers)
+        result = runtime.decide(body, path=call.path, ex=ex, route_conf=entry.compiled.route_conf,
+                                headers=self._client_headers(call))
         if isinstance(result, Refusal):
             self.stats.stops += 1
             return encode.stop_frame(pending.rid, result.status, self.entries.vector((), result.headers), result.body)
