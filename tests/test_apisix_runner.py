@@ -104,6 +104,23 @@ def test_easy_and_hard_prompts_go_to_different_providers(em):
     assert "authorization" not in hard.upstream_headers
 
 
+def test_an_anthropic_format_request_goes_to_deepseeks_messages_api_or_to_claude(em):
+    """/v1/messages bodies are routed too: a simple one to DeepSeek's Anthropic-compatible path with its Bearer key."""
+    def messages(prompt: str) -> bytes:
+        return orjson.dumps({"model": "claude-3-5-sonnet-latest", "max_tokens": 100,
+                             "messages": [{"role": "user", "content": prompt}]})
+    easy = em.http_req_call(DEFAULT, path="/v1/messages", headers=CLIENT_HEADERS, body=messages(EASY))
+    assert easy.ok and easy.action == "rewrite", easy
+    assert easy.upstream_path == "/anthropic/v1/messages"
+    assert easy.upstream_headers["x-llm-router-upstream"] == "deepseek"
+    assert easy.upstream_headers.get("authorization") == f"Bearer {FAKE_KEYS['DEEPSEEK_API_KEY']}"
+    assert "x-api-key" not in easy.upstream_headers
+    assert orjson.loads(easy.upstream_body)["model"] == "deepseek-chat"
+    hard = em.http_req_call(DEFAULT, path="/v1/messages", headers=CLIENT_HEADERS, body=messages(HARD))
+    assert hard.upstream_path == "/v1/messages" and hard.upstream_headers["x-llm-router-upstream"] == "anthropic"
+    assert hard.upstream_headers.get("x-api-key") == FAKE_KEYS["ANTHROPIC_API_KEY"]
+
+
 def test_streaming_request_asks_for_usage(em):
     out = em.http_req_call(DEFAULT, body=chat(EASY, stream=True))
     sent = orjson.loads(out.upstream_body)

@@ -55,6 +55,9 @@ def test_check_names_unknown_fields_of_the_edge_sections(tmp_path, capsys):
     shown = capsys.readouterr().out
     assert "claude-3.5-sonnet" in shown and "cache read $0.3 / write $3.75" in shown  # prompt-cache prices shown
     assert "explore: 10% of requests go to a random candidate" in shown
+    # DeepSeek serves Anthropic-format requests but not their token counts, and check says so
+    assert "deepseek messages: /anthropic/v1/messages, without count_tokens" in shown
+    assert "messages: 2 models" in shown
 
 
 

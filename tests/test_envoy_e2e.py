@@ -144,16 +144,48 @@ def test_usage_from_an_openai_stream_reaches_on_response(stack, fresh_fakes):
     assert (usage.input_tokens, usage.output_tokens) == (reported["prompt_tokens"], reported["completion_tokens"])
 
 
-def test_usage_from_an_anthropic_stream_reaches_on_response(stack, fresh_fakes):
-    body = {"model": "auto", "max_tokens": 300, "stream": True, "messages": [{"role": "user", "content": "hello!"}]}
+@pytest.mark.parametrize("prompt, provider, upstream_path", [
+    ("hello!", "deepseek", "/anthropic/v1/messages"),  # DeepSeek's Anthropic-compatible API
+    (HARD["messages"][0]["content"], "anthropic", "/v1/messages")])
+def test_usage_from_an_anthropic_stream_reaches_on_response(stack, fresh_fakes, prompt, provider, upstream_path):
+    body = {"model": "auto", "max_tokens": 300, "stream": True, "messages": [{"role": "user", "content": prompt}]}
     r = post(stack, "/v1/messages", body)
     assert r.status_code == 200, r.text
-    assert r.headers["x-fake-provider"] == "anthropic"
+    assert r.headers["x-fake-provider"] == provider
+    assert fresh_fakes.requests(provider)[-1].path == upstream_path
     events = [orjson.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
     start = next(e for e in events if e["type"] == "message_start")["message"]["usage"]["input_tokens"]
     out = next(e for e in events if e["type"] == "message_delta")["usage"]["output_tokens"]
     _, status, usage, _ = stack.observer.response_for(r.headers["x-llm-router-request-id"])
     assert (status, usage.input_tokens, usage.output_tokens) == (200, start, out)
+
+
+def test_an_anthropic_format_request_is_routed_between_claude_and_deepseeks_messages_api(stack, fresh_fakes):
+    """Anthropic-format clients (Claude Code, the Anthropic SDK) get routing too: a simple turn goes to
+    DeepSeek's Anthropic-compatible API with DeepSeek's key, a hard one to Claude; both answer in Anthropic's format."""
+    client = {"x-api-key": "client-anthropic-key", "anthropic-version": "2023-06-01"}
+    easy = {"model": "claude-3-5-sonnet-latest", "max_tokens": 200, "system": "Be brief.",
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi there, thanks!"}]}]}
+    r = post(stack, "/v1/messages", easy, headers=client)
+    assert r.status_code == 200, r.text
+    assert (r.headers["x-llm-router-model"], r.headers["x-fake-provider"]) == ("deepseek-v2", "deepseek")
+    answer = r.json()
+    assert answer["type"] == "message" and answer["content"][0]["type"] == "text"  # the format the client asked in
+    [got] = wait_requests(fresh_fakes, "deepseek")
+    assert got.path == "/anthropic/v1/messages"
+    assert got.json["model"] == "deepseek-chat"
+    assert (got.json["system"], got.json["messages"], got.json["max_tokens"]) == ("Be brief.", easy["messages"], 200)
+    assert got.headers["authorization"] == "Bearer fake-deepseek-key"
+    assert "x-api-key" not in got.headers and "client-anthropic-key" not in str(got.headers)
+    _, status, usage, _ = stack.observer.response_for(r.headers["x-llm-router-request-id"])
+    assert (status, usage.input_tokens, usage.output_tokens) == (200, answer["usage"]["input_tokens"],
+                                                                answer["usage"]["output_tokens"])
+    hard = post(stack, "/v1/messages", {**easy, "messages": HARD["messages"]}, headers=client)
+    assert hard.status_code == 200, hard.text
+    assert (hard.headers["x-llm-router-model"], hard.headers["x-fake-provider"]) == ("claude-3.5-sonnet", "anthropic")
+    [claude] = wait_requests(fresh_fakes, "anthropic")
+    assert claude.path == "/v1/messages" and claude.headers["x-api-key"] == "fake-anthropic-key"
+    assert claude.json["model"] == "claude-3-5-sonnet-20240620"
 
 
 def test_provider_errors_reach_on_response_with_their_status(stack, fresh_fakes):

@@ -64,6 +64,22 @@ def check_attempt(record, provider: str, model_name: str) -> None:
     assert int(record.headers["content-length"]) == len(record.body)
 
 
+def test_an_anthropic_format_request_falls_back_from_deepseek_to_claude_on_each_ones_path(fb, fresh_fakes):
+    """DeepSeek's Anthropic-compatible API fails: Claude answers the same Messages request on its own path, key and version."""
+    fresh_fakes.set_behaviour("deepseek", status=503)
+    body = {"model": "auto", "max_tokens": 200, "messages": GREETING["messages"]}
+    r = post(fb, body, path="/v1/messages", headers={"anthropic-version": "2023-06-01"})
+    assert r.status_code == 200, r.text
+    assert (r.headers["x-fake-provider"], r.headers["x-llm-router-model"]) == ("anthropic", "claude-3.5-sonnet")
+    assert r.json()["type"] == "message"
+    [first] = fresh_fakes.requests("deepseek")
+    [second] = fresh_fakes.requests("anthropic")
+    assert (first.path, second.path) == ("/anthropic/v1/messages", "/v1/messages")
+    check_attempt(first, "deepseek", "deepseek-chat")
+    check_attempt(second, "anthropic", "claude-3-5-sonnet-20240620")
+    assert second.headers["anthropic-version"] == "2023-06-01" and second.headers["host"] == "api.anthropic.com"
+
+
 def test_first_fails_the_next_model_answers_with_its_own_model_key_and_host(fb, fresh_fakes):
     fresh_fakes.set_behaviour("deepseek", status=503)
     r = post(fb, GREETING)

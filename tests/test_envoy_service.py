@@ -119,12 +119,24 @@ def test_a_body_in_several_chunks_is_replaced_as_a_whole():
 
 def test_anthropic_requests_get_the_anthropic_key_and_version():
     svc, _ = make_service()
+    hard = ("Prove rigorously that the halting problem is undecidable, step by step, and explain why the proof works, "
+            "then derive the consequences for static analysis of programs.")
+    body = orjson.dumps({"model": "auto", "max_tokens": 100, "messages": [{"role": "user", "content": hard}]})
+    _, (hdr, _) = route(svc, body=body, path="/v1/messages")
+    sh = set_headers(hdr)
+    assert sh["x-llm-router-upstream"] == "anthropic" and sh[":path"] == "/v1/messages"
+    assert sh["x-api-key"] == "sk-ant-test" and sh["anthropic-version"] == "2023-06-01"
+    assert "authorization" in hdr.request_headers.response.header_mutation.remove_headers
+
+
+def test_a_simple_anthropic_request_goes_to_deepseeks_anthropic_api_with_its_bearer_key():
+    svc, _ = make_service()
     body = orjson.dumps({"model": "auto", "max_tokens": 100, "messages": [{"role": "user", "content": "hello"}]})
     _, (hdr, _) = route(svc, body=body, path="/v1/messages")
     sh = set_headers(hdr)
-    assert sh["x-llm-router-upstream"] == "anthropic"
-    assert sh["x-api-key"] == "sk-ant-test" and sh["anthropic-version"] == "2023-06-01"
-    assert "authorization" in hdr.request_headers.response.header_mutation.remove_headers
+    assert sh["x-llm-router-upstream"] == "deepseek" and sh[":path"] == "/anthropic/v1/messages"
+    assert sh["authorization"] == "Bearer sk-deepseek-test" and "anthropic-version" not in sh
+    assert "x-api-key" in hdr.request_headers.response.header_mutation.remove_headers
 
 
 def test_bad_json_is_an_immediate_openai_error_marked_as_ours():

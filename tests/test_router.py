@@ -4,7 +4,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from llm_router.config import parse_config
+from llm_router.config import default_data, parse_config
 from llm_router.decision import Decision, RouteError
 from llm_router.router import Router
 
@@ -105,10 +105,16 @@ def test_bad_requests_become_route_errors(router):
     assert err.status == 413 and "exceeds the limit of 100 bytes" in err.message
 
 
-def test_anthropic_requests_only_go_to_models_that_speak_messages(router):
+def test_requests_only_go_to_models_whose_provider_serves_their_api(router):
     msg = orjson.dumps({"model": "claude-3-5-sonnet-20240620", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})
     d = decide(router, msg, path="/v1/messages")
-    assert d.model.provider == "anthropic"
+    assert d.model.id == "deepseek-v2"  # DeepSeek's Anthropic-compatible API serves Messages requests too
+    assert all(router.catalog.serves(m, "messages") for m in (d.model, *d.fallbacks))
+    assert {m.provider for m in (d.model, *d.fallbacks)} == {"deepseek", "anthropic"}
+    deepseek = default_data()["providers"]["deepseek"]
+    chat_only = Router(parse_config({"providers": {"deepseek": {**deepseek, "paths": {"chat": "/v1/chat/completions"}}}}))
+    only = decide(chat_only, msg, path="/v1/messages")
+    assert only.model.provider == "anthropic" and not only.fallbacks
     comp = decide(router, orjson.dumps({"prompt": "Once upon a time"}), path="/v1/completions")
     assert "completions" in comp.model.capabilities
 

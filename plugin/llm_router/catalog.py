@@ -62,6 +62,7 @@ class Provider:
     key_rotation: str = "spread"  # "spread" (round-robin per request) | "first"
     forward_prices: dict[str, float] = field(default_factory=dict)  # embeddings model name -> USD per 1M input tokens
     body: BodyDialect | None = None  # None: the body passes as the client wrote it (model set, usage asked on streams)
+    counts_tokens: bool = True  # serves <messages path>/count_tokens (Anthropic's token count)
 
     @property
     def host(self) -> str:

@@ -89,6 +89,9 @@ class ProviderConf(_Strict):
     credentials: list[str] = Field(default_factory=list)
     headers: dict[str, str] = Field(default_factory=dict)
     paths: dict[Literal["chat", "completions", "messages", "responses"], str]
+    # Anthropic's token count (POST <messages path>/count_tokens) is served beside its Messages API;
+    # false for a provider that speaks the Messages API without it: counts then go elsewhere or are estimated.
+    counts_tokens: bool = True
     upstream: str | None = None
     key_rotation: Literal["spread", "first"] = "spread"
     body: BodyConf | None = None

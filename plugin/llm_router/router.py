@@ -27,7 +27,7 @@ def build_catalog(cfg: Config) -> Catalog:
         name: Provider(
             name=name, base_url=p.base_url, upstream=p.upstream or name, auth=p.auth, paths={str(k): v for k, v in p.paths.items()},
             credentials=tuple(p.credentials), headers=tuple(p.headers.items()), key_rotation=p.key_rotation,
-            forward_prices=dict(p.forward_prices),
+            forward_prices=dict(p.forward_prices), counts_tokens=p.counts_tokens,
             body=None if p.body is None else BodyDialect(
                 accept={str(api): frozenset(["model", *fields]) for api, fields in p.body.accept.items()},
                 rename=tuple(p.body.rename.items()), usage_unasked=p.body.stream_usage == "always", drop=frozenset(p.body.drop)),

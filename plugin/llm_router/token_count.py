@@ -1,7 +1,7 @@
 """Anthropic's `POST .../v1/messages/count_tokens` (Claude Code calls it every turn): counted by the provider.
 
-It is not routed: the count goes to a provider of the route's policy that serves the Messages API,
-with that provider's key, and the model named as that provider knows it. Without such a provider
+It is not routed: the count goes to a provider of the route's policy that serves the Messages API
+and counts tokens (`counts_tokens`, false for DeepSeek's Anthropic-compatible API), with that provider's key, and the model named as that provider knows it. Without such a provider
 (or its key) the router answers with its own estimate, marked as one.
 """
 from __future__ import annotations
@@ -29,7 +29,8 @@ class Counter:
 
 def counter_for(asked: str | None, policy: Policy, catalog: Catalog, keyless: frozenset[str]) -> Counter | None:
     """The provider and model name for a count, or None when no provider of the policy can count it."""
-    serving = [m for m in policy.models if catalog.serves(m, "messages") and m.id not in keyless]
+    serving = [m for m in policy.models if catalog.serves(m, "messages") and catalog.providers[m.provider].counts_tokens
+               and m.id not in keyless]
     if not serving:
         return None
     named = catalog.get(asked) if asked else None

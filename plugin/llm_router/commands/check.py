@@ -40,6 +40,9 @@ def run(args) -> int:
             if p.body.stream_usage == "always":
                 parts.append("streams report usage unasked (no stream_options added)")
             print(f"  {name} body: {'; '.join(parts)}")
+        if "messages" in p.paths and not p.counts_tokens:
+            print(f"  {name} messages: {p.paths['messages']}, without count_tokens (token counts go to another provider "
+                  "or are estimated)")
         if p.forward_prices:
             priced = ", ".join(f"{m} ${usd:g}" for m, usd in sorted(p.forward_prices.items()))
             print(f"  {name} forwarded embeddings priced per 1M input tokens: {priced}")

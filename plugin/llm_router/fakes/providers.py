@@ -126,9 +126,10 @@ class FakeProvider:
                  max_output: dict[str, int] | None = None):
         self.name = name
         self.auth = auth
-        # Rate-limit headers in this provider's own dialect (see llm_router.ratelimits): Anthropic's on
-        # every API it serves, Gemini only retry-after on 429s, everyone else OpenAI's.
-        self.limits = limits or ("anthropic" if "messages" in paths else "retry-after" if auth == "x-goog-api-key" else "openai")
+        # Rate-limit headers in this provider's own dialect (see llm_router.ratelimits): Anthropic's (its
+        # x-api-key auth) on every API it serves, Gemini only retry-after on 429s, everyone else OpenAI's,
+        # also on a Messages API it offers (DeepSeek's).
+        self.limits = limits or ("anthropic" if auth == "x-api-key" else "retry-after" if auth == "x-goog-api-key" else "openai")
         if self.limits not in LIMIT_STYLES:
             raise ValueError(f"limits must be one of {LIMIT_STYLES}, got {limits!r}")
         self.key = key if key is not None else fake_key(name)
