@@ -6,7 +6,7 @@ import os
 import orjson
 import pytest
 
-from llm_router.config import parse_config
+from llm_router.config import default_data, parse_config
 from llm_router.credentials import Credentials
 from llm_router.gateways.apisix.emulator import proxy
 from llm_router.gateways.apisix.runner import Runner
@@ -101,3 +101,20 @@ def test_through_the_apisix_runner_to_the_anthropic_fake(fakes, on_fakes):
         em.close()
         thread.stop()
         remove_dir(d)
+
+
+def test_counts_go_only_to_providers_that_count_tokens():
+    """DeepSeek serves Anthropic's Messages API but not its token count (`counts_tokens: false` in the defaults):
+    without Anthropic's key the router estimates; a provider that says it counts gets the count on its own path."""
+    no_anthropic = {k: v for k, v in KEYS.items() if k != "ANTHROPIC_API_KEY"}
+    rt = runtime(no_anthropic)
+    assert rt.catalog.serves(rt.catalog.models["deepseek-v2"], "messages")
+    reply, _ = count(rt, "auto")
+    assert isinstance(reply, Refusal) and ("x-llm-router-token-count", "estimated") in reply.headers
+    deepseek = {**default_data()["providers"]["deepseek"], "counts_tokens": True}
+    cfg = parse_config({"policies": POLICIES, "secrets": {"missing": "skip"}, "providers": {"deepseek": deepseek}})
+    counting = Runtime(cfg, credentials=Credentials.resolve(build_catalog(cfg), [EnvStore(no_anthropic)], missing="skip"))
+    call, ex = count(counting, "auto")
+    assert not isinstance(call, Refusal) and ex.decision is None
+    assert (call.provider.name, call.path) == ("deepseek", "/anthropic/v1/messages/count_tokens?beta=true")
+    assert ("authorization", "Bearer sk-d") in call.set_headers and orjson.loads(call.body)["model"] == "deepseek-chat"
