@@ -52,6 +52,11 @@ def test_demo_json_summary():
     assert abs(sum(s["model_share"].values()) - 1) < 0.01 and len(s["model_share"]) >= 3
     assert 0 < s["cost_per_1k"] < s["baseline_cost_per_1k"] and 0 < s["saving"] < 1
     assert s["added_p50_ms"] is not None and s["added_p99_ms"] >= s["added_p50_ms"]
+    # Anthropic-format prompts are routed too: between Claude and DeepSeek's Anthropic-compatible API only
+    chat, messages = s["by_api"]["chat"], s["by_api"]["messages"]
+    assert chat["requests"] + messages["requests"] == s["requests"] and messages["requests"] >= 20
+    assert set(messages["model_share"]) == {"claude-3.5-sonnet", "deepseek-v2"}
+    assert abs(sum(messages["model_share"].values()) - 1) < 0.01 and len(chat["model_share"]) >= 3
 
 
 def test_demo_with_failing_providers_answers_every_request_through_fallbacks():

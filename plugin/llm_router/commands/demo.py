@@ -58,6 +58,7 @@ class Outcome:
     routed_ms: float
     direct_ms: float | None
     attempts: int = 1  # upstream attempts Envoy made (x-envoy-attempt-count): > 1 means a fallback answered
+    api: str = "chat"  # the API the client spoke: chat (OpenAI) or messages (Anthropic)
 
 
 def load_workload(path: str | None) -> list[dict[str, Any]]:
@@ -273,6 +274,7 @@ def _say(enabled: bool, text: str) -> None:
 
 def _one(item: dict[str, Any], base: str, routed, direct, catalog, fakes) -> Outcome:
     path, body = request_for(item)
+    api = "messages" if path == MESSAGES_PATH else "chat"
     stream = bool(item.get("stream"))
     headers = {"content-type": "application/json", "authorization": "Bearer client-key-that-must-not-leak"}
     t = time.perf_counter()
@@ -281,10 +283,10 @@ def _one(item: dict[str, Any], base: str, routed, direct, catalog, fakes) -> Out
     model_id = r.headers.get("x-llm-router-model")  # the model that answered (after any fallback)
     attempts = int(r.headers.get("x-envoy-attempt-count") or 1)
     if r.status_code != 200 or model_id not in catalog.models:
-        return Outcome(model_id, r.status_code, 0, 0, routed_ms, None, attempts)
+        return Outcome(model_id, r.status_code, 0, 0, routed_ms, None, attempts, api)
     inp, out = usage_of(r.content, stream)
     if attempts > 1:  # the routed time includes the failed attempts: not a measure of the router's overhead
-        return Outcome(model_id, r.status_code, inp, out, routed_ms, None, attempts)
+        return Outcome(model_id, r.status_code, inp, out, routed_ms, None, attempts, api)
     # The same upstream call, straight to the provider's fake: what Envoy + llm-router added is the difference.
     from llm_router.catalog import fill_model
     from llm_router.request import api_for_path, parse_request, render_body
@@ -300,7 +302,7 @@ def _one(item: dict[str, Any], base: str, routed, direct, catalog, fakes) -> Out
     d = direct.post(f"http://127.0.0.1:{fakes.ports[provider.name]}{target}", content=direct_body,
                     headers={"content-type": "application/json", **auth, **dict(provider.headers)})
     direct_ms = (time.perf_counter() - t) * 1000
-    return Outcome(model_id, r.status_code, inp, out, routed_ms, direct_ms if d.status_code == 200 else None, attempts)
+    return Outcome(model_id, r.status_code, inp, out, routed_ms, direct_ms if d.status_code == 200 else None, attempts, api)
 
 
 def _summarise(outcomes: list[Outcome], catalog, cfg) -> dict[str, Any]:
@@ -312,6 +314,10 @@ def _summarise(outcomes: list[Outcome], catalog, cfg) -> dict[str, Any]:
     cost = sum(catalog.models[o.model].cost(o.input_tokens, o.output_tokens) for o in ok)
     baseline = sum(priciest.cost(o.input_tokens, o.output_tokens) for o in ok)
     share = Counter(o.model for o in ok)
+    per_api = Counter(o.api for o in outcomes)
+    by_api: dict[str, Counter[str | None]] = {}
+    for o in ok:
+        by_api.setdefault(o.api, Counter())[o.model] += 1
     diffs = [o.routed_ms - o.direct_ms for o in ok if o.direct_ms is not None]
     fell_back = [o for o in ok if o.attempts > 1]
     return {
@@ -321,6 +327,9 @@ def _summarise(outcomes: list[Outcome], catalog, cfg) -> dict[str, Any]:
         "fallbacks": {"requests": len(fell_back), "attempts": sum(o.attempts - 1 for o in fell_back),
                       "answered_by": dict(Counter(o.model for o in fell_back).most_common())},
         "model_share": {m: round(c / n, 4) for m, c in share.most_common()},
+        # per client API (chat: OpenAI format, messages: Anthropic format), shares of that API's requests
+        "by_api": {api: {"requests": per_api[api], "model_share": {m: round(c / per_api[api], 4) for m, c in cnt.most_common()}}
+                   for api, cnt in sorted(by_api.items())},
         "cost_per_1k": round(cost / n * 1000, 4),
         "baseline_cost_per_1k": round(baseline / n * 1000, 4),
         "saving": round(1 - cost / baseline, 4) if baseline else 0.0,
@@ -335,6 +344,10 @@ def _print(s: dict[str, Any]) -> None:
     print(f"{'model':22s} {'share':>7s}")
     for model, share in s["model_share"].items():
         print(f"{model:22s} {share * 100:6.1f}%")
+    for api, part in (s.get("by_api") or {}).items():
+        fmt = "OpenAI format" if api == "chat" else "Anthropic format"
+        shown = ", ".join(f"{m} {v * 100:.1f}%" for m, v in part["model_share"].items())
+        print(f"  {api} ({fmt}, {part['requests']} requests): {shown}")
     fb = s.get("fallbacks") or {}
     if s.get("failing_providers") or fb.get("requests"):
         print(f"\nfailing providers: {', '.join(s.get('failing_providers') or []) or 'none'}; "
