@@ -1,8 +1,9 @@
 """Anthropic's `POST .../v1/messages/count_tokens` (Claude Code calls it every turn): counted by the provider.
 
 It is not routed: the count goes to a provider of the route's policy that serves the Messages API
-and counts tokens (`counts_tokens`, false for DeepSeek's Anthropic-compatible API), with that provider's key, and the model named as that provider knows it. Without such a provider
-(or its key) the router answers with its own estimate, marked as one.
+and counts tokens (`counts_tokens`, false for DeepSeek's Anthropic-compatible API), with that
+provider's key, and the model named as that provider knows it. Without such a provider (or its
+key) the router answers with its own estimate, marked as one.
 """
 from __future__ import annotations
 
