@@ -58,6 +58,7 @@ def test_check_names_unknown_fields_of_the_edge_sections(tmp_path, capsys):
     # DeepSeek serves Anthropic-format requests but not their token counts, and check says so
     assert "deepseek messages: /anthropic/v1/messages, without count_tokens" in shown
     assert "messages: 2 models" in shown
+    assert "client_model=route output_limit=refuse" in shown  # the default: a too-long answer is refused, not clamped
 
 
 

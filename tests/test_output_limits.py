@@ -43,10 +43,57 @@ def test_nothing_can_write_it_the_refusal_names_the_limit():
     assert isinstance(refused, RouteError) and refused.status == 400
     assert refused.message == ("request asks for up to 20000 output tokens (max_tokens); no model in policy 'default' "
                                "can write that many in one call (at most 16384)")
-    # Anthropic's Messages API: only Claude serves it here, and it writes at most 8,192 tokens a call.
+    # Anthropic's Messages API: Claude and DeepSeek serve it here, and both write at most 8,192 tokens a call.
     _, messages = Router(load_config(None)).route(
         orjson.dumps({"model": "auto", "max_tokens": 9000, "messages": GREETING}), path="/v1/messages")
     assert isinstance(messages, RouteError) and "at most 8192" in messages.message
+
+
+def clamping() -> dict:
+    """The default policy with output_limit: clamp (what an agent client such as Claude Code needs)."""
+    data = load_config(None).model_dump(mode="json")
+    data["policies"]["default"]["output_limit"] = "clamp"
+    return data
+
+
+def test_clamp_keeps_models_that_write_less_and_sends_them_their_own_limit(monkeypatch):
+    """Claude Code asks for max_tokens 32000 on every turn: under clamp the turn is routed, and the model is
+    sent what it can write instead of a limit it would refuse."""
+    from llm_router.runtime import Exchange, Refusal, Runtime
+
+    for name in ("OPENAI", "ANTHROPIC", "GEMINI", "TOGETHER", "MISTRAL", "DEEPSEEK"):
+        monkeypatch.setenv(f"{name}_API_KEY", f"test-{name.lower()}")
+
+    messages = orjson.dumps({"model": "claude-sonnet-4-5", "max_tokens": 32000, "messages": GREETING})
+    _, refused = Router(load_config(None)).route(messages, path="/v1/messages")
+    assert isinstance(refused, RouteError) and refused.status == 400  # refuse, the default, is unchanged
+    _, long = Router(load_config(None)).route(chat(max_tokens=32000))
+    assert isinstance(long, Decision) and long.model.id == "mistral-large"  # the one chat model without a set limit
+    rt = Runtime(parse_config(clamping()), telemetry=False)
+    for field, sent_as in (("max_tokens", "max_tokens"), ("max_completion_tokens", "max_tokens")):  # DeepSeek's name
+        call = rt.decide(chat(**{field: 32000}), path="/v1/chat/completions", ex=Exchange("c", "r", 0.0))
+        assert not isinstance(call, Refusal), call
+        assert call.model.id == "deepseek-v2" and orjson.loads(call.body)[sent_as] == 8192
+        assert field == sent_as or field not in orjson.loads(call.body)
+    _, d = Router(parse_config(clamping())).route(chat(max_tokens=32000))
+    assert isinstance(d, Decision) and d.selection.endswith("output limit 32000 lowered to 8192, what deepseek-v2 writes in one call")
+    call = rt.decide(messages, path="/v1/messages", ex=Exchange("m", "r", 0.0))
+    assert (call.model.id, call.path, orjson.loads(call.body)["max_tokens"]) == ("deepseek-v2", "/anthropic/v1/messages", 8192)
+    under = rt.decide(chat(max_tokens=2000), path="/v1/chat/completions", ex=Exchange("u", "r", 0.0))
+    assert orjson.loads(under.body)["max_tokens"] == 2000  # within the limit: untouched
+    _, plain = Router(parse_config(clamping())).route(chat(max_tokens=2000))
+    assert "lowered" not in plain.selection
+
+
+def test_clamp_still_needs_the_input_and_the_clamped_answer_to_fit_the_context():
+    data = clamping()
+    data["policies"]["default"]["constraints"] = {"models": ["deepseek-v2"]}
+    router = Router(parse_config(data))
+    long_prompt = [{"role": "user", "content": "word " * 30000}]  # ~30,000 tokens: + 8,192 out > DeepSeek's 32,768
+    _, refused = router.route(orjson.dumps({"model": "auto", "max_tokens": 32000, "messages": long_prompt}))
+    assert isinstance(refused, RouteError) and "tokens of context" in refused.message
+    _, fits = router.route(orjson.dumps({"model": "auto", "max_tokens": 32000, "messages": [{"role": "user", "content": "word " * 20000}]}))
+    assert isinstance(fits, Decision) and fits.model.id == "deepseek-v2"
 
 
 def test_an_unset_limit_is_bounded_by_the_context_window_only():
@@ -76,6 +123,26 @@ def test_the_fakes_refuse_more_than_the_model_writes(fakes):
                    headers={"authorization": f"Bearer {fakes.keys()['deepseek']}", "content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
     assert "at most 8192 completion tokens" in r.json()["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def clamp_stack(fakes, tmp_path_factory):
+    data = config_data()
+    data["policies"]["default"]["output_limit"] = "clamp"
+    yield from running_stack(tmp_path_factory, "envoy-clamp", fakes, data)
+
+
+@pytest.mark.envoy
+def test_envoy_under_clamp_an_agent_turn_reaches_a_model_that_writes_less(clamp_stack, fresh_fakes):
+    """A Claude Code-style turn (max_tokens 32000, Anthropic format) is answered by DeepSeek's fake, which refuses
+    anything above 8192 as the provider does: the router sent it 8192."""
+    body = orjson.dumps({"model": "claude-sonnet-4-5", "max_tokens": 32000, "messages": GREETING})
+    r = httpx.post(clamp_stack.url + "/v1/messages", content=body, timeout=30,
+                   headers={"content-type": "application/json", "anthropic-version": "2023-06-01"})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "deepseek-v2" and r.json()["type"] == "message"
+    [sent] = wait_requests(fresh_fakes, "deepseek", 1)
+    assert sent.path == "/anthropic/v1/messages" and sent.json["max_tokens"] == 8192 and sent.status == 200
 
 
 @pytest.mark.envoy

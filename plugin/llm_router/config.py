@@ -276,6 +276,10 @@ class PolicyConf(_Strict):
     expected_output_tokens: int = Field(default=300, ge=1)
     reference_model: str | None = None
     client_model: Literal["route", "honor", "ceiling"] = "route"
+    # A request asking for more output tokens than a model writes in one call (Claude Code asks for 32,000):
+    # refuse: that model is not a candidate (400 when none is); clamp: it is, and the limit it is sent is lowered to
+    # its max_output_tokens, so the answer may stop there (finish_reason length) where the client allowed more.
+    output_limit: Literal["refuse", "clamp"] = "refuse"
     explain: bool = False
     failure_mode: Literal["open", "closed"] = "closed"
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)

@@ -173,11 +173,22 @@ def parse_request(body: bytes | str, api: str = "chat") -> LLMRequest:
     return req
 
 
-def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dialect: BodyDialect | None = None) -> bytes:
-    """The body to send upstream: the chosen model, usage requested on streams, and the fields in the
-    provider's own dialect (renamed, and only those it accepts) when it has one."""
+# The fields that bound an answer's length, in every API the router parses.
+OUTPUT_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dialect: BodyDialect | None = None,
+                max_output: int | None = None) -> bytes:
+    """The body to send upstream: the chosen model, usage requested on streams, an output limit no higher than
+    `max_output` (what the model writes in one call), and the fields in the provider's own dialect (renamed,
+    and only those it accepts) when it has one."""
     body = dict(req.body)
     body["model"] = model_name
+    if max_output is not None and req.max_output_tokens is not None and req.max_output_tokens > max_output:
+        for name in OUTPUT_LIMIT_FIELDS:
+            value = body.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value > max_output:
+                body[name] = max_output
     ask_usage = add_usage and req.stream and req.api in ("chat", "completions") and req.include_usage is None
     if dialect is not None:
         for old, new in dialect.rename:

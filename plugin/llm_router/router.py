@@ -21,6 +21,14 @@ from llm_router.strategies.base import Context, Selection, by_capability, by_pri
 NO_STATE = NoState()
 
 
+
+def _lowered(request: LLMRequest, model: Model) -> str:
+    """The reason's note when the output limit sent to the model is lowered to what it writes (output_limit: clamp)."""
+    asked = request.max_output_tokens
+    if asked is None or model.max_output is None or asked <= model.max_output:
+        return ""
+    return f"; output limit {asked} lowered to {model.max_output}, what {model.id} writes in one call"
+
 def build_catalog(cfg: Config) -> Catalog:
     """Catalog objects from a validated config."""
     providers = {
@@ -225,7 +233,8 @@ class Router:
         return Decision(
             model=sel.model, fallbacks=fallbacks, classification=classification, policy=policy.name,
             strategy=strategy, estimated_cost=cost, input_tokens=request.input_tokens,
-            expected_output_tokens=expected_out, selection=sel.reason, mode=sel.mode, propensity=propensity,
+            expected_output_tokens=expected_out, selection=sel.reason + _lowered(request, sel.model), mode=sel.mode,
+            propensity=propensity,
         )
 
     def _shadowed(self, request: LLMRequest, policy: Policy, capable: tuple[Model, ...], candidates: tuple[Model, ...],
@@ -274,7 +283,8 @@ class Router:
                                           min((m.max_output or m.context_window for m in serving), default=0))
         serving, min_ctx, min_out = found
         out_tokens = request.max_output_tokens or 0
-        if not needs.any_capability and need_ctx <= min_ctx and out_tokens <= min_out:
+        clamp = policy.conf.output_limit == "clamp"
+        if not needs.any_capability and need_ctx <= min_ctx and (clamp or out_tokens <= min_out):
             return serving, ""
         caps = needs.as_capabilities()
         out = []
@@ -284,10 +294,11 @@ class Router:
             if not caps <= m.capabilities:
                 continue
             by_caps += 1
-            if m.context_window < need_ctx:
+            clamped = clamp and m.max_output is not None and m.max_output < out_tokens
+            if m.context_window < (request.input_tokens + m.max_output if clamped and m.max_output is not None else need_ctx):
                 continue
             by_ctx += 1
-            if m.max_output is not None and m.max_output < out_tokens:
+            if not clamp and m.max_output is not None and m.max_output < out_tokens:
                 continue
             out.append(m)
         if out:

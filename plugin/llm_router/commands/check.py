@@ -70,7 +70,7 @@ def run(args) -> int:
     for name, p in cfg.policies.items():
         allowed = allowed_models(p, cfg)
         print(f"policy {name}: classifier={p.classifier} strategy={p.strategy} fallbacks={p.fallbacks} "
-              f"failure_mode={p.failure_mode} client_model={p.client_model}")
+              f"failure_mode={p.failure_mode} client_model={p.client_model} output_limit={p.output_limit}")
         if p.ladder:
             print("  ladder: " + ", ".join(f"{t} -> {m}" for t, m in p.ladder.items()))
         if p.affinity != "off":
