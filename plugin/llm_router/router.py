@@ -21,13 +21,13 @@ from llm_router.strategies.base import Context, Selection, by_capability, by_pri
 NO_STATE = NoState()
 
 
-
 def _lowered(request: LLMRequest, model: Model) -> str:
     """The reason's note when the output limit sent to the model is lowered to what it writes (output_limit: clamp)."""
     asked = request.max_output_tokens
     if asked is None or model.max_output is None or asked <= model.max_output:
         return ""
     return f"; output limit {asked} lowered to {model.max_output}, what {model.id} writes in one call"
+
 
 def build_catalog(cfg: Config) -> Catalog:
     """Catalog objects from a validated config."""
@@ -294,8 +294,10 @@ class Router:
             if not caps <= m.capabilities:
                 continue
             by_caps += 1
-            clamped = clamp and m.max_output is not None and m.max_output < out_tokens
-            if m.context_window < (request.input_tokens + m.max_output if clamped and m.max_output is not None else need_ctx):
+            need = need_ctx
+            if clamp and m.max_output is not None and m.max_output < out_tokens:
+                need = request.input_tokens + m.max_output  # the limit it will be sent
+            if m.context_window < need:
                 continue
             by_ctx += 1
             if not clamp and m.max_output is not None and m.max_output < out_tokens:
