@@ -25,6 +25,7 @@ from llm_router.learn.clusters import TEMPERATURE, auto_k, fit_clusters
 from llm_router.learn.features import Featurizer, load_embedder
 from llm_router.learn.fit import fit, fold_ids
 from llm_router.learn.groups import recognised, recogniser_features
+from llm_router.learn.linear import sigmoid
 from llm_router.learn.train import keys_of, model_prices, requests_of
 
 
@@ -86,8 +87,7 @@ def told_the_task(ds, x: np.ndarray, dim: int, folds: np.ndarray, keys: np.ndarr
             xtr = base[tr] if a is None else np.hstack([base[tr], a])
             xte = base[te] if b is None else np.hstack([base[te], b])
             fitted, _ = fit(xtr, ds.scores[tr], keys[tr] // 7)
-            z = ((xte - fitted.mean) / fitted.scale) @ fitted.weights + fitted.bias
-            preds[way][te] = 0.5 * (1.0 + np.tanh(0.5 * z))
+            preds[way][te] = sigmoid(((xte - fitted.mean) / fitted.scale) @ fitted.weights + fitted.bias)
     best = int(ds.scores.mean(0).argmax())
     bq, bc = float(ds.scores[:, best].mean()), float(ds.costs[:, best].mean())
     prices = model_prices(ds)

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from llm_router.learn.clusters import Clusters
+from llm_router.learn.fit import standardise
 
 MIN_ROWS_PER_GROUP = 20  # a task with fewer training prompts is not learned as its own group
 MAX_GROUPS = 200
@@ -83,8 +84,7 @@ def fit_groups(emb: np.ndarray, labels: Sequence[str], *, temperature: float,
     rows = _rows_of(labels, names)
     keep = rows >= 0
     x = emb[keep].astype(np.float64)
-    mean, scale = x.mean(0), x.std(0)
-    scale = np.where(scale > 1e-6, scale, 1.0)
+    mean, scale = standardise(x)
     w, b = fit_softmax((x - mean) / scale, rows[keep], len(names))
     weights = w / scale[:, None]
     bias = b - mean @ weights
