@@ -10,7 +10,9 @@ from llm_router.request import parse_request
 from llm_router.router import Router
 
 LADDER = {"LOW": "deepseek-v2", "MEDIUM": "llama-3-70b", "HIGH": "claude-3.5-sonnet", "CRITICAL": "gpt-4o"}
-HARD = "Prove rigorously that the halting problem is undecidable, step by step, and explain why the proof works."
+# CRITICAL under the rules with a margin (0.81 against the 0.70 cut): the system prompt no longer adds length.
+HARD = ("Prove rigorously that the halting problem is undecidable, step by step, and explain why the proof works. "
+        "Then analyse the complexity of the reduction.")
 EASY = "thanks! that is all"
 
 

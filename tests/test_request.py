@@ -22,7 +22,8 @@ def test_chat_string_content():
     req = parse_request(chat(messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]))
     assert req.api == "chat"
     assert req.prompt == "What is 2+2?"
-    assert "Be brief." in req.context
+    assert req.context == ""  # the system prompt is sent with every call: not context for the classifiers
+    assert 0 < req.standing_tokens < req.input_tokens and req.conversation_tokens == req.input_tokens - req.standing_tokens
     assert req.model == "auto"
     assert req.input_tokens > 0
     assert not req.stream and not any((req.needs.tools, req.needs.vision, req.needs.json))
@@ -105,7 +106,10 @@ def test_anthropic_messages_system_and_blocks():
             "tools": [{"name": "t", "input_schema": {}}], "stream": True}
     req = parse_request(orjson.dumps(body), "messages")
     assert req.api == "messages" and req.prompt == "Summarise this"
-    assert "You are terse." in req.context
+    assert req.context == ""
+    # The system prompt and the tool definitions are the application's standing part of every call.
+    assert req.standing_tokens == estimate_tokens("You are terse.") + estimate_tokens(orjson.dumps(body["tools"]).decode())
+    assert req.conversation_tokens == req.input_tokens - req.standing_tokens > 0
     assert req.needs.vision and req.needs.tools and req.stream and req.max_output_tokens == 256
 
 

@@ -21,6 +21,7 @@ MESSAGE_OVERHEAD_TOKENS = 4
 CLIENT_TOOL_TYPES = frozenset({"function", "custom"})  # Responses tools the client runs; every other type is hosted
 
 CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+STANDING_ROLES = ("system", "developer")  # the application's instructions, sent with every call
 ANTHROPIC_ROLES = frozenset({"user", "assistant"})
 
 
@@ -81,7 +82,7 @@ class LLMRequest:
     api: str  # "chat" | "completions" | "messages" | "responses"
     body: dict[str, Any]
     prompt: str  # the last user turn, bounded
-    context: str  # earlier turns and system prompt, bounded
+    context: str  # earlier turns (not the system prompt), bounded
     input_tokens: int
     model: str | None = None
     max_output_tokens: int | None = None
@@ -91,11 +92,17 @@ class LLMRequest:
     turns: int = 1
     body_bytes: int = 0
     choices: int = 1  # `n`: answers asked for in one call (each is billed as output)
+    standing_tokens: int = 0  # of input_tokens: the system prompt and tool definitions
 
     @property
     def text(self) -> str:
         """Text the classifiers look at."""
         return self.prompt
+
+    @property
+    def conversation_tokens(self) -> int:
+        """Input tokens without the system prompt and tool definitions: the length the classifiers weigh."""
+        return max(1, self.input_tokens - self.standing_tokens)
 
 
 MAX_CHOICES = 128  # OpenAI's upper bound for `n`
@@ -240,9 +247,12 @@ def _parse_chat(data: dict[str, Any]) -> LLMRequest:
         texts.append((role, text))
     # One estimate over all turns: the per-call cost of the estimator is most of its cost.
     tokens += estimate_tokens("\n".join([t for _, t in texts]))
+    standing = _standing(texts)
     tools = _check_tools(data)
     if tools:
-        tokens += estimate_tokens(orjson.dumps(data.get("tools") or data.get("functions")).decode())
+        tool_tokens = estimate_tokens(orjson.dumps(data.get("tools") or data.get("functions")).decode())
+        tokens += tool_tokens
+        standing += tool_tokens
     json_mode = _json_format(data.get("response_format"), "response_format")
     stream = _opt_bool(data, "stream")
     include_usage = None
@@ -264,7 +274,7 @@ def _parse_chat(data: dict[str, Any]) -> LLMRequest:
     return LLMRequest(
         api="chat", body=data, prompt=prompt, context=context, input_tokens=tokens + 3, model=model,
         max_output_tokens=max_out, stream=stream, include_usage=include_usage, turns=turns, choices=choices,
-        needs=Needs(tools=tools, vision=vision, json=bool(json_mode), json_schema=json_mode == "json_schema",
+        standing_tokens=standing, needs=Needs(tools=tools, vision=vision, json=bool(json_mode), json_schema=json_mode == "json_schema",
                     long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream, logprobs=logprobs, multiple_choices=choices > 1),
     )
 
@@ -415,6 +425,7 @@ def _parse_messages(data: dict[str, Any]) -> LLMRequest:
         stext, _ = _anthropic_content(system, "system")
         texts.append(("system", stext))
         tokens += estimate_tokens(stext)
+    standing = tokens
     for i, msg in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(msg, dict):
@@ -430,12 +441,14 @@ def _parse_messages(data: dict[str, Any]) -> LLMRequest:
     if tools is not None and not isinstance(tools, list):
         raise RequestError(f"'tools' must be an array, got {_kind(tools)}", field="tools")
     if tools:
-        tokens += estimate_tokens(orjson.dumps(tools).decode())
+        tool_tokens = estimate_tokens(orjson.dumps(tools).decode())
+        tokens += tool_tokens
+        standing += tool_tokens
     stream = _opt_bool(data, "stream")
     prompt, context, turns = _window(texts, user_roles=("user",))
     return LLMRequest(
         api="messages", body=data, prompt=prompt, context=context, input_tokens=tokens, model=model,
-        max_output_tokens=max_tokens, stream=stream, include_usage=True, turns=turns,
+        max_output_tokens=max_tokens, stream=stream, include_usage=True, turns=turns, standing_tokens=standing,
         needs=Needs(tools=bool(tools), vision=vision, long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream),
     )
 
@@ -486,6 +499,7 @@ def _parse_responses(data: dict[str, Any]) -> LLMRequest:
     elif data.get("prompt") is None:
         raise RequestError("'input' is required (text or an array of input items) unless a 'prompt' template is given", field="input")
     tokens += estimate_tokens("\n".join([t for _, t in texts])) + MESSAGE_OVERHEAD_TOKENS * len(texts)
+    standing = _standing(texts)
     tools = _check_tools(data)
     hosted = False
     for i, tool in enumerate(data.get("tools") or ()):
@@ -494,7 +508,9 @@ def _parse_responses(data: dict[str, Any]) -> LLMRequest:
             raise RequestError(f"'tools[{i}]' must be an object with a string 'type'", field=f"tools[{i}]")
         hosted = hosted or kind not in CLIENT_TOOL_TYPES
     if tools:
-        tokens += estimate_tokens(orjson.dumps(data.get("tools") or data.get("functions")).decode())
+        tool_tokens = estimate_tokens(orjson.dumps(data.get("tools") or data.get("functions")).decode())
+        tokens += tool_tokens
+        standing += tool_tokens
     text_opts = data.get("text")
     if text_opts is not None and not isinstance(text_opts, dict):
         raise RequestError(f"'text' must be an object, got {_kind(text_opts)}", field="text")
@@ -516,7 +532,7 @@ def _parse_responses(data: dict[str, Any]) -> LLMRequest:
     return LLMRequest(
         api="responses", body=data, prompt=prompt, context=context, input_tokens=tokens, model=model,
         max_output_tokens=_opt_pos_int(data, "max_output_tokens"), stream=stream, include_usage=True, turns=turns,
-        needs=Needs(tools=bool(tools), vision=vision, json=bool(json_mode), json_schema=json_mode == "json_schema",
+        standing_tokens=standing, needs=Needs(tools=bool(tools), vision=vision, json=bool(json_mode), json_schema=json_mode == "json_schema",
                     long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream, hosted_tools=hosted, logprobs=logprobs),
     )
 
@@ -566,8 +582,18 @@ def _responses_content(content: Any, where: str) -> tuple[str, int]:
 
 # ---- shared helpers ---------------------------------------------------------------------
 
+def _standing(texts: list[tuple[str, str]]) -> int:
+    """Estimated tokens of the system and developer messages (none: 0, at no cost)."""
+    standing = [t for role, t in texts if role in STANDING_ROLES]
+    return estimate_tokens("\n".join(standing)) + MESSAGE_OVERHEAD_TOKENS * len(standing) if standing else 0
+
+
 def _window(texts: list[tuple[str, str]], *, user_roles: tuple[str, ...]) -> tuple[str, str, int]:
-    """The bounded last user turn, a bounded window of earlier turns, and the user turn count."""
+    """The bounded last user turn, a bounded window of earlier turns, and the user turn count.
+
+    The window leaves out system and developer messages: an application sends the same ones with every
+    call, so they cannot tell its requests apart (a coding agent's would make every short turn look like a bug fix).
+    """
     roles = [role for role, _ in texts]
     turns = sum(roles.count(r) for r in user_roles)
     last = len(texts) - 1
@@ -582,9 +608,11 @@ def _window(texts: list[tuple[str, str]], *, user_roles: tuple[str, ...]) -> tup
         return prompt, "", turns
     before: list[str] = []
     budget = CONTEXT_CHARS
-    for _, text in reversed(texts[:last]):
+    for role, text in reversed(texts[:last]):
         if budget <= 0:
             break
+        if role in STANDING_ROLES:
+            continue
         piece = text[-budget:]
         before.append(piece)
         budget -= len(piece)

@@ -160,7 +160,7 @@ class RulesClassifier:
     def classify_with_matches(self, request: LLMRequest) -> tuple[Classification, tuple[Rule, ...]]:
         """The classification and the rules that matched (in config order)."""
         score = self.base
-        tokens = max(1, request.input_tokens)
+        tokens = request.conversation_tokens
         score += min(self.length.weight, self.length.weight * math.log(tokens) / self._log_full)
         hits = self.matches(request.prompt)
         order = sorted(hits)

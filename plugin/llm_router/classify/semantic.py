@@ -252,7 +252,7 @@ class SemanticClassifier:
 
     def classify(self, request: LLMRequest) -> Classification:
         """Classify one request."""
-        return self.classify_vector(self.embed_request(request), max(1, request.input_tokens))
+        return self.classify_vector(self.embed_request(request), request.conversation_tokens)
 
     def classify_vector(self, v: np.ndarray, tokens: int) -> Classification:
         """Classify an already embedded prompt of `tokens` tokens."""
