@@ -198,6 +198,8 @@ class RuleConf(_Strict):
 
 
 class LengthConf(_Strict):
+    """The length term: up to `weight` of the score, full at `full_at_tokens` of conversation (system prompt and tools excluded)."""
+
     weight: float = 0.35
     full_at_tokens: int = Field(default=3000, gt=1)
 
@@ -234,7 +236,7 @@ class SemanticConf(_Strict):
     # CV and 0.77 category agreement on real data sets; centroid 0.627 / 0.64 and 0.65, ~40 us faster.
     mode: Literal["knn", "centroid"] = "knn"
     temperature: float = Field(default=0.05, gt=0, le=1)  # similarity softmax: lower = nearest dominates
-    length_weight: float = Field(default=0.2, ge=0, le=1)  # share of the score from prompt length
+    length_weight: float = Field(default=0.2, ge=0, le=1)  # share of the score from the conversation's length
     _cuts = field_validator("cuts")(_ascending_cuts)
 
 
