@@ -88,3 +88,74 @@ def test_a_long_conversation_still_weighs_as_length():
     _, long = router.route(messages_body("run the tests", agent=True, history=history), path="/v1/messages")
     assert isinstance(short, Decision) and isinstance(long, Decision)
     assert long.classification.score > short.classification.score + 0.05
+
+
+# ---- agent loops: the model calls tools, the client sends their results back ----------------
+
+INSTRUCTION = "Fix the failing test in parser.py"
+FILE = "def parse(tokens):\n    stack = []\n    for t in tokens:\n        if t == '(':\n            stack.append(t)\n" * 40
+
+
+def loop_messages(*, own_text: str | None = None) -> bytes:
+    result: list[dict] = [{"type": "tool_result", "tool_use_id": "t1", "content": FILE}]
+    if own_text:
+        result.append({"type": "text", "text": own_text})
+    return orjson.dumps({"model": "claude-sonnet-4-5", "max_tokens": 4096, "system": SYSTEM, "tools": TOOLS, "messages": [
+        {"role": "user", "content": INSTRUCTION},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "tool_0", "input": {"command": "cat parser.py"}}]},
+        {"role": "user", "content": result}]})
+
+
+def loop_chat() -> bytes:
+    return orjson.dumps({"model": "auto", "tools": OPENAI_TOOLS, "messages": [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": INSTRUCTION},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "t1", "type": "function", "function": {
+            "name": "tool_0", "arguments": '{"command": "cat parser.py"}'}}]},
+        {"role": "tool", "tool_call_id": "t1", "content": FILE}]})
+
+
+def loop_responses() -> bytes:
+    return orjson.dumps({"model": "auto", "instructions": SYSTEM, "tools": OPENAI_TOOLS, "input": [
+        {"role": "user", "content": INSTRUCTION},
+        {"type": "function_call", "call_id": "t1", "name": "tool_0", "arguments": '{"command": "cat parser.py"}'},
+        {"type": "function_call_output", "call_id": "t1", "output": FILE}]})
+
+
+def test_a_tool_result_turn_is_classified_by_the_instruction_in_every_format():
+    """Anthropic carries tool results in a user message, OpenAI in tool messages or items: all three read the instruction."""
+    requests = {"messages": parse_request(loop_messages(), "messages"), "chat": parse_request(loop_chat(), "chat"),
+                "responses": parse_request(loop_responses(), "responses")}
+    for api, req in requests.items():
+        assert req.prompt == INSTRUCTION and req.turns == 1, api
+        assert "stack.append" not in req.context  # results come after the instruction: not its context
+        assert req.conversation_tokens > 500  # but the loop's growing length still counts
+    router = Router(load_config(None))
+    got = {}
+    for api, path, body in (("messages", "/v1/messages", loop_messages()), ("chat", "/v1/chat/completions", loop_chat()),
+                            ("responses", "/v1/responses", loop_responses())):
+        _, d = router.route(body, path=path)
+        assert isinstance(d, Decision), d
+        got[api] = (d.classification.tier, d.classification.category)
+    assert got["messages"] == got["chat"] == got["responses"], got
+
+
+def test_text_sent_beside_tool_results_is_the_users_turn():
+    req = parse_request(loop_messages(own_text="also add a test for nested parentheses"), "messages")
+    assert req.prompt == "also add a test for nested parentheses" and req.turns == 2
+    assert "stack.append" in req.context  # the results it answers come before it (the window is bounded)
+
+
+def test_an_agent_loops_later_calls_continue_the_conversation():
+    """Affinity keeps a conversation on its model from the second call on; an agent loop's second call has no second
+    user turn, only the model's tool call and its result."""
+    from llm_router.affinity import conversation_key
+
+    first = {"messages": orjson.dumps({"model": "m", "max_tokens": 10, "system": SYSTEM, "messages": [{"role": "user", "content": INSTRUCTION}]}),
+             "chat": orjson.dumps({"model": "auto", "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": INSTRUCTION}]}),
+             "responses": orjson.dumps({"model": "auto", "instructions": SYSTEM, "input": [{"role": "user", "content": INSTRUCTION}]})}
+    later = {"messages": loop_messages(), "chat": loop_chat(), "responses": loop_responses()}
+    for api in first:
+        key0, continues0 = conversation_key(parse_request(first[api], api))
+        key1, continues1 = conversation_key(parse_request(later[api], api))
+        assert key0 == key1 and not continues0 and continues1, api

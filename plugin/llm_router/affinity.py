@@ -18,6 +18,7 @@ import orjson
 from llm_router.request import LLMRequest
 
 MAX_ENTRIES = 200_000  # conversations remembered per process, every policy together (least recently used go first)
+ANSWER_ITEMS = frozenset({"function_call", "function_call_output", "reasoning"})  # Responses items a model answered with
 
 
 def _text(value: Any) -> str:
@@ -54,14 +55,18 @@ def conversation_key(request: LLMRequest, scope: str = "") -> tuple[int, bool] |
         return None
     system: Any = body.get("system") if request.api == "messages" else None
     first: Any = None
-    for msg in body.get("messages") or ():
+    messages = body.get("messages") or ()
+    for msg in messages:
         role = msg.get("role")
         if role in ("system", "developer") and system is None:
             system = msg.get("content")
         elif role == "user":
             first = msg.get("content")
             break
-    return _digest(scope, request.api, _text(system), _text(first)), request.turns >= 2
+    # An agent loop's calls after the first carry the model's answers (tool calls) and their results,
+    # often with no second user turn: any earlier answer makes the request a continuation.
+    answered = request.turns >= 2 or any(msg.get("role") == "assistant" for msg in messages)
+    return _digest(scope, request.api, _text(system), _text(first)), answered
 
 
 def response_key(scope: str, response_id: str) -> int:
@@ -88,7 +93,10 @@ def _responses_key(request: LLMRequest, scope: str) -> tuple[int, bool] | None:
         if isinstance(item, dict) and item.get("role") == "user" and item.get("type", "message") == "message":
             first = item.get("content")
             break
-    return _digest(scope, "responses", _text(body.get("instructions")), _text(first)), request.turns >= 2
+    answered = request.turns >= 2 or any(
+        isinstance(item, dict) and (item.get("role") == "assistant" or item.get("type") in ANSWER_ITEMS)
+        for item in (inp if isinstance(inp, list) else ()))
+    return _digest(scope, "responses", _text(body.get("instructions")), _text(first)), answered
 
 
 class AffinityTable:

@@ -433,10 +433,14 @@ def _parse_messages(data: dict[str, Any]) -> LLMRequest:
         role = msg.get("role")
         if role not in ANTHROPIC_ROLES:
             raise RequestError(f"'{where}.role' must be 'user' or 'assistant', got {role!r}", field=f"{where}.role")
-        text, images = _anthropic_content(msg.get("content"), f"{where}.content")
+        content = msg.get("content")
+        text, images = _anthropic_content(content, f"{where}.content")
         vision = vision or images > 0
         tokens += estimate_tokens(text) + images * IMAGE_TOKENS + MESSAGE_OVERHEAD_TOKENS
-        texts.append((role, text))
+        if role == "user" and isinstance(content, list) and any(_is_tool_result(b) for b in content):
+            texts += _split_tool_results(content, f"{where}.content")
+        else:
+            texts.append((role, text))
     tools = data.get("tools")
     if tools is not None and not isinstance(tools, list):
         raise RequestError(f"'tools' must be an array, got {_kind(tools)}", field="tools")
@@ -456,6 +460,18 @@ def _parse_messages(data: dict[str, Any]) -> LLMRequest:
 def _anthropic_content(content: Any, where: str) -> tuple[str, int]:
     """Text and image count of an Anthropic content (string or blocks)."""
     return _content(content, where, ANTHROPIC_BLOCKS)
+
+
+def _is_tool_result(block: Any) -> bool:
+    return isinstance(block, dict) and block.get("type") == "tool_result"
+
+
+def _split_tool_results(content: list[Any], where: str) -> list[tuple[str, str]]:
+    """A user message carrying tool results: the results as a tool turn (as OpenAI's `tool` messages), then any
+    text of the user's own. The classifiers then read an agent loop's instruction, not the output of its tools."""
+    results, _ = _anthropic_content([b for b in content if _is_tool_result(b)], where)
+    own, _ = _anthropic_content([b for b in content if not _is_tool_result(b)], where)
+    return [("tool", results), ("user", own)] if own.strip() else [("tool", results)]
 
 
 def _tool_result(block: dict[str, Any], bw: str) -> tuple[str, int]:
