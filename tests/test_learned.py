@@ -66,6 +66,25 @@ def test_save_load_same_predictions(trained, tmp_path):
     assert c.classifier == "learned" and c.evidence[0].startswith("p(")
 
 
+def test_a_system_prompt_and_tools_do_not_change_the_features(trained):
+    """Training rows are bare prompts; the same prompt sent live with an application's system prompt and tools
+    must get the features it was trained with, so the same predictions."""
+    import orjson
+
+    _, feat, model, _ = trained
+    prompt = "Write a Python function that merges two sorted lists."
+    bare = parse_request(chat_body(prompt))
+    tools = [{"type": "function", "function": {"name": f"t{i}", "description": "Runs a shell command. " * 20,
+                                                "parameters": {"type": "object"}}} for i in range(10)]
+    dressed = parse_request(orjson.dumps({"model": "auto", "tools": tools, "messages": [
+        {"role": "system", "content": "You are a coding assistant inside an IDE. Follow the project's style. " * 50},
+        {"role": "user", "content": prompt}]}))
+    assert dressed.input_tokens > bare.input_tokens + 1000
+    assert np.allclose(feat.features(dressed), feat.features(bare), atol=0.02)
+    assert np.allclose(model.predict(feat.features(dressed)), model.predict(feat.features(bare)), atol=0.02)
+    assert np.allclose(feat.matrix([dressed]), feat.matrix([bare]), atol=0.02)
+
+
 def test_bad_model_files_are_named(tmp_path):
     with pytest.raises(ModelFileError, match="no such model file"):
         QualityModel.load(tmp_path / "none.npz")

@@ -129,8 +129,13 @@ class Featurizer:
         return embedder_fingerprint(self.kind, self.embedder)
 
     def features(self, request: LLMRequest) -> np.ndarray:
-        """Feature vector (dim,) for one request."""
-        return np.concatenate([self.embedder.embed(request.prompt), structure(request.prompt, request.input_tokens)])
+        """Feature vector (dim,) for one request.
+
+        Length is the conversation's (system prompt and tool definitions left out): training rows are bare
+        prompts, so a live request with an application's standing instructions gets the features its prompt was
+        trained with.
+        """
+        return np.concatenate([self.embedder.embed(request.prompt), structure(request.prompt, request.conversation_tokens)])
 
     def matrix(self, requests: list[LLMRequest]) -> np.ndarray:
         """(n, dim) features for many requests."""
@@ -139,7 +144,7 @@ class Featurizer:
         if many is not None:  # batched transformer runs: same vectors, several times faster
             out[:, :self.embedder.dim] = many([req.prompt for req in requests])
             for i, req in enumerate(requests):
-                out[i, self.embedder.dim:] = structure(req.prompt, req.input_tokens)
+                out[i, self.embedder.dim:] = structure(req.prompt, req.conversation_tokens)
             return out
         for i, req in enumerate(requests):
             out[i] = self.features(req)
