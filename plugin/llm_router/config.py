@@ -198,7 +198,7 @@ class RuleConf(_Strict):
 
 
 class LengthConf(_Strict):
-    """The length term: up to `weight` of the score, full at `full_at_tokens` of conversation (system prompt and tools excluded)."""
+    """The length term: up to `weight` of the score, full at `full_at_tokens` of conversation (no system prompt, no tools)."""
 
     weight: float = 0.35
     full_at_tokens: int = Field(default=3000, gt=1)

@@ -274,7 +274,8 @@ def _parse_chat(data: dict[str, Any]) -> LLMRequest:
     return LLMRequest(
         api="chat", body=data, prompt=prompt, context=context, input_tokens=tokens + 3, model=model,
         max_output_tokens=max_out, stream=stream, include_usage=include_usage, turns=turns, choices=choices,
-        standing_tokens=standing, needs=Needs(tools=tools, vision=vision, json=bool(json_mode), json_schema=json_mode == "json_schema",
+        standing_tokens=standing,
+        needs=Needs(tools=tools, vision=vision, json=bool(json_mode), json_schema=json_mode == "json_schema",
                     long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream, logprobs=logprobs, multiple_choices=choices > 1),
     )
 
@@ -548,7 +549,8 @@ def _parse_responses(data: dict[str, Any]) -> LLMRequest:
     return LLMRequest(
         api="responses", body=data, prompt=prompt, context=context, input_tokens=tokens, model=model,
         max_output_tokens=_opt_pos_int(data, "max_output_tokens"), stream=stream, include_usage=True, turns=turns,
-        standing_tokens=standing, needs=Needs(tools=bool(tools), vision=vision, json=bool(json_mode), json_schema=json_mode == "json_schema",
+        standing_tokens=standing,
+        needs=Needs(tools=bool(tools), vision=vision, json=bool(json_mode), json_schema=json_mode == "json_schema",
                     long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream, hosted_tools=hosted, logprobs=logprobs),
     )
 

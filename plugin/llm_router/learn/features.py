@@ -135,7 +135,8 @@ class Featurizer:
         prompts, so a live request with an application's standing instructions gets the features its prompt was
         trained with.
         """
-        return np.concatenate([self.embedder.embed(request.prompt), structure(request.prompt, request.conversation_tokens)])
+        shape = structure(request.prompt, request.conversation_tokens)
+        return np.concatenate([self.embedder.embed(request.prompt), shape])
 
     def matrix(self, requests: list[LLMRequest]) -> np.ndarray:
         """(n, dim) features for many requests."""
