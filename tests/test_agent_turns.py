@@ -159,3 +159,26 @@ def test_an_agent_loops_later_calls_continue_the_conversation():
         key0, continues0 = conversation_key(parse_request(first[api], api))
         key1, continues1 = conversation_key(parse_request(later[api], api))
         assert key0 == key1 and not continues0 and continues1, api
+
+
+def test_the_demo_coding_agent_calls_parse_as_agent_turns_and_cheap_ones_go_cheap():
+    """The demo's coding-agent calls: every one parses with its instruction as the prompt and the agent's system prompt and
+    tools as standing tokens; repository chores go to the cheapest model, and the hard tasks to HIGH-tier models."""
+    from llm_router.commands.demo import load_workload, request_for
+    from llm_router.request import api_for_path
+
+    router = Router(load_config(None))
+    items = [it for it in load_workload(None) if it.get("agent")]
+    assert len(items) >= 20 and {it["api"] for it in items} == {"chat", "messages"}
+    assert sum(1 for it in items if it.get("tool_call")) >= 10  # later calls of a loop, carrying a tool's result
+    cheap = 0
+    for it in items:
+        path, body = request_for(it)
+        req = parse_request(body, api_for_path(path))
+        assert req.prompt == it["prompt"] and req.standing_tokens > 2000, it["id"]
+        _, d = router.route(body, path=path)
+        assert isinstance(d, Decision), (it["id"], d)
+        cheap += d.model.id == "deepseek-v2"
+        if it["tier_hint"] in ("HIGH", "CRITICAL"):
+            assert d.classification.tier.name in ("HIGH", "CRITICAL"), (it["id"], d.reason)
+    assert cheap >= len(items) // 4

@@ -57,6 +57,9 @@ def test_demo_json_summary():
     assert chat["requests"] + messages["requests"] == s["requests"] and messages["requests"] >= 20
     assert set(messages["model_share"]) == {"claude-3.5-sonnet", "deepseek-v2"}
     assert abs(sum(messages["model_share"].values()) - 1) < 0.01 and len(chat["model_share"]) >= 3
+    # a coding agent's calls (system prompt, tools, tool results): chores reach the cheapest model, hard tasks Claude
+    agent = s["agent"]
+    assert agent["requests"] >= 20 and {"deepseek-v2", "claude-3.5-sonnet"} <= set(agent["model_share"])
 
 
 def test_demo_with_failing_providers_answers_every_request_through_fallbacks():

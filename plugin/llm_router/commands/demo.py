@@ -13,6 +13,7 @@ fallbacks taken (paired latency is measured on requests answered by their first 
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 import signal
@@ -59,6 +60,7 @@ class Outcome:
     direct_ms: float | None
     attempts: int = 1  # upstream attempts Envoy made (x-envoy-attempt-count): > 1 means a fallback answered
     api: str = "chat"  # the API the client spoke: chat (OpenAI) or messages (Anthropic)
+    agent: bool = False  # a coding agent's call (system prompt, tools, maybe a tool result)
 
 
 def load_workload(path: str | None) -> list[dict[str, Any]]:
@@ -66,8 +68,41 @@ def load_workload(path: str | None) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+@functools.lru_cache(maxsize=1)
+def agent_kit() -> dict[str, Any]:
+    """The coding agent's standing system prompt and tool definitions (Anthropic's tool shape)."""
+    return json.loads(resources.files("llm_router").joinpath("data/agent.json").read_text())
+
+
+def agent_request(item: dict[str, Any]) -> tuple[str, bytes]:
+    """A coding agent's call: its system prompt and tools, the user's instruction, and, for a later call of the
+    loop, the tool the model called and the result (Anthropic: blocks in the messages; OpenAI: tool messages)."""
+    kit = agent_kit()
+    call = item.get("tool_call")
+    stream = bool(item.get("stream"))
+    if item.get("api") == "messages":
+        messages: list[dict[str, Any]] = [{"role": "user", "content": [{"type": "text", "text": item["prompt"]}]}]
+        if call:
+            messages += [{"role": "assistant", "content": [{"type": "tool_use", "id": "call_1", "name": call["name"],
+                                                            "input": call["input"]}]},
+                         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": call["result"]}]}]
+        body: dict[str, Any] = {"model": "auto", "max_tokens": 8192, "system": kit["system"], "tools": kit["tools"],
+                                "messages": messages, "stream": stream}
+        return MESSAGES_PATH, orjson.dumps(body)
+    tools = [{"type": "function", "function": {"name": t["name"], "description": t["description"],
+                                               "parameters": t["input_schema"]}} for t in kit["tools"]]
+    chat: list[dict[str, Any]] = [{"role": "system", "content": kit["system"]}, {"role": "user", "content": item["prompt"]}]
+    if call:
+        chat += [{"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+                     "name": call["name"], "arguments": json.dumps(call["input"])}}]},
+                 {"role": "tool", "tool_call_id": "call_1", "content": call["result"]}]
+    return CHAT_PATH, orjson.dumps({"model": "auto", "messages": chat, "tools": tools, "stream": stream})
+
+
 def request_for(item: dict[str, Any]) -> tuple[str, bytes]:
-    """Path and body of a workload item (OpenAI chat or Anthropic messages)."""
+    """Path and body of a workload item (OpenAI chat or Anthropic messages; a coding agent's call when `agent`)."""
+    if item.get("agent"):
+        return agent_request(item)
     stream = bool(item.get("stream"))
     if item.get("api") == "messages":
         body: dict[str, Any] = {"model": "auto", "max_tokens": 512, "messages": [{"role": "user", "content": item["prompt"]}]}
@@ -275,6 +310,7 @@ def _say(enabled: bool, text: str) -> None:
 def _one(item: dict[str, Any], base: str, routed, direct, catalog, fakes) -> Outcome:
     path, body = request_for(item)
     api = "messages" if path == MESSAGES_PATH else "chat"
+    agent = bool(item.get("agent"))
     stream = bool(item.get("stream"))
     headers = {"content-type": "application/json", "authorization": "Bearer client-key-that-must-not-leak"}
     t = time.perf_counter()
@@ -283,10 +319,10 @@ def _one(item: dict[str, Any], base: str, routed, direct, catalog, fakes) -> Out
     model_id = r.headers.get("x-llm-router-model")  # the model that answered (after any fallback)
     attempts = int(r.headers.get("x-envoy-attempt-count") or 1)
     if r.status_code != 200 or model_id not in catalog.models:
-        return Outcome(model_id, r.status_code, 0, 0, routed_ms, None, attempts, api)
+        return Outcome(model_id, r.status_code, 0, 0, routed_ms, None, attempts, api, agent)
     inp, out = usage_of(r.content, stream)
     if attempts > 1:  # the routed time includes the failed attempts: not a measure of the router's overhead
-        return Outcome(model_id, r.status_code, inp, out, routed_ms, None, attempts, api)
+        return Outcome(model_id, r.status_code, inp, out, routed_ms, None, attempts, api, agent)
     # The same upstream call, straight to the provider's fake: what Envoy + llm-router added is the difference.
     from llm_router.catalog import fill_model
     from llm_router.request import api_for_path, parse_request, render_body
@@ -303,7 +339,8 @@ def _one(item: dict[str, Any], base: str, routed, direct, catalog, fakes) -> Out
     d = direct.post(f"http://127.0.0.1:{fakes.ports[provider.name]}{target}", content=direct_body,
                     headers={"content-type": "application/json", **auth, **dict(provider.headers)})
     direct_ms = (time.perf_counter() - t) * 1000
-    return Outcome(model_id, r.status_code, inp, out, routed_ms, direct_ms if d.status_code == 200 else None, attempts, api)
+    return Outcome(model_id, r.status_code, inp, out, routed_ms, direct_ms if d.status_code == 200 else None, attempts, api,
+                   agent)
 
 
 def _summarise(outcomes: list[Outcome], catalog, cfg) -> dict[str, Any]:
@@ -319,6 +356,8 @@ def _summarise(outcomes: list[Outcome], catalog, cfg) -> dict[str, Any]:
     by_api: dict[str, Counter[str | None]] = {}
     for o in ok:
         by_api.setdefault(o.api, Counter())[o.model] += 1
+    agents = [o for o in outcomes if o.agent]
+    agent_share = Counter(o.model for o in ok if o.agent)
     diffs = [o.routed_ms - o.direct_ms for o in ok if o.direct_ms is not None]
     fell_back = [o for o in ok if o.attempts > 1]
     return {
@@ -331,6 +370,8 @@ def _summarise(outcomes: list[Outcome], catalog, cfg) -> dict[str, Any]:
         # per client API (chat: OpenAI format, messages: Anthropic format), shares of that API's requests
         "by_api": {api: {"requests": per_api[api], "model_share": {m: round(c / per_api[api], 4) for m, c in cnt.most_common()}}
                    for api, cnt in sorted(by_api.items())},
+        # a coding agent's calls (both formats), shares of those calls
+        "agent": {"requests": len(agents), "model_share": {m: round(c / len(agents), 4) for m, c in agent_share.most_common()}},
         "cost_per_1k": round(cost / n * 1000, 4),
         "baseline_cost_per_1k": round(baseline / n * 1000, 4),
         "saving": round(1 - cost / baseline, 4) if baseline else 0.0,
@@ -349,6 +390,10 @@ def _print(s: dict[str, Any]) -> None:
         fmt = "OpenAI format" if api == "chat" else "Anthropic format"
         shown = ", ".join(f"{m} {v * 100:.1f}%" for m, v in part["model_share"].items())
         print(f"  {api} ({fmt}, {part['requests']} requests): {shown}")
+    agent = s.get("agent") or {}
+    if agent.get("requests"):
+        shown = ", ".join(f"{m} {v * 100:.1f}%" for m, v in agent["model_share"].items())
+        print(f"  coding agent ({agent['requests']} of them, with its system prompt and tools): {shown}")
     fb = s.get("fallbacks") or {}
     if s.get("failing_providers") or fb.get("requests"):
         print(f"\nfailing providers: {', '.join(s.get('failing_providers') or []) or 'none'}; "
