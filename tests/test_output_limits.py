@@ -159,3 +159,58 @@ def test_envoy_sends_a_long_answer_to_a_model_that_can_write_it(stack, fresh_fak
     assert model.max_output_tokens is None or model.max_output_tokens >= 12000
     [answered] = wait_requests(fresh_fakes, model.provider, 1)
     assert answered.status == 200 and len(fresh_fakes.requests("deepseek")) == 1
+
+
+def test_clamp_keeps_an_extended_thinking_budget_below_the_lowered_limit(monkeypatch):
+    """Anthropic needs 1024 <= thinking.budget_tokens < max_tokens: a clamped limit scales the client's budget by the same
+    ratio and keeps it below the new limit; where no budget of 1024 fits, the field is left out."""
+    from llm_router.request import fitted_thinking, parse_request, render_body
+    from llm_router.runtime import Exchange, Runtime
+
+    for name in ("OPENAI", "ANTHROPIC", "GEMINI", "TOGETHER", "MISTRAL", "DEEPSEEK"):
+        monkeypatch.setenv(f"{name}_API_KEY", f"test-{name.lower()}")
+    thinking = {"type": "enabled", "budget_tokens": 24000}
+    body = orjson.dumps({"model": "claude-sonnet-4-5", "max_tokens": 32000, "thinking": thinking, "messages": GREETING})
+    rt = Runtime(parse_config(clamping()), telemetry=False)
+    call = rt.decide(body, path="/v1/messages", ex=Exchange("t", "r", 0.0))
+    sent = orjson.loads(call.body)
+    assert sent["max_tokens"] == 8192 and sent["thinking"] == {"type": "enabled", "budget_tokens": 6144}  # 24000 * 8192 / 32000
+    _, d = Router(parse_config(clamping())).route(body, path="/v1/messages")
+    assert d.selection.endswith("thinking budget 24000 lowered to 6144")
+    # the client's ratio would leave the budget at the limit itself: it stays one below
+    assert fitted_thinking({"type": "enabled", "budget_tokens": 31999}, 32000, 8192) == {"type": "enabled", "budget_tokens": 8191}
+    assert fitted_thinking({"type": "enabled", "budget_tokens": 2000}, 32000, 8192) == {"type": "enabled", "budget_tokens": 2000}
+    assert fitted_thinking({"type": "enabled", "budget_tokens": 1500}, 4000, 1024) is None  # no room for 1024 of thinking
+    req = parse_request(orjson.dumps({"model": "m", "max_tokens": 4000, "thinking": {"type": "enabled", "budget_tokens": 1500},
+                                      "messages": GREETING}), "messages")
+    assert "thinking" not in orjson.loads(render_body(req, "m", max_output=1024))
+    untouched = parse_request(orjson.dumps({"model": "m", "max_tokens": 8000, "thinking": {"type": "enabled", "budget_tokens": 4000},
+                                            "messages": GREETING}), "messages")
+    assert orjson.loads(render_body(untouched, "m", max_output=8192))["thinking"]["budget_tokens"] == 4000  # within: as sent
+
+
+def test_the_anthropic_fakes_refuse_a_thinking_budget_not_below_max_tokens(fakes):
+    for provider, path in (("anthropic", "/v1/messages"), ("deepseek", "/anthropic/v1/messages")):
+        r = httpx.post(fakes.url(provider) + path, timeout=30, content=orjson.dumps({
+            "model": "claude-3-5-sonnet-20240620" if provider == "anthropic" else "deepseek-chat", "max_tokens": 4000,
+            "thinking": {"type": "enabled", "budget_tokens": 4000}, "messages": GREETING}),
+            headers={**({"x-api-key": fakes.keys()[provider]} if provider == "anthropic" else
+                        {"authorization": f"Bearer {fakes.keys()[provider]}"}),
+                     "content-type": "application/json", "anthropic-version": "2023-06-01"})
+        assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", (provider, r.text)
+        assert "budget_tokens" in r.json()["error"]["message"]
+
+
+@pytest.mark.envoy
+def test_envoy_under_clamp_a_thinking_turn_is_answered_with_a_budget_that_fits(clamp_stack, fresh_fakes):
+    """Claude Code's extended thinking (budget 31999 of max_tokens 32000): the clamped call keeps the budget below 8192,
+    so the fake, which refuses a budget at or above max_tokens as Anthropic does, answers it."""
+    body = orjson.dumps({"model": "claude-sonnet-4-5", "max_tokens": 32000, "thinking": {"type": "enabled", "budget_tokens": 31999},
+                         "messages": GREETING})
+    r = httpx.post(clamp_stack.url + "/v1/messages", content=body, timeout=30,
+                   headers={"content-type": "application/json", "anthropic-version": "2023-06-01"})
+    assert r.status_code == 200, r.text
+    provider = clamp_stack.cfg.models[r.headers["x-llm-router-model"]].provider
+    [sent] = wait_requests(fresh_fakes, provider, 1)
+    assert sent.json["max_tokens"] == 8192 and sent.json["thinking"] == {"type": "enabled", "budget_tokens": 8191}
+    assert sent.status == 200

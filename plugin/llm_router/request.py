@@ -182,6 +182,20 @@ def parse_request(body: bytes | str, api: str = "chat") -> LLMRequest:
 
 # The fields that bound an answer's length, in every API the router parses.
 OUTPUT_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+THINKING_MIN_BUDGET = 1024  # Anthropic's extended thinking: 1024 <= thinking.budget_tokens < max_tokens
+
+
+def fitted_thinking(thinking: Any, asked: int, limit: int) -> dict[str, Any] | None:
+    """Anthropic's `thinking` for an output limit lowered from `asked` to `limit`: the budget scaled by the same
+    ratio (the client's split between thinking and answer) and kept below the limit; None when no budget of at
+    least 1024 tokens fits, so the field is left out. Anything else is returned as it came."""
+    budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < limit:
+        return thinking if isinstance(thinking, dict) else None
+    if limit <= THINKING_MIN_BUDGET:
+        return None
+    scaled = max(THINKING_MIN_BUDGET, budget * limit // max(asked, 1))
+    return {**thinking, "budget_tokens": min(scaled, limit - 1)}
 
 
 def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dialect: BodyDialect | None = None,
@@ -196,6 +210,12 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
             value = body.get(name)
             if isinstance(value, int) and not isinstance(value, bool) and value > max_output:
                 body[name] = max_output
+        if "thinking" in body:  # a thinking budget must stay below the lowered limit, or the provider refuses the call
+            thinking = fitted_thinking(body["thinking"], req.max_output_tokens, max_output)
+            if thinking is None:
+                del body["thinking"]
+            else:
+                body["thinking"] = thinking
     ask_usage = add_usage and req.stream and req.api in ("chat", "completions") and req.include_usage is None
     if dialect is not None:
         for old, new in dialect.rename:

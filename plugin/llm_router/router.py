@@ -14,7 +14,7 @@ from llm_router.catalog import AUTO_MODELS, BodyDialect, Catalog, Model, Provide
 from llm_router.classify.base import Classification, Classifier
 from llm_router.config import Config, ConfigError, ModelBodyConf, PolicyConf, allowed_models, parse_policy
 from llm_router.decision import Decision, RouteError
-from llm_router.request import LLMRequest, RequestError, api_for_path, parse_request
+from llm_router.request import LLMRequest, RequestError, api_for_path, fitted_thinking, parse_request
 from llm_router.strategies import NoState, StateView, Strategy, make_strategy
 from llm_router.strategies.base import Context, Selection, by_capability, by_price
 
@@ -26,7 +26,15 @@ def _lowered(request: LLMRequest, model: Model) -> str:
     asked = request.max_output_tokens
     if asked is None or model.max_output is None or asked <= model.max_output:
         return ""
-    return f"; output limit {asked} lowered to {model.max_output}, what {model.id} writes in one call"
+    note = f"; output limit {asked} lowered to {model.max_output}, what {model.id} writes in one call"
+    thinking = request.body.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("budget_tokens") is not None:
+        fitted = fitted_thinking(thinking, asked, model.max_output)
+        if fitted is None:
+            note += ", without extended thinking (no budget of 1024 tokens fits)"
+        elif fitted is not thinking:
+            note += f", thinking budget {thinking['budget_tokens']} lowered to {fitted['budget_tokens']}"
+    return note
 
 
 def build_catalog(cfg: Config) -> Catalog:

@@ -290,6 +290,12 @@ class FakeProvider:
                        if anthropic else f"max_tokens is too large: {max_tokens}. This model supports at most {limit} "
                                          f"completion tokens, whereas you provided {max_tokens}.")
             return await self._error(resp, 400, message, "invalid_request_error", anthropic, param="max_tokens")
+        thinking = data.get("thinking") if anthropic else None
+        budget = thinking.get("budget_tokens") if isinstance(thinking, dict) and thinking.get("type") == "enabled" else None
+        if isinstance(budget, int) and (budget < 1024 or not isinstance(max_tokens, int) or budget >= max_tokens):
+            # Anthropic's rule for extended thinking: 1024 <= budget_tokens < max_tokens
+            return await self._error(resp, 400, f"thinking.budget_tokens: {budget} must be at least 1024 and less than "
+                                     f"max_tokens ({max_tokens})", "invalid_request_error", anthropic, param="thinking")
         answer = make_answer(model, prompt, max_tokens=max_tokens if isinstance(max_tokens, int) else None,
                              quality=b.quality.get(model, b.default_quality), output_tokens=b.output_tokens)
         if model in b.texts:
