@@ -1,6 +1,8 @@
 """The routing CLI: route, classify, check."""
 from __future__ import annotations
 
+import re
+
 import orjson
 import yaml
 
@@ -14,6 +16,21 @@ def test_route_prompt_and_json(capsys):
     assert main(["route", "--json", "Prove rigorously that there are infinitely many primes"]) == 0
     d = orjson.loads(capsys.readouterr().out)
     assert d["tier"] in ("HIGH", "CRITICAL") and d["category"] == "math" and d["fallbacks"]
+
+
+def test_route_shows_how_much_of_the_input_is_system_prompt_and_tools(tmp_path, capsys):
+    f = tmp_path / "agent.json"
+    f.write_text(orjson.dumps({"model": "auto", "tools": [{"type": "function", "function": {"name": "run", "parameters": {}}}],
+                               "messages": [{"role": "system", "content": "You are a coding agent. " * 100},
+                                            {"role": "user", "content": "run the tests"}]}).decode())
+    assert main(["route", "--body", str(f)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("cost:"))
+    m = re.search(r"\((\d+) in, (\d+) of them system prompt and tools, \d+ out\)", line)
+    assert m, line
+    shown_in, standing = int(m.group(1)), int(m.group(2))
+    assert standing > 400 and shown_in - standing < 30  # the turn is a few tokens; the rest is the app's standing part
+    assert main(["route", "hello there"]) == 0
+    assert "system prompt" not in capsys.readouterr().out
 
 
 def test_route_body_file_and_refusal(tmp_path, capsys):

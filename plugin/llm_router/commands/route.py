@@ -34,7 +34,7 @@ def run(args) -> int:
     if policy is None:
         print(f"error: unknown policy {args.policy!r} (known: {', '.join(sorted(router.policies))})", file=sys.stderr)
         return 2
-    _, decision = router.route(body, path=args.path, policy=policy)
+    request, decision = router.route(body, path=args.path, policy=policy)
     if isinstance(decision, RouteError):
         if args.json:
             print(orjson.dumps({"status": decision.status, **decision.openai_body()}).decode())
@@ -49,7 +49,9 @@ def run(args) -> int:
         print(f"model:     {decision.model.id} ({decision.model.provider}, upstream {decision.model.upstream})")
         print(f"fallbacks: {' -> '.join(m.id for m in decision.fallbacks) or '-'}")
         print(f"tier:      {c.tier.name}  category: {c.category}  score: {c.score:.2f}  confidence: {c.confidence:.2f}")
-        print(f"cost:      ${decision.estimated_cost:.6f} estimated ({decision.input_tokens} in, {decision.expected_output_tokens} out)")
+        standing = f", {request.standing_tokens} of them system prompt and tools" if request and request.standing_tokens else ""
+        print(f"cost:      ${decision.estimated_cost:.6f} estimated ({decision.input_tokens} in{standing}, "
+              f"{decision.expected_output_tokens} out)")
         print(f"policy:    {decision.policy} / {decision.strategy}")
         if decision.shadow is not None:
             print(f"shadow:    routing would choose {decision.shadow.id}; {decision.model.id} is served")
