@@ -203,7 +203,7 @@ def test_the_anthropic_fakes_refuse_a_thinking_budget_not_below_max_tokens(fakes
 
 @pytest.mark.envoy
 def test_envoy_under_clamp_a_thinking_turn_is_answered_with_a_budget_that_fits(clamp_stack, fresh_fakes):
-    """Claude Code's extended thinking (budget 31999 of max_tokens 32000): the clamped call keeps the budget below 8192,
+    """An agent turn with extended thinking (budget 31999 of max_tokens 32000): the clamped call keeps the budget below 8192,
     so the fake, which refuses a budget at or above max_tokens as Anthropic does, answers it."""
     body = orjson.dumps({"model": "claude-sonnet-4-5", "max_tokens": 32000, "thinking": {"type": "enabled", "budget_tokens": 31999},
                          "messages": GREETING})
