@@ -20,8 +20,9 @@ json_values = st.recursive(json_scalars, lambda kids: st.lists(kids, max_size=4)
                            max_leaves=20)
 
 roles = st.sampled_from(["system", "developer", "user", "assistant", "tool", "function", "wizard", "", 3])
-parts = st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", "image", "input_audio", "video", 1]),
-                               "text": json_values, "image_url": json_values})
+parts = st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", "image", "input_audio", "video", "tool_result",
+                                                       "tool_use", "thinking", 1]),
+                               "text": json_values, "image_url": json_values}, optional={"content": json_values | st.text(max_size=40)})
 contents = st.text(max_size=200) | st.lists(parts, max_size=3) | json_values
 messages = st.lists(st.fixed_dictionaries({"role": roles, "content": contents}, optional={"tool_calls": json_values}), max_size=4)
 # OpenAI Responses input items: messages with content parts, and other item types.
@@ -39,6 +40,8 @@ bodies = st.fixed_dictionaries({}, optional={
     "conversation": json_values, "previous_response_id": json_values, "max_output_tokens": json_values,
     "n": json_values | st.integers(-2, 300), "logprobs": json_values, "top_logprobs": json_values, "reasoning_effort": json_values,
     "reasoning": json_values,
+    "thinking": json_values | st.fixed_dictionaries({"type": st.sampled_from(["enabled", "disabled", 3]),
+                                                     "budget_tokens": json_values | st.integers(-5, 200_000)}),
 })
 
 
@@ -193,6 +196,16 @@ def test_every_parsed_body_renders_for_every_provider_and_model_as_json_it_accep
     _, dialect = owner
     sent = orjson.loads(render_body(req, "m", dialect=dialect))
     assert sent["model"] == "m"
+    # lowered to what a model writes (output_limit: clamp): every limit field and a thinking budget end below it
+    for limit in (1000, 8192):
+        clamped = orjson.loads(render_body(req, "m", max_output=limit))
+        for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+            value = clamped.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and (req.max_output_tokens or 0) > limit:
+                assert value <= limit
+        budget = (clamped.get("thinking") or {}).get("budget_tokens") if isinstance(clamped.get("thinking"), dict) else None
+        if (req.max_output_tokens or 0) > limit and isinstance(budget, int) and not isinstance(budget, bool):
+            assert budget < limit
     if dialect is not None:
         assert not dialect.drop & set(sent)
         if owner[0].startswith("provider"):  # a model's renames may map a field back (its own over its provider's)
