@@ -459,7 +459,7 @@ def _parse_messages(data: dict[str, Any]) -> LLMRequest:
         vision = vision or images > 0
         tokens += estimate_tokens(text) + images * IMAGE_TOKENS + MESSAGE_OVERHEAD_TOKENS
         if role == "user" and isinstance(content, list) and any(_is_tool_result(b) for b in content):
-            texts += _split_tool_results(content, f"{where}.content")
+            texts += _split_tool_results(content, f"{where}.content", text)
         else:
             texts.append((role, text))
     tools = data.get("tools")
@@ -487,11 +487,15 @@ def _is_tool_result(block: Any) -> bool:
     return isinstance(block, dict) and block.get("type") == "tool_result"
 
 
-def _split_tool_results(content: list[Any], where: str) -> list[tuple[str, str]]:
-    """A user message carrying tool results: the results as a tool turn (as OpenAI's `tool` messages), then any
-    text of the user's own. The classifiers then read an agent loop's instruction, not the output of its tools."""
+def _split_tool_results(content: list[Any], where: str, text: str) -> list[tuple[str, str]]:
+    """A user message carrying tool results (`text`: all of its text): the results as a tool turn (as OpenAI's
+    `tool` messages), then any text of the user's own. The classifiers then read an agent loop's instruction,
+    not the output of its tools."""
+    others = [b for b in content if not _is_tool_result(b)]
+    if not any(b.get("type") == "text" for b in others):  # the usual case: all of its text is the results'
+        return [("tool", text)]
     results, _ = _anthropic_content([b for b in content if _is_tool_result(b)], where)
-    own, _ = _anthropic_content([b for b in content if not _is_tool_result(b)], where)
+    own, _ = _anthropic_content(others, where)
     return [("tool", results), ("user", own)] if own.strip() else [("tool", results)]
 
 
