@@ -179,6 +179,23 @@ def test_any_token_count_body_is_forwarded_or_refused_never_raised(body):
         assert out.provider.name == "anthropic" and out.path == "/v1/messages/count_tokens" and orjson.loads(out.body)["messages"]
 
 
+# Anthropic turns of an agent loop: text, thinking, tool calls and results in random order and roles.
+blocks = st.fixed_dictionaries({"type": st.sampled_from(["text", "thinking", "redacted_thinking", "tool_use", "tool_result", 7])},
+                               optional={"text": st.text(max_size=20), "thinking": st.text(max_size=20), "id": st.text(max_size=4),
+                                         "tool_use_id": st.text(max_size=4), "content": st.text(max_size=20)})
+tool_loop = st.tuples(st.lists(blocks, min_size=1, max_size=3), st.booleans()).map(lambda t: [
+    {"role": "assistant", "content": t[0]},
+    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "ok"}, *([{"type": "text", "text": "and"}] if t[1] else [])]}])
+anthropic_turns = st.fixed_dictionaries({
+    "model": st.just("auto"), "max_tokens": st.integers(1, 64000),
+    "messages": st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant"]),
+                                                "content": st.text(min_size=1, max_size=30) | st.lists(blocks, max_size=3)}),
+                         min_size=1, max_size=4),
+    "loop": st.none() | tool_loop,
+}, optional={"thinking": st.fixed_dictionaries({"type": st.sampled_from(["enabled", "disabled", "adaptive"])},
+                                               optional={"budget_tokens": st.integers(0, 64000)}) | json_values})
+
+
 # Every body rule set in the catalog: each provider's, and each model's (its provider's with its own over them).
 DIALECTS = sorted([(f"provider {n}", p.body) for n, p in ROUTER.catalog.providers.items()]
                   + [(f"model {n}", m.body) for n, m in ROUTER.catalog.models.items()], key=lambda x: x[0])
@@ -187,7 +204,9 @@ DIALECTS = sorted([(f"provider {n}", p.body) for n, p in ROUTER.catalog.provider
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=bodies, api=st.sampled_from(["chat", "completions", "messages", "responses"]), owner=st.sampled_from(DIALECTS))
 def test_every_parsed_body_renders_for_every_provider_and_model_as_json_it_accepts(body, api, owner):
-    from llm_router.request import RequestError, parse_request, render_body
+    from llm_router.request import (
+        THINKING_BLOCKS, RequestError, parse_request, render_body, takes_field, thinking_unfit, wants_thinking,
+    )
 
     try:
         req = parse_request(orjson.dumps(body), api)
@@ -196,6 +215,16 @@ def test_every_parsed_body_renders_for_every_provider_and_model_as_json_it_accep
     _, dialect = owner
     sent = orjson.loads(render_body(req, "m", dialect=dialect))
     assert sent["model"] == "m"
+    if api == "messages" and wants_thinking(body):  # extended thinking: never where the provider would refuse it
+        if not takes_field(dialect, "messages", "thinking"):
+            for m in sent["messages"]:
+                content = m.get("content") if isinstance(m, dict) and m.get("role") == "assistant" else None
+                if isinstance(content, list) and not all(isinstance(b, dict) and b.get("type") in THINKING_BLOCKS for b in content):
+                    assert not any(isinstance(b, dict) and b.get("type") in THINKING_BLOCKS for b in content)
+        elif thinking_unfit(body):
+            assert "thinking" not in sent
+        else:
+            assert sent["thinking"] == body["thinking"]
     # lowered to what a model writes (output_limit: clamp): every limit field and a thinking budget end below it
     for limit in (1000, 8192):
         clamped = orjson.loads(render_body(req, "m", max_output=limit))
@@ -226,3 +255,34 @@ def test_provider_paths_keep_one_query_and_the_model_in_one_segment(name, suffix
     bare, _, q = path.partition("?")
     assert bare.count("/") == 5 + suffix.count("/") and unquote(bare.split("/")[3]) == name
     assert q.split("&")[0] == "api-version=1" and q.count("api-version=") == 1
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=anthropic_turns, owner=st.sampled_from(DIALECTS))
+def test_a_thinking_turn_goes_out_only_as_the_provider_takes_it(body, owner):
+    """Extended thinking is never sent where Anthropic would refuse it: to a model that does not think (nor its
+    thinking blocks, unless a block is all an answer holds), or on a tool loop whose call did not start with thinking."""
+    loop = body.pop("loop")
+    if loop:
+        body["messages"] += loop
+    from llm_router.request import THINKING_BLOCKS, RequestError, parse_request, render_body, takes_field, thinking_unfit, wants_thinking
+
+    try:
+        req = parse_request(orjson.dumps(body), "messages")
+    except RequestError:
+        return
+    _, dialect = owner
+    sent = orjson.loads(render_body(req, "m", dialect=dialect))
+    if not wants_thinking(body):
+        assert sent["messages"] == body["messages"]
+        return
+    if not takes_field(dialect, "messages", "thinking"):
+        assert "thinking" not in sent
+        for m in sent["messages"]:
+            content = m["content"] if m["role"] == "assistant" else None
+            if isinstance(content, list) and not all(b["type"] in THINKING_BLOCKS for b in content):
+                assert not any(b["type"] in THINKING_BLOCKS for b in content)
+    elif thinking_unfit(body):
+        assert "thinking" not in sent and sent["messages"] == body["messages"]
+    else:
+        assert sent["thinking"] == body["thinking"] and sent["messages"] == body["messages"]

@@ -198,6 +198,61 @@ def fitted_thinking(thinking: Any, asked: int, limit: int) -> dict[str, Any] | N
     return {**thinking, "budget_tokens": min(scaled, limit - 1)}
 
 
+THINKING_BLOCKS = frozenset({"thinking", "redacted_thinking"})
+
+
+def wants_thinking(body: dict[str, Any]) -> bool:
+    """Whether an Anthropic body asks for extended thinking (a `thinking` field other than type disabled)."""
+    thinking = body.get("thinking")
+    return thinking is not None and not (isinstance(thinking, dict) and thinking.get("type") == "disabled")
+
+
+def takes_field(dialect: BodyDialect | None, api: str, name: str) -> bool:
+    """Whether a provider dialect sends a top-level field on (neither dropped nor left out of what it accepts)."""
+    if dialect is None:
+        return True
+    accepted = dialect.accept.get(api)
+    return name not in dialect.drop and (accepted is None or name in accepted)
+
+
+def thinking_unfit(body: dict[str, Any]) -> bool:
+    """Whether a thinking turn continues a tool call that was made without thinking.
+
+    Anthropic answers 400 when thinking is on and the assistant turn whose tool calls the last user
+    message answers does not start with a thinking block: the case whenever the tool call came from
+    a model that does not think (another model of the routed chain), or from a call sent without thinking.
+    """
+    messages = body.get("messages")
+    if not isinstance(messages, list) or len(messages) < 2:
+        return False
+    last, before = messages[-1], messages[-2]
+    if not (isinstance(last, dict) and last.get("role") == "user" and isinstance(before, dict)
+            and before.get("role") == "assistant"):
+        return False
+    content = last.get("content")
+    if not (isinstance(content, list) and any(_is_tool_result(b) for b in content)):
+        return False
+    answer = before.get("content")
+    first = answer[0] if isinstance(answer, list) and answer else None
+    return not (isinstance(first, dict) and first.get("type") in THINKING_BLOCKS)
+
+
+def _without_thinking_blocks(messages: Any) -> Any:
+    """Assistant messages without thinking blocks, for a model that does not think (a message they would empty
+    stays as it was)."""
+    if not isinstance(messages, list):
+        return messages
+    out = []
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) and m.get("role") == "assistant" else None
+        if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") in THINKING_BLOCKS for b in content):
+            kept = [b for b in content if not (isinstance(b, dict) and b.get("type") in THINKING_BLOCKS)]
+            if kept:
+                m = {**m, "content": kept}
+        out.append(m)
+    return out
+
+
 def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dialect: BodyDialect | None = None,
                 max_output: int | None = None) -> bytes:
     """The body to send upstream: the chosen model, usage requested on streams, an output limit no higher than
@@ -205,6 +260,12 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
     and only those it accepts) when it has one."""
     body = dict(req.body)
     body["model"] = model_name
+    if req.api == "messages" and "thinking" in body and wants_thinking(body):
+        if not takes_field(dialect, "messages", "thinking"):
+            # the model does not think (the dialect drops the field below): no thinking blocks either
+            body["messages"] = _without_thinking_blocks(body.get("messages"))
+        elif thinking_unfit(body):
+            del body["thinking"]
     if max_output is not None and req.max_output_tokens is not None and req.max_output_tokens > max_output:
         for name in OUTPUT_LIMIT_FIELDS:
             value = body.get(name)

@@ -14,27 +14,40 @@ from llm_router.catalog import AUTO_MODELS, BodyDialect, Catalog, Model, Provide
 from llm_router.classify.base import Classification, Classifier
 from llm_router.config import Config, ConfigError, ModelBodyConf, PolicyConf, allowed_models, parse_policy
 from llm_router.decision import Decision, RouteError
-from llm_router.request import LLMRequest, RequestError, api_for_path, fitted_thinking, parse_request
+from llm_router.request import (
+    LLMRequest, RequestError, api_for_path, fitted_thinking, parse_request, takes_field, thinking_unfit, wants_thinking,
+)
 from llm_router.strategies import NoState, StateView, Strategy, make_strategy
 from llm_router.strategies.base import Context, Selection, by_capability, by_price
 
 NO_STATE = NoState()
 
 
-def _lowered(request: LLMRequest, model: Model) -> str:
+def _lowered(request: LLMRequest, model: Model, thinking: bool) -> str:
     """The reason's note when the output limit sent to the model is lowered to what it writes (output_limit: clamp)."""
     asked = request.max_output_tokens
     if asked is None or model.max_output is None or asked <= model.max_output:
         return ""
     note = f"; output limit {asked} lowered to {model.max_output}, what {model.id} writes in one call"
-    thinking = request.body.get("thinking")
-    if isinstance(thinking, dict) and thinking.get("budget_tokens") is not None:
-        fitted = fitted_thinking(thinking, asked, model.max_output)
+    budget = request.body.get("thinking")
+    if thinking and isinstance(budget, dict) and budget.get("budget_tokens") is not None:
+        fitted = fitted_thinking(budget, asked, model.max_output)
         if fitted is None:
             note += ", without extended thinking (no budget of 1024 tokens fits)"
-        elif fitted is not thinking:
-            note += f", thinking budget {thinking['budget_tokens']} lowered to {fitted['budget_tokens']}"
+        elif fitted is not budget:
+            note += f", thinking budget {budget['budget_tokens']} lowered to {fitted['budget_tokens']}"
     return note
+
+
+def _thinking_dropped(request: LLMRequest, model: Model, dialect: BodyDialect | None) -> str:
+    """The reason's note when a turn asking for extended thinking is sent without it (else empty)."""
+    if request.api != "messages" or not wants_thinking(request.body):
+        return ""
+    if not takes_field(dialect, "messages", "thinking"):
+        return f"; without extended thinking, which {model.id} does not take"
+    if thinking_unfit(request.body):
+        return "; without extended thinking: the tool call this turn answers was made without it"
+    return ""
 
 
 def build_catalog(cfg: Config) -> Catalog:
@@ -241,9 +254,15 @@ class Router:
         return Decision(
             model=sel.model, fallbacks=fallbacks, classification=classification, policy=policy.name,
             strategy=strategy, estimated_cost=cost, input_tokens=request.input_tokens,
-            expected_output_tokens=expected_out, selection=sel.reason + _lowered(request, sel.model), mode=sel.mode,
+            expected_output_tokens=expected_out, selection=sel.reason + self._notes(request, sel.model), mode=sel.mode,
             propensity=propensity,
         )
+
+    def _notes(self, request: LLMRequest, model: Model) -> str:
+        """What the call sent to the model changes of the request: a lowered output limit, thinking left out."""
+        dialect = model.body if model.body is not None else self.catalog.providers[model.provider].body
+        dropped = _thinking_dropped(request, model, dialect)
+        return _lowered(request, model, not dropped) + dropped
 
     def _shadowed(self, request: LLMRequest, policy: Policy, capable: tuple[Model, ...], candidates: tuple[Model, ...],
                   classification: Classification, sel: Selection, expected_out: int) -> Decision | RouteError:

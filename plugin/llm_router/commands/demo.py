@@ -86,8 +86,9 @@ def agent_request(item: dict[str, Any]) -> tuple[str, bytes]:
             messages += [{"role": "assistant", "content": [{"type": "tool_use", "id": "call_1", "name": call["name"],
                                                             "input": call["input"]}]},
                          {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": call["result"]}]}]
-        body: dict[str, Any] = {"model": "auto", "max_tokens": 8192, "system": kit["system"], "tools": kit["tools"],
-                                "messages": messages, "stream": stream}
+        # with extended thinking on, as Claude Code sends it: models that do not think get the turn without it
+        body: dict[str, Any] = {"model": "auto", "max_tokens": 8192, "thinking": {"type": "enabled", "budget_tokens": 4096},
+                                "system": kit["system"], "tools": kit["tools"], "messages": messages, "stream": stream}
         return MESSAGES_PATH, orjson.dumps(body)
     tools = [{"type": "function", "function": {"name": t["name"], "description": t["description"],
                                                "parameters": t["input_schema"]}} for t in kit["tools"]]

@@ -43,6 +43,8 @@ UNSUPPORTED_FORMATS = {"deepseek": frozenset({"json_schema"})}
 SINGLE_CHOICE_CHAT = frozenset({"anthropic"})
 # OpenAI's reasoning models (o1, o3-mini, o4-mini, ...): fields they refuse, and sampling values fixed at the default.
 REASONING_MODEL = re.compile(r"o\d(?:$|-)")
+# Claude models from before extended thinking (3.7 Sonnet was the first with it): Anthropic refuses `thinking`.
+NO_THINKING_MODEL = re.compile(r"claude-(?:3-(?!7)|instant|2)")
 REASONING_REFUSED = ("max_tokens", "logprobs", "top_logprobs", "logit_bias")
 REASONING_FIXED = (("temperature", 1), ("top_p", 1), ("presence_penalty", 0), ("frequency_penalty", 0))
 AZURE_FILTER_RESULTS = [{"prompt_index": 0, "content_filter_results": {
@@ -291,6 +293,10 @@ class FakeProvider:
                                          f"completion tokens, whereas you provided {max_tokens}.")
             return await self._error(resp, 400, message, "invalid_request_error", anthropic, param="max_tokens")
         thinking = data.get("thinking") if anthropic else None
+        if thinking is not None and self.name == "anthropic":
+            refused = _thinking_refusal(model, data)
+            if refused is not None:
+                return await self._error(resp, 400, refused, "invalid_request_error", anthropic)
         budget = thinking.get("budget_tokens") if isinstance(thinking, dict) and thinking.get("type") == "enabled" else None
         if isinstance(budget, int) and (budget < 1024 or not isinstance(max_tokens, int) or budget >= max_tokens):
             # Anthropic's rule for extended thinking: 1024 <= budget_tokens < max_tokens
@@ -706,6 +712,26 @@ def _openai_usage(answer: Answer, provider: str = "") -> dict[str, Any]:
         out["prompt_tokens_details"] = {"cached_tokens": answer.cached_tokens, "audio_tokens": 0}
         out["completion_tokens_details"] = {"reasoning_tokens": 0, "audio_tokens": 0}
     return out
+
+
+def _thinking_refusal(model: str, data: dict[str, Any]) -> str | None:
+    """Anthropic's 400 for extended thinking on a model without it, or on a tool loop whose assistant turn did not
+    start with a thinking block; None when the call is fine."""
+    if isinstance(data["thinking"], dict) and data["thinking"].get("type") == "disabled":
+        return None
+    if NO_THINKING_MODEL.search(model):
+        return f"'{model}' does not support thinking."
+    messages = data.get("messages") or []
+    if len(messages) >= 2 and isinstance(messages[-1], dict) and isinstance(messages[-2], dict) \
+            and messages[-2].get("role") == "assistant" and isinstance(messages[-1].get("content"), list) \
+            and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in messages[-1]["content"]):
+        answer = messages[-2].get("content")
+        first = answer[0] if isinstance(answer, list) and answer else None
+        if not (isinstance(first, dict) and first.get("type") in ("thinking", "redacted_thinking")):
+            return (f"messages.{len(messages) - 2}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+                    f"`{first.get('type') if isinstance(first, dict) else 'text'}`. When `thinking` is enabled, a final "
+                    "`assistant` message must start with a thinking block.")
+    return None
 
 
 def _reasoning_refusal(model: str, data: dict[str, Any], api: str) -> tuple[str, str | None, str | None] | None:

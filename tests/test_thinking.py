@@ -1,0 +1,161 @@
+"""Extended thinking across routed models: a turn asking for it never gets a 400 because of where it went.
+
+Anthropic answers 400 to `thinking` on a model that predates it ("'claude-3-5-sonnet-...' does not
+support thinking.", what Claude Code hits on Claude 3.5 Sonnet), and to a thinking turn that
+continues a tool call whose assistant message does not start with a thinking block (the case when
+the tool call came from another, non-thinking model of the routed chain). The fakes refuse both as
+Anthropic does; the router leaves thinking out of such calls and says so in the reason.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import orjson
+import pytest
+
+from fixtures_envoy import config_data, fresh_fakes, running_fakes, running_stack, wait_requests  # noqa: F401
+from llm_router.config import load_config, parse_config
+from llm_router.decision import Decision
+from llm_router.gateways.envoy.bootstrap import RouteSpec
+from llm_router.request import parse_request, render_body, thinking_unfit
+from llm_router.router import Router
+
+THINKING = {"type": "enabled", "budget_tokens": 4096}
+SONNET_4 = {"provider": "anthropic", "name": "claude-sonnet-4-20250514", "input_price": 3.0, "output_price": 15.0,
+            "context_window": 200000, "max_output_tokens": 64000, "capabilities": ["tools", "vision", "code", "streaming"],
+            "tier": "HIGH", "quality": 0.95}
+TOOL = [{"name": "run", "description": "Run a shell command.", "input_schema": {"type": "object", "properties": {
+    "cmd": {"type": "string"}}, "required": ["cmd"]}}]
+HEADERS = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
+
+
+def turn(*, tool_loop: bool = False, thought: bool = False, past_thinking: bool = False, thinking=THINKING) -> dict:
+    """A Claude Code-style Messages body; tool_loop: it answers a tool call (thought: that call began with thinking)."""
+    messages: list[dict] = [{"role": "user", "content": "run the unit tests and tell me what fails"}]
+    if past_thinking:
+        messages += [{"role": "assistant", "content": [{"type": "thinking", "thinking": "Use pytest.", "signature": "c2ln"},
+                                                       {"type": "text", "text": "I will run pytest."}]},
+                     {"role": "user", "content": "go ahead"}]
+    if tool_loop:
+        call = [{"type": "tool_use", "id": "toolu_1", "name": "run", "input": {"cmd": "pytest -q"}}]
+        if thought:
+            call.insert(0, {"type": "thinking", "thinking": "Run the suite.", "signature": "c2ln"})
+        messages += [{"role": "assistant", "content": call},
+                     {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "2 failed"}]}]
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 8192, "tools": TOOL, "messages": messages}
+    if thinking is not None:
+        body["thinking"] = thinking
+    return body
+
+
+def with_sonnet_4() -> dict:
+    """The test config plus a Claude model that thinks, and routes pinned to the old and the new Claude."""
+    data = config_data()
+    data["models"] = {"claude-sonnet-4": SONNET_4}
+    for name, model in (("old", "claude-3.5-sonnet"), ("new", "claude-sonnet-4")):
+        data["policies"][name] = {"classifier": "rules", "strategy": "ladder", "explain": True,
+                                  "ladder": {t: model for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")},
+                                  "constraints": {"models": [model]}}
+    return data
+
+
+def decide(body: dict, policy: str, data: dict | None = None) -> tuple[Decision, dict]:
+    router = Router(parse_config(data or with_sonnet_4()))
+    request, d = router.route(orjson.dumps(body), path="/v1/messages", policy=router.policies[policy])
+    assert isinstance(d, Decision), d
+    model = d.model
+    dialect = model.body if model.body is not None else router.catalog.providers[model.provider].body
+    return d, orjson.loads(render_body(request, model.name, dialect=dialect, max_output=model.max_output))
+
+
+def test_a_model_without_extended_thinking_gets_neither_the_field_nor_thinking_blocks():
+    d, sent = decide(turn(past_thinking=True), "old")
+    assert d.model.id == "claude-3.5-sonnet"
+    assert "thinking" not in sent
+    assert sent["messages"][1]["content"] == [{"type": "text", "text": "I will run pytest."}]
+    assert d.selection.endswith("; without extended thinking, which claude-3.5-sonnet does not take")
+    # the same turn to a model that thinks: field and blocks as the client sent them, no note
+    d, sent = decide(turn(past_thinking=True), "new")
+    assert d.model.id == "claude-sonnet-4" and sent["thinking"] == THINKING
+    assert sent["messages"][1]["content"][0]["type"] == "thinking" and "thinking" not in d.selection
+
+
+def test_a_tool_loop_without_a_thinking_block_continues_without_thinking():
+    d, sent = decide(turn(tool_loop=True), "new")
+    assert "thinking" not in sent and sent["messages"] == turn(tool_loop=True)["messages"]
+    assert d.selection.endswith("; without extended thinking: the tool call this turn answers was made without it")
+    d, sent = decide(turn(tool_loop=True, thought=True), "new")
+    assert sent["thinking"] == THINKING and "thinking" not in d.selection
+    # a new user turn after a tool loop, and a turn with thinking disabled, are sent as they came
+    assert not thinking_unfit(turn(past_thinking=True))
+    d, sent = decide(turn(tool_loop=True, thinking={"type": "disabled"}), "new")
+    assert sent["thinking"] == {"type": "disabled"} and "thinking" not in d.selection
+
+
+def test_only_anthropic_bodies_and_only_the_models_that_refuse_are_changed():
+    # DeepSeek's Anthropic endpoint takes thinking: the built-in catalog sends it on (budget within max_tokens)
+    router = Router(load_config(None))
+    request, d = router.route(orjson.dumps(turn()), path="/v1/messages")
+    assert isinstance(d, Decision) and d.model.id == "deepseek-v2", d
+    sent = orjson.loads(render_body(request, d.model.name, dialect=router.catalog.providers["deepseek"].body))
+    assert sent["thinking"] == THINKING
+    # a chat body is not Anthropic's: nothing is read or removed
+    chat = parse_request(orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "thinking": THINKING}), "chat")
+    assert orjson.loads(render_body(chat, "m"))["thinking"] == THINKING
+
+
+def test_a_thinking_block_alone_is_kept_rather_than_leaving_an_empty_message():
+    body = turn()
+    body["messages"] += [{"role": "assistant", "content": [{"type": "redacted_thinking", "data": "eA=="}]},
+                         {"role": "user", "content": "and?"}]
+    _, sent = decide(body, "old")
+    assert sent["messages"][1]["content"] == [{"type": "redacted_thinking", "data": "eA=="}] and "thinking" not in sent
+
+
+# ---- the fakes, and through the real Envoy ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator:
+    yield from running_fakes(with_sonnet_4())
+
+
+@pytest.fixture(scope="module")
+def stack(fakes, tmp_path_factory):
+    yield from running_stack(tmp_path_factory, "envoy-thinking", fakes, with_sonnet_4(),
+                             routes=(RouteSpec("/old/", policy="old"), RouteSpec("/new/", policy="new"), RouteSpec("/")))
+
+
+def anthropic(fakes, body: dict) -> httpx.Response:
+    return httpx.post(fakes.url("anthropic") + "/v1/messages", content=orjson.dumps(body), timeout=30,
+                      headers={**HEADERS, "x-api-key": fakes.keys()["anthropic"]})
+
+
+def test_the_anthropic_fake_refuses_thinking_as_anthropic_does(fakes):
+    old = anthropic(fakes, {**turn(), "model": "claude-3-5-sonnet-20240620"})
+    assert old.status_code == 400 and old.json()["error"] == {
+        "type": "invalid_request_error", "message": "'claude-3-5-sonnet-20240620' does not support thinking."}
+    loop = anthropic(fakes, {**turn(tool_loop=True), "model": "claude-sonnet-4-20250514"})
+    assert loop.status_code == 400 and "must start with a thinking block" in loop.json()["error"]["message"]
+    for ok in (turn(tool_loop=True, thought=True), turn(tool_loop=True, thinking=None), turn(past_thinking=True)):
+        r = anthropic(fakes, {**ok, "model": "claude-sonnet-4-20250514"})
+        assert r.status_code == 200, r.text
+    r = anthropic(fakes, {**turn(thinking=None), "model": "claude-3-5-sonnet-20240620"})
+    assert r.status_code == 200, r.text
+    budget = anthropic(fakes, {**turn(thinking={"type": "enabled", "budget_tokens": 8192}), "model": "claude-sonnet-4-20250514"})
+    assert budget.status_code == 400 and "budget_tokens" in budget.json()["error"]["message"]
+
+
+@pytest.mark.envoy
+def test_envoy_a_claude_code_thinking_turn_is_answered_by_the_old_and_the_new_claude(stack, fresh_fakes):
+    cases = (("/old/", turn(), "claude-3.5-sonnet", False),
+             ("/old/", turn(tool_loop=True, thought=True), "claude-3.5-sonnet", False),
+             ("/new/", turn(tool_loop=True), "claude-sonnet-4", False),
+             ("/new/", turn(tool_loop=True, thought=True), "claude-sonnet-4", True))
+    for n, (prefix, body, model, keeps) in enumerate(cases, 1):
+        r = httpx.post(stack.url + prefix + "v1/messages", content=orjson.dumps(body), headers=HEADERS, timeout=30)
+        assert r.status_code == 200, (prefix, r.text)
+        assert r.headers["x-llm-router-model"] == model and r.json()["type"] == "message"
+        assert ("without extended thinking" in r.headers["x-llm-router-reason"]) is not keeps, r.headers["x-llm-router-reason"]
+        sent = wait_requests(fresh_fakes, "anthropic", n)[-1]
+        assert sent.status == 200 and ("thinking" in sent.json) is keeps
