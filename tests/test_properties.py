@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import re
 
 import orjson
 from hypothesis import HealthCheck, given, settings
@@ -24,7 +25,10 @@ parts = st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", "im
                                                        "tool_use", "thinking", 1]),
                                "text": json_values, "image_url": json_values}, optional={"content": json_values | st.text(max_size=40)})
 contents = st.text(max_size=200) | st.lists(parts, max_size=3) | json_values
-messages = st.lists(st.fixed_dictionaries({"role": roles, "content": contents}, optional={"tool_calls": json_values}), max_size=4)
+tool_calls = json_values | st.lists(st.fixed_dictionaries({"id": st.text(max_size=30) | json_values, "type": st.just("function"),
+                                                          "function": json_values}), max_size=3)
+messages = st.lists(st.fixed_dictionaries({"role": roles, "content": contents}, optional={
+    "tool_calls": tool_calls, "tool_call_id": st.text(max_size=30) | json_values}), max_size=4)
 # OpenAI Responses input items: messages with content parts, and other item types.
 response_parts = st.fixed_dictionaries({"type": st.sampled_from(["input_text", "output_text", "input_image", "refusal", "video", 1]),
                                         "text": json_values})
@@ -235,6 +239,12 @@ def test_every_parsed_body_renders_for_every_provider_and_model_as_json_it_accep
         budget = (clamped.get("thinking") or {}).get("budget_tokens") if isinstance(clamped.get("thinking"), dict) else None
         if (req.max_output_tokens or 0) > limit and isinstance(budget, int) and not isinstance(budget, bool):
             assert budget < limit
+    if dialect is not None and dialect.tool_call_ids == "alnum9" and api == "chat":  # Mistral: 9 letters or digits
+        for m in sent["messages"]:
+            ids = [c.get("id") for c in m.get("tool_calls") or [] if isinstance(c, dict)] if isinstance(m, dict) and \
+                isinstance(m.get("tool_calls"), list) else []
+            ids += [m.get("tool_call_id")] if isinstance(m, dict) else []
+            assert all(re.fullmatch(r"[A-Za-z0-9]{9}", i) for i in ids if isinstance(i, str))
     if dialect is not None:
         assert not dialect.drop & set(sent)
         if owner[0].startswith("provider"):  # a model's renames may map a field back (its own over its provider's)
@@ -286,3 +296,30 @@ def test_a_thinking_turn_goes_out_only_as_the_provider_takes_it(body, owner):
         assert "thinking" not in sent and sent["messages"] == body["messages"]
     else:
         assert sent["thinking"] == body["thinking"] and sent["messages"] == body["messages"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(msgs=st.lists(st.fixed_dictionaries({"role": st.sampled_from(["assistant", "tool", "user"])}, optional={
+    "tool_calls": st.lists(st.fixed_dictionaries({"id": st.text(max_size=30) | json_scalars, "type": st.just("function")}), max_size=3)
+    | json_values, "tool_call_id": st.text(max_size=30) | json_scalars, "content": st.text(max_size=10)}), max_size=5))
+def test_rewritten_tool_call_ids_fit_mistral_and_still_pair_up(msgs):
+    """Every string id becomes 9 letters or digits; equal ids stay equal and different ones different; nothing else changes."""
+    from llm_router.request import alnum9_tool_ids
+
+    def ids(messages):
+        found = []
+        for m in messages:
+            calls = m.get("tool_calls")
+            found += [c.get("id") for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
+            found += [m["tool_call_id"]] if "tool_call_id" in m else []
+        return found
+
+    out = alnum9_tool_ids(msgs)
+    before, after = ids(msgs), ids(out)
+    assert len(before) == len(after)
+    for a, b in zip(before, after):
+        assert b == a if not isinstance(a, str) else re.fullmatch(r"[A-Za-z0-9]{9}", b)
+    strings = [(a, b) for a, b in zip(before, after) if isinstance(a, str)]
+    assert len({a for a, _ in strings}) == len({b for _, b in strings})
+    strip = lambda ms: [{k: v for k, v in m.items() if k not in ("tool_calls", "tool_call_id")} for m in ms]  # noqa: E731
+    assert strip(out) == strip(msgs)

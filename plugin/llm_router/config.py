@@ -48,6 +48,9 @@ class BodyConf(_Strict):
     stream_usage: Literal["ask", "always"] = "ask"
     # top-level fields never sent, whatever the API (after renaming)
     drop: list[str] = Field(default_factory=list)
+    # any: tool call ids go as the client sent them; alnum9: ids that are not 9 letters or digits (OpenAI's
+    # call_..., Anthropic's toolu_...) are replaced by 9 derived from them, consistently in the calls and results
+    tool_call_ids: Literal["any", "alnum9"] = "any"
 
     @model_validator(mode="after")
     def _check(self) -> "BodyConf":

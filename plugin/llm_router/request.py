@@ -1,6 +1,8 @@
 """Request bodies -> LLMRequest: the one place that knows the request JSON shapes."""
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -253,6 +255,45 @@ def _without_thinking_blocks(messages: Any) -> Any:
     return out
 
 
+_ALNUM9 = re.compile(r"[A-Za-z0-9]{9}")
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def alnum9(value: str) -> str:
+    """A tool call id as 9 letters or digits (Mistral's rule): itself if it is one, else derived from its hash."""
+    if _ALNUM9.fullmatch(value):
+        return value
+    n = int.from_bytes(hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+    out = []
+    for _ in range(9):
+        n, r = divmod(n, 62)
+        out.append(_BASE62[r])
+    return "".join(out)
+
+
+def alnum9_tool_ids(messages: Any) -> Any:
+    """Chat messages with every tool call id, in assistant tool_calls and in tool results, as `alnum9` makes it.
+
+    Mistral answers 400 ("Tool call id was call_... but must be a-z, A-Z, 0-9, with a length of 9.") to the
+    ids other providers make, so a conversation whose earlier tool calls another model made cannot go on
+    there unchanged. The same id always maps to the same replacement, so calls and results still pair up.
+    """
+    if not isinstance(messages, list):
+        return messages
+    out = []
+    for m in messages:
+        if isinstance(m, dict):
+            calls = m.get("tool_calls")
+            if isinstance(calls, list) and any(isinstance(c, dict) and isinstance(c.get("id"), str) for c in calls):
+                m = {**m, "tool_calls": [{**c, "id": alnum9(c["id"])} if isinstance(c, dict) and isinstance(c.get("id"), str)
+                                         else c for c in calls]}
+            answered = m.get("tool_call_id")
+            if isinstance(answered, str):
+                m = {**m, "tool_call_id": alnum9(answered)}
+        out.append(m)
+    return out
+
+
 def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dialect: BodyDialect | None = None,
                 max_output: int | None = None) -> bytes:
     """The body to send upstream: the chosen model, usage requested on streams, an output limit no higher than
@@ -289,6 +330,8 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
                 del body[name]
         for name in dialect.drop:
             body.pop(name, None)
+        if dialect.tool_call_ids == "alnum9" and req.api == "chat":
+            body["messages"] = alnum9_tool_ids(body.get("messages"))
         if dialect.usage_unasked:
             ask_usage = False
     if ask_usage:

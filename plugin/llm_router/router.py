@@ -59,7 +59,8 @@ def build_catalog(cfg: Config) -> Catalog:
             forward_prices=dict(p.forward_prices), counts_tokens=p.counts_tokens,
             body=None if p.body is None else BodyDialect(
                 accept={str(api): frozenset(["model", *fields]) for api, fields in p.body.accept.items()},
-                rename=tuple(p.body.rename.items()), usage_unasked=p.body.stream_usage == "always", drop=frozenset(p.body.drop)),
+                rename=tuple(p.body.rename.items()), usage_unasked=p.body.stream_usage == "always", drop=frozenset(p.body.drop),
+                tool_call_ids=p.body.tool_call_ids),
         )
         for name, p in cfg.providers.items()
     }

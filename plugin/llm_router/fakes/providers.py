@@ -44,6 +44,7 @@ SINGLE_CHOICE_CHAT = frozenset({"anthropic"})
 # OpenAI's reasoning models (o1, o3-mini, o4-mini, ...): fields they refuse, and sampling values fixed at the default.
 REASONING_MODEL = re.compile(r"o\d(?:$|-)")
 # Claude models from before extended thinking (3.7 Sonnet was the first with it): Anthropic refuses `thinking`.
+TOOL_ID = re.compile(r"[A-Za-z0-9]{9}")  # Mistral's tool call ids
 NO_THINKING_MODEL = re.compile(r"claude-(?:3-(?!7)|instant|2)")
 REASONING_REFUSED = ("max_tokens", "logprobs", "top_logprobs", "logit_bias")
 REASONING_FIXED = (("temperature", 1), ("top_p", 1), ("presence_penalty", 0), ("frequency_penalty", 0))
@@ -262,6 +263,12 @@ class FakeProvider:
             await resp.send(422, [("content-type", "application/json")], orjson.dumps(
                 {"object": "error", "message": {"detail": detail}, "type": "invalid_request_error", "param": None, "code": None}))
             return 422
+        bad_id = _tool_id_refused(data) if self.name == "mistral" and api == "chat" else None
+        if bad_id is not None:
+            await resp.send(400, [("content-type", "application/json")], orjson.dumps(
+                {"object": "error", "message": f"Tool call id was {bad_id} but must be a-z, A-Z, 0-9, with a length of 9.",
+                 "type": "invalid_function_call", "param": None, "code": "3280"}))
+            return 400
         fmt = data.get("response_format")
         if isinstance(fmt, dict) and fmt.get("type") in UNSUPPORTED_FORMATS.get(self.name, ()):
             return await self._error(resp, 400, "This response_format type is unavailable now", "invalid_request_error", anthropic,
@@ -712,6 +719,18 @@ def _openai_usage(answer: Answer, provider: str = "") -> dict[str, Any]:
         out["prompt_tokens_details"] = {"cached_tokens": answer.cached_tokens, "audio_tokens": 0}
         out["completion_tokens_details"] = {"reasoning_tokens": 0, "audio_tokens": 0}
     return out
+
+
+def _tool_id_refused(data: dict[str, Any]) -> str | None:
+    """Mistral's rule for the tool call ids of a conversation (9 letters or digits): the first id breaking it, or None."""
+    for m in data.get("messages") or []:
+        if not isinstance(m, dict):
+            continue
+        ids = [c.get("id") for c in m.get("tool_calls") or [] if isinstance(c, dict)] + [m.get("tool_call_id")]
+        for i in ids:
+            if isinstance(i, str) and not TOOL_ID.fullmatch(i):
+                return i
+    return None
 
 
 def _thinking_refusal(model: str, data: dict[str, Any]) -> str | None:

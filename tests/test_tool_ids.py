@@ -1,0 +1,124 @@
+"""Tool call ids across routed models: a conversation whose tool calls one provider made can go on at Mistral.
+
+Mistral answers 400 ("Tool call id was call_... but must be a-z, A-Z, 0-9, with a length of 9.") to the
+ids OpenAI, DeepSeek or Gemini make; its fake does the same. Its dialect (`tool_call_ids: alnum9`) has
+the router rewrite them, consistently in the assistant's calls and in the tool results.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import httpx
+import orjson
+import pytest
+
+from fixtures_envoy import config_data, fresh_fakes, running_fakes, running_stack, wait_requests  # noqa: F401
+from llm_router.config import ConfigError, load_config, parse_config
+from llm_router.gateways.envoy.bootstrap import RouteSpec
+from llm_router.request import alnum9, alnum9_tool_ids, parse_request, render_body
+from llm_router.router import Router
+from llm_router.runtime import Exchange, Runtime
+
+ID = re.compile(r"[A-Za-z0-9]{9}")
+
+
+def conversation(first: str = "call_Xq3bL9sVn2KpA7", second: str = "toolu_01A09q90qw90lq917835") -> list[dict]:
+    """A chat tool loop with two calls made by other providers (OpenAI-style and Anthropic-style ids)."""
+    return [
+        {"role": "user", "content": "What is the weather in Paris and in Oslo?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": first, "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}},
+            {"id": second, "type": "function", "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}]},
+        {"role": "tool", "tool_call_id": first, "content": "18 C, sunny"},
+        {"role": "tool", "tool_call_id": second, "content": "4 C, rain"},
+    ]
+
+
+TOOLS = [{"type": "function", "function": {"name": "weather", "description": "The weather in a city.",
+                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+
+
+def test_ids_become_nine_letters_or_digits_and_calls_still_pair_with_results():
+    sent = alnum9_tool_ids(conversation())
+    calls = [c["id"] for c in sent[1]["tool_calls"]]
+    assert all(ID.fullmatch(i) for i in calls) and len(set(calls)) == 2
+    assert [m["tool_call_id"] for m in sent[2:]] == calls
+    assert alnum9_tool_ids(conversation()) == sent  # the same ids map alike on every turn
+    assert alnum9("aB3xK9mP2") == "aB3xK9mP2"  # already Mistral's form: kept
+    assert alnum9("call_1") != alnum9("call_2")
+    # the rest of each message is untouched; odd shapes pass as they came
+    assert sent[1]["tool_calls"][0]["function"] == conversation()[1]["tool_calls"][0]["function"]
+    odd = [{"role": "assistant", "tool_calls": [7, {"id": 5}]}, {"role": "tool", "tool_call_id": None}, "x"]
+    assert alnum9_tool_ids(odd) == odd and alnum9_tool_ids("not a list") == "not a list"
+
+
+def test_only_mistral_gets_rewritten_ids(monkeypatch):
+    cfg = load_config(None)
+    router = Router(cfg)
+    req = parse_request(orjson.dumps({"model": "auto", "messages": conversation(), "tools": TOOLS}), "chat")
+    to_mistral = orjson.loads(render_body(req, "mistral-large-latest", dialect=router.catalog.providers["mistral"].body))
+    assert all(ID.fullmatch(c["id"]) for c in to_mistral["messages"][1]["tool_calls"])
+    for provider in ("openai", "google", "deepseek", "together"):
+        sent = orjson.loads(render_body(req, "m", dialect=router.catalog.providers[provider].body))
+        assert sent["messages"] == conversation(), provider
+    # through the runtime, in a policy that only has Mistral: the planned call carries the rewritten ids
+    for name in ("OPENAI", "ANTHROPIC", "GEMINI", "TOGETHER", "MISTRAL", "DEEPSEEK"):
+        monkeypatch.setenv(f"{name}_API_KEY", f"test-{name.lower()}")
+    call = Runtime(parse_config(mistral_only()), telemetry=False).decide(
+        orjson.dumps({"model": "auto", "messages": conversation(), "tools": TOOLS}), path="/v1/chat/completions",
+        ex=Exchange("t", "r", 0.0), route_conf='{"policy": "mistral"}')
+    assert call.model.id == "mistral-large" and orjson.loads(call.body)["messages"] == to_mistral["messages"]
+
+
+def test_the_setting_is_checked():
+    with pytest.raises(ConfigError) as err:
+        parse_config({"providers": {"mistral": {"body": {"tool_call_ids": "short"}}}})
+    assert "tool_call_ids" in str(err.value)
+
+
+# ---- the fakes, and through the real Envoy ------------------------------------------------------
+
+def mistral_only() -> dict:
+    data = config_data()
+    data["policies"]["mistral"] = {"classifier": "rules", "strategy": "ladder", "explain": True,
+                                   "constraints": {"models": ["mistral-large"]},
+                                   "ladder": {t: "mistral-large" for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")}}
+    return data
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator:
+    yield from running_fakes(mistral_only())
+
+
+@pytest.fixture(scope="module")
+def stack(fakes, tmp_path_factory):
+    yield from running_stack(tmp_path_factory, "envoy-tool-ids", fakes, mistral_only(),
+                             routes=(RouteSpec("/mistral/", policy="mistral"), RouteSpec("/")))
+
+
+def test_the_mistral_fake_refuses_other_providers_ids_as_mistral_does(fakes):
+    def post(messages: list[dict]) -> httpx.Response:
+        return httpx.post(fakes.url("mistral") + "/v1/chat/completions", timeout=30,
+                          content=orjson.dumps({"model": "mistral-large-latest", "messages": messages, "tools": TOOLS}),
+                          headers={"authorization": f"Bearer {fakes.keys()['mistral']}", "content-type": "application/json"})
+
+    refused = post(conversation())
+    assert refused.status_code == 400 and refused.json() == {
+        "object": "error", "message": "Tool call id was call_Xq3bL9sVn2KpA7 but must be a-z, A-Z, 0-9, with a length of 9.",
+        "type": "invalid_function_call", "param": None, "code": "3280"}
+    assert post(conversation("aB3xK9mP2", "Zz9Yy8Xx7")).status_code == 200
+
+
+@pytest.mark.envoy
+def test_envoy_a_tool_loop_begun_elsewhere_is_answered_by_mistral(stack, fresh_fakes):
+    r = httpx.post(stack.url + "/mistral/v1/chat/completions", timeout=30,
+                   content=orjson.dumps({"model": "auto", "messages": conversation(), "tools": TOOLS}),
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "mistral-large"
+    [sent] = wait_requests(fresh_fakes, "mistral", 1)
+    calls = [c["id"] for c in sent.json["messages"][1]["tool_calls"]]
+    assert sent.status == 200 and all(ID.fullmatch(i) for i in calls)
+    assert [m["tool_call_id"] for m in sent.json["messages"][2:]] == calls
