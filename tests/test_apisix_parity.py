@@ -23,6 +23,13 @@ BODIES = [
                               "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]}),
     ("/v1/messages", {"model": "claude-3-5-sonnet-20240620", "max_tokens": 200,
                       "messages": [{"role": "user", "content": "Write a haiku about autumn"}]}),
+    ("/v1/messages", {"model": "claude-sonnet-4-5", "max_tokens": 8192, "thinking": {"type": "enabled", "budget_tokens": 4096},
+                      "messages": [{"role": "user", "content": "Prove the fix for this deadlock is correct and design a test for it."},
+                                   {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "run",
+                                                                      "input": {"cmd": "go test -race"}}]},
+                                   {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                                                 "content": "DATA RACE"}]}],
+                      "tools": [{"name": "run", "input_schema": {"type": "object"}}]}),
     ("/v1/completions", {"model": "auto", "prompt": "def fib(n):"}),
     ("/v1/chat/completions", {"model": "auto", "messages": []}),
 ]
