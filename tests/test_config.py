@@ -107,7 +107,9 @@ def test_check_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "is valid" in out and "LOW -> deepseek-v2" in out
     assert ("  mistral body: chat: 17 fields accepted, others dropped; max_completion_tokens as max_tokens; seed as "
-            "random_seed; streams report usage unasked (no stream_options added)") in out
+            "random_seed; streams report usage unasked (no stream_options added); tool call ids rewritten to 9 letters or "
+            "digits") in out
+    assert "                       body over anthropic's: never sent: thinking" in out
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"policies": {"default": {"ladder": {"LOW": "gpt-5"}}}}))
     with pytest.raises(SystemExit) as info:
