@@ -240,6 +240,9 @@ class SemanticConf(_Strict):
     mode: Literal["knn", "centroid"] = "knn"
     temperature: float = Field(default=0.05, gt=0, le=1)  # similarity softmax: lower = nearest dominates
     length_weight: float = Field(default=0.2, ge=0, le=1)  # share of the score from the conversation's length
+    # votes of this many recent texts kept, so an agent loop's later calls (same instruction) skip the embedding
+    # and the vote; 0: off. Same results either way.
+    memo: int = Field(default=2048, ge=0, le=1_000_000)
     _cuts = field_validator("cuts")(_ascending_cuts)
 
 

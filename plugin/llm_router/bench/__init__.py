@@ -1,1 +1,20 @@
 """Benchmarks anyone can rerun: decision time, estimator error, Envoy and APISIX overhead."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+
+def without_memo(data: dict[str, Any]) -> dict[str, Any]:
+    """A config with the semantic classifier's memo off (`classifiers.semantic.memo: 0`).
+
+    The speed benchmarks repeat one or a few bodies, whose classification the memo would answer from
+    memory after the first: they measure the path every new prompt takes. (`bench decision` measures
+    the memo separately, on agent loops.) The classifiers section replaces the defaults' whole, so it
+    starts from the config's own or the built-in one.
+    """
+    from llm_router.config import default_data
+
+    classifiers = copy.deepcopy(data.get("classifiers") or default_data()["classifiers"])
+    classifiers["semantic"] = {**(classifiers.get("semantic") or {}), "memo": 0}
+    return {**data, "classifiers": classifiers}

@@ -24,6 +24,7 @@ from pathlib import Path
 import orjson
 import yaml
 
+from llm_router.bench import without_memo
 from llm_router.config import default_data, load_config
 from llm_router.gateways.apisix import framing
 from llm_router.gateways.apisix.emulator import (
@@ -286,16 +287,16 @@ def run(args) -> int:
     workdir = tempfile.mkdtemp(prefix="lr-bench-apisix-", dir="/tmp")
     sock_path = os.path.join(workdir, "runner.sock")
     config = args.config
+    load_config(config)  # fail early with the config's own error
+    data = yaml.safe_load(Path(config).read_text()) or {} if config else {}
     if args.classifier:
-        data = yaml.safe_load(Path(config).read_text()) if config else {}
         base = default_data()
         policies = {**base["policies"], **(data.get("policies") or {})}
         name = data.get("default_policy", base.get("default_policy", "default"))
         policies[name] = {**policies[name], "classifier": args.classifier}
         data["policies"] = policies
-        config = os.path.join(workdir, "config.yaml")
-        Path(config).write_text(yaml.safe_dump(data))
-    load_config(config)  # fail early with the config's own error
+    config = os.path.join(workdir, "config.yaml")
+    Path(config).write_text(yaml.safe_dump(without_memo(data)))  # one body repeated: measure it unremembered
     body = chat_body(args.body_bytes)
     proc = start_runner(sock_path, config, args.workers, os.path.join(workdir, "runner.log"))
     try:

@@ -10,6 +10,7 @@ import time
 
 import orjson
 
+from llm_router.bench import without_memo
 from llm_router.config import load_config, parse_config
 from llm_router.decision import Decision
 from llm_router.router import Router
@@ -58,6 +59,58 @@ def bodies() -> list[bytes]:
         {"role": "user", "content": p}], "temperature": 0.3}) for p in PROMPTS]
 
 
+def agent_loops(calls: int = 8) -> list[list[tuple[str, bytes]]]:
+    """The demo's coding-agent calls, each replayed as a loop of `calls` calls while the agent works on one
+    instruction: the same instruction every time, one more tool call and its result each call."""
+    from llm_router.commands.demo import load_workload, request_for
+
+    loops = []
+    for item in load_workload(None):
+        if not item.get("agent"):
+            continue
+        path, body = request_for({**item, "tool_call": None})
+        data = orjson.loads(body)
+        loop = []
+        for j in range(calls):
+            loop.append((path, orjson.dumps(data)))
+            result = f"step {j}: " + "ok tests/test_module_%d.py passed in 0.%02ds\n" % (j, j) * 6
+            if "messages" in path:
+                data["messages"] += [
+                    {"role": "assistant", "content": [{"type": "tool_use", "id": f"toolu_{j}", "name": "run_command",
+                                                       "input": {"command": f"pytest -q -k step{j}"}}]},
+                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": f"toolu_{j}", "content": result}]}]
+            else:
+                data["messages"] += [
+                    {"role": "assistant", "content": None, "tool_calls": [{"id": f"call_{j}", "type": "function", "function": {
+                        "name": "run_command", "arguments": orjson.dumps({"command": f"pytest -q -k step{j}"}).decode()}}]},
+                    {"role": "tool", "tool_call_id": f"call_{j}", "content": result}]
+        loops.append(loop)
+    return loops
+
+
+def measure_loops(data: dict, loops: list[list[tuple[str, bytes]]], rounds: int, warm: list[bytes]) -> dict:
+    """Per-call time over `rounds` replays of the agent loops, each round with a fresh router (an empty memo)."""
+    times: list[int] = []
+    hits = 0
+    clock = time.perf_counter_ns
+    for _ in range(rounds):
+        router = Router(parse_config(data))
+        for b in warm:  # other prompts: warms the code, not the memo for these loops
+            router.route(b)
+        for loop in loops:
+            for path, body in loop:
+                t0 = clock()
+                _, d = router.route(body, path=path)
+                times.append(clock() - t0)
+                if not isinstance(d, Decision):
+                    raise SystemExit(f"agent loop call was refused: {d}")
+        semantic = getattr(router.default.classifier, "semantic", router.default.classifier)
+        hits += getattr(semantic, "memo_hits", 0)
+    times.sort()
+    return {"p50_us": round(times[len(times) // 2] / 1000, 1), "p99_us": round(times[int(len(times) * 0.99)] / 1000, 1),
+            "mean_us": round(statistics.fmean(times) / 1000, 1), "n": len(times), "memo_hits": hits}
+
+
 def measure(router: Router, payloads: list[bytes], n: int) -> dict:
     """p50/p99/mean microseconds of router.route over n calls cycling the payloads."""
     for b in payloads * 50:  # warm-up
@@ -81,6 +134,8 @@ def register(sub) -> None:
     p.add_argument("--requests", "-n", type=int, default=20000)
     p.add_argument("--classifiers", default="rules,semantic,hybrid", help="comma list: rules, semantic, hybrid, learned, none")
     p.add_argument("--learned-model", help="model file for the learned classifier (from `llm-router train`)")
+    p.add_argument("--loop-rounds", type=int, default=10,
+                   help="replays of the agent loops (memo off, then on) for classifiers with a semantic part (0: skip)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -98,12 +153,18 @@ def run(args) -> int:
                 continue
             data["classifiers"] = {"learned": {"model": args.learned_model}}
         try:
-            router = Router(parse_config(data))
+            router = Router(parse_config(without_memo(data)))  # the bodies repeat: measured unremembered
         except Exception as exc:  # a classifier that is not installed/built yet
             out["results"][name] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
         gc.collect()
         out["results"][name] = measure(router, payloads, args.requests)
+        if name in ("semantic", "hybrid") and args.loop_rounds > 0:
+            loops = agent_loops()
+            out.setdefault("agent_loop", {})[name] = {
+                "loops": len(loops), "calls_per_loop": len(loops[0]),
+                "memo_off": measure_loops(without_memo(data), loops, args.loop_rounds, payloads),
+                "memo_on": measure_loops(data, loops, args.loop_rounds, payloads)}
     out["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if args.json:
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
@@ -115,6 +176,11 @@ def run(args) -> int:
                 print(f"{name:12s} unavailable: {r['error']}")
             else:
                 print(f"{name:12s} {r['p50_us']:8.1f} {r['p99_us']:8.1f} {r['mean_us']:8.1f}")
+        for name, r in out.get("agent_loop", {}).items():
+            off, on = r["memo_off"], r["memo_on"]
+            print(f"agent loops, {name}: {r['loops']} loops of {r['calls_per_loop']} calls (same instruction, one more tool "
+                  f"result each call), per call p50/p99/mean us: memo off {off['p50_us']}/{off['p99_us']}/{off['mean_us']}, "
+                  f"memo on {on['p50_us']}/{on['p99_us']}/{on['mean_us']} ({on['memo_hits']} of {on['n']} calls remembered)")
     return 0
 
 

@@ -35,6 +35,20 @@ class Embedder(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class _Vote:
+    """One text's softmax vote: summed columns of `_votes`, the centred similarities, the nearest example."""
+
+    votes: list[float]
+    s: np.ndarray
+    best_i: int
+    best_raw: float
+    inv: float
+
+
+_UNSEEN = _Vote([], np.zeros(0, np.float32), -1, 0.0, 0.0)  # a memo miss (None is a remembered text-less vote)
+
+
+@dataclass(frozen=True, slots=True)
 class Example:
     """One labelled example prompt."""
 
@@ -134,7 +148,8 @@ class SemanticClassifier:
 
     def __init__(self, examples: list[Example], embedder: Embedder, *, k: int = 10,
                  cuts: tuple[float, ...] = (0.2, 0.5, 0.7), mode: str = "knn",
-                 temperature: float = 0.05, length_weight: float = 0.2, full_at_tokens: int = 3000, center: bool = True):
+                 temperature: float = 0.05, length_weight: float = 0.2, full_at_tokens: int = 3000, center: bool = True,
+                 memo: int = 0):
         if not examples:
             raise ValueError("the semantic classifier needs at least one example")
         if mode not in ("knn", "centroid"):
@@ -186,6 +201,12 @@ class SemanticClassifier:
             within = np.stack([np.abs(self._tier - t) <= 0.5 for t in range(len(TIERS))], 1).astype(np.float32)
             self._votes = np.column_stack([self._tier, cat_hot, np.ones(n, np.float32), within]).astype(np.float32)
             self._with_mean = np.vstack([self._vectors, self._mean[None, :]]).astype(np.float32)
+        # Votes of recently seen texts: every call of an agent's tool loop carries the same instruction (the
+        # tool results come after it), so the loop's later calls skip the embedding and the vote. Only the
+        # length term, which grows with the loop, is computed again. Bounded: emptied when full.
+        self.memo_size = max(0, memo) if self._soft else 0
+        self._memo: dict[str, _Vote | None] = {}
+        self.memo_hits = 0
         self._tier_list = self._tier.tolist()
         self._cat_list = self._cat.tolist()
         self._lab_list = self._lab.tolist()
@@ -202,7 +223,7 @@ class SemanticClassifier:
         examples = load_examples(conf.examples)
         embedder = embedder or make_embedder(conf.backend)
         return cls(examples, embedder, k=conf.k, cuts=tuple(conf.cuts), mode=conf.mode,
-                   temperature=conf.temperature, length_weight=conf.length_weight)
+                   temperature=conf.temperature, length_weight=conf.length_weight, memo=conf.memo)
 
     def embed_request(self, request: LLMRequest) -> np.ndarray:
         """The prompt's vector (zero if it has no text); a very short prompt is blended with its context."""
@@ -213,18 +234,30 @@ class SemanticClassifier:
 
     def _classify_soft(self, v: np.ndarray, tokens: int) -> Classification:
         """Voting over all examples or centroids with softmax weights: few numpy calls (each costs microseconds)."""
+        vote = self._vote(v)
+        return self._no_text() if vote is None else self._verdict(vote, tokens)
+
+    def _vote(self, v: np.ndarray) -> _Vote | None:
+        """The softmax vote of every example or centroid for a vector (None: no text to compare)."""
         vv = float(v @ v)
         raw = self._with_mean @ v
         norm2 = vv - 2.0 * float(raw[-1]) + self._mean_sq
         if vv <= 1e-12 or norm2 <= 1e-12:
-            return Classification(tier=TIERS[0], category="chat", confidence=0.0, score=0.0,
-                                  evidence=("no text to compare",), classifier=self.name, label=None)
+            return None
         inv = 1.0 / math.sqrt(norm2)
         s = raw[:-1] - self._vec_mean  # centred cosines times |v - mean|
         best_i = int(s.argmax())
         best_raw = float(s[best_i])
         weights = np.exp((s - best_raw) * (inv / self.temperature))
-        votes = (weights @ self._votes).tolist()
+        return _Vote((weights @ self._votes).tolist(), s, best_i, best_raw, inv)
+
+    def _no_text(self) -> Classification:
+        return Classification(tier=TIERS[0], category="chat", confidence=0.0, score=0.0,
+                              evidence=("no text to compare",), classifier=self.name, label=None)
+
+    def _verdict(self, vote: _Vote, tokens: int) -> Classification:
+        """The classification from a vote and the conversation's length."""
+        votes = vote.votes
         n_cat = len(CATEGORIES)
         total = votes[1 + n_cat]
         mean_tier = votes[0] / total
@@ -234,12 +267,12 @@ class SemanticClassifier:
         cat_votes = votes[1:1 + n_cat]
         category = CATEGORIES[cat_votes.index(max(cat_votes))]
         agree = votes[2 + n_cat + TIERS.index(tier)]
-        best = best_raw * inv
+        best = vote.best_raw * vote.inv
         closeness = min(1.0, max(0.3, (best - 0.15) / 0.4))
         return Classification(
             tier=tier, category=category, confidence=round(agree / total * closeness, 3), score=round(score, 4),
-            evidence=Evidence(partial(self._soft_evidence, s, inv, mean_tier, tokens)), classifier=self.name,
-            label=self.labels[self._lab_list[best_i]],
+            evidence=Evidence(partial(self._soft_evidence, vote.s, vote.inv, mean_tier, tokens)), classifier=self.name,
+            label=self.labels[self._lab_list[vote.best_i]],
         )
 
     def _soft_evidence(self, s: np.ndarray, inv: float, mean_tier: float, tokens: int) -> tuple[str, ...]:
@@ -252,7 +285,21 @@ class SemanticClassifier:
 
     def classify(self, request: LLMRequest) -> Classification:
         """Classify one request."""
-        return self.classify_vector(self.embed_request(request), request.conversation_tokens)
+        if not self.memo_size:
+            return self.classify_vector(self.embed_request(request), request.conversation_tokens)
+        prompt = request.prompt
+        key = prompt if not (request.context and len(prompt) < SHORT_PROMPT_CHARS) else (
+            prompt + "\x00" + request.context[-1000:])  # what embed_request embeds
+        memo = self._memo
+        vote = memo.get(key, _UNSEEN)
+        if vote is _UNSEEN:
+            vote = self._vote(self.embed_request(request))
+            if len(memo) >= self.memo_size:
+                memo = self._memo = {}
+            memo[key] = vote
+        else:
+            self.memo_hits += 1
+        return self._no_text() if vote is None else self._verdict(vote, request.conversation_tokens)
 
     def classify_vector(self, v: np.ndarray, tokens: int) -> Classification:
         """Classify an already embedded prompt of `tokens` tokens."""
