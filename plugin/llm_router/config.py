@@ -51,6 +51,9 @@ class BodyConf(_Strict):
     # any: tool call ids go as the client sent them; alnum9: ids that are not 9 letters or digits (OpenAI's
     # call_..., Anthropic's toolu_...) are replaced by 9 derived from them, consistently in the calls and results
     tool_call_ids: Literal["any", "alnum9"] = "any"
+    # parts: message content as the client sent it; text: content arrays of text parts only are sent as one
+    # string (DeepSeek's chat API refuses arrays: "invalid type: sequence, expected a string")
+    content: Literal["parts", "text"] = "parts"
 
     @model_validator(mode="after")
     def _check(self) -> "BodyConf":

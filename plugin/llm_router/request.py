@@ -255,6 +255,21 @@ def _without_thinking_blocks(messages: Any) -> Any:
     return out
 
 
+def text_contents(messages: Any) -> Any:
+    """Chat messages whose content is an array of text parts only, with that content as one string (the parts'
+    texts, one per line); other messages as they are. For providers that take only string content."""
+    if not isinstance(messages, list):
+        return messages
+    out = []
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+                                             for p in content):
+            m = {**m, "content": "\n".join(p["text"] for p in content)}
+        out.append(m)
+    return out
+
+
 _ALNUM9 = re.compile(r"[A-Za-z0-9]{9}")
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -332,6 +347,8 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
             body.pop(name, None)
         if dialect.tool_call_ids == "alnum9" and req.api == "chat":
             body["messages"] = alnum9_tool_ids(body.get("messages"))
+        if dialect.text_content and req.api == "chat":
+            body["messages"] = text_contents(body.get("messages"))
         if dialect.usage_unasked:
             ask_usage = False
     if ask_usage:

@@ -263,6 +263,14 @@ class FakeProvider:
             await resp.send(422, [("content-type", "application/json")], orjson.dumps(
                 {"object": "error", "message": {"detail": detail}, "type": "invalid_request_error", "param": None, "code": None}))
             return 422
+        if self.name == "deepseek" and api == "chat":
+            listed = next((i for i, m in enumerate(data.get("messages") or []) if isinstance(m, dict)
+                           and isinstance(m.get("content"), list)), None)
+            if listed is not None:  # its chat API takes string content only
+                column = req.body.find(b"[", req.body.find(b'"content"', _nth_message(req.body, listed))) + 1
+                return await self._error(resp, 400, "Failed to deserialize the JSON body into the target type: "
+                                         f"messages[{listed}]: invalid type: sequence, expected a string at line 1 column "
+                                         f"{column}", "invalid_request_error", anthropic, code="invalid_request_error")
         bad_id = _tool_id_refused(data) if self.name == "mistral" and api == "chat" else None
         if bad_id is not None:
             await resp.send(400, [("content-type", "application/json")], orjson.dumps(
@@ -719,6 +727,14 @@ def _openai_usage(answer: Answer, provider: str = "") -> dict[str, Any]:
         out["prompt_tokens_details"] = {"cached_tokens": answer.cached_tokens, "audio_tokens": 0}
         out["completion_tokens_details"] = {"reasoning_tokens": 0, "audio_tokens": 0}
     return out
+
+
+def _nth_message(body: bytes, n: int) -> int:
+    """Roughly where message n starts in a compact JSON body (for error columns)."""
+    at = body.find(b'"messages"')
+    for _ in range(n + 1):
+        at = body.find(b'"role"', at + 1)
+    return max(at, 0)
 
 
 def _tool_id_refused(data: dict[str, Any]) -> str | None:

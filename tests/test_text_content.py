@@ -1,0 +1,103 @@
+"""Content arrays to a provider that takes strings only: DeepSeek's chat API.
+
+OpenAI SDKs and agent frameworks send message content as arrays of parts; DeepSeek answers 400
+("Failed to deserialize the JSON body into the target type: messages[1]: invalid type: sequence,
+expected a string"). Its dialect (`content: text`) has the router send text-only arrays as one
+string; its fake refuses arrays as DeepSeek does.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import orjson
+import pytest
+
+from fixtures_envoy import config_data, fresh_fakes, running_fakes, running_stack, wait_requests  # noqa: F401
+from llm_router.config import ConfigError, load_config, parse_config
+from llm_router.request import parse_request, render_body, text_contents
+from llm_router.router import Router
+
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+
+
+def parts(*texts: str) -> list[dict]:
+    return [{"type": "text", "text": t} for t in texts]
+
+
+def sdk_body() -> dict:
+    """What an agent framework sends: system and user content as arrays of text parts."""
+    return {"model": "auto", "messages": [
+        {"role": "system", "content": parts("You are a helpful assistant.", "Answer briefly.")},
+        {"role": "user", "content": parts("hi there, thanks!")},
+    ]}
+
+
+def test_text_parts_become_one_string_and_anything_else_stays():
+    sent = text_contents([
+        {"role": "system", "content": parts("You are terse.", "Use metric units.")},
+        {"role": "user", "content": [*parts("What is in this picture?"), IMAGE]},
+        {"role": "assistant", "content": "A cat.", "tool_calls": None},
+        {"role": "user", "content": []},
+    ])
+    assert sent[0] == {"role": "system", "content": "You are terse.\nUse metric units."}
+    assert sent[1]["content"][1] == IMAGE  # an image stays a part: a model that sees images gets it as sent
+    assert sent[2] == {"role": "assistant", "content": "A cat.", "tool_calls": None} and sent[3]["content"] == ""
+    odd = [{"role": "user", "content": [{"type": "text", "text": 3}]}, {"role": "user", "content": [7]}, "x"]
+    assert text_contents(odd) == odd and text_contents(None) is None
+
+
+def test_only_deepseek_gets_strings():
+    router = Router(load_config(None))
+    req = parse_request(orjson.dumps(sdk_body()), "chat")
+    to_deepseek = orjson.loads(render_body(req, "deepseek-chat", dialect=router.catalog.providers["deepseek"].body))
+    assert [m["content"] for m in to_deepseek["messages"]] == ["You are a helpful assistant.\nAnswer briefly.", "hi there, thanks!"]
+    for provider in ("openai", "google", "mistral", "together"):
+        sent = orjson.loads(render_body(req, "m", dialect=router.catalog.providers[provider].body))
+        assert sent["messages"] == sdk_body()["messages"], provider
+    # Anthropic's format has arrays by design: DeepSeek's Messages endpoint gets them as sent
+    messages = parse_request(orjson.dumps({"model": "auto", "max_tokens": 100, "messages": [
+        {"role": "user", "content": parts("hello")}]}), "messages")
+    sent = orjson.loads(render_body(messages, "deepseek-chat", dialect=router.catalog.providers["deepseek"].body))
+    assert sent["messages"][0]["content"] == parts("hello")
+
+
+def test_the_setting_is_checked():
+    with pytest.raises(ConfigError) as err:
+        parse_config({"providers": {"deepseek": {"body": {"content": "strings"}}}})
+    assert "content" in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator:
+    yield from running_fakes(config_data())
+
+
+@pytest.fixture(scope="module")
+def stack(fakes, tmp_path_factory):
+    yield from running_stack(tmp_path_factory, "envoy-text-content", fakes, config_data())
+
+
+def test_the_deepseek_fake_refuses_content_arrays_as_deepseek_does(fakes):
+    def post(body: dict) -> httpx.Response:
+        return httpx.post(fakes.url("deepseek") + "/v1/chat/completions", content=orjson.dumps({**body, "model": "deepseek-chat"}),
+                          headers={"authorization": f"Bearer {fakes.keys()['deepseek']}", "content-type": "application/json"},
+                          timeout=30)
+
+    refused = post(sdk_body())
+    assert refused.status_code == 400
+    message = refused.json()["error"]["message"]
+    assert message.startswith("Failed to deserialize the JSON body into the target type: messages[0]: invalid type: "
+                              "sequence, expected a string at line 1 column ")
+    assert post({"messages": text_contents(sdk_body()["messages"])}).status_code == 200
+
+
+@pytest.mark.envoy
+def test_envoy_an_sdk_body_with_content_arrays_is_answered_by_deepseek(stack, fresh_fakes):
+    r = httpx.post(stack.url + "/v1/chat/completions", content=orjson.dumps(sdk_body()), timeout=30,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "deepseek-v2"
+    [sent] = wait_requests(fresh_fakes, "deepseek", 1)
+    assert sent.status == 200 and [m["content"] for m in sent.json["messages"]] == [
+        "You are a helpful assistant.\nAnswer briefly.", "hi there, thanks!"]
