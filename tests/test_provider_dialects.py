@@ -136,7 +136,8 @@ def test_apisix_runner_sends_mistral_its_dialect(fakes, monkeypatch):
 
 GEMINI_NAME = "gemini-1.5-pro"
 # OpenAI SDK fields Gemini's endpoint does not know (it answers 400 "Unknown name ...: Cannot find field").
-SDK_ONLY = {"store": False, "user": "u-42", "metadata": {"team": "a"}, "prompt_cache_key": "k-1", "service_tier": "auto"}
+SDK_ONLY = {"store": False, "user": "u-42", "metadata": {"team": "a"}, "prompt_cache_key": "k-1", "service_tier": "auto",
+            "frequency_penalty": 0.3, "presence_penalty": 0.1}
 
 
 def test_gemini_gets_only_the_fields_it_takes_and_keeps_stream_options():
@@ -155,6 +156,10 @@ def test_the_gemini_fake_rejects_what_gemini_rejects(fakes):
     [err] = r.json()
     assert err["error"]["status"] == "INVALID_ARGUMENT"
     assert err["error"]["message"] == 'Invalid JSON payload received. Unknown name "prompt_cache_key": Cannot find field.'
+    penalty = httpx.post(fakes.url("google") + "/v1beta/openai/chat/completions", timeout=30,
+                         content=orjson.dumps({"model": GEMINI_NAME, "messages": OPENAI_STYLE["messages"], "frequency_penalty": 0.3}),
+                         headers={"x-goog-api-key": fakes.keys()["google"], "content-type": "application/json"})
+    assert penalty.status_code == 400 and 'Unknown name "frequency_penalty"' in penalty.json()[0]["error"]["message"]
 
 
 @pytest.mark.envoy

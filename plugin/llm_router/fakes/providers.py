@@ -35,8 +35,8 @@ STRICT_FIELDS = {"mistral": {"chat": frozenset({
     "tool_choice", "presence_penalty", "frequency_penalty", "n", "prediction", "parallel_tool_calls", "safe_prompt",
     "prompt_mode"})}, "google": {"chat": frozenset({
         "model", "messages", "temperature", "top_p", "n", "max_tokens", "max_completion_tokens", "stop", "stream",
-        "stream_options", "tools", "tool_choice", "response_format", "reasoning_effort", "seed", "presence_penalty",
-        "frequency_penalty", "logprobs", "top_logprobs", "parallel_tool_calls", "extra_body"})}}
+        "stream_options", "tools", "tool_choice", "response_format", "reasoning_effort", "seed", "logprobs", "top_logprobs",
+        "parallel_tool_calls", "extra_body"})}}
 # Output formats a provider refuses (DeepSeek has JSON mode but no structured output).
 UNSUPPORTED_FORMATS = {"deepseek": frozenset({"json_schema"})}
 # Providers whose OpenAI-compatible chat endpoint takes only n = 1 and ignores logprobs (Anthropic's).
