@@ -30,6 +30,9 @@ BODIES = [
                                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
                                                                  "content": "DATA RACE"}]}],
                       "tools": [{"name": "run", "input_schema": {"type": "object"}}]}),
+    ("/v1/chat/completions", {"model": "auto", "messages": [  # content arrays, as SDKs send them (DeepSeek gets strings)
+        {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+        {"role": "user", "content": [{"type": "text", "text": "thanks, that helped!"}]}]}),
     ("/v1/completions", {"model": "auto", "prompt": "def fib(n):"}),
     ("/v1/chat/completions", {"model": "auto", "messages": []}),
 ]
