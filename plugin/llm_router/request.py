@@ -121,10 +121,31 @@ _W_SPACE, _W_DOUBLE_SPACE, _W_NEWLINE = 0.697, -1.572, 1.619
 _W_PUNCT, _W_DIGIT, _W_NONASCII, _W_CHAR, _W_BASE = 0.692, 0.663, 0.589, 0.063, 1.208
 
 
+# Estimates of long texts seen recently. An application sends the same system prompt and tool definitions
+# with every call (a coding agent's run to thousands of tokens), and estimating them again costs far more than
+# looking them up (hashing the text). Bounded: texts of 2-64 K characters, 256 of them, emptied when full.
+_KEPT_ESTIMATES: dict[str, int] = {}
+KEEP_ESTIMATE_CHARS = (2048, 65536)
+KEEP_ESTIMATES = 256
+
+
 def estimate_tokens(text: str) -> int:
     """Fast provider-neutral estimate of how many tokens a text takes."""
     if not text:
         return 0
+    n = len(text)
+    if KEEP_ESTIMATE_CHARS[0] <= n <= KEEP_ESTIMATE_CHARS[1]:
+        found = _KEPT_ESTIMATES.get(text)
+        if found is None:
+            found = _estimate(text)
+            if len(_KEPT_ESTIMATES) >= KEEP_ESTIMATES:
+                _KEPT_ESTIMATES.clear()
+            _KEPT_ESTIMATES[text] = found
+        return found
+    return _estimate(text)
+
+
+def _estimate(text: str) -> int:
     raw = text.encode("utf-8", "surrogatepass")
     marked = raw.translate(_MARKS)
     est = (
