@@ -111,6 +111,7 @@ def test_check_command(tmp_path, capsys):
             "digits") in out
     assert "                       body over anthropic's: never sent: thinking" in out
     assert "  deepseek body: max_completion_tokens as max_tokens; chat content arrays of text sent as one string" in out
+    assert "  openai body: tool call ids over 40 characters shortened" in out
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"policies": {"default": {"ladder": {"LOW": "gpt-5"}}}}))
     with pytest.raises(SystemExit) as info:

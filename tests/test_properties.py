@@ -243,6 +243,12 @@ def test_every_parsed_body_renders_for_every_provider_and_model_as_json_it_accep
         assert not any(isinstance(m, dict) and isinstance(m.get("content"), list) and m["content"] and all(
             isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in m["content"])
             for m in sent["messages"])
+    if dialect is not None and dialect.tool_call_ids == "max40" and api == "chat":  # OpenAI: at most 40 characters
+        for m in sent["messages"]:
+            if isinstance(m, dict):
+                calls = m.get("tool_calls") if isinstance(m.get("tool_calls"), list) else []
+                ids = [c.get("id") for c in calls if isinstance(c, dict)] + [m.get("tool_call_id")]
+                assert all(len(i) <= 40 for i in ids if isinstance(i, str))
     if dialect is not None and dialect.tool_call_ids == "alnum9" and api == "chat":  # Mistral: 9 letters or digits
         for m in sent["messages"]:
             ids = [c.get("id") for c in m.get("tool_calls") or [] if isinstance(c, dict)] if isinstance(m, dict) and \
@@ -304,11 +310,12 @@ def test_a_thinking_turn_goes_out_only_as_the_provider_takes_it(body, owner):
 
 @settings(max_examples=300, deadline=None)
 @given(msgs=st.lists(st.fixed_dictionaries({"role": st.sampled_from(["assistant", "tool", "user"])}, optional={
-    "tool_calls": st.lists(st.fixed_dictionaries({"id": st.text(max_size=30) | json_scalars, "type": st.just("function")}), max_size=3)
-    | json_values, "tool_call_id": st.text(max_size=30) | json_scalars, "content": st.text(max_size=10)}), max_size=5))
-def test_rewritten_tool_call_ids_fit_mistral_and_still_pair_up(msgs):
-    """Every string id becomes 9 letters or digits; equal ids stay equal and different ones different; nothing else changes."""
-    from llm_router.request import alnum9_tool_ids
+    "tool_calls": st.lists(st.fixed_dictionaries({"id": st.text(max_size=60) | json_scalars, "type": st.just("function")}), max_size=3)
+    | json_values, "tool_call_id": st.text(max_size=60) | json_scalars, "content": st.text(max_size=10)}), max_size=5))
+def test_rewritten_tool_call_ids_fit_and_still_pair_up(msgs):
+    """Every string id fits the provider's rule (Mistral: 9 letters or digits; OpenAI: 40 characters at most); equal ids
+    stay equal and different ones different; nothing else changes."""
+    from llm_router.request import TOOL_ID_RULES, tool_ids_as
 
     def ids(messages):
         found = []
@@ -318,12 +325,14 @@ def test_rewritten_tool_call_ids_fit_mistral_and_still_pair_up(msgs):
             found += [m["tool_call_id"]] if "tool_call_id" in m else []
         return found
 
-    out = alnum9_tool_ids(msgs)
-    before, after = ids(msgs), ids(out)
-    assert len(before) == len(after)
-    for a, b in zip(before, after):
-        assert b == a if not isinstance(a, str) else re.fullmatch(r"[A-Za-z0-9]{9}", b)
-    strings = [(a, b) for a, b in zip(before, after) if isinstance(a, str)]
-    assert len({a for a, _ in strings}) == len({b for _, b in strings})
-    strip = lambda ms: [{k: v for k, v in m.items() if k not in ("tool_calls", "tool_call_id")} for m in ms]  # noqa: E731
-    assert strip(out) == strip(msgs)
+    fits = {"alnum9": lambda i: re.fullmatch(r"[A-Za-z0-9]{9}", i), "max40": lambda i: len(i) <= 40}
+    for rule, fix in TOOL_ID_RULES.items():
+        out = tool_ids_as(msgs, fix)
+        before, after = ids(msgs), ids(out)
+        assert len(before) == len(after)
+        for a, b in zip(before, after):
+            assert b == a if not isinstance(a, str) else fits[rule](b)
+        strings = [(a, b) for a, b in zip(before, after) if isinstance(a, str)]
+        assert len({a for a, _ in strings}) == len({b for _, b in strings})
+        strip = lambda ms: [{k: v for k, v in m.items() if k not in ("tool_calls", "tool_call_id")} for m in ms]  # noqa: E731
+        assert strip(out) == strip(msgs)

@@ -16,7 +16,7 @@ import pytest
 from fixtures_envoy import config_data, fresh_fakes, running_fakes, running_stack, wait_requests  # noqa: F401
 from llm_router.config import ConfigError, load_config, parse_config
 from llm_router.gateways.envoy.bootstrap import RouteSpec
-from llm_router.request import alnum9, alnum9_tool_ids, parse_request, render_body
+from llm_router.request import alnum9, alnum9_tool_ids, max40, parse_request, render_body, tool_ids_as
 from llm_router.router import Router
 from llm_router.runtime import Exchange, Runtime
 
@@ -59,7 +59,7 @@ def test_only_mistral_gets_rewritten_ids(monkeypatch):
     req = parse_request(orjson.dumps({"model": "auto", "messages": conversation(), "tools": TOOLS}), "chat")
     to_mistral = orjson.loads(render_body(req, "mistral-large-latest", dialect=router.catalog.providers["mistral"].body))
     assert all(ID.fullmatch(c["id"]) for c in to_mistral["messages"][1]["tool_calls"])
-    for provider in ("openai", "google", "deepseek", "together"):
+    for provider in ("openai", "google", "deepseek", "together"):  # (OpenAI: these ids are short enough)
         sent = orjson.loads(render_body(req, "m", dialect=router.catalog.providers[provider].body))
         assert sent["messages"] == conversation(), provider
     # through the runtime, in a policy that only has Mistral: the planned call carries the rewritten ids
@@ -122,3 +122,51 @@ def test_envoy_a_tool_loop_begun_elsewhere_is_answered_by_mistral(stack, fresh_f
     calls = [c["id"] for c in sent.json["messages"][1]["tool_calls"]]
     assert sent.status == 200 and all(ID.fullmatch(i) for i in calls)
     assert [m["tool_call_id"] for m in sent.json["messages"][2:]] == calls
+
+
+DEEPSEEK_IDS = ("call_0_112b017f-5e87-4f73-968f-bcfca48a830d", "call_1_448e4341-ff36-481a-b1a7-cce7e834c0c1")  # 43 each
+
+
+def test_openai_gets_ids_of_at_most_40_characters():
+    assert max40("call_abc") == "call_abc" and max40("x" * 40) == "x" * 40
+    sent = tool_ids_as(conversation(*DEEPSEEK_IDS), max40)
+    calls = [c["id"] for c in sent[1]["tool_calls"]]
+    assert all(len(i) <= 40 and i.startswith("call_") for i in calls) and len(set(calls)) == 2
+    assert [m["tool_call_id"] for m in sent[2:]] == calls
+    router = Router(load_config(None))
+    req = parse_request(orjson.dumps({"model": "auto", "messages": conversation(*DEEPSEEK_IDS), "tools": TOOLS}), "chat")
+    to_openai = orjson.loads(render_body(req, "gpt-4o", dialect=router.catalog.models["gpt-4o"].body))
+    assert to_openai["messages"] == sent
+    to_deepseek = orjson.loads(render_body(req, "deepseek-chat", dialect=router.catalog.providers["deepseek"].body))
+    assert to_deepseek["messages"] == conversation(*DEEPSEEK_IDS)  # its own ids: as they came
+
+
+def openai_only() -> dict:
+    data = mistral_only()
+    data["policies"]["openai"] = {"classifier": "rules", "strategy": "ladder", "explain": True,
+                                  "constraints": {"models": ["gpt-4o"]}, "ladder": {t: "gpt-4o" for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")}}
+    return data
+
+
+def test_the_openai_fake_refuses_ids_over_40_characters_as_openai_does(fakes):
+    r = httpx.post(fakes.url("openai") + "/v1/chat/completions", timeout=30,
+                   content=orjson.dumps({"model": "gpt-4o", "messages": conversation(*DEEPSEEK_IDS), "tools": TOOLS}),
+                   headers={"authorization": f"Bearer {fakes.keys()['openai']}", "content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"] == {
+        "message": "Invalid 'messages[1].tool_calls[0].id': string too long. Expected a string with maximum length 40, but got a "
+                   "string with length 43 instead.", "type": "invalid_request_error", "param": "messages[1].tool_calls[0].id",
+        "code": "string_above_max_length"}
+
+
+@pytest.mark.envoy
+def test_envoy_a_tool_loop_begun_on_deepseek_is_answered_by_gpt_4o(tmp_path_factory, fakes, fresh_fakes):
+    for s in running_stack(tmp_path_factory, "envoy-tool-ids-openai", fakes, openai_only(),
+                           routes=(RouteSpec("/openai/", policy="openai"), RouteSpec("/"))):
+        r = httpx.post(s.url + "/openai/v1/chat/completions", timeout=30, headers={"content-type": "application/json"},
+                       content=orjson.dumps({"model": "auto", "messages": conversation(*DEEPSEEK_IDS), "tools": TOOLS}))
+        assert r.status_code == 200, r.text
+        assert r.headers["x-llm-router-model"] == "gpt-4o"
+        [sent] = wait_requests(fresh_fakes, "openai", 1)
+        calls = [c["id"] for c in sent.json["messages"][1]["tool_calls"]]
+        assert sent.status == 200 and all(len(i) <= 40 for i in calls)
+        assert [m["tool_call_id"] for m in sent.json["messages"][2:]] == calls

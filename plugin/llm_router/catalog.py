@@ -45,7 +45,7 @@ class BodyDialect:
     rename: tuple[tuple[str, str], ...] = ()  # (client name, provider name), applied in order
     usage_unasked: bool = False  # streams carry usage without stream_options (which may be rejected)
     drop: frozenset[str] = frozenset()  # fields never sent (after renaming)
-    tool_call_ids: str = "any"  # "alnum9": chat tool call ids rewritten to 9 letters or digits (Mistral)
+    tool_call_ids: str = "any"  # "alnum9" / "max40": chat tool call ids rewritten to fit (Mistral / OpenAI)
     text_content: bool = False  # chat message content arrays of text parts sent as one string (DeepSeek)
 
 

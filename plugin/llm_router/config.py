@@ -48,9 +48,10 @@ class BodyConf(_Strict):
     stream_usage: Literal["ask", "always"] = "ask"
     # top-level fields never sent, whatever the API (after renaming)
     drop: list[str] = Field(default_factory=list)
-    # any: tool call ids go as the client sent them; alnum9: ids that are not 9 letters or digits (OpenAI's
-    # call_..., Anthropic's toolu_...) are replaced by 9 derived from them, consistently in the calls and results
-    tool_call_ids: Literal["any", "alnum9"] = "any"
+    # any: chat tool call ids go as the client sent them; alnum9: ids that are not 9 letters or digits (OpenAI's
+    # call_..., Anthropic's toolu_...) are replaced by 9 derived from them; max40: ids over 40 characters
+    # (DeepSeek's) by 29 derived from them. Consistently in the calls and in the results.
+    tool_call_ids: Literal["any", "alnum9", "max40"] = "any"
     # parts: message content as the client sent it; text: content arrays of text parts only are sent as one
     # string (DeepSeek's chat API refuses arrays: "invalid type: sequence, expected a string")
     content: Literal["parts", "text"] = "parts"

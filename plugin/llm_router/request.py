@@ -293,26 +293,39 @@ def text_contents(messages: Any) -> Any:
 
 _ALNUM9 = re.compile(r"[A-Za-z0-9]{9}")
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+MAX_TOOL_ID_CHARS = 40  # OpenAI's chat API: "string too long. Expected a string with maximum length 40"
 
 
-def alnum9(value: str) -> str:
-    """A tool call id as 9 letters or digits (Mistral's rule): itself if it is one, else derived from its hash."""
-    if _ALNUM9.fullmatch(value):
-        return value
-    n = int.from_bytes(hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+def _base62(value: str, size: int) -> str:
+    """`size` letters or digits derived from a text's hash (the same text, the same result)."""
+    n = int.from_bytes(hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).digest(), "big")
     out = []
-    for _ in range(9):
+    for _ in range(size):
         n, r = divmod(n, 62)
         out.append(_BASE62[r])
     return "".join(out)
 
 
-def alnum9_tool_ids(messages: Any) -> Any:
-    """Chat messages with every tool call id, in assistant tool_calls and in tool results, as `alnum9` makes it.
+def alnum9(value: str) -> str:
+    """A tool call id as 9 letters or digits (Mistral's rule): itself if it is one, else derived from its hash."""
+    return value if _ALNUM9.fullmatch(value) else _base62(value, 9)
 
-    Mistral answers 400 ("Tool call id was call_... but must be a-z, A-Z, 0-9, with a length of 9.") to the
-    ids other providers make, so a conversation whose earlier tool calls another model made cannot go on
-    there unchanged. The same id always maps to the same replacement, so calls and results still pair up.
+
+def max40(value: str) -> str:
+    """A tool call id of at most 40 characters (OpenAI's rule): itself if it fits, else `call_` and 24 derived from it."""
+    return value if len(value) <= MAX_TOOL_ID_CHARS else "call_" + _base62(value, 24)
+
+
+TOOL_ID_RULES: dict[str, Callable[[str], str]] = {"alnum9": alnum9, "max40": max40}
+
+
+def tool_ids_as(messages: Any, fix: Callable[[str], str]) -> Any:
+    """Chat messages with every tool call id, in assistant tool_calls and in tool results, as `fix` makes it.
+
+    Providers restrict the ids other providers make: Mistral answers 400 ("Tool call id was call_... but
+    must be a-z, A-Z, 0-9, with a length of 9."), OpenAI to ids over 40 characters (DeepSeek's are 43). A
+    conversation whose earlier tool calls another model made cannot go on there unchanged. The same id
+    always maps to the same replacement, so calls and results still pair up.
     """
     if not isinstance(messages, list):
         return messages
@@ -321,13 +334,18 @@ def alnum9_tool_ids(messages: Any) -> Any:
         if isinstance(m, dict):
             calls = m.get("tool_calls")
             if isinstance(calls, list) and any(isinstance(c, dict) and isinstance(c.get("id"), str) for c in calls):
-                m = {**m, "tool_calls": [{**c, "id": alnum9(c["id"])} if isinstance(c, dict) and isinstance(c.get("id"), str)
+                m = {**m, "tool_calls": [{**c, "id": fix(c["id"])} if isinstance(c, dict) and isinstance(c.get("id"), str)
                                          else c for c in calls]}
             answered = m.get("tool_call_id")
             if isinstance(answered, str):
-                m = {**m, "tool_call_id": alnum9(answered)}
+                m = {**m, "tool_call_id": fix(answered)}
         out.append(m)
     return out
+
+
+def alnum9_tool_ids(messages: Any) -> Any:
+    """`tool_ids_as` with Mistral's rule."""
+    return tool_ids_as(messages, alnum9)
 
 
 def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dialect: BodyDialect | None = None,
@@ -366,8 +384,9 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
                 del body[name]
         for name in dialect.drop:
             body.pop(name, None)
-        if dialect.tool_call_ids == "alnum9" and req.api == "chat":
-            body["messages"] = alnum9_tool_ids(body.get("messages"))
+        fix = TOOL_ID_RULES.get(dialect.tool_call_ids)
+        if fix is not None and req.api == "chat":
+            body["messages"] = tool_ids_as(body.get("messages"), fix)
         if dialect.text_content and req.api == "chat":
             body["messages"] = text_contents(body.get("messages"))
         if dialect.usage_unasked:

@@ -41,6 +41,8 @@ def run(args) -> int:
                 parts.append("streams report usage unasked (no stream_options added)")
             if p.body.tool_call_ids == "alnum9":
                 parts.append("tool call ids rewritten to 9 letters or digits")
+            elif p.body.tool_call_ids == "max40":
+                parts.append("tool call ids over 40 characters shortened")
             if p.body.content == "text":
                 parts.append("chat content arrays of text sent as one string")
             print(f"  {name} body: {'; '.join(parts)}")

@@ -271,6 +271,12 @@ class FakeProvider:
                 return await self._error(resp, 400, "Failed to deserialize the JSON body into the target type: "
                                          f"messages[{listed}]: invalid type: sequence, expected a string at line 1 column "
                                          f"{column}", "invalid_request_error", anthropic, code="invalid_request_error")
+        long_id = _long_tool_id(data) if self.name == "openai" and api == "chat" else None
+        if long_id is not None:
+            where, n = long_id
+            return await self._error(resp, 400, f"Invalid '{where}': string too long. Expected a string with maximum length 40, "
+                                     f"but got a string with length {n} instead.", "invalid_request_error", anthropic,
+                                     param=where, code="string_above_max_length")
         bad_id = _tool_id_refused(data) if self.name == "mistral" and api == "chat" else None
         if bad_id is not None:
             await resp.send(400, [("content-type", "application/json")], orjson.dumps(
@@ -735,6 +741,19 @@ def _nth_message(body: bytes, n: int) -> int:
     for _ in range(n + 1):
         at = body.find(b'"role"', at + 1)
     return max(at, 0)
+
+
+def _long_tool_id(data: dict[str, Any]) -> tuple[str, int] | None:
+    """OpenAI's limit on a chat conversation's tool call ids (40 characters): where the first longer one is, its length."""
+    for i, m in enumerate(data.get("messages") or []):
+        if not isinstance(m, dict):
+            continue
+        for j, c in enumerate(m.get("tool_calls") or []):
+            if isinstance(c, dict) and isinstance(c.get("id"), str) and len(c["id"]) > 40:
+                return f"messages[{i}].tool_calls[{j}].id", len(c["id"])
+        if isinstance(m.get("tool_call_id"), str) and len(m["tool_call_id"]) > 40:
+            return f"messages[{i}].tool_call_id", len(m["tool_call_id"])
+    return None
 
 
 def _tool_id_refused(data: dict[str, Any]) -> str | None:
