@@ -239,6 +239,9 @@ def test_every_parsed_body_renders_for_every_provider_and_model_as_json_it_accep
         budget = (clamped.get("thinking") or {}).get("budget_tokens") if isinstance(clamped.get("thinking"), dict) else None
         if (req.max_output_tokens or 0) > limit and isinstance(budget, int) and not isinstance(budget, bool):
             assert budget < limit
+    if dialect is not None and dialect.assistant_after_tool and api == "chat":  # Mistral: no user right after tool results
+        roles = [m.get("role") if isinstance(m, dict) else None for m in sent["messages"]]
+        assert ("tool", "user") not in set(zip(roles, roles[1:]))
     if dialect is not None and dialect.text_content and api == "chat":  # DeepSeek: no arrays of text parts
         assert not any(isinstance(m, dict) and isinstance(m.get("content"), list) and m["content"] and all(
             isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in m["content"])

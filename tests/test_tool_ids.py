@@ -1,4 +1,4 @@
-"""Tool call ids across routed models: a conversation whose tool calls one provider made can go on at Mistral.
+"""Tool loops across routed models: a conversation whose tool calls one provider made can go on at another.
 
 Mistral answers 400 ("Tool call id was call_... but must be a-z, A-Z, 0-9, with a length of 9.") to the
 ids OpenAI, DeepSeek or Gemini make; its fake does the same. Its dialect (`tool_call_ids: alnum9`) has
@@ -16,7 +16,7 @@ import pytest
 from fixtures_envoy import config_data, fresh_fakes, running_fakes, running_stack, wait_requests  # noqa: F401
 from llm_router.config import ConfigError, load_config, parse_config
 from llm_router.gateways.envoy.bootstrap import RouteSpec
-from llm_router.request import alnum9, alnum9_tool_ids, max40, parse_request, render_body, tool_ids_as
+from llm_router.request import BRIDGE, alnum9, alnum9_tool_ids, bridged_tool_results, max40, parse_request, render_body, tool_ids_as
 from llm_router.router import Router
 from llm_router.runtime import Exchange, Runtime
 
@@ -170,3 +170,36 @@ def test_envoy_a_tool_loop_begun_on_deepseek_is_answered_by_gpt_4o(tmp_path_fact
         calls = [c["id"] for c in sent.json["messages"][1]["tool_calls"]]
         assert sent.status == 200 and all(len(i) <= 40 for i in calls)
         assert [m["tool_call_id"] for m in sent.json["messages"][2:]] == calls
+
+
+def interrupted() -> list[dict]:
+    """A tool loop the user interrupted: their next message follows the tool results at once."""
+    return [*conversation("aB3xK9mP2", "Zz9Yy8Xx7"), {"role": "user", "content": "stop, only Paris matters"}]
+
+
+def test_mistral_gets_an_assistant_message_between_tool_results_and_the_user():
+    sent = bridged_tool_results(interrupted())
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "tool", "assistant", "user"] and sent[4] == BRIDGE
+    assert bridged_tool_results(conversation()) == conversation()  # a loop the model answers next: as it came
+    router = Router(load_config(None))
+    req = parse_request(orjson.dumps({"model": "auto", "messages": interrupted(), "tools": TOOLS}), "chat")
+    assert orjson.loads(render_body(req, "m", dialect=router.catalog.providers["mistral"].body))["messages"] == sent
+    for provider in ("openai", "google", "deepseek"):  # they take that order
+        assert orjson.loads(render_body(req, "m", dialect=router.catalog.providers[provider].body))["messages"] == interrupted()
+
+
+def test_the_mistral_fake_refuses_a_user_right_after_tool_results(fakes):
+    r = httpx.post(fakes.url("mistral") + "/v1/chat/completions", timeout=30,
+                   content=orjson.dumps({"model": "mistral-large-latest", "messages": interrupted(), "tools": TOOLS}),
+                   headers={"authorization": f"Bearer {fakes.keys()['mistral']}", "content-type": "application/json"})
+    assert r.status_code == 400 and r.json() == {"object": "error", "message": "Unexpected role 'user' after role 'tool'",
+                                                 "type": "invalid_request_message_order", "param": None, "code": "3230"}
+
+
+@pytest.mark.envoy
+def test_envoy_an_interrupted_tool_loop_is_answered_by_mistral(stack, fresh_fakes):
+    r = httpx.post(stack.url + "/mistral/v1/chat/completions", timeout=30, headers={"content-type": "application/json"},
+                   content=orjson.dumps({"model": "auto", "messages": interrupted(), "tools": TOOLS}))
+    assert r.status_code == 200, r.text
+    [sent] = wait_requests(fresh_fakes, "mistral", 1)
+    assert sent.status == 200 and [m["role"] for m in sent.json["messages"]][-2:] == ["assistant", "user"]

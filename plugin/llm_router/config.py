@@ -55,6 +55,9 @@ class BodyConf(_Strict):
     # parts: message content as the client sent it; text: content arrays of text parts only are sent as one
     # string (DeepSeek's chat API refuses arrays: "invalid type: sequence, expected a string")
     content: Literal["parts", "text"] = "parts"
+    # true: a user message right after tool results gets an assistant message between them (Mistral answers 400,
+    # "Unexpected role 'user' after role 'tool'", where OpenAI and Anthropic take that order)
+    assistant_after_tool: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> "BodyConf":

@@ -291,6 +291,22 @@ def text_contents(messages: Any) -> Any:
     return out
 
 
+BRIDGE = {"role": "assistant", "content": "Tool results received."}
+
+
+def bridged_tool_results(messages: Any) -> Any:
+    """Chat messages with an assistant message between tool results and a user message that follows them at once
+    (an interrupted tool loop), for providers that refuse that order; others as they are."""
+    if not isinstance(messages, list) or len(messages) < 2:
+        return messages
+    out: list[Any] = []
+    for m in messages:
+        if out and isinstance(m, dict) and m.get("role") == "user" and isinstance(out[-1], dict) and out[-1].get("role") == "tool":
+            out.append(dict(BRIDGE))
+        out.append(m)
+    return out
+
+
 _ALNUM9 = re.compile(r"[A-Za-z0-9]{9}")
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 MAX_TOOL_ID_CHARS = 40  # OpenAI's chat API: "string too long. Expected a string with maximum length 40"
@@ -389,6 +405,8 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
             body["messages"] = tool_ids_as(body.get("messages"), fix)
         if dialect.text_content and req.api == "chat":
             body["messages"] = text_contents(body.get("messages"))
+        if dialect.assistant_after_tool and req.api == "chat":
+            body["messages"] = bridged_tool_results(body.get("messages"))
         if dialect.usage_unasked:
             ask_usage = False
     if ask_usage:

@@ -277,6 +277,12 @@ class FakeProvider:
             return await self._error(resp, 400, f"Invalid '{where}': string too long. Expected a string with maximum length 40, "
                                      f"but got a string with length {n} instead.", "invalid_request_error", anthropic,
                                      param=where, code="string_above_max_length")
+        roles = [m.get("role") for m in data.get("messages") or [] if isinstance(m, dict)]
+        if self.name == "mistral" and api == "chat" and any(a == "tool" and b == "user" for a, b in zip(roles, roles[1:])):
+            await resp.send(400, [("content-type", "application/json")], orjson.dumps(
+                {"object": "error", "message": "Unexpected role 'user' after role 'tool'", "type": "invalid_request_message_order",
+                 "param": None, "code": "3230"}))
+            return 400
         bad_id = _tool_id_refused(data) if self.name == "mistral" and api == "chat" else None
         if bad_id is not None:
             await resp.send(400, [("content-type", "application/json")], orjson.dumps(
