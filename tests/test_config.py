@@ -110,7 +110,8 @@ def test_check_command(tmp_path, capsys):
             "random_seed; streams report usage unasked (no stream_options added); tool call ids rewritten to 9 letters or "
             "digits; an assistant message between tool results and a user message") in out
     assert "                       body over anthropic's: never sent: thinking" in out
-    assert "  deepseek body: max_completion_tokens as max_tokens; chat content arrays of text sent as one string" in out
+    assert ("  deepseek body: max_completion_tokens as max_tokens; chat content arrays of text sent as one string; developer "
+            "messages as system") in out
     assert "  openai body: tool call ids over 40 characters shortened" in out
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"policies": {"default": {"ladder": {"LOW": "gpt-5"}}}}))

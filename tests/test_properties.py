@@ -242,6 +242,8 @@ def test_every_parsed_body_renders_for_every_provider_and_model_as_json_it_accep
     if dialect is not None and dialect.assistant_after_tool and api == "chat":  # Mistral: no user right after tool results
         roles = [m.get("role") if isinstance(m, dict) else None for m in sent["messages"]]
         assert ("tool", "user") not in set(zip(roles, roles[1:]))
+    if dialect is not None and dialect.developer_as_system and api == "chat":  # DeepSeek: no developer role
+        assert not any(isinstance(m, dict) and m.get("role") == "developer" for m in sent["messages"])
     if dialect is not None and dialect.text_content and api == "chat":  # DeepSeek: no arrays of text parts
         assert not any(isinstance(m, dict) and isinstance(m.get("content"), list) and m["content"] and all(
             isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in m["content"])

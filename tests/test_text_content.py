@@ -1,4 +1,4 @@
-"""Content arrays to a provider that takes strings only: DeepSeek's chat API.
+"""Content arrays and the developer role to a provider that takes neither: DeepSeek's chat API.
 
 OpenAI SDKs and agent frameworks send message content as arrays of parts; DeepSeek answers 400
 ("Failed to deserialize the JSON body into the target type: messages[1]: invalid type: sequence,
@@ -15,7 +15,7 @@ import pytest
 
 from fixtures_envoy import config_data, fresh_fakes, running_fakes, running_stack, wait_requests  # noqa: F401
 from llm_router.config import ConfigError, load_config, parse_config
-from llm_router.request import parse_request, render_body, text_contents
+from llm_router.request import developer_as_system, parse_request, render_body, text_contents
 from llm_router.router import Router
 
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
@@ -101,3 +101,38 @@ def test_envoy_an_sdk_body_with_content_arrays_is_answered_by_deepseek(stack, fr
     [sent] = wait_requests(fresh_fakes, "deepseek", 1)
     assert sent.status == 200 and [m["content"] for m in sent.json["messages"]] == [
         "You are a helpful assistant.\nAnswer briefly.", "hi there, thanks!"]
+
+
+def codex_body() -> dict:
+    """What a client written for OpenAI's newer models sends: its instructions in the developer role."""
+    return {"model": "auto", "messages": [{"role": "developer", "content": "Answer in one line."},
+                                          {"role": "user", "content": "thanks, that helped!"}]}
+
+
+def test_deepseek_gets_the_developer_role_as_system_and_openai_as_sent():
+    assert developer_as_system(codex_body()["messages"])[0] == {"role": "system", "content": "Answer in one line."}
+    assert developer_as_system("x") == "x"
+    router = Router(load_config(None))
+    req = parse_request(orjson.dumps(codex_body()), "chat")
+    to_deepseek = orjson.loads(render_body(req, "deepseek-chat", dialect=router.catalog.providers["deepseek"].body))
+    assert [m["role"] for m in to_deepseek["messages"]] == ["system", "user"]
+    to_openai = orjson.loads(render_body(req, "gpt-4o", dialect=router.catalog.models["gpt-4o"].body))
+    assert to_openai["messages"] == codex_body()["messages"]
+
+
+def test_the_deepseek_fake_refuses_the_developer_role_as_deepseek_does(fakes):
+    r = httpx.post(fakes.url("deepseek") + "/v1/chat/completions", content=orjson.dumps({**codex_body(), "model": "deepseek-chat"}),
+                   headers={"authorization": f"Bearer {fakes.keys()['deepseek']}", "content-type": "application/json"}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["message"] == (
+        "Failed to deserialize the JSON body into the target type: messages[0].role: unknown variant `developer`, expected "
+        "one of `system`, `user`, `assistant`, `tool`")
+
+
+@pytest.mark.envoy
+def test_envoy_a_codex_style_body_is_answered_by_deepseek(stack, fresh_fakes):
+    r = httpx.post(stack.url + "/v1/chat/completions", content=orjson.dumps(codex_body()), timeout=30,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "deepseek-v2"
+    [sent] = wait_requests(fresh_fakes, "deepseek", 1)
+    assert sent.status == 200 and [m["role"] for m in sent.json["messages"]] == ["system", "user"]

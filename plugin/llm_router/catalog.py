@@ -48,6 +48,7 @@ class BodyDialect:
     tool_call_ids: str = "any"  # "alnum9" / "max40": chat tool call ids rewritten to fit (Mistral / OpenAI)
     text_content: bool = False  # chat message content arrays of text parts sent as one string (DeepSeek)
     assistant_after_tool: bool = False  # a user message right after tool results is preceded by an assistant one (Mistral)
+    developer_as_system: bool = False  # chat messages of role developer sent as system (DeepSeek)
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,9 @@ class BodyConf(_Strict):
     # true: a user message right after tool results gets an assistant message between them (Mistral answers 400,
     # "Unexpected role 'user' after role 'tool'", where OpenAI and Anthropic take that order)
     assistant_after_tool: bool = False
+    # developer: OpenAI's `developer` role sent as is; system: sent as `system` (DeepSeek answers 400, "unknown variant
+    # `developer`, expected one of `system`, `user`, `assistant`, `tool`", to what Codex-style clients send)
+    developer_role: Literal["developer", "system"] = "developer"
 
     @model_validator(mode="after")
     def _check(self) -> "BodyConf":

@@ -291,6 +291,13 @@ def text_contents(messages: Any) -> Any:
     return out
 
 
+def developer_as_system(messages: Any) -> Any:
+    """Chat messages with OpenAI's `developer` role as `system` (the same instructions, in the role every provider takes)."""
+    if not isinstance(messages, list):
+        return messages
+    return [{**m, "role": "system"} if isinstance(m, dict) and m.get("role") == "developer" else m for m in messages]
+
+
 BRIDGE = {"role": "assistant", "content": "Tool results received."}
 
 
@@ -407,6 +414,8 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
             body["messages"] = text_contents(body.get("messages"))
         if dialect.assistant_after_tool and req.api == "chat":
             body["messages"] = bridged_tool_results(body.get("messages"))
+        if dialect.developer_as_system and req.api == "chat":
+            body["messages"] = developer_as_system(body.get("messages"))
         if dialect.usage_unasked:
             ask_usage = False
     if ask_usage:

@@ -61,7 +61,7 @@ def build_catalog(cfg: Config) -> Catalog:
                 accept={str(api): frozenset(["model", *fields]) for api, fields in p.body.accept.items()},
                 rename=tuple(p.body.rename.items()), usage_unasked=p.body.stream_usage == "always", drop=frozenset(p.body.drop),
                 tool_call_ids=p.body.tool_call_ids, text_content=p.body.content == "text",
-                assistant_after_tool=p.body.assistant_after_tool),
+                assistant_after_tool=p.body.assistant_after_tool, developer_as_system=p.body.developer_role == "system"),
         )
         for name, p in cfg.providers.items()
     }

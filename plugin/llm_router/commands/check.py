@@ -47,6 +47,8 @@ def run(args) -> int:
                 parts.append("chat content arrays of text sent as one string")
             if p.body.assistant_after_tool:
                 parts.append("an assistant message between tool results and a user message")
+            if p.body.developer_role == "system":
+                parts.append("developer messages as system")
             print(f"  {name} body: {'; '.join(parts)}")
         if "messages" in p.paths and not p.counts_tokens:
             print(f"  {name} messages: {p.paths['messages']}, without count_tokens (token counts go to another provider "

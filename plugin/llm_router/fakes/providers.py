@@ -264,6 +264,12 @@ class FakeProvider:
                 {"object": "error", "message": {"detail": detail}, "type": "invalid_request_error", "param": None, "code": None}))
             return 422
         if self.name == "deepseek" and api == "chat":
+            developer = next((i for i, m in enumerate(data.get("messages") or []) if isinstance(m, dict)
+                              and m.get("role") == "developer"), None)
+            if developer is not None:
+                return await self._error(resp, 400, "Failed to deserialize the JSON body into the target type: "
+                                         f"messages[{developer}].role: unknown variant `developer`, expected one of `system`, "
+                                         "`user`, `assistant`, `tool`", "invalid_request_error", anthropic, code="invalid_request_error")
             listed = next((i for i, m in enumerate(data.get("messages") or []) if isinstance(m, dict)
                            and isinstance(m.get("content"), list)), None)
             if listed is not None:  # its chat API takes string content only
