@@ -208,9 +208,8 @@ DIALECTS = sorted([(f"provider {n}", p.body) for n, p in ROUTER.catalog.provider
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=bodies, api=st.sampled_from(["chat", "completions", "messages", "responses"]), owner=st.sampled_from(DIALECTS))
 def test_every_parsed_body_renders_for_every_provider_and_model_as_json_it_accepts(body, api, owner):
-    from llm_router.request import (
-        THINKING_BLOCKS, RequestError, parse_request, render_body, takes_field, thinking_unfit, wants_thinking,
-    )
+    from llm_router.message_rules import THINKING_BLOCKS, takes_field, thinking_unfit, wants_thinking
+    from llm_router.request import RequestError, parse_request, render_body
 
     try:
         req = parse_request(orjson.dumps(body), api)
@@ -290,7 +289,8 @@ def test_a_thinking_turn_goes_out_only_as_the_provider_takes_it(body, owner):
     loop = body.pop("loop")
     if loop:
         body["messages"] += loop
-    from llm_router.request import THINKING_BLOCKS, RequestError, parse_request, render_body, takes_field, thinking_unfit, wants_thinking
+    from llm_router.message_rules import THINKING_BLOCKS, takes_field, thinking_unfit, wants_thinking
+    from llm_router.request import RequestError, parse_request, render_body
 
     try:
         req = parse_request(orjson.dumps(body), "messages")
@@ -320,7 +320,7 @@ def test_a_thinking_turn_goes_out_only_as_the_provider_takes_it(body, owner):
 def test_rewritten_tool_call_ids_fit_and_still_pair_up(msgs):
     """Every string id fits the provider's rule (Mistral: 9 letters or digits; OpenAI: 40 characters at most); equal ids
     stay equal and different ones different; nothing else changes."""
-    from llm_router.request import TOOL_ID_RULES, tool_ids_as
+    from llm_router.message_rules import TOOL_ID_RULES, tool_ids_as
 
     def ids(messages):
         found = []

@@ -15,7 +15,8 @@ import pytest
 
 from fixtures_envoy import config_data, fresh_fakes, running_fakes, running_stack, wait_requests  # noqa: F401
 from llm_router.config import ConfigError, load_config, parse_config
-from llm_router.request import developer_as_system, parse_request, render_body, text_contents
+from llm_router.message_rules import developer_as_system, text_contents
+from llm_router.request import parse_request, render_body
 from llm_router.router import Router
 
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}

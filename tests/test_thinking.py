@@ -18,7 +18,8 @@ from fixtures_envoy import config_data, fresh_fakes, running_fakes, running_stac
 from llm_router.config import load_config, parse_config
 from llm_router.decision import Decision
 from llm_router.gateways.envoy.bootstrap import RouteSpec
-from llm_router.request import parse_request, render_body, thinking_unfit
+from llm_router.message_rules import thinking_unfit
+from llm_router.request import parse_request, render_body
 from llm_router.router import Router
 
 THINKING = {"type": "enabled", "budget_tokens": 4096}

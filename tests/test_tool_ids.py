@@ -16,7 +16,8 @@ import pytest
 from fixtures_envoy import config_data, fresh_fakes, running_fakes, running_stack, wait_requests  # noqa: F401
 from llm_router.config import ConfigError, load_config, parse_config
 from llm_router.gateways.envoy.bootstrap import RouteSpec
-from llm_router.request import BRIDGE, alnum9, alnum9_tool_ids, bridged_tool_results, max40, parse_request, render_body, tool_ids_as
+from llm_router.message_rules import BRIDGE, alnum9, bridged_tool_results, max40, tool_ids_as
+from llm_router.request import parse_request, render_body
 from llm_router.router import Router
 from llm_router.runtime import Exchange, Runtime
 
@@ -40,17 +41,17 @@ TOOLS = [{"type": "function", "function": {"name": "weather", "description": "Th
 
 
 def test_ids_become_nine_letters_or_digits_and_calls_still_pair_with_results():
-    sent = alnum9_tool_ids(conversation())
+    sent = tool_ids_as(conversation(), alnum9)
     calls = [c["id"] for c in sent[1]["tool_calls"]]
     assert all(ID.fullmatch(i) for i in calls) and len(set(calls)) == 2
     assert [m["tool_call_id"] for m in sent[2:]] == calls
-    assert alnum9_tool_ids(conversation()) == sent  # the same ids map alike on every turn
+    assert tool_ids_as(conversation(), alnum9) == sent  # the same ids map alike on every turn
     assert alnum9("aB3xK9mP2") == "aB3xK9mP2"  # already Mistral's form: kept
     assert alnum9("call_1") != alnum9("call_2")
     # the rest of each message is untouched; odd shapes pass as they came
     assert sent[1]["tool_calls"][0]["function"] == conversation()[1]["tool_calls"][0]["function"]
     odd = [{"role": "assistant", "tool_calls": [7, {"id": 5}]}, {"role": "tool", "tool_call_id": None}, "x"]
-    assert alnum9_tool_ids(odd) == odd and alnum9_tool_ids("not a list") == "not a list"
+    assert tool_ids_as(odd, alnum9) == odd and tool_ids_as("not a list", alnum9) == "not a list"
 
 
 def test_only_mistral_gets_rewritten_ids(monkeypatch):

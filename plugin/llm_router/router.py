@@ -14,9 +14,8 @@ from llm_router.catalog import AUTO_MODELS, BodyDialect, Catalog, Model, Provide
 from llm_router.classify.base import Classification, Classifier
 from llm_router.config import Config, ConfigError, ModelBodyConf, PolicyConf, allowed_models, parse_policy
 from llm_router.decision import Decision, RouteError
-from llm_router.request import (
-    LLMRequest, RequestError, api_for_path, fitted_thinking, parse_request, takes_field, thinking_unfit, wants_thinking,
-)
+from llm_router.message_rules import takes_field, thinking_unfit, wants_thinking
+from llm_router.request import LLMRequest, RequestError, api_for_path, fitted_thinking, parse_request
 from llm_router.strategies import NoState, StateView, Strategy, make_strategy
 from llm_router.strategies.base import Context, Selection, by_capability, by_price
 

@@ -21,7 +21,7 @@ import orjson
 
 import llm_router
 
-MODULES = ("request.py", "decision.py", "router.py", "classify/base.py", "classify/rules.py",
+MODULES = ("request.py", "message_rules.py", "decision.py", "router.py", "classify/base.py", "classify/rules.py",
            "classify/embeddings.py", "classify/semantic.py", "plan.py", "runtime.py", "gateways/apisix/runner.py",
            "gateways/apisix/decode.py", "gateways/apisix/encode.py", "gateways/apisix/framing.py")
 MYPY_INI = "[mypy]\nfollow_imports = silent\nignore_missing_imports = True\n"

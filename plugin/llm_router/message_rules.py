@@ -1,0 +1,181 @@
+"""How a routed conversation is rewritten for the provider it goes to.
+
+A conversation one model began can go on at another, and providers refuse what others make or take:
+thinking on a model without it, each other's tool call ids, content arrays, roles, orders of messages.
+A provider's dialect (`body:` in the catalog) names the rules it needs; `render_body` applies them.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+from llm_router.catalog import BodyDialect
+
+THINKING_BLOCKS = frozenset({"thinking", "redacted_thinking"})
+
+
+def wants_thinking(body: dict[str, Any]) -> bool:
+    """Whether an Anthropic body asks for extended thinking (a `thinking` field other than type disabled)."""
+    thinking = body.get("thinking")
+    return thinking is not None and not (isinstance(thinking, dict) and thinking.get("type") == "disabled")
+
+
+def takes_field(dialect: BodyDialect | None, api: str, name: str) -> bool:
+    """Whether a provider dialect sends a top-level field on (neither dropped nor left out of what it accepts)."""
+    if dialect is None:
+        return True
+    accepted = dialect.accept.get(api)
+    return name not in dialect.drop and (accepted is None or name in accepted)
+
+
+def thinking_unfit(body: dict[str, Any]) -> bool:
+    """Whether a thinking turn continues a tool call that was made without thinking.
+
+    Anthropic answers 400 when thinking is on and the assistant turn whose tool calls the last user
+    message answers does not start with a thinking block: the case whenever the tool call came from
+    a model that does not think (another model of the routed chain), or from a call sent without thinking.
+    """
+    messages = body.get("messages")
+    if not isinstance(messages, list) or len(messages) < 2:
+        return False
+    last, before = messages[-1], messages[-2]
+    if not (isinstance(last, dict) and last.get("role") == "user" and isinstance(before, dict)
+            and before.get("role") == "assistant"):
+        return False
+    content = last.get("content")
+    if not (isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)):
+        return False
+    answer = before.get("content")
+    first = answer[0] if isinstance(answer, list) and answer else None
+    return not (isinstance(first, dict) and first.get("type") in THINKING_BLOCKS)
+
+
+def without_thinking_blocks(messages: Any) -> Any:
+    """Assistant messages without thinking blocks, for a model that does not think (a message they would empty
+    stays as it was)."""
+    if not isinstance(messages, list):
+        return messages
+    out = []
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) and m.get("role") == "assistant" else None
+        if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") in THINKING_BLOCKS for b in content):
+            kept = [b for b in content if not (isinstance(b, dict) and b.get("type") in THINKING_BLOCKS)]
+            if kept:
+                m = {**m, "content": kept}
+        out.append(m)
+    return out
+
+
+def text_contents(messages: Any) -> Any:
+    """Chat messages whose content is an array of text parts only, with that content as one string (the parts'
+    texts, one per line); other messages as they are. For providers that take only string content."""
+    if not isinstance(messages, list):
+        return messages
+    out = []
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+                                             for p in content):
+            m = {**m, "content": "\n".join(p["text"] for p in content)}
+        out.append(m)
+    return out
+
+
+def developer_as_system(messages: Any) -> Any:
+    """Chat messages with OpenAI's `developer` role as `system` (the same instructions, in the role every provider takes)."""
+    if not isinstance(messages, list):
+        return messages
+    return [{**m, "role": "system"} if isinstance(m, dict) and m.get("role") == "developer" else m for m in messages]
+
+
+BRIDGE = {"role": "assistant", "content": "Tool results received."}
+
+
+def bridged_tool_results(messages: Any) -> Any:
+    """Chat messages with an assistant message between tool results and a user message that follows them at once
+    (an interrupted tool loop), for providers that refuse that order; others as they are."""
+    if not isinstance(messages, list) or len(messages) < 2:
+        return messages
+    out: list[Any] = []
+    for m in messages:
+        if out and isinstance(m, dict) and m.get("role") == "user" and isinstance(out[-1], dict) and out[-1].get("role") == "tool":
+            out.append(dict(BRIDGE))
+        out.append(m)
+    return out
+
+
+_ALNUM9 = re.compile(r"[A-Za-z0-9]{9}")
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+MAX_TOOL_ID_CHARS = 40  # OpenAI's chat API: "string too long. Expected a string with maximum length 40"
+
+
+def _base62(value: str, size: int) -> str:
+    """`size` letters or digits derived from a text's hash (the same text, the same result)."""
+    n = int.from_bytes(hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).digest(), "big")
+    out = []
+    for _ in range(size):
+        n, r = divmod(n, 62)
+        out.append(_BASE62[r])
+    return "".join(out)
+
+
+def alnum9(value: str) -> str:
+    """A tool call id as 9 letters or digits (Mistral's rule): itself if it is one, else derived from its hash."""
+    return value if _ALNUM9.fullmatch(value) else _base62(value, 9)
+
+
+def max40(value: str) -> str:
+    """A tool call id of at most 40 characters (OpenAI's rule): itself if it fits, else `call_` and 24 derived from it."""
+    return value if len(value) <= MAX_TOOL_ID_CHARS else "call_" + _base62(value, 24)
+
+
+TOOL_ID_RULES: dict[str, Callable[[str], str]] = {"alnum9": alnum9, "max40": max40}
+
+
+def tool_ids_as(messages: Any, fix: Callable[[str], str]) -> Any:
+    """Chat messages with every tool call id, in assistant tool_calls and in tool results, as `fix` makes it.
+
+    Providers restrict the ids other providers make: Mistral answers 400 ("Tool call id was call_... but
+    must be a-z, A-Z, 0-9, with a length of 9."), OpenAI to ids over 40 characters (DeepSeek's are 43). A
+    conversation whose earlier tool calls another model made cannot go on there unchanged. The same id
+    always maps to the same replacement, so calls and results still pair up.
+    """
+    if not isinstance(messages, list):
+        return messages
+    out = []
+    for m in messages:
+        if isinstance(m, dict):
+            calls = m.get("tool_calls")
+            if isinstance(calls, list) and any(isinstance(c, dict) and isinstance(c.get("id"), str) for c in calls):
+                m = {**m, "tool_calls": [{**c, "id": fix(c["id"])} if isinstance(c, dict) and isinstance(c.get("id"), str)
+                                         else c for c in calls]}
+            answered = m.get("tool_call_id")
+            if isinstance(answered, str):
+                m = {**m, "tool_call_id": fix(answered)}
+        out.append(m)
+    return out
+
+
+def fit_thinking(body: dict[str, Any], dialect: BodyDialect | None) -> None:
+    """An Anthropic body asking for thinking, made fit for the model (in place): a model that does not think gets no
+    thinking blocks (its dialect drops the field itself); a tool loop whose call began without thinking, no thinking."""
+    if not takes_field(dialect, "messages", "thinking"):
+        body["messages"] = without_thinking_blocks(body.get("messages"))
+    elif thinking_unfit(body):
+        del body["thinking"]
+
+
+def chat_messages_for(messages: Any, dialect: BodyDialect) -> Any:
+    """Chat messages as a provider's dialect wants them: tool call ids, content, order, roles."""
+    fix = TOOL_ID_RULES.get(dialect.tool_call_ids)
+    if fix is not None:
+        messages = tool_ids_as(messages, fix)
+    if dialect.text_content:
+        messages = text_contents(messages)
+    if dialect.assistant_after_tool:
+        messages = bridged_tool_results(messages)
+    if dialect.developer_as_system:
+        messages = developer_as_system(messages)
+    return messages
