@@ -93,15 +93,21 @@ def test_the_deepseek_fake_refuses_content_arrays_as_deepseek_does(fakes):
     assert post({"messages": text_contents(sdk_body()["messages"])}).status_code == 200
 
 
-@pytest.mark.envoy
-def test_envoy_an_sdk_body_with_content_arrays_is_answered_by_deepseek(stack, fresh_fakes):
-    r = httpx.post(stack.url + "/v1/chat/completions", content=orjson.dumps(sdk_body()), timeout=30,
+def answered_by_deepseek(stack, fakes, body: dict) -> list[dict]:
+    """The messages DeepSeek's fake got for a body sent through real Envoy (and answered)."""
+    r = httpx.post(stack.url + "/v1/chat/completions", content=orjson.dumps(body), timeout=30,
                    headers={"content-type": "application/json"})
     assert r.status_code == 200, r.text
     assert r.headers["x-llm-router-model"] == "deepseek-v2"
-    [sent] = wait_requests(fresh_fakes, "deepseek", 1)
-    assert sent.status == 200 and [m["content"] for m in sent.json["messages"]] == [
-        "You are a helpful assistant.\nAnswer briefly.", "hi there, thanks!"]
+    [sent] = wait_requests(fakes, "deepseek", 1)
+    assert sent.status == 200
+    return sent.json["messages"]
+
+
+@pytest.mark.envoy
+def test_envoy_an_sdk_body_with_content_arrays_is_answered_by_deepseek(stack, fresh_fakes):
+    sent = answered_by_deepseek(stack, fresh_fakes, sdk_body())
+    assert [m["content"] for m in sent] == ["You are a helpful assistant.\nAnswer briefly.", "hi there, thanks!"]
 
 
 def codex_body() -> dict:
@@ -131,9 +137,4 @@ def test_the_deepseek_fake_refuses_the_developer_role_as_deepseek_does(fakes):
 
 @pytest.mark.envoy
 def test_envoy_a_codex_style_body_is_answered_by_deepseek(stack, fresh_fakes):
-    r = httpx.post(stack.url + "/v1/chat/completions", content=orjson.dumps(codex_body()), timeout=30,
-                   headers={"content-type": "application/json"})
-    assert r.status_code == 200, r.text
-    assert r.headers["x-llm-router-model"] == "deepseek-v2"
-    [sent] = wait_requests(fresh_fakes, "deepseek", 1)
-    assert sent.status == 200 and [m["role"] for m in sent.json["messages"]] == ["system", "user"]
+    assert [m["role"] for m in answered_by_deepseek(stack, fresh_fakes, codex_body())] == ["system", "user"]
