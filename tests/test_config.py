@@ -113,6 +113,7 @@ def test_check_command(tmp_path, capsys):
     assert ("  deepseek body: max_completion_tokens as max_tokens; chat content arrays of text sent as one string; developer "
             "messages as system") in out
     assert "  openai body: tool call ids over 40 characters shortened" in out
+    assert "  anthropic body: tool call ids of letters, digits, _ and - only" in out
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"policies": {"default": {"ladder": {"LOW": "gpt-5"}}}}))
     with pytest.raises(SystemExit) as info:

@@ -289,7 +289,7 @@ def test_a_thinking_turn_goes_out_only_as_the_provider_takes_it(body, owner):
     loop = body.pop("loop")
     if loop:
         body["messages"] += loop
-    from llm_router.message_rules import THINKING_BLOCKS, takes_field, thinking_unfit, wants_thinking
+    from llm_router.message_rules import THINKING_BLOCKS, TOOL_ID_RULES, block_ids_as, takes_field, thinking_unfit, wants_thinking
     from llm_router.request import RequestError, parse_request, render_body
 
     try:
@@ -298,6 +298,14 @@ def test_a_thinking_turn_goes_out_only_as_the_provider_takes_it(body, owner):
         return
     _, dialect = owner
     sent = orjson.loads(render_body(req, "m", dialect=dialect))
+    # the messages as sent, but for the provider's tool call id rule (Anthropic's: letters, digits, _ and -)
+    fix = TOOL_ID_RULES.get(dialect.tool_call_ids) if dialect is not None else None
+    if fix is not None:
+        body = {**body, "messages": block_ids_as(body["messages"], fix)}
+        for m in sent["messages"] if dialect.tool_call_ids == "word" else []:
+            for b in m["content"] if isinstance(m["content"], list) else []:
+                key = {"tool_use": "id", "tool_result": "tool_use_id"}.get(b["type"])
+                assert not (key and isinstance(b.get(key), str) and not re.fullmatch(r"[A-Za-z0-9_-]+", b[key]))
     if not wants_thinking(body):
         assert sent["messages"] == body["messages"]
         return
@@ -330,7 +338,8 @@ def test_rewritten_tool_call_ids_fit_and_still_pair_up(msgs):
             found += [m["tool_call_id"]] if "tool_call_id" in m else []
         return found
 
-    fits = {"alnum9": lambda i: re.fullmatch(r"[A-Za-z0-9]{9}", i), "max40": lambda i: len(i) <= 40}
+    fits = {"alnum9": lambda i: re.fullmatch(r"[A-Za-z0-9]{9}", i), "max40": lambda i: len(i) <= 40,
+            "word": lambda i: re.fullmatch(r"[A-Za-z0-9_-]+", i)}
     for rule, fix in TOOL_ID_RULES.items():
         out = tool_ids_as(msgs, fix)
         before, after = ids(msgs), ids(out)

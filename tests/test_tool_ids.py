@@ -16,7 +16,7 @@ import pytest
 from fixtures_envoy import config_data, fresh_fakes, running_fakes, running_stack, wait_requests  # noqa: F401
 from llm_router.config import ConfigError, load_config, parse_config
 from llm_router.gateways.envoy.bootstrap import RouteSpec
-from llm_router.message_rules import BRIDGE, alnum9, bridged_tool_results, max40, tool_ids_as
+from llm_router.message_rules import BRIDGE, alnum9, block_ids_as, bridged_tool_results, max40, tool_ids_as, word_id
 from llm_router.request import parse_request, render_body
 from llm_router.router import Router
 from llm_router.runtime import Exchange, Runtime
@@ -204,3 +204,64 @@ def test_envoy_an_interrupted_tool_loop_is_answered_by_mistral(stack, fresh_fake
     assert r.status_code == 200, r.text
     [sent] = wait_requests(fresh_fakes, "mistral", 1)
     assert sent.status == 200 and [m["role"] for m in sent.json["messages"]][-2:] == ["assistant", "user"]
+
+
+KIMI_ID = "functions.Bash:0"  # the shape some OpenAI-compatible providers give their tool call ids
+
+
+def anthropic_loop(tool_id: str = KIMI_ID) -> list[dict]:
+    """An Anthropic-format tool loop whose call another provider made."""
+    return [{"role": "user", "content": "list the files"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": tool_id, "name": "run", "input": {"cmd": "ls"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_id, "content": "a.py b.py"}]}]
+
+
+def test_anthropic_gets_ids_of_letters_digits_underscore_and_dash():
+    assert word_id("toolu_01A09q90qw90lq917835") == "toolu_01A09q90qw90lq917835" and word_id("call_0_1-2") == "call_0_1-2"
+    fixed = word_id(KIMI_ID)
+    assert fixed.startswith("toolu_") and len(fixed) == 30 and fixed == word_id(KIMI_ID) != word_id("functions.Bash:1")
+    sent = block_ids_as(anthropic_loop(), word_id)
+    assert sent[1]["content"][0]["id"] == sent[2]["content"][0]["tool_use_id"] == fixed
+    assert sent[0] == anthropic_loop()[0] and block_ids_as("x", word_id) == "x"
+    router = Router(load_config(None))
+    req = parse_request(orjson.dumps({"model": "auto", "max_tokens": 512, "messages": anthropic_loop(),
+                                      "tools": [{"name": "run", "input_schema": {"type": "object"}}]}), "messages")
+    to_claude = orjson.loads(render_body(req, "claude-3-5-sonnet-20240620", dialect=router.catalog.models["claude-3.5-sonnet"].body))
+    assert to_claude["messages"] == sent
+    to_deepseek = orjson.loads(render_body(req, "deepseek-chat", dialect=router.catalog.providers["deepseek"].body))
+    assert to_deepseek["messages"] == anthropic_loop()
+    chat = parse_request(orjson.dumps({"model": "auto", "messages": conversation(KIMI_ID, "call_2"), "tools": TOOLS}), "chat")
+    sent_chat = orjson.loads(render_body(chat, "m", dialect=router.catalog.providers["anthropic"].body))["messages"]
+    assert sent_chat[1]["tool_calls"][0]["id"] == sent_chat[2]["tool_call_id"] == fixed
+    assert sent_chat[1]["tool_calls"][1]["id"] == "call_2"
+
+
+def claude_only() -> dict:
+    data = mistral_only()
+    data["policies"]["claude"] = {"classifier": "rules", "strategy": "ladder", "explain": True,
+                                  "constraints": {"models": ["claude-3.5-sonnet"]},
+                                  "ladder": {t: "claude-3.5-sonnet" for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")}}
+    return data
+
+
+def test_the_anthropic_fake_refuses_such_ids_as_anthropic_does(fakes):
+    r = httpx.post(fakes.url("anthropic") + "/v1/messages", timeout=30, content=orjson.dumps({
+        "model": "claude-3-5-sonnet-20240620", "max_tokens": 512, "messages": anthropic_loop()}),
+        headers={"x-api-key": fakes.keys()["anthropic"], "content-type": "application/json", "anthropic-version": "2023-06-01"})
+    assert r.status_code == 400 and r.json()["error"] == {
+        "type": "invalid_request_error",
+        "message": "messages.1.content.0.tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'"}
+
+
+@pytest.mark.envoy
+def test_envoy_an_anthropic_loop_begun_elsewhere_is_answered_by_claude(tmp_path_factory, fakes, fresh_fakes):
+    for s in running_stack(tmp_path_factory, "envoy-tool-ids-claude", fakes, claude_only(),
+                           routes=(RouteSpec("/claude/", policy="claude"), RouteSpec("/"))):
+        r = httpx.post(s.url + "/claude/v1/messages", timeout=30,
+                       headers={"content-type": "application/json", "anthropic-version": "2023-06-01"},
+                       content=orjson.dumps({"model": "auto", "max_tokens": 512, "messages": anthropic_loop(),
+                                             "tools": [{"name": "run", "input_schema": {"type": "object"}}]}))
+        assert r.status_code == 200, r.text
+        assert r.headers["x-llm-router-model"] == "claude-3.5-sonnet"
+        [sent] = wait_requests(fresh_fakes, "anthropic", 1)
+        assert sent.status == 200 and sent.json["messages"][1]["content"][0]["id"] == word_id(KIMI_ID)

@@ -45,7 +45,7 @@ class BodyDialect:
     rename: tuple[tuple[str, str], ...] = ()  # (client name, provider name), applied in order
     usage_unasked: bool = False  # streams carry usage without stream_options (which may be rejected)
     drop: frozenset[str] = frozenset()  # fields never sent (after renaming)
-    tool_call_ids: str = "any"  # "alnum9" / "max40": chat tool call ids rewritten to fit (Mistral / OpenAI)
+    tool_call_ids: str = "any"  # "alnum9" / "max40" / "word": tool call ids rewritten to fit (Mistral / OpenAI / Anthropic)
     text_content: bool = False  # chat message content arrays of text parts sent as one string (DeepSeek)
     assistant_after_tool: bool = False  # a user message right after tool results is preceded by an assistant one (Mistral)
     developer_as_system: bool = False  # chat messages of role developer sent as system (DeepSeek)

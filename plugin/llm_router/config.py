@@ -48,10 +48,11 @@ class BodyConf(_Strict):
     stream_usage: Literal["ask", "always"] = "ask"
     # top-level fields never sent, whatever the API (after renaming)
     drop: list[str] = Field(default_factory=list)
-    # any: chat tool call ids go as the client sent them; alnum9: ids that are not 9 letters or digits (OpenAI's
+    # any: tool call ids go as the client sent them; alnum9: ids that are not 9 letters or digits (OpenAI's
     # call_..., Anthropic's toolu_...) are replaced by 9 derived from them; max40: ids over 40 characters
-    # (DeepSeek's) by 29 derived from them. Consistently in the calls and in the results.
-    tool_call_ids: Literal["any", "alnum9", "max40"] = "any"
+    # (DeepSeek's) by 29 derived from them; word: ids with characters other than letters, digits, _ and -
+    # (functions.Bash:0) by toolu_ and 24 derived from them. Consistently in the calls and in the results.
+    tool_call_ids: Literal["any", "alnum9", "max40", "word"] = "any"
     # parts: message content as the client sent it; text: content arrays of text parts only are sent as one
     # string (DeepSeek's chat API refuses arrays: "invalid type: sequence, expected a string")
     content: Literal["parts", "text"] = "parts"

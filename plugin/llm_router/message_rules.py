@@ -131,7 +131,16 @@ def max40(value: str) -> str:
     return value if len(value) <= MAX_TOOL_ID_CHARS else "call_" + _base62(value, 24)
 
 
-TOOL_ID_RULES: dict[str, Callable[[str], str]] = {"alnum9": alnum9, "max40": max40}
+_WORD = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def word_id(value: str) -> str:
+    """A tool call id of letters, digits, `_` and `-` only (Anthropic's rule): itself if it is one, else `toolu_` and 24
+    derived from it (other providers' ids hold dots and colons: `functions.Bash:0`)."""
+    return value if _WORD.fullmatch(value) else "toolu_" + _base62(value, 24)
+
+
+TOOL_ID_RULES: dict[str, Callable[[str], str]] = {"alnum9": alnum9, "max40": max40, "word": word_id}
 
 
 def tool_ids_as(messages: Any, fix: Callable[[str], str]) -> Any:
@@ -165,6 +174,33 @@ def fit_thinking(body: dict[str, Any], dialect: BodyDialect | None) -> None:
         body["messages"] = without_thinking_blocks(body.get("messages"))
     elif thinking_unfit(body):
         del body["thinking"]
+
+
+def block_ids_as(messages: Any, fix: Callable[[str], str]) -> Any:
+    """Anthropic messages with every tool call id, in `tool_use` blocks and in the `tool_result` blocks answering them,
+    as `fix` makes it (the same id, the same replacement)."""
+    if not isinstance(messages, list):
+        return messages
+    out = []
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") in ("tool_use", "tool_result") for b in content):
+            blocks = []
+            for b in content:
+                if isinstance(b, dict):
+                    key = "id" if b.get("type") == "tool_use" else "tool_use_id" if b.get("type") == "tool_result" else ""
+                    if key and isinstance(b.get(key), str):
+                        b = {**b, key: fix(b[key])}
+                blocks.append(b)
+            m = {**m, "content": blocks}
+        out.append(m)
+    return out
+
+
+def anthropic_messages_for(messages: Any, dialect: BodyDialect) -> Any:
+    """Anthropic messages as a provider's dialect wants them: tool call ids."""
+    fix = TOOL_ID_RULES.get(dialect.tool_call_ids)
+    return block_ids_as(messages, fix) if fix is not None else messages
 
 
 def chat_messages_for(messages: Any, dialect: BodyDialect) -> Any:

@@ -43,6 +43,8 @@ def run(args) -> int:
                 parts.append("tool call ids rewritten to 9 letters or digits")
             elif p.body.tool_call_ids == "max40":
                 parts.append("tool call ids over 40 characters shortened")
+            elif p.body.tool_call_ids == "word":
+                parts.append("tool call ids of letters, digits, _ and - only")
             if p.body.content == "text":
                 parts.append("chat content arrays of text sent as one string")
             if p.body.assistant_after_tool:

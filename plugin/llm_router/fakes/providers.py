@@ -45,6 +45,7 @@ SINGLE_CHOICE_CHAT = frozenset({"anthropic"})
 REASONING_MODEL = re.compile(r"o\d(?:$|-)")
 # Claude models from before extended thinking (3.7 Sonnet was the first with it): Anthropic refuses `thinking`.
 TOOL_ID = re.compile(r"[A-Za-z0-9]{9}")  # Mistral's tool call ids
+WORD_ID = re.compile(r"[A-Za-z0-9_-]+")  # Anthropic's tool call ids
 NO_THINKING_MODEL = re.compile(r"claude-(?:3-(?!7)|instant|2)")
 REASONING_REFUSED = ("max_tokens", "logprobs", "top_logprobs", "logit_bias")
 REASONING_FIXED = (("temperature", 1), ("top_p", 1), ("presence_penalty", 0), ("frequency_penalty", 0))
@@ -277,6 +278,10 @@ class FakeProvider:
                 return await self._error(resp, 400, "Failed to deserialize the JSON body into the target type: "
                                          f"messages[{listed}]: invalid type: sequence, expected a string at line 1 column "
                                          f"{column}", "invalid_request_error", anthropic, code="invalid_request_error")
+        bad_word = _unpatterned_tool_id(data, api) if self.name == "anthropic" else None
+        if bad_word is not None:
+            return await self._error(resp, 400, f"{bad_word}: String should match pattern '^[a-zA-Z0-9_-]+$'",
+                                     "invalid_request_error", anthropic)
         long_id = _long_tool_id(data) if self.name == "openai" and api == "chat" else None
         if long_id is not None:
             where, n = long_id
@@ -753,6 +758,28 @@ def _nth_message(body: bytes, n: int) -> int:
     for _ in range(n + 1):
         at = body.find(b'"role"', at + 1)
     return max(at, 0)
+
+
+def _unpatterned_tool_id(data: dict[str, Any], api: str) -> str | None:
+    """Anthropic's rule for tool call ids (letters, digits, _ and -): where the first id breaking it is, or None."""
+    for i, m in enumerate(data.get("messages") or []):
+        if not isinstance(m, dict):
+            continue
+        found: list[tuple[str, Any]] = []
+        if api == "messages" and isinstance(m.get("content"), list):
+            for j, b in enumerate(m["content"]):
+                if isinstance(b, dict) and b.get("type") == "tool_use":
+                    found.append((f"messages.{i}.content.{j}.tool_use.id", b.get("id")))
+                elif isinstance(b, dict) and b.get("type") == "tool_result":
+                    found.append((f"messages.{i}.content.{j}.tool_result.tool_use_id", b.get("tool_use_id")))
+        elif api == "chat":
+            found += [(f"messages.{i}.tool_calls.{j}.id", c.get("id")) for j, c in enumerate(m.get("tool_calls") or [])
+                      if isinstance(c, dict)]
+            found.append((f"messages.{i}.tool_call_id", m.get("tool_call_id")))
+        for where, value in found:
+            if isinstance(value, str) and not WORD_ID.fullmatch(value):
+                return where
+    return None
 
 
 def _long_tool_id(data: dict[str, Any]) -> tuple[str, int] | None:
