@@ -66,7 +66,7 @@ def test_only_mistral_gets_rewritten_ids(monkeypatch):
     # through the runtime, in a policy that only has Mistral: the planned call carries the rewritten ids
     for name in ("OPENAI", "ANTHROPIC", "GEMINI", "TOGETHER", "MISTRAL", "DEEPSEEK"):
         monkeypatch.setenv(f"{name}_API_KEY", f"test-{name.lower()}")
-    call = Runtime(parse_config(mistral_only()), telemetry=False).decide(
+    call = Runtime(parse_config(pinned()), telemetry=False).decide(
         orjson.dumps({"model": "auto", "messages": conversation(), "tools": TOOLS}), path="/v1/chat/completions",
         ex=Exchange("t", "r", 0.0), route_conf='{"policy": "mistral"}')
     assert call.model.id == "mistral-large" and orjson.loads(call.body)["messages"] == to_mistral["messages"]
@@ -80,23 +80,24 @@ def test_the_setting_is_checked():
 
 # ---- the fakes, and through the real Envoy ------------------------------------------------------
 
-def mistral_only() -> dict:
+def pinned() -> dict:
+    """The test config plus a policy per provider under test that sends everything to its one model."""
     data = config_data()
-    data["policies"]["mistral"] = {"classifier": "rules", "strategy": "ladder", "explain": True,
-                                   "constraints": {"models": ["mistral-large"]},
-                                   "ladder": {t: "mistral-large" for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")}}
+    for name, model in (("mistral", "mistral-large"), ("openai", "gpt-4o"), ("claude", "claude-3.5-sonnet")):
+        data["policies"][name] = {"classifier": "rules", "strategy": "ladder", "explain": True, "constraints": {"models": [model]},
+                                  "ladder": {t: model for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")}}
     return data
 
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator:
-    yield from running_fakes(mistral_only())
+    yield from running_fakes(pinned())
 
 
 @pytest.fixture(scope="module")
 def stack(fakes, tmp_path_factory):
-    yield from running_stack(tmp_path_factory, "envoy-tool-ids", fakes, mistral_only(),
-                             routes=(RouteSpec("/mistral/", policy="mistral"), RouteSpec("/")))
+    yield from running_stack(tmp_path_factory, "envoy-tool-ids", fakes, pinned(),
+                             routes=(*(RouteSpec(f"/{p}/", policy=p) for p in ("mistral", "openai", "claude")), RouteSpec("/")))
 
 
 def test_the_mistral_fake_refuses_other_providers_ids_as_mistral_does(fakes):
@@ -142,13 +143,6 @@ def test_openai_gets_ids_of_at_most_40_characters():
     assert to_deepseek["messages"] == conversation(*DEEPSEEK_IDS)  # its own ids: as they came
 
 
-def openai_only() -> dict:
-    data = mistral_only()
-    data["policies"]["openai"] = {"classifier": "rules", "strategy": "ladder", "explain": True,
-                                  "constraints": {"models": ["gpt-4o"]}, "ladder": {t: "gpt-4o" for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")}}
-    return data
-
-
 def test_the_openai_fake_refuses_ids_over_40_characters_as_openai_does(fakes):
     r = httpx.post(fakes.url("openai") + "/v1/chat/completions", timeout=30,
                    content=orjson.dumps({"model": "gpt-4o", "messages": conversation(*DEEPSEEK_IDS), "tools": TOOLS}),
@@ -160,17 +154,15 @@ def test_the_openai_fake_refuses_ids_over_40_characters_as_openai_does(fakes):
 
 
 @pytest.mark.envoy
-def test_envoy_a_tool_loop_begun_on_deepseek_is_answered_by_gpt_4o(tmp_path_factory, fakes, fresh_fakes):
-    for s in running_stack(tmp_path_factory, "envoy-tool-ids-openai", fakes, openai_only(),
-                           routes=(RouteSpec("/openai/", policy="openai"), RouteSpec("/"))):
-        r = httpx.post(s.url + "/openai/v1/chat/completions", timeout=30, headers={"content-type": "application/json"},
-                       content=orjson.dumps({"model": "auto", "messages": conversation(*DEEPSEEK_IDS), "tools": TOOLS}))
-        assert r.status_code == 200, r.text
-        assert r.headers["x-llm-router-model"] == "gpt-4o"
-        [sent] = wait_requests(fresh_fakes, "openai", 1)
-        calls = [c["id"] for c in sent.json["messages"][1]["tool_calls"]]
-        assert sent.status == 200 and all(len(i) <= 40 for i in calls)
-        assert [m["tool_call_id"] for m in sent.json["messages"][2:]] == calls
+def test_envoy_a_tool_loop_begun_on_deepseek_is_answered_by_gpt_4o(stack, fresh_fakes):
+    r = httpx.post(stack.url + "/openai/v1/chat/completions", timeout=30, headers={"content-type": "application/json"},
+                   content=orjson.dumps({"model": "auto", "messages": conversation(*DEEPSEEK_IDS), "tools": TOOLS}))
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "gpt-4o"
+    [sent] = wait_requests(fresh_fakes, "openai", 1)
+    calls = [c["id"] for c in sent.json["messages"][1]["tool_calls"]]
+    assert sent.status == 200 and all(len(i) <= 40 for i in calls)
+    assert [m["tool_call_id"] for m in sent.json["messages"][2:]] == calls
 
 
 def interrupted() -> list[dict]:
@@ -236,14 +228,6 @@ def test_anthropic_gets_ids_of_letters_digits_underscore_and_dash():
     assert sent_chat[1]["tool_calls"][1]["id"] == "call_2"
 
 
-def claude_only() -> dict:
-    data = mistral_only()
-    data["policies"]["claude"] = {"classifier": "rules", "strategy": "ladder", "explain": True,
-                                  "constraints": {"models": ["claude-3.5-sonnet"]},
-                                  "ladder": {t: "claude-3.5-sonnet" for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")}}
-    return data
-
-
 def test_the_anthropic_fake_refuses_such_ids_as_anthropic_does(fakes):
     r = httpx.post(fakes.url("anthropic") + "/v1/messages", timeout=30, content=orjson.dumps({
         "model": "claude-3-5-sonnet-20240620", "max_tokens": 512, "messages": anthropic_loop()}),
@@ -254,14 +238,12 @@ def test_the_anthropic_fake_refuses_such_ids_as_anthropic_does(fakes):
 
 
 @pytest.mark.envoy
-def test_envoy_an_anthropic_loop_begun_elsewhere_is_answered_by_claude(tmp_path_factory, fakes, fresh_fakes):
-    for s in running_stack(tmp_path_factory, "envoy-tool-ids-claude", fakes, claude_only(),
-                           routes=(RouteSpec("/claude/", policy="claude"), RouteSpec("/"))):
-        r = httpx.post(s.url + "/claude/v1/messages", timeout=30,
-                       headers={"content-type": "application/json", "anthropic-version": "2023-06-01"},
-                       content=orjson.dumps({"model": "auto", "max_tokens": 512, "messages": anthropic_loop(),
-                                             "tools": [{"name": "run", "input_schema": {"type": "object"}}]}))
-        assert r.status_code == 200, r.text
-        assert r.headers["x-llm-router-model"] == "claude-3.5-sonnet"
-        [sent] = wait_requests(fresh_fakes, "anthropic", 1)
-        assert sent.status == 200 and sent.json["messages"][1]["content"][0]["id"] == word_id(KIMI_ID)
+def test_envoy_an_anthropic_loop_begun_elsewhere_is_answered_by_claude(stack, fresh_fakes):
+    r = httpx.post(stack.url + "/claude/v1/messages", timeout=30,
+                   headers={"content-type": "application/json", "anthropic-version": "2023-06-01"},
+                   content=orjson.dumps({"model": "auto", "max_tokens": 512, "messages": anthropic_loop(),
+                                         "tools": [{"name": "run", "input_schema": {"type": "object"}}]}))
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "claude-3.5-sonnet"
+    [sent] = wait_requests(fresh_fakes, "anthropic", 1)
+    assert sent.status == 200 and sent.json["messages"][1]["content"][0]["id"] == word_id(KIMI_ID)
