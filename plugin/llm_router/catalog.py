@@ -156,6 +156,10 @@ class Catalog:
         """The provider that serves a model."""
         return self.providers[model.provider]
 
+    def dialect_of(self, model: Model) -> BodyDialect | None:
+        """The body rules a model's calls follow: its own (over its provider's) or its provider's."""
+        return model.body if model.body is not None else self.providers[model.provider].body
+
     def serves(self, model: Model, api: str) -> bool:
         """Whether the model's provider accepts this request API."""
         return api in self.providers[model.provider].paths and (api != "completions" or "completions" in model.capabilities)

@@ -167,12 +167,28 @@ def tool_ids_as(messages: Any, fix: Callable[[str], str]) -> Any:
     return out
 
 
-def fit_thinking(body: dict[str, Any], dialect: BodyDialect | None) -> None:
-    """An Anthropic body asking for thinking, made fit for the model (in place): a model that does not think gets no
-    thinking blocks (its dialect drops the field itself); a tool loop whose call began without thinking, no thinking."""
+NOT_THINKING_MODEL = "model"  # the model does not take extended thinking
+NOT_THINKING_LOOP = "loop"  # the tool call this turn answers was made without thinking
+
+
+def thinking_left_out(body: dict[str, Any], dialect: BodyDialect | None) -> str | None:
+    """Why an Anthropic body asking for extended thinking goes out without it (NOT_THINKING_*), or None."""
+    if not wants_thinking(body):
+        return None
     if not takes_field(dialect, "messages", "thinking"):
+        return NOT_THINKING_MODEL
+    if thinking_unfit(body):
+        return NOT_THINKING_LOOP
+    return None
+
+
+def fit_thinking(body: dict[str, Any], dialect: BodyDialect | None) -> None:
+    """An Anthropic body made fit for the model (in place): a model that does not think gets no thinking blocks (its
+    dialect drops the field itself); a tool loop whose call began without thinking, no thinking."""
+    why = thinking_left_out(body, dialect)
+    if why == NOT_THINKING_MODEL:
         body["messages"] = without_thinking_blocks(body.get("messages"))
-    elif thinking_unfit(body):
+    elif why == NOT_THINKING_LOOP:
         del body["thinking"]
 
 

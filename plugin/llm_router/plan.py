@@ -59,7 +59,7 @@ def plan_call(request: LLMRequest, model: Model, catalog: Catalog, credentials: 
     cred, remove = _credential(provider, credentials)
     return UpstreamCall(
         model=model, provider=provider, path=fill_model(provider.paths[request.api], model.name),
-        body=render_body(request, model.name, dialect=model.body if model.body is not None else provider.body,
+        body=render_body(request, model.name, dialect=catalog.dialect_of(model),
                          max_output=model.max_output),
         set_headers=((route_header, model.upstream), *cred), remove_headers=remove, response_headers=response_headers,
     )

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from llm_router.catalog import BodyDialect
-from llm_router.message_rules import anthropic_messages_for, chat_messages_for, fit_thinking, wants_thinking
+from llm_router.message_rules import anthropic_messages_for, chat_messages_for, fit_thinking
 
 # How much text the classifiers see: the last user turn (head and tail when long) plus a
 # short window of the turns before it. Bounded so classification cost does not grow with
@@ -227,7 +227,7 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
     and only those it accepts) when it has one."""
     body = dict(req.body)
     body["model"] = model_name
-    if req.api == "messages" and wants_thinking(body):
+    if req.api == "messages":
         fit_thinking(body, dialect)
     if max_output is not None and req.max_output_tokens is not None and req.max_output_tokens > max_output:
         for name in OUTPUT_LIMIT_FIELDS:

@@ -14,7 +14,7 @@ from llm_router.catalog import AUTO_MODELS, BodyDialect, Catalog, Model, Provide
 from llm_router.classify.base import Classification, Classifier
 from llm_router.config import Config, ConfigError, ModelBodyConf, PolicyConf, allowed_models, parse_policy
 from llm_router.decision import Decision, RouteError
-from llm_router.message_rules import takes_field, thinking_unfit, wants_thinking
+from llm_router.message_rules import NOT_THINKING_LOOP, NOT_THINKING_MODEL, thinking_left_out
 from llm_router.request import LLMRequest, RequestError, api_for_path, fitted_thinking, parse_request
 from llm_router.strategies import NoState, StateView, Strategy, make_strategy
 from llm_router.strategies.base import Context, Selection, by_capability, by_price
@@ -40,11 +40,10 @@ def _lowered(request: LLMRequest, model: Model, thinking: bool) -> str:
 
 def _thinking_dropped(request: LLMRequest, model: Model, dialect: BodyDialect | None) -> str:
     """The reason's note when a turn asking for extended thinking is sent without it (else empty)."""
-    if request.api != "messages" or not wants_thinking(request.body):
-        return ""
-    if not takes_field(dialect, "messages", "thinking"):
+    why = thinking_left_out(request.body, dialect) if request.api == "messages" else None
+    if why == NOT_THINKING_MODEL:
         return f"; without extended thinking, which {model.id} does not take"
-    if thinking_unfit(request.body):
+    if why == NOT_THINKING_LOOP:
         return "; without extended thinking: the tool call this turn answers was made without it"
     return ""
 
@@ -261,8 +260,7 @@ class Router:
 
     def _notes(self, request: LLMRequest, model: Model) -> str:
         """What the call sent to the model changes of the request: a lowered output limit, thinking left out."""
-        dialect = model.body if model.body is not None else self.catalog.providers[model.provider].body
-        dropped = _thinking_dropped(request, model, dialect)
+        dropped = _thinking_dropped(request, model, self.catalog.dialect_of(model))
         return _lowered(request, model, not dropped) + dropped
 
     def _shadowed(self, request: LLMRequest, policy: Policy, capable: tuple[Model, ...], candidates: tuple[Model, ...],

@@ -7,6 +7,11 @@ from llm_router.commands.common import load_or_exit
 from llm_router.catalog import APIS, Catalog
 from llm_router.config import allowed_models
 
+# How `check` names each tool call id rule (config.BodyConf.tool_call_ids).
+TOOL_ID_RULES_SHOWN = {"alnum9": "tool call ids rewritten to 9 letters or digits",
+                       "max40": "tool call ids over 40 characters shortened",
+                       "word": "tool call ids of letters, digits, _ and - only"}
+
 
 def register(sub) -> None:
     p = sub.add_parser("check", help="validate a config file and explain it")
@@ -39,12 +44,8 @@ def run(args) -> int:
                 parts.append(f"never sent: {', '.join(p.body.drop)}")
             if p.body.stream_usage == "always":
                 parts.append("streams report usage unasked (no stream_options added)")
-            if p.body.tool_call_ids == "alnum9":
-                parts.append("tool call ids rewritten to 9 letters or digits")
-            elif p.body.tool_call_ids == "max40":
-                parts.append("tool call ids over 40 characters shortened")
-            elif p.body.tool_call_ids == "word":
-                parts.append("tool call ids of letters, digits, _ and - only")
+            if p.body.tool_call_ids in TOOL_ID_RULES_SHOWN:
+                parts.append(TOOL_ID_RULES_SHOWN[p.body.tool_call_ids])
             if p.body.content == "text":
                 parts.append("chat content arrays of text sent as one string")
             if p.body.assistant_after_tool:

@@ -331,7 +331,7 @@ def _one(item: dict[str, Any], base: str, routed, direct, catalog, fakes) -> Out
     model = catalog.models[model_id]
     provider = catalog.providers[model.provider]
     req = parse_request(body, api_for_path(path))
-    direct_body = render_body(req, model.name, dialect=model.body if model.body is not None else provider.body,
+    direct_body = render_body(req, model.name, dialect=catalog.dialect_of(model),
                               max_output=model.max_output)
     key = fakes.info["keys"][provider.name]
     auth = {"authorization": f"Bearer {key}"} if provider.auth == "bearer" else {provider.auth: key}
