@@ -14,6 +14,7 @@ import random
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -278,26 +279,26 @@ class FakeProvider:
                 return await self._error(resp, 400, "Failed to deserialize the JSON body into the target type: "
                                          f"messages[{listed}]: invalid type: sequence, expected a string at line 1 column "
                                          f"{column}", "invalid_request_error", anthropic, code="invalid_request_error")
-        bad_word = _unpatterned_tool_id(data, api) if self.name == "anthropic" else None
-        if bad_word is not None:
-            return await self._error(resp, 400, f"{bad_word}: String should match pattern '^[a-zA-Z0-9_-]+$'",
-                                     "invalid_request_error", anthropic)
-        long_id = _long_tool_id(data) if self.name == "openai" and api == "chat" else None
-        if long_id is not None:
-            where, n = long_id
+        bad_word = _bad_tool_id(data, api, lambda i: not WORD_ID.fullmatch(i)) if self.name == "anthropic" else None
+        if bad_word is not None:  # Anthropic names the place with dots: messages.1.content.0.tool_use.id
+            return await self._error(resp, 400, f"{'.'.join(map(str, bad_word[0]))}: String should match pattern "
+                                     "'^[a-zA-Z0-9_-]+$'", "invalid_request_error", anthropic)
+        long_id = _bad_tool_id(data, api, lambda i: len(i) > 40) if self.name == "openai" and api == "chat" else None
+        if long_id is not None:  # OpenAI with brackets: messages[1].tool_calls[0].id
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in long_id[0]).lstrip(".")
             return await self._error(resp, 400, f"Invalid '{where}': string too long. Expected a string with maximum length 40, "
-                                     f"but got a string with length {n} instead.", "invalid_request_error", anthropic,
-                                     param=where, code="string_above_max_length")
+                                     f"but got a string with length {len(long_id[1])} instead.", "invalid_request_error",
+                                     anthropic, param=where, code="string_above_max_length")
         roles = [m.get("role") for m in data.get("messages") or [] if isinstance(m, dict)]
         if self.name == "mistral" and api == "chat" and any(a == "tool" and b == "user" for a, b in zip(roles, roles[1:])):
             await resp.send(400, [("content-type", "application/json")], orjson.dumps(
                 {"object": "error", "message": "Unexpected role 'user' after role 'tool'", "type": "invalid_request_message_order",
                  "param": None, "code": "3230"}))
             return 400
-        bad_id = _tool_id_refused(data) if self.name == "mistral" and api == "chat" else None
+        bad_id = _bad_tool_id(data, api, lambda i: not TOOL_ID.fullmatch(i)) if self.name == "mistral" and api == "chat" else None
         if bad_id is not None:
             await resp.send(400, [("content-type", "application/json")], orjson.dumps(
-                {"object": "error", "message": f"Tool call id was {bad_id} but must be a-z, A-Z, 0-9, with a length of 9.",
+                {"object": "error", "message": f"Tool call id was {bad_id[1]} but must be a-z, A-Z, 0-9, with a length of 9.",
                  "type": "invalid_function_call", "param": None, "code": "3280"}))
             return 400
         fmt = data.get("response_format")
@@ -760,50 +761,26 @@ def _nth_message(body: bytes, n: int) -> int:
     return max(at, 0)
 
 
-def _unpatterned_tool_id(data: dict[str, Any], api: str) -> str | None:
-    """Anthropic's rule for tool call ids (letters, digits, _ and -): where the first id breaking it is, or None."""
+def _bad_tool_id(data: dict[str, Any], api: str, bad: Callable[[str], bool]) -> tuple[tuple[str | int, ...], str] | None:
+    """The first tool call id of a conversation that a provider's rule refuses: (where, as path parts; the id), or None.
+    Chat: assistant `tool_calls` and `tool` results; Anthropic: `tool_use` and `tool_result` blocks."""
     for i, m in enumerate(data.get("messages") or []):
         if not isinstance(m, dict):
             continue
-        found: list[tuple[str, Any]] = []
+        found: list[tuple[tuple[str | int, ...], Any]] = []
         if api == "messages" and isinstance(m.get("content"), list):
             for j, b in enumerate(m["content"]):
-                if isinstance(b, dict) and b.get("type") == "tool_use":
-                    found.append((f"messages.{i}.content.{j}.tool_use.id", b.get("id")))
-                elif isinstance(b, dict) and b.get("type") == "tool_result":
-                    found.append((f"messages.{i}.content.{j}.tool_result.tool_use_id", b.get("tool_use_id")))
+                kind = b.get("type") if isinstance(b, dict) else None
+                if kind in ("tool_use", "tool_result"):
+                    key = "id" if kind == "tool_use" else "tool_use_id"
+                    found.append((("messages", i, "content", j, kind, key), b.get(key)))
         elif api == "chat":
-            found += [(f"messages.{i}.tool_calls.{j}.id", c.get("id")) for j, c in enumerate(m.get("tool_calls") or [])
+            found += [(("messages", i, "tool_calls", j, "id"), c.get("id")) for j, c in enumerate(m.get("tool_calls") or [])
                       if isinstance(c, dict)]
-            found.append((f"messages.{i}.tool_call_id", m.get("tool_call_id")))
+            found.append((("messages", i, "tool_call_id"), m.get("tool_call_id")))
         for where, value in found:
-            if isinstance(value, str) and not WORD_ID.fullmatch(value):
-                return where
-    return None
-
-
-def _long_tool_id(data: dict[str, Any]) -> tuple[str, int] | None:
-    """OpenAI's limit on a chat conversation's tool call ids (40 characters): where the first longer one is, its length."""
-    for i, m in enumerate(data.get("messages") or []):
-        if not isinstance(m, dict):
-            continue
-        for j, c in enumerate(m.get("tool_calls") or []):
-            if isinstance(c, dict) and isinstance(c.get("id"), str) and len(c["id"]) > 40:
-                return f"messages[{i}].tool_calls[{j}].id", len(c["id"])
-        if isinstance(m.get("tool_call_id"), str) and len(m["tool_call_id"]) > 40:
-            return f"messages[{i}].tool_call_id", len(m["tool_call_id"])
-    return None
-
-
-def _tool_id_refused(data: dict[str, Any]) -> str | None:
-    """Mistral's rule for the tool call ids of a conversation (9 letters or digits): the first id breaking it, or None."""
-    for m in data.get("messages") or []:
-        if not isinstance(m, dict):
-            continue
-        ids = [c.get("id") for c in m.get("tool_calls") or [] if isinstance(c, dict)] + [m.get("tool_call_id")]
-        for i in ids:
-            if isinstance(i, str) and not TOOL_ID.fullmatch(i):
-                return i
+            if isinstance(value, str) and bad(value):
+                return where, value
     return None
 
 
