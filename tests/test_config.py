@@ -108,7 +108,9 @@ def test_check_command(tmp_path, capsys):
     assert "is valid" in out and "LOW -> deepseek-v2" in out
     assert ("  mistral body: chat: 17 fields accepted, others dropped; max_completion_tokens as max_tokens; seed as "
             "random_seed; streams report usage unasked (no stream_options added); tool call ids rewritten to 9 letters or "
-            "digits; an assistant message between tool results and a user message") in out
+            "digits; an assistant message between tool results and a user message; developer messages as system; message "
+            "fields kept per role: system content, user content, assistant content/tool_calls/prefix, tool "
+            "content/tool_call_id/name, tool_call id/type/function/index; a last assistant message sent as a prefix") in out
     assert "                       body over anthropic's: never sent: thinking" in out
     assert ("  deepseek body: max_completion_tokens as max_tokens; chat content arrays of text sent as one string; developer "
             "messages as system") in out

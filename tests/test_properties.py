@@ -26,9 +26,10 @@ parts = st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", "im
                                "text": json_values, "image_url": json_values}, optional={"content": json_values | st.text(max_size=40)})
 contents = st.text(max_size=200) | st.lists(parts, max_size=3) | json_values
 tool_calls = json_values | st.lists(st.fixed_dictionaries({"id": st.text(max_size=30) | json_values, "type": st.just("function"),
-                                                          "function": json_values}), max_size=3)
+                                                          "function": json_values}, optional={"name": json_values}), max_size=3)
 messages = st.lists(st.fixed_dictionaries({"role": roles, "content": contents}, optional={
-    "tool_calls": tool_calls, "tool_call_id": st.text(max_size=30) | json_values}), max_size=4)
+    "tool_calls": tool_calls, "tool_call_id": st.text(max_size=30) | json_values, "name": json_values,
+    "reasoning_content": json_values, "refusal": json_values, "prefix": json_values}), max_size=4)
 # OpenAI Responses input items: messages with content parts, and other item types.
 response_parts = st.fixed_dictionaries({"type": st.sampled_from(["input_text", "output_text", "input_image", "refusal", "video", 1]),
                                         "text": json_values})
@@ -259,6 +260,18 @@ def test_every_parsed_body_renders_for_every_provider_and_model_as_json_it_accep
                 isinstance(m.get("tool_calls"), list) else []
             ids += [m.get("tool_call_id")] if isinstance(m, dict) else []
             assert all(re.fullmatch(r"[A-Za-z0-9]{9}", i) for i in ids if isinstance(i, str))
+    if dialect is not None and dialect.message_fields and api == "chat":  # Mistral: each message only its role's fields
+        call_fields = dialect.message_fields.get("tool_call", frozenset())
+        for m in sent["messages"]:
+            kept = dialect.message_fields.get(m.get("role")) if isinstance(m, dict) and isinstance(m.get("role"), str) else None
+            if kept is not None and m["role"] != "tool_call":
+                assert set(m) <= kept
+                calls = m.get("tool_calls")
+                assert not isinstance(calls, list) or all(set(c) <= call_fields for c in calls if isinstance(c, dict))
+    if dialect is not None and dialect.prefix_last_assistant and api == "chat" and sent["messages"]:  # Mistral: a prefill
+        last = sent["messages"][-1]
+        if isinstance(last, dict) and last.get("role") == "assistant" and not last.get("tool_calls"):
+            assert last["prefix"] is True
     if dialect is not None:
         assert not dialect.drop & set(sent)
         if owner[0].startswith("provider"):  # a model's renames may map a field back (its own over its provider's)

@@ -138,6 +138,7 @@ def test_anthropic_tool_result_text_counts():
     (b'{"messages": [{"role": "user", "content": "x"}], "stream": "yes"}', "chat", "stream", "boolean"),
     (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}', "chat", "max_tokens", "positive integer"),
     (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": true}', "chat", "max_tokens", "positive integer"),
+    (b'{"messages": [{"role": "assistant", "content": null, "tool_calls": 5}]}', "chat", "messages[0].tool_calls", "array, got number"),
     (b'{"messages": [{"role": "user", "content": "x"}], "tools": {}}', "chat", "tools", "array"),
     (b'{"messages": [{"role": "user", "content": "x"}], "tools": [1]}', "chat", "tools[0]", "object"),
     (b'{"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "xml"}}', "chat", "response_format.type", "json_object"),
@@ -156,6 +157,13 @@ def test_errors_name_the_field(body, api, field, words):
     assert info.value.field == field
     assert words in info.value.message
     assert info.value.status == 400
+
+
+def test_tool_calls_null_is_a_message_without_calls():
+    """SDKs write `tool_calls: null` on messages without calls; clients send such messages back."""
+    req = parse_request(b'{"messages": [{"role": "user", "content": "hi", "tool_calls": null}, {"role": "assistant", '
+                        b'"content": "Hello!", "tool_calls": null}, {"role": "user", "content": "thanks"}]}', "chat")
+    assert req.prompt == "thanks" and not req.needs.tools
 
 
 def test_unknown_api():

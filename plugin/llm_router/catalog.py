@@ -49,6 +49,9 @@ class BodyDialect:
     text_content: bool = False  # chat message content arrays of text parts sent as one string (DeepSeek)
     assistant_after_tool: bool = False  # a user message right after tool results is preceded by an assistant one (Mistral)
     developer_as_system: bool = False  # chat messages of role developer sent as system (DeepSeek)
+    # chat message role (or "tool_call") -> the fields it takes, others left out (Mistral); a role not named keeps all
+    message_fields: dict[str, frozenset[str]] = field(default_factory=dict)
+    prefix_last_assistant: bool = False  # a last assistant message goes out with prefix: true (Mistral)
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,14 @@ class BodyConf(_Strict):
     # developer: OpenAI's `developer` role sent as is; system: sent as `system` (DeepSeek answers 400, "unknown variant
     # `developer`, expected one of `system`, `user`, `assistant`, `tool`", to what Codex-style clients send)
     developer_role: Literal["developer", "system"] = "developer"
+    # per chat message role: the fields it takes (`role` always); others are left out. `tool_call`: the fields of each
+    # tool call. Mistral answers 422 ("Extra inputs are not permitted", loc body.messages.3.assistant.reasoning_content)
+    # to fields other providers make or take: DeepSeek's reasoning_content, a user's name, a tool call's name.
+    message_fields: dict[Literal["system", "user", "assistant", "tool", "developer", "function", "tool_call"], list[str]] = \
+        Field(default_factory=dict)
+    # true: a last assistant message (a prefill, which OpenAI and Anthropic take) goes out marked `prefix: true` (Mistral
+    # answers 400 without it: "Expected last role User or Tool (or Assistant with prefix True) for serving but got assistant")
+    prefix_last_assistant: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> "BodyConf":
@@ -69,8 +77,18 @@ class BodyConf(_Strict):
             missing = [f for f in _REQUIRED_FIELDS[api] if f not in fields]
             if missing:
                 raise ValueError(f"accept.{api} must keep {missing}: without it no {api} request can be sent")
+        for role, fields in self.message_fields.items():
+            missing = [f for f in _REQUIRED_MESSAGE_FIELDS[role] if f not in fields]
+            if missing:
+                raise ValueError(f"message_fields.{role} must keep {missing}: without it such a message says nothing")
         _check_rename_drop(self.rename, self.drop)
         return self
+
+
+# What a chat message of each role (or a tool call) must keep to mean anything.
+_REQUIRED_MESSAGE_FIELDS: dict[str, tuple[str, ...]] = {
+    "system": ("content",), "user": ("content",), "assistant": ("content",), "developer": ("content",),
+    "function": ("content", "name"), "tool": ("content", "tool_call_id"), "tool_call": ("id", "type", "function")}
 
 
 def _check_rename_drop(rename: dict[str, str], drop: list[str]) -> None:

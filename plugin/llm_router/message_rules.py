@@ -106,6 +106,42 @@ def bridged_tool_results(messages: Any) -> Any:
     return out
 
 
+def kept_fields(messages: Any, fields: dict[str, frozenset[str]]) -> Any:
+    """Chat messages with only the fields their role takes at the provider (`fields`: role -> fields, "tool_call" ->
+    the fields of each tool call); a message of a role not named, and anything that is not a message, as it is.
+
+    Clients send back what an answer held (DeepSeek's `reasoning_content`, `refusal`, `annotations`), and OpenAI takes
+    a user's `name`: Mistral answers 422 to each ("Extra inputs are not permitted").
+    """
+    if not isinstance(messages, list) or not fields:
+        return messages
+    call_fields = fields.get("tool_call")
+    out = []
+    for m in messages:
+        if isinstance(m, dict):
+            role = m.get("role")
+            allowed = fields.get(role) if isinstance(role, str) and role != "tool_call" else None
+            if allowed is not None and any(k not in allowed for k in m):
+                m = {k: v for k, v in m.items() if k in allowed}
+            calls = m.get("tool_calls")
+            if call_fields is not None and isinstance(calls, list) and any(
+                    isinstance(c, dict) and any(k not in call_fields for k in c) for c in calls):
+                m = {**m, "tool_calls": [{k: v for k, v in c.items() if k in call_fields} if isinstance(c, dict) else c
+                                         for c in calls]}
+        out.append(m)
+    return out
+
+
+def prefixed_last_assistant(messages: Any) -> Any:
+    """Chat messages whose last one, an assistant message without tool calls (a prefill), is marked `prefix: true`."""
+    if not isinstance(messages, list) or not messages:
+        return messages
+    last = messages[-1]
+    if isinstance(last, dict) and last.get("role") == "assistant" and not last.get("tool_calls") and last.get("prefix") is not True:
+        return [*messages[:-1], {**last, "prefix": True}]
+    return messages
+
+
 _ALNUM9 = re.compile(r"[A-Za-z0-9]{9}")
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 MAX_TOOL_ID_CHARS = 40  # OpenAI's chat API: "string too long. Expected a string with maximum length 40"
@@ -220,7 +256,7 @@ def anthropic_messages_for(messages: Any, dialect: BodyDialect) -> Any:
 
 
 def chat_messages_for(messages: Any, dialect: BodyDialect) -> Any:
-    """Chat messages as a provider's dialect wants them: tool call ids, content, order, roles."""
+    """Chat messages as a provider's dialect wants them: tool call ids, content, order, roles, fields, a prefill."""
     fix = TOOL_ID_RULES.get(dialect.tool_call_ids)
     if fix is not None:
         messages = tool_ids_as(messages, fix)
@@ -230,4 +266,8 @@ def chat_messages_for(messages: Any, dialect: BodyDialect) -> Any:
         messages = bridged_tool_results(messages)
     if dialect.developer_as_system:
         messages = developer_as_system(messages)
+    if dialect.message_fields:
+        messages = kept_fields(messages, dialect.message_fields)
+    if dialect.prefix_last_assistant:
+        messages = prefixed_last_assistant(messages)
     return messages

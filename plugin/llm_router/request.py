@@ -287,10 +287,11 @@ def _parse_chat(data: dict[str, Any]) -> LLMRequest:
             raise RequestError(f"'{where}.role' has unknown role {role!r}", field=f"{where}.role")
         text, images = _chat_content(msg.get("content"), f"{where}.content", allow_null=role in ("assistant", "tool", "function"))
         vision = vision or images > 0
-        if "tool_calls" in msg:
-            if not isinstance(msg["tool_calls"], list):
-                raise RequestError(f"'{where}.tool_calls' must be an array", field=f"{where}.tool_calls")
-            tokens += estimate_tokens(orjson.dumps(msg["tool_calls"]).decode())
+        calls = msg.get("tool_calls")
+        if calls is not None:  # null: no calls, as SDKs write a message without them
+            if not isinstance(calls, list):
+                raise RequestError(f"'{where}.tool_calls' must be an array, got {_kind(calls)}", field=f"{where}.tool_calls")
+            tokens += estimate_tokens(orjson.dumps(calls).decode())
         tokens += images * IMAGE_TOKENS + MESSAGE_OVERHEAD_TOKENS
         texts.append((role, text))
     # One estimate over all turns: the per-call cost of the estimator is most of its cost.

@@ -59,7 +59,10 @@ def build_catalog(cfg: Config) -> Catalog:
                 accept={str(api): frozenset(["model", *fields]) for api, fields in p.body.accept.items()},
                 rename=tuple(p.body.rename.items()), usage_unasked=p.body.stream_usage == "always", drop=frozenset(p.body.drop),
                 tool_call_ids=p.body.tool_call_ids, text_content=p.body.content == "text",
-                assistant_after_tool=p.body.assistant_after_tool, developer_as_system=p.body.developer_role == "system"),
+                assistant_after_tool=p.body.assistant_after_tool, developer_as_system=p.body.developer_role == "system",
+                message_fields={str(role): frozenset(fields if role == "tool_call" else ["role", *fields])
+                                for role, fields in p.body.message_fields.items()},
+                prefix_last_assistant=p.body.prefix_last_assistant),
         )
         for name, p in cfg.providers.items()
     }

@@ -52,6 +52,11 @@ def run(args) -> int:
                 parts.append("an assistant message between tool results and a user message")
             if p.body.developer_role == "system":
                 parts.append("developer messages as system")
+            if p.body.message_fields:
+                parts.append("message fields kept per role: " + ", ".join(
+                    f"{role} {'/'.join(fields)}" for role, fields in p.body.message_fields.items()))
+            if p.body.prefix_last_assistant:
+                parts.append("a last assistant message sent as a prefix")
             print(f"  {name} body: {'; '.join(parts)}")
         if "messages" in p.paths and not p.counts_tokens:
             print(f"  {name} messages: {p.paths['messages']}, without count_tokens (token counts go to another provider "

@@ -46,6 +46,11 @@ SINGLE_CHOICE_CHAT = frozenset({"anthropic"})
 REASONING_MODEL = re.compile(r"o\d(?:$|-)")
 # Claude models from before extended thinking (3.7 Sonnet was the first with it): Anthropic refuses `thinking`.
 TOOL_ID = re.compile(r"[A-Za-z0-9]{9}")  # Mistral's tool call ids
+# Mistral's chat messages, by role, and its tool calls: the fields each takes (it answers 422 to any other).
+MISTRAL_MESSAGE_FIELDS = {"system": frozenset({"role", "content"}), "user": frozenset({"role", "content"}),
+                          "assistant": frozenset({"role", "content", "tool_calls", "prefix"}),
+                          "tool": frozenset({"role", "content", "tool_call_id", "name"})}
+MISTRAL_TOOL_CALL_FIELDS = frozenset({"id", "type", "function", "index"})
 WORD_ID = re.compile(r"[A-Za-z0-9_-]+")  # Anthropic's tool call ids
 NO_THINKING_MODEL = re.compile(r"claude-(?:3-(?!7)|instant|2)")
 REASONING_REFUSED = ("max_tokens", "logprobs", "top_logprobs", "logit_bias")
@@ -265,6 +270,18 @@ class FakeProvider:
             await resp.send(422, [("content-type", "application/json")], orjson.dumps(
                 {"object": "error", "message": {"detail": detail}, "type": "invalid_request_error", "param": None, "code": None}))
             return 422
+        if self.name == "mistral" and api == "chat":
+            detail = _mistral_message_errors(data.get("messages"))
+            if detail:
+                await resp.send(422, [("content-type", "application/json")], orjson.dumps(
+                    {"object": "error", "message": {"detail": detail}, "type": "invalid_request_error", "param": None, "code": None}))
+                return 422
+            last = (data.get("messages") or [None])[-1]
+            if isinstance(last, dict) and last.get("role") == "assistant" and last.get("prefix") is not True:
+                await resp.send(400, [("content-type", "application/json")], orjson.dumps(
+                    {"object": "error", "message": "Expected last role User or Tool (or Assistant with prefix True) for serving "
+                     "but got assistant", "type": "invalid_request_error", "param": None, "code": None}))
+                return 400
         if self.name == "deepseek" and api == "chat":
             developer = next((i for i, m in enumerate(data.get("messages") or []) if isinstance(m, dict)
                               and m.get("role") == "developer"), None)
@@ -750,6 +767,30 @@ def _openai_usage(answer: Answer, provider: str = "") -> dict[str, Any]:
     else:
         out["prompt_tokens_details"] = {"cached_tokens": answer.cached_tokens, "audio_tokens": 0}
         out["completion_tokens_details"] = {"reasoning_tokens": 0, "audio_tokens": 0}
+    return out
+
+
+def _mistral_message_errors(messages: Any) -> list[dict]:
+    """Mistral's validation errors for chat messages (pydantic's, by role tag): a role it does not have, a field a
+    message or tool call of that role does not take."""
+    out: list[dict] = []
+    for i, m in enumerate(messages if isinstance(messages, list) else []):
+        if not isinstance(m, dict):
+            continue
+        role = m.get("role")
+        allowed = MISTRAL_MESSAGE_FIELDS.get(role) if isinstance(role, str) else None
+        if allowed is None:
+            out.append({"type": "union_tag_invalid", "loc": ["body", "messages", i],
+                        "msg": f"Input tag '{role}' found using 'role' does not match any of the expected tags: 'system', "
+                               "'user', 'assistant', 'tool'", "input": m})
+            continue
+        out += [{"type": "extra_forbidden", "loc": ["body", "messages", i, role, k], "msg": "Extra inputs are not permitted",
+                 "input": v} for k, v in m.items() if k not in allowed]
+        calls = m.get("tool_calls") if role == "assistant" else None
+        for j, c in enumerate(calls if isinstance(calls, list) else []):
+            out += [{"type": "extra_forbidden", "loc": ["body", "messages", i, role, "tool_calls", j, k],
+                     "msg": "Extra inputs are not permitted", "input": v}
+                    for k, v in (c.items() if isinstance(c, dict) else ()) if k not in MISTRAL_TOOL_CALL_FIELDS]
     return out
 
 
