@@ -113,7 +113,7 @@ def test_check_command(tmp_path, capsys):
             "content/tool_call_id/name, tool_call id/type/function/index; a last assistant message sent as a prefix") in out
     assert "                       body over anthropic's: never sent: thinking" in out
     assert ("  deepseek body: max_completion_tokens as max_tokens; chat content arrays of text sent as one string; developer "
-            "messages as system") in out
+            "messages as system; extended thinking only when every tool call turn holds thinking\n") in out
     assert "  openai body: tool call ids over 40 characters shortened" in out
     assert "  anthropic body: tool call ids of letters, digits, _ and - only" in out
     bad = tmp_path / "bad.yaml"

@@ -51,10 +51,10 @@ def turn(*, tool_loop: bool = False, thought: bool = False, past_thinking: bool 
 
 
 def with_sonnet_4() -> dict:
-    """The test config plus a Claude model that thinks, and routes pinned to the old and the new Claude."""
+    """The test config plus a Claude model that thinks, and routes pinned to the old and the new Claude and to DeepSeek."""
     data = config_data()
     data["models"] = {"claude-sonnet-4": SONNET_4}
-    for name, model in (("old", "claude-3.5-sonnet"), ("new", "claude-sonnet-4")):
+    for name, model in (("old", "claude-3.5-sonnet"), ("new", "claude-sonnet-4"), ("deepseek", "deepseek-v2")):
         data["policies"][name] = {"classifier": "rules", "strategy": "ladder", "explain": True,
                                   "ladder": {t: model for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")},
                                   "constraints": {"models": [model]}}
@@ -106,6 +106,29 @@ def test_only_anthropic_bodies_and_only_the_models_that_refuse_are_changed():
     assert orjson.loads(render_body(chat, "m"))["thinking"] == THINKING
 
 
+def history(*, earlier_thought: bool, thought: bool = True) -> dict:
+    """A thinking turn answering a tool call, after an earlier tool call that a model (thinking or not) made."""
+    body = turn(tool_loop=True, thought=thought)
+    earlier = [{"type": "tool_use", "id": "toolu_0", "name": "run", "input": {"cmd": "ls"}}]
+    if earlier_thought:
+        earlier.insert(0, {"type": "thinking", "thinking": "Look first.", "signature": "c2ln"})
+    body["messages"][1:1] = [{"role": "assistant", "content": earlier},
+                             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_0", "content": "tests/"}]}]
+    return body
+
+
+def test_deepseek_gets_thinking_only_when_every_tool_call_carried_it():
+    d, sent = decide(history(earlier_thought=False), "deepseek")
+    assert d.model.id == "deepseek-v2" and "thinking" not in sent and sent["messages"] == history(earlier_thought=False)["messages"]
+    assert d.selection.endswith("; without extended thinking: an earlier tool call was made without it, which deepseek-v2 "
+                                "does not take")
+    d, sent = decide(history(earlier_thought=True), "deepseek")
+    assert sent["thinking"] == THINKING and "thinking" not in d.selection
+    # Anthropic wants it on the last call only: the same history goes to a Claude that thinks with thinking on
+    d, sent = decide(history(earlier_thought=False), "new")
+    assert sent["thinking"] == THINKING and "thinking" not in d.selection
+
+
 def test_a_thinking_block_alone_is_kept_rather_than_leaving_an_empty_message():
     body = turn()
     body["messages"] += [{"role": "assistant", "content": [{"type": "redacted_thinking", "data": "eA=="}]},
@@ -124,7 +147,7 @@ def fakes() -> Iterator:
 @pytest.fixture(scope="module")
 def stack(fakes, tmp_path_factory):
     yield from running_stack(tmp_path_factory, "envoy-thinking", fakes, with_sonnet_4(),
-                             routes=(RouteSpec("/old/", policy="old"), RouteSpec("/new/", policy="new"), RouteSpec("/")))
+                             routes=(*(RouteSpec(f"/{p}/", policy=p) for p in ("old", "new", "deepseek")), RouteSpec("/")))
 
 
 def anthropic(fakes, body: dict) -> httpx.Response:
@@ -159,4 +182,29 @@ def test_envoy_a_claude_code_thinking_turn_is_answered_by_the_old_and_the_new_cl
         assert r.headers["x-llm-router-model"] == model and r.json()["type"] == "message"
         assert ("without extended thinking" in r.headers["x-llm-router-reason"]) is not keeps, r.headers["x-llm-router-reason"]
         sent = wait_requests(fresh_fakes, "anthropic", n)[-1]
+        assert sent.status == 200 and ("thinking" in sent.json) is keeps
+
+
+def test_the_deepseek_fake_refuses_a_thinking_turn_after_a_tool_call_without_thinking(fakes):
+    def post(body: dict) -> httpx.Response:
+        return httpx.post(fakes.url("deepseek") + "/anthropic/v1/messages", content=orjson.dumps({**body, "model": "deepseek-chat"}),
+                          headers={**HEADERS, "authorization": f"Bearer {fakes.keys()['deepseek']}"}, timeout=30)
+
+    refused = post(history(earlier_thought=False))
+    assert refused.status_code == 400 and refused.json()["error"] == {
+        "type": "invalid_request_error", "message": "The `content[].thinking` in the thinking mode must be passed back to the API."}
+    for ok in (history(earlier_thought=True), {**history(earlier_thought=False), "thinking": {"type": "disabled"}},
+               {k: v for k, v in history(earlier_thought=False).items() if k != "thinking"}):
+        assert post(ok).status_code == 200
+
+
+@pytest.mark.envoy
+def test_envoy_a_thinking_turn_after_an_unthought_tool_call_is_answered_by_deepseek(stack, fresh_fakes):
+    for n, (earlier, keeps) in enumerate(((False, False), (True, True)), 1):
+        r = httpx.post(stack.url + "/deepseek/v1/messages", content=orjson.dumps(history(earlier_thought=earlier)),
+                       headers=HEADERS, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.headers["x-llm-router-model"] == "deepseek-v2" and r.json()["type"] == "message"
+        assert ("without extended thinking" in r.headers["x-llm-router-reason"]) is not keeps
+        sent = wait_requests(fresh_fakes, "deepseek", n)[-1]
         assert sent.status == 200 and ("thinking" in sent.json) is keeps

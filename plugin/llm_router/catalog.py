@@ -52,6 +52,7 @@ class BodyDialect:
     # chat message role (or "tool_call") -> the fields it takes, others left out (Mistral); a role not named keeps all
     message_fields: dict[str, frozenset[str]] = field(default_factory=dict)
     prefix_last_assistant: bool = False  # a last assistant message goes out with prefix: true (Mistral)
+    thinking_every_tool_turn: bool = False  # thinking only if every assistant tool call turn holds a thinking block (DeepSeek)
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,11 @@ class BodyConf(_Strict):
     # true: a last assistant message (a prefill, which OpenAI and Anthropic take) goes out marked `prefix: true` (Mistral
     # answers 400 without it: "Expected last role User or Tool (or Assistant with prefix True) for serving but got assistant")
     prefix_last_assistant: bool = False
+    # Anthropic bodies asking for extended thinking: last: thinking goes out unless the tool call this turn answers was
+    # made without it (Anthropic's rule); every: also unless any earlier assistant turn with a tool call holds no thinking
+    # block (DeepSeek's Anthropic endpoint answers 400 "The `content[].thinking` in the thinking mode must be passed back
+    # to the API." to such a history, which a conversation partly answered by a model that does not think carries)
+    thinking_tool_turns: Literal["last", "every"] = "last"
 
     @model_validator(mode="after")
     def _check(self) -> "BodyConf":

@@ -52,6 +52,18 @@ def thinking_unfit(body: dict[str, Any]) -> bool:
     return not (isinstance(first, dict) and first.get("type") in THINKING_BLOCKS)
 
 
+def unthought_tool_turn(body: dict[str, Any]) -> bool:
+    """Whether any assistant turn with a tool call holds no thinking block (a model that did not think made it)."""
+    messages = body.get("messages")
+    for m in messages if isinstance(messages, list) else ():
+        content = m.get("content") if isinstance(m, dict) and m.get("role") == "assistant" else None
+        if isinstance(content, list):
+            kinds = {b.get("type") for b in content if isinstance(b, dict)}
+            if "tool_use" in kinds and not kinds & THINKING_BLOCKS:
+                return True
+    return False
+
+
 def without_thinking_blocks(messages: Any) -> Any:
     """Assistant messages without thinking blocks, for a model that does not think (a message they would empty
     stays as it was)."""
@@ -205,6 +217,7 @@ def tool_ids_as(messages: Any, fix: Callable[[str], str]) -> Any:
 
 NOT_THINKING_MODEL = "model"  # the model does not take extended thinking
 NOT_THINKING_LOOP = "loop"  # the tool call this turn answers was made without thinking
+NOT_THINKING_HISTORY = "history"  # an earlier tool call was made without thinking, and the provider wants it on every one
 
 
 def thinking_left_out(body: dict[str, Any], dialect: BodyDialect | None) -> str | None:
@@ -215,16 +228,19 @@ def thinking_left_out(body: dict[str, Any], dialect: BodyDialect | None) -> str 
         return NOT_THINKING_MODEL
     if thinking_unfit(body):
         return NOT_THINKING_LOOP
+    if dialect is not None and dialect.thinking_every_tool_turn and unthought_tool_turn(body):
+        return NOT_THINKING_HISTORY
     return None
 
 
 def fit_thinking(body: dict[str, Any], dialect: BodyDialect | None) -> None:
     """An Anthropic body made fit for the model (in place): a model that does not think gets no thinking blocks (its
-    dialect drops the field itself); a tool loop whose call began without thinking, no thinking."""
+    dialect drops the field itself); a tool loop whose call began without thinking (or, where the provider wants every
+    tool call to, any earlier one), no thinking."""
     why = thinking_left_out(body, dialect)
     if why == NOT_THINKING_MODEL:
         body["messages"] = without_thinking_blocks(body.get("messages"))
-    elif why == NOT_THINKING_LOOP:
+    elif why is not None:
         del body["thinking"]
 
 

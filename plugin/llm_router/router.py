@@ -14,7 +14,7 @@ from llm_router.catalog import AUTO_MODELS, BodyDialect, Catalog, Model, Provide
 from llm_router.classify.base import Classification, Classifier
 from llm_router.config import Config, ConfigError, ModelBodyConf, PolicyConf, allowed_models, parse_policy
 from llm_router.decision import Decision, RouteError
-from llm_router.message_rules import NOT_THINKING_LOOP, NOT_THINKING_MODEL, thinking_left_out
+from llm_router.message_rules import NOT_THINKING_HISTORY, NOT_THINKING_LOOP, NOT_THINKING_MODEL, thinking_left_out
 from llm_router.request import LLMRequest, RequestError, api_for_path, fitted_thinking, parse_request
 from llm_router.strategies import NoState, StateView, Strategy, make_strategy
 from llm_router.strategies.base import Context, Selection, by_capability, by_price
@@ -45,6 +45,8 @@ def _thinking_dropped(request: LLMRequest, model: Model, dialect: BodyDialect | 
         return f"; without extended thinking, which {model.id} does not take"
     if why == NOT_THINKING_LOOP:
         return "; without extended thinking: the tool call this turn answers was made without it"
+    if why == NOT_THINKING_HISTORY:
+        return f"; without extended thinking: an earlier tool call was made without it, which {model.id} does not take"
     return ""
 
 
@@ -62,7 +64,8 @@ def build_catalog(cfg: Config) -> Catalog:
                 assistant_after_tool=p.body.assistant_after_tool, developer_as_system=p.body.developer_role == "system",
                 message_fields={str(role): frozenset(fields if role == "tool_call" else ["role", *fields])
                                 for role, fields in p.body.message_fields.items()},
-                prefix_last_assistant=p.body.prefix_last_assistant),
+                prefix_last_assistant=p.body.prefix_last_assistant,
+                thinking_every_tool_turn=p.body.thinking_tool_turns == "every"),
         )
         for name, p in cfg.providers.items()
     }

@@ -353,6 +353,10 @@ class FakeProvider:
             refused = _thinking_refusal(model, data)
             if refused is not None:
                 return await self._error(resp, 400, refused, "invalid_request_error", anthropic)
+        if thinking is not None and self.name == "deepseek" and _tool_turn_without_thinking(data):
+            # DeepSeek's Anthropic endpoint in thinking mode: every tool call turn must carry its thinking back
+            return await self._error(resp, 400, "The `content[].thinking` in the thinking mode must be passed back to the API.",
+                                     "invalid_request_error", anthropic)
         budget = thinking.get("budget_tokens") if isinstance(thinking, dict) and thinking.get("type") == "enabled" else None
         if isinstance(budget, int) and (budget < 1024 or not isinstance(max_tokens, int) or budget >= max_tokens):
             # Anthropic's rule for extended thinking: 1024 <= budget_tokens < max_tokens
@@ -823,6 +827,18 @@ def _bad_tool_id(data: dict[str, Any], api: str, bad: Callable[[str], bool]) -> 
             if isinstance(value, str) and bad(value):
                 return where, value
     return None
+
+
+def _tool_turn_without_thinking(data: dict[str, Any]) -> bool:
+    """Thinking asked for, and some assistant message calling a tool carries no thinking block."""
+    if isinstance(data["thinking"], dict) and data["thinking"].get("type") == "disabled":
+        return False
+    for m in data.get("messages") or []:
+        blocks = m.get("content") if isinstance(m, dict) and m.get("role") == "assistant" else None
+        types = [b.get("type") for b in blocks if isinstance(b, dict)] if isinstance(blocks, list) else []
+        if "tool_use" in types and "thinking" not in types and "redacted_thinking" not in types:
+            return True
+    return False
 
 
 def _thinking_refusal(model: str, data: dict[str, Any]) -> str | None:
