@@ -114,7 +114,7 @@ def test_check_command(tmp_path, capsys):
     assert "                       body over anthropic's: never sent: thinking" in out
     assert ("  deepseek body: max_completion_tokens as max_tokens; chat content arrays of text sent as one string; developer "
             "messages as system; extended thinking only when every tool call turn holds thinking\n") in out
-    assert "  openai body: tool call ids over 40 characters shortened" in out
+    assert "  openai body: tool call ids over 40 characters shortened; empty tool_calls arrays left out\n" in out
     assert "  anthropic body: tool call ids of letters, digits, _ and - only" in out
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"policies": {"default": {"ladder": {"LOW": "gpt-5"}}}}))

@@ -16,7 +16,8 @@ import pytest
 from fixtures_envoy import config_data, fresh_fakes, running_fakes, running_stack, wait_requests  # noqa: F401
 from llm_router.config import ConfigError, load_config, parse_config
 from llm_router.gateways.envoy.bootstrap import RouteSpec
-from llm_router.message_rules import BRIDGE, alnum9, block_ids_as, bridged_tool_results, max40, tool_ids_as, word_id
+from llm_router.message_rules import (BRIDGE, alnum9, block_ids_as, bridged_tool_results, max40, tool_ids_as,
+                                      without_empty_tool_calls, word_id)
 from llm_router.request import parse_request, render_body
 from llm_router.router import Router
 from llm_router.runtime import Exchange, Runtime
@@ -163,6 +164,49 @@ def test_envoy_a_tool_loop_begun_on_deepseek_is_answered_by_gpt_4o(stack, fresh_
     calls = [c["id"] for c in sent.json["messages"][1]["tool_calls"]]
     assert sent.status == 200 and all(len(i) <= 40 for i in calls)
     assert [m["tool_call_id"] for m in sent.json["messages"][2:]] == calls
+
+
+def answered_with_empty_calls() -> list[dict]:
+    """A chat whose earlier answer came with `tool_calls: []` (vLLM-served models, OpenAI's parse helper), sent back."""
+    return [{"role": "user", "content": "What is the capital of Norway?"},
+            {"role": "assistant", "content": "Oslo.", "tool_calls": []},
+            {"role": "user", "content": "And its population? Use the tool if you need it."}]
+
+
+def test_openai_gets_no_empty_tool_call_arrays():
+    assert without_empty_tool_calls(answered_with_empty_calls())[1] == {"role": "assistant", "content": "Oslo."}
+    kept = [{"role": "assistant", "tool_calls": [{"id": "c"}]}, {"role": "assistant", "tool_calls": None}, "x", {"tool_calls": 3}]
+    assert without_empty_tool_calls(kept) == kept and without_empty_tool_calls("x") == "x"
+    router = Router(load_config(None))
+    req = parse_request(orjson.dumps({"model": "auto", "messages": answered_with_empty_calls(), "tools": TOOLS}), "chat")
+    to_openai = orjson.loads(render_body(req, "gpt-4o", dialect=router.catalog.models["gpt-4o"].body))
+    assert "tool_calls" not in to_openai["messages"][1] and to_openai["messages"][0] == answered_with_empty_calls()[0]
+    for provider in ("deepseek", "google", "together"):  # the others take it: sent as it came
+        sent = orjson.loads(render_body(req, "m", dialect=router.catalog.providers[provider].body))
+        assert sent["messages"] == answered_with_empty_calls(), provider
+
+
+def test_the_openai_fake_refuses_an_empty_tool_call_array_as_openai_does(fakes):
+    def post(messages: list[dict]) -> httpx.Response:
+        return httpx.post(fakes.url("openai") + "/v1/chat/completions", timeout=30,
+                          content=orjson.dumps({"model": "gpt-4o", "messages": messages, "tools": TOOLS}),
+                          headers={"authorization": f"Bearer {fakes.keys()['openai']}", "content-type": "application/json"})
+
+    r = post(answered_with_empty_calls())
+    assert r.status_code == 400 and r.json()["error"] == {
+        "message": "Invalid 'messages[1].tool_calls': empty array. Expected an array with minimum length 1, but got an empty "
+                   "array instead.", "type": "invalid_request_error", "param": "messages[1].tool_calls", "code": "empty_array"}
+    assert post(without_empty_tool_calls(answered_with_empty_calls())).status_code == 200
+
+
+@pytest.mark.envoy
+def test_envoy_a_chat_answered_with_empty_tool_calls_is_answered_by_gpt_4o(stack, fresh_fakes):
+    r = httpx.post(stack.url + "/openai/v1/chat/completions", timeout=30, headers={"content-type": "application/json"},
+                   content=orjson.dumps({"model": "auto", "messages": answered_with_empty_calls(), "tools": TOOLS}))
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "gpt-4o"
+    [sent] = wait_requests(fresh_fakes, "openai", 1)
+    assert sent.status == 200 and sent.json["messages"][1] == {"role": "assistant", "content": "Oslo."}
 
 
 def interrupted() -> list[dict]:

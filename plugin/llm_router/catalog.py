@@ -53,6 +53,7 @@ class BodyDialect:
     message_fields: dict[str, frozenset[str]] = field(default_factory=dict)
     prefix_last_assistant: bool = False  # a last assistant message goes out with prefix: true (Mistral)
     thinking_every_tool_turn: bool = False  # thinking only if every assistant tool call turn holds a thinking block (DeepSeek)
+    drop_empty_tool_calls: bool = False  # chat messages' empty tool_calls arrays left out (OpenAI)
 
 
 @dataclass(frozen=True, slots=True)

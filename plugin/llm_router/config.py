@@ -75,6 +75,10 @@ class BodyConf(_Strict):
     # block (DeepSeek's Anthropic endpoint answers 400 "The `content[].thinking` in the thinking mode must be passed back
     # to the API." to such a history, which a conversation partly answered by a model that does not think carries)
     thinking_tool_turns: Literal["last", "every"] = "last"
+    # keep: an assistant message's empty `tool_calls: []` goes as sent; drop: it is left out (OpenAI answers 400, "Invalid
+    # 'messages[1].tool_calls': empty array. Expected an array with minimum length 1", to what vLLM-served models and
+    # OpenAI's own parse helper answer with, and other providers take)
+    empty_tool_calls: Literal["keep", "drop"] = "keep"
 
     @model_validator(mode="after")
     def _check(self) -> "BodyConf":

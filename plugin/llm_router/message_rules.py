@@ -144,6 +144,14 @@ def kept_fields(messages: Any, fields: dict[str, frozenset[str]]) -> Any:
     return out
 
 
+def without_empty_tool_calls(messages: Any) -> Any:
+    """Chat messages without empty `tool_calls` arrays (a message that calls no tool, as OpenAI wants it written)."""
+    if not isinstance(messages, list) or not any(isinstance(m, dict) and m.get("tool_calls") == [] for m in messages):
+        return messages
+    return [{k: v for k, v in m.items() if k != "tool_calls"} if isinstance(m, dict) and m.get("tool_calls") == [] else m
+            for m in messages]
+
+
 def prefixed_last_assistant(messages: Any) -> Any:
     """Chat messages whose last one, an assistant message without tool calls (a prefill), is marked `prefix: true`."""
     if not isinstance(messages, list) or not messages:
@@ -282,6 +290,8 @@ def chat_messages_for(messages: Any, dialect: BodyDialect) -> Any:
         messages = bridged_tool_results(messages)
     if dialect.developer_as_system:
         messages = developer_as_system(messages)
+    if dialect.drop_empty_tool_calls:
+        messages = without_empty_tool_calls(messages)
     if dialect.message_fields:
         messages = kept_fields(messages, dialect.message_fields)
     if dialect.prefix_last_assistant:

@@ -65,7 +65,8 @@ def build_catalog(cfg: Config) -> Catalog:
                 message_fields={str(role): frozenset(fields if role == "tool_call" else ["role", *fields])
                                 for role, fields in p.body.message_fields.items()},
                 prefix_last_assistant=p.body.prefix_last_assistant,
-                thinking_every_tool_turn=p.body.thinking_tool_turns == "every"),
+                thinking_every_tool_turn=p.body.thinking_tool_turns == "every",
+                drop_empty_tool_calls=p.body.empty_tool_calls == "drop"),
         )
         for name, p in cfg.providers.items()
     }

@@ -57,6 +57,8 @@ def run(args) -> int:
                     f"{role} {'/'.join(fields)}" for role, fields in p.body.message_fields.items()))
             if p.body.prefix_last_assistant:
                 parts.append("a last assistant message sent as a prefix")
+            if p.body.empty_tool_calls == "drop":
+                parts.append("empty tool_calls arrays left out")
             if p.body.thinking_tool_turns == "every":
                 parts.append("extended thinking only when every tool call turn holds thinking")
             print(f"  {name} body: {'; '.join(parts)}")

@@ -300,6 +300,12 @@ class FakeProvider:
         if bad_word is not None:  # Anthropic names the place with dots: messages.1.content.0.tool_use.id
             return await self._error(resp, 400, f"{'.'.join(map(str, bad_word[0]))}: String should match pattern "
                                      "'^[a-zA-Z0-9_-]+$'", "invalid_request_error", anthropic)
+        empty = next((i for i, m in enumerate(data.get("messages") or []) if isinstance(m, dict) and m.get("tool_calls") == []),
+                     None) if self.name == "openai" and api == "chat" else None
+        if empty is not None:
+            return await self._error(resp, 400, f"Invalid 'messages[{empty}].tool_calls': empty array. Expected an array with "
+                                     "minimum length 1, but got an empty array instead.", "invalid_request_error", anthropic,
+                                     param=f"messages[{empty}].tool_calls", code="empty_array")
         long_id = _bad_tool_id(data, api, lambda i: len(i) > 40) if self.name == "openai" and api == "chat" else None
         if long_id is not None:  # OpenAI with brackets: messages[1].tool_calls[0].id
             where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in long_id[0]).lstrip(".")
