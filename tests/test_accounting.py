@@ -48,6 +48,30 @@ def test_streams_in_both_dialects_fed_in_small_pieces():
         assert sse.usage == expected
 
 
+def test_anthropic_answers_name_the_signatures_of_their_thinking_blocks():
+    answer = {"type": "message", "model": "claude-sonnet-4-20250514", "content": [
+        {"type": "thinking", "thinking": "hm", "signature": "sig-A"}, {"type": "redacted_thinking", "data": "ZGF0YQ=="},
+        {"type": "thinking", "thinking": "no signature"}, {"type": "text", "text": "hi"}],
+        "usage": {"input_tokens": 10, "output_tokens": 5}}
+    assert usage_from_json(orjson.dumps(answer)).thinking == ("sig-A", "ZGF0YQ==")
+    assert usage_from_json(orjson.dumps({**answer, "type": "chat.completion"})).thinking == ()  # only Anthropic messages
+    events = [
+        {"type": "message_start", "message": {"usage": {"input_tokens": 10, "output_tokens": 1}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Let me see"}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sig-B" * 40}},
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "redacted_thinking", "data": "cmVk"}},
+        {"type": "content_block_delta", "index": 2, "delta": {"type": "text_delta", "text": "signature_delta is a word"}},
+        {"type": "message_delta", "usage": {"output_tokens": 7}}]
+    raw = b"".join(b"event: x\ndata: " + orjson.dumps(e) + b"\n\n" for e in events)
+    for size in (1, 7, 64, len(raw)):  # a signature split over chunks is read whole
+        sse = SSEUsage()
+        for i in range(0, len(raw), size):
+            sse.feed(raw[i:i + size])
+        sse.finish()
+        assert sse.usage.thinking == ("sig-B" * 40, "cmVk") and sse.usage.output_tokens == 7
+
+
 @pytest.mark.parametrize("usage", [
     {"prompt_tokens": 10, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 99}},  # more cached than sent
     {"prompt_tokens": 10, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": -3}},

@@ -18,7 +18,7 @@ from fixtures_envoy import config_data, fresh_fakes, running_fakes, running_stac
 from llm_router.config import load_config, parse_config
 from llm_router.decision import Decision
 from llm_router.gateways.envoy.bootstrap import RouteSpec
-from llm_router.message_rules import thinking_unfit
+from llm_router.message_rules import thinking_unfit, without_foreign_thinking
 from llm_router.request import parse_request, render_body
 from llm_router.router import Router
 
@@ -50,11 +50,17 @@ def turn(*, tool_loop: bool = False, thought: bool = False, past_thinking: bool 
     return body
 
 
+OPUS_4 = {**SONNET_4, "name": "claude-opus-4-20250514", "input_price": 15.0, "output_price": 75.0, "max_output_tokens": 32000,
+          "tier": "CRITICAL", "quality": 0.97}
+
+
 def with_sonnet_4() -> dict:
-    """The test config plus a Claude model that thinks, and routes pinned to the old and the new Claude and to DeepSeek."""
+    """The test config plus two Claude models that think, and routes pinned to the old and the new Claudes and to
+    DeepSeek."""
     data = config_data()
-    data["models"] = {"claude-sonnet-4": SONNET_4}
-    for name, model in (("old", "claude-3.5-sonnet"), ("new", "claude-sonnet-4"), ("deepseek", "deepseek-v2")):
+    data["models"] = {"claude-sonnet-4": SONNET_4, "claude-opus-4": OPUS_4}
+    for name, model in (("old", "claude-3.5-sonnet"), ("new", "claude-sonnet-4"), ("opus", "claude-opus-4"),
+                        ("deepseek", "deepseek-v2")):
         data["policies"][name] = {"classifier": "rules", "strategy": "ladder", "explain": True,
                                   "ladder": {t: model for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")},
                                   "constraints": {"models": [model]}}
@@ -129,6 +135,54 @@ def test_deepseek_gets_thinking_only_when_every_tool_call_carried_it():
     assert sent["thinking"] == THINKING and "thinking" not in d.selection
 
 
+def answered(by: str, signature: str) -> dict:
+    """A thinking turn after an answer that thought (its block signed `signature`), continuing the conversation."""
+    body = turn()
+    body["messages"] += [{"role": "assistant", "content": [{"type": "thinking", "thinking": "Use pytest.", "signature": signature},
+                                                           {"type": "text", "text": f"{by} says: run pytest."}]},
+                         {"role": "user", "content": "go ahead and fix what fails"}]
+    return body
+
+
+def test_thinking_blocks_another_model_made_are_left_out():
+    router = Router(parse_config(with_sonnet_4()))
+    router.remember_thinking(("c2lnLXNvbm5ldA==",), "claude-sonnet-4")
+    body = answered("sonnet", "c2lnLXNvbm5ldA==")
+    request, d = router.route(orjson.dumps(body), path="/v1/messages", policy=router.policies["opus"])
+    assert isinstance(d, Decision) and d.model.id == "claude-opus-4"
+    sent = orjson.loads(render_body(request, d.model.name, dialect=router.catalog.dialect_of(d.model), model_id=d.model.id,
+                                    thinking_origin=router.thinking_origin))
+    assert sent["messages"][1]["content"] == [{"type": "text", "text": "sonnet says: run pytest."}]
+    assert sent["thinking"] == THINKING and d.selection.endswith("; without the thinking blocks of other models")
+    # back to the model that made the block, and a block nobody here saw made: kept as sent
+    for policy, made in (("new", "c2lnLXNvbm5ldA=="), ("opus", "dW5rbm93bg==")):
+        request, d = router.route(orjson.dumps(answered("x", made)), path="/v1/messages", policy=router.policies[policy])
+        sent = orjson.loads(render_body(request, d.model.name, dialect=router.catalog.dialect_of(d.model), model_id=d.model.id,
+                                        thinking_origin=router.thinking_origin))
+        assert sent["messages"] == answered("x", made)["messages"] and "other models" not in d.selection
+    # a foreign block opening the tool loop this turn answers: the block goes, and so does thinking (Anthropic's rule)
+    loop = turn(tool_loop=True, thought=True)
+    loop["messages"][1]["content"][0]["signature"] = "c2lnLXNvbm5ldA=="
+    request, d = router.route(orjson.dumps(loop), path="/v1/messages", policy=router.policies["opus"])
+    sent = orjson.loads(render_body(request, d.model.name, dialect=router.catalog.dialect_of(d.model), model_id=d.model.id,
+                                    thinking_origin=router.thinking_origin))
+    assert "thinking" not in sent and [b["type"] for b in sent["messages"][1]["content"]] == ["tool_use"]
+    assert d.selection.endswith("; without the thinking blocks of other models; without extended thinking: the tool call "
+                                "this turn answers was made without it")
+
+
+def test_foreign_blocks_are_found_by_signature_or_redacted_data_and_odd_shapes_pass():
+    origin = {"A": "model-a", "R": "model-a"}.get
+    messages = [{"role": "user", "content": [{"type": "thinking", "signature": "A"}]},  # not an answer: untouched
+                {"role": "assistant", "content": [{"type": "redacted_thinking", "data": "R"}, {"type": "text", "text": "t"}]},
+                {"role": "assistant", "content": [{"type": "thinking", "signature": "A"}]},  # all it holds: kept
+                {"role": "assistant", "content": "plain"}, "x", {"role": "assistant", "content": [7, {"type": "thinking"}]}]
+    out = without_foreign_thinking(messages, "model-b", origin)
+    assert out[1]["content"] == [{"type": "text", "text": "t"}] and out[0] == messages[0] and out[2:] == messages[2:]
+    assert without_foreign_thinking(messages, "model-a", origin) is messages  # its own blocks: the same list back
+    assert without_foreign_thinking("x", "m", origin) == "x"
+
+
 def test_a_thinking_block_alone_is_kept_rather_than_leaving_an_empty_message():
     body = turn()
     body["messages"] += [{"role": "assistant", "content": [{"type": "redacted_thinking", "data": "eA=="}]},
@@ -147,7 +201,7 @@ def fakes() -> Iterator:
 @pytest.fixture(scope="module")
 def stack(fakes, tmp_path_factory):
     yield from running_stack(tmp_path_factory, "envoy-thinking", fakes, with_sonnet_4(),
-                             routes=(*(RouteSpec(f"/{p}/", policy=p) for p in ("old", "new", "deepseek")), RouteSpec("/")))
+                             routes=(*(RouteSpec(f"/{p}/", policy=p) for p in ("old", "new", "opus", "deepseek")), RouteSpec("/")))
 
 
 def anthropic(fakes, body: dict) -> httpx.Response:
@@ -208,3 +262,41 @@ def test_envoy_a_thinking_turn_after_an_unthought_tool_call_is_answered_by_deeps
         assert ("without extended thinking" in r.headers["x-llm-router-reason"]) is not keeps
         sent = wait_requests(fresh_fakes, "deepseek", n)[-1]
         assert sent.status == 200 and ("thinking" in sent.json) is keeps
+
+
+def test_the_anthropic_fake_signs_thinking_for_its_model_and_refuses_another_models(fakes):
+    first = anthropic(fakes, {**turn(), "model": "claude-sonnet-4-20250514"})
+    assert first.status_code == 200, first.text
+    thought, text = first.json()["content"]
+    assert thought["type"] == "thinking" and thought["signature"] and text["type"] == "text"
+    later = answered("sonnet", thought["signature"])
+    assert anthropic(fakes, {**later, "model": "claude-sonnet-4-20250514"}).status_code == 200
+    refused = anthropic(fakes, {**later, "model": "claude-opus-4-20250514"})
+    assert refused.status_code == 400 and refused.json()["error"] == {
+        "type": "invalid_request_error", "message": "messages.1.content.0: Invalid `signature` in `thinking` block"}
+
+
+@pytest.mark.envoy
+@pytest.mark.parametrize("stream", [False, True])
+def test_envoy_a_conversation_moved_to_another_thinking_model_goes_on(stack, fresh_fakes, stream):
+    first = httpx.post(stack.url + "/new/v1/messages", content=orjson.dumps({**turn(), "stream": stream}), headers=HEADERS,
+                       timeout=30)
+    assert first.status_code == 200, first.text
+    if stream:
+        deltas = [orjson.loads(line[5:]) for line in first.text.splitlines() if line.startswith("data:")]
+        signature = next(e["delta"]["signature"] for e in deltas if e.get("delta", {}).get("type") == "signature_delta")
+    else:
+        signature = first.json()["content"][0]["signature"]
+    wait_requests(fresh_fakes, "anthropic", 1)
+    # the router learned that claude-sonnet-4 made it: the next turn, routed to Opus, goes without it and is answered
+    r = httpx.post(stack.url + "/opus/v1/messages", content=orjson.dumps({**answered("sonnet", signature), "stream": stream}),
+                   headers=HEADERS, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "claude-opus-4"
+    assert "without the thinking blocks of other models" in r.headers["x-llm-router-reason"]
+    sent = wait_requests(fresh_fakes, "anthropic", 2)[-1]
+    assert sent.status == 200 and sent.json["messages"][1]["content"] == [{"type": "text", "text": "sonnet says: run pytest."}]
+    # and back on the model that made it, the block goes as it came
+    r = httpx.post(stack.url + "/new/v1/messages", content=orjson.dumps(answered("sonnet", signature)), headers=HEADERS, timeout=30)
+    assert r.status_code == 200, r.text
+    assert wait_requests(fresh_fakes, "anthropic", 3)[-1].json["messages"][1]["content"][0]["signature"] == signature

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 import orjson
 
 from llm_router.catalog import Model
+from llm_router.message_rules import block_signature
+
+MAX_THINKING_BLOCKS = 64  # signatures kept from one answer
 
 
 @dataclass(slots=True)
@@ -18,6 +21,7 @@ class Usage:
     cache_write_tokens: int = 0  # of input_tokens, written to it (Anthropic)
     response_id: str | None = None  # OpenAI Responses: the id a later request names as previous_response_id
     model: str | None = None  # the model the provider says answered (JSON answers; prices forwarded calls)
+    thinking: tuple[str, ...] = ()  # Anthropic answers: the signatures (or redacted data) of their thinking blocks
 
     def cost(self, model: Model) -> float:
         """USD at the model's catalog prices, cache reads and writes at their own prices where the catalog has them."""
@@ -76,6 +80,9 @@ def _usage_of(obj: object) -> Usage | None:
     model = obj.get("model")
     if isinstance(model, str) and 0 < len(model) <= 200:
         usage.model = model
+    content = obj.get("content") if obj.get("type") == "message" else None
+    if isinstance(content, list):
+        usage.thinking = tuple(sig for sig in map(block_signature, content) if sig is not None)[:MAX_THINKING_BLOCKS]
     return usage
 
 
@@ -102,7 +109,7 @@ class SSEUsage:
     message_start and the output count in message_delta.
     """
 
-    __slots__ = ("_tail", "input_tokens", "output_tokens", "cached", "written", "seen", "done", "response_id")
+    __slots__ = ("_tail", "input_tokens", "output_tokens", "cached", "written", "seen", "done", "response_id", "thinking")
 
     MAX_LINE = 1 << 20  # a runaway line without newline is dropped, not accumulated
 
@@ -115,13 +122,14 @@ class SSEUsage:
         self.seen = False
         self.done = False
         self.response_id: str | None = None
+        self.thinking: list[str] = []  # Anthropic: signatures (signature_delta) and redacted data of thinking blocks
 
     def feed(self, chunk: bytes) -> None:
         """Observe the next piece of the stream."""
         if not chunk:
             return
         data = self._tail + chunk if self._tail else chunk
-        if b'"usage"' not in data and b"[DONE]" not in data:
+        if b'"usage"' not in data and b"[DONE]" not in data and b"signature_delta" not in data and b"redacted_thinking" not in data:
             nl = data.rfind(b"\n")
             self._tail = data[nl + 1:] if nl >= 0 else data
             if len(self._tail) > self.MAX_LINE:
@@ -148,6 +156,8 @@ class SSEUsage:
             self.done = True
             return
         if b'"usage"' not in payload:
+            if b"signature_delta" in payload or b"redacted_thinking" in payload:
+                self._thinking_line(payload)
             return
         try:
             obj = orjson.loads(payload)
@@ -175,9 +185,29 @@ class SSEUsage:
         if out is not None:
             self.output_tokens = out
 
+    def _thinking_line(self, payload: bytes) -> None:
+        """An Anthropic event that completes a thinking block: its signature, or a redacted block's data."""
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(obj, dict) or len(self.thinking) >= MAX_THINKING_BLOCKS:
+            return
+        delta = obj.get("delta") if obj.get("type") == "content_block_delta" else None
+        if isinstance(delta, dict) and delta.get("type") == "signature_delta":
+            sig = delta.get("signature")
+            if isinstance(sig, str) and sig:
+                self.thinking.append(sig)
+        elif obj.get("type") == "content_block_start":
+            sig = block_signature(obj.get("content_block"))
+            if sig is not None:
+                self.thinking.append(sig)
+
     @property
     def usage(self) -> Usage | None:
         """What the stream reported so far, or None."""
         if not self.seen:
             return None
-        return _usage(self.input_tokens or 0, self.output_tokens or 0, self.cached, self.written, self.response_id)
+        usage = _usage(self.input_tokens or 0, self.output_tokens or 0, self.cached, self.written, self.response_id)
+        usage.thinking = tuple(self.thinking)
+        return usage

@@ -74,6 +74,11 @@ def response_key(scope: str, response_id: str) -> int:
     return _digest(scope, "response", response_id)
 
 
+def thinking_key(signature: str) -> int:
+    """The key under which the model that made a thinking block (by its signature or redacted data) is kept."""
+    return _digest("thinking", signature)
+
+
 def _responses_key(request: LLMRequest, scope: str) -> tuple[int, bool] | None:
     """OpenAI Responses: a `conversation` id ties every request to it; a `previous_response_id` to
     the model that gave that response (recorded by `response_key` when it came back); else the

@@ -64,6 +64,42 @@ def unthought_tool_turn(body: dict[str, Any]) -> bool:
     return False
 
 
+def block_signature(block: Any) -> str | None:
+    """What identifies a thinking block's maker: a `thinking` block's signature, a `redacted_thinking` block's data."""
+    if not isinstance(block, dict):
+        return None
+    kind = block.get("type")
+    value = block.get("signature") if kind == "thinking" else block.get("data") if kind == "redacted_thinking" else None
+    return value if isinstance(value, str) and value else None
+
+
+def without_foreign_thinking(messages: Any, model_id: str, origin: Callable[[str], str | None]) -> Any:
+    """Anthropic messages without the thinking blocks another model is known to have made (`origin`: signature -> the
+    model that answered with it, None when unknown); others as they are (a message they would empty stays as it was).
+
+    Signatures are bound to the model that made them: Anthropic answers 400 ("messages.1.content.0: Invalid `signature`
+    in `thinking` block") to a block of another model, which a conversation routed between models carries.
+    """
+    if not isinstance(messages, list):
+        return messages
+    out: list[Any] = []
+    changed = False
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) and m.get("role") == "assistant" else None
+        if isinstance(content, list):
+            kept = []
+            for b in content:
+                sig = block_signature(b)
+                made_by = origin(sig) if sig is not None else None
+                if made_by is None or made_by == model_id:
+                    kept.append(b)
+            if kept and len(kept) != len(content):
+                m = {**m, "content": kept}
+                changed = True
+        out.append(m)
+    return out if changed else messages
+
+
 def without_thinking_blocks(messages: Any) -> Any:
     """Assistant messages without thinking blocks, for a model that does not think (a message they would empty
     stays as it was)."""
@@ -241,10 +277,13 @@ def thinking_left_out(body: dict[str, Any], dialect: BodyDialect | None) -> str 
     return None
 
 
-def fit_thinking(body: dict[str, Any], dialect: BodyDialect | None) -> None:
-    """An Anthropic body made fit for the model (in place): a model that does not think gets no thinking blocks (its
-    dialect drops the field itself); a tool loop whose call began without thinking (or, where the provider wants every
-    tool call to, any earlier one), no thinking."""
+def fit_thinking(body: dict[str, Any], dialect: BodyDialect | None, model_id: str = "",
+                 origin: Callable[[str], str | None] | None = None) -> None:
+    """An Anthropic body made fit for the model (in place): no thinking blocks other models made (when `origin` knows
+    them); a model that does not think gets no thinking blocks (its dialect drops the field itself); a tool loop whose
+    call began without thinking (or, where the provider wants every tool call to, any earlier one), no thinking."""
+    if origin is not None and "messages" in body:
+        body["messages"] = without_foreign_thinking(body["messages"], model_id, origin)
     why = thinking_left_out(body, dialect)
     if why == NOT_THINKING_MODEL:
         body["messages"] = without_thinking_blocks(body.get("messages"))

@@ -1,6 +1,7 @@
 """Decision -> what the gateway must change on the upstream request: gateway-neutral."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from llm_router.catalog import Catalog, Model, Provider, fill_model
@@ -53,14 +54,15 @@ def explanation_headers(decision: Decision, *, request_id: str | None, explain: 
 
 
 def plan_call(request: LLMRequest, model: Model, catalog: Catalog, credentials: Credentials, *,
-              route_header: str = ROUTE_HEADER, response_headers: tuple[tuple[str, str], ...] = ()) -> UpstreamCall:
-    """The upstream call for one model of a decision's chain."""
+              route_header: str = ROUTE_HEADER, response_headers: tuple[tuple[str, str], ...] = (),
+              thinking_origin: Callable[[str], str | None] | None = None) -> UpstreamCall:
+    """The upstream call for one model of a decision's chain (`thinking_origin`: which model made a thinking block)."""
     provider = catalog.providers[model.provider]
     cred, remove = _credential(provider, credentials)
     return UpstreamCall(
         model=model, provider=provider, path=fill_model(provider.paths[request.api], model.name),
-        body=render_body(request, model.name, dialect=catalog.dialect_of(model),
-                         max_output=model.max_output),
+        body=render_body(request, model.name, dialect=catalog.dialect_of(model), max_output=model.max_output,
+                         model_id=model.id, thinking_origin=thinking_origin),
         set_headers=((route_header, model.upstream), *cred), remove_headers=remove, response_headers=response_headers,
     )
 

@@ -94,6 +94,7 @@ class LLMRequest:
     body_bytes: int = 0
     choices: int = 1  # `n`: answers asked for in one call (each is billed as output)
     standing_tokens: int = 0  # of input_tokens: the system prompt and tool definitions
+    signed_thinking: bool = False  # an Anthropic body that may carry signed thinking blocks (a model-bound signature)
 
     @property
     def text(self) -> str:
@@ -199,6 +200,9 @@ def parse_request(body: bytes | str, api: str = "chat") -> LLMRequest:
     else:
         raise RequestError(f"unsupported API {api!r}", field="path", status=404, code="not_found")
     req.body_bytes = size
+    if req.api == "messages":  # a scan of the raw bytes is far cheaper than a walk over every block of a long history
+        raw = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
+        req.signed_thinking = b'"signature"' in raw or b'"redacted_thinking"' in raw
     return req
 
 
@@ -221,14 +225,16 @@ def fitted_thinking(thinking: Any, asked: int, limit: int) -> dict[str, Any] | N
 
 
 def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dialect: BodyDialect | None = None,
-                max_output: int | None = None) -> bytes:
+                max_output: int | None = None, model_id: str = "",
+                thinking_origin: Callable[[str], str | None] | None = None) -> bytes:
     """The body to send upstream: the chosen model, usage requested on streams, an output limit no higher than
     `max_output` (what the model writes in one call), and the fields in the provider's own dialect (renamed,
-    and only those it accepts) when it has one."""
+    and only those it accepts) when it has one. `thinking_origin` (signature -> the catalog model that made the thinking
+    block) lets an Anthropic body leave out the thinking blocks of models other than `model_id`."""
     body = dict(req.body)
     body["model"] = model_name
     if req.api == "messages":
-        fit_thinking(body, dialect)
+        fit_thinking(body, dialect, model_id, thinking_origin if req.signed_thinking else None)
     if max_output is not None and req.max_output_tokens is not None and req.max_output_tokens > max_output:
         for name in OUTPUT_LIMIT_FIELDS:
             value = body.get(name)

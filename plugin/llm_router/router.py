@@ -4,17 +4,18 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass, replace
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import orjson
 
-from llm_router.affinity import AffinityTable, conversation_key
+from llm_router.affinity import AffinityTable, conversation_key, thinking_key
 from llm_router.catalog import AUTO_MODELS, BodyDialect, Catalog, Model, Provider, Tier
 from llm_router.classify.base import Classification, Classifier
 from llm_router.config import Config, ConfigError, ModelBodyConf, PolicyConf, allowed_models, parse_policy
 from llm_router.decision import Decision, RouteError
-from llm_router.message_rules import NOT_THINKING_HISTORY, NOT_THINKING_LOOP, NOT_THINKING_MODEL, thinking_left_out
+from llm_router.message_rules import (NOT_THINKING_HISTORY, NOT_THINKING_LOOP, NOT_THINKING_MODEL, thinking_left_out,
+                                      without_foreign_thinking)
 from llm_router.request import LLMRequest, RequestError, api_for_path, fitted_thinking, parse_request
 from llm_router.strategies import NoState, StateView, Strategy, make_strategy
 from llm_router.strategies.base import Context, Selection, by_capability, by_price
@@ -38,16 +39,25 @@ def _lowered(request: LLMRequest, model: Model, thinking: bool) -> str:
     return note
 
 
-def _thinking_dropped(request: LLMRequest, model: Model, dialect: BodyDialect | None) -> str:
-    """The reason's note when a turn asking for extended thinking is sent without it (else empty)."""
-    why = thinking_left_out(request.body, dialect) if request.api == "messages" else None
+def _thinking_dropped(request: LLMRequest, model: Model, dialect: BodyDialect | None,
+                      origin: Callable[[str], str | None] | None) -> tuple[str, str]:
+    """The reason's notes when an Anthropic turn goes out without other models' thinking blocks, and when it goes out
+    without the extended thinking it asks for (each empty when not)."""
+    if request.api != "messages":
+        return "", ""
+    body, foreign = request.body, ""
+    if origin is not None and request.signed_thinking:
+        messages = without_foreign_thinking(body.get("messages"), model.id, origin)
+        if messages is not body.get("messages"):
+            body, foreign = {**body, "messages": messages}, "; without the thinking blocks of other models"
+    why = thinking_left_out(body, dialect)
     if why == NOT_THINKING_MODEL:
-        return f"; without extended thinking, which {model.id} does not take"
+        return foreign, f"; without extended thinking, which {model.id} does not take"
     if why == NOT_THINKING_LOOP:
-        return "; without extended thinking: the tool call this turn answers was made without it"
+        return foreign, "; without extended thinking: the tool call this turn answers was made without it"
     if why == NOT_THINKING_HISTORY:
-        return f"; without extended thinking: an earlier tool call was made without it, which {model.id} does not take"
-    return ""
+        return foreign, f"; without extended thinking: an earlier tool call was made without it, which {model.id} does not take"
+    return foreign, ""
 
 
 def build_catalog(cfg: Config) -> Catalog:
@@ -146,6 +156,16 @@ class Router:
     def keep_conversations(self, previous: "Router") -> None:
         """After a config reload: policies that still keep conversations carry on with the previous table."""
         self.affinity = previous.affinity
+
+    def remember_thinking(self, signatures: tuple[str, ...], model_id: str) -> None:
+        """The thinking blocks of an answer (their signatures or redacted data) were made by this model."""
+        table = self.affinity
+        for sig in signatures:
+            table.put(thinking_key(sig), model_id)
+
+    def thinking_origin(self, signature: str) -> str | None:
+        """The catalog model that made a thinking block, when an answer that passed through here held it."""
+        return self.affinity.get(thinking_key(signature))
 
     def policy_for(self, route_conf: Any) -> Policy | RouteError:
         """The policy for a route's config (APISIX conf JSON, Envoy metadata), compiled once."""
@@ -267,8 +287,8 @@ class Router:
 
     def _notes(self, request: LLMRequest, model: Model) -> str:
         """What the call sent to the model changes of the request: a lowered output limit, thinking left out."""
-        dropped = _thinking_dropped(request, model, self.catalog.dialect_of(model))
-        return _lowered(request, model, not dropped) + dropped
+        foreign, dropped = _thinking_dropped(request, model, self.catalog.dialect_of(model), self.thinking_origin)
+        return foreign + _lowered(request, model, not dropped) + dropped
 
     def _shadowed(self, request: LLMRequest, policy: Policy, capable: tuple[Model, ...], candidates: tuple[Model, ...],
                   classification: Classification, sel: Selection, expected_out: int) -> Decision | RouteError:

@@ -7,6 +7,7 @@ the first N requests, a share of them, or mid-answer (the connection cut after K
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.parser
 import email.policy
 import gzip
@@ -359,6 +360,9 @@ class FakeProvider:
             refused = _thinking_refusal(model, data)
             if refused is not None:
                 return await self._error(resp, 400, refused, "invalid_request_error", anthropic)
+        foreign = _foreign_thinking(model, data) if anthropic and self.name == "anthropic" else None
+        if foreign is not None:  # a thinking block another model signed (signatures are bound to their model)
+            return await self._error(resp, 400, foreign, "invalid_request_error", anthropic)
         if thinking is not None and self.name == "deepseek" and _tool_turn_without_thinking(data):
             # DeepSeek's Anthropic endpoint in thinking mode: every tool call turn must carry its thinking back
             return await self._error(resp, 400, "The `content[].thinking` in the thinking mode must be passed back to the API.",
@@ -376,9 +380,11 @@ class FakeProvider:
             answer = replace(answer, cached_tokens=int(answer.input_tokens * min(1.0, b.cached_share)))
         headers = self._limit_headers(answer) + [("x-fake-provider", self.name), ("x-fake-quality", "good" if answer.good else "weak")]
         stream = data.get("stream") is True
+        # A model asked to think answers with a thinking block first, signed for this model only.
+        signed = _thinking_signature(model) if anthropic and isinstance(thinking, dict) and thinking.get("type") == "enabled" else None
         if stream:
             if anthropic:
-                await self._anthropic_stream(resp, model, answer, headers)
+                await self._anthropic_stream(resp, model, answer, headers, signed)
             elif api == "responses":
                 await self._responses_stream(resp, model, answer, headers, data)
             else:
@@ -389,7 +395,7 @@ class FakeProvider:
         if api == "responses":
             payload = orjson.dumps(self._keep(_response_object(model, answer, data, f"resp_{uuid.uuid4().hex[:24]}"), data))
         else:
-            payload = (_anthropic_json(model, answer) if anthropic
+            payload = (_anthropic_json(model, answer, signed) if anthropic
                        else _openai_json(model, answer, api, logprobs=data.get("logprobs") is True and not single,
                                          provider=self.name, choices=choices))
         headers = [("content-type", "application/json"), *headers]
@@ -503,7 +509,8 @@ class FakeProvider:
         await resp.write(b"data: [DONE]\n\n")
         await resp.end()
 
-    async def _anthropic_stream(self, resp: Reply, model: str, answer: Answer, headers: list[tuple[str, str]]) -> None:
+    async def _anthropic_stream(self, resp: Reply, model: str, answer: Answer, headers: list[tuple[str, str]],
+                                signed: str | None = None) -> None:
         b = self.behaviour
         mid = f"msg_{uuid.uuid4().hex[:24]}"
         await resp.start(200, [("content-type", "text/event-stream"), ("cache-control", "no-cache"), *headers])
@@ -514,14 +521,24 @@ class FakeProvider:
         await event("message_start", {"type": "message_start", "message": {
             "id": mid, "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": None,
             "stop_sequence": None, "usage": {**_anthropic_input(answer), "output_tokens": 1}}})
-        await event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+        at = 0
+        if signed is not None:  # thinking first, its signature in one signature_delta at its end (as Anthropic sends it)
+            await event("content_block_start", {"type": "content_block_start", "index": 0,
+                                                "content_block": {"type": "thinking", "thinking": "", "signature": ""}})
+            await event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                "delta": {"type": "thinking_delta", "thinking": FAKE_THOUGHT}})
+            await event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                "delta": {"type": "signature_delta", "signature": signed}})
+            await event("content_block_stop", {"type": "content_block_stop", "index": 0})
+            at = 1
+        await event("content_block_start", {"type": "content_block_start", "index": at, "content_block": {"type": "text", "text": ""}})
         await event("ping", {"type": "ping"})
         for i, piece in enumerate(split_text(answer.text, b.chunks)):
             if not await self._pace(resp, i):
                 return
-            await event("content_block_delta", {"type": "content_block_delta", "index": 0,
+            await event("content_block_delta", {"type": "content_block_delta", "index": at,
                                                 "delta": {"type": "text_delta", "text": piece}})
-        await event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        await event("content_block_stop", {"type": "content_block_stop", "index": at})
         await event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
                                       "usage": {"output_tokens": answer.output_tokens}})
         await event("message_stop", {"type": "message_stop"})
@@ -963,9 +980,40 @@ def _response_object(model: str, answer: Answer, data: dict[str, Any], rid: str,
             "top_p": 1.0, "truncation": "disabled", "usage": usage, "user": None, "metadata": {}}
 
 
-def _anthropic_json(model: str, answer: Answer) -> bytes:
+FAKE_THOUGHT = "Let me work through this step by step."
+SIGNATURE_MARK = "fake-thinking"
+
+
+def _thinking_signature(model: str) -> str:
+    """A signature bound to the model that thought (as Anthropic's are), readable by the fakes alone."""
+    return base64.b64encode(f"{SIGNATURE_MARK}|{model}|{uuid.uuid4().hex}".encode()).decode()
+
+
+def _signed_by(signature: Any) -> str | None:
+    """The model a fake signature was made for; None for any other signature (the fakes cannot tell those apart)."""
+    try:
+        mark, model, _ = base64.b64decode(signature, validate=True).decode().split("|")
+    except (TypeError, ValueError):
+        return None
+    return model if mark == SIGNATURE_MARK else None
+
+
+def _foreign_thinking(model: str, data: dict[str, Any]) -> str | None:
+    """Anthropic's 400 for a thinking block another model signed, or None."""
+    for i, m in enumerate(data.get("messages") or []):
+        blocks = m.get("content") if isinstance(m, dict) and m.get("role") == "assistant" else None
+        for j, block in enumerate(blocks if isinstance(blocks, list) else []):
+            if isinstance(block, dict) and block.get("type") in ("thinking", "redacted_thinking"):
+                made = _signed_by(block.get("signature") if block.get("type") == "thinking" else block.get("data"))
+                if made is not None and made != model:
+                    return f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
+    return None
+
+
+def _anthropic_json(model: str, answer: Answer, signed: str | None = None) -> bytes:
+    thought = [{"type": "thinking", "thinking": FAKE_THOUGHT, "signature": signed}] if signed is not None else []
     return orjson.dumps({
         "id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": model,
-        "content": [{"type": "text", "text": answer.text}], "stop_reason": "end_turn", "stop_sequence": None,
+        "content": [*thought, {"type": "text", "text": answer.text}], "stop_reason": "end_turn", "stop_sequence": None,
         "usage": {**_anthropic_input(answer), "output_tokens": answer.output_tokens},
     })
