@@ -16,8 +16,8 @@ import pytest
 from fixtures_envoy import config_data, fresh_fakes, running_fakes, running_stack, wait_requests  # noqa: F401
 from llm_router.config import ConfigError, load_config, parse_config
 from llm_router.gateways.envoy.bootstrap import RouteSpec
-from llm_router.message_rules import (BRIDGE, alnum9, block_ids_as, bridged_tool_results, max40, tool_ids_as,
-                                      without_empty_tool_calls, word_id)
+from llm_router.message_rules import (BRIDGE, UNSIGNED_TOOL_CALL, alnum9, block_ids_as, bridged_tool_results, max40,
+                                      signed_tool_calls, tool_ids_as, without_empty_tool_calls, word_id)
 from llm_router.request import parse_request, render_body
 from llm_router.router import Router
 from llm_router.runtime import Exchange, Runtime
@@ -81,10 +81,16 @@ def test_the_setting_is_checked():
 
 # ---- the fakes, and through the real Envoy ------------------------------------------------------
 
+GEMINI_3 = {"provider": "google", "name": "gemini-3-pro-preview", "input_price": 2.0, "output_price": 12.0,
+            "context_window": 1048576, "capabilities": ["tools", "vision", "json", "code", "streaming"], "tier": "HIGH",
+            "quality": 0.95, "body": {"tool_call_signatures": "fill"}}
+
+
 def pinned() -> dict:
-    """The test config plus a policy per provider under test that sends everything to its one model."""
+    """The test config plus Gemini 3, and a policy per provider under test that sends everything to its one model."""
     data = config_data()
-    for name, model in (("mistral", "mistral-large"), ("openai", "gpt-4o"), ("claude", "claude-3.5-sonnet")):
+    data["models"] = {"gemini-3": GEMINI_3}
+    for name, model in (("mistral", "mistral-large"), ("openai", "gpt-4o"), ("claude", "claude-3.5-sonnet"), ("gemini", "gemini-3")):
         data["policies"][name] = {"classifier": "rules", "strategy": "ladder", "explain": True, "constraints": {"models": [model]},
                                   "ladder": {t: model for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")}}
     return data
@@ -98,7 +104,8 @@ def fakes() -> Iterator:
 @pytest.fixture(scope="module")
 def stack(fakes, tmp_path_factory):
     yield from running_stack(tmp_path_factory, "envoy-tool-ids", fakes, pinned(),
-                             routes=(*(RouteSpec(f"/{p}/", policy=p) for p in ("mistral", "openai", "claude")), RouteSpec("/")))
+                             routes=(*(RouteSpec(f"/{p}/", policy=p) for p in ("mistral", "openai", "claude", "gemini")),
+                                     RouteSpec("/")))
 
 
 def test_the_mistral_fake_refuses_other_providers_ids_as_mistral_does(fakes):
@@ -207,6 +214,64 @@ def test_envoy_a_chat_answered_with_empty_tool_calls_is_answered_by_gpt_4o(stack
     assert r.headers["x-llm-router-model"] == "gpt-4o"
     [sent] = wait_requests(fresh_fakes, "openai", 1)
     assert sent.status == 200 and sent.json["messages"][1] == {"role": "assistant", "content": "Oslo."}
+
+
+def test_gemini_3_gets_a_stand_in_signature_on_the_first_tool_call_of_each_message():
+    sent = signed_tool_calls(conversation())
+    first, second = sent[1]["tool_calls"]
+    assert first["extra_content"] == {"google": {"thought_signature": UNSIGNED_TOOL_CALL}} and "extra_content" not in second
+    assert {k: v for k, v in first.items() if k != "extra_content"} == conversation()[1]["tool_calls"][0]
+    own = conversation()
+    own[1]["tool_calls"][0]["extra_content"] = {"google": {"thought_signature": "Q2lq"}, "other": 1}
+    assert signed_tool_calls(own) == own  # Gemini's own signature: as it came
+    odd = [{"role": "assistant", "tool_calls": []}, {"role": "assistant", "tool_calls": [5]}, {"role": "tool"}, "x"]
+    assert signed_tool_calls(odd) == odd and signed_tool_calls("x") == "x"
+    router = Router(parse_config(pinned()))
+    req = parse_request(orjson.dumps({"model": "auto", "messages": conversation(), "tools": TOOLS}), "chat")
+    models = router.catalog.models
+    to_gemini_3 = orjson.loads(render_body(req, "gemini-3-pro-preview", dialect=router.catalog.dialect_of(models["gemini-3"])))
+    assert to_gemini_3["messages"] == sent
+    to_gemini_15 = orjson.loads(render_body(req, "gemini-1.5-pro", dialect=router.catalog.dialect_of(models["gemini-1.5-pro"])))
+    assert to_gemini_15["messages"] == conversation()  # an older Gemini checks nothing: as sent
+
+
+def test_check_names_the_setting_and_refuses_a_wrong_one(tmp_path, capsys):
+    from llm_router.cli import main
+
+    path = tmp_path / "gemini.yaml"
+    path.write_text(orjson.dumps(pinned()).decode())  # JSON is YAML
+    assert main(["check", str(path)]) == 0
+    assert "body over google's: unsigned tool calls get Gemini's stand-in thought signature" in capsys.readouterr().out
+    with pytest.raises(ConfigError) as err:
+        parse_config({"models": {"gemini-3": {**GEMINI_3, "body": {"tool_call_signatures": "always"}}}})
+    assert "tool_call_signatures" in str(err.value)
+
+
+def test_the_gemini_fake_refuses_unsigned_tool_calls_on_gemini_3_as_gemini_does(fakes):
+    def post(model: str, messages: list[dict]) -> httpx.Response:
+        return httpx.post(fakes.url("google") + "/v1beta/openai/chat/completions", timeout=30,
+                          content=orjson.dumps({"model": model, "messages": messages, "tools": TOOLS}),
+                          headers={"x-goog-api-key": fakes.keys()["google"], "content-type": "application/json"})
+
+    refused = post("gemini-3-pro-preview", conversation())
+    assert refused.status_code == 400 and refused.json() == [{"error": {
+        "code": 400, "message": "Function call is missing a thought_signature in functionCall parts. This is required for "
+        "tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional data, "
+        "function call `default_api:weather` , position 2. Please refer to https://ai.google.dev/gemini-api/docs/"
+        "thought-signatures for more details.", "status": "INVALID_ARGUMENT"}}]
+    assert post("gemini-3-pro-preview", signed_tool_calls(conversation())).status_code == 200
+    assert post("gemini-1.5-pro", conversation()).status_code == 200
+
+
+@pytest.mark.envoy
+def test_envoy_a_tool_loop_begun_elsewhere_is_answered_by_gemini_3(stack, fresh_fakes):
+    r = httpx.post(stack.url + "/gemini/v1/chat/completions", timeout=30, headers={"content-type": "application/json"},
+                   content=orjson.dumps({"model": "auto", "messages": conversation(), "tools": TOOLS}))
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "gemini-3"
+    [sent] = wait_requests(fresh_fakes, "google", 1)
+    calls = sent.json["messages"][1]["tool_calls"]
+    assert sent.status == 200 and calls[0]["extra_content"]["google"]["thought_signature"] == UNSIGNED_TOOL_CALL
 
 
 def interrupted() -> list[dict]:

@@ -115,6 +115,10 @@ class ModelBodyConf(_Strict):
 
     rename: dict[str, str] = Field(default_factory=dict)  # applied after the provider's renames
     drop: list[str] = Field(default_factory=list)  # added to the provider's
+    # keep: chat tool calls go as sent; fill: the first tool call of each assistant message that carries no Gemini thought
+    # signature gets Google's documented stand-in (Gemini 3 answers 400, "Function call is missing a thought_signature in
+    # functionCall parts", to tool calls another model made)
+    tool_call_signatures: Literal["keep", "fill"] = "keep"
 
     @model_validator(mode="after")
     def _check(self) -> "ModelBodyConf":

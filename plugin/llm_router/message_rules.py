@@ -188,6 +188,39 @@ def without_empty_tool_calls(messages: Any) -> Any:
             for m in messages]
 
 
+# Google's documented stand-in for a tool call no Gemini model made (it skips the signature check).
+UNSIGNED_TOOL_CALL = "skip_thought_signature_validator"
+
+
+def _gemini_signature(call: Any) -> Any:
+    extra = call.get("extra_content") if isinstance(call, dict) else None
+    google = extra.get("google") if isinstance(extra, dict) else None
+    return google.get("thought_signature") if isinstance(google, dict) else None
+
+
+def signed_tool_calls(messages: Any) -> Any:
+    """Chat messages whose assistant tool calls carry a Gemini thought signature on the first call of each message
+    (Gemini 3 checks that one): a call without one gets Google's stand-in, under `extra_content.google`.
+
+    Gemini 3 answers 400 ("Function call is missing a thought_signature in functionCall parts") to tool calls that
+    another model made, which a routed conversation carries; its own calls come back with their signatures.
+    """
+    if not isinstance(messages, list):
+        return messages
+    out = []
+    for m in messages:
+        calls = m.get("tool_calls") if isinstance(m, dict) and m.get("role") == "assistant" else None
+        if isinstance(calls, list) and calls and isinstance(calls[0], dict) and not _gemini_signature(calls[0]):
+            first = calls[0]
+            extra = first.get("extra_content")
+            extra = dict(extra) if isinstance(extra, dict) else {}
+            google = extra.get("google")
+            extra["google"] = {**(google if isinstance(google, dict) else {}), "thought_signature": UNSIGNED_TOOL_CALL}
+            m = {**m, "tool_calls": [{**first, "extra_content": extra}, *calls[1:]]}
+        out.append(m)
+    return out
+
+
 def prefixed_last_assistant(messages: Any) -> Any:
     """Chat messages whose last one, an assistant message without tool calls (a prefill), is marked `prefix: true`."""
     if not isinstance(messages, list) or not messages:
@@ -331,6 +364,8 @@ def chat_messages_for(messages: Any, dialect: BodyDialect) -> Any:
         messages = developer_as_system(messages)
     if dialect.drop_empty_tool_calls:
         messages = without_empty_tool_calls(messages)
+    if dialect.fill_tool_signatures:
+        messages = signed_tool_calls(messages)
     if dialect.message_fields:
         messages = kept_fields(messages, dialect.message_fields)
     if dialect.prefix_last_assistant:

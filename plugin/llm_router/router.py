@@ -94,11 +94,12 @@ def build_catalog(cfg: Config) -> Catalog:
 
 
 def _model_body(provider: BodyDialect | None, own: ModelBodyConf | None) -> BodyDialect | None:
-    """A model's body rules: its provider's, then its own renames and drops."""
-    if own is None or not (own.rename or own.drop):
+    """A model's body rules: its provider's, then its own renames, drops and tool call signatures."""
+    if own is None or not (own.rename or own.drop or own.tool_call_signatures == "fill"):
         return provider
     base = provider or BodyDialect()
-    return replace(base, rename=base.rename + tuple(own.rename.items()), drop=base.drop | frozenset(own.drop))
+    return replace(base, rename=base.rename + tuple(own.rename.items()), drop=base.drop | frozenset(own.drop),
+                   fill_tool_signatures=base.fill_tool_signatures or own.tool_call_signatures == "fill")
 
 
 @dataclass(frozen=True, slots=True)

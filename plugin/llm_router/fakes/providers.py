@@ -53,6 +53,7 @@ MISTRAL_MESSAGE_FIELDS = {"system": frozenset({"role", "content"}), "user": froz
                           "tool": frozenset({"role", "content", "tool_call_id", "name"})}
 MISTRAL_TOOL_CALL_FIELDS = frozenset({"id", "type", "function", "index"})
 WORD_ID = re.compile(r"[A-Za-z0-9_-]+")  # Anthropic's tool call ids
+GEMINI_3 = re.compile(r"(?:models/)?gemini-3")  # Gemini 3 models check tool calls' thought signatures
 NO_THINKING_MODEL = re.compile(r"claude-(?:3-(?!7)|instant|2)")
 REASONING_REFUSED = ("max_tokens", "logprobs", "top_logprobs", "logit_bias")
 REASONING_FIXED = (("temperature", 1), ("top_p", 1), ("presence_penalty", 0), ("frequency_penalty", 0))
@@ -301,6 +302,16 @@ class FakeProvider:
         if bad_word is not None:  # Anthropic names the place with dots: messages.1.content.0.tool_use.id
             return await self._error(resp, 400, f"{'.'.join(map(str, bad_word[0]))}: String should match pattern "
                                      "'^[a-zA-Z0-9_-]+$'", "invalid_request_error", anthropic)
+        unsigned = _unsigned_gemini_call(data) if self.name == "google" and api == "chat" and GEMINI_3.match(
+            str(deployment or data.get("model") or "")) else None
+        if unsigned is not None:  # Gemini 3 checks the first tool call of each model turn for its thought signature
+            name, position = unsigned
+            await resp.send(400, [("content-type", "application/json")], orjson.dumps([{"error": {
+                "code": 400, "message": "Function call is missing a thought_signature in functionCall parts. This is required "
+                "for tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional "
+                f"data, function call `default_api:{name}` , position {position}. Please refer to "
+                "https://ai.google.dev/gemini-api/docs/thought-signatures for more details.", "status": "INVALID_ARGUMENT"}}]))
+            return 400
         empty = next((i for i, m in enumerate(data.get("messages") or []) if isinstance(m, dict) and m.get("tool_calls") == []),
                      None) if self.name == "openai" and api == "chat" else None
         if empty is not None:
@@ -849,6 +860,21 @@ def _bad_tool_id(data: dict[str, Any], api: str, bad: Callable[[str], bool]) -> 
         for where, value in found:
             if isinstance(value, str) and bad(value):
                 return where, value
+    return None
+
+
+def _unsigned_gemini_call(data: dict[str, Any]) -> tuple[str, int] | None:
+    """(function name, position among the conversation's turns) of the first model turn whose first tool call carries no
+    thought signature, or None."""
+    turns = [m for m in data.get("messages") or [] if isinstance(m, dict) and m.get("role") not in ("system", "developer")]
+    for position, m in enumerate(turns, 1):
+        calls = m.get("tool_calls") if m.get("role") == "assistant" else None
+        if isinstance(calls, list) and calls and isinstance(calls[0], dict):
+            extra = calls[0].get("extra_content")
+            google = extra.get("google") if isinstance(extra, dict) else None
+            if not (isinstance(google, dict) and isinstance(google.get("thought_signature"), str) and google["thought_signature"]):
+                function = calls[0].get("function")
+                return (function.get("name") if isinstance(function, dict) else None) or "unknown", position
     return None
 
 
