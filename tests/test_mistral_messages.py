@@ -13,12 +13,12 @@ import httpx
 import orjson
 import pytest
 
-from fixtures_envoy import fresh_fakes, wait_requests  # noqa: F401
+from fixtures_envoy import fresh_fakes  # noqa: F401
 from llm_router.config import ConfigError, load_config, parse_config
 from llm_router.message_rules import kept_fields, prefixed_last_assistant
 from llm_router.request import parse_request, render_body
 from llm_router.router import Router
-from test_tool_ids import TOOLS, fakes, stack  # noqa: F401  (the same fakes and Envoy routes, started for this module)
+from test_tool_ids import TOOLS, fakes, routed, stack, to_fake  # noqa: F401  (the same fakes and Envoy routes, started for this module)
 
 
 def echoed() -> list[dict]:
@@ -88,9 +88,7 @@ def test_the_settings_are_checked():
 
 
 def mistral(fakes, messages: list[dict]) -> httpx.Response:
-    return httpx.post(fakes.url("mistral") + "/v1/chat/completions", timeout=30,
-                      content=orjson.dumps({"model": "mistral-large-latest", "messages": messages, "tools": TOOLS}),
-                      headers={"authorization": f"Bearer {fakes.keys()['mistral']}", "content-type": "application/json"})
+    return to_fake(fakes, "mistral", "mistral-large-latest", messages)
 
 
 def test_the_mistral_fake_refuses_fields_it_does_not_take_as_mistral_does(fakes):
@@ -120,11 +118,6 @@ def test_the_mistral_fake_refuses_a_last_assistant_message_unless_it_is_a_prefix
 def test_envoy_a_conversation_kept_from_other_providers_is_answered_by_mistral(stack, fresh_fakes):
     messages = [{"role": "developer", "content": "Answer in one line."}, *echoed()[1:],
                 {"role": "assistant", "content": "The product is"}]
-    r = httpx.post(stack.url + "/mistral/v1/chat/completions", timeout=30, headers={"content-type": "application/json"},
-                   content=orjson.dumps({"model": "auto", "messages": messages, "tools": TOOLS}))
-    assert r.status_code == 200, r.text
-    assert r.headers["x-llm-router-model"] == "mistral-large"
-    [sent] = wait_requests(fresh_fakes, "mistral", 1)
-    got = sent.json["messages"]
-    assert sent.status == 200 and [m["role"] for m in got] == ["system", "user", "assistant", "user", "assistant", "tool", "assistant"]
+    got = routed(stack, fresh_fakes, "mistral", "mistral-large", "mistral", messages)
+    assert [m["role"] for m in got] == ["system", "user", "assistant", "user", "assistant", "tool", "assistant"]
     assert "reasoning_content" not in got[2] and "name" not in got[1] and got[-1]["prefix"] is True

@@ -41,6 +41,27 @@ TOOLS = [{"type": "function", "function": {"name": "weather", "description": "Th
                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
 
 
+def routed(stack, fakes, route: str, model: str, provider: str, messages: list[dict]) -> list[dict]:
+    """The messages a chat with TOOLS reached `provider`'s fake with, sent through real Envoy on a route pinned to `model`
+    (and answered there)."""
+    r = httpx.post(stack.url + f"/{route}/v1/chat/completions", timeout=30, headers={"content-type": "application/json"},
+                   content=orjson.dumps({"model": "auto", "messages": messages, "tools": TOOLS}))
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == model
+    [sent] = wait_requests(fakes, provider, 1)
+    assert sent.status == 200
+    return sent.json["messages"]
+
+
+def to_fake(fakes, provider: str, model: str, messages: list[dict]) -> httpx.Response:
+    """A chat call with TOOLS straight to one provider's fake, with its key."""
+    key = fakes.keys()[provider]
+    auth = {"x-goog-api-key": key} if provider == "google" else {"authorization": f"Bearer {key}"}
+    path = "/v1beta/openai/chat/completions" if provider == "google" else "/v1/chat/completions"
+    return httpx.post(fakes.url(provider) + path, timeout=30, headers={**auth, "content-type": "application/json"},
+                      content=orjson.dumps({"model": model, "messages": messages, "tools": TOOLS}))
+
+
 def test_ids_become_nine_letters_or_digits_and_calls_still_pair_with_results():
     sent = tool_ids_as(conversation(), alnum9)
     calls = [c["id"] for c in sent[1]["tool_calls"]]
@@ -110,9 +131,7 @@ def stack(fakes, tmp_path_factory):
 
 def test_the_mistral_fake_refuses_other_providers_ids_as_mistral_does(fakes):
     def post(messages: list[dict]) -> httpx.Response:
-        return httpx.post(fakes.url("mistral") + "/v1/chat/completions", timeout=30,
-                          content=orjson.dumps({"model": "mistral-large-latest", "messages": messages, "tools": TOOLS}),
-                          headers={"authorization": f"Bearer {fakes.keys()['mistral']}", "content-type": "application/json"})
+        return to_fake(fakes, "mistral", "mistral-large-latest", messages)
 
     refused = post(conversation())
     assert refused.status_code == 400 and refused.json() == {
@@ -123,15 +142,10 @@ def test_the_mistral_fake_refuses_other_providers_ids_as_mistral_does(fakes):
 
 @pytest.mark.envoy
 def test_envoy_a_tool_loop_begun_elsewhere_is_answered_by_mistral(stack, fresh_fakes):
-    r = httpx.post(stack.url + "/mistral/v1/chat/completions", timeout=30,
-                   content=orjson.dumps({"model": "auto", "messages": conversation(), "tools": TOOLS}),
-                   headers={"content-type": "application/json"})
-    assert r.status_code == 200, r.text
-    assert r.headers["x-llm-router-model"] == "mistral-large"
-    [sent] = wait_requests(fresh_fakes, "mistral", 1)
-    calls = [c["id"] for c in sent.json["messages"][1]["tool_calls"]]
-    assert sent.status == 200 and all(ID.fullmatch(i) for i in calls)
-    assert [m["tool_call_id"] for m in sent.json["messages"][2:]] == calls
+    sent = routed(stack, fresh_fakes, "mistral", "mistral-large", "mistral", conversation())
+    calls = [c["id"] for c in sent[1]["tool_calls"]]
+    assert all(ID.fullmatch(i) for i in calls)
+    assert [m["tool_call_id"] for m in sent[2:]] == calls
 
 
 DEEPSEEK_IDS = ("call_0_112b017f-5e87-4f73-968f-bcfca48a830d", "call_1_448e4341-ff36-481a-b1a7-cce7e834c0c1")  # 43 each
@@ -152,9 +166,7 @@ def test_openai_gets_ids_of_at_most_40_characters():
 
 
 def test_the_openai_fake_refuses_ids_over_40_characters_as_openai_does(fakes):
-    r = httpx.post(fakes.url("openai") + "/v1/chat/completions", timeout=30,
-                   content=orjson.dumps({"model": "gpt-4o", "messages": conversation(*DEEPSEEK_IDS), "tools": TOOLS}),
-                   headers={"authorization": f"Bearer {fakes.keys()['openai']}", "content-type": "application/json"})
+    r = to_fake(fakes, "openai", "gpt-4o", conversation(*DEEPSEEK_IDS))
     assert r.status_code == 400 and r.json()["error"] == {
         "message": "Invalid 'messages[1].tool_calls[0].id': string too long. Expected a string with maximum length 40, but got a "
                    "string with length 43 instead.", "type": "invalid_request_error", "param": "messages[1].tool_calls[0].id",
@@ -163,14 +175,10 @@ def test_the_openai_fake_refuses_ids_over_40_characters_as_openai_does(fakes):
 
 @pytest.mark.envoy
 def test_envoy_a_tool_loop_begun_on_deepseek_is_answered_by_gpt_4o(stack, fresh_fakes):
-    r = httpx.post(stack.url + "/openai/v1/chat/completions", timeout=30, headers={"content-type": "application/json"},
-                   content=orjson.dumps({"model": "auto", "messages": conversation(*DEEPSEEK_IDS), "tools": TOOLS}))
-    assert r.status_code == 200, r.text
-    assert r.headers["x-llm-router-model"] == "gpt-4o"
-    [sent] = wait_requests(fresh_fakes, "openai", 1)
-    calls = [c["id"] for c in sent.json["messages"][1]["tool_calls"]]
-    assert sent.status == 200 and all(len(i) <= 40 for i in calls)
-    assert [m["tool_call_id"] for m in sent.json["messages"][2:]] == calls
+    sent = routed(stack, fresh_fakes, "openai", "gpt-4o", "openai", conversation(*DEEPSEEK_IDS))
+    calls = [c["id"] for c in sent[1]["tool_calls"]]
+    assert all(len(i) <= 40 for i in calls)
+    assert [m["tool_call_id"] for m in sent[2:]] == calls
 
 
 def answered_with_empty_calls() -> list[dict]:
@@ -194,26 +202,17 @@ def test_openai_gets_no_empty_tool_call_arrays():
 
 
 def test_the_openai_fake_refuses_an_empty_tool_call_array_as_openai_does(fakes):
-    def post(messages: list[dict]) -> httpx.Response:
-        return httpx.post(fakes.url("openai") + "/v1/chat/completions", timeout=30,
-                          content=orjson.dumps({"model": "gpt-4o", "messages": messages, "tools": TOOLS}),
-                          headers={"authorization": f"Bearer {fakes.keys()['openai']}", "content-type": "application/json"})
-
-    r = post(answered_with_empty_calls())
+    r = to_fake(fakes, "openai", "gpt-4o", answered_with_empty_calls())
     assert r.status_code == 400 and r.json()["error"] == {
         "message": "Invalid 'messages[1].tool_calls': empty array. Expected an array with minimum length 1, but got an empty "
                    "array instead.", "type": "invalid_request_error", "param": "messages[1].tool_calls", "code": "empty_array"}
-    assert post(without_empty_tool_calls(answered_with_empty_calls())).status_code == 200
+    assert to_fake(fakes, "openai", "gpt-4o", without_empty_tool_calls(answered_with_empty_calls())).status_code == 200
 
 
 @pytest.mark.envoy
 def test_envoy_a_chat_answered_with_empty_tool_calls_is_answered_by_gpt_4o(stack, fresh_fakes):
-    r = httpx.post(stack.url + "/openai/v1/chat/completions", timeout=30, headers={"content-type": "application/json"},
-                   content=orjson.dumps({"model": "auto", "messages": answered_with_empty_calls(), "tools": TOOLS}))
-    assert r.status_code == 200, r.text
-    assert r.headers["x-llm-router-model"] == "gpt-4o"
-    [sent] = wait_requests(fresh_fakes, "openai", 1)
-    assert sent.status == 200 and sent.json["messages"][1] == {"role": "assistant", "content": "Oslo."}
+    sent = routed(stack, fresh_fakes, "openai", "gpt-4o", "openai", answered_with_empty_calls())
+    assert sent[1] == {"role": "assistant", "content": "Oslo."}
 
 
 def test_gemini_3_gets_a_stand_in_signature_on_the_first_tool_call_of_each_message():
@@ -248,30 +247,20 @@ def test_check_names_the_setting_and_refuses_a_wrong_one(tmp_path, capsys):
 
 
 def test_the_gemini_fake_refuses_unsigned_tool_calls_on_gemini_3_as_gemini_does(fakes):
-    def post(model: str, messages: list[dict]) -> httpx.Response:
-        return httpx.post(fakes.url("google") + "/v1beta/openai/chat/completions", timeout=30,
-                          content=orjson.dumps({"model": model, "messages": messages, "tools": TOOLS}),
-                          headers={"x-goog-api-key": fakes.keys()["google"], "content-type": "application/json"})
-
-    refused = post("gemini-3-pro-preview", conversation())
+    refused = to_fake(fakes, "google", "gemini-3-pro-preview", conversation())
     assert refused.status_code == 400 and refused.json() == [{"error": {
         "code": 400, "message": "Function call is missing a thought_signature in functionCall parts. This is required for "
         "tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional data, "
         "function call `default_api:weather` , position 2. Please refer to https://ai.google.dev/gemini-api/docs/"
         "thought-signatures for more details.", "status": "INVALID_ARGUMENT"}}]
-    assert post("gemini-3-pro-preview", signed_tool_calls(conversation())).status_code == 200
-    assert post("gemini-1.5-pro", conversation()).status_code == 200
+    assert to_fake(fakes, "google", "gemini-3-pro-preview", signed_tool_calls(conversation())).status_code == 200
+    assert to_fake(fakes, "google", "gemini-1.5-pro", conversation()).status_code == 200
 
 
 @pytest.mark.envoy
 def test_envoy_a_tool_loop_begun_elsewhere_is_answered_by_gemini_3(stack, fresh_fakes):
-    r = httpx.post(stack.url + "/gemini/v1/chat/completions", timeout=30, headers={"content-type": "application/json"},
-                   content=orjson.dumps({"model": "auto", "messages": conversation(), "tools": TOOLS}))
-    assert r.status_code == 200, r.text
-    assert r.headers["x-llm-router-model"] == "gemini-3"
-    [sent] = wait_requests(fresh_fakes, "google", 1)
-    calls = sent.json["messages"][1]["tool_calls"]
-    assert sent.status == 200 and calls[0]["extra_content"]["google"]["thought_signature"] == UNSIGNED_TOOL_CALL
+    calls = routed(stack, fresh_fakes, "gemini", "gemini-3", "google", conversation())[1]["tool_calls"]
+    assert calls[0]["extra_content"]["google"]["thought_signature"] == UNSIGNED_TOOL_CALL
 
 
 def interrupted() -> list[dict]:
@@ -291,20 +280,15 @@ def test_mistral_gets_an_assistant_message_between_tool_results_and_the_user():
 
 
 def test_the_mistral_fake_refuses_a_user_right_after_tool_results(fakes):
-    r = httpx.post(fakes.url("mistral") + "/v1/chat/completions", timeout=30,
-                   content=orjson.dumps({"model": "mistral-large-latest", "messages": interrupted(), "tools": TOOLS}),
-                   headers={"authorization": f"Bearer {fakes.keys()['mistral']}", "content-type": "application/json"})
+    r = to_fake(fakes, "mistral", "mistral-large-latest", interrupted())
     assert r.status_code == 400 and r.json() == {"object": "error", "message": "Unexpected role 'user' after role 'tool'",
                                                  "type": "invalid_request_message_order", "param": None, "code": "3230"}
 
 
 @pytest.mark.envoy
 def test_envoy_an_interrupted_tool_loop_is_answered_by_mistral(stack, fresh_fakes):
-    r = httpx.post(stack.url + "/mistral/v1/chat/completions", timeout=30, headers={"content-type": "application/json"},
-                   content=orjson.dumps({"model": "auto", "messages": interrupted(), "tools": TOOLS}))
-    assert r.status_code == 200, r.text
-    [sent] = wait_requests(fresh_fakes, "mistral", 1)
-    assert sent.status == 200 and [m["role"] for m in sent.json["messages"]][-2:] == ["assistant", "user"]
+    sent = routed(stack, fresh_fakes, "mistral", "mistral-large", "mistral", interrupted())
+    assert [m["role"] for m in sent][-2:] == ["assistant", "user"]
 
 
 KIMI_ID = "functions.Bash:0"  # the shape some OpenAI-compatible providers give their tool call ids
