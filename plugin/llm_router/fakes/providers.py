@@ -45,7 +45,6 @@ UNSUPPORTED_FORMATS = {"deepseek": frozenset({"json_schema"})}
 SINGLE_CHOICE_CHAT = frozenset({"anthropic"})
 # OpenAI's reasoning models (o1, o3-mini, o4-mini, ...): fields they refuse, and sampling values fixed at the default.
 REASONING_MODEL = re.compile(r"o\d(?:$|-)")
-# Claude models from before extended thinking (3.7 Sonnet was the first with it): Anthropic refuses `thinking`.
 TOOL_ID = re.compile(r"[A-Za-z0-9]{9}")  # Mistral's tool call ids
 # Mistral's chat messages, by role, and its tool calls: the fields each takes (it answers 422 to any other).
 MISTRAL_MESSAGE_FIELDS = {"system": frozenset({"role", "content"}), "user": frozenset({"role", "content"}),
@@ -54,6 +53,7 @@ MISTRAL_MESSAGE_FIELDS = {"system": frozenset({"role", "content"}), "user": froz
 MISTRAL_TOOL_CALL_FIELDS = frozenset({"id", "type", "function", "index"})
 WORD_ID = re.compile(r"[A-Za-z0-9_-]+")  # Anthropic's tool call ids
 GEMINI_3 = re.compile(r"(?:models/)?gemini-3")  # Gemini 3 models check tool calls' thought signatures
+# Claude models from before extended thinking (3.7 Sonnet was the first with it): Anthropic refuses `thinking`.
 NO_THINKING_MODEL = re.compile(r"claude-(?:3-(?!7)|instant|2)")
 REASONING_REFUSED = ("max_tokens", "logprobs", "top_logprobs", "logit_bias")
 REASONING_FIXED = (("temperature", 1), ("top_p", 1), ("presence_penalty", 0), ("frequency_penalty", 0))
