@@ -159,3 +159,15 @@ def test_a_failed_answer_falls_back_to_the_next_responses_model(stack, fresh):
     attempts = stack.observer.attempts_for(rid, 2)
     assert [(a[0].call.model.id, a[1]) for a in attempts] == [("gpt-4o-mini", 503), ("gpt-4o", 200)]
     assert attempts[1][2] is not None and attempts[1][2].output_tokens > 0  # usage of the answering attempt
+
+
+def test_a_conversation_a_reasoning_model_answered_goes_on_at_gpt_4o_without_its_reasoning(stack, fresh):
+    reasoned = [{"role": "user", "content": "Prove rigorously that the halting problem is undecidable, step by step."},
+                {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAAB..."},
+                {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Suppose H decides it."}]},
+                {"role": "user", "content": "Now prove rigorously that Rice's theorem follows, step by step, in detail."}]
+    r = post(stack, {"model": "auto", "input": reasoned})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "gpt-4o"
+    [sent] = wait_requests(fresh, "openai", 1)
+    assert sent.status == 200 and [i.get("type") for i in sent.json["input"]] == [None, "message", None]

@@ -171,6 +171,44 @@ def test_the_fake_answers_like_openai_in_json_and_in_its_event_stream():
         fakes.stop()
 
 
+O3 = {"provider": "openai", "name": "o3-mini", "input_price": 1.1, "output_price": 4.4, "context_window": 200000,
+      "tier": "CRITICAL", "quality": 0.96, "capabilities": ["tools", "json", "code", "streaming"],
+      "body": {"rename": {"max_tokens": "max_completion_tokens"}}}
+# What a reasoning model answered with, sent back by the client with the next turn.
+REASONED = [{"role": "user", "content": HARD},
+            {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAAB..."},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Suppose H decides halting."}]},
+            {"role": "user", "content": "thanks, now say it in one line"}]
+
+
+def test_a_model_that_does_not_reason_gets_no_reasoning_items():
+    from llm_router.message_rules import without_reasoning_items
+    from llm_router.request import render_body
+
+    assert without_reasoning_items(REASONED) == [REASONED[0], *REASONED[2:]]
+    assert without_reasoning_items("text") == "text" and without_reasoning_items([7, {"type": "x"}]) == [7, {"type": "x"}]
+    router = Router(parse_config({"models": {"o3-mini": O3}}))
+    req = parse_request(body(REASONED), "responses")
+    models = router.catalog.models
+    to_gpt_4o = orjson.loads(render_body(req, "gpt-4o", dialect=router.catalog.dialect_of(models["gpt-4o"])))
+    assert to_gpt_4o["input"] == [REASONED[0], *REASONED[2:]]  # gpt-4o's body rules drop `reasoning`: it does not reason
+    to_o3 = orjson.loads(render_body(req, "o3-mini", dialect=router.catalog.dialect_of(models["o3-mini"])))
+    assert to_o3["input"] == REASONED
+
+
+def test_the_openai_fake_refuses_reasoning_items_on_a_model_that_does_not_reason():
+    fakes = FakeProviders.from_config(parse_config({"models": {"o3-mini": O3}})).start()
+    try:
+        url, key = fakes.url("openai") + "/v1/responses", {"authorization": "Bearer " + fakes.keys()["openai"]}
+        r = httpx.post(url, content=body(REASONED, model="gpt-4o"), headers=key, timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["message"] == (
+            "Reasoning input items can only be provided to a reasoning or computer use model. Remove reasoning items from "
+            "your input and try again.")
+        assert httpx.post(url, content=body(REASONED, model="o3-mini"), headers=key, timeout=30).status_code == 200
+    finally:
+        fakes.stop()
+
+
 # ---- affinity and orchestration ---------------------------------------------------------------
 
 def test_conversations_are_kept_by_conversation_id_prompt_cache_key_or_opening():

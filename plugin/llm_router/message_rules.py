@@ -221,6 +221,17 @@ def signed_tool_calls(messages: Any) -> Any:
     return out
 
 
+def without_reasoning_items(items: Any) -> Any:
+    """Responses input items without `reasoning` items, for a model that does not reason.
+
+    OpenAI answers 400 ("Reasoning input items can only be provided to a reasoning or computer use model.") when a
+    conversation a reasoning model answered goes on at one that does not, as routing between them makes it.
+    """
+    if not isinstance(items, list) or not any(isinstance(i, dict) and i.get("type") == "reasoning" for i in items):
+        return items
+    return [i for i in items if not (isinstance(i, dict) and i.get("type") == "reasoning")]
+
+
 def prefixed_last_assistant(messages: Any) -> Any:
     """Chat messages whose last one, an assistant message without tool calls (a prefill), is marked `prefix: true`."""
     if not isinstance(messages, list) or not messages:

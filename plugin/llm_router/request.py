@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from llm_router.catalog import BodyDialect
-from llm_router.message_rules import anthropic_messages_for, chat_messages_for, fit_thinking
+from llm_router.message_rules import anthropic_messages_for, chat_messages_for, fit_thinking, takes_field, without_reasoning_items
 
 # How much text the classifiers see: the last user turn (head and tail when long) plus a
 # short window of the turns before it. Bounded so classification cost does not grow with
@@ -262,6 +262,8 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
             body["messages"] = chat_messages_for(body["messages"], dialect)
         elif req.api == "messages" and "messages" in body:
             body["messages"] = anthropic_messages_for(body["messages"], dialect)
+        elif req.api == "responses" and "input" in body and not takes_field(dialect, "responses", "reasoning"):
+            body["input"] = without_reasoning_items(body["input"])  # a model that does not reason
         if dialect.usage_unasked:
             ask_usage = False
     if ask_usage:

@@ -920,6 +920,10 @@ def _reasoning_refusal(model: str, data: dict[str, Any], api: str) -> tuple[str,
         if api == "responses" and isinstance(reasoning, dict) and reasoning.get("effort") is not None:
             return ("Unsupported parameter: 'reasoning.effort' is not supported with this model.", "reasoning.effort",
                     "unsupported_parameter")
+        items = data.get("input") if api == "responses" else None
+        if isinstance(items, list) and any(isinstance(i, dict) and i.get("type") == "reasoning" for i in items):
+            return ("Reasoning input items can only be provided to a reasoning or computer use model. Remove reasoning items "
+                    "from your input and try again.", None, None)
         return None
     if api != "chat" or not REASONING_MODEL.match(model):
         return None
