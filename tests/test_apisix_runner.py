@@ -659,3 +659,33 @@ def test_post_resp_feeds_the_real_telemetry(monkeypatch):
         em.close()
         thread.stop()
         remove_dir(d)
+
+
+def test_post_resp_teaches_the_router_who_wrote_a_thinking_block(monkeypatch):
+    """An Anthropic-format JSON answer read at post-resp: its thinking signatures are kept with the model that answered."""
+    for k, v in FAKE_KEYS.items():
+        monkeypatch.setenv(k, v)
+    d = socket_dir()
+    runtime = Runtime(load_config(None))
+    runner = Runner(runtime, TokenStore(ttl=100))
+    thread = RunnerThread(os.path.join(d, "thinking.sock"), runner).start()
+    em = Emulator(thread.path)
+    try:
+        post = _post(DEFAULT)
+        em.http_resp_call(post, headers=[("content-type", "application/json")])
+        body = orjson.dumps({"model": "claude-sonnet-4-5", "max_tokens": 8192, "thinking": {"type": "enabled", "budget_tokens": 2048},
+                             "messages": [{"role": "user", "content": EASY}]})
+        call = em.http_req_call(DEFAULT, path="/v1/messages", headers=CLIENT_HEADERS, body=body)
+        assert call.upstream_headers["x-llm-router-upstream"] == "deepseek"
+        answer = orjson.dumps({"type": "message", "model": "deepseek-chat", "content": [
+            {"type": "thinking", "thinking": "Greet back.", "signature": "c2lnLWRlZXBzZWVr"}, {"type": "text", "text": "Hi!"}],
+            "usage": {"input_tokens": 12, "output_tokens": 9}})
+        assert runtime.router.thinking_origin("c2lnLWRlZXBzZWVr") is None
+        out = em.http_resp_call(post, body=answer, variables={REQUEST_ID_VAR: call.upstream_headers["x-llm-router-request-id"]},
+                                headers=[("content-type", "application/json"), ("content-length", str(len(answer)))])
+        assert out.ok
+        assert runtime.router.thinking_origin("c2lnLWRlZXBzZWVr") == "deepseek-v2"
+    finally:
+        em.close()
+        thread.stop()
+        remove_dir(d)
