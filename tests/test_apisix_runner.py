@@ -634,58 +634,53 @@ def test_workers_are_respawned_and_all_stop_on_sigterm(sockdir):
         proc.stop()
 
 
-def test_post_resp_feeds_the_real_telemetry(monkeypatch):
-    for k, v in FAKE_KEYS.items():
-        monkeypatch.setenv(k, v)
-    d = socket_dir()
-    runtime = Runtime(load_config(None))  # telemetry on: metrics, health, spend limits
-    runner = Runner(runtime, TokenStore(ttl=100))
-    thread = RunnerThread(os.path.join(d, "telemetry.sock"), runner).start()
-    em = Emulator(thread.path)
-    try:
-        post = _post(DEFAULT)
-        em.http_resp_call(post, headers=[("content-type", "application/json")])
-        rid = em.http_req_call(DEFAULT, body=chat(EASY)).upstream_headers["x-llm-router-request-id"]
-        answer = orjson.dumps({"usage": {"prompt_tokens": 1000, "completion_tokens": 2000}})
-        out = em.http_resp_call(post, body=answer, variables={REQUEST_ID_VAR: rid},
-                                headers=[("content-type", "application/json"), ("content-length", str(len(answer)))])
-        assert out.ok
-        text = runtime.metrics.exposition().decode()
-        cost = [line for line in text.splitlines() if line.startswith("llm_router_cost_usd_total{")]
-        assert cost and 'model="deepseek-v2"' in cost[0] and 'route="route:1"' in cost[0]
-        assert float(cost[0].rsplit(" ", 1)[1]) == pytest.approx((1000 * 0.14 + 2000 * 0.28) / 1e6)
-        assert 'llm_router_tokens_total{direction="output",model="deepseek-v2"} 2000.0' in text
-    finally:
-        em.close()
-        thread.stop()
-        remove_dir(d)
-
-
-def test_post_resp_teaches_the_router_who_wrote_a_thinking_block(monkeypatch):
-    """An Anthropic-format JSON answer read at post-resp: its thinking signatures are kept with the model that answered."""
+@pytest.fixture
+def live(monkeypatch):
+    """A runner over the built-in config with telemetry on (metrics, health, spend limits), and an emulator on its socket."""
     for k, v in FAKE_KEYS.items():
         monkeypatch.setenv(k, v)
     d = socket_dir()
     runtime = Runtime(load_config(None))
-    runner = Runner(runtime, TokenStore(ttl=100))
-    thread = RunnerThread(os.path.join(d, "thinking.sock"), runner).start()
+    thread = RunnerThread(os.path.join(d, "live.sock"), Runner(runtime, TokenStore(ttl=100))).start()
     em = Emulator(thread.path)
     try:
-        post = _post(DEFAULT)
-        em.http_resp_call(post, headers=[("content-type", "application/json")])
-        body = orjson.dumps({"model": "claude-sonnet-4-5", "max_tokens": 8192, "thinking": {"type": "enabled", "budget_tokens": 2048},
-                             "messages": [{"role": "user", "content": EASY}]})
-        call = em.http_req_call(DEFAULT, path="/v1/messages", headers=CLIENT_HEADERS, body=body)
-        assert call.upstream_headers["x-llm-router-upstream"] == "deepseek"
-        answer = orjson.dumps({"type": "message", "model": "deepseek-chat", "content": [
-            {"type": "thinking", "thinking": "Greet back.", "signature": "c2lnLWRlZXBzZWVr"}, {"type": "text", "text": "Hi!"}],
-            "usage": {"input_tokens": 12, "output_tokens": 9}})
-        assert runtime.router.thinking_origin("c2lnLWRlZXBzZWVr") is None
-        out = em.http_resp_call(post, body=answer, variables={REQUEST_ID_VAR: call.upstream_headers["x-llm-router-request-id"]},
-                                headers=[("content-type", "application/json"), ("content-length", str(len(answer)))])
-        assert out.ok
-        assert runtime.router.thinking_origin("c2lnLWRlZXBzZWVr") == "deepseek-v2"
+        yield runtime, em
     finally:
         em.close()
         thread.stop()
         remove_dir(d)
+
+
+def test_post_resp_feeds_the_real_telemetry(live):
+    runtime, em = live
+    post = _post(DEFAULT)
+    em.http_resp_call(post, headers=[("content-type", "application/json")])
+    rid = em.http_req_call(DEFAULT, body=chat(EASY)).upstream_headers["x-llm-router-request-id"]
+    answer = orjson.dumps({"usage": {"prompt_tokens": 1000, "completion_tokens": 2000}})
+    out = em.http_resp_call(post, body=answer, variables={REQUEST_ID_VAR: rid},
+                            headers=[("content-type", "application/json"), ("content-length", str(len(answer)))])
+    assert out.ok
+    text = runtime.metrics.exposition().decode()
+    cost = [line for line in text.splitlines() if line.startswith("llm_router_cost_usd_total{")]
+    assert cost and 'model="deepseek-v2"' in cost[0] and 'route="route:1"' in cost[0]
+    assert float(cost[0].rsplit(" ", 1)[1]) == pytest.approx((1000 * 0.14 + 2000 * 0.28) / 1e6)
+    assert 'llm_router_tokens_total{direction="output",model="deepseek-v2"} 2000.0' in text
+
+
+def test_post_resp_teaches_the_router_who_wrote_a_thinking_block(live):
+    """An Anthropic-format JSON answer read at post-resp: its thinking signatures are kept with the model that answered."""
+    runtime, em = live
+    post = _post(DEFAULT)
+    em.http_resp_call(post, headers=[("content-type", "application/json")])
+    body = orjson.dumps({"model": "claude-sonnet-4-5", "max_tokens": 8192, "thinking": {"type": "enabled", "budget_tokens": 2048},
+                         "messages": [{"role": "user", "content": EASY}]})
+    call = em.http_req_call(DEFAULT, path="/v1/messages", headers=CLIENT_HEADERS, body=body)
+    assert call.upstream_headers["x-llm-router-upstream"] == "deepseek"
+    answer = orjson.dumps({"type": "message", "model": "deepseek-chat", "content": [
+        {"type": "thinking", "thinking": "Greet back.", "signature": "c2lnLWRlZXBzZWVr"}, {"type": "text", "text": "Hi!"}],
+        "usage": {"input_tokens": 12, "output_tokens": 9}})
+    assert runtime.router.thinking_origin("c2lnLWRlZXBzZWVr") is None
+    out = em.http_resp_call(post, body=answer, variables={REQUEST_ID_VAR: call.upstream_headers["x-llm-router-request-id"]},
+                            headers=[("content-type", "application/json"), ("content-length", str(len(answer)))])
+    assert out.ok
+    assert runtime.router.thinking_origin("c2lnLWRlZXBzZWVr") == "deepseek-v2"
