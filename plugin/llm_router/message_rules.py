@@ -73,13 +73,9 @@ def block_signature(block: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def without_foreign_thinking(messages: Any, model_id: str, origin: Callable[[str], str | None]) -> Any:
-    """Anthropic messages without the thinking blocks another model is known to have made (`origin`: signature -> the
-    model that answered with it, None when unknown); others as they are (a message they would empty stays as it was).
-
-    Signatures are bound to the model that made them: Anthropic answers 400 ("messages.1.content.0: Invalid `signature`
-    in `thinking` block") to a block of another model, which a conversation routed between models carries.
-    """
+def _without_blocks(messages: Any, unwanted: Callable[[Any], bool]) -> Any:
+    """Assistant messages without the content blocks `unwanted` picks; a message they would empty stays as it was, and
+    the same list comes back when no block goes."""
     if not isinstance(messages, list):
         return messages
     out: list[Any] = []
@@ -87,12 +83,7 @@ def without_foreign_thinking(messages: Any, model_id: str, origin: Callable[[str
     for m in messages:
         content = m.get("content") if isinstance(m, dict) and m.get("role") == "assistant" else None
         if isinstance(content, list):
-            kept = []
-            for b in content:
-                sig = block_signature(b)
-                made_by = origin(sig) if sig is not None else None
-                if made_by is None or made_by == model_id:
-                    kept.append(b)
+            kept = [b for b in content if not unwanted(b)]
             if kept and len(kept) != len(content):
                 m = {**m, "content": kept}
                 changed = True
@@ -100,20 +91,29 @@ def without_foreign_thinking(messages: Any, model_id: str, origin: Callable[[str
     return out if changed else messages
 
 
+def without_foreign_thinking(messages: Any, model_id: str, origin: Callable[[str], str | None]) -> Any:
+    """Anthropic messages without the thinking blocks another model is known to have made (`origin`: signature -> the
+    model that answered with it, None when unknown); others as they are (a message they would empty stays as it was).
+
+    Signatures are bound to the model that made them: Anthropic answers 400 ("messages.1.content.0: Invalid `signature`
+    in `thinking` block") to a block of another model, which a conversation routed between models carries.
+    """
+    def foreign(block: Any) -> bool:
+        sig = block_signature(block)
+        made_by = origin(sig) if sig is not None else None
+        return made_by is not None and made_by != model_id
+
+    return _without_blocks(messages, foreign)
+
+
+def _is_thinking_block(block: Any) -> bool:
+    return isinstance(block, dict) and block.get("type") in THINKING_BLOCKS
+
+
 def without_thinking_blocks(messages: Any) -> Any:
     """Assistant messages without thinking blocks, for a model that does not think (a message they would empty
     stays as it was)."""
-    if not isinstance(messages, list):
-        return messages
-    out = []
-    for m in messages:
-        content = m.get("content") if isinstance(m, dict) and m.get("role") == "assistant" else None
-        if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") in THINKING_BLOCKS for b in content):
-            kept = [b for b in content if not (isinstance(b, dict) and b.get("type") in THINKING_BLOCKS)]
-            if kept:
-                m = {**m, "content": kept}
-        out.append(m)
-    return out
+    return _without_blocks(messages, _is_thinking_block)
 
 
 def text_contents(messages: Any) -> Any:
