@@ -1,6 +1,7 @@
 """Property tests: random bodies never raise out of the core; errors always name something."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 
@@ -8,6 +9,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from llm_router.catalog import BodyDialect
 from llm_router.config import parse_config
 from llm_router.decision import Decision, RouteError
 from llm_router.router import Router
@@ -201,9 +203,14 @@ anthropic_turns = st.fixed_dictionaries({
                                                optional={"budget_tokens": st.integers(0, 64000)}) | json_values})
 
 
-# Every body rule set in the catalog: each provider's, and each model's (its provider's with its own over them).
+# Every body rule set in the catalog: each provider's, and each model's (its provider's with its own over them); and the
+# model rules of user catalogs (a Gemini 3, a DeepSeek thinking model) over their providers'.
 DIALECTS = sorted([(f"provider {n}", p.body) for n, p in ROUTER.catalog.providers.items()]
-                  + [(f"model {n}", m.body) for n, m in ROUTER.catalog.models.items()], key=lambda x: x[0])
+                  + [(f"model {n}", m.body) for n, m in ROUTER.catalog.models.items()]
+                  + [("model gemini-3", dataclasses.replace(ROUTER.catalog.providers["google"].body or BodyDialect(),
+                                                            fill_tool_signatures=True)),
+                     ("model deepseek-reasoner", dataclasses.replace(ROUTER.catalog.providers["deepseek"].body or BodyDialect(),
+                                                                     fill_reasoning=True))], key=lambda x: x[0])
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -276,6 +283,17 @@ def test_every_parsed_body_renders_for_every_provider_and_model_as_json_it_accep
         last = sent["messages"][-1]
         if isinstance(last, dict) and last.get("role") == "assistant" and not last.get("tool_calls"):
             assert last["prefix"] is True
+    if dialect is not None and dialect.fill_reasoning and api == "chat" and not (
+            isinstance(body.get("thinking"), dict) and body["thinking"].get("type") == "disabled"):  # DeepSeek thinking models
+        messages = sent["messages"]
+        for i, m in enumerate(messages):
+            if isinstance(m, dict) and m.get("role") == "assistant" and (i < len(messages) - 1 or m.get("tool_calls")):
+                assert isinstance(m.get("reasoning_content"), str) and m["reasoning_content"]
+    if dialect is not None and dialect.fill_tool_signatures and api == "chat":  # Gemini 3: each message's first call signed
+        for m in sent["messages"]:
+            calls = m.get("tool_calls") if isinstance(m, dict) and m.get("role") == "assistant" else None
+            if isinstance(calls, list) and calls and isinstance(calls[0], dict):
+                assert calls[0]["extra_content"]["google"]["thought_signature"]
     if dialect is not None:
         assert not dialect.drop & set(sent)
         if owner[0].startswith("provider"):  # a model's renames may map a field back (its own over its provider's)

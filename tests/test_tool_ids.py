@@ -105,13 +105,21 @@ def test_the_setting_is_checked():
 GEMINI_3 = {"provider": "google", "name": "gemini-3-pro-preview", "input_price": 2.0, "output_price": 12.0,
             "context_window": 1048576, "capabilities": ["tools", "vision", "json", "code", "streaming"], "tier": "HIGH",
             "quality": 0.95, "body": {"tool_call_signatures": "fill"}}
+# DeepSeek's thinking models (tests/test_deepseek_reasoning.py): each assistant message must carry its reasoning_content
+DEEPSEEK_THINKING = {"provider": "deepseek", "input_price": 0.28, "output_price": 0.42, "context_window": 131072,
+                     "capabilities": ["tools", "json", "code", "streaming"], "tier": "HIGH", "quality": 0.9,
+                     "body": {"reasoning_content": "fill"}}
+POLICIES = ("mistral", "openai", "claude", "gemini", "reasoner", "v4")
 
 
 def pinned() -> dict:
-    """The test config plus Gemini 3, and a policy per provider under test that sends everything to its one model."""
+    """The test config plus Gemini 3 and two DeepSeek thinking models, and a policy per model under test that sends
+    everything to it."""
     data = config_data()
-    data["models"] = {"gemini-3": GEMINI_3}
-    for name, model in (("mistral", "mistral-large"), ("openai", "gpt-4o"), ("claude", "claude-3.5-sonnet"), ("gemini", "gemini-3")):
+    data["models"] = {"gemini-3": GEMINI_3, "deepseek-reasoner": {**DEEPSEEK_THINKING, "name": "deepseek-reasoner"},
+                      "deepseek-v4-pro": {**DEEPSEEK_THINKING, "name": "deepseek-v4-pro"}}
+    for name, model in (("mistral", "mistral-large"), ("openai", "gpt-4o"), ("claude", "claude-3.5-sonnet"), ("gemini", "gemini-3"),
+                        ("reasoner", "deepseek-reasoner"), ("v4", "deepseek-v4-pro")):
         data["policies"][name] = {"classifier": "rules", "strategy": "ladder", "explain": True, "constraints": {"models": [model]},
                                   "ladder": {t: model for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")}}
     return data
@@ -125,7 +133,7 @@ def fakes() -> Iterator:
 @pytest.fixture(scope="module")
 def stack(fakes, tmp_path_factory):
     yield from running_stack(tmp_path_factory, "envoy-tool-ids", fakes, pinned(),
-                             routes=(*(RouteSpec(f"/{p}/", policy=p) for p in ("mistral", "openai", "claude", "gemini")),
+                             routes=(*(RouteSpec(f"/{p}/", policy=p) for p in POLICIES),
                                      RouteSpec("/")))
 
 

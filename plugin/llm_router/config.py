@@ -119,6 +119,10 @@ class ModelBodyConf(_Strict):
     # signature gets Google's documented stand-in (Gemini 3 answers 400, "Function call is missing a thought_signature in
     # functionCall parts", to tool calls another model made)
     tool_call_signatures: Literal["keep", "fill"] = "keep"
+    # keep: chat assistant messages go as sent; fill: each one without a reasoning_content (but a last one, a prefill) gets a
+    # stand-in naming the message and its tool calls (DeepSeek's thinking models answer 400, "Missing `reasoning_content`
+    # field in the assistant message at message index N", to assistant messages another model wrote)
+    reasoning_content: Literal["keep", "fill"] = "keep"
 
     @model_validator(mode="after")
     def _check(self) -> "ModelBodyConf":

@@ -221,6 +221,50 @@ def signed_tool_calls(messages: Any) -> Any:
     return out
 
 
+def _has_reasoning(message: dict[str, Any]) -> bool:
+    value = message.get("reasoning_content")
+    return isinstance(value, str) and value != ""
+
+
+def reasoning_stand_in(index: int, message: dict[str, Any]) -> str:
+    """What stands for an assistant message's missing reasoning: which message it is and which tools it called.
+
+    Unique per message (its index and tool call ids) and the same on every request, so a provider's prompt cache
+    still matches the conversation's prefix; agent projects report that one repeated stand-in makes long contexts worse.
+    """
+    calls = message.get("tool_calls")
+    named = []
+    for call in calls if isinstance(calls, list) else ():
+        function = call.get("function") if isinstance(call, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str) and name:
+            cid = call.get("id")
+            named.append(f"{name} ({cid})" if isinstance(cid, str) and cid else name)
+    said = f"; it called {', '.join(named)}" if named else ""
+    return f"(The reasoning of message {index} is not available: another model wrote it, or it was not kept{said}.)"
+
+
+def reasoned_assistant_messages(messages: Any) -> Any:
+    """Chat messages where every assistant message but a last one (a prefill) carries a non-empty `reasoning_content`:
+    its own, or a stand-in.
+
+    DeepSeek's thinking models want each assistant message's reasoning passed back and answer 400 without it
+    (deepseek-reasoner: "Missing `reasoning_content` field in the assistant message at message index 2"; V4:
+    "The `reasoning_content` in the thinking mode must be passed back to the API."), also to an empty string.
+    A routed conversation holds assistant messages other models wrote, with no reasoning to pass back.
+    """
+    if not isinstance(messages, list):
+        return messages
+    last = len(messages) - 1
+
+    def bare(i: int, m: Any) -> bool:
+        return isinstance(m, dict) and m.get("role") == "assistant" and not _has_reasoning(m) and (i < last or bool(m.get("tool_calls")))
+
+    if not any(bare(i, m) for i, m in enumerate(messages)):
+        return messages
+    return [{**m, "reasoning_content": reasoning_stand_in(i, m)} if bare(i, m) else m for i, m in enumerate(messages)]
+
+
 def without_reasoning_items(items: Any) -> Any:
     """Responses input items without `reasoning` items, for a model that does not reason.
 
@@ -362,8 +406,9 @@ def anthropic_messages_for(messages: Any, dialect: BodyDialect) -> Any:
     return block_ids_as(messages, fix) if fix is not None else messages
 
 
-def chat_messages_for(messages: Any, dialect: BodyDialect) -> Any:
-    """Chat messages as a provider's dialect wants them: tool call ids, content, order, roles, fields, a prefill."""
+def chat_messages_for(messages: Any, dialect: BodyDialect, thinks: bool = True) -> Any:
+    """Chat messages as a provider's dialect wants them: tool call ids, content, order, roles, fields, a prefill, and
+    reasoning on every assistant message (unless the request turns thinking off: `thinks` False)."""
     fix = TOOL_ID_RULES.get(dialect.tool_call_ids)
     if fix is not None:
         messages = tool_ids_as(messages, fix)
@@ -377,6 +422,8 @@ def chat_messages_for(messages: Any, dialect: BodyDialect) -> Any:
         messages = without_empty_tool_calls(messages)
     if dialect.fill_tool_signatures:
         messages = signed_tool_calls(messages)
+    if dialect.fill_reasoning and thinks:
+        messages = reasoned_assistant_messages(messages)
     if dialect.message_fields:
         messages = kept_fields(messages, dialect.message_fields)
     if dialect.prefix_last_assistant:

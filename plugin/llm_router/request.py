@@ -259,7 +259,9 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
         for name in dialect.drop:
             body.pop(name, None)
         if req.api == "chat" and "messages" in body:
-            body["messages"] = chat_messages_for(body["messages"], dialect)
+            off = req.body.get("thinking")  # DeepSeek's switch: {"type": "disabled"} turns a V4 model's thinking off
+            body["messages"] = chat_messages_for(body["messages"], dialect,
+                                                 not (isinstance(off, dict) and off.get("type") == "disabled"))
         elif req.api == "messages" and "messages" in body:
             body["messages"] = anthropic_messages_for(body["messages"], dialect)
         elif req.api == "responses" and "input" in body and not takes_field(dialect, "responses", "reasoning"):

@@ -94,12 +94,13 @@ def build_catalog(cfg: Config) -> Catalog:
 
 
 def _model_body(provider: BodyDialect | None, own: ModelBodyConf | None) -> BodyDialect | None:
-    """A model's body rules: its provider's, then its own renames, drops and tool call signatures."""
-    if own is None or not (own.rename or own.drop or own.tool_call_signatures == "fill"):
+    """A model's body rules: its provider's, then its own renames, drops, tool call signatures and reasoning stand-ins."""
+    if own is None or not (own.rename or own.drop or own.tool_call_signatures == "fill" or own.reasoning_content == "fill"):
         return provider
     base = provider or BodyDialect()
     return replace(base, rename=base.rename + tuple(own.rename.items()), drop=base.drop | frozenset(own.drop),
-                   fill_tool_signatures=base.fill_tool_signatures or own.tool_call_signatures == "fill")
+                   fill_tool_signatures=base.fill_tool_signatures or own.tool_call_signatures == "fill",
+                   fill_reasoning=base.fill_reasoning or own.reasoning_content == "fill")
 
 
 @dataclass(frozen=True, slots=True)

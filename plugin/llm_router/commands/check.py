@@ -78,12 +78,15 @@ def run(args) -> int:
         out = f" out {m.max_output_tokens:>6}" if m.max_output_tokens else ""
         print(f"  {mid:20s} {m.provider:10s} ${m.input_price:g}/${m.output_price:g} per 1M  ctx {m.context_window:>8}{out}  "
               f"tier {m.tier:8s} quality {m.quality:.2f}  [{', '.join(m.capabilities)}]{cache}")
-        if m.body is not None and (m.body.rename or m.body.drop or m.body.tool_call_signatures == "fill"):
+        if m.body is not None and (m.body.rename or m.body.drop or m.body.tool_call_signatures == "fill"
+                                   or m.body.reasoning_content == "fill"):
             own = [f"{old} as {new}" for old, new in m.body.rename.items()]
             if m.body.drop:
                 own.append(f"never sent: {', '.join(m.body.drop)}")
             if m.body.tool_call_signatures == "fill":
                 own.append("unsigned tool calls get Gemini's stand-in thought signature")
+            if m.body.reasoning_content == "fill":
+                own.append("assistant messages without reasoning_content get a stand-in")
             print(f"  {'':20s} body over {m.provider}'s: {'; '.join(own)}")
     print(f"default policy: {cfg.default_policy}")
     from llm_router.router import build_catalog, policy_reference

@@ -55,6 +55,8 @@ WORD_ID = re.compile(r"[A-Za-z0-9_-]+")  # Anthropic's tool call ids
 GEMINI_3 = re.compile(r"(?:models/)?gemini-3")  # Gemini 3 models check tool calls' thought signatures
 # Claude models from before extended thinking (3.7 Sonnet was the first with it): Anthropic refuses `thinking`.
 NO_THINKING_MODEL = re.compile(r"claude-(?:3-(?!7)|instant|2)")
+# DeepSeek's thinking models on its chat API: they answer with reasoning_content and want it passed back
+DEEPSEEK_THINKING = re.compile(r"deepseek-(?:reasoner|v4)")
 REASONING_REFUSED = ("max_tokens", "logprobs", "top_logprobs", "logit_bias")
 REASONING_FIXED = (("temperature", 1), ("top_p", 1), ("presence_penalty", 0), ("frequency_penalty", 0))
 AZURE_FILTER_RESULTS = [{"prompt_index": 0, "content_filter_results": {
@@ -346,6 +348,14 @@ class FakeProvider:
         if b.models is not None and model not in b.models:
             return await self._error(resp, 404, f"The model `{model}` does not exist or you do not have access to it.",
                                      "not_found_error" if anthropic else "invalid_request_error", anthropic, code="model_not_found")
+        thinks = self.name == "deepseek" and api == "chat" and DEEPSEEK_THINKING.match(model) is not None and not (
+            isinstance(data.get("thinking"), dict) and data["thinking"].get("type") == "disabled")
+        unreasoned = _unreasoned_message(model, data) if thinks else None
+        if unreasoned is not None:  # as DeepSeek answers an assistant message without its reasoning_content
+            message = (f"Missing `reasoning_content` field in the assistant message at message index {unreasoned}. For more "
+                       "information, please refer to https://api-docs.deepseek.com/guides/thinking_mode#tool-calls"
+                       if "reasoner" in model else "The `reasoning_content` in the thinking mode must be passed back to the API.")
+            return await self._error(resp, 400, message, "invalid_request_error", anthropic, code="invalid_request_error")
         refused = None if anthropic else _reasoning_refusal(model, data, api)
         if refused is not None:
             message, param, code = refused
@@ -401,14 +411,14 @@ class FakeProvider:
             else:
                 opts = data.get("stream_options")
                 usage = isinstance(opts, dict) and opts.get("include_usage") is True
-                await self._openai_stream(resp, model, answer, headers, api, usage)
+                await self._openai_stream(resp, model, answer, headers, api, usage, reasoning=thinks)
             return 200
         if api == "responses":
             payload = orjson.dumps(self._keep(_response_object(model, answer, data, f"resp_{uuid.uuid4().hex[:24]}"), data))
         else:
             payload = (_anthropic_json(model, answer, signed) if anthropic
                        else _openai_json(model, answer, api, logprobs=data.get("logprobs") is True and not single,
-                                         provider=self.name, choices=choices))
+                                         provider=self.name, choices=choices, reasoning=thinks))
         headers = [("content-type", "application/json"), *headers]
         if b.gzip and "gzip" in req.headers.get("accept-encoding", ""):
             payload = gzip.compress(payload)
@@ -486,7 +496,7 @@ class FakeProvider:
         return True
 
     async def _openai_stream(self, resp: Reply, model: str, answer: Answer, headers: list[tuple[str, str]], api: str,
-                             usage: bool) -> None:
+                             usage: bool, *, reasoning: bool = False) -> None:
         b = self.behaviour
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}" if api == "chat" else f"cmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
@@ -503,6 +513,10 @@ class FakeProvider:
                                                        "prompt_filter_results": AZURE_FILTER_RESULTS}) + b"\n\n")
         if api == "chat":
             await resp.write(event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]))
+        if reasoning:  # DeepSeek streams its thinking first, as reasoning_content deltas
+            for piece in split_text(reasoning_text(model, answer), 2):
+                await resp.write(event([{"index": 0, "delta": {"content": None, "reasoning_content": piece}, "logprobs": None,
+                                         "finish_reason": None}]))
         for i, piece in enumerate(split_text(answer.text, b.chunks)):
             if not await self._pace(resp, i):
                 return
@@ -970,7 +984,25 @@ def _token_logprobs(answer: Answer) -> dict[str, Any]:
                          "top_logprobs": []} for t in tokens]}
 
 
-def _openai_json(model: str, answer: Answer, api: str, *, logprobs: bool = False, provider: str = "", choices: int = 1) -> bytes:
+def reasoning_text(model: str, answer: Answer) -> str:
+    """What a fake thinking model says it thought before answering."""
+    return f"The question asks for about {answer.output_tokens} tokens; {model} plans its answer before writing it."
+
+
+def _unreasoned_message(model: str, data: dict[str, Any]) -> int | None:
+    """Index of the first assistant message a DeepSeek thinking model refuses for want of reasoning_content (missing,
+    null or empty): deepseek-reasoner checks messages with tool calls, V4 models every assistant message."""
+    for i, m in enumerate(data.get("messages") or []):
+        if not (isinstance(m, dict) and m.get("role") == "assistant") or (isinstance(m.get("reasoning_content"), str)
+                                                                           and m["reasoning_content"]):
+            continue
+        if "reasoner" not in model or m.get("tool_calls"):
+            return i
+    return None
+
+
+def _openai_json(model: str, answer: Answer, api: str, *, logprobs: bool = False, provider: str = "", choices: int = 1,
+                 reasoning: bool = False) -> bytes:
     """A chat or completions answer with `choices` choices; usage counts the output of all of them."""
     usage = _openai_usage(replace(answer, output_tokens=answer.output_tokens * choices), provider)
     if api == "completions":
@@ -981,7 +1013,8 @@ def _openai_json(model: str, answer: Answer, api: str, *, logprobs: bool = False
     return orjson.dumps({
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()), "model": model,
         "system_fingerprint": "fp_fake",
-        "choices": [{"index": i, "message": {"role": "assistant", "content": answer.text, "refusal": None},
+        "choices": [{"index": i, "message": {"role": "assistant", "content": answer.text, "refusal": None,
+                                             **({"reasoning_content": reasoning_text(model, answer)} if reasoning else {})},
                      "logprobs": _token_logprobs(answer) if logprobs else None, "finish_reason": "stop"} for i in range(choices)],
         "usage": usage,
     })

@@ -1,0 +1,134 @@
+"""Conversations other models began, sent on to DeepSeek's thinking models: each assistant message's reasoning.
+
+DeepSeek's thinking models want the `reasoning_content` of earlier assistant messages passed back, and answer
+400 without it (deepseek-reasoner, for messages with tool calls: "Missing `reasoning_content` field in the
+assistant message at message index 2. ..."; V4 models: "The `reasoning_content` in the thinking mode must be
+passed back to the API."), to an empty string too, as agent projects report it. A routed conversation holds
+assistant messages GPT-4o or Claude wrote, which have none. With `body: {reasoning_content: fill}` on such a
+model, each of them gets a stand-in; the fake DeepSeek refuses what DeepSeek refuses.
+"""
+from __future__ import annotations
+
+import httpx
+import orjson
+import pytest
+
+from fixtures_envoy import fresh_fakes, wait_requests  # noqa: F401
+from llm_router.config import ConfigError, load_config, parse_config
+from llm_router.message_rules import reasoned_assistant_messages, reasoning_stand_in
+from llm_router.request import parse_request, render_body
+from llm_router.router import Router
+from test_tool_ids import DEEPSEEK_THINKING, TOOLS, conversation, fakes, pinned, routed, stack, to_fake  # noqa: F401
+
+OWN = "The user wants both cities; I already have Paris."
+
+
+def mixed() -> list[dict]:
+    """A chat GPT-4o answered first (no reasoning), then a DeepSeek thinking model (its reasoning kept by the client)."""
+    return [
+        {"role": "user", "content": "Is it warmer in Paris than in Oslo today?"},
+        {"role": "assistant", "content": "Let me check both.", "tool_calls": [
+            {"id": "call_Xq3bL9sVn2KpA7", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_Xq3bL9sVn2KpA7", "content": "18 C, sunny"},
+        {"role": "assistant", "content": None, "reasoning_content": OWN, "tool_calls": [
+            {"id": "call_00_9nLfpIQ6VO1J", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}]},
+        {"role": "tool", "tool_call_id": "call_00_9nLfpIQ6VO1J", "content": "4 C, rain"},
+        {"role": "assistant", "content": "Yes: 18 C in Paris against 4 C in Oslo."},
+        {"role": "user", "content": "And tomorrow?"},
+    ]
+
+
+def test_assistant_messages_without_reasoning_get_a_stand_in_naming_the_message_and_its_calls():
+    sent = reasoned_assistant_messages(mixed())
+    assert sent[1]["reasoning_content"] == ("(The reasoning of message 1 is not available: another model wrote it, or it was not "
+                                            "kept; it called weather (call_Xq3bL9sVn2KpA7).)")
+    assert sent[3]["reasoning_content"] == OWN  # its own reasoning, as it came
+    assert sent[5]["reasoning_content"] == reasoning_stand_in(5, mixed()[5]) and "called" not in sent[5]["reasoning_content"]
+    assert [{k: v for k, v in m.items() if k != "reasoning_content"} for m in sent] == \
+        [{k: v for k, v in m.items() if k != "reasoning_content"} for m in mixed()]  # nothing else changes
+    assert reasoned_assistant_messages(mixed()) == sent  # the same stand-ins every turn: the prompt cache still matches
+    empty = mixed()
+    empty[3]["reasoning_content"] = ""  # refused like a missing one
+    assert reasoned_assistant_messages(empty)[3]["reasoning_content"] == reasoning_stand_in(3, empty[3])
+    two = conversation()[1]  # two calls, both named
+    assert "weather (call_Xq3bL9sVn2KpA7), weather (toolu_01A09q90qw90lq917835)" in reasoning_stand_in(1, two)
+
+
+def test_a_prefill_and_odd_shapes_are_left_as_they_came():
+    prefill = [{"role": "user", "content": "Write a haiku."}, {"role": "assistant", "content": "Autumn"}]
+    assert reasoned_assistant_messages(prefill) is prefill  # the last assistant message continues: no reasoning put in its mouth
+    done = reasoned_assistant_messages(mixed())
+    assert reasoned_assistant_messages(done) is done  # nothing left to fill: the same list
+    odd = ["x", {"role": "assistant", "content": "a", "reasoning_content": "r"}, 7, {"role": "user"}]
+    assert reasoned_assistant_messages(odd) is odd and reasoned_assistant_messages("x") == "x"
+
+
+def test_only_models_with_the_setting_get_stand_ins_and_not_with_thinking_off():
+    router = Router(parse_config(pinned()))
+    models = router.catalog.models
+
+    def to(model: str, **extra) -> list[dict]:
+        req = parse_request(orjson.dumps({"model": "auto", "messages": mixed(), "tools": TOOLS, **extra}), "chat")
+        return orjson.loads(render_body(req, models[model].name, dialect=router.catalog.dialect_of(models[model])))["messages"]
+
+    assert to("deepseek-reasoner") == reasoned_assistant_messages(mixed())
+    assert to("deepseek-v4-pro") == reasoned_assistant_messages(mixed())
+    assert to("deepseek-v2") == mixed()  # the built-in DeepSeek V2 does not think: as sent
+    assert to("gpt-4o") == mixed()
+    assert to("deepseek-v4-pro", thinking={"type": "disabled"}) == mixed()  # V4 with thinking turned off wants none
+
+
+def test_check_names_the_setting_and_refuses_a_wrong_one(tmp_path, capsys):
+    from llm_router.cli import main
+
+    path = tmp_path / "deepseek.yaml"
+    path.write_text(orjson.dumps(pinned()).decode())  # JSON is YAML
+    assert main(["check", str(path)]) == 0
+    assert "body over deepseek's: assistant messages without reasoning_content get a stand-in" in capsys.readouterr().out
+    with pytest.raises(ConfigError) as err:
+        parse_config({"models": {"r1": {**DEEPSEEK_THINKING, "body": {"reasoning_content": "always"}}}})
+    assert "reasoning_content" in str(err.value)
+    assert load_config(None).models["deepseek-v2"].body is None  # the default catalog's DeepSeek needs none
+
+
+def test_the_deepseek_fake_refuses_assistant_messages_without_reasoning_as_deepseek_does(fakes):
+    refused = to_fake(fakes, "deepseek", "deepseek-reasoner", mixed())
+    assert refused.status_code == 400 and refused.json() == {"error": {
+        "message": "Missing `reasoning_content` field in the assistant message at message index 1. For more information, "
+                   "please refer to https://api-docs.deepseek.com/guides/thinking_mode#tool-calls",
+        "type": "invalid_request_error", "param": None, "code": "invalid_request_error"}}
+    plain = [m for m in mixed() if m["role"] in ("user",)][:1] + [{"role": "assistant", "content": "Checking."},
+                                                                  {"role": "user", "content": "Go on."}]
+    assert to_fake(fakes, "deepseek", "deepseek-reasoner", plain).status_code == 200  # no tool calls: reasoner takes it
+    v4 = to_fake(fakes, "deepseek", "deepseek-v4-pro", plain)  # V4 wants it on every assistant message
+    assert v4.status_code == 400 and v4.json()["error"]["message"] == \
+        "The `reasoning_content` in the thinking mode must be passed back to the API."
+    empty = mixed()
+    empty[1]["reasoning_content"] = ""
+    assert to_fake(fakes, "deepseek", "deepseek-reasoner", empty).status_code == 400
+    for model in ("deepseek-reasoner", "deepseek-v4-pro"):
+        ok = to_fake(fakes, "deepseek", model, reasoned_assistant_messages(mixed()))
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["choices"][0]["message"]["reasoning_content"]  # a thinking model says what it thought
+    assert "reasoning_content" not in to_fake(fakes, "deepseek", "deepseek-chat", mixed()).json()["choices"][0]["message"]
+
+
+@pytest.mark.envoy
+def test_envoy_a_tool_loop_begun_elsewhere_is_answered_by_deepseek_reasoner(stack, fresh_fakes):
+    sent = routed(stack, fresh_fakes, "reasoner", "deepseek-reasoner", "deepseek", mixed())
+    assert sent == reasoned_assistant_messages(mixed())
+
+
+@pytest.mark.envoy
+def test_envoy_a_streamed_v4_answer_carries_its_reasoning_to_the_client(stack, fresh_fakes):
+    body = {"model": "auto", "messages": mixed(), "tools": TOOLS, "stream": True}
+    with httpx.stream("POST", stack.url + "/v4/v1/chat/completions", timeout=30, content=orjson.dumps(body),
+                      headers={"content-type": "application/json"}) as r:
+        assert r.status_code == 200 and r.headers["x-llm-router-model"] == "deepseek-v4-pro"
+        chunks = [orjson.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c.get("choices")]
+    assert "".join(d.get("reasoning_content") or "" for d in deltas)  # thinking first, as DeepSeek streams it
+    assert "".join(d.get("content") or "" for d in deltas)
+    assert any(c.get("usage") for c in chunks)  # usage asked for by the router, as on every stream
+    [call] = wait_requests(fresh_fakes, "deepseek", 1)
+    assert call.status == 200 and call.json["messages"] == reasoned_assistant_messages(mixed())
