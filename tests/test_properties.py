@@ -324,7 +324,8 @@ def test_a_thinking_turn_goes_out_only_as_the_provider_takes_it(body, owner):
     loop = body.pop("loop")
     if loop:
         body["messages"] += loop
-    from llm_router.message_rules import THINKING_BLOCKS, TOOL_ID_RULES, block_ids_as, takes_field, thinking_unfit, wants_thinking
+    from llm_router.message_rules import (THINKING_BLOCKS, TOOL_ID_RULES, block_ids_as, block_signature, takes_field,
+                                          thinking_unfit, wants_thinking, without_foreign_thinking)
     from llm_router.request import RequestError, parse_request, render_body
 
     try:
@@ -341,6 +342,12 @@ def test_a_thinking_turn_goes_out_only_as_the_provider_takes_it(body, owner):
             for b in m["content"] if isinstance(m["content"], list) else []:
                 key = {"tool_use": "id", "tool_result": "tool_use_id"}.get(b["type"])
                 assert not (key and isinstance(b.get(key), str) and not re.fullmatch(r"[A-Za-z0-9_-]+", b[key]))
+    if dialect is not None and dialect.signed_thinking_only:  # Anthropic: no thinking block without a signature
+        for m in sent["messages"]:
+            content = m["content"] if m["role"] == "assistant" and isinstance(m["content"], list) else []
+            if not all(b["type"] in THINKING_BLOCKS for b in content):
+                assert all(block_signature(b) for b in content if b["type"] in THINKING_BLOCKS)
+        body = {**body, "messages": without_foreign_thinking(body["messages"], "m", None, unsigned=True)}
     if not wants_thinking(body):
         assert sent["messages"] == body["messages"]
         return

@@ -300,3 +300,89 @@ def test_envoy_a_conversation_moved_to_another_thinking_model_goes_on(stack, fre
     r = httpx.post(stack.url + "/new/v1/messages", content=orjson.dumps(answered("sonnet", signature)), headers=HEADERS, timeout=30)
     assert r.status_code == 200, r.text
     assert wait_requests(fresh_fakes, "anthropic", 3)[-1].json["messages"][1]["content"][0]["signature"] == signature
+
+
+# ---- unsigned thinking blocks (DeepSeek's Anthropic endpoint signs nothing) ------------------------------------------
+
+def deepseek_loop() -> dict:
+    """A tool loop DeepSeek's Anthropic endpoint began: its thinking block carries no signature."""
+    body = turn(tool_loop=True, thought=True)
+    del body["messages"][1]["content"][0]["signature"]
+    return body
+
+
+def test_unsigned_thinking_blocks_are_left_out_for_anthropic_and_kept_for_deepseek():
+    messages = [{"role": "assistant", "content": [{"type": "thinking", "thinking": "a"}, {"type": "text", "text": "t"}]},
+                {"role": "assistant", "content": [{"type": "thinking", "thinking": "b", "signature": ""}, {"type": "text", "text": "u"}]},
+                {"role": "assistant", "content": [{"type": "redacted_thinking"}, {"type": "thinking", "thinking": "c", "signature": "c2ln"}]},
+                {"role": "user", "content": [{"type": "thinking", "thinking": "d"}]}]
+    out = without_foreign_thinking(messages, "m", None, unsigned=True)
+    assert [[b["type"] for b in m["content"]] for m in out] == [["text"], ["text"], ["thinking"], ["thinking"]]
+    assert out[2]["content"][0]["signature"] == "c2ln" and out[3] == messages[3]  # signed, and not an answer: kept
+    assert without_foreign_thinking(messages, "m", None) is messages  # a provider that signs nothing: as they came
+    # through the router: the tool loop's unsigned block goes for Claude, and thinking with it (Anthropic's rule)
+    d, sent = decide(deepseek_loop(), "new")
+    assert d.model.id == "claude-sonnet-4" and "thinking" not in sent
+    assert [b["type"] for b in sent["messages"][1]["content"]] == ["tool_use"]
+    assert d.selection.endswith("; without the thinking blocks of other models; without extended thinking: the tool call "
+                                "this turn answers was made without it")
+    d, sent = decide(deepseek_loop(), "deepseek")  # DeepSeek takes its own blocks back
+    assert sent["messages"] == deepseek_loop()["messages"] and sent["thinking"] == THINKING and "thinking" not in d.selection
+    # an earlier answer's unsigned block: it goes, thinking stays on
+    past = turn(past_thinking=True)
+    del past["messages"][1]["content"][0]["signature"]
+    d, sent = decide(past, "new")
+    assert sent["messages"][1]["content"] == [{"type": "text", "text": "I will run pytest."}] and sent["thinking"] == THINKING
+
+
+def test_a_body_is_searched_for_thinking_blocks_only_when_it_may_hold_one():
+    def flagged(body: dict) -> bool:
+        return parse_request(orjson.dumps(body), "messages").thinking_blocks
+
+    assert flagged(deepseek_loop()) and flagged(turn(tool_loop=True, thought=True))
+    assert not flagged(turn(tool_loop=True)) and not flagged(turn(thinking=None))  # the thinking field alone is not a block
+
+
+def test_the_anthropic_fake_refuses_unsigned_thinking_and_the_deepseek_fake_signs_nothing(fakes):
+    missing = anthropic(fakes, {**deepseek_loop(), "model": "claude-sonnet-4-20250514"})
+    assert missing.status_code == 400 and missing.json()["error"] == {
+        "type": "invalid_request_error", "message": "messages.1.content.0.thinking.signature: Field required"}
+    empty = deepseek_loop()
+    empty["messages"][1]["content"][0]["signature"] = ""
+    refused = anthropic(fakes, {**empty, "model": "claude-sonnet-4-20250514"})
+    assert refused.json()["error"]["message"] == "messages.1.content.0: Invalid `signature` in `thinking` block"
+    for stream in (False, True):
+        r = httpx.post(fakes.url("deepseek") + "/anthropic/v1/messages", timeout=30,
+                       content=orjson.dumps({**turn(), "model": "deepseek-chat", "stream": stream}),
+                       headers={**HEADERS, "authorization": f"Bearer {fakes.keys()['deepseek']}"})
+        assert r.status_code == 200, r.text
+        if stream:
+            events = [orjson.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:")]
+            assert {"type": "thinking", "thinking": ""} in [e.get("content_block") for e in events]
+            assert not any(e.get("delta", {}).get("type") == "signature_delta" for e in events)
+        else:
+            assert r.json()["content"][0] == {"type": "thinking", "thinking": r.json()["content"][0]["thinking"]}
+
+
+@pytest.mark.envoy
+def test_envoy_a_conversation_deepseek_thought_in_goes_on_at_claude(stack, fresh_fakes):
+    first = httpx.post(stack.url + "/deepseek/v1/messages", content=orjson.dumps(turn()), headers=HEADERS, timeout=30)
+    assert first.status_code == 200, first.text
+    thought, text = first.json()["content"]
+    assert thought["type"] == "thinking" and "signature" not in thought
+    later = turn()
+    later["messages"] += [{"role": "assistant", "content": [thought, text]}, {"role": "user", "content": "now fix it"}]
+    r = httpx.post(stack.url + "/new/v1/messages", content=orjson.dumps(later), headers=HEADERS, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "claude-sonnet-4"
+    assert "without the thinking blocks of other models" in r.headers["x-llm-router-reason"]
+    sent = wait_requests(fresh_fakes, "anthropic", 1)[-1]
+    assert sent.status == 200 and sent.json["messages"][1]["content"] == [text] and sent.json["thinking"] == THINKING
+
+
+def test_check_names_the_setting(capsys):
+    from llm_router.cli import main
+
+    assert main(["check"]) == 0
+    assert "anthropic body: tool call ids of letters, digits, _ and - only; thinking blocks without a signature left out" \
+        in capsys.readouterr().out

@@ -79,6 +79,10 @@ class BodyConf(_Strict):
     # 'messages[1].tool_calls': empty array. Expected an array with minimum length 1", to what vLLM-served models and
     # OpenAI's own parse helper answer with, and other providers take)
     empty_tool_calls: Literal["keep", "drop"] = "keep"
+    # Anthropic bodies: any: thinking blocks go as they came (but those the router saw another model make); required: also
+    # those without a signature go (Anthropic answers 400, "messages.1.content.0.thinking.signature: Field required", to the
+    # unsigned thinking blocks DeepSeek's Anthropic endpoint answers with, and "Invalid `signature`" to an empty one)
+    thinking_signatures: Literal["any", "required"] = "any"
 
     @model_validator(mode="after")
     def _check(self) -> "BodyConf":

@@ -91,16 +91,21 @@ def _without_blocks(messages: Any, unwanted: Callable[[Any], bool]) -> Any:
     return out if changed else messages
 
 
-def without_foreign_thinking(messages: Any, model_id: str, origin: Callable[[str], str | None]) -> Any:
+def without_foreign_thinking(messages: Any, model_id: str, origin: Callable[[str], str | None] | None,
+                             unsigned: bool = False) -> Any:
     """Anthropic messages without the thinking blocks another model is known to have made (`origin`: signature -> the
-    model that answered with it, None when unknown); others as they are (a message they would empty stays as it was).
+    model that answered with it, None when unknown) and, when `unsigned`, without those that carry no signature; others
+    as they are (a message they would empty stays as it was).
 
     Signatures are bound to the model that made them: Anthropic answers 400 ("messages.1.content.0: Invalid `signature`
-    in `thinking` block") to a block of another model, which a conversation routed between models carries.
+    in `thinking` block") to a block of another model, which a conversation routed between models carries, and
+    ("messages.1.content.0.thinking.signature: Field required") to the unsigned blocks DeepSeek's Anthropic endpoint makes.
     """
     def foreign(block: Any) -> bool:
         sig = block_signature(block)
-        made_by = origin(sig) if sig is not None else None
+        if sig is None:
+            return unsigned and _is_thinking_block(block)
+        made_by = origin(sig) if origin is not None else None
         return made_by is not None and made_by != model_id
 
     return _without_blocks(messages, foreign)
@@ -366,12 +371,14 @@ def thinking_left_out(body: dict[str, Any], dialect: BodyDialect | None) -> str 
 
 
 def fit_thinking(body: dict[str, Any], dialect: BodyDialect | None, model_id: str = "",
-                 origin: Callable[[str], str | None] | None = None) -> None:
+                 origin: Callable[[str], str | None] | None = None, blocks: bool = True) -> None:
     """An Anthropic body made fit for the model (in place): no thinking blocks other models made (when `origin` knows
-    them); a model that does not think gets no thinking blocks (its dialect drops the field itself); a tool loop whose
-    call began without thinking (or, where the provider wants every tool call to, any earlier one), no thinking."""
-    if origin is not None and "messages" in body:
-        body["messages"] = without_foreign_thinking(body["messages"], model_id, origin)
+    them, or they carry no signature and the provider wants one); a model that does not think gets no thinking blocks
+    (its dialect drops the field itself); a tool loop whose call began without thinking (or, where the provider wants
+    every tool call to, any earlier one), no thinking. `blocks` False: the body holds no thinking blocks to look at."""
+    unsigned = dialect is not None and dialect.signed_thinking_only
+    if blocks and (origin is not None or unsigned) and "messages" in body:
+        body["messages"] = without_foreign_thinking(body["messages"], model_id, origin, unsigned)
     why = thinking_left_out(body, dialect)
     if why == NOT_THINKING_MODEL:
         body["messages"] = without_thinking_blocks(body.get("messages"))

@@ -94,7 +94,7 @@ class LLMRequest:
     body_bytes: int = 0
     choices: int = 1  # `n`: answers asked for in one call (each is billed as output)
     standing_tokens: int = 0  # of input_tokens: the system prompt and tool definitions
-    signed_thinking: bool = False  # an Anthropic body that may carry signed thinking blocks (a model-bound signature)
+    thinking_blocks: bool = False  # an Anthropic body that may carry thinking blocks (signed for a model, or unsigned)
 
     @property
     def text(self) -> str:
@@ -202,7 +202,9 @@ def parse_request(body: bytes | str, api: str = "chat") -> LLMRequest:
     req.body_bytes = size
     if req.api == "messages":  # a scan of the raw bytes is far cheaper than a walk over every block of a long history
         raw = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
-        req.signed_thinking = b'"signature"' in raw or b'"redacted_thinking"' in raw
+        # a thinking block names "thinking" twice (its type and its text); a request's own thinking field once
+        req.thinking_blocks = b'"signature"' in raw or b'"redacted_thinking"' in raw or \
+            raw.find(b'"thinking"', raw.find(b'"thinking"') + 1) >= 0
     return req
 
 
@@ -234,7 +236,7 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
     body = dict(req.body)
     body["model"] = model_name
     if req.api == "messages":
-        fit_thinking(body, dialect, model_id, thinking_origin if req.signed_thinking else None)
+        fit_thinking(body, dialect, model_id, thinking_origin, req.thinking_blocks)
     if max_output is not None and req.max_output_tokens is not None and req.max_output_tokens > max_output:
         for name in OUTPUT_LIMIT_FIELDS:
             value = body.get(name)

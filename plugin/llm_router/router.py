@@ -46,8 +46,9 @@ def _thinking_dropped(request: LLMRequest, model: Model, dialect: BodyDialect | 
     if request.api != "messages":
         return "", ""
     body, foreign = request.body, ""
-    if origin is not None and request.signed_thinking:
-        messages = without_foreign_thinking(body.get("messages"), model.id, origin)
+    unsigned = dialect is not None and dialect.signed_thinking_only
+    if (origin is not None or unsigned) and request.thinking_blocks:
+        messages = without_foreign_thinking(body.get("messages"), model.id, origin, unsigned)
         if messages is not body.get("messages"):
             body, foreign = {**body, "messages": messages}, "; without the thinking blocks of other models"
     why = thinking_left_out(body, dialect)
@@ -76,7 +77,8 @@ def build_catalog(cfg: Config) -> Catalog:
                                 for role, fields in p.body.message_fields.items()},
                 prefix_last_assistant=p.body.prefix_last_assistant,
                 thinking_every_tool_turn=p.body.thinking_tool_turns == "every",
-                drop_empty_tool_calls=p.body.empty_tool_calls == "drop"),
+                drop_empty_tool_calls=p.body.empty_tool_calls == "drop",
+                signed_thinking_only=p.body.thinking_signatures == "required"),
         )
         for name, p in cfg.providers.items()
     }

@@ -401,8 +401,10 @@ class FakeProvider:
             answer = replace(answer, cached_tokens=int(answer.input_tokens * min(1.0, b.cached_share)))
         headers = self._limit_headers(answer) + [("x-fake-provider", self.name), ("x-fake-quality", "good" if answer.good else "weak")]
         stream = data.get("stream") is True
-        # A model asked to think answers with a thinking block first, signed for this model only.
-        signed = _thinking_signature(model) if anthropic and isinstance(thinking, dict) and thinking.get("type") == "enabled" else None
+        # A model asked to think answers with a thinking block first, signed for this model only (by Anthropic; DeepSeek's
+        # Anthropic endpoint signs nothing: "" stands for its unsigned block).
+        signed = (("" if self.name == "deepseek" else _thinking_signature(model))
+                  if anthropic and isinstance(thinking, dict) and thinking.get("type") == "enabled" else None)
         if stream:
             if anthropic:
                 await self._anthropic_stream(resp, model, answer, headers, signed)
@@ -548,12 +550,13 @@ class FakeProvider:
             "stop_sequence": None, "usage": {**_anthropic_input(answer), "output_tokens": 1}}})
         at = 0
         if signed is not None:  # thinking first, its signature in one signature_delta at its end (as Anthropic sends it)
-            await event("content_block_start", {"type": "content_block_start", "index": 0,
-                                                "content_block": {"type": "thinking", "thinking": "", "signature": ""}})
+            await event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {
+                "type": "thinking", "thinking": "", **({"signature": ""} if signed else {})}})
             await event("content_block_delta", {"type": "content_block_delta", "index": 0,
                                                 "delta": {"type": "thinking_delta", "thinking": FAKE_THOUGHT}})
-            await event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                                "delta": {"type": "signature_delta", "signature": signed}})
+            if signed:
+                await event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                    "delta": {"type": "signature_delta", "signature": signed}})
             await event("content_block_stop", {"type": "content_block_stop", "index": 0})
             at = 1
         await event("content_block_start", {"type": "content_block_start", "index": at, "content_block": {"type": "text", "text": ""}})
@@ -1062,19 +1065,25 @@ def _signed_by(signature: Any) -> str | None:
 
 
 def _foreign_thinking(model: str, data: dict[str, Any]) -> str | None:
-    """Anthropic's 400 for a thinking block another model signed, or None."""
+    """Anthropic's 400 for a thinking block another model signed, or one without a signature, or None."""
     for i, m in enumerate(data.get("messages") or []):
         blocks = m.get("content") if isinstance(m, dict) and m.get("role") == "assistant" else None
         for j, block in enumerate(blocks if isinstance(blocks, list) else []):
             if isinstance(block, dict) and block.get("type") in ("thinking", "redacted_thinking"):
-                made = _signed_by(block.get("signature") if block.get("type") == "thinking" else block.get("data"))
+                kind = block["type"]
+                field = "signature" if kind == "thinking" else "data"
+                if field not in block:
+                    return f"messages.{i}.content.{j}.{kind}.{field}: Field required"
+                if not block[field]:
+                    return f"messages.{i}.content.{j}: Invalid `{field}` in `{kind}` block"
+                made = _signed_by(block[field])
                 if made is not None and made != model:
                     return f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
     return None
 
 
 def _anthropic_json(model: str, answer: Answer, signed: str | None = None) -> bytes:
-    thought = [{"type": "thinking", "thinking": FAKE_THOUGHT, "signature": signed}] if signed is not None else []
+    thought = [{"type": "thinking", "thinking": FAKE_THOUGHT, **({"signature": signed} if signed else {})}] if signed is not None else []
     return orjson.dumps({
         "id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": model,
         "content": [*thought, {"type": "text", "text": answer.text}], "stop_reason": "end_turn", "stop_sequence": None,
