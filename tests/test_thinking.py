@@ -386,3 +386,63 @@ def test_check_names_the_setting(capsys):
     assert main(["check"]) == 0
     assert "anthropic body: tool call ids of letters, digits, _ and - only; thinking blocks without a signature left out" \
         in capsys.readouterr().out
+
+
+# ---- blank text blocks (Anthropic refuses them; answers, its own included, sometimes hold them) -----------------------
+
+def blank_history() -> dict:
+    """A tool loop whose answers held blank text: a whitespace-only block beside a tool call, an empty answer, an empty
+    system block."""
+    body = turn(tool_loop=True, thinking=None)
+    body["system"] = [{"type": "text", "text": "You are a coding agent."}, {"type": "text", "text": ""}]
+    body["messages"][1]["content"].insert(0, {"type": "text", "text": "\n\n"})
+    body["messages"][1:1] = [{"role": "assistant", "content": [{"type": "text", "text": ""}]},
+                             {"role": "user", "content": "go on"}]
+    return body
+
+
+def test_blank_text_blocks_and_blank_messages_are_left_out_for_anthropic():
+    from llm_router.message_rules import without_blank_system, without_blank_text
+
+    messages = blank_history()["messages"]
+    out = without_blank_text(messages)
+    assert [m["role"] for m in out] == ["user", "user", "assistant", "user"]  # the blank answer goes
+    assert [b["type"] for b in out[2]["content"]] == ["tool_use"] and out[3] == messages[-1]
+    assert without_blank_text(out) is out  # nothing left to do: the same list
+    assert without_blank_text([{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "},
+                               {"role": "user", "content": "?"}]) == [{"role": "user", "content": "hi"}, {"role": "user", "content": "?"}]
+    prefill = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": [{"type": "text", "text": ""}]}]
+    assert without_blank_text(prefill)[-1] == {"role": "assistant", "content": []}  # a final assistant message may be empty
+    last_user = [{"role": "user", "content": [{"type": "text", "text": " "}]}]
+    assert without_blank_text(last_user) == last_user  # nothing else to send: as it came (the provider says why)
+    assert without_blank_system([{"type": "text", "text": " "}]) is None and without_blank_system("s") == "s"
+    d, sent = decide(blank_history(), "new")
+    assert sent["messages"] == out and sent["system"] == [{"type": "text", "text": "You are a coding agent."}]
+    d, sent = decide(blank_history(), "deepseek")  # other providers: as sent
+    assert sent["messages"] == blank_history()["messages"] and sent["system"] == blank_history()["system"]
+
+
+def test_the_anthropic_fake_refuses_blank_text_as_anthropic_does(fakes):
+    def post(body: dict) -> str:
+        r = anthropic(fakes, {**body, "model": "claude-sonnet-4-20250514"})
+        return r.json()["error"]["message"] if r.status_code == 400 else str(r.status_code)
+
+    body = blank_history()
+    assert post(body) == "messages: text content blocks must be non-empty"
+    body["system"] = body["system"][:1]
+    body["messages"][1]["content"] = [{"type": "text", "text": " "}]
+    assert post(body) == "messages: text content blocks must contain non-whitespace text"
+    body["messages"][1]["content"] = " "
+    assert post(body) == "messages.1: all messages must have non-empty content except for the optional final assistant message"
+    body["messages"][1]["content"] = "Sure."
+    body["messages"][3]["content"] = body["messages"][3]["content"][1:]
+    assert post(body) == "200"
+
+
+@pytest.mark.envoy
+def test_envoy_a_loop_with_blank_answers_is_answered_by_claude(stack, fresh_fakes):
+    r = httpx.post(stack.url + "/new/v1/messages", content=orjson.dumps(blank_history()), headers=HEADERS, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "claude-sonnet-4"
+    sent = wait_requests(fresh_fakes, "anthropic", 1)[-1]
+    assert sent.status == 200 and len(sent.json["messages"]) == 4 and len(sent.json["system"]) == 1

@@ -55,6 +55,7 @@ class BodyDialect:
     thinking_every_tool_turn: bool = False  # thinking only if every assistant tool call turn holds a thinking block (DeepSeek)
     drop_empty_tool_calls: bool = False  # chat messages' empty tool_calls arrays left out (OpenAI)
     signed_thinking_only: bool = False  # Anthropic thinking blocks without a signature left out (Anthropic)
+    drop_blank_text: bool = False  # Anthropic empty or whitespace-only text blocks left out (Anthropic)
     fill_tool_signatures: bool = False  # unsigned chat tool calls get Gemini's stand-in thought signature (Gemini 3)
     fill_reasoning: bool = False  # chat assistant messages without reasoning_content get a stand-in (DeepSeek thinking models)
 

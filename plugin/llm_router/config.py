@@ -83,6 +83,10 @@ class BodyConf(_Strict):
     # those without a signature go (Anthropic answers 400, "messages.1.content.0.thinking.signature: Field required", to the
     # unsigned thinking blocks DeepSeek's Anthropic endpoint answers with, and "Invalid `signature`" to an empty one)
     thinking_signatures: Literal["any", "required"] = "any"
+    # Anthropic bodies: keep: text blocks go as sent; drop: empty or whitespace-only text blocks are left out of messages and
+    # system, and a message (but the last) holding nothing else (Anthropic answers 400, "messages: text content blocks must
+    # be non-empty" and "... must contain non-whitespace text", to what other models' and its own answers sometimes hold)
+    blank_text: Literal["keep", "drop"] = "keep"
 
     @model_validator(mode="after")
     def _check(self) -> "BodyConf":

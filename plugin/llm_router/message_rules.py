@@ -407,10 +407,56 @@ def block_ids_as(messages: Any, fix: Callable[[str], str]) -> Any:
     return out
 
 
+def _blank_text(block: Any) -> bool:
+    return isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str) \
+        and not block["text"].strip()
+
+
+def without_blank_text(messages: Any) -> Any:
+    """Anthropic messages without empty or whitespace-only text blocks; a message (but the last) that held nothing else,
+    or whose string content is blank, is left out; the same list comes back when nothing goes.
+
+    Anthropic answers 400 ("messages: text content blocks must be non-empty", "messages: text content blocks must contain
+    non-whitespace text") to blank text blocks, which its own answers and other models' sometimes hold, and to a blank
+    message but a final assistant one.
+    """
+    if not isinstance(messages, list):
+        return messages
+    out: list[Any] = []
+    changed = False
+    last = len(messages) - 1
+    for i, m in enumerate(messages):
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, list) and any(_blank_text(b) for b in content):
+            changed = True
+            kept = [b for b in content if not _blank_text(b)]
+            if not kept and i < last:
+                continue
+            if kept or m.get("role") == "assistant":  # a final assistant message may be empty (a last user one not)
+                m = {**m, "content": kept}
+        elif isinstance(content, str) and not content.strip() and i < last:
+            changed = True
+            continue
+        out.append(m)
+    return out if changed else messages
+
+
+def without_blank_system(system: Any) -> Any:
+    """An Anthropic `system` without blank text blocks (None when nothing else is left)."""
+    if not isinstance(system, list) or not any(_blank_text(b) for b in system):
+        return system
+    kept = [b for b in system if not _blank_text(b)]
+    return kept or None
+
+
 def anthropic_messages_for(messages: Any, dialect: BodyDialect) -> Any:
-    """Anthropic messages as a provider's dialect wants them: tool call ids."""
+    """Anthropic messages as a provider's dialect wants them: tool call ids, no blank text."""
     fix = TOOL_ID_RULES.get(dialect.tool_call_ids)
-    return block_ids_as(messages, fix) if fix is not None else messages
+    if fix is not None:
+        messages = block_ids_as(messages, fix)
+    if dialect.drop_blank_text:
+        messages = without_blank_text(messages)
+    return messages
 
 
 def chat_messages_for(messages: Any, dialect: BodyDialect, thinks: bool = True) -> Any:

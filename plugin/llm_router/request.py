@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 
 from llm_router.catalog import BodyDialect
-from llm_router.message_rules import anthropic_messages_for, chat_messages_for, fit_thinking, takes_field, without_reasoning_items
+from llm_router.message_rules import (anthropic_messages_for, chat_messages_for, fit_thinking, takes_field, without_blank_system,
+                                      without_reasoning_items)
 
 # How much text the classifiers see: the last user turn (head and tail when long) plus a
 # short window of the turns before it. Bounded so classification cost does not grow with
@@ -202,9 +203,10 @@ def parse_request(body: bytes | str, api: str = "chat") -> LLMRequest:
     req.body_bytes = size
     if req.api == "messages":  # a scan of the raw bytes is far cheaper than a walk over every block of a long history
         raw = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
-        # a thinking block names "thinking" twice (its type and its text); a request's own thinking field once
-        req.thinking_blocks = b'"signature"' in raw or b'"redacted_thinking"' in raw or \
-            raw.find(b'"thinking"', raw.find(b'"thinking"') + 1) >= 0
+        # a thinking block names "thinking" as its type; the request's own thinking field names it once more
+        first = raw.find(b'"thinking"')
+        req.thinking_blocks = b'"signature"' in raw or b'"redacted_thinking"' in raw or (
+            first >= 0 and ("thinking" not in data or raw.find(b'"thinking"', first + 1) >= 0))
     return req
 
 
@@ -266,6 +268,12 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
                                                  not (isinstance(off, dict) and off.get("type") == "disabled"))
         elif req.api == "messages" and "messages" in body:
             body["messages"] = anthropic_messages_for(body["messages"], dialect)
+            if dialect.drop_blank_text and "system" in body:
+                system = without_blank_system(body["system"])
+                if system is None:
+                    del body["system"]
+                else:
+                    body["system"] = system
         elif req.api == "responses" and "input" in body and not takes_field(dialect, "responses", "reasoning"):
             body["input"] = without_reasoning_items(body["input"])  # a model that does not reason
         if dialect.usage_unasked:

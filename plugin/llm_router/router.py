@@ -78,7 +78,7 @@ def build_catalog(cfg: Config) -> Catalog:
                 prefix_last_assistant=p.body.prefix_last_assistant,
                 thinking_every_tool_turn=p.body.thinking_tool_turns == "every",
                 drop_empty_tool_calls=p.body.empty_tool_calls == "drop",
-                signed_thinking_only=p.body.thinking_signatures == "required"),
+                signed_thinking_only=p.body.thinking_signatures == "required", drop_blank_text=p.body.blank_text == "drop"),
         )
         for name, p in cfg.providers.items()
     }

@@ -63,6 +63,8 @@ def run(args) -> int:
                 parts.append("extended thinking only when every tool call turn holds thinking")
             if p.body.thinking_signatures == "required":
                 parts.append("thinking blocks without a signature left out")
+            if p.body.blank_text == "drop":
+                parts.append("blank text blocks left out")
             print(f"  {name} body: {'; '.join(parts)}")
         if "messages" in p.paths and not p.counts_tokens:
             print(f"  {name} messages: {p.paths['messages']}, without count_tokens (token counts go to another provider "

@@ -381,6 +381,9 @@ class FakeProvider:
             refused = _thinking_refusal(model, data)
             if refused is not None:
                 return await self._error(resp, 400, refused, "invalid_request_error", anthropic)
+        blank = _blank_text_refusal(data) if anthropic and self.name == "anthropic" else None
+        if blank is not None:
+            return await self._error(resp, 400, blank, "invalid_request_error", anthropic)
         foreign = _foreign_thinking(model, data) if anthropic and self.name == "anthropic" else None
         if foreign is not None:  # a thinking block another model signed (signatures are bound to their model)
             return await self._error(resp, 400, foreign, "invalid_request_error", anthropic)
@@ -1062,6 +1065,27 @@ def _signed_by(signature: Any) -> str | None:
     except (TypeError, ValueError):
         return None
     return model if mark == SIGNATURE_MARK else None
+
+
+def _blank_text_refusal(data: dict[str, Any]) -> str | None:
+    """Anthropic's 400 for an empty or whitespace-only text block (in system or messages), or a blank message but a final
+    assistant one; None when there is none."""
+    messages = data.get("messages") or []
+    system = data.get("system")
+    blocks = [b for b in system if isinstance(b, dict)] if isinstance(system, list) else []
+    for i, m in enumerate(messages):
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, list):
+            blocks += [b for b in content if isinstance(b, dict)]
+        final_assistant = i == len(messages) - 1 and isinstance(m, dict) and m.get("role") == "assistant"
+        if not final_assistant and (content == [] or (isinstance(content, str) and not content.strip())):
+            return f"messages.{i}: all messages must have non-empty content except for the optional final assistant message"
+    texts = [b.get("text") for b in blocks if b.get("type") == "text" and isinstance(b.get("text"), str)]
+    if "" in texts:
+        return "messages: text content blocks must be non-empty"
+    if any(not t.strip() for t in texts):
+        return "messages: text content blocks must contain non-whitespace text"
+    return None
 
 
 def _foreign_thinking(model: str, data: dict[str, Any]) -> str | None:
