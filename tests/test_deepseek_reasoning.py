@@ -89,6 +89,12 @@ def test_check_names_the_setting_and_refuses_a_wrong_one(tmp_path, capsys):
         parse_config({"models": {"r1": {**DEEPSEEK_THINKING, "body": {"reasoning_content": "always"}}}})
     assert "reasoning_content" in str(err.value)
     assert load_config(None).models["deepseek-v2"].body is None  # the default catalog's DeepSeek needs none
+    bare = pinned()
+    bare["models"]["deepseek-v4-pro"] = {k: v for k, v in bare["models"]["deepseek-v4-pro"].items() if k != "body"}
+    path.write_text(orjson.dumps(bare).decode())
+    assert main(["check", str(path)]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "named like a DeepSeek thinking model" in line]
+    assert len(notes) == 1 and notes[0].strip().endswith("add body: {reasoning_content: fill}")  # only the model without it
 
 
 def test_the_deepseek_fake_refuses_assistant_messages_without_reasoning_as_deepseek_does(fakes):

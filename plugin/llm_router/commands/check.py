@@ -1,11 +1,14 @@
 """`llm-router check CONFIG`: validate a config and explain what it will do."""
 from __future__ import annotations
 
+import re
 import sys
 
 from llm_router.commands.common import load_or_exit
 from llm_router.catalog import APIS, Catalog
 from llm_router.config import allowed_models
+
+DEEPSEEK_THINKING = re.compile(r"deepseek-(?:reasoner|v4)", re.IGNORECASE)  # deepseek-reasoner, deepseek-v4-pro, ...
 
 # How `check` names each tool call id rule (config.BodyConf.tool_call_ids).
 TOOL_ID_RULES_SHOWN = {"alnum9": "tool call ids rewritten to 9 letters or digits",
@@ -92,6 +95,9 @@ def run(args) -> int:
             if m.body.reasoning_content == "fill":
                 own.append("assistant messages without reasoning_content get a stand-in")
             print(f"  {'':20s} body over {m.provider}'s: {'; '.join(own)}")
+        if DEEPSEEK_THINKING.search(m.name or mid) and (m.body is None or m.body.reasoning_content != "fill"):
+            print(f"  {'':20s} note: named like a DeepSeek thinking model, which answers 400 to assistant messages without "
+                  "reasoning_content (those of other models): add body: {reasoning_content: fill}")
     print(f"default policy: {cfg.default_policy}")
     from llm_router.router import build_catalog, policy_reference
 
