@@ -74,21 +74,28 @@ def block_signature(block: Any) -> str | None:
 
 
 def _without_blocks(messages: Any, unwanted: Callable[[Any], bool]) -> Any:
-    """Assistant messages without the content blocks `unwanted` picks; a message they would empty stays as it was, and
+    """Assistant messages without the thinking blocks `unwanted` picks; a message they would empty stays as it was, and
     the same list comes back when no block goes."""
     if not isinstance(messages, list):
         return messages
-    out: list[Any] = []
-    changed = False
-    for m in messages:
+    out: list[Any] | None = None  # a copy, made at the first message that changes
+    for i, m in enumerate(messages):
         content = m.get("content") if isinstance(m, dict) and m.get("role") == "assistant" else None
-        if isinstance(content, list):
-            kept = [b for b in content if not unwanted(b)]
-            if kept and len(kept) != len(content):
-                m = {**m, "content": kept}
-                changed = True
-        out.append(m)
-    return out if changed else messages
+        if not isinstance(content, list):
+            continue
+        # Only thinking blocks are tested, and a message is rebuilt only when one goes: a long agent history holds
+        # mostly text, tool calls and results, and this walk runs on every request that may carry thinking.
+        for b in content:
+            if isinstance(b, dict) and b.get("type") in THINKING_BLOCKS and unwanted(b):
+                break
+        else:
+            continue
+        kept = [b for b in content if not (isinstance(b, dict) and b.get("type") in THINKING_BLOCKS and unwanted(b))]
+        if kept:
+            if out is None:
+                out = list(messages)
+            out[i] = {**m, "content": kept}
+    return messages if out is None else out
 
 
 def without_foreign_thinking(messages: Any, model_id: str, origin: Callable[[str], str | None] | None,
