@@ -684,3 +684,21 @@ def test_post_resp_teaches_the_router_who_wrote_a_thinking_block(live):
                             headers=[("content-type", "application/json"), ("content-length", str(len(answer)))])
     assert out.ok
     assert runtime.router.thinking_origin("c2lnLWRlZXBzZWVr") == "deepseek-v2"
+
+
+def test_post_resp_keeps_the_reasoning_a_deepseek_answer_held(live):
+    """A chat JSON answer with reasoning_content read at post-resp: kept for the client that sends the answer back without it."""
+    from llm_router.message_rules import message_key
+
+    runtime, em = live
+    post = _post(DEFAULT)
+    em.http_resp_call(post, headers=[("content-type", "application/json")])
+    rid = em.http_req_call(DEFAULT, body=chat(EASY)).upstream_headers["x-llm-router-request-id"]
+    message = {"role": "assistant", "content": "Hello!", "reasoning_content": "A greeting: greet back."}
+    answer = orjson.dumps({"object": "chat.completion", "model": "deepseek-chat", "choices": [{"index": 0, "message": message}],
+                           "usage": {"prompt_tokens": 12, "completion_tokens": 9}})
+    assert runtime.router.recall_reasoning(message_key(message)) is None
+    out = em.http_resp_call(post, body=answer, variables={REQUEST_ID_VAR: rid},
+                            headers=[("content-type", "application/json"), ("content-length", str(len(answer)))])
+    assert out.ok
+    assert runtime.router.recall_reasoning(message_key(message)) == "A greeting: greet back."

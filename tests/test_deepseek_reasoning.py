@@ -138,3 +138,95 @@ def test_envoy_a_streamed_v4_answer_carries_its_reasoning_to_the_client(stack, f
     assert any(c.get("usage") for c in chunks)  # usage asked for by the router, as on every stream
     [call] = wait_requests(fresh_fakes, "deepseek", 1)
     assert call.status == 200 and call.json["messages"] == reasoned_assistant_messages(mixed())
+
+
+# ---- the reasoning answers held, given back where a client left it out ------------------------------------------------
+
+def test_the_memory_keeps_reasoning_by_answer_and_stays_within_its_bound():
+    from llm_router.reasoning_memory import MAX_CHARS, ReasoningMemory
+
+    memory = ReasoningMemory(max_total=100)
+    memory.remember("a", "x" * 40)
+    memory.remember("b", "y" * 40)
+    assert memory.recall("a") == "x" * 40  # used: now the most recent
+    memory.remember("c", "z" * 40)  # over 100 characters: the least recently used (b) goes
+    assert memory.recall("b") is None and memory.recall("a") and memory.recall("c") and memory.total == 80
+    memory.remember("a", "w")  # replaced, not added
+    assert memory.total == 41 and len(memory) == 2
+    big = ReasoningMemory()
+    big.remember("long", "r" * (MAX_CHARS + 10))
+    assert len(big.recall("long") or "") == MAX_CHARS
+
+
+def test_answers_are_known_by_their_first_tool_call_or_their_text():
+    from llm_router.message_rules import answer_key, message_key, text_digest
+
+    call = mixed()[3]
+    assert message_key(call) == "call:call_00_9nLfpIQ6VO1J" == answer_key("call_00_9nLfpIQ6VO1J", None)
+    text = mixed()[5]
+    assert message_key(text) == "text:" + text_digest(text["content"]) and len(text_digest("x")) == 24
+    assert message_key({"role": "assistant", "content": None}) is None and answer_key("", None) is None
+    kept = {message_key(mixed()[1]): "Paris first, then Oslo."}
+    sent = reasoned_assistant_messages(mixed(), kept.get)
+    assert sent[1]["reasoning_content"] == "Paris first, then Oslo."  # what the answer held
+    assert sent[3]["reasoning_content"] == OWN and sent[5]["reasoning_content"] == reasoning_stand_in(5, mixed()[5])
+
+
+def test_reasoning_is_read_from_json_answers_and_from_streams_split_anywhere():
+    from llm_router.accounting import SSEUsage, usage_from_json
+    from llm_router.message_rules import message_key
+
+    answer = {"id": "c1", "object": "chat.completion", "model": "deepseek-v4-pro", "choices": [{"index": 0, "message": {
+        "role": "assistant", "content": "Yes: 18 C in Paris.", "reasoning_content": "Compare 18 and 4."}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 30, "completion_tokens": 9}}
+    usage = usage_from_json(orjson.dumps(answer))
+    assert usage is not None and usage.reasoning == (message_key(answer["choices"][0]["message"]), "Compare 18 and 4.")
+    plain = {**answer, "choices": [{"index": 0, "message": {"role": "assistant", "content": "Yes."}}]}
+    assert usage_from_json(orjson.dumps(plain)).reasoning is None
+
+    def chunk(delta: dict, **extra) -> bytes:
+        return b"data: " + orjson.dumps({"id": "c2", "object": "chat.completion.chunk", "choices": [
+            {"index": 0, "delta": delta, "finish_reason": None}] if delta else [], **extra}) + b"\n\n"
+
+    call = {"index": 0, "id": "call_00_9nLfpIQ6VO1J", "type": "function", "function": {"name": "weather", "arguments": ""}}
+    stream = b"".join([chunk({"role": "assistant", "content": ""}), chunk({"content": None, "reasoning_content": "Need "}),
+                       chunk({"content": None, "reasoning_content": "Oslo."}), chunk({"content": "Checking."}),
+                       chunk({"tool_calls": [call]}), chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}),
+                       chunk({}, usage={"prompt_tokens": 40, "completion_tokens": 12}), b"data: [DONE]\n\n"])
+    for size in (1, 7, 64, len(stream)):
+        sse = SSEUsage()
+        for i in range(0, len(stream), size):
+            sse.feed(stream[i:i + size])
+        sse.finish()
+        assert sse.usage is not None and sse.usage.reasoning == ("call:call_00_9nLfpIQ6VO1J", "Need Oslo."), size
+    texts = b"".join([chunk({"content": None, "reasoning_content": "Think."}), chunk({"content": "Yes: 18 C "}),
+                      chunk({"content": "in Paris."}), chunk({}, usage={"prompt_tokens": 1, "completion_tokens": 2})])
+    sse = SSEUsage()
+    sse.feed(texts)
+    sse.finish()
+    assert sse.usage.reasoning == (message_key(answer["choices"][0]["message"]), "Think.")  # the text, streamed in pieces
+
+
+@pytest.mark.envoy
+@pytest.mark.parametrize("stream", [False, True])
+def test_envoy_deepseek_gets_back_the_reasoning_its_answer_held(stack, fresh_fakes, stream):
+    first = [{"role": "user", "content": f"Is it warmer in Paris than in Oslo? (stream {stream})"}]
+    r = httpx.post(stack.url + "/v4/v1/chat/completions", timeout=30, headers={"content-type": "application/json"},
+                   content=orjson.dumps({"model": "auto", "messages": first, "stream": stream}))
+    assert r.status_code == 200, r.text
+    if stream:
+        deltas = [orjson.loads(line[6:])["choices"] for line in r.text.splitlines() if line.startswith("data: {")]
+        pieces = [c[0]["delta"] for c in deltas if c]
+        text = "".join(d.get("content") or "" for d in pieces)
+        thought = "".join(d.get("reasoning_content") or "" for d in pieces)
+    else:
+        text, thought = r.json()["choices"][0]["message"]["content"], r.json()["choices"][0]["message"]["reasoning_content"]
+    assert thought
+    stack.observer.attempts_for(r.headers["x-llm-router-request-id"], 1)  # the answer was observed
+    # a plain OpenAI client keeps the text and drops reasoning_content; the router gives it back
+    later = [*first, {"role": "assistant", "content": text}, {"role": "user", "content": "And tomorrow?"}]
+    r = httpx.post(stack.url + "/v4/v1/chat/completions", timeout=30, headers={"content-type": "application/json"},
+                   content=orjson.dumps({"model": "auto", "messages": later}))
+    assert r.status_code == 200, r.text
+    sent = wait_requests(fresh_fakes, "deepseek", 2)[-1]
+    assert sent.json["messages"][1]["reasoning_content"] == thought

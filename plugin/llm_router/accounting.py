@@ -1,12 +1,14 @@
 """Token usage from provider responses (JSON and SSE), and cost from catalog prices."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import orjson
 
 from llm_router.catalog import Model
-from llm_router.message_rules import block_signature
+from llm_router.message_rules import answer_key, block_signature, message_key
+from llm_router.reasoning_memory import MAX_CHARS as MAX_REASONING_CHARS
 
 MAX_THINKING_BLOCKS = 64  # signatures kept from one answer
 
@@ -22,6 +24,7 @@ class Usage:
     response_id: str | None = None  # OpenAI Responses: the id a later request names as previous_response_id
     model: str | None = None  # the model the provider says answered (JSON answers; prices forwarded calls)
     thinking: tuple[str, ...] = ()  # Anthropic answers: the signatures (or redacted data) of their thinking blocks
+    reasoning: tuple[str, str] | None = None  # chat answers of DeepSeek's thinking models: (answer key, reasoning_content)
 
     def cost(self, model: Model) -> float:
         """USD at the model's catalog prices, cache reads and writes at their own prices where the catalog has them."""
@@ -83,6 +86,13 @@ def _usage_of(obj: object) -> Usage | None:
     content = obj.get("content") if obj.get("type") == "message" else None
     if isinstance(content, list):
         usage.thinking = tuple(sig for sig in map(block_signature, content) if sig is not None)[:MAX_THINKING_BLOCKS]
+    choices = obj.get("choices")
+    message = choices[0].get("message") if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
+    reasoning = message.get("reasoning_content") if isinstance(message, dict) else None
+    if isinstance(reasoning, str) and reasoning and isinstance(message, dict):
+        key = message_key(message)
+        if key is not None:
+            usage.reasoning = (key, reasoning[:MAX_REASONING_CHARS])
     return usage
 
 
@@ -109,7 +119,8 @@ class SSEUsage:
     message_start and the output count in message_delta.
     """
 
-    __slots__ = ("_tail", "input_tokens", "output_tokens", "cached", "written", "seen", "done", "response_id", "thinking")
+    __slots__ = ("_tail", "input_tokens", "output_tokens", "cached", "written", "seen", "done", "response_id", "thinking",
+                 "_reasoning", "_reasoned", "_text", "_texted", "_call_id")
 
     MAX_LINE = 1 << 20  # a runaway line without newline is dropped, not accumulated
 
@@ -123,13 +134,21 @@ class SSEUsage:
         self.done = False
         self.response_id: str | None = None
         self.thinking: list[str] = []  # Anthropic: signatures (signature_delta) and redacted data of thinking blocks
+        # DeepSeek's thinking models: reasoning_content deltas (once one arrives, every later line is read), with the
+        # answer's text digest and first tool call id, which key it (message_rules.answer_key)
+        self._reasoning: list[str] | None = None
+        self._reasoned = 0
+        self._text = hashlib.blake2b(digest_size=12)
+        self._texted = False
+        self._call_id: str | None = None
 
     def feed(self, chunk: bytes) -> None:
         """Observe the next piece of the stream."""
         if not chunk:
             return
         data = self._tail + chunk if self._tail else chunk
-        if b'"usage"' not in data and b"[DONE]" not in data and b"signature_delta" not in data and b"redacted_thinking" not in data:
+        if b'"usage"' not in data and b"[DONE]" not in data and b"signature_delta" not in data and b"redacted_thinking" not in data \
+                and self._reasoning is None and b'"reasoning_content"' not in data:
             nl = data.rfind(b"\n")
             self._tail = data[nl + 1:] if nl >= 0 else data
             if len(self._tail) > self.MAX_LINE:
@@ -155,6 +174,8 @@ class SSEUsage:
         if payload == b"[DONE]":
             self.done = True
             return
+        if self._reasoning is not None or b'"reasoning_content"' in payload:
+            self._reasoning_line(payload)
         if b'"usage"' not in payload:
             if b"signature_delta" in payload or b"redacted_thinking" in payload:
                 self._thinking_line(payload)
@@ -203,6 +224,32 @@ class SSEUsage:
             if sig is not None:
                 self.thinking.append(sig)
 
+    def _reasoning_line(self, payload: bytes) -> None:
+        """A chat chunk of a thinking answer: its reasoning, text and first tool call id so far."""
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return
+        choices = obj.get("choices") if isinstance(obj, dict) else None
+        delta = choices[0].get("delta") if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
+        if not isinstance(delta, dict):
+            return
+        piece = delta.get("reasoning_content")
+        if isinstance(piece, str) and piece:
+            if self._reasoning is None:
+                self._reasoning = []
+            if self._reasoned < MAX_REASONING_CHARS:
+                self._reasoning.append(piece)
+                self._reasoned += len(piece)
+        text = delta.get("content")
+        if isinstance(text, str) and text:
+            self._text.update(text.encode("utf-8", "surrogatepass"))
+            self._texted = True
+        calls = delta.get("tool_calls")
+        if self._call_id is None and isinstance(calls, list) and calls and isinstance(calls[0], dict):
+            cid = calls[0].get("id")
+            self._call_id = cid if isinstance(cid, str) and cid else None
+
     @property
     def usage(self) -> Usage | None:
         """What the stream reported so far, or None."""
@@ -210,4 +257,8 @@ class SSEUsage:
             return None
         usage = _usage(self.input_tokens or 0, self.output_tokens or 0, self.cached, self.written, self.response_id)
         usage.thinking = tuple(self.thinking)
+        if self._reasoning:
+            key = answer_key(self._call_id, self._text.hexdigest() if self._texted else None)
+            if key is not None:
+                usage.reasoning = (key, "".join(self._reasoning)[:MAX_REASONING_CHARS])
         return usage

@@ -233,6 +233,27 @@ def signed_tool_calls(messages: Any) -> Any:
     return out
 
 
+def answer_key(call_id: Any, text_digest: str | None) -> str | None:
+    """How an assistant answer is known when a client sends it back: its first tool call id, else its text's digest."""
+    if isinstance(call_id, str) and call_id:
+        return "call:" + call_id
+    return "text:" + text_digest if text_digest else None
+
+
+def text_digest(text: str) -> str:
+    """The digest of an answer's text that answer_key takes (streamed answers feed the same hash piece by piece)."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
+def message_key(message: dict[str, Any]) -> str | None:
+    """answer_key of an assistant message as a client sends it back."""
+    calls = message.get("tool_calls")
+    first = calls[0] if isinstance(calls, list) and calls and isinstance(calls[0], dict) else None
+    content = message.get("content")
+    return answer_key(first.get("id") if first is not None else None,
+                      text_digest(content) if isinstance(content, str) and content else None)
+
+
 def _has_reasoning(message: dict[str, Any]) -> bool:
     value = message.get("reasoning_content")
     return isinstance(value, str) and value != ""
@@ -256,9 +277,9 @@ def reasoning_stand_in(index: int, message: dict[str, Any]) -> str:
     return f"(The reasoning of message {index} is not available: another model wrote it, or it was not kept{said}.)"
 
 
-def reasoned_assistant_messages(messages: Any) -> Any:
+def reasoned_assistant_messages(messages: Any, recall: Callable[[str], str | None] | None = None) -> Any:
     """Chat messages where every assistant message but a last one (a prefill) carries a non-empty `reasoning_content`:
-    its own, or a stand-in.
+    its own, the one its answer held (`recall`: answer key -> the reasoning kept from answers), or a stand-in.
 
     DeepSeek's thinking models want each assistant message's reasoning passed back and answer 400 without it
     (deepseek-reasoner: "Missing `reasoning_content` field in the assistant message at message index 2"; V4:
@@ -272,9 +293,13 @@ def reasoned_assistant_messages(messages: Any) -> Any:
     def bare(i: int, m: Any) -> bool:
         return isinstance(m, dict) and m.get("role") == "assistant" and not _has_reasoning(m) and (i < last or bool(m.get("tool_calls")))
 
+    def reasoning(i: int, m: dict[str, Any]) -> str:
+        key = message_key(m) if recall is not None else None
+        return (recall(key) if recall is not None and key is not None else None) or reasoning_stand_in(i, m)
+
     if not any(bare(i, m) for i, m in enumerate(messages)):
         return messages
-    return [{**m, "reasoning_content": reasoning_stand_in(i, m)} if bare(i, m) else m for i, m in enumerate(messages)]
+    return [{**m, "reasoning_content": reasoning(i, m)} if bare(i, m) else m for i, m in enumerate(messages)]
 
 
 def without_reasoning_items(items: Any) -> Any:
@@ -466,7 +491,8 @@ def anthropic_messages_for(messages: Any, dialect: BodyDialect) -> Any:
     return messages
 
 
-def chat_messages_for(messages: Any, dialect: BodyDialect, thinks: bool = True) -> Any:
+def chat_messages_for(messages: Any, dialect: BodyDialect, thinks: bool = True,
+                      recall: Callable[[str], str | None] | None = None) -> Any:
     """Chat messages as a provider's dialect wants them: tool call ids, content, order, roles, fields, a prefill, and
     reasoning on every assistant message (unless the request turns thinking off: `thinks` False)."""
     fix = TOOL_ID_RULES.get(dialect.tool_call_ids)
@@ -483,7 +509,7 @@ def chat_messages_for(messages: Any, dialect: BodyDialect, thinks: bool = True) 
     if dialect.fill_tool_signatures:
         messages = signed_tool_calls(messages)
     if dialect.fill_reasoning and thinks:
-        messages = reasoned_assistant_messages(messages)
+        messages = reasoned_assistant_messages(messages, recall)
     if dialect.message_fields:
         messages = kept_fields(messages, dialect.message_fields)
     if dialect.prefix_last_assistant:

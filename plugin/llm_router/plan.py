@@ -55,14 +55,16 @@ def explanation_headers(decision: Decision, *, request_id: str | None, explain: 
 
 def plan_call(request: LLMRequest, model: Model, catalog: Catalog, credentials: Credentials, *,
               route_header: str = ROUTE_HEADER, response_headers: tuple[tuple[str, str], ...] = (),
-              thinking_origin: Callable[[str], str | None] | None = None) -> UpstreamCall:
-    """The upstream call for one model of a decision's chain (`thinking_origin`: which model made a thinking block)."""
+              thinking_origin: Callable[[str], str | None] | None = None,
+              reasoning: Callable[[str], str | None] | None = None) -> UpstreamCall:
+    """The upstream call for one model of a decision's chain (`thinking_origin`: which model made a thinking block;
+    `reasoning`: what an answer's reasoning was)."""
     provider = catalog.providers[model.provider]
     cred, remove = _credential(provider, credentials)
     return UpstreamCall(
         model=model, provider=provider, path=fill_model(provider.paths[request.api], model.name),
         body=render_body(request, model.name, dialect=catalog.dialect_of(model), max_output=model.max_output,
-                         model_id=model.id, thinking_origin=thinking_origin),
+                         model_id=model.id, thinking_origin=thinking_origin, reasoning=reasoning),
         set_headers=((route_header, model.upstream), *cred), remove_headers=remove, response_headers=response_headers,
     )
 

@@ -230,11 +230,13 @@ def fitted_thinking(thinking: Any, asked: int, limit: int) -> dict[str, Any] | N
 
 def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dialect: BodyDialect | None = None,
                 max_output: int | None = None, model_id: str = "",
-                thinking_origin: Callable[[str], str | None] | None = None) -> bytes:
+                thinking_origin: Callable[[str], str | None] | None = None,
+                reasoning: Callable[[str], str | None] | None = None) -> bytes:
     """The body to send upstream: the chosen model, usage requested on streams, an output limit no higher than
     `max_output` (what the model writes in one call), and the fields in the provider's own dialect (renamed,
     and only those it accepts) when it has one. `thinking_origin` (signature -> the catalog model that made the thinking
-    block) lets an Anthropic body leave out the thinking blocks of models other than `model_id`."""
+    block) lets an Anthropic body leave out the thinking blocks of models other than `model_id`; `reasoning` (answer key
+    -> the reasoning the answer held) gives back what a client left out of a chat for DeepSeek's thinking models."""
     body = dict(req.body)
     body["model"] = model_name
     if req.api == "messages":
@@ -265,7 +267,7 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
         if req.api == "chat" and "messages" in body:
             off = req.body.get("thinking")  # DeepSeek's switch: {"type": "disabled"} turns a V4 model's thinking off
             body["messages"] = chat_messages_for(body["messages"], dialect,
-                                                 not (isinstance(off, dict) and off.get("type") == "disabled"))
+                                                 not (isinstance(off, dict) and off.get("type") == "disabled"), reasoning)
         elif req.api == "messages" and "messages" in body:
             body["messages"] = anthropic_messages_for(body["messages"], dialect)
             if dialect.drop_blank_text and "system" in body:

@@ -16,6 +16,7 @@ from llm_router.config import Config, ConfigError, ModelBodyConf, PolicyConf, al
 from llm_router.decision import Decision, RouteError
 from llm_router.message_rules import (NOT_THINKING_HISTORY, NOT_THINKING_LOOP, NOT_THINKING_MODEL, thinking_left_out,
                                       without_foreign_thinking)
+from llm_router.reasoning_memory import ReasoningMemory
 from llm_router.request import LLMRequest, RequestError, api_for_path, fitted_thinking, parse_request
 from llm_router.strategies import NoState, StateView, Strategy, make_strategy
 from llm_router.strategies.base import Context, Selection, by_capability, by_price
@@ -135,6 +136,7 @@ class Router:
         self._chains: dict[tuple, tuple[Model, ...]] = {}
         self._serving: dict[tuple[str, str], tuple[tuple[Model, ...], int, int]] = {}
         self.affinity = AffinityTable()  # every policy's conversations, keyed within the policy's scope
+        self.reasoning = ReasoningMemory()  # what DeepSeek's thinking answers reasoned, for clients that drop it
         self.policies = {name: self._compile(name, conf) for name, conf in config.policies.items()}
         self.default = self.policies[config.default_policy]
 
@@ -160,12 +162,17 @@ class Router:
     def keep_conversations(self, previous: "Router") -> None:
         """After a config reload: policies that still keep conversations carry on with the previous table."""
         self.affinity = previous.affinity
+        self.reasoning = previous.reasoning
 
     def remember_thinking(self, signatures: tuple[str, ...], model_id: str) -> None:
         """The thinking blocks of an answer (their signatures or redacted data) were made by this model."""
         table = self.affinity
         for sig in signatures:
             table.put(thinking_key(sig), model_id)
+
+    def recall_reasoning(self, key: str) -> str | None:
+        """The reasoning an answer (message_rules.answer_key) held, when it passed through here."""
+        return self.reasoning.recall(key)
 
     def thinking_origin(self, signature: str) -> str | None:
         """The catalog model that made a thinking block, when an answer that passed through here held it."""

@@ -440,7 +440,8 @@ class Runtime:
         ex.decision = decision
         headers = explanation_headers(decision, request_id=ex.request_id, explain=policy.conf.explain)
         ex.call = plan_call(request, decision.model, self.catalog, self.credentials, route_header=self.route_header,
-                            response_headers=headers, thinking_origin=self.router.thinking_origin)
+                            response_headers=headers, thinking_origin=self.router.thinking_origin,
+                            reasoning=self.router.recall_reasoning)
         self.observer.on_decision(ex)
         return ex.call
 
@@ -500,7 +501,8 @@ class Runtime:
         if model is None:
             return None
         return plan_call(ex.request, model, self.catalog, self.credentials, route_header=self.route_header,
-                         response_headers=ex.call.response_headers if ex.call else (), thinking_origin=self.router.thinking_origin)
+                         response_headers=ex.call.response_headers if ex.call else (), thinking_origin=self.router.thinking_origin,
+                         reasoning=self.router.recall_reasoning)
 
     def refusal(self, error: RouteError, ex: Exchange) -> Refusal:
         """An OpenAI-format error reply that names the problem."""
@@ -519,6 +521,8 @@ class Runtime:
             self._remember_response(ex, usage.response_id)
         if usage is not None and usage.thinking and ex.call is not None and 200 <= status < 300:
             self.router.remember_thinking(usage.thinking, ex.call.model.id)
+        if usage is not None and usage.reasoning is not None and 200 <= status < 300:
+            self.router.reasoning.remember(*usage.reasoning)
         self.observer.on_response(ex, status, usage, latency_s, headers)
 
     def _remember_response(self, ex: Exchange, response_id: str) -> None:

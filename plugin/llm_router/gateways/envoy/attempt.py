@@ -149,7 +149,7 @@ class AttemptSession:
         except RequestError as exc:
             return self._refuse(f"attempt {self.attempt}: the body cannot be rewritten ({exc})")
         call = plan_call(request, self.model, svc.catalog, runtime.credentials, route_header=svc.route_header,
-                         thinking_origin=runtime.router.thinking_origin)
+                         thinking_origin=runtime.router.thinking_origin, reasoning=runtime.router.recall_reasoning)
         sets = [(k, v) for k, v in call.set_headers if k != svc.route_header]
         names = {k for k, _ in sets}
         remove = [*call.remove_headers, *(h for h in svc.fixed_headers if h not in names)]
