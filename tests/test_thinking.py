@@ -384,8 +384,8 @@ def test_check_names_the_setting(capsys):
     from llm_router.cli import main
 
     assert main(["check"]) == 0
-    assert "anthropic body: tool call ids of letters, digits, _ and - only; thinking blocks without a signature left out" \
-        in capsys.readouterr().out
+    assert "anthropic body: tool call ids of letters, digits, _ and - only; thinking blocks without a signature left out; " \
+           "blank text blocks left out" in capsys.readouterr().out
 
 
 # ---- blank text blocks (Anthropic refuses them; answers, its own included, sometimes hold them) -----------------------
