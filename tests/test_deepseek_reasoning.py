@@ -14,11 +14,12 @@ import orjson
 import pytest
 
 from fixtures_envoy import fresh_fakes, wait_requests  # noqa: F401
-from llm_router.config import ConfigError, load_config, parse_config
+from llm_router.config import load_config, parse_config
 from llm_router.message_rules import reasoned_assistant_messages, reasoning_stand_in
 from llm_router.request import parse_request, render_body
 from llm_router.router import Router
-from test_tool_ids import DEEPSEEK_THINKING, TOOLS, conversation, fakes, pinned, routed, stack, to_fake  # noqa: F401
+from test_tool_ids import (DEEPSEEK_THINKING, TOOLS, check_output, conversation, fakes, pinned, refusal, routed, stack,  # noqa: F401
+                           to_fake)
 
 OWN = "The user wants both cities; I already have Paris."
 
@@ -79,21 +80,13 @@ def test_only_models_with_the_setting_get_stand_ins_and_not_with_thinking_off():
 
 
 def test_check_names_the_setting_and_refuses_a_wrong_one(tmp_path, capsys):
-    from llm_router.cli import main
-
-    path = tmp_path / "deepseek.yaml"
-    path.write_text(orjson.dumps(pinned()).decode())  # JSON is YAML
-    assert main(["check", str(path)]) == 0
-    assert "body over deepseek's: assistant messages without reasoning_content get a stand-in" in capsys.readouterr().out
-    with pytest.raises(ConfigError) as err:
-        parse_config({"models": {"r1": {**DEEPSEEK_THINKING, "body": {"reasoning_content": "always"}}}})
-    assert "reasoning_content" in str(err.value)
+    assert "body over deepseek's: assistant messages without reasoning_content get a stand-in" in check_output(
+        tmp_path, pinned(), capsys)
+    assert "reasoning_content" in refusal({"models": {"r1": {**DEEPSEEK_THINKING, "body": {"reasoning_content": "always"}}}})
     assert load_config(None).models["deepseek-v2"].body is None  # the default catalog's DeepSeek needs none
     bare = pinned()
     bare["models"]["deepseek-v4-pro"] = {k: v for k, v in bare["models"]["deepseek-v4-pro"].items() if k != "body"}
-    path.write_text(orjson.dumps(bare).decode())
-    assert main(["check", str(path)]) == 0
-    notes = [line for line in capsys.readouterr().out.splitlines() if "named like a DeepSeek thinking model" in line]
+    notes = [line for line in check_output(tmp_path, bare, capsys).splitlines() if "named like a DeepSeek thinking model" in line]
     assert len(notes) == 1 and notes[0].strip().endswith("add body: {reasoning_content: fill}")  # only the model without it
 
 

@@ -242,16 +242,27 @@ def test_gemini_3_gets_a_stand_in_signature_on_the_first_tool_call_of_each_messa
     assert to_gemini_15["messages"] == conversation()  # an older Gemini checks nothing: as sent
 
 
-def test_check_names_the_setting_and_refuses_a_wrong_one(tmp_path, capsys):
+def check_output(tmp_path, data: dict, capsys) -> str:
+    """What `llm-router check` prints for a config (written as JSON, which is YAML); it must find the config valid."""
     from llm_router.cli import main
 
-    path = tmp_path / "gemini.yaml"
-    path.write_text(orjson.dumps(pinned()).decode())  # JSON is YAML
+    path = tmp_path / "config.yaml"
+    path.write_text(orjson.dumps(data).decode())
     assert main(["check", str(path)]) == 0
-    assert "body over google's: unsigned tool calls get Gemini's stand-in thought signature" in capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+def refusal(data: dict) -> str:
+    """The error a config is refused with."""
     with pytest.raises(ConfigError) as err:
-        parse_config({"models": {"gemini-3": {**GEMINI_3, "body": {"tool_call_signatures": "always"}}}})
-    assert "tool_call_signatures" in str(err.value)
+        parse_config(data)
+    return str(err.value)
+
+
+def test_check_names_the_setting_and_refuses_a_wrong_one(tmp_path, capsys):
+    assert "body over google's: unsigned tool calls get Gemini's stand-in thought signature" in check_output(
+        tmp_path, pinned(), capsys)
+    assert "tool_call_signatures" in refusal({"models": {"gemini-3": {**GEMINI_3, "body": {"tool_call_signatures": "always"}}}})
 
 
 def test_the_gemini_fake_refuses_unsigned_tool_calls_on_gemini_3_as_gemini_does(fakes):
