@@ -120,7 +120,7 @@ class SSEUsage:
     """
 
     __slots__ = ("_tail", "input_tokens", "output_tokens", "cached", "written", "seen", "done", "response_id", "thinking",
-                 "_reasoning", "_reasoned", "_text", "_texted", "_call_id")
+                 "_reasoning", "_reasoned", "_text", "_call_id")
 
     MAX_LINE = 1 << 20  # a runaway line without newline is dropped, not accumulated
 
@@ -138,8 +138,7 @@ class SSEUsage:
         # answer's text digest and first tool call id, which key it (message_rules.answer_key)
         self._reasoning: list[str] | None = None
         self._reasoned = 0
-        self._text = hashlib.blake2b(digest_size=12)
-        self._texted = False
+        self._text: hashlib.blake2b | None = None  # made at the first text of a thinking answer (most streams have none)
         self._call_id: str | None = None
 
     def feed(self, chunk: bytes) -> None:
@@ -243,8 +242,9 @@ class SSEUsage:
                 self._reasoned += len(piece)
         text = delta.get("content")
         if isinstance(text, str) and text:
+            if self._text is None:
+                self._text = hashlib.blake2b(digest_size=12)
             self._text.update(text.encode("utf-8", "surrogatepass"))
-            self._texted = True
         calls = delta.get("tool_calls")
         if self._call_id is None and isinstance(calls, list) and calls and isinstance(calls[0], dict):
             cid = calls[0].get("id")
@@ -258,7 +258,7 @@ class SSEUsage:
         usage = _usage(self.input_tokens or 0, self.output_tokens or 0, self.cached, self.written, self.response_id)
         usage.thinking = tuple(self.thinking)
         if self._reasoning:
-            key = answer_key(self._call_id, self._text.hexdigest() if self._texted else None)
+            key = answer_key(self._call_id, self._text.hexdigest() if self._text is not None else None)
             if key is not None:
                 usage.reasoning = (key, "".join(self._reasoning)[:MAX_REASONING_CHARS])
         return usage
