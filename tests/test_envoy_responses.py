@@ -62,6 +62,15 @@ def test_easy_and_hard_requests_go_to_different_openai_models_with_the_key(stack
     assert all(not fresh.requests(p) for p in fresh.providers if p != "openai")
 
 
+def test_a_codex_style_request_asking_for_encrypted_reasoning_is_answered_by_gpt_4o(stack, fresh):
+    include = ["reasoning.encrypted_content", "message.output_text.logprobs"]
+    r = post(stack, {**HARD, "include": include, "store": False})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "gpt-4o"
+    [sent] = wait_requests(fresh, "openai", 1)
+    assert sent.status == 200 and sent.json["include"] == ["message.output_text.logprobs"]
+
+
 def test_usage_from_the_json_response_reaches_accounting(stack, fresh):
     fresh.set_behaviour("openai", cached_share=0.5)
     r = post(stack, EASY)

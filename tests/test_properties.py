@@ -47,6 +47,8 @@ bodies = st.fixed_dictionaries({}, optional={
     "conversation": json_values, "previous_response_id": json_values, "max_output_tokens": json_values,
     "n": json_values | st.integers(-2, 300), "logprobs": json_values, "top_logprobs": json_values, "reasoning_effort": json_values,
     "reasoning": json_values,
+    "include": json_values | st.lists(st.sampled_from(["reasoning.encrypted_content", "message.output_text.logprobs", 5]),
+                                      max_size=3),
     "thinking": json_values | st.fixed_dictionaries({"type": st.sampled_from(["enabled", "disabled", 3]),
                                                      "budget_tokens": json_values | st.integers(-5, 200_000)}),
 })
@@ -277,6 +279,8 @@ def test_every_parsed_body_renders_for_every_provider_and_model_as_json_it_accep
                 assert not isinstance(calls, list) or all(set(c) <= call_fields for c in calls if isinstance(c, dict))
     if api == "responses" and not takes_field(dialect, "responses", "reasoning") and isinstance(sent.get("input"), list):
         assert not any(isinstance(i, dict) and i.get("type") == "reasoning" for i in sent["input"])  # gpt-4o: no reasoning items
+    if api == "responses" and not takes_field(dialect, "responses", "reasoning"):  # gpt-4o: no encrypted reasoning asked for
+        assert "reasoning.encrypted_content" not in (sent.get("include") if isinstance(sent.get("include"), list) else [])
     if dialect is not None and dialect.drop_empty_tool_calls and api == "chat":  # OpenAI: no empty tool_calls arrays
         assert not any(isinstance(m, dict) and m.get("tool_calls") == [] for m in sent["messages"])
     if dialect is not None and dialect.prefix_last_assistant and api == "chat" and sent["messages"]:  # Mistral: a prefill

@@ -209,6 +209,40 @@ def test_the_openai_fake_refuses_reasoning_items_on_a_model_that_does_not_reason
         fakes.stop()
 
 
+CODEX_INCLUDE = ["reasoning.encrypted_content", "message.output_text.logprobs"]  # what agents written for o-series send
+
+
+def test_a_model_that_does_not_reason_is_not_asked_for_encrypted_reasoning():
+    from llm_router.message_rules import without_encrypted_reasoning
+    from llm_router.request import render_body
+
+    assert without_encrypted_reasoning(CODEX_INCLUDE) == ["message.output_text.logprobs"]
+    assert without_encrypted_reasoning(["reasoning.encrypted_content"]) is None
+    assert without_encrypted_reasoning(["file_search_call.results"]) == ["file_search_call.results"]
+    assert without_encrypted_reasoning("x") == "x"
+    router = Router(parse_config({"models": {"o3-mini": O3}}))
+    models = router.catalog.models
+    for include, expected in ((CODEX_INCLUDE, ["message.output_text.logprobs"]), (["reasoning.encrypted_content"], None)):
+        req = parse_request(body(HARD, include=include, store=False), "responses")
+        to_gpt_4o = orjson.loads(render_body(req, "gpt-4o", dialect=router.catalog.dialect_of(models["gpt-4o"])))
+        assert to_gpt_4o.get("include") == expected and to_gpt_4o["store"] is False
+        to_o3 = orjson.loads(render_body(req, "o3-mini", dialect=router.catalog.dialect_of(models["o3-mini"])))
+        assert to_o3["include"] == include  # a reasoning model returns its reasoning encrypted: as asked
+
+
+def test_the_openai_fake_refuses_encrypted_reasoning_on_a_model_that_does_not_reason():
+    fakes = FakeProviders.from_config(parse_config({"models": {"o3-mini": O3}})).start()
+    try:
+        url, key = fakes.url("openai") + "/v1/responses", {"authorization": "Bearer " + fakes.keys()["openai"]}
+        r = httpx.post(url, content=body(HARD, model="gpt-4o", include=CODEX_INCLUDE), headers=key, timeout=30)
+        assert r.status_code == 400 and r.json()["error"] == {
+            "message": "Encrypted content is not supported with this model.", "type": "invalid_request_error",
+            "param": "include", "code": None}
+        assert httpx.post(url, content=body(HARD, model="o3-mini", include=CODEX_INCLUDE), headers=key, timeout=30).status_code == 200
+    finally:
+        fakes.stop()
+
+
 # ---- affinity and orchestration ---------------------------------------------------------------
 
 def test_conversations_are_kept_by_conversation_id_prompt_cache_key_or_opening():

@@ -313,6 +313,22 @@ def without_reasoning_items(items: Any) -> Any:
     return [i for i in items if not (isinstance(i, dict) and i.get("type") == "reasoning")]
 
 
+ENCRYPTED_REASONING = "reasoning.encrypted_content"
+
+
+def without_encrypted_reasoning(include: Any) -> Any:
+    """A Responses `include` list without `reasoning.encrypted_content` (None when nothing else is left), for a model that
+    does not reason.
+
+    OpenAI answers 400 ("Encrypted content is not supported with this model.", param `include`) to it on GPT-4o and GPT-4.1;
+    clients written for its reasoning models (Codex-style agents) send it on every request.
+    """
+    if not isinstance(include, list) or ENCRYPTED_REASONING not in include:
+        return include
+    kept = [i for i in include if i != ENCRYPTED_REASONING]
+    return kept or None
+
+
 def prefixed_last_assistant(messages: Any) -> Any:
     """Chat messages whose last one, an assistant message without tool calls (a prefill), is marked `prefix: true`."""
     if not isinstance(messages, list) or not messages:

@@ -940,6 +940,9 @@ def _reasoning_refusal(model: str, data: dict[str, Any], api: str) -> tuple[str,
         if api == "responses" and isinstance(reasoning, dict) and reasoning.get("effort") is not None:
             return ("Unsupported parameter: 'reasoning.effort' is not supported with this model.", "reasoning.effort",
                     "unsupported_parameter")
+        include = data.get("include") if api == "responses" else None
+        if isinstance(include, list) and "reasoning.encrypted_content" in include:
+            return "Encrypted content is not supported with this model.", "include", None
         items = data.get("input") if api == "responses" else None
         if isinstance(items, list) and any(isinstance(i, dict) and i.get("type") == "reasoning" for i in items):
             return ("Reasoning input items can only be provided to a reasoning or computer use model. Remove reasoning items "
