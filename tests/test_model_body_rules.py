@@ -113,6 +113,16 @@ def test_the_openai_fake_refuses_what_reasoning_models_refuse(fakes):
                        content=orjson.dumps({"model": "gpt-4o", "input": "hi", "reasoning": {"effort": "low"}}),
                        headers={"authorization": f"Bearer {fakes.keys()['openai']}", "content-type": "application/json"})
         assert r.status_code == 400 and r.json()["error"]["param"] == "reasoning.effort"
+        # ... nor GPT-5's verbosity other than its default
+        r = _post_openai(fakes, {**CLIENT, "model": "gpt-4o", "verbosity": "low"})
+        assert r.status_code == 400 and r.json()["error"] == {
+            "message": "Unsupported value: 'verbosity' does not support 'low' with this model. Supported values are: 'medium'.",
+            "type": "invalid_request_error", "param": "verbosity", "code": "unsupported_value"}
+        assert _post_openai(fakes, {**CLIENT, "model": "gpt-4o", "verbosity": "medium"}).status_code == 200
+        r = httpx.post(fakes.url("openai") + "/v1/responses", timeout=30,
+                       content=orjson.dumps({"model": "gpt-4o", "input": "hi", "text": {"verbosity": "high"}}),
+                       headers={"authorization": f"Bearer {fakes.keys()['openai']}", "content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "text.verbosity"
 
 
 # ---- through the real Envoy and the APISIX runner ----------------------------------------------
@@ -138,8 +148,9 @@ def test_envoy_sends_a_reasoning_model_a_body_it_takes(stack, fakes, stream):
 @pytest.mark.envoy
 @pytest.mark.parametrize("api", ["chat", "responses"])
 def test_envoy_sends_gpt_4o_no_reasoning_effort(stack, fakes, api):
-    body = ({**CLIENT, "model": "auto-gpt", "reasoning_effort": "high"} if api == "chat"
-            else {"model": "auto-gpt", "input": "hi there, thanks!", "reasoning": {"effort": "high"}})
+    body = ({**CLIENT, "model": "auto-gpt", "reasoning_effort": "high", "verbosity": "low"} if api == "chat"
+            else {"model": "auto-gpt", "input": "hi there, thanks!", "reasoning": {"effort": "high"},
+                  "text": {"verbosity": "low", "format": {"type": "text"}}})
     with restored(fakes):
         r = httpx.post(stack.url + ("/v1/chat/completions" if api == "chat" else "/v1/responses"), content=orjson.dumps(body),
                        timeout=30, headers={"content-type": "application/json"})
@@ -147,6 +158,7 @@ def test_envoy_sends_gpt_4o_no_reasoning_effort(stack, fakes, api):
         assert r.headers["x-llm-router-model"] == "gpt-4o"
         [sent] = wait_requests(fakes, "openai", 1)
         assert sent.status == 200 and "reasoning_effort" not in sent.json and "reasoning" not in sent.json
+        assert "verbosity" not in sent.json and sent.json.get("text", {"format": {"type": "text"}}) == {"format": {"type": "text"}}
 
 
 def test_apisix_runner_sends_a_reasoning_model_a_body_it_takes(fakes, monkeypatch):

@@ -279,8 +279,9 @@ def test_every_parsed_body_renders_for_every_provider_and_model_as_json_it_accep
                 assert not isinstance(calls, list) or all(set(c) <= call_fields for c in calls if isinstance(c, dict))
     if api == "responses" and not takes_field(dialect, "responses", "reasoning") and isinstance(sent.get("input"), list):
         assert not any(isinstance(i, dict) and i.get("type") == "reasoning" for i in sent["input"])  # gpt-4o: no reasoning items
-    if api == "responses" and not takes_field(dialect, "responses", "reasoning"):  # gpt-4o: no encrypted reasoning asked for
+    if api == "responses" and not takes_field(dialect, "responses", "reasoning"):  # gpt-4o: no encrypted reasoning, no verbosity
         assert "reasoning.encrypted_content" not in (sent.get("include") if isinstance(sent.get("include"), list) else [])
+        assert not (isinstance(sent.get("text"), dict) and "verbosity" in sent["text"])
     if dialect is not None and dialect.drop_empty_tool_calls and api == "chat":  # OpenAI: no empty tool_calls arrays
         assert not any(isinstance(m, dict) and m.get("tool_calls") == [] for m in sent["messages"])
     if dialect is not None and dialect.prefix_last_assistant and api == "chat" and sent["messages"]:  # Mistral: a prefill

@@ -230,6 +230,23 @@ def test_a_model_that_does_not_reason_is_not_asked_for_encrypted_reasoning():
         assert to_o3["include"] == include  # a reasoning model returns its reasoning encrypted: as asked
 
 
+def test_a_model_before_gpt_5_gets_no_verbosity():
+    from llm_router.message_rules import without_verbosity
+    from llm_router.request import render_body
+
+    assert without_verbosity({"verbosity": "low", "format": {"type": "text"}}) == {"format": {"type": "text"}}
+    assert without_verbosity({"verbosity": "low"}) is None and without_verbosity({"format": 1}) == {"format": 1}
+    assert without_verbosity(7) == 7
+    router = Router(parse_config({"models": {"o3-mini": O3}}))
+    models = router.catalog.models
+    req = parse_request(body(HARD, text={"verbosity": "low"}), "responses")
+    assert "text" not in orjson.loads(render_body(req, "gpt-4o", dialect=router.catalog.dialect_of(models["gpt-4o"])))
+    to_o3 = orjson.loads(render_body(req, "o3-mini", dialect=router.catalog.dialect_of(models["o3-mini"])))
+    assert to_o3["text"] == {"verbosity": "low"}
+    chat = parse_request(orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": HARD}], "verbosity": "low"}), "chat")
+    assert "verbosity" not in orjson.loads(render_body(chat, "gpt-4o", dialect=router.catalog.dialect_of(models["gpt-4o"])))
+
+
 def test_the_openai_fake_refuses_encrypted_reasoning_on_a_model_that_does_not_reason():
     fakes = FakeProviders.from_config(parse_config({"models": {"o3-mini": O3}})).start()
     try:

@@ -329,6 +329,18 @@ def without_encrypted_reasoning(include: Any) -> Any:
     return kept or None
 
 
+def without_verbosity(text: Any) -> Any:
+    """A Responses `text` object without `verbosity` (None when nothing else is left), for a model before GPT-5.
+
+    OpenAI answers 400 ("Unsupported value: 'verbosity' does not support 'low' with this model. Supported values are:
+    'medium'.") to any but its default on GPT-4o; clients written for GPT-5 set it.
+    """
+    if not isinstance(text, dict) or "verbosity" not in text:
+        return text
+    kept = {k: v for k, v in text.items() if k != "verbosity"}
+    return kept or None
+
+
 def prefixed_last_assistant(messages: Any) -> Any:
     """Chat messages whose last one, an assistant message without tool calls (a prefill), is marked `prefix: true`."""
     if not isinstance(messages, list) or not messages:

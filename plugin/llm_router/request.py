@@ -9,7 +9,7 @@ import orjson
 
 from llm_router.catalog import BodyDialect
 from llm_router.message_rules import (anthropic_messages_for, chat_messages_for, fit_thinking, takes_field, without_blank_system,
-                                      without_encrypted_reasoning, without_reasoning_items)
+                                      without_encrypted_reasoning, without_reasoning_items, without_verbosity)
 
 # How much text the classifiers see: the last user turn (head and tail when long) plus a
 # short window of the turns before it. Bounded so classification cost does not grow with
@@ -279,12 +279,13 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
         elif req.api == "responses" and not takes_field(dialect, "responses", "reasoning"):  # a model that does not reason
             if "input" in body:
                 body["input"] = without_reasoning_items(body["input"])
-            if "include" in body:
-                include = without_encrypted_reasoning(body["include"])
-                if include is None:
-                    del body["include"]
-                else:
-                    body["include"] = include
+            for name, fit in (("include", without_encrypted_reasoning), ("text", without_verbosity)):
+                if name in body:
+                    value = fit(body[name])
+                    if value is None:
+                        del body[name]
+                    else:
+                        body[name] = value
         if dialect.usage_unasked:
             ask_usage = False
     if ask_usage:

@@ -936,6 +936,12 @@ def _reasoning_refusal(model: str, data: dict[str, Any], api: str) -> tuple[str,
     if model.startswith("gpt-"):
         if api == "chat" and "reasoning_effort" in data:
             return "Unrecognized request argument supplied: reasoning_effort", None, None
+        text = data.get("text")
+        verbosity = data.get("verbosity") if api == "chat" else text.get("verbosity") if api == "responses" and isinstance(
+            text, dict) else None
+        if verbosity is not None and verbosity != "medium":  # GPT-5's; GPT-4o takes only its default
+            return (f"Unsupported value: 'verbosity' does not support {verbosity!r} with this model. Supported values are: "
+                    "'medium'.", "verbosity" if api == "chat" else "text.verbosity", "unsupported_value")
         reasoning = data.get("reasoning")
         if api == "responses" and isinstance(reasoning, dict) and reasoning.get("effort") is not None:
             return ("Unsupported parameter: 'reasoning.effort' is not supported with this model.", "reasoning.effort",
