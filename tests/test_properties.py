@@ -46,7 +46,7 @@ bodies = st.fixed_dictionaries({}, optional={
     "input": st.text(max_size=100) | items | json_values, "instructions": json_values, "text": json_values,
     "conversation": json_values, "previous_response_id": json_values, "max_output_tokens": json_values,
     "n": json_values | st.integers(-2, 300), "logprobs": json_values, "top_logprobs": json_values, "reasoning_effort": json_values,
-    "reasoning": json_values,
+    "reasoning": json_values, "temperature": json_values | st.floats(0, 2), "top_p": json_values | st.floats(0, 1),
     "include": json_values | st.lists(st.sampled_from(["reasoning.encrypted_content", "message.output_text.logprobs", 5]),
                                       max_size=3),
     "thinking": json_values | st.fixed_dictionaries({"type": st.sampled_from(["enabled", "disabled", 3]),
@@ -212,7 +212,9 @@ DIALECTS = sorted([(f"provider {n}", p.body) for n, p in ROUTER.catalog.provider
                   + [("model gemini-3", dataclasses.replace(ROUTER.catalog.providers["google"].body or BodyDialect(),
                                                             fill_tool_signatures=True)),
                      ("model deepseek-reasoner", dataclasses.replace(ROUTER.catalog.providers["deepseek"].body or BodyDialect(),
-                                                                     fill_reasoning=True))], key=lambda x: x[0])
+                                                                     fill_reasoning=True)),
+                     ("model claude-sonnet-4.5", dataclasses.replace(ROUTER.catalog.providers["anthropic"].body or BodyDialect(),
+                                                                     one_sampler=True))], key=lambda x: x[0])
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -294,6 +296,8 @@ def test_every_parsed_body_renders_for_every_provider_and_model_as_json_it_accep
         for i, m in enumerate(messages):
             if isinstance(m, dict) and m.get("role") == "assistant" and (i < len(messages) - 1 or m.get("tool_calls")):
                 assert isinstance(m.get("reasoning_content"), str) and m["reasoning_content"]
+    if dialect is not None and dialect.one_sampler:  # Claude Sonnet 4.5: temperature or top_p, not both
+        assert sent.get("temperature") is None or sent.get("top_p") is None
     if dialect is not None and dialect.fill_tool_signatures and api == "chat":  # Gemini 3: each message's first call signed
         for m in sent["messages"]:
             calls = m.get("tool_calls") if isinstance(m, dict) and m.get("role") == "assistant" else None

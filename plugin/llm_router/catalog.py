@@ -58,6 +58,7 @@ class BodyDialect:
     drop_blank_text: bool = False  # Anthropic empty or whitespace-only text blocks left out (Anthropic)
     fill_tool_signatures: bool = False  # unsigned chat tool calls get Gemini's stand-in thought signature (Gemini 3)
     fill_reasoning: bool = False  # chat assistant messages without reasoning_content get a stand-in (DeepSeek thinking models)
+    one_sampler: bool = False  # top_p left out when temperature is also set (Claude Sonnet 4.5 and later)
 
 
 @dataclass(frozen=True, slots=True)

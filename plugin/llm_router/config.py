@@ -131,6 +131,10 @@ class ModelBodyConf(_Strict):
     # stand-in naming the message and its tool calls (DeepSeek's thinking models answer 400, "Missing `reasoning_content`
     # field in the assistant message at message index N", to assistant messages another model wrote)
     reasoning_content: Literal["keep", "fill"] = "keep"
+    # keep: temperature and top_p go as sent; drop: top_p is left out when temperature is also set (Claude Sonnet 4.5 and
+    # later answer 400, "`temperature` and `top_p` cannot both be specified for this model. Please use only one.", to the
+    # pair that clients written for OpenAI's models send)
+    top_p_with_temperature: Literal["keep", "drop"] = "keep"
 
     @model_validator(mode="after")
     def _check(self) -> "ModelBodyConf":

@@ -264,6 +264,8 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
                 del body[name]
         for name in dialect.drop:
             body.pop(name, None)
+        if dialect.one_sampler and body.get("temperature") is not None and body.get("top_p") is not None:
+            del body["top_p"]  # temperature is the knob clients set; top_p often rides along at a default
         if req.api == "chat" and "messages" in body:
             off = req.body.get("thinking")  # DeepSeek's switch: {"type": "disabled"} turns a V4 model's thinking off
             body["messages"] = chat_messages_for(body["messages"], dialect,

@@ -97,13 +97,16 @@ def build_catalog(cfg: Config) -> Catalog:
 
 
 def _model_body(provider: BodyDialect | None, own: ModelBodyConf | None) -> BodyDialect | None:
-    """A model's body rules: its provider's, then its own renames, drops, tool call signatures and reasoning stand-ins."""
-    if own is None or not (own.rename or own.drop or own.tool_call_signatures == "fill" or own.reasoning_content == "fill"):
+    """A model's body rules: its provider's, then its own renames, drops, tool call signatures, reasoning stand-ins and
+    sampling settings."""
+    if own is None or not (own.rename or own.drop or own.tool_call_signatures == "fill" or own.reasoning_content == "fill"
+                           or own.top_p_with_temperature == "drop"):
         return provider
     base = provider or BodyDialect()
     return replace(base, rename=base.rename + tuple(own.rename.items()), drop=base.drop | frozenset(own.drop),
                    fill_tool_signatures=base.fill_tool_signatures or own.tool_call_signatures == "fill",
-                   fill_reasoning=base.fill_reasoning or own.reasoning_content == "fill")
+                   fill_reasoning=base.fill_reasoning or own.reasoning_content == "fill",
+                   one_sampler=base.one_sampler or own.top_p_with_temperature == "drop")
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from llm_router.catalog import APIS, Catalog
 from llm_router.config import allowed_models
 
 DEEPSEEK_THINKING = re.compile(r"deepseek-(?:reasoner|v4)", re.IGNORECASE)  # deepseek-reasoner, deepseek-v4-pro, ...
+ONE_SAMPLER = re.compile(r"claude-(?:sonnet|opus|haiku)-4[-.][5-9]", re.IGNORECASE)  # claude-sonnet-4-5, claude-opus-4.6, ...
 
 # How `check` names each tool call id rule (config.BodyConf.tool_call_ids).
 TOOL_ID_RULES_SHOWN = {"alnum9": "tool call ids rewritten to 9 letters or digits",
@@ -86,7 +87,7 @@ def run(args) -> int:
         print(f"  {mid:20s} {m.provider:10s} ${m.input_price:g}/${m.output_price:g} per 1M  ctx {m.context_window:>8}{out}  "
               f"tier {m.tier:8s} quality {m.quality:.2f}  [{', '.join(m.capabilities)}]{cache}")
         if m.body is not None and (m.body.rename or m.body.drop or m.body.tool_call_signatures == "fill"
-                                   or m.body.reasoning_content == "fill"):
+                                   or m.body.reasoning_content == "fill" or m.body.top_p_with_temperature == "drop"):
             own = [f"{old} as {new}" for old, new in m.body.rename.items()]
             if m.body.drop:
                 own.append(f"never sent: {', '.join(m.body.drop)}")
@@ -94,10 +95,15 @@ def run(args) -> int:
                 own.append("unsigned tool calls get Gemini's stand-in thought signature")
             if m.body.reasoning_content == "fill":
                 own.append("assistant messages without reasoning_content get a stand-in")
+            if m.body.top_p_with_temperature == "drop":
+                own.append("top_p left out when temperature is set")
             print(f"  {'':20s} body over {m.provider}'s: {'; '.join(own)}")
         if DEEPSEEK_THINKING.search(m.name or mid) and (m.body is None or m.body.reasoning_content != "fill"):
             print(f"  {'':20s} note: named like a DeepSeek thinking model, which answers 400 to assistant messages without "
                   "reasoning_content (those of other models): add body: {reasoning_content: fill}")
+        if ONE_SAMPLER.search(m.name or mid) and (m.body is None or m.body.top_p_with_temperature != "drop"):
+            print(f"  {'':20s} note: named like a Claude model that answers 400 to temperature and top_p together, which "
+                  "clients written for OpenAI's models send: add body: {top_p_with_temperature: drop}")
     print(f"default policy: {cfg.default_policy}")
     from llm_router.router import build_catalog, policy_reference
 

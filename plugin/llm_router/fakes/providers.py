@@ -55,6 +55,8 @@ WORD_ID = re.compile(r"[A-Za-z0-9_-]+")  # Anthropic's tool call ids
 GEMINI_3 = re.compile(r"(?:models/)?gemini-3")  # Gemini 3 models check tool calls' thought signatures
 # Claude models from before extended thinking (3.7 Sonnet was the first with it): Anthropic refuses `thinking`.
 NO_THINKING_MODEL = re.compile(r"claude-(?:3-(?!7)|instant|2)")
+# Claude models that take temperature or top_p, not both (Sonnet 4.5 and later)
+ONE_SAMPLER = re.compile(r"claude-(?:sonnet|opus|haiku)-4-[5-9]")
 # DeepSeek's thinking models on its chat API: they answer with reasoning_content and want it passed back
 DEEPSEEK_THINKING = re.compile(r"deepseek-(?:reasoner|v4)")
 REASONING_REFUSED = ("max_tokens", "logprobs", "top_logprobs", "logit_bias")
@@ -348,6 +350,10 @@ class FakeProvider:
         if b.models is not None and model not in b.models:
             return await self._error(resp, 404, f"The model `{model}` does not exist or you do not have access to it.",
                                      "not_found_error" if anthropic else "invalid_request_error", anthropic, code="model_not_found")
+        if self.name == "anthropic" and ONE_SAMPLER.match(model) and data.get("temperature") is not None \
+                and data.get("top_p") is not None:
+            return await self._error(resp, 400, "`temperature` and `top_p` cannot both be specified for this model. Please use "
+                                     "only one.", "invalid_request_error", anthropic)
         thinks = self.name == "deepseek" and api == "chat" and DEEPSEEK_THINKING.match(model) is not None and not (
             isinstance(data.get("thinking"), dict) and data["thinking"].get("type") == "disabled")
         unreasoned = _unreasoned_message(model, data) if thinks else None
