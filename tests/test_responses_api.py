@@ -370,6 +370,9 @@ def test_check_shows_which_models_serve_each_api(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "responses: 2 models" in out  # the default policy, with gpt-4o-mini added
     assert "responses: none (refused with 400)" in out and "messages: only claude-3.5-sonnet" in out  # policy eu
+    # gpt-4o-mini lacks GPT-4o's rules for what reasoning models' clients send: noted, and only it
+    notes = [line for line in out.splitlines() if "named like an OpenAI model that does not reason" in line]
+    assert len(notes) == 1 and notes[0].strip().endswith("add body: {drop: [reasoning_effort, reasoning, verbosity]}")
 
 
 def test_hosted_tools_need_a_model_whose_provider_runs_them():

@@ -10,6 +10,7 @@ from llm_router.config import allowed_models
 
 DEEPSEEK_THINKING = re.compile(r"deepseek-(?:reasoner|v4)", re.IGNORECASE)  # deepseek-reasoner, deepseek-v4-pro, ...
 ONE_SAMPLER = re.compile(r"claude-(?:sonnet|opus|haiku)-4[-.][5-9]", re.IGNORECASE)  # claude-sonnet-4-5, claude-opus-4.6, ...
+NOT_REASONING = re.compile(r"gpt-(?:4|3\.5)", re.IGNORECASE)  # OpenAI models that do not reason: gpt-4o, gpt-4.1-mini, ...
 
 # How `check` names each tool call id rule (config.BodyConf.tool_call_ids).
 TOOL_ID_RULES_SHOWN = {"alnum9": "tool call ids rewritten to 9 letters or digits",
@@ -101,6 +102,10 @@ def run(args) -> int:
         if DEEPSEEK_THINKING.search(m.name or mid) and (m.body is None or m.body.reasoning_content != "fill"):
             print(f"  {'':20s} note: named like a DeepSeek thinking model, which answers 400 to assistant messages without "
                   "reasoning_content (those of other models): add body: {reasoning_content: fill}")
+        if NOT_REASONING.search(m.name or mid) and "reasoning" not in (m.body.drop if m.body is not None else ()) \
+                and "reasoning" not in (cfg.providers[m.provider].body.drop if cfg.providers[m.provider].body is not None else ()):
+            print(f"  {'':20s} note: named like an OpenAI model that does not reason, which answers 400 to the reasoning "
+                  "fields clients written for reasoning models send: add body: {drop: [reasoning_effort, reasoning, verbosity]}")
         if ONE_SAMPLER.search(m.name or mid) and (m.body is None or m.body.top_p_with_temperature != "drop"):
             print(f"  {'':20s} note: named like a Claude model that answers 400 to temperature and top_p together, which "
                   "clients written for OpenAI's models send: add body: {top_p_with_temperature: drop}")
