@@ -228,6 +228,16 @@ def fitted_thinking(thinking: Any, asked: int, limit: int) -> dict[str, Any] | N
     return {**thinking, "budget_tokens": min(scaled, limit - 1)}
 
 
+def _refit(body: dict[str, Any], name: str, fit: Callable[[Any], Any]) -> None:
+    """A body field as `fit` makes it; the field goes when `fit` leaves nothing of it (None)."""
+    if name in body:
+        value = fit(body[name])
+        if value is None:
+            del body[name]
+        else:
+            body[name] = value
+
+
 def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dialect: BodyDialect | None = None,
                 max_output: int | None = None, model_id: str = "",
                 thinking_origin: Callable[[str], str | None] | None = None,
@@ -246,12 +256,9 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
             value = body.get(name)
             if isinstance(value, int) and not isinstance(value, bool) and value > max_output:
                 body[name] = max_output
-        if "thinking" in body:  # a thinking budget must stay below the lowered limit, or the provider refuses the call
-            thinking = fitted_thinking(body["thinking"], req.max_output_tokens, max_output)
-            if thinking is None:
-                del body["thinking"]
-            else:
-                body["thinking"] = thinking
+        # a thinking budget must stay below the lowered limit, or the provider refuses the call
+        asked = req.max_output_tokens
+        _refit(body, "thinking", lambda thinking: fitted_thinking(thinking, asked, max_output))
     ask_usage = add_usage and req.stream and req.api in ("chat", "completions") and req.include_usage is None
     if dialect is not None:
         for old, new in dialect.rename:
@@ -272,22 +279,13 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
                                                  not (isinstance(off, dict) and off.get("type") == "disabled"), reasoning)
         elif req.api == "messages" and "messages" in body:
             body["messages"] = anthropic_messages_for(body["messages"], dialect)
-            if dialect.drop_blank_text and "system" in body:
-                system = without_blank_system(body["system"])
-                if system is None:
-                    del body["system"]
-                else:
-                    body["system"] = system
+            if dialect.drop_blank_text:
+                _refit(body, "system", without_blank_system)
         elif req.api == "responses" and not takes_field(dialect, "responses", "reasoning"):  # a model that does not reason
             if "input" in body:
                 body["input"] = without_reasoning_items(body["input"])
-            for name, fit in (("include", without_encrypted_reasoning), ("text", without_verbosity)):
-                if name in body:
-                    value = fit(body[name])
-                    if value is None:
-                        del body[name]
-                    else:
-                        body[name] = value
+            _refit(body, "include", without_encrypted_reasoning)
+            _refit(body, "text", without_verbosity)
         if dialect.usage_unasked:
             ask_usage = False
     if ask_usage:

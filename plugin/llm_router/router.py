@@ -99,8 +99,7 @@ def build_catalog(cfg: Config) -> Catalog:
 def _model_body(provider: BodyDialect | None, own: ModelBodyConf | None) -> BodyDialect | None:
     """A model's body rules: its provider's, then its own renames, drops, tool call signatures, reasoning stand-ins and
     sampling settings."""
-    if own is None or not (own.rename or own.drop or own.tool_call_signatures == "fill" or own.reasoning_content == "fill"
-                           or own.top_p_with_temperature == "drop"):
+    if own is None or own == ModelBodyConf():  # every setting at its default: the provider's rules alone
         return provider
     base = provider or BodyDialect()
     return replace(base, rename=base.rename + tuple(own.rename.items()), drop=base.drop | frozenset(own.drop),

@@ -87,8 +87,7 @@ def run(args) -> int:
         out = f" out {m.max_output_tokens:>6}" if m.max_output_tokens else ""
         print(f"  {mid:20s} {m.provider:10s} ${m.input_price:g}/${m.output_price:g} per 1M  ctx {m.context_window:>8}{out}  "
               f"tier {m.tier:8s} quality {m.quality:.2f}  [{', '.join(m.capabilities)}]{cache}")
-        if m.body is not None and (m.body.rename or m.body.drop or m.body.tool_call_signatures == "fill"
-                                   or m.body.reasoning_content == "fill" or m.body.top_p_with_temperature == "drop"):
+        if m.body is not None:
             own = [f"{old} as {new}" for old, new in m.body.rename.items()]
             if m.body.drop:
                 own.append(f"never sent: {', '.join(m.body.drop)}")
@@ -98,7 +97,8 @@ def run(args) -> int:
                 own.append("assistant messages without reasoning_content get a stand-in")
             if m.body.top_p_with_temperature == "drop":
                 own.append("top_p left out when temperature is set")
-            print(f"  {'':20s} body over {m.provider}'s: {'; '.join(own)}")
+            if own:
+                print(f"  {'':20s} body over {m.provider}'s: {'; '.join(own)}")
         if DEEPSEEK_THINKING.search(m.name or mid) and (m.body is None or m.body.reasoning_content != "fill"):
             print(f"  {'':20s} note: named like a DeepSeek thinking model, which answers 400 to assistant messages without "
                   "reasoning_content (those of other models): add body: {reasoning_content: fill}")
