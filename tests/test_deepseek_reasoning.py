@@ -80,8 +80,10 @@ def test_only_models_with_the_setting_get_stand_ins_and_not_with_thinking_off():
 
 
 def test_check_names_the_setting_and_refuses_a_wrong_one(tmp_path, capsys):
-    assert "body over deepseek's: assistant messages without reasoning_content get a stand-in" in check_output(
-        tmp_path, pinned(), capsys)
+    assert ("body over deepseek's: assistant messages without reasoning_content get the reasoning their answer held "
+            "(per process; state: {backend: redis} shares it), else a stand-in") in check_output(tmp_path, pinned(), capsys)
+    assert "(shared by every process through Redis), else a stand-in" in check_output(
+        tmp_path, {**pinned(), "state": {"backend": "redis", "url": "redis://127.0.0.1:6379/0"}}, capsys)
     assert "reasoning_content" in refusal({"models": {"r1": {**DEEPSEEK_THINKING, "body": {"reasoning_content": "always"}}}})
     assert load_config(None).models["deepseek-v2"].body is None  # the default catalog's DeepSeek needs none
     bare = pinned()

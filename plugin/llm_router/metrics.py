@@ -125,8 +125,12 @@ class Metrics(Collector):
                                       "(divide by llm_router_feedback_rated_total for the mean)", ("model",))
         self.affinity_shared = CounterVec("llm_router_affinity_shared", "Conversation placements shared through Redis "
                                           "with the other processes (sent) or learned from them (received)", ("direction",))
+        self.reasoning_shared = CounterVec("llm_router_reasoning_shared", "Reasoning of DeepSeek thinking answers shared "
+                                           "through Redis with the other processes (sent) or learned from them (received)",
+                                           ("direction",))
         for direction in ("sent", "received"):
             self.affinity_shared.inc((direction,), 0.0)
+            self.reasoning_shared.inc((direction,), 0.0)
         self.shadow_requests = CounterVec("llm_router_shadow_requests", "Requests of shadow policies, by the model routing "
                                           "would have chosen (llm_router_requests_total has the model served)",
                                           ("route", "model", "tier"))
@@ -153,8 +157,8 @@ class Metrics(Collector):
     def _all(self):
         return (self.requests, self.responses, self.tokens, self.cache_tokens, self.cost, self.saving, self.decision_seconds,
                 self.upstream_seconds, self.estimate_ratio, self.fallbacks, self.errors, self.budget_remaining,
-                self.breaker_open, self.feedback, self.rated, self.rated_score, self.affinity_shared, self.stored,
-                self.shadow_requests, self.shadow_cost, self.token_counts, self.forwarded, self.downgraded)
+                self.breaker_open, self.feedback, self.rated, self.rated_score, self.affinity_shared, self.reasoning_shared,
+                self.stored, self.shadow_requests, self.shadow_cost, self.token_counts, self.forwarded, self.downgraded)
 
     def collect(self) -> Iterator:
         for vec in self._all():

@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -123,7 +124,7 @@ def consumer_of(headers: Any, header: str | None) -> str | None:
 
 # The fields of the sections the runtime's edges own (the core schema leaves them open).
 EDGE_FIELDS = {
-    "state": {"backend", "url", "prefix", "refresh_s", "affinity_keep_s"},
+    "state": {"backend", "url", "prefix", "refresh_s", "affinity_keep_s", "reasoning_keep_s"},
     "accounting": {"limits", "consumer_header", "routes", "consumer_policies"},
     "metrics": {"listen", "decision_log", "log_prompts", "redact_pii", "feedback_log"},
 }
@@ -139,9 +140,10 @@ def edge_section_problems(cfg: Config) -> list[str]:
     serve_models = cfg.server.get("models_endpoint", True)
     if not isinstance(serve_models, bool):
         out.append(f"server.models_endpoint: must be true or false, got {serve_models!r}")
-    keep_s = cfg.state.get("affinity_keep_s", 3600)
-    if isinstance(keep_s, bool) or not isinstance(keep_s, (int, float)) or keep_s <= 0:
-        out.append(f"state.affinity_keep_s: must be a positive number of seconds, got {keep_s!r}")
+    for name in ("affinity_keep_s", "reasoning_keep_s"):
+        keep_s = cfg.state.get(name, 3600)
+        if isinstance(keep_s, bool) or not isinstance(keep_s, (int, float)) or keep_s <= 0:
+            out.append(f"state.{name}: must be a positive number of seconds, got {keep_s!r}")
     out += consumer_policy_problems(cfg)
     from llm_router.limits import parse_limits
 
@@ -266,6 +268,7 @@ class Runtime:
         self._id_random = os.urandom(6 * 1024)
         self.shared: SharedState | None = None
         self.affinity_sync: Any = None  # llm_router.affinity_sync.AffinitySync, with state in Redis
+        self.reasoning_sync: Any = None  # llm_router.reasoning_sync.ReasoningSync, with state in Redis
         self.limits: SpendLimits | None = None
         self._dearer_cache: dict[tuple[float | None, float | None], frozenset[str]] = {}
         self.metrics: Metrics | None = None
@@ -306,16 +309,23 @@ class Runtime:
         self.shared, self.limits, self.metrics, self.telemetry = shared, limits, metrics, telemetry
         if cfg.state.get("backend") == "redis":
             from llm_router.affinity_sync import AffinitySync
+            from llm_router.reasoning_sync import ReasoningSync
 
-            def count(what: str, n: float) -> None:
-                if what == "error":
-                    metrics.errors.inc(("affinity_sync",), n)
-                else:
-                    metrics.affinity_shared.inc((what,), n)
+            def counter(kind: str, shared: Any) -> Callable[[str, float], None]:
+                def count(what: str, n: float) -> None:
+                    if what == "error":
+                        metrics.errors.inc((kind,), n)
+                    else:
+                        shared.inc((what,), n)
+                return count
 
-            self.affinity_sync = AffinitySync(self.router.affinity, cfg.state.get("url", "redis://127.0.0.1:6379/0"),
-                                              prefix=cfg.state.get("prefix", "llmr"), count=count,
+            url, prefix = cfg.state.get("url", "redis://127.0.0.1:6379/0"), cfg.state.get("prefix", "llmr")
+            self.affinity_sync = AffinitySync(self.router.affinity, url, prefix=prefix,
+                                              count=counter("affinity_sync", metrics.affinity_shared),
                                               keep_s=float(cfg.state.get("affinity_keep_s", 3600)))
+            self.reasoning_sync = ReasoningSync(self.router.reasoning, url, prefix=prefix,
+                                                count=counter("reasoning_sync", metrics.reasoning_shared),
+                                                keep_s=float(cfg.state.get("reasoning_keep_s", 3600)))
         shared.on_refresh(telemetry.refresh)
         self.observer = telemetry
         if not state_given:
@@ -654,9 +664,10 @@ class Runtime:
         if self.shared is not None:
             await self.shared.sync()
             self.shared.start()
-        if self.affinity_sync is not None:
-            await self.affinity_sync.load()
-            self.affinity_sync.start()
+        for sync in (self.affinity_sync, self.reasoning_sync):
+            if sync is not None:
+                await sync.load()
+                sync.start()
         if self.refresher is not None:
             self.refresher.start()
         listen = metrics_listen or self.config.metrics.get("listen")
@@ -710,8 +721,9 @@ class Runtime:
             self.orchestrator = None
         if self.shared is not None:
             await self.shared.stop()
-        if self.affinity_sync is not None:
-            await self.affinity_sync.stop()
+        for sync in (self.affinity_sync, self.reasoning_sync):
+            if sync is not None:
+                await sync.stop()
         if self.telemetry is not None:
             self.telemetry.log.close()
         if self._metrics_address is not None:

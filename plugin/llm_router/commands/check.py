@@ -94,7 +94,10 @@ def run(args) -> int:
             if m.body.tool_call_signatures == "fill":
                 own.append("unsigned tool calls get Gemini's stand-in thought signature")
             if m.body.reasoning_content == "fill":
-                own.append("assistant messages without reasoning_content get a stand-in")
+                kept = ("shared by every process through Redis" if cfg.state.get("backend") == "redis"
+                        else "per process; state: {backend: redis} shares it")
+                own.append(f"assistant messages without reasoning_content get the reasoning their answer held ({kept}), "
+                           "else a stand-in")
             if m.body.top_p_with_temperature == "drop":
                 own.append("top_p left out when temperature is set")
             if own:

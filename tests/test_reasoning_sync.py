@@ -1,0 +1,211 @@
+"""DeepSeek reasoning shared through Redis: an answer one process saw is given back by another, not replaced by a stand-in."""
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+
+import httpx
+import orjson
+import pytest
+import redis
+import yaml
+
+from apisix_emulator import Emulator, RouteConf, RunnerProcess, remove_dir, socket_dir
+from conftest import TEST_KEYS, free_port, wait_for
+from llm_router.config import ConfigError, parse_config
+from llm_router.gateways.apisix.runner import REQUEST_ID_VAR
+from llm_router.message_rules import message_key, reasoning_stand_in
+from llm_router.metrics import scrape_totals
+from llm_router.reasoning_memory import MAX_CHARS, ReasoningMemory
+from llm_router.reasoning_sync import ReasoningSync
+from llm_router.redis_sync import MAX_BATCH_CHARS, MAX_QUEUED_CHARS
+from llm_router.request import parse_request, render_body
+from llm_router.runtime import Runtime
+from test_affinity_sync import subscribers, wait_async
+from test_tool_ids import pinned
+
+V4 = RouteConf(conf=(("llm-router", '{"policy": "v4"}'),), conf_id="reasoning")
+V4_POST = RouteConf(conf=V4.conf, conf_id=V4.conf_id, plugin="ext-plugin-post-resp")
+QUESTION = {"role": "user", "content": "Is it warmer in Paris than in Oslo today?"}
+ANSWER = {"role": "assistant", "content": "Yes: 18 C in Paris, 4 C in Oslo.",
+          "reasoning_content": "Paris 18, Oslo 4: Paris is warmer by 14 degrees."}
+
+
+def shared(redis_url: str, prefix: str, state_extra: dict | None = None, **extra) -> dict:
+    return {**pinned(), "state": {"backend": "redis", "url": redis_url, "prefix": prefix, "refresh_s": 0.1,
+                                  **(state_extra or {})}, **extra}
+
+
+def later_turn() -> list[dict]:
+    """The next turn as a plain OpenAI client sends it: the answer's text, its reasoning dropped."""
+    return [QUESTION, {"role": "assistant", "content": ANSWER["content"]}, {"role": "user", "content": "And tomorrow?"}]
+
+
+def sent_to_v4(rt: Runtime, messages: list[dict]) -> list[dict]:
+    """The messages the runtime's router would send deepseek-v4-pro."""
+    model = rt.catalog.models["deepseek-v4-pro"]
+    req = parse_request(orjson.dumps({"model": "auto", "messages": messages}), "chat")
+    body = render_body(req, model.name, dialect=rt.catalog.dialect_of(model), reasoning=rt.router.recall_reasoning)
+    return orjson.loads(body)["messages"]
+
+
+def test_the_memory_tells_its_listener_only_what_this_process_kept():
+    memory = ReasoningMemory(max_total=100)
+    heard: list = []
+    memory.listener = lambda k, t: heard.append((k, t))
+    memory.remember("call:a", "x" * 30)
+    memory.remember("call:a", "x" * 30)  # the same again (a retried answer): nothing new to tell
+    memory.remember("call:a", "y")  # changed: told
+    memory.learn("text:b", "z" * 40)  # another process's: kept, not passed on
+    memory.remember("text:long", "r" * (MAX_CHARS + 5))  # cut before it is kept or told
+    assert heard == [("call:a", "x" * 30), ("call:a", "y"), ("text:long", "r" * MAX_CHARS)]
+    assert memory.recall("text:b") is None  # the long one pushed the others out of 100 characters
+    memory.learn("text:b", "z" * 40)
+    assert memory.recall("text:b") == "z" * 40 and memory.total == 40 and heard[-1][0] == "text:long"
+
+
+def test_messages_from_other_processes_are_learned_and_bad_ones_counted():
+    memory = ReasoningMemory()
+    counts: dict[str, float] = {}
+    sync = ReasoningSync(memory, "redis://127.0.0.1:1/0",
+                         count=lambda what, n: counts.__setitem__(what, counts.get(what, 0) + n))
+    assert sync.channel == "llmr:reasoning"
+    assert sync.apply(orjson.dumps({"o": "other", "e": [["call:c1", "Think."], ["text:ab12", "Greet back."]]})) == 2
+    assert memory.recall("call:c1") == "Think." and memory.recall("text:ab12") == "Greet back."
+    assert sync.apply(orjson.dumps({"o": sync.origin, "e": [["call:mine", "echo"]]})) == 0  # our own echo
+    assert memory.recall("call:mine") is None
+    bad = [["call:ok", "fine"], [7, "int key"], ["other:x", "not an answer key"], ["call:y", 5],
+           ["call:huge", "h" * (MAX_CHARS + 1)], ["call:z"]]
+    assert sync.apply(orjson.dumps({"o": "other", "e": bad})) == 1
+    assert sync.apply(b"not json") == 0
+    assert counts == {"received": 3, "error": 2} and sync.errors == 2
+    assert memory.recall("call:huge") is None and memory.recall("other:x") is None
+
+
+def test_big_reasoning_goes_in_bounded_messages_and_a_stalled_queue_stays_bounded():
+    sync = ReasoningSync(ReasoningMemory(), "redis://127.0.0.1:1/0")
+    big = "r" * MAX_CHARS
+    for i in range(40):
+        sync.heard(f"call:{i}", big)
+    batch = sync._next_batch()
+    assert 1 <= len(batch) and sum(len(v) for _, v in batch) <= MAX_BATCH_CHARS
+    assert len(batch) == MAX_BATCH_CHARS // MAX_CHARS
+    for i in range(40, 400):  # Redis unreachable: the queue keeps its newest entries within its character bound
+        sync.heard(f"call:{i}", big)
+    assert sync._queued_chars <= MAX_QUEUED_CHARS and sync._queued_chars == len(sync._queue) * MAX_CHARS
+    assert sync._queue[-1][0] == "call:399"
+    one = ReasoningSync(ReasoningMemory(), "redis://127.0.0.1:1/0")
+    one.heard("call:only", "x" * (MAX_BATCH_CHARS + 10))  # never happens (64 K per answer), but never an empty batch
+    assert len(one._next_batch()) == 1
+
+
+def test_two_runtimes_share_reasoning_through_redis(redis_url, provider_keys):
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> None:
+        a, b = (Runtime(parse_config(shared(redis_url, prefix))) for _ in range(2))
+        await a.start()
+        await b.start()
+        try:
+            await wait_async(lambda: subscribers(redis_url, f"{prefix}:reasoning") == 2, "both processes to subscribe")
+            before = sent_to_v4(b, later_turn())
+            assert before[1]["reasoning_content"] == reasoning_stand_in(1, later_turn()[1])  # b never saw the answer
+            a.router.reasoning.remember(message_key(ANSWER), ANSWER["reasoning_content"])  # as a's on_response does
+            await wait_async(lambda: b.reasoning_sync.received == 1, "b to learn the reasoning")
+            assert sent_to_v4(b, later_turn())[1]["reasoning_content"] == ANSWER["reasoning_content"]
+            assert a.reasoning_sync.sent == 1 and b.reasoning_sync.sent == 0
+            scraped = b.metrics.exposition().decode()
+            assert 'llm_router_reasoning_shared_total{direction="received"} 1.0' in scraped
+            assert 'llm_router_reasoning_shared_total{direction="sent"} 0.0' in scraped
+        finally:
+            await a.stop()
+            await b.stop()
+        later = Runtime(parse_config(shared(redis_url, prefix)))  # e.g. a new replica: loads what Redis keeps
+        await later.start()
+        try:
+            assert later.reasoning_sync.loaded == 1
+            assert sent_to_v4(later, later_turn())[1]["reasoning_content"] == ANSWER["reasoning_content"]
+        finally:
+            await later.stop()
+        with redis.Redis.from_url(redis_url) as r:
+            buckets = r.keys(f"{prefix}:reasoning:*")
+            assert len(buckets) == 1 and 0 < r.ttl(buckets[0]) <= 3600 + 2 * 600  # expires by itself
+
+    asyncio.run(scenario())
+
+
+def test_the_keep_time_is_configurable_and_a_bad_one_is_named(redis_url, provider_keys):
+    rt = Runtime(parse_config(shared(redis_url, "x", state_extra={"reasoning_keep_s": 120})))
+    assert rt.reasoning_sync.keep_s == 120 and rt.affinity_sync.keep_s == 3600
+    assert Runtime(parse_config(pinned())).reasoning_sync is None  # memory state: per process
+    for bad in (0, -5, "1h", True):
+        with pytest.raises(ConfigError, match=r"state\.reasoning_keep_s: must be a positive number of seconds"):
+            Runtime(parse_config(shared(redis_url, "x", state_extra={"reasoning_keep_s": bad})))
+
+
+def test_routing_and_local_reasoning_go_on_while_redis_is_unreachable(provider_keys, caplog):
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+
+    async def scenario() -> None:
+        rt = Runtime(parse_config(shared(dead, "down")))
+        await rt.start()
+        try:
+            rt.router.reasoning.remember(message_key(ANSWER), ANSWER["reasoning_content"])
+            assert sent_to_v4(rt, later_turn())[1]["reasoning_content"] == ANSWER["reasoning_content"]
+            await wait_async(lambda: rt.reasoning_sync.errors >= 2, "the sync to report the unreachable Redis")
+            assert 'kind="reasoning_sync"' in rt.metrics.exposition().decode()
+        finally:
+            await asyncio.wait_for(rt.stop(), 15)
+
+    asyncio.run(scenario())
+    assert "reasoning sync: " in caplog.text and "reasoning stays per process meanwhile" in caplog.text
+
+
+def test_an_answer_one_runner_process_saw_is_given_back_by_another(redis_url, tmp_path):
+    """Two real `serve --apisix` processes sharing one Redis: a learns the reasoning at post-resp, b gives it back."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    sockdir = socket_dir()
+    runners, ports = [], []
+    try:
+        for name in ("a", "b"):
+            port = free_port()
+            cfg = tmp_path / f"{name}.yaml"
+            cfg.write_text(yaml.safe_dump(shared(redis_url, prefix, metrics={"listen": f"127.0.0.1:{port}"})))
+            runners.append(RunnerProcess(os.path.join(sockdir, f"{name}.sock"), config=str(cfg), env=TEST_KEYS).start())
+            ports.append(port)
+        wait_for(lambda: subscribers(redis_url, f"{prefix}:reasoning") == 2, 60, "both runners to subscribe")
+        a, b = (Emulator(r.path) for r in runners)
+        try:
+            first = a.http_req_call(V4, body=orjson.dumps({"model": "auto", "messages": [QUESTION]}))
+            assert orjson.loads(first.upstream_body)["model"] == "deepseek-v4-pro"
+            answer = orjson.dumps({"id": "c1", "object": "chat.completion", "model": "deepseek-v4-pro",
+                                   "choices": [{"index": 0, "message": ANSWER, "finish_reason": "stop"}],
+                                   "usage": {"prompt_tokens": 20, "completion_tokens": 30}})
+            assert a.http_resp_call(V4_POST, headers=[("content-type", "application/json")]).ok
+            out = a.http_resp_call(V4_POST, body=answer, headers=[("content-type", "application/json"),
+                                                                  ("content-length", str(len(answer)))],
+                                   variables={REQUEST_ID_VAR: first.upstream_headers["x-llm-router-request-id"]})
+            assert out.ok
+
+            def received() -> float:
+                text = httpx.get(f"http://127.0.0.1:{ports[1]}/metrics", timeout=5).text
+                return scrape_totals(text).get("llm_router_reasoning_shared_total", 0.0)
+
+            wait_for(lambda: received() >= 1, 60, "runner b to learn the reasoning")
+            follow = b.http_req_call(V4, body=orjson.dumps({"model": "auto", "messages": later_turn()}))
+            sent = orjson.loads(follow.upstream_body)["messages"]
+            assert sent[1]["reasoning_content"] == ANSWER["reasoning_content"]  # the real reasoning, not a stand-in
+            other = [QUESTION, {"role": "assistant", "content": "An answer nobody kept."}, {"role": "user", "content": "Why?"}]
+            unknown = orjson.loads(b.http_req_call(V4, body=orjson.dumps({"model": "auto", "messages": other})).upstream_body)
+            assert unknown["messages"][1]["reasoning_content"] == reasoning_stand_in(1, other[1])
+        finally:
+            a.close()
+            b.close()
+    finally:
+        for r in runners:
+            r.stop()
+        remove_dir(sockdir)
+    for r in runners:
+        assert "Traceback" not in r.log()
+        assert ANSWER["reasoning_content"] not in r.log()  # reasoning is shared, never logged
