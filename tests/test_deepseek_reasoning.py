@@ -5,7 +5,8 @@ DeepSeek's thinking models want the `reasoning_content` of earlier assistant mes
 assistant message at message index 2. ..."; V4 models: "The `reasoning_content` in the thinking mode must be
 passed back to the API."), to an empty string too, as agent projects report it. A routed conversation holds
 assistant messages GPT-4o or Claude wrote, which have none. With `body: {reasoning_content: fill}` on such a
-model, each of them gets a stand-in; the fake DeepSeek refuses what DeepSeek refuses.
+model, each of them gets a stand-in; the fake DeepSeek refuses what DeepSeek refuses. deepseek-reasoner also refuses
+two user (or assistant) messages in a row; with `body: {successive_roles: merge}` they go as one.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 from fixtures_envoy import fresh_fakes, wait_requests  # noqa: F401
 from llm_router.config import load_config, parse_config
-from llm_router.message_rules import reasoned_assistant_messages, reasoning_stand_in
+from llm_router.message_rules import merged_successive, reasoned_assistant_messages, reasoning_stand_in, text_contents
 from llm_router.request import parse_request, render_body
 from llm_router.router import Router
 from test_tool_ids import (DEEPSEEK_THINKING, TOOLS, check_output, conversation, fakes, pinned, refusal, routed, stack,  # noqa: F401
@@ -225,3 +226,79 @@ def test_envoy_deepseek_gets_back_the_reasoning_its_answer_held(stack, fresh_fak
     assert r.status_code == 200, r.text
     sent = wait_requests(fresh_fakes, "deepseek", 2)[-1]
     assert sent.json["messages"][1]["reasoning_content"] == thought
+
+
+# ---- deepseek-reasoner: user and assistant messages interleave ------------------------------------------------------------
+
+def successive() -> list[dict]:
+    """A conversation as clients written for other models send it: a context message and a question in a row, and two
+    assistant messages in a row (an interrupted answer kept, then the full one)."""
+    return [{"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": "Context: the weather service returns Celsius."},
+            {"role": "user", "content": [{"type": "text", "text": "Is it warmer in Paris than in Oslo?"}]},
+            {"role": "assistant", "content": "Let me"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "call_m1", "type": "function", "function": {
+                "name": "weather", "arguments": '{"city": "Paris"}'}}], "reasoning_content": "Need both cities."},
+            {"role": "tool", "tool_call_id": "call_m1", "content": "18 C"},
+            {"role": "user", "content": "Go on."}]
+
+
+def test_successive_user_and_assistant_messages_go_as_one():
+    merged = merged_successive(successive())
+    assert [m["role"] for m in merged] == ["system", "user", "assistant", "tool", "user"]
+    assert merged[1]["content"] == [{"type": "text", "text": "Context: the weather service returns Celsius."},
+                                    {"type": "text", "text": "Is it warmer in Paris than in Oslo?"}]  # a string and parts
+    assert merged[2] == {"role": "assistant", "content": "Let me", "tool_calls": successive()[4]["tool_calls"],
+                         "reasoning_content": "Need both cities."}  # the calls and the reasoning kept, so results still pair
+    texts = [{"role": "user", "content": "a"}, {"role": "user", "content": ""}, {"role": "user", "content": "b"},
+             {"role": "assistant", "content": "x", "reasoning_content": "r1"},
+             {"role": "assistant", "content": "y", "reasoning_content": "r2"}]
+    assert merged_successive(texts) == [{"role": "user", "content": "a\n\nb"},
+                                        {"role": "assistant", "content": "x\n\ny", "reasoning_content": "r1\n\nr2"}]
+    interleaved = [{"role": "system", "content": "s"}, {"role": "system", "content": "t"}, {"role": "user", "content": "u"},
+                   {"role": "tool", "content": "1"}, {"role": "tool", "content": "2"}]
+    assert merged_successive(interleaved) is interleaved  # system and tool messages are not merged: nothing to do
+    assert merged_successive("x") == "x" and merged_successive([]) == []
+    assert successive() == successive() and merged_successive(successive()) != successive()  # the input is not changed
+
+
+def test_only_deepseek_reasoner_gets_them_merged():
+    router = Router(parse_config(pinned()))
+    models = router.catalog.models
+
+    def to(model: str) -> list[dict]:
+        req = parse_request(orjson.dumps({"model": "auto", "messages": successive(), "tools": TOOLS}), "chat")
+        return orjson.loads(render_body(req, models[model].name, dialect=router.catalog.dialect_of(models[model])))["messages"]
+
+    sent = to("deepseek-reasoner")
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool", "user"]
+    assert sent[1]["content"] == "Context: the weather service returns Celsius.\nIs it warmer in Paris than in Oslo?"  # one string
+    assert sent[2]["reasoning_content"] == "Need both cities."  # the merged message's own reasoning, not a stand-in
+    assert [m["role"] for m in to("deepseek-v4-pro")] == [m["role"] for m in successive()]
+    assert to("gpt-4o") == successive()
+
+
+def test_the_deepseek_fake_refuses_successive_roles_for_the_reasoner_and_check_names_the_setting(fakes, tmp_path, capsys):
+    as_text = text_contents(successive())  # DeepSeek takes no arrays of text parts (its own rule, applied first)
+    refused = to_fake(fakes, "deepseek", "deepseek-reasoner", reasoned_assistant_messages(as_text))
+    assert refused.status_code == 400 and refused.json()["error"] == {
+        "message": "deepseek-reasoner does not support successive user or assistant messages (messages[1] and messages[2] in "
+                   "your input). You should interleave the user/assistant messages in the message sequence.",
+        "type": "invalid_request_error", "param": None, "code": "invalid_request_error"}
+    assert to_fake(fakes, "deepseek", "deepseek-reasoner", reasoned_assistant_messages(merged_successive(as_text))
+                   ).status_code == 200
+    assert to_fake(fakes, "deepseek", "deepseek-v4-pro", reasoned_assistant_messages(as_text)).status_code == 200
+    assert "successive user (or assistant) messages sent as one" in check_output(tmp_path, pinned(), capsys)
+    bare = pinned()
+    bare["models"]["deepseek-reasoner"]["body"] = {"reasoning_content": "fill"}
+    notes = [line for line in check_output(tmp_path, bare, capsys).splitlines() if "named like deepseek-reasoner" in line]
+    assert len(notes) == 1 and notes[0].strip().endswith("add body: {successive_roles: merge}")
+    assert "successive_roles" in refusal({"models": {"r1": {**DEEPSEEK_THINKING, "body": {"successive_roles": "join"}}}})
+
+
+@pytest.mark.envoy
+def test_envoy_a_conversation_with_successive_roles_is_answered_by_deepseek_reasoner(stack, fresh_fakes):
+    sent = routed(stack, fresh_fakes, "reasoner", "deepseek-reasoner", "deepseek", successive())
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool", "user"]
+    assert sent[1]["content"] == "Context: the weather service returns Celsius.\nIs it warmer in Paris than in Oslo?"
+    assert sent[2]["tool_calls"][0]["id"] == "call_m1" and sent[3]["tool_call_id"] == "call_m1"

@@ -212,7 +212,7 @@ DIALECTS = sorted([(f"provider {n}", p.body) for n, p in ROUTER.catalog.provider
                   + [("model gemini-3", dataclasses.replace(ROUTER.catalog.providers["google"].body or BodyDialect(),
                                                             fill_tool_signatures=True)),
                      ("model deepseek-reasoner", dataclasses.replace(ROUTER.catalog.providers["deepseek"].body or BodyDialect(),
-                                                                     fill_reasoning=True)),
+                                                                     fill_reasoning=True, merge_successive=True)),
                      ("model claude-sonnet-4.5", dataclasses.replace(ROUTER.catalog.providers["anthropic"].body or BodyDialect(),
                                                                      one_sampler=True))], key=lambda x: x[0])
 
@@ -296,6 +296,10 @@ def test_every_parsed_body_renders_for_every_provider_and_model_as_json_it_accep
         for i, m in enumerate(messages):
             if isinstance(m, dict) and m.get("role") == "assistant" and (i < len(messages) - 1 or m.get("tool_calls")):
                 assert isinstance(m.get("reasoning_content"), str) and m["reasoning_content"]
+    if dialect is not None and dialect.merge_successive and api == "chat":  # deepseek-reasoner: roles interleave
+        roles = [m.get("role") if isinstance(m, dict) else None for m in sent["messages"]]
+        assert not any(a == b and a in ("user", "assistant") for a, b in zip(roles, roles[1:]))
+        assert len(sent["messages"]) <= len(body["messages"])
     if dialect is not None and dialect.one_sampler:  # Claude Sonnet 4.5: temperature or top_p, not both
         assert sent.get("temperature") is None or sent.get("top_p") is None
     if dialect is not None and dialect.fill_tool_signatures and api == "chat":  # Gemini 3: each message's first call signed

@@ -116,7 +116,8 @@ def pinned() -> dict:
     """The test config plus Gemini 3 and two DeepSeek thinking models, and a policy per model under test that sends
     everything to it."""
     data = config_data()
-    data["models"] = {"gemini-3": GEMINI_3, "deepseek-reasoner": {**DEEPSEEK_THINKING, "name": "deepseek-reasoner"},
+    reasoner = {**DEEPSEEK_THINKING, "name": "deepseek-reasoner", "body": {**DEEPSEEK_THINKING["body"], "successive_roles": "merge"}}
+    data["models"] = {"gemini-3": GEMINI_3, "deepseek-reasoner": reasoner,
                       "deepseek-v4-pro": {**DEEPSEEK_THINKING, "name": "deepseek-v4-pro"}}
     for name, model in (("mistral", "mistral-large"), ("openai", "gpt-4o"), ("claude", "claude-3.5-sonnet"), ("gemini", "gemini-3"),
                         ("reasoner", "deepseek-reasoner"), ("v4", "deepseek-v4-pro")):

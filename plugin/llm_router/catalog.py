@@ -59,6 +59,7 @@ class BodyDialect:
     fill_tool_signatures: bool = False  # unsigned chat tool calls get Gemini's stand-in thought signature (Gemini 3)
     fill_reasoning: bool = False  # chat assistant messages without reasoning_content get a stand-in (DeepSeek thinking models)
     one_sampler: bool = False  # top_p left out when temperature is also set (Claude Sonnet 4.5 and later)
+    merge_successive: bool = False  # successive user (or assistant) chat messages sent as one (deepseek-reasoner)
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,6 +135,10 @@ class ModelBodyConf(_Strict):
     # later answer 400, "`temperature` and `top_p` cannot both be specified for this model. Please use only one.", to the
     # pair that clients written for OpenAI's models send)
     top_p_with_temperature: Literal["keep", "drop"] = "keep"
+    # keep: chat messages go in the client's order; merge: successive user messages, and successive assistant messages, go
+    # as one (deepseek-reasoner answers 400, "deepseek-reasoner does not support successive user or assistant messages
+    # (messages[1] and messages[2] in your input). ...", to what clients written for other models send freely)
+    successive_roles: Literal["keep", "merge"] = "keep"
 
     @model_validator(mode="after")
     def _check(self) -> "ModelBodyConf":

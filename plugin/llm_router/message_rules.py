@@ -509,6 +509,53 @@ def without_blank_system(system: Any) -> Any:
     return kept or None
 
 
+MERGED_ROLES = ("user", "assistant")
+
+
+def _as_parts(content: Any) -> list[Any]:
+    if isinstance(content, list):
+        return content
+    return [{"type": "text", "text": content}] if isinstance(content, str) and content else []
+
+
+def _joined_content(first: Any, second: Any) -> Any:
+    """Two messages' contents as one: strings joined by a blank line, else one array of parts."""
+    if not isinstance(first, list) and not isinstance(second, list):
+        texts = [c for c in (first, second) if isinstance(c, str) and c]
+        return "\n\n".join(texts) if texts else first if first is not None else second
+    return _as_parts(first) + _as_parts(second)
+
+
+def _merged(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """One message of two successive ones of the same role: contents joined, an assistant's tool calls and reasoning
+    both kept; the first's other fields."""
+    out = {**first, "content": _joined_content(first.get("content"), second.get("content"))}
+    calls = [c for m in (first, second) if isinstance(m.get("tool_calls"), list) for c in m["tool_calls"]]
+    if calls:
+        out["tool_calls"] = calls
+    thoughts = [m["reasoning_content"] for m in (first, second) if isinstance(m.get("reasoning_content"), str)
+                and m["reasoning_content"]]
+    if thoughts:
+        out["reasoning_content"] = "\n\n".join(thoughts)
+    return out
+
+
+def merged_successive(messages: Any) -> Any:
+    """Chat messages with each run of successive user messages, and of successive assistant messages, sent as one."""
+    if not isinstance(messages, list):
+        return messages
+    roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
+    if not any(a == b and a in MERGED_ROLES for a, b in zip(roles, roles[1:])):
+        return messages
+    out: list[Any] = []
+    for m, role in zip(messages, roles):
+        if role in MERGED_ROLES and out and isinstance(out[-1], dict) and out[-1].get("role") == role:
+            out[-1] = _merged(out[-1], m)
+        else:
+            out.append(m)
+    return out
+
+
 def anthropic_messages_for(messages: Any, dialect: BodyDialect) -> Any:
     """Anthropic messages as a provider's dialect wants them: tool call ids, no blank text."""
     fix = TOOL_ID_RULES.get(dialect.tool_call_ids)
@@ -521,17 +568,19 @@ def anthropic_messages_for(messages: Any, dialect: BodyDialect) -> Any:
 
 def chat_messages_for(messages: Any, dialect: BodyDialect, thinks: bool = True,
                       recall: Callable[[str], str | None] | None = None) -> Any:
-    """Chat messages as a provider's dialect wants them: tool call ids, content, order, roles, fields, a prefill, and
-    reasoning on every assistant message (unless the request turns thinking off: `thinks` False)."""
+    """Chat messages as a provider's dialect wants them: tool call ids, roles, successive roles merged, content, order,
+    fields, a prefill, and reasoning on every assistant message (unless the request turns thinking off: `thinks` False)."""
     fix = TOOL_ID_RULES.get(dialect.tool_call_ids)
     if fix is not None:
         messages = tool_ids_as(messages, fix)
+    if dialect.developer_as_system:
+        messages = developer_as_system(messages)
+    if dialect.merge_successive:  # before text parts become strings and reasoning is filled: one per merged message
+        messages = merged_successive(messages)
     if dialect.text_content:
         messages = text_contents(messages)
     if dialect.assistant_after_tool:
         messages = bridged_tool_results(messages)
-    if dialect.developer_as_system:
-        messages = developer_as_system(messages)
     if dialect.drop_empty_tool_calls:
         messages = without_empty_tool_calls(messages)
     if dialect.fill_tool_signatures:

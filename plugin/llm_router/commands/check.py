@@ -9,6 +9,7 @@ from llm_router.catalog import APIS, Catalog
 from llm_router.config import allowed_models
 
 DEEPSEEK_THINKING = re.compile(r"deepseek-(?:reasoner|v4)", re.IGNORECASE)  # deepseek-reasoner, deepseek-v4-pro, ...
+REASONER = re.compile(r"deepseek-reasoner", re.IGNORECASE)
 ONE_SAMPLER = re.compile(r"claude-(?:sonnet|opus|haiku)-4[-.][5-9]", re.IGNORECASE)  # claude-sonnet-4-5, claude-opus-4.6, ...
 NOT_REASONING = re.compile(r"gpt-(?:4|3\.5)", re.IGNORECASE)  # OpenAI models that do not reason: gpt-4o, gpt-4.1-mini, ...
 
@@ -100,11 +101,16 @@ def run(args) -> int:
                            "else a stand-in")
             if m.body.top_p_with_temperature == "drop":
                 own.append("top_p left out when temperature is set")
+            if m.body.successive_roles == "merge":
+                own.append("successive user (or assistant) messages sent as one")
             if own:
                 print(f"  {'':20s} body over {m.provider}'s: {'; '.join(own)}")
         if DEEPSEEK_THINKING.search(m.name or mid) and (m.body is None or m.body.reasoning_content != "fill"):
             print(f"  {'':20s} note: named like a DeepSeek thinking model, which answers 400 to assistant messages without "
                   "reasoning_content (those of other models): add body: {reasoning_content: fill}")
+        if REASONER.search(m.name or mid) and (m.body is None or m.body.successive_roles != "merge"):
+            print(f"  {'':20s} note: named like deepseek-reasoner, which answers 400 to two user (or assistant) messages in "
+                  "a row, as clients written for other models send them: add body: {successive_roles: merge}")
         if NOT_REASONING.search(m.name or mid) and "reasoning" not in (m.body.drop if m.body is not None else ()) \
                 and "reasoning" not in (cfg.providers[m.provider].body.drop if cfg.providers[m.provider].body is not None else ()):
             print(f"  {'':20s} note: named like an OpenAI model that does not reason, which answers 400 to the reasoning "

@@ -354,6 +354,12 @@ class FakeProvider:
                 and data.get("top_p") is not None:
             return await self._error(resp, 400, "`temperature` and `top_p` cannot both be specified for this model. Please use "
                                      "only one.", "invalid_request_error", anthropic)
+        pair = _successive_pair(data) if self.name == "deepseek" and api == "chat" and "reasoner" in model else None
+        if pair is not None:  # as deepseek-reasoner answers two user (or assistant) messages in a row
+            return await self._error(resp, 400, f"deepseek-reasoner does not support successive user or assistant messages "
+                                     f"(messages[{pair}] and messages[{pair + 1}] in your input). You should interleave the "
+                                     "user/assistant messages in the message sequence.", "invalid_request_error", anthropic,
+                                     code="invalid_request_error")
         thinks = self.name == "deepseek" and api == "chat" and DEEPSEEK_THINKING.match(model) is not None and not (
             isinstance(data.get("thinking"), dict) and data["thinking"].get("type") == "disabled")
         unreasoned = _unreasoned_message(model, data) if thinks else None
@@ -1008,6 +1014,16 @@ def _token_logprobs(answer: Answer) -> dict[str, Any]:
 def reasoning_text(model: str, answer: Answer) -> str:
     """What a fake thinking model says it thought before answering."""
     return f"The question asks for about {answer.output_tokens} tokens; {model} plans its answer before writing it."
+
+
+def _successive_pair(data: dict[str, Any]) -> int | None:
+    """Index of the first of two successive user (or assistant) chat messages, which deepseek-reasoner refuses."""
+    messages = data.get("messages") or []
+    roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
+    for i, (a, b) in enumerate(zip(roles, roles[1:])):
+        if a == b and a in ("user", "assistant"):
+            return i
+    return None
 
 
 def _unreasoned_message(model: str, data: dict[str, Any]) -> int | None:
