@@ -664,10 +664,10 @@ class Runtime:
         if self.shared is not None:
             await self.shared.sync()
             self.shared.start()
-        for sync in (self.affinity_sync, self.reasoning_sync):
-            if sync is not None:
-                await sync.load()
-                sync.start()
+        syncs = [sync for sync in (self.affinity_sync, self.reasoning_sync) if sync is not None]
+        await asyncio.gather(*(sync.load() for sync in syncs))  # side by side: at most one load timeout at startup
+        for sync in syncs:
+            sync.start()
         if self.refresher is not None:
             self.refresher.start()
         listen = metrics_listen or self.config.metrics.get("listen")
