@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
+from collections.abc import Callable, Iterator
 
 import httpx
 import orjson
@@ -168,32 +170,30 @@ def test_routing_and_local_affinity_go_on_while_redis_is_unreachable(provider_ke
     assert "conversation affinity sync" in caplog.text and "conversations stay per process" in caplog.text
 
 
-def test_a_later_turn_on_another_runner_process_stays_on_the_model(redis_url, tmp_path):
-    """Two real `serve --apisix` processes (separate hash salts) sharing one Redis, driven by the emulator."""
-    prefix = f"t{uuid.uuid4().hex[:8]}"
+@contextlib.contextmanager
+def runner_pair(tmp_path, config_for: Callable[[dict], dict], redis_url: str, channel: str, metric: str,
+                never_logged: str | None = None) -> Iterator[tuple]:
+    """Two real `serve --apisix` processes (separate hash salts) sharing one Redis, each with its emulator, once both
+    listen on `channel`; yields (a, b, shared(): b's `metric` total). Stopped by PID afterwards; their logs hold no
+    traceback, nor `never_logged`."""
     sockdir = socket_dir()
     runners, ports = [], []
     try:
         for name in ("a", "b"):
             port = free_port()
             cfg = tmp_path / f"{name}.yaml"
-            cfg.write_text(yaml.safe_dump(policy_data(redis_url, prefix, metrics={"listen": f"127.0.0.1:{port}"})))
+            cfg.write_text(yaml.safe_dump(config_for({"listen": f"127.0.0.1:{port}"})))
             runners.append(RunnerProcess(os.path.join(sockdir, f"{name}.sock"), config=str(cfg), env=TEST_KEYS).start())
             ports.append(port)
-        wait_for(lambda: subscribers(redis_url, f"{prefix}:affinity") == 2, 60, "both runners to subscribe")
+        wait_for(lambda: subscribers(redis_url, channel) == 2, 60, "both runners to subscribe")
+
+        def shared() -> float:
+            text = httpx.get(f"http://127.0.0.1:{ports[1]}/metrics", timeout=5).text
+            return scrape_totals(text).get(metric, 0.0)
+
         a, b = (Emulator(r.path) for r in runners)
         try:
-            assert orjson.loads(a.http_req_call(ROUTE, body=turns(HARD)).upstream_body)["model"] == "gpt-4o"
-
-            def received() -> float:
-                text = httpx.get(f"http://127.0.0.1:{ports[1]}/metrics", timeout=5).text
-                return scrape_totals(text).get("llm_router_affinity_shared_total", 0.0)
-
-            wait_for(lambda: received() >= 1, 60, "runner b to learn the conversation")
-            follow = b.http_req_call(ROUTE, body=turns(HARD, EASY))
-            assert orjson.loads(follow.upstream_body)["model"] == "gpt-4o"
-            other = b.http_req_call(ROUTE, body=turns(HARD, EASY, system="A different opening."))
-            assert orjson.loads(other.upstream_body)["model"] == "deepseek-chat"  # deepseek-v2: not every conversation is kept
+            yield a, b, shared
         finally:
             a.close()
             b.close()
@@ -203,6 +203,20 @@ def test_a_later_turn_on_another_runner_process_stays_on_the_model(redis_url, tm
         remove_dir(sockdir)
     for r in runners:
         assert "Traceback" not in r.log()
+        assert never_logged is None or never_logged not in r.log()
+
+
+def test_a_later_turn_on_another_runner_process_stays_on_the_model(redis_url, tmp_path):
+    """The first turn is routed by one runner process, the follow-up by the other: it stays on the model."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    with runner_pair(tmp_path, lambda metrics: policy_data(redis_url, prefix, metrics=metrics), redis_url,
+                     f"{prefix}:affinity", "llm_router_affinity_shared_total") as (a, b, received):
+        assert orjson.loads(a.http_req_call(ROUTE, body=turns(HARD)).upstream_body)["model"] == "gpt-4o"
+        wait_for(lambda: received() >= 1, 60, "runner b to learn the conversation")
+        follow = b.http_req_call(ROUTE, body=turns(HARD, EASY))
+        assert orjson.loads(follow.upstream_body)["model"] == "gpt-4o"
+        other = b.http_req_call(ROUTE, body=turns(HARD, EASY, system="A different opening."))
+        assert orjson.loads(other.upstream_body)["model"] == "deepseek-chat"  # deepseek-v2: not every conversation is kept
 
 
 async def wait_async(check, what: str, timeout: float = 30.0) -> None:

@@ -2,27 +2,23 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 
-import httpx
 import orjson
 import pytest
 import redis
-import yaml
 
-from apisix_emulator import Emulator, RouteConf, RunnerProcess, remove_dir, socket_dir
-from conftest import TEST_KEYS, free_port, wait_for
+from apisix_emulator import RouteConf
+from conftest import free_port, wait_for
 from llm_router.config import ConfigError, parse_config
 from llm_router.gateways.apisix.runner import REQUEST_ID_VAR
 from llm_router.message_rules import message_key, reasoning_stand_in
-from llm_router.metrics import scrape_totals
 from llm_router.reasoning_memory import MAX_CHARS, ReasoningMemory
 from llm_router.reasoning_sync import ReasoningSync
 from llm_router.redis_sync import MAX_BATCH_CHARS, MAX_QUEUED_CHARS
 from llm_router.request import parse_request, render_body
 from llm_router.runtime import Runtime
-from test_affinity_sync import subscribers, wait_async
+from test_affinity_sync import runner_pair, subscribers, wait_async
 from test_tool_ids import pinned
 
 V4 = RouteConf(conf=(("llm-router", '{"policy": "v4"}'),), conf_id="reasoning")
@@ -165,47 +161,23 @@ def test_routing_and_local_reasoning_go_on_while_redis_is_unreachable(provider_k
 def test_an_answer_one_runner_process_saw_is_given_back_by_another(redis_url, tmp_path):
     """Two real `serve --apisix` processes sharing one Redis: a learns the reasoning at post-resp, b gives it back."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    sockdir = socket_dir()
-    runners, ports = [], []
-    try:
-        for name in ("a", "b"):
-            port = free_port()
-            cfg = tmp_path / f"{name}.yaml"
-            cfg.write_text(yaml.safe_dump(shared(redis_url, prefix, metrics={"listen": f"127.0.0.1:{port}"})))
-            runners.append(RunnerProcess(os.path.join(sockdir, f"{name}.sock"), config=str(cfg), env=TEST_KEYS).start())
-            ports.append(port)
-        wait_for(lambda: subscribers(redis_url, f"{prefix}:reasoning") == 2, 60, "both runners to subscribe")
-        a, b = (Emulator(r.path) for r in runners)
-        try:
-            first = a.http_req_call(V4, body=orjson.dumps({"model": "auto", "messages": [QUESTION]}))
-            assert orjson.loads(first.upstream_body)["model"] == "deepseek-v4-pro"
-            answer = orjson.dumps({"id": "c1", "object": "chat.completion", "model": "deepseek-v4-pro",
-                                   "choices": [{"index": 0, "message": ANSWER, "finish_reason": "stop"}],
-                                   "usage": {"prompt_tokens": 20, "completion_tokens": 30}})
-            assert a.http_resp_call(V4_POST, headers=[("content-type", "application/json")]).ok
-            out = a.http_resp_call(V4_POST, body=answer, headers=[("content-type", "application/json"),
-                                                                  ("content-length", str(len(answer)))],
-                                   variables={REQUEST_ID_VAR: first.upstream_headers["x-llm-router-request-id"]})
-            assert out.ok
-
-            def received() -> float:
-                text = httpx.get(f"http://127.0.0.1:{ports[1]}/metrics", timeout=5).text
-                return scrape_totals(text).get("llm_router_reasoning_shared_total", 0.0)
-
-            wait_for(lambda: received() >= 1, 60, "runner b to learn the reasoning")
-            follow = b.http_req_call(V4, body=orjson.dumps({"model": "auto", "messages": later_turn()}))
-            sent = orjson.loads(follow.upstream_body)["messages"]
-            assert sent[1]["reasoning_content"] == ANSWER["reasoning_content"]  # the real reasoning, not a stand-in
-            other = [QUESTION, {"role": "assistant", "content": "An answer nobody kept."}, {"role": "user", "content": "Why?"}]
-            unknown = orjson.loads(b.http_req_call(V4, body=orjson.dumps({"model": "auto", "messages": other})).upstream_body)
-            assert unknown["messages"][1]["reasoning_content"] == reasoning_stand_in(1, other[1])
-        finally:
-            a.close()
-            b.close()
-    finally:
-        for r in runners:
-            r.stop()
-        remove_dir(sockdir)
-    for r in runners:
-        assert "Traceback" not in r.log()
-        assert ANSWER["reasoning_content"] not in r.log()  # reasoning is shared, never logged
+    with runner_pair(tmp_path, lambda metrics: shared(redis_url, prefix, metrics=metrics), redis_url,
+                     f"{prefix}:reasoning", "llm_router_reasoning_shared_total",
+                     never_logged=ANSWER["reasoning_content"]) as (a, b, received):  # shared, never logged
+        first = a.http_req_call(V4, body=orjson.dumps({"model": "auto", "messages": [QUESTION]}))
+        assert orjson.loads(first.upstream_body)["model"] == "deepseek-v4-pro"
+        answer = orjson.dumps({"id": "c1", "object": "chat.completion", "model": "deepseek-v4-pro",
+                               "choices": [{"index": 0, "message": ANSWER, "finish_reason": "stop"}],
+                               "usage": {"prompt_tokens": 20, "completion_tokens": 30}})
+        assert a.http_resp_call(V4_POST, headers=[("content-type", "application/json")]).ok
+        out = a.http_resp_call(V4_POST, body=answer, headers=[("content-type", "application/json"),
+                                                              ("content-length", str(len(answer)))],
+                               variables={REQUEST_ID_VAR: first.upstream_headers["x-llm-router-request-id"]})
+        assert out.ok
+        wait_for(lambda: received() >= 1, 60, "runner b to learn the reasoning")
+        follow = b.http_req_call(V4, body=orjson.dumps({"model": "auto", "messages": later_turn()}))
+        sent = orjson.loads(follow.upstream_body)["messages"]
+        assert sent[1]["reasoning_content"] == ANSWER["reasoning_content"]  # the real reasoning, not a stand-in
+        other = [QUESTION, {"role": "assistant", "content": "An answer nobody kept."}, {"role": "user", "content": "Why?"}]
+        unknown = orjson.loads(b.http_req_call(V4, body=orjson.dumps({"model": "auto", "messages": other})).upstream_body)
+        assert unknown["messages"][1]["reasoning_content"] == reasoning_stand_in(1, other[1])
