@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
+
+import httpx
 
 import orjson
 import pytest
@@ -114,6 +117,9 @@ def test_two_runtimes_share_reasoning_through_redis(redis_url, provider_keys):
             scraped = b.metrics.exposition().decode()
             assert 'llm_router_reasoning_shared_total{direction="received"} 1.0' in scraped
             assert 'llm_router_reasoning_shared_total{direction="sent"} 0.0' in scraped
+            # b sent one stand-in (before it learned the reasoning), then the kept reasoning
+            assert 'llm_router_reasoning_filled_total{source="stand_in"} 1.0' in scraped
+            assert 'llm_router_reasoning_filled_total{source="kept"} 1.0' in scraped
         finally:
             await a.stop()
             await b.stop()
@@ -161,8 +167,19 @@ def test_routing_and_local_reasoning_go_on_while_redis_is_unreachable(provider_k
 def test_an_answer_one_runner_process_saw_is_given_back_by_another(redis_url, tmp_path):
     """Two real `serve --apisix` processes sharing one Redis: a learns the reasoning at post-resp, b gives it back."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    with runner_pair(tmp_path, lambda metrics: shared(redis_url, prefix, metrics=metrics), redis_url,
-                     f"{prefix}:reasoning", "llm_router_reasoning_shared_total",
+    ports: list[int] = []
+
+    def config(metrics: dict) -> dict:
+        ports.append(int(metrics["listen"].rsplit(":", 1)[1]))
+        return shared(redis_url, prefix, metrics=metrics)
+
+    def filled() -> dict[str, float]:
+        """Runner b's llm_router_reasoning_filled_total by source, scraped from its /metrics."""
+        text = httpx.get(f"http://127.0.0.1:{ports[1]}/metrics", timeout=5).text
+        found = re.findall(r'^llm_router_reasoning_filled_total\{source="(\w+)"\} ([0-9.]+)$', text, re.M)
+        return {source: float(value) for source, value in found}
+
+    with runner_pair(tmp_path, config, redis_url, f"{prefix}:reasoning", "llm_router_reasoning_shared_total",
                      never_logged=ANSWER["reasoning_content"]) as (a, b, received):  # shared, never logged
         first = a.http_req_call(V4, body=orjson.dumps({"model": "auto", "messages": [QUESTION]}))
         assert orjson.loads(first.upstream_body)["model"] == "deepseek-v4-pro"
@@ -181,3 +198,4 @@ def test_an_answer_one_runner_process_saw_is_given_back_by_another(redis_url, tm
         other = [QUESTION, {"role": "assistant", "content": "An answer nobody kept."}, {"role": "user", "content": "Why?"}]
         unknown = orjson.loads(b.http_req_call(V4, body=orjson.dumps({"model": "auto", "messages": other})).upstream_body)
         assert unknown["messages"][1]["reasoning_content"] == reasoning_stand_in(1, other[1])
+        assert filled() == {"kept": 1.0, "stand_in": 1.0}

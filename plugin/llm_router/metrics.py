@@ -131,6 +131,11 @@ class Metrics(Collector):
         for direction in ("sent", "received"):
             self.affinity_shared.inc((direction,), 0.0)
             self.reasoning_shared.inc((direction,), 0.0)
+        self.reasoning_filled = CounterVec("llm_router_reasoning_filled", "Assistant messages sent to DeepSeek thinking "
+                                           "models without their reasoning_content: given back the reasoning their answer "
+                                           "held (kept), or a stand-in (stand_in)", ("source",))
+        for source in ("kept", "stand_in"):
+            self.reasoning_filled.inc((source,), 0.0)
         self.shadow_requests = CounterVec("llm_router_shadow_requests", "Requests of shadow policies, by the model routing "
                                           "would have chosen (llm_router_requests_total has the model served)",
                                           ("route", "model", "tier"))
@@ -158,7 +163,8 @@ class Metrics(Collector):
         return (self.requests, self.responses, self.tokens, self.cache_tokens, self.cost, self.saving, self.decision_seconds,
                 self.upstream_seconds, self.estimate_ratio, self.fallbacks, self.errors, self.budget_remaining,
                 self.breaker_open, self.feedback, self.rated, self.rated_score, self.affinity_shared, self.reasoning_shared,
-                self.stored, self.shadow_requests, self.shadow_cost, self.token_counts, self.forwarded, self.downgraded)
+                self.reasoning_filled, self.stored, self.shadow_requests, self.shadow_cost, self.token_counts, self.forwarded,
+                self.downgraded)
 
     def collect(self) -> Iterator:
         for vec in self._all():

@@ -27,6 +27,7 @@ class ReasoningMemory:
         self.total = 0
         self._kept: OrderedDict[str, str] = OrderedDict()
         self.listener: Callable[[str, str], None] | None = None
+        self.on_recall: Callable[[bool], None] | None = None  # hears each lookup: found (True) or a stand-in goes (False)
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -58,4 +59,6 @@ class ReasoningMemory:
         text = self._kept.get(key)
         if text is not None:
             self._kept.move_to_end(key)
+        if self.on_recall is not None:
+            self.on_recall(text is not None)
         return text

@@ -307,6 +307,8 @@ class Runtime:
         metrics = Metrics.create()
         telemetry = Telemetry(self.catalog, metrics, health, limits, log)
         self.shared, self.limits, self.metrics, self.telemetry = shared, limits, metrics, telemetry
+        filled = metrics.reasoning_filled
+        self.router.reasoning.on_recall = lambda found: filled.inc(("kept" if found else "stand_in",))
         if cfg.state.get("backend") == "redis":
             from llm_router.affinity_sync import AffinitySync
             from llm_router.reasoning_sync import ReasoningSync
