@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
 
 import httpx
@@ -12,7 +13,7 @@ import pytest
 import redis
 
 from apisix_emulator import RouteConf
-from conftest import free_port, wait_for
+from conftest import free_port, start_redis, stop_process, wait_for
 from llm_router.config import ConfigError, parse_config
 from llm_router.gateways.apisix.runner import REQUEST_ID_VAR
 from llm_router.message_rules import message_key, reasoning_stand_in
@@ -162,6 +163,97 @@ def test_routing_and_local_reasoning_go_on_while_redis_is_unreachable(provider_k
 
     asyncio.run(scenario())
     assert "reasoning sync: " in caplog.text and "reasoning stays per process meanwhile" in caplog.text
+
+
+def test_what_went_by_while_redis_was_down_reaches_every_process_when_it_returns(tmp_path, provider_keys):
+    """Redis restarts: reasoning kept meanwhile is published once it is back, and a process that lost its subscription
+    reads what it missed, whichever comes first."""
+    port = free_port()
+    url, prefix = f"redis://127.0.0.1:{port}/0", f"t{uuid.uuid4().hex[:8]}"
+    servers = [start_redis(port, tmp_path)]
+    meanwhile = {"role": "assistant", "content": "Oslo is colder.", "reasoning_content": "4 C is below 18 C."}
+
+    async def scenario() -> None:
+        a, b = (Runtime(parse_config(shared(url, prefix))) for _ in range(2))
+        await a.start()
+        await b.start()
+        try:
+            await wait_async(lambda: subscribers(url, f"{prefix}:reasoning") == 2, "both processes to subscribe")
+            stop_process(servers[0])  # Redis goes away
+            await wait_async(lambda: b.reasoning_sync.errors >= 1 and a.reasoning_sync.errors >= 1,
+                             "both processes to lose their subscription")
+            a.router.reasoning.remember(message_key(ANSWER), ANSWER["reasoning_content"])  # queued: nowhere to publish
+            b.router.reasoning.remember(message_key(meanwhile), meanwhile["reasoning_content"])
+            servers.append(start_redis(port, tmp_path))  # and comes back, empty
+            await wait_async(lambda: b.router.reasoning.recall(message_key(ANSWER)) is not None
+                             and a.router.reasoning.recall(message_key(meanwhile)) is not None,
+                             "each process to learn what the other kept while Redis was down", timeout=60)
+            assert sent_to_v4(b, later_turn())[1]["reasoning_content"] == ANSWER["reasoning_content"]
+            assert a.reasoning_sync.sent == 1 and b.reasoning_sync.sent == 1  # published once Redis was back
+            assert a.reasoning_sync.caught_up >= 1 and b.reasoning_sync.caught_up >= 1
+        finally:
+            await asyncio.wait_for(a.stop(), 15)
+            await asyncio.wait_for(b.stop(), 15)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for proc in servers:
+            stop_process(proc)
+
+
+def test_a_process_that_lost_its_subscription_reads_what_it_missed(tmp_path):
+    """Published while this process was not subscribed (Redis restarted): the message is gone, the bucket is not."""
+    port = free_port()
+    url, prefix = f"redis://127.0.0.1:{port}/0", f"t{uuid.uuid4().hex[:8]}"
+    channel = f"{prefix}:reasoning"
+    servers = [start_redis(port, tmp_path)]
+    memory = ReasoningMemory()
+    sync = ReasoningSync(memory, url, prefix=prefix)
+
+    async def scenario() -> None:
+        sync.start()
+        try:
+            await wait_async(lambda: subscribers(url, channel) == 1, "the process to subscribe")
+            stop_process(servers[0])
+            await wait_async(lambda: sync.errors >= 1, "the process to lose its subscription")
+            # Blocking calls: this loop (and so the process's listener) waits while Redis comes back and another
+            # process publishes, so nobody is subscribed when the message goes out.
+            servers.append(start_redis(port, tmp_path))
+            with redis.Redis.from_url(url) as r:
+                assert dict(r.pubsub_numsub(channel)).get(channel.encode(), 0) == 0
+                r.hset(f"{channel}:{int(time.time()) // sync._bucket_s}", mapping={"call:missed": "Thought it over."})
+                r.publish(channel, orjson.dumps({"o": "other", "e": [["call:missed", "Thought it over."]]}))
+            await wait_async(lambda: memory.recall("call:missed") is not None, "the process to read what it missed", 60)
+            assert sync.received == 0 and sync.caught_up == 1  # from the bucket: the message went by unheard
+        finally:
+            await asyncio.wait_for(sync.stop(), 15)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for proc in servers:
+            stop_process(proc)
+
+
+def test_a_change_not_yet_published_is_not_overwritten_by_what_redis_kept(redis_url):
+    """Reading the kept entries again leaves alone what this process changed while Redis was away (queued to publish)."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    memory = ReasoningMemory()
+    sync = ReasoningSync(memory, redis_url, prefix=prefix)
+    with redis.Redis.from_url(redis_url) as r:
+        r.hset(f"{prefix}:reasoning:{int(time.time()) // sync._bucket_s}",
+               mapping={"call:x": "what another process kept", "call:y": "older reasoning of y"})
+    memory.remember("call:y", "newer reasoning of y")  # changed here, not yet published
+
+    async def reload() -> int:
+        try:
+            return await sync.load(skip=frozenset(key for key, _ in sync._queue))
+        finally:
+            await sync.stop()
+
+    assert asyncio.run(reload()) == 1
+    assert memory.recall("call:x") == "what another process kept" and memory.recall("call:y") == "newer reasoning of y"
 
 
 def test_an_answer_one_runner_process_saw_is_given_back_by_another(redis_url, tmp_path):

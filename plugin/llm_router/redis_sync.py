@@ -4,8 +4,9 @@ A subclass names its channel and says how its entries are stored, checked and le
 publishes what it added on `<prefix>:<topic>` and learns the others' into its own table. Nothing on the
 hot path waits: the table's listener appends to a list and wakes a background task. Entries are also
 kept in Redis for `keep_s` (in hashes per time bucket, so they expire without a sweep), and a process
-that starts, restarts or scales out loads them before it serves. Best effort by design: while Redis is
-unreachable each process keeps its own.
+that starts, restarts or scales out loads them before it serves, and a process whose subscription was lost (Redis
+restarted, the network failed) reads them again once it is back. Best effort by design: while Redis is unreachable
+each process keeps its own, and what it added meanwhile is published when Redis returns.
 """
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ class RedisSync:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self.sent = self.received = self.errors = self.loaded = 0
+        self.caught_up = 0  # times the subscription came back and the kept entries were read again
         self._tasks = (BackgroundTask(self._publishing, f"llm-router-{self.topic}-publish"),
                        BackgroundTask(self._listening, f"llm-router-{self.topic}-listen"))
 
@@ -103,8 +105,9 @@ class RedisSync:
     def _bucket_key(self, bucket: int) -> str:
         return f"{self.channel}:{bucket}"
 
-    async def load(self) -> int:
-        """Learn the entries Redis still keeps, at startup: the newest buckets, as many as the table holds."""
+    async def load(self, skip: frozenset = frozenset()) -> int:
+        """Learn the entries Redis still keeps (at startup, and after the subscription was lost): the newest buckets, as
+        many as the table holds; keys in `skip` (changed here, not yet published) keep their own value."""
         now = int(time.time()) // self._bucket_s
         found: list[dict] = []
         try:
@@ -118,7 +121,10 @@ class RedisSync:
         for entries in reversed(found):  # oldest first, so an entry's latest value wins
             for field, value in entries.items():
                 try:
-                    self.learn(self.key_of(field.decode()), value.decode())
+                    key = self.key_of(field.decode())
+                    if key in skip:
+                        continue
+                    self.learn(key, value.decode())
                 except (ValueError, UnicodeDecodeError):
                     continue
                 self.loaded += 1
@@ -179,10 +185,15 @@ class RedisSync:
             self._count("sent", len(batch))
 
     async def _listening(self) -> None:
+        lost = False
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
+                if lost:  # what others published while we were not listening is in the buckets: subscribed first, so no gap
+                    await self.load(skip=frozenset(key for key, _ in self._queue))
+                    self.caught_up += 1
+                    lost = False
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
                         self.apply(message["data"])
@@ -195,6 +206,7 @@ class RedisSync:
                     await pubsub.aclose()
                 except Exception:
                     pass
+            lost = True  # however the subscription ended, messages may have gone by unheard
             await asyncio.sleep(RETRY_S)
 
     def apply(self, data: bytes) -> int:
