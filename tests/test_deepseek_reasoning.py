@@ -6,7 +6,8 @@ assistant message at message index 2. ..."; V4 models: "The `reasoning_content` 
 passed back to the API."), to an empty string too, as agent projects report it. A routed conversation holds
 assistant messages GPT-4o or Claude wrote, which have none. With `body: {reasoning_content: fill}` on such a
 model, each of them gets a stand-in; the fake DeepSeek refuses what DeepSeek refuses. deepseek-reasoner also refuses
-two user (or assistant) messages in a row; with `body: {successive_roles: merge}` they go as one.
+two user (or assistant) messages in a row; with `body: {successive_roles: merge}` they go as one. The thinking models
+refuse a tool_choice that names one tool; with `body: {named_tool_choice: auto}` it goes as auto while they think.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import pytest
 
 from fixtures_envoy import fresh_fakes, wait_requests  # noqa: F401
 from llm_router.config import load_config, parse_config
-from llm_router.message_rules import merged_successive, reasoned_assistant_messages, reasoning_stand_in, text_contents
+from llm_router.message_rules import (merged_successive, reasoned_assistant_messages, reasoning_stand_in, text_contents,
+                                      unforced_tool_choice)
 from llm_router.request import parse_request, render_body
 from llm_router.router import Router
 from test_tool_ids import (DEEPSEEK_THINKING, TOOLS, check_output, conversation, fakes, pinned, refusal, routed, stack,  # noqa: F401
@@ -89,7 +91,8 @@ def test_check_names_the_setting_and_refuses_a_wrong_one(tmp_path, capsys):
     assert load_config(None).models["deepseek-v2"].body is None  # the default catalog's DeepSeek needs none
     bare = pinned()
     bare["models"]["deepseek-v4-pro"] = {k: v for k, v in bare["models"]["deepseek-v4-pro"].items() if k != "body"}
-    notes = [line for line in check_output(tmp_path, bare, capsys).splitlines() if "named like a DeepSeek thinking model" in line]
+    notes = [line for line in check_output(tmp_path, bare, capsys).splitlines() if "named like a DeepSeek thinking model" in line
+             and "reasoning_content" in line]
     assert len(notes) == 1 and notes[0].strip().endswith("add body: {reasoning_content: fill}")  # only the model without it
 
 
@@ -302,3 +305,77 @@ def test_envoy_a_conversation_with_successive_roles_is_answered_by_deepseek_reas
     assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool", "user"]
     assert sent[1]["content"] == "Context: the weather service returns Celsius.\nIs it warmer in Paris than in Oslo?"
     assert sent[2]["tool_calls"][0]["id"] == "call_m1" and sent[3]["tool_call_id"] == "call_m1"
+
+
+# ---- DeepSeek thinking models: a tool_choice naming one tool ---------------------------------------------------------------
+
+NAMED = {"type": "function", "function": {"name": "weather"}}
+
+
+def test_a_named_tool_choice_becomes_auto_in_each_api_form():
+    assert unforced_tool_choice(NAMED) == "auto"
+    assert unforced_tool_choice({"name": "weather"}) == "auto"  # a legacy function_call
+    assert unforced_tool_choice({"type": "tool", "name": "web_search", "disable_parallel_tool_use": True}) == {
+        "disable_parallel_tool_use": True, "type": "auto"}  # Anthropic's form, its other setting kept
+    for kept in ("auto", "required", "none", {"type": "any"}, {"type": "auto"}, {"type": "none"}, None, 7):
+        assert unforced_tool_choice(kept) == kept
+
+
+def test_only_deepseek_thinking_models_get_it_unforced_and_not_with_thinking_off():
+    router = Router(parse_config(pinned()))
+    models = router.catalog.models
+
+    def to(model: str, api: str = "chat", **extra) -> dict:
+        if api == "chat":
+            body = {"model": "auto", "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": TOOLS,
+                    "tool_choice": NAMED, **extra}
+        else:
+            body = {"model": "auto", "max_tokens": 256, "messages": [{"role": "user", "content": "Search the news."}],
+                    "tools": [{"name": "web_search", "input_schema": {"type": "object"}}],
+                    "tool_choice": {"type": "tool", "name": "web_search"}, **extra}
+        req = parse_request(orjson.dumps(body), api)
+        return orjson.loads(render_body(req, models[model].name, dialect=router.catalog.dialect_of(models[model])))
+
+    assert to("deepseek-v4-pro")["tool_choice"] == "auto" and to("deepseek-reasoner")["tool_choice"] == "auto"
+    assert to("deepseek-v4-pro", "messages")["tool_choice"] == {"type": "auto"}
+    assert to("deepseek-v4-pro", thinking={"type": "disabled"})["tool_choice"] == NAMED  # V4 without thinking takes it
+    assert to("deepseek-v4-pro", tool_choice="required")["tool_choice"] == "required"
+    legacy = to("deepseek-v4-pro", tool_choice=None, function_call={"name": "weather"},
+                functions=[TOOLS[0]["function"]])
+    assert legacy["function_call"] == "auto"
+    assert to("deepseek-v2")["tool_choice"] == NAMED and to("gpt-4o")["tool_choice"] == NAMED
+
+
+def test_the_deepseek_fake_refuses_a_named_tool_while_thinking_and_check_names_the_setting(fakes, tmp_path, capsys):
+    def post(model: str, **extra) -> httpx.Response:
+        key = fakes.keys()["deepseek"]
+        return httpx.post(fakes.url("deepseek") + "/v1/chat/completions", timeout=30,
+                          headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
+                          content=orjson.dumps({"model": model, "messages": [{"role": "user", "content": "Weather?"}],
+                                               "tools": TOOLS, **extra}))
+
+    refused = post("deepseek-v4-pro", tool_choice=NAMED)
+    assert refused.status_code == 400 and refused.json()["error"] == {
+        "message": "deepseek-reasoner does not support this tool_choice", "type": "invalid_request_error", "param": None,
+        "code": "invalid_request_error"}
+    assert post("deepseek-reasoner", tool_choice=NAMED).status_code == 400
+    assert post("deepseek-v4-pro", tool_choice="auto").status_code == 200
+    assert post("deepseek-v4-pro", tool_choice=NAMED, thinking={"type": "disabled"}).status_code == 200
+    assert post("deepseek-chat", tool_choice=NAMED).status_code == 200
+    assert "a tool_choice naming one tool sent as auto while it thinks" in check_output(tmp_path, pinned(), capsys)
+    bare = pinned()
+    bare["models"]["deepseek-reasoner"]["body"] = {"reasoning_content": "fill", "successive_roles": "merge"}
+    notes = [line for line in check_output(tmp_path, bare, capsys).splitlines() if "note: " in line and "tool_choice" in line]
+    assert len(notes) == 1 and notes[0].strip().endswith("add body: {named_tool_choice: auto}")
+    assert "named_tool_choice" in refusal({"models": {"r1": {**DEEPSEEK_THINKING, "body": {"named_tool_choice": "none"}}}})
+
+
+@pytest.mark.envoy
+def test_envoy_a_forced_tool_call_is_answered_by_a_deepseek_thinking_model(stack, fresh_fakes):
+    r = httpx.post(stack.url + "/v4/v1/chat/completions", timeout=30, headers={"content-type": "application/json"},
+                   content=orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "Weather in Oslo?"}],
+                                         "tools": TOOLS, "tool_choice": NAMED}))
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "deepseek-v4-pro"
+    [sent] = wait_requests(fresh_fakes, "deepseek", 1)
+    assert sent.status == 200 and sent.json["tool_choice"] == "auto" and sent.json["tools"] == TOOLS

@@ -212,7 +212,8 @@ DIALECTS = sorted([(f"provider {n}", p.body) for n, p in ROUTER.catalog.provider
                   + [("model gemini-3", dataclasses.replace(ROUTER.catalog.providers["google"].body or BodyDialect(),
                                                             fill_tool_signatures=True)),
                      ("model deepseek-reasoner", dataclasses.replace(ROUTER.catalog.providers["deepseek"].body or BodyDialect(),
-                                                                     fill_reasoning=True, merge_successive=True)),
+                                                                     fill_reasoning=True, merge_successive=True,
+                                                                     unforced_tools=True)),
                      ("model claude-sonnet-4.5", dataclasses.replace(ROUTER.catalog.providers["anthropic"].body or BodyDialect(),
                                                                      one_sampler=True))], key=lambda x: x[0])
 
@@ -300,6 +301,11 @@ def test_every_parsed_body_renders_for_every_provider_and_model_as_json_it_accep
         roles = [m.get("role") if isinstance(m, dict) else None for m in sent["messages"]]
         assert not any(a == b and a in ("user", "assistant") for a, b in zip(roles, roles[1:]))
         assert len(sent["messages"]) <= len(body["messages"])
+    if dialect is not None and dialect.unforced_tools and api in ("chat", "messages") and not (
+            isinstance(body.get("thinking"), dict) and body["thinking"].get("type") == "disabled"):  # DeepSeek thinking
+        choice, legacy = sent.get("tool_choice"), sent.get("function_call")
+        assert not (isinstance(choice, dict) and choice.get("type") in ("function", "tool"))
+        assert not (isinstance(legacy, dict) and "name" in legacy)
     if dialect is not None and dialect.one_sampler:  # Claude Sonnet 4.5: temperature or top_p, not both
         assert sent.get("temperature") is None or sent.get("top_p") is None
     if dialect is not None and dialect.fill_tool_signatures and api == "chat":  # Gemini 3: each message's first call signed

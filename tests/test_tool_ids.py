@@ -108,7 +108,7 @@ GEMINI_3 = {"provider": "google", "name": "gemini-3-pro-preview", "input_price":
 # DeepSeek's thinking models (tests/test_deepseek_reasoning.py): each assistant message must carry its reasoning_content
 DEEPSEEK_THINKING = {"provider": "deepseek", "input_price": 0.28, "output_price": 0.42, "context_window": 131072,
                      "capabilities": ["tools", "json", "code", "streaming"], "tier": "HIGH", "quality": 0.9,
-                     "body": {"reasoning_content": "fill"}}
+                     "body": {"reasoning_content": "fill", "named_tool_choice": "auto"}}
 POLICIES = ("mistral", "openai", "claude", "gemini", "reasoner", "v4")
 
 

@@ -60,6 +60,7 @@ class BodyDialect:
     fill_reasoning: bool = False  # chat assistant messages without reasoning_content get a stand-in (DeepSeek thinking models)
     one_sampler: bool = False  # top_p left out when temperature is also set (Claude Sonnet 4.5 and later)
     merge_successive: bool = False  # successive user (or assistant) chat messages sent as one (deepseek-reasoner)
+    unforced_tools: bool = False  # a tool_choice naming one tool sent as auto while thinking (DeepSeek thinking models)
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,6 +139,10 @@ class ModelBodyConf(_Strict):
     # as one (deepseek-reasoner answers 400, "deepseek-reasoner does not support successive user or assistant messages
     # (messages[1] and messages[2] in your input). ...", to what clients written for other models send freely)
     successive_roles: Literal["keep", "merge"] = "keep"
+    # keep: tool_choice goes as sent; auto: a tool_choice naming one tool goes as auto while the model thinks (DeepSeek's
+    # thinking models answer 400, "deepseek-reasoner does not support this tool_choice", to the named tool that Claude
+    # Code's web search and agent frameworks force)
+    named_tool_choice: Literal["keep", "auto"] = "keep"
 
     @model_validator(mode="after")
     def _check(self) -> "ModelBodyConf":

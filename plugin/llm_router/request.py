@@ -8,8 +8,9 @@ from typing import Any
 import orjson
 
 from llm_router.catalog import BodyDialect
-from llm_router.message_rules import (anthropic_messages_for, chat_messages_for, fit_thinking, takes_field, without_blank_system,
-                                      without_encrypted_reasoning, without_reasoning_items, without_verbosity)
+from llm_router.message_rules import (anthropic_messages_for, chat_messages_for, fit_thinking, takes_field, unforced_tool_choice,
+                                      without_blank_system, without_encrypted_reasoning, without_reasoning_items,
+                                      without_verbosity)
 
 # How much text the classifiers see: the last user turn (head and tail when long) plus a
 # short window of the turns before it. Bounded so classification cost does not grow with
@@ -273,10 +274,13 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
             body.pop(name, None)
         if dialect.one_sampler and body.get("temperature") is not None and body.get("top_p") is not None:
             del body["top_p"]  # temperature is the knob clients set; top_p often rides along at a default
+        off = req.body.get("thinking")  # DeepSeek's switch: {"type": "disabled"} turns a V4 model's thinking off
+        thinks = not (isinstance(off, dict) and off.get("type") == "disabled")
+        if dialect.unforced_tools and thinks and req.api in ("chat", "messages"):
+            _refit(body, "tool_choice", unforced_tool_choice)
+            _refit(body, "function_call", unforced_tool_choice)
         if req.api == "chat" and "messages" in body:
-            off = req.body.get("thinking")  # DeepSeek's switch: {"type": "disabled"} turns a V4 model's thinking off
-            body["messages"] = chat_messages_for(body["messages"], dialect,
-                                                 not (isinstance(off, dict) and off.get("type") == "disabled"), reasoning)
+            body["messages"] = chat_messages_for(body["messages"], dialect, thinks, reasoning)
         elif req.api == "messages" and "messages" in body:
             body["messages"] = anthropic_messages_for(body["messages"], dialect)
             if dialect.drop_blank_text:

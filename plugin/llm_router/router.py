@@ -98,7 +98,7 @@ def build_catalog(cfg: Config) -> Catalog:
 
 def _model_body(provider: BodyDialect | None, own: ModelBodyConf | None) -> BodyDialect | None:
     """A model's body rules: its provider's, then its own renames, drops, tool call signatures, reasoning stand-ins,
-    sampling settings and message order."""
+    sampling settings, message order and tool choice."""
     if own is None or own == ModelBodyConf():  # every setting at its default: the provider's rules alone
         return provider
     base = provider or BodyDialect()
@@ -106,7 +106,8 @@ def _model_body(provider: BodyDialect | None, own: ModelBodyConf | None) -> Body
                    fill_tool_signatures=base.fill_tool_signatures or own.tool_call_signatures == "fill",
                    fill_reasoning=base.fill_reasoning or own.reasoning_content == "fill",
                    one_sampler=base.one_sampler or own.top_p_with_temperature == "drop",
-                   merge_successive=base.merge_successive or own.successive_roles == "merge")
+                   merge_successive=base.merge_successive or own.successive_roles == "merge",
+                   unforced_tools=base.unforced_tools or own.named_tool_choice == "auto")
 
 
 @dataclass(frozen=True, slots=True)

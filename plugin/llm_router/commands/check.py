@@ -103,11 +103,16 @@ def run(args) -> int:
                 own.append("top_p left out when temperature is set")
             if m.body.successive_roles == "merge":
                 own.append("successive user (or assistant) messages sent as one")
+            if m.body.named_tool_choice == "auto":
+                own.append("a tool_choice naming one tool sent as auto while it thinks")
             if own:
                 print(f"  {'':20s} body over {m.provider}'s: {'; '.join(own)}")
         if DEEPSEEK_THINKING.search(m.name or mid) and (m.body is None or m.body.reasoning_content != "fill"):
             print(f"  {'':20s} note: named like a DeepSeek thinking model, which answers 400 to assistant messages without "
                   "reasoning_content (those of other models): add body: {reasoning_content: fill}")
+        if DEEPSEEK_THINKING.search(m.name or mid) and (m.body is None or m.body.named_tool_choice != "auto"):
+            print(f"  {'':20s} note: named like a DeepSeek thinking model, which answers 400 to a tool_choice naming one tool "
+                  "(Claude Code's web search sends one): add body: {named_tool_choice: auto}")
         if REASONER.search(m.name or mid) and (m.body is None or m.body.successive_roles != "merge"):
             print(f"  {'':20s} note: named like deepseek-reasoner, which answers 400 to two user (or assistant) messages in "
                   "a row, as clients written for other models send them: add body: {successive_roles: merge}")

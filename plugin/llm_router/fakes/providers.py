@@ -360,8 +360,12 @@ class FakeProvider:
                                      f"(messages[{pair}] and messages[{pair + 1}] in your input). You should interleave the "
                                      "user/assistant messages in the message sequence.", "invalid_request_error", anthropic,
                                      code="invalid_request_error")
-        thinks = self.name == "deepseek" and api == "chat" and DEEPSEEK_THINKING.match(model) is not None and not (
-            isinstance(data.get("thinking"), dict) and data["thinking"].get("type") == "disabled")
+        thinking_off = isinstance(data.get("thinking"), dict) and data["thinking"].get("type") == "disabled"
+        if self.name == "deepseek" and api in ("chat", "messages") and DEEPSEEK_THINKING.match(model) and not thinking_off \
+                and _names_a_tool(data):  # as DeepSeek answers, in OpenAI's error form on its Anthropic endpoint too
+            return await self._error(resp, 400, "deepseek-reasoner does not support this tool_choice", "invalid_request_error",
+                                     False, code="invalid_request_error")
+        thinks = self.name == "deepseek" and api == "chat" and DEEPSEEK_THINKING.match(model) is not None and not thinking_off
         unreasoned = _unreasoned_message(model, data) if thinks else None
         if unreasoned is not None:  # as DeepSeek answers an assistant message without its reasoning_content
             message = (f"Missing `reasoning_content` field in the assistant message at message index {unreasoned}. For more "
@@ -1014,6 +1018,13 @@ def _token_logprobs(answer: Answer) -> dict[str, Any]:
 def reasoning_text(model: str, answer: Answer) -> str:
     """What a fake thinking model says it thought before answering."""
     return f"The question asks for about {answer.output_tokens} tokens; {model} plans its answer before writing it."
+
+
+def _names_a_tool(data: dict[str, Any]) -> bool:
+    """Whether a request forces one named tool (chat tool_choice or function_call, Anthropic tool_choice)."""
+    choice, legacy = data.get("tool_choice"), data.get("function_call")
+    return (isinstance(choice, dict) and choice.get("type") in ("function", "tool")) or (isinstance(legacy, dict)
+                                                                                         and "name" in legacy)
 
 
 def _successive_pair(data: dict[str, Any]) -> int | None:
