@@ -115,7 +115,7 @@ def test_an_anthropic_format_request_goes_to_deepseeks_messages_api_or_to_claude
     assert easy.upstream_headers["x-llm-router-upstream"] == "deepseek"
     assert easy.upstream_headers.get("authorization") == f"Bearer {FAKE_KEYS['DEEPSEEK_API_KEY']}"
     assert "x-api-key" not in easy.upstream_headers
-    assert orjson.loads(easy.upstream_body)["model"] == "deepseek-chat"
+    assert orjson.loads(easy.upstream_body)["model"] == "deepseek-flash"
     hard = em.http_req_call(DEFAULT, path="/v1/messages", headers=CLIENT_HEADERS, body=messages(HARD))
     assert hard.upstream_path == "/v1/messages" and hard.upstream_headers["x-llm-router-upstream"] == "anthropic"
     assert hard.upstream_headers.get("x-api-key") == FAKE_KEYS["ANTHROPIC_API_KEY"]
@@ -676,7 +676,7 @@ def test_post_resp_teaches_the_router_who_wrote_a_thinking_block(live):
                          "messages": [{"role": "user", "content": EASY}]})
     call = em.http_req_call(DEFAULT, path="/v1/messages", headers=CLIENT_HEADERS, body=body)
     assert call.upstream_headers["x-llm-router-upstream"] == "deepseek"
-    answer = orjson.dumps({"type": "message", "model": "deepseek-chat", "content": [
+    answer = orjson.dumps({"type": "message", "model": "deepseek-flash", "content": [
         {"type": "thinking", "thinking": "Greet back.", "signature": "c2lnLWRlZXBzZWVr"}, {"type": "text", "text": "Hi!"}],
         "usage": {"input_tokens": 12, "output_tokens": 9}})
     assert runtime.router.thinking_origin("c2lnLWRlZXBzZWVr") is None
@@ -695,7 +695,7 @@ def test_post_resp_keeps_the_reasoning_a_deepseek_answer_held(live):
     em.http_resp_call(post, headers=[("content-type", "application/json")])
     rid = em.http_req_call(DEFAULT, body=chat(EASY)).upstream_headers["x-llm-router-request-id"]
     message = {"role": "assistant", "content": "Hello!", "reasoning_content": "A greeting: greet back."}
-    answer = orjson.dumps({"object": "chat.completion", "model": "deepseek-chat", "choices": [{"index": 0, "message": message}],
+    answer = orjson.dumps({"object": "chat.completion", "model": "deepseek-flash", "choices": [{"index": 0, "message": message}],
                            "usage": {"prompt_tokens": 12, "completion_tokens": 9}})
     assert runtime.router.recall_reasoning(message_key(message)) is None
     out = em.http_resp_call(post, body=answer, variables={REQUEST_ID_VAR: rid},

@@ -52,7 +52,7 @@ def test_the_runtime_accounts_explains_and_lists_under_the_chosen_policy():
     ex = Exchange(rt.new_request_id(), "/v1/chat/completions", 0.0)
     call = rt.decide(chat("auto-cheap"), path="/v1/chat/completions", ex=ex)
     assert not isinstance(call, Refusal) and ex.policy.name == "cheap"
-    assert orjson.loads(call.body)["model"] == "deepseek-chat" and ("authorization", "Bearer sk-d") in call.set_headers
+    assert orjson.loads(call.body)["model"] == "deepseek-flash" and ("authorization", "Bearer sk-d") in call.set_headers
     assert ("x-llm-router-model", "deepseek-v2") in call.response_headers
     assert 'strategy="ladder"' in rt.metrics.exposition().decode()
     listed = rt.models_reply("GET", "/v1/models", ex=Exchange("m", "r", 0.0))
@@ -63,7 +63,7 @@ def test_the_runtime_accounts_explains_and_lists_under_the_chosen_policy():
 @pytest.mark.parametrize("names, expected", [
     ({"auto-x": "missing"}, "client_policies.auto-x: unknown policy 'missing'"),
     ({"gpt-4o": "cheap"}, "client_policies.gpt-4o: is also a model of the catalog"),
-    ({"deepseek-chat": "cheap"}, "client_policies.deepseek-chat: is also a model of the catalog"),
+    ({"deepseek-flash": "cheap"}, "client_policies.deepseek-flash: is also a model of the catalog"),
     ({"auto": "cheap"}, "cannot name a policy"),
 ])
 def test_bad_names_are_refused_naming_them(names, expected):

@@ -117,4 +117,4 @@ def test_counts_go_only_to_providers_that_count_tokens():
     call, ex = count(counting, "auto")
     assert not isinstance(call, Refusal) and ex.decision is None
     assert (call.provider.name, call.path) == ("deepseek", "/anthropic/v1/messages/count_tokens?beta=true")
-    assert ("authorization", "Bearer sk-d") in call.set_headers and orjson.loads(call.body)["model"] == "deepseek-chat"
+    assert ("authorization", "Bearer sk-d") in call.set_headers and orjson.loads(call.body)["model"] == "deepseek-flash"

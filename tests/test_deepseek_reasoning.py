@@ -88,7 +88,10 @@ def test_check_names_the_setting_and_refuses_a_wrong_one(tmp_path, capsys):
     assert "(shared by every process through Redis), else a stand-in" in check_output(
         tmp_path, {**pinned(), "state": {"backend": "redis", "url": "redis://127.0.0.1:6379/0"}}, capsys)
     assert "reasoning_content" in refusal({"models": {"r1": {**DEEPSEEK_THINKING, "body": {"reasoning_content": "always"}}}})
-    assert load_config(None).models["deepseek-v2"].body is None  # the default catalog's DeepSeek needs none
+    built_in = load_config(None).models["deepseek-v2"]  # DeepSeek's current model, which thinks unless told not to
+    assert built_in.name == "deepseek-flash" and built_in.body is not None
+    assert (built_in.body.reasoning_content, built_in.body.named_tool_choice) == ("fill", "auto")
+    assert built_in.body.defaults == {"chat": {"thinking": {"type": "disabled"}}}
     bare = pinned()
     bare["models"]["deepseek-v4-pro"] = {k: v for k, v in bare["models"]["deepseek-v4-pro"].items() if k != "body"}
     notes = [line for line in check_output(tmp_path, bare, capsys).splitlines() if "named like a DeepSeek thinking model" in line
@@ -115,7 +118,8 @@ def test_the_deepseek_fake_refuses_assistant_messages_without_reasoning_as_deeps
         ok = to_fake(fakes, "deepseek", model, reasoned_assistant_messages(mixed()))
         assert ok.status_code == 200, ok.text
         assert ok.json()["choices"][0]["message"]["reasoning_content"]  # a thinking model says what it thought
-    assert "reasoning_content" not in to_fake(fakes, "deepseek", "deepseek-chat", mixed()).json()["choices"][0]["message"]
+    retired = to_fake(fakes, "deepseek", "deepseek-chat", mixed())  # the name DeepSeek retired on 2026-07-24
+    assert retired.status_code == 400 and retired.json()["error"]["message"] == "Model Not Exist"
 
 
 @pytest.mark.envoy
@@ -361,13 +365,17 @@ def test_the_deepseek_fake_refuses_a_named_tool_while_thinking_and_check_names_t
     assert post("deepseek-reasoner", tool_choice=NAMED).status_code == 400
     assert post("deepseek-v4-pro", tool_choice="auto").status_code == 200
     assert post("deepseek-v4-pro", tool_choice=NAMED, thinking={"type": "disabled"}).status_code == 200
-    assert post("deepseek-chat", tool_choice=NAMED).status_code == 200
+    assert post("deepseek-flash", tool_choice=NAMED).status_code == 400  # DeepSeek's current model thinks unless told not to
+    assert post("deepseek-flash", tool_choice=NAMED, thinking={"type": "disabled"}).status_code == 200
     assert "a tool_choice naming one tool sent as auto while it thinks" in check_output(tmp_path, pinned(), capsys)
     bare = pinned()
     bare["models"]["deepseek-reasoner"]["body"] = {"reasoning_content": "fill", "successive_roles": "merge"}
     notes = [line for line in check_output(tmp_path, bare, capsys).splitlines() if "note: " in line and "tool_choice" in line]
     assert len(notes) == 1 and notes[0].strip().endswith("add body: {named_tool_choice: auto}")
     assert "named_tool_choice" in refusal({"models": {"r1": {**DEEPSEEK_THINKING, "body": {"named_tool_choice": "none"}}}})
+    assert "defaults: unknown API 'chats'" in refusal({"models": {"r1": {**DEEPSEEK_THINKING, "body": {"defaults": {"chats": {}}}}}})
+    assert "defaults.chat: ['messages'] cannot have a default" in refusal(
+        {"models": {"r1": {**DEEPSEEK_THINKING, "body": {"defaults": {"chat": {"messages": []}}}}}})
 
 
 @pytest.mark.envoy
@@ -379,3 +387,54 @@ def test_envoy_a_forced_tool_call_is_answered_by_a_deepseek_thinking_model(stack
     assert r.headers["x-llm-router-model"] == "deepseek-v4-pro"
     [sent] = wait_requests(fresh_fakes, "deepseek", 1)
     assert sent.status == 200 and sent.json["tool_choice"] == "auto" and sent.json["tools"] == TOOLS
+
+
+# ---- the built-in DeepSeek: deepseek-flash, thinking only when the client asks --------------------------------------------
+
+CHAT_TURNS = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello! How can I help?"},
+              {"role": "user", "content": "thanks, that is all"}]
+
+
+def test_the_built_in_deepseek_goes_without_thinking_unless_the_client_asks(tmp_path, capsys):
+    router = Router(load_config(None))
+    model = router.catalog.models["deepseek-v2"]
+    dialect = router.catalog.dialect_of(model)
+
+    def to(api: str = "chat", **extra) -> dict:
+        body = {"model": "auto", "messages": CHAT_TURNS, **extra}
+        if api == "messages":
+            body["max_tokens"] = 256
+        return orjson.loads(render_body(parse_request(orjson.dumps(body), api), model.name, dialect=dialect))
+
+    plain = to()
+    assert plain["model"] == "deepseek-flash" and plain["thinking"] == {"type": "disabled"}
+    assert "reasoning_content" not in plain["messages"][1]  # not thinking: nothing to pass back
+    thinking = to(thinking={"type": "enabled"})  # the client's choice stands, with thinking mode's rules
+    assert thinking["thinking"] == {"type": "enabled"} and thinking["messages"][1]["reasoning_content"]
+    assert "thinking" not in to("messages")  # the Anthropic endpoint gets what the client sent
+    assert 'chat requests without thinking get {"thinking":{"type":"disabled"}}' in check_output(tmp_path, {}, capsys)
+
+
+def test_the_deepseek_fake_serves_deepseek_flash_as_a_thinking_model(fakes):
+    def post(**extra) -> httpx.Response:
+        key = fakes.keys()["deepseek"]
+        return httpx.post(fakes.url("deepseek") + "/v1/chat/completions", timeout=30,
+                          headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
+                          content=orjson.dumps({"model": "deepseek-flash", "messages": CHAT_TURNS, **extra}))
+
+    refused = post()
+    assert refused.status_code == 400
+    assert refused.json()["error"]["message"] == "The `reasoning_content` in the thinking mode must be passed back to the API."
+    off = post(thinking={"type": "disabled"})
+    assert off.status_code == 200 and "reasoning_content" not in off.json()["choices"][0]["message"]
+
+
+@pytest.mark.envoy
+def test_envoy_a_conversation_routed_to_the_built_in_deepseek_is_answered(stack, fresh_fakes):
+    r = httpx.post(stack.url + "/v1/chat/completions", timeout=30, headers={"content-type": "application/json"},
+                   content=orjson.dumps({"model": "auto", "messages": CHAT_TURNS}))
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "deepseek-v2"
+    [sent] = wait_requests(fresh_fakes, "deepseek", 1)
+    assert sent.status == 200 and sent.json["model"] == "deepseek-flash" and sent.json["thinking"] == {"type": "disabled"}
+    assert "reasoning_content" not in r.json()["choices"][0]["message"]

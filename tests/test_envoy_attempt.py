@@ -42,7 +42,7 @@ def response_headers(status: int, extra=()) -> bytes:
         headers=[base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in hs]))).SerializeToString()
 
 
-ROUTED = orjson.dumps({"model": "deepseek-chat", "messages": [{"role": "user", "content": "hello there"}]})
+ROUTED = orjson.dumps({"model": "deepseek-flash", "messages": [{"role": "user", "content": "hello there"}]})
 
 
 def refused(replies: list[bytes]) -> pb.ImmediateResponse:

@@ -32,7 +32,7 @@ def test_routes_to_the_chosen_provider_with_rewritten_body_and_its_key(stack, fr
     assert r.headers["x-fake-provider"] == "deepseek"  # the cluster of the chosen model answered
     [got] = wait_requests(fresh_fakes, "deepseek")
     assert got.path == "/v1/chat/completions"
-    assert got.json["model"] == "deepseek-chat"
+    assert got.json["model"] == "deepseek-flash"
     assert got.json["messages"] == GREETING["messages"]
     assert got.headers["authorization"] == "Bearer fake-deepseek-key"
     assert all(not fresh_fakes.requests(p) for p in fresh_fakes.providers if p != "deepseek")
@@ -93,7 +93,7 @@ def test_streamed_answer_arrives_incrementally(stack, fresh_fakes):
 def test_first_chunk_is_not_delayed_compared_with_a_direct_call(stack, fresh_fakes):
     fresh_fakes.set_behaviour(chunk_ms=300, chunks=3)
     routed_body = orjson.dumps({**GREETING, "stream": True})
-    direct_body = orjson.dumps({**GREETING, "model": "deepseek-chat", "stream": True})
+    direct_body = orjson.dumps({**GREETING, "model": "deepseek-flash", "thinking": {"type": "disabled"}, "stream": True})
 
     def first_chunk(url: str, body: bytes, headers: dict) -> float:
         t0 = time.perf_counter()
@@ -173,7 +173,7 @@ def test_an_anthropic_format_request_is_routed_between_claude_and_deepseeks_mess
     assert answer["type"] == "message" and answer["content"][0]["type"] == "text"  # the format the client asked in
     [got] = wait_requests(fresh_fakes, "deepseek")
     assert got.path == "/anthropic/v1/messages"
-    assert got.json["model"] == "deepseek-chat"
+    assert got.json["model"] == "deepseek-flash"
     assert (got.json["system"], got.json["messages"], got.json["max_tokens"]) == ("Be brief.", easy["messages"], 200)
     assert got.headers["authorization"] == "Bearer fake-deepseek-key"
     assert "x-api-key" not in got.headers and "client-anthropic-key" not in str(got.headers)
@@ -368,7 +368,7 @@ def test_a_client_picks_a_policy_its_route_allows_by_model_name(stack, fresh_fak
     r = post(stack, "/v1/chat/completions", hard)
     assert r.status_code == 200 and r.headers["x-llm-router-model"] == "deepseek-v2"
     [sent] = wait_requests(fresh_fakes, "deepseek")
-    assert sent.json["model"] == "deepseek-chat"
+    assert sent.json["model"] == "deepseek-flash"
     ex = stack.observer.response_for(r.headers["x-llm-router-request-id"])[0]
     assert ex.decision.policy == "cheap" and ex.policy.name == "cheap"
     assert post(stack, "/v1/chat/completions", {**hard, "model": "auto"}).headers["x-llm-router-model"] != "deepseek-v2"

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.envoy
 GREETING = {"model": "auto", "messages": [{"role": "user", "content": "hi there, thanks!"}]}
 HARD = {"model": "auto", "messages": [{"role": "user", "content":
         "Prove rigorously that the halting problem is undecidable, step by step, and explain why the proof works."}]}
-CHAIN = [("deepseek", "deepseek-v2", "deepseek-chat"), ("together", "llama-3-70b", "meta-llama/Llama-3-70b-chat-hf"),
+CHAIN = [("deepseek", "deepseek-v2", "deepseek-flash"), ("together", "llama-3-70b", "meta-llama/Llama-3-70b-chat-hf"),
          ("mistral", "mistral-large", "mistral-large-latest")]
 KEYS = {p: f"fake-{p}-key" for p in ("deepseek", "together", "mistral", "openai", "anthropic", "google")}
 FIRST_BYTE_S = 1.0
@@ -75,7 +75,7 @@ def test_an_anthropic_format_request_falls_back_from_deepseek_to_claude_on_each_
     [first] = fresh_fakes.requests("deepseek")
     [second] = fresh_fakes.requests("anthropic")
     assert (first.path, second.path) == ("/anthropic/v1/messages", "/v1/messages")
-    check_attempt(first, "deepseek", "deepseek-chat")
+    check_attempt(first, "deepseek", "deepseek-flash")
     check_attempt(second, "anthropic", "claude-3-5-sonnet-20240620")
     assert second.headers["anthropic-version"] == "2023-06-01" and second.headers["host"] == "api.anthropic.com"
 
@@ -90,7 +90,7 @@ def test_first_fails_the_next_model_answers_with_its_own_model_key_and_host(fb, 
     assert r.json()["model"] == "meta-llama/Llama-3-70b-chat-hf"
     [first] = fresh_fakes.requests("deepseek")
     [second] = fresh_fakes.requests("together")
-    check_attempt(first, "deepseek", "deepseek-chat")
+    check_attempt(first, "deepseek", "deepseek-flash")
     check_attempt(second, "together", "meta-llama/Llama-3-70b-chat-hf")
     assert first.headers["host"] == "api.deepseek.com" and second.headers["host"] == "api.together.xyz"
     assert not fresh_fakes.requests("mistral")

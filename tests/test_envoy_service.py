@@ -97,7 +97,7 @@ def test_a_routed_request_gets_route_credential_path_length_body_and_cache_clear
     assert sh[":path"] == "/v1/chat/completions"
     new_body = body.request_body.response.body_mutation.body
     assert int(sh["content-length"]) == len(new_body)
-    assert orjson.loads(new_body)["model"] == "deepseek-chat"
+    assert orjson.loads(new_body)["model"] == "deepseek-flash"
     assert set(hdr.request_headers.response.header_mutation.remove_headers) >= {"x-api-key", "api-key"}
     assert hdr.request_headers.response.clear_route_cache
     meta = json_format.MessageToDict(hdr.dynamic_metadata)["llm_router"]
@@ -114,7 +114,7 @@ def test_a_body_in_several_chunks_is_replaced_as_a_whole():
     assert len(replies) == 1 + len(parts)  # one reply per message Envoy sent, in order
     hdr, *bodies = replies
     assert [b.request_body.response.body_mutation.clear_body for b in bodies[:-1]] == [True] * 3
-    assert orjson.loads(bodies[-1].request_body.response.body_mutation.body)["model"] == "deepseek-chat"
+    assert orjson.loads(bodies[-1].request_body.response.body_mutation.body)["model"] == "deepseek-flash"
 
 
 def test_anthropic_requests_get_the_anthropic_key_and_version():

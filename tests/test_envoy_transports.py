@@ -31,7 +31,7 @@ def test_routes_refuses_and_observes(transport_stack, fresh_fakes):
     r = httpx.post(url, content=orjson.dumps(body), timeout=30)
     assert r.status_code == 200, r.text
     [got] = wait_requests(fresh_fakes, "deepseek")
-    assert got.headers["authorization"] == "Bearer fake-deepseek-key" and got.json["model"] == "deepseek-chat"
+    assert got.headers["authorization"] == "Bearer fake-deepseek-key" and got.json["model"] == "deepseek-flash"
     _, status, usage, _ = transport_stack.observer.response_for(r.headers["x-llm-router-request-id"])
     assert status == 200 and usage.output_tokens == r.json()["usage"]["completion_tokens"]
     r = httpx.post(url, content=orjson.dumps({**body, "stream": True}), timeout=30)

@@ -178,10 +178,10 @@ def test_control_api_over_http(clean):
     base = clean.url("deepseek")
     r = httpx.post(base + "/_fake/behaviour", json={"status": 503}, timeout=30)
     assert r.status_code == 200 and r.json()["status"] == 503
-    assert post(clean, "deepseek", "/v1/chat/completions", {**CHAT, "model": "deepseek-chat"},
+    assert post(clean, "deepseek", "/v1/chat/completions", {**CHAT, "model": "deepseek-flash", "thinking": {"type": "disabled"}},
                 {"authorization": "Bearer fake-deepseek-key"}).status_code == 503
     recs = httpx.get(base + "/_fake/requests", timeout=30).json()
-    assert recs[-1]["status"] == 503 and json.loads(recs[-1]["body"])["model"] == "deepseek-chat"
+    assert recs[-1]["status"] == 503 and json.loads(recs[-1]["body"])["model"] == "deepseek-flash"
     assert httpx.post(base + "/_fake/behaviour", json={"nonsense": 1}, timeout=30).status_code == 400
     httpx.post(base + "/_fake/reset", timeout=30)
     assert httpx.get(base + "/_fake/requests", timeout=30).json() == []
@@ -213,7 +213,7 @@ def test_fakes_cli_writes_ports_and_stops_on_sigterm(tmp_path):
 # ---- failure patterns ---------------------------------------------------------------------
 
 DEEPSEEK = {"authorization": "Bearer fake-deepseek-key"}
-DS_CHAT = {**CHAT, "model": "deepseek-chat"}
+DS_CHAT = {**CHAT, "model": "deepseek-flash", "thinking": {"type": "disabled"}}
 
 
 def test_the_first_n_requests_fail_then_it_recovers(clean):

@@ -119,7 +119,7 @@ def stack(fakes, tmp_path_factory):
 
 def test_the_fakes_refuse_more_than_the_model_writes(fakes):
     r = httpx.post(fakes.url("deepseek") + "/v1/chat/completions", timeout=30,
-                   content=orjson.dumps({"model": "deepseek-chat", "messages": GREETING, "max_tokens": 9000}),
+                   content=orjson.dumps({"model": "deepseek-flash", "thinking": {"type": "disabled"}, "messages": GREETING, "max_tokens": 9000}),
                    headers={"authorization": f"Bearer {fakes.keys()['deepseek']}", "content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
     assert "at most 8192 completion tokens" in r.json()["error"]["message"]
@@ -192,7 +192,7 @@ def test_clamp_keeps_an_extended_thinking_budget_below_the_lowered_limit(monkeyp
 def test_the_anthropic_fakes_refuse_a_thinking_budget_not_below_max_tokens(fakes):
     """DeepSeek's Anthropic endpoint here; Anthropic's own fake in tests/test_thinking.py (with a Claude model that thinks)."""
     r = httpx.post(fakes.url("deepseek") + "/anthropic/v1/messages", timeout=30, content=orjson.dumps({
-        "model": "deepseek-chat", "max_tokens": 4000, "thinking": {"type": "enabled", "budget_tokens": 4000},
+        "model": "deepseek-flash", "max_tokens": 4000, "thinking": {"type": "enabled", "budget_tokens": 4000},
         "messages": GREETING}), headers={"authorization": f"Bearer {fakes.keys()['deepseek']}",
                                          "content-type": "application/json", "anthropic-version": "2023-06-01"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", r.text

@@ -291,8 +291,9 @@ def test_every_parsed_body_renders_for_every_provider_and_model_as_json_it_accep
         last = sent["messages"][-1]
         if isinstance(last, dict) and last.get("role") == "assistant" and not last.get("tool_calls"):
             assert last["prefix"] is True
-    if dialect is not None and dialect.fill_reasoning and api == "chat" and not (
-            isinstance(body.get("thinking"), dict) and body["thinking"].get("type") == "disabled"):  # DeepSeek thinking models
+    # DeepSeek's thinking switch as sent: the client's, or the model's default (the built-in DeepSeek: disabled)
+    thinks = not (isinstance(sent.get("thinking"), dict) and sent["thinking"].get("type") == "disabled")
+    if dialect is not None and dialect.fill_reasoning and api == "chat" and thinks:  # DeepSeek thinking models
         messages = sent["messages"]
         for i, m in enumerate(messages):
             if isinstance(m, dict) and m.get("role") == "assistant" and (i < len(messages) - 1 or m.get("tool_calls")):
@@ -301,11 +302,14 @@ def test_every_parsed_body_renders_for_every_provider_and_model_as_json_it_accep
         roles = [m.get("role") if isinstance(m, dict) else None for m in sent["messages"]]
         assert not any(a == b and a in ("user", "assistant") for a, b in zip(roles, roles[1:]))
         assert len(sent["messages"]) <= len(body["messages"])
-    if dialect is not None and dialect.unforced_tools and api in ("chat", "messages") and not (
-            isinstance(body.get("thinking"), dict) and body["thinking"].get("type") == "disabled"):  # DeepSeek thinking
+    if dialect is not None and dialect.unforced_tools and api in ("chat", "messages") and thinks:  # DeepSeek thinking
         choice, legacy = sent.get("tool_choice"), sent.get("function_call")
         assert not (isinstance(choice, dict) and choice.get("type") in ("function", "tool"))
         assert not (isinstance(legacy, dict) and "name" in legacy)
+    if dialect is not None:  # a model's field defaults: set where the client sent none, unless a rule drops the field
+        for name, value in dialect.defaults.get(api, {}).items():
+            assert name in body or name not in sent or sent[name] == value
+            assert name in body or name in sent or name in dialect.drop or (api in dialect.accept and name not in dialect.accept[api])
     if dialect is not None and dialect.one_sampler:  # Claude Sonnet 4.5: temperature or top_p, not both
         assert sent.get("temperature") is None or sent.get("top_p") is None
     if dialect is not None and dialect.fill_tool_signatures and api == "chat":  # Gemini 3: each message's first call signed

@@ -184,8 +184,8 @@ def test_api_for_path(path, api):
 
 def test_render_body_sets_model_and_usage_on_streams():
     req = parse_request(chat(stream=True, temperature=0.2))
-    out = orjson.loads(render_body(req, "deepseek-chat"))
-    assert out["model"] == "deepseek-chat" and out["temperature"] == 0.2
+    out = orjson.loads(render_body(req, "deepseek-flash"))
+    assert out["model"] == "deepseek-flash" and out["temperature"] == 0.2
     assert out["stream_options"] == {"include_usage": True}
     # the client's explicit choice is kept
     req = parse_request(chat(stream=True, stream_options={"include_usage": False}))

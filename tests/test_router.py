@@ -78,7 +78,7 @@ def test_client_model_modes():
     honor = Router(parse_config({"policies": {"default": {"classifier": "rules", "strategy": "ladder", "client_model": "honor",
                                                           "ladder": {"LOW": "deepseek-v2"}}}}))
     assert decide(honor, body("hi", model="gpt-4o")).model.id == "gpt-4o"
-    assert decide(honor, body("hi", model="deepseek-chat")).model.id == "deepseek-v2"  # provider-side name works too
+    assert decide(honor, body("hi", model="deepseek-flash")).model.id == "deepseek-v2"  # provider-side name works too
     assert decide(honor, body("hi", model="auto")).model.id == "deepseek-v2"
     _, err = honor.route(body("hi", model="gpt-17"))
     assert err.status == 400 and err.field == "model" and "unknown model 'gpt-17'" in err.message

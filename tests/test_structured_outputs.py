@@ -69,7 +69,7 @@ def stack(fakes, tmp_path_factory):
 
 def test_the_deepseek_fake_refuses_a_schema_as_deepseek_does(fakes):
     r = httpx.post(fakes.url("deepseek") + "/v1/chat/completions", timeout=30,
-                   content=orjson.dumps({"model": "deepseek-chat", "messages": EXTRACT, "response_format": SCHEMA}),
+                   content=orjson.dumps({"model": "deepseek-flash", "thinking": {"type": "disabled"}, "messages": EXTRACT, "response_format": SCHEMA}),
                    headers={"authorization": f"Bearer {fakes.keys()['deepseek']}", "content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["message"] == "This response_format type is unavailable now"
 

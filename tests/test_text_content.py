@@ -51,7 +51,7 @@ def test_text_parts_become_one_string_and_anything_else_stays():
 def test_only_deepseek_gets_strings():
     router = Router(load_config(None))
     req = parse_request(orjson.dumps(sdk_body()), "chat")
-    to_deepseek = orjson.loads(render_body(req, "deepseek-chat", dialect=router.catalog.providers["deepseek"].body))
+    to_deepseek = orjson.loads(render_body(req, "deepseek-flash", dialect=router.catalog.providers["deepseek"].body))
     assert [m["content"] for m in to_deepseek["messages"]] == ["You are a helpful assistant.\nAnswer briefly.", "hi there, thanks!"]
     for provider in ("openai", "google", "mistral", "together"):
         sent = orjson.loads(render_body(req, "m", dialect=router.catalog.providers[provider].body))
@@ -59,7 +59,7 @@ def test_only_deepseek_gets_strings():
     # Anthropic's format has arrays by design: DeepSeek's Messages endpoint gets them as sent
     messages = parse_request(orjson.dumps({"model": "auto", "max_tokens": 100, "messages": [
         {"role": "user", "content": parts("hello")}]}), "messages")
-    sent = orjson.loads(render_body(messages, "deepseek-chat", dialect=router.catalog.providers["deepseek"].body))
+    sent = orjson.loads(render_body(messages, "deepseek-flash", dialect=router.catalog.providers["deepseek"].body))
     assert sent["messages"][0]["content"] == parts("hello")
 
 
@@ -81,7 +81,7 @@ def stack(fakes, tmp_path_factory):
 
 def test_the_deepseek_fake_refuses_content_arrays_as_deepseek_does(fakes):
     def post(body: dict) -> httpx.Response:
-        return httpx.post(fakes.url("deepseek") + "/v1/chat/completions", content=orjson.dumps({**body, "model": "deepseek-chat"}),
+        return httpx.post(fakes.url("deepseek") + "/v1/chat/completions", content=orjson.dumps({**body, "model": "deepseek-flash", "thinking": {"type": "disabled"}}),
                           headers={"authorization": f"Bearer {fakes.keys()['deepseek']}", "content-type": "application/json"},
                           timeout=30)
 
@@ -121,14 +121,14 @@ def test_deepseek_gets_the_developer_role_as_system_and_openai_as_sent():
     assert developer_as_system("x") == "x"
     router = Router(load_config(None))
     req = parse_request(orjson.dumps(codex_body()), "chat")
-    to_deepseek = orjson.loads(render_body(req, "deepseek-chat", dialect=router.catalog.providers["deepseek"].body))
+    to_deepseek = orjson.loads(render_body(req, "deepseek-flash", dialect=router.catalog.providers["deepseek"].body))
     assert [m["role"] for m in to_deepseek["messages"]] == ["system", "user"]
     to_openai = orjson.loads(render_body(req, "gpt-4o", dialect=router.catalog.models["gpt-4o"].body))
     assert to_openai["messages"] == codex_body()["messages"]
 
 
 def test_the_deepseek_fake_refuses_the_developer_role_as_deepseek_does(fakes):
-    r = httpx.post(fakes.url("deepseek") + "/v1/chat/completions", content=orjson.dumps({**codex_body(), "model": "deepseek-chat"}),
+    r = httpx.post(fakes.url("deepseek") + "/v1/chat/completions", content=orjson.dumps({**codex_body(), "model": "deepseek-flash", "thinking": {"type": "disabled"}}),
                    headers={"authorization": f"Bearer {fakes.keys()['deepseek']}", "content-type": "application/json"}, timeout=30)
     assert r.status_code == 400 and r.json()["error"]["message"] == (
         "Failed to deserialize the JSON body into the target type: messages[0].role: unknown variant `developer`, expected "

@@ -241,7 +241,7 @@ def test_envoy_a_claude_code_thinking_turn_is_answered_by_the_old_and_the_new_cl
 
 def test_the_deepseek_fake_refuses_a_thinking_turn_after_a_tool_call_without_thinking(fakes):
     def post(body: dict) -> httpx.Response:
-        return httpx.post(fakes.url("deepseek") + "/anthropic/v1/messages", content=orjson.dumps({**body, "model": "deepseek-chat"}),
+        return httpx.post(fakes.url("deepseek") + "/anthropic/v1/messages", content=orjson.dumps({**body, "model": "deepseek-flash"}),
                           headers={**HEADERS, "authorization": f"Bearer {fakes.keys()['deepseek']}"}, timeout=30)
 
     refused = post(history(earlier_thought=False))
@@ -353,7 +353,7 @@ def test_the_anthropic_fake_refuses_unsigned_thinking_and_the_deepseek_fake_sign
     assert refused.json()["error"]["message"] == "messages.1.content.0: Invalid `signature` in `thinking` block"
     for stream in (False, True):
         r = httpx.post(fakes.url("deepseek") + "/anthropic/v1/messages", timeout=30,
-                       content=orjson.dumps({**turn(), "model": "deepseek-chat", "stream": stream}),
+                       content=orjson.dumps({**turn(), "model": "deepseek-flash", "stream": stream}),
                        headers={**HEADERS, "authorization": f"Bearer {fakes.keys()['deepseek']}"})
         assert r.status_code == 200, r.text
         if stream:

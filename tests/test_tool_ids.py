@@ -170,7 +170,7 @@ def test_openai_gets_ids_of_at_most_40_characters():
     req = parse_request(orjson.dumps({"model": "auto", "messages": conversation(*DEEPSEEK_IDS), "tools": TOOLS}), "chat")
     to_openai = orjson.loads(render_body(req, "gpt-4o", dialect=router.catalog.models["gpt-4o"].body))
     assert to_openai["messages"] == sent
-    to_deepseek = orjson.loads(render_body(req, "deepseek-chat", dialect=router.catalog.providers["deepseek"].body))
+    to_deepseek = orjson.loads(render_body(req, "deepseek-flash", dialect=router.catalog.providers["deepseek"].body))
     assert to_deepseek["messages"] == conversation(*DEEPSEEK_IDS)  # its own ids: as they came
 
 
@@ -333,7 +333,7 @@ def test_anthropic_gets_ids_of_letters_digits_underscore_and_dash():
                                       "tools": [{"name": "run", "input_schema": {"type": "object"}}]}), "messages")
     to_claude = orjson.loads(render_body(req, "claude-3-5-sonnet-20240620", dialect=router.catalog.models["claude-3.5-sonnet"].body))
     assert to_claude["messages"] == sent
-    to_deepseek = orjson.loads(render_body(req, "deepseek-chat", dialect=router.catalog.providers["deepseek"].body))
+    to_deepseek = orjson.loads(render_body(req, "deepseek-flash", dialect=router.catalog.providers["deepseek"].body))
     assert to_deepseek["messages"] == anthropic_loop()
     chat = parse_request(orjson.dumps({"model": "auto", "messages": conversation(KIMI_ID, "call_2"), "tools": TOOLS}), "chat")
     sent_chat = orjson.loads(render_body(chat, "m", dialect=router.catalog.providers["anthropic"].body))["messages"]

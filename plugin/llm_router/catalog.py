@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 from urllib.parse import quote
 
 
@@ -61,6 +62,7 @@ class BodyDialect:
     one_sampler: bool = False  # top_p left out when temperature is also set (Claude Sonnet 4.5 and later)
     merge_successive: bool = False  # successive user (or assistant) chat messages sent as one (deepseek-reasoner)
     unforced_tools: bool = False  # a tool_choice naming one tool sent as auto while thinking (DeepSeek thinking models)
+    defaults: dict[str, dict[str, Any]] = field(default_factory=dict)  # request API -> fields set when the client sent none
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,10 +143,19 @@ class ModelBodyConf(_Strict):
     # thinking models answer 400, "deepseek-reasoner does not support this tool_choice", to the named tool that Claude
     # Code's web search and agent frameworks force)
     named_tool_choice: Literal["keep", "auto"] = "keep"
+    # request API -> fields set when the client did not send them (before the other rules: a drop or accept list still
+    # applies), e.g. {chat: {thinking: {type: disabled}}} keeps a model that thinks by default from thinking
+    defaults: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> "ModelBodyConf":
         _check_rename_drop(self.rename, self.drop)
+        for api, fields in self.defaults.items():
+            if api not in APIS:
+                raise ValueError(f"defaults: unknown API {api!r} (APIs: {', '.join(APIS)})")
+            needed = sorted({"model", *_REQUIRED_FIELDS[api]} & set(fields))
+            if needed:
+                raise ValueError(f"defaults.{api}: {needed} cannot have a default: the request always holds it")
         return self
 
 

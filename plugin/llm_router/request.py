@@ -262,6 +262,11 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
         _refit(body, "thinking", lambda thinking: fitted_thinking(thinking, asked, max_output))
     ask_usage = add_usage and req.stream and req.api in ("chat", "completions") and req.include_usage is None
     if dialect is not None:
+        for name, value in dialect.defaults.get(req.api, {}).items():
+            if name not in body:
+                body[name] = value
+        off = body.get("thinking")  # DeepSeek's switch: {"type": "disabled"} turns a V4 model's thinking off (a default too)
+        thinks = not (isinstance(off, dict) and off.get("type") == "disabled")
         for old, new in dialect.rename:
             if old in body:
                 value = body.pop(old)
@@ -274,8 +279,6 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
             body.pop(name, None)
         if dialect.one_sampler and body.get("temperature") is not None and body.get("top_p") is not None:
             del body["top_p"]  # temperature is the knob clients set; top_p often rides along at a default
-        off = req.body.get("thinking")  # DeepSeek's switch: {"type": "disabled"} turns a V4 model's thinking off
-        thinks = not (isinstance(off, dict) and off.get("type") == "disabled")
         if dialect.unforced_tools and thinks and req.api in ("chat", "messages"):
             _refit(body, "tool_choice", unforced_tool_choice)
             _refit(body, "function_call", unforced_tool_choice)

@@ -98,7 +98,8 @@ def build_catalog(cfg: Config) -> Catalog:
 
 def _model_body(provider: BodyDialect | None, own: ModelBodyConf | None) -> BodyDialect | None:
     """A model's body rules: its provider's, then its own renames, drops, tool call signatures, reasoning stand-ins,
-    sampling settings, message order and tool choice."""
+    sampling settings, message order, tool choice and
+    field defaults."""
     if own is None or own == ModelBodyConf():  # every setting at its default: the provider's rules alone
         return provider
     base = provider or BodyDialect()
@@ -107,7 +108,9 @@ def _model_body(provider: BodyDialect | None, own: ModelBodyConf | None) -> Body
                    fill_reasoning=base.fill_reasoning or own.reasoning_content == "fill",
                    one_sampler=base.one_sampler or own.top_p_with_temperature == "drop",
                    merge_successive=base.merge_successive or own.successive_roles == "merge",
-                   unforced_tools=base.unforced_tools or own.named_tool_choice == "auto")
+                   unforced_tools=base.unforced_tools or own.named_tool_choice == "auto",
+                   defaults={api: {**base.defaults.get(api, {}), **own.defaults.get(api, {})}
+                             for api in {*base.defaults, *own.defaults}})
 
 
 @dataclass(frozen=True, slots=True)

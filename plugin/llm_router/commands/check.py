@@ -4,11 +4,13 @@ from __future__ import annotations
 import re
 import sys
 
+import orjson
+
 from llm_router.commands.common import load_or_exit
 from llm_router.catalog import APIS, Catalog
 from llm_router.config import allowed_models
 
-DEEPSEEK_THINKING = re.compile(r"deepseek-(?:reasoner|v4)", re.IGNORECASE)  # deepseek-reasoner, deepseek-v4-pro, ...
+DEEPSEEK_THINKING = re.compile(r"deepseek-(?:reasoner|v4|flash)", re.IGNORECASE)  # deepseek-reasoner, deepseek-v4-pro, ...
 REASONER = re.compile(r"deepseek-reasoner", re.IGNORECASE)
 ONE_SAMPLER = re.compile(r"claude-(?:sonnet|opus|haiku)-4[-.][5-9]", re.IGNORECASE)  # claude-sonnet-4-5, claude-opus-4.6, ...
 NOT_REASONING = re.compile(r"gpt-(?:4|3\.5)", re.IGNORECASE)  # OpenAI models that do not reason: gpt-4o, gpt-4.1-mini, ...
@@ -105,6 +107,8 @@ def run(args) -> int:
                 own.append("successive user (or assistant) messages sent as one")
             if m.body.named_tool_choice == "auto":
                 own.append("a tool_choice naming one tool sent as auto while it thinks")
+            for api, fields in m.body.defaults.items():
+                own.append(f"{api} requests without {', '.join(fields)} get {orjson.dumps(fields).decode()}")
             if own:
                 print(f"  {'':20s} body over {m.provider}'s: {'; '.join(own)}")
         if DEEPSEEK_THINKING.search(m.name or mid) and (m.body is None or m.body.reasoning_content != "fill"):

@@ -58,7 +58,8 @@ NO_THINKING_MODEL = re.compile(r"claude-(?:3-(?!7)|instant|2)")
 # Claude models that take temperature or top_p, not both (Sonnet 4.5 and later)
 ONE_SAMPLER = re.compile(r"claude-(?:sonnet|opus|haiku)-4-[5-9]")
 # DeepSeek's thinking models on its chat API: they answer with reasoning_content and want it passed back
-DEEPSEEK_THINKING = re.compile(r"deepseek-(?:reasoner|v4)")
+DEEPSEEK_THINKING = re.compile(r"deepseek-(?:reasoner|v4|flash)")  # models that think unless thinking is disabled
+RETIRED = {"deepseek": frozenset({"deepseek-chat"})}  # names the provider answers "Model Not Exist" to (since 2026-07-24)
 REASONING_REFUSED = ("max_tokens", "logprobs", "top_logprobs", "logit_bias")
 REASONING_FIXED = (("temperature", 1), ("top_p", 1), ("presence_penalty", 0), ("frequency_penalty", 0))
 AZURE_FILTER_RESULTS = [{"prompt_index": 0, "content_filter_results": {
@@ -347,6 +348,8 @@ class FakeProvider:
         model = deployment or data.get("model")  # a deployment path serves its own model, whatever the body says
         if not isinstance(model, str) or not model:
             return await self._error(resp, 400, "'model' is required", "invalid_request_error", anthropic, param="model")
+        if model in RETIRED.get(self.name, ()):
+            return await self._error(resp, 400, "Model Not Exist", "invalid_request_error", False)
         if b.models is not None and model not in b.models:
             return await self._error(resp, 404, f"The model `{model}` does not exist or you do not have access to it.",
                                      "not_found_error" if anthropic else "invalid_request_error", anthropic, code="model_not_found")
