@@ -13,6 +13,14 @@ from llm_router.config import allowed_models
 DEEPSEEK_THINKING = re.compile(r"deepseek-(?:reasoner|v4|flash)", re.IGNORECASE)  # deepseek-reasoner, deepseek-v4-pro, ...
 REASONER = re.compile(r"deepseek-reasoner", re.IGNORECASE)
 ONE_SAMPLER = re.compile(r"claude-(?:sonnet|opus|haiku)-4[-.][5-9]", re.IGNORECASE)  # claude-sonnet-4-5, claude-opus-4.6, ...
+# Provider-side model names their providers no longer serve (on the default endpoints), with what they answer instead.
+RETIRED_NAMES = {
+    "claude-3-5-sonnet-20240620": "Anthropic retired it on 2025-10-22 (404 not_found_error)",
+    "claude-3-5-sonnet-20241022": "Anthropic retired it on 2025-10-22 (404 not_found_error)",
+    "gemini-1.5-pro": "Google removed Gemini 1.5 from its API (404 NOT_FOUND: models/gemini-1.5-pro is not found)",
+    "deepseek-chat": "DeepSeek retired the name on 2026-07-24 (400 Model Not Exist; deepseek-flash is its current model)",
+    "deepseek-reasoner": "DeepSeek retired the name on 2026-07-24 (400 Model Not Exist; deepseek-flash thinks by default)",
+}
 NOT_REASONING = re.compile(r"gpt-(?:4|3\.5)", re.IGNORECASE)  # OpenAI models that do not reason: gpt-4o, gpt-4.1-mini, ...
 
 # How `check` names each tool call id rule (config.BodyConf.tool_call_ids).
@@ -25,6 +33,15 @@ def register(sub) -> None:
     p = sub.add_parser("check", help="validate a config file and explain it")
     p.add_argument("config", nargs="?", help="YAML config (default: the built-in defaults)")
     p.set_defaults(func=run)
+
+
+def _default_base_urls() -> dict[str, str]:
+    from llm_router.config import default_data
+
+    return {name: p.get("base_url", "") for name, p in (default_data().get("providers") or {}).items()}
+
+
+DEFAULT_BASE_URLS = _default_base_urls()
 
 
 def run(args) -> int:
@@ -111,6 +128,10 @@ def run(args) -> int:
                 own.append(f"{api} requests without {', '.join(fields)} get {orjson.dumps(fields).decode()}")
             if own:
                 print(f"  {'':20s} body over {m.provider}'s: {'; '.join(own)}")
+        retired = RETIRED_NAMES.get(m.name or mid)
+        if retired is not None and cfg.providers[m.provider].base_url == DEFAULT_BASE_URLS.get(m.provider):
+            print(f"  {'':20s} warning: calls {m.name or mid}, which its provider no longer serves: {retired}. The demo's "
+                  "fake providers still answer it; against the real provider, set this model's name to a current model")
         if DEEPSEEK_THINKING.search(m.name or mid) and (m.body is None or m.body.reasoning_content != "fill"):
             print(f"  {'':20s} note: named like a DeepSeek thinking model, which answers 400 to assistant messages without "
                   "reasoning_content (those of other models): add body: {reasoning_content: fill}")
