@@ -98,8 +98,7 @@ def build_catalog(cfg: Config) -> Catalog:
 
 def _model_body(provider: BodyDialect | None, own: ModelBodyConf | None) -> BodyDialect | None:
     """A model's body rules: its provider's, then its own renames, drops, tool call signatures, reasoning stand-ins,
-    sampling settings, message order, tool choice and
-    field defaults."""
+    sampling settings, message order, tool choice and field defaults."""
     if own is None or own == ModelBodyConf():  # every setting at its default: the provider's rules alone
         return provider
     base = provider or BodyDialect()
