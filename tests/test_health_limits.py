@@ -212,3 +212,20 @@ def test_reject_limits_per_consumer_route_and_global():
     err = lim.check(model="cheap", route="other", consumer="bob", estimate_usd=0.1)
     assert err is not None and "global" in err.message
     assert err.openai_body()["error"]["type"] == "rate_limit_error"
+
+
+def test_a_model_its_provider_refuses_outright_is_broken_off_but_bad_requests_are_not():
+    """404 (a retired model name), 401 and 403 (the key) fail every request to the model: they open the breaker."""
+    for status in (404, 401, 403):
+        h, state = make_health()
+        t = time.time()
+        for _ in range(4):
+            h.observe("top", status, 0.1, None, t)
+        sync(state, t)
+        assert h.mode["top"] == OPEN and "top" in h.excluded(), status
+    h, state = make_health()
+    t = time.time()
+    for _ in range(4):
+        h.observe("top", 400, 0.1, None, t)  # a malformed or refused request: the model is fine
+    sync(state, t)
+    assert h.mode["top"] == CLOSED and "top" not in h.excluded()

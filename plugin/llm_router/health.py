@@ -50,6 +50,12 @@ def header_value(headers: Any, name: str) -> str | None:
     return None
 
 
+# Statuses that say the model cannot answer at all, whatever the request: a timeout or rate limit (408, 429), and the
+# provider refusing the key (401), the key's access to the model (403) or knowing the model (404: a retired name, such
+# as claude-3-5-sonnet-20240620 since 2025-10-22). A 400 is about the request and does not count.
+MODEL_FAILURES = frozenset({401, 403, 404, 408, 429})
+
+
 class Health:
     """Tracks every model; `excluded()` is what the router keeps out of selection."""
 
@@ -107,7 +113,7 @@ class Health:
         if self._in_flight[model_id] > 0:
             self._in_flight[model_id] -= 1
         slow = self.conf.slow_s is not None and latency_s > self.conf.slow_s
-        failed = status == 0 or status >= 500 or status in (408, 429) or slow
+        failed = status == 0 or status >= 500 or status in MODEL_FAILURES or slow
         rec = self.state.record
         rec(Incr(f"h:{model_id}:req", self.conf.bucket_s, 1, now))
         if failed:
