@@ -131,7 +131,7 @@ def test_an_attempt_without_a_body_or_with_a_bad_body_is_refused():
     assert "cannot be rewritten" in orjson.loads(imm.body)["error"]["message"]
 
 
-@pytest.mark.parametrize("status, expected", [(503, 503), (429, 503), (500, 502), (529, 502)])
+@pytest.mark.parametrize("status, expected", [(503, 503), (429, 503), (500, 502), (529, 502), (404, 502), (401, 502)])
 def test_the_last_models_failure_becomes_one_clear_error(status, expected):
     svc, _ = make_service()
     s = svc.open_attempt({})
@@ -146,7 +146,7 @@ def test_the_last_models_failure_becomes_one_clear_error(status, expected):
     assert ("retry-after" in hdrs) == (status == 429)
 
 
-@pytest.mark.parametrize("attempt, status", [(2, 503), (3, 200), (3, 404)])
+@pytest.mark.parametrize("attempt, status", [(2, 503), (2, 404), (3, 200), (3, 400), (3, 422)])
 def test_other_responses_pass(attempt, status):
     svc, _ = make_service()
     s = svc.open_attempt({})
@@ -222,5 +222,6 @@ def test_fallback_helpers():
     assert slot_headers(("a", "b")) == ((("x-llm-router-try-1", "a"), ("x-llm-router-try-2", "b")), SLOTS[2:])
     assert len(slot_headers(tuple("abcdefghijkl"))[0]) == MAX_CHAIN
     assert parse_chain("a,b,,c") == ("a", "b", "c") and parse_chain("") == ()
-    assert [retriable(s) for s in (0, 200, 404, 429, 500, 503)] == [True, False, False, True, True, True]
-    assert [fallback_reason(s) for s in (None, 0, 429, 502)] == ["no_response", "no_response", "rate_limited", "server_error"]
+    assert [retriable(s) for s in (0, 200, 400, 404, 422, 429, 500, 503)] == [True, False, False, True, False, True, True, True]
+    assert [fallback_reason(s) for s in (None, 0, 429, 502, 404, 401)] == [
+        "no_response", "no_response", "rate_limited", "server_error", "refused", "refused"]

@@ -132,7 +132,7 @@ def test_routed_route_retries_on_the_chain():
     route = {r["name"]: r for r in vhost["routes"]}["llm-routed"]["route"]
     policy = route["retry_policy"]
     assert set(policy["retry_on"].split(",")) == {"5xx", "reset", "connect-failure", "retriable-status-codes"}
-    assert policy["retriable_status_codes"] == [429] and policy["refresh_cluster_on_retry"] is True
+    assert policy["retriable_status_codes"] == [401, 403, 404, 408, 409, 425, 429] and policy["refresh_cluster_on_retry"] is True
     assert policy["num_retries"] == 2  # the default policy's chain: primary + 2 fallbacks
     matcher = route["inline_cluster_specifier_plugin"]["extension"]["typed_config"]["cluster_matcher"]["matcher_tree"]
     assert matcher["input"]["typed_config"]["header_name"] == "x-envoy-attempt-count"

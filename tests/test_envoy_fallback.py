@@ -429,3 +429,21 @@ def test_two_models_on_one_cluster_each_get_their_own_name_and_anthropic_streams
             assert (a2[0].call.model.id, a2[1]) == ("claude-3-haiku", 200) and a2[2].output_tokens > 0
         finally:
             stack.stop()
+
+
+def test_a_model_its_provider_no_longer_knows_falls_back_to_the_next(fb, fresh_fakes):
+    """A 404 (a retired model name, as Anthropic answers for claude-3-5-sonnet-20240620 since 2025-10-22) is the model's
+    failure, not the request's: the next model answers, and the fallback is counted as refused."""
+    fresh_fakes.set_behaviour("deepseek", status=404)
+    r = post(fb, GREETING)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "llama-3-70b" and r.headers["x-envoy-attempt-count"] == "2"
+    [first] = fresh_fakes.requests("deepseek")
+    assert first.status == 404
+    rid = r.headers["x-llm-router-request-id"]
+    a1, a2 = fb.observer.attempts_for(rid, 2)
+    assert (a1[1], a2[1]) == (404, 200)
+    fresh_fakes.set_behaviour("deepseek", status=400)  # a 400 is about the request: the client gets it as it is
+    bad = post(fb, GREETING)
+    assert bad.status_code == 400 and bad.headers["x-llm-router-model"] == "deepseek-v2"
+    assert not fresh_fakes.requests("together")[1:]

@@ -12,6 +12,10 @@ from llm_router.request import LLMRequest, render_body
 ROUTE_HEADER = "x-llm-router-upstream"
 REQUEST_ID_HEADER = "x-llm-router-request-id"  # on every reply, and on upstream requests the APISIX runner matches
 MAX_REASON_CHARS = 240
+# Upstream 4xx after which the next model of a chain is tried, on every adapter (besides no answer and 5xx): the ones
+# about the model or the provider, not the request: a key refused (401, 403), a model the provider no longer knows
+# (404: a retired name), a timeout, conflict or too-early (408, 409, 425), a rate limit (429). Other 4xx are the request's.
+FALLBACK_4XX = frozenset({401, 403, 404, 408, 409, 425, 429})
 
 
 @dataclass(slots=True)

@@ -11,12 +11,11 @@ from llm_router.catalog import Model
 from llm_router.orchestrate.client import Response, UpstreamClient
 from llm_router.orchestrate.params import ScoringParams
 from llm_router.orchestrate.scorers import Score, combined, read_answer
-from llm_router.plan import UpstreamCall, plan_call
+from llm_router.plan import FALLBACK_4XX, UpstreamCall, plan_call
 from llm_router.request import LLMRequest, parse_request
 from llm_router.runtime import Exchange, Runtime
 
-# Upstream statuses after which the next model is tried; other 4xx mean the request itself is bad.
-RETRYABLE_4XX = frozenset({401, 403, 404, 408, 409, 425, 429})
+RETRYABLE_4XX = FALLBACK_4XX  # after these (and 5xx, no answer) the next model is tried; other 4xx: the request is bad
 CANCELLED = 499  # nginx's "client closed request": the orchestration cancelled the call
 
 

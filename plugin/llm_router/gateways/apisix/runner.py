@@ -24,7 +24,7 @@ from llm_router.gateways.apisix.framing import (
 from llm_router.gateways.apisix.tokens import Entry, TokenStore
 from llm_router.forward import PRICED_APIS
 from llm_router.orchestrate import OrchestratedReply, fallback, orchestrate, wants_orchestration
-from llm_router.plan import REQUEST_ID_HEADER, UpstreamCall
+from llm_router.plan import FALLBACK_4XX, REQUEST_ID_HEADER, UpstreamCall
 from llm_router.runtime import Exchange, Refusal, Runtime
 from llm_router.stored import MARK
 
@@ -44,7 +44,7 @@ JSON_HEADERS = (("content-type", "application/json"),)
 
 CLOSE = b""  # a reply meaning: drop this connection (the peer broke the protocol)
 # Upstream statuses after which ext-plugin-post-resp retries on the next model of the chain.
-FALLBACK_STATUSES = frozenset({401, 403, 404, 408, 409, 425, 429, 500, 502, 503, 504, 529})
+FALLBACK_STATUSES = FALLBACK_4XX | {500, 502, 503, 504, 529}
 FALLBACK_MAX_BODY = 1 << 20  # request bodies kept for a post-resp fallback, each at most ...
 FALLBACK_KEPT_BYTES = 64 << 20  # ... and all together at most
 # A route's ext-plugin-post-resp conf reaches the runner only with its first response: the first

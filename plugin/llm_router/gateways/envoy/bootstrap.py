@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from llm_router.config import Config, load_config
-from llm_router.gateways.envoy.fallback import ATTEMPT_HEADER, CLUSTER_ATTR, MAX_CHAIN, SLOTS
+from llm_router.gateways.envoy.fallback import ATTEMPT_HEADER, CLUSTER_ATTR, MAX_CHAIN, RETRIABLE_4XX, SLOTS
 from llm_router.gateways.envoy.service import LOCAL_REPLY_KEY, METADATA_NAMESPACE
 from llm_router.gateways.envoy.settings import CA_BUNDLE, EnvoySettings
 from llm_router.plan import ROUTE_HEADER
@@ -308,7 +308,7 @@ def retry_policy(spec: BootstrapSpec) -> dict[str, Any]:
     """Envoy's retries walk the chain: the processor sets x-envoy-max-retries to its length - 1."""
     return {
         "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
-        "retriable_status_codes": [429],
+        "retriable_status_codes": list(RETRIABLE_4XX),
         "num_retries": spec.max_chain - 1,
         "per_try_timeout": _duration(spec.answer_timeout_s),
         "refresh_cluster_on_retry": True,

@@ -13,6 +13,8 @@ metadata written by the routing filter, which clients cannot set) and the body.
 """
 from __future__ import annotations
 
+from llm_router.plan import FALLBACK_4XX
+
 SLOT_PREFIX = "x-llm-router-try-"
 MAX_CHAIN = 9  # primary + policies' `fallbacks` (at most 8)
 SLOTS = tuple(f"{SLOT_PREFIX}{i}" for i in range(1, MAX_CHAIN + 1))
@@ -33,13 +35,14 @@ MODEL_HEADER = "x-llm-router-model"  # explanation header; the per-attempt filte
 
 CLUSTER_ATTR = "xds.cluster_name"
 
-# Statuses Envoy retries (with retry_on 5xx, reset, connect-failure, retriable-status-codes [429]).
-RETRIABLE_STATUS = 429
+# Statuses Envoy retries (retry_on 5xx, reset, connect-failure, retriable-status-codes: the 4xx every adapter falls back on).
+RETRIABLE_STATUS = 429  # the rate limit: its retry-after goes to the client when the chain is exhausted
+RETRIABLE_4XX = tuple(sorted(FALLBACK_4XX))
 
 
 def retriable(status: int) -> bool:
     """Whether Envoy moves on to the next model after this upstream status (0: no response)."""
-    return status == 0 or status >= 500 or status == RETRIABLE_STATUS
+    return status == 0 or status >= 500 or status in FALLBACK_4XX
 
 
 def fallback_reason(status: int | None) -> str:
@@ -48,6 +51,8 @@ def fallback_reason(status: int | None) -> str:
         return "no_response"  # connect failure, reset, or no first byte before the per-try timeout
     if status == RETRIABLE_STATUS:
         return "rate_limited"
+    if status < 500:
+        return "refused"  # the key, the model's existence (a retired name), a timeout or a conflict
     return "server_error"
 
 
