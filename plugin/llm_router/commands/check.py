@@ -1,6 +1,7 @@
 """`llm-router check CONFIG`: validate a config and explain what it will do."""
 from __future__ import annotations
 
+import functools
 import re
 import sys
 
@@ -35,13 +36,13 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+@functools.lru_cache(maxsize=1)
 def _default_base_urls() -> dict[str, str]:
+    """Each built-in provider's base URL (where the retired names are known not to be served)."""
     from llm_router.config import default_data
 
     return {name: p.get("base_url", "") for name, p in (default_data().get("providers") or {}).items()}
 
-
-DEFAULT_BASE_URLS = _default_base_urls()
 
 
 def run(args) -> int:
@@ -129,7 +130,7 @@ def run(args) -> int:
             if own:
                 print(f"  {'':20s} body over {m.provider}'s: {'; '.join(own)}")
         retired = RETIRED_NAMES.get(m.name or mid)
-        if retired is not None and cfg.providers[m.provider].base_url == DEFAULT_BASE_URLS.get(m.provider):
+        if retired is not None and cfg.providers[m.provider].base_url == _default_base_urls().get(m.provider):
             print(f"  {'':20s} warning: calls {m.name or mid}, which its provider no longer serves: {retired}. The demo's "
                   "fake providers still answer it; against the real provider, set this model's name to a current model")
         if DEEPSEEK_THINKING.search(m.name or mid) and (m.body is None or m.body.reasoning_content != "fill"):
