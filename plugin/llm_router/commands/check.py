@@ -22,7 +22,29 @@ RETIRED_NAMES = {
     "deepseek-chat": "DeepSeek retired the name on 2026-07-24 (400 Model Not Exist; deepseek-flash is its current model)",
     "deepseek-reasoner": "DeepSeek retired the name on 2026-07-24 (400 Model Not Exist; deepseek-flash thinks by default)",
 }
+# Model body settings `check` describes: (setting, the value that turns it on, what it does; {kept}: where reasoning is kept).
+MODEL_RULES = (
+    ("tool_call_signatures", "fill", "unsigned tool calls get Gemini's stand-in thought signature"),
+    ("reasoning_content", "fill", "assistant messages without reasoning_content get the reasoning their answer held ({kept}), "
+                                  "else a stand-in"),
+    ("top_p_with_temperature", "drop", "top_p left out when temperature is set"),
+    ("successive_roles", "merge", "successive user (or assistant) messages sent as one"),
+    ("named_tool_choice", "auto", "a tool_choice naming one tool sent as auto while it thinks"),
+)
 NOT_REASONING = re.compile(r"gpt-(?:4|3\.5)", re.IGNORECASE)  # OpenAI models that do not reason: gpt-4o, gpt-4.1-mini, ...
+
+# Models named like these answer 400 to what clients of other models send, unless the setting has the value:
+# (name pattern, setting, value, what the name is like and what it refuses).
+NAME_NOTES = (
+    (DEEPSEEK_THINKING, "reasoning_content", "fill", "a DeepSeek thinking model, which answers 400 to assistant messages "
+     "without reasoning_content (those of other models)"),
+    (DEEPSEEK_THINKING, "named_tool_choice", "auto", "a DeepSeek thinking model, which answers 400 to a tool_choice naming one "
+     "tool (Claude Code's web search sends one)"),
+    (REASONER, "successive_roles", "merge", "deepseek-reasoner, which answers 400 to two user (or assistant) messages in a "
+     "row, as clients written for other models send them"),
+    (ONE_SAMPLER, "top_p_with_temperature", "drop", "a Claude model that answers 400 to temperature and top_p together, which "
+     "clients written for OpenAI's models send"),
+)
 
 # How `check` names each tool call id rule (config.BodyConf.tool_call_ids).
 TOOL_ID_RULES_SHOWN = {"alnum9": "tool call ids rewritten to 9 letters or digits",
@@ -112,19 +134,9 @@ def run(args) -> int:
             own = [f"{old} as {new}" for old, new in m.body.rename.items()]
             if m.body.drop:
                 own.append(f"never sent: {', '.join(m.body.drop)}")
-            if m.body.tool_call_signatures == "fill":
-                own.append("unsigned tool calls get Gemini's stand-in thought signature")
-            if m.body.reasoning_content == "fill":
-                kept = ("shared by every process through Redis" if cfg.state.get("backend") == "redis"
-                        else "per process; state: {backend: redis} shares it")
-                own.append(f"assistant messages without reasoning_content get the reasoning their answer held ({kept}), "
-                           "else a stand-in")
-            if m.body.top_p_with_temperature == "drop":
-                own.append("top_p left out when temperature is set")
-            if m.body.successive_roles == "merge":
-                own.append("successive user (or assistant) messages sent as one")
-            if m.body.named_tool_choice == "auto":
-                own.append("a tool_choice naming one tool sent as auto while it thinks")
+            kept = ("shared by every process through Redis" if cfg.state.get("backend") == "redis"
+                    else "per process; state: {backend: redis} shares it")
+            own += [text.replace("{kept}", kept) for setting, value, text in MODEL_RULES if getattr(m.body, setting) == value]
             for api, fields in m.body.defaults.items():
                 own.append(f"{api} requests without {', '.join(fields)} get {orjson.dumps(fields).decode()}")
             if own:
@@ -133,22 +145,13 @@ def run(args) -> int:
         if retired is not None and cfg.providers[m.provider].base_url == _default_base_urls().get(m.provider):
             print(f"  {'':20s} warning: calls {m.name or mid}, which its provider no longer serves: {retired}. The demo's "
                   "fake providers still answer it; against the real provider, set this model's name to a current model")
-        if DEEPSEEK_THINKING.search(m.name or mid) and (m.body is None or m.body.reasoning_content != "fill"):
-            print(f"  {'':20s} note: named like a DeepSeek thinking model, which answers 400 to assistant messages without "
-                  "reasoning_content (those of other models): add body: {reasoning_content: fill}")
-        if DEEPSEEK_THINKING.search(m.name or mid) and (m.body is None or m.body.named_tool_choice != "auto"):
-            print(f"  {'':20s} note: named like a DeepSeek thinking model, which answers 400 to a tool_choice naming one tool "
-                  "(Claude Code's web search sends one): add body: {named_tool_choice: auto}")
-        if REASONER.search(m.name or mid) and (m.body is None or m.body.successive_roles != "merge"):
-            print(f"  {'':20s} note: named like deepseek-reasoner, which answers 400 to two user (or assistant) messages in "
-                  "a row, as clients written for other models send them: add body: {successive_roles: merge}")
+        for pattern, setting, value, named_like in NAME_NOTES:  # the patterns never match one name together with NOT_REASONING
+            if pattern.search(m.name or mid) and (m.body is None or getattr(m.body, setting) != value):
+                print(f"  {'':20s} note: named like {named_like}: add body: {{{setting}: {value}}}")
         if NOT_REASONING.search(m.name or mid) and "reasoning" not in (m.body.drop if m.body is not None else ()) \
                 and "reasoning" not in (cfg.providers[m.provider].body.drop if cfg.providers[m.provider].body is not None else ()):
             print(f"  {'':20s} note: named like an OpenAI model that does not reason, which answers 400 to the reasoning "
                   "fields clients written for reasoning models send: add body: {drop: [reasoning_effort, reasoning, verbosity]}")
-        if ONE_SAMPLER.search(m.name or mid) and (m.body is None or m.body.top_p_with_temperature != "drop"):
-            print(f"  {'':20s} note: named like a Claude model that answers 400 to temperature and top_p together, which "
-                  "clients written for OpenAI's models send: add body: {top_p_with_temperature: drop}")
     print(f"default policy: {cfg.default_policy}")
     from llm_router.router import build_catalog, policy_reference
 
