@@ -27,18 +27,14 @@ class AffinitySync(RedisSync):
 
     def __init__(self, table: AffinityTable, url: str, *, prefix: str = "llmr", count: Count | None = None,
                  keep_s: float = KEEP_S):
-        super().__init__(url, prefix=prefix, count=count, keep_s=keep_s)
-        self.table = table
-        table.listener = self.heard
+        super().__init__(table, url, prefix=prefix, count=count, keep_s=keep_s)
+        self.table: AffinityTable = table
 
     def valid(self, key: Any, value: Any) -> bool:
         return type(key) is int and isinstance(value, str)
 
     def key_of(self, field: str) -> int:
         return int(field)
-
-    def learn(self, key: Any, value: str) -> None:
-        self.table.learn(key, value)
 
     def full(self, loaded: list[dict]) -> bool:
         return sum(map(len, loaded)) >= self.table.max_entries

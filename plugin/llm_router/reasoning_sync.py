@@ -24,9 +24,8 @@ class ReasoningSync(RedisSync):
 
     def __init__(self, memory: ReasoningMemory, url: str, *, prefix: str = "llmr", count: Count | None = None,
                  keep_s: float = KEEP_S):
-        super().__init__(url, prefix=prefix, count=count, keep_s=keep_s)
-        self.memory = memory
-        memory.listener = self.heard
+        super().__init__(memory, url, prefix=prefix, count=count, keep_s=keep_s)
+        self.table: ReasoningMemory = memory
 
     def valid(self, key: Any, value: Any) -> bool:
         return isinstance(key, str) and key.startswith(("call:", "text:")) and isinstance(value, str) \
@@ -37,8 +36,5 @@ class ReasoningSync(RedisSync):
             raise ValueError(f"not an answer key: {field[:40]!r}")
         return field
 
-    def learn(self, key: Any, value: str) -> None:
-        self.memory.learn(key, value)
-
     def full(self, loaded: list[dict]) -> bool:
-        return sum(len(v) for entries in loaded for v in entries.values()) >= self.memory.max_total
+        return sum(len(v) for entries in loaded for v in entries.values()) >= self.table.max_total

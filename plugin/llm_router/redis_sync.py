@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -35,6 +35,14 @@ LOAD_TIMEOUT_S = 3.0
 Count = Callable[[str, float], None]  # (what happened: sent, received, error; how many)
 
 
+class SharedTable(Protocol):
+    """What a shared table offers: `learn` takes another process's entry; `listener` hears this process's own."""
+
+    listener: Callable[[Any, str], None] | None
+
+    def learn(self, key: Any, value: str) -> None: ...
+
+
 class RedisSync:
     """Shares one in-memory table with every other process on the same Redis channel."""
 
@@ -42,7 +50,8 @@ class RedisSync:
     subject = "table sync"  # names the sync in warnings
     meanwhile = "each process keeps its own meanwhile"  # what a failure means, for the warning
 
-    def __init__(self, url: str, *, prefix: str = "llmr", count: Count | None = None, keep_s: float = 3600):
+    def __init__(self, table: SharedTable, url: str, *, prefix: str = "llmr", count: Count | None = None,
+                 keep_s: float = 3600):
         import redis.asyncio as aioredis
 
         self.channel = f"{prefix}:{self.topic}"
@@ -61,6 +70,8 @@ class RedisSync:
         self.caught_up = 0  # times the subscription came back and the kept entries were read again
         self._tasks = (BackgroundTask(self._publishing, f"llm-router-{self.topic}-publish"),
                        BackgroundTask(self._listening, f"llm-router-{self.topic}-listen"))
+        self.table = table
+        table.listener = self.heard
 
     # ---- what a subclass says about its entries ------------------------------------------------
 
@@ -74,7 +85,7 @@ class RedisSync:
 
     def learn(self, key: Any, value: str) -> None:
         """Take an entry another process added (not published again)."""
-        raise NotImplementedError
+        self.table.learn(key, value)
 
     def full(self, loaded: list[dict]) -> bool:
         """Whether the buckets read so far fill the table (loading stops there)."""
