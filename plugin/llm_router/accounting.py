@@ -1,13 +1,13 @@
 """Token usage from provider responses (JSON and SSE), and cost from catalog prices."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from llm_router.catalog import Model
-from llm_router.message_rules import answer_key, block_signature, message_key
+from llm_router.message_rules import answer_key, block_signature, message_key, text_hash
 from llm_router.reasoning_memory import MAX_CHARS as MAX_REASONING_CHARS
 
 MAX_THINKING_BLOCKS = 64  # signatures kept from one answer
@@ -138,7 +138,7 @@ class SSEUsage:
         # answer's text digest and first tool call id, which key it (message_rules.answer_key)
         self._reasoning: list[str] | None = None
         self._reasoned = 0
-        self._text: hashlib.blake2b | None = None  # made at the first text of a thinking answer (most streams have none)
+        self._text: Any = None  # text_hash(), made at the first text of a thinking answer (most streams have none)
         self._call_id: str | None = None
 
     def feed(self, chunk: bytes) -> None:
@@ -243,7 +243,7 @@ class SSEUsage:
         text = delta.get("content")
         if isinstance(text, str) and text:
             if self._text is None:
-                self._text = hashlib.blake2b(digest_size=12)
+                self._text = text_hash()
             self._text.update(text.encode("utf-8", "surrogatepass"))
         calls = delta.get("tool_calls")
         if self._call_id is None and isinstance(calls, list) and calls and isinstance(calls[0], dict):

@@ -86,11 +86,11 @@ def _without_blocks(messages: Any, unwanted: Callable[[Any], bool]) -> Any:
         # Only thinking blocks are tested, and a message is rebuilt only when one goes: a long agent history holds
         # mostly text, tool calls and results, and this walk runs on every request that may carry thinking.
         for b in content:
-            if isinstance(b, dict) and b.get("type") in THINKING_BLOCKS and unwanted(b):
+            if _is_thinking_block(b) and unwanted(b):
                 break
         else:
             continue
-        kept = [b for b in content if not (isinstance(b, dict) and b.get("type") in THINKING_BLOCKS and unwanted(b))]
+        kept = [b for b in content if not (_is_thinking_block(b) and unwanted(b))]
         if kept:
             if out is None:
                 out = list(messages)
@@ -111,7 +111,7 @@ def without_foreign_thinking(messages: Any, model_id: str, origin: Callable[[str
     def foreign(block: Any) -> bool:
         sig = block_signature(block)
         if sig is None:
-            return unsigned and _is_thinking_block(block)
+            return unsigned  # _without_blocks asks only about thinking blocks
         made_by = origin(sig) if origin is not None else None
         return made_by is not None and made_by != model_id
 
@@ -240,9 +240,16 @@ def answer_key(call_id: Any, text_digest: str | None) -> str | None:
     return "text:" + text_digest if text_digest else None
 
 
+def text_hash() -> Any:
+    """The hash whose hex digest keys an answer's text (answer_key); a stream feeds it piece by piece."""
+    return hashlib.blake2b(digest_size=12)
+
+
 def text_digest(text: str) -> str:
-    """The digest of an answer's text that answer_key takes (streamed answers feed the same hash piece by piece)."""
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+    """The digest of an answer's text that answer_key takes."""
+    h = text_hash()
+    h.update(text.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
 
 
 def message_key(message: dict[str, Any]) -> str | None:
