@@ -30,6 +30,11 @@ from llm_router.loop_thread import LoopThread
 
 LADDER = {"LOW": "deepseek-v2", "MEDIUM": "llama-3-70b", "HIGH": "claude-3.5-sonnet", "CRITICAL": "gpt-4o"}
 BODY_LIMIT = 64 * 1024
+# A Claude model from before extended thinking: the seed's Claude 3.5 Sonnet, as a host that still serves it would (the
+# built-in slot calls Claude Sonnet 4.6 since Anthropic retired it), for tests of what such a model refuses.
+CLAUDE_3_5 = {"provider": "anthropic", "name": "claude-3-5-sonnet-20240620", "input_price": 3.0, "output_price": 15.0,
+              "context_window": 200000, "max_output_tokens": 8192, "capabilities": ["tools", "vision", "code", "streaming"],
+              "tier": "HIGH", "quality": 0.94, "body": {"drop": ["thinking"]}}
 
 
 def config_data(**server_envoy: Any) -> dict[str, Any]:

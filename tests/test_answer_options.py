@@ -120,9 +120,9 @@ def _post(fakes: FakeProviders, provider: str, body: dict) -> httpx.Response:
 
 def test_the_anthropic_fake_takes_only_one_choice_and_ignores_logprobs(fakes):
     with restored(fakes):
-        r = _post(fakes, "anthropic", {"model": "claude-3-5-sonnet-20240620", "messages": SIMPLE, "n": 2})
+        r = _post(fakes, "anthropic", {"model": "claude-sonnet-4-6", "messages": SIMPLE, "n": 2})
         assert r.status_code == 400 and r.json()["error"]["param"] == "n"
-        r = _post(fakes, "anthropic", {"model": "claude-3-5-sonnet-20240620", "messages": SIMPLE, "logprobs": True})
+        r = _post(fakes, "anthropic", {"model": "claude-sonnet-4-6", "messages": SIMPLE, "logprobs": True})
         assert r.status_code == 200 and r.json()["choices"][0]["logprobs"] is None
 
 

@@ -34,6 +34,15 @@ BODIES = [
         {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
         {"role": "user", "content": [{"type": "text", "text": "thanks, that helped!"}]}]}),
     ("/v1/completions", {"model": "auto", "prompt": "def fib(n):"}),
+    # a prefill (Claude Sonnet 4.6 refuses one: it goes elsewhere), and a thinking turn with an agent's sampling and a
+    # forced tool (sent to Claude without them)
+    ("/v1/chat/completions", {"model": "auto", "messages": [
+        {"role": "user", "content": "Prove rigorously that the halting problem is undecidable, step by step."},
+        {"role": "assistant", "content": "Proof. Suppose"}]}),
+    ("/v1/messages", {"model": "auto", "max_tokens": 8192, "thinking": {"type": "enabled", "budget_tokens": 2048},
+                      "temperature": 0.2, "top_k": 40, "tool_choice": {"type": "any"},
+                      "tools": [{"name": "run", "input_schema": {"type": "object"}}],
+                      "messages": [{"role": "user", "content": "Prove the fix for this deadlock is correct and design a test."}]}),
     ("/v1/chat/completions", {"model": "auto", "messages": []}),
 ]
 
@@ -144,3 +153,15 @@ def test_both_adapters_keep_a_conversation_on_its_model(monkeypatch):
         second = mutations(rt, "/v1/chat/completions", orjson.dumps(follow))
         assert second["model"] == first["model"] != alone["model"], mutations.__name__
         assert second["set"]["x-llm-router-upstream"] == first["set"]["x-llm-router-upstream"]
+
+
+def test_apisix_sends_claude_sonnet_4_6_only_what_it_takes(runtime):
+    """Through the runner: the prefill goes to a model that takes one, and the thinking turn reaches Claude without the
+    sampling and the forced tool it would refuse while thinking."""
+    prefill, thinking = BODIES[-3], BODIES[-2]
+    assert apisix_mutations(runtime(), prefill[0], orjson.dumps(prefill[1]))["model"] != "claude-sonnet-4-6"
+    out = apisix_mutations(runtime(), thinking[0], orjson.dumps(thinking[1]))
+    sent = orjson.loads(out["body"])
+    assert out["model"] == "claude-sonnet-4-6" and out["path"] == "/v1/messages"
+    assert sent["tool_choice"] == {"type": "auto"} and not {"temperature", "top_k"} & set(sent)
+    assert sent["thinking"] == thinking[1]["thinking"]

@@ -111,7 +111,10 @@ def test_check_command(tmp_path, capsys):
             "digits; an assistant message between tool results and a user message; developer messages as system; message "
             "fields kept per role: system content, user content, assistant content/tool_calls/prefix, tool "
             "content/tool_call_id/name, tool_call id/type/function/index; a last assistant message sent as a prefix") in out
-    assert "                       body over anthropic's: never sent: thinking" in out
+    assert ("                       body over anthropic's: top_p left out when temperature is set; a tool_choice forcing a "
+            "tool (named, required, any) sent as auto while it thinks; it thinks only when thinking is enabled or adaptive; "
+            "while it thinks, a temperature other than 1, a top_p below 0.95 and top_k left out") in out
+    assert "                       prefill: false: requests that end with an assistant message go to other models" in out
     assert ("  deepseek body: max_completion_tokens as max_tokens; chat content arrays of text sent as one string; developer "
             "messages as system; extended thinking only when every tool call turn holds thinking\n") in out
     assert "  openai body: tool call ids over 40 characters shortened; empty tool_calls arrays left out\n" in out

@@ -150,7 +150,7 @@ def test_apisix_runner_routes_each_consumer_by_its_policy(fakes, monkeypatch):
     for k, v in fakes.env().items():
         monkeypatch.setenv(k, v)
     with runner_session(Runtime(parse_config(data())), "consumers") as em, restored(fakes):
-        for who, provider, name in (("free-tier", "deepseek", "deepseek-flash"), ("research", "anthropic", "claude-3-5-sonnet-20240620")):
+        for who, provider, name in (("free-tier", "deepseek", "deepseek-flash"), ("research", "anthropic", "claude-sonnet-4-6")):
             resp = proxy(em, RouteConf(conf=(("llm-router", "{}"),), conf_id="consumers"),
                          upstreams={name: fakes.url(name) for name in fakes.providers}, body=chat(),
                          headers=[("content-type", "application/json"), ("x-consumer-id", who)])

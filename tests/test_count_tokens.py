@@ -50,13 +50,13 @@ def test_a_count_goes_to_anthropic_with_its_key_and_a_model_name_it_knows():
     assert not isinstance(call, Refusal) and ex.decision is None  # not routed, not billed
     assert (call.provider.name, call.path) == ("anthropic", "/v1/messages/count_tokens?beta=true")
     assert ("x-api-key", "sk-ant") in call.set_headers and "authorization" in call.remove_headers
-    assert orjson.loads(call.body)["model"] == "claude-3-5-sonnet-20240620" and orjson.loads(call.body)["tools"]
+    assert orjson.loads(call.body)["model"] == "claude-sonnet-4-6" and orjson.loads(call.body)["tools"]
     assert "max_tokens" not in orjson.loads(call.body)  # only the client's fields: count_tokens takes no max_tokens
     by_id, _ = count(rt, "claude-3.5-sonnet")
-    assert orjson.loads(by_id.body)["model"] == "claude-3-5-sonnet-20240620"
+    assert orjson.loads(by_id.body)["model"] == "claude-sonnet-4-6"
     newer, _ = count(rt, "claude-sonnet-4-5")  # not in the catalog: Anthropic may know it, so it is kept
     assert orjson.loads(newer.body)["model"] == "claude-sonnet-4-5" and newer.provider.name == "anthropic"
-    unchanged = orjson.dumps({"model": "claude-3-5-sonnet-20240620", **COUNT})
+    unchanged = orjson.dumps({"model": "claude-sonnet-4-6", **COUNT})
     same = rt.decide(unchanged, path="/v1/messages/count_tokens", ex=Exchange("x", "r", 0.0))
     assert same.body == unchanged  # nothing to rewrite: the client's bytes
     assert 'llm_router_token_counts_total{counted_by="anthropic"} 4.0' in rt.metrics.exposition().decode()
@@ -94,7 +94,7 @@ def test_through_the_apisix_runner_to_the_anthropic_fake(fakes, on_fakes):
                      body=orjson.dumps({"model": "auto", **COUNT}))
         assert resp.status == 200 and orjson.loads(resp.body)["input_tokens"] > 5
         [sent] = fakes.requests("anthropic")
-        assert sent.path == "/v1/messages/count_tokens?beta=true" and sent.json["model"] == "claude-3-5-sonnet-20240620"
+        assert sent.path == "/v1/messages/count_tokens?beta=true" and sent.json["model"] == "claude-sonnet-4-6"
         assert sent.headers["x-api-key"] == fakes.env()["ANTHROPIC_API_KEY"]
         assert runner.stats.rewrites == 1 and not runtime.metrics.requests.values  # not counted as a routed request
     finally:

@@ -443,17 +443,18 @@ def test_envoy_a_conversation_routed_to_the_built_in_deepseek_is_answered(stack,
 def test_check_warns_of_models_their_provider_no_longer_serves(tmp_path, capsys):
     out = check_output(tmp_path, {}, capsys)
     warned = [line for line in out.splitlines() if "warning: calls" in line]
-    assert any("claude-3-5-sonnet-20240620" in w and "2025-10-22" in w for w in warned)
     assert any("gemini-1.5-pro" in w and "404 NOT_FOUND" in w for w in warned)
-    assert len(warned) == 2  # deepseek-v2 calls deepseek-flash now; gpt-4o, Mistral and Llama are not known retired
+    assert len(warned) == 1  # deepseek-v2 and Claude call current models now; gpt-4o, Mistral and Llama are not known retired
     from llm_router.config import default_data
 
     def named(**names: str) -> dict:
         models = default_data()["models"]
         return {mid: {**models[mid], "name": name} for mid, name in names.items()}
 
-    renamed = {"models": named(**{"claude-3.5-sonnet": "claude-sonnet-4-6", "gemini-1.5-pro": "gemini-2.5-pro"})}
+    renamed = {"models": named(**{"gemini-1.5-pro": "gemini-2.5-pro"})}
     assert "warning: calls" not in check_output(tmp_path, renamed, capsys)
+    seed = {"models": named(**{"claude-3.5-sonnet": "claude-3-5-sonnet-20240620"})}
+    assert "Anthropic retired it on 2025-10-22 (404 not_found_error)" in check_output(tmp_path, seed, capsys)
     old = {"models": named(**{"deepseek-v2": "deepseek-chat"})}
     assert "DeepSeek retired the name on 2026-07-24" in check_output(tmp_path, old, capsys)
     provider = default_data()["providers"]["deepseek"]  # another host may still serve the name

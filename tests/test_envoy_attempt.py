@@ -85,7 +85,7 @@ def test_anthropic_attempt_gets_its_header_style():
     sets = {o.header.key: o.header.raw_value.decode() for o in common.header_mutation.set_headers}
     assert sets["x-api-key"] == KEYS["ANTHROPIC_API_KEY"] and sets["anthropic-version"] == "2023-06-01"
     assert "authorization" in common.header_mutation.remove_headers
-    assert orjson.loads(common.body_mutation.body)["model"] == "claude-3-5-sonnet-20240620"
+    assert orjson.loads(common.body_mutation.body)["model"] == "claude-sonnet-4-6"
 
 
 def test_without_explain_no_model_metadata_is_written():

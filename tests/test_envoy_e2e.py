@@ -46,7 +46,7 @@ def test_anthropic_gets_its_own_header_and_version(stack, fresh_fakes):
     assert got.headers["x-api-key"] == "fake-anthropic-key"
     assert got.headers["anthropic-version"] == "2023-06-01"
     assert "authorization" not in got.headers
-    assert got.json["model"] == "claude-3-5-sonnet-20240620"
+    assert got.json["model"] == "claude-sonnet-4-6"
 
 
 def test_client_routing_header_and_credentials_are_overwritten(stack, fresh_fakes):
@@ -185,7 +185,7 @@ def test_an_anthropic_format_request_is_routed_between_claude_and_deepseeks_mess
     assert (hard.headers["x-llm-router-model"], hard.headers["x-fake-provider"]) == ("claude-3.5-sonnet", "anthropic")
     [claude] = wait_requests(fresh_fakes, "anthropic")
     assert claude.path == "/v1/messages" and claude.headers["x-api-key"] == "fake-anthropic-key"
-    assert claude.json["model"] == "claude-3-5-sonnet-20240620"
+    assert claude.json["model"] == "claude-sonnet-4-6"
 
 
 def test_provider_errors_reach_on_response_with_their_status(stack, fresh_fakes):
@@ -382,7 +382,7 @@ def test_an_anthropic_token_count_is_counted_by_anthropic_with_its_key(stack, fr
              headers={"x-api-key": "client-own-key", "anthropic-version": "2023-06-01", "x-llm-router-upstream": "openai"})
     assert r.status_code == 200 and r.json()["input_tokens"] > 5
     [sent] = wait_requests(fresh_fakes, "anthropic")
-    assert sent.path == "/v1/messages/count_tokens?beta=true" and sent.json["model"] == "claude-3-5-sonnet-20240620"
+    assert sent.path == "/v1/messages/count_tokens?beta=true" and sent.json["model"] == "claude-sonnet-4-6"
     assert sent.headers["x-api-key"] == "fake-anthropic-key" and sent.json["system"] == "Be brief."
     assert set(sent.json) == {"model", "system", "messages"}
     assert int(sent.headers["content-length"]) == len(sent.body)

@@ -76,7 +76,7 @@ def test_an_anthropic_format_request_falls_back_from_deepseek_to_claude_on_each_
     [second] = fresh_fakes.requests("anthropic")
     assert (first.path, second.path) == ("/anthropic/v1/messages", "/v1/messages")
     check_attempt(first, "deepseek", "deepseek-flash")
-    check_attempt(second, "anthropic", "claude-3-5-sonnet-20240620")
+    check_attempt(second, "anthropic", "claude-sonnet-4-6")
     assert second.headers["anthropic-version"] == "2023-06-01" and second.headers["host"] == "api.anthropic.com"
 
 
@@ -421,7 +421,7 @@ def test_two_models_on_one_cluster_each_get_their_own_name_and_anthropic_streams
             names = [line[7:] for line in b"".join(chunks).decode().splitlines() if line.startswith("event: ")]
             assert names[0] == "message_start" and names[-1] == "message_stop"
             first, second = fresh_fakes.requests("anthropic")
-            assert first.json["model"] == "claude-3-5-sonnet-20240620" and second.json["model"] == "claude-3-haiku-20240307"
+            assert first.json["model"] == "claude-sonnet-4-6" and second.json["model"] == "claude-3-haiku-20240307"
             assert second.path == "/v1/messages" and second.headers["x-api-key"] == KEYS["anthropic"]
             rid = r.headers["x-llm-router-request-id"]
             a1, a2 = stack.observer.attempts_for(rid, 2)

@@ -80,7 +80,7 @@ def test_legacy_completions(clean):
 
 
 def test_anthropic_json_and_event_sequence(clean):
-    body = {"model": "claude-3-5-sonnet-20240620", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+    body = {"model": "claude-sonnet-4-6", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
     r = post(clean, "anthropic", "/v1/messages", body, ANTHROPIC)
     data = r.json()
     assert data["type"] == "message" and data["content"][0]["type"] == "text" and data["stop_reason"] == "end_turn"
@@ -100,7 +100,7 @@ def test_anthropic_json_and_event_sequence(clean):
     ("google", "/v1beta/openai/chat/completions", {"x-goog-api-key": "fake-google-key"}, {"x-goog-api-key": "nope"}),
 ])
 def test_each_fake_checks_its_own_credential(clean, provider, path, good, bad):
-    model = {"openai": "gpt-4o", "anthropic": "claude-3-5-sonnet-20240620", "google": "gemini-1.5-pro"}[provider]
+    model = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-6", "google": "gemini-1.5-pro"}[provider]
     body = {"model": model, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
     assert post(clean, provider, path, body, good).status_code == 200
     r = post(clean, provider, path, body, bad)
@@ -119,7 +119,7 @@ def test_rate_limits_and_server_errors(clean):
     assert r.headers["retry-after"] == "7" and r.headers["x-ratelimit-remaining-requests"] == "0"
     assert r.json()["error"]["code"] == "rate_limit_exceeded"
     clean.set_behaviour("anthropic", status=529)
-    r = post(clean, "anthropic", "/v1/messages", {"model": "claude-3-5-sonnet-20240620", "max_tokens": 5,
+    r = post(clean, "anthropic", "/v1/messages", {"model": "claude-sonnet-4-6", "max_tokens": 5,
                                                   "messages": [{"role": "user", "content": "x"}]}, ANTHROPIC)
     assert r.status_code == 529 and r.json()["error"]["type"] == "overloaded_error"
 

@@ -53,7 +53,7 @@ def test_one_model_by_id_or_provider_name_and_an_unknown_one_is_a_404_naming_the
     rt = runtime()
     one = reply(rt, "/v1/models/claude-3.5-sonnet")
     assert one.status == 200 and orjson.loads(one.body)["owned_by"] == "anthropic"
-    by_name = reply(rt, "/v1/models/claude-3-5-sonnet-20240620")
+    by_name = reply(rt, "/v1/models/claude-sonnet-4-6")
     assert orjson.loads(by_name.body)["id"] == "claude-3.5-sonnet"
     missing = reply(rt, "/v1/models/gpt-4o", route_conf=orjson.dumps({"policy": "eu"}))
     error = orjson.loads(missing.body)["error"]

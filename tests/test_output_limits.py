@@ -43,10 +43,13 @@ def test_nothing_can_write_it_the_refusal_names_the_limit():
     assert isinstance(refused, RouteError) and refused.status == 400
     assert refused.message == ("request asks for up to 20000 output tokens (max_tokens); no model in policy 'default' "
                                "can write that many in one call (at most 16384)")
-    # Anthropic's Messages API: Claude and DeepSeek serve it here, and both write at most 8,192 tokens a call.
+    # Anthropic's Messages API: Claude (Sonnet 4.6, 64,000 a call) and DeepSeek (8,192) serve it here.
     _, messages = Router(load_config(None)).route(
+        orjson.dumps({"model": "auto", "max_tokens": 70000, "messages": GREETING}), path="/v1/messages")
+    assert isinstance(messages, RouteError) and "at most 64000" in messages.message
+    _, claude = Router(load_config(None)).route(
         orjson.dumps({"model": "auto", "max_tokens": 9000, "messages": GREETING}), path="/v1/messages")
-    assert isinstance(messages, RouteError) and "at most 8192" in messages.message
+    assert isinstance(claude, Decision) and claude.model.id == "claude-3.5-sonnet" and not claude.fallbacks
 
 
 def clamping() -> dict:
@@ -65,8 +68,8 @@ def test_clamp_keeps_models_that_write_less_and_sends_them_their_own_limit(monke
         monkeypatch.setenv(f"{name}_API_KEY", f"test-{name.lower()}")
 
     messages = orjson.dumps({"model": "claude-sonnet-4-5", "max_tokens": 32000, "messages": GREETING})
-    _, refused = Router(load_config(None)).route(messages, path="/v1/messages")
-    assert isinstance(refused, RouteError) and refused.status == 400  # refuse, the default, is unchanged
+    _, kept = Router(load_config(None)).route(messages, path="/v1/messages")
+    assert isinstance(kept, Decision) and kept.model.id == "claude-3.5-sonnet"  # refuse, the default: the one that writes it
     _, long = Router(load_config(None)).route(chat(max_tokens=32000))
     assert isinstance(long, Decision) and long.model.id == "mistral-large"  # the one chat model without a set limit
     rt = Runtime(parse_config(clamping()), telemetry=False)

@@ -49,8 +49,11 @@ bodies = st.fixed_dictionaries({}, optional={
     "reasoning": json_values, "temperature": json_values | st.floats(0, 2), "top_p": json_values | st.floats(0, 1),
     "include": json_values | st.lists(st.sampled_from(["reasoning.encrypted_content", "message.output_text.logprobs", 5]),
                                       max_size=3),
-    "thinking": json_values | st.fixed_dictionaries({"type": st.sampled_from(["enabled", "disabled", 3]),
+    "thinking": json_values | st.fixed_dictionaries({"type": st.sampled_from(["enabled", "disabled", "adaptive", 3]),
                                                      "budget_tokens": json_values | st.integers(-5, 200_000)}),
+    "top_k": json_values | st.integers(0, 100),
+    "tool_choice": json_values | st.sampled_from(["auto", "none", "required", {"type": "any"}, {"type": "auto"},
+                                                  {"type": "tool", "name": "x"}, {"type": "function", "function": {"name": "x"}}]),
 })
 
 
@@ -291,8 +294,17 @@ def test_every_parsed_body_renders_for_every_provider_and_model_as_json_it_accep
         last = sent["messages"][-1]
         if isinstance(last, dict) and last.get("role") == "assistant" and not last.get("tool_calls"):
             assert last["prefix"] is True
-    # DeepSeek's thinking switch as sent: the client's, or the model's default (the built-in DeepSeek: disabled)
-    thinks = not (isinstance(sent.get("thinking"), dict) and sent["thinking"].get("type") == "disabled")
+    # The thinking switch as sent: the client's, or the model's default (the built-in DeepSeek: disabled); a DeepSeek V4
+    # model thinks unless it says disabled, a Claude (thinks_when_enabled) only when it says enabled or adaptive
+    kind = sent["thinking"].get("type") if isinstance(sent.get("thinking"), dict) else None
+    thinks = kind in ("enabled", "adaptive") if dialect is not None and dialect.thinks_when_enabled else kind != "disabled"
+    if dialect is not None and dialect.thinking_sampling and thinks:  # Claude while thinking: only its own sampling
+        assert sent.get("temperature") in (None, 1) and "top_k" not in sent
+        top_p = sent.get("top_p")
+        assert top_p is None or (isinstance(top_p, (int, float)) and top_p >= 0.95)
+    if dialect is not None and dialect.unforced_any_tool and api in ("chat", "messages") and thinks:  # Claude: nothing forced
+        choice = sent.get("tool_choice")
+        assert choice != "required" and not (isinstance(choice, dict) and choice.get("type") in ("any", "tool", "function"))
     if dialect is not None and dialect.fill_reasoning and api == "chat" and thinks:  # DeepSeek thinking models
         messages = sent["messages"]
         for i, m in enumerate(messages):

@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from fixtures_envoy import config_data, fresh_fakes, running_fakes, running_stack, wait_requests  # noqa: F401
+from fixtures_envoy import CLAUDE_3_5, config_data, fresh_fakes, running_fakes, running_stack, wait_requests  # noqa: F401
 from llm_router.gateways.envoy.bootstrap import RouteSpec
 from llm_router.request import parse_request, render_body
 from llm_router.router import Router
@@ -31,7 +31,7 @@ MESSAGES = {"model": "auto", "max_tokens": 512, "temperature": 0.7, "top_p": 0.9
 
 def data() -> dict:
     cfg = config_data()
-    cfg["models"] = {"claude-sonnet-4.5": SONNET_45}
+    cfg["models"] = {"claude-sonnet-4.5": SONNET_45, "claude-3.5-sonnet": CLAUDE_3_5}
     cfg["policies"]["sonnet"] = {"classifier": "rules", "strategy": "ladder", "explain": True,
                                  "constraints": {"models": ["claude-sonnet-4.5"]},
                                  "ladder": {t: "claude-sonnet-4.5" for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")}}
@@ -57,7 +57,8 @@ def test_top_p_goes_only_where_temperature_is_set_too_and_only_for_such_models()
 
 def test_check_names_the_setting_notes_a_model_without_it_and_refuses_a_wrong_one(tmp_path, capsys):
     out = check_output(tmp_path, data(), capsys)
-    assert "body over anthropic's: top_p left out when temperature is set" in out and "note: named like a Claude" not in out
+    assert "body over anthropic's: top_p left out when temperature is set" in out
+    assert "note: named like a Claude model that answers 400 to temperature and top_p" not in out
     bare = data()
     bare["models"]["claude-sonnet-4.5"] = {k: v for k, v in SONNET_45.items() if k != "body"}
     assert "add body: {top_p_with_temperature: drop}" in check_output(tmp_path, bare, capsys)

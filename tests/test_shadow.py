@@ -38,7 +38,7 @@ def test_the_reference_or_the_asked_model_is_served_and_routings_choice_recorded
     assert isinstance(d, Decision) and (d.model.id, d.shadow.id, d.strategy) == ("gpt-4o", "deepseek-v2", "shadow")
     assert "served gpt-4o, the reference model; routing would choose deepseek-v2" in d.reason
     assert d.fallbacks and d.model not in d.fallbacks  # the served model's own chain
-    _, asked = router.route(chat(EASY, model="claude-3-5-sonnet-20240620"))  # by the provider's name
+    _, asked = router.route(chat(EASY, model="claude-sonnet-4-6"))  # by the provider's name
     assert (asked.model.id, asked.shadow.id) == ("claude-3.5-sonnet", "deepseek-v2") and "the model asked for" in asked.reason
     live = router.policy_for(orjson.dumps({"policy": "live"}))
     for text in (EASY, HARD):  # the recorded choice is what the same policy without shadow routes to

@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from fixtures_envoy import config_data, fresh_fakes, running_fakes, running_stack, wait_requests  # noqa: F401
+from fixtures_envoy import CLAUDE_3_5, config_data, fresh_fakes, running_fakes, running_stack, wait_requests  # noqa: F401
 from llm_router.config import load_config, parse_config
 from llm_router.decision import Decision
 from llm_router.gateways.envoy.bootstrap import RouteSpec
@@ -58,7 +58,7 @@ def with_sonnet_4() -> dict:
     """The test config plus two Claude models that think, and routes pinned to the old and the new Claudes and to
     DeepSeek."""
     data = config_data()
-    data["models"] = {"claude-sonnet-4": SONNET_4, "claude-opus-4": OPUS_4}
+    data["models"] = {"claude-sonnet-4": SONNET_4, "claude-opus-4": OPUS_4, "claude-3.5-sonnet": CLAUDE_3_5}
     for name, model in (("old", "claude-3.5-sonnet"), ("new", "claude-sonnet-4"), ("opus", "claude-opus-4"),
                         ("deepseek", "deepseek-v2")):
         data["policies"][name] = {"classifier": "rules", "strategy": "ladder", "explain": True,

@@ -62,6 +62,9 @@ class BodyDialect:
     one_sampler: bool = False  # top_p left out when temperature is also set (Claude Sonnet 4.5 and later)
     merge_successive: bool = False  # successive user (or assistant) chat messages sent as one (deepseek-reasoner)
     unforced_tools: bool = False  # a tool_choice naming one tool sent as auto while thinking (DeepSeek thinking models)
+    unforced_any_tool: bool = False  # any tool_choice forcing a tool (named, required, any) sent as auto while thinking (Claude)
+    thinks_when_enabled: bool = False  # thinks only when `thinking` is enabled or adaptive (Claude), not unless disabled
+    thinking_sampling: bool = False  # while thinking: temperature other than 1, top_p below 0.95, top_k left out (Claude)
     defaults: dict[str, dict[str, Any]] = field(default_factory=dict)  # request API -> fields set when the client sent none
 
 
@@ -133,6 +136,7 @@ class Model:
     cache_write_price: float | None = None  # input tokens written to it (Anthropic; None: input_price)
     max_output: int | None = None  # the most output tokens a call may ask for (None: bounded by the context window)
     body: BodyDialect | None = None  # the body rules of its provider with its own over them (None: none)
+    prefill: bool = True  # takes a conversation that ends with an assistant message
 
     def cost(self, input_tokens: int, output_tokens: int, *, cached: int = 0, written: int = 0) -> float:
         """USD for a call with these token counts; cached and written are parts of input_tokens."""

@@ -143,6 +143,17 @@ class ModelBodyConf(_Strict):
     # thinking models answer 400, "deepseek-reasoner does not support this tool_choice", to the named tool that Claude
     # Code's web search and agent frameworks force)
     named_tool_choice: Literal["keep", "auto"] = "keep"
+    # keep: tool_choice goes as sent; auto: any choice that forces a tool (one named, chat `required`, Anthropic `any`) goes
+    # as auto while the model thinks (Claude answers 400, "Thinking may not be enabled when tool_choice forces tool use.")
+    forced_tool_choice: Literal["keep", "auto"] = "keep"
+    # unless_disabled: the model thinks unless the body's `thinking` says {type: disabled} (DeepSeek's V4 models);
+    # when_enabled: only when it says {type: enabled} or {type: adaptive} (Claude): the rules above that apply "while the
+    # model thinks" follow this
+    thinks: Literal["unless_disabled", "when_enabled"] = "unless_disabled"
+    # keep: sampling goes as sent; fit: while the model thinks, a temperature other than 1, a top_p below 0.95 and any
+    # top_k are left out (Claude answers 400, "`temperature` may only be set to 1 when thinking is enabled.", and "`top_k`
+    # must be unset when thinking is enabled.", to the sampling clients set for answers without thinking)
+    sampling_while_thinking: Literal["keep", "fit"] = "keep"
     # request API -> fields set when the client did not send them (before the other rules: a drop or accept list still
     # applies), e.g. {chat: {thinking: {type: disabled}}} keeps a model that thinks by default from thinking
     defaults: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -227,6 +238,10 @@ class ModelConf(_Strict):
     tpm: int | None = Field(default=None, gt=0)
     tags: list[str] = Field(default_factory=list)
     body: ModelBodyConf | None = None  # this model's own body rules, over its provider's
+    # false: the model refuses a conversation that ends with an assistant message (a prefill), so such requests go to
+    # other models (Claude 4.6 and later answer 400, "This model does not support assistant message prefill. The
+    # conversation must end with a user message.")
+    prefill: bool = True
 
     @field_validator("capabilities")
     @classmethod

@@ -516,13 +516,14 @@ def without_blank_system(system: Any) -> Any:
     return kept or None
 
 
-def unforced_tool_choice(choice: Any) -> Any:
+def unforced_tool_choice(choice: Any, any_tool: bool = False) -> Any:
     """A tool_choice that names one tool (chat {"type": "function", ...}, Anthropic {"type": "tool", ...}, or a legacy
-    function_call {"name": ...}) as auto, in the same API's form; any other choice as it came."""
+    function_call {"name": ...}) as auto, in the same API's form; with `any_tool`, one that forces some tool (chat
+    "required", Anthropic {"type": "any"}) too; any other choice as it came."""
     if not isinstance(choice, dict):
-        return choice
+        return "auto" if any_tool and choice == "required" else choice
     kind = choice.get("type")
-    if kind == "tool":  # Anthropic's: auto keeps the choice's other settings (disable_parallel_tool_use)
+    if kind == "tool" or (any_tool and kind == "any"):  # Anthropic's: auto keeps the choice's other settings
         return {**{k: v for k, v in choice.items() if k not in ("type", "name")}, "type": "auto"}
     if kind == "function" or (kind is None and "name" in choice):
         return "auto"

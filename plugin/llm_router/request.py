@@ -52,11 +52,13 @@ class Needs:
     json_schema: bool = False  # structured output: JSON that follows the client's schema (not just any JSON)
     logprobs: bool = False  # token log-probabilities in the answer (chat `logprobs: true`, completions `logprobs: N`)
     multiple_choices: bool = False  # `n` above 1: several answers from one call
+    prefill: bool = False  # the conversation ends with an assistant message for the model to continue
 
     @property
     def any_capability(self) -> bool:
         """Whether some capability is needed (else every model serving the API will do)."""
-        return self.tools or self.vision or self.json or self.hosted_tools or self.logprobs or self.multiple_choices
+        return (self.tools or self.vision or self.json or self.hosted_tools or self.logprobs or self.multiple_choices
+                or self.prefill)
 
     def as_capabilities(self) -> frozenset[str]:
         """The capability names these needs require of a model."""
@@ -265,8 +267,6 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
         for name, value in dialect.defaults.get(req.api, {}).items():
             if name not in body:
                 body[name] = value
-        off = body.get("thinking")  # DeepSeek's switch: {"type": "disabled"} turns a V4 model's thinking off (a default too)
-        thinks = not (isinstance(off, dict) and off.get("type") == "disabled")
         for old, new in dialect.rename:
             if old in body:
                 value = body.pop(old)
@@ -277,10 +277,14 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
                 del body[name]
         for name in dialect.drop:
             body.pop(name, None)
+        thinks = _thinks(body.get("thinking"), dialect.thinks_when_enabled)
+        if thinks and dialect.thinking_sampling:
+            _fit_thinking_sampling(body)
         if dialect.one_sampler and body.get("temperature") is not None and body.get("top_p") is not None:
             del body["top_p"]  # temperature is the knob clients set; top_p often rides along at a default
-        if dialect.unforced_tools and thinks and req.api in ("chat", "messages"):
-            _refit(body, "tool_choice", unforced_tool_choice)
+        if (dialect.unforced_tools or dialect.unforced_any_tool) and thinks and req.api in ("chat", "messages"):
+            forced = dialect.unforced_any_tool
+            _refit(body, "tool_choice", lambda choice: unforced_tool_choice(choice, forced))
             _refit(body, "function_call", unforced_tool_choice)
         if req.api == "chat" and "messages" in body:
             body["messages"] = chat_messages_for(body["messages"], dialect, thinks, reasoning)
@@ -299,6 +303,27 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
         opts = body.get("stream_options")
         body["stream_options"] = {**opts, "include_usage": True} if isinstance(opts, dict) else {"include_usage": True}
     return orjson.dumps(body)
+
+
+def _thinks(thinking: Any, when_enabled: bool) -> bool:
+    """Whether a model thinks on a body with this `thinking` field: unless it says disabled (DeepSeek's V4 models), or,
+    `when_enabled`, only when it says enabled or adaptive (Claude)."""
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    return kind in ("enabled", "adaptive") if when_enabled else kind != "disabled"
+
+
+THINKING_TOP_P = 0.95  # the lowest top_p Claude takes while it thinks
+
+
+def _fit_thinking_sampling(body: dict[str, Any]) -> None:
+    """Sampling a thinking Claude takes: a temperature only at 1, a top_p only from 0.95, no top_k."""
+    temperature = body.get("temperature")
+    if temperature is not None and temperature != 1:
+        del body["temperature"]
+    top_p = body.get("top_p")
+    if top_p is not None and not (isinstance(top_p, (int, float)) and top_p >= THINKING_TOP_P):
+        del body["top_p"]
+    body.pop("top_k", None)
 
 
 # ---- OpenAI chat/completions ------------------------------------------------------------
@@ -362,7 +387,8 @@ def _parse_chat(data: dict[str, Any]) -> LLMRequest:
         max_output_tokens=max_out, stream=stream, include_usage=include_usage, turns=turns, choices=choices,
         standing_tokens=standing,
         needs=Needs(tools=tools, vision=vision, json=bool(json_mode), json_schema=json_mode == "json_schema",
-                    long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream, logprobs=logprobs, multiple_choices=choices > 1),
+                    long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream, logprobs=logprobs, multiple_choices=choices > 1,
+                    prefill=_ends_with_prefill(messages)),
     )
 
 
@@ -540,8 +566,15 @@ def _parse_messages(data: dict[str, Any]) -> LLMRequest:
     return LLMRequest(
         api="messages", body=data, prompt=prompt, context=context, input_tokens=tokens, model=model,
         max_output_tokens=max_tokens, stream=stream, include_usage=True, turns=turns, standing_tokens=standing,
-        needs=Needs(tools=bool(tools), vision=vision, long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream),
+        needs=Needs(tools=bool(tools), vision=vision, long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream,
+                    prefill=messages[-1].get("role") == "assistant"),
     )
+
+
+def _ends_with_prefill(messages: list[Any]) -> bool:
+    """Whether a chat's last message is an assistant message without tool calls: a start for the model to continue."""
+    last = messages[-1]
+    return last.get("role") == "assistant" and not last.get("tool_calls")
 
 
 def _anthropic_content(content: Any, where: str) -> tuple[str, int]:

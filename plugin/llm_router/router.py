@@ -89,7 +89,7 @@ def build_catalog(cfg: Config) -> Catalog:
             context_window=m.context_window, capabilities=frozenset(m.capabilities), tier=Tier[m.tier],
             quality=m.quality, upstream=m.upstream or providers[m.provider].upstream, rpm=m.rpm, tpm=m.tpm,
             tags=frozenset(m.tags), cached_input_price=m.cached_input_price, cache_write_price=m.cache_write_price,
-            max_output=m.max_output_tokens, body=_model_body(providers[m.provider].body, m.body),
+            max_output=m.max_output_tokens, body=_model_body(providers[m.provider].body, m.body), prefill=m.prefill,
         )
         for mid, m in cfg.models.items()
     }
@@ -98,7 +98,7 @@ def build_catalog(cfg: Config) -> Catalog:
 
 def _model_body(provider: BodyDialect | None, own: ModelBodyConf | None) -> BodyDialect | None:
     """A model's body rules: its provider's, then its own renames, drops, tool call signatures, reasoning stand-ins,
-    sampling settings, message order, tool choice and field defaults."""
+    sampling settings, message order, tool choice, when it thinks and field defaults."""
     if own is None or own == ModelBodyConf():  # every setting at its default: the provider's rules alone
         return provider
     base = provider or BodyDialect()
@@ -108,6 +108,9 @@ def _model_body(provider: BodyDialect | None, own: ModelBodyConf | None) -> Body
                    one_sampler=base.one_sampler or own.top_p_with_temperature == "drop",
                    merge_successive=base.merge_successive or own.successive_roles == "merge",
                    unforced_tools=base.unforced_tools or own.named_tool_choice == "auto",
+                   unforced_any_tool=base.unforced_any_tool or own.forced_tool_choice == "auto",
+                   thinks_when_enabled=base.thinks_when_enabled or own.thinks == "when_enabled",
+                   thinking_sampling=base.thinking_sampling or own.sampling_while_thinking == "fit",
                    defaults={api: {**base.defaults.get(api, {}), **own.defaults.get(api, {})}
                              for api in {*base.defaults, *own.defaults}})
 
@@ -363,6 +366,8 @@ class Router:
             by_api += 1
             if not caps <= m.capabilities:
                 continue
+            if needs.prefill and not m.prefill:
+                continue
             by_caps += 1
             need = need_ctx
             if clamp and m.max_output is not None and m.max_output < out_tokens:
@@ -378,10 +383,12 @@ class Router:
         if not by_api:
             return (), f"no model in policy '{policy.name}' serves the {request.api} API"
         if not by_caps:
-            return (), f"no model in policy '{policy.name}' supports {', '.join(sorted(caps))}"
+            wanted = sorted(caps) + (["a last assistant message (a prefill)"] if needs.prefill else [])
+            return (), f"no model in policy '{policy.name}' supports {', '.join(wanted)}"
         if not by_ctx:
             return (), f"request needs ~{need_ctx} tokens of context; no model in policy '{policy.name}' has that much"
-        most = max(m.max_output or 0 for m in serving if caps <= m.capabilities and m.context_window >= need_ctx)
+        most = max(m.max_output or 0 for m in serving
+                   if caps <= m.capabilities and (m.prefill or not needs.prefill) and m.context_window >= need_ctx)
         return (), (f"request asks for up to {out_tokens} output tokens (max_tokens); no model in policy '{policy.name}' "
                     f"can write that many in one call (at most {most})")
 

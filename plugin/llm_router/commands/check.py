@@ -14,6 +14,8 @@ from llm_router.config import allowed_models
 DEEPSEEK_THINKING = re.compile(r"deepseek-(?:reasoner|v4|flash)", re.IGNORECASE)  # deepseek-reasoner, deepseek-v4-pro, ...
 REASONER = re.compile(r"deepseek-reasoner", re.IGNORECASE)
 ONE_SAMPLER = re.compile(r"claude-(?:sonnet|opus|haiku)-4[-.][5-9]", re.IGNORECASE)  # claude-sonnet-4-5, claude-opus-4.6, ...
+THINKING_CLAUDE = re.compile(r"claude-(?:3-7|(?:sonnet|opus|haiku)-[4-9])", re.IGNORECASE)  # Claude models with thinking
+NO_PREFILL = re.compile(r"claude-(?:sonnet|opus)-(?:4[-.][6-9]|[5-9])", re.IGNORECASE)  # claude-sonnet-4-6, claude-sonnet-5, ...
 # Provider-side model names their providers no longer serve (on the default endpoints), with what they answer instead.
 RETIRED_NAMES = {
     "claude-3-5-sonnet-20240620": "Anthropic retired it on 2025-10-22 (404 not_found_error)",
@@ -30,6 +32,9 @@ MODEL_RULES = (
     ("top_p_with_temperature", "drop", "top_p left out when temperature is set"),
     ("successive_roles", "merge", "successive user (or assistant) messages sent as one"),
     ("named_tool_choice", "auto", "a tool_choice naming one tool sent as auto while it thinks"),
+    ("forced_tool_choice", "auto", "a tool_choice forcing a tool (named, required, any) sent as auto while it thinks"),
+    ("thinks", "when_enabled", "it thinks only when thinking is enabled or adaptive"),
+    ("sampling_while_thinking", "fit", "while it thinks, a temperature other than 1, a top_p below 0.95 and top_k left out"),
 )
 NOT_REASONING = re.compile(r"gpt-(?:4|3\.5)", re.IGNORECASE)  # OpenAI models that do not reason: gpt-4o, gpt-4.1-mini, ...
 
@@ -44,6 +49,17 @@ NAME_NOTES = (
      "row, as clients written for other models send them"),
     (ONE_SAMPLER, "top_p_with_temperature", "drop", "a Claude model that answers 400 to temperature and top_p together, which "
      "clients written for OpenAI's models send"),
+    (THINKING_CLAUDE, "thinks", "when_enabled", "a Claude model that thinks only when asked to (its rules while thinking "
+     "apply only then)"),
+    (THINKING_CLAUDE, "sampling_while_thinking", "fit", "a Claude model that, while it thinks, answers 400 to a temperature "
+     "other than 1, a top_p below 0.95 or a top_k"),
+    (THINKING_CLAUDE, "forced_tool_choice", "auto", "a Claude model that answers 400 to a tool_choice forcing a tool while it "
+     "thinks"),
+)
+# The same for settings of the model itself: (name pattern, setting, value, what the name is like).
+MODEL_NAME_NOTES = (
+    (NO_PREFILL, "prefill", False, "a Claude model that answers 400 to a conversation ending with an assistant message (a "
+     "prefill)"),
 )
 
 # How `check` names each tool call id rule (config.BodyConf.tool_call_ids).
@@ -141,6 +157,8 @@ def run(args) -> int:
                 own.append(f"{api} requests without {', '.join(fields)} get {orjson.dumps(fields).decode()}")
             if own:
                 print(f"  {'':20s} body over {m.provider}'s: {'; '.join(own)}")
+        if not m.prefill:
+            print(f"  {'':20s} prefill: false: requests that end with an assistant message go to other models")
         retired = RETIRED_NAMES.get(m.name or mid)
         if retired is not None and cfg.providers[m.provider].base_url == _default_base_urls().get(m.provider):
             print(f"  {'':20s} warning: calls {m.name or mid}, which its provider no longer serves: {retired}. The demo's "
@@ -148,6 +166,9 @@ def run(args) -> int:
         for pattern, setting, value, named_like in NAME_NOTES:  # the patterns never match one name together with NOT_REASONING
             if pattern.search(m.name or mid) and (m.body is None or getattr(m.body, setting) != value):
                 print(f"  {'':20s} note: named like {named_like}: add body: {{{setting}: {value}}}")
+        for pattern, setting, value, named_like in MODEL_NAME_NOTES:
+            if pattern.search(m.name or mid) and getattr(m, setting) != value:
+                print(f"  {'':20s} note: named like {named_like}: add {setting}: {orjson.dumps(value).decode()}")
         if NOT_REASONING.search(m.name or mid) and "reasoning" not in (m.body.drop if m.body is not None else ()) \
                 and "reasoning" not in (cfg.providers[m.provider].body.drop if cfg.providers[m.provider].body is not None else ()):
             print(f"  {'':20s} note: named like an OpenAI model that does not reason, which answers 400 to the reasoning "

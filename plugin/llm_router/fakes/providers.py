@@ -57,6 +57,10 @@ GEMINI_3 = re.compile(r"(?:models/)?gemini-3")  # Gemini 3 models check tool cal
 NO_THINKING_MODEL = re.compile(r"claude-(?:3-(?!7)|instant|2)")
 # Claude models that take temperature or top_p, not both (Sonnet 4.5 and later)
 ONE_SAMPLER = re.compile(r"claude-(?:sonnet|opus|haiku)-4-[5-9]")
+# Claude models with extended thinking (3.7 Sonnet and later): while thinking they refuse sampling and forced tools
+THINKING_CLAUDE = re.compile(r"claude-(?:3-7|(?:sonnet|opus|haiku)-[4-9])")
+# Claude models that refuse a prefill, a conversation ending with an assistant message (Opus and Sonnet 4.6 and later)
+NO_PREFILL = re.compile(r"claude-(?:sonnet|opus)-(?:4-[6-9]|[5-9])")
 # DeepSeek's thinking models on its chat API: they answer with reasoning_content and want it passed back
 DEEPSEEK_THINKING = re.compile(r"deepseek-(?:reasoner|v4|flash)")  # models that think unless thinking is disabled
 RETIRED = {"deepseek": frozenset({"deepseek-chat"})}  # names the provider answers "Model Not Exist" to (since 2026-07-24)
@@ -357,6 +361,9 @@ class FakeProvider:
                 and data.get("top_p") is not None:
             return await self._error(resp, 400, "`temperature` and `top_p` cannot both be specified for this model. Please use "
                                      "only one.", "invalid_request_error", anthropic)
+        claude = _claude_refusal(model, data, api) if self.name == "anthropic" else None
+        if claude is not None:
+            return await self._error(resp, 400, claude, "invalid_request_error", anthropic)
         pair = _successive_pair(data) if self.name == "deepseek" and api == "chat" and "reasoner" in model else None
         if pair is not None:  # as deepseek-reasoner answers two user (or assistant) messages in a row
             return await self._error(resp, 400, f"deepseek-reasoner does not support successive user or assistant messages "
@@ -946,6 +953,34 @@ def _thinking_refusal(model: str, data: dict[str, Any]) -> str | None:
             return (f"messages.{len(messages) - 2}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
                     f"`{first.get('type') if isinstance(first, dict) else 'text'}`. When `thinking` is enabled, a final "
                     "`assistant` message must start with a thinking block.")
+    return None
+
+
+EXTENDED_THINKING_DOCS = ("Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+                          "#important-considerations-when-using-extended-thinking")
+
+
+def _claude_refusal(model: str, data: dict[str, Any], api: str) -> str | None:
+    """Anthropic's 400 (on either API) for a prefill to a model without it, or, while a Claude model thinks, for sampling
+    other than its own or a tool_choice that forces a tool; None when the call is fine."""
+    messages = data.get("messages")
+    last = messages[-1] if isinstance(messages, list) and messages else None
+    if NO_PREFILL.match(model) and isinstance(last, dict) and last.get("role") == "assistant" and not last.get("tool_calls"):
+        return "This model does not support assistant message prefill. The conversation must end with a user message."
+    thinking = data.get("thinking")
+    if not (THINKING_CLAUDE.match(model) and isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")):
+        return None
+    if data.get("temperature") is not None and data["temperature"] != 1:
+        return f"`temperature` may only be set to 1 when thinking is enabled. {EXTENDED_THINKING_DOCS}"
+    top_p = data.get("top_p")
+    if top_p is not None and not (isinstance(top_p, (int, float)) and top_p >= 0.95):
+        return f"`top_p` must be greater than or equal to 0.95 or unset when thinking is enabled. {EXTENDED_THINKING_DOCS}"
+    if data.get("top_k") is not None:
+        return f"`top_k` must be unset when thinking is enabled. {EXTENDED_THINKING_DOCS}"
+    choice = data.get("tool_choice")
+    kind = choice.get("type") if isinstance(choice, dict) else choice
+    if kind in ("any", "tool", "required", "function"):
+        return "Thinking may not be enabled when tool_choice forces tool use."
     return None
 
 
