@@ -455,6 +455,10 @@ def test_check_warns_of_models_their_provider_no_longer_serves(tmp_path, capsys)
     assert "warning: calls" not in check_output(tmp_path, renamed, capsys)
     seed = {"models": named(**{"claude-3.5-sonnet": "claude-3-5-sonnet-20240620"})}
     assert "Anthropic retired it on 2025-10-22 (404 not_found_error)" in check_output(tmp_path, seed, capsys)
+    later = {"models": named(**{"claude-3.5-sonnet": "claude-sonnet-4-20250514", "gpt-4o": "o3-mini"})}
+    warned = [line for line in check_output(tmp_path, later, capsys).splitlines() if "warning: calls" in line]
+    assert any("claude-sonnet-4-20250514" in w and "2026-06-15" in w for w in warned)
+    assert any("o3-mini" in w and "OpenAI shut it down on 2026-10-23" in w for w in warned)
     old = {"models": named(**{"deepseek-v2": "deepseek-chat"})}
     assert "DeepSeek retired the name on 2026-07-24" in check_output(tmp_path, old, capsys)
     provider = default_data()["providers"]["deepseek"]  # another host may still serve the name
