@@ -218,7 +218,11 @@ DIALECTS = sorted([(f"provider {n}", p.body) for n, p in ROUTER.catalog.provider
                                                                      fill_reasoning=True, merge_successive=True,
                                                                      unforced_tools=True)),
                      ("model claude-sonnet-4.5", dataclasses.replace(ROUTER.catalog.providers["anthropic"].body or BodyDialect(),
-                                                                     one_sampler=True))], key=lambda x: x[0])
+                                                                     one_sampler=True)),
+                     *((f"model {name}", dataclasses.replace(ROUTER.catalog.models["claude-3.5-sonnet"].body or BodyDialect(),
+                                                            thinking_type=kind))
+                       for name, kind in (("claude-opus-4.7", "adaptive"), ("claude-haiku-4.5", "enabled")))],
+                 key=lambda x: x[0])
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -302,6 +306,8 @@ def test_every_parsed_body_renders_for_every_provider_and_model_as_json_it_accep
         assert sent.get("temperature") in (None, 1) and "top_k" not in sent
         top_p = sent.get("top_p")
         assert top_p is None or (isinstance(top_p, (int, float)) and top_p >= 0.95)
+    if dialect is not None and dialect.thinking_type and api in ("chat", "messages") and kind in ("enabled", "adaptive"):
+        assert kind == dialect.thinking_type  # Claude Opus 4.7 / Haiku 4.5: only the form it takes
     if dialect is not None and dialect.unforced_any_tool and api in ("chat", "messages") and thinks:  # Claude: nothing forced
         choice = sent.get("tool_choice")
         assert choice != "required" and not (isinstance(choice, dict) and choice.get("type") in ("any", "tool", "function"))
@@ -404,7 +410,13 @@ def test_a_thinking_turn_goes_out_only_as_the_provider_takes_it(body, owner):
     elif thinking_unfit(body) or (dialect is not None and dialect.thinking_every_tool_turn and unthought(body)):
         assert "thinking" not in sent and sent["messages"] == expected
     else:
-        assert sent["thinking"] == body["thinking"] and sent["messages"] == expected
+        assert sent["messages"] == expected
+        from llm_router.request import thinking_as
+
+        # the client's thinking, in the one form a model takes where it takes only one (Claude Opus 4.7, Haiku 4.5)
+        kind = dialect.thinking_type if dialect is not None else ""
+        fitted = thinking_as(body["thinking"], kind, body["max_tokens"]) if kind else body["thinking"]
+        assert sent.get("thinking") == fitted
 
 
 def unthought(body: dict) -> bool:

@@ -65,6 +65,7 @@ class BodyDialect:
     unforced_any_tool: bool = False  # any tool_choice forcing a tool (named, required, any) sent as auto while thinking (Claude)
     thinks_when_enabled: bool = False  # thinks only when `thinking` is enabled or adaptive (Claude), not unless disabled
     thinking_sampling: bool = False  # while thinking: temperature other than 1, top_p below 0.95, top_k left out (Claude)
+    thinking_type: str = ""  # "enabled" / "adaptive": the one form of `thinking` the model takes (Claude); "": either
     defaults: dict[str, dict[str, Any]] = field(default_factory=dict)  # request API -> fields set when the client sent none
 
 

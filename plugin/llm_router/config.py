@@ -154,6 +154,12 @@ class ModelBodyConf(_Strict):
     # top_k are left out (Claude answers 400, "`temperature` may only be set to 1 when thinking is enabled.", and "`top_k`
     # must be unset when thinking is enabled.", to the sampling clients set for answers without thinking)
     sampling_while_thinking: Literal["keep", "fit"] = "keep"
+    # any: `thinking` goes as sent; adaptive: {type: enabled, budget_tokens} goes as {type: adaptive} (Claude Opus 4.7 and
+    # later, Sonnet 5 answer 400, '"thinking.type.enabled" is not supported for this model. Use "thinking.type.adaptive"
+    # ...'); enabled: {type: adaptive} goes as {type: enabled} with half the output limit as budget, or no thinking where no
+    # budget of 1024 fits (Claude Sonnet and Haiku 4.5 and earlier answer 400, "adaptive thinking is not supported on this
+    # model")
+    thinking_type: Literal["any", "enabled", "adaptive"] = "any"
     # request API -> fields set when the client did not send them (before the other rules: a drop or accept list still
     # applies), e.g. {chat: {thinking: {type: disabled}}} keeps a model that thinks by default from thinking
     defaults: dict[str, dict[str, Any]] = Field(default_factory=dict)

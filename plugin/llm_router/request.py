@@ -277,6 +277,9 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
                 del body[name]
         for name in dialect.drop:
             body.pop(name, None)
+        if dialect.thinking_type and req.api in ("chat", "messages"):
+            kind, limit = dialect.thinking_type, _output_limit(body)
+            _refit(body, "thinking", lambda thinking: thinking_as(thinking, kind, limit))
         thinks = _thinks(body.get("thinking"), dialect.thinks_when_enabled)
         if thinks and dialect.thinking_sampling:
             _fit_thinking_sampling(body)
@@ -313,6 +316,27 @@ def _thinks(thinking: Any, when_enabled: bool) -> bool:
 
 
 THINKING_TOP_P = 0.95  # the lowest top_p Claude takes while it thinks
+
+
+def _output_limit(body: dict[str, Any]) -> int | None:
+    """The output limit a chat or Messages body sets, if any."""
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def thinking_as(thinking: Any, kind: str, limit: int | None) -> Any:
+    """Claude's `thinking` in the one form a model takes: enabled as adaptive (the budget left to the model), or adaptive
+    as enabled with half the output limit as budget (None, no thinking, where no budget of 1024 fits below the limit)."""
+    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "adaptive") or thinking.get("type") == kind:
+        return thinking
+    if kind == "adaptive":
+        return {**{k: v for k, v in thinking.items() if k != "budget_tokens"}, "type": "adaptive"}
+    if limit is None or limit - 1 < THINKING_MIN_BUDGET:
+        return None
+    return {"type": "enabled", "budget_tokens": min(limit - 1, max(THINKING_MIN_BUDGET, limit // 2))}
 
 
 def _fit_thinking_sampling(body: dict[str, Any]) -> None:

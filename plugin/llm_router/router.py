@@ -111,6 +111,7 @@ def _model_body(provider: BodyDialect | None, own: ModelBodyConf | None) -> Body
                    unforced_any_tool=base.unforced_any_tool or own.forced_tool_choice == "auto",
                    thinks_when_enabled=base.thinks_when_enabled or own.thinks == "when_enabled",
                    thinking_sampling=base.thinking_sampling or own.sampling_while_thinking == "fit",
+                   thinking_type=own.thinking_type if own.thinking_type != "any" else base.thinking_type,
                    defaults={api: {**base.defaults.get(api, {}), **own.defaults.get(api, {})}
                              for api in {*base.defaults, *own.defaults}})
 

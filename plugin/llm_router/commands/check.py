@@ -15,6 +15,8 @@ DEEPSEEK_THINKING = re.compile(r"deepseek-(?:reasoner|v4|flash)", re.IGNORECASE)
 REASONER = re.compile(r"deepseek-reasoner", re.IGNORECASE)
 ONE_SAMPLER = re.compile(r"claude-(?:sonnet|opus|haiku)-4[-.][5-9]", re.IGNORECASE)  # claude-sonnet-4-5, claude-opus-4.6, ...
 THINKING_CLAUDE = re.compile(r"claude-(?:3-7|(?:sonnet|opus|haiku)-[4-9])", re.IGNORECASE)  # Claude models with thinking
+ADAPTIVE_ONLY = re.compile(r"claude-(?:opus-4[-.][7-9]|(?:sonnet|opus|fable|mythos)-[5-9])", re.IGNORECASE)  # claude-opus-4-7, ...
+ENABLED_ONLY = re.compile(r"claude-(?:3-7|(?:sonnet|opus|haiku)-4[-.](?:[0-5](?![0-9])|[0-9]{8}))", re.IGNORECASE)  # sonnet 4.5, ...
 NO_PREFILL = re.compile(r"claude-(?:sonnet|opus)-(?:4[-.][6-9]|[5-9])", re.IGNORECASE)  # claude-sonnet-4-6, claude-sonnet-5, ...
 # Provider-side model names their providers no longer serve (on the default endpoints), with what they answer instead.
 RETIRED_NAMES = {
@@ -43,6 +45,8 @@ MODEL_RULES = (
     ("forced_tool_choice", "auto", "a tool_choice forcing a tool (named, required, any) sent as auto while it thinks"),
     ("thinks", "when_enabled", "it thinks only when thinking is enabled or adaptive"),
     ("sampling_while_thinking", "fit", "while it thinks, a temperature other than 1, a top_p below 0.95 and top_k left out"),
+    ("thinking_type", "adaptive", "thinking {type: enabled} sent as {type: adaptive}"),
+    ("thinking_type", "enabled", "thinking {type: adaptive} sent as {type: enabled} with half the output limit as budget"),
 )
 NOT_REASONING = re.compile(r"gpt-(?:4|3\.5)", re.IGNORECASE)  # OpenAI models that do not reason: gpt-4o, gpt-4.1-mini, ...
 
@@ -63,6 +67,10 @@ NAME_NOTES = (
      "other than 1, a top_p below 0.95 or a top_k"),
     (THINKING_CLAUDE, "forced_tool_choice", "auto", "a Claude model that answers 400 to a tool_choice forcing a tool while it "
      "thinks"),
+    (ADAPTIVE_ONLY, "thinking_type", "adaptive", "a Claude model that answers 400 to thinking {type: enabled} (Claude Code and "
+     "agent frameworks send it with a budget)"),
+    (ENABLED_ONLY, "thinking_type", "enabled", "a Claude model that answers 400 to thinking {type: adaptive} (clients written "
+     "for Claude 4.6 and later send it)"),
 )
 # The same for settings of the model itself: (name pattern, setting, value, what the name is like).
 MODEL_NAME_NOTES = (

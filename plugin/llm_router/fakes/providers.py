@@ -61,6 +61,10 @@ ONE_SAMPLER = re.compile(r"claude-(?:sonnet|opus|haiku)-4-[5-9]")
 THINKING_CLAUDE = re.compile(r"claude-(?:3-7|(?:sonnet|opus|haiku)-[4-9])")
 # Claude models that refuse a prefill, a conversation ending with an assistant message (Opus and Sonnet 4.6 and later)
 NO_PREFILL = re.compile(r"claude-(?:sonnet|opus)-(?:4-[6-9]|[5-9])")
+# Claude models that take thinking only as {type: adaptive} (Opus 4.7 and later, the Claude 5 family), and those that
+# take it only as {type: enabled} (3.7 Sonnet and the 4.x models before 4.6); 4.6 takes both
+ADAPTIVE_ONLY = re.compile(r"claude-(?:opus-4-[7-9]|(?:sonnet|opus|fable|mythos)-[5-9])")
+ENABLED_ONLY = re.compile(r"claude-(?:3-7|(?:sonnet|opus|haiku)-4-(?:[0-5](?![0-9])|[0-9]{8}))")
 # DeepSeek's thinking models on its chat API: they answer with reasoning_content and want it passed back
 DEEPSEEK_THINKING = re.compile(r"deepseek-(?:reasoner|v4|flash)")  # models that think unless thinking is disabled
 RETIRED = {"deepseek": frozenset({"deepseek-chat"})}  # names the provider answers "Model Not Exist" to (since 2026-07-24)
@@ -970,6 +974,11 @@ def _claude_refusal(model: str, data: dict[str, Any], api: str) -> str | None:
     thinking = data.get("thinking")
     if not (THINKING_CLAUDE.match(model) and isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")):
         return None
+    if thinking["type"] == "enabled" and ADAPTIVE_ONLY.match(model):
+        return ('"thinking.type.enabled" is not supported for this model. Use "thinking.type.adaptive" and '
+                '"output_config.effort" to control thinking behavior.')
+    if thinking["type"] == "adaptive" and ENABLED_ONLY.match(model):
+        return "adaptive thinking is not supported on this model"
     if data.get("temperature") is not None and data["temperature"] != 1:
         return f"`temperature` may only be set to 1 when thinking is enabled. {EXTENDED_THINKING_DOCS}"
     top_p = data.get("top_p")
