@@ -116,7 +116,8 @@ def test_check_command(tmp_path, capsys):
             "while it thinks, a temperature other than 1, a top_p below 0.95 and top_k left out") in out
     assert "                       prefill: false: requests that end with an assistant message go to other models" in out
     assert ("  deepseek body: max_completion_tokens as max_tokens; chat content arrays of text sent as one string; developer "
-            "messages as system; extended thinking only when every tool call turn holds thinking\n") in out
+            "messages as system; extended thinking only when every tool call turn holds thinking; reasoning effort left out "
+            "when thinking is disabled\n") in out
     assert "  openai body: tool call ids over 40 characters shortened; empty tool_calls arrays left out\n" in out
     assert "  anthropic body: tool call ids of letters, digits, _ and - only" in out
     bad = tmp_path / "bad.yaml"

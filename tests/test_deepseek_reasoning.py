@@ -464,3 +464,57 @@ def test_check_warns_of_models_their_provider_no_longer_serves(tmp_path, capsys)
     provider = default_data()["providers"]["deepseek"]  # another host may still serve the name
     elsewhere = {**old, "providers": {"deepseek": {**provider, "base_url": "https://deepseek.internal.example"}}}
     assert "DeepSeek retired" not in check_output(tmp_path, elsewhere, capsys)
+
+
+# Claude Code 2.1.166 and later send their subagents' turns with thinking off and the session's reasoning effort;
+# DeepSeek's Anthropic endpoint answers 400 ("thinking options type cannot be disabled when reasoning_effort is set").
+SUBAGENT = {"model": "claude-sonnet-4-6", "max_tokens": 2048, "thinking": {"type": "disabled"},
+            "output_config": {"effort": "max"}, "messages": [{"role": "user", "content": "list the files in src/"}]}
+
+
+def test_the_built_in_deepseek_gets_no_reasoning_effort_with_thinking_off():
+    router = Router(load_config(None))
+    model = router.catalog.models["deepseek-v2"]
+
+    def to(body: dict, api: str) -> dict:
+        return orjson.loads(render_body(parse_request(orjson.dumps(body), api), model.name, dialect=router.catalog.dialect_of(model)))
+
+    assert "output_config" not in to(SUBAGENT, "messages")
+    kept = to({**SUBAGENT, "output_config": {"effort": "max", "format": {"type": "json_schema"}}}, "messages")
+    assert kept["output_config"] == {"format": {"type": "json_schema"}} and kept["thinking"] == {"type": "disabled"}
+    thinking = {**SUBAGENT, "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    assert to(thinking, "messages")["output_config"] == {"effort": "max"}  # thinking: the effort stands
+    assert to({k: v for k, v in SUBAGENT.items() if k != "thinking"}, "messages")["output_config"] == {"effort": "max"}
+    chat = {"model": "auto", "messages": CHAT_TURNS, "reasoning_effort": "high"}
+    plain = to(chat, "chat")  # the built-in slot's chat turns go without thinking: the effort goes with it
+    assert plain["thinking"] == {"type": "disabled"} and "reasoning_effort" not in plain
+    assert to({**chat, "thinking": {"type": "enabled"}}, "chat")["reasoning_effort"] == "high"
+    # other providers keep it: Anthropic ignores the pair
+    claude = router.catalog.models["claude-3.5-sonnet"]
+    sent = orjson.loads(render_body(parse_request(orjson.dumps(SUBAGENT), "messages"), claude.name, dialect=claude.body))
+    assert sent["output_config"] == {"effort": "max"}
+
+
+def test_the_deepseek_fake_refuses_an_effort_with_thinking_off_on_both_apis(fakes):
+    key = {"authorization": f"Bearer {fakes.keys()['deepseek']}", "content-type": "application/json",
+           "anthropic-version": "2023-06-01"}
+    for path, body in (("/anthropic/v1/messages", {**SUBAGENT, "model": "deepseek-flash"}),
+                       ("/v1/chat/completions", {"model": "deepseek-flash", "messages": CHAT_TURNS, "thinking": {"type": "disabled"},
+                                                 "reasoning_effort": "high"})):
+        refused = httpx.post(fakes.url("deepseek") + path, content=orjson.dumps(body), headers=key, timeout=30)
+        assert refused.status_code == 400 and refused.json()["error"] == {
+            "message": "thinking options type cannot be disabled when reasoning_effort is set", "type": "invalid_request_error",
+            "param": None, "code": "invalid_request_error"}
+        alone = {k: v for k, v in body.items() if k not in ("output_config", "reasoning_effort")}
+        assert httpx.post(fakes.url("deepseek") + path, content=orjson.dumps(alone), headers=key, timeout=30).status_code == 200
+
+
+@pytest.mark.envoy
+def test_envoy_a_claude_code_subagent_turn_is_answered_by_deepseek(stack, fresh_fakes):
+    r = httpx.post(stack.url + "/v1/messages", content=orjson.dumps({**SUBAGENT, "model": "auto"}), timeout=30,
+                   headers={"content-type": "application/json", "anthropic-version": "2023-06-01"})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "deepseek-v2"
+    [sent] = wait_requests(fresh_fakes, "deepseek", 1)
+    assert sent.status == 200 and sent.path == "/anthropic/v1/messages" and "output_config" not in sent.json
+    assert sent.json["thinking"] == {"type": "disabled"}

@@ -52,6 +52,8 @@ bodies = st.fixed_dictionaries({}, optional={
     "thinking": json_values | st.fixed_dictionaries({"type": st.sampled_from(["enabled", "disabled", "adaptive", 3]),
                                                      "budget_tokens": json_values | st.integers(-5, 200_000)}),
     "top_k": json_values | st.integers(0, 100),
+    "output_config": json_values | st.fixed_dictionaries({}, optional={"effort": st.sampled_from(["low", "max", None]),
+                                                                       "format": json_values}),
     "tool_choice": json_values | st.sampled_from(["auto", "none", "required", {"type": "any"}, {"type": "auto"},
                                                   {"type": "tool", "name": "x"}, {"type": "function", "function": {"name": "x"}}]),
 })
@@ -306,6 +308,9 @@ def test_every_parsed_body_renders_for_every_provider_and_model_as_json_it_accep
         assert sent.get("temperature") in (None, 1) and "top_k" not in sent
         top_p = sent.get("top_p")
         assert top_p is None or (isinstance(top_p, (int, float)) and top_p >= 0.95)
+    if dialect is not None and dialect.effortless_unthinking and kind == "disabled":  # DeepSeek: no effort with thinking off
+        assert "reasoning_effort" not in sent
+        assert not (isinstance(sent.get("output_config"), dict) and "effort" in sent["output_config"])
     if dialect is not None and dialect.thinking_type and api in ("chat", "messages") and kind in ("enabled", "adaptive"):
         assert kind == dialect.thinking_type  # Claude Opus 4.7 / Haiku 4.5: only the form it takes
     if dialect is not None and dialect.unforced_any_tool and api in ("chat", "messages") and thinks:  # Claude: nothing forced

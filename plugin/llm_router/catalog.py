@@ -66,6 +66,7 @@ class BodyDialect:
     thinks_when_enabled: bool = False  # thinks only when `thinking` is enabled or adaptive (Claude), not unless disabled
     thinking_sampling: bool = False  # while thinking: temperature other than 1, top_p below 0.95, top_k left out (Claude)
     thinking_type: str = ""  # "enabled" / "adaptive": the one form of `thinking` the model takes (Claude); "": either
+    effortless_unthinking: bool = False  # thinking {type: disabled}: reasoning_effort, output_config.effort left out (DeepSeek)
     defaults: dict[str, dict[str, Any]] = field(default_factory=dict)  # request API -> fields set when the client sent none
 
 

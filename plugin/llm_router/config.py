@@ -87,6 +87,10 @@ class BodyConf(_Strict):
     # system, and a message (but the last) holding nothing else (Anthropic answers 400, "messages: text content blocks must
     # be non-empty" and "... must contain non-whitespace text", to what other models' and its own answers sometimes hold)
     blank_text: Literal["keep", "drop"] = "keep"
+    # keep: a reasoning effort goes as sent; drop: when the body turns thinking off ({type: disabled}), reasoning_effort and
+    # output_config.effort are left out (DeepSeek answers 400, "thinking options type cannot be disabled when
+    # reasoning_effort is set", to the pair, which Claude Code 2.1.166 and later send for their subagents)
+    effort_without_thinking: Literal["keep", "drop"] = "keep"
 
     @model_validator(mode="after")
     def _check(self) -> "BodyConf":

@@ -281,6 +281,9 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
             kind, limit = dialect.thinking_type, _output_limit(body)
             _refit(body, "thinking", lambda thinking: thinking_as(thinking, kind, limit))
         thinks = _thinks(body.get("thinking"), dialect.thinks_when_enabled)
+        if dialect.effortless_unthinking and _thinks(body.get("thinking"), False) is False:
+            body.pop("reasoning_effort", None)
+            _refit(body, "output_config", _without_effort)
         if thinks and dialect.thinking_sampling:
             _fit_thinking_sampling(body)
         if dialect.one_sampler and body.get("temperature") is not None and body.get("top_p") is not None:
@@ -316,6 +319,14 @@ def _thinks(thinking: Any, when_enabled: bool) -> bool:
 
 
 THINKING_TOP_P = 0.95  # the lowest top_p Claude takes while it thinks
+
+
+def _without_effort(config: Any) -> Any:
+    """An `output_config` without its effort (None when nothing else is left)."""
+    if not isinstance(config, dict) or "effort" not in config:
+        return config
+    kept = {k: v for k, v in config.items() if k != "effort"}
+    return kept or None
 
 
 def _output_limit(body: dict[str, Any]) -> int | None:

@@ -79,7 +79,8 @@ def build_catalog(cfg: Config) -> Catalog:
                 prefix_last_assistant=p.body.prefix_last_assistant,
                 thinking_every_tool_turn=p.body.thinking_tool_turns == "every",
                 drop_empty_tool_calls=p.body.empty_tool_calls == "drop",
-                signed_thinking_only=p.body.thinking_signatures == "required", drop_blank_text=p.body.blank_text == "drop"),
+                signed_thinking_only=p.body.thinking_signatures == "required", drop_blank_text=p.body.blank_text == "drop",
+                effortless_unthinking=p.body.effort_without_thinking == "drop"),
         )
         for name, p in cfg.providers.items()
     }

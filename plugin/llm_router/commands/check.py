@@ -145,6 +145,8 @@ def run(args) -> int:
                 parts.append("thinking blocks without a signature left out")
             if p.body.blank_text == "drop":
                 parts.append("blank text blocks left out")
+            if p.body.effort_without_thinking == "drop":
+                parts.append("reasoning effort left out when thinking is disabled")
             print(f"  {name} body: {'; '.join(parts)}")
         if "messages" in p.paths and not p.counts_tokens:
             print(f"  {name} messages: {p.paths['messages']}, without count_tokens (token counts go to another provider "

@@ -375,6 +375,11 @@ class FakeProvider:
                                      "user/assistant messages in the message sequence.", "invalid_request_error", anthropic,
                                      code="invalid_request_error")
         thinking_off = isinstance(data.get("thinking"), dict) and data["thinking"].get("type") == "disabled"
+        effort = data.get("reasoning_effort") is not None or (isinstance(data.get("output_config"), dict)
+                                                              and data["output_config"].get("effort") is not None)
+        if self.name == "deepseek" and thinking_off and effort:  # as DeepSeek answers, in OpenAI's error form on both APIs
+            return await self._error(resp, 400, "thinking options type cannot be disabled when reasoning_effort is set",
+                                     "invalid_request_error", False, code="invalid_request_error")
         if self.name == "deepseek" and api in ("chat", "messages") and DEEPSEEK_THINKING.match(model) and not thinking_off \
                 and _names_a_tool(data):  # as DeepSeek answers, in OpenAI's error form on its Anthropic endpoint too
             return await self._error(resp, 400, "deepseek-reasoner does not support this tool_choice", "invalid_request_error",
