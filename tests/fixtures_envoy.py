@@ -326,6 +326,16 @@ def stack(fakes: FakeProviders, tmp_path_factory) -> Iterator[Stack]:
         s.stop()
 
 
+def post_api(stack: "Stack", prefix: str, api: str, chat: dict[str, Any], messages: dict[str, Any]) -> Any:
+    """The chat body (api "chat") or the Messages body posted through the stack under a route prefix such as /sonnet/."""
+    import httpx
+    import orjson
+
+    path, body = (f"{prefix}v1/chat/completions", chat) if api == "chat" else (f"{prefix}v1/messages", messages)
+    return httpx.post(stack.url + path, content=orjson.dumps(body), timeout=30,
+                      headers={"content-type": "application/json", "anthropic-version": "2023-06-01"})
+
+
 def wait_requests(fakes: FakeProviders, provider: str, count: int = 1, timeout: float = 10.0) -> list:
     """The fake's records once it has at least `count` of them."""
     wait_for(lambda: len(fakes.requests(provider)) >= count, timeout=timeout, what=f"{count} request(s) at fake {provider}")

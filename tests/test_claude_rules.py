@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from fixtures_envoy import LADDER, config_data, fresh_fakes, running_fakes, running_stack, wait_requests  # noqa: F401
+from fixtures_envoy import LADDER, config_data, fresh_fakes, post_api, running_fakes, running_stack, wait_requests  # noqa: F401
 from llm_router.config import parse_config
 from llm_router.decision import Decision
 from llm_router.gateways.envoy.bootstrap import RouteSpec
@@ -234,9 +234,7 @@ def stack(fakes, tmp_path_factory):
 @pytest.mark.envoy
 @pytest.mark.parametrize("api", ["chat", "messages"])
 def test_envoy_a_thinking_turn_with_sampling_and_a_forced_tool_is_answered_by_sonnet_4_6(stack, fresh_fakes, api):
-    path, body = ("/sonnet/v1/chat/completions", CHAT) if api == "chat" else ("/sonnet/v1/messages", MESSAGES)
-    r = httpx.post(stack.url + path, content=orjson.dumps(body), timeout=30,
-                   headers={"content-type": "application/json", "anthropic-version": "2023-06-01"})
+    r = post_api(stack, "/sonnet/", api, CHAT, MESSAGES)
     assert r.status_code == 200, r.text
     assert r.headers["x-llm-router-model"] == "claude-3.5-sonnet"
     [call] = wait_requests(fresh_fakes, "anthropic", 1)

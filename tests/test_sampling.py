@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from fixtures_envoy import CLAUDE_3_5, config_data, fresh_fakes, running_fakes, running_stack, wait_requests  # noqa: F401
+from fixtures_envoy import CLAUDE_3_5, config_data, fresh_fakes, post_api, running_fakes, running_stack, wait_requests  # noqa: F401
 from llm_router.gateways.envoy.bootstrap import RouteSpec
 from llm_router.request import parse_request, render_body
 from llm_router.router import Router
@@ -92,9 +92,7 @@ def test_the_anthropic_fake_refuses_the_pair_as_anthropic_does(fakes):
 @pytest.mark.envoy
 @pytest.mark.parametrize("api", ["chat", "messages"])
 def test_envoy_an_openai_style_request_with_both_is_answered_by_claude_sonnet_4_5(stack, fresh_fakes, api):
-    path, body = ("/sonnet/v1/chat/completions", CHAT) if api == "chat" else ("/sonnet/v1/messages", MESSAGES)
-    r = httpx.post(stack.url + path, content=orjson.dumps(body), timeout=30,
-                   headers={"content-type": "application/json", "anthropic-version": "2023-06-01"})
+    r = post_api(stack, "/sonnet/", api, CHAT, MESSAGES)
     assert r.status_code == 200, r.text
     assert r.headers["x-llm-router-model"] == "claude-sonnet-4.5"
     [sent] = wait_requests(fresh_fakes, "anthropic", 1)

@@ -281,7 +281,7 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
             kind, limit = dialect.thinking_type, _output_limit(body)
             _refit(body, "thinking", lambda thinking: thinking_as(thinking, kind, limit))
         thinks = _thinks(body.get("thinking"), dialect.thinks_when_enabled)
-        if dialect.effortless_unthinking and _thinks(body.get("thinking"), False) is False:
+        if dialect.effortless_unthinking and not _thinks(body.get("thinking"), False):  # told not to think
             body.pop("reasoning_effort", None)
             _refit(body, "output_config", _without_effort)
         if thinks and dialect.thinking_sampling:
