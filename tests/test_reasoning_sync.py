@@ -291,3 +291,51 @@ def test_an_answer_one_runner_process_saw_is_given_back_by_another(redis_url, tm
         unknown = orjson.loads(b.http_req_call(V4, body=orjson.dumps({"model": "auto", "messages": other})).upstream_body)
         assert unknown["messages"][1]["reasoning_content"] == reasoning_stand_in(1, other[1])
         assert filled() == {"kept": 1.0, "stand_in": 1.0}
+
+
+@pytest.mark.envoy
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_an_answer_one_envoy_replica_saw_is_given_back_by_another(redis_url, stream):
+    """Two Envoy replicas, each with its own `serve --envoy` process, sharing one Redis: replica a observes DeepSeek's
+    answer (JSON, or streamed) and keeps its reasoning; the client's next turn, sent to replica b without that reasoning,
+    reaches DeepSeek with it."""
+    from contextlib import ExitStack, closing
+
+    from fixtures_envoy import running_fakes, short_tmp, start_stack
+    from llm_router.gateways.envoy.bootstrap import RouteSpec
+
+    data = shared(redis_url, f"t{uuid.uuid4().hex[:8]}")
+    routes = (RouteSpec("/v4/", policy="v4"), RouteSpec("/"))
+    headers = {"content-type": "application/json"}
+    with ExitStack() as stack:
+        fakes_gen = stack.enter_context(closing(running_fakes(data)))
+        fakes = next(fakes_gen)
+        wd = stack.enter_context(short_tmp())
+        a = start_stack(wd, fakes, data, processor="subprocess", routes=routes, name="a")
+        stack.callback(a.stop)
+        b = start_stack(wd, fakes, data, processor="subprocess", routes=routes, name="b")
+        stack.callback(b.stop)
+        body = orjson.dumps({"model": "auto", "messages": [QUESTION], "stream": stream})
+        with httpx.stream("POST", a.url + "/v4/v1/chat/completions", content=body, timeout=30, headers=headers) as r:
+            assert r.status_code == 200 and r.headers["x-llm-router-model"] == "deepseek-v4-pro"
+            raw = r.read()
+        if stream:
+            chunks = [orjson.loads(line[6:]) for line in raw.decode().splitlines() if line.startswith("data: {")]
+            said = [c["choices"][0]["delta"] for c in chunks if c.get("choices")]
+        else:
+            said = [orjson.loads(raw)["choices"][0]["message"]]
+        text = "".join(d.get("content") or "" for d in said)
+        reasoning = "".join(d.get("reasoning_content") or "" for d in said)
+        assert text and reasoning
+        later = [QUESTION, {"role": "assistant", "content": text}, {"role": "user", "content": "And tomorrow?"}]
+
+        def given_back() -> bool:
+            """Send the next turn to replica b: whether DeepSeek got the real reasoning back (polled, as b learns it from
+            Redis shortly after a kept it)."""
+            seen = len(fakes.requests("deepseek"))
+            answer = httpx.post(b.url + "/v4/v1/chat/completions", timeout=30, headers=headers,
+                                content=orjson.dumps({"model": "auto", "messages": later}))
+            assert answer.status_code == 200, answer.text
+            return fakes.requests("deepseek")[seen].json["messages"][1]["reasoning_content"] == reasoning
+
+        wait_for(given_back, 60, "replica b to give back the reasoning replica a kept")
