@@ -91,7 +91,7 @@ def test_check_names_the_setting_and_refuses_a_wrong_one(tmp_path, capsys):
     built_in = load_config(None).models["deepseek-v2"]  # DeepSeek's current model, which thinks unless told not to
     assert built_in.name == "deepseek-flash" and built_in.body is not None
     assert (built_in.body.reasoning_content, built_in.body.named_tool_choice) == ("fill", "auto")
-    assert built_in.body.defaults == {"chat": {"thinking": {"type": "disabled"}}}
+    assert built_in.body.defaults == {api: {"thinking": {"type": "disabled"}} for api in ("chat", "messages")}
     bare = pinned()
     bare["models"]["deepseek-v4-pro"] = {k: v for k, v in bare["models"]["deepseek-v4-pro"].items() if k != "body"}
     notes = [line for line in check_output(tmp_path, bare, capsys).splitlines() if "named like a DeepSeek thinking model" in line
@@ -411,7 +411,8 @@ def test_the_built_in_deepseek_goes_without_thinking_unless_the_client_asks(tmp_
     assert "reasoning_content" not in plain["messages"][1]  # not thinking: nothing to pass back
     thinking = to(thinking={"type": "enabled"})  # the client's choice stands, with thinking mode's rules
     assert thinking["thinking"] == {"type": "enabled"} and thinking["messages"][1]["reasoning_content"]
-    assert "thinking" not in to("messages")  # the Anthropic endpoint gets what the client sent
+    assert to("messages")["thinking"] == {"type": "disabled"}  # its Anthropic endpoint too
+    assert to("messages", thinking={"type": "enabled", "budget_tokens": 1024})["thinking"]["type"] == "enabled"
     assert 'chat requests without thinking get {"thinking":{"type":"disabled"}}' in check_output(tmp_path, {}, capsys)
 
 
@@ -484,7 +485,7 @@ def test_the_built_in_deepseek_gets_no_reasoning_effort_with_thinking_off():
     assert kept["output_config"] == {"format": {"type": "json_schema"}} and kept["thinking"] == {"type": "disabled"}
     thinking = {**SUBAGENT, "thinking": {"type": "enabled", "budget_tokens": 1024}}
     assert to(thinking, "messages")["output_config"] == {"effort": "max"}  # thinking: the effort stands
-    assert to({k: v for k, v in SUBAGENT.items() if k != "thinking"}, "messages")["output_config"] == {"effort": "max"}
+    assert "output_config" not in to({k: v for k, v in SUBAGENT.items() if k != "thinking"}, "messages")  # off by default
     chat = {"model": "auto", "messages": CHAT_TURNS, "reasoning_effort": "high"}
     plain = to(chat, "chat")  # the built-in slot's chat turns go without thinking: the effort goes with it
     assert plain["thinking"] == {"type": "disabled"} and "reasoning_effort" not in plain

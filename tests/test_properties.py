@@ -247,7 +247,10 @@ def test_every_parsed_body_renders_for_every_provider_and_model_as_json_it_accep
                 if isinstance(content, list) and not all(isinstance(b, dict) and b.get("type") in THINKING_BLOCKS for b in content):
                     assert not any(isinstance(b, dict) and b.get("type") in THINKING_BLOCKS for b in content)
         elif thinking_unfit(body) or (dialect is not None and dialect.thinking_every_tool_turn and unthought(body)):
-            assert "thinking" not in sent
+            # left out, or said outright where the model thinks unless told not to (DeepSeek)
+            assert sent.get("thinking") in (None, {"type": "disabled"})
+            if dialect is not None and dialect.thinking_every_tool_turn and unthought(body):
+                assert sent["thinking"] == {"type": "disabled"}
         else:
             assert sent["thinking"] == body["thinking"]
     # lowered to what a model writes (output_limit: clamp): every limit field and a thinking budget end below it
@@ -405,6 +408,8 @@ def test_a_thinking_turn_goes_out_only_as_the_provider_takes_it(body, owner):
         expected = without_blank_text(expected)
     if not wants_thinking(body):
         assert sent["messages"] == expected
+        if dialect is not None and dialect.thinking_every_tool_turn and unthought(body):
+            assert sent["thinking"] == {"type": "disabled"}  # not left to a model that thinks unless told not to
         return
     if not takes_field(dialect, "messages", "thinking"):
         assert "thinking" not in sent
@@ -413,7 +418,9 @@ def test_a_thinking_turn_goes_out_only_as_the_provider_takes_it(body, owner):
             if isinstance(content, list) and not all(b["type"] in THINKING_BLOCKS for b in content):
                 assert not any(b["type"] in THINKING_BLOCKS for b in content)
     elif thinking_unfit(body) or (dialect is not None and dialect.thinking_every_tool_turn and unthought(body)):
-        assert "thinking" not in sent and sent["messages"] == expected
+        assert sent.get("thinking") in (None, {"type": "disabled"}) and sent["messages"] == expected
+        if dialect is not None and dialect.thinking_every_tool_turn and unthought(body):
+            assert sent["thinking"] == {"type": "disabled"}  # DeepSeek's V4 models think unless told not to
     else:
         assert sent["messages"] == expected
         from llm_router.request import thinking_as

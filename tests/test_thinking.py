@@ -125,7 +125,9 @@ def history(*, earlier_thought: bool, thought: bool = True) -> dict:
 
 def test_deepseek_gets_thinking_only_when_every_tool_call_carried_it():
     d, sent = decide(history(earlier_thought=False), "deepseek")
-    assert d.model.id == "deepseek-v2" and "thinking" not in sent and sent["messages"] == history(earlier_thought=False)["messages"]
+    # its V4 model thinks unless told not to, so "without thinking" is said outright
+    assert d.model.id == "deepseek-v2" and sent["thinking"] == {"type": "disabled"}
+    assert sent["messages"] == history(earlier_thought=False)["messages"]
     assert d.selection.endswith("; without extended thinking: an earlier tool call was made without it, which deepseek-v2 "
                                 "does not take")
     d, sent = decide(history(earlier_thought=True), "deepseek")
@@ -247,8 +249,10 @@ def test_the_deepseek_fake_refuses_a_thinking_turn_after_a_tool_call_without_thi
     refused = post(history(earlier_thought=False))
     assert refused.status_code == 400 and refused.json()["error"] == {
         "type": "invalid_request_error", "message": "The `content[].thinking` in the thinking mode must be passed back to the API."}
-    for ok in (history(earlier_thought=True), {**history(earlier_thought=False), "thinking": {"type": "disabled"}},
-               {k: v for k, v in history(earlier_thought=False).items() if k != "thinking"}):
+    # V4 thinks unless told not to (as agent projects report): a body without `thinking` is refused the same way
+    unsaid = post({k: v for k, v in history(earlier_thought=False).items() if k != "thinking"})
+    assert unsaid.status_code == 400 and "must be passed back" in unsaid.json()["error"]["message"]
+    for ok in (history(earlier_thought=True), {**history(earlier_thought=False), "thinking": {"type": "disabled"}}):
         assert post(ok).status_code == 200
 
 
@@ -261,7 +265,13 @@ def test_envoy_a_thinking_turn_after_an_unthought_tool_call_is_answered_by_deeps
         assert r.headers["x-llm-router-model"] == "deepseek-v2" and r.json()["type"] == "message"
         assert ("without extended thinking" in r.headers["x-llm-router-reason"]) is not keeps
         sent = wait_requests(fresh_fakes, "deepseek", n)[-1]
-        assert sent.status == 200 and ("thinking" in sent.json) is keeps
+        assert sent.status == 200 and (sent.json["thinking"] == THINKING if keeps else sent.json["thinking"] == {"type": "disabled"})
+    # a client that sends no `thinking` (DeepSeek's V4 would think, and refuse this history): said off outright
+    unsaid = {k: v for k, v in history(earlier_thought=False).items() if k != "thinking"}
+    r = httpx.post(stack.url + "/deepseek/v1/messages", content=orjson.dumps(unsaid), headers=HEADERS, timeout=30)
+    assert r.status_code == 200, r.text
+    sent = wait_requests(fresh_fakes, "deepseek", 3)[-1]
+    assert sent.status == 200 and sent.json["thinking"] == {"type": "disabled"}
 
 
 def test_the_anthropic_fake_signs_thinking_for_its_model_and_refuses_another_models(fakes):

@@ -442,7 +442,9 @@ def fit_thinking(body: dict[str, Any], dialect: BodyDialect | None, model_id: st
     """An Anthropic body made fit for the model (in place): no thinking blocks other models made (when `origin` knows
     them, or they carry no signature and the provider wants one); a model that does not think gets no thinking blocks
     (its dialect drops the field itself); a tool loop whose call began without thinking (or, where the provider wants
-    every tool call to, any earlier one), no thinking. `blocks` False: the body holds no thinking blocks to look at."""
+    every tool call to, any earlier one), no thinking. `blocks` False: the body holds no thinking blocks to look at.
+    Where the provider wants every tool call to carry thinking (DeepSeek, whose V4 models think unless told not to),
+    "no thinking" is said outright ({type: disabled}) when a tool call in the history was made without it."""
     unsigned = dialect is not None and dialect.signed_thinking_only
     if blocks and (origin is not None or unsigned) and "messages" in body:
         body["messages"] = without_foreign_thinking(body["messages"], model_id, origin, unsigned)
@@ -451,6 +453,8 @@ def fit_thinking(body: dict[str, Any], dialect: BodyDialect | None, model_id: st
         body["messages"] = without_thinking_blocks(body.get("messages"))
     elif why is not None:
         del body["thinking"]
+    if dialect is not None and dialect.thinking_every_tool_turn and "thinking" not in body and unthought_tool_turn(body):
+        body["thinking"] = {"type": "disabled"}
 
 
 def block_ids_as(messages: Any, fix: Callable[[str], str]) -> Any:

@@ -422,7 +422,8 @@ class FakeProvider:
         foreign = _foreign_thinking(model, data) if anthropic and self.name == "anthropic" else None
         if foreign is not None:  # a thinking block another model signed (signatures are bound to their model)
             return await self._error(resp, 400, foreign, "invalid_request_error", anthropic)
-        if thinking is not None and self.name == "deepseek" and _tool_turn_without_thinking(data):
+        thinks_here = thinking is not None or DEEPSEEK_THINKING.match(model) is not None  # V4 thinks unless told not to
+        if anthropic and self.name == "deepseek" and thinks_here and _tool_turn_without_thinking(data):
             # DeepSeek's Anthropic endpoint in thinking mode: every tool call turn must carry its thinking back
             return await self._error(resp, 400, "The `content[].thinking` in the thinking mode must be passed back to the API.",
                                      "invalid_request_error", anthropic)
@@ -935,7 +936,7 @@ def _unsigned_gemini_call(data: dict[str, Any]) -> tuple[str, int] | None:
 
 def _tool_turn_without_thinking(data: dict[str, Any]) -> bool:
     """Thinking asked for, and some assistant message calling a tool carries no thinking block."""
-    if isinstance(data["thinking"], dict) and data["thinking"].get("type") == "disabled":
+    if isinstance(data.get("thinking"), dict) and data["thinking"].get("type") == "disabled":
         return False
     for m in data.get("messages") or []:
         blocks = m.get("content") if isinstance(m, dict) and m.get("role") == "assistant" else None
