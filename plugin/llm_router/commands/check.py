@@ -9,7 +9,7 @@ import orjson
 
 from llm_router.commands.common import load_or_exit
 from llm_router.catalog import APIS, Catalog
-from llm_router.config import allowed_models
+from llm_router.config import ModelConf, allowed_models
 
 DEEPSEEK_THINKING = re.compile(r"deepseek-(?:reasoner|v4|flash)", re.IGNORECASE)  # deepseek-reasoner, deepseek-v4-pro, ...
 REASONER = re.compile(r"deepseek-reasoner", re.IGNORECASE)
@@ -51,7 +51,8 @@ MODEL_RULES = (
 NOT_REASONING = re.compile(r"gpt-(?:4|3\.5)", re.IGNORECASE)  # OpenAI models that do not reason: gpt-4o, gpt-4.1-mini, ...
 
 # Models named like these answer 400 to what clients of other models send, unless the setting has the value:
-# (name pattern, setting, value, what the name is like and what it refuses).
+# (name pattern, setting, value, what the name is like and what it refuses). A setting is the model's own where ModelConf
+# has it (prefill), else one of its body rules.
 NAME_NOTES = (
     (DEEPSEEK_THINKING, "reasoning_content", "fill", "a DeepSeek thinking model, which answers 400 to assistant messages "
      "without reasoning_content (those of other models)"),
@@ -71,9 +72,6 @@ NAME_NOTES = (
      "agent frameworks send it with a budget)"),
     (ENABLED_ONLY, "thinking_type", "enabled", "a Claude model that answers 400 to thinking {type: adaptive} (clients written "
      "for Claude 4.6 and later send it)"),
-)
-# The same for settings of the model itself: (name pattern, setting, value, what the name is like).
-MODEL_NAME_NOTES = (
     (NO_PREFILL, "prefill", False, "a Claude model that answers 400 to a conversation ending with an assistant message (a "
      "prefill)"),
 )
@@ -182,11 +180,14 @@ def run(args) -> int:
             print(f"  {'':20s} warning: calls {m.name or mid}, which its provider no longer serves: {retired}. The demo's "
                   "fake providers still answer it; against the real provider, set this model's name to a current model")
         for pattern, setting, value, named_like in NAME_NOTES:  # the patterns never match one name together with NOT_REASONING
-            if pattern.search(m.name or mid) and (m.body is None or getattr(m.body, setting) != value):
-                print(f"  {'':20s} note: named like {named_like}: add body: {{{setting}: {value}}}")
-        for pattern, setting, value, named_like in MODEL_NAME_NOTES:
-            if pattern.search(m.name or mid) and getattr(m, setting) != value:
-                print(f"  {'':20s} note: named like {named_like}: add {setting}: {orjson.dumps(value).decode()}")
+            if not pattern.search(m.name or mid):
+                continue
+            own = setting in ModelConf.model_fields  # the model's own setting, else one of its body rules
+            current = getattr(m, setting) if own else None if m.body is None else getattr(m.body, setting)
+            if current != value:
+                shown = orjson.dumps(value).decode() if isinstance(value, bool) else value
+                fix = f"{setting}: {shown}" if own else f"body: {{{setting}: {shown}}}"
+                print(f"  {'':20s} note: named like {named_like}: add {fix}")
         if NOT_REASONING.search(m.name or mid) and "reasoning" not in (m.body.drop if m.body is not None else ()) \
                 and "reasoning" not in (cfg.providers[m.provider].body.drop if cfg.providers[m.provider].body is not None else ()):
             print(f"  {'':20s} note: named like an OpenAI model that does not reason, which answers 400 to the reasoning "

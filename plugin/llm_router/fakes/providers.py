@@ -361,10 +361,6 @@ class FakeProvider:
         if b.models is not None and model not in b.models:
             return await self._error(resp, 404, f"The model `{model}` does not exist or you do not have access to it.",
                                      "not_found_error" if anthropic else "invalid_request_error", anthropic, code="model_not_found")
-        if self.name == "anthropic" and ONE_SAMPLER.match(model) and data.get("temperature") is not None \
-                and data.get("top_p") is not None:
-            return await self._error(resp, 400, "`temperature` and `top_p` cannot both be specified for this model. Please use "
-                                     "only one.", "invalid_request_error", anthropic)
         claude = _claude_refusal(model, data, api) if self.name == "anthropic" else None
         if claude is not None:
             return await self._error(resp, 400, claude, "invalid_request_error", anthropic)
@@ -971,8 +967,11 @@ EXTENDED_THINKING_DOCS = ("Please consult our documentation at https://docs.clau
 
 
 def _claude_refusal(model: str, data: dict[str, Any], api: str) -> str | None:
-    """Anthropic's 400 (on either API) for a prefill to a model without it, or, while a Claude model thinks, for sampling
-    other than its own or a tool_choice that forces a tool; None when the call is fine."""
+    """Anthropic's 400 (on either API) for temperature and top_p together to a model that takes one, a prefill to a model
+    without it, or, while a Claude model thinks, for sampling other than its own or a tool_choice that forces a tool; None
+    when the call is fine."""
+    if ONE_SAMPLER.match(model) and data.get("temperature") is not None and data.get("top_p") is not None:
+        return "`temperature` and `top_p` cannot both be specified for this model. Please use only one."
     messages = data.get("messages")
     last = messages[-1] if isinstance(messages, list) and messages else None
     if NO_PREFILL.match(model) and isinstance(last, dict) and last.get("role") == "assistant" and not last.get("tool_calls"):
