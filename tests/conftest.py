@@ -86,6 +86,31 @@ def start_redis(port: int, workdir) -> subprocess.Popen:
     return proc
 
 
+class RestartableRedis:
+    """A real redis-server on one loopback port that a test stops and starts again; every one started is stopped."""
+
+    def __init__(self, workdir) -> None:
+        self.port, self.workdir = free_port(), workdir
+        self.procs: list[subprocess.Popen] = []
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start it (again), empty, once it answers PING."""
+        self.procs.append(start_redis(self.port, self.workdir))
+
+    def stop(self) -> None:
+        """Stop the running one."""
+        stop_process(self.procs[-1])
+
+    def close(self) -> None:
+        for proc in self.procs:
+            stop_process(proc)
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> Iterator[str]:
     """A real redis-server on a free loopback port for the session."""

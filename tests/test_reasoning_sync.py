@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from contextlib import closing
 import time
 import uuid
 
@@ -13,7 +14,7 @@ import pytest
 import redis
 
 from apisix_emulator import RouteConf
-from conftest import free_port, start_redis, stop_process, wait_for
+from conftest import RestartableRedis, free_port, wait_for
 from llm_router.config import ConfigError, parse_config
 from llm_router.gateways.apisix.runner import REQUEST_ID_VAR
 from llm_router.message_rules import message_key, reasoning_stand_in
@@ -168,9 +169,8 @@ def test_routing_and_local_reasoning_go_on_while_redis_is_unreachable(provider_k
 def test_what_went_by_while_redis_was_down_reaches_every_process_when_it_returns(tmp_path, provider_keys):
     """Redis restarts: reasoning kept meanwhile is published once it is back, and a process that lost its subscription
     reads what it missed, whichever comes first."""
-    port = free_port()
-    url, prefix = f"redis://127.0.0.1:{port}/0", f"t{uuid.uuid4().hex[:8]}"
-    servers = [start_redis(port, tmp_path)]
+    server = RestartableRedis(tmp_path)
+    url, prefix = server.url, f"t{uuid.uuid4().hex[:8]}"
     meanwhile = {"role": "assistant", "content": "Oslo is colder.", "reasoning_content": "4 C is below 18 C."}
 
     async def scenario() -> None:
@@ -179,12 +179,12 @@ def test_what_went_by_while_redis_was_down_reaches_every_process_when_it_returns
         await b.start()
         try:
             await wait_async(lambda: subscribers(url, f"{prefix}:reasoning") == 2, "both processes to subscribe")
-            stop_process(servers[0])  # Redis goes away
+            server.stop()  # Redis goes away
             await wait_async(lambda: b.reasoning_sync.errors >= 1 and a.reasoning_sync.errors >= 1,
                              "both processes to lose their subscription")
             a.router.reasoning.remember(message_key(ANSWER), ANSWER["reasoning_content"])  # queued: nowhere to publish
             b.router.reasoning.remember(message_key(meanwhile), meanwhile["reasoning_content"])
-            servers.append(start_redis(port, tmp_path))  # and comes back, empty
+            server.start()  # and comes back, empty
             await wait_async(lambda: b.router.reasoning.recall(message_key(ANSWER)) is not None
                              and a.router.reasoning.recall(message_key(meanwhile)) is not None,
                              "each process to learn what the other kept while Redis was down", timeout=60)
@@ -195,19 +195,15 @@ def test_what_went_by_while_redis_was_down_reaches_every_process_when_it_returns
             await asyncio.wait_for(a.stop(), 15)
             await asyncio.wait_for(b.stop(), 15)
 
-    try:
+    with closing(server):
         asyncio.run(scenario())
-    finally:
-        for proc in servers:
-            stop_process(proc)
 
 
 def test_a_process_that_lost_its_subscription_reads_what_it_missed(tmp_path):
     """Published while this process was not subscribed (Redis restarted): the message is gone, the bucket is not."""
-    port = free_port()
-    url, prefix = f"redis://127.0.0.1:{port}/0", f"t{uuid.uuid4().hex[:8]}"
+    server = RestartableRedis(tmp_path)
+    url, prefix = server.url, f"t{uuid.uuid4().hex[:8]}"
     channel = f"{prefix}:reasoning"
-    servers = [start_redis(port, tmp_path)]
     memory = ReasoningMemory()
     sync = ReasoningSync(memory, url, prefix=prefix)
 
@@ -215,11 +211,11 @@ def test_a_process_that_lost_its_subscription_reads_what_it_missed(tmp_path):
         sync.start()
         try:
             await wait_async(lambda: subscribers(url, channel) == 1, "the process to subscribe")
-            stop_process(servers[0])
+            server.stop()
             await wait_async(lambda: sync.errors >= 1, "the process to lose its subscription")
             # Blocking calls: this loop (and so the process's listener) waits while Redis comes back and another
             # process publishes, so nobody is subscribed when the message goes out.
-            servers.append(start_redis(port, tmp_path))
+            server.start()
             with redis.Redis.from_url(url) as r:
                 assert dict(r.pubsub_numsub(channel)).get(channel.encode(), 0) == 0
                 r.hset(f"{channel}:{int(time.time()) // sync._bucket_s}", mapping={"call:missed": "Thought it over."})
@@ -229,11 +225,8 @@ def test_a_process_that_lost_its_subscription_reads_what_it_missed(tmp_path):
         finally:
             await asyncio.wait_for(sync.stop(), 15)
 
-    try:
+    with closing(server):
         asyncio.run(scenario())
-    finally:
-        for proc in servers:
-            stop_process(proc)
 
 
 def test_a_change_not_yet_published_is_not_overwritten_by_what_redis_kept(redis_url):
@@ -299,7 +292,7 @@ def test_an_answer_one_envoy_replica_saw_is_given_back_by_another(redis_url, str
     """Two Envoy replicas, each with its own `serve --envoy` process, sharing one Redis: replica a observes DeepSeek's
     answer (JSON, or streamed) and keeps its reasoning; the client's next turn, sent to replica b without that reasoning,
     reaches DeepSeek with it."""
-    from contextlib import ExitStack, closing
+    from contextlib import ExitStack
 
     from fixtures_envoy import running_fakes, short_tmp, start_stack
     from llm_router.gateways.envoy.bootstrap import RouteSpec
