@@ -444,16 +444,18 @@ def test_envoy_a_conversation_routed_to_the_built_in_deepseek_is_answered(stack,
 def test_check_warns_of_models_their_provider_no_longer_serves(tmp_path, capsys):
     out = check_output(tmp_path, {}, capsys)
     warned = [line for line in out.splitlines() if "warning: calls" in line]
-    assert any("gemini-1.5-pro" in w and "404 NOT_FOUND" in w for w in warned)
-    assert len(warned) == 1  # deepseek-v2 and Claude call current models now; gpt-4o, Mistral and Llama are not known retired
+    assert warned == []  # the Gemini, DeepSeek and Claude slots call current models; gpt-4o, Mistral and Llama are not known retired
     from llm_router.config import default_data
 
     def named(**names: str) -> dict:
         models = default_data()["models"]
         return {mid: {**models[mid], "name": name} for mid, name in names.items()}
 
-    renamed = {"models": named(**{"gemini-1.5-pro": "gemini-2.5-pro"})}
+    renamed = {"models": named(**{"gemini-1.5-pro": "gemini-3.7-flash"})}
     assert "warning: calls" not in check_output(tmp_path, renamed, capsys)
+    seed_gemini = [line for line in check_output(tmp_path, {"models": named(**{"gemini-1.5-pro": "gemini-1.5-pro"})},
+                                                 capsys).splitlines() if "warning: calls" in line]
+    assert len(seed_gemini) == 1 and "404 NOT_FOUND" in seed_gemini[0]
     seed = {"models": named(**{"claude-3.5-sonnet": "claude-3-5-sonnet-20240620"})}
     assert "Anthropic retired it on 2025-10-22 (404 not_found_error)" in check_output(tmp_path, seed, capsys)
     later = {"models": named(**{"claude-3.5-sonnet": "claude-sonnet-4-20250514", "gpt-4o": "o3-mini"})}

@@ -100,7 +100,7 @@ def test_anthropic_json_and_event_sequence(clean):
     ("google", "/v1beta/openai/chat/completions", {"x-goog-api-key": "fake-google-key"}, {"x-goog-api-key": "nope"}),
 ])
 def test_each_fake_checks_its_own_credential(clean, provider, path, good, bad):
-    model = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-6", "google": "gemini-1.5-pro"}[provider]
+    model = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-6", "google": "gemini-3.8-flash"}[provider]
     body = {"model": model, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
     assert post(clean, provider, path, body, good).status_code == 200
     r = post(clean, provider, path, body, bad)

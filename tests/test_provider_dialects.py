@@ -134,7 +134,7 @@ def test_apisix_runner_sends_mistral_its_dialect(fakes, monkeypatch):
 
 # ---- Gemini's OpenAI-compatible endpoint -------------------------------------------------------
 
-GEMINI_NAME = "gemini-1.5-pro"
+GEMINI_NAME = "gemini-3.8-flash"
 # OpenAI SDK fields Gemini's endpoint does not know (it answers 400 "Unknown name ...: Cannot find field").
 SDK_ONLY = {"store": False, "user": "u-42", "metadata": {"team": "a"}, "prompt_cache_key": "k-1", "service_tier": "auto",
             "frequency_penalty": 0.3, "presence_penalty": 0.1}

@@ -102,7 +102,7 @@ def test_the_setting_is_checked():
 
 # ---- the fakes, and through the real Envoy ------------------------------------------------------
 
-GEMINI_3 = {"provider": "google", "name": "gemini-3-pro-preview", "input_price": 2.0, "output_price": 12.0,
+GEMINI_3 = {"provider": "google", "name": "gemini-3.1-pro-preview", "input_price": 2.0, "output_price": 12.0,
             "context_window": 1048576, "capabilities": ["tools", "vision", "json", "code", "streaming"], "tier": "HIGH",
             "quality": 0.95, "body": {"tool_call_signatures": "fill"}}
 # DeepSeek's thinking models (tests/test_deepseek_reasoning.py): each assistant message must carry its reasoning_content
@@ -237,10 +237,10 @@ def test_gemini_3_gets_a_stand_in_signature_on_the_first_tool_call_of_each_messa
     router = Router(parse_config(pinned()))
     req = parse_request(orjson.dumps({"model": "auto", "messages": conversation(), "tools": TOOLS}), "chat")
     models = router.catalog.models
-    to_gemini_3 = orjson.loads(render_body(req, "gemini-3-pro-preview", dialect=router.catalog.dialect_of(models["gemini-3"])))
+    to_gemini_3 = orjson.loads(render_body(req, "gemini-3.1-pro-preview", dialect=router.catalog.dialect_of(models["gemini-3"])))
     assert to_gemini_3["messages"] == sent
-    to_gemini_15 = orjson.loads(render_body(req, "gemini-1.5-pro", dialect=router.catalog.dialect_of(models["gemini-1.5-pro"])))
-    assert to_gemini_15["messages"] == conversation()  # an older Gemini checks nothing: as sent
+    to_mistral = orjson.loads(render_body(req, "mistral-large-latest", dialect=router.catalog.dialect_of(models["mistral-large"])))
+    assert not any("extra_content" in c for c in to_mistral["messages"][1]["tool_calls"])  # only Gemini 3 gets one
 
 
 def check_output(tmp_path, data: dict, capsys) -> str:
@@ -248,7 +248,7 @@ def check_output(tmp_path, data: dict, capsys) -> str:
     from llm_router.cli import main
 
     path = tmp_path / "config.yaml"
-    path.write_text(orjson.dumps(data).decode())
+    path.write_text(orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS).decode())  # YAML dates as keys: price_changes
     assert main(["check", str(path)]) == 0
     return capsys.readouterr().out
 
@@ -267,14 +267,13 @@ def test_check_names_the_setting_and_refuses_a_wrong_one(tmp_path, capsys):
 
 
 def test_the_gemini_fake_refuses_unsigned_tool_calls_on_gemini_3_as_gemini_does(fakes):
-    refused = to_fake(fakes, "google", "gemini-3-pro-preview", conversation())
+    refused = to_fake(fakes, "google", "gemini-3.1-pro-preview", conversation())
     assert refused.status_code == 400 and refused.json() == [{"error": {
         "code": 400, "message": "Function call is missing a thought_signature in functionCall parts. This is required for "
         "tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional data, "
         "function call `default_api:weather` , position 2. Please refer to https://ai.google.dev/gemini-api/docs/"
         "thought-signatures for more details.", "status": "INVALID_ARGUMENT"}}]
-    assert to_fake(fakes, "google", "gemini-3-pro-preview", signed_tool_calls(conversation())).status_code == 200
-    assert to_fake(fakes, "google", "gemini-1.5-pro", conversation()).status_code == 200
+    assert to_fake(fakes, "google", "gemini-3.1-pro-preview", signed_tool_calls(conversation())).status_code == 200
 
 
 @pytest.mark.envoy

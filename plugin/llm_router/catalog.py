@@ -67,6 +67,7 @@ class BodyDialect:
     thinking_sampling: bool = False  # while thinking: temperature other than 1, top_p below 0.95, top_k left out (Claude)
     thinking_type: str = ""  # "enabled" / "adaptive": the one form of `thinking` the model takes (Claude); "": either
     effortless_unthinking: bool = False  # thinking {type: disabled}: reasoning_effort, output_config.effort left out (DeepSeek)
+    efforts: dict[str, str] = field(default_factory=dict)  # reasoning effort sent -> the one the model takes (Gemini 3.8 Flash)
     defaults: dict[str, dict[str, Any]] = field(default_factory=dict)  # request API -> fields set when the client sent none
 
 

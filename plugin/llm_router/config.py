@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import copy
+from datetime import date, datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from llm_router.catalog import APIS, AUTO_MODELS, CAPABILITIES, MODEL_PLACEHOLDER, Tier
 from llm_router.forward import ForwardApi, api_root
@@ -164,6 +165,11 @@ class ModelBodyConf(_Strict):
     # budget of 1024 fits (Claude Sonnet and Haiku 4.5 and earlier answer 400, "adaptive thinking is not supported on this
     # model")
     thinking_type: Literal["any", "enabled", "adaptive"] = "any"
+    # a reasoning effort the client sends (chat `reasoning_effort`, Responses `reasoning.effort`) -> the one sent instead;
+    # efforts not named go as sent. Gemini 3.7 and 3.8 Flash answer 400 ("Invalid reasoning_effort: minimal. Valid values
+    # are: high, low, medium, none"; "Thinking level is unsupported: THINKING_LEVEL_MINIMAL" for none) to the lowest
+    # efforts, which clients written for other models send: {minimal: low, none: low, xhigh: high}
+    reasoning_efforts: dict[str, str] = Field(default_factory=dict)
     # request API -> fields set when the client did not send them (before the other rules: a drop or accept list still
     # applies), e.g. {chat: {thinking: {type: disabled}}} keeps a model that thinks by default from thinking
     defaults: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -171,6 +177,9 @@ class ModelBodyConf(_Strict):
     @model_validator(mode="after")
     def _check(self) -> "ModelBodyConf":
         _check_rename_drop(self.rename, self.drop)
+        blank = sorted(f"{k!r} -> {v!r}" for k, v in self.reasoning_efforts.items() if not k.strip() or not v.strip())
+        if blank:
+            raise ValueError(f"reasoning_efforts: {', '.join(blank)}: each maps an effort a client sends to one the model takes")
         for api, fields in self.defaults.items():
             if api not in APIS:
                 raise ValueError(f"defaults: unknown API {api!r} (APIs: {', '.join(APIS)})")
@@ -226,6 +235,27 @@ class ProviderConf(_Strict):
         return v
 
 
+def utc_today() -> date:
+    """Today's date in UTC, the calendar price changes follow."""
+    return datetime.now(timezone.utc).date()
+
+
+class PriceChangeConf(_Strict):
+    """Prices (USD per 1M tokens) a model is billed at from a given day on; those not given stay as they were."""
+
+    input_price: float | None = Field(default=None, ge=0)
+    output_price: float | None = Field(default=None, ge=0)
+    cached_input_price: float | None = Field(default=None, ge=0)
+    cache_write_price: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _some(self) -> "PriceChangeConf":
+        if self.model_dump(exclude_none=True) == {}:
+            raise ValueError("a price change needs at least one of input_price, output_price, cached_input_price, "
+                             "cache_write_price")
+        return self
+
+
 class ModelConf(_Strict):
     """A routable model and its prices (USD per 1M tokens)."""
 
@@ -252,6 +282,26 @@ class ModelConf(_Strict):
     # other models (Claude 4.6 and later answer 400, "This model does not support assistant message prefill. The
     # conversation must end with a user message.")
     prefill: bool = True
+    # day (YYYY-MM-DD, UTC) -> the prices from that day on, e.g. where an introductory price ends: a config holds the prices
+    # in effect when it is loaded, and a running process takes each change at midnight UTC of its day
+    price_changes: dict[date, PriceChangeConf] = Field(default_factory=dict)
+
+    _written: dict[str, float | None] = PrivateAttr(default_factory=dict)  # the prices as written, before any change
+
+    @model_validator(mode="after")
+    def _priced_today(self) -> "ModelConf":
+        self._written = {name: getattr(self, name) for name in PriceChangeConf.model_fields}
+        return self.priced_on(utc_today())
+
+    def priced_on(self, day: date) -> "ModelConf":
+        """This model with the prices in effect on `day` (itself when they are the ones it holds)."""
+        prices = dict(self._written)
+        for when in sorted(self.price_changes):
+            if when <= day:
+                prices.update(self.price_changes[when].model_dump(exclude_none=True))
+        if all(getattr(self, name) == value for name, value in prices.items()):
+            return self
+        return self.model_copy(update=prices)
 
     @field_validator("capabilities")
     @classmethod
@@ -445,6 +495,17 @@ class Config(_Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def priced_on(self, day: date) -> "Config":
+        """This config with every model's prices as in effect on `day` (itself when none changes)."""
+        models = {mid: m.priced_on(day) for mid, m in self.models.items()}
+        if all(models[mid] is m for mid, m in self.models.items()):
+            return self
+        return self.model_copy(update={"models": models})
+
+    def next_price_change(self, after: date) -> date | None:
+        """The first day after `after` on which some model's prices change, or None."""
+        return min((when for m in self.models.values() for when in m.price_changes if when > after), default=None)
 
 
 def policy_problems(p: PolicyConf, where: str, cfg: "Config") -> list[str]:

@@ -284,6 +284,10 @@ def render_body(req: LLMRequest, model_name: str, *, add_usage: bool = True, dia
         if dialect.effortless_unthinking and not _thinks(body.get("thinking"), False):  # told not to think
             body.pop("reasoning_effort", None)
             _refit(body, "output_config", _without_effort)
+        if dialect.efforts:
+            efforts = dialect.efforts
+            _refit(body, "reasoning_effort", lambda effort: efforts.get(effort, effort) if isinstance(effort, str) else effort)
+            _refit(body, "reasoning", lambda reasoning: _effort_as(reasoning, efforts))
         if thinks and dialect.thinking_sampling:
             _fit_thinking_sampling(body)
         if dialect.one_sampler and body.get("temperature") is not None and body.get("top_p") is not None:
@@ -319,6 +323,16 @@ def _thinks(thinking: Any, when_enabled: bool) -> bool:
 
 
 THINKING_TOP_P = 0.95  # the lowest top_p Claude takes while it thinks
+
+
+def _effort_as(reasoning: Any, efforts: dict[str, str]) -> Any:
+    """A Responses `reasoning` object with its effort as the model takes it (anything else as sent)."""
+    if not isinstance(reasoning, dict):
+        return reasoning
+    effort = reasoning.get("effort")
+    if not isinstance(effort, str) or effort not in efforts:
+        return reasoning
+    return {**reasoning, "effort": efforts[effort]}
 
 
 def _without_effort(config: Any) -> Any:

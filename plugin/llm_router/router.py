@@ -99,7 +99,7 @@ def build_catalog(cfg: Config) -> Catalog:
 
 def _model_body(provider: BodyDialect | None, own: ModelBodyConf | None) -> BodyDialect | None:
     """A model's body rules: its provider's, then its own renames, drops, tool call signatures, reasoning stand-ins,
-    sampling settings, message order, tool choice, when it thinks and field defaults."""
+    sampling settings, message order, tool choice, when it thinks, reasoning efforts and field defaults."""
     if own is None or own == ModelBodyConf():  # every setting at its default: the provider's rules alone
         return provider
     base = provider or BodyDialect()
@@ -113,6 +113,7 @@ def _model_body(provider: BodyDialect | None, own: ModelBodyConf | None) -> Body
                    thinks_when_enabled=base.thinks_when_enabled or own.thinks == "when_enabled",
                    thinking_sampling=base.thinking_sampling or own.sampling_while_thinking == "fit",
                    thinking_type=own.thinking_type if own.thinking_type != "any" else base.thinking_type,
+                   efforts={**base.efforts, **own.reasoning_efforts},
                    defaults={api: {**base.defaults.get(api, {}), **own.defaults.get(api, {})}
                              for api in {*base.defaults, *own.defaults}})
 

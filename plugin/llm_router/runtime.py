@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -16,7 +17,7 @@ from llm_router import stored
 from llm_router.accounting import Usage
 from llm_router.catalog import Model, Tier, provider_path
 from llm_router.affinity import response_key
-from llm_router.config import Config, ConfigError
+from llm_router.config import Config, ConfigError, utc_today
 from llm_router.credentials import Credentials
 from llm_router.decision import Decision, RouteError
 from llm_router.forward import PRICED_APIS, forward_path, provider_root
@@ -279,6 +280,7 @@ class Runtime:
         self.serving = False  # the adapter is listening and not draining (what /readyz reports)
         self._beat = time.monotonic()  # the event loop's last heartbeat (what /healthz checks)
         self._heartbeat: Any = None
+        self._price_clock: Any = None
         if observer is None and telemetry:
             self._build_telemetry(state_given=state is not NO_STATE, health_given=health is not None)
 
@@ -672,6 +674,11 @@ class Runtime:
             sync.start()
         if self.refresher is not None:
             self.refresher.start()
+        if self._price_clock is None and self.config.next_price_change(utc_today()) is not None:
+            from llm_router.background import BackgroundTask
+
+            self._price_clock = BackgroundTask(self._pricing, "llm-router-prices")
+            self._price_clock.start()
         listen = metrics_listen or self.config.metrics.get("listen")
         if self.metrics is not None and listen and self._metrics_address is None:
             from llm_router.metrics import serve_metrics
@@ -690,6 +697,28 @@ class Runtime:
             self._heartbeat = BackgroundTask(self._beating, "llm-router-heartbeat")
             self._heartbeat.start()
             self._metrics_address = serve_metrics(self.metrics, listen, self.feedback, model_of, probe=self.probe)
+
+    async def _pricing(self) -> None:
+        """Take each price change at midnight UTC of its day (looking again at least hourly, past clock jumps)."""
+        while True:
+            upcoming = self.config.next_price_change(utc_today())
+            if upcoming is None:
+                return
+            due = datetime.combine(upcoming, datetime.min.time(), tzinfo=timezone.utc).timestamp()
+            await asyncio.sleep(min(max(due - time.time(), 0.0), 3600.0))
+            await self.take_price_changes(utc_today())
+
+    async def take_price_changes(self, day: date) -> list[str]:
+        """Route and bill with the prices in effect on `day`; returns the ids of the models whose prices changed."""
+        import logging
+
+        config = self.config.priced_on(day)
+        changed = sorted(mid for mid, m in config.models.items() if m is not self.config.models.get(mid))
+        if changed:
+            router = await asyncio.to_thread(self.prepare_reload, config)
+            self.apply_reload(config, router)
+            logging.getLogger("llm_router").info("prices of %s changed on %s", ", ".join(changed), day.isoformat())
+        return changed
 
     async def _beating(self) -> None:
         while True:
@@ -716,6 +745,9 @@ class Runtime:
         if self._heartbeat is not None:
             await self._heartbeat.stop()
             self._heartbeat = None
+        if self._price_clock is not None:
+            await self._price_clock.stop()
+            self._price_clock = None
         if self.refresher is not None:
             await self.refresher.stop()
         if self.orchestrator is not None:

@@ -18,6 +18,8 @@ THINKING_CLAUDE = re.compile(r"claude-(?:3-7|(?:sonnet|opus|haiku)-[4-9])", re.I
 ADAPTIVE_ONLY = re.compile(r"claude-(?:opus-4[-.][7-9]|(?:sonnet|opus|fable|mythos)-[5-9])", re.IGNORECASE)  # claude-opus-4-7, ...
 ENABLED_ONLY = re.compile(r"claude-(?:3-7|(?:sonnet|opus|haiku)-4[-.](?:[0-5](?![0-9])|[0-9]{8}))", re.IGNORECASE)  # sonnet 4.5, ...
 NO_PREFILL = re.compile(r"claude-(?:sonnet|opus)-(?:4[-.][6-9]|[5-9])", re.IGNORECASE)  # claude-sonnet-4-6, claude-sonnet-5, ...
+GEMINI_3 = re.compile(r"gemini-3", re.IGNORECASE)  # Gemini 3 models: tool calls need thought signatures
+NO_MINIMAL_THINKING = re.compile(r"gemini-3\.(?:[7-9]-flash(?!-lite)|1-pro)", re.IGNORECASE)  # no minimal thinking level
 # Provider-side model names their providers no longer serve (on the default endpoints), with what they answer instead.
 RETIRED_NAMES = {
     "claude-3-5-sonnet-20240620": "Anthropic retired it on 2025-10-22 (404 not_found_error)",
@@ -30,7 +32,11 @@ RETIRED_NAMES = {
     **dict.fromkeys(("gpt-4o-2024-05-13", "gpt-4", "gpt-4-turbo", "gpt-4-0613", "gpt-4-1106-preview", "gpt-3.5-turbo", "gpt-3.5-turbo-0125",
                      "gpt-4.1-nano", "o1", "o1-2024-12-17", "o1-pro", "o3-mini", "o3-mini-2025-01-31", "o4-mini",
                      "o4-mini-2025-04-16"), "OpenAI shut it down on 2026-10-23"),
-    "gemini-1.5-pro": "Google removed Gemini 1.5 from its API (404 NOT_FOUND: models/gemini-1.5-pro is not found)",
+    **{name: f"Google removed Gemini 1.x from its API (404 NOT_FOUND: models/{name} is not found)"
+       for name in ("gemini-pro", "gemini-1.0-pro", "gemini-1.5-pro", "gemini-1.5-pro-latest", "gemini-1.5-flash")},
+    "gemini-3-pro-preview": "Google shut it down on 2026-03-09 (404 NOT_FOUND; gemini-3.1-pro-preview replaces it)",
+    **{name: f"Google retires it on 2026-12-01: its calls then go to {then}, billed at that model's prices, not this one's"
+       for name, then in (("gemini-2.5-pro", "gemini-3.8-flash"), ("gemini-2.5-flash", "gemini-3.5-flash-lite"))},
     "deepseek-chat": "DeepSeek retired the name on 2026-07-24 (400 Model Not Exist; deepseek-flash is its current model)",
     "deepseek-reasoner": "DeepSeek retired the name on 2026-07-24 (400 Model Not Exist; deepseek-flash thinks by default)",
 }
@@ -74,6 +80,8 @@ NAME_NOTES = (
      "for Claude 4.6 and later send it)"),
     (NO_PREFILL, "prefill", False, "a Claude model that answers 400 to a conversation ending with an assistant message (a "
      "prefill)"),
+    (GEMINI_3, "tool_call_signatures", "fill", "a Gemini 3 model, which answers 400 to tool calls without its thought "
+     "signature (those other models made)"),
 )
 
 # How `check` names each tool call id rule (config.BodyConf.tool_call_ids).
@@ -173,6 +181,12 @@ def run(args) -> int:
                 own.append(f"{api} requests without {', '.join(fields)} get {orjson.dumps(fields).decode()}")
             if own:
                 print(f"  {'':20s} body over {m.provider}'s: {'; '.join(own)}")
+        if m.body is not None and m.body.reasoning_efforts:
+            print(f"  {'':20s} reasoning effort sent as: "
+                  f"{', '.join(f'{sent} as {taken}' for sent, taken in m.body.reasoning_efforts.items())}")
+        for day, change in sorted(m.price_changes.items()):
+            print(f"  {'':20s} prices from {day.isoformat()}: "
+                  f"{', '.join(f'{name} ${usd:g}' for name, usd in change.model_dump(exclude_none=True).items())}")
         if not m.prefill:
             print(f"  {'':20s} prefill: false: requests that end with an assistant message go to other models")
         retired = RETIRED_NAMES.get(m.name or mid)
@@ -188,6 +202,10 @@ def run(args) -> int:
                 shown = orjson.dumps(value).decode() if isinstance(value, bool) else value
                 fix = f"{setting}: {shown}" if own else f"body: {{{setting}: {shown}}}"
                 print(f"  {'':20s} note: named like {named_like}: add {fix}")
+        efforts = m.body.reasoning_efforts if m.body is not None else {}
+        if NO_MINIMAL_THINKING.search(m.name or mid) and not {"minimal", "none"} <= set(efforts):
+            print(f"  {'':20s} note: named like a Gemini model without the minimal thinking level, which answers 400 to "
+                  "reasoning_effort minimal or none: add body: {reasoning_efforts: {minimal: low, none: low}}")
         if NOT_REASONING.search(m.name or mid) and "reasoning" not in (m.body.drop if m.body is not None else ()) \
                 and "reasoning" not in (cfg.providers[m.provider].body.drop if cfg.providers[m.provider].body is not None else ()):
             print(f"  {'':20s} note: named like an OpenAI model that does not reason, which answers 400 to the reasoning "

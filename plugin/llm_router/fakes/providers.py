@@ -68,6 +68,12 @@ ENABLED_ONLY = re.compile(r"claude-(?:3-7|(?:sonnet|opus|haiku)-4-(?:[0-5](?![0-
 # DeepSeek's thinking models on its chat API: they answer with reasoning_content and want it passed back
 DEEPSEEK_THINKING = re.compile(r"deepseek-(?:reasoner|v4|flash)")  # models that think unless thinking is disabled
 RETIRED = {"deepseek": frozenset({"deepseek-chat"})}  # names the provider answers "Model Not Exist" to (since 2026-07-24)
+# Gemini names Google's API answers 404 NOT_FOUND to (Gemini 1.x removed; 3 Pro Preview shut down on 2026-03-09)
+GEMINI_GONE = frozenset({"gemini-pro", "gemini-1.0-pro", "gemini-1.5-pro", "gemini-1.5-pro-latest", "gemini-1.5-flash",
+                         "gemini-3-pro-preview"})
+GEMINI_EFFORTS = ("high", "low", "medium", "none")  # the reasoning efforts Gemini's OpenAI-compatible endpoint takes
+# Gemini models without the minimal thinking level (3.7 and 3.8 Flash, 3.1 Pro): effort none, which asks for it, is refused
+NO_MINIMAL_THINKING = re.compile(r"(?:models/)?gemini-3\.(?:[7-9]-flash(?!-lite)|1-pro)")
 REASONING_REFUSED = ("max_tokens", "logprobs", "top_logprobs", "logit_bias")
 REASONING_FIXED = (("temperature", 1), ("top_p", 1), ("presence_penalty", 0), ("frequency_penalty", 0))
 AZURE_FILTER_RESULTS = [{"prompt_index": 0, "content_filter_results": {
@@ -319,12 +325,12 @@ class FakeProvider:
             str(deployment or data.get("model") or "")) else None
         if unsigned is not None:  # Gemini 3 checks the first tool call of each model turn for its thought signature
             name, position = unsigned
-            await resp.send(400, [("content-type", "application/json")], orjson.dumps([{"error": {
-                "code": 400, "message": "Function call is missing a thought_signature in functionCall parts. This is required "
-                "for tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional "
-                f"data, function call `default_api:{name}` , position {position}. Please refer to "
-                "https://ai.google.dev/gemini-api/docs/thought-signatures for more details.", "status": "INVALID_ARGUMENT"}}]))
-            return 400
+            return await self._google_error(resp, 400, "Function call is missing a thought_signature in functionCall parts. "
+                                            "This is required for tools to work correctly, and missing thought_signature may "
+                                            "lead to degraded model performance. Additional data, function call "
+                                            f"`default_api:{name}` , position {position}. Please refer to "
+                                            "https://ai.google.dev/gemini-api/docs/thought-signatures for more details.",
+                                            "INVALID_ARGUMENT")
         empty = next((i for i, m in enumerate(data.get("messages") or []) if isinstance(m, dict) and m.get("tool_calls") == []),
                      None) if self.name == "openai" and api == "chat" else None
         if empty is not None:
@@ -356,11 +362,21 @@ class FakeProvider:
         model = deployment or data.get("model")  # a deployment path serves its own model, whatever the body says
         if not isinstance(model, str) or not model:
             return await self._error(resp, 400, "'model' is required", "invalid_request_error", anthropic, param="model")
+        if self.name == "google" and model.removeprefix("models/") in GEMINI_GONE:
+            return await self._google_error(resp, 404, f"models/{model.removeprefix('models/')} is not found for API version "
+                                            "v1beta, or is not supported for generateContent. Call ListModels to see the list "
+                                            "of available models and their supported methods.", "NOT_FOUND")
         if model in RETIRED.get(self.name, ()):
             return await self._error(resp, 400, "Model Not Exist", "invalid_request_error", False)
         if b.models is not None and model not in b.models:
             return await self._error(resp, 404, f"The model `{model}` does not exist or you do not have access to it.",
                                      "not_found_error" if anthropic else "invalid_request_error", anthropic, code="model_not_found")
+        effort = data.get("reasoning_effort") if self.name == "google" and api == "chat" else None
+        if isinstance(effort, str) and effort not in GEMINI_EFFORTS:
+            return await self._google_error(resp, 400, f"Invalid reasoning_effort: {effort}. Valid values are: "
+                                            f"{', '.join(GEMINI_EFFORTS)}", "INVALID_ARGUMENT")
+        if effort == "none" and NO_MINIMAL_THINKING.match(model):  # none asks for the minimal level, which it lacks
+            return await self._google_error(resp, 400, "Thinking level is unsupported: THINKING_LEVEL_MINIMAL", "INVALID_ARGUMENT")
         claude = _claude_refusal(model, data, api) if self.name == "anthropic" else None
         if claude is not None:
             return await self._error(resp, 400, claude, "invalid_request_error", anthropic)
@@ -505,6 +521,12 @@ class FakeProvider:
             body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
         await resp.send(status, [("content-type", "application/json"), ("x-fake-provider", self.name), *headers],
                         orjson.dumps(body))
+        return status
+
+    async def _google_error(self, resp: Reply, status: int, message: str, kind: str) -> int:
+        """An error as Gemini's OpenAI-compatible endpoint sends it: a list holding Google's error object."""
+        await resp.send(status, [("content-type", "application/json"), ("x-fake-provider", self.name)],
+                        orjson.dumps([{"error": {"code": status, "message": message, "status": kind}}]))
         return status
 
     async def _auth_error(self, resp: Reply, anthropic: bool) -> int:
