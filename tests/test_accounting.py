@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
 
 import orjson
 import pytest
@@ -108,7 +109,8 @@ def test_cache_tokens_are_metered_and_the_cost_uses_their_price(tmp_path):
         rt = runtime(tmp_path)
         await rt.start()
         try:
-            exchange(rt, chat("hello"), usage=usage)  # routed to deepseek-v2 (cache hits $0.014 vs $0.14)
+            await rt.take_price_changes(datetime(2026, 12, 1, 12, tzinfo=timezone.utc))  # off DeepSeek's peak, any day
+            exchange(rt, chat("hello"), usage=usage)  # routed to deepseek-v2 (cache hits $0.003 vs $0.15 off-peak)
             await rt.shared.sync()
             return scrape_totals(rt.metrics.exposition().decode())
         finally:
@@ -118,4 +120,4 @@ def test_cache_tokens_are_metered_and_the_cost_uses_their_price(tmp_path):
     plain = asyncio.run(go(Usage(100_000, 0)))
     assert cached["llm_router_cache_tokens_total"] == 80_000
     assert plain.get("llm_router_cache_tokens_total", 0) == 0
-    assert plain["llm_router_cost_usd_total"] - cached["llm_router_cost_usd_total"] == pytest.approx(80_000 * (0.14 - 0.014) / 1e6)
+    assert plain["llm_router_cost_usd_total"] - cached["llm_router_cost_usd_total"] == pytest.approx(80_000 * (0.15 - 0.003) / 1e6)

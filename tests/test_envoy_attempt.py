@@ -64,7 +64,7 @@ def test_a_fallback_attempt_becomes_its_providers_call():
     assert sets["authorization"] == f"Bearer {KEYS['TOGETHER_API_KEY']}"
     assert sets[":path"] == "/v1/chat/completions"
     body = orjson.loads(common.body_mutation.body)
-    assert body["model"] == "meta-llama/Llama-3-70b-chat-hf" and body["messages"] == [{"role": "user", "content": "hello there"}]
+    assert body["model"] == "meta-llama/Llama-3.3-70B-Instruct-Turbo" and body["messages"] == [{"role": "user", "content": "hello there"}]
     assert sets["content-length"] == str(len(common.body_mutation.body))
     removed = set(common.header_mutation.remove_headers)
     assert {"x-api-key", "anthropic-version", "api-key", "x-goog-api-key"} <= removed  # an earlier attempt's leftovers

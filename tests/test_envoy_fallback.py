@@ -23,7 +23,7 @@ pytestmark = pytest.mark.envoy
 GREETING = {"model": "auto", "messages": [{"role": "user", "content": "hi there, thanks!"}]}
 HARD = {"model": "auto", "messages": [{"role": "user", "content":
         "Prove rigorously that the halting problem is undecidable, step by step, and explain why the proof works."}]}
-CHAIN = [("deepseek", "deepseek-v2", "deepseek-flash"), ("together", "llama-3-70b", "meta-llama/Llama-3-70b-chat-hf"),
+CHAIN = [("deepseek", "deepseek-v2", "deepseek-flash"), ("together", "llama-3-70b", "meta-llama/Llama-3.3-70B-Instruct-Turbo"),
          ("mistral", "mistral-large", "mistral-large-latest")]
 KEYS = {p: f"fake-{p}-key" for p in ("deepseek", "together", "mistral", "openai", "anthropic", "google")}
 FIRST_BYTE_S = 1.0
@@ -87,11 +87,11 @@ def test_first_fails_the_next_model_answers_with_its_own_model_key_and_host(fb, 
     assert r.headers["x-fake-provider"] == "together"
     assert r.headers["x-llm-router-model"] == "llama-3-70b"  # the model that answered
     assert r.headers["x-envoy-attempt-count"] == "2"
-    assert r.json()["model"] == "meta-llama/Llama-3-70b-chat-hf"
+    assert r.json()["model"] == "meta-llama/Llama-3.3-70B-Instruct-Turbo"
     [first] = fresh_fakes.requests("deepseek")
     [second] = fresh_fakes.requests("together")
     check_attempt(first, "deepseek", "deepseek-flash")
-    check_attempt(second, "together", "meta-llama/Llama-3-70b-chat-hf")
+    check_attempt(second, "together", "meta-llama/Llama-3.3-70B-Instruct-Turbo")
     assert first.headers["host"] == "api.deepseek.com" and second.headers["host"] == "api.together.xyz"
     assert not fresh_fakes.requests("mistral")
     rid = r.headers["x-llm-router-request-id"]
@@ -194,9 +194,9 @@ def test_slow_first_byte_moves_on_and_the_stream_arrives_intact_and_incrementall
     data = sse_data(b"".join(chunks))
     assert data[-1] == "[DONE]"
     events = [orjson.loads(d) for d in data[:-1]]
-    assert all(e["model"] == "meta-llama/Llama-3-70b-chat-hf" for e in events)
+    assert all(e["model"] == "meta-llama/Llama-3.3-70B-Instruct-Turbo" for e in events)
     text = "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"])
-    assert text.startswith("[meta-llama/Llama-3-70b-chat-hf")
+    assert text.startswith("[meta-llama/Llama-3.3-70B-Instruct-Turbo")
     rid = r.headers["x-llm-router-request-id"]
     a1, a2 = fb.observer.attempts_for(rid, 2)
     assert (a1[1], a2[1]) == (0, 200)  # the first attempt never answered: reported as no response
@@ -286,7 +286,7 @@ def test_a_refused_connection_moves_on_with_the_next_slot_aligned(fresh_fakes):
             assert r.status_code == 200, r.text
             assert r.headers["x-fake-provider"] == "together" and r.headers["x-envoy-attempt-count"] == "2"
             [got] = fresh_fakes.requests("together")
-            check_attempt(got, "together", "meta-llama/Llama-3-70b-chat-hf")
+            check_attempt(got, "together", "meta-llama/Llama-3.3-70B-Instruct-Turbo")
             rid = r.headers["x-llm-router-request-id"]
             a1, a2 = stack.observer.attempts_for(rid, 2)
             assert (a1[1], a2[1]) == (0, 200)
@@ -369,12 +369,15 @@ def test_fallbacks_are_counted_health_opens_the_breaker_and_cost_goes_to_the_ans
                 seen.append((r.headers["x-envoy-attempt-count"], r.headers["x-llm-router-model"]))
                 if seen[-1][0] == "1":
                     break
-            # First the chain falls back; once the breaker is open deepseek-v2 leaves selection: one attempt.
+            # First the chain falls back to the next rung; once the breaker is open deepseek-v2 leaves selection and the
+            # cheapest model rated above it (Mistral Large 3) answers at the first attempt.
             assert seen[0] == ("2", "llama-3-70b")
-            assert seen[-1] == ("1", "llama-3-70b"), seen
+            assert seen[-1] == ("1", "mistral-large"), seen
             url = f"http://127.0.0.1:{metrics_port}/metrics"
             wait_for(lambda: metric(httpx.get(url, timeout=5).text, "llm_router_responses_total", model="llama-3-70b",
-                                    status="2xx") >= len(seen), timeout=10, what="responses accounted")
+                                    status="2xx") >= len(seen) - 1, timeout=10, what="responses accounted")
+            wait_for(lambda: metric(httpx.get(url, timeout=5).text, "llm_router_responses_total", model="mistral-large",
+                                    status="2xx") == 1, timeout=10, what="the last response accounted")
             text = httpx.get(url, timeout=5).text
             falls = metric(text, "llm_router_fallbacks_total", from_model="deepseek-v2", to_model="llama-3-70b",
                            reason="server_error")
@@ -382,6 +385,7 @@ def test_fallbacks_are_counted_health_opens_the_breaker_and_cost_goes_to_the_ans
             assert metric(text, "llm_router_responses_total", model="deepseek-v2", status="5xx") == falls
             assert metric(text, "llm_router_breaker_open", model="deepseek-v2") == 1
             assert metric(text, "llm_router_cost_usd_total", model="llama-3-70b") > 0
+            assert metric(text, "llm_router_cost_usd_total", model="mistral-large") > 0
             assert metric(text, "llm_router_cost_usd_total", model="deepseek-v2") == 0
             for key in KEYS.values():
                 assert key not in text

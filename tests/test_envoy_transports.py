@@ -50,7 +50,7 @@ def test_fallback_and_a_processor_answered_cascade(transport_stack, fresh_fakes)
     r = httpx.post(url + "/v1/chat/completions", content=orjson.dumps(body), timeout=30)
     assert r.status_code == 200 and r.headers["x-fake-provider"] == "together", r.text
     [got] = wait_requests(fresh_fakes, "together")
-    assert got.headers["authorization"] == "Bearer fake-together-key" and got.json["model"] == "meta-llama/Llama-3-70b-chat-hf"
+    assert got.headers["authorization"] == "Bearer fake-together-key" and got.json["model"] == "meta-llama/Llama-3.3-70B-Instruct-Turbo"
     fresh_fakes.set_behaviour("deepseek", status=None, first_byte_ms=600)  # longer than Envoy's 500 ms message timeout
     r = httpx.post(url + "/cascade/v1/chat/completions", content=orjson.dumps(body), timeout=60)
     assert r.status_code == 200, r.text

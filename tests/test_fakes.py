@@ -74,7 +74,7 @@ def test_openai_stream_has_usage_last_only_when_asked(clean):
 
 
 def test_legacy_completions(clean):
-    r = post(clean, "together", "/v1/completions", {"model": "meta-llama/Llama-3-70b-chat-hf", "prompt": "Once upon"},
+    r = post(clean, "together", "/v1/completions", {"model": "meta-llama/Llama-3.3-70B-Instruct-Turbo", "prompt": "Once upon"},
              {"authorization": "Bearer fake-together-key"})
     assert r.status_code == 200 and r.json()["object"] == "text_completion"
 
@@ -272,7 +272,7 @@ def test_cli_patterns_are_set_at_start_and_bad_ones_named(tmp_path):
         ds = f"http://127.0.0.1:{proc.ports['deepseek']}/v1/chat/completions"
         tg = f"http://127.0.0.1:{proc.ports['together']}/v1/chat/completions"
         assert httpx.post(ds, content=orjson.dumps(DS_CHAT), headers=DEEPSEEK, timeout=30).status_code == 503
-        tg_body = orjson.dumps({**CHAT, "model": "meta-llama/Llama-3-70b-chat-hf"})
+        tg_body = orjson.dumps({**CHAT, "model": "meta-llama/Llama-3.3-70B-Instruct-Turbo"})
         tg_auth = {"authorization": "Bearer fake-together-key"}
         assert [httpx.post(tg, content=tg_body, headers=tg_auth, timeout=30).status_code for _ in range(2)] == [503, 200]
     finally:

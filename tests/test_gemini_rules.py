@@ -9,16 +9,15 @@ midnight UTC.
 """
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
-from datetime import date
+from datetime import datetime, timezone
 
 import httpx
 import orjson
 import pytest
 
 from fixtures_envoy import LADDER, config_data, fresh_fakes, running_fakes, running_stack, wait_requests  # noqa: F401
-from llm_router.config import default_data, parse_config, utc_today
+from llm_router.config import default_data, parse_config, utc_now
 from llm_router.gateways.envoy.bootstrap import RouteSpec
 from llm_router.request import parse_request, render_body
 from llm_router.router import Router
@@ -63,81 +62,30 @@ def test_a_responses_effort_is_mapped_for_a_model_that_asks_it():
     assert out["reasoning"] == {"effort": "low", "summary": "auto"}
 
 
+def at(text: str) -> datetime:
+    """A moment in UTC from an ISO date or date and time."""
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+
+
 def test_the_slot_bills_google_prices_and_takes_the_change_on_its_day():
     cfg = parse_config(None)
-    now = cfg.priced_on(date(2026, 12, 31)).models["gemini-1.5-pro"]
+    now = cfg.priced_at(at("2026-12-31T23:59")).models["gemini-1.5-pro"]
     assert (now.input_price, now.output_price, now.cached_input_price) == (0.75, 3.75, 0.075)
-    later = cfg.priced_on(date(2027, 1, 1))
+    later = cfg.priced_at(at("2027-01-01"))
     assert (later.models["gemini-1.5-pro"].input_price, later.models["gemini-1.5-pro"].output_price,
             later.models["gemini-1.5-pro"].cached_input_price) == (1.5, 7.5, 0.15)
-    assert later.priced_on(date(2026, 12, 31)).models["gemini-1.5-pro"].output_price == 3.75  # any day, either way
+    assert later.priced_at(at("2026-12-31")).models["gemini-1.5-pro"].output_price == 3.75  # any moment, either way
     assert later.models["gpt-4o"] is cfg.models["gpt-4o"]  # models without changes stay as they are
-    assert cfg.next_price_change(date(2026, 11, 30)) == date(2027, 1, 1)
-    assert cfg.next_price_change(date(2027, 1, 1)) is None
-    today = cfg.models["gemini-1.5-pro"]  # a config holds the prices of the day it is loaded
-    assert today.output_price == (7.5 if utc_today() >= date(2027, 1, 1) else 3.75)
+    assert cfg.models["gemini-1.5-pro"].next_price_change(at("2026-11-30")) == at("2027-01-01")
+    assert cfg.models["gemini-1.5-pro"].next_price_change(at("2027-01-01")) is None
+    today = cfg.models["gemini-1.5-pro"]  # a config holds the prices of the moment it is loaded
+    assert today.output_price == (7.5 if utc_now() >= at("2027-01-01") else 3.75)
 
 
-def test_a_running_process_routes_and_bills_at_the_new_prices_from_the_day_on(monkeypatch):
-    from llm_router.runtime import Runtime
-
-    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "TOGETHER_API_KEY", "MISTRAL_API_KEY",
-                 "DEEPSEEK_API_KEY"):
-        monkeypatch.setenv(name, "k")
-    rt = Runtime(parse_config(data()), telemetry=False)
-    body = orjson.dumps(CHAT)
-
-    def cost() -> float:
-        _, decision = rt.router.route(body, policy=rt.router.policies["gemini"])
-        assert decision.model.id == "gemini-1.5-pro"
-        return decision.estimated_cost
-
-    asyncio.run(rt.take_price_changes(date(2026, 12, 30)))  # the half price, whatever day the test runs on
-    assert rt.catalog.models["gemini-1.5-pro"].output_price == 3.75
-    before = cost()
-    assert asyncio.run(rt.take_price_changes(date(2026, 12, 31))) == []
-    assert cost() == before
-    assert asyncio.run(rt.take_price_changes(date(2027, 1, 1))) == ["gemini-1.5-pro"]
-    assert rt.catalog.models["gemini-1.5-pro"].output_price == 7.5
-    assert rt.catalog.models["gemini-1.5-pro"].cost(1_000_000, 0) == pytest.approx(1.5)
-    assert cost() == pytest.approx(2 * before)  # every price of the slot doubled
-    assert asyncio.run(rt.take_price_changes(date(2027, 1, 2))) == []  # taken once
-
-
-def test_the_price_clock_runs_only_while_a_change_is_ahead(monkeypatch):
-    from llm_router.runtime import Runtime
-
-    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "TOGETHER_API_KEY", "MISTRAL_API_KEY",
-                 "DEEPSEEK_API_KEY"):
-        monkeypatch.setenv(name, "k")
-
-    async def clock_running(cfg_data: dict) -> bool:
-        rt = Runtime(parse_config(cfg_data), telemetry=False)
-        await rt.start()
-        try:
-            return rt._price_clock is not None and rt._price_clock.running
-        finally:
-            await rt.stop()
-            assert rt._price_clock is None
-
-    ahead = {"models": {"gemini-1.5-pro": {**default_data()["models"]["gemini-1.5-pro"],
-                                           "price_changes": {"2999-01-01": {"output_price": 9.0}}}}}
-    assert asyncio.run(clock_running(ahead))
-    past = {"models": {"gemini-1.5-pro": {**default_data()["models"]["gemini-1.5-pro"],
-                                          "price_changes": {"2020-01-01": {"output_price": 9.0}}}}}
-    assert not asyncio.run(clock_running(past))
-    assert parse_config(past).models["gemini-1.5-pro"].output_price == 9.0  # a change already due is in the loaded prices
-
-
-def test_bad_efforts_and_price_changes_are_refused_naming_the_field():
+def test_bad_efforts_are_refused_naming_the_field():
     slot = default_data()["models"]["gemini-1.5-pro"]
     assert "reasoning_efforts" in refusal({"models": {"g": {**slot, "body": {"reasoning_efforts": {"minimal": ""}}}}})
     assert "reasoning_efforts" in refusal({"models": {"g": {**slot, "body": {"reasoning_efforts": ["low"]}}}})
-    assert "models.g.price_changes.2027-13-01" in refusal({"models": {"g": {**slot, "price_changes": {"2027-13-01": {
-        "input_price": 1.0}}}}})
-    empty = refusal({"models": {"g": {**slot, "price_changes": {"2027-02-01": {}}}}})
-    assert "a price change needs at least one of input_price" in empty
-    assert "output_price" in refusal({"models": {"g": {**slot, "price_changes": {"2027-02-01": {"output_price": -1}}}}})
 
 
 def test_check_describes_the_slot_and_notes_a_gemini_without_the_rules(tmp_path, capsys):

@@ -1,7 +1,8 @@
 """Output limits: a request asking for more output tokens than a model may write does not go to it.
 
-Providers answer 400 when max_tokens exceeds the model's output limit (DeepSeek 8,192, GPT-4o
-16,384, ...); the fakes do the same, from the catalog's `max_output_tokens`.
+Providers answer 400 when max_tokens exceeds the model's output limit (GPT-4o 16,384, Llama 3.3 on Together 8,192, ...);
+the fakes do the same, from the catalog's `max_output_tokens`. These tests give the DeepSeek slot the limits deepseek-chat
+had (8,192 written in 32,768 of context): a cheap model that writes less than agent clients ask for.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import orjson
 import pytest
 
 from fixtures_envoy import config_data, fresh_fakes, running_fakes, running_stack, wait_requests  # noqa: F401
-from llm_router.config import load_config, parse_config
+from llm_router.config import default_data, parse_config
 from llm_router.decision import Decision, RouteError
 from llm_router.fakes import FakeProviders
 from llm_router.router import Router
@@ -20,12 +21,18 @@ from llm_router.router import Router
 GREETING = [{"role": "user", "content": "hi there, thanks!"}]
 
 
+def limited() -> dict:
+    """The built-in catalog with the DeepSeek slot writing 8,192 tokens a call in 32,768 of context."""
+    slot = default_data()["models"]["deepseek-v2"]
+    return {"models": {"deepseek-v2": {**slot, "max_output_tokens": 8192, "context_window": 32768}}}
+
+
 def chat(**extra) -> bytes:
     return orjson.dumps({"model": "auto", "messages": GREETING, **extra})
 
 
 def test_a_long_answer_skips_models_that_cannot_write_it():
-    router = Router(load_config(None))
+    router = Router(parse_config(limited()))
     _, short = router.route(chat(max_tokens=4000))
     assert isinstance(short, Decision) and short.model.id == "deepseek-v2"
     for field in ("max_tokens", "max_completion_tokens"):
@@ -37,24 +44,25 @@ def test_a_long_answer_skips_models_that_cannot_write_it():
 
 
 def test_nothing_can_write_it_the_refusal_names_the_limit():
-    cfg = parse_config({"policies": {"default": {"ladder": {t: "deepseek-v2" for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")},
-                                                 "constraints": {"models": ["deepseek-v2", "gpt-4o"]}}}})
+    cfg = parse_config({**limited(), "policies": {"default": {
+        "ladder": {t: "deepseek-v2" for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")},
+        "constraints": {"models": ["deepseek-v2", "gpt-4o"]}}}})
     _, refused = Router(cfg).route(chat(max_tokens=20000))
     assert isinstance(refused, RouteError) and refused.status == 400
     assert refused.message == ("request asks for up to 20000 output tokens (max_tokens); no model in policy 'default' "
                                "can write that many in one call (at most 16384)")
     # Anthropic's Messages API: Claude (Sonnet 4.6, 64,000 a call) and DeepSeek (8,192) serve it here.
-    _, messages = Router(load_config(None)).route(
+    _, messages = Router(parse_config(limited())).route(
         orjson.dumps({"model": "auto", "max_tokens": 70000, "messages": GREETING}), path="/v1/messages")
     assert isinstance(messages, RouteError) and "at most 64000" in messages.message
-    _, claude = Router(load_config(None)).route(
+    _, claude = Router(parse_config(limited())).route(
         orjson.dumps({"model": "auto", "max_tokens": 9000, "messages": GREETING}), path="/v1/messages")
     assert isinstance(claude, Decision) and claude.model.id == "claude-3.5-sonnet" and not claude.fallbacks
 
 
 def clamping() -> dict:
     """The default policy with output_limit: clamp (what an agent client such as Claude Code needs)."""
-    data = load_config(None).model_dump(mode="json")
+    data = parse_config(limited()).model_dump(mode="json")
     data["policies"]["default"]["output_limit"] = "clamp"
     return data
 
@@ -68,9 +76,9 @@ def test_clamp_keeps_models_that_write_less_and_sends_them_their_own_limit(monke
         monkeypatch.setenv(f"{name}_API_KEY", f"test-{name.lower()}")
 
     messages = orjson.dumps({"model": "claude-sonnet-4-5", "max_tokens": 32000, "messages": GREETING})
-    _, kept = Router(load_config(None)).route(messages, path="/v1/messages")
+    _, kept = Router(parse_config(limited())).route(messages, path="/v1/messages")
     assert isinstance(kept, Decision) and kept.model.id == "claude-3.5-sonnet"  # refuse, the default: the one that writes it
-    _, long = Router(load_config(None)).route(chat(max_tokens=32000))
+    _, long = Router(parse_config(limited())).route(chat(max_tokens=32000))
     assert isinstance(long, Decision) and long.model.id == "mistral-large"  # the one chat model without a set limit
     rt = Runtime(parse_config(clamping()), telemetry=False)
     for field, sent_as in (("max_tokens", "max_tokens"), ("max_completion_tokens", "max_tokens")):  # DeepSeek's name
@@ -112,12 +120,12 @@ def test_an_unset_limit_is_bounded_by_the_context_window_only():
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[FakeProviders]:
-    yield from running_fakes({})
+    yield from running_fakes(limited())
 
 
 @pytest.fixture(scope="module")
 def stack(fakes, tmp_path_factory):
-    yield from running_stack(tmp_path_factory, "envoy-limits", fakes, config_data())
+    yield from running_stack(tmp_path_factory, "envoy-limits", fakes, {**config_data(), **limited()})
 
 
 def test_the_fakes_refuse_more_than_the_model_writes(fakes):
@@ -130,7 +138,7 @@ def test_the_fakes_refuse_more_than_the_model_writes(fakes):
 
 @pytest.fixture(scope="module")
 def clamp_stack(fakes, tmp_path_factory):
-    data = config_data()
+    data = {**config_data(), **limited()}
     data["policies"]["default"]["output_limit"] = "clamp"
     yield from running_stack(tmp_path_factory, "envoy-clamp", fakes, data)
 
@@ -215,3 +223,10 @@ def test_envoy_under_clamp_a_thinking_turn_is_answered_with_a_budget_that_fits(c
     [sent] = wait_requests(fresh_fakes, provider, 1)
     assert sent.json["max_tokens"] == 8192 and sent.json["thinking"] == {"type": "enabled", "budget_tokens": 8191}
     assert sent.status == 200
+
+
+def test_the_built_in_deepseek_writes_what_an_agent_client_asks():
+    """deepseek-flash writes up to 384K tokens a call: Claude Code's 32,000 fits, so its easy turns cost DeepSeek's price."""
+    body = orjson.dumps({"model": "claude-sonnet-4-5", "max_tokens": 32000, "messages": GREETING})
+    _, d = Router(parse_config(None)).route(body, path="/v1/messages")
+    assert isinstance(d, Decision) and d.model.id == "deepseek-v2" and "lowered" not in d.selection

@@ -70,7 +70,7 @@ def test_report_totals_match_the_metrics(logged, capsys):
     assert chat["reference_cost_usd"] - chat["cost_usd"] == pytest.approx(
         totals(rt, "llm_router_saving_usd_total") - (shadow["reference_cost_usd"] - shadow["cost_usd"]), abs=1e-6)
     assert chat["model_share"] == {"deepseek-v2": 0.75, "claude-3.5-sonnet": 0.25}
-    assert 0.5 < chat["saving_vs_reference"] < 1.0
+    assert 0.3 < chat["saving_vs_reference"] < 1.0  # three of four turns on DeepSeek, at its peak prices or not
     assert shadow["model_share"] == {"gpt-4o": 1.0} and shadow["saving_vs_reference"] == 0.0
     assert shadow["shadow"]["routed_cost_usd"] == pytest.approx(totals(rt, "llm_router_shadow_cost_usd_total"), abs=1e-6)
     assert shadow["shadow"]["served_cost_usd"] == shadow["cost_usd"] and shadow["shadow"]["saving"] > 0.9

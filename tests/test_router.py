@@ -55,15 +55,17 @@ def test_needs_filter_models(router):
     assert "vision" in d.model.capabilities and all("vision" in m.capabilities for m in d.fallbacks)
     tools = decide(router, body("hi", tools=[{"type": "function", "function": {"name": "f"}}]))
     assert "tools" in tools.model.capabilities
-    long = decide(router, body("lorem ipsum " * 20000))  # ~45k tokens: llama-3 (8k) and deepseek (32k) cannot serve it
+    long = decide(router, body("lorem ipsum " * 20000))  # ~45k tokens
     assert long.model.context_window >= long.input_tokens
 
 
 def test_no_capable_model_is_a_400_naming_the_need():
     r = Router(parse_config({"policies": {"default": {"strategy": "cost_weighted", "constraints": {"models": ["llama-3-70b"]}}}}))
-    _, err = r.route(body("hi", tools=[{"type": "function", "function": {"name": "f"}}]))
-    assert isinstance(err, RouteError) and err.status == 400 and "tools" in err.message
-    _, err = r.route(body("lorem ipsum " * 5000))
+    image = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"},
+                                                       {"type": "image_url", "image_url": {"url": "u"}}]}]}
+    _, err = r.route(orjson.dumps(image))
+    assert isinstance(err, RouteError) and err.status == 400 and "vision" in err.message
+    _, err = r.route(body("lorem ipsum " * 100000))  # ~225k tokens: Llama 3.3 reads 131,072
     assert err.status == 400 and "context" in err.message
 
 

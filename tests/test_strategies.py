@@ -44,9 +44,9 @@ def test_ladder_replaces_an_unavailable_rung_with_the_cheapest_model_meeting_the
     without = [m for m in ALL if m.id != "llama-3-70b"]
     sel = make_strategy("ladder").select(ctx(Tier.MEDIUM, candidates=without))
     # not the HIGH rung (claude, $3/$15) but the cheapest model rated MEDIUM or above
-    assert sel.model.id == "gemini-1.5-pro" and "llama-3-70b unavailable" in sel.reason
+    assert sel.model.id == "mistral-large" and "llama-3-70b unavailable" in sel.reason  # Large 3: $0.50/$1.50
     low_down = [m for m in ALL if m.id not in ("deepseek-v2", "llama-3-70b")]
-    assert make_strategy("ladder").select(ctx(Tier.LOW, candidates=low_down)).model.id == "gemini-1.5-pro"
+    assert make_strategy("ladder").select(ctx(Tier.LOW, candidates=low_down)).model.id == "mistral-large"
     only_low = [CATALOG.models["deepseek-v2"]]
     sel = make_strategy("ladder").select(ctx(Tier.CRITICAL, candidates=only_low))
     assert sel.model.id == "deepseek-v2" and "most capable" in sel.reason
@@ -61,7 +61,8 @@ def test_ladder_without_rungs_takes_nearest_capable_model():
 def test_quality_gate_with_predictions_picks_cheapest_over_bar():
     q = (("deepseek-v2", 0.4), ("llama-3-70b", 0.75), ("mistral-large", 0.8), ("gpt-4o", 0.9))
     s = make_strategy("quality_gate")
-    assert s.select(ctx(quality=q, params={"min_quality": 0.7})).model.id == "llama-3-70b"
+    assert s.select(ctx(quality=q, params={"min_quality": 0.7})).model.id == "mistral-large"  # cheaper than Llama 3.3
+    assert s.select(ctx(quality=q, params={"min_quality": 0.85})).model.id == "gpt-4o"
     assert s.select(ctx(quality=q, params={"min_quality": 0.3})).model.id == "deepseek-v2"
     assert s.select(ctx(quality=q, params={"relative": 0.95})).model.id == "gpt-4o"  # bar 0.855
     sel = s.select(ctx(quality=q, params={"min_quality": 0.99}))

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import copy
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 from llm_router.catalog import APIS, AUTO_MODELS, CAPABILITIES, MODEL_PLACEHOLDER, Tier
 from llm_router.forward import ForwardApi, api_root
@@ -235,9 +236,61 @@ class ProviderConf(_Strict):
         return v
 
 
-def utc_today() -> date:
-    """Today's date in UTC, the calendar price changes follow."""
-    return datetime.now(timezone.utc).date()
+def utc_now() -> datetime:
+    """Now, in UTC: the clock price changes and peak hours follow."""
+    return datetime.now(timezone.utc)
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class PeakConf(_Strict):
+    """Hours in which a provider bills a model at a multiple of its prices (DeepSeek doubles them on weekday peaks)."""
+
+    factor: float = Field(gt=0)
+    hours_utc: list[str] = Field(min_length=1)  # "HH:MM-HH:MM", start inclusive, end exclusive; 24:00 ends a day
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS))
+
+    @field_validator("hours_utc")
+    @classmethod
+    def _spans(cls, v: list[str]) -> list[str]:
+        for span in v:
+            _span_minutes(span)
+        return v
+
+    def spans(self) -> list[tuple[int, int]]:
+        """The peak spans of a day, in minutes after midnight UTC."""
+        return [_span_minutes(span) for span in self.hours_utc]
+
+    def covers(self, when: datetime) -> bool:
+        """Whether `when` (UTC) falls in a peak span of a peak day."""
+        minute = when.hour * 60 + when.minute
+        return WEEKDAYS[when.weekday()] in self.days and any(start <= minute < end for start, end in self.spans())
+
+    def next_boundary(self, after: datetime) -> datetime | None:
+        """The first moment after `after` at which a peak span begins or ends (within the next eight days)."""
+        midnight = after.replace(hour=0, minute=0, second=0, microsecond=0)
+        for day in range(9):
+            base = midnight + timedelta(days=day)
+            if WEEKDAYS[base.weekday()] not in self.days:
+                continue
+            for minute in sorted({m for span in self.spans() for m in span}):
+                moment = base + timedelta(minutes=minute)
+                if moment > after:
+                    return moment
+        return None
+
+
+def _span_minutes(span: str) -> tuple[int, int]:
+    """("HH:MM-HH:MM") -> (start, end) in minutes after midnight; ValueError naming the span."""
+    try:
+        start, end = (int(h) * 60 + int(m) for h, m in (part.strip().split(":") for part in span.split("-")))
+    except ValueError:
+        raise ValueError(f"{span!r} is not a span of hours like '01:00-04:00'") from None
+    if not 0 <= start < end <= 24 * 60:
+        raise ValueError(f"{span!r}: a span must start before it ends, within one day (00:00-24:00)")
+    return start, end
 
 
 class PriceChangeConf(_Strict):
@@ -282,26 +335,51 @@ class ModelConf(_Strict):
     # other models (Claude 4.6 and later answer 400, "This model does not support assistant message prefill. The
     # conversation must end with a user message.")
     prefill: bool = True
-    # day (YYYY-MM-DD, UTC) -> the prices from that day on, e.g. where an introductory price ends: a config holds the prices
-    # in effect when it is loaded, and a running process takes each change at midnight UTC of its day
+    # day (YYYY-MM-DD, UTC) -> the prices from that day on, e.g. where an introductory price ends
     price_changes: dict[date, PriceChangeConf] = Field(default_factory=dict)
-
+    # hours in which every price above is multiplied by a factor (DeepSeek's weekday peak: twice its off-peak prices, which
+    # are then the ones written). A config holds the prices in effect when it is loaded; a running process takes each
+    # change at its moment (midnight UTC of a price change's day, the start and end of each peak span).
+    peak: PeakConf | None = None
     _written: dict[str, float | None] = PrivateAttr(default_factory=dict)  # the prices as written, before any change
 
-    @model_validator(mode="after")
-    def _priced_today(self) -> "ModelConf":
-        self._written = {name: getattr(self, name) for name in PriceChangeConf.model_fields}
-        return self.priced_on(utc_today())
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler: Any) -> Any:
+        # dumped as written, so that a dumped config loaded again holds the same schedule (not a peak price doubled again)
+        data = handler(self)
+        if isinstance(data, dict):
+            for name, usd in self._written.items():
+                if name in data:
+                    data[name] = usd
+        return data
 
-    def priced_on(self, day: date) -> "ModelConf":
-        """This model with the prices in effect on `day` (itself when they are the ones it holds)."""
+    @model_validator(mode="after")
+    def _priced_now(self) -> "ModelConf":
+        self._written = {name: getattr(self, name) for name in PriceChangeConf.model_fields}
+        return self.priced_at(utc_now())
+
+    def priced_at(self, when: datetime) -> "ModelConf":
+        """This model with the prices in effect at `when` (UTC; itself when they are the ones it holds)."""
         prices = dict(self._written)
-        for when in sorted(self.price_changes):
-            if when <= day:
-                prices.update(self.price_changes[when].model_dump(exclude_none=True))
+        for day in sorted(self.price_changes):
+            if day <= when.date():
+                prices.update(self.price_changes[day].model_dump(exclude_none=True))
+        if self.peak is not None and self.peak.covers(when):
+            factor = self.peak.factor
+            prices = {name: None if usd is None else usd * factor for name, usd in prices.items()}
         if all(getattr(self, name) == value for name, value in prices.items()):
             return self
         return self.model_copy(update=prices)
+
+    def next_price_change(self, after: datetime) -> datetime | None:
+        """The first moment after `after` at which this model's prices change, or None."""
+        days = [datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc) for day in self.price_changes]
+        moments = [m for m in days if m > after]
+        if self.peak is not None:
+            boundary = self.peak.next_boundary(after)
+            if boundary is not None:
+                moments.append(boundary)
+        return min(moments, default=None)
 
     @field_validator("capabilities")
     @classmethod
@@ -496,16 +574,17 @@ class Config(_Strict):
             raise ValueError("; ".join(problems))
         return self
 
-    def priced_on(self, day: date) -> "Config":
-        """This config with every model's prices as in effect on `day` (itself when none changes)."""
-        models = {mid: m.priced_on(day) for mid, m in self.models.items()}
+    def priced_at(self, when: datetime) -> "Config":
+        """This config with every model's prices as in effect at `when` (UTC; itself when none changes)."""
+        models = {mid: m.priced_at(when) for mid, m in self.models.items()}
         if all(models[mid] is m for mid, m in self.models.items()):
             return self
         return self.model_copy(update={"models": models})
 
-    def next_price_change(self, after: date) -> date | None:
-        """The first day after `after` on which some model's prices change, or None."""
-        return min((when for m in self.models.values() for when in m.price_changes if when > after), default=None)
+    def next_price_change(self, after: datetime) -> datetime | None:
+        """The first moment after `after` at which some model's prices change, or None."""
+        return min((m for m in (model.next_price_change(after) for model in self.models.values()) if m is not None),
+                   default=None)
 
 
 def policy_problems(p: PolicyConf, where: str, cfg: "Config") -> list[str]:

@@ -152,6 +152,11 @@ class Router:
         self.policies = {name: self._compile(name, conf) for name, conf in config.policies.items()}
         self.default = self.policies[config.default_policy]
 
+    @property
+    def classifiers(self) -> dict[str, Classifier]:
+        """The classifier instances built so far, by name (a router for the same classifier settings may share them)."""
+        return dict(self._classifiers)
+
     # ---- compiling --------------------------------------------------------------------
 
     def classifier(self, name: str) -> Classifier:

@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -17,7 +17,7 @@ from llm_router import stored
 from llm_router.accounting import Usage
 from llm_router.catalog import Model, Tier, provider_path
 from llm_router.affinity import response_key
-from llm_router.config import Config, ConfigError, utc_today
+from llm_router.config import Config, ConfigError, utc_now
 from llm_router.credentials import Credentials
 from llm_router.decision import Decision, RouteError
 from llm_router.forward import PRICED_APIS, forward_path, provider_root
@@ -674,7 +674,7 @@ class Runtime:
             sync.start()
         if self.refresher is not None:
             self.refresher.start()
-        if self._price_clock is None and self.config.next_price_change(utc_today()) is not None:
+        if self._price_clock is None and self.config.next_price_change(utc_now()) is not None:
             from llm_router.background import BackgroundTask
 
             self._price_clock = BackgroundTask(self._pricing, "llm-router-prices")
@@ -699,25 +699,25 @@ class Runtime:
             self._metrics_address = serve_metrics(self.metrics, listen, self.feedback, model_of, probe=self.probe)
 
     async def _pricing(self) -> None:
-        """Take each price change at midnight UTC of its day (looking again at least hourly, past clock jumps)."""
+        """Take each price change at its moment (looking again at least every ten minutes, past clock jumps)."""
         while True:
-            upcoming = self.config.next_price_change(utc_today())
+            upcoming = self.config.next_price_change(utc_now())
             if upcoming is None:
                 return
-            due = datetime.combine(upcoming, datetime.min.time(), tzinfo=timezone.utc).timestamp()
-            await asyncio.sleep(min(max(due - time.time(), 0.0), 3600.0))
-            await self.take_price_changes(utc_today())
+            await asyncio.sleep(min(max((upcoming - utc_now()).total_seconds(), 0.0) + 0.001, 600.0))
+            await self.take_price_changes(utc_now())
 
-    async def take_price_changes(self, day: date) -> list[str]:
-        """Route and bill with the prices in effect on `day`; returns the ids of the models whose prices changed."""
+    async def take_price_changes(self, when: datetime) -> list[str]:
+        """Route and bill with the prices in effect at `when` (UTC); returns the ids of the models whose prices changed."""
         import logging
 
-        config = self.config.priced_on(day)
+        config = self.config.priced_at(when)
         changed = sorted(mid for mid, m in config.models.items() if m is not self.config.models.get(mid))
         if changed:
-            router = await asyncio.to_thread(self.prepare_reload, config)
+            # prices are all that changed: the classifiers are kept (they do not read prices), the router is new
+            router = await asyncio.to_thread(Router, config, classifiers=self.router.classifiers)
             self.apply_reload(config, router)
-            logging.getLogger("llm_router").info("prices of %s changed on %s", ", ".join(changed), day.isoformat())
+            logging.getLogger("llm_router").info("prices of %s changed at %s", ", ".join(changed), when.isoformat())
         return changed
 
     async def _beating(self) -> None:

@@ -9,7 +9,7 @@ import orjson
 
 from llm_router.commands.common import load_or_exit
 from llm_router.catalog import APIS, Catalog
-from llm_router.config import ModelConf, allowed_models
+from llm_router.config import ModelConf, allowed_models, utc_now
 
 DEEPSEEK_THINKING = re.compile(r"deepseek-(?:reasoner|v4|flash)", re.IGNORECASE)  # deepseek-reasoner, deepseek-v4-pro, ...
 REASONER = re.compile(r"deepseek-reasoner", re.IGNORECASE)
@@ -37,6 +37,9 @@ RETIRED_NAMES = {
     "gemini-3-pro-preview": "Google shut it down on 2026-03-09 (404 NOT_FOUND; gemini-3.1-pro-preview replaces it)",
     **{name: f"Google retires it on 2026-12-01: its calls then go to {then}, billed at that model's prices, not this one's"
        for name, then in (("gemini-2.5-pro", "gemini-3.8-flash"), ("gemini-2.5-flash", "gemini-3.5-flash-lite"))},
+    **dict.fromkeys(("meta-llama/Llama-3-70b-chat-hf", "meta-llama/Llama-3-8b-chat-hf"),
+                    "Together serves it only on dedicated endpoints now (400 model_not_available: Unable to access "
+                    "non-serverless model)"),
     "deepseek-chat": "DeepSeek retired the name on 2026-07-24 (400 Model Not Exist; deepseek-flash is its current model)",
     "deepseek-reasoner": "DeepSeek retired the name on 2026-07-24 (400 Model Not Exist; deepseek-flash thinks by default)",
 }
@@ -184,6 +187,10 @@ def run(args) -> int:
         if m.body is not None and m.body.reasoning_efforts:
             print(f"  {'':20s} reasoning effort sent as: "
                   f"{', '.join(f'{sent} as {taken}' for sent, taken in m.body.reasoning_efforts.items())}")
+        if m.peak is not None:
+            now = "peak now: the prices above are peak prices" if m.peak.covers(utc_now()) else "off-peak now"
+            print(f"  {'':20s} prices x{m.peak.factor:g} in {', '.join(m.peak.hours_utc)} UTC on {', '.join(m.peak.days)} "
+                  f"({now})")
         for day, change in sorted(m.price_changes.items()):
             print(f"  {'':20s} prices from {day.isoformat()}: "
                   f"{', '.join(f'{name} ${usd:g}' for name, usd in change.model_dump(exclude_none=True).items())}")

@@ -68,6 +68,8 @@ ENABLED_ONLY = re.compile(r"claude-(?:3-7|(?:sonnet|opus|haiku)-4-(?:[0-5](?![0-
 # DeepSeek's thinking models on its chat API: they answer with reasoning_content and want it passed back
 DEEPSEEK_THINKING = re.compile(r"deepseek-(?:reasoner|v4|flash)")  # models that think unless thinking is disabled
 RETIRED = {"deepseek": frozenset({"deepseek-chat"})}  # names the provider answers "Model Not Exist" to (since 2026-07-24)
+# Models Together serves only on dedicated endpoints now: its serverless API answers 400 model_not_available
+TOGETHER_DEDICATED = frozenset({"meta-llama/Llama-3-70b-chat-hf", "meta-llama/Llama-3-8b-chat-hf"})
 # Gemini names Google's API answers 404 NOT_FOUND to (Gemini 1.x removed; 3 Pro Preview shut down on 2026-03-09)
 GEMINI_GONE = frozenset({"gemini-pro", "gemini-1.0-pro", "gemini-1.5-pro", "gemini-1.5-pro-latest", "gemini-1.5-flash",
                          "gemini-3-pro-preview"})
@@ -366,6 +368,10 @@ class FakeProvider:
             return await self._google_error(resp, 404, f"models/{model.removeprefix('models/')} is not found for API version "
                                             "v1beta, or is not supported for generateContent. Call ListModels to see the list "
                                             "of available models and their supported methods.", "NOT_FOUND")
+        if self.name == "together" and model in TOGETHER_DEDICATED:
+            return await self._error(resp, 400, f"Unable to access non-serverless model {model}. Please visit "
+                                     f"https://api.together.ai/models/{model} to create and start a new dedicated endpoint for "
+                                     "the model.", "invalid_request_error", False, code="model_not_available")
         if model in RETIRED.get(self.name, ()):
             return await self._error(resp, 400, "Model Not Exist", "invalid_request_error", False)
         if b.models is not None and model not in b.models:

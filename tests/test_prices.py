@@ -1,0 +1,149 @@
+"""Prices that change: on a day (price_changes) and by the hour (peak), in the config and in a running process.
+
+Google bills Gemini 3.8 Flash at half price until 2026-12-31; DeepSeek bills deepseek-flash at twice its off-peak prices
+from 01:00 to 04:00 and from 06:00 to 10:00 UTC on weekdays. A config holds the prices of the moment it is loaded; a running
+processor takes each change at its moment, so routing, cost estimates, spend limits and the dollar metrics follow.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pytest
+
+from fixtures_envoy import LADDER
+from llm_router.config import default_data, parse_config
+from test_tool_ids import check_output, refusal
+
+KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "TOGETHER_API_KEY", "MISTRAL_API_KEY", "DEEPSEEK_API_KEY")
+CHAT = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "Say hello to the team in one line."}]})
+
+
+def at(text: str) -> datetime:
+    """A moment in UTC from an ISO date or date and time."""
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+
+
+def pinned(model: str) -> dict:
+    return {"policies": {"default": {"classifier": "rules", "strategy": "ladder", "ladder": {t: model for t in LADDER}}}}
+
+
+def runtime(monkeypatch, data: dict):
+    from llm_router.runtime import Runtime
+
+    for name in KEYS:
+        monkeypatch.setenv(name, "k")
+    return Runtime(parse_config(data), telemetry=False)
+
+
+def cost(rt) -> float:
+    _, decision = rt.router.route(CHAT)
+    return decision.estimated_cost
+
+
+def test_a_running_process_routes_and_bills_at_the_new_prices_from_the_day_on(monkeypatch):
+    rt = runtime(monkeypatch, pinned("gemini-1.5-pro"))
+    asyncio.run(rt.take_price_changes(at("2026-12-30T12:00")))  # the half price, whatever day the test runs on
+    assert rt.catalog.models["gemini-1.5-pro"].output_price == 3.75
+    before = cost(rt)
+    assert asyncio.run(rt.take_price_changes(at("2026-12-31T12:00"))) == []
+    assert cost(rt) == before
+    assert asyncio.run(rt.take_price_changes(at("2027-01-01T00:00"))) == ["gemini-1.5-pro"]
+    assert rt.catalog.models["gemini-1.5-pro"].output_price == 7.5
+    assert rt.catalog.models["gemini-1.5-pro"].cost(1_000_000, 0) == pytest.approx(1.5)
+    assert cost(rt) == pytest.approx(2 * before)  # every price of the slot doubled
+    assert asyncio.run(rt.take_price_changes(at("2027-01-02T12:00"))) == []  # taken once (a Saturday: no peak either)
+
+
+def test_deepseek_bills_twice_in_its_weekday_peak_hours(monkeypatch):
+    cfg = parse_config(None)
+    for moment, peak in (("2026-11-30T00:59", False), ("2026-11-30T01:00", True), ("2026-11-30T03:59", True),
+                         ("2026-11-30T04:00", False), ("2026-11-30T06:00", True), ("2026-11-30T10:00", False),
+                         ("2026-12-05T02:00", False), ("2026-12-06T07:00", False)):  # a Monday, then a Saturday and Sunday
+        m = cfg.priced_at(at(moment)).models["deepseek-v2"]
+        factor = 2 if peak else 1
+        assert (m.input_price, m.output_price, m.cached_input_price) == (0.15 * factor, 0.6 * factor, 0.003 * factor), moment
+    slot = cfg.models["deepseek-v2"]
+    assert slot.next_price_change(at("2026-11-30T00:30")) == at("2026-11-30T01:00")
+    assert slot.next_price_change(at("2026-11-30T04:00")) == at("2026-11-30T06:00")
+    assert slot.next_price_change(at("2026-12-04T10:00")) == at("2026-12-07T01:00")  # Friday's last peak ends: Monday's
+    rt = runtime(monkeypatch, pinned("deepseek-v2"))
+    asyncio.run(rt.take_price_changes(at("2026-11-30T00:30")))
+    off = cost(rt)
+    assert asyncio.run(rt.take_price_changes(at("2026-11-30T01:00"))) == ["deepseek-v2"]
+    assert cost(rt) == pytest.approx(2 * off)
+    usage_cost = rt.catalog.models["deepseek-v2"].cost(10_000, 1_000, cached=8_000)
+    assert usage_cost == pytest.approx((2_000 * 0.3 + 8_000 * 0.006 + 1_000 * 1.2) / 1e6)
+    assert asyncio.run(rt.take_price_changes(at("2026-11-30T04:00"))) == ["deepseek-v2"]
+    assert cost(rt) == pytest.approx(off)
+
+
+def test_the_price_clock_takes_a_change_at_its_moment(monkeypatch):
+    """The running clock, on a clock of its own that starts just before DeepSeek's peak begins."""
+    import llm_router.runtime as runtime_module
+
+    start, began = at("2026-11-30T00:59:59.7"), time.monotonic()
+    monkeypatch.setattr(runtime_module, "utc_now", lambda: start + timedelta(seconds=time.monotonic() - began))
+    rt = runtime(monkeypatch, pinned("deepseek-v2"))
+
+    async def run() -> float:
+        await rt.take_price_changes(start)
+        assert rt.catalog.models["deepseek-v2"].output_price == 0.6  # off-peak, a few tenths of a second before it ends
+        await rt.start()
+        try:
+            assert rt._price_clock is not None and rt._price_clock.running
+            deadline = time.monotonic() + 30
+            while rt.catalog.models["deepseek-v2"].output_price != 1.2:
+                assert time.monotonic() < deadline, "the peak was not taken"
+                await asyncio.sleep(0.02)
+            return time.monotonic() - began
+        finally:
+            await rt.stop()
+
+    taken = asyncio.run(run())
+    assert taken >= 0.3  # not before its moment
+
+
+def test_the_price_clock_runs_only_while_a_change_is_ahead(monkeypatch):
+    async def clock_running(cfg_data: dict) -> bool:
+        rt = runtime(monkeypatch, cfg_data)
+        await rt.start()
+        try:
+            return rt._price_clock is not None and rt._price_clock.running
+        finally:
+            await rt.stop()
+            assert rt._price_clock is None
+
+    models = default_data()["models"]
+    steady = {"deepseek-v2": {k: v for k, v in models["deepseek-v2"].items() if k != "peak"}}
+    ahead = {"models": {**steady, "gemini-1.5-pro": {**models["gemini-1.5-pro"],
+                                                     "price_changes": {"2999-01-01": {"output_price": 9.0}}}}}
+    assert asyncio.run(clock_running(ahead))
+    past = {"models": {**steady, "gemini-1.5-pro": {**models["gemini-1.5-pro"],
+                                                    "price_changes": {"2020-01-01": {"output_price": 9.0}}}}}
+    assert not asyncio.run(clock_running(past))
+    assert parse_config(past).models["gemini-1.5-pro"].output_price == 9.0  # a change already due is in the loaded prices
+    assert asyncio.run(clock_running({}))  # the defaults: DeepSeek's peak is always ahead
+
+
+def test_bad_price_schedules_are_refused_naming_the_field():
+    slot = default_data()["models"]["deepseek-v2"]
+    peak = slot["peak"]
+    assert "models.g.price_changes.2027-13-01" in refusal({"models": {"g": {**slot, "price_changes": {"2027-13-01": {
+        "input_price": 1.0}}}}})
+    assert "a price change needs at least one of input_price" in refusal(
+        {"models": {"g": {**slot, "price_changes": {"2027-02-01": {}}}}})
+    assert "output_price" in refusal({"models": {"g": {**slot, "price_changes": {"2027-02-01": {"output_price": -1}}}}})
+    for bad, named in ((["04:00-01:00"], "must start before it ends"), (["01:00-25:00"], "within one day"),
+                       (["1-4"], "is not a span of hours like '01:00-04:00'"), ([], "hours_utc")):
+        assert named in refusal({"models": {"g": {**slot, "peak": {**peak, "hours_utc": bad}}}}), bad
+    assert "models.g.peak.days" in refusal({"models": {"g": {**slot, "peak": {**peak, "days": ["monday"]}}}})
+    assert "models.g.peak.factor" in refusal({"models": {"g": {**slot, "peak": {**peak, "factor": 0}}}})
+
+
+def test_check_shows_each_schedule(tmp_path, capsys):
+    out = check_output(tmp_path, {}, capsys)
+    assert "prices x2 in 01:00-04:00, 06:00-10:00 UTC on mon, tue, wed, thu, fri (" in out
+    assert "prices from 2027-01-01: input_price $1.5, output_price $7.5, cached_input_price $0.15" in out
