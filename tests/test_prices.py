@@ -147,3 +147,24 @@ def test_check_shows_each_schedule(tmp_path, capsys):
     out = check_output(tmp_path, {}, capsys)
     assert "prices x2 in 01:00-04:00, 06:00-10:00 UTC on mon, tue, wed, thu, fri (" in out
     assert "prices from 2027-01-01: input_price $1.5, output_price $7.5, cached_input_price $0.15" in out
+
+
+def test_the_price_gauges_show_what_each_model_is_billed_at_now(monkeypatch):
+    from llm_router.metrics import scrape_totals
+    from llm_router.runtime import Runtime
+
+    for name in KEYS:
+        monkeypatch.setenv(name, "k")
+    rt = Runtime(parse_config(pinned("deepseek-v2")))
+
+    def gauge(model: str, kind: str) -> float:
+        line = f'llm_router_price_usd_per_mtok{{kind="{kind}",model="{model}"}} '
+        [value] = [x[len(line):] for x in rt.metrics.exposition().decode().splitlines() if x.startswith(line)]
+        return float(value)
+
+    asyncio.run(rt.take_price_changes(at("2026-11-30T00:30")))
+    assert (gauge("deepseek-v2", "input"), gauge("deepseek-v2", "output"), gauge("deepseek-v2", "cached_input")) == (0.15, 0.6, 0.003)
+    assert gauge("gpt-4o", "cache_write") == 5.0  # no cache price: its input price
+    asyncio.run(rt.take_price_changes(at("2026-11-30T01:00")))
+    assert (gauge("deepseek-v2", "input"), gauge("deepseek-v2", "output"), gauge("deepseek-v2", "cached_input")) == (0.3, 1.2, 0.006)
+    assert scrape_totals(rt.metrics.exposition().decode())["llm_router_price_usd_per_mtok"] > 0

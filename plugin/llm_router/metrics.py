@@ -151,6 +151,9 @@ class Metrics(Collector):
         self.forwarded = CounterVec("llm_router_forwarded", "Calls the router does not route (embeddings, moderations, "
                                     "audio, images, files, batches) sent on to the provider a policy's `forward` names, with its key",
                                     ("provider", "api"))
+        self.price = GaugeVec("llm_router_price_usd_per_mtok", "What a model is billed at now, USD per 1M tokens, by kind "
+                              "(input, output, cached_input, cache_write): it follows price changes and peak hours",
+                              ("model", "kind"))
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -164,7 +167,7 @@ class Metrics(Collector):
                 self.upstream_seconds, self.estimate_ratio, self.fallbacks, self.errors, self.budget_remaining,
                 self.breaker_open, self.feedback, self.rated, self.rated_score, self.affinity_shared, self.reasoning_shared,
                 self.reasoning_filled, self.stored, self.shadow_requests, self.shadow_cost, self.token_counts, self.forwarded,
-                self.downgraded)
+                self.downgraded, self.price)
 
     def collect(self) -> Iterator:
         for vec in self._all():

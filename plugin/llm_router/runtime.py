@@ -309,6 +309,7 @@ class Runtime:
         metrics = Metrics.create()
         telemetry = Telemetry(self.catalog, metrics, health, limits, log)
         self.shared, self.limits, self.metrics, self.telemetry = shared, limits, metrics, telemetry
+        self._show_prices()
         filled = metrics.reasoning_filled
         self.router.reasoning.on_recall = lambda found: filled.inc(("kept" if found else "stand_in",))
         if cfg.state.get("backend") == "redis":
@@ -383,6 +384,18 @@ class Runtime:
         self.config, self.router, self.catalog = config, router, router.catalog
         self.keyless = self._keyless()
         self._carriers = {}
+        self._show_prices()
+
+    def _show_prices(self) -> None:
+        """The price gauges: what each model is billed at now (unset cache prices: its input price)."""
+        if self.metrics is None:
+            return
+        gauge = self.metrics.price
+        for m in self.catalog.models.values():
+            gauge.set((m.id, "input"), m.input_price)
+            gauge.set((m.id, "output"), m.output_price)
+            gauge.set((m.id, "cached_input"), m.input_price if m.cached_input_price is None else m.cached_input_price)
+            gauge.set((m.id, "cache_write"), m.input_price if m.cache_write_price is None else m.cache_write_price)
 
     def new_request_id(self) -> str:
         """A unique, unguessable, cheap request id: random per process, counter and 48 random bits per request.
