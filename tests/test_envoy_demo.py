@@ -52,6 +52,7 @@ def test_demo_json_summary():
     assert abs(sum(s["model_share"].values()) - 1) < 0.01 and len(s["model_share"]) >= 3
     assert 0 < s["cost_per_1k"] < s["baseline_cost_per_1k"] and 0 < s["saving"] < 1
     assert s["added_p50_ms"] is not None and s["added_p99_ms"] >= s["added_p50_ms"]
+    assert s["peak_prices"] in ([], ["deepseek-v2"]) and len(s["priced_at"]) == len("2026-11-30 02:44")  # DeepSeek's peak
     # Anthropic-format prompts are routed too: between Claude and DeepSeek's Anthropic-compatible API only
     chat, messages = s["by_api"]["chat"], s["by_api"]["messages"]
     assert chat["requests"] + messages["requests"] == s["requests"] and messages["requests"] >= 20

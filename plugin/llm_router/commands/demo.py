@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from llm_router.commands.common import add_config_arg, load_or_exit
+from llm_router.config import utc_now
 
 MESSAGES_PATH = "/v1/messages"
 CHAT_PATH = "/v1/chat/completions"
@@ -235,6 +236,7 @@ def _run(args, cfg_user, items: list[dict[str, Any]]) -> dict[str, Any]:
 
             catalog = build_catalog(cfg)
             outcomes: list[Outcome] = []
+            started = utc_now()
             t0 = time.monotonic()
             with httpx.Client(timeout=30.0) as routed, httpx.Client(timeout=30.0) as direct:
                 for i, item in enumerate(items, 1):
@@ -245,6 +247,9 @@ def _run(args, cfg_user, items: list[dict[str, Any]]) -> dict[str, Any]:
             if progress and tty:
                 print(file=sys.stderr)
             summary = _summarise(outcomes, catalog, cfg)
+            # Costs are at the prices in effect when the run began: peak hours (DeepSeek's) double some of them.
+            summary["priced_at"] = started.strftime("%Y-%m-%d %H:%M")
+            summary["peak_prices"] = sorted(mid for mid, m in cfg.models.items() if m.peak is not None and m.peak.covers(started))
             summary["metrics"] = _settled_metrics(metrics_port, len(outcomes) - summary["errors"])
             summary["fallbacks"]["taken"] = fallbacks_taken(metrics_port)
             summary["failing_providers"] = getattr(args, "failing", [])
@@ -404,6 +409,10 @@ def _print(s: dict[str, Any]) -> None:
             print(f"  {count:5d}  {move}")
     print(f"\ncost per 1K queries:  ${s['cost_per_1k']:.4f} {'served' if s.get('shadow') else 'routed'}  vs  ${s['baseline_cost_per_1k']:.4f} "
           f"all to {s['baseline_model']}  ->  saving {s['saving'] * 100:.1f}%")
+    if s.get("priced_at"):
+        peaks = s.get("peak_prices") or []
+        print(f"prices:               as billed at {s['priced_at']} UTC"
+              + (f"; {', '.join(peaks)} at peak-hour prices" if peaks else "; no model in its peak hours"))
     m = s.get("metrics") or {}
     if m:
         spend, saved = m.get("llm_router_cost_usd_total", 0.0), m.get("llm_router_saving_usd_total", 0.0)
