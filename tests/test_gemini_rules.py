@@ -32,6 +32,7 @@ def data() -> dict:
     cfg = config_data()
     cfg["policies"]["gemini"] = {"classifier": "rules", "strategy": "ladder", "explain": True,
                                  "ladder": {t: "gemini-1.5-pro" for t in LADDER}}
+    cfg["policies"]["only-gemini"] = {**cfg["policies"]["gemini"], "constraints": {"models": ["gemini-1.5-pro"]}}
     return cfg
 
 
@@ -86,6 +87,7 @@ def test_bad_efforts_are_refused_naming_the_field():
     slot = default_data()["models"]["gemini-1.5-pro"]
     assert "reasoning_efforts" in refusal({"models": {"g": {**slot, "body": {"reasoning_efforts": {"minimal": ""}}}}})
     assert "reasoning_efforts" in refusal({"models": {"g": {**slot, "body": {"reasoning_efforts": ["low"]}}}})
+    assert "models.g.min_output_tokens" in refusal({"models": {"g": {**slot, "min_output_tokens": 0}}})
 
 
 def test_check_describes_the_slot_and_notes_a_gemini_without_the_rules(tmp_path, capsys):
@@ -97,8 +99,24 @@ def test_check_describes_the_slot_and_notes_a_gemini_without_the_rules(tmp_path,
     out = check_output(tmp_path, {"models": {"gemini-1.5-pro": slot}}, capsys)
     assert "add body: {reasoning_efforts: {minimal: low, none: low}}" in out
     assert "add body: {tool_call_signatures: fill}" in out
+    assert "add min_output_tokens: 4096" in check_output(
+        tmp_path, {"models": {"gemini-1.5-pro": {k: v for k, v in slot.items() if k != "min_output_tokens"}}}, capsys)
     old = check_output(tmp_path, {"models": {"gemini-1.5-pro": {**slot, "name": "gemini-2.5-pro"}}}, capsys)
     assert "Google retires it on 2026-12-01: its calls then go to gemini-3.8-flash" in old
+
+
+def test_a_small_output_limit_goes_to_a_model_that_does_not_think_first():
+    router = Router(parse_config(data()))
+    for limit, expected in ((None, "gemini-1.5-pro"), (4096, "gemini-1.5-pro"), (16000, "gemini-1.5-pro")):
+        body = orjson.dumps({**CHAT, **({"max_tokens": limit} if limit else {})})
+        _, d = router.route(body, policy=router.policies["gemini"])
+        assert d.model.id == expected, limit
+    _, small = router.route(orjson.dumps({**CHAT, "max_completion_tokens": 500}), policy=router.policies["gemini"])
+    assert small.model.id != "gemini-1.5-pro" and "gemini-1.5-pro" not in [m.id for m in small.fallbacks]
+    _, refused = router.route(orjson.dumps({**CHAT, "max_tokens": 500}), policy=router.policies["only-gemini"])
+    assert refused.status == 400 and refused.message == (
+        "request limits the answer to 500 output tokens (max_tokens); the models of policy 'only-gemini' that serve it think "
+        "before they answer and need a limit of at least 4096")
 
 
 @pytest.fixture(scope="module")
@@ -126,14 +144,20 @@ def test_the_gemini_fake_refuses_as_gemini_does(fakes):
     gone = _google(fakes, {**CHAT, "model": "gemini-1.5-pro"})
     assert gone.status_code == 404 and error(gone)["status"] == "NOT_FOUND"
     assert error(gone)["message"].startswith("models/gemini-1.5-pro is not found for API version v1beta")
+    cut = _google(fakes, {**CHAT, "model": FLASH, "max_tokens": 500})  # its thoughts use the limit up
+    assert cut.status_code == 200 and cut.json()["choices"][0]["finish_reason"] == "length"
+    assert cut.json()["choices"][0]["message"]["content"] == "" and cut.json()["usage"]["completion_tokens"] == 500
+    roomy = _google(fakes, {**CHAT, "model": FLASH, "max_tokens": 4096})
+    assert roomy.json()["choices"][0]["finish_reason"] == "stop" and roomy.json()["choices"][0]["message"]["content"]
     unsigned = _google(fakes, {"model": FLASH, "messages": conversation(), "tools": TOOLS})
     assert unsigned.status_code == 400 and "missing a thought_signature" in error(unsigned)["message"]
 
 
 @pytest.fixture(scope="module")
 def stack(fakes, tmp_path_factory):
-    yield from running_stack(tmp_path_factory, "envoy-gemini", fakes, data(), routes=(RouteSpec("/gemini/", policy="gemini"),
-                                                                                       RouteSpec("/")))
+    yield from running_stack(tmp_path_factory, "envoy-gemini", fakes, data(),
+                             routes=(RouteSpec("/gemini/", policy="gemini"), RouteSpec("/only-gemini/", policy="only-gemini"),
+                                     RouteSpec("/")))
 
 
 @pytest.mark.envoy
@@ -145,6 +169,20 @@ def test_envoy_a_lowest_effort_turn_is_answered_by_gemini_3_8_flash(stack, fresh
     assert r.headers["x-llm-router-model"] == "gemini-1.5-pro"
     [call] = wait_requests(fresh_fakes, "google", 1)
     assert call.status == 200 and call.json["model"] == FLASH and call.json["reasoning_effort"] == "low"
+
+
+@pytest.mark.envoy
+def test_envoy_a_small_output_limit_is_answered_by_a_model_that_answers_within_it(stack, fresh_fakes):
+    body = orjson.dumps({**CHAT, "max_tokens": 500})
+    r = httpx.post(stack.url + "/gemini/v1/chat/completions", content=body, timeout=30,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] != "gemini-1.5-pro" and not fresh_fakes.requests("google")
+    assert r.json()["choices"][0]["message"]["content"] and r.json()["choices"][0]["finish_reason"] == "stop"
+    refused = httpx.post(stack.url + "/only-gemini/v1/chat/completions", content=body, timeout=30,
+                         headers={"content-type": "application/json"})
+    assert refused.status_code == 400 and "need a limit of at least 4096" in refused.json()["error"]["message"]
+    assert not fresh_fakes.requests("google")
 
 
 @pytest.mark.envoy

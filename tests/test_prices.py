@@ -106,26 +106,25 @@ def test_the_price_clock_takes_a_change_at_its_moment(monkeypatch):
     assert taken >= 0.3  # not before its moment
 
 
-def test_the_price_clock_runs_only_while_a_change_is_ahead(monkeypatch):
-    async def clock_running(cfg_data: dict) -> bool:
-        rt = runtime(monkeypatch, cfg_data)
+def test_the_price_clock_runs_from_start_to_stop_and_takes_nothing_when_nothing_changes(monkeypatch):
+    models = default_data()["models"]
+    steady = {"models": {"deepseek-v2": {k: v for k, v in models["deepseek-v2"].items() if k != "peak"},
+                         "gemini-1.5-pro": {k: v for k, v in models["gemini-1.5-pro"].items() if k != "price_changes"}}}
+    rt = runtime(monkeypatch, steady)
+    assert rt.config.next_price_change(at("2026-11-30")) is None
+
+    async def run() -> None:
         await rt.start()
         try:
-            return rt._price_clock is not None and rt._price_clock.running
+            assert rt._price_clock is not None and rt._price_clock.running  # it also serves a reloaded config's changes
+            assert await rt.take_price_changes(at("2027-06-01T02:00")) == []  # no schedule: nothing to take
         finally:
             await rt.stop()
-            assert rt._price_clock is None
+        assert rt._price_clock is None
 
-    models = default_data()["models"]
-    steady = {"deepseek-v2": {k: v for k, v in models["deepseek-v2"].items() if k != "peak"}}
-    ahead = {"models": {**steady, "gemini-1.5-pro": {**models["gemini-1.5-pro"],
-                                                     "price_changes": {"2999-01-01": {"output_price": 9.0}}}}}
-    assert asyncio.run(clock_running(ahead))
-    past = {"models": {**steady, "gemini-1.5-pro": {**models["gemini-1.5-pro"],
-                                                    "price_changes": {"2020-01-01": {"output_price": 9.0}}}}}
-    assert not asyncio.run(clock_running(past))
+    asyncio.run(run())
+    past = {"models": {"gemini-1.5-pro": {**models["gemini-1.5-pro"], "price_changes": {"2020-01-01": {"output_price": 9.0}}}}}
     assert parse_config(past).models["gemini-1.5-pro"].output_price == 9.0  # a change already due is in the loaded prices
-    assert asyncio.run(clock_running({}))  # the defaults: DeepSeek's peak is always ahead
 
 
 def test_bad_price_schedules_are_refused_naming_the_field():

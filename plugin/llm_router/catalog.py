@@ -140,6 +140,7 @@ class Model:
     max_output: int | None = None  # the most output tokens a call may ask for (None: bounded by the context window)
     body: BodyDialect | None = None  # the body rules of its provider with its own over them (None: none)
     prefill: bool = True  # takes a conversation that ends with an assistant message
+    min_output: int | None = None  # the smallest output limit a request may set for it (it thinks first; None: any)
 
     def cost(self, input_tokens: int, output_tokens: int, *, cached: int = 0, written: int = 0) -> float:
         """USD for a call with these token counts; cached and written are parts of input_tokens."""

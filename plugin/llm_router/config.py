@@ -335,6 +335,10 @@ class ModelConf(_Strict):
     # other models (Claude 4.6 and later answer 400, "This model does not support assistant message prefill. The
     # conversation must end with a user message.")
     prefill: bool = True
+    # the smallest output limit (max_tokens) a request may set and still go to this model, for models that think before
+    # they answer, always, with thoughts that count against the limit (Gemini 3: a 500-token limit left 3.6 Flash 18 tokens
+    # of answer, and finish_reason length); requests that set less go to other models; unset: any limit
+    min_output_tokens: int | None = Field(default=None, gt=0)
     # day (YYYY-MM-DD, UTC) -> the prices from that day on, e.g. where an introductory price ends
     price_changes: dict[date, PriceChangeConf] = Field(default_factory=dict)
     # hours in which every price above is multiplied by a factor (DeepSeek's weekday peak: twice its off-peak prices, which

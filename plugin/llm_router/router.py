@@ -91,6 +91,7 @@ def build_catalog(cfg: Config) -> Catalog:
             quality=m.quality, upstream=m.upstream or providers[m.provider].upstream, rpm=m.rpm, tpm=m.tpm,
             tags=frozenset(m.tags), cached_input_price=m.cached_input_price, cache_write_price=m.cache_write_price,
             max_output=m.max_output_tokens, body=_model_body(providers[m.provider].body, m.body), prefill=m.prefill,
+            min_output=m.min_output_tokens,
         )
         for mid, m in cfg.models.items()
     }
@@ -146,7 +147,7 @@ class Router:
         self._counters: dict[str, int] = {}
         self._inline_policies: dict[bytes, Policy | RouteError] = {}
         self._chains: dict[tuple, tuple[Model, ...]] = {}
-        self._serving: dict[tuple[str, str], tuple[tuple[Model, ...], int, int]] = {}
+        self._serving: dict[tuple[str, str], tuple[tuple[Model, ...], int, int, int]] = {}
         self.affinity = AffinityTable()  # every policy's conversations, keyed within the policy's scope
         self.reasoning = ReasoningMemory()  # what DeepSeek's thinking answers reasoned, for clients that drop it
         self.policies = {name: self._compile(name, conf) for name, conf in config.policies.items()}
@@ -361,15 +362,18 @@ class Router:
         if found is None:
             serving = tuple(m for m in policy.models if self.catalog.serves(m, request.api))
             found = self._serving[key] = (serving, min((m.context_window for m in serving), default=0),
-                                          min((m.max_output or m.context_window for m in serving), default=0))
-        serving, min_ctx, min_out = found
+                                          min((m.max_output or m.context_window for m in serving), default=0),
+                                          max((m.min_output or 0 for m in serving), default=0))
+        serving, min_ctx, min_out, floor = found
         out_tokens = request.max_output_tokens or 0
         clamp = policy.conf.output_limit == "clamp"
-        if not needs.any_capability and need_ctx <= min_ctx and (clamp or out_tokens <= min_out):
+        if not needs.any_capability and need_ctx <= min_ctx and (clamp or out_tokens <= min_out) \
+                and (not out_tokens or out_tokens >= floor):
             return serving, ""
         caps = needs.as_capabilities()
         out = []
-        by_api = by_caps = by_ctx = 0
+        by_api = by_caps = by_ctx = by_out = 0
+        floors: list[int] = []
         for m in serving:
             by_api += 1
             if not caps <= m.capabilities:
@@ -385,6 +389,10 @@ class Router:
             by_ctx += 1
             if not clamp and m.max_output is not None and m.max_output < out_tokens:
                 continue
+            by_out += 1
+            if out_tokens and m.min_output is not None and out_tokens < m.min_output:
+                floors.append(m.min_output)  # its thoughts would use up the limit: no answer left
+                continue
             out.append(m)
         if out:
             return tuple(out), ""
@@ -395,6 +403,9 @@ class Router:
             return (), f"no model in policy '{policy.name}' supports {', '.join(wanted)}"
         if not by_ctx:
             return (), f"request needs ~{need_ctx} tokens of context; no model in policy '{policy.name}' has that much"
+        if by_out:
+            return (), (f"request limits the answer to {out_tokens} output tokens (max_tokens); the models of policy "
+                        f"'{policy.name}' that serve it think before they answer and need a limit of at least {min(floors)}")
         most = max(m.max_output or 0 for m in serving
                    if caps <= m.capabilities and (m.prefill or not needs.prefill) and m.context_window >= need_ctx)
         return (), (f"request asks for up to {out_tokens} output tokens (max_tokens); no model in policy '{policy.name}' "

@@ -687,7 +687,7 @@ class Runtime:
             sync.start()
         if self.refresher is not None:
             self.refresher.start()
-        if self._price_clock is None and self.config.next_price_change(utc_now()) is not None:
+        if self._price_clock is None:
             from llm_router.background import BackgroundTask
 
             self._price_clock = BackgroundTask(self._pricing, "llm-router-prices")
@@ -712,12 +712,12 @@ class Runtime:
             self._metrics_address = serve_metrics(self.metrics, listen, self.feedback, model_of, probe=self.probe)
 
     async def _pricing(self) -> None:
-        """Take each price change at its moment (looking again at least every ten minutes, past clock jumps)."""
+        """Take each price change at its moment, looking again at least every ten minutes (past clock jumps, and for a
+        reloaded config's changes)."""
         while True:
             upcoming = self.config.next_price_change(utc_now())
-            if upcoming is None:
-                return
-            await asyncio.sleep(min(max((upcoming - utc_now()).total_seconds(), 0.0) + 0.001, 600.0))
+            wait = 600.0 if upcoming is None else (upcoming - utc_now()).total_seconds() + 0.001
+            await asyncio.sleep(min(max(wait, 0.0), 600.0))
             await self.take_price_changes(utc_now())
 
     async def take_price_changes(self, when: datetime) -> list[str]:

@@ -196,6 +196,9 @@ def run(args) -> int:
                   f"{', '.join(f'{name} ${usd:g}' for name, usd in change.model_dump(exclude_none=True).items())}")
         if not m.prefill:
             print(f"  {'':20s} prefill: false: requests that end with an assistant message go to other models")
+        if m.min_output_tokens is not None:
+            print(f"  {'':20s} min_output_tokens: {m.min_output_tokens}: requests limiting the answer to fewer tokens go to "
+                  "other models (it thinks first, within the limit)")
         retired = RETIRED_NAMES.get(m.name or mid)
         if retired is not None and cfg.providers[m.provider].base_url == _default_base_urls().get(m.provider):
             print(f"  {'':20s} warning: calls {m.name or mid}, which its provider no longer serves: {retired}. The demo's "
@@ -210,6 +213,9 @@ def run(args) -> int:
                 fix = f"{setting}: {shown}" if own else f"body: {{{setting}: {shown}}}"
                 print(f"  {'':20s} note: named like {named_like}: add {fix}")
         efforts = m.body.reasoning_efforts if m.body is not None else {}
+        if GEMINI_3.search(m.name or mid) and m.min_output_tokens is None:
+            print(f"  {'':20s} note: named like a Gemini 3 model, which thinks before it answers within max_tokens (a small "
+                  "limit leaves no answer): add min_output_tokens: 4096")
         if NO_MINIMAL_THINKING.search(m.name or mid) and not {"minimal", "none"} <= set(efforts):
             print(f"  {'':20s} note: named like a Gemini model without the minimal thinking level, which answers 400 to "
                   "reasoning_effort minimal or none: add body: {reasoning_efforts: {minimal: low, none: low}}")

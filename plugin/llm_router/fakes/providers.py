@@ -73,6 +73,9 @@ TOGETHER_DEDICATED = frozenset({"meta-llama/Llama-3-70b-chat-hf", "meta-llama/Ll
 # Gemini names Google's API answers 404 NOT_FOUND to (Gemini 1.x removed; 3 Pro Preview shut down on 2026-03-09)
 GEMINI_GONE = frozenset({"gemini-pro", "gemini-1.0-pro", "gemini-1.5-pro", "gemini-1.5-pro-latest", "gemini-1.5-flash",
                          "gemini-3-pro-preview"})
+# The tokens a Gemini 3 Flash model thinks before it answers at its default (medium) level, as reported for 3.6 Flash:
+# 478 of a 500-token limit, 1,232 of 1,500; a smaller limit leaves no answer (finish_reason length)
+GEMINI_THOUGHTS = 1200
 GEMINI_EFFORTS = ("high", "low", "medium", "none")  # the reasoning efforts Gemini's OpenAI-compatible endpoint takes
 # Gemini models without the minimal thinking level (3.7 and 3.8 Flash, 3.1 Pro): effort none, which asks for it, is refused
 NO_MINIMAL_THINKING = re.compile(r"(?:models/)?gemini-3\.(?:[7-9]-flash(?!-lite)|1-pro)")
@@ -454,6 +457,9 @@ class FakeProvider:
                              quality=b.quality.get(model, b.default_quality), output_tokens=b.output_tokens)
         if model in b.texts:
             answer = replace(answer, text=b.texts[model])
+        if self.name == "google" and GEMINI_3.match(model) and isinstance(max_tokens, int) and max_tokens < GEMINI_THOUGHTS:
+            # Gemini 3 thinks before it answers and its thoughts count against the limit: a small one is used up by them
+            answer = replace(answer, text="", output_tokens=max_tokens, finish="length")
         if b.cached_share > 0:
             answer = replace(answer, cached_tokens=int(answer.input_tokens * min(1.0, b.cached_share)))
         headers = self._limit_headers(answer) + [("x-fake-provider", self.name), ("x-fake-quality", "good" if answer.good else "weak")]
@@ -588,8 +594,8 @@ class FakeProvider:
             choice = ({"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None} if api == "chat"
                       else {"index": 0, "text": piece, "logprobs": None, "finish_reason": None})
             await resp.write(event([choice]))
-        last = ({"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"} if api == "chat"
-                else {"index": 0, "text": "", "logprobs": None, "finish_reason": "stop"})
+        last = ({"index": 0, "delta": {}, "logprobs": None, "finish_reason": answer.finish} if api == "chat"
+                else {"index": 0, "text": "", "logprobs": None, "finish_reason": answer.finish})
         if self.strict:  # usage rides on the finishing chunk, asked for or not (as Mistral sends it)
             await resp.write(event([last], usage=_openai_usage(answer, self.name)))
         else:
@@ -1135,7 +1141,7 @@ def _openai_json(model: str, answer: Answer, api: str, *, logprobs: bool = False
     usage = _openai_usage(replace(answer, output_tokens=answer.output_tokens * choices), provider)
     if api == "completions":
         return orjson.dumps({"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
-                             "model": model, "choices": [{"index": i, "text": answer.text, "logprobs": None, "finish_reason": "stop"}
+                             "model": model, "choices": [{"index": i, "text": answer.text, "logprobs": None, "finish_reason": answer.finish}
                                                          for i in range(choices)],
                              "usage": usage})
     return orjson.dumps({
@@ -1143,7 +1149,8 @@ def _openai_json(model: str, answer: Answer, api: str, *, logprobs: bool = False
         "system_fingerprint": "fp_fake",
         "choices": [{"index": i, "message": {"role": "assistant", "content": answer.text, "refusal": None,
                                              **({"reasoning_content": reasoning_text(model, answer)} if reasoning else {})},
-                     "logprobs": _token_logprobs(answer) if logprobs else None, "finish_reason": "stop"} for i in range(choices)],
+                     "logprobs": _token_logprobs(answer) if logprobs else None, "finish_reason": answer.finish}
+                    for i in range(choices)],
         "usage": usage,
     })
 
