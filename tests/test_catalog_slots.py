@@ -46,7 +46,7 @@ def test_the_slot_calls_llama_3_3_with_its_limits_and_check_warns_of_the_old_nam
     assert (slot.name, slot.context_window, slot.max_output_tokens) == (LLAMA, 131072, 8192)
     assert {"tools", "json", "completions"} <= set(slot.capabilities)
     old = {"models": {"llama-3-70b": {**default_data()["models"]["llama-3-70b"], "name": OLD_LLAMA}}}
-    warned = [line for line in check_output(tmp_path, old, capsys).splitlines() if "warning: calls" in line]
+    warned = [line for line in check_output(tmp_path, old, capsys).splitlines() if f"warning: calls {OLD_LLAMA}" in line]
     assert len(warned) == 1 and "Together serves it only on dedicated endpoints now (400 model_not_available" in warned[0]
 
 

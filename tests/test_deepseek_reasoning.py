@@ -442,20 +442,23 @@ def test_envoy_a_conversation_routed_to_the_built_in_deepseek_is_answered(stack,
 
 
 def test_check_warns_of_models_their_provider_no_longer_serves(tmp_path, capsys):
-    out = check_output(tmp_path, {}, capsys)
-    warned = [line for line in out.splitlines() if "warning: calls" in line]
-    assert warned == []  # the Gemini, DeepSeek and Claude slots call current models; gpt-4o, Mistral and Llama are not known retired
+    def warnings(data: dict) -> list[str]:
+        return [line for line in check_output(tmp_path, data, capsys).splitlines() if "warning: calls" in line]
+
+    # every slot calls a current model; OpenAI has scheduled gpt-4o's shutdown
+    [upcoming] = warnings({})
+    assert "calls gpt-4o" in upcoming and "OpenAI shuts it down on 2027-01-14 (gpt-6-luna replaces it)" in upcoming
     from llm_router.config import default_data
 
     def named(**names: str) -> dict:
         models = default_data()["models"]
         return {mid: {**models[mid], "name": name} for mid, name in names.items()}
 
-    renamed = {"models": named(**{"gemini-1.5-pro": "gemini-3.7-flash"})}
-    assert "warning: calls" not in check_output(tmp_path, renamed, capsys)
-    seed_gemini = [line for line in check_output(tmp_path, {"models": named(**{"gemini-1.5-pro": "gemini-1.5-pro"})},
-                                                 capsys).splitlines() if "warning: calls" in line]
-    assert len(seed_gemini) == 1 and "404 NOT_FOUND" in seed_gemini[0]
+    assert warnings({"models": named(**{"gpt-4o": "gpt-5.6-sol", "gemini-1.5-pro": "gemini-3.7-flash"})}) == []
+    [seed_gemini] = warnings({"models": named(**{"gpt-4o": "gpt-5.6-sol", "gemini-1.5-pro": "gemini-1.5-pro"})})
+    assert "404 NOT_FOUND" in seed_gemini
+    [soon] = warnings({"models": named(**{"gpt-4o": "gpt-5"})})
+    assert "OpenAI shuts it down on 2026-12-11" in soon
     seed = {"models": named(**{"claude-3.5-sonnet": "claude-3-5-sonnet-20240620"})}
     assert "Anthropic retired it on 2025-10-22 (404 not_found_error)" in check_output(tmp_path, seed, capsys)
     later = {"models": named(**{"claude-3.5-sonnet": "claude-sonnet-4-20250514", "gpt-4o": "o3-mini"})}

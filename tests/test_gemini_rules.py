@@ -94,7 +94,7 @@ def test_check_describes_the_slot_and_notes_a_gemini_without_the_rules(tmp_path,
     out = check_output(tmp_path, {}, capsys)
     assert "reasoning effort sent as: minimal as low, none as low, xhigh as high" in out
     assert "prices from 2027-01-01: input_price $1.5, output_price $7.5, cached_input_price $0.15" in out
-    assert "warning: calls" not in out and "note: named like a Gemini" not in out
+    assert "warning: calls gemini" not in out and "note: named like a Gemini" not in out
     slot = {k: v for k, v in default_data()["models"]["gemini-1.5-pro"].items() if k != "body"}
     out = check_output(tmp_path, {"models": {"gemini-1.5-pro": slot}}, capsys)
     assert "add body: {reasoning_efforts: {minimal: low, none: low}}" in out

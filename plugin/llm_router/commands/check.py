@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import re
 import sys
+from datetime import date
 
 import orjson
 
@@ -42,6 +43,15 @@ RETIRED_NAMES = {
                     "non-serverless model)"),
     "deepseek-chat": "DeepSeek retired the name on 2026-07-24 (400 Model Not Exist; deepseek-flash is its current model)",
     "deepseek-reasoner": "DeepSeek retired the name on 2026-07-24 (400 Model Not Exist; deepseek-flash thinks by default)",
+}
+# Provider-side names with an announced shutdown on their provider's default endpoint: name -> (day, who shuts it down and
+# what replaces it). Before the day `check` warns of the date; from it on, as of a retired name.
+SHUTDOWNS = {
+    **dict.fromkeys(("gpt-4o", "gpt-4o-2024-08-06", "gpt-4o-2024-11-20", "gpt-4o-mini", "gpt-4o-mini-2024-07-18", "gpt-4.1",
+                     "gpt-4.1-2025-04-14", "gpt-4.1-mini", "gpt-4.1-mini-2025-04-14"),
+                    (date(2027, 1, 14), "OpenAI shuts it down on 2027-01-14 (gpt-6-luna replaces it)")),
+    **dict.fromkeys(("gpt-5", "gpt-5-2025-08-07", "gpt-5-mini", "gpt-5-mini-2025-08-07", "gpt-5-nano", "gpt-5-nano-2025-08-07",
+                     "o3", "o3-pro"), (date(2026, 12, 11), "OpenAI shuts it down on 2026-12-11")),
 }
 # Model body settings `check` describes: (setting, the value that turns it on, what it does; {kept}: where reasoning is kept).
 MODEL_RULES = (
@@ -200,7 +210,15 @@ def run(args) -> int:
             print(f"  {'':20s} min_output_tokens: {m.min_output_tokens}: requests limiting the answer to fewer tokens go to "
                   "other models (it thinks first, within the limit)")
         retired = RETIRED_NAMES.get(m.name or mid)
-        if retired is not None and cfg.providers[m.provider].base_url == _default_base_urls().get(m.provider):
+        shutdown = SHUTDOWNS.get(m.name or mid)
+        on_default = cfg.providers[m.provider].base_url == _default_base_urls().get(m.provider)
+        if shutdown is not None and on_default:
+            if utc_now().date() < shutdown[0]:
+                print(f"  {'':20s} warning: calls {m.name or mid}: {shutdown[1]}. Set this model's name to a current model "
+                      "before then")
+            else:
+                retired = shutdown[1]
+        if retired is not None and on_default:
             print(f"  {'':20s} warning: calls {m.name or mid}, which its provider no longer serves: {retired}. The demo's "
                   "fake providers still answer it; against the real provider, set this model's name to a current model")
         for pattern, setting, value, named_like in NAME_NOTES:  # the patterns never match one name together with NOT_REASONING
