@@ -54,11 +54,11 @@ def runtime(monkeypatch):
     return lambda: Runtime(load_config(None), telemetry=False)
 
 
-def apisix_mutations(runtime: Runtime, path: str, body: bytes) -> dict:
+def apisix_mutations(runtime: Runtime, path: str, body: bytes, conf: str = CONF) -> dict:
     """What the APISIX runner tells APISIX to change, as gateway-neutral mutations."""
     runner = Runner(runtime, TokenStore(ttl=100))
     conv = Conversation()
-    prep = runner.on_frame(conv, 1, build_prepare_conf((("llm-router", CONF),), "route#p#ext-plugin-pre-req#1"))
+    prep = runner.on_frame(conv, 1, build_prepare_conf((("llm-router", conf),), "route#p#ext-plugin-pre-req#1"))
     token = decode_reply(1, prep[0], prep[4:]).fields["token"]
     ask = runner.on_frame(conv, 2, build_req_call(9, token, path=path, headers=CLIENT))
     assert decode_reply(2, ask[0], ask[4:]).fields == {"info": "req_body"}
@@ -73,9 +73,9 @@ def apisix_mutations(runtime: Runtime, path: str, body: bytes) -> dict:
             "model": orjson.loads(fields["body"])["model"]}
 
 
-def core_mutations(runtime: Runtime, path: str, body: bytes) -> dict:
+def core_mutations(runtime: Runtime, path: str, body: bytes, conf: str = CONF) -> dict:
     """The same through Runtime.decide directly (what every adapter must apply)."""
-    result = runtime.decide(body, path=path, ex=Exchange("x", "r", 0.0), route_conf=CONF)
+    result = runtime.decide(body, path=path, ex=Exchange("x", "r", 0.0), route_conf=conf)
     if isinstance(result, Refusal):
         return {"status": result.status, "error": orjson.loads(result.body)["error"]["code"]}
     return {"path": result.path, "set": dict(result.set_headers), "remove": sorted(result.remove_headers),
@@ -165,3 +165,19 @@ def test_apisix_sends_claude_sonnet_4_6_only_what_it_takes(runtime):
     assert out["model"] == "claude-sonnet-4-6" and out["path"] == "/v1/messages"
     assert sent["tool_choice"] == {"type": "auto"} and not {"temperature", "top_k"} & set(sent)
     assert sent["thinking"] == thinking[1]["thinking"]
+
+
+def test_apisix_sends_gemini_3_8_flash_an_effort_it_takes_and_a_small_limit_elsewhere(runtime):
+    """Through the runner, on a route whose ladder is the Gemini slot: the lowest effort goes as low; a request that leaves
+    no room for its thoughts goes to another model (both exactly as the core decides)."""
+    conf = orjson.dumps({"extends": "default", "explain": True,
+                         "ladder": {t: "gemini-1.5-pro" for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")}}).decode()
+    question = [{"role": "user", "content": "Compare B-trees and LSM trees for a write-heavy workload."}]
+    effort = orjson.dumps({"model": "auto", "reasoning_effort": "minimal", "messages": question})
+    out = apisix_mutations(runtime(), "/v1/chat/completions", effort, conf)
+    assert out == core_mutations(runtime(), "/v1/chat/completions", effort, conf)
+    assert out["model"] == "gemini-3.8-flash" and orjson.loads(out["body"])["reasoning_effort"] == "low"
+    small = orjson.dumps({"model": "auto", "max_tokens": 500, "messages": question})
+    out = apisix_mutations(runtime(), "/v1/chat/completions", small, conf)
+    assert out == core_mutations(runtime(), "/v1/chat/completions", small, conf)
+    assert out["model"] != "gemini-3.8-flash" and orjson.loads(out["body"])["max_tokens"] == 500
