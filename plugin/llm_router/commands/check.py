@@ -36,8 +36,6 @@ RETIRED_NAMES = {
     **{name: f"Google removed Gemini 1.x from its API (404 NOT_FOUND: models/{name} is not found)"
        for name in ("gemini-pro", "gemini-1.0-pro", "gemini-1.5-pro", "gemini-1.5-pro-latest", "gemini-1.5-flash")},
     "gemini-3-pro-preview": "Google shut it down on 2026-03-09 (404 NOT_FOUND; gemini-3.1-pro-preview replaces it)",
-    **{name: f"Google retires it on 2026-12-01: its calls then go to {then}, billed at that model's prices, not this one's"
-       for name, then in (("gemini-2.5-pro", "gemini-3.8-flash"), ("gemini-2.5-flash", "gemini-3.5-flash-lite"))},
     **dict.fromkeys(("meta-llama/Llama-3-70b-chat-hf", "meta-llama/Llama-3-8b-chat-hf"),
                     "Together serves it only on dedicated endpoints now (400 model_not_available: Unable to access "
                     "non-serverless model)"),
@@ -52,6 +50,9 @@ SHUTDOWNS = {
                     (date(2027, 1, 14), "OpenAI shuts it down on 2027-01-14 (gpt-6-luna replaces it)")),
     **dict.fromkeys(("gpt-5", "gpt-5-2025-08-07", "gpt-5-mini", "gpt-5-mini-2025-08-07", "gpt-5-nano", "gpt-5-nano-2025-08-07",
                      "o3", "o3-pro"), (date(2026, 12, 11), "OpenAI shuts it down on 2026-12-11")),
+    **{name: (date(2026, 12, 1), f"Google retires it on 2026-12-01: its calls then go to {then}, billed at that model's prices, "
+                                 "not this one's")
+       for name, then in (("gemini-2.5-pro", "gemini-3.8-flash"), ("gemini-2.5-flash", "gemini-3.5-flash-lite"))},
 }
 # Model body settings `check` describes: (setting, the value that turns it on, what it does; {kept}: where reasoning is kept).
 MODEL_RULES = (
