@@ -4,7 +4,10 @@ from __future__ import annotations
 import functools
 import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import orjson
 
@@ -70,6 +73,14 @@ MODEL_RULES = (
 )
 NOT_REASONING = re.compile(r"gpt-(?:4|3\.5)", re.IGNORECASE)  # OpenAI models that do not reason: gpt-4o, gpt-4.1-mini, ...
 
+@dataclass(frozen=True)
+class Wanted:
+    """A setting a name note asks for where equality with one value does not say it: `ok` tells whether the current serves."""
+
+    shown: str  # what the note says to add
+    ok: Callable[[Any], bool]
+
+
 # Models named like these answer 400 to what clients of other models send, unless the setting has the value:
 # (name pattern, setting, value, what the name is like and what it refuses). A setting is the model's own where ModelConf
 # has it (prefill), else one of its body rules.
@@ -96,6 +107,10 @@ NAME_NOTES = (
      "prefill)"),
     (GEMINI_3, "tool_call_signatures", "fill", "a Gemini 3 model, which answers 400 to tool calls without its thought "
      "signature (those other models made)"),
+    (GEMINI_3, "min_output_tokens", Wanted("4096", lambda v: v is not None), "a Gemini 3 model, which thinks before it "
+     "answers within max_tokens (a small limit leaves no answer)"),
+    (NO_MINIMAL_THINKING, "reasoning_efforts", Wanted("{minimal: low, none: low}", lambda v: {"minimal", "none"} <= set(v or {})),
+     "a Gemini model without the minimal thinking level, which answers 400 to reasoning_effort minimal or none"),
 )
 
 # How `check` names each tool call id rule (config.BodyConf.tool_call_ids).
@@ -227,17 +242,11 @@ def run(args) -> int:
                 continue
             own = setting in ModelConf.model_fields  # the model's own setting, else one of its body rules
             current = getattr(m, setting) if own else None if m.body is None else getattr(m.body, setting)
-            if current != value:
-                shown = orjson.dumps(value).decode() if isinstance(value, bool) else value
-                fix = f"{setting}: {shown}" if own else f"body: {{{setting}: {shown}}}"
-                print(f"  {'':20s} note: named like {named_like}: add {fix}")
-        efforts = m.body.reasoning_efforts if m.body is not None else {}
-        if GEMINI_3.search(m.name or mid) and m.min_output_tokens is None:
-            print(f"  {'':20s} note: named like a Gemini 3 model, which thinks before it answers within max_tokens (a small "
-                  "limit leaves no answer): add min_output_tokens: 4096")
-        if NO_MINIMAL_THINKING.search(m.name or mid) and not {"minimal", "none"} <= set(efforts):
-            print(f"  {'':20s} note: named like a Gemini model without the minimal thinking level, which answers 400 to "
-                  "reasoning_effort minimal or none: add body: {reasoning_efforts: {minimal: low, none: low}}")
+            if value.ok(current) if isinstance(value, Wanted) else current == value:
+                continue
+            shown = value.shown if isinstance(value, Wanted) else orjson.dumps(value).decode() if isinstance(value, bool) else value
+            fix = f"{setting}: {shown}" if own else f"body: {{{setting}: {shown}}}"
+            print(f"  {'':20s} note: named like {named_like}: add {fix}")
         if NOT_REASONING.search(m.name or mid) and "reasoning" not in (m.body.drop if m.body is not None else ()) \
                 and "reasoning" not in (cfg.providers[m.provider].body.drop if cfg.providers[m.provider].body is not None else ()):
             print(f"  {'':20s} note: named like an OpenAI model that does not reason, which answers 400 to the reasoning "
