@@ -30,12 +30,12 @@ def pinned(model: str) -> dict:
     return {"policies": {"default": {"classifier": "rules", "strategy": "ladder", "ladder": {t: model for t in LADDER}}}}
 
 
-def runtime(monkeypatch, data: dict):
+def runtime(monkeypatch, data: dict, telemetry: bool = False):
     from llm_router.runtime import Runtime
 
     for name in KEYS:
         monkeypatch.setenv(name, "k")
-    return Runtime(parse_config(data), telemetry=False)
+    return Runtime(parse_config(data), telemetry=telemetry)
 
 
 def cost(rt) -> float:
@@ -150,11 +150,8 @@ def test_check_shows_each_schedule(tmp_path, capsys):
 
 def test_the_price_gauges_show_what_each_model_is_billed_at_now(monkeypatch):
     from llm_router.metrics import scrape_totals
-    from llm_router.runtime import Runtime
 
-    for name in KEYS:
-        monkeypatch.setenv(name, "k")
-    rt = Runtime(parse_config(pinned("deepseek-v2")))
+    rt = runtime(monkeypatch, pinned("deepseek-v2"), telemetry=True)
 
     def gauge(model: str, kind: str) -> float:
         line = f'llm_router_price_usd_per_mtok{{kind="{kind}",model="{model}"}} '

@@ -271,11 +271,12 @@ class PeakConf(_Strict):
     def next_boundary(self, after: datetime) -> datetime | None:
         """The first moment after `after` at which a peak span begins or ends (within the next eight days)."""
         midnight = after.replace(hour=0, minute=0, second=0, microsecond=0)
+        minutes = sorted({m for span in self.spans() for m in span})
         for day in range(9):
             base = midnight + timedelta(days=day)
             if WEEKDAYS[base.weekday()] not in self.days:
                 continue
-            for minute in sorted({m for span in self.spans() for m in span}):
+            for minute in minutes:
                 moment = base + timedelta(minutes=minute)
                 if moment > after:
                     return moment
