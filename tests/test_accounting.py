@@ -21,6 +21,35 @@ def test_openai_counts_cached_tokens_inside_prompt_tokens():
     assert usage_from_json(plain) == Usage(10, 5, 0, 0)
 
 
+def test_openai_counts_cache_writes_inside_the_input_on_both_apis():
+    """GPT-5.6 and later report writes as cache_write_tokens (chat: prompt_tokens_details; Responses: input_tokens_details),
+    a part of the input billed at the cache-write price in place of the input price."""
+    chat = orjson.dumps({"usage": {"prompt_tokens": 9657, "completion_tokens": 78, "total_tokens": 9735,
+                                   "prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 9654, "audio_tokens": 0},
+                                   "completion_tokens_details": {"reasoning_tokens": 37}}})
+    assert usage_from_json(chat) == Usage(9657, 78, 0, 9654)
+    responses = orjson.dumps({"object": "response", "id": "resp_1", "usage": {
+        "input_tokens": 18014, "input_tokens_details": {"cache_write_tokens": 0, "cached_tokens": 18011},
+        "output_tokens": 42, "output_tokens_details": {"reasoning_tokens": 25}, "total_tokens": 18056}})
+    assert usage_from_json(responses) == Usage(18014, 42, 18011, 0, "resp_1")
+    both = orjson.dumps({"usage": {"prompt_tokens": 100, "completion_tokens": 1,
+                                   "prompt_tokens_details": {"cached_tokens": 70, "cache_write_tokens": 90}}})
+    assert usage_from_json(both) == Usage(100, 1, 70, 30)  # never more cache parts than input
+    stream = (b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'
+              b'data: {"choices":[],"usage":{"prompt_tokens":2006,"completion_tokens":300,'
+              b'"prompt_tokens_details":{"cached_tokens":1024,"cache_write_tokens":900}}}\n\ndata: [DONE]\n\n')
+    sse = SSEUsage()
+    for i in range(0, len(stream), 11):
+        sse.feed(stream[i:i + 11])
+    sse.finish()
+    assert sse.usage == Usage(2006, 300, 1024, 900)
+    catalog = build_catalog(parse_config({"models": {"sol": {
+        "provider": "openai", "name": "gpt-6.1-sol", "input_price": 2.0, "output_price": 10.0, "cached_input_price": 0.1,
+        "cache_write_price": 2.5, "context_window": 1050000}}}))
+    sol = catalog.models["sol"]
+    assert Usage(9657, 78, 0, 9654).cost(sol) == pytest.approx((3 * 2.0 + 9654 * 2.5 + 78 * 10.0) / 1e6)
+
+
 def test_deepseek_names_its_cache_hits():
     body = orjson.dumps({"usage": {"prompt_tokens": 900, "completion_tokens": 10, "prompt_cache_hit_tokens": 640,
                                    "prompt_cache_miss_tokens": 260}})

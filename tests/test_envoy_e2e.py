@@ -238,9 +238,9 @@ def test_anthropic_rate_limit_headers_reach_health_through_envoy(stack, fresh_fa
 @pytest.mark.parametrize("path, stream", [("/v1/chat/completions", False), ("/v1/chat/completions", True),
                                           ("/v1/messages", False), ("/v1/messages", True)])
 def test_prompt_cache_tokens_reach_on_response_and_cost_less(stack, fresh_fakes, path, stream):
-    """Cache reads in both dialects (inside prompt_tokens on the chat API, beside input_tokens on Anthropic's own):
-    counted in the input and priced apart."""
-    fresh_fakes.set_behaviour("anthropic", cached_share=0.75)
+    """Cache reads and writes in both dialects (inside prompt_tokens on the chat API, beside input_tokens on Anthropic's
+    own): counted in the input and priced apart."""
+    fresh_fakes.set_behaviour("anthropic", cached_share=0.75, cache_write_share=0.5 if path == "/v1/messages" else 0.0)
     body = {**HARD, "stream": stream, **({"max_tokens": 200} if path == "/v1/messages" else {})}
     r = post(stack, path, body)
     assert r.status_code == 200 and r.headers["x-fake-provider"] == "anthropic"
@@ -250,12 +250,17 @@ def test_prompt_cache_tokens_reach_on_response_and_cost_less(stack, fresh_fakes,
         reported = r.json()["usage"]
         if path == "/v1/messages":
             assert usage.cached_input_tokens == reported["cache_read_input_tokens"]
-            assert usage.input_tokens == reported["input_tokens"] + reported["cache_read_input_tokens"]
+            assert usage.cache_write_tokens == reported["cache_creation_input_tokens"] > 0
+            assert usage.input_tokens == (reported["input_tokens"] + reported["cache_read_input_tokens"]
+                                          + reported["cache_creation_input_tokens"])
         else:
             assert usage.input_tokens == reported["prompt_tokens"]
             assert usage.cached_input_tokens == reported["prompt_tokens_details"]["cached_tokens"]
+    assert (usage.cache_write_tokens > 0) == (path == "/v1/messages")
     claude = stack.processor.runtime.router.catalog.models["claude-3.5-sonnet"]
     assert usage.cost(claude) < claude.cost(usage.input_tokens, usage.output_tokens)
+    assert usage.cost(claude) == pytest.approx(claude.cost(usage.input_tokens, usage.output_tokens) + (
+        usage.cached_input_tokens * (0.30 - 3.0) + usage.cache_write_tokens * (3.75 - 3.0)) / 1e6)
 
 
 def test_malformed_json_gets_400_in_openai_format_and_the_next_request_works(stack, fresh_fakes):

@@ -20,7 +20,7 @@ class Usage:
     input_tokens: int
     output_tokens: int
     cached_input_tokens: int = 0  # of input_tokens, read from the provider's prompt cache
-    cache_write_tokens: int = 0  # of input_tokens, written to it (Anthropic)
+    cache_write_tokens: int = 0  # of input_tokens, written to it (Anthropic; OpenAI's GPT-5.6 and later)
     response_id: str | None = None  # OpenAI Responses: the id a later request names as previous_response_id
     model: str | None = None  # the model the provider says answered (JSON answers; prices forwarded calls)
     thinking: tuple[str, ...] = ()  # Anthropic answers: the signatures (or redacted data) of their thinking blocks
@@ -39,20 +39,25 @@ def _read(u: dict) -> tuple[int | None, int | None, int, int]:
     """(all input tokens, output tokens, cache reads, cache writes) from a usage object; None where absent.
 
     OpenAI's dialects (chat: also DeepSeek, Gemini, Anthropic's OpenAI endpoint; and the Responses
-    API's input_tokens_details) count cached tokens inside the input; Anthropic's native one
-    reports them beside input_tokens.
+    API's input_tokens_details) count cache reads and writes inside the input; Anthropic's native one
+    reports them beside input_tokens. OpenAI bills cache writes at 1.25x input since GPT-5.6 and reports
+    them as cache_write_tokens (OpenRouter too, on the chat API).
     """
     if "prompt_tokens" in u or "completion_tokens" in u:
         details = u.get("prompt_tokens_details")
-        cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else None
+        cached = written = None
+        if isinstance(details, dict):
+            cached, written = _int(details.get("cached_tokens")), _int(details.get("cache_write_tokens"))
         if cached is None:
             cached = _int(u.get("prompt_cache_hit_tokens"))  # DeepSeek
-        return _int(u.get("prompt_tokens")), _int(u.get("completion_tokens")), cached or 0, 0
+        return _int(u.get("prompt_tokens")), _int(u.get("completion_tokens")), cached or 0, written or 0
     inp = _int(u.get("input_tokens"))
     details = u.get("input_tokens_details")
-    if isinstance(details, dict) or "output_tokens_details" in u:  # OpenAI Responses: cached counted inside input_tokens
-        cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else None
-        return inp, _int(u.get("output_tokens")), cached or 0, 0
+    if isinstance(details, dict) or "output_tokens_details" in u:  # OpenAI Responses: cache parts counted inside input_tokens
+        if not isinstance(details, dict):
+            return inp, _int(u.get("output_tokens")), 0, 0
+        cached, written = _int(details.get("cached_tokens")), _int(details.get("cache_write_tokens"))
+        return inp, _int(u.get("output_tokens")), cached or 0, written or 0
     read, written = _int(u.get("cache_read_input_tokens")) or 0, _int(u.get("cache_creation_input_tokens")) or 0
     return (inp + read + written if inp is not None else None), _int(u.get("output_tokens")), read, written
 

@@ -19,6 +19,7 @@ class Answer:
     output_tokens: int
     good: bool  # whether this answer counts as a good one (per-model quality)
     cached_tokens: int = 0  # of input_tokens, as if read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of input_tokens, as if written to it
     finish: str = "stop"  # "length" where the output limit cut the answer (a thinking model's thoughts used it up)
 
 

@@ -110,6 +110,7 @@ class Behaviour:
     break_after_chunks: int | None = None  # cut the connection after K content chunks (JSON: half the body)
     disconnect: bool = False  # close the connection without answering (a reset before the response)
     cached_share: float = 0.0  # share of prompt tokens reported as read from the prompt cache
+    cache_write_share: float = 0.0  # share reported as written to it (of what was not read)
 
     def merged(self, **changes: Any) -> "Behaviour":
         """A copy with some fields changed; unknown names raise TypeError naming them."""
@@ -462,6 +463,9 @@ class FakeProvider:
             answer = replace(answer, text="", output_tokens=max_tokens, finish="length")
         if b.cached_share > 0:
             answer = replace(answer, cached_tokens=int(answer.input_tokens * min(1.0, b.cached_share)))
+        if b.cache_write_share > 0:
+            fresh = answer.input_tokens - answer.cached_tokens
+            answer = replace(answer, cache_write_tokens=int(fresh * min(1.0, b.cache_write_share)))
         headers = self._limit_headers(answer) + [("x-fake-provider", self.name), ("x-fake-quality", "good" if answer.good else "weak")]
         stream = data.get("stream") is True
         # A model asked to think answers with a thinking block first, signed for this model only (by Anthropic; DeepSeek's
@@ -890,6 +894,8 @@ def _openai_usage(answer: Answer, provider: str = "") -> dict[str, Any]:
         out["prompt_cache_miss_tokens"] = answer.input_tokens - answer.cached_tokens
     else:
         out["prompt_tokens_details"] = {"cached_tokens": answer.cached_tokens, "audio_tokens": 0}
+        if answer.cache_write_tokens:  # reported since GPT-5.6, which bills writes at 1.25x input
+            out["prompt_tokens_details"]["cache_write_tokens"] = answer.cache_write_tokens
         out["completion_tokens_details"] = {"reasoning_tokens": 0, "audio_tokens": 0}
     return out
 
@@ -1089,8 +1095,8 @@ def _multipart(req: Request) -> dict[str, Any]:
 
 def _anthropic_input(answer: Answer) -> dict[str, int]:
     """Anthropic's input fields: input_tokens excludes what was read from (or written to) the cache."""
-    return {"input_tokens": answer.input_tokens - answer.cached_tokens, "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": answer.cached_tokens}
+    return {"input_tokens": answer.input_tokens - answer.cached_tokens - answer.cache_write_tokens,
+            "cache_creation_input_tokens": answer.cache_write_tokens, "cache_read_input_tokens": answer.cached_tokens}
 
 
 def _token_logprobs(answer: Answer) -> dict[str, Any]:
@@ -1167,7 +1173,9 @@ def _response_object(model: str, answer: Answer, data: dict[str, Any], rid: str,
     done = status == "completed"
     output = [{"id": f"msg_{rid[5:]}", "type": "message", "status": "completed", "role": "assistant",
                "content": [{"type": "output_text", "text": answer.text, "annotations": []}]}] if done else []
-    usage = {"input_tokens": answer.input_tokens, "input_tokens_details": {"cached_tokens": answer.cached_tokens},
+    details = {"cached_tokens": answer.cached_tokens, **({"cache_write_tokens": answer.cache_write_tokens}
+                                                          if answer.cache_write_tokens else {})}
+    usage = {"input_tokens": answer.input_tokens, "input_tokens_details": details,
              "output_tokens": answer.output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
              "total_tokens": answer.input_tokens + answer.output_tokens} if done else None
     return {"id": rid, "object": "response", "created_at": int(time.time()), "status": status, "error": None,
