@@ -165,6 +165,10 @@ class InThreadProcessor:
         self._thread.start(up, down, timeout=30)
         return self
 
+    def run(self, coro: Any, timeout: float = 30.0) -> Any:
+        """Run a coroutine on the processor's event loop (a runtime's take_changes, ...); its result."""
+        return self._thread.run(coro, timeout)
+
     def stop(self) -> None:
         self._thread.stop()
 

@@ -138,7 +138,7 @@ def test_cache_tokens_are_metered_and_the_cost_uses_their_price(tmp_path):
         rt = runtime(tmp_path)
         await rt.start()
         try:
-            await rt.take_price_changes(datetime(2026, 12, 1, 12, tzinfo=timezone.utc))  # off DeepSeek's peak, any day
+            await rt.take_changes(datetime(2026, 12, 1, 12, tzinfo=timezone.utc))  # off DeepSeek's peak, any day
             exchange(rt, chat("hello"), usage=usage)  # routed to deepseek-v2 (cache hits $0.003 vs $0.15 off-peak)
             await rt.shared.sync()
             return scrape_totals(rt.metrics.exposition().decode())

@@ -21,14 +21,14 @@ def test_defaults_hold_the_seed_catalog_and_ladder():
     # The seed's six ids, calling what their providers serve today at what those providers charge (the seed's prices were
     # those of models since retired or re-priced): a Tuesday noon UTC, off DeepSeek's peak, before Gemini's half price ends.
     noon = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
-    prices = {mid: (m.input_price, m.output_price) for mid, m in cfg.priced_at(noon).models.items()}
+    prices = {mid: (m.input_price, m.output_price) for mid, m in cfg.as_of(noon).models.items()}
     assert prices == {
         "gpt-4o": (5.0, 15.0), "claude-3.5-sonnet": (3.0, 15.0), "gemini-1.5-pro": (0.75, 3.75),
         "llama-3-70b": (1.04, 1.04), "mistral-large": (0.5, 1.5), "deepseek-v2": (0.15, 0.6),
     }
-    peak = cfg.priced_at(datetime(2026, 12, 1, 2, tzinfo=timezone.utc)).models["deepseek-v2"]
+    peak = cfg.as_of(datetime(2026, 12, 1, 2, tzinfo=timezone.utc)).models["deepseek-v2"]
     assert (peak.input_price, peak.output_price, peak.cached_input_price) == (0.3, 1.2, 0.006)  # DeepSeek's peak: twice
-    assert cfg.priced_at(datetime(2027, 1, 1, tzinfo=timezone.utc)).models["gemini-1.5-pro"].output_price == 7.5
+    assert cfg.as_of(datetime(2027, 1, 1, tzinfo=timezone.utc)).models["gemini-1.5-pro"].output_price == 7.5
     assert dict(cfg.policies["default"].ladder) == {
         "LOW": "deepseek-v2", "MEDIUM": "llama-3-70b", "HIGH": "claude-3.5-sonnet", "CRITICAL": "gpt-4o"}
     hosts = {p.base_url for p in cfg.providers.values()}

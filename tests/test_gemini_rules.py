@@ -70,15 +70,15 @@ def at(text: str) -> datetime:
 
 def test_the_slot_bills_google_prices_and_takes_the_change_on_its_day():
     cfg = parse_config(None)
-    now = cfg.priced_at(at("2026-12-31T23:59")).models["gemini-1.5-pro"]
+    now = cfg.as_of(at("2026-12-31T23:59")).models["gemini-1.5-pro"]
     assert (now.input_price, now.output_price, now.cached_input_price) == (0.75, 3.75, 0.075)
-    later = cfg.priced_at(at("2027-01-01"))
+    later = cfg.as_of(at("2027-01-01"))
     assert (later.models["gemini-1.5-pro"].input_price, later.models["gemini-1.5-pro"].output_price,
             later.models["gemini-1.5-pro"].cached_input_price) == (1.5, 7.5, 0.15)
-    assert later.priced_at(at("2026-12-31")).models["gemini-1.5-pro"].output_price == 3.75  # any moment, either way
+    assert later.as_of(at("2026-12-31")).models["gemini-1.5-pro"].output_price == 3.75  # any moment, either way
     assert later.models["gpt-4o"] is cfg.models["gpt-4o"]  # models without changes stay as they are
-    assert cfg.models["gemini-1.5-pro"].next_price_change(at("2026-11-30")) == at("2027-01-01")
-    assert cfg.models["gemini-1.5-pro"].next_price_change(at("2027-01-01")) is None
+    assert cfg.models["gemini-1.5-pro"].next_change(at("2026-11-30")) == at("2027-01-01")
+    assert cfg.models["gemini-1.5-pro"].next_change(at("2027-01-01")) is None
     today = cfg.models["gemini-1.5-pro"]  # a config holds the prices of the moment it is loaded
     assert today.output_price == (7.5 if utc_now() >= at("2027-01-01") else 3.75)
 
@@ -93,7 +93,7 @@ def test_bad_efforts_are_refused_naming_the_field():
 def test_check_describes_the_slot_and_notes_a_gemini_without_the_rules(tmp_path, capsys):
     out = check_output(tmp_path, {}, capsys)
     assert "reasoning effort sent as: minimal as low, none as low, xhigh as high" in out
-    assert "prices from 2027-01-01: input_price $1.5, output_price $7.5, cached_input_price $0.15" in out
+    assert "from 2027-01-01: input_price $1.5, output_price $7.5, cached_input_price $0.15" in out
     assert "warning: calls gemini" not in out and "note: named like a Gemini" not in out
     slot = {k: v for k, v in default_data()["models"]["gemini-1.5-pro"].items() if k != "body"}
     out = check_output(tmp_path, {"models": {"gemini-1.5-pro": slot}}, capsys)

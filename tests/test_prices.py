@@ -1,4 +1,4 @@
-"""Prices that change: on a day (price_changes) and by the hour (peak), in the config and in a running process.
+"""Prices that change: on a day (changes) and by the hour (peak), in the config and in a running process.
 
 Google bills Gemini 3.8 Flash at half price until 2026-12-31; DeepSeek bills deepseek-flash at twice its off-peak prices
 from 01:00 to 04:00 and from 06:00 to 10:00 UTC on weekdays. A config holds the prices of the moment it is loaded; a running
@@ -45,16 +45,16 @@ def cost(rt) -> float:
 
 def test_a_running_process_routes_and_bills_at_the_new_prices_from_the_day_on(monkeypatch):
     rt = runtime(monkeypatch, pinned("gemini-1.5-pro"))
-    asyncio.run(rt.take_price_changes(at("2026-12-30T12:00")))  # the half price, whatever day the test runs on
+    asyncio.run(rt.take_changes(at("2026-12-30T12:00")))  # the half price, whatever day the test runs on
     assert rt.catalog.models["gemini-1.5-pro"].output_price == 3.75
     before = cost(rt)
-    assert asyncio.run(rt.take_price_changes(at("2026-12-31T12:00"))) == []
+    assert asyncio.run(rt.take_changes(at("2026-12-31T12:00"))) == []
     assert cost(rt) == before
-    assert asyncio.run(rt.take_price_changes(at("2027-01-01T00:00"))) == ["gemini-1.5-pro"]
+    assert asyncio.run(rt.take_changes(at("2027-01-01T00:00"))) == ["gemini-1.5-pro"]
     assert rt.catalog.models["gemini-1.5-pro"].output_price == 7.5
     assert rt.catalog.models["gemini-1.5-pro"].cost(1_000_000, 0) == pytest.approx(1.5)
     assert cost(rt) == pytest.approx(2 * before)  # every price of the slot doubled
-    assert asyncio.run(rt.take_price_changes(at("2027-01-02T12:00"))) == []  # taken once (a Saturday: no peak either)
+    assert asyncio.run(rt.take_changes(at("2027-01-02T12:00"))) == []  # taken once (a Saturday: no peak either)
 
 
 def test_deepseek_bills_twice_in_its_weekday_peak_hours(monkeypatch):
@@ -62,21 +62,21 @@ def test_deepseek_bills_twice_in_its_weekday_peak_hours(monkeypatch):
     for moment, peak in (("2026-11-30T00:59", False), ("2026-11-30T01:00", True), ("2026-11-30T03:59", True),
                          ("2026-11-30T04:00", False), ("2026-11-30T06:00", True), ("2026-11-30T10:00", False),
                          ("2026-12-05T02:00", False), ("2026-12-06T07:00", False)):  # a Monday, then a Saturday and Sunday
-        m = cfg.priced_at(at(moment)).models["deepseek-v2"]
+        m = cfg.as_of(at(moment)).models["deepseek-v2"]
         factor = 2 if peak else 1
         assert (m.input_price, m.output_price, m.cached_input_price) == (0.15 * factor, 0.6 * factor, 0.003 * factor), moment
     slot = cfg.models["deepseek-v2"]
-    assert slot.next_price_change(at("2026-11-30T00:30")) == at("2026-11-30T01:00")
-    assert slot.next_price_change(at("2026-11-30T04:00")) == at("2026-11-30T06:00")
-    assert slot.next_price_change(at("2026-12-04T10:00")) == at("2026-12-07T01:00")  # Friday's last peak ends: Monday's
+    assert slot.next_change(at("2026-11-30T00:30")) == at("2026-11-30T01:00")
+    assert slot.next_change(at("2026-11-30T04:00")) == at("2026-11-30T06:00")
+    assert slot.next_change(at("2026-12-04T10:00")) == at("2026-12-07T01:00")  # Friday's last peak ends: Monday's
     rt = runtime(monkeypatch, pinned("deepseek-v2"))
-    asyncio.run(rt.take_price_changes(at("2026-11-30T00:30")))
+    asyncio.run(rt.take_changes(at("2026-11-30T00:30")))
     off = cost(rt)
-    assert asyncio.run(rt.take_price_changes(at("2026-11-30T01:00"))) == ["deepseek-v2"]
+    assert asyncio.run(rt.take_changes(at("2026-11-30T01:00"))) == ["deepseek-v2"]
     assert cost(rt) == pytest.approx(2 * off)
     usage_cost = rt.catalog.models["deepseek-v2"].cost(10_000, 1_000, cached=8_000)
     assert usage_cost == pytest.approx((2_000 * 0.3 + 8_000 * 0.006 + 1_000 * 1.2) / 1e6)
-    assert asyncio.run(rt.take_price_changes(at("2026-11-30T04:00"))) == ["deepseek-v2"]
+    assert asyncio.run(rt.take_changes(at("2026-11-30T04:00"))) == ["deepseek-v2"]
     assert cost(rt) == pytest.approx(off)
 
 
@@ -89,11 +89,11 @@ def test_the_price_clock_takes_a_change_at_its_moment(monkeypatch):
     rt = runtime(monkeypatch, pinned("deepseek-v2"))
 
     async def run() -> float:
-        await rt.take_price_changes(start)
+        await rt.take_changes(start)
         assert rt.catalog.models["deepseek-v2"].output_price == 0.6  # off-peak, a few tenths of a second before it ends
         await rt.start()
         try:
-            assert rt._price_clock is not None and rt._price_clock.running
+            assert rt._catalog_clock_task is not None and rt._catalog_clock_task.running
             deadline = time.monotonic() + 30
             while rt.catalog.models["deepseek-v2"].output_price != 1.2:
                 assert time.monotonic() < deadline, "the peak was not taken"
@@ -109,32 +109,33 @@ def test_the_price_clock_takes_a_change_at_its_moment(monkeypatch):
 def test_the_price_clock_runs_from_start_to_stop_and_takes_nothing_when_nothing_changes(monkeypatch):
     models = default_data()["models"]
     steady = {"models": {"deepseek-v2": {k: v for k, v in models["deepseek-v2"].items() if k != "peak"},
-                         "gemini-1.5-pro": {k: v for k, v in models["gemini-1.5-pro"].items() if k != "price_changes"}}}
+                         "gemini-1.5-pro": {k: v for k, v in models["gemini-1.5-pro"].items() if k != "changes"},
+                         "gpt-4o": {k: v for k, v in models["gpt-4o"].items() if k != "changes"}}}
     rt = runtime(monkeypatch, steady)
-    assert rt.config.next_price_change(at("2026-11-30")) is None
+    assert rt.config.next_change(at("2026-11-30")) is None
 
     async def run() -> None:
         await rt.start()
         try:
-            assert rt._price_clock is not None and rt._price_clock.running  # it also serves a reloaded config's changes
-            assert await rt.take_price_changes(at("2027-06-01T02:00")) == []  # no schedule: nothing to take
+            assert rt._catalog_clock_task is not None and rt._catalog_clock_task.running  # it also serves a reloaded config's changes
+            assert await rt.take_changes(at("2027-06-01T02:00")) == []  # no schedule: nothing to take
         finally:
             await rt.stop()
-        assert rt._price_clock is None
+        assert rt._catalog_clock_task is None
 
     asyncio.run(run())
-    past = {"models": {"gemini-1.5-pro": {**models["gemini-1.5-pro"], "price_changes": {"2020-01-01": {"output_price": 9.0}}}}}
+    past = {"models": {"gemini-1.5-pro": {**models["gemini-1.5-pro"], "changes": {"2020-01-01": {"output_price": 9.0}}}}}
     assert parse_config(past).models["gemini-1.5-pro"].output_price == 9.0  # a change already due is in the loaded prices
 
 
 def test_bad_price_schedules_are_refused_naming_the_field():
     slot = default_data()["models"]["deepseek-v2"]
     peak = slot["peak"]
-    assert "models.g.price_changes.2027-13-01" in refusal({"models": {"g": {**slot, "price_changes": {"2027-13-01": {
+    assert "models.g.changes.2027-13-01" in refusal({"models": {"g": {**slot, "changes": {"2027-13-01": {
         "input_price": 1.0}}}}})
-    assert "a price change needs at least one of input_price" in refusal(
-        {"models": {"g": {**slot, "price_changes": {"2027-02-01": {}}}}})
-    assert "output_price" in refusal({"models": {"g": {**slot, "price_changes": {"2027-02-01": {"output_price": -1}}}}})
+    assert "a change needs at least one of name, input_price" in refusal(
+        {"models": {"g": {**slot, "changes": {"2027-02-01": {}}}}})
+    assert "output_price" in refusal({"models": {"g": {**slot, "changes": {"2027-02-01": {"output_price": -1}}}}})
     for bad, named in ((["04:00-01:00"], "must start before it ends"), (["01:00-25:00"], "within one day"),
                        (["1-4"], "is not a span of hours like '01:00-04:00'"), ([], "hours_utc")):
         assert named in refusal({"models": {"g": {**slot, "peak": {**peak, "hours_utc": bad}}}}), bad
@@ -145,7 +146,7 @@ def test_bad_price_schedules_are_refused_naming_the_field():
 def test_check_shows_each_schedule(tmp_path, capsys):
     out = check_output(tmp_path, {}, capsys)
     assert "prices x2 in 01:00-04:00, 06:00-10:00 UTC on mon, tue, wed, thu, fri (" in out
-    assert "prices from 2027-01-01: input_price $1.5, output_price $7.5, cached_input_price $0.15" in out
+    assert "from 2027-01-01: input_price $1.5, output_price $7.5, cached_input_price $0.15" in out
 
 
 def test_the_price_gauges_show_what_each_model_is_billed_at_now(monkeypatch):
@@ -158,9 +159,9 @@ def test_the_price_gauges_show_what_each_model_is_billed_at_now(monkeypatch):
         [value] = [x[len(line):] for x in rt.metrics.exposition().decode().splitlines() if x.startswith(line)]
         return float(value)
 
-    asyncio.run(rt.take_price_changes(at("2026-11-30T00:30")))
+    asyncio.run(rt.take_changes(at("2026-11-30T00:30")))
     assert (gauge("deepseek-v2", "input"), gauge("deepseek-v2", "output"), gauge("deepseek-v2", "cached_input")) == (0.15, 0.6, 0.003)
     assert gauge("gpt-4o", "cache_write") == 5.0  # no cache price: its input price
-    asyncio.run(rt.take_price_changes(at("2026-11-30T01:00")))
+    asyncio.run(rt.take_changes(at("2026-11-30T01:00")))
     assert (gauge("deepseek-v2", "input"), gauge("deepseek-v2", "output"), gauge("deepseek-v2", "cached_input")) == (0.3, 1.2, 0.006)
     assert scrape_totals(rt.metrics.exposition().decode())["llm_router_price_usd_per_mtok"] > 0

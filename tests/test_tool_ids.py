@@ -248,7 +248,7 @@ def check_output(tmp_path, data: dict, capsys) -> str:
     from llm_router.cli import main
 
     path = tmp_path / "config.yaml"
-    path.write_text(orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS).decode())  # YAML dates as keys: price_changes
+    path.write_text(orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS).decode())  # YAML dates as keys: changes
     assert main(["check", str(path)]) == 0
     return capsys.readouterr().out
 

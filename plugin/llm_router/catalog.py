@@ -141,15 +141,20 @@ class Model:
     body: BodyDialect | None = None  # the body rules of its provider with its own over them (None: none)
     prefill: bool = True  # takes a conversation that ends with an assistant message
     min_output: int | None = None  # the smallest output limit a request may set for it (it thinks first; None: any)
+    # (input tokens above which, input-side price factor, output price factor) for a whole call; None: one price
+    long_context: tuple[int, float, float] | None = None
 
     def cost(self, input_tokens: int, output_tokens: int, *, cached: int = 0, written: int = 0) -> float:
         """USD for a call with these token counts; cached and written are parts of input_tokens."""
-        usd = input_tokens * self.input_price + output_tokens * self.output_price
+        usd = input_tokens * self.input_price
         if cached and self.cached_input_price is not None:
             usd += cached * (self.cached_input_price - self.input_price)
         if written and self.cache_write_price is not None:
             usd += written * (self.cache_write_price - self.input_price)
-        return usd / 1_000_000
+        out = output_tokens * self.output_price
+        if self.long_context is not None and input_tokens > self.long_context[0]:
+            usd, out = usd * self.long_context[1], out * self.long_context[2]
+        return (usd + out) / 1_000_000
 
     @property
     def blended_price(self) -> float:

@@ -294,20 +294,63 @@ def _span_minutes(span: str) -> tuple[int, int]:
     return start, end
 
 
-class PriceChangeConf(_Strict):
-    """Prices (USD per 1M tokens) a model is billed at from a given day on; those not given stay as they were."""
+class LongContextConf(_Strict):
+    """Prices for one call whose input exceeds a size: OpenAI bills GPT-5.4 and later at twice the input (and cache) prices and
+    1.5x the output price for the whole call when it holds more than 272K input tokens."""
 
+    above_input_tokens: int = Field(gt=0)
+    input_factor: float = Field(default=1.0, gt=0)  # applied to the input, cache read and cache write prices
+    output_factor: float = Field(default=1.0, gt=0)
+
+
+class ModelChangeConf(_Strict):
+    """What changes about a model from a given day on (its provider re-prices it, or retires the name it calls and the
+    slot calls the successor); fields not given stay as they were."""
+
+    name: str | None = None
     input_price: float | None = Field(default=None, ge=0)
     output_price: float | None = Field(default=None, ge=0)
     cached_input_price: float | None = Field(default=None, ge=0)
     cache_write_price: float | None = Field(default=None, ge=0)
+    long_context_prices: LongContextConf | None = None
+    context_window: int | None = Field(default=None, gt=0)
+    max_output_tokens: int | None = Field(default=None, gt=0)
+    capabilities: list[str] | None = None
+    body: ModelBodyConf | None = None
+    prefill: bool | None = None
+    min_output_tokens: int | None = Field(default=None, gt=0)
+    quality: float | None = Field(default=None, ge=0, le=1)
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+
+    @field_validator("capabilities")
+    @classmethod
+    def _caps(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else _known_capabilities(v)
 
     @model_validator(mode="after")
-    def _some(self) -> "PriceChangeConf":
-        if self.model_dump(exclude_none=True) == {}:
-            raise ValueError("a price change needs at least one of input_price, output_price, cached_input_price, "
-                             "cache_write_price")
+    def _some(self) -> "ModelChangeConf":
+        if not self.model_fields_set:
+            raise ValueError(f"a change needs at least one of {', '.join(ModelChangeConf.model_fields)}")
+        required = sorted(f for f in ("input_price", "output_price", "context_window", "capabilities", "prefill", "quality")
+                          if f in self.model_fields_set and getattr(self, f) is None)
+        if required:
+            raise ValueError(f"{', '.join(required)} may not be null (a model always has one)")
         return self
+
+    def given(self) -> dict[str, Any]:
+        """The fields this change sets (null included: it unsets an optional one)."""
+        return {name: getattr(self, name) for name in type(self).model_fields if name in self.model_fields_set}
+
+
+def _known_capabilities(v: list[str]) -> list[str]:
+    bad = [c for c in v if c not in CAPABILITIES]
+    if bad:
+        raise ValueError(f"unknown capabilities {bad}; known: {sorted(CAPABILITIES)}")
+    return v
+
+
+PRICES = ("input_price", "output_price", "cached_input_price", "cache_write_price")  # what a peak multiplies
 
 
 class ModelConf(_Strict):
@@ -340,45 +383,49 @@ class ModelConf(_Strict):
     # they answer, always, with thoughts that count against the limit (Gemini 3: a 500-token limit left 3.6 Flash 18 tokens
     # of answer, and finish_reason length); requests that set less go to other models; unset: any limit
     min_output_tokens: int | None = Field(default=None, gt=0)
-    # day (YYYY-MM-DD, UTC) -> the prices from that day on, e.g. where an introductory price ends
-    price_changes: dict[date, PriceChangeConf] = Field(default_factory=dict)
+    # prices for calls with very long inputs (OpenAI's GPT-5.4 and later above 272K input tokens); unset: the same prices
+    long_context_prices: LongContextConf | None = None
+    # day (YYYY-MM-DD, UTC) -> what changes from that day on: prices where an introductory price ends; the name, prices,
+    # limits and body rules where the provider shuts the called model down and the slot calls its successor
+    changes: dict[date, ModelChangeConf] = Field(default_factory=dict)
     # hours in which every price above is multiplied by a factor (DeepSeek's weekday peak: twice its off-peak prices, which
-    # are then the ones written). A config holds the prices in effect when it is loaded; a running process takes each
-    # change at its moment (midnight UTC of a price change's day, the start and end of each peak span).
+    # are then the ones written). A config holds the model as in effect when it is loaded; a running process takes each
+    # change at its moment (midnight UTC of a change's day, the start and end of each peak span).
     peak: PeakConf | None = None
-    _written: dict[str, float | None] = PrivateAttr(default_factory=dict)  # the prices as written, before any change
+    _written: dict[str, Any] = PrivateAttr(default_factory=dict)  # what the changes touch, as written, before any change
 
     @model_serializer(mode="wrap")
     def _as_written(self, handler: Any) -> Any:
-        # dumped as written, so that a dumped config loaded again holds the same schedule (not a peak price doubled again)
+        # dumped as written, so that a dumped config loaded again holds the same schedule (not a peak price doubled again,
+        # not the successor's name in the slot before its day)
         data = handler(self)
         if isinstance(data, dict):
-            for name, usd in self._written.items():
+            for name, value in self._written.items():
                 if name in data:
-                    data[name] = usd
+                    data[name] = value.model_dump() if isinstance(value, BaseModel) else value
         return data
 
     @model_validator(mode="after")
-    def _priced_now(self) -> "ModelConf":
-        self._written = {name: getattr(self, name) for name in PriceChangeConf.model_fields}
-        return self.priced_at(utc_now())
+    def _as_of_now(self) -> "ModelConf":
+        self._written = {name: getattr(self, name) for name in ModelChangeConf.model_fields}
+        return self.as_of(utc_now())
 
-    def priced_at(self, when: datetime) -> "ModelConf":
-        """This model with the prices in effect at `when` (UTC; itself when they are the ones it holds)."""
-        prices = dict(self._written)
-        for day in sorted(self.price_changes):
+    def as_of(self, when: datetime) -> "ModelConf":
+        """This model as in effect at `when` (UTC): changes taken, peak prices applied (itself when nothing differs)."""
+        values = dict(self._written)
+        for day in sorted(self.changes):
             if day <= when.date():
-                prices.update(self.price_changes[day].model_dump(exclude_none=True))
+                values.update(self.changes[day].given())
         if self.peak is not None and self.peak.covers(when):
             factor = self.peak.factor
-            prices = {name: None if usd is None else usd * factor for name, usd in prices.items()}
-        if all(getattr(self, name) == value for name, value in prices.items()):
+            values.update({name: None if values[name] is None else values[name] * factor for name in PRICES})
+        if all(getattr(self, name) == value for name, value in values.items()):
             return self
-        return self.model_copy(update=prices)
+        return self.model_copy(update=values)
 
-    def next_price_change(self, after: datetime) -> datetime | None:
-        """The first moment after `after` at which this model's prices change, or None."""
-        days = [datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc) for day in self.price_changes]
+    def next_change(self, after: datetime) -> datetime | None:
+        """The first moment after `after` at which this model changes, or None."""
+        days = [datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc) for day in self.changes]
         moments = [m for m in days if m > after]
         if self.peak is not None:
             boundary = self.peak.next_boundary(after)
@@ -389,10 +436,7 @@ class ModelConf(_Strict):
     @field_validator("capabilities")
     @classmethod
     def _caps(cls, v: list[str]) -> list[str]:
-        bad = [c for c in v if c not in CAPABILITIES]
-        if bad:
-            raise ValueError(f"unknown capabilities {bad}; known: {sorted(CAPABILITIES)}")
-        return v
+        return _known_capabilities(v)
 
     @field_validator("tier", mode="before")
     @classmethod
@@ -579,16 +623,16 @@ class Config(_Strict):
             raise ValueError("; ".join(problems))
         return self
 
-    def priced_at(self, when: datetime) -> "Config":
-        """This config with every model's prices as in effect at `when` (UTC; itself when none changes)."""
-        models = {mid: m.priced_at(when) for mid, m in self.models.items()}
+    def as_of(self, when: datetime) -> "Config":
+        """This config with every model as in effect at `when` (UTC; itself when none changes)."""
+        models = {mid: m.as_of(when) for mid, m in self.models.items()}
         if all(models[mid] is m for mid, m in self.models.items()):
             return self
         return self.model_copy(update={"models": models})
 
-    def next_price_change(self, after: datetime) -> datetime | None:
-        """The first moment after `after` at which some model's prices change, or None."""
-        return min((m for m in (model.next_price_change(after) for model in self.models.values()) if m is not None),
+    def next_change(self, after: datetime) -> datetime | None:
+        """The first moment after `after` at which some model changes, or None."""
+        return min((m for m in (model.next_change(after) for model in self.models.values()) if m is not None),
                    default=None)
 
 

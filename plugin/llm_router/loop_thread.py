@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 
@@ -62,6 +62,12 @@ class LoopThread:
         if errors:
             self._thread = None
             raise errors[0]
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
+        """Run a coroutine on the loop from another thread; its result (or what it raised)."""
+        if self._loop is None:
+            raise RuntimeError(f"{self.name} is not running")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask the loop to run `down()` and end; wait for the thread (no-op when not running)."""

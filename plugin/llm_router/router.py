@@ -92,6 +92,9 @@ def build_catalog(cfg: Config) -> Catalog:
             tags=frozenset(m.tags), cached_input_price=m.cached_input_price, cache_write_price=m.cache_write_price,
             max_output=m.max_output_tokens, body=_model_body(providers[m.provider].body, m.body), prefill=m.prefill,
             min_output=m.min_output_tokens,
+            long_context=None if m.long_context_prices is None else (
+                m.long_context_prices.above_input_tokens, m.long_context_prices.input_factor,
+                m.long_context_prices.output_factor),
         )
         for mid, m in cfg.models.items()
     }

@@ -12,12 +12,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
+from pydantic import BaseModel
 
 from llm_router import stored
 from llm_router.accounting import Usage
 from llm_router.catalog import Model, Tier, provider_path
 from llm_router.affinity import response_key
-from llm_router.config import Config, ConfigError, utc_now
+from llm_router.config import Config, ConfigError, ModelConf, utc_now
 from llm_router.credentials import Credentials
 from llm_router.decision import Decision, RouteError
 from llm_router.forward import PRICED_APIS, forward_path, provider_root
@@ -129,6 +130,17 @@ EDGE_FIELDS = {
     "accounting": {"limits", "consumer_header", "routes", "consumer_policies"},
     "metrics": {"listen", "decision_log", "log_prompts", "redact_pii", "feedback_log"},
 }
+
+
+def _changed_fields(before: ModelConf, after: ModelConf) -> list[str]:
+    """What differs between two versions of a model's config: 'name gpt-4o -> gpt-6.1-sol', 'input_price 0.15 -> 0.3', ..."""
+    out = []
+    for name in ModelConf.model_fields:
+        old, new = getattr(before, name), getattr(after, name)
+        if old != new:
+            nested = isinstance(old, BaseModel) or isinstance(new, BaseModel)  # body rules: too long for a log line
+            out.append(f"{name} changed" if nested else f"{name} {old} -> {new}")
+    return out
 
 
 def edge_section_problems(cfg: Config) -> list[str]:
@@ -280,7 +292,7 @@ class Runtime:
         self.serving = False  # the adapter is listening and not draining (what /readyz reports)
         self._beat = time.monotonic()  # the event loop's last heartbeat (what /healthz checks)
         self._heartbeat: Any = None
-        self._price_clock: Any = None
+        self._catalog_clock_task: Any = None
         if observer is None and telemetry:
             self._build_telemetry(state_given=state is not NO_STATE, health_given=health is not None)
 
@@ -687,11 +699,11 @@ class Runtime:
             sync.start()
         if self.refresher is not None:
             self.refresher.start()
-        if self._price_clock is None:
+        if self._catalog_clock_task is None:
             from llm_router.background import BackgroundTask
 
-            self._price_clock = BackgroundTask(self._pricing, "llm-router-prices")
-            self._price_clock.start()
+            self._catalog_clock_task = BackgroundTask(self._catalog_clock, "llm-router-catalog-clock")
+            self._catalog_clock_task.start()
         listen = metrics_listen or self.config.metrics.get("listen")
         if self.metrics is not None and listen and self._metrics_address is None:
             from llm_router.metrics import serve_metrics
@@ -711,26 +723,29 @@ class Runtime:
             self._heartbeat.start()
             self._metrics_address = serve_metrics(self.metrics, listen, self.feedback, model_of, probe=self.probe)
 
-    async def _pricing(self) -> None:
-        """Take each price change at its moment, looking again at least every ten minutes (past clock jumps, and for a
-        reloaded config's changes)."""
+    async def _catalog_clock(self) -> None:
+        """Take each scheduled change at its moment (a price change, a peak span, a successor's day), looking again at least
+        every ten minutes (past clock jumps, and for a reloaded config's changes)."""
         while True:
-            upcoming = self.config.next_price_change(utc_now())
+            upcoming = self.config.next_change(utc_now())
             wait = 600.0 if upcoming is None else (upcoming - utc_now()).total_seconds() + 0.001
             await asyncio.sleep(min(max(wait, 0.0), 600.0))
-            await self.take_price_changes(utc_now())
+            await self.take_changes(utc_now())
 
-    async def take_price_changes(self, when: datetime) -> list[str]:
-        """Route and bill with the prices in effect at `when` (UTC); returns the ids of the models whose prices changed."""
+    async def take_changes(self, when: datetime) -> list[str]:
+        """Route and bill with the models as in effect at `when` (UTC); returns the ids of the models that changed."""
         import logging
 
-        config = self.config.priced_at(when)
-        changed = sorted(mid for mid, m in config.models.items() if m is not self.config.models.get(mid))
+        before = self.config
+        config = before.as_of(when)
+        changed = sorted(mid for mid, m in config.models.items() if m is not before.models.get(mid))
         if changed:
-            # prices are all that changed: the classifiers are kept (they do not read prices), the router is new
+            # the catalog is all that changed: the classifiers are kept (they read no prices, names or limits), the router
+            # is new
             router = await asyncio.to_thread(Router, config, classifiers=self.router.classifiers)
             self.apply_reload(config, router)
-            logging.getLogger("llm_router").info("prices of %s changed at %s", ", ".join(changed), when.isoformat())
+            shown = "; ".join(f"{mid}: {', '.join(_changed_fields(before.models[mid], config.models[mid]))}" for mid in changed)
+            logging.getLogger("llm_router").info("scheduled model changes taken at %s: %s", when.isoformat(), shown)
         return changed
 
     async def _beating(self) -> None:
@@ -758,9 +773,9 @@ class Runtime:
         if self._heartbeat is not None:
             await self._heartbeat.stop()
             self._heartbeat = None
-        if self._price_clock is not None:
-            await self._price_clock.stop()
-            self._price_clock = None
+        if self._catalog_clock_task is not None:
+            await self._catalog_clock_task.stop()
+            self._catalog_clock_task = None
         if self.refresher is not None:
             await self.refresher.stop()
         if self.orchestrator is not None:

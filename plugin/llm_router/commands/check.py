@@ -217,9 +217,12 @@ def run(args) -> int:
             now = "peak now: the prices above are peak prices" if m.peak.covers(utc_now()) else "off-peak now"
             print(f"  {'':20s} prices x{m.peak.factor:g} in {', '.join(m.peak.hours_utc)} UTC on {', '.join(m.peak.days)} "
                   f"({now})")
-        for day, change in sorted(m.price_changes.items()):
-            print(f"  {'':20s} prices from {day.isoformat()}: "
-                  f"{', '.join(f'{name} ${usd:g}' for name, usd in change.model_dump(exclude_none=True).items())}")
+        if m.long_context_prices is not None:
+            lc = m.long_context_prices
+            print(f"  {'':20s} a call with more than {lc.above_input_tokens} input tokens: input and cache prices "
+                  f"x{lc.input_factor:g}, output x{lc.output_factor:g}")
+        for day, change in sorted(m.changes.items()):
+            print(f"  {'':20s} from {day.isoformat()}: {_change_shown(change)}")
         if not m.prefill:
             print(f"  {'':20s} prefill: false: requests that end with an assistant message go to other models")
         if m.min_output_tokens is not None:
@@ -228,7 +231,11 @@ def run(args) -> int:
         retired = RETIRED_NAMES.get(m.name or mid)
         shutdown = SHUTDOWNS.get(m.name or mid)
         on_default = cfg.providers[m.provider].base_url == _default_base_urls().get(m.provider)
-        if shutdown is not None and on_default:
+        successor = min((day for day, c in m.changes.items() if c.name is not None), default=None)
+        if shutdown is not None and on_default and successor is not None and successor <= shutdown[0]:
+            print(f"  {'':20s} calls {m.name or mid} until {successor.isoformat()}, then {m.changes[successor].name}: "
+                  f"{shutdown[1]}")
+        elif shutdown is not None and on_default:
             if utc_now().date() < shutdown[0]:
                 print(f"  {'':20s} warning: calls {m.name or mid}: {shutdown[1]}. Set this model's name to a current model "
                       "before then")
@@ -290,6 +297,28 @@ def run(args) -> int:
                 then = f"only models up to {price_caps(rule.max_input_price, rule.max_output_price)} per 1M tokens serve it"
             print(f"  {scope}: ${rule.usd:g} per {rule.window}, then {then}")
     return 0
+
+
+def _change_shown(change: Any) -> str:
+    """One scheduled change, as `check` lists it: 'calls gpt-6.1-sol, input_price $2, ...'."""
+    parts = []
+    for field, value in change.given().items():
+        if field == "name":
+            parts.append(f"calls {value}")
+        elif value is None:
+            parts.append(f"{field} unset")
+        elif field.endswith("_price"):
+            parts.append(f"{field} ${value:g}")
+        elif field == "long_context_prices":
+            parts.append(f"above {value.above_input_tokens} input tokens x{value.input_factor:g} input, "
+                         f"x{value.output_factor:g} output")
+        elif field == "body":
+            parts.append(f"body {orjson.dumps(value.model_dump(exclude_defaults=True)).decode()}")
+        elif field == "capabilities":
+            parts.append(f"capabilities [{', '.join(value)}]")
+        else:
+            parts.append(f"{field} {orjson.dumps(value).decode() if isinstance(value, bool) else value}")
+    return ", ".join(parts)
 
 
 def _load_learned(cfg):

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from datetime import datetime, timezone
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from llm_router.config import Config, load_config
+from llm_router.config import Config, ModelConf, load_config
 from llm_router.fakes.http import serve_connection
 from llm_router.fakes.providers import Behaviour, FakeProvider, Recorded, fake_key
 from llm_router.loop_thread import LoopThread
@@ -43,12 +44,13 @@ class FakeProviders:
         for i, (name, p) in enumerate(sorted(cfg.providers.items())):
             if name not in wanted:
                 continue
-            served = tuple(sorted({m.name or mid for mid, m in cfg.models.items() if m.provider == name}))
+            # every model the catalog calls now or will call from a scheduled change's day on (a real provider serves both)
+            versions = [(mid, v) for mid, m in cfg.models.items() for v in _versions(m) if v.provider == name]
+            served = tuple(sorted({v.name or mid for mid, v in versions}))
             b = behaviour or Behaviour()
             if only_catalog_models:
                 b = b.merged(models=served)
-            limits = {m.name or mid: m.max_output_tokens for mid, m in cfg.models.items()
-                      if m.provider == name and m.max_output_tokens is not None}
+            limits = {v.name or mid: v.max_output_tokens for mid, v in versions if v.max_output_tokens is not None}
             fakes.append(FakeProvider(name, paths=dict(p.paths), auth=p.auth, behaviour=b, seed=seed + i, max_output=limits))
             for ref in p.credentials:
                 if ref.startswith("env://"):
@@ -130,3 +132,9 @@ class FakeProviders:
 
 
 __all__ = ["Behaviour", "FakeProvider", "FakeProviders", "Recorded", "fake_key"]
+
+
+def _versions(model: ModelConf) -> list[ModelConf]:
+    """A model as configured and as it is from each of its scheduled changes' days on."""
+    days = [datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc) for day in model.changes]
+    return [model, *(model.as_of(moment) for moment in days)]
