@@ -21,6 +21,7 @@ class Answer:
     cached_tokens: int = 0  # of input_tokens, as if read from the provider's prompt cache
     cache_write_tokens: int = 0  # of input_tokens, as if written to it
     finish: str = "stop"  # "length" where the output limit cut the answer (a thinking model's thoughts used it up)
+    reasoning_tokens: int = 0  # of output_tokens, spent reasoning before the answer (OpenAI's reasoning models)
 
 
 def _digest(*parts: str) -> int:

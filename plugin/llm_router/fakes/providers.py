@@ -43,8 +43,14 @@ STRICT_FIELDS = {"mistral": {"chat": frozenset({
 UNSUPPORTED_FORMATS = {"deepseek": frozenset({"json_schema"})}
 # Providers whose OpenAI-compatible chat endpoint takes only n = 1 and ignores logprobs (Anthropic's).
 SINGLE_CHOICE_CHAT = frozenset({"anthropic"})
-# OpenAI's reasoning models (o1, o3-mini, o4-mini, ...): fields they refuse, and sampling values fixed at the default.
-REASONING_MODEL = re.compile(r"o\d(?:$|-)")
+# OpenAI's reasoning models (o1, o3-mini, o4-mini, ..., and GPT-5 and later): fields they refuse, and sampling values fixed
+# at the default. GPT-4o, GPT-4.1 and earlier GPT models do not reason: they refuse reasoning fields instead.
+REASONING_MODEL = re.compile(r"o\d(?:$|-)|gpt-[5-9]")
+# The reasoning efforts a GPT model takes where it lacks some: GPT-6.1 Sol takes no none or minimal
+GPT_EFFORTS = {"gpt-6.1-sol": ("low", "medium", "high", "xhigh", "max")}
+# The tokens a GPT-5-or-later model reasons before it answers (reported: gpt-6.1-sol spent all of a 300-token limit and
+# gpt-5-nano all of 512 on reasoning, content empty, finish_reason length); they count against max_completion_tokens
+GPT_THOUGHTS = 1000
 TOOL_ID = re.compile(r"[A-Za-z0-9]{9}")  # Mistral's tool call ids
 # Mistral's chat messages, by role, and its tool calls: the fields each takes (it answers 422 to any other).
 MISTRAL_MESSAGE_FIELDS = {"system": frozenset({"role", "content"}), "user": frozenset({"role", "content"}),
@@ -461,6 +467,13 @@ class FakeProvider:
         if self.name == "google" and GEMINI_3.match(model) and isinstance(max_tokens, int) and max_tokens < GEMINI_THOUGHTS:
             # Gemini 3 thinks before it answers and its thoughts count against the limit: a small one is used up by them
             answer = replace(answer, text="", output_tokens=max_tokens, finish="length")
+        if self.name == "openai" and model.startswith("gpt-") and REASONING_MODEL.match(model) and _effort(data, api) != "none":
+            # GPT-5 and later reason first (at medium unless told), within the output limit: a small one is used up by it
+            if isinstance(max_tokens, int) and max_tokens <= GPT_THOUGHTS:
+                answer = replace(answer, text="", output_tokens=max_tokens, reasoning_tokens=max_tokens, finish="length")
+            else:
+                thought = GPT_THOUGHTS if not isinstance(max_tokens, int) else min(GPT_THOUGHTS, max_tokens - answer.output_tokens)
+                answer = replace(answer, output_tokens=answer.output_tokens + max(0, thought), reasoning_tokens=max(0, thought))
         if b.cached_share > 0:
             answer = replace(answer, cached_tokens=int(answer.input_tokens * min(1.0, b.cached_share)))
         if b.cache_write_share > 0:
@@ -896,7 +909,7 @@ def _openai_usage(answer: Answer, provider: str = "") -> dict[str, Any]:
         out["prompt_tokens_details"] = {"cached_tokens": answer.cached_tokens, "audio_tokens": 0}
         if answer.cache_write_tokens:  # reported since GPT-5.6, which bills writes at 1.25x input
             out["prompt_tokens_details"]["cache_write_tokens"] = answer.cache_write_tokens
-        out["completion_tokens_details"] = {"reasoning_tokens": 0, "audio_tokens": 0}
+        out["completion_tokens_details"] = {"reasoning_tokens": answer.reasoning_tokens, "audio_tokens": 0}
     return out
 
 
@@ -1038,10 +1051,25 @@ def _claude_refusal(model: str, data: dict[str, Any], api: str) -> str | None:
     return None
 
 
+def _effort(data: dict[str, Any], api: str) -> Any:
+    """The reasoning effort a chat or Responses body asks for (None: the model's default)."""
+    if api == "responses":
+        reasoning = data.get("reasoning")
+        return reasoning.get("effort") if isinstance(reasoning, dict) else None
+    return data.get("reasoning_effort")
+
+
 def _reasoning_refusal(model: str, data: dict[str, Any], api: str) -> tuple[str, str | None, str | None] | None:
     """OpenAI's 400 for a field its model does not take (a reasoning model: max_tokens, temperature, ...;
     a GPT model: reasoning effort): (message, param, code), or None."""
-    if model.startswith("gpt-"):
+    efforts = GPT_EFFORTS.get(model, ())
+    effort = _effort(data, api)
+    if efforts and effort is not None and effort not in efforts:
+        field = "reasoning_effort" if api == "chat" else "reasoning.effort"
+        shown = ", ".join(f"'{e}'" for e in efforts[:-1]) + f", and '{efforts[-1]}'"
+        return (f"Unsupported value: '{field}' does not support {effort!r} with this model. Supported values are: {shown}.",
+                field, "unsupported_value")
+    if model.startswith("gpt-") and not REASONING_MODEL.match(model):
         if api == "chat" and "reasoning_effort" in data:
             return "Unrecognized request argument supplied: reasoning_effort", None, None
         text = data.get("text")
@@ -1064,11 +1092,12 @@ def _reasoning_refusal(model: str, data: dict[str, Any], api: str) -> tuple[str,
         return None
     if api != "chat" or not REASONING_MODEL.match(model):
         return None
-    for name in REASONING_REFUSED:
+    unreasoned = effort == "none" and model.startswith("gpt-")  # GPT-5.1 and later at none: sampling and logprobs work
+    for name in ("max_tokens",) if unreasoned else REASONING_REFUSED:
         if name in data:
             hint = " Use 'max_completion_tokens' instead." if name == "max_tokens" else ""
             return f"Unsupported parameter: '{name}' is not supported with this model.{hint}", name, "unsupported_parameter"
-    for name, default in REASONING_FIXED:
+    for name, default in () if unreasoned else REASONING_FIXED:
         value = data.get(name)
         if value is not None and value != default:
             return (f"Unsupported value: '{name}' does not support {value} with this model. Only the default ({default}) value "
@@ -1176,7 +1205,7 @@ def _response_object(model: str, answer: Answer, data: dict[str, Any], rid: str,
     details = {"cached_tokens": answer.cached_tokens, **({"cache_write_tokens": answer.cache_write_tokens}
                                                           if answer.cache_write_tokens else {})}
     usage = {"input_tokens": answer.input_tokens, "input_tokens_details": details,
-             "output_tokens": answer.output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+             "output_tokens": answer.output_tokens, "output_tokens_details": {"reasoning_tokens": answer.reasoning_tokens},
              "total_tokens": answer.input_tokens + answer.output_tokens} if done else None
     return {"id": rid, "object": "response", "created_at": int(time.time()), "status": status, "error": None,
             "incomplete_details": None, "instructions": data.get("instructions"), "max_output_tokens": data.get("max_output_tokens"),
