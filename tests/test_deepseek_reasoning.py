@@ -445,14 +445,16 @@ def test_check_warns_of_models_their_provider_no_longer_serves(tmp_path, capsys)
     def warnings(data: dict) -> list[str]:
         return [line for line in check_output(tmp_path, data, capsys).splitlines() if "warning: calls" in line]
 
-    # every slot calls a current model; OpenAI has scheduled gpt-4o's shutdown
-    [upcoming] = warnings({})
-    assert "calls gpt-4o" in upcoming and "OpenAI shuts it down on 2027-01-14 (gpt-6-luna replaces it)" in upcoming
+    # every slot calls a current model; the gpt-4o slot moves to a successor on the day OpenAI shuts gpt-4o down
+    assert warnings({}) == []
     from llm_router.config import default_data
 
     def named(**names: str) -> dict:
         models = default_data()["models"]
-        return {mid: {**models[mid], "name": name} for mid, name in names.items()}
+        return {mid: {**{k: v for k, v in models[mid].items() if k != "changes"}, "name": name} for mid, name in names.items()}
+
+    [upcoming] = warnings({"models": named(**{"gpt-4o": "gpt-4o"})})  # the slot without its successor
+    assert "calls gpt-4o" in upcoming and "OpenAI shuts it down on 2027-01-14 (gpt-6-luna replaces it)" in upcoming
 
     assert warnings({"models": named(**{"gpt-4o": "gpt-5.6-sol", "gemini-1.5-pro": "gemini-3.7-flash"})}) == []
     [seed_gemini] = warnings({"models": named(**{"gpt-4o": "gpt-5.6-sol", "gemini-1.5-pro": "gemini-1.5-pro"})})
