@@ -74,6 +74,9 @@ def test_a_dumped_config_holds_the_schedule_as_written(tmp_path):
     again = load_config(str(path))
     assert again.as_of(BEFORE).models["gpt-4o"].name == "gpt-4o"
     assert again.as_of(SHUTDOWN).models["gpt-4o"] == later.models["gpt-4o"]
+    plain = parse_config(later.model_dump())  # every field dumped, null or not: each change still holds only what it sets
+    assert plain.as_of(SHUTDOWN).models["gpt-4o"] == later.models["gpt-4o"]
+    assert plain.as_of(BEFORE).models["gpt-4o"] == parse_config(None).as_of(BEFORE).models["gpt-4o"]
 
 
 def test_the_successor_is_sent_what_it_takes():

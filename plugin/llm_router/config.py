@@ -338,6 +338,12 @@ class ModelChangeConf(_Strict):
             raise ValueError(f"{', '.join(required)} may not be null (a model always has one)")
         return self
 
+    @model_serializer(mode="wrap")
+    def _as_given(self, handler: Any) -> Any:
+        # only the fields the change sets: a dumped config loaded again holds the same change (not every field set to null)
+        data = handler(self)
+        return {k: v for k, v in data.items() if k in self.model_fields_set} if isinstance(data, dict) else data
+
     def given(self) -> dict[str, Any]:
         """The fields this change sets (null included: it unsets an optional one)."""
         return {name: getattr(self, name) for name in type(self).model_fields if name in self.model_fields_set}
