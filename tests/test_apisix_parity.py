@@ -181,3 +181,33 @@ def test_apisix_sends_gemini_3_8_flash_an_effort_it_takes_and_a_small_limit_else
     out = apisix_mutations(runtime(), "/v1/chat/completions", small, conf)
     assert out == core_mutations(runtime(), "/v1/chat/completions", small, conf)
     assert out["model"] != "gemini-3.8-flash" and orjson.loads(out["body"])["max_tokens"] == 500
+
+
+def test_apisix_sends_gpt_6_1_sol_what_it_takes_once_the_gpt_4o_slot_moves_to_it(runtime):
+    """Through the runner, on a route whose ladder is the GPT-4o slot, in a runtime that has taken the 2027-01-14 change:
+    max_tokens as max_completion_tokens, no sampling, effort none as low; a small limit goes elsewhere (as the core decides)."""
+    import asyncio
+    from datetime import datetime, timezone
+
+    conf = orjson.dumps({"extends": "default", "explain": True,
+                         "ladder": {t: "gpt-4o" for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")}}).decode()
+    question = [{"role": "user", "content": "Prove that there are infinitely many primes of the form 4k + 3."}]
+
+    def moved() -> Runtime:
+        rt = runtime()
+        assert "gpt-4o" in asyncio.run(rt.take_changes(datetime(2027, 1, 14, tzinfo=timezone.utc)))
+        return rt
+
+    body = orjson.dumps({"model": "auto", "max_tokens": 8000, "temperature": 0.2, "reasoning_effort": "none",
+                         "messages": question})
+    out = apisix_mutations(moved(), "/v1/chat/completions", body, conf)
+    assert out == core_mutations(moved(), "/v1/chat/completions", body, conf)
+    sent = orjson.loads(out["body"])
+    assert out["model"] == "gpt-6.1-sol" and sent["max_completion_tokens"] == 8000 and sent["reasoning_effort"] == "low"
+    assert not {"max_tokens", "temperature"} & set(sent)
+    small = orjson.dumps({"model": "auto", "max_tokens": 500, "messages": question})
+    out = apisix_mutations(moved(), "/v1/chat/completions", small, conf)
+    assert out == core_mutations(moved(), "/v1/chat/completions", small, conf)
+    assert out["model"] not in ("gpt-6.1-sol", "gpt-4o") and orjson.loads(out["body"])["max_tokens"] == 500
+    before = apisix_mutations(runtime(), "/v1/chat/completions", body, conf)
+    assert before["model"] == "gpt-4o" and orjson.loads(before["body"])["max_tokens"] == 8000

@@ -15,6 +15,7 @@ import pytest
 
 from fixtures_envoy import LADDER
 from llm_router.config import default_data, parse_config
+from llm_router.router import Router
 from test_tool_ids import check_output, refusal
 
 KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "TOGETHER_API_KEY", "MISTRAL_API_KEY", "DEEPSEEK_API_KEY")
@@ -126,6 +127,41 @@ def test_the_price_clock_runs_from_start_to_stop_and_takes_nothing_when_nothing_
     asyncio.run(run())
     past = {"models": {"gemini-1.5-pro": {**models["gemini-1.5-pro"], "changes": {"2020-01-01": {"output_price": 9.0}}}}}
     assert parse_config(past).models["gemini-1.5-pro"].output_price == 9.0  # a change already due is in the loaded prices
+
+
+def test_a_change_may_set_what_a_successor_differs_in_and_unset_an_optional_field():
+    slot = {"provider": "openai", "name": "old-model", "input_price": 1.0, "output_price": 2.0, "cached_input_price": 0.5,
+            "context_window": 8000, "max_output_tokens": 4000, "capabilities": ["tools", "logprobs"],
+            "body": {"drop": ["reasoning_effort"]}, "changes": {"2027-03-01": {
+                "name": "new-model", "cached_input_price": None, "max_output_tokens": None, "capabilities": ["tools"],
+                "body": {"rename": {"max_tokens": "max_completion_tokens"}}, "prefill": False, "quality": 0.9, "rpm": 60,
+                "long_context_prices": {"above_input_tokens": 100000, "input_factor": 2}}}}
+    cfg = parse_config({"models": {"m": slot}})
+    before, after = cfg.as_of(at("2027-02-28T23:59")).models["m"], cfg.as_of(at("2027-03-01")).models["m"]
+    assert (before.name, before.cached_input_price, before.max_output_tokens, before.prefill) == ("old-model", 0.5, 4000, True)
+    assert (after.name, after.cached_input_price, after.max_output_tokens, after.prefill) == ("new-model", None, None, False)
+    assert after.capabilities == ["tools"] and after.body.rename == {"max_tokens": "max_completion_tokens"}
+    assert after.body.drop == [] and (after.quality, after.rpm) == (0.9, 60)
+    assert after.long_context_prices.output_factor == 1.0 and before.long_context_prices is None
+    assert after.input_price == before.input_price == 1.0  # not given: as it was
+    model = Router(cfg.as_of(at("2027-03-01"))).catalog.models["m"]
+    assert model.long_context == (100000, 2.0, 1.0) and model.cost(100001, 10) == pytest.approx((100001 * 2.0 + 10 * 2.0) / 1e6)
+
+
+def test_bad_changes_are_refused_naming_the_field():
+    slot = default_data()["models"]["deepseek-v2"]
+
+    def changed(**fields) -> str:
+        return refusal({"models": {"g": {**slot, "changes": {"2027-02-01": fields}}}})
+
+    assert "input_price, quality may not be null" in changed(input_price=None, quality=None)
+    assert "unknown capabilities ['telepathy']" in changed(capabilities=["telepathy"])
+    assert "models.g.changes.2027-02-01.long_context_prices.above_input_tokens" in changed(
+        long_context_prices={"input_factor": 2})
+    assert "models.g.changes.2027-02-01.body.rename" in changed(body={"rename": ["max_tokens"]})
+    assert "models.g.changes.2027-02-01.provider" in changed(provider="openai")  # a successor of another provider: a new slot
+    assert "models.g.long_context_prices.input_factor" in refusal(
+        {"models": {"g": {**slot, "long_context_prices": {"above_input_tokens": 1000, "input_factor": 0}}}})
 
 
 def test_bad_price_schedules_are_refused_naming_the_field():
