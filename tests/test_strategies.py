@@ -133,7 +133,9 @@ def test_capability_matching():
     assert "code" in code.model.capabilities
     vision = ctx(Tier.LOW, body={"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}]},
                  candidates=[m for m in ALL if "vision" in m.capabilities])
-    assert s.select(vision).model.id == "gemini-1.5-pro"
+    assert s.select(vision).model.id == "deepseek-v2"  # the cheapest that reads images (V4.1 Flash)
+    no_deepseek = ctx(Tier.LOW, body=vision.request.body, candidates=[m for m in vision.candidates if m.id != "deepseek-v2"])
+    assert s.select(no_deepseek).model.id == "gemini-1.5-pro"
     extraction = s.select(ctx(Tier.MEDIUM, "extraction"))
     assert "json" in extraction.model.capabilities and extraction.model.tier >= Tier.MEDIUM
 

@@ -1,9 +1,11 @@
-"""Content arrays and the developer role to a provider that takes neither: DeepSeek's chat API.
+"""Content arrays and the developer role to DeepSeek's chat API.
 
-OpenAI SDKs and agent frameworks send message content as arrays of parts; DeepSeek answers 400
+OpenAI SDKs and agent frameworks send message content as arrays of parts; deepseek-chat answered 400
 ("Failed to deserialize the JSON body into the target type: messages[1]: invalid type: sequence,
 expected a string"). Its dialect (`content: text`) has the router send text-only arrays as one
-string; its fake refuses arrays as DeepSeek does.
+string, which every DeepSeek model takes. V4 takes arrays, and V4.1 Flash (deepseek-flash, the built-in slot's model)
+reads images in them: arrays with images go as sent, and the slot serves vision requests. The fake refuses arrays for
+the older names and reads them for the V4 family, as DeepSeek does.
 """
 from __future__ import annotations
 
@@ -79,18 +81,21 @@ def stack(fakes, tmp_path_factory):
     yield from running_stack(tmp_path_factory, "envoy-text-content", fakes, config_data())
 
 
-def test_the_deepseek_fake_refuses_content_arrays_as_deepseek_does(fakes):
-    def post(body: dict) -> httpx.Response:
-        return httpx.post(fakes.url("deepseek") + "/v1/chat/completions", content=orjson.dumps({**body, "model": "deepseek-flash", "thinking": {"type": "disabled"}}),
-                          headers={"authorization": f"Bearer {fakes.keys()['deepseek']}", "content-type": "application/json"},
-                          timeout=30)
+def test_the_deepseek_fake_refuses_content_arrays_to_deepseek_chat_and_reads_them_on_deepseek_flash(fakes):
+    def post(body: dict, model: str) -> httpx.Response:
+        return httpx.post(fakes.url("deepseek") + "/v1/chat/completions", timeout=30,
+                          content=orjson.dumps({**body, "model": model, "thinking": {"type": "disabled"}}),
+                          headers={"authorization": f"Bearer {fakes.keys()['deepseek']}", "content-type": "application/json"})
 
-    refused = post(sdk_body())
+    refused = post(sdk_body(), "deepseek-chat")
     assert refused.status_code == 400
     message = refused.json()["error"]["message"]
     assert message.startswith("Failed to deserialize the JSON body into the target type: messages[0]: invalid type: "
                               "sequence, expected a string at line 1 column ")
-    assert post({"messages": text_contents(sdk_body()["messages"])}).status_code == 200
+    assert post(sdk_body(), "deepseek-flash").status_code == 200
+    assert post({"messages": text_contents(sdk_body()["messages"])}, "deepseek-flash").status_code == 200
+    picture = {"messages": [{"role": "user", "content": [{"type": "text", "text": "What is in this picture?"}, IMAGE]}]}
+    assert post(picture, "deepseek-flash").status_code == 200
 
 
 def answered_by_deepseek(stack, fakes, body: dict) -> list[dict]:
@@ -108,6 +113,15 @@ def answered_by_deepseek(stack, fakes, body: dict) -> list[dict]:
 def test_envoy_an_sdk_body_with_content_arrays_is_answered_by_deepseek(stack, fresh_fakes):
     sent = answered_by_deepseek(stack, fresh_fakes, sdk_body())
     assert [m["content"] for m in sent] == ["You are a helpful assistant.\nAnswer briefly.", "hi there, thanks!"]
+
+
+@pytest.mark.envoy
+def test_envoy_a_question_about_a_picture_is_answered_by_deepseek_with_the_picture(stack, fresh_fakes):
+    # the 'cheap' policy (DeepSeek only): before V4.1 Flash no model of it could read the picture (400 no_capable_model)
+    body = {"model": "auto-cheap", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what colour is this?"}, IMAGE]}]}
+    [sent] = answered_by_deepseek(stack, fresh_fakes, body)
+    assert sent["content"] == body["messages"][0]["content"]  # an array with an image goes as sent
 
 
 def codex_body() -> dict:

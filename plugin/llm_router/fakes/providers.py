@@ -324,7 +324,8 @@ class FakeProvider:
                                          "`user`, `assistant`, `tool`", "invalid_request_error", anthropic, code="invalid_request_error")
             listed = next((i for i, m in enumerate(data.get("messages") or []) if isinstance(m, dict)
                            and isinstance(m.get("content"), list)), None)
-            if listed is not None:  # its chat API takes string content only
+            if listed is not None and not DEEPSEEK_THINKING.match(str(data.get("model"))):
+                # deepseek-chat's chat API took string content only; V4 takes arrays of parts, and V4.1 Flash reads images
                 column = req.body.find(b"[", req.body.find(b'"content"', _nth_message(req.body, listed))) + 1
                 return await self._error(resp, 400, "Failed to deserialize the JSON body into the target type: "
                                          f"messages[{listed}]: invalid type: sequence, expected a string at line 1 column "
