@@ -180,3 +180,48 @@ def test_a_conversation_a_reasoning_model_answered_goes_on_at_gpt_4o_without_its
     assert r.headers["x-llm-router-model"] == "gpt-4o"
     [sent] = wait_requests(fresh, "openai", 1)
     assert sent.status == 200 and [i.get("type") for i in sent.json["input"]] == [None, "message", None]
+
+
+# DeepSeek's Responses API (what Codex speaks to it) keeps no state: a Codex-style call (store: false, the whole
+# conversation) may go to it; one that builds on a stored response may not.
+CODEX = {"model": "auto", "store": False, "include": ["reasoning.encrypted_content"], "instructions": "You are a coding agent.",
+         "input": [{"role": "user", "content": [{"type": "input_text", "text": "thanks, that fixed it!"}]}]}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_simple_codex_style_call_is_answered_by_deepseek_on_its_responses_path(stack, fresh, stream):
+    r = post(stack, {**CODEX, "stream": stream})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] == "deepseek-v2"
+    [sent] = wait_requests(fresh, "deepseek", 1)
+    assert sent.status == 200 and sent.path == "/responses" and sent.json["model"] == "deepseek-flash"
+    assert sent.json["store"] is False and sent.json["include"] == ["reasoning.encrypted_content"]
+    assert sent.headers["authorization"] == "Bearer fake-deepseek-key" and not fresh.requests("openai")
+    _, status, usage, _ = stack.observer.response_for(r.headers["x-llm-router-request-id"])
+    assert status == 200 and usage.input_tokens > 0 and usage.output_tokens > 0
+
+
+def test_a_call_that_builds_on_a_stored_response_stays_with_a_provider_that_keeps_them(stack, fresh):
+    first = post(stack, {**EASY, "store": True})
+    assert first.status_code == 200 and first.headers["x-llm-router-model"] == "gpt-4o-mini"
+    then = post(stack, {"model": "auto", "store": False, "previous_response_id": first.json()["id"], "input": "and again"})
+    assert then.status_code == 200, then.text
+    assert then.headers["x-llm-router-model"] == "gpt-4o-mini" and not fresh.requests("deepseek")
+    read = httpx.get(stack.url + f"/v1/responses/{first.json()['id']}", timeout=30, headers={"authorization": "Bearer sk-x"})
+    assert read.status_code == 200 and read.json()["id"] == first.json()["id"]
+
+
+def test_the_deepseek_fake_keeps_no_responses(fakes):
+    def call(body: dict) -> httpx.Response:
+        return httpx.post(fakes.url("deepseek") + "/responses", content=orjson.dumps({"model": "deepseek-flash", **body}),
+                          headers={"authorization": f"Bearer {fakes.keys()['deepseek']}", "content-type": "application/json"},
+                          timeout=30)
+
+    answered = call({"input": "hi"})
+    assert answered.status_code == 200 and answered.json()["object"] == "response"
+    for field, value in (("previous_response_id", answered.json()["id"]), ("conversation", "conv_1"), ("background", True)):
+        refused = call({"input": "hi", field: value})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == field
+    gone = httpx.get(fakes.url("deepseek") + f"/responses/{answered.json()['id']}", timeout=30,
+                     headers={"authorization": f"Bearer {fakes.keys()['deepseek']}"})
+    assert gone.status_code == 404

@@ -109,9 +109,28 @@ def test_only_models_whose_provider_serves_the_api_are_candidates():
     assert hard.model.id == "gpt-4o"
     assert {m.id for m in easy.chain} <= {"gpt-4o-mini", "gpt-4o"}
     none = Router(parse_config({"policies": {"default": {"classifier": "rules", "strategy": "ladder", "ladder": LADDER,
-                                                         "constraints": {"providers": ["deepseek", "anthropic"]}}}}))
+                                                         "constraints": {"providers": ["anthropic"]}}}}))
     _, refused = none.route(body(EASY), path="/v1/responses")
     assert refused.status == 400 and refused.code == "no_capable_model" and "responses API" in refused.message
+
+
+def test_a_stateless_responses_request_may_go_to_deepseek_and_a_stateful_one_may_not():
+    """DeepSeek's Responses API stores nothing: only store: false without previous_response_id, conversation or background
+    goes to it (what Codex sends: the whole conversation every call)."""
+    r = Router(config())
+    _, easy = r.route(body(EASY, store=False), path="/v1/responses")
+    assert easy.model.id == "deepseek-v2"
+    for stateful in ({}, {"store": True}, {"store": False, "previous_response_id": "resp_1"},
+                     {"store": False, "conversation": "conv_1"}, {"store": False, "background": True}):
+        _, d = r.route(body(EASY, **stateful), path="/v1/responses")
+        assert d.model.id == "gpt-4o-mini" and "deepseek-v2" not in [m.id for m in d.fallbacks], stateful
+    only = Router(parse_config({"policies": {"default": {"classifier": "rules", "strategy": "ladder", "ladder": LADDER,
+                                                         "constraints": {"providers": ["deepseek", "anthropic"]}}}}))
+    _, refused = only.route(body(EASY), path="/v1/responses")
+    assert refused.status == 400 and refused.code == "no_capable_model"
+    assert "keeps Responses state" in refused.message and "send store: false" in refused.message
+    _, served = only.route(body(HARD, store=False), path="/v1/responses")
+    assert served.model.id == "deepseek-v2"
 
 
 def test_the_upstream_call_keeps_the_body_and_sets_model_path_and_key(monkeypatch):
@@ -119,12 +138,17 @@ def test_the_upstream_call_keeps_the_body_and_sets_model_path_and_key(monkeypatc
     rt = Runtime(cfg, credentials=Credentials.resolve(build_catalog(cfg), [EnvStore({"OPENAI_API_KEY": "sk-test-openai",
                  "DEEPSEEK_API_KEY": "d", "ANTHROPIC_API_KEY": "a", "GEMINI_API_KEY": "g", "TOGETHER_API_KEY": "t",
                  "MISTRAL_API_KEY": "m"})]), telemetry=False)
-    sent = body(EASY, stream=True, store=False, instructions="terse")
+    sent = body(EASY, stream=True, store=True, instructions="terse")
     call = rt.decide(sent, path="/v1/responses", ex=Exchange("1", "r", 0.0))
     assert call.path == "/v1/responses" and call.provider.name == "openai"
     out = orjson.loads(call.body)
     assert out == {**orjson.loads(sent), "model": "gpt-4o-mini"}  # no stream_options added: usage always comes
     assert ("authorization", "Bearer sk-test-openai") in call.set_headers
+    stateless = body(EASY, stream=True, store=False, instructions="terse")
+    call = rt.decide(stateless, path="/v1/responses", ex=Exchange("2", "r", 0.0))
+    assert call.path == "/responses" and call.provider.name == "deepseek"
+    assert orjson.loads(call.body) == {**orjson.loads(stateless), "model": "deepseek-flash"}
+    assert ("authorization", "Bearer d") in call.set_headers
 
 
 # ---- usage -----------------------------------------------------------------------------------
@@ -362,13 +386,14 @@ def test_check_shows_which_models_serve_each_api(tmp_path, capsys):
 
     assert main(["check"]) == 0
     out = capsys.readouterr().out
-    assert "responses: only gpt-4o (no choice to make)" in out and "chat: 6 models" in out
+    assert "responses: 2 models (deepseek-v2 only for store: false without previous_response_id or conversation" in out
+    assert "chat: 6 models" in out
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"models": {"gpt-4o-mini": MINI}, "policies": {"eu": {
         "classifier": "rules", "strategy": "cost_weighted", "constraints": {"providers": ["mistral", "anthropic"]}}}}))
     assert main(["check", str(cfg)]) == 0
     out = capsys.readouterr().out
-    assert "responses: 2 models" in out  # the default policy, with gpt-4o-mini added
+    assert "responses: 3 models (deepseek-v2 only for store: false" in out  # the default policy, with gpt-4o-mini added
     assert "responses: none (refused with 400)" in out and "messages: only claude-3.5-sonnet" in out  # policy eu
     # gpt-4o-mini lacks GPT-4o's rules for what reasoning models' clients send: noted, and only it
     notes = [line for line in out.splitlines() if "named like an OpenAI model that does not reason" in line]

@@ -87,6 +87,7 @@ class Provider:
     forward_prices: dict[str, float] = field(default_factory=dict)  # embeddings model name -> USD per 1M input tokens
     body: BodyDialect | None = None  # None: the body passes as the client wrote it (model set, usage asked on streams)
     counts_tokens: bool = True  # serves <messages path>/count_tokens (Anthropic's token count)
+    stateless_responses: bool = False  # its Responses API stores nothing (no store, previous_response_id, retrieval)
 
     @property
     def host(self) -> str:
@@ -190,3 +191,7 @@ class Catalog:
     def serves(self, model: Model, api: str) -> bool:
         """Whether the model's provider accepts this request API."""
         return api in self.providers[model.provider].paths and (api != "completions" or "completions" in model.capabilities)
+
+    def keeps_responses(self, model: Model) -> bool:
+        """Whether the model's provider serves the Responses API and keeps what it answers (stored responses, chains)."""
+        return self.serves(model, "responses") and not self.providers[model.provider].stateless_responses

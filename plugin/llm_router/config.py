@@ -201,6 +201,9 @@ class ProviderConf(_Strict):
     # Anthropic's token count (POST <messages path>/count_tokens) is served beside its Messages API;
     # false for a provider that speaks the Messages API without it: counts then go elsewhere or are estimated.
     counts_tokens: bool = True
+    # true for a provider whose Responses API stores nothing (DeepSeek's: no store, previous_response_id, conversation or
+    # retrieval): only Responses requests with store: false that name neither go to it, and no stored-response call
+    stateless_responses: bool = False
     upstream: str | None = None
     key_rotation: Literal["spread", "first"] = "spread"
     body: BodyConf | None = None

@@ -53,6 +53,9 @@ class Needs:
     logprobs: bool = False  # token log-probabilities in the answer (chat `logprobs: true`, completions `logprobs: N`)
     multiple_choices: bool = False  # `n` above 1: several answers from one call
     prefill: bool = False  # the conversation ends with an assistant message for the model to continue
+    # Responses: state the provider must keep (store not false, background, previous_response_id or a conversation), which
+    # providers whose Responses API stores nothing (DeepSeek's) cannot serve
+    stored: bool = False
 
     @property
     def any_capability(self) -> bool:
@@ -718,12 +721,15 @@ def _parse_responses(data: dict[str, Any]) -> LLMRequest:
     top = data.get("top_logprobs")
     logprobs = (isinstance(top, int) and not isinstance(top, bool) and top > 0) or "message.output_text.logprobs" in (include or ())
     prompt, context, turns = _window(texts, user_roles=("user",)) if texts else ("", "", 0)
+    stored = (data.get("store") is not False or data.get("background") is True or bool(data.get("previous_response_id"))
+              or conversation is not None)
     return LLMRequest(
         api="responses", body=data, prompt=prompt, context=context, input_tokens=tokens, model=model,
         max_output_tokens=_opt_pos_int(data, "max_output_tokens"), stream=stream, include_usage=True, turns=turns,
         standing_tokens=standing,
         needs=Needs(tools=bool(tools), vision=vision, json=bool(json_mode), json_schema=json_mode == "json_schema",
-                    long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream, hosted_tools=hosted, logprobs=logprobs),
+                    long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream, hosted_tools=hosted, logprobs=logprobs,
+                    stored=stored),
     )
 
 

@@ -68,7 +68,7 @@ def build_catalog(cfg: Config) -> Catalog:
         name: Provider(
             name=name, base_url=p.base_url, upstream=p.upstream or name, auth=p.auth, paths={str(k): v for k, v in p.paths.items()},
             credentials=tuple(p.credentials), headers=tuple(p.headers.items()), key_rotation=p.key_rotation,
-            forward_prices=dict(p.forward_prices), counts_tokens=p.counts_tokens,
+            forward_prices=dict(p.forward_prices), counts_tokens=p.counts_tokens, stateless_responses=p.stateless_responses,
             body=None if p.body is None else BodyDialect(
                 accept={str(api): frozenset(["model", *fields]) for api, fields in p.body.accept.items()},
                 rename=tuple(p.body.rename.items()), usage_unasked=p.body.stream_usage == "always", drop=frozenset(p.body.drop),
@@ -360,10 +360,13 @@ class Router:
         """Allowed models that serve the API, the needs and the context length."""
         needs = request.needs
         need_ctx = request.input_tokens + (request.max_output_tokens or 0)
-        key = (policy.name if policy.name != "inline" else str(id(policy)), request.api)
+        stored = needs.stored
+        key = (policy.name if policy.name != "inline" else str(id(policy)), request.api if not stored else "responses+stored")
         found = self._serving.get(key)
         if found is None:
-            serving = tuple(m for m in policy.models if self.catalog.serves(m, request.api))
+            catalog = self.catalog
+            serving = tuple(m for m in policy.models if catalog.keeps_responses(m)) if stored else tuple(
+                m for m in policy.models if catalog.serves(m, request.api))
             found = self._serving[key] = (serving, min((m.context_window for m in serving), default=0),
                                           min((m.max_output or m.context_window for m in serving), default=0),
                                           max((m.min_output or 0 for m in serving), default=0))
@@ -400,6 +403,10 @@ class Router:
         if out:
             return tuple(out), ""
         if not by_api:
+            if stored and any(self.catalog.serves(m, "responses") for m in policy.models):
+                return (), (f"no model in policy '{policy.name}' keeps Responses state, which this request needs (store is not "
+                            "false, or it is a background response, or it names previous_response_id or a conversation); "
+                            "its Responses providers store nothing: send store: false with the whole conversation")
             return (), f"no model in policy '{policy.name}' serves the {request.api} API"
         if not by_caps:
             wanted = sorted(caps) + (["a last assistant message (a prefill)"] if needs.prefill else [])

@@ -68,15 +68,16 @@ def holder(table: AffinityTable, catalog: Catalog, policy: Policy, response_id: 
     """The model to send a stored-response call to, or a 404 that says why none can be chosen."""
     known = table.get(response_key(SCOPE, response_id))
     model = catalog.models.get(known) if known is not None else None
-    if model is not None and catalog.serves(model, "responses"):
+    if model is not None and catalog.keeps_responses(model):
         return Holder(model, "remembered")
-    serving = [m for m in policy.models if catalog.serves(m, "responses")]
+    serving = [m for m in policy.models if catalog.keeps_responses(m)]  # a provider that stores nothing holds no response
     providers = list(dict.fromkeys(m.provider for m in serving))
     if len(providers) == 1:
         return Holder(serving[0], "only_provider")
     if not providers:
-        return RouteError(404, f"response {response_id!r}: no model of policy '{policy.name}' serves the Responses API, "
-                               "so no provider holds stored responses for this route", code="response_not_found", field="path")
+        return RouteError(404, f"response {response_id!r}: no model of policy '{policy.name}' is served by a provider that "
+                               "stores Responses answers, so none holds it for this route", code="response_not_found",
+                          field="path")
     return RouteError(404, f"response {response_id!r} was not answered through this router (or is older than what it "
                            f"remembers), and providers {', '.join(providers)} all serve the Responses API: cannot tell "
                            "which one holds it", code="response_not_found", field="path")

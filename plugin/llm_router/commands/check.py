@@ -365,4 +365,8 @@ def _per_api(catalog: Catalog, allowed: list[str]) -> list[str]:
             out.append(f"{api}: only {models[0]} (no choice to make)")
         else:
             out.append(f"{api}: {len(models)} models")
+        stateless = [mid for mid in models if api == "responses" and not catalog.keeps_responses(catalog.models[mid])]
+        if stateless:
+            out[-1] += (f" ({', '.join(stateless)} only for store: false without previous_response_id or conversation: "
+                        "its provider keeps no responses)")
     return out

@@ -73,6 +73,8 @@ ADAPTIVE_ONLY = re.compile(r"claude-(?:opus-4-[7-9]|(?:sonnet|opus|fable|mythos)
 ENABLED_ONLY = re.compile(r"claude-(?:3-7|(?:sonnet|opus|haiku)-4-(?:[0-5](?![0-9])|[0-9]{8}))")
 # DeepSeek's thinking models on its chat API: they answer with reasoning_content and want it passed back
 DEEPSEEK_THINKING = re.compile(r"deepseek-(?:reasoner|v4|flash)")  # models that think unless thinking is disabled
+# Providers whose Responses API stores nothing (DeepSeek's): no stored answers, previous_response_id or conversation
+STATELESS_RESPONSES = frozenset({"deepseek"})
 RETIRED = {"deepseek": frozenset({"deepseek-chat"})}  # names the provider answers "Model Not Exist" to (since 2026-07-24)
 # Models Together serves only on dedicated endpoints now: its serverless API answers 400 model_not_available
 TOGETHER_DEDICATED = frozenset({"meta-llama/Llama-3-70b-chat-hf", "meta-llama/Llama-3-8b-chat-hf"})
@@ -383,6 +385,11 @@ class FakeProvider:
             return await self._error(resp, 400, f"Unable to access non-serverless model {model}. Please visit "
                                      f"https://api.together.ai/models/{model} to create and start a new dedicated endpoint for "
                                      "the model.", "invalid_request_error", False, code="model_not_available")
+        stateful = next((k for k in ("previous_response_id", "conversation", "background") if data.get(k)), None) \
+            if api == "responses" and self.name in STATELESS_RESPONSES else None
+        if stateful is not None:  # it keeps no responses to build on (the wording of its 400 is not known here)
+            return await self._error(resp, 400, f"Unsupported parameter: '{stateful}' is not supported.", "invalid_request_error",
+                                     False, param=stateful, code="unsupported_parameter")
         if model in RETIRED.get(self.name, ()):
             return await self._error(resp, 400, "Model Not Exist", "invalid_request_error", False)
         if b.models is not None and model not in b.models:
@@ -695,7 +702,7 @@ class FakeProvider:
 
     def _keep(self, obj: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         """Store a finished response with its input items, as OpenAI does (bounded); returns it."""
-        if data.get("store", True) is not False:
+        if data.get("store", True) is not False and self.name not in STATELESS_RESPONSES:
             if len(self.stored) >= self.max_records:
                 del self.stored[next(iter(self.stored))]
             self.stored[obj["id"]] = {"response": obj, "input": _input_items(data.get("input")),
