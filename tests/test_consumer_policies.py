@@ -118,7 +118,7 @@ def test_a_consumer_policy_also_governs_forwards_stored_responses_and_the_model_
 
     refused = stored(free)
     assert isinstance(refused, Refusal) and refused.status == 404
-    assert "no model of policy 'cheap' serves the Responses API" in refused.body.decode()
+    assert "no model of policy 'cheap' is served by a provider that stores Responses answers" in refused.body.decode()
     assert "policy 'cheap'" not in bytes(getattr(stored(paid), "body", b"")).decode()
 
 

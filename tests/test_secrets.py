@@ -287,8 +287,11 @@ def test_missing_keys_with_skip_take_those_models_out_of_selection(monkeypatch):
     hard = b'{"messages": [{"role": "user", "content": "Prove rigorously that the halting problem is undecidable, step by step."}]}'
     call = rt.decide(hard, path="/v1/chat/completions", ex=Exchange("1", "r", 0.0))
     assert call.model.id == "deepseek-v2" and ("authorization", "Bearer sk-only-deepseek") in call.set_headers
-    vision = b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}]}'
-    refused = rt.decide(vision, path="/v1/chat/completions", ex=Exchange("2", "r", 0.0))
+    schema = (b'{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_schema", "json_schema": '
+              b'{"name": "x", "schema": {"type": "object"}}}}')  # structured output: DeepSeek has JSON mode only
+    refused = rt.decide(schema, path="/v1/chat/completions", ex=Exchange("2", "r", 0.0))
     assert isinstance(refused, Refusal) and refused.status in (400, 503)
+    vision = b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}]}'
+    assert rt.decide(vision, path="/v1/chat/completions", ex=Exchange("3", "r", 0.0)).model.id == "deepseek-v2"  # it reads images
     with pytest.raises(ConfigError, match="secrets.missing: must be 'error' or 'skip'"):
         Runtime(parse_config({"secrets": {"missing": "maybe"}}))

@@ -94,7 +94,7 @@ def test_an_unknown_id_goes_to_the_only_provider_serving_responses_else_a_404_na
     assert "openai" in error["message"] and "together" in error["message"]
     only = stored(rt, "/v1/responses/resp_never_seen/cancel", route_conf=orjson.dumps({"policy": "openai-only"}))
     assert not isinstance(only, Refusal) and (only.provider.name, only.path) == ("openai", "/v1/responses/resp_never_seen/cancel")
-    defaults = runtime(two_providers=False)  # the built-in catalog: only OpenAI serves the Responses API
+    defaults = runtime(two_providers=False)  # the built-in catalog: only OpenAI keeps Responses answers (DeepSeek stores none)
     call = stored(defaults, "/v1/responses/input_tokens")
     assert (call.provider.name, call.path) == ("openai", "/v1/responses/input_tokens")
     assert counts(rt) == {("", "refused"): 1, ("openai", "only_provider"): 1}
