@@ -91,7 +91,8 @@ def test_check_names_the_setting_and_refuses_a_wrong_one(tmp_path, capsys):
     built_in = load_config(None).models["deepseek-v2"]  # DeepSeek's current model, which thinks unless told not to
     assert built_in.name == "deepseek-flash" and built_in.body is not None
     assert (built_in.body.reasoning_content, built_in.body.named_tool_choice) == ("fill", "auto")
-    assert built_in.body.defaults == {api: {"thinking": {"type": "disabled"}} for api in ("chat", "messages")}
+    assert built_in.body.defaults == {**{api: {"thinking": {"type": "disabled"}} for api in ("chat", "messages")},
+                                      "responses": {"reasoning": {"effort": "none"}}}
     bare = pinned()
     bare["models"]["deepseek-v4-pro"] = {k: v for k, v in bare["models"]["deepseek-v4-pro"].items() if k != "body"}
     notes = [line for line in check_output(tmp_path, bare, capsys).splitlines() if "named like a DeepSeek thinking model" in line

@@ -196,6 +196,7 @@ def test_a_simple_codex_style_call_is_answered_by_deepseek_on_its_responses_path
     [sent] = wait_requests(fresh, "deepseek", 1)
     assert sent.status == 200 and sent.path == "/responses" and sent.json["model"] == "deepseek-flash"
     assert sent.json["store"] is False and sent.json["include"] == ["reasoning.encrypted_content"]
+    assert sent.json["reasoning"] == {"effort": "none"}  # not asked: no thinking, as on the slot's other APIs
     assert sent.headers["authorization"] == "Bearer fake-deepseek-key" and not fresh.requests("openai")
     _, status, usage, _ = stack.observer.response_for(r.headers["x-llm-router-request-id"])
     assert status == 200 and usage.input_tokens > 0 and usage.output_tokens > 0

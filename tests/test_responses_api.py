@@ -147,7 +147,11 @@ def test_the_upstream_call_keeps_the_body_and_sets_model_path_and_key(monkeypatc
     stateless = body(EASY, stream=True, store=False, instructions="terse")
     call = rt.decide(stateless, path="/v1/responses", ex=Exchange("2", "r", 0.0))
     assert call.path == "/responses" and call.provider.name == "deepseek"
-    assert orjson.loads(call.body) == {**orjson.loads(stateless), "model": "deepseek-flash"}
+    # without a reasoning effort it goes without thinking, as the slot's chat and Messages calls do
+    assert orjson.loads(call.body) == {**orjson.loads(stateless), "model": "deepseek-flash", "reasoning": {"effort": "none"}}
+    asked = body(EASY, store=False, reasoning={"effort": "medium", "summary": "auto"})
+    call = rt.decide(asked, path="/v1/responses", ex=Exchange("3", "r", 0.0))
+    assert call.provider.name == "deepseek" and orjson.loads(call.body)["reasoning"] == {"effort": "medium", "summary": "auto"}
     assert ("authorization", "Bearer d") in call.set_headers
 
 
