@@ -227,3 +227,21 @@ def test_envoy_from_the_day_a_small_output_limit_goes_to_a_model_that_answers_wi
     assert r.status_code == 200, r.text
     assert r.headers["x-llm-router-model"] != "gpt-4o" and not fresh_fakes.requests("openai")
     assert r.json()["choices"][0]["message"]["content"] and r.json()["choices"][0]["finish_reason"] == "stop"
+
+
+def test_check_notes_an_openai_reasoning_model_without_the_rules_its_400s_ask_for(tmp_path, capsys):
+    bare = {"provider": "openai", "name": "gpt-5.6-sol", "input_price": 4.0, "output_price": 20.0, "context_window": 1050000}
+    out = check_output(tmp_path, {"models": {"sol": bare}}, capsys)
+    assert "note: named like an OpenAI reasoning model (GPT-5 and later), which answers 400 to max_tokens" in out
+    assert "add body: {rename: {max_tokens: max_completion_tokens}}" in out
+    assert "add body: {drop: [temperature, top_p, presence_penalty, frequency_penalty, logit_bias]}" in out
+    ruled = {**bare, "body": {"rename": {"max_tokens": "max_completion_tokens"}, "drop": ["temperature", "top_p"]}}
+    assert "OpenAI reasoning model" not in check_output(tmp_path, {"models": {"sol": ruled}}, capsys)
+    from llm_router.config import default_data
+
+    openai = default_data()["providers"]["openai"]  # the provider's own rules count for each of its models
+    provider = {**openai, "body": {**openai["body"], "rename": {"max_tokens": "max_completion_tokens"},
+                                   "drop": ["temperature", "top_p"]}}
+    assert "OpenAI reasoning model" not in check_output(tmp_path, {"providers": {"openai": provider},
+                                                                   "models": {"sol": bare}}, capsys)
+    assert "OpenAI reasoning model" not in check_output(tmp_path, {}, capsys)  # the defaults call gpt-4o until its day

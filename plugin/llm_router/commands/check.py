@@ -72,6 +72,7 @@ MODEL_RULES = (
     ("thinking_type", "enabled", "thinking {type: adaptive} sent as {type: enabled} with half the output limit as budget"),
 )
 NOT_REASONING = re.compile(r"gpt-(?:4|3\.5)", re.IGNORECASE)  # OpenAI models that do not reason: gpt-4o, gpt-4.1-mini, ...
+REASONING_GPT = re.compile(r"gpt-[5-9]", re.IGNORECASE)  # OpenAI's GPT-5 and later: reasoning models
 
 @dataclass(frozen=True)
 class Wanted:
@@ -111,6 +112,13 @@ NAME_NOTES = (
      "answers within max_tokens (a small limit leaves no answer)"),
     (NO_MINIMAL_THINKING, "reasoning_efforts", Wanted("{minimal: low, none: low}", lambda v: {"minimal", "none"} <= set(v or {})),
      "a Gemini model without the minimal thinking level, which answers 400 to reasoning_effort minimal or none"),
+    (REASONING_GPT, "rename", Wanted("{max_tokens: max_completion_tokens}",
+                                     lambda v: (v or {}).get("max_tokens") == "max_completion_tokens"),
+     "an OpenAI reasoning model (GPT-5 and later), which answers 400 to max_tokens (\"Use 'max_completion_tokens' instead\")"),
+    (REASONING_GPT, "drop", Wanted("[temperature, top_p, presence_penalty, frequency_penalty, logit_bias]",
+                                   lambda v: {"temperature", "top_p"} <= set(v or ())),
+     "an OpenAI reasoning model (GPT-5 and later), which answers 400 to a temperature other than 1 and to top_p, the "
+     "penalties and logit_bias while it reasons"),
 )
 
 # How `check` names each tool call id rule (config.BodyConf.tool_call_ids).
@@ -249,6 +257,10 @@ def run(args) -> int:
                 continue
             own = setting in ModelConf.model_fields  # the model's own setting, else one of its body rules
             current = getattr(m, setting) if own else None if m.body is None else getattr(m.body, setting)
+            provider_body = cfg.providers[m.provider].body
+            if setting in ("drop", "rename") and provider_body is not None:  # the provider's apply to every model of it
+                current = [*provider_body.drop, *(current or ())] if setting == "drop" else {**provider_body.rename,
+                                                                                             **(current or {})}
             if value.ok(current) if isinstance(value, Wanted) else current == value:
                 continue
             shown = value.shown if isinstance(value, Wanted) else orjson.dumps(value).decode() if isinstance(value, bool) else value
