@@ -81,6 +81,22 @@ def test_deepseek_bills_twice_in_its_weekday_peak_hours(monkeypatch):
     assert cost(rt) == pytest.approx(off)
 
 
+def test_deepseek_bills_chinese_public_holidays_off_peak():
+    cfg = parse_config(None)
+    for moment, peak in (("2027-01-01T02:00", False), ("2027-01-04T02:00", True), ("2027-02-05T07:00", False),
+                         ("2027-02-08T02:00", False), ("2027-02-09T02:00", True)):  # Fri New Year's Day, Mon; the Spring
+        factor = 2 if peak else 1                                                 # Festival's eve (Fri), third day (Mon)
+        assert cfg.as_of(at(moment)).models["deepseek-v2"].output_price == 0.6 * factor, moment
+    slot = cfg.models["deepseek-v2"]
+    assert slot.next_change(at("2026-12-31T10:00")) == at("2027-01-04T01:00")  # past the holiday and the weekend
+    assert slot.next_change(at("2027-02-04T10:00")) == at("2027-02-09T01:00")
+    many = parse_config({"models": {"d": {**default_data()["models"]["deepseek-v2"], "peak": {
+        **default_data()["models"]["deepseek-v2"]["peak"], "off_days": [f"2027-10-{d:02d}" for d in range(1, 16)]}}}})
+    assert many.models["d"].next_change(at("2027-09-30T10:00")) == at("2027-10-18T01:00")  # a long run of days off
+    assert "models.g.peak.off_days" in refusal({"models": {"g": {**default_data()["models"]["deepseek-v2"], "peak": {
+        **default_data()["models"]["deepseek-v2"]["peak"], "off_days": ["2027-02-30"]}}}})
+
+
 def test_the_price_clock_takes_a_change_at_its_moment(monkeypatch):
     """The running clock, on a clock of its own that starts just before DeepSeek's peak begins."""
     import llm_router.runtime as runtime_module
@@ -181,7 +197,8 @@ def test_bad_price_schedules_are_refused_naming_the_field():
 
 def test_check_shows_each_schedule(tmp_path, capsys):
     out = check_output(tmp_path, {}, capsys)
-    assert "prices x2 in 01:00-04:00, 06:00-10:00 UTC on mon, tue, wed, thu, fri (" in out
+    assert "prices x2 in 01:00-04:00, 06:00-10:00 UTC on mon, tue, wed, thu, fri except 2027-01-01, 2027-02-05, 2027-02-08 (" \
+        in out
     assert "from 2027-01-01: input_price $1.5, output_price $7.5, cached_input_price $0.15" in out
 
 

@@ -254,6 +254,7 @@ class PeakConf(_Strict):
     factor: float = Field(gt=0)
     hours_utc: list[str] = Field(min_length=1)  # "HH:MM-HH:MM", start inclusive, end exclusive; 24:00 ends a day
     days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS))
+    off_days: list[date] = Field(default_factory=list)  # dates (UTC) without a peak: DeepSeek's public holidays
 
     @field_validator("hours_utc")
     @classmethod
@@ -269,15 +270,18 @@ class PeakConf(_Strict):
     def covers(self, when: datetime) -> bool:
         """Whether `when` (UTC) falls in a peak span of a peak day."""
         minute = when.hour * 60 + when.minute
-        return WEEKDAYS[when.weekday()] in self.days and any(start <= minute < end for start, end in self.spans())
+        return self._peak_day(when) and any(start <= minute < end for start, end in self.spans())
+
+    def _peak_day(self, when: datetime) -> bool:
+        return WEEKDAYS[when.weekday()] in self.days and when.date() not in self.off_days
 
     def next_boundary(self, after: datetime) -> datetime | None:
-        """The first moment after `after` at which a peak span begins or ends (within the next eight days)."""
+        """The first moment after `after` at which a peak span begins or ends (within the next eight days, past days off)."""
         midnight = after.replace(hour=0, minute=0, second=0, microsecond=0)
         minutes = sorted({m for span in self.spans() for m in span})
-        for day in range(9):
+        for day in range(9 + len(self.off_days)):  # past a run of days off
             base = midnight + timedelta(days=day)
-            if WEEKDAYS[base.weekday()] not in self.days:
+            if not self._peak_day(base):
                 continue
             for minute in minutes:
                 moment = base + timedelta(minutes=minute)

@@ -223,7 +223,8 @@ def run(args) -> int:
                   f"{', '.join(f'{sent} as {taken}' for sent, taken in m.body.reasoning_efforts.items())}")
         if m.peak is not None:
             now = "peak now: the prices above are peak prices" if m.peak.covers(utc_now()) else "off-peak now"
-            print(f"  {'':20s} prices x{m.peak.factor:g} in {', '.join(m.peak.hours_utc)} UTC on {', '.join(m.peak.days)} "
+            off = f" except {', '.join(d.isoformat() for d in m.peak.off_days)}" if m.peak.off_days else ""
+            print(f"  {'':20s} prices x{m.peak.factor:g} in {', '.join(m.peak.hours_utc)} UTC on {', '.join(m.peak.days)}{off} "
                   f"({now})")
         if m.long_context_prices is not None:
             lc = m.long_context_prices
