@@ -13,7 +13,7 @@ import orjson
 
 from llm_router.commands.common import load_or_exit
 from llm_router.catalog import APIS, Catalog
-from llm_router.config import ModelConf, allowed_models, utc_now
+from llm_router.config import ModelChangeConf, ModelConf, allowed_models, utc_now
 
 DEEPSEEK_THINKING = re.compile(r"deepseek-(?:reasoner|v4|flash)", re.IGNORECASE)  # deepseek-reasoner, deepseek-v4-pro, ...
 REASONER = re.compile(r"deepseek-reasoner", re.IGNORECASE)
@@ -312,7 +312,7 @@ def run(args) -> int:
     return 0
 
 
-def _change_shown(change: Any) -> str:
+def _change_shown(change: ModelChangeConf) -> str:
     """One scheduled change, as `check` lists it: 'calls gpt-6.1-sol, input_price $2, ...'."""
     parts = []
     for field, value in change.given().items():

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from datetime import datetime, timezone
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 from llm_router.config import Config, ModelConf, load_config
