@@ -142,6 +142,32 @@ def test_loading_takes_the_newest_placement_and_stops_when_the_table_is_full(red
     assert (small.get(1), small.get(2), small.get(5)) == ("new-model", "m2", None)
 
 
+def test_a_close_that_never_finishes_does_not_hang_the_shutdown(redis_url, monkeypatch):
+    """redis-py's closes have been reported to wait forever on a socket that never finishes closing (redis-py #3941): a
+    process stopping with its subscription open must still stop."""
+    import redis.asyncio.client as aioclient
+
+    from llm_router import redis_sync
+
+    async def forever(self) -> None:
+        await asyncio.Event().wait()
+
+    async def scenario() -> None:
+        prefix = f"t{uuid.uuid4().hex[:8]}"
+        sync = AffinitySync(AffinityTable(), redis_url, prefix=prefix)
+        sync.start()
+        await wait_async(lambda: subscribers(redis_url, f"{prefix}:affinity") == 1, "the subscription")
+        monkeypatch.setattr(aioclient.PubSub, "aclose", forever)
+        monkeypatch.setattr(aioclient.Redis, "aclose", forever)
+        try:
+            await asyncio.wait_for(sync.stop(), 60)  # two bounded closes: CLOSE_TIMEOUT_S each
+        except TimeoutError:
+            pytest.fail("stop() hung on a close that never finished")
+
+    monkeypatch.setattr(redis_sync, "CLOSE_TIMEOUT_S", 0.5)
+    asyncio.run(scenario())
+
+
 def test_a_bad_keep_time_is_named(redis_url, provider_keys):
     from llm_router.config import ConfigError
 

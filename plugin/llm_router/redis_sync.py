@@ -31,6 +31,9 @@ MAX_BATCH_CHARS = 1_000_000  # and their values' characters (a message is one Re
 RETRY_S = 1.0
 BUCKETS = 6  # entries are stored in hashes of keep_s / BUCKETS seconds each
 LOAD_TIMEOUT_S = 3.0
+# Closing a subscription or the client is bounded: redis-py's closes have been reported to wait forever on a socket that
+# never finishes closing (redis-py #3941), which would hang a process's shutdown.
+CLOSE_TIMEOUT_S = 2.0
 
 Count = Callable[[str, float], None]  # (what happened: sent, received, error; how many)
 
@@ -159,7 +162,7 @@ class RedisSync:
             await asyncio.wait_for(self._publish_queued(), 1.0)
         except Exception:  # Redis gone at shutdown: those entries stay local, as they would have anyway
             pass
-        await self._redis.aclose()
+        await _bounded_close(self._redis)
 
     async def _publishing(self) -> None:
         assert self._wake is not None
@@ -213,10 +216,7 @@ class RedisSync:
             except Exception as exc:
                 self._failed("subscription", exc)
             finally:
-                try:
-                    await pubsub.aclose()
-                except Exception:
-                    pass
+                await _bounded_close(pubsub)
             lost = True  # however the subscription ended, messages may have gone by unheard
             await asyncio.sleep(RETRY_S)
 
@@ -248,3 +248,11 @@ class RedisSync:
         self._count("error", 1)
         if self.errors <= 3 or self.errors % 100 == 0:
             log.warning("%s: %s failed (%s: %s); %s", self.subject, what, type(exc).__name__, exc, self.meanwhile)
+
+
+async def _bounded_close(closable: Any) -> None:
+    """`await closable.aclose()`, given up after CLOSE_TIMEOUT_S (a close that fails or hangs leaves nothing to keep)."""
+    try:
+        await asyncio.wait_for(closable.aclose(), CLOSE_TIMEOUT_S)
+    except Exception:
+        pass
