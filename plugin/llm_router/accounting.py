@@ -45,21 +45,24 @@ def _read(u: dict) -> tuple[int | None, int | None, int, int]:
     """
     if "prompt_tokens" in u or "completion_tokens" in u:
         details = u.get("prompt_tokens_details")
-        cached = written = None
-        if isinstance(details, dict):
-            cached, written = _int(details.get("cached_tokens")), _int(details.get("cache_write_tokens"))
+        cached, written = _cache_parts(details)
         if cached is None:
             cached = _int(u.get("prompt_cache_hit_tokens"))  # DeepSeek
         return _int(u.get("prompt_tokens")), _int(u.get("completion_tokens")), cached or 0, written or 0
     inp = _int(u.get("input_tokens"))
     details = u.get("input_tokens_details")
     if isinstance(details, dict) or "output_tokens_details" in u:  # OpenAI Responses: cache parts counted inside input_tokens
-        if not isinstance(details, dict):
-            return inp, _int(u.get("output_tokens")), 0, 0
-        cached, written = _int(details.get("cached_tokens")), _int(details.get("cache_write_tokens"))
+        cached, written = _cache_parts(details)
         return inp, _int(u.get("output_tokens")), cached or 0, written or 0
     read, written = _int(u.get("cache_read_input_tokens")) or 0, _int(u.get("cache_creation_input_tokens")) or 0
     return (inp + read + written if inp is not None else None), _int(u.get("output_tokens")), read, written
+
+
+def _cache_parts(details: object) -> tuple[int | None, int | None]:
+    """(cache reads, cache writes) from OpenAI's prompt_tokens_details / input_tokens_details; None where absent."""
+    if not isinstance(details, dict):
+        return None, None
+    return _int(details.get("cached_tokens")), _int(details.get("cache_write_tokens"))
 
 
 def _usage(inp: int, out: int, cached: int, written: int, response_id: str | None = None) -> Usage:

@@ -119,6 +119,9 @@ NAME_NOTES = (
                                    lambda v: {"temperature", "top_p"} <= set(v or ())),
      "an OpenAI reasoning model (GPT-5 and later), which answers 400 to a temperature other than 1 and to top_p, the "
      "penalties and logit_bias while it reasons"),
+    (NOT_REASONING, "drop", Wanted("[reasoning_effort, reasoning, verbosity]", lambda v: "reasoning" in (v or ())),
+     "an OpenAI model that does not reason, which answers 400 to the reasoning fields clients written for reasoning models "
+     "send"),
 )
 
 # How `check` names each tool call id rule (config.BodyConf.tool_call_ids).
@@ -253,7 +256,7 @@ def run(args) -> int:
         if retired is not None and on_default:
             print(f"  {'':20s} warning: calls {m.name or mid}, which its provider no longer serves: {retired}. The demo's "
                   "fake providers still answer it; against the real provider, set this model's name to a current model")
-        for pattern, setting, value, named_like in NAME_NOTES:  # the patterns never match one name together with NOT_REASONING
+        for pattern, setting, value, named_like in NAME_NOTES:
             if not pattern.search(m.name or mid):
                 continue
             own = setting in ModelConf.model_fields  # the model's own setting, else one of its body rules
@@ -267,10 +270,6 @@ def run(args) -> int:
             shown = value.shown if isinstance(value, Wanted) else orjson.dumps(value).decode() if isinstance(value, bool) else value
             fix = f"{setting}: {shown}" if own else f"body: {{{setting}: {shown}}}"
             print(f"  {'':20s} note: named like {named_like}: add {fix}")
-        if NOT_REASONING.search(m.name or mid) and "reasoning" not in (m.body.drop if m.body is not None else ()) \
-                and "reasoning" not in (cfg.providers[m.provider].body.drop if cfg.providers[m.provider].body is not None else ()):
-            print(f"  {'':20s} note: named like an OpenAI model that does not reason, which answers 400 to the reasoning "
-                  "fields clients written for reasoning models send: add body: {drop: [reasoning_effort, reasoning, verbosity]}")
     print(f"default policy: {cfg.default_policy}")
     from llm_router.router import build_catalog, policy_reference
 
