@@ -56,6 +56,14 @@ def config_data(**server_envoy: Any) -> dict[str, Any]:
     return data
 
 
+def slot_policies(slot: str, name: str, only: str) -> dict[str, Any]:
+    """The test config with two policies on one built-in slot: `name` laddered on it at every tier, `only` allowed no other."""
+    data = config_data()
+    data["policies"][name] = {"classifier": "rules", "strategy": "ladder", "explain": True, "ladder": {t: slot for t in LADDER}}
+    data["policies"][only] = {**data["policies"][name], "constraints": {"models": [slot]}}
+    return data
+
+
 def require_envoy() -> Path:
     try:
         return envoy_path()

@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from fixtures_envoy import LADDER, config_data, fresh_fakes, running_fakes, running_stack, wait_requests  # noqa: F401
+from fixtures_envoy import fresh_fakes, running_fakes, running_stack, slot_policies, wait_requests  # noqa: F401
 from llm_router.config import default_data, parse_config, utc_now
 from llm_router.gateways.envoy.bootstrap import RouteSpec
 from llm_router.request import parse_request, render_body
@@ -29,11 +29,7 @@ CHAT = {"model": "auto", "messages": [{"role": "user", "content": QUESTION}]}
 
 
 def data() -> dict:
-    cfg = config_data()
-    cfg["policies"]["gemini"] = {"classifier": "rules", "strategy": "ladder", "explain": True,
-                                 "ladder": {t: "gemini-1.5-pro" for t in LADDER}}
-    cfg["policies"]["only-gemini"] = {**cfg["policies"]["gemini"], "constraints": {"models": ["gemini-1.5-pro"]}}
-    return cfg
+    return slot_policies("gemini-1.5-pro", "gemini", "only-gemini")
 
 
 def sent(body: dict, api: str = "chat") -> dict:

@@ -16,7 +16,7 @@ import orjson
 import pytest
 import yaml
 
-from fixtures_envoy import LADDER, config_data, fresh_fakes, running_fakes, running_stack, wait_requests  # noqa: F401
+from fixtures_envoy import fresh_fakes, running_fakes, running_stack, slot_policies, wait_requests  # noqa: F401
 from llm_router.config import load_config, parse_config
 from llm_router.gateways.envoy.bootstrap import RouteSpec
 from llm_router.request import parse_request, render_body
@@ -31,11 +31,7 @@ CHAT = {"model": "auto", "messages": [{"role": "user", "content": QUESTION}]}
 
 
 def data() -> dict:
-    cfg = config_data()
-    cfg["policies"]["critical"] = {"classifier": "rules", "strategy": "ladder", "explain": True,
-                                   "ladder": {t: "gpt-4o" for t in LADDER}}
-    cfg["policies"]["only-gpt"] = {**cfg["policies"]["critical"], "constraints": {"models": ["gpt-4o"]}}
-    return cfg
+    return slot_policies("gpt-4o", "critical", "only-gpt")
 
 
 def router_at(when: datetime) -> Router:
