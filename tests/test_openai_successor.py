@@ -108,6 +108,39 @@ def test_after_the_change_requests_it_cannot_serve_go_to_other_models():
         assert d.model.id == "gpt-4o" and d.model.name == "gpt-4o", extra
 
 
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
+                                          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+RESPONSES_TOOLS = [{"type": "function", "name": "get_weather", "description": "The weather in a city",
+                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+
+
+def test_after_the_change_chat_requests_with_function_tools_go_to_other_models():
+    router = router_at(SHUTDOWN)
+    critical = router.policies["critical"]
+    for extra in ({"tools": TOOLS}, {"functions": [TOOLS[0]["function"]]}):
+        _, d = router.route(orjson.dumps({**CHAT, **extra}), policy=critical)
+        assert d.model.id != "gpt-4o" and "gpt-4o" not in [m.id for m in d.fallbacks], extra
+    _, d = router.route(orjson.dumps({"model": "auto", "input": QUESTION, "tools": RESPONSES_TOOLS}), path="/v1/responses",
+                        policy=critical)
+    assert d.model.id == "gpt-4o" and d.model.name == SOL  # it takes them on the Responses API
+    _, d = router.route(orjson.dumps(CHAT), policy=critical)
+    assert d.model.id == "gpt-4o"  # chat without tools still goes there
+    _, refused = router.route(orjson.dumps({**CHAT, "tools": TOOLS}), policy=router.policies["only-gpt"])
+    assert refused.status == 400 and "takes function tools on the chat completions API" in refused.message
+    assert "/v1/responses" in refused.message
+    before = router_at(BEFORE)
+    _, d = before.route(orjson.dumps({**CHAT, "tools": TOOLS}), policy=before.policies["critical"])
+    assert d.model.id == "gpt-4o" and d.model.name == "gpt-4o"  # gpt-4o took them
+
+
+def test_a_change_may_not_unset_chat_tools():
+    bad = data()
+    bad["models"] = {"gpt-4o": {**parse_config(None).models["gpt-4o"].model_dump(exclude_none=True),
+                                "changes": {"2027-01-14": {"chat_tools": None}}}}
+    with pytest.raises(Exception, match="chat_tools may not be null"):
+        parse_config(bad)
+
+
 def test_a_call_above_272k_input_tokens_is_billed_at_the_long_context_prices():
     sol = router_at(SHUTDOWN).catalog.models["gpt-4o"]
     assert sol.cost(272_000, 1000) == pytest.approx((272_000 * 2.0 + 1000 * 10.0) / 1e6)
@@ -163,6 +196,23 @@ def test_the_openai_fake_refuses_as_openai_does_for_gpt_6_1_sol(fakes):
     assert 0 < roomy["usage"]["completion_tokens_details"]["reasoning_tokens"] < roomy["usage"]["completion_tokens"]
     assert error(_openai(fakes, {**CHAT, "model": "gpt-4o", "reasoning_effort": "low"}))["message"] == (
         "Unrecognized request argument supplied: reasoning_effort")  # gpt-4o does not reason
+    tools = error(_openai(fakes, {**CHAT, "model": SOL, "tools": TOOLS}))  # at every effort: it has no none
+    assert tools["param"] == "reasoning_effort" and tools["message"] == (
+        "Function tools with reasoning_effort are not supported for gpt-6.1-sol in /v1/chat/completions. To use function "
+        "tools, use /v1/responses or set reasoning_effort to 'none'.")
+    served = fakes.providers["openai"].behaviour
+    fakes.set_behaviour("openai", models=None)  # any name, for GPT-5.x models outside the catalog
+    try:
+        assert error(_openai(fakes, {**CHAT, "model": "gpt-5.6-sol", "tools": TOOLS}))["param"] == "reasoning_effort"
+        assert _openai(fakes, {**CHAT, "model": "gpt-5.6-sol", "tools": TOOLS, "reasoning_effort": "none"}).status_code == 200
+        assert _openai(fakes, {**CHAT, "model": "gpt-5.2", "tools": TOOLS}).status_code == 200  # before GPT-5.4
+    finally:
+        fakes.providers["openai"].set_behaviour(served)
+    assert _openai(fakes, {**CHAT, "model": "gpt-4o", "tools": TOOLS}).status_code == 200
+    responses = httpx.post(fakes.url("openai") + "/v1/responses", timeout=30, content=orjson.dumps(
+        {"model": SOL, "input": QUESTION, "tools": RESPONSES_TOOLS}),
+        headers={"authorization": f"Bearer {fakes.keys()['openai']}", "content-type": "application/json"})
+    assert responses.status_code == 200, responses.text
 
 
 @pytest.fixture(scope="module")
@@ -225,12 +275,27 @@ def test_envoy_from_the_day_a_small_output_limit_goes_to_a_model_that_answers_wi
     assert r.json()["choices"][0]["message"]["content"] and r.json()["choices"][0]["finish_reason"] == "stop"
 
 
+@pytest.mark.envoy
+def test_envoy_from_the_day_a_chat_request_with_tools_goes_to_a_model_that_takes_them(stack, fresh_fakes, after_shutdown):
+    r = _post(stack, {**CHAT, "tools": TOOLS})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] != "gpt-4o" and not fresh_fakes.requests("openai")
+    r = _post(stack, {"model": "auto", "input": QUESTION, "tools": RESPONSES_TOOLS}, path="/critical/v1/responses")
+    assert r.status_code == 200, r.text
+    [call] = wait_requests(fresh_fakes, "openai", 1)
+    assert call.status == 200 and call.json["model"] == SOL and call.json["tools"] == RESPONSES_TOOLS
+
+
 def test_check_notes_an_openai_reasoning_model_without_the_rules_its_400s_ask_for(tmp_path, capsys):
     bare = {"provider": "openai", "name": "gpt-5.6-sol", "input_price": 4.0, "output_price": 20.0, "context_window": 1050000}
     out = check_output(tmp_path, {"models": {"sol": bare}}, capsys)
     assert "note: named like an OpenAI reasoning model (GPT-5 and later), which answers 400 to max_tokens" in out
     assert "add body: {rename: {max_tokens: max_completion_tokens}}" in out
     assert "add body: {drop: [temperature, top_p, presence_penalty, frequency_penalty, logit_bias]}" in out
+    assert "note: named like an OpenAI GPT-5.4-or-later model, which answers 400 to function tools on the chat completions" in out
+    assert "add chat_tools: false" in out
+    assert "GPT-5.4-or-later" not in check_output(tmp_path, {"models": {"sol": {**bare, "chat_tools": False}}}, capsys)
+    assert "GPT-5.4-or-later" not in check_output(tmp_path, {"models": {"old": {**bare, "name": "gpt-5.2"}}}, capsys)
     ruled = {**bare, "body": {"rename": {"max_tokens": "max_completion_tokens"}, "drop": ["temperature", "top_p"]}}
     assert "OpenAI reasoning model" not in check_output(tmp_path, {"models": {"sol": ruled}}, capsys)
     from llm_router.config import default_data

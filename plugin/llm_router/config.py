@@ -325,6 +325,7 @@ class ModelChangeConf(_Strict):
     capabilities: list[str] | None = None
     body: ModelBodyConf | None = None
     prefill: bool | None = None
+    chat_tools: bool | None = None
     min_output_tokens: int | None = Field(default=None, gt=0)
     quality: float | None = Field(default=None, ge=0, le=1)
     rpm: int | None = Field(default=None, gt=0)
@@ -339,7 +340,8 @@ class ModelChangeConf(_Strict):
     def _some(self) -> "ModelChangeConf":
         if not self.model_fields_set:
             raise ValueError(f"a change needs at least one of {', '.join(ModelChangeConf.model_fields)}")
-        required = sorted(f for f in ("input_price", "output_price", "context_window", "capabilities", "prefill", "quality")
+        required = sorted(f for f in ("input_price", "output_price", "context_window", "capabilities", "prefill", "chat_tools",
+                                      "quality")
                           if f in self.model_fields_set and getattr(self, f) is None)
         if required:
             raise ValueError(f"{', '.join(required)} may not be null (a model always has one)")
@@ -392,6 +394,11 @@ class ModelConf(_Strict):
     # other models (Claude 4.6 and later answer 400, "This model does not support assistant message prefill. The
     # conversation must end with a user message.")
     prefill: bool = True
+    # false: the model refuses function tools on the chat completions API, so chat requests with tools go to other models
+    # (OpenAI's GPT-5.4 and later while they reason: "Function tools with reasoning_effort are not supported for gpt-5.6-sol
+    # in /v1/chat/completions. To use function tools, use /v1/responses or set reasoning_effort to 'none'."; GPT-6.1 Sol has
+    # no effort none); its Responses API takes them
+    chat_tools: bool = True
     # the smallest output limit (max_tokens) a request may set and still go to this model, for models that think before
     # they answer, always, with thoughts that count against the limit (Gemini 3: a 500-token limit left 3.6 Flash 18 tokens
     # of answer, and finish_reason length); requests that set less go to other models; unset: any limit

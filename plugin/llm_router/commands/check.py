@@ -73,6 +73,8 @@ MODEL_RULES = (
 )
 NOT_REASONING = re.compile(r"gpt-(?:4|3\.5)", re.IGNORECASE)  # OpenAI models that do not reason: gpt-4o, gpt-4.1-mini, ...
 REASONING_GPT = re.compile(r"gpt-[5-9]", re.IGNORECASE)  # OpenAI's GPT-5 and later: reasoning models
+# OpenAI's GPT-5.4 and later: function tools on the chat completions API only with reasoning_effort none
+TOOLS_ON_RESPONSES_GPT = re.compile(r"gpt-(?:5\.(?:[4-9]|\d\d)|[6-9])", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Wanted:
@@ -119,6 +121,8 @@ NAME_NOTES = (
                                    lambda v: {"temperature", "top_p"} <= set(v or ())),
      "an OpenAI reasoning model (GPT-5 and later), which answers 400 to a temperature other than 1 and to top_p, the "
      "penalties and logit_bias while it reasons"),
+    (TOOLS_ON_RESPONSES_GPT, "chat_tools", False, "an OpenAI GPT-5.4-or-later model, which answers 400 to function tools on "
+     "the chat completions API unless reasoning_effort is none (\"To use function tools, use /v1/responses\")"),
     (NOT_REASONING, "drop", Wanted("[reasoning_effort, reasoning, verbosity]", lambda v: "reasoning" in (v or ())),
      "an OpenAI model that does not reason, which answers 400 to the reasoning fields clients written for reasoning models "
      "send"),
@@ -237,6 +241,9 @@ def run(args) -> int:
             print(f"  {'':20s} from {day.isoformat()}: {_change_shown(change)}")
         if not m.prefill:
             print(f"  {'':20s} prefill: false: requests that end with an assistant message go to other models")
+        if not m.chat_tools:
+            print(f"  {'':20s} chat_tools: false: chat completions requests with function tools go to other models (Responses "
+                  "requests with tools still come here)")
         if m.min_output_tokens is not None:
             print(f"  {'':20s} min_output_tokens: {m.min_output_tokens}: requests limiting the answer to fewer tokens go to "
                   "other models (it thinks first, within the limit)")

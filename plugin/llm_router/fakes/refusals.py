@@ -33,6 +33,9 @@ GPT_EFFORTS = {"gpt-6.1-sol": ("low", "medium", "high", "xhigh", "max")}
 # The tokens a GPT-5-or-later model reasons before it answers (reported: gpt-6.1-sol spent all of a 300-token limit and
 # gpt-5-nano all of 512 on reasoning, content empty, finish_reason length); they count against max_completion_tokens
 GPT_THOUGHTS = 1000
+# OpenAI's models that refuse function tools on the chat completions API unless reasoning_effort is none (GPT-5.4 and
+# later; reported for GPT-5.6 Sol, Terra and Luna, GPT-6 Sol and, without an effort none, GPT-6 Astra at every effort)
+TOOLS_ON_RESPONSES = re.compile(r"gpt-(?:5\.(?:[4-9]|\d\d)|[6-9])")
 TOOL_ID = re.compile(r"[A-Za-z0-9]{9}")  # Mistral's tool call ids
 # Mistral's chat messages, by role, and its tool calls: the fields each takes (it answers 422 to any other).
 MISTRAL_MESSAGE_FIELDS = {"system": frozenset({"role", "content"}), "user": frozenset({"role", "content"}),
@@ -445,6 +448,9 @@ def _reasoning_refusal(model: str, data: dict[str, Any], api: str) -> tuple[str,
         shown = ", ".join(f"'{e}'" for e in efforts[:-1]) + f", and '{efforts[-1]}'"
         return (f"Unsupported value: '{field}' does not support {effort!r} with this model. Supported values are: {shown}.",
                 field, "unsupported_value")
+    if api == "chat" and TOOLS_ON_RESPONSES.match(model) and effort != "none" and _function_tools(data):
+        return (f"Function tools with reasoning_effort are not supported for {model} in /v1/chat/completions. To use "
+                "function tools, use /v1/responses or set reasoning_effort to 'none'.", "reasoning_effort", None)
     if model.startswith("gpt-") and not REASONING_MODEL.match(model):
         if api == "chat" and "reasoning_effort" in data:
             return "Unrecognized request argument supplied: reasoning_effort", None, None
@@ -480,6 +486,13 @@ def _reasoning_refusal(model: str, data: dict[str, Any], api: str) -> tuple[str,
                     "is supported.", name, "unsupported_value")
     return None
 
+
+
+def _function_tools(data: dict[str, Any]) -> bool:
+    """Whether a chat request offers the model functions to call (tools of type function, or legacy functions)."""
+    tools, functions = data.get("tools"), data.get("functions")
+    return (isinstance(tools, list) and any(isinstance(t, dict) and t.get("type", "function") == "function" for t in tools)) \
+        or (isinstance(functions, list) and bool(functions))
 
 
 def _names_a_tool(data: dict[str, Any]) -> bool:
