@@ -133,11 +133,30 @@ def test_after_the_change_chat_requests_with_function_tools_go_to_other_models()
     assert d.model.id == "gpt-4o" and d.model.name == "gpt-4o"  # gpt-4o took them
 
 
-def test_a_change_may_not_unset_chat_tools():
+def test_after_the_change_requests_with_stop_sequences_go_to_other_models():
+    router = router_at(SHUTDOWN)
+    critical = router.policies["critical"]
+    for stop in ("Observation:", ["\nUser:", "END"]):
+        _, d = router.route(orjson.dumps({**CHAT, "stop": stop}), policy=critical)
+        assert d.model.id != "gpt-4o" and "gpt-4o" not in [m.id for m in d.fallbacks], stop
+    for empty in (None, [], ""):  # nothing to stop at: it goes there, and the field is left out
+        _, d = router.route(orjson.dumps({**CHAT, "stop": empty}), policy=critical)
+        assert d.model.id == "gpt-4o", empty
+        assert "stop" not in sent({**CHAT, "stop": empty})
+    _, refused = router.route(orjson.dumps({**CHAT, "stop": "END"}), policy=router.policies["only-gpt"])
+    assert refused.status == 400 and "takes stop sequences ('stop')" in refused.message and "leave 'stop' out" in refused.message
+    before = router_at(BEFORE)
+    _, d = before.route(orjson.dumps({**CHAT, "stop": "END"}), policy=before.policies["critical"])
+    assert d.model.id == "gpt-4o" and d.model.name == "gpt-4o"
+    assert sent({**CHAT, "stop": "END"}, BEFORE)["stop"] == "END"  # gpt-4o takes them
+
+
+@pytest.mark.parametrize("field", ["chat_tools", "stop_sequences"])
+def test_a_change_may_not_unset_chat_tools_or_stop_sequences(field):
     bad = data()
     bad["models"] = {"gpt-4o": {**parse_config(None).models["gpt-4o"].model_dump(exclude_none=True),
-                                "changes": {"2027-01-14": {"chat_tools": None}}}}
-    with pytest.raises(Exception, match="chat_tools may not be null"):
+                                "changes": {"2027-01-14": {field: None}}}}
+    with pytest.raises(Exception, match=f"{field} may not be null"):
         parse_config(bad)
 
 
@@ -196,6 +215,10 @@ def test_the_openai_fake_refuses_as_openai_does_for_gpt_6_1_sol(fakes):
     assert 0 < roomy["usage"]["completion_tokens_details"]["reasoning_tokens"] < roomy["usage"]["completion_tokens"]
     assert error(_openai(fakes, {**CHAT, "model": "gpt-4o", "reasoning_effort": "low"}))["message"] == (
         "Unrecognized request argument supplied: reasoning_effort")  # gpt-4o does not reason
+    for stop in ("END", None):  # also when sent empty, as clients report
+        assert error(_openai(fakes, {**CHAT, "model": SOL, "stop": stop}))["message"] == (
+            "Unsupported parameter: 'stop' is not supported with this model.")
+    assert _openai(fakes, {**CHAT, "model": "gpt-4o", "stop": "END"}).status_code == 200
     tools = error(_openai(fakes, {**CHAT, "model": SOL, "tools": TOOLS}))  # at every effort: it has no none
     assert tools["param"] == "reasoning_effort" and tools["message"] == (
         "Function tools with reasoning_effort are not supported for gpt-6.1-sol in /v1/chat/completions. To use function "
@@ -276,8 +299,11 @@ def test_envoy_from_the_day_a_small_output_limit_goes_to_a_model_that_answers_wi
 
 
 @pytest.mark.envoy
-def test_envoy_from_the_day_a_chat_request_with_tools_goes_to_a_model_that_takes_them(stack, fresh_fakes, after_shutdown):
+def test_envoy_from_the_day_chat_requests_with_tools_or_stop_go_to_a_model_that_takes_them(stack, fresh_fakes, after_shutdown):
     r = _post(stack, {**CHAT, "tools": TOOLS})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llm-router-model"] != "gpt-4o" and not fresh_fakes.requests("openai")
+    r = _post(stack, {**CHAT, "stop": ["Observation:"]})
     assert r.status_code == 200, r.text
     assert r.headers["x-llm-router-model"] != "gpt-4o" and not fresh_fakes.requests("openai")
     r = _post(stack, {"model": "auto", "input": QUESTION, "tools": RESPONSES_TOOLS}, path="/critical/v1/responses")

@@ -29,6 +29,17 @@ def test_chat_string_content():
     assert not req.stream and not any((req.needs.tools, req.needs.vision, req.needs.json))
 
 
+def test_stop_sequences_are_a_need_when_some_are_set():
+    for stop in ("END", ["\nUser:"]):
+        assert parse_request(chat(stop=stop)).needs.stop
+        assert parse_request(orjson.dumps({"model": "m", "prompt": "Once", "stop": stop}), "completions").needs.stop
+    for empty in (None, [], ""):
+        assert not parse_request(chat(stop=empty)).needs.stop
+    assert not parse_request(chat()).needs.stop
+    messages = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}], "stop_sequences": ["END"]}
+    assert not parse_request(orjson.dumps(messages), "messages").needs.stop  # Claude and DeepSeek take them
+
+
 def test_chat_content_parts_text_and_image():
     msgs = [{"role": "user", "content": [
         {"type": "text", "text": "Describe this picture"},

@@ -142,6 +142,7 @@ class Model:
     body: BodyDialect | None = None  # the body rules of its provider with its own over them (None: none)
     prefill: bool = True  # takes a conversation that ends with an assistant message
     chat_tools: bool = True  # takes function tools on the chat completions API (else on its other APIs only)
+    stop_sequences: bool = True  # takes stop sequences (chat and completions `stop`)
     min_output: int | None = None  # the smallest output limit a request may set for it (it thinks first; None: any)
     # (input tokens above which, input-side price factor, output price factor) for a whole call; None: one price
     long_context: tuple[int, float, float] | None = None

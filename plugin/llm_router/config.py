@@ -326,6 +326,7 @@ class ModelChangeConf(_Strict):
     body: ModelBodyConf | None = None
     prefill: bool | None = None
     chat_tools: bool | None = None
+    stop_sequences: bool | None = None
     min_output_tokens: int | None = Field(default=None, gt=0)
     quality: float | None = Field(default=None, ge=0, le=1)
     rpm: int | None = Field(default=None, gt=0)
@@ -341,7 +342,7 @@ class ModelChangeConf(_Strict):
         if not self.model_fields_set:
             raise ValueError(f"a change needs at least one of {', '.join(ModelChangeConf.model_fields)}")
         required = sorted(f for f in ("input_price", "output_price", "context_window", "capabilities", "prefill", "chat_tools",
-                                      "quality")
+                                      "stop_sequences", "quality")
                           if f in self.model_fields_set and getattr(self, f) is None)
         if required:
             raise ValueError(f"{', '.join(required)} may not be null (a model always has one)")
@@ -399,6 +400,10 @@ class ModelConf(_Strict):
     # in /v1/chat/completions. To use function tools, use /v1/responses or set reasoning_effort to 'none'."; GPT-6.1 Sol has
     # no effort none); its Responses API takes them
     chat_tools: bool = True
+    # false: the model refuses stop sequences, so requests that set `stop` go to other models (OpenAI's reasoning models
+    # without an effort none: "Unsupported parameter: 'stop' is not supported with this model."); leaving them out would
+    # let the answer run past where the client wants it cut
+    stop_sequences: bool = True
     # the smallest output limit (max_tokens) a request may set and still go to this model, for models that think before
     # they answer, always, with thoughts that count against the limit (Gemini 3: a 500-token limit left 3.6 Flash 18 tokens
     # of answer, and finish_reason length); requests that set less go to other models; unset: any limit

@@ -53,6 +53,7 @@ class Needs:
     logprobs: bool = False  # token log-probabilities in the answer (chat `logprobs: true`, completions `logprobs: N`)
     multiple_choices: bool = False  # `n` above 1: several answers from one call
     prefill: bool = False  # the conversation ends with an assistant message for the model to continue
+    stop: bool = False  # stop sequences the answer must end at (chat and completions `stop`)
     # Responses: state the provider must keep (store not false, background, previous_response_id or a conversation), which
     # providers whose Responses API stores nothing (DeepSeek's) cannot serve
     stored: bool = False
@@ -61,7 +62,7 @@ class Needs:
     def any_capability(self) -> bool:
         """Whether some capability is needed (else every model serving the API will do)."""
         return (self.tools or self.vision or self.json or self.hosted_tools or self.logprobs or self.multiple_choices
-                or self.prefill)
+                or self.prefill or self.stop)
 
     def as_capabilities(self) -> frozenset[str]:
         """The capability names these needs require of a model."""
@@ -440,6 +441,7 @@ def _parse_chat(data: dict[str, Any]) -> LLMRequest:
         standing_tokens=standing,
         needs=Needs(tools=tools, vision=vision, json=bool(json_mode), json_schema=json_mode == "json_schema",
                     long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream, logprobs=logprobs, multiple_choices=choices > 1,
+                    stop=_has_stop(data),
                     prefill=_ends_with_prefill(messages)),
     )
 
@@ -566,7 +568,7 @@ def _parse_completions(data: dict[str, Any]) -> LLMRequest:
         api="completions", body=data, prompt=prompt_text, context="", input_tokens=tokens, model=model,
         max_output_tokens=_opt_pos_int(data, "max_tokens"), stream=stream, include_usage=include_usage, choices=choices,
         needs=Needs(long_context=tokens > LONG_CONTEXT_TOKENS, streaming=stream, logprobs=logprobs is not None,
-                    multiple_choices=choices > 1),
+                    multiple_choices=choices > 1, stop=_has_stop(data)),
     )
 
 
@@ -848,6 +850,12 @@ def _opt_bool(data: dict[str, Any], key: str) -> bool:
     if not isinstance(value, bool):
         raise RequestError(f"'{key}' must be a boolean, got {_kind(value)}", field=key)
     return value
+
+
+def _has_stop(data: dict[str, Any]) -> bool:
+    """Whether a chat or completions body sets stop sequences (a string, or an array holding one)."""
+    stop = data.get("stop")
+    return bool(stop) if isinstance(stop, (str, list)) else False
 
 
 def _choices(data: dict[str, Any]) -> int:

@@ -91,7 +91,7 @@ def build_catalog(cfg: Config) -> Catalog:
             quality=m.quality, upstream=m.upstream or providers[m.provider].upstream, rpm=m.rpm, tpm=m.tpm,
             tags=frozenset(m.tags), cached_input_price=m.cached_input_price, cache_write_price=m.cache_write_price,
             max_output=m.max_output_tokens, body=_model_body(providers[m.provider].body, m.body), prefill=m.prefill,
-            chat_tools=m.chat_tools, min_output=m.min_output_tokens,
+            chat_tools=m.chat_tools, stop_sequences=m.stop_sequences, min_output=m.min_output_tokens,
             long_context=None if m.long_context_prices is None else (
                 m.long_context_prices.above_input_tokens, m.long_context_prices.input_factor,
                 m.long_context_prices.output_factor),
@@ -379,7 +379,7 @@ class Router:
         caps = needs.as_capabilities()
         chat_tools = needs.tools and request.api == "chat"
         out = []
-        by_api = by_caps = by_ctx = by_out = elsewhere = 0
+        by_api = by_caps = by_ctx = by_out = elsewhere = unstoppable = 0
         floors: list[int] = []
         for m in serving:
             by_api += 1
@@ -389,6 +389,9 @@ class Router:
                 continue
             if chat_tools and not m.chat_tools:
                 elsewhere += 1  # it takes the tools on its other APIs
+                continue
+            if needs.stop and not m.stop_sequences:
+                unstoppable += 1
                 continue
             by_caps += 1
             need = need_ctx
@@ -415,6 +418,9 @@ class Router:
         if not by_caps and elsewhere:
             return (), (f"no model in policy '{policy.name}' takes function tools on the chat completions API; its models "
                         "with tools take them on the Responses API only: send the request to /v1/responses")
+        if not by_caps and unstoppable:
+            return (), (f"no model in policy '{policy.name}' takes stop sequences ('stop'); its models with the other needs of "
+                        "this request refuse them: leave 'stop' out")
         if not by_caps:
             wanted = sorted(caps) + (["a last assistant message (a prefill)"] if needs.prefill else [])
             return (), f"no model in policy '{policy.name}' supports {', '.join(wanted)}"
@@ -425,7 +431,7 @@ class Router:
                         f"'{policy.name}' that serve it think before they answer and need a limit of at least {min(floors)}")
         most = max(m.max_output or 0 for m in serving
                    if caps <= m.capabilities and (m.prefill or not needs.prefill) and (m.chat_tools or not chat_tools)
-                   and m.context_window >= need_ctx)
+                   and (m.stop_sequences or not needs.stop) and m.context_window >= need_ctx)
         return (), (f"request asks for up to {out_tokens} output tokens (max_tokens); no model in policy '{policy.name}' "
                     f"can write that many in one call (at most {most})")
 

@@ -244,6 +244,8 @@ def run(args) -> int:
         if not m.chat_tools:
             print(f"  {'':20s} chat_tools: false: chat completions requests with function tools go to other models (Responses "
                   "requests with tools still come here)")
+        if not m.stop_sequences:
+            print(f"  {'':20s} stop_sequences: false: requests that set stop sequences (stop) go to other models")
         if m.min_output_tokens is not None:
             print(f"  {'':20s} min_output_tokens: {m.min_output_tokens}: requests limiting the answer to fewer tokens go to "
                   "other models (it thinks first, within the limit)")

@@ -72,7 +72,7 @@ GEMINI_THOUGHTS = 1200
 GEMINI_EFFORTS = ("high", "low", "medium", "none")  # the reasoning efforts Gemini's OpenAI-compatible endpoint takes
 # Gemini models without the minimal thinking level (3.7 and 3.8 Flash, 3.1 Pro): effort none, which asks for it, is refused
 NO_MINIMAL_THINKING = re.compile(r"(?:models/)?gemini-3\.(?:[7-9]-flash(?!-lite)|1-pro)")
-REASONING_REFUSED = ("max_tokens", "logprobs", "top_logprobs", "logit_bias")
+REASONING_REFUSED = ("max_tokens", "logprobs", "top_logprobs", "logit_bias", "stop")
 REASONING_FIXED = (("temperature", 1), ("top_p", 1), ("presence_penalty", 0), ("frequency_penalty", 0))
 
 
