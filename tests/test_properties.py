@@ -6,7 +6,7 @@ import functools
 import re
 
 import orjson
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from llm_router.catalog import BodyDialect
@@ -367,6 +367,11 @@ def test_provider_paths_keep_one_query_and_the_model_in_one_segment(name, suffix
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=anthropic_turns, owner=st.sampled_from(DIALECTS))
+@example(body={"model": "auto", "max_tokens": 1, "messages": [{"role": "user", "content": "0"}],  # found by a CI run
+               "loop": [{"role": "assistant", "content": [{"type": "text", "text": ""}, {"type": "tool_use"}]},
+                        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "ok"}]}],
+               "thinking": {"type": "disabled", "budget_tokens": 0}},
+         owner=("model deepseek-reasoner", dict(DIALECTS)["model deepseek-reasoner"]))
 def test_a_thinking_turn_goes_out_only_as_the_provider_takes_it(body, owner):
     """Extended thinking is never sent where Anthropic would refuse it: to a model that does not think (nor its
     thinking blocks, unless a block is all an answer holds), or on a tool loop whose call did not start with thinking."""
@@ -409,7 +414,9 @@ def test_a_thinking_turn_goes_out_only_as_the_provider_takes_it(body, owner):
     if not wants_thinking(body):
         assert sent["messages"] == expected
         if dialect is not None and dialect.thinking_every_tool_turn and unthought(body):
-            assert sent["thinking"] == {"type": "disabled"}  # not left to a model that thinks unless told not to
+            # not left to a model that thinks unless told not to (a client's own disabled object goes as it sent it)
+            assert isinstance(sent["thinking"], dict) and sent["thinking"].get("type") == "disabled"
+            assert sent["thinking"] == (body["thinking"] if "thinking" in body else {"type": "disabled"})
         return
     if not takes_field(dialect, "messages", "thinking"):
         assert "thinking" not in sent
