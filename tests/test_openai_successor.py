@@ -182,6 +182,31 @@ def test_check_shows_the_successor_instead_of_warning_of_the_shutdown(tmp_path, 
         tmp_path, {"models": {"gpt-4o": slot}}, capsys)
 
 
+def test_check_at_a_moment_explains_the_config_as_in_effect_then(capsys):
+    from llm_router.cli import main
+
+    assert main(["check", "--at", "2027-01-14"]) == 0
+    after = capsys.readouterr().out
+    assert "as in effect at 2027-01-14 00:00 UTC (--at)" in after
+    [line] = [line for line in after.splitlines() if line.startswith("  gpt-4o ")]
+    assert "$2/$10 per 1M" in line and "ctx  1050000 out 128000" in line
+    assert "calls gpt-6.1-sol" in after and "chat_tools: false: chat completions requests with function tools" in after
+    assert "stop_sequences: false" in after and "warning: calls gpt-4o" not in after
+    assert "$1.5/$7.5 per 1M" in after  # Gemini's price from 2027-01-01
+    assert main(["check", "--at", "2027-01-13T23:59"]) == 0
+    before = capsys.readouterr().out
+    [line] = [line for line in before.splitlines() if line.startswith("  gpt-4o ")]
+    assert "$5/$15 per 1M" in line and "stop_sequences: false:" not in before
+    assert main(["check", "--at", "2027-01-14T03:00"]) == 0  # a Thursday, in DeepSeek's peak hours
+    assert "(peak then: the prices above are peak prices)" in capsys.readouterr().out
+    assert main(["check", "--at", "2027-01-01T03:00"]) == 0  # New Year's Day: off-peak
+    assert "(off-peak then)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as bad:
+        main(["check", "--at", "next week"])
+    assert bad.value.code == 2
+    assert "'next week' is neither a day (YYYY-MM-DD) nor a minute (YYYY-MM-DDTHH:MM), UTC" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def fakes() -> Iterator:
     yield from running_fakes(data())

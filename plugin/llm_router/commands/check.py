@@ -1,12 +1,13 @@
 """`llm-router check CONFIG`: validate a config and explain what it will do."""
 from __future__ import annotations
 
+import argparse
 import functools
 import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timezone
 from typing import Any
 
 import orjson
@@ -137,7 +138,19 @@ TOOL_ID_RULES_SHOWN = {"alnum9": "tool call ids rewritten to 9 letters or digits
 def register(sub) -> None:
     p = sub.add_parser("check", help="validate a config file and explain it")
     p.add_argument("config", nargs="?", help="YAML config (default: the built-in defaults)")
+    p.add_argument("--at", type=moment, metavar="YYYY-MM-DD[THH:MM]",
+                   help="explain the config as in effect at this moment (UTC): its scheduled changes and peak hours then")
     p.set_defaults(func=run)
+
+
+def moment(value: str) -> datetime:
+    """A day (its midnight) or a minute, UTC, as --at takes it."""
+    for fmt in ("%Y-%m-%d", "%Y-%m-%dT%H:%M"):
+        try:
+            return datetime.strptime(value, fmt).replace(tzinfo=timezone.utc)
+        except ValueError:
+            continue
+    raise argparse.ArgumentTypeError(f"{value!r} is neither a day (YYYY-MM-DD) nor a minute (YYYY-MM-DDTHH:MM), UTC")
 
 
 @functools.lru_cache(maxsize=1)
@@ -153,6 +166,10 @@ def run(args) -> int:
     from llm_router.runtime import edge_section_problems
 
     cfg = load_or_exit(args.config)
+    at = getattr(args, "at", None)
+    now = at or utc_now()
+    if at is not None:
+        cfg = cfg.as_of(at)
     problems = edge_section_problems(cfg)
     if problems:
         print(f"error: invalid config {args.config or '(built-in defaults)'}:", file=sys.stderr)
@@ -165,6 +182,9 @@ def run(args) -> int:
         if learned is None:
             return 2
     print(f"config {args.config or '(built-in defaults)'} is valid")
+    if at is not None:
+        print(f"as in effect at {at:%Y-%m-%d %H:%M} UTC (--at): names, prices and rules as its scheduled changes and peak "
+              "hours make them then")
     print(f"providers: {', '.join(sorted(cfg.providers))}")
     for name, p in sorted(cfg.providers.items()):
         if p.body is not None:
@@ -214,6 +234,8 @@ def run(args) -> int:
         out = f" out {m.max_output_tokens:>6}" if m.max_output_tokens else ""
         print(f"  {mid:20s} {m.provider:10s} ${m.input_price:g}/${m.output_price:g} per 1M  ctx {m.context_window:>8}{out}  "
               f"tier {m.tier:8s} quality {m.quality:.2f}  [{', '.join(m.capabilities)}]{cache}")
+        if m.name and m.name != mid:
+            print(f"  {'':20s} calls {m.name}")
         if m.body is not None:
             own = [f"{old} as {new}" for old, new in m.body.rename.items()]
             if m.body.drop:
@@ -229,10 +251,11 @@ def run(args) -> int:
             print(f"  {'':20s} reasoning effort sent as: "
                   f"{', '.join(f'{sent} as {taken}' for sent, taken in m.body.reasoning_efforts.items())}")
         if m.peak is not None:
-            now = "peak now: the prices above are peak prices" if m.peak.covers(utc_now()) else "off-peak now"
+            when = "now" if at is None else "then"
+            state = f"peak {when}: the prices above are peak prices" if m.peak.covers(now) else f"off-peak {when}"
             off = f" except {', '.join(d.isoformat() for d in m.peak.off_days)}" if m.peak.off_days else ""
             print(f"  {'':20s} prices x{m.peak.factor:g} in {', '.join(m.peak.hours_utc)} UTC on {', '.join(m.peak.days)}{off} "
-                  f"({now})")
+                  f"({state})")
         if m.long_context_prices is not None:
             lc = m.long_context_prices
             print(f"  {'':20s} a call with more than {lc.above_input_tokens} input tokens: input and cache prices "
@@ -257,7 +280,7 @@ def run(args) -> int:
             print(f"  {'':20s} calls {m.name or mid} until {successor.isoformat()}, then {m.changes[successor].name}: "
                   f"{shutdown[1]}")
         elif shutdown is not None and on_default:
-            if utc_now().date() < shutdown[0]:
+            if now.date() < shutdown[0]:
                 print(f"  {'':20s} warning: calls {m.name or mid}: {shutdown[1]}. Set this model's name to a current model "
                       "before then")
             else:
