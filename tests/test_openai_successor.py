@@ -16,7 +16,7 @@ import orjson
 import pytest
 import yaml
 
-from fixtures_envoy import fresh_fakes, running_fakes, running_stack, slot_policies, wait_requests  # noqa: F401
+from fixtures_envoy import fresh_fakes, restored, running_fakes, running_stack, slot_policies, wait_requests  # noqa: F401
 from llm_router.config import load_config, parse_config
 from llm_router.gateways.envoy.bootstrap import RouteSpec
 from llm_router.request import parse_request, render_body
@@ -248,14 +248,11 @@ def test_the_openai_fake_refuses_as_openai_does_for_gpt_6_1_sol(fakes):
     assert tools["param"] == "reasoning_effort" and tools["message"] == (
         "Function tools with reasoning_effort are not supported for gpt-6.1-sol in /v1/chat/completions. To use function "
         "tools, use /v1/responses or set reasoning_effort to 'none'.")
-    served = fakes.providers["openai"].behaviour
-    fakes.set_behaviour("openai", models=None)  # any name, for GPT-5.x models outside the catalog
-    try:
+    with restored(fakes):
+        fakes.set_behaviour("openai", models=None)  # any name, for GPT-5.x models outside the catalog
         assert error(_openai(fakes, {**CHAT, "model": "gpt-5.6-sol", "tools": TOOLS}))["param"] == "reasoning_effort"
         assert _openai(fakes, {**CHAT, "model": "gpt-5.6-sol", "tools": TOOLS, "reasoning_effort": "none"}).status_code == 200
         assert _openai(fakes, {**CHAT, "model": "gpt-5.2", "tools": TOOLS}).status_code == 200  # before GPT-5.4
-    finally:
-        fakes.providers["openai"].set_behaviour(served)
     assert _openai(fakes, {**CHAT, "model": "gpt-4o", "tools": TOOLS}).status_code == 200
     responses = httpx.post(fakes.url("openai") + "/v1/responses", timeout=30, content=orjson.dumps(
         {"model": SOL, "input": QUESTION, "tools": RESPONSES_TOOLS}),

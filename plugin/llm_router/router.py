@@ -380,6 +380,7 @@ class Router:
         chat_tools = needs.tools and request.api == "chat"
         out = []
         by_api = by_caps = by_ctx = by_out = elsewhere = unstoppable = 0
+        most = 0  # the largest output limit among the models refused for their output limit alone
         floors: list[int] = []
         for m in serving:
             by_api += 1
@@ -401,6 +402,7 @@ class Router:
                 continue
             by_ctx += 1
             if not clamp and m.max_output is not None and m.max_output < out_tokens:
+                most = max(most, m.max_output)
                 continue
             by_out += 1
             if out_tokens and m.min_output is not None and out_tokens < m.min_output:
@@ -429,9 +431,6 @@ class Router:
         if by_out:
             return (), (f"request limits the answer to {out_tokens} output tokens (max_tokens); the models of policy "
                         f"'{policy.name}' that serve it think before they answer and need a limit of at least {min(floors)}")
-        most = max(m.max_output or 0 for m in serving
-                   if caps <= m.capabilities and (m.prefill or not needs.prefill) and (m.chat_tools or not chat_tools)
-                   and (m.stop_sequences or not needs.stop) and m.context_window >= need_ctx)
         return (), (f"request asks for up to {out_tokens} output tokens (max_tokens); no model in policy '{policy.name}' "
                     f"can write that many in one call (at most {most})")
 

@@ -129,6 +129,12 @@ NAME_NOTES = (
      "send"),
 )
 
+# A model's settings that, false, send some requests to other models: (setting, what `check` says of it).
+REFUSALS_SHOWN = (("prefill", "requests that end with an assistant message go to other models"),
+                  ("chat_tools", "chat completions requests with function tools go to other models (Responses requests with "
+                                 "tools still come here)"),
+                  ("stop_sequences", "requests that set stop sequences (stop) go to other models"))
+
 # How `check` names each tool call id rule (config.BodyConf.tool_call_ids).
 TOOL_ID_RULES_SHOWN = {"alnum9": "tool call ids rewritten to 9 letters or digits",
                        "max40": "tool call ids over 40 characters shortened",
@@ -262,13 +268,9 @@ def run(args) -> int:
                   f"x{lc.input_factor:g}, output x{lc.output_factor:g}")
         for day, change in sorted(m.changes.items()):
             print(f"  {'':20s} from {day.isoformat()}: {_change_shown(change)}")
-        if not m.prefill:
-            print(f"  {'':20s} prefill: false: requests that end with an assistant message go to other models")
-        if not m.chat_tools:
-            print(f"  {'':20s} chat_tools: false: chat completions requests with function tools go to other models (Responses "
-                  "requests with tools still come here)")
-        if not m.stop_sequences:
-            print(f"  {'':20s} stop_sequences: false: requests that set stop sequences (stop) go to other models")
+        for setting, refused in REFUSALS_SHOWN:
+            if not getattr(m, setting):
+                print(f"  {'':20s} {setting}: false: {refused}")
         if m.min_output_tokens is not None:
             print(f"  {'':20s} min_output_tokens: {m.min_output_tokens}: requests limiting the answer to fewer tokens go to "
                   "other models (it thinks first, within the limit)")
