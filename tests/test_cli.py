@@ -65,6 +65,11 @@ def test_check_names_unknown_fields_of_the_edge_sections(tmp_path, capsys):
     assert main(["check", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "metrics: unknown fields ['feedbak_log']" in err and "'feedback_log'" in err
+    bad = write(tmp_path / "health.yaml", {"health": {"min_requests": "five", "error_rate": 2}})
+    assert main(["check", str(bad)]) == 2  # a breaker that cannot compare its counts is refused, one line per field
+    err = capsys.readouterr().err
+    assert "  - health.min_requests: must be a whole number >= 1, got 'five'\n" in err
+    assert "  - health.error_rate: must be a share of failed requests in (0, 1], got 2\n" in err
     ladder = {t: "gpt-4o" for t in ("LOW", "MEDIUM", "HIGH", "CRITICAL")}
     good = write(tmp_path / "good.yaml", {"metrics": {"feedback_log": "f.jsonl"}, "policies": {"default": {
         "classifier": "rules", "strategy": "ladder", "ladder": ladder, "explore": 0.1}}})

@@ -39,8 +39,39 @@ def test_breaker_opens_on_error_rate_then_probes_and_closes():
     assert seen.count(False) == 2  # one probe in three decisions
     h.observe("cheap", 200, 0.1, None, t + 12)  # the probe succeeds
     assert h.mode["cheap"] == CLOSED and "cheap" not in h.excluded()
+    h.observe("cheap", 500, 0.1, None, t + 12)
+    assert h.mode["cheap"] == CLOSED  # 1 failure in 2 calls since it closed: the old ones do not count
     sync(state, t + 13)
     assert h.mode["cheap"] == CLOSED  # old failures still in the window do not re-open it
+
+
+def test_breaker_opens_at_the_failure_that_crosses_the_threshold_not_a_snapshot_later():
+    store = MemoryStore()
+    state, other_state = SharedState(store), SharedState(store)
+    conf = HealthConfig(min_requests=4, error_rate=0.5, cooldown_s=10, window_s=30, bucket_s=5)
+    h, other = Health(state, MODELS, conf), Health(other_state, MODELS, conf)  # two processes over one store
+    t = time.time()
+    sync(state, t)
+    for i in range(3):
+        h.observe("cheap", 503, 0.1, None, t + i * 0.01)
+        assert h.mode["cheap"] == CLOSED  # fewer than min_requests
+    h.observe("cheap", 503, 0.1, None, t + 0.05)
+    assert h.mode["cheap"] == OPEN and "cheap" in h.excluded()  # no refresh in between
+    assert other.mode["cheap"] == CLOSED
+    sync(state, t + 0.25)
+    sync(other_state, t + 0.25)
+    assert h.mode["cheap"] == OPEN and other.mode["cheap"] == OPEN  # the other process learns at its next refresh
+    # Calls of this process and those in the snapshot count together; occasional failures do not open it.
+    for _ in range(3):
+        h.observe("mid", 200, 0.1, None, t + 0.3)
+    sync(state, t + 0.5)
+    for status in (200, 500, 500, 200, 500):
+        h.observe("mid", status, 0.1, None, t + 0.6)
+    assert h.mode["mid"] == CLOSED  # 3 failures in 8 calls
+    h.observe("mid", 502, 0.1, None, t + 0.7)
+    assert h.mode["mid"] == CLOSED  # 4 in 9
+    h.observe("mid", 502, 0.1, None, t + 0.8)
+    assert h.mode["mid"] == OPEN  # 5 in 10: the error rate
 
 
 def test_failed_probe_reopens_with_doubled_cooldown():

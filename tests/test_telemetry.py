@@ -174,6 +174,12 @@ def test_bad_telemetry_config_names_the_field(tmp_path, provider_keys):
     from llm_router.config import ConfigError
 
     for sections, words in [({"health": {"colour": 1}}, "health: unknown fields"),
+                            ({"health": {"min_requests": "five"}}, "health.min_requests: must be a whole number >= 1, got 'five'"),
+                            ({"health": {"error_rate": 2}}, "health.error_rate: must be a share"),
+                            ({"health": {"bucket_s": 60}}, "health.bucket_s: must not exceed window_s"),
+                            ({"health": {"cooldown_s": 600}}, "health.max_cooldown_s: must be at least cooldown_s"),
+                            ({"health": {"slow_s": "2s"}}, "health.slow_s: must be a number of seconds > 0, or null"),
+                            ({"state": {"refresh_s": 0}}, "state.refresh_s: must be a positive number"),
                             ({"accounting": {"limits": [{"scope": "x", "usd": 1}]}}, "accounting.limits[0].scope"),
                             ({"state": {"backend": "etcd"}}, "state.backend"),
                             ({"metrics": {"port": 1}}, "metrics: unknown fields")]:

@@ -31,11 +31,46 @@ class HealthConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "HealthConfig":
-        """From the config section; unknown keys are an error naming them."""
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"health: unknown fields {sorted(unknown)}")
+        """From the config section; unknown keys and bad values are an error naming each of them."""
+        problems = health_problems(data)
+        if problems:
+            raise ValueError("; ".join(problems))
         return cls(**data)
+
+
+def health_problems(data: Mapping[str, Any]) -> list[str]:
+    """What is wrong with the config section `health`, one line per field."""
+    known = HealthConfig.__dataclass_fields__
+    unknown = set(data) - set(known)
+    if unknown:
+        return [f"health: unknown fields {sorted(unknown)} (known: {sorted(known)})"]
+    problems = [f"health.{name}: {problem}, got {value!r}" for name, value in data.items() if (problem := _value_problem(name, value))]
+    if problems:
+        return problems
+    conf = HealthConfig(**data)
+    if conf.bucket_s > conf.window_s:
+        problems.append(f"health.bucket_s: must not exceed window_s ({conf.window_s}), got {conf.bucket_s}")
+    if conf.max_cooldown_s < conf.cooldown_s:
+        problems.append(f"health.max_cooldown_s: must be at least cooldown_s ({conf.cooldown_s}), got {conf.max_cooldown_s}")
+    return problems
+
+
+_COUNTS = ("window_s", "bucket_s", "min_requests", "probe_every")  # whole numbers >= 1
+_SECONDS = ("cooldown_s", "max_cooldown_s", "max_retry_after_s")  # numbers > 0
+
+
+def _value_problem(name: str, value: Any) -> str | None:
+    """What is wrong with one health setting, or None."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if name in _COUNTS:
+        return None if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else "must be a whole number >= 1"
+    if name in _SECONDS:
+        return None if number and value > 0 else "must be a number of seconds > 0"
+    if name == "slow_s":
+        return None if value is None or (number and value > 0) else "must be a number of seconds > 0, or null for none"
+    if name == "error_rate":
+        return None if number and 0 < value <= 1 else "must be a share of failed requests in (0, 1]"
+    return None
 
 
 def header_value(headers: Any, name: str) -> str | None:
@@ -66,8 +101,10 @@ class Health:
         self._buckets = max(1, conf.window_s // conf.bucket_s)
         self.mode: dict[str, str] = {m: CLOSED for m in self.models}
         self._cooldown: dict[str, float] = {m: conf.cooldown_s for m in self.models}
-        self._base: dict[str, tuple[float, float]] = {}  # counts at the moment a breaker closed
+        self._base: dict[str, tuple[float, float, float]] = {}  # (requests, failures) when a breaker closed; until when
         self._in_flight: dict[str, int] = {m: 0 for m in self.models}
+        # This process's calls since the last snapshot: [requests, failures] per model (see `observe`).
+        self._since: dict[str, list[float]] = {m: [0.0, 0.0] for m in self.models}
         self._excluded: frozenset[str] = frozenset()
         self._half: frozenset[str] = frozenset()
         self._probe_tick = 0
@@ -116,15 +153,22 @@ class Health:
         failed = status == 0 or status >= 500 or status in MODEL_FAILURES or slow
         rec = self.state.record
         rec(Incr(f"h:{model_id}:req", self.conf.bucket_s, 1, now))
+        since = self._since[model_id]
+        since[0] += 1
         if failed:
             rec(Incr(f"h:{model_id}:err", self.conf.bucket_s, 1, now))
+            since[1] += 1
         self._rate_limits(model_id, status, headers, now)
         mode = self.mode[model_id]
         if mode == HALF_OPEN:
             if failed:
                 self._open(model_id, now, backoff=True)
             else:
-                self._close(model_id)
+                self._close(model_id, now)
+        elif failed and mode == CLOSED and self._tripped(model_id, since[0], since[1]):
+            # The snapshot lags by up to a refresh (250 ms: a hundred calls in an outage under load); with
+            # this process's calls since then added, the breaker opens at the failure that crosses the threshold.
+            self._open(model_id, now, backoff=False)
 
     def _rate_limits(self, model_id: str, status: int, headers: Any, now: float) -> None:
         """Remaining-quota headers feed least-used pooling; 429 + retry-after (or the reset) cools the model down."""
@@ -145,6 +189,7 @@ class Health:
 
     def _recompute(self, state: SharedState, now: float) -> None:
         for m in self.models:
+            self._since[m] = [0.0, 0.0]  # in the snapshot now (a call finished while it was read is left out: opens later)
             until = state.flags.get(f"open:{m}")
             mode = self.mode[m]
             if until is not None and until > now:
@@ -156,16 +201,20 @@ class Health:
                 continue
             if mode == HALF_OPEN:
                 continue
-            req = state.sliding.get(f"h:{m}:req", 0.0)
-            err = state.sliding.get(f"h:{m}:err", 0.0)
             base = self._base.get(m)
-            if base is not None:
-                if req <= base[0]:
-                    self._base.pop(m, None)  # the window has moved past the old failures
-                else:
-                    req, err = req - base[0], max(0.0, err - base[1])
-            if req >= self.conf.min_requests and err / req >= self.conf.error_rate:
+            if base is not None and now >= base[2]:
+                self._base.pop(m, None)  # the window has moved past the old failures
+            if self._tripped(m, 0.0, 0.0):
                 self._open(m, now, backoff=False)
+
+    def _tripped(self, m: str, more_req: float, more_err: float) -> bool:
+        """Whether the window's calls (plus these) fail at or above the error rate; failures before the last close do not count."""
+        req = self.state.sliding.get(f"h:{m}:req", 0.0) + more_req
+        err = self.state.sliding.get(f"h:{m}:err", 0.0) + more_err
+        base = self._base.get(m)
+        if base is not None:
+            req, err = max(0.0, req - base[0]), max(0.0, err - base[1])
+        return req > 0 and req >= self.conf.min_requests and err / req >= self.conf.error_rate
 
     def _open(self, m: str, now: float, *, backoff: bool) -> None:
         cool = self._cooldown[m]
@@ -175,9 +224,11 @@ class Health:
         self.state.flags[f"open:{m}"] = now + cool
         self._set_mode(m, OPEN)
 
-    def _close(self, m: str) -> None:
+    def _close(self, m: str, now: float) -> None:
         self._cooldown[m] = self.conf.cooldown_s
-        self._base[m] = (self.state.sliding.get(f"h:{m}:req", 0.0), self.state.sliding.get(f"h:{m}:err", 0.0))
+        since = self._since[m]
+        self._base[m] = (self.state.sliding.get(f"h:{m}:req", 0.0) + since[0],
+                         self.state.sliding.get(f"h:{m}:err", 0.0) + since[1], now + self.conf.window_s)
         self._set_mode(m, CLOSED)
 
     def _set_mode(self, m: str, mode: str) -> None:

@@ -153,11 +153,14 @@ def edge_section_problems(cfg: Config) -> list[str]:
     serve_models = cfg.server.get("models_endpoint", True)
     if not isinstance(serve_models, bool):
         out.append(f"server.models_endpoint: must be true or false, got {serve_models!r}")
-    for name in ("affinity_keep_s", "reasoning_keep_s"):
-        keep_s = cfg.state.get(name, 3600)
+    for name, default in (("affinity_keep_s", 3600), ("reasoning_keep_s", 3600), ("refresh_s", 0.25)):
+        keep_s = cfg.state.get(name, default)
         if isinstance(keep_s, bool) or not isinstance(keep_s, (int, float)) or keep_s <= 0:
             out.append(f"state.{name}: must be a positive number of seconds, got {keep_s!r}")
     out += consumer_policy_problems(cfg)
+    from llm_router.health import health_problems
+
+    out += health_problems(cfg.health)
     from llm_router.limits import parse_limits
 
     limits = cfg.accounting.get("limits", [])
