@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 import orjson
+import pytest
 import yaml
 
 from llm_router.cli import main
@@ -82,6 +83,35 @@ def test_check_names_unknown_fields_of_the_edge_sections(tmp_path, capsys):
     assert "messages: 2 models" in shown
     assert "client_model=route output_limit=refuse" in shown  # the default: a too-long answer is refused, not clamped
 
+
+
+@pytest.mark.parametrize("sections, problem", [
+    ({"server": {"mesage_timeout_ms": 250}}, "server: unknown fields ['mesage_timeout_ms'] (known: ['apisix_fallback',"),
+    ({"server": {"workers": 0}}, "server.workers: must be a whole number >= 1, got 0"),
+    ({"server": {"route_header": "x llm model"}}, "server.route_header: must be an HTTP header name, got 'x llm model'"),
+    ({"server": {"envoy": {"transport": "quic"}}}, "server.envoy.transport: Input should be 'h2', 'grpclib' or 'grpcio'"),
+    ({"server": {"orchestrate": {"egress": 5}}}, "server.orchestrate.egress: must be an http:// or https:// URL, got 5"),
+    ({"state": {"backend": "redis", "url": "localhost:6379"}}, "state.url: must be a Redis URL (redis://, rediss:// or unix://)"),
+    ({"state": {"refresh_s": 0}}, "state.refresh_s: must be a positive number of seconds, got 0"),
+    ({"metrics": {"listen": "127.0.0.1:metrics"}}, "metrics.listen: must be 'host:port' or a port number, got '127.0.0.1:metrics'"),
+    ({"metrics": {"log_prompts": "no"}}, "metrics.log_prompts: must be true or false, got 'no'"),
+    ({"accounting": {"routes": "chat"}}, "accounting.routes: must be a list of route names, got 'chat'"),
+    ({"secrets": {"refresh_s": -1}}, "secrets.refresh_s: must be a positive number of seconds, got -1"),
+    ({"secrets": {"missing": "ignore"}}, "secrets.missing: must be 'error' or 'skip', got 'ignore'"),
+])
+def test_check_refuses_bad_values_in_the_edge_sections_naming_the_field(tmp_path, capsys, sections, problem):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(sections))
+    assert main(["check", str(path)]) == 2  # was: "is valid", then ignored (a typo) or failed when serving
+    assert f"  - {problem}" in capsys.readouterr().err
+
+
+def test_check_accepts_null_where_it_means_off(tmp_path, capsys):
+    path = tmp_path / "ok.yaml"
+    path.write_text(yaml.safe_dump({"metrics": {"listen": None, "decision_log": None}, "accounting": {"consumer_header": None},
+                                    "server": {"envoy": None, "workers": 2, "route_header": "x-llm-upstream"},
+                                    "secrets": {"vault": None}}))
+    assert main(["check", str(path)]) == 0, capsys.readouterr().err
 
 
 def test_check_validates_and_explains_spend_limits_and_forwards(tmp_path, capsys):

@@ -8,7 +8,8 @@ from llm_router.config import parse_config
 from llm_router.credentials import Credentials
 from llm_router.models_endpoint import models_path
 from llm_router.router import build_catalog
-from llm_router.runtime import Exchange, Runtime, edge_section_problems
+from llm_router.edge_sections import edge_section_problems
+from llm_router.runtime import Exchange, Runtime
 from llm_router.secrets.env import EnvStore
 
 KEYS = {"OPENAI_API_KEY": "o", "DEEPSEEK_API_KEY": "d", "ANTHROPIC_API_KEY": "a", "GEMINI_API_KEY": "g",

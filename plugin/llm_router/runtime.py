@@ -21,6 +21,7 @@ from llm_router.affinity import response_key
 from llm_router.config import Config, ConfigError, ModelConf, utc_now
 from llm_router.credentials import Credentials
 from llm_router.decision import Decision, RouteError
+from llm_router.edge_sections import consumer_policy_problems, edge_section_problems, section_problems
 from llm_router.forward import PRICED_APIS, forward_path, provider_root
 from llm_router.models_endpoint import models_body, models_path
 from llm_router.plan import REQUEST_ID_HEADER, ROUTE_HEADER, UpstreamCall, explanation_headers, plan_call, plan_stored
@@ -124,14 +125,6 @@ def consumer_of(headers: Any, header: str | None) -> str | None:
     return None
 
 
-# The fields of the sections the runtime's edges own (the core schema leaves them open).
-EDGE_FIELDS = {
-    "state": {"backend", "url", "prefix", "refresh_s", "affinity_keep_s", "reasoning_keep_s"},
-    "accounting": {"limits", "consumer_header", "routes", "consumer_policies"},
-    "metrics": {"listen", "decision_log", "log_prompts", "redact_pii", "feedback_log"},
-}
-
-
 def _changed_fields(before: ModelConf, after: ModelConf) -> list[str]:
     """What differs between two versions of a model's config: 'name gpt-4o -> gpt-6.1-sol', 'input_price 0.15 -> 0.3', ..."""
     out = []
@@ -141,46 +134,6 @@ def _changed_fields(before: ModelConf, after: ModelConf) -> list[str]:
             nested = isinstance(old, BaseModel) or isinstance(new, BaseModel)  # body rules: too long for a log line
             out.append(f"{name} changed" if nested else f"{name} {old} -> {new}")
     return out
-
-
-def edge_section_problems(cfg: Config) -> list[str]:
-    """Unknown fields in the state, accounting and metrics sections, and bad values the sections' own parsers do not see, named."""
-    out = []
-    for section, known in EDGE_FIELDS.items():
-        unknown = set(getattr(cfg, section)) - known
-        if unknown:
-            out.append(f"{section}: unknown fields {sorted(unknown)} (known: {sorted(known)})")
-    serve_models = cfg.server.get("models_endpoint", True)
-    if not isinstance(serve_models, bool):
-        out.append(f"server.models_endpoint: must be true or false, got {serve_models!r}")
-    for name, default in (("affinity_keep_s", 3600), ("reasoning_keep_s", 3600), ("refresh_s", 0.25)):
-        keep_s = cfg.state.get(name, default)
-        if isinstance(keep_s, bool) or not isinstance(keep_s, (int, float)) or keep_s <= 0:
-            out.append(f"state.{name}: must be a positive number of seconds, got {keep_s!r}")
-    out += consumer_policy_problems(cfg)
-    from llm_router.health import health_problems
-
-    out += health_problems(cfg.health)
-    from llm_router.limits import parse_limits
-
-    limits = cfg.accounting.get("limits", [])
-    if not isinstance(limits, list):
-        out.append(f"accounting.limits: must be a list of limit rules, got {type(limits).__name__}")
-    else:
-        try:
-            parse_limits(limits)
-        except ValueError as exc:
-            out.append(str(exc))
-    return out
-
-
-def consumer_policy_problems(cfg: Config) -> list[str]:
-    """What is wrong with accounting.consumer_policies (consumer id -> policy name), named."""
-    mapping = cfg.accounting.get("consumer_policies", {})
-    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
-        return ["accounting.consumer_policies: must map consumer ids to policy names"]
-    named = sorted({v for v in mapping.values() if v not in cfg.policies})
-    return [f"accounting.consumer_policies: unknown policies {named} (known: {sorted(cfg.policies)})"] if named else []
 
 
 STALL_S = 10.0  # /healthz fails when the event loop has not run the heartbeat for this long
@@ -254,9 +207,10 @@ class Runtime:
             from llm_router.secrets.base import SecretError
             from llm_router.secrets.registry import SecretRefresher, build_stores
 
+            bad = section_problems(config, "secrets")
+            if bad:
+                raise ConfigError(bad, "secrets")
             missing = config.secrets.get("missing", "error")
-            if missing not in ("error", "skip"):
-                raise ConfigError([f"secrets.missing: must be 'error' or 'skip', got {missing!r}"], "secrets")
             try:
                 stores = build_stores(config.secrets)
                 credentials = Credentials.resolve(self.catalog, stores, missing=missing)

@@ -169,7 +169,7 @@ def _default_base_urls() -> dict[str, str]:
 
 
 def run(args) -> int:
-    from llm_router.runtime import edge_section_problems
+    from llm_router.edge_sections import edge_section_problems
 
     cfg = load_or_exit(args.config)
     at = getattr(args, "at", None)
@@ -177,6 +177,14 @@ def run(args) -> int:
     if at is not None:
         cfg = cfg.as_of(at)
     problems = edge_section_problems(cfg)
+    if isinstance(cfg.server.get("envoy") or {}, dict):  # else named above
+        from llm_router.config import ConfigError
+        from llm_router.gateways.envoy.settings import EnvoySettings
+
+        try:
+            EnvoySettings.from_config(cfg)
+        except ConfigError as exc:
+            problems += exc.problems
     if problems:
         print(f"error: invalid config {args.config or '(built-in defaults)'}:", file=sys.stderr)
         for problem in problems:

@@ -7,12 +7,13 @@ from collections.abc import Mapping
 from typing import Any, Callable
 
 from llm_router.background import BackgroundTask
+from llm_router.edge_sections import EDGE_FIELDS
 from llm_router.secrets.base import SecretError, SecretStore, parse_ref
 from llm_router.secrets.env import EnvStore
 from llm_router.secrets.file import FileStore
 
 log = logging.getLogger("llm_router.secrets")
-KNOWN = {"missing", "refresh_s", "file", "vault", "aws"}
+KNOWN = EDGE_FIELDS["secrets"]
 
 
 def _bootstrap(value: Any, where: str, base: list[SecretStore]) -> str | None:

@@ -239,17 +239,11 @@ class _Redact(logging.Filter):
 
 
 def server_problem(cfg: Config) -> str | None:
-    """The runner's own server settings (fallback switch, orchestrator client), checked before listening."""
-    from llm_router.orchestrate.settings import OrchestrateSettings
+    """What is wrong with the edge sections (the runner's server settings among them), checked before listening."""
+    from llm_router.edge_sections import edge_section_problems
 
-    fallback = cfg.server.get("apisix_fallback", True)
-    if not isinstance(fallback, bool):
-        return f"server.apisix_fallback: must be true or false, got {fallback!r}"
-    try:
-        OrchestrateSettings.from_config(cfg.server)
-    except ValueError as exc:
-        return str(exc)
-    return None
+    problems = edge_section_problems(cfg)
+    return "; ".join(problems) if problems else None
 
 
 def serve(args) -> int:
