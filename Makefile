@@ -14,12 +14,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Debian packages the tests use for real peers (redis-server) and benchmarks (wrk).
+# Debian packages the tests use for real peers (redis-server), benchmarks (wrk) and the check that the committed
+# flatbuffers code is what flatc generates (flatbuffers-compiler).
 system-deps:
-	@if command -v redis-server >/dev/null && command -v wrk >/dev/null; then :; \
+	@if command -v redis-server >/dev/null && command -v wrk >/dev/null && command -v flatc >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server wrk >/dev/null; \
-	else echo "note: install redis-server and wrk (Debian packages) to run every test"; fi
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server wrk flatbuffers-compiler >/dev/null; \
+	else echo "note: install redis-server, wrk and flatbuffers-compiler (Debian packages) to run every test"; fi
 
 demo: $(STAMP)
 	$(VENV)/bin/llm-router demo
