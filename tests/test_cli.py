@@ -39,6 +39,27 @@ def test_route_body_file_and_refusal(tmp_path, capsys):
     f.write_text('{"messages": [{"role": "user", "content": 5}]}')
     assert main(["route", "--body", str(f)]) == 1
     assert "messages[0].content" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:  # a file that is not there: a line naming it, not a traceback
+        main(["route", "--body", str(tmp_path / "missing.json")])
+    assert stop.value.code == 2
+    assert f"error: cannot read --body {tmp_path / 'missing.json'}: No such file or directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["demo", "--limit", "0"], "argument --limit: must be at least 1, got 0"),
+    (["bench", "decision", "-n", "0"], "argument --requests/-n: must be at least 1, got 0"),
+    (["bench", "apisix", "--concurrency", "1", "0"], "argument --concurrency: must be at least 1, got 0"),
+    (["bench", "envoy", "--requests", "ten"], "argument --requests: 'ten' is not a whole number"),
+])
+def test_counts_below_their_least_are_usage_errors(capsys, argv, problem):
+    with pytest.raises(SystemExit) as stop:  # was: a run of the whole workload, an IndexError or a ZeroDivisionError
+        main(argv)
+    assert stop.value.code == 2 and problem in capsys.readouterr().err
+
+
+def test_train_refuses_an_out_folder_that_does_not_exist_before_training(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "none.csv"), "--out", str(tmp_path / "no" / "m.npz")]) == 2
+    assert f"error: --out {tmp_path / 'no' / 'm.npz'}: folder {tmp_path / 'no'} does not exist" in capsys.readouterr().err
 
 
 def test_classify_jsonl(tmp_path, capsys):
@@ -50,6 +71,12 @@ def test_classify_jsonl(tmp_path, capsys):
     assert lines[0]["tier"] == "LOW" and lines[0]["model"] == "deepseek-v2"
     assert lines[1]["category"] == "code" and 0 <= lines[1]["score"] <= 1 and lines[1]["reason"]
     assert "not valid JSON" in lines[2]["error"]
+    f.write_text('{"prompt": ["a", "list"]}\n')
+    assert main(["classify", "--input", str(f)]) == 1
+    assert orjson.loads(capsys.readouterr().out)["error"] == "'prompt' must be a string, got list"
+    with pytest.raises(SystemExit) as stop:
+        main(["classify", "--input", str(tmp_path / "missing.jsonl")])
+    assert stop.value.code == 2 and "error: cannot read --input" in capsys.readouterr().err
     # scores order prompts: a trivial one scores below a hard one
     f.write_text('{"prompt": "thanks!"}\n{"prompt": "Design a fault-tolerant distributed lock service and prove its safety step by step"}\n')
     assert main(["classify", "--input", str(f)]) == 0

@@ -25,6 +25,7 @@ import orjson
 import yaml
 
 from llm_router.bench import without_memo
+from llm_router.commands.common import at_least
 from llm_router.config import default_data, load_config
 from llm_router.gateways.apisix import framing
 from llm_router.gateways.apisix.emulator import (
@@ -45,11 +46,11 @@ HEADERS = [("host", "api.example.com"), ("content-type", "application/json"), ("
 
 def register(sub) -> None:
     p = sub.add_parser("apisix", help="ext-plugin runner latency, throughput and CPU per request over its socket")
-    p.add_argument("--requests", type=int, default=20000, help="requests per concurrency level (default %(default)s)")
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 32], help="connection counts (default: 1 32)")
-    p.add_argument("--warmup", type=int, default=1000, help="requests before measuring (default %(default)s)")
+    p.add_argument("--requests", type=at_least(1), default=20000, help="requests per concurrency level (default %(default)s)")
+    p.add_argument("--concurrency", type=at_least(1), nargs="+", default=[1, 32], help="connection counts (default: 1 32)")
+    p.add_argument("--warmup", type=at_least(0), default=1000, help="requests before measuring (default %(default)s)")
     p.add_argument("--classifier", default=None, help="classifier of the default policy (rules, semantic, ...)")
-    p.add_argument("--workers", type=int, default=1, help="runner processes (default %(default)s)")
+    p.add_argument("--workers", type=at_least(1), default=1, help="runner processes (default %(default)s)")
     p.add_argument("--body-bytes", type=int, default=1024, help="chat body size (default %(default)s)")
     p.add_argument("--config", "-c", metavar="FILE", help="runner config (default: built-in defaults)")
     p.add_argument("--json", action="store_true", help="print JSON")

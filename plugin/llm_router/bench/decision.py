@@ -11,6 +11,7 @@ import time
 import orjson
 
 from llm_router.bench import without_memo
+from llm_router.commands.common import at_least
 from llm_router.config import load_config, parse_config
 from llm_router.decision import Decision
 from llm_router.router import Router
@@ -131,10 +132,10 @@ def measure(router: Router, payloads: list[bytes], n: int) -> dict:
 
 def register(sub) -> None:
     p = sub.add_parser("decision", help="in-process decision time per classifier (parse + classify + decide)")
-    p.add_argument("--requests", "-n", type=int, default=20000)
+    p.add_argument("--requests", "-n", type=at_least(1), default=20000)
     p.add_argument("--classifiers", default="rules,semantic,hybrid", help="comma list: rules, semantic, hybrid, learned, none")
     p.add_argument("--learned-model", help="model file for the learned classifier (from `llm-router train`)")
-    p.add_argument("--loop-rounds", type=int, default=10,
+    p.add_argument("--loop-rounds", type=at_least(0), default=10,
                    help="replays of the agent loops (memo off, then on) for classifiers with a semantic part (0: skip)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)

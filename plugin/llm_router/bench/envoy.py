@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 
 from llm_router.bench import envoy_inprocess, without_memo
+from llm_router.commands.common import at_least
 from llm_router.config import load_config
 from llm_router.gateways.envoy.stack import (EnvoyProcess, ProcessorProcess, start_envoy_on_free_ports, start_routed, stop_all,
                                              workdir, write_config)
@@ -429,12 +430,12 @@ def _print_table(r: dict[str, Any]) -> None:
 
 def register(sub) -> None:
     p = sub.add_parser("envoy", help="overhead of llm-router in Envoy: Envoy alone vs no-op processor vs router")
-    p.add_argument("--requests", type=int, default=2000, help="sequential requests per setup for latency (default %(default)s)")
-    p.add_argument("--concurrency", type=int, default=32, help="wrk connections for throughput and CPU (default %(default)s)")
+    p.add_argument("--requests", type=at_least(1), default=2000, help="sequential requests per setup for latency (default %(default)s)")
+    p.add_argument("--concurrency", type=at_least(1), default=32, help="wrk connections for throughput and CPU (default %(default)s)")
     p.add_argument("--duration", type=float, default=5.0, help="seconds of wrk per setup (default %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="wrk threads (default %(default)s)")
-    p.add_argument("--rounds", type=int, default=4, help="interleaved latency rounds (default %(default)s)")
-    p.add_argument("--warmup", type=int, default=300, help="requests per setup before measuring (default %(default)s)")
+    p.add_argument("--threads", type=at_least(1), default=1, help="wrk threads (default %(default)s)")
+    p.add_argument("--rounds", type=at_least(1), default=4, help="interleaved latency rounds (default %(default)s)")
+    p.add_argument("--warmup", type=at_least(0), default=300, help="requests per setup before measuring (default %(default)s)")
     p.add_argument("--rss-requests", type=int, default=20_000, help="routed requests before the final RSS reading")
     p.add_argument("--transport", default="h2", help="processor transport(s): h2, grpclib, grpcio; comma-separated to compare")
     p.add_argument("--classifier", default="auto", help="semantic | rules | hybrid | none | auto (semantic when installed)")

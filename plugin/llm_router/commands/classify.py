@@ -5,7 +5,7 @@ import sys
 
 import orjson
 
-from llm_router.commands.common import add_config_arg, load_or_exit
+from llm_router.commands.common import add_config_arg, load_or_exit, open_or_exit
 from llm_router.config import parse_config
 from llm_router.decision import RouteError
 from llm_router.router import Router
@@ -34,7 +34,7 @@ def run(args) -> int:
     if policy is None:
         print(f"error: unknown policy {args.policy!r}", file=sys.stderr)
         return 2
-    stream = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")
+    stream = open_or_exit(args.input, "--input")
     failed = 0
     with stream:
         for lineno, line in enumerate(stream, 1):
@@ -54,7 +54,10 @@ def classify_line(router: Router, policy, line: bytes, path: str) -> dict:
         item = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         return {"error": f"line is not valid JSON: {exc}"}
-    if isinstance(item, dict) and isinstance(item.get("prompt"), str) and "messages" not in item and path.endswith("/chat/completions"):
+    shorthand = isinstance(item, dict) and "prompt" in item and "messages" not in item and path.endswith("/chat/completions")
+    if shorthand and not isinstance(item["prompt"], str):
+        return {"error": f"'prompt' must be a string, got {type(item['prompt']).__name__}"}
+    if shorthand:
         body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": item["prompt"]}]})
     else:
         body = line

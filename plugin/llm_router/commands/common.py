@@ -1,6 +1,7 @@
 """Helpers shared by CLI subcommands."""
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 
@@ -16,6 +17,30 @@ def load_or_exit(path: str | None) -> Config:
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def open_or_exit(path: str, what: str):
+    """A binary stream of a file (or stdin for '-'), or print why it cannot be read and exit with status 2."""
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        print(f"error: cannot read {what} {path}: {exc.strerror or exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def at_least(least: int):
+    """An argparse type: a whole number >= least, else a usage error naming the value."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+    return parse
 
 
 def add_config_arg(parser) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from llm_router.commands.common import add_config_arg, load_or_exit
+from llm_router.commands.common import add_config_arg, at_least, load_or_exit
 from llm_router.config import utc_now
 
 MESSAGES_PATH = "/v1/messages"
@@ -38,7 +38,7 @@ CHAT_PATH = "/v1/chat/completions"
 def register(sub) -> None:
     p = sub.add_parser("demo", help="route a built-in workload through a real Envoy and fake providers, print the savings")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--limit", type=int, default=None, help="replay only the first N prompts")
+    p.add_argument("--limit", type=at_least(1), default=None, help="replay only the first N prompts")
     p.add_argument("--workload", metavar="FILE", help="JSONL workload (default: the built-in one)")
     p.add_argument("--transport", default=None, help="processor transport: h2 (default), grpclib, grpcio")
     p.add_argument("--shadow", action="store_true",

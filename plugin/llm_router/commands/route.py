@@ -5,7 +5,7 @@ import sys
 
 import orjson
 
-from llm_router.commands.common import add_config_arg, load_or_exit
+from llm_router.commands.common import add_config_arg, load_or_exit, open_or_exit
 from llm_router.decision import RouteError
 from llm_router.router import Router
 
@@ -26,7 +26,8 @@ def run(args) -> int:
         print("error: give either a prompt or --body FILE", file=sys.stderr)
         return 2
     if args.body:
-        body = sys.stdin.buffer.read() if args.body == "-" else open(args.body, "rb").read()
+        with open_or_exit(args.body, "--body") as stream:
+            body = stream.read()
     else:
         body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": args.prompt}]})
     router = Router(load_or_exit(args.config))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 from llm_router.commands.common import add_cluster_args, cluster_args_problem
 from llm_router.datasets import DatasetError, load
@@ -40,6 +41,10 @@ def run(args) -> int:
     if not 0.0 <= args.caution <= 10.0:
         print("error: --caution must be from 0 to 10 standard errors", file=sys.stderr)
         return 2
+    folder = Path(args.out).absolute().parent
+    if not folder.is_dir():  # found before training, not after it
+        print(f"error: --out {args.out}: folder {folder} does not exist", file=sys.stderr)
+        return 2
     try:
         ds = load(args.data)
     except DatasetError as exc:
@@ -60,7 +65,11 @@ def run(args) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    path = model.save(args.out)
+    try:
+        path = model.save(args.out)
+    except OSError as exc:
+        print(f"error: cannot write --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     meta = model.meta
     cv = f"CV log-loss {min(meta['cv_logloss'].values()):.4f}" if meta["cv_logloss"] else "mean rates only"
     print(f"trained on {meta['rows']} prompts in {time.perf_counter() - t0:.1f} s; ridge l2={meta['l2']:g} "
