@@ -393,6 +393,33 @@ def test_fallbacks_are_counted_health_opens_the_breaker_and_cost_goes_to_the_ans
             stack.stop()
 
 
+def test_a_rate_limited_key_is_passed_over_while_the_providers_other_key_has_quota(fresh_fakes):
+    """DeepSeek with two keys (a file:// secret whose quota is spent, and the env key): the 429 on the first cools that
+    key down for the model; the model keeps answering with the other key instead of leaving selection."""
+    from llm_router.config import default_data
+
+    with short_tmp() as wd:
+        (wd / "deepseek-spent").write_text("fake-deepseek-spent-key\n")
+        data = fallback_config()
+        data["providers"] = {"deepseek": {**default_data()["providers"]["deepseek"],
+                                          "credentials": [f"file://{wd}/deepseek-spent", "env://DEEPSEEK_API_KEY"]}}
+        stack = start_stack(wd, fresh_fakes, data, processor="cli")
+        try:
+            fresh_fakes.set_behaviour("deepseek", rate_limited_keys=("fake-deepseek-spent-key",), retry_after_s=60)
+            answered = []
+            for _ in range(6):
+                r = post(stack, GREETING)
+                assert r.status_code == 200, r.text  # every request answered
+                answered.append(r.headers["x-llm-router-model"])
+            keys = [rec.headers["authorization"] for rec in fresh_fakes.requests("deepseek")]
+            # The first call carried the spent key and fell back; every later one went to DeepSeek with the other key.
+            assert keys[0] == "Bearer fake-deepseek-spent-key" and answered[0] == "llama-3-70b", (keys, answered)
+            assert answered[1:] == ["deepseek-v2"] * 5, answered
+            assert keys[1:] == [f"Bearer {KEYS['deepseek']}"] * 5, keys
+        finally:
+            stack.stop()
+
+
 def test_a_provider_that_drops_the_connection_is_skipped(fb, fresh_fakes):
     fresh_fakes.set_behaviour("deepseek", disconnect=True)
     r = post(fb, GREETING)

@@ -130,6 +130,26 @@ def test_429_retry_after_cools_down_and_ratelimit_headers_feed_remaining():
     assert h.remaining("top") is None
 
 
+def test_a_429_on_one_of_several_keys_cools_that_key_for_the_model_shared_with_other_processes():
+    store = MemoryStore()
+    state, other_state = SharedState(store), SharedState(store)
+    h, other = (Health(st, MODELS, HealthConfig(), keys={"cheap": 2, "mid": 1}) for st in (state, other_state))
+    t = time.time()
+    h.observe("cheap", 429, 0.05, [("retry-after", "20")], t, key=1)
+    assert h.cooling_keys("cheap") == {1} and h.mode["cheap"] == CLOSED and "cheap" not in h.excluded()
+    assert h.cooling_keys("mid") == set()
+    sync(state, t + 1)
+    sync(other_state, t + 1)
+    assert other.cooling_keys("cheap") == {1}  # every process skips that key
+    assert h.cooling_keys("cheap") == {1}
+    h.observe("mid", 429, 0.05, [("retry-after", "20")], t + 1, key=0)
+    assert h.mode["mid"] == OPEN  # one key only: the model cools down, as before
+    h.observe("cheap", 429, 0.05, [("retry-after", "20")], t + 2, key=0)
+    assert h.mode["cheap"] == OPEN and "cheap" in h.excluded()  # every key cooling
+    sync(state, t + 25)
+    assert h.cooling_keys("cheap") == set()  # the retry-after is over
+
+
 def test_anthropic_headers_feed_remaining_and_a_429_cools_down_until_the_reset():
     h, state = make_health()
     t = time.time()

@@ -53,9 +53,13 @@ def test_credential_styles_and_key_rotation():
     creds = Credentials.resolve(build_catalog(cfg), [EnvStore({"K1": "one", "K2": "two", "ANTHROPIC_API_KEY": "ant",
                                                                "GEMINI_API_KEY": "gem"})], missing="skip")
     assert [creds.headers("openai") for _ in range(3)] == [
-        (("authorization", "Bearer one"),), (("authorization", "Bearer two"),), (("authorization", "Bearer one"),)]
-    assert creds.headers("anthropic") == (("x-api-key", "ant"), ("anthropic-version", "2023-06-01"))
-    assert creds.headers("google") == (("x-goog-api-key", "gem"),)
+        ((("authorization", "Bearer one"),), 0), ((("authorization", "Bearer two"),), 1), ((("authorization", "Bearer one"),), 0)]
+    # a key rate-limited for the model is passed over while another is free; with every key cooling, rotation as usual
+    assert [creds.headers("openai", cooling={0})[1] for _ in range(3)] == [1, 1, 1]
+    assert [creds.headers("openai", cooling={0, 1})[1] for _ in range(2)] == [0, 1]
+    assert creds.headers("anthropic") == ((("x-api-key", "ant"), ("anthropic-version", "2023-06-01")), 0)
+    assert creds.headers("google") == ((("x-goog-api-key", "gem"),), 0)
+    assert creds.count("openai") == 2 and creds.count("mistral") == 0
     assert not creds.has("mistral")
     assert "two" not in repr(Secret("two"))
 
@@ -92,13 +96,13 @@ def test_rotated_file_secret_is_picked_up_without_restart(tmp_path):
         rt.refresher.poll_s = 0.01
         await rt.start()
         try:
-            assert rt.credentials.headers("openai") == (("authorization", "Bearer sk-old"),)
+            assert rt.credentials.headers("openai")[0] == (("authorization", "Bearer sk-old"),)
             tmp = tmp_path / "..data_tmp"
             os.symlink(v2, tmp)
             os.replace(tmp, tmp_path / "..data")  # atomic swap, as the kubelet does
 
             async def rotated():
-                while rt.credentials.headers("openai") != (("authorization", "Bearer sk-new"),):
+                while rt.credentials.headers("openai")[0] != (("authorization", "Bearer sk-new"),):
                     await asyncio.sleep(0.01)
             await asyncio.wait_for(rotated(), 20)
         finally:
@@ -162,10 +166,10 @@ def test_aws_secrets_manager(moto_url, monkeypatch):
                         "providers": {"openai": {"base_url": "https://api.openai.com", "paths": {"chat": "/v1/chat/completions"},
                                                  "credentials": ["aws://llm/openai#api_key"]}}})
     rt = Runtime(cfg, telemetry=False)
-    assert rt.credentials.headers("openai") == (("authorization", "Bearer sk-aws-1"),)
+    assert rt.credentials.headers("openai")[0] == (("authorization", "Bearer sk-aws-1"),)
     sm.put_secret_value(SecretId="llm/openai", SecretString=json.dumps({"api_key": "sk-aws-2"}))
     assert asyncio.run(rt.refresher.refresh())
-    assert rt.credentials.headers("openai") == (("authorization", "Bearer sk-aws-2"),)
+    assert rt.credentials.headers("openai")[0] == (("authorization", "Bearer sk-aws-2"),)
 
 
 # ---- Vault KV v2 ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from llm_router.accounting import Usage
-from llm_router.config import parse_config
+from llm_router.config import default_data, parse_config
 from llm_router.credentials import Credentials
 from llm_router.decision_log import SecretMask, redact_pii
 from llm_router.metrics import scrape_totals
@@ -168,6 +168,32 @@ def test_breaker_opens_through_runtime(tmp_path):
     out, text = asyncio.run(go())
     assert out.model.id != "deepseek-v2"
     assert 'llm_router_breaker_open{model="deepseek-v2"} 1.0' in text
+
+
+def test_a_429_cools_down_the_key_that_got_it_and_the_model_only_when_every_key_is_cooling(tmp_path):
+    """DeepSeek with two keys: a 429 on one sends the model's next calls with the other; a 429 on both opens the model."""
+    keys = {**KEYS, "DEEPSEEK_KEY_2": "sk-canary-deepseek-0007"}
+    deepseek = {**default_data()["providers"]["deepseek"], "credentials": ["env://DEEPSEEK_API_KEY", "env://DEEPSEEK_KEY_2"]}
+    cfg = parse_config({"metrics": {"decision_log": str(tmp_path / "decisions.jsonl")}, "providers": {"deepseek": deepseek}})
+    rt = Runtime(cfg, credentials=Credentials.resolve(build_catalog(cfg), [EnvStore(keys)]))
+    limited = [("retry-after", "30"), ("x-ratelimit-remaining-requests", "0")]
+
+    def call(status=200):
+        ex = Exchange(request_id=rt.new_request_id(), route="chat", started=0.0)
+        out = rt.decide(chat("hi"), path="/v1/chat/completions", ex=ex)
+        assert not isinstance(out, Refusal)
+        rt.on_response(ex, status, None if status == 429 else Usage(10, 5), 0.1, limited if status == 429 else None)
+        return out
+
+    first = call(429)
+    assert first.model.id == "deepseek-v2" and first.key in (0, 1)
+    following = [call() for _ in range(4)]
+    assert {c.model.id for c in following} == {"deepseek-v2"}  # the model stays in selection
+    assert {c.key for c in following} == {1 - first.key}  # with the key that has quota left
+    assert dict(following[0].set_headers)["authorization"] == f"Bearer {keys['DEEPSEEK_API_KEY' if first.key else 'DEEPSEEK_KEY_2']}"
+    call(429)  # the second key is rate-limited too
+    assert call().model.id != "deepseek-v2"  # now the model is out of selection until the retry-after
+    asyncio.run(rt.stop())
 
 
 def test_bad_telemetry_config_names_the_field(tmp_path, provider_keys):

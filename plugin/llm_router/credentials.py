@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 
 from llm_router.catalog import Catalog, Provider
@@ -30,20 +30,27 @@ class ProviderKeys:
     def __post_init__(self) -> None:
         self._cycle = itertools.cycle(range(len(self.keys))) if self.keys else itertools.cycle([None])
 
-    def headers(self) -> tuple[tuple[str, str], ...]:
-        """The credential header(s) for one upstream call, rotating keys when asked to."""
+    def headers(self, cooling: Container[int] = ()) -> tuple[tuple[tuple[str, str], ...], int]:
+        """The credential header(s) for one upstream call and the key's index (-1: none), rotating keys when asked to;
+        keys in `cooling` (rate-limited for the model) are passed over while another is free."""
         if not self.keys:
-            return self.provider.headers
+            return self.provider.headers, -1
+        n = len(self.keys)
         idx = next(self._cycle) if self.provider.key_rotation == "spread" else 0
-        key = self.keys[idx] if idx is not None else self.keys[0]
+        idx = 0 if idx is None else idx
+        if cooling:
+            free = [i for i in range(idx, idx + n) if i % n not in cooling]
+            idx = free[0] % n if free else idx
+        key = self.keys[idx]
         auth = self.provider.auth
+        cred: tuple[tuple[str, str], ...]
         if auth == "bearer":
             cred = (("authorization", f"Bearer {key}"),)
         elif auth in ("x-api-key", "api-key", "x-goog-api-key"):
             cred = ((auth, str(key)),)
         else:
             cred = ()
-        return cred + self.provider.headers
+        return cred + self.provider.headers, idx
 
 
 class Credentials:
@@ -84,10 +91,15 @@ class Credentials:
         """Take over freshly resolved keys (secret rotation); one assignment, so readers never see a mix."""
         self._keys = other._keys
 
-    def headers(self, provider: str) -> tuple[tuple[str, str], ...]:
-        """Credential and fixed headers for one call to this provider."""
+    def headers(self, provider: str, cooling: Container[int] = ()) -> tuple[tuple[tuple[str, str], ...], int]:
+        """Credential and fixed headers for one call to this provider, and the index of the key used (-1: none)."""
         keys = self._keys.get(provider)
-        return keys.headers() if keys is not None else ()
+        return keys.headers(cooling) if keys is not None else ((), -1)
+
+    def count(self, provider: str) -> int:
+        """How many keys the provider has."""
+        keys = self._keys.get(provider)
+        return len(keys.keys) if keys is not None else 0
 
     def has(self, provider: str) -> bool:
         """Whether at least one key is loaded for the provider."""

@@ -89,15 +89,21 @@ def header_value(headers: Any, name: str) -> str | None:
 # provider refusing the key (401), the key's access to the model (403) or knowing the model (404: a retired name, such
 # as claude-3-5-sonnet-20240620 since 2025-10-22). A 400 is about the request and does not count.
 MODEL_FAILURES = frozenset({401, 403, 404, 408, 429})
+_NO_KEYS: frozenset[int] = frozenset()
 
 
 class Health:
     """Tracks every model; `excluded()` is what the router keeps out of selection."""
 
-    def __init__(self, state: SharedState, models: Iterable[str], conf: HealthConfig = HealthConfig()):
+    def __init__(self, state: SharedState, models: Iterable[str], conf: HealthConfig = HealthConfig(),
+                 keys: Mapping[str, int] | None = None):
         self.state = state
         self.conf = conf
         self.models = list(models)
+        # Models whose provider has several keys: a 429 cools down the key that got it (for that model), and the model
+        # only when every key is cooling. Their cooling keys, from the shared flags and this process's own 429s.
+        self._keys = {m: n for m, n in (keys or {}).items() if n > 1 and m in self.models}
+        self._cooling: dict[str, frozenset[int]] = {}
         self._buckets = max(1, conf.window_s // conf.bucket_s)
         self.mode: dict[str, str] = {m: CLOSED for m in self.models}
         self._cooldown: dict[str, float] = {m: conf.cooldown_s for m in self.models}
@@ -110,7 +116,8 @@ class Health:
         self._probe_tick = 0
         self.opened_total: dict[str, int] = {m: 0 for m in self.models}
         state.watch(sliding=[(f"h:{m}:{kind}", conf.bucket_s, self._buckets) for m in self.models for kind in ("req", "err")],
-                    flags=[f for m in self.models for f in (f"open:{m}", f"remaining:{m}")])
+                    flags=[f for m in self.models for f in (f"open:{m}", f"remaining:{m}")]
+                    + [f"open:{m}:key{i}" for m, n in self._keys.items() for i in range(n)])
         state.on_refresh(self._recompute)
 
     # ---- what the router reads (memory only) --------------------------------------------
@@ -129,6 +136,10 @@ class Health:
         """Share of the provider's request/token quota left, from rate-limit headers."""
         return self.state.flags.get(f"remaining:{model_id}")
 
+    def cooling_keys(self, model_id: str) -> frozenset[int]:
+        """The provider keys a 429 cooled down for this model (indices into its provider's keys)."""
+        return self._cooling.get(model_id, _NO_KEYS)
+
     def in_flight(self, model_id: str) -> int:
         return self._in_flight.get(model_id, 0)
 
@@ -143,8 +154,9 @@ class Health:
         if model_id in self._in_flight:
             self._in_flight[model_id] += 1
 
-    def observe(self, model_id: str, status: int, latency_s: float, headers: Any, now: float) -> None:
-        """One finished upstream call: status 0 means no response (connect error, reset, timeout)."""
+    def observe(self, model_id: str, status: int, latency_s: float, headers: Any, now: float, key: int = -1) -> None:
+        """One finished upstream call (`key`: the index of the provider key it carried, -1: none); status 0 means no
+        response (connect error, reset, timeout)."""
         if model_id not in self.mode:
             return
         if self._in_flight[model_id] > 0:
@@ -158,7 +170,7 @@ class Health:
         if failed:
             rec(Incr(f"h:{model_id}:err", self.conf.bucket_s, 1, now))
             since[1] += 1
-        self._rate_limits(model_id, status, headers, now)
+        self._rate_limits(model_id, status, headers, now, key)
         mode = self.mode[model_id]
         if mode == HALF_OPEN:
             if failed:
@@ -170,8 +182,9 @@ class Health:
             # this process's calls since then added, the breaker opens at the failure that crosses the threshold.
             self._open(model_id, now, backoff=False)
 
-    def _rate_limits(self, model_id: str, status: int, headers: Any, now: float) -> None:
-        """Remaining-quota headers feed least-used pooling; 429 + retry-after (or the reset) cools the model down."""
+    def _rate_limits(self, model_id: str, status: int, headers: Any, now: float, key: int = -1) -> None:
+        """Remaining-quota headers feed least-used pooling; 429 + retry-after (or the reset) cools the key down, or the
+        model when it has one key or every key is cooling."""
         found = ratelimits.collect(headers)
         if not found and status != 429:
             return
@@ -180,6 +193,13 @@ class Health:
             self.state.record(Flag(f"remaining:{model_id}", limits.remaining_share, 60.0, keep_max=False))
         if status == 429:
             wait = min(self.conf.max_retry_after_s, limits.wait_s if limits.wait_s is not None else self.conf.cooldown_s)
+            if wait > 0 and 0 <= key < self._keys.get(model_id, 0):
+                name = f"open:{model_id}:key{key}"
+                self.state.record(Flag(name, now + wait, wait + FLAG_SLACK_S))
+                self.state.flags[name] = max(self.state.flags.get(name, 0.0), now + wait)
+                cooling = self._cooling[model_id] = self.cooling_keys(model_id) | {key}
+                if len(cooling) < self._keys[model_id]:
+                    return  # another key still has quota for this model
             if wait > 0:
                 self.state.record(Flag(f"open:{model_id}", now + wait, wait + FLAG_SLACK_S))
                 self.state.flags[f"open:{model_id}"] = max(self.state.flags.get(f"open:{model_id}", 0.0), now + wait)
@@ -188,6 +208,8 @@ class Health:
     # ---- state machine (runs after each snapshot, off the hot path) ----------------------
 
     def _recompute(self, state: SharedState, now: float) -> None:
+        self._cooling = {m: cooling for m, n in self._keys.items()
+                         if (cooling := frozenset(i for i in range(n) if state.flags.get(f"open:{m}:key{i}", 0.0) > now))}
         for m in self.models:
             self._since[m] = [0.0, 0.0]  # in the snapshot now (a call finished while it was read is left out: opens later)
             until = state.flags.get(f"open:{m}")

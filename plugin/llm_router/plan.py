@@ -1,7 +1,7 @@
 """Decision -> what the gateway must change on the upstream request: gateway-neutral."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 from llm_router.catalog import Catalog, Model, Provider, fill_model
@@ -29,6 +29,7 @@ class UpstreamCall:
     set_headers: tuple[tuple[str, str], ...]  # routing header, credential, provider's fixed headers
     remove_headers: tuple[str, ...]  # client-sent credentials that must not reach the provider
     response_headers: tuple[tuple[str, str], ...]  # explanation headers for the client
+    key: int = -1  # which of the provider's keys it carries (-1: none): a 429 cools that key down for the model
 
 
 _CONTROLS_TO_Q = bytes.maketrans(bytes(range(32)) + b"\x7f", b"?" * 33)
@@ -60,16 +61,16 @@ def explanation_headers(decision: Decision, *, request_id: str | None, explain: 
 def plan_call(request: LLMRequest, model: Model, catalog: Catalog, credentials: Credentials, *,
               route_header: str = ROUTE_HEADER, response_headers: tuple[tuple[str, str], ...] = (),
               thinking_origin: Callable[[str], str | None] | None = None,
-              reasoning: Callable[[str], str | None] | None = None) -> UpstreamCall:
+              reasoning: Callable[[str], str | None] | None = None, cooling: Container[int] = ()) -> UpstreamCall:
     """The upstream call for one model of a decision's chain (`thinking_origin`: which model made a thinking block;
-    `reasoning`: what an answer's reasoning was)."""
+    `reasoning`: what an answer's reasoning was; `cooling`: the provider's keys rate-limited for this model)."""
     provider = catalog.providers[model.provider]
-    cred, remove = _credential(provider, credentials)
+    cred, remove, key = _credential(provider, credentials, cooling)
     return UpstreamCall(
         model=model, provider=provider, path=fill_model(provider.paths[request.api], model.name),
         body=render_body(request, model.name, dialect=catalog.dialect_of(model), max_output=model.max_output,
                          model_id=model.id, thinking_origin=thinking_origin, reasoning=reasoning),
-        set_headers=((route_header, model.upstream), *cred), remove_headers=remove, response_headers=response_headers,
+        set_headers=((route_header, model.upstream), *cred), remove_headers=remove, response_headers=response_headers, key=key,
     )
 
 
@@ -78,13 +79,14 @@ def plan_stored(model: Model, catalog: Catalog, credentials: Credentials, path: 
     """A call that is not routed but must reach one provider with its key (a stored response, a token
     count): its path, and the body when it changes (empty: untouched)."""
     provider = catalog.providers[model.provider]
-    cred, remove = _credential(provider, credentials)
+    cred, remove, key = _credential(provider, credentials)
     return UpstreamCall(model=model, provider=provider, path=path, body=body, set_headers=((route_header, model.upstream), *cred),
-                        remove_headers=remove, response_headers=response_headers)
+                        remove_headers=remove, response_headers=response_headers, key=key)
 
 
-def _credential(provider: Provider, credentials: Credentials) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
-    """The provider's credential and fixed headers, and the client-sent credentials to drop."""
-    cred = credentials.headers(provider.name)
+def _credential(provider: Provider, credentials: Credentials,
+                cooling: Container[int] = ()) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...], int]:
+    """The provider's credential and fixed headers, the client-sent credentials to drop, and the key's index."""
+    cred, key = credentials.headers(provider.name, cooling)
     set_names = {name for name, _ in cred}
-    return cred, tuple(h for h in CLIENT_CREDENTIAL_HEADERS if h not in set_names)
+    return cred, tuple(h for h in CLIENT_CREDENTIAL_HEADERS if h not in set_names), key

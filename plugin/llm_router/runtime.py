@@ -88,6 +88,10 @@ class HealthView(Protocol):
     def excluded(self) -> frozenset[str]: ...
 
 
+def _no_cooling(_model_id: str) -> frozenset[int]:
+    return frozenset()
+
+
 class NoHealth:
     def excluded(self) -> frozenset[str]:
         return frozenset()
@@ -225,6 +229,7 @@ class Runtime:
         self.observer: Observer = observer or NullObserver()
         self.state = state
         self.health: HealthView = health or NoHealth()
+        self.cooling_keys: Callable[[str], frozenset[int]] = _no_cooling  # a model's rate-limited keys (health's, with telemetry)
         self.route_header = route_header or config.server.get("route_header", ROUTE_HEADER)
         self.consumer_header: str | None = config.accounting.get("consumer_header")
         # consumer id (the consumer_header's value, or "key:<hash>" of the client's credential) -> the policy it gets
@@ -268,7 +273,8 @@ class Runtime:
             if problems:
                 raise ValueError("; ".join(problems))
             shared = SharedState(make_store(cfg.state), refresh_s=float(cfg.state.get("refresh_s", 0.25)))
-            health = Health(shared, list(self.catalog.models), HealthConfig.from_dict(cfg.health))
+            health = Health(shared, list(self.catalog.models), HealthConfig.from_dict(cfg.health),
+                            keys={m.id: self.credentials.count(m.provider) for m in self.catalog.models.values()})
             limits = SpendLimits(shared, parse_limits(cfg.accounting.get("limits", [])), list(self.catalog.models),
                                  routes=cfg.accounting.get("routes", []))
         except (ValueError, TypeError) as exc:
@@ -278,6 +284,7 @@ class Runtime:
         metrics = Metrics.create()
         telemetry = Telemetry(self.catalog, metrics, health, limits, log)
         self.shared, self.limits, self.metrics, self.telemetry = shared, limits, metrics, telemetry
+        self.cooling_keys = health.cooling_keys
         self._show_prices()
         filled = metrics.reasoning_filled
         self.router.reasoning.on_recall = lambda found: filled.inc(("kept" if found else "stand_in",))
@@ -437,7 +444,7 @@ class Runtime:
         headers = explanation_headers(decision, request_id=ex.request_id, explain=policy.conf.explain)
         ex.call = plan_call(request, decision.model, self.catalog, self.credentials, route_header=self.route_header,
                             response_headers=headers, thinking_origin=self.router.thinking_origin,
-                            reasoning=self.router.recall_reasoning)
+                            reasoning=self.router.recall_reasoning, cooling=self.cooling_keys(decision.model.id))
         self.observer.on_decision(ex)
         return ex.call
 
@@ -498,7 +505,7 @@ class Runtime:
             return None
         return plan_call(ex.request, model, self.catalog, self.credentials, route_header=self.route_header,
                          response_headers=ex.call.response_headers if ex.call else (), thinking_origin=self.router.thinking_origin,
-                         reasoning=self.router.recall_reasoning)
+                         reasoning=self.router.recall_reasoning, cooling=self.cooling_keys(model.id))
 
     def refusal(self, error: RouteError, ex: Exchange) -> Refusal:
         """An OpenAI-format error reply that names the problem."""

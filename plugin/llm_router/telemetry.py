@@ -101,7 +101,7 @@ class Telemetry:
             cost = ex.decision.estimated_cost  # no usage reported: budget against the estimate
             m.errors.inc(("usage_missing",))
         self.limits.record(model=model.id, route=ex.route, consumer=ex.extra.get("consumer"), usd=cost, now=now)
-        self.health.observe(model.id, status, latency_s, headers, now)
+        self.health.observe(model.id, status, latency_s, headers, now, call.key)
         self._log(ex, status=status, usage=usage, latency_s=latency_s, cost=cost)
 
     def _forwarded(self, ex: Exchange, status: int, usage: Usage | None, latency_s: float) -> None:

@@ -63,6 +63,7 @@ class Behaviour:
     disconnect: bool = False  # close the connection without answering (a reset before the response)
     cached_share: float = 0.0  # share of prompt tokens reported as read from the prompt cache
     cache_write_share: float = 0.0  # share reported as written to it (of what was not read)
+    rate_limited_keys: tuple[str, ...] = ()  # other keys of the account, whose quota is spent: answered 429
 
     def merged(self, **changes: Any) -> "Behaviour":
         """A copy with some fields changed; unknown names raise TypeError naming them."""
@@ -207,9 +208,11 @@ class FakeProvider:
                                      anthropic, code="unknown_url")
         if req.method != "POST":
             return await self._error(resp, 405, f"{req.method} is not allowed on {path}", "invalid_request_error", anthropic)
+        b = self.behaviour
+        if b.rate_limited_keys and self._presented(req.headers) in b.rate_limited_keys:
+            return await self._rate_limited(resp, anthropic)
         if not self._authorized(req.headers):
             return await self._auth_error(resp, anthropic)
-        b = self.behaviour
         if b.first_byte_ms:
             await asyncio.sleep(b.first_byte_ms / 1000)
         if b.disconnect:
@@ -298,11 +301,14 @@ class FakeProvider:
         return 200
 
     def _authorized(self, headers: dict[str, str]) -> bool:
-        if self.auth == "none":
-            return True
+        return self.auth == "none" or self._presented(headers) == self.key
+
+    def _presented(self, headers: dict[str, str]) -> str:
+        """The key a request carries in this provider's auth style."""
         if self.auth == "bearer":
-            return headers.get("authorization", "") == f"Bearer {self.key}"
-        return headers.get(self.auth, "") == self.key
+            value = headers.get("authorization", "")
+            return value[len("Bearer "):] if value.startswith("Bearer ") else ""
+        return headers.get(self.auth, "")
 
     def _limit_headers(self, answer: Answer | None) -> list[tuple[str, str]]:
         b = self.behaviour
