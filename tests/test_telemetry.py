@@ -191,6 +191,10 @@ def test_a_429_cools_down_the_key_that_got_it_and_the_model_only_when_every_key_
     assert {c.model.id for c in following} == {"deepseek-v2"}  # the model stays in selection
     assert {c.key for c in following} == {1 - first.key}  # with the key that has quota left
     assert dict(following[0].set_headers)["authorization"] == f"Bearer {keys['DEEPSEEK_API_KEY' if first.key else 'DEEPSEEK_KEY_2']}"
+    rt.telemetry.refresh(rt.shared, 0.0)
+    text = rt.metrics.exposition().decode()
+    assert 'llm_router_keys_cooling{model="deepseek-v2"} 1.0' in text and 'llm_router_keys_cooling{model="gpt-4o"} 0.0' in text
+    assert 'llm_router_breaker_open{model="deepseek-v2"} 0.0' in text
     call(429)  # the second key is rate-limited too
     assert call().model.id != "deepseek-v2"  # now the model is out of selection until the retry-after
     asyncio.run(rt.stop())

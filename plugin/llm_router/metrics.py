@@ -116,6 +116,8 @@ class Metrics(Collector):
         self.downgraded = CounterVec("llm_router_downgraded", "Requests routed under a spent downgrade budget (only models "
                                      "within its prices allowed)", ("route",))
         self.breaker_open = GaugeVec("llm_router_breaker_open", "1 while a model's circuit breaker is open", ("model",))
+        self.keys_cooling = GaugeVec("llm_router_keys_cooling", "How many of the provider's keys a 429 has cooled down for "
+                                     "the model (it leaves selection when all of them are)", ("model",))
         self.feedback = CounterVec("llm_router_feedback", "Feedback lines posted to /v1/feedback", ("result",))
         for result in ("accepted", "rejected"):  # known label values start at 0, so rate() works from the first scrape
             self.feedback.inc((result,), 0.0)
@@ -165,7 +167,7 @@ class Metrics(Collector):
     def _all(self):
         return (self.requests, self.responses, self.tokens, self.cache_tokens, self.cost, self.saving, self.decision_seconds,
                 self.upstream_seconds, self.estimate_ratio, self.fallbacks, self.errors, self.budget_remaining,
-                self.breaker_open, self.feedback, self.rated, self.rated_score, self.affinity_shared, self.reasoning_shared,
+                self.breaker_open, self.keys_cooling, self.feedback, self.rated, self.rated_score, self.affinity_shared, self.reasoning_shared,
                 self.reasoning_filled, self.stored, self.shadow_requests, self.shadow_cost, self.token_counts, self.forwarded,
                 self.downgraded, self.price)
 

@@ -132,6 +132,7 @@ class Telemetry:
         """After each state snapshot: gauges, and the decision log flush."""
         for model in self.health.models:
             self.metrics.breaker_open.set((model,), 1.0 if self.health.is_open(model) else 0.0)
+            self.metrics.keys_cooling.set((model,), float(len(self.health.cooling_keys(model))))
         for scope, left in self.limits.remaining().items():
             self.metrics.budget_remaining.set((scope,), left)
         self.log.flush()
