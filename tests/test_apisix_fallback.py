@@ -3,6 +3,7 @@ cascade / hedge answered by the runner's own calls (Stop) -- emulated APISIX, re
 fake providers over HTTP."""
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
@@ -108,6 +109,38 @@ def test_failed_answers_are_retried_down_the_chain(gw, fakes, failing):
     m = gw.runner.runtime.metrics
     assert sum(v for k, v in m.fallbacks.values.items()) == failing
     assert_no_secret(resp, fakes)
+
+
+def test_a_rate_limited_key_is_passed_over_while_the_providers_other_key_has_quota(fakes, on_fakes, monkeypatch):
+    """DeepSeek with two keys, the first one's quota spent: its 429 is retried down the chain once, then the runner sends
+    DeepSeek's calls with the other key, and DeepSeek stays in selection."""
+    on_fakes()  # fakes reset, their keys in the environment
+    monkeypatch.setenv("DEEPSEEK_SPENT_KEY", "fake-deepseek-spent-key")
+    base = parse_config({})
+    providers = {n: {**base.providers[n].model_dump(), "base_url": fakes.url(n)} for n in base.providers}
+    providers["deepseek"]["credentials"] = ["env://DEEPSEEK_SPENT_KEY", "env://DEEPSEEK_API_KEY"]
+    runner = Runner(Runtime(parse_config({"providers": providers})), TokenStore(ttl=100))
+    fakes.set_behaviour("deepseek", rate_limited_keys=("fake-deepseek-spent-key",), retry_after_s=60)
+    d = socket_dir()
+    thread = RunnerThread(os.path.join(d, "keys.sock"), runner).start()
+    em = Emulator(thread.path, timeout=60)
+    try:
+        greeting = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi there, thanks!"}]})
+        answered = []
+        for _ in range(4):
+            resp = proxy(em, LADDER, upstreams={n: fakes.url(n) for n in base.providers}, post_resp=True, headers=CLIENT,
+                         body=greeting)
+            assert resp.status == 200, resp.body
+            answered.append(resp.headers["x-llm-router-model"])
+        keys = [rec.headers["authorization"] for rec in fakes.requests("deepseek")]
+        assert keys[0] == "Bearer fake-deepseek-spent-key" and answered[0] != "deepseek-v2", (keys, answered)
+        assert answered[1:] == ["deepseek-v2"] * 3 and keys[1:] == [f"Bearer {fakes.providers['deepseek'].key}"] * 3
+        assert_no_secret(resp, fakes)
+    finally:
+        em.close()
+        thread.stop()
+        remove_dir(d)
+        asyncio.run(runner.runtime.stop())
 
 
 def test_every_model_failing_is_one_clear_502(gw, fakes):
