@@ -280,3 +280,11 @@ def test_a_model_its_provider_refuses_outright_is_broken_off_but_bad_requests_ar
         h.observe("top", 400, 0.1, None, t)  # a malformed or refused request: the model is fine
     sync(state, t)
     assert h.mode["top"] == CLOSED and "top" not in h.excluded()
+
+
+def test_the_config_checks_know_every_health_setting():
+    from dataclasses import fields
+
+    from llm_router.edge_sections import CHECKS
+
+    assert set(CHECKS["health"]) == {f.name for f in fields(HealthConfig)}

@@ -37,7 +37,6 @@ class ProviderKeys:
             return self.provider.headers, -1
         n = len(self.keys)
         idx = next(self._cycle) if self.provider.key_rotation == "spread" else 0
-        idx = 0 if idx is None else idx
         if cooling:
             free = [i for i in range(idx, idx + n) if i % n not in cooling]
             idx = free[0] % n if free else idx

@@ -36,6 +36,14 @@ def _listen(v: Any) -> bool:
     return isinstance(port, int) and not isinstance(port, bool) and 0 <= port <= 65535
 
 
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _share(v: Any) -> bool:
+    return _number(v) and 0 < v <= 1
+
+
 def _mapping(v: Any) -> bool:
     return isinstance(v, Mapping)
 
@@ -78,7 +86,7 @@ CHECKS: dict[str, dict[str, Check]] = {
         "apisix_fallback": (lambda v: isinstance(v, bool), _BOOL, False),
         "apisix_plugin_name": (_text, "must be a non-empty string", False),
         "route_header": (_header, "must be an HTTP header name", False),
-        "workers": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "must be a whole number >= 1", False),
+        "workers": (_count, "must be a whole number >= 1", False),
     },
     "secrets": {
         "missing": (lambda v: v in ("error", "skip"), "must be 'error' or 'skip'", False),
@@ -87,13 +95,23 @@ CHECKS: dict[str, dict[str, Check]] = {
         "vault": (_mapping, "must be a mapping", True),
         "aws": (_mapping, "must be a mapping", True),
     },
+    "health": {  # the fields of health.HealthConfig; health.health_problems adds the checks across fields
+        "window_s": (_count, "must be a whole number >= 1", False),
+        "bucket_s": (_count, "must be a whole number >= 1", False),
+        "min_requests": (_count, "must be a whole number >= 1", False),
+        "error_rate": (_share, "must be a share of failed requests in (0, 1]", False),
+        "cooldown_s": (_positive, "must be a number of seconds > 0", False),
+        "max_cooldown_s": (_positive, "must be a number of seconds > 0", False),
+        "slow_s": (_positive, "must be a number of seconds > 0, or null for none", True),
+        "probe_every": (_count, "must be a whole number >= 1", False),
+        "max_retry_after_s": (_positive, "must be a number of seconds > 0", False),
+    },
 }
 EDGE_FIELDS = {section: set(fields) for section, fields in CHECKS.items()}
 
 
-def section_problems(cfg: Config, section: str) -> list[str]:
+def section_problems(section: str, data: Mapping[str, Any]) -> list[str]:
     """Unknown fields of one edge section and values of the wrong type or range, one line each."""
-    data: Mapping[str, Any] = getattr(cfg, section)
     checks = CHECKS[section]
     unknown = set(data) - set(checks)
     if unknown:
@@ -113,14 +131,14 @@ def edge_section_problems(cfg: Config) -> list[str]:
     from llm_router.limits import parse_limits
     from llm_router.orchestrate.settings import OrchestrateSettings
 
-    out = [p for section in CHECKS for p in section_problems(cfg, section)]
+    out = [p for section in CHECKS if section != "health" for p in section_problems(section, getattr(cfg, section))]
     if isinstance(cfg.server.get("orchestrate") or {}, Mapping):
         try:
             OrchestrateSettings.from_config(cfg.server)
         except ValueError as exc:
             out.append(str(exc))
     out += consumer_policy_problems(cfg)
-    out += health_problems(cfg.health)
+    out += health_problems(cfg.health)  # its fields (the table above) and the checks across them
     limits = cfg.accounting.get("limits", [])
     if not isinstance(limits, list):
         out.append(f"accounting.limits: must be a list of limit rules, got {type(limits).__name__}")

@@ -40,11 +40,9 @@ class HealthConfig:
 
 def health_problems(data: Mapping[str, Any]) -> list[str]:
     """What is wrong with the config section `health`, one line per field."""
-    known = HealthConfig.__dataclass_fields__
-    unknown = set(data) - set(known)
-    if unknown:
-        return [f"health: unknown fields {sorted(unknown)} (known: {sorted(known)})"]
-    problems = [f"health.{name}: {problem}, got {value!r}" for name, value in data.items() if (problem := _value_problem(name, value))]
+    from llm_router.edge_sections import section_problems
+
+    problems = section_problems("health", data)
     if problems:
         return problems
     conf = HealthConfig(**data)
@@ -53,24 +51,6 @@ def health_problems(data: Mapping[str, Any]) -> list[str]:
     if conf.max_cooldown_s < conf.cooldown_s:
         problems.append(f"health.max_cooldown_s: must be at least cooldown_s ({conf.cooldown_s}), got {conf.max_cooldown_s}")
     return problems
-
-
-_COUNTS = ("window_s", "bucket_s", "min_requests", "probe_every")  # whole numbers >= 1
-_SECONDS = ("cooldown_s", "max_cooldown_s", "max_retry_after_s")  # numbers > 0
-
-
-def _value_problem(name: str, value: Any) -> str | None:
-    """What is wrong with one health setting, or None."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if name in _COUNTS:
-        return None if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else "must be a whole number >= 1"
-    if name in _SECONDS:
-        return None if number and value > 0 else "must be a number of seconds > 0"
-    if name == "slow_s":
-        return None if value is None or (number and value > 0) else "must be a number of seconds > 0, or null for none"
-    if name == "error_rate":
-        return None if number and 0 < value <= 1 else "must be a share of failed requests in (0, 1]"
-    return None
 
 
 def header_value(headers: Any, name: str) -> str | None:

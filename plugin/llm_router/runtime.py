@@ -211,7 +211,7 @@ class Runtime:
             from llm_router.secrets.base import SecretError
             from llm_router.secrets.registry import SecretRefresher, build_stores
 
-            bad = section_problems(config, "secrets")
+            bad = section_problems("secrets", config.secrets)
             if bad:
                 raise ConfigError(bad, "secrets")
             missing = config.secrets.get("missing", "error")

@@ -111,7 +111,7 @@ def register(sub) -> None:
     p = sub.add_parser("compiled", help="decision time with the decision path compiled by mypyc, vs plain Python")
     p.add_argument("--rounds", type=at_least(1), default=3, help="alternating plain/compiled rounds (default 3)")
     p.add_argument("--requests", "-n", type=at_least(1), default=10000, help="decisions per classifier per round (default 10000)")
-    p.add_argument("--apisix-requests", type=at_least(1), default=5000,
+    p.add_argument("--apisix-requests", type=at_least(0), default=5000,
                    help="requests per concurrency level in each APISIX runner round (default 5000; 0: skip the runner)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
