@@ -50,6 +50,7 @@ def test_route_body_file_and_refusal(tmp_path, capsys):
     (["bench", "decision", "-n", "0"], "argument --requests/-n: must be at least 1, got 0"),
     (["bench", "apisix", "--concurrency", "1", "0"], "argument --concurrency: must be at least 1, got 0"),
     (["bench", "envoy", "--requests", "ten"], "argument --requests: 'ten' is not a whole number"),
+    (["serve", "--apisix", "--workers", "0"], "argument --workers: must be at least 1, got 0"),
 ])
 def test_counts_below_their_least_are_usage_errors(capsys, argv, problem):
     with pytest.raises(SystemExit) as stop:  # was: a run of the whole workload, an IndexError or a ZeroDivisionError

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
-from llm_router.commands.common import add_config_arg
+from llm_router.commands.common import add_config_arg, at_least
 
 
 def register(sub) -> None:
@@ -13,7 +13,7 @@ def register(sub) -> None:
     mode.add_argument("--envoy", metavar="ADDR", help="ext_proc listen address: HOST:PORT or unix:PATH")
     mode.add_argument("--apisix", action="store_true", help="run as APISIX ext-plugin runner (socket from APISIX_LISTEN_ADDRESS)")
     p.add_argument("--socket", metavar="PATH", help="APISIX runner socket path (overrides APISIX_LISTEN_ADDRESS)")
-    p.add_argument("--workers", type=int, default=None, help="processes serving the socket (default: config server.workers or 1)")
+    p.add_argument("--workers", type=at_least(1), default=None, help="processes serving the socket (default: config server.workers or 1)")
     p.add_argument("--metrics", metavar="ADDR", help="Prometheus endpoint HOST:PORT (default: config metrics.listen)")
     p.add_argument("--log-file", metavar="FILE", help="log here instead of stderr")
     add_config_arg(p)

@@ -265,12 +265,9 @@ def serve(args) -> int:
     if problem:
         print(f"error: invalid config: {problem}", file=sys.stderr)
         return 2
-    workers = getattr(args, "workers", None)
+    workers = getattr(args, "workers", None)  # --workers and server.workers are checked at least 1 before this
     if workers is None:
-        workers = int(cfg.server.get("workers", 1) or 1)
-    if workers < 1:
-        print("error: --workers must be at least 1", file=sys.stderr)
-        return 2
+        workers = int(cfg.server.get("workers", 1))
     setup_logging(getattr(args, "log_file", None))
     opts = Options(plugin_name=str(cfg.server.get("apisix_plugin_name", PLUGIN_NAME)), ttl=ttl_from_env(),
                    metrics_listen=getattr(args, "metrics", None))
