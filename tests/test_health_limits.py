@@ -150,6 +150,25 @@ def test_a_429_on_one_of_several_keys_cools_that_key_for_the_model_shared_with_o
     assert h.cooling_keys("cheap") == set()  # the retry-after is over
 
 
+def test_key_counts_that_change_after_start_up_are_followed():
+    """A secret refresh that finds a second key: a 429 then cools that key only; one that loses keys prunes the rest."""
+    store = MemoryStore()
+    state = SharedState(store)
+    h = Health(state, MODELS, HealthConfig(), keys={"cheap": 1})
+    h.set_keys({"cheap": 3})
+    t = time.time()
+    h.observe("cheap", 429, 0.05, [("retry-after", "20")], t, key=2)
+    assert h.cooling_keys("cheap") == {2} and h.mode["cheap"] == CLOSED
+    sync(state, t + 1)  # the new key's flag is read back from the shared store
+    assert h.cooling_keys("cheap") == {2}
+    h.set_keys({"cheap": 2})  # key 2 is gone: nothing of it is left cooling
+    assert h.cooling_keys("cheap") == set()
+    h.observe("cheap", 429, 0.05, [("retry-after", "20")], t + 2, key=2)  # a late answer on the removed key
+    assert h.mode["cheap"] == CLOSED
+    h.observe("cheap", 429, 0.05, [("retry-after", "20")], t + 2, key=0)
+    assert h.cooling_keys("cheap") == {0} and h.mode["cheap"] == CLOSED
+
+
 def test_anthropic_headers_feed_remaining_and_a_429_cools_down_until_the_reset():
     h, state = make_health()
     t = time.time()

@@ -110,6 +110,40 @@ def test_rotated_file_secret_is_picked_up_without_restart(tmp_path):
     asyncio.run(go())
 
 
+def test_a_refresh_that_finds_or_loses_keys_changes_what_is_routable(tmp_path, monkeypatch, caplog):
+    """secrets.missing: skip: a key written after start-up puts its models back in selection at the next refresh, one
+    removed takes them out, and a provider's second key lets a 429 cool one key instead of the model."""
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "TOGETHER_API_KEY", "DEEPSEEK_API_KEY"):
+        monkeypatch.setenv(name, "sk-env")
+    monkeypatch.delenv("MISTRAL_API_KEY", raising=False)
+    first, second, mistral = tmp_path / "openai-1", tmp_path / "openai-2", tmp_path / "mistral"
+    first.write_text("sk-file-1")
+    cfg = parse_config({"providers": {
+        "openai": {"base_url": "https://api.openai.com", "paths": {"chat": "/v1/chat/completions"},
+                   "credentials": [f"file://{first}", f"file://{second}"]},
+        "mistral": {"base_url": "https://api.mistral.ai", "paths": {"chat": "/v1/chat/completions"},
+                    "credentials": [f"file://{mistral}"]}},
+        "secrets": {"missing": "skip"}})
+    rt = Runtime(cfg)
+    health = rt.telemetry.health
+    assert "mistral-large" in rt.keyless and "gpt-4o" not in rt.keyless and rt.credentials.count("openai") == 1
+    second.write_text("sk-file-2")
+    mistral.write_text("mistral-file-key")
+    with caplog.at_level("WARNING", logger="llm_router"):
+        assert asyncio.run(rt.refresher.refresh())
+    assert "mistral-large" not in rt.keyless and rt.credentials.count("openai") == 2
+    assert "mistral-large has a credential again" in caplog.text
+    health.observe("gpt-4o", 429, 0.1, [("retry-after", "30")], 1.0e9, key=1)
+    assert rt.cooling_keys("gpt-4o") == {1} and not health.is_open("gpt-4o")  # the first key still has quota
+    assert rt.credentials.headers("openai", rt.cooling_keys("gpt-4o"))[1] == 0
+    mistral.unlink()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="llm_router"):
+        assert asyncio.run(rt.refresher.refresh())
+    assert "mistral-large" in rt.keyless and "mistral-large has no credential now" in caplog.text
+    assert "mistral-file-key" not in caplog.text and "sk-file" not in caplog.text
+
+
 def test_refresh_failure_keeps_old_values():
     applied = []
 

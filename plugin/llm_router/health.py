@@ -82,7 +82,7 @@ class Health:
         self.models = list(models)
         # Models whose provider has several keys: a 429 cools down the key that got it (for that model), and the model
         # only when every key is cooling. Their cooling keys, from the shared flags and this process's own 429s.
-        self._keys = {m: n for m, n in (keys or {}).items() if n > 1 and m in self.models}
+        self._keys: dict[str, int] = {}
         self._cooling: dict[str, frozenset[int]] = {}
         self._buckets = max(1, conf.window_s // conf.bucket_s)
         self.mode: dict[str, str] = {m: CLOSED for m in self.models}
@@ -96,9 +96,16 @@ class Health:
         self._probe_tick = 0
         self.opened_total: dict[str, int] = {m: 0 for m in self.models}
         state.watch(sliding=[(f"h:{m}:{kind}", conf.bucket_s, self._buckets) for m in self.models for kind in ("req", "err")],
-                    flags=[f for m in self.models for f in (f"open:{m}", f"remaining:{m}")]
-                    + [f"open:{m}:key{i}" for m, n in self._keys.items() for i in range(n)])
+                    flags=[f for m in self.models for f in (f"open:{m}", f"remaining:{m}")])
+        self.set_keys(keys or {})
         state.on_refresh(self._recompute)
+
+    def set_keys(self, keys: Mapping[str, int]) -> None:
+        """How many keys each model's provider has now (at start-up, and after a secret refresh found more or fewer)."""
+        self._keys = {m: n for m, n in keys.items() if n > 1 and m in self.mode}
+        self.state.watch(flags=[f"open:{m}:key{i}" for m, n in self._keys.items() for i in range(n)])
+        self._cooling = {m: kept for m, cooling in self._cooling.items()
+                         if (kept := frozenset(i for i in cooling if i < self._keys.get(m, 0)))}
 
     # ---- what the router reads (memory only) --------------------------------------------
 
@@ -173,12 +180,15 @@ class Health:
             self.state.record(Flag(f"remaining:{model_id}", limits.remaining_share, 60.0, keep_max=False))
         if status == 429:
             wait = min(self.conf.max_retry_after_s, limits.wait_s if limits.wait_s is not None else self.conf.cooldown_s)
-            if wait > 0 and 0 <= key < self._keys.get(model_id, 0):
+            keys = self._keys.get(model_id, 0)
+            if wait > 0 and key >= keys > 0:
+                return  # a key a secret refresh has removed since the call left: nothing in use to cool down
+            if wait > 0 and 0 <= key < keys:
                 name = f"open:{model_id}:key{key}"
                 self.state.record(Flag(name, now + wait, wait + FLAG_SLACK_S))
                 self.state.flags[name] = max(self.state.flags.get(name, 0.0), now + wait)
                 cooling = self._cooling[model_id] = self.cooling_keys(model_id) | {key}
-                if len(cooling) < self._keys[model_id]:
+                if len(cooling) < keys:
                     return  # another key still has quota for this model
             if wait > 0:
                 self.state.record(Flag(f"open:{model_id}", now + wait, wait + FLAG_SLACK_S))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -35,6 +36,8 @@ if TYPE_CHECKING:  # built on demand by _enable_telemetry
     from llm_router.metrics import Metrics
     from llm_router.state import SharedState
     from llm_router.telemetry import Telemetry
+
+log = logging.getLogger("llm_router")
 
 
 @dataclass(slots=True)
@@ -150,12 +153,8 @@ async def reload_from_file(runtime: Runtime, path: str | None, adjust: Any = Non
 
     `adjust` maps the loaded config as the process's start did (an APISIX worker drops metrics.listen).
     """
-    import asyncio
-    import logging
-
     from llm_router.config import load_config
 
-    log = logging.getLogger("llm_router")
     try:
         config = await asyncio.to_thread(load_config, path)
         if adjust is not None:
@@ -315,10 +314,20 @@ class Runtime:
             self.health = Exclusions(health, limits)
 
     def _apply_credentials(self, fresh: Credentials) -> None:
-        """Rotated secrets take effect for the next request; the log mask learns the new values."""
+        """Rotated secrets take effect for the next request; the log mask learns the new values. With secrets.missing:
+        skip a refresh may find a key that was missing or miss one that was there: which models have a key, and how
+        many keys each has (for per-key cool-downs), follow."""
+        before = self.keyless
         self.credentials.replace_with(fresh)
+        self.keyless = self._keyless()
+        if self.keyless != before:
+            for mid in sorted(before - self.keyless):
+                log.warning("secret refresh: %s has a credential again and is back in selection", mid)
+            for mid in sorted(self.keyless - before):
+                log.warning("secret refresh: %s has no credential now and is out of selection", mid)
         if self.telemetry is not None:
             self.telemetry.log.mask.set(self.credentials.values())
+            self.telemetry.health.set_keys({m.id: self.credentials.count(m.provider) for m in self.catalog.models.values()})
 
     def _keyless(self) -> frozenset[str]:
         # Models whose provider has no credential never leave the gateway without one: they are
