@@ -129,7 +129,7 @@ def test_a_refresh_that_finds_or_loses_keys_changes_what_is_routable(tmp_path, m
     assert "mistral-large" in rt.keyless and "gpt-4o" not in rt.keyless and rt.credentials.count("openai") == 1
     second.write_text("sk-file-2")
     mistral.write_text("mistral-file-key")
-    with caplog.at_level("WARNING", logger="llm_router"):
+    with caplog.at_level("INFO", logger="llm_router"):
         assert asyncio.run(rt.refresher.refresh())
     assert "mistral-large" not in rt.keyless and rt.credentials.count("openai") == 2
     assert "mistral-large has a credential again" in caplog.text

@@ -322,7 +322,7 @@ class Runtime:
         self.keyless = self._keyless()
         if self.keyless != before:
             for mid in sorted(before - self.keyless):
-                log.warning("secret refresh: %s has a credential again and is back in selection", mid)
+                log.info("secret refresh: %s has a credential again and is back in selection", mid)
             for mid in sorted(self.keyless - before):
                 log.warning("secret refresh: %s has no credential now and is out of selection", mid)
         if self.telemetry is not None:
