@@ -273,7 +273,7 @@ class Runtime:
                 raise ValueError("; ".join(problems))
             shared = SharedState(make_store(cfg.state), refresh_s=float(cfg.state.get("refresh_s", 0.25)))
             health = Health(shared, list(self.catalog.models), HealthConfig.from_dict(cfg.health),
-                            keys={m.id: self.credentials.count(m.provider) for m in self.catalog.models.values()})
+                            keys=self._key_counts())
             limits = SpendLimits(shared, parse_limits(cfg.accounting.get("limits", [])), list(self.catalog.models),
                                  routes=cfg.accounting.get("routes", []))
         except (ValueError, TypeError) as exc:
@@ -327,7 +327,11 @@ class Runtime:
                 log.warning("secret refresh: %s has no credential now and is out of selection", mid)
         if self.telemetry is not None:
             self.telemetry.log.mask.set(self.credentials.values())
-            self.telemetry.health.set_keys({m.id: self.credentials.count(m.provider) for m in self.catalog.models.values()})
+            self.telemetry.health.set_keys(self._key_counts())
+
+    def _key_counts(self) -> dict[str, int]:
+        """How many keys each model's provider has (for per-key cool-downs)."""
+        return {m.id: self.credentials.count(m.provider) for m in self.catalog.models.values()}
 
     def _keyless(self) -> frozenset[str]:
         # Models whose provider has no credential never leave the gateway without one: they are
