@@ -537,6 +537,23 @@ def test_gzip_answer_usage_is_accounted(inproc):
     assert rec.responses[-1][2] == Usage(5, 6)
 
 
+def test_a_client_accepting_brotli_is_asked_for_gzip_where_the_answer_is_read(inproc):
+    em, runner, rec = inproc
+    from llm_router.gateways.apisix.runner import PROBE_REQUESTS
+
+    sent = [("Accept-Encoding", "br, gzip, deflate")]
+    probes = [em.http_req_call(DEFAULT, body=chat(EASY), headers=sent) for _ in range(PROBE_REQUESTS + 1)]
+    # the first requests are kept in case the route has a post-resp call; after them nothing reads the answers
+    assert probes[0].upstream_headers["accept-encoding"] == "gzip, deflate"
+    assert probes[-1].upstream_headers["accept-encoding"] == "br, gzip, deflate"
+    post = _post(DEFAULT)
+    em.http_resp_call(post, headers=[("content-type", "application/json")])  # the route now reads its answers
+    after = em.http_req_call(DEFAULT, body=chat(EASY), headers=sent)
+    assert after.upstream_headers["accept-encoding"] == "gzip, deflate"
+    plain = em.http_req_call(DEFAULT, body=chat(EASY), headers=[("accept-encoding", "gzip")])
+    assert plain.upstream_headers["accept-encoding"] == "gzip"
+
+
 def test_streamed_answer_is_never_buffered_and_keeps_its_content_type(inproc):
     em, runner, rec = inproc
     post = _post(DEFAULT)

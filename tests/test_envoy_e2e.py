@@ -132,6 +132,18 @@ def test_usage_from_a_gzip_answer_reaches_on_response(stack, fresh_fakes):
     assert (usage.input_tokens, usage.output_tokens) == (reported["prompt_tokens"], reported["completion_tokens"])
 
 
+def test_a_client_accepting_brotli_gets_a_gzip_stream_whose_usage_is_read(stack, fresh_fakes):
+    fresh_fakes.set_behaviour("deepseek", gzip_stream=True)
+    r = post(stack, "/v1/chat/completions", {**GREETING, "stream": True}, headers={"accept-encoding": "br, gzip"})
+    assert r.status_code == 200 and r.headers["content-encoding"] == "gzip"
+    assert fresh_fakes.requests("deepseek")[-1].headers["accept-encoding"] == "gzip"  # br dropped: unreadable here
+    last = [line for line in r.text.splitlines() if line.startswith("data: {") and '"usage"' in line][-1]  # httpx inflates
+    reported = orjson.loads(last[6:])["usage"]
+    _, status, usage, _ = stack.observer.response_for(r.headers["x-llm-router-request-id"])
+    assert status == 200
+    assert (usage.input_tokens, usage.output_tokens) == (reported["prompt_tokens"], reported["completion_tokens"])
+
+
 def test_usage_from_an_openai_stream_reaches_on_response(stack, fresh_fakes):
     r = post(stack, "/v1/chat/completions", {**GREETING, "stream": True})
     assert r.status_code == 200

@@ -15,6 +15,7 @@ import random
 import re
 import time
 import uuid
+import zlib
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -56,6 +57,7 @@ class Behaviour:
     requests_limit: int = 10_000  # advertised in the rate-limit headers (x-ratelimit-limit-requests, ...)
     tokens_limit: int = 2_000_000
     gzip: bool = False  # compress JSON answers when the client accepts gzip
+    gzip_stream: bool = False  # compress SSE answers too (as some CDNs in front of providers do), flushed per event
     texts: dict[str, str] = field(default_factory=dict)  # model name -> fixed answer text (refusals, JSON, ...)
     fail_first: int = 0  # the next N requests (counted from when this is set) are answered with fail_status
     fail_status: int = 503
@@ -275,6 +277,8 @@ class FakeProvider:
         signed = (("" if self.name == "deepseek" else thinking_signature(model))
                   if anthropic and isinstance(thinking, dict) and thinking.get("type") == "enabled" else None)
         if stream:
+            if b.gzip_stream and "gzip" in req.headers.get("accept-encoding", ""):
+                resp = GzipStream(resp)
             if anthropic:
                 await self._anthropic_stream(resp, model, answer, headers, signed)
             elif api == "responses":
@@ -676,3 +680,25 @@ def _multipart(req: Request) -> dict[str, Any]:
         out[name] = (filename, payload) if filename else payload.decode("utf-8", "replace")
     return out
 
+
+
+class GzipStream:
+    """A streamed reply compressed with gzip, flushed after every write so each event arrives at once."""
+
+    def __init__(self, inner: Reply):
+        self.inner = inner
+        self._z = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def start(self, status: int, headers: list[tuple[str, str]]) -> None:
+        await self.inner.start(status, [*headers, ("content-encoding", "gzip")])
+
+    async def write(self, data: bytes) -> None:
+        if data:
+            await self.inner.write(self._z.compress(data) + self._z.flush(zlib.Z_SYNC_FLUSH))
+
+    async def end(self) -> None:
+        await self.inner.write(self._z.flush())
+        await self.inner.end()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -17,6 +16,7 @@ import orjson
 from llm_router.accounting import Usage, usage_from_json
 from llm_router.config import ConfigError, parse_policy
 from llm_router.decision import RouteError
+from llm_router.encodings import inflate, readable_accept_encoding
 from llm_router.gateways.apisix import decode, encode
 from llm_router.gateways.apisix.framing import (
     MAX_PAYLOAD, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL, RPC_NAMES, RPC_PREPARE_CONF, FrameError,
@@ -262,10 +262,11 @@ class Runner:
             return encode.stop_frame(call.id, result.status, self.entries.vector((), result.headers), result.body)
         self.stats.sent_on += 1
         scope = entry.compiled.scope
-        if ex.extra.get("forward") in PRICED_APIS and (scope in self._post_resp_scopes or self._probing(scope)):
+        observed = ex.extra.get("forward") in PRICED_APIS and (scope in self._post_resp_scopes or self._probing(scope))
+        if observed:
             self._remember(ex)  # priced from its answer's usage, in the post-resp call
-        return encode.rewrite_frame(call.id, path=result.path,
-                                    headers=self._request_headers(result, ((REQUEST_ID_HEADER, ex.request_id),)),
+        extra = ((REQUEST_ID_HEADER, ex.request_id), *(_readable_accept(call) if observed else ()))
+        return encode.rewrite_frame(call.id, path=result.path, headers=self._request_headers(result, extra),
                                     resp_headers=self.entries.vector((), result.response_headers))
 
     def _client_headers(self, call: decode.ReqCall) -> list[tuple[str, str | None]] | None:
@@ -307,20 +308,20 @@ class Runner:
             # cascade / hedge on a non-streaming request: the runner makes the calls and answers with a Stop
             self.stats.orchestrated += 1
             return Deferred(self._orchestrated(pending.rid, ex))
+        scope = entry.compiled.scope
+        # not for unrouted calls (a token count): nothing to account or fall back on
+        observed = ex.decision is not None and (scope in self._post_resp_scopes or self._probing(scope))
+        extra = ((REQUEST_ID_HEADER, ex.request_id), *(_readable_accept(call) if observed else ()))
         try:
-            frame = encode.rewrite_frame(
-                pending.rid, path=result.path,
-                headers=self._request_headers(result, ((REQUEST_ID_HEADER, ex.request_id),)),
-                resp_headers=self.entries.vector((), result.response_headers),
-                body=result.body)
+            frame = encode.rewrite_frame(pending.rid, path=result.path, headers=self._request_headers(result, extra),
+                                         resp_headers=self.entries.vector((), result.response_headers), body=result.body)
         except FrameError:
             err = RouteError(413, f"rewritten request body of {len(result.body)} bytes exceeds the gateway's 16 MiB limit",
                              code="request_too_large", field="body")
             return self._stop(pending.rid, 413, err.openai_body(), ex.request_id)
         self.stats.rewrites += 1
-        scope = entry.compiled.scope
-        if ex.decision is not None and (scope in self._post_resp_scopes or self._probing(scope)):
-            self._remember(ex)  # not for unrouted calls (a token count): nothing to account or fall back on
+        if observed:
+            self._remember(ex)
         return frame
 
     def _request_headers(self, call: UpstreamCall, extra: tuple[tuple[str, str], ...]) -> bytes:
@@ -436,7 +437,7 @@ class Runner:
     def _resp_done(self, pending: Pending, body: bytes | None) -> bytes:
         ex = pending.exchange
         if ex is not None:
-            usage: Usage | None = usage_from_json(_decoded(body, pending.encoding)) if body else None
+            usage: Usage | None = usage_from_json(inflate(body, pending.encoding, MAX_RESP_BODY * 4)) if body else None
             try:
                 self.runtime.on_response(ex, pending.status, usage, self.clock() - ex.started, pending.headers)
             except Exception:
@@ -456,19 +457,13 @@ def _fits(reply: OrchestratedReply, ex: Exchange) -> OrchestratedReply:
                              orjson.dumps(err.openai_body()))
 
 
-def _decoded(body: bytes, encoding: str) -> bytes:
-    """A gzip/deflate answer inflated (bounded) so its usage can be read; other encodings as they are."""
-    if encoding not in ("gzip", "x-gzip", "deflate"):
-        return body
-    try:
-        d = zlib.decompressobj(47 if encoding != "deflate" else zlib.MAX_WBITS)
-        return d.decompress(body, MAX_RESP_BODY * 4)
-    except zlib.error:
-        try:  # raw deflate, as some servers send it
-            return zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, MAX_RESP_BODY * 4)
-        except zlib.error:
-            return b""
 
+def _readable_accept(call: decode.ReqCall) -> tuple[tuple[str, str], ...]:
+    """The accept-encoding to send instead of the client's when it names codings whose usage the runner
+    cannot read (br, zstd); () when the client's is fine or absent."""
+    value = decode.req_header(call.payload, b"accept-encoding")
+    readable = readable_accept_encoding(value.decode("latin-1")) if value else None
+    return (("accept-encoding", readable),) if readable is not None else ()
 
 def describe(entry: Entry) -> dict[str, Any]:
     """A token entry as plain data (for debugging endpoints and tests)."""

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -35,6 +34,7 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest
 
 from llm_router.accounting import SSEUsage, Usage, usage_from_json
 from llm_router.decision import RouteError
+from llm_router.encodings import StreamInflater, inflate, readable_accept_encoding
 from llm_router.gateways.envoy import wire
 from llm_router.gateways.envoy.attempt import AttemptService, AttemptSession
 from llm_router.gateways.envoy.h2grpc import Deferred
@@ -164,7 +164,7 @@ class Session:
     """The request side of one HTTP request: route it, or refuse it, or let it pass."""
 
     __slots__ = ("svc", "ex", "path", "route_conf", "chunks", "messages", "size", "limit", "finished", "passthrough",
-                 "headers")
+                 "headers", "accept")
 
     def __init__(self, svc: RoutingService):
         self.svc = svc
@@ -178,6 +178,7 @@ class Session:
         self.finished = False  # the server should end the gRPC stream (OK) after sending replies
         self.passthrough = False
         self.headers: list[tuple[str, str]] | None = None  # client headers, kept only when spend limits need them
+        self.accept: tuple[tuple[str, str], ...] = ()  # accept-encoding to send instead of the client's (encodings.py)
 
     def on_message(self, data: bytes) -> list[bytes]:
         """Replies (serialized ProcessingResponse) for one ProcessingRequest, in order."""
@@ -215,6 +216,10 @@ class Session:
                 client_route = True
             elif key == "anthropic-version":
                 anthropic = True
+            elif key == "accept-encoding" and svc.options.observe_responses:
+                readable = readable_accept_encoding((h.raw_value or h.value.encode()).decode("latin-1"))
+                if readable is not None:  # usage must stay readable: ask only for codings we can inflate
+                    self.accept = (("accept-encoding", readable),)
         if svc.wants_headers:
             self.headers = [(h.key, (h.raw_value or h.value.encode()).decode("latin-1")) for h in header_list]
         self.path = path
@@ -326,7 +331,7 @@ class Session:
         # long each may wait: all overwrite whatever the client sent (Envoy reads them as controls).
         control = ((ATTEMPT_HEADER, "0"), (MAX_RETRIES_HEADER, str(len(slots) - 1)),
                    (PER_TRY_TIMEOUT_HEADER, svc.per_try[bool(ex.request.stream)]))
-        headers = (svc.mutations.encode((*call.set_headers, (":path", call.path), *slots, *control),
+        headers = (svc.mutations.encode((*call.set_headers, (":path", call.path), *slots, *control, *self.accept),
                                         (*call.remove_headers, *unused, *svc.retry_removals))
                    + wire.content_length_option(len(call.body)))
         meta = svc.metadata.encode((*call.response_headers, (CHAIN_KEY, chain_text(tuple(m.id for m in chain))),
@@ -346,7 +351,7 @@ class Session:
         slots, unused = slot_headers((call.model.upstream,))
         control = ((ATTEMPT_HEADER, "0"), (MAX_RETRIES_HEADER, "0"), (PER_TRY_TIMEOUT_HEADER, svc.per_try[streams]))
         # Not through the mutation cache: these paths differ per call.
-        headers = wire.header_mutation((*call.set_headers, (":path", call.path), *slots, *control),
+        headers = wire.header_mutation((*call.set_headers, (":path", call.path), *slots, *control, *self.accept),
                                        (*call.remove_headers, *unused, *svc.retry_removals))
         if call.body:
             headers += wire.content_length_option(len(call.body))
@@ -401,7 +406,7 @@ class ObserveSession:
     """
 
     __slots__ = ("svc", "ex", "root", "attempt", "finished", "status", "headers", "sse", "json", "json_size", "reported",
-                 "encoding")
+                 "encoding", "inflater")
 
     def __init__(self, svc: RoutingService):
         self.svc = svc
@@ -416,6 +421,7 @@ class ObserveSession:
         self.json_size = 0
         self.reported = False
         self.encoding = ""
+        self.inflater: StreamInflater | None = None  # a compressed SSE answer, inflated as it passes
 
     def on_message(self, data: bytes) -> list[bytes]:
         """Observability mode: Envoy ignores replies, so none are sent."""
@@ -491,6 +497,8 @@ class ObserveSession:
             return
         if ex.request is not None and ex.request.stream:
             self.sse = SSEUsage()
+            if self.encoding and self.encoding != "identity":
+                self.inflater = StreamInflater(self.encoding, self.sse.feed)
         else:
             self.json = []
         if req.response_headers.end_of_stream:
@@ -501,7 +509,9 @@ class ObserveSession:
             return
         chunk = body_msg.body
         if chunk:
-            if self.sse is not None:
+            if self.inflater is not None:
+                self.inflater.feed(chunk)
+            elif self.sse is not None:
                 self.sse.feed(chunk)
             elif self.json is not None:
                 self.json_size += len(chunk)
@@ -539,21 +549,3 @@ class ObserveSession:
         if self.ex is not None and not self.reported:
             self._report()
 
-
-def inflate(body: bytes, encoding: str, limit: int) -> bytes:
-    """A gzip/deflate answer decompressed (at most `limit` bytes) so its usage can be read."""
-    if encoding in ("gzip", "x-gzip"):
-        wbits = 16 + zlib.MAX_WBITS
-    elif encoding == "deflate":
-        wbits = zlib.MAX_WBITS
-    else:
-        return body  # identity, or an encoding we cannot read: usage_from_json finds nothing
-    try:
-        return zlib.decompressobj(wbits).decompress(body, limit)
-    except zlib.error:
-        if encoding == "deflate":  # raw deflate, as some servers send it
-            try:
-                return zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, limit)
-            except zlib.error:
-                pass
-        return b""
