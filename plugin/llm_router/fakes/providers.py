@@ -681,7 +681,6 @@ def _multipart(req: Request) -> dict[str, Any]:
     return out
 
 
-
 class GzipStream:
     """A streamed reply compressed with gzip, flushed after every write so each event arrives at once."""
 

@@ -457,13 +457,13 @@ def _fits(reply: OrchestratedReply, ex: Exchange) -> OrchestratedReply:
                              orjson.dumps(err.openai_body()))
 
 
-
 def _readable_accept(call: decode.ReqCall) -> tuple[tuple[str, str], ...]:
     """The accept-encoding to send instead of the client's when it names codings whose usage the runner
     cannot read (br, zstd); () when the client's is fine or absent."""
     value = decode.req_header(call.payload, b"accept-encoding")
     readable = readable_accept_encoding(value.decode("latin-1")) if value else None
     return (("accept-encoding", readable),) if readable is not None else ()
+
 
 def describe(entry: Entry) -> dict[str, Any]:
     """A token entry as plain data (for debugging endpoints and tests)."""
