@@ -7,23 +7,20 @@ accounted from the provider's own usage figures instead of the decision's estima
 """
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Callable
 
 READABLE = frozenset(("gzip", "x-gzip", "deflate", "identity"))
-_ACCEPT_CACHE = 512  # distinct accept-encoding values remembered (a client sends the same one every time)
-_accept_seen: dict[str, str | None] = {}
 
 
+@functools.lru_cache(maxsize=512)  # a client sends the same value every time: each is parsed once
 def readable_accept_encoding(value: str) -> str | None:
     """The client's accept-encoding restricted to codings the router can read; None when it already is.
 
     Unreadable codings (br, zstd, compress, `*`) are dropped with their q-values; when nothing is
     left the answer comes uncompressed ("identity").
     """
-    found = _accept_seen.get(value, "")
-    if found != "":
-        return found
     kept = []
     changed = False
     for part in value.split(","):
@@ -34,11 +31,7 @@ def readable_accept_encoding(value: str) -> str | None:
             kept.append(part.strip())
         else:
             changed = True
-    out = (", ".join(kept) or "identity") if changed else None
-    if len(_accept_seen) >= _ACCEPT_CACHE:
-        _accept_seen.clear()
-    _accept_seen[value] = out
-    return out
+    return (", ".join(kept) or "identity") if changed else None
 
 
 def _decompressor(encoding: str) -> zlib._Decompress | None:

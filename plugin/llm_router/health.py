@@ -184,16 +184,18 @@ class Health:
             if wait > 0 and key >= keys > 0:
                 return  # a key a secret refresh has removed since the call left: nothing in use to cool down
             if wait > 0 and 0 <= key < keys:
-                name = f"open:{model_id}:key{key}"
-                self.state.record(Flag(name, now + wait, wait + FLAG_SLACK_S))
-                self.state.flags[name] = max(self.state.flags.get(name, 0.0), now + wait)
+                self._hold_open(f"open:{model_id}:key{key}", now, wait)
                 cooling = self._cooling[model_id] = self.cooling_keys(model_id) | {key}
                 if len(cooling) < keys:
                     return  # another key still has quota for this model
             if wait > 0:
-                self.state.record(Flag(f"open:{model_id}", now + wait, wait + FLAG_SLACK_S))
-                self.state.flags[f"open:{model_id}"] = max(self.state.flags.get(f"open:{model_id}", 0.0), now + wait)
+                self._hold_open(f"open:{model_id}", now, wait)
                 self._set_mode(model_id, OPEN)
+
+    def _hold_open(self, flag: str, now: float, wait: float) -> None:
+        """A cool-down flag held until now + wait for every process, and here at once (never shortened)."""
+        self.state.record(Flag(flag, now + wait, wait + FLAG_SLACK_S))
+        self.state.flags[flag] = max(self.state.flags.get(flag, 0.0), now + wait)
 
     # ---- state machine (runs after each snapshot, off the hot path) ----------------------
 
