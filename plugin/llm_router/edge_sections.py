@@ -85,6 +85,8 @@ CHECKS: dict[str, dict[str, Check]] = {
         "models_endpoint": (lambda v: isinstance(v, bool), _BOOL, False),
         "apisix_fallback": (lambda v: isinstance(v, bool), _BOOL, False),
         "apisix_plugin_name": (_text, "must be a non-empty string", False),
+        "apisix_answer_poll_us": (lambda v: _number(v) and 0 <= v <= 10000, "must be a number of microseconds from 0 to 10000",
+                                  False),
         "route_header": (_header, "must be an HTTP header name", False),
         "workers": (_count, "must be a whole number >= 1", False),
     },

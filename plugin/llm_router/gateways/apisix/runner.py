@@ -45,6 +45,9 @@ JSON_HEADERS = (("content-type", "application/json"),)
 CLOSE = b""  # a reply meaning: drop this connection (the peer broke the protocol)
 # Upstream statuses after which ext-plugin-post-resp retries on the next model of the chain.
 FALLBACK_STATUSES = FALLBACK_4XX | {500, 502, 503, 504, 529}
+# How long a process with one call in flight polls its socket for APISIX's answer before sleeping: APISIX answers the
+# body request within tens of microseconds; 0 turns polling off.
+ANSWER_POLL_US = 100
 FALLBACK_MAX_BODY = 1 << 20  # request bodies kept for a post-resp fallback, each at most ...
 FALLBACK_KEPT_BYTES = 64 << 20  # ... and all together at most
 # A route's ext-plugin-post-resp conf reaches the runner only with its first response: the first
@@ -112,6 +115,8 @@ class Stats:
     orchestrated: int = 0  # answered by the runner's own calls (cascade, hedge)
     fallbacks: int = 0  # post-resp: a failed answer replaced by the runner's retry down the chain
     sent_on: int = 0  # unrouted calls sent to one provider with its key (stored responses, forwarded APIs)
+    answer_polls: int = 0  # the socket polled for APISIX's answer instead of sleeping (server.apisix_answer_poll_us)
+    answer_polls_caught: int = 0  # ... and the answer came while polling
 
 
 class Runner:
@@ -129,6 +134,7 @@ class Runner:
         self._post_resp_scopes: set[str] = set()
         self._removals: dict[tuple[str, ...], tuple[tuple[str, None], ...]] = {}
         self.fallback_enabled = bool(runtime.config.server.get("apisix_fallback", True))
+        self.answer_poll_ns = int(runtime.config.server.get("apisix_answer_poll_us", ANSWER_POLL_US) * 1000)
         self._kept_bytes = 0  # request bytes held for post-resp fallbacks
         self._probed: dict[str, int] = {}  # scope -> requests remembered before post-resp was seen
 

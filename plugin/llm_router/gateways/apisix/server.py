@@ -29,6 +29,7 @@ log = logging.getLogger("llm_router.apisix")
 SOCKET_MODE_UMASK = 0o011  # socket file 0766: nginx workers (user nobody) may connect from the first instant
 SHUTDOWN_GRACE_S = 0.8  # APISIX sends SIGKILL 1 s after SIGTERM
 BACKLOG = 1024
+READ_SIZE = 262144  # per read while polling for an answer (uvloop reads 256 KiB too)
 
 
 def socket_path(args_socket: str | None, environ: dict[str, str] | None = None) -> str:
@@ -59,42 +60,97 @@ def bind_socket(path: str) -> socket.socket:
     return sock
 
 
+class Activity:
+    """How many of a process's connections have a call in flight (waiting for APISIX's answer or for a deferred reply)."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+
 class RunnerProtocol(asyncio.Protocol):
     """One APISIX connection: frames in, replies out, several RPCs in a row."""
 
-    __slots__ = ("runner", "conns", "transport", "reader", "conv", "busy")
+    __slots__ = ("runner", "conns", "transport", "reader", "conv", "busy", "activity", "active", "fd")
 
-    def __init__(self, runner: Runner, conns: set):
+    def __init__(self, runner: Runner, conns: set, activity: Activity | None = None):
         self.runner = runner
         self.conns = conns
         self.transport: asyncio.Transport | None = None
         self.reader = FrameReader()
         self.conv = Conversation()
         self.busy: asyncio.Future | None = None  # a deferred reply being computed (runner-side upstream calls)
+        self.activity = activity or Activity()
+        self.active = False  # counted in activity.calls
+        self.fd = -1
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.conns.add(self)
+        sock = transport.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
 
     def data_received(self, data: bytes) -> None:
+        self._handle(data)
+        # A call now waits for APISIX's answer (the body, mostly). When no other call is in flight, poll the
+        # socket for it a little while instead of going back to sleep: APISIX answers within tens of
+        # microseconds, and waking from epoll costs more than that on a small VM. Under load some other call
+        # is always in flight, so the loop never polls there.
+        wait = self.runner.answer_poll_ns
+        while wait and self.conv.pending is not None and self.activity.calls == 1 and self.fd >= 0 \
+                and not self.transport.is_closing() and not self.transport.get_write_buffer_size():
+            data = self._poll_answer(wait)
+            if not data:
+                return
+            self._handle(data)
+
+    def _poll_answer(self, wait: int) -> bytes:
+        """Bytes read from the socket within `wait` ns (b"" when none came: the event loop takes over)."""
+        stats = self.runner.stats
+        stats.answer_polls += 1
+        fd = self.fd
+        deadline = time.perf_counter_ns() + wait
+        while time.perf_counter_ns() < deadline:
+            try:
+                data = os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                continue
+            except OSError:  # reset: the event loop's own read reports it
+                return b""
+            if data:
+                stats.answer_polls_caught += 1
+            return data  # b"": APISIX closed the connection, which the event loop sees too
+        return b""
+
+    def _handle(self, data: bytes) -> None:
         on_frame = self.runner.on_frame
         conv = self.conv
         transport = self.transport
-        for rpc_type, payload in self.reader.feed(data):
-            if self.busy is not None:
-                # APISIX waits for our reply before it sends anything else on this connection
-                log.warning("protocol error: a frame arrived while a reply was being computed; closing the connection")
-                self.busy.cancel()
-                transport.close()
-                return
-            out = on_frame(conv, rpc_type, payload)
-            if isinstance(out, Deferred):
-                self.busy = asyncio.ensure_future(self._finish(out))
-                continue
-            if out is CLOSE or not out:
-                transport.close()
-                return
-            transport.write(out)
+        try:
+            for rpc_type, payload in self.reader.feed(data):
+                if self.busy is not None:
+                    # APISIX waits for our reply before it sends anything else on this connection
+                    log.warning("protocol error: a frame arrived while a reply was being computed; closing the connection")
+                    self.busy.cancel()
+                    transport.close()
+                    return
+                out = on_frame(conv, rpc_type, payload)
+                if isinstance(out, Deferred):
+                    self.busy = asyncio.ensure_future(self._finish(out))
+                    continue
+                if out is CLOSE or not out:
+                    transport.close()
+                    return
+                transport.write(out)
+        finally:
+            self._count(conv.pending is not None or self.busy is not None)
+
+    def _count(self, active: bool) -> None:
+        """Keep activity.calls in step with whether this connection has a call in flight."""
+        if active != self.active:
+            self.active = active
+            self.activity.calls += 1 if active else -1
 
     async def _finish(self, deferred: Deferred) -> None:
         """Await a deferred reply and write it (an internal failure answers SERVICE_UNAVAILABLE)."""
@@ -110,11 +166,14 @@ class RunnerProtocol(asyncio.Protocol):
             frame = encode.SERVICE_UNAVAILABLE_FRAME
         finally:
             self.busy = None
+            self._count(self.conv.pending is not None)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(frame)
 
     def connection_lost(self, exc) -> None:
         self.conns.discard(self)
+        self.fd = -1
+        self._count(False)
         if self.busy is not None:  # APISIX gave up (its 60 s timeout) or went away: stop the calls
             self.busy.cancel()
 
@@ -159,6 +218,7 @@ async def _serve_async(sock: socket.socket, runner: Runner, metrics_listen: str 
     """Serve until SIGTERM/SIGINT (main thread) or until the event handed to `ready` is set; SIGHUP reloads the config."""
     loop = asyncio.get_running_loop()
     conns: set[RunnerProtocol] = set()
+    activity = Activity()
     stop = asyncio.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -168,7 +228,7 @@ async def _serve_async(sock: socket.socket, runner: Runner, metrics_listen: str 
         if sighup_pending is not None and sighup_pending():
             reload()  # a SIGHUP that came while starting
     await runner.runtime.start(metrics_listen=metrics_listen)
-    server = await loop.create_unix_server(lambda: RunnerProtocol(runner, conns), sock=sock, backlog=BACKLOG)
+    server = await loop.create_unix_server(lambda: RunnerProtocol(runner, conns, activity), sock=sock, backlog=BACKLOG)
     runner.runtime.serving = True
     if ready:
         ready(stop)

@@ -1,0 +1,156 @@
+"""The runner polls its socket for APISIX's answer while it has one call in flight, and sleeps otherwise."""
+from __future__ import annotations
+
+import os
+import socket
+
+import orjson
+import pytest
+
+from llm_router.config import parse_config
+from llm_router.gateways.apisix import framing
+from llm_router.gateways.apisix.runner import Runner
+from llm_router.gateways.apisix.tokens import TokenStore
+from llm_router.runtime import Runtime
+
+from apisix_emulator import (
+    FAKE_KEYS, Emulator, RouteConf, RunnerThread, build_extra_info_resp, build_prepare_conf, build_req_call, decode_reply,
+    remove_dir, socket_dir,
+)
+
+DEFAULT = RouteConf(conf=(("llm-router", '{"policy": "default"}'),))
+BODY = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi there, thanks!"}]})
+
+
+@pytest.fixture
+def serve(monkeypatch):
+    """Start a runner thread whose config polls for `poll_us` microseconds; yields a starter."""
+    for k, v in FAKE_KEYS.items():
+        monkeypatch.setenv(k, v)
+    d = socket_dir()
+    threads: list[RunnerThread] = []
+
+    def start(poll_us: int) -> RunnerThread:
+        runtime = Runtime(parse_config({"server": {"apisix_answer_poll_us": poll_us}}), telemetry=False)
+        thread = RunnerThread(os.path.join(d, f"poll{len(threads)}.sock"), Runner(runtime, TokenStore(ttl=100))).start()
+        threads.append(thread)
+        return thread
+    try:
+        yield start
+    finally:
+        for t in threads:
+            t.stop()
+        remove_dir(d)
+
+
+def _recv_frame(s: socket.socket) -> tuple[int, bytes]:
+    data = b""
+    while len(data) < 4:
+        chunk = s.recv(4 - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    ty, n = framing.parse_header(data)
+    payload = b""
+    while len(payload) < n:
+        chunk = s.recv(n - len(payload))
+        if not chunk:
+            raise ConnectionError("closed")
+        payload += chunk
+    return ty, payload
+
+
+def _connect(path: str) -> tuple[socket.socket, int]:
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(30)
+    s.connect(path)
+    s.sendall(framing.frame(1, build_prepare_conf(DEFAULT.conf, DEFAULT.key)))
+    return s, decode_reply(1, *_recv_frame(s)).fields["token"]
+
+
+def _ask(s: socket.socket, token: int, rid: int) -> None:
+    """Send an HTTPReqCall and read the runner's request for the body."""
+    s.sendall(framing.frame(2, build_req_call(rid, token, headers=[("authorization", "Bearer c")])))
+    assert decode_reply(2, *_recv_frame(s)).fields == {"info": "req_body"}
+
+
+def _answer(s: socket.socket, rid: int) -> None:
+    """Send the body and check the runner's Rewrite."""
+    s.sendall(framing.frame(3, build_extra_info_resp(BODY)))
+    reply = decode_reply(2, *_recv_frame(s)).fields
+    assert reply["id"] == rid and reply["action"] == "rewrite" and orjson.loads(reply["body"])["model"]
+
+
+def test_one_call_at_a_time_polls_for_the_body_and_is_served(serve):
+    thread = serve(200_000)  # generous: the emulator's answer comes well within it even on a loaded machine
+    em = Emulator(thread.path, timeout=30)
+    try:
+        for _ in range(20):
+            assert em.http_req_call(DEFAULT, body=BODY).ok
+    finally:
+        em.close()
+    stats = thread.runner.stats
+    assert stats.answer_polls == 20  # one per call: the body request is the only ExtraInfo of a pre-req call
+    assert stats.answer_polls_caught >= 1
+
+
+def test_polling_off_sleeps_until_the_body_comes(serve):
+    thread = serve(0)
+    em = Emulator(thread.path, timeout=30)
+    try:
+        for _ in range(5):
+            assert em.http_req_call(DEFAULT, body=BODY).ok
+    finally:
+        em.close()
+    assert thread.runner.stats.answer_polls == 0
+
+
+def test_no_polling_while_another_call_is_in_flight(serve):
+    thread = serve(200_000)
+    stats = thread.runner.stats
+    a, token = _connect(thread.path)
+    b, _ = _connect(thread.path)
+    try:
+        _ask(a, token, 1)  # A waits for its body; the runner polls A's socket for up to 0.2 s, in vain
+        _ask(b, token, 2)  # handled after A's poll: with A in flight, B's call does not poll
+        assert (stats.answer_polls, stats.answer_polls_caught) == (1, 0)
+        _answer(b, 2)
+        _answer(a, 1)
+        assert stats.answer_polls == 1
+        _ask(a, token, 3)  # alone again: polls, and the body sent at once is caught
+        _answer(a, 3)
+        assert stats.answer_polls == 2
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_connection_closed_while_polled_leaves_the_count_right(serve):
+    thread = serve(200_000)
+    stats = thread.runner.stats
+    a, token = _connect(thread.path)
+    _ask(a, token, 1)
+    a.close()  # APISIX gave up on the call: the poll reads the close, the event loop drops the connection
+    b, token = _connect(thread.path)
+    try:
+        for rid in (2, 3):
+            _ask(b, token, rid)
+            _answer(b, rid)
+        # had A's call stayed counted as in flight, B would never poll
+        assert stats.answer_polls == 3
+    finally:
+        b.close()
+
+
+def test_a_body_split_across_reads_while_polling_is_put_together(serve):
+    thread = serve(200_000)
+    s, token = _connect(thread.path)
+    try:
+        _ask(s, token, 9)
+        frame = framing.frame(3, build_extra_info_resp(BODY))
+        for i in range(0, len(frame), 5):
+            s.sendall(frame[i:i + 5])
+        reply = decode_reply(2, *_recv_frame(s)).fields
+        assert reply["id"] == 9 and reply["action"] == "rewrite"
+    finally:
+        s.close()
