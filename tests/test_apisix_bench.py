@@ -10,7 +10,7 @@ from apisix_emulator import REPO
 
 def test_bench_apisix_reports_latency_throughput_and_cpu():
     out = subprocess.run([sys.executable, "-m", "llm_router.cli", "bench", "apisix", "--requests", "300", "--warmup", "30",
-                          "--concurrency", "1", "8", "--json"], capture_output=True, text=True, timeout=240, cwd=str(REPO))
+                          "--concurrency", "1", "8", "--compare-poll", "--json"], capture_output=True, text=True, timeout=240, cwd=str(REPO))
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout)
     assert report["body_bytes"] >= 1000 and report["routed_to"]
@@ -20,3 +20,5 @@ def test_bench_apisix_reports_latency_throughput_and_cpu():
         assert 0 < r["p50_us"] <= r["p99_us"]
         assert r["rps"] > 0 and r["cpu_us_per_req"] > 0
     assert report["decide_us"] > 0 and report["runner_inprocess_us"] > 0
+    assert set(report["no_poll"]) == {"c1", "c8"}  # the same levels measured on a runner that never polls
+    assert report["no_poll"]["c1"]["requests"] == 300 and report["no_poll"]["c1"]["p50_us"] > 0

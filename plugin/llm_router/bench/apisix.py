@@ -53,6 +53,8 @@ def register(sub) -> None:
     p.add_argument("--workers", type=at_least(1), default=1, help="runner processes (default %(default)s)")
     p.add_argument("--body-bytes", type=int, default=1024, help="chat body size (default %(default)s)")
     p.add_argument("--config", "-c", metavar="FILE", help="runner config (default: built-in defaults)")
+    p.add_argument("--compare-poll", action="store_true",
+                   help="also measure a runner that never polls for APISIX's answer (server.apisix_answer_poll_us: 0)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
@@ -286,7 +288,6 @@ def inprocess_costs(config: str | None, body: bytes, n: int = 3000) -> tuple[flo
 
 def run(args) -> int:
     workdir = tempfile.mkdtemp(prefix="lr-bench-apisix-", dir="/tmp")
-    sock_path = os.path.join(workdir, "runner.sock")
     config = args.config
     load_config(config)  # fail early with the config's own error
     data = yaml.safe_load(Path(config).read_text()) or {} if config else {}
@@ -299,29 +300,24 @@ def run(args) -> int:
     config = os.path.join(workdir, "config.yaml")
     Path(config).write_text(yaml.safe_dump(without_memo(data)))  # one body repeated: measure it unremembered
     body = chat_body(args.body_bytes)
-    proc = start_runner(sock_path, config, args.workers, os.path.join(workdir, "runner.log"))
     try:
-        em = Emulator(sock_path)
-        token = em.prepare_conf(RouteConf(conf=(("llm-router", '{"policy": "default"}'),), conf_id="bench"))
-        check = em.http_req_call(RouteConf(conf=(("llm-router", '{"policy": "default"}'),), conf_id="bench"),
-                                 headers=HEADERS, body=body)
-        em.close()
-        if not check.ok:
-            raise RuntimeError(f"the runner refused the benchmark request: {check}")
-        req = framing.frame(framing.RPC_HTTP_REQ_CALL, build_req_call(1, token, headers=HEADERS))
-        body_frame = framing.frame(framing.RPC_EXTRA_INFO, build_extra_info_resp(body))
-        pids = runner_pids(proc.pid)
-        results = [measure(sock_path, pids, req, body_frame, args.requests, c, args.warmup) for c in args.concurrency]
-        model = orjson.loads(check.upstream_body)["model"]
+        results, model = _measure_runner(args, workdir, config, body)
+        no_poll = None
+        if args.compare_poll:
+            off = os.path.join(workdir, "no-poll.yaml")
+            server = {**(data.get("server") or {}), "apisix_answer_poll_us": 0}
+            Path(off).write_text(yaml.safe_dump(without_memo({**data, "server": server})))
+            no_poll, _ = _measure_runner(args, workdir, off, body)
         decide_us, inproc_us = inprocess_costs(config, body)
     finally:
-        stop_runner(proc)
         shutil.rmtree(workdir, ignore_errors=True)
     cfg = load_config(args.config)
     classifier = args.classifier or cfg.policies[cfg.default_policy].classifier
     out = {"target": "apisix", "body_bytes": len(body), "classifier": classifier, "workers": args.workers,
            "routed_to": model, "decide_us": decide_us, "runner_inprocess_us": inproc_us,
            "results": {f"c{r.concurrency}": asdict(r) for r in results}}
+    if no_poll is not None:
+        out["no_poll"] = {f"c{r.concurrency}": asdict(r) for r in no_poll}
     if args.json:
         print(json.dumps(out))
     else:
@@ -332,4 +328,28 @@ def run(args) -> int:
         for r in results:
             print(f"  concurrency {r.concurrency:>3}: p50 {r.p50_us:8.1f} us  p99 {r.p99_us:8.1f} us  {r.rps:>8} req/s  "
                   f"runner CPU {r.cpu_us_per_req:6.1f} us/req  (client {r.client_cpu_us_per_req:.1f} us/req)")
+        for r in no_poll or ():
+            print(f"  without answer polling, concurrency {r.concurrency:>3}: p50 {r.p50_us:8.1f} us  p99 {r.p99_us:8.1f} us  "
+                  f"{r.rps:>8} req/s  runner CPU {r.cpu_us_per_req:6.1f} us/req")
     return 0
+
+
+def _measure_runner(args, workdir: str, config: str, body: bytes) -> tuple[list[Result], str]:
+    """Start a runner on `config`, check it routes the body, measure every concurrency level, stop it."""
+    sock_path = os.path.join(workdir, "runner.sock")
+    proc = start_runner(sock_path, config, args.workers, os.path.join(workdir, "runner.log"))
+    try:
+        route = RouteConf(conf=(("llm-router", '{"policy": "default"}'),), conf_id="bench")
+        em = Emulator(sock_path)
+        token = em.prepare_conf(route)
+        check = em.http_req_call(route, headers=HEADERS, body=body)
+        em.close()
+        if not check.ok:
+            raise RuntimeError(f"the runner refused the benchmark request: {check}")
+        req = framing.frame(framing.RPC_HTTP_REQ_CALL, build_req_call(1, token, headers=HEADERS))
+        body_frame = framing.frame(framing.RPC_EXTRA_INFO, build_extra_info_resp(body))
+        pids = runner_pids(proc.pid)
+        results = [measure(sock_path, pids, req, body_frame, args.requests, c, args.warmup) for c in args.concurrency]
+        return results, orjson.loads(check.upstream_body)["model"]
+    finally:
+        stop_runner(proc)
