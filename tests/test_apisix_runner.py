@@ -721,3 +721,20 @@ def test_post_resp_keeps_the_reasoning_a_deepseek_answer_held(live):
                             headers=[("content-type", "application/json"), ("content-length", str(len(answer)))])
     assert out.ok
     assert runtime.router.recall_reasoning(message_key(message)) == "A greeting: greet back."
+
+
+def test_the_runners_protocol_counters_are_scraped_with_the_metrics(live):
+    runtime, em = live
+    assert em.http_req_call(DEFAULT, body=chat(EASY)).ok
+    assert em.http_req_call(DEFAULT, body=b"{not json").status == 400
+    em.close()
+    with socket.socket(socket.AF_UNIX) as s:  # a frame of an unknown RPC type
+        s.settimeout(10)
+        s.connect(em.path)
+        s.sendall(framing.frame(9, b"\x00" * 8))
+        _recv_frame(s)
+    totals = {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in runtime.metrics.exposition().decode().splitlines()
+              if line.startswith("llm_router_apisix_runner_events_total{")}
+    assert totals["req_calls"] == 2 and totals["rewrites"] == 1 and totals["stops"] == 1
+    assert totals["bad_frames"] == 1 and totals["internal_errors"] == 0
+    assert totals["answer_polls"] >= totals["answer_polls_caught"] >= 0

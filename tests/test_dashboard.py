@@ -15,6 +15,8 @@ import yaml
 from llm_router.accounting import Usage
 from llm_router.config import parse_config
 from llm_router.credentials import Credentials
+from llm_router.gateways.apisix.runner import Runner
+from llm_router.gateways.apisix.tokens import TokenStore
 from llm_router.router import build_catalog
 from llm_router.runtime import Exchange, Runtime
 from llm_router.secrets.env import EnvStore
@@ -31,6 +33,7 @@ def exported_names(keys: dict[str, str], tmp_path: Path) -> set[str]:
                                      "shadow": {"classifier": "rules", "strategy": "cost_weighted", "shadow": True}},
                         "metrics": {"listen": "127.0.0.1:0", "feedback_log": str(tmp_path / "feedback.jsonl")}})
     rt = Runtime(cfg, credentials=Credentials.resolve(build_catalog(cfg), [EnvStore(keys)]))
+    Runner(rt, TokenStore(ttl=100))  # an APISIX runner on the runtime adds its protocol counters
 
     async def traffic() -> str:
         await rt.start()

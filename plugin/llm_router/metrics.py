@@ -156,6 +156,8 @@ class Metrics(Collector):
         self.price = GaugeVec("llm_router_price_usd_per_mtok", "What a model is billed at now, USD per 1M tokens, by kind "
                               "(input, output, cached_input, cache_write): it follows price changes and peak hours",
                               ("model", "kind"))
+        # Families an adapter keeps itself and hands over at scrape time (the APISIX runner's protocol counters).
+        self.sources: list[Callable[[], Iterator]] = []
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -174,6 +176,8 @@ class Metrics(Collector):
     def collect(self) -> Iterator:
         for vec in self._all():
             yield vec.family()
+        for source in self.sources:
+            yield from source()
 
     def describe(self) -> Iterator:
         return iter(())

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -100,7 +100,7 @@ class Conversation:
 
 @dataclass(slots=True)
 class Stats:
-    """Counters the runner keeps (exposed to metrics and tests)."""
+    """Counters the runner keeps (scraped as llm_router_apisix_runner_events_total{event}, read by tests)."""
 
     prepare_conf: int = 0
     req_calls: int = 0
@@ -137,6 +137,19 @@ class Runner:
         self.answer_poll_ns = int(runtime.config.server.get("apisix_answer_poll_us", ANSWER_POLL_US) * 1000)
         self._kept_bytes = 0  # request bytes held for post-resp fallbacks
         self._probed: dict[str, int] = {}  # scope -> requests remembered before post-resp was seen
+        if runtime.metrics is not None:
+            runtime.metrics.sources.append(self._metric_families)
+
+    def _metric_families(self) -> Iterator[Any]:
+        """The protocol counters as one Prometheus family, read at scrape time (nothing on the hot path)."""
+        from prometheus_client.core import CounterMetricFamily
+
+        fam = CounterMetricFamily("llm_router_apisix_runner_events", "What the APISIX runner's process did with the RPCs "
+                                  "it got (req_calls, rewrites, stops, token_misses, bad_frames, answer_polls, ...)",
+                                  labels=("event",))
+        for name, value in asdict(self.stats).items():
+            fam.add_metric((name,), float(value))
+        yield fam
 
     # ---- dispatch -------------------------------------------------------------------------
 
