@@ -154,3 +154,15 @@ def test_a_body_split_across_reads_while_polling_is_put_together(serve):
         assert reply["id"] == 9 and reply["action"] == "rewrite"
     finally:
         s.close()
+
+
+def test_one_usable_cpu_turns_polling_off(monkeypatch):
+    from llm_router.gateways.apisix import runner as runner_module
+
+    for k, v in FAKE_KEYS.items():
+        monkeypatch.setenv(k, v)
+    cfg = parse_config({"server": {"apisix_answer_poll_us": 300}})
+    monkeypatch.setattr(runner_module.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert Runner(Runtime(cfg, telemetry=False), TokenStore(ttl=100)).answer_poll_ns == 300_000
+    monkeypatch.setattr(runner_module.os, "sched_getaffinity", lambda pid: {0})  # APISIX could only answer once we stop
+    assert Runner(Runtime(cfg, telemetry=False), TokenStore(ttl=100)).answer_poll_ns == 0

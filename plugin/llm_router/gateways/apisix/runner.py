@@ -6,6 +6,7 @@ is bytes to write. Routing itself is Runtime.decide's; this module only translat
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -134,7 +135,9 @@ class Runner:
         self._post_resp_scopes: set[str] = set()
         self._removals: dict[tuple[str, ...], tuple[tuple[str, None], ...]] = {}
         self.fallback_enabled = bool(runtime.config.server.get("apisix_fallback", True))
-        self.answer_poll_ns = int(runtime.config.server.get("apisix_answer_poll_us", ANSWER_POLL_US) * 1000)
+        poll_us = runtime.config.server.get("apisix_answer_poll_us", ANSWER_POLL_US)
+        # Polling pays only while APISIX can answer on another core; on one core it would only delay the answer.
+        self.answer_poll_ns = int(poll_us * 1000) if usable_cpus() > 1 else 0
         self._kept_bytes = 0  # request bytes held for post-resp fallbacks
         self._probed: dict[str, int] = {}  # scope -> requests remembered before post-resp was seen
         if runtime.metrics is not None:
@@ -464,6 +467,14 @@ class Runner:
                 log.exception("accounting failed for %s", ex.request_id)
         headers = tuple((n, v) for n, v in pending.headers if n.lower() not in HOP_BY_HOP and v is not None)
         return encode.resp_call_frame(pending.rid, 0, self.entries.vector((), headers), None)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 def _fits(reply: OrchestratedReply, ex: Exchange) -> OrchestratedReply:
