@@ -159,6 +159,22 @@ class RunnerThread:
         self.stop()
 
 
+def recv_frame(s: socket.socket) -> tuple[int, bytes]:
+    """One whole frame from a blocking socket: (RPC type, payload); ConnectionError when the runner closes."""
+    from llm_router.gateways.apisix import framing
+
+    def exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = s.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("closed")
+            data += chunk
+        return data
+    ty, n = framing.parse_header(exactly(4))
+    return ty, exactly(n)
+
+
 def remove_dir(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 

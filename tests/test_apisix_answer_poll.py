@@ -15,7 +15,7 @@ from llm_router.runtime import Runtime
 
 from apisix_emulator import (
     FAKE_KEYS, Emulator, RouteConf, RunnerThread, build_extra_info_resp, build_prepare_conf, build_req_call, decode_reply,
-    remove_dir, socket_dir,
+    recv_frame, remove_dir, socket_dir,
 )
 
 DEFAULT = RouteConf(conf=(("llm-router", '{"policy": "default"}'),))
@@ -43,46 +43,30 @@ def serve(monkeypatch):
         remove_dir(d)
 
 
-def _recv_frame(s: socket.socket) -> tuple[int, bytes]:
-    data = b""
-    while len(data) < 4:
-        chunk = s.recv(4 - len(data))
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    ty, n = framing.parse_header(data)
-    payload = b""
-    while len(payload) < n:
-        chunk = s.recv(n - len(payload))
-        if not chunk:
-            raise ConnectionError("closed")
-        payload += chunk
-    return ty, payload
-
-
 def _connect(path: str) -> tuple[socket.socket, int]:
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(30)
     s.connect(path)
     s.sendall(framing.frame(1, build_prepare_conf(DEFAULT.conf, DEFAULT.key)))
-    return s, decode_reply(1, *_recv_frame(s)).fields["token"]
+    return s, decode_reply(1, *recv_frame(s)).fields["token"]
 
 
 def _ask(s: socket.socket, token: int, rid: int) -> None:
     """Send an HTTPReqCall and read the runner's request for the body."""
     s.sendall(framing.frame(2, build_req_call(rid, token, headers=[("authorization", "Bearer c")])))
-    assert decode_reply(2, *_recv_frame(s)).fields == {"info": "req_body"}
+    assert decode_reply(2, *recv_frame(s)).fields == {"info": "req_body"}
 
 
 def _answer(s: socket.socket, rid: int) -> None:
     """Send the body and check the runner's Rewrite."""
     s.sendall(framing.frame(3, build_extra_info_resp(BODY)))
-    reply = decode_reply(2, *_recv_frame(s)).fields
+    reply = decode_reply(2, *recv_frame(s)).fields
     assert reply["id"] == rid and reply["action"] == "rewrite" and orjson.loads(reply["body"])["model"]
 
 
-def test_one_call_at_a_time_polls_for_the_body_and_is_served(serve):
-    thread = serve(200_000)  # generous: the emulator's answer comes well within it even on a loaded machine
+@pytest.mark.parametrize("poll_us, polls", [(200_000, 20), (0, 0)])
+def test_one_call_at_a_time_polls_for_the_body_unless_turned_off(serve, poll_us, polls):
+    thread = serve(poll_us)  # 0.2 s: the emulator's answer comes well within it even on a loaded machine
     em = Emulator(thread.path, timeout=30)
     try:
         for _ in range(20):
@@ -90,19 +74,8 @@ def test_one_call_at_a_time_polls_for_the_body_and_is_served(serve):
     finally:
         em.close()
     stats = thread.runner.stats
-    assert stats.answer_polls == 20  # one per call: the body request is the only ExtraInfo of a pre-req call
-    assert stats.answer_polls_caught >= 1
-
-
-def test_polling_off_sleeps_until_the_body_comes(serve):
-    thread = serve(0)
-    em = Emulator(thread.path, timeout=30)
-    try:
-        for _ in range(5):
-            assert em.http_req_call(DEFAULT, body=BODY).ok
-    finally:
-        em.close()
-    assert thread.runner.stats.answer_polls == 0
+    assert stats.answer_polls == polls  # one per call: the body request is the only ExtraInfo of a pre-req call
+    assert (stats.answer_polls_caught >= 1) == (polls > 0)
 
 
 def test_no_polling_while_another_call_is_in_flight(serve):
@@ -150,7 +123,7 @@ def test_a_body_split_across_reads_while_polling_is_put_together(serve):
         frame = framing.frame(3, build_extra_info_resp(BODY))
         for i in range(0, len(frame), 5):
             s.sendall(frame[i:i + 5])
-        reply = decode_reply(2, *_recv_frame(s)).fields
+        reply = decode_reply(2, *recv_frame(s)).fields
         assert reply["id"] == 9 and reply["action"] == "rewrite"
     finally:
         s.close()

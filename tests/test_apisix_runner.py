@@ -20,7 +20,7 @@ from llm_router.runtime import Exchange, Runtime
 
 from apisix_emulator import (
     FAKE_KEYS, Emulator, RouteConf, RunnerProcess, RunnerThread, SharedDict, build_extra_info_resp, build_prepare_conf,
-    build_req_call, decode_reply, raw_frame, remove_dir, socket_dir, wait_until,
+    build_req_call, decode_reply, raw_frame, recv_frame, remove_dir, socket_dir, wait_until,
 )
 
 DEFAULT = RouteConf(conf=(("llm-router", '{"policy": "default"}'),))
@@ -262,7 +262,7 @@ def test_unknown_token_gets_conf_token_not_found_frame(runner):
         s.settimeout(10)
         s.connect(runner.path)
         s.sendall(framing.frame(2, build_req_call(1, 12345)))
-        reply = _recv_frame(s)
+        reply = recv_frame(s)
         assert reply[0] == 0 and decode_reply(2, *reply).fields["message"] == "conf token not found"
 
 
@@ -366,26 +366,9 @@ def test_many_concurrent_connections(runner):
 
 # ---- broken input on the wire ---------------------------------------------------------------
 
-def _recv_frame(s: socket.socket) -> tuple[int, bytes]:
-    hdr = b""
-    while len(hdr) < 4:
-        chunk = s.recv(4 - len(hdr))
-        if not chunk:
-            raise ConnectionError("closed")
-        hdr += chunk
-    ty, n = framing.parse_header(hdr)
-    data = b""
-    while len(data) < n:
-        chunk = s.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    return ty, data
-
-
 def _prepare(s: socket.socket, route: RouteConf = DEFAULT) -> int:
     s.sendall(framing.frame(1, build_prepare_conf(route.conf, route.key)))
-    ty, payload = _recv_frame(s)
+    ty, payload = recv_frame(s)
     return decode_reply(1, ty, payload).fields["token"]
 
 
@@ -405,7 +388,7 @@ def test_frames_split_across_reads(runner):
             s.sendall(head[i:i + 7])
             assert _quiet(s), "the runner answered a partial frame"
         s.sendall(last)
-        ty, payload = _recv_frame(s)
+        ty, payload = recv_frame(s)
         assert decode_reply(2, ty, payload).fields == {"info": "req_body"}
         body = framing.frame(3, build_extra_info_resp(chat(EASY)))
         s.sendall(body[:3])
@@ -413,7 +396,7 @@ def test_frames_split_across_reads(runner):
         s.sendall(body[3:10])
         assert _quiet(s)
         s.sendall(body[10:])
-        reply = decode_reply(2, *_recv_frame(s)).fields
+        reply = decode_reply(2, *recv_frame(s)).fields
         assert reply["id"] == 77 and reply["action"] == "rewrite"
 
 
@@ -430,7 +413,7 @@ def test_garbage_unknown_types_and_empty_payloads_get_bad_request(runner, em):
         s.connect(runner.path)
         for frame in (raw_frame(9, b"whatever"), raw_frame(2, b""), raw_frame(1, b"\xff" * 40), raw_frame(4, b"\x00" * 3)):
             s.sendall(frame)
-            ty, payload = _recv_frame(s)
+            ty, payload = recv_frame(s)
             assert ty == 0 and decode_reply(2, ty, payload).fields["message"] == "bad request"
         assert _prepare(s) > 0  # the same connection still works
     assert em.http_req_call(DEFAULT, body=chat(EASY)).ok
@@ -441,7 +424,7 @@ def test_oversized_frame_at_the_24_bit_limit(runner, em):
         s.settimeout(60)
         s.connect(runner.path)
         s.sendall(raw_frame(2, b"\x07" * framing.MAX_PAYLOAD))
-        ty, payload = _recv_frame(s)
+        ty, payload = recv_frame(s)
         assert ty == 0 and decode_reply(2, ty, payload).fields["code"] == encode.BAD_REQUEST
     assert em.http_req_call(DEFAULT, body=chat(EASY)).ok
 
@@ -452,10 +435,10 @@ def test_protocol_violation_closes_only_that_connection(runner, em):
         s.connect(runner.path)
         token = _prepare(s)
         s.sendall(framing.frame(2, build_req_call(1, token)))
-        assert _recv_frame(s)[0] == 3
+        assert recv_frame(s)[0] == 3
         s.sendall(framing.frame(2, build_req_call(2, token)))  # a new call instead of the body
         with pytest.raises(ConnectionError):
-            _recv_frame(s)
+            recv_frame(s)
     assert em.http_req_call(DEFAULT, body=chat(EASY)).ok
 
 
@@ -732,7 +715,7 @@ def test_the_runners_protocol_counters_are_scraped_with_the_metrics(live):
         s.settimeout(10)
         s.connect(em.path)
         s.sendall(framing.frame(9, b"\x00" * 8))
-        _recv_frame(s)
+        recv_frame(s)
     totals = {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in runtime.metrics.exposition().decode().splitlines()
               if line.startswith("llm_router_apisix_runner_events_total{")}
     assert totals["req_calls"] == 2 and totals["rewrites"] == 1 and totals["stops"] == 1
