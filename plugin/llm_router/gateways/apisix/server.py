@@ -94,9 +94,9 @@ class RunnerProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._handle(data)
         # A call now waits for APISIX's answer (the body, mostly). When no other call is in flight, poll the
-        # socket for it a little while instead of going back to sleep: APISIX answers within tens of
-        # microseconds, and waking from epoll costs more than that on a small VM. Under load some other call
-        # is always in flight, so the loop never polls there.
+        # socket for it a little while instead of going back to sleep: an answer within the window saves the
+        # wake-up from epoll, which costs more than the wait on a small VM. Under load some other call
+        # is nearly always in flight, so the loop seldom polls there.
         wait = self.runner.answer_poll_ns
         while wait and self.conv.pending is not None and self.activity.calls == 1 and self.fd >= 0 \
                 and not self.transport.is_closing() and not self.transport.get_write_buffer_size():
@@ -166,7 +166,7 @@ class RunnerProtocol(asyncio.Protocol):
             frame = encode.SERVICE_UNAVAILABLE_FRAME
         finally:
             self.busy = None
-            self._count(self.conv.pending is not None)
+            self._count(self.conv.pending is not None and self.fd >= 0)  # fd -1: the connection is gone
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(frame)
 
