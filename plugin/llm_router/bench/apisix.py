@@ -223,23 +223,51 @@ def pct(sorted_ns: list[int], q: float) -> float:
     return sorted_ns[min(len(sorted_ns) - 1, int(q * len(sorted_ns)))] / 1000
 
 
-def measure(path: str, pids: list[int], req: bytes, body: bytes, total: int, conns: int, warmup: int) -> Result:
+@dataclass
+class Target:
+    """A running runner as the client drives it: socket, processes (for CPU) and the pre-built frames."""
+
+    path: str
+    pids: list[int]
+    req: bytes
+    body: bytes
+
+
+def measure_interleaved(targets: list[Target], total: int, conns: int, warmup: int, rounds: int) -> list[Result]:
+    """One concurrency level on several runners, in alternating rounds (so all see the same machine state)."""
     loop = _loop()
+    lat: list[list[int]] = [[] for _ in targets]
+    samples: list[bytes] = []
+    cpu = [0.0] * len(targets)
+    client = [0.0] * len(targets)
+    elapsed = [0.0] * len(targets)
+    per, extra = divmod(total, rounds)
     try:
-        if warmup:
-            loop.run_until_complete(_drive(path, req, body, warmup, conns))
-        cpu0, client0 = cpu_seconds(pids), time.process_time()
-        lat, samples, elapsed = loop.run_until_complete(_drive(path, req, body, total, conns))
-        cpu1, client1 = cpu_seconds(pids), time.process_time()
+        for t in targets:
+            if warmup:
+                loop.run_until_complete(_drive(t.path, t.req, t.body, warmup, conns))
+        for r in range(rounds):
+            n = per + (1 if r < extra else 0)
+            for i, t in enumerate(targets):
+                cpu0, client0 = cpu_seconds(t.pids), time.process_time()
+                got, seen, took = loop.run_until_complete(_drive(t.path, t.req, t.body, n, conns))
+                cpu[i] += cpu_seconds(t.pids) - cpu0
+                client[i] += time.process_time() - client0
+                elapsed[i] += took
+                lat[i] += got
+                samples += seen
     finally:
         loop.close()
     for payload in samples:  # full decode of a sample with the generated code
         reply = decode_reply(framing.RPC_HTTP_REQ_CALL, framing.RPC_HTTP_REQ_CALL, payload).fields
         if reply["action"] != "rewrite" or not reply["body"]:
             raise RuntimeError(f"unexpected reply: {reply}")
-    lat.sort()
-    return Result(conns, total, round(pct(lat, 0.5), 1), round(pct(lat, 0.99), 1), round(total / elapsed),
-                  round((cpu1 - cpu0) / total * 1e6, 1), round((client1 - client0) / total * 1e6, 1))
+    out = []
+    for i in range(len(targets)):
+        lat[i].sort()
+        out.append(Result(conns, total, round(pct(lat[i], 0.5), 1), round(pct(lat[i], 0.99), 1), round(total / elapsed[i]),
+                          round(cpu[i] / total * 1e6, 1), round(client[i] / total * 1e6, 1)))
+    return out
 
 
 def inprocess_costs(config: str | None, body: bytes, n: int = 3000) -> tuple[float, float]:
@@ -300,16 +328,27 @@ def run(args) -> int:
     config = os.path.join(workdir, "config.yaml")
     Path(config).write_text(yaml.safe_dump(without_memo(data)))  # one body repeated: measure it unremembered
     body = chat_body(args.body_bytes)
+    configs = [config]
+    if args.compare_poll:
+        configs.append(os.path.join(workdir, "no-poll.yaml"))
+        server = {**(data.get("server") or {}), "apisix_answer_poll_us": 0}
+        Path(configs[1]).write_text(yaml.safe_dump(without_memo({**data, "server": server})))
+    procs: list[subprocess.Popen] = []
     try:
-        results, model = _measure_runner(args, workdir, config, body)
-        no_poll = None
-        if args.compare_poll:
-            off = os.path.join(workdir, "no-poll.yaml")
-            server = {**(data.get("server") or {}), "apisix_answer_poll_us": 0}
-            Path(off).write_text(yaml.safe_dump(without_memo({**data, "server": server})))
-            no_poll, _ = _measure_runner(args, workdir, off, body)
+        targets = []
+        for i, conf in enumerate(configs):
+            proc, target, model = _start_target(args, os.path.join(workdir, f"runner{i}"), conf, body)
+            procs.append(proc)
+            targets.append(target)
+        # with a second runner, each level alternates between them in 4 rounds
+        levels = [measure_interleaved(targets, args.requests, c, args.warmup, rounds=4 if len(targets) > 1 else 1)
+                  for c in args.concurrency]
+        results = [level[0] for level in levels]
+        no_poll = [level[1] for level in levels] if args.compare_poll else None
         decide_us, inproc_us = inprocess_costs(config, body)
     finally:
+        for proc in procs:
+            stop_runner(proc)
         shutil.rmtree(workdir, ignore_errors=True)
     cfg = load_config(args.config)
     classifier = args.classifier or cfg.policies[cfg.default_policy].classifier
@@ -334,10 +373,10 @@ def run(args) -> int:
     return 0
 
 
-def _measure_runner(args, workdir: str, config: str, body: bytes) -> tuple[list[Result], str]:
-    """Start a runner on `config`, check it routes the body, measure every concurrency level, stop it."""
-    sock_path = os.path.join(workdir, "runner.sock")
-    proc = start_runner(sock_path, config, args.workers, os.path.join(workdir, "runner.log"))
+def _start_target(args, prefix: str, config: str, body: bytes) -> tuple[subprocess.Popen, Target, str]:
+    """Start a runner on `config` and check it routes the body: (process, target, model routed to)."""
+    sock_path = prefix + ".sock"
+    proc = start_runner(sock_path, config, args.workers, prefix + ".log")
     try:
         route = RouteConf(conf=(("llm-router", '{"policy": "default"}'),), conf_id="bench")
         em = Emulator(sock_path)
@@ -346,10 +385,9 @@ def _measure_runner(args, workdir: str, config: str, body: bytes) -> tuple[list[
         em.close()
         if not check.ok:
             raise RuntimeError(f"the runner refused the benchmark request: {check}")
-        req = framing.frame(framing.RPC_HTTP_REQ_CALL, build_req_call(1, token, headers=HEADERS))
-        body_frame = framing.frame(framing.RPC_EXTRA_INFO, build_extra_info_resp(body))
-        pids = runner_pids(proc.pid)
-        results = [measure(sock_path, pids, req, body_frame, args.requests, c, args.warmup) for c in args.concurrency]
-        return results, orjson.loads(check.upstream_body)["model"]
-    finally:
+    except BaseException:
         stop_runner(proc)
+        raise
+    req = framing.frame(framing.RPC_HTTP_REQ_CALL, build_req_call(1, token, headers=HEADERS))
+    body_frame = framing.frame(framing.RPC_EXTRA_INFO, build_extra_info_resp(body))
+    return proc, Target(sock_path, runner_pids(proc.pid), req, body_frame), orjson.loads(check.upstream_body)["model"]
