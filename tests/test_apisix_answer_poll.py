@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import orjson
 import pytest
@@ -78,14 +79,16 @@ def test_one_call_at_a_time_polls_for_the_body_unless_turned_off(serve, poll_us,
     assert (stats.answer_polls_caught >= 1) == (polls > 0)
 
 
-def test_no_polling_while_another_call_is_in_flight(serve):
-    thread = serve(200_000)
+def test_a_call_waiting_elsewhere_ends_a_poll_and_is_not_polled_for(serve):
+    thread = serve(20_000_000)  # 20 s: were B's call ignored while polling A, B would wait that long
     stats = thread.runner.stats
     a, token = _connect(thread.path)
     b, _ = _connect(thread.path)
     try:
-        _ask(a, token, 1)  # A waits for its body; the runner polls A's socket for up to 0.2 s, in vain
-        _ask(b, token, 2)  # handled after A's poll: with A in flight, B's call does not poll
+        _ask(a, token, 1)  # A waits for its body; the runner polls A's socket
+        started = time.monotonic()
+        _ask(b, token, 2)  # B's call ends A's poll; with A in flight, B's call does not poll
+        assert time.monotonic() - started < 10
         assert (stats.answer_polls, stats.answer_polls_caught) == (1, 0)
         _answer(b, 2)
         _answer(a, 1)

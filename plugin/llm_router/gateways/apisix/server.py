@@ -6,6 +6,7 @@ import gc
 import logging
 import os
 import random
+import select
 import shutil
 import signal
 import socket
@@ -61,12 +62,19 @@ def bind_socket(path: str) -> socket.socket:
 
 
 class Activity:
-    """How many of a process's connections have a call in flight (waiting for APISIX's answer or for a deferred reply)."""
+    """A process's connections: how many have a call in flight, and an epoll set of them to see which have data."""
 
-    __slots__ = ("calls",)
+    __slots__ = ("calls", "ready")
 
     def __init__(self) -> None:
-        self.calls = 0
+        self.calls = 0  # waiting for APISIX's answer or for a deferred reply
+        self.ready = select.epoll()  # every connection, level-triggered; the kernel drops a socket when it closes
+
+    def watch(self, fd: int) -> None:
+        try:
+            self.ready.register(fd, select.EPOLLIN)
+        except FileExistsError:  # a number reused before the old socket left the set
+            self.ready.modify(fd, select.EPOLLIN)
 
 
 class RunnerProtocol(asyncio.Protocol):
@@ -90,13 +98,15 @@ class RunnerProtocol(asyncio.Protocol):
         self.conns.add(self)
         sock = transport.get_extra_info("socket")
         self.fd = sock.fileno() if sock is not None else -1
+        if self.fd >= 0:
+            self.activity.watch(self.fd)
 
     def data_received(self, data: bytes) -> None:
         self._handle(data)
         # A call now waits for APISIX's answer (the body, mostly). When no other call is in flight, poll the
         # socket for it a little while instead of going back to sleep: an answer within the window saves the
-        # wake-up from epoll, which costs more than the wait on a small VM. Under load some other call
-        # is nearly always in flight, so the loop seldom polls there.
+        # wake-up from epoll, which costs more than the wait on a small VM. Under load some other call is in
+        # flight, or a new one waits on another connection (which ends a poll at once), so no CPU goes to waiting.
         wait = self.runner.answer_poll_ns
         while wait and self.conv.pending is not None and self.activity.calls == 1 and self.fd >= 0 \
                 and not self.transport.is_closing() and not self.transport.get_write_buffer_size():
@@ -106,12 +116,19 @@ class RunnerProtocol(asyncio.Protocol):
             self._handle(data)
 
     def _poll_answer(self, wait: int) -> bytes:
-        """Bytes read from the socket within `wait` ns (b"" when none came: the event loop takes over)."""
+        """Bytes read from the socket within `wait` ns (b"" when none came, or another connection has data: the
+        event loop takes over)."""
         stats = self.runner.stats
         stats.answer_polls += 1
         fd = self.fd
+        ready = self.activity.ready.poll
         deadline = time.perf_counter_ns() + wait
         while time.perf_counter_ns() < deadline:
+            events = ready(0)
+            if not events:
+                continue
+            if len(events) > 1 or events[0][0] != fd:  # a new call waits elsewhere: serve it, do not spin
+                return b""
             try:
                 data = os.read(fd, READ_SIZE)
             except BlockingIOError:
@@ -247,6 +264,7 @@ async def _serve_async(sock: socket.socket, runner: Runner, metrics_listen: str 
             proto.busy.cancel()
         proto.transport.abort()
     await runner.runtime.stop()
+    activity.ready.close()
     log.info("runner %d stopped: %s", os.getpid(), runner.stats)
 
 
