@@ -34,6 +34,12 @@ def readable_accept_encoding(value: str) -> str | None:
     return (", ".join(kept) or "identity") if changed else None
 
 
+def accept_encoding_override(value: str) -> tuple[tuple[str, str], ...]:
+    """The accept-encoding header to send upstream instead of the client's `value`; () when the client's is readable."""
+    readable = readable_accept_encoding(value)
+    return (("accept-encoding", readable),) if readable is not None else ()
+
+
 def _decompressor(encoding: str) -> zlib._Decompress | None:
     if encoding in ("gzip", "x-gzip"):
         return zlib.decompressobj(32 + zlib.MAX_WBITS)  # gzip or zlib header, detected

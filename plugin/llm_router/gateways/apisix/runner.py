@@ -17,7 +17,7 @@ import orjson
 from llm_router.accounting import Usage, usage_from_json
 from llm_router.config import ConfigError, parse_policy
 from llm_router.decision import RouteError
-from llm_router.encodings import inflate, readable_accept_encoding
+from llm_router.encodings import accept_encoding_override, inflate
 from llm_router.gateways.apisix import decode, encode
 from llm_router.gateways.apisix.framing import (
     MAX_PAYLOAD, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL, RPC_NAMES, RPC_PREPARE_CONF, FrameError,
@@ -491,8 +491,7 @@ def _readable_accept(call: decode.ReqCall) -> tuple[tuple[str, str], ...]:
     """The accept-encoding to send instead of the client's when it names codings whose usage the runner
     cannot read (br, zstd); () when the client's is fine or absent."""
     value = decode.req_header(call.payload, b"accept-encoding")
-    readable = readable_accept_encoding(value.decode("latin-1")) if value else None
-    return (("accept-encoding", readable),) if readable is not None else ()
+    return accept_encoding_override(value.decode("latin-1")) if value else ()
 
 
 def describe(entry: Entry) -> dict[str, Any]:

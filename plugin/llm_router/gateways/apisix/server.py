@@ -82,14 +82,14 @@ class RunnerProtocol(asyncio.Protocol):
 
     __slots__ = ("runner", "conns", "transport", "reader", "conv", "busy", "activity", "active", "fd")
 
-    def __init__(self, runner: Runner, conns: set, activity: Activity | None = None):
+    def __init__(self, runner: Runner, conns: set, activity: Activity):
         self.runner = runner
         self.conns = conns
         self.transport: asyncio.Transport | None = None
         self.reader = FrameReader()
         self.conv = Conversation()
         self.busy: asyncio.Future | None = None  # a deferred reply being computed (runner-side upstream calls)
-        self.activity = activity or Activity()
+        self.activity = activity
         self.active = False  # counted in activity.calls
         self.fd = -1
 

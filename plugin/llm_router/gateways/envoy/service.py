@@ -34,7 +34,7 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest
 
 from llm_router.accounting import SSEUsage, Usage, usage_from_json
 from llm_router.decision import RouteError
-from llm_router.encodings import StreamInflater, inflate, readable_accept_encoding
+from llm_router.encodings import StreamInflater, accept_encoding_override, inflate
 from llm_router.gateways.envoy import wire
 from llm_router.gateways.envoy.attempt import AttemptService, AttemptSession
 from llm_router.gateways.envoy.h2grpc import Deferred
@@ -217,9 +217,9 @@ class Session:
             elif key == "anthropic-version":
                 anthropic = True
             elif key == "accept-encoding" and svc.options.observe_responses:
-                readable = readable_accept_encoding((h.raw_value or h.value.encode()).decode("latin-1"))
-                if readable is not None:  # usage must stay readable: ask only for codings we can inflate
-                    self.accept = (("accept-encoding", readable),)
+                override = accept_encoding_override((h.raw_value or h.value.encode()).decode("latin-1"))
+                if override:  # usage must stay readable: ask only for codings we can inflate
+                    self.accept = override
         if svc.wants_headers:
             self.headers = [(h.key, (h.raw_value or h.value.encode()).decode("latin-1")) for h in header_list]
         self.path = path
