@@ -47,7 +47,7 @@ CLOSE = b""  # a reply meaning: drop this connection (the peer broke the protoco
 # Upstream statuses after which ext-plugin-post-resp retries on the next model of the chain.
 FALLBACK_STATUSES = FALLBACK_4XX | {500, 502, 503, 504, 529}
 # How long a process with one call in flight polls its socket for APISIX's answer before sleeping in epoll (an answer
-# within it saves the wake-up; the emulator's comes within tens of microseconds); 0 turns polling off.
+# within it saves the wake-up; `llm-router bench apisix --compare-poll` measures the difference); 0 turns polling off.
 ANSWER_POLL_US = 100
 FALLBACK_MAX_BODY = 1 << 20  # request bodies kept for a post-resp fallback, each at most ...
 FALLBACK_KEPT_BYTES = 64 << 20  # ... and all together at most
