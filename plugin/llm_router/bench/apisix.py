@@ -55,6 +55,9 @@ def register(sub) -> None:
     p.add_argument("--config", "-c", metavar="FILE", help="runner config (default: built-in defaults)")
     p.add_argument("--compare-poll", action="store_true",
                    help="also measure a runner that never polls for APISIX's answer (server.apisix_answer_poll_us: 0)")
+    p.add_argument("--compare-floor", action="store_true",
+                   help="also measure the floor: a minimal runner on the same socket work that only rewrites the model "
+                        "(llm_router.bench.apisix_floor; `floor` in the JSON)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
@@ -93,14 +96,19 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
-def start_runner(sock_path: str, config: str | None, workers: int, log_file: str) -> subprocess.Popen:
+def start_runner(sock_path: str, config: str | None, workers: int, log_file: str, floor: bool = False) -> subprocess.Popen:
+    """Start `serve --apisix` (or, with `floor`, the minimal runner of bench.apisix_floor) and wait for its socket."""
     env = {**os.environ, **{k: os.environ.get(k, v) for k, v in DEFAULT_KEYS.items()}}
     env.pop("APISIX_LISTEN_ADDRESS", None)
-    cmd = [sys.executable, "-m", "llm_router.cli", "serve", "--apisix", "--socket", sock_path, "--workers", str(workers),
-           "--log-file", log_file]
-    if config:
-        cmd += ["--config", config]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if floor:
+        cmd = [sys.executable, "-m", "llm_router.bench.apisix_floor", "--socket", sock_path]
+    else:
+        cmd = [sys.executable, "-m", "llm_router.cli", "serve", "--apisix", "--socket", sock_path, "--workers",
+               str(workers), "--log-file", log_file]
+        if config:
+            cmd += ["--config", config]
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log if floor else subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -336,8 +344,14 @@ def run(args) -> int:
     procs: list[subprocess.Popen] = []
     try:
         targets = []
+        model = ""
         for i, conf in enumerate(configs):
-            proc, target, model = _start_target(args, os.path.join(workdir, f"runner{i}"), conf, body)
+            proc, target, routed = _start_target(args, os.path.join(workdir, f"runner{i}"), conf, body)
+            procs.append(proc)
+            targets.append(target)
+            model = model or routed
+        if args.compare_floor:
+            proc, target, _ = _start_target(args, os.path.join(workdir, "floor"), None, body, floor=True)
             procs.append(proc)
             targets.append(target)
         # with a second runner, each level alternates between them in 4 rounds
@@ -345,6 +359,7 @@ def run(args) -> int:
                   for c in args.concurrency]
         results = [level[0] for level in levels]
         no_poll = [level[1] for level in levels] if args.compare_poll else None
+        floor = [level[-1] for level in levels] if args.compare_floor else None
         decide_us, inproc_us = inprocess_costs(config, body)
     finally:
         for proc in procs:
@@ -357,6 +372,8 @@ def run(args) -> int:
            "results": {f"c{r.concurrency}": asdict(r) for r in results}}
     if no_poll is not None:
         out["no_poll"] = {f"c{r.concurrency}": asdict(r) for r in no_poll}
+    if floor is not None:
+        out["floor"] = {f"c{r.concurrency}": asdict(r) for r in floor}
     if args.json:
         print(json.dumps(out))
     else:
@@ -370,13 +387,17 @@ def run(args) -> int:
         for r in no_poll or ():
             print(f"  without answer polling, concurrency {r.concurrency:>3}: p50 {r.p50_us:8.1f} us  p99 {r.p99_us:8.1f} us  "
                   f"{r.rps:>8} req/s  runner CPU {r.cpu_us_per_req:6.1f} us/req")
+        for r in floor or ():
+            print(f"  floor (minimal runner), concurrency {r.concurrency:>3}: p50 {r.p50_us:8.1f} us  p99 {r.p99_us:8.1f} us  "
+                  f"{r.rps:>8} req/s  runner CPU {r.cpu_us_per_req:6.1f} us/req")
     return 0
 
 
-def _start_target(args, prefix: str, config: str, body: bytes) -> tuple[subprocess.Popen, Target, str]:
-    """Start a runner on `config` and check it routes the body: (process, target, model routed to)."""
+def _start_target(args, prefix: str, config: str | None, body: bytes,
+                  floor: bool = False) -> tuple[subprocess.Popen, Target, str]:
+    """Start a runner on `config` (or the floor runner) and check it rewrites the body: (process, target, model)."""
     sock_path = prefix + ".sock"
-    proc = start_runner(sock_path, config, args.workers, prefix + ".log")
+    proc = start_runner(sock_path, config, args.workers, prefix + ".log", floor=floor)
     try:
         route = RouteConf(conf=(("llm-router", '{"policy": "default"}'),), conf_id="bench")
         em = Emulator(sock_path)
