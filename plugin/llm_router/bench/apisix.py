@@ -25,6 +25,7 @@ import orjson
 import yaml
 
 from llm_router.bench import without_memo
+from llm_router.classify import native
 from llm_router.commands.common import at_least
 from llm_router.config import default_data, load_config
 from llm_router.gateways.apisix import framing
@@ -55,6 +56,9 @@ def register(sub) -> None:
     p.add_argument("--config", "-c", metavar="FILE", help="runner config (default: built-in defaults)")
     p.add_argument("--compare-poll", action="store_true",
                    help="also measure a runner that never polls for APISIX's answer (server.apisix_answer_poll_us: 0)")
+    p.add_argument("--compare-native", action="store_true",
+                   help="also measure a runner with the semantic classifier's C kernels off (LLM_ROUTER_NATIVE=0: "
+                        "numpy does the same arithmetic; `numpy` in the JSON)")
     p.add_argument("--compare-floor", action="store_true",
                    help="also measure the floor: a minimal runner on the same socket work that only rewrites the model "
                         "(llm_router.bench.apisix_floor; `floor` in the JSON)")
@@ -96,9 +100,10 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
-def start_runner(sock_path: str, config: str | None, workers: int, log_file: str, floor: bool = False) -> subprocess.Popen:
+def start_runner(sock_path: str, config: str | None, workers: int, log_file: str, floor: bool = False,
+                 env_extra: dict[str, str] | None = None) -> subprocess.Popen:
     """Start `serve --apisix` (or, with `floor`, the minimal runner of bench.apisix_floor) and wait for its socket."""
-    env = {**os.environ, **{k: os.environ.get(k, v) for k, v in DEFAULT_KEYS.items()}}
+    env = {**os.environ, **{k: os.environ.get(k, v) for k, v in DEFAULT_KEYS.items()}, **(env_extra or {})}
     env.pop("APISIX_LISTEN_ADDRESS", None)
     if floor:
         cmd = [sys.executable, "-m", "llm_router.bench.apisix_floor", "--socket", sock_path]
@@ -350,6 +355,11 @@ def run(args) -> int:
             procs.append(proc)
             targets.append(target)
             model = model or routed
+        if args.compare_native:
+            proc, target, _ = _start_target(args, os.path.join(workdir, "numpy"), config, body,
+                                            env_extra={native.OFF_ENV: "0"})
+            procs.append(proc)
+            targets.append(target)
         if args.compare_floor:
             proc, target, _ = _start_target(args, os.path.join(workdir, "floor"), None, body, floor=True)
             procs.append(proc)
@@ -359,6 +369,7 @@ def run(args) -> int:
                   for c in args.concurrency]
         results = [level[0] for level in levels]
         no_poll = [level[1] for level in levels] if args.compare_poll else None
+        numpy_only = [level[len(configs)] for level in levels] if args.compare_native else None
         floor = [level[-1] for level in levels] if args.compare_floor else None
         decide_us, inproc_us = inprocess_costs(config, body)
     finally:
@@ -368,10 +379,13 @@ def run(args) -> int:
     cfg = load_config(args.config)
     classifier = args.classifier or cfg.policies[cfg.default_policy].classifier
     out = {"target": "apisix", "body_bytes": len(body), "classifier": classifier, "workers": args.workers,
-           "routed_to": model, "decide_us": decide_us, "runner_inprocess_us": inproc_us,
+           "routed_to": model, "native_kernels": native.KERNELS is not None, "decide_us": decide_us,
+           "runner_inprocess_us": inproc_us,
            "results": {f"c{r.concurrency}": asdict(r) for r in results}}
     if no_poll is not None:
         out["no_poll"] = {f"c{r.concurrency}": asdict(r) for r in no_poll}
+    if numpy_only is not None:
+        out["numpy"] = {f"c{r.concurrency}": asdict(r) for r in numpy_only}
     if floor is not None:
         out["floor"] = {f"c{r.concurrency}": asdict(r) for r in floor}
     if args.json:
@@ -387,17 +401,20 @@ def run(args) -> int:
         for r in no_poll or ():
             print(f"  without answer polling, concurrency {r.concurrency:>3}: p50 {r.p50_us:8.1f} us  p99 {r.p99_us:8.1f} us  "
                   f"{r.rps:>8} req/s  runner CPU {r.cpu_us_per_req:6.1f} us/req")
+        for r in numpy_only or ():
+            print(f"  C kernels off (numpy), concurrency {r.concurrency:>3}: p50 {r.p50_us:8.1f} us  p99 {r.p99_us:8.1f} us  "
+                  f"{r.rps:>8} req/s  runner CPU {r.cpu_us_per_req:6.1f} us/req")
         for r in floor or ():
             print(f"  floor (minimal runner), concurrency {r.concurrency:>3}: p50 {r.p50_us:8.1f} us  p99 {r.p99_us:8.1f} us  "
                   f"{r.rps:>8} req/s  runner CPU {r.cpu_us_per_req:6.1f} us/req")
     return 0
 
 
-def _start_target(args, prefix: str, config: str | None, body: bytes,
-                  floor: bool = False) -> tuple[subprocess.Popen, Target, str]:
+def _start_target(args, prefix: str, config: str | None, body: bytes, floor: bool = False,
+                  env_extra: dict[str, str] | None = None) -> tuple[subprocess.Popen, Target, str]:
     """Start a runner on `config` (or the floor runner) and check it rewrites the body: (process, target, model)."""
     sock_path = prefix + ".sock"
-    proc = start_runner(sock_path, config, args.workers, prefix + ".log", floor=floor)
+    proc = start_runner(sock_path, config, args.workers, prefix + ".log", floor=floor, env_extra=env_extra)
     try:
         route = RouteConf(conf=(("llm-router", '{"policy": "default"}'),), conf_id="bench")
         em = Emulator(sock_path)

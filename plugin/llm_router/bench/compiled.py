@@ -51,11 +51,16 @@ sys.stdout.write(orjson.dumps(out).decode())
 """
 
 
+def _stale(folder: str, names: list[str]) -> set[str]:
+    """Caches and extensions of an earlier compile are left behind; the C kernels (classify/_vote) are kept."""
+    return {n for n in names if n == "__pycache__" or (n.endswith(".so") and not n.startswith("_vote."))}
+
+
 def compile_copy(workdir: Path) -> Path:
     """A copy of the package with MODULES compiled in place; returns the folder to put on PYTHONPATH."""
     src = Path(llm_router.__file__).resolve().parent
     root = workdir / "src"
-    shutil.copytree(src, root / "llm_router", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    shutil.copytree(src, root / "llm_router", ignore=_stale)
     (root / "mypy.ini").write_text(MYPY_INI)
     cmd = [sys.executable, "-m", "mypyc", *(f"llm_router/{m}" for m in MODULES)]
     done = subprocess.run(cmd, cwd=root, capture_output=True, text=True)

@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Any, Iterable, Protocol
 
 import numpy as np
 import orjson
 
 from llm_router.catalog import Tier
+from llm_router.classify import native
 from llm_router.classify.base import CATEGORIES, Classification, Evidence, tier_for_score
 from llm_router.config import ConfigError, SemanticConf
 from llm_router.request import LLMRequest
@@ -201,6 +202,8 @@ class SemanticClassifier:
             within = np.stack([np.abs(self._tier - t) <= 0.5 for t in range(len(TIERS))], 1).astype(np.float32)
             self._votes = np.column_stack([self._tier, cat_hot, np.ones(n, np.float32), within]).astype(np.float32)
             self._with_mean = np.vstack([self._vectors, self._mean[None, :]]).astype(np.float32)
+            self._votes_t = np.ascontiguousarray(self._votes.T)  # one row per column: the C vote's layout
+        self.kernels: Any = native.KERNELS if self._soft else None
         # Votes of recently seen texts: every call of an agent's tool loop carries the same instruction (the
         # tool results come after it), so the loop's later calls skip the embedding and the vote. Only the
         # length term, which grows with the loop, is computed again. Bounded: emptied when full.
@@ -239,6 +242,13 @@ class SemanticClassifier:
 
     def _vote(self, v: np.ndarray) -> _Vote | None:
         """The softmax vote of every example or centroid for a vector (None: no text to compare)."""
+        if self.kernels is not None:
+            if v.dtype != np.float32:
+                v = np.ascontiguousarray(v, np.float32)
+            s = np.empty(len(self._vec_mean), np.float32)
+            got = self.kernels.vote(v, self._with_mean, self._vec_mean, self._mean_sq, self._votes_t,
+                                    1.0 / self.temperature, s)
+            return None if got is None else _Vote(got[0], s, got[1], got[2], got[3])
         vv = float(v @ v)
         raw = self._with_mean @ v
         norm2 = vv - 2.0 * float(raw[-1]) + self._mean_sq

@@ -1,0 +1,171 @@
+"""The semantic classifier's C kernels (classify/_vote.c) against the numpy arithmetic they replace."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llm_router.classify import native
+from llm_router.classify.embeddings import load_default
+from llm_router.classify.semantic import SemanticClassifier
+
+ROOT = Path(__file__).resolve().parents[1]
+HAVE_CC = bool(shutil.which("cc") or shutil.which("gcc"))
+kernels = native.KERNELS
+needs_kernels = pytest.mark.skipif(kernels is None, reason="the C kernels are not built (no C compiler at install time)")
+
+
+def test_the_kernels_are_built_wherever_a_c_compiler_is():
+    if not HAVE_CC:
+        pytest.skip("no C compiler here: the install leaves the optional extension out and numpy does the arithmetic")
+    assert kernels is not None, "setup.py's optional extension llm_router.classify._vote failed to build; see pip's log"
+
+
+def test_llm_router_native_0_turns_them_off():
+    code = "from llm_router.classify import native; print(native.KERNELS is None)"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, native.OFF_ENV: "0"}, capture_output=True,
+                         text=True, timeout=60, cwd=str(ROOT))
+    assert out.stdout.strip() == "True", out.stderr
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return load_default()
+
+
+def _semantic_router():
+    from llm_router.config import load_config, parse_config
+    from llm_router.router import Router
+
+    cfg = parse_config({"seed": 1, "policies": {"default": {"classifier": "semantic", "strategy": "ladder",
+                                                            "ladder": dict(load_config().policies["default"].ladder)}}})
+    router = Router(cfg)
+    router.route(b'{"messages": [{"role": "user", "content": "hi"}]}', path="/v1/chat/completions")  # builds the classifier
+    return router, next(c for c in router.classifiers.values() if isinstance(c, SemanticClassifier))
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    sem = _semantic_router()[1]
+    assert sem._soft  # the shipped settings vote with every example: the path the kernel takes
+    return sem
+
+
+def _numpy_embedding(emb, text: str) -> np.ndarray:
+    saved, emb.kernels = emb.kernels, None
+    try:
+        return emb.embed(text)
+    finally:
+        emb.kernels = saved
+
+
+@needs_kernels
+def test_embedding_matches_numpy(embedder):
+    texts = ["", "   ", "hi", "Refactor this function to use async IO and add tests. " * 30,
+             "Décris la mécanique quantique 量子力学 🙂 in one line", "x" * 5000, "def f(x):\n\treturn x ** 2\n" * 50]
+    assert embedder.kernels is kernels
+    for text in texts:
+        got, want = embedder.embed(text), _numpy_embedding(embedder, text)
+        assert got.dtype == np.float32 and got.shape == (embedder.dim,)
+        np.testing.assert_allclose(got, want, atol=2e-6)
+    assert not embedder.embed("").any()
+
+
+@needs_kernels
+def test_vote_matches_numpy_on_random_and_real_vectors(classifier, embedder):
+    rng = np.random.default_rng(7)
+    vectors = [embedder.embed(t) for t in ("Prove that there are infinitely many primes.", "thanks!",
+                                            "Write a SQL query for the top 5 customers by revenue.")]
+    vectors += [rng.standard_normal(embedder.dim).astype(np.float32) * scale for scale in (1e-3, 0.3, 1.0, 50.0)]
+    for v in vectors:
+        got = classifier._vote(v)
+        saved, classifier.kernels = classifier.kernels, None
+        try:
+            want = classifier._vote(v)
+        finally:
+            classifier.kernels = saved
+        assert got.best_i == want.best_i
+        assert got.best_raw == pytest.approx(want.best_raw, rel=1e-5, abs=1e-6)
+        assert got.inv == pytest.approx(want.inv, rel=1e-5)
+        np.testing.assert_allclose(got.s, want.s, atol=1e-5)
+        np.testing.assert_allclose(got.votes, want.votes, rtol=5e-6, atol=1e-9)  # float32 sums in another order: ~1e-6
+
+
+@needs_kernels
+def test_vote_of_nothing_is_none(classifier, embedder):
+    assert classifier._vote(np.zeros(embedder.dim, np.float32)) is None
+    assert classifier._vote(classifier._mean.astype(np.float32)) is None  # the examples' mean: nothing left once centred
+    assert classifier._vote(np.zeros(embedder.dim, np.float64)) is None  # other embedders' float64 is converted
+    assert classifier._vote(embedder.embed("hello").astype(np.float64)) is not None
+
+
+@needs_kernels
+def test_softmax_weights_hold_over_the_whole_range(classifier, embedder):
+    """A very sharp temperature pushes every exponent far below -87, where the kernel clamps: the vote stays the nearest's."""
+    v = embedder.embed("Prove that there are infinitely many primes.")
+    s = np.empty(len(classifier._vec_mean), np.float32)
+    sums, best, _, _ = kernels.vote(v, classifier._with_mean, classifier._vec_mean, classifier._mean_sq,
+                                    classifier._votes_t, 1e6, s)
+    np.testing.assert_allclose(sums, classifier._votes[best], rtol=1e-6, atol=1e-30)
+    flat = kernels.vote(v, classifier._with_mean, classifier._vec_mean, classifier._mean_sq, classifier._votes_t, 0.0, s)
+    np.testing.assert_allclose(flat[0], classifier._votes.sum(0), rtol=1e-5)  # factor 0: every example weighs 1
+
+
+@needs_kernels
+def test_bad_arrays_get_errors_that_name_them(classifier, embedder):
+    ids = np.array([1, 2, 3], np.int32)
+    out = np.empty(embedder.dim, np.float32)
+    with pytest.raises(IndexError, match="token id 99999999 outside the vocabulary"):
+        kernels.embed(np.array([5, 99999999], np.int32), embedder.vectors, embedder.scale, out)
+    with pytest.raises(IndexError, match="token id -1"):
+        kernels.embed(np.array([-1], np.int32), embedder.vectors, embedder.scale, out)
+    with pytest.raises(ValueError, match="table: expected"):
+        kernels.embed(ids, embedder.vectors[:10], embedder.scale, out)
+    with pytest.raises(TypeError, match="out: expected a C-contiguous writable array"):
+        kernels.embed(ids, embedder.vectors, embedder.scale, b"\0" * 1024)
+    with pytest.raises(TypeError, match="ids: expected a C-contiguous"):
+        kernels.embed(np.arange(10, dtype=np.int32)[::2], embedder.vectors, embedder.scale, out)
+    with pytest.raises(TypeError, match="takes 4 arguments"):
+        kernels.embed(ids, embedder.vectors)
+    v = embedder.embed("hello there")
+    s = np.empty(len(classifier._vec_mean), np.float32)
+    args = [v, classifier._with_mean, classifier._vec_mean, classifier._mean_sq, classifier._votes_t, 20.0, s]
+    with pytest.raises(ValueError, match="matrix: expected"):
+        kernels.vote(v.astype(np.float64), *args[1:])
+    with pytest.raises(ValueError, match="s: expected"):
+        kernels.vote(*args[:6], s[:-1])
+    with pytest.raises(ValueError, match="votes_t: 0 columns"):
+        kernels.vote(*args[:4], np.empty(0, np.float32), *args[5:])
+    with pytest.raises(TypeError, match="takes 7 arguments"):
+        kernels.vote(*args[:6])
+    assert kernels.vote(*args) is not None  # and the next call works
+
+
+@needs_kernels
+def test_the_workload_routes_exactly_as_with_numpy():
+    from llm_router.commands.demo import load_workload, request_for
+
+    router, sem = _semantic_router()
+
+    def decisions() -> list[tuple]:
+        rows = []
+        for path, body in map(request_for, load_workload(None)):
+            _, d = router.route(body, path=path)
+            c = d.classification
+            rows.append((d.model.id, c.tier.name, c.category, c.score, c.confidence, c.label, tuple(c.evidence)))
+        return rows
+
+    assert sem.kernels is kernels and sem.embedder.kernels is kernels
+    with_kernels = decisions()
+    sem.kernels = sem.embedder.kernels = None
+    try:
+        with_numpy = decisions()
+    finally:
+        sem.kernels = sem.embedder.kernels = kernels
+    assert len(with_kernels) == 232
+    assert with_kernels == with_numpy
