@@ -145,7 +145,8 @@ class StaticEmbedder:
         self.dim = int(self.vectors.shape[1])
         self.meta = meta or {}
         self._ones = np.ones(MAX_TOKENS, np.float32)  # summing weights, sliced per text (no allocation)
-        self.kernels: Any = native.KERNELS if scale is not None else None  # the C gather-and-sum takes int8 rows
+        # the C gather-and-sum takes int8 rows
+        self.kernels: Any = native.KERNELS if scale is not None and self.dim <= native.MAX_DIM else None
 
     @classmethod
     def load(cls, folder: Path | str = DATA_DIR) -> "StaticEmbedder":

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+MAX_DIM = 4096  # the C kernels' limits (MAX_DIM and MAX_COLS in _vote.c); beyond them numpy does the work
+MAX_VOTE_COLUMNS = 64
 OFF_ENV = "LLM_ROUTER_NATIVE"  # "0": use numpy even where the kernels are built (for side-by-side benchmarks)
 
 
