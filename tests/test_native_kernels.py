@@ -102,6 +102,8 @@ def test_vote_of_nothing_is_none(classifier, embedder):
     assert classifier._vote(classifier._mean.astype(np.float32)) is None  # the examples' mean: nothing left once centred
     assert classifier._vote(np.zeros(embedder.dim, np.float64)) is None  # other embedders' float64 is converted
     assert classifier._vote(embedder.embed("hello").astype(np.float64)) is not None
+    strided = np.repeat(embedder.embed("hello"), 2)[::2]
+    assert not strided.flags.c_contiguous and classifier._vote(strided) is not None
 
 
 @needs_kernels

@@ -244,7 +244,7 @@ class SemanticClassifier:
     def _vote(self, v: np.ndarray) -> _Vote | None:
         """The softmax vote of every example or centroid for a vector (None: no text to compare)."""
         if self.kernels is not None:
-            if v.dtype != np.float32:
+            if v.dtype != np.float32 or not v.flags.c_contiguous:  # other embedders' float64, a strided view
                 v = np.ascontiguousarray(v, np.float32)
             s = np.empty(len(self._vec_mean), np.float32)
             got = self.kernels.vote(v, self._with_mean, self._vec_mean, self._mean_sq, self._votes_t,
