@@ -23,7 +23,10 @@ def test_bench_apisix_reports_latency_throughput_and_cpu():
     assert set(report["no_poll"]) == {"c1", "c8"}  # the same levels measured on a runner that never polls
     assert report["no_poll"]["c1"]["requests"] == 300 and report["no_poll"]["c1"]["p50_us"] > 0
     assert set(report["floor"]) == {"c1", "c8"}  # and on the minimal runner (the floor)
-    assert report["floor"]["c8"]["requests"] == 300 and report["floor"]["c8"]["cpu_us_per_req"] > 0
+    floor = report["floor"]["c8"]
+    # 300 floor requests burn a few ms, under /proc's 10 ms tick: its CPU may read 0 here, so only >= 0
+    assert floor["requests"] == 300 and 0 < floor["p50_us"] <= floor["p99_us"] and floor["rps"] > 0
+    assert floor["cpu_us_per_req"] >= 0
 
 
 def test_the_floor_runner_rewrites_the_model_as_apisix_expects(tmp_path):
