@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -56,12 +57,17 @@ def classifier():
     return sem
 
 
-def _numpy_embedding(emb, text: str) -> np.ndarray:
-    saved, emb.kernels = emb.kernels, None
+@contextmanager
+def numpy_only(*users):
+    """Embedders and classifiers with their kernels off inside the block (numpy does the arithmetic)."""
+    saved = [u.kernels for u in users]
+    for u in users:
+        u.kernels = None
     try:
-        return emb.embed(text)
+        yield
     finally:
-        emb.kernels = saved
+        for u, k in zip(users, saved):
+            u.kernels = k
 
 
 @needs_kernels
@@ -70,7 +76,9 @@ def test_embedding_matches_numpy(embedder):
              "Décris la mécanique quantique 量子力学 🙂 in one line", "x" * 5000, "def f(x):\n\treturn x ** 2\n" * 50]
     assert embedder.kernels is kernels
     for text in texts:
-        got, want = embedder.embed(text), _numpy_embedding(embedder, text)
+        got = embedder.embed(text)
+        with numpy_only(embedder):
+            want = embedder.embed(text)
         assert got.dtype == np.float32 and got.shape == (embedder.dim,)
         np.testing.assert_allclose(got, want, atol=2e-6)
     assert not embedder.embed("").any()
@@ -84,11 +92,8 @@ def test_vote_matches_numpy_on_random_and_real_vectors(classifier, embedder):
     vectors += [rng.standard_normal(embedder.dim).astype(np.float32) * scale for scale in (1e-3, 0.3, 1.0, 50.0)]
     for v in vectors:
         got = classifier._vote(v)
-        saved, classifier.kernels = classifier.kernels, None
-        try:
+        with numpy_only(classifier):
             want = classifier._vote(v)
-        finally:
-            classifier.kernels = saved
         assert got.best_i == want.best_i
         assert got.best_raw == pytest.approx(want.best_raw, rel=1e-5, abs=1e-6)
         assert got.inv == pytest.approx(want.inv, rel=1e-5)
@@ -164,10 +169,7 @@ def test_the_workload_routes_exactly_as_with_numpy():
 
     assert sem.kernels is kernels and sem.embedder.kernels is kernels
     with_kernels = decisions()
-    sem.kernels = sem.embedder.kernels = None
-    try:
+    with numpy_only(sem, sem.embedder):
         with_numpy = decisions()
-    finally:
-        sem.kernels = sem.embedder.kernels = kernels
     assert len(with_kernels) == 232
     assert with_kernels == with_numpy

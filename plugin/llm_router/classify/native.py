@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-MAX_DIM = 4096  # the C kernels' limits (MAX_DIM and MAX_COLS in _vote.c); beyond them numpy does the work
+# The C kernels' limits (MAX_DIM and MAX_COLS in _vote.c): the embedding's width and the vote's columns; beyond them
+# numpy does the work.
+MAX_DIM = 4096
 MAX_VOTE_COLUMNS = 64
 OFF_ENV = "LLM_ROUTER_NATIVE"  # "0": use numpy even where the kernels are built (for side-by-side benchmarks)
 

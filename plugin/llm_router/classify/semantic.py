@@ -203,8 +203,7 @@ class SemanticClassifier:
             self._votes = np.column_stack([self._tier, cat_hot, np.ones(n, np.float32), within]).astype(np.float32)
             self._with_mean = np.vstack([self._vectors, self._mean[None, :]]).astype(np.float32)
             self._votes_t = np.ascontiguousarray(self._votes.T)  # one row per column: the C vote's layout
-        self.kernels: Any = native.KERNELS if self._soft and self._votes.shape[1] <= native.MAX_VOTE_COLUMNS \
-            and self._vectors.shape[1] <= native.MAX_DIM else None
+        self.kernels: Any = native.KERNELS if self._soft and self._votes.shape[1] <= native.MAX_VOTE_COLUMNS else None
         # Votes of recently seen texts: every call of an agent's tool loop carries the same instruction (the
         # tool results come after it), so the loop's later calls skip the embedding and the vote. Only the
         # length term, which grows with the loop, is computed again. Bounded: emptied when full.
