@@ -118,6 +118,8 @@ class Stats:
     sent_on: int = 0  # unrouted calls sent to one provider with its key (stored responses, forwarded APIs)
     answer_polls: int = 0  # the socket polled for APISIX's answer instead of sleeping (server.apisix_answer_poll_us)
     answer_polls_caught: int = 0  # ... and the answer came while polling
+    reply_flushes: int = 0  # turns of the event loop that wrote replies (several connections' replies go out together)
+    replies_flushed: int = 0  # ... and the replies they wrote (over reply_flushes: replies per wake-up of nginx)
 
 
 class Runner:
