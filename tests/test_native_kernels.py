@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from llm_router.classify import native
-from llm_router.classify.embeddings import load_default
+from llm_router.classify.embeddings import MAX_CHARS, MAX_TOKENS, StaticEmbedder, WordPiece, load_default
 from llm_router.classify.semantic import SemanticClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,12 +76,77 @@ def test_embedding_matches_numpy(embedder):
              "Décris la mécanique quantique 量子力学 🙂 in one line", "x" * 5000, "def f(x):\n\treturn x ** 2\n" * 50]
     assert embedder.kernels is kernels
     for text in texts:
-        got = embedder.embed(text)
+        got = embedder.embed(text)  # new chunks: tokenised in Python, then the C sum
+        again = embedder.embed(text)  # every chunk known: the one-pass C path
         with numpy_only(embedder):
             want = embedder.embed(text)
         assert got.dtype == np.float32 and got.shape == (embedder.dim,)
+        np.testing.assert_array_equal(again, got)
         np.testing.assert_allclose(got, want, atol=2e-6)
     assert not embedder.embed("").any()
+
+
+def _fresh_tokenizer(embedder) -> WordPiece:
+    return WordPiece(embedder.tokenizer.vocab, "[UNK]", "##")
+
+
+@needs_kernels
+def test_embed_text_sums_the_ids_the_python_tokenizer_finds(embedder):
+    """One C pass over cached chunks gives the ids and the sum of the tokenizer's path, bit for bit."""
+    texts = ["hello world", "  leading and trailing  ", "tabs\tand\nnewlines\r\nand\u3000ideographic\xa0spaces",
+             "Décris la mécanique quantique", "量子力学 in one line", "emoji 🙂 wide 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 text", "x" * 5000,
+             "word " * 700,  # over 512 tokens: cut there
+             "y " * 5000,  # over MAX_CHARS characters: cut there first
+             ("abc " * 2050)[:4097] + "more"]  # a chunk that crosses the character cut
+    tok = _fresh_tokenizer(embedder)
+    out = np.empty(embedder.dim, np.float32)
+    want = np.empty(embedder.dim, np.float32)
+    for text in texts:
+        assert kernels.embed_text(text, tok.chunks, embedder.vectors, embedder.scale, out, MAX_CHARS, MAX_TOKENS) is None \
+            or not text.split()  # nothing cached yet
+        ids = tok.encode_array(text)  # fills the cache
+        n = kernels.embed_text(text, tok.chunks, embedder.vectors, embedder.scale, out, MAX_CHARS, MAX_TOKENS)
+        assert n == len(ids), text[:40]
+        kernels.embed(ids, embedder.vectors, embedder.scale, want)
+        np.testing.assert_array_equal(out, want)
+    assert kernels.embed_text("   ", {}, embedder.vectors, embedder.scale, out, MAX_CHARS, MAX_TOKENS) == 0
+    assert not out.any()
+
+
+@needs_kernels
+def test_embed_text_leaves_controls_bert_deletes_and_unknown_chunks_to_python(embedder):
+    tok = _fresh_tokenizer(embedder)
+    out = np.empty(embedder.dim, np.float32)
+    args = (embedder.vectors, embedder.scale, out, MAX_CHARS, MAX_TOKENS)
+    for text in ("ab\x0bcd", "ab\x1fcd", "x \x85 y", "word " * 511 + "ab\x0ccd"):
+        tok.encode_array(text)
+        tok.encode_array(text.replace("\x0b", " ").replace("\x1f", " ").replace("\x85", " ").replace("\x0c", " "))
+        assert kernels.embed_text(text, tok.chunks, *args) is None, repr(text[-8:])
+        got = StaticEmbedder(embedder.vectors, tok, scale=embedder.scale).embed(text)  # the Python path takes it
+        with numpy_only(embedder):
+            np.testing.assert_allclose(got, embedder.embed(text), atol=2e-6)
+    tok.encode_array("known words only")
+    assert kernels.embed_text("known words only", tok.chunks, *args) == 3
+    assert kernels.embed_text("known words unseen", tok.chunks, *args) is None
+
+
+@needs_kernels
+def test_embed_text_errors_name_the_bad_argument(embedder):
+    out = np.empty(embedder.dim, np.float32)
+    v, sc = embedder.vectors, embedder.scale
+    with pytest.raises(TypeError, match="takes a str and a dict"):
+        kernels.embed_text(b"bytes", {}, v, sc, out, 10, 10)
+    with pytest.raises(TypeError, match="takes 7 arguments"):
+        kernels.embed_text("x", {}, v, sc, out, 10)
+    with pytest.raises(ValueError, match="max_tokens: 5000 outside"):
+        kernels.embed_text("x", {}, v, sc, out, 10, 5000)
+    with pytest.raises(TypeError, match="chunks: values must be int32 ids as bytes"):
+        kernels.embed_text("x", {"x": "not bytes"}, v, sc, out, 10, 10)
+    with pytest.raises(IndexError, match="token id 99999999 outside the vocabulary"):
+        kernels.embed_text("x", {"x": np.array([99999999], np.int32).tobytes()}, v, sc, out, 10, 10)
+    with pytest.raises(TypeError, match="out: expected a C-contiguous writable array"):
+        kernels.embed_text("x", {}, v, sc, b"\0" * 1024, 10, 10)
+    assert kernels.embed_text("x", {"x": np.array([5, 6], np.int32).tobytes()}, v, sc, out, 10, 10) == 2  # still works
 
 
 @needs_kernels

@@ -22,6 +22,7 @@
 #define LANES 8
 #define MAX_COLS 64
 #define MAX_DIM 4096
+#define MAX_TOKENS 4096 /* embed_text's bound on the ids of one text */
 
 /* e^x for x <= 0 (the vote only takes differences to the largest similarity): Cody-Waite range
  * reduction and Cephes' degree-6 polynomial, within 2 ulp of expf; plain arithmetic without
@@ -68,12 +69,14 @@ static int check_len(const Py_buffer *view, Py_ssize_t want, const char *what) {
     return 1;
 }
 
-CLONES static void sum_rows(const int32_t *ids, Py_ssize_t n, const int8_t *table, const float *scale, Py_ssize_t dim,
+/* out += sum of scale[id] * table[id] over the ids, in order (embed and embed_text add the same way). */
+CLONES static void add_rows(const int32_t *ids, Py_ssize_t n, const int8_t *table, const float *scale, Py_ssize_t dim,
                             float *out) {
-    memset(out, 0, (size_t)dim * sizeof(float));
     for (Py_ssize_t i = 0; i < n; i++) {
         const int8_t *row = table + (Py_ssize_t)ids[i] * dim;
         const float w = scale[ids[i]];
+        if (i + 4 < n) /* the rows are scattered over the table: ask for a later one while this one is summed */
+            for (Py_ssize_t j = 0; j < dim; j += 64) __builtin_prefetch(table + (Py_ssize_t)ids[i + 4] * dim + j);
         for (Py_ssize_t j = 0; j < dim; j++) out[j] += w * (float)row[j];
     }
 }
@@ -143,6 +146,18 @@ CLONES static void softmax_weights(const float *s, Py_ssize_t n, float top, floa
     for (Py_ssize_t k = 0; k < n; k++) w[k] = exp_nonpositive((s[k] - top) * factor);
 }
 
+/* Scales out to unit length (all zeros stay zeros) and returns the norm it had. */
+static double normalise(float *out, Py_ssize_t dim) {
+    double sq = 0.0;
+    for (Py_ssize_t j = 0; j < dim; j++) sq += (double)out[j] * out[j];
+    const double norm = sqrt(sq);
+    if (norm > 0.0) {
+        const float inv = (float)(1.0 / norm);
+        for (Py_ssize_t j = 0; j < dim; j++) out[j] *= inv;
+    }
+    return norm;
+}
+
 /* embed(ids: int32[n], table: int8[V, D], scale: float32[V], out: float32[D]) -> float
  * Writes the unit vector of sum(scale[id] * table[id]) into out and returns the norm it had
  * (0.0 leaves out all zeros). */
@@ -168,17 +183,107 @@ static PyObject *embed(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
             goto done;
         }
     float *out = v[3].buf;
-    sum_rows(ids, n, v[1].buf, v[2].buf, dim, out);
-    double sq = 0.0;
-    for (Py_ssize_t j = 0; j < dim; j++) sq += (double)out[j] * out[j];
-    const double norm = sqrt(sq);
-    if (norm > 0.0) {
-        const float inv = (float)(1.0 / norm);
-        for (Py_ssize_t j = 0; j < dim; j++) out[j] *= inv;
-    }
-    res = PyFloat_FromDouble(norm);
+    memset(out, 0, (size_t)dim * sizeof(float));
+    add_rows(ids, n, v[1].buf, v[2].buf, dim, out);
+    res = PyFloat_FromDouble(normalise(out, dim));
 done:
     release(v, 4);
+    return res;
+}
+
+/* Python's str.split() breaks at these controls, which BERT deletes instead: texts holding one take the Python path. */
+static int deleted_control(Py_UCS4 ch) {
+    return ch == 0x0b || ch == 0x0c || ch == 0x85 || (ch >= 0x1c && ch <= 0x1f);
+}
+
+/* embed_text(text: str, chunks: dict[str, bytes], table: int8[V, D], scale: float32[V], out: float32[D],
+ *            max_chars: int, max_tokens: int) -> None | int
+ * The tokenizer's cached path and embed in one pass: the first max_chars characters of text are split at
+ * whitespace as str.split() does, each chunk's ids (int32 bytes) are read from chunks, and the first
+ * max_tokens ids are embedded into out as embed() does. Returns the number of ids embedded; None when a
+ * chunk is not in chunks or the text holds a control character BERT deletes (the caller then tokenises
+ * in Python, which fills chunks). */
+static PyObject *embed_text(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 7) {
+        PyErr_Format(PyExc_TypeError, "embed_text() takes 7 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *text = args[0], *chunks = args[1];
+    if (!PyUnicode_Check(text) || !PyDict_Check(chunks)) {
+        PyErr_SetString(PyExc_TypeError, "embed_text() takes a str and a dict as its first two arguments");
+        return NULL;
+    }
+    const Py_ssize_t max_chars = PyLong_AsSsize_t(args[5]), max_tokens = PyLong_AsSsize_t(args[6]);
+    if (PyErr_Occurred()) return NULL;
+    if (max_tokens < 0 || max_tokens > MAX_TOKENS) {
+        PyErr_Format(PyExc_ValueError, "max_tokens: %zd outside 0..%d", max_tokens, MAX_TOKENS);
+        return NULL;
+    }
+    int32_t ids_buf[MAX_TOKENS];
+    static const char *const names[] = {"table", "scale", "out"};
+    Py_buffer v[3];
+    PyObject *res = NULL;
+    if (!get_buffers(args + 2, names, 1u << 2, 3, v)) return NULL;
+    const Py_ssize_t vocab = v[1].len / 4, dim = v[2].len / 4;
+    if (dim <= 0 || dim > MAX_DIM) {
+        PyErr_Format(PyExc_ValueError, "out: dimension %zd outside 1..%d", dim, MAX_DIM);
+        goto done;
+    }
+    if (!check_len(&v[0], vocab * dim, "table")) goto done;
+    const int8_t *table = v[0].buf;
+    const float *scale = v[1].buf;
+    float *out = v[2].buf;
+    memset(out, 0, (size_t)dim * sizeof(float));
+    const int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    const Py_ssize_t len = PyUnicode_GET_LENGTH(text) < max_chars ? PyUnicode_GET_LENGTH(text) : max_chars;
+    Py_ssize_t used = 0, i = 0;
+    while (i < len && used < max_tokens) {
+        Py_UCS4 ch = PyUnicode_READ(kind, data, i);
+        if (Py_UNICODE_ISSPACE(ch)) {
+            if (deleted_control(ch)) goto fallback;
+            i++;
+            continue;
+        }
+        const Py_ssize_t start = i;
+        while (i < len) {
+            ch = PyUnicode_READ(kind, data, i);
+            if (Py_UNICODE_ISSPACE(ch)) break;
+            i++;
+        }
+        PyObject *chunk = PyUnicode_Substring(text, start, i);
+        if (chunk == NULL) goto done;
+        PyObject *ids = PyDict_GetItemWithError(chunks, chunk);  /* borrowed */
+        Py_DECREF(chunk);
+        if (ids == NULL) {
+            if (PyErr_Occurred()) goto done;
+            goto fallback;
+        }
+        if (!PyBytes_Check(ids) || PyBytes_GET_SIZE(ids) % 4) {
+            PyErr_SetString(PyExc_TypeError, "chunks: values must be int32 ids as bytes");
+            goto done;
+        }
+        const int32_t *found = (const int32_t *)PyBytes_AS_STRING(ids);
+        Py_ssize_t count = PyBytes_GET_SIZE(ids) / 4;
+        if (count > max_tokens - used) count = max_tokens - used;
+        for (Py_ssize_t t = 0; t < count; t++)
+            if (found[t] < 0 || found[t] >= vocab) {
+                PyErr_Format(PyExc_IndexError, "token id %d outside the vocabulary of %zd", found[t], vocab);
+                goto done;
+            }
+        memcpy(ids_buf + used, found, (size_t)count * sizeof(int32_t));
+        used += count;
+    }
+    /* Stopped at max_tokens right before such a control: Python would join the last chunk with the next one. */
+    if (i < len && deleted_control(PyUnicode_READ(kind, data, i))) goto fallback;
+    add_rows(ids_buf, used, table, scale, dim, out);
+    normalise(out, dim);
+    res = PyLong_FromSsize_t(used);
+    goto done;
+fallback:
+    res = Py_NewRef(Py_None);
+done:
+    release(v, 3);
     return res;
 }
 
@@ -253,6 +358,8 @@ done:
 static PyMethodDef methods[] = {
     {"embed", (PyCFunction)(void (*)(void))embed, METH_FASTCALL,
      "embed(ids, table, scale, out) -> norm: the unit static embedding of int32 token ids, written into out."},
+    {"embed_text", (PyCFunction)(void (*)(void))embed_text, METH_FASTCALL,
+     "embed_text(text, chunks, table, scale, out, max_chars, max_tokens) -> None | count: embed over cached chunk ids."},
     {"vote", (PyCFunction)(void (*)(void))vote, METH_FASTCALL,
      "vote(v, matrix, vec_mean, mean_sq, votes_t, factor, s) -> None | (sums, best, best_s, inv): the softmax vote."},
     {NULL, NULL, 0, NULL},

@@ -67,7 +67,7 @@ class WordPiece:
         self.unk_id = vocab[unk]
         self.prefix = prefix
         self._map = _CharMap()
-        self._cache: dict[str, bytes] = {}  # raw chunk -> its ids as int32 bytes
+        self.chunks: dict[str, bytes] = {}  # raw chunk -> its ids as int32 bytes (the C embedding reads it too)
 
     @classmethod
     def from_file(cls, path: Path) -> "WordPiece":
@@ -114,7 +114,7 @@ class WordPiece:
         if "\x0b" in text or "\x0c" in text or "\x85" in text or "\x1c" in text or "\x1d" in text \
                 or "\x1e" in text or "\x1f" in text:
             text = text.translate(_SPLIT_CONTROLS)
-        cache = self._cache
+        cache = self.chunks
         # Whole whitespace-separated chunks are cached as their ids' int32 bytes ("function?" is one
         # dict lookup the next time); map and join keep the per-chunk work in C.
         chunks = text.split()
@@ -160,13 +160,19 @@ class StaticEmbedder:
 
     def embed(self, text: str) -> np.ndarray:
         """Unit vector (dim,) for a text; all zeros when it has no tokens."""
+        kernels = self.kernels
+        if kernels is not None:
+            out = np.empty(self.dim, np.float32)
+            # Every chunk seen before: split, look up and sum in one C pass (None: tokenise here first).
+            if kernels.embed_text(text, self.tokenizer.chunks, self.vectors, self.scale, out, MAX_CHARS, MAX_TOKENS) \
+                    is not None:
+                return out
         ids = self.tokenizer.encode_array(text)
         n = len(ids)
         if not n:
             return np.zeros(self.dim, np.float32)
-        if self.kernels is not None:
-            out = np.empty(self.dim, np.float32)
-            self.kernels.embed(ids, self.vectors, self.scale, out)
+        if kernels is not None:
+            kernels.embed(ids, self.vectors, self.scale, out)
             return out
         weights: np.ndarray = self._ones[:n] if self.scale is None else self.scale.take(ids)
         rows: np.ndarray = self.vectors.take(ids, axis=0)
