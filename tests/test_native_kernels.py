@@ -238,3 +238,21 @@ def test_the_workload_routes_exactly_as_with_numpy():
         with_numpy = decisions()
     assert len(with_kernels) == 232
     assert with_kernels == with_numpy
+
+
+@needs_kernels
+def test_estimate_counts_match_the_python_counts():
+    from llm_router import request
+
+    assert request._estimate_counts is kernels.estimate_counts
+    rng = np.random.default_rng(3)
+    alphabet = list(b"  \n\t,.;:!?()[]{}0123456789abcXYZ_-\x01\x02") + [0xC3, 0xA9, 0xF0, 0x9F]
+    samples = [b"", b" ", b"  ", b"   ", b"a    b", b"\n\n", "Décris 量子 🙂 1,2.3".encode(), b"x" * 10_000]
+    samples += [bytes(rng.choice(alphabet, size=int(rng.integers(1, 400)))) for _ in range(300)]
+    for raw in samples:
+        assert kernels.estimate_counts(raw, request._MARKS) == request._counts(raw, request._MARKS), raw[:30]
+    with pytest.raises(TypeError, match="256-byte translation table"):
+        kernels.estimate_counts(b"x", b"short")
+    with pytest.raises(TypeError, match="takes 2 arguments"):
+        kernels.estimate_counts(b"x")
+    assert request.estimate_tokens("one more estimate works") > 0

@@ -153,15 +153,25 @@ def estimate_tokens(text: str) -> int:
     return _estimate(text)
 
 
+def _counts(raw: bytes, marks: bytes) -> tuple[int, int, int, int, int]:
+    """Spaces, pairs of spaces, newlines, punctuation and digits of a text's UTF-8 bytes."""
+    marked = raw.translate(marks)
+    return raw.count(b" "), raw.count(b"  "), raw.count(b"\n"), marked.count(b"\x01"), marked.count(b"\x02")
+
+
+# The same counts in one C pass where the optional extension is built (set at the end of this module).
+_estimate_counts: Callable[[bytes, bytes], tuple[int, int, int, int, int]] = _counts
+
+
 def _estimate(text: str) -> int:
     raw = text.encode("utf-8", "surrogatepass")
-    marked = raw.translate(_MARKS)
+    spaces, pairs, newlines, punct, digits = _estimate_counts(raw, _MARKS)
     est = (
-        _W_SPACE * raw.count(b" ")
-        + _W_DOUBLE_SPACE * raw.count(b"  ")  # runs of indentation merge into few tokens
-        + _W_NEWLINE * raw.count(b"\n")
-        + _W_PUNCT * marked.count(b"\x01")
-        + _W_DIGIT * marked.count(b"\x02")
+        _W_SPACE * spaces
+        + _W_DOUBLE_SPACE * pairs  # runs of indentation merge into few tokens
+        + _W_NEWLINE * newlines
+        + _W_PUNCT * punct
+        + _W_DIGIT * digits
         + _W_NONASCII * (len(raw) - len(text))
         + _W_CHAR * len(text)
         + _W_BASE
@@ -882,3 +892,10 @@ ANTHROPIC_BLOCKS = PartTypes("content blocks", frozenset({"text"}), frozenset({"
                              frozenset({"tool_use", "thinking", "redacted_thinking"}), {"tool_result": _tool_result})
 RESPONSES_PARTS = PartTypes("content parts", frozenset({"input_text", "output_text"}), frozenset({"input_image"}),
                             frozenset({"refusal", "input_file", "input_audio"}))
+
+
+# At the end: the classify package imports this module, so its kernels are looked up once this module is whole.
+from llm_router.classify import native as _native  # noqa: E402
+
+if _native.KERNELS is not None:
+    _estimate_counts = _native.KERNELS.estimate_counts

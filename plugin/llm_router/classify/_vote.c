@@ -355,7 +355,41 @@ done:
     return res;
 }
 
+/* estimate_counts(raw: bytes, marks: bytes[256]) -> (spaces, space pairs, newlines, marked 1, marked 2)
+ * The counts the token estimate weighs, in one pass: what raw.count(b" "), raw.count(b"  ") (pairs within
+ * each run), raw.count(b"\n") and raw.translate(marks).count(b"\x01") / (b"\x02") give. */
+static PyObject *estimate_counts(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "estimate_counts() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (!PyBytes_Check(args[0]) || !PyBytes_Check(args[1]) || PyBytes_GET_SIZE(args[1]) != 256) {
+        PyErr_SetString(PyExc_TypeError, "estimate_counts() takes bytes and a 256-byte translation table");
+        return NULL;
+    }
+    const unsigned char *raw = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    const unsigned char *marks = (const unsigned char *)PyBytes_AS_STRING(args[1]);
+    const Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
+    Py_ssize_t spaces = 0, pairs = 0, newlines = 0, run = 0, counts[256] = {0};
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char c = raw[i];
+        counts[marks[c]]++;
+        if (c == ' ') {
+            spaces++;
+            run++;
+        } else {
+            pairs += run / 2;
+            run = 0;
+            newlines += c == '\n';
+        }
+    }
+    pairs += run / 2;
+    return Py_BuildValue("(nnnnn)", spaces, pairs, newlines, counts[1], counts[2]);
+}
+
 static PyMethodDef methods[] = {
+    {"estimate_counts", (PyCFunction)(void (*)(void))estimate_counts, METH_FASTCALL,
+     "estimate_counts(raw, marks) -> (spaces, space pairs, newlines, marked 1, marked 2): the token estimate's counts."},
     {"embed", (PyCFunction)(void (*)(void))embed, METH_FASTCALL,
      "embed(ids, table, scale, out) -> norm: the unit static embedding of int32 token ids, written into out."},
     {"embed_text", (PyCFunction)(void (*)(void))embed_text, METH_FASTCALL,
