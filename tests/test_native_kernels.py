@@ -256,3 +256,32 @@ def test_estimate_counts_match_the_python_counts():
     with pytest.raises(TypeError, match="takes 2 arguments"):
         kernels.estimate_counts(b"x")
     assert request.estimate_tokens("one more estimate works") > 0
+
+
+@needs_kernels
+def test_embed_text_remembers_chunks_per_dict_and_across_string_widths(embedder):
+    """The C slots in front of the dict: another tokenizer's dict never sees them, and a chunk remembered from a
+    narrow (Latin-1) text is found again inside a wide one (an emoji makes its characters 4 bytes each)."""
+    out = np.empty(embedder.dim, np.float32)
+    want = np.empty(embedder.dim, np.float32)
+    args = (embedder.vectors, embedder.scale, out, MAX_CHARS, MAX_TOKENS)
+    a = {"same": np.array([10, 11], np.int32).tobytes()}
+    b = {"same": np.array([2000], np.int32).tobytes()}
+    for _ in range(3):  # alternating owners: each call sums its own dict's ids
+        assert kernels.embed_text("same", a, *args) == 2
+        kernels.embed(np.array([10, 11], np.int32), embedder.vectors, embedder.scale, want)
+        np.testing.assert_array_equal(out, want)
+        assert kernels.embed_text("same same", b, *args) == 2
+        kernels.embed(np.array([2000, 2000], np.int32), embedder.vectors, embedder.scale, want)
+        np.testing.assert_array_equal(out, want)
+    tok = _fresh_tokenizer(embedder)
+    narrow, wide = "hello world café", "hello 🙂 world café"
+    for text in (narrow, wide):
+        tok.encode_array(text)
+    for text in (narrow, wide, narrow, wide):
+        n = kernels.embed_text(text, tok.chunks, *args)
+        ids = tok.encode_array(text)
+        assert n == len(ids)
+        kernels.embed(ids, embedder.vectors, embedder.scale, want)
+        np.testing.assert_array_equal(out, want)
+    assert kernels.embed_text("hello world unseenword", tok.chunks, *args) is None

@@ -196,6 +196,37 @@ static int deleted_control(Py_UCS4 ch) {
     return ch == 0x0b || ch == 0x0c || ch == 0x85 || (ch >= 0x1c && ch <= 0x1f);
 }
 
+/* embed_text's memory of recent chunks, in front of the tokenizer's dict: a direct-mapped table by a hash
+ * computed while splitting, so that a chunk seen before costs neither a str object nor a siphash. The dict
+ * only grows and a chunk's ids never change, so a slot stays right. The slots belong to one dict at a time:
+ * another dict makes them all stale at once (they are released as they are filled again). */
+#define CHUNK_SLOTS 16384
+#define FNV_OFFSET 14695981039346656037ULL
+#define FNV_PRIME 1099511628211ULL
+
+typedef struct {
+    uint64_t hash;
+    uint64_t owner; /* the owner's number when filled: slots of an earlier owner never match */
+    PyObject *key; /* the chunk (str) */
+    PyObject *ids; /* its ids (bytes), as in the dict */
+} ChunkSlot;
+
+static ChunkSlot chunk_slots[CHUNK_SLOTS];
+static PyObject *chunk_owner = NULL; /* held, so that no other dict takes its address while it owns the slots */
+static uint64_t chunk_owner_number = 0;
+
+/* Whether key (a str) holds the characters [start, end) of data (of the given kind). */
+static int same_text(PyObject *key, int kind, const void *data, Py_ssize_t start, Py_ssize_t end) {
+    const Py_ssize_t n = end - start;
+    if (PyUnicode_GET_LENGTH(key) != n) return 0;
+    const int key_kind = PyUnicode_KIND(key);
+    const void *key_data = PyUnicode_DATA(key);
+    if (key_kind == kind) return memcmp(key_data, (const char *)data + start * kind, (size_t)(n * kind)) == 0;
+    for (Py_ssize_t k = 0; k < n; k++)
+        if (PyUnicode_READ(key_kind, key_data, k) != PyUnicode_READ(kind, data, start + k)) return 0;
+    return 1;
+}
+
 /* embed_text(text: str, chunks: dict[str, bytes], table: int8[V, D], scale: float32[V], out: float32[D],
  *            max_chars: int, max_tokens: int) -> None | int
  * The tokenizer's cached path and embed in one pass: the first max_chars characters of text are split at
@@ -234,6 +265,10 @@ static PyObject *embed_text(PyObject *self, PyObject *const *args, Py_ssize_t na
     const float *scale = v[1].buf;
     float *out = v[2].buf;
     memset(out, 0, (size_t)dim * sizeof(float));
+    if (chunks != chunk_owner) {  /* another tokenizer's cache: the last one's slots go stale */
+        Py_XSETREF(chunk_owner, Py_NewRef(chunks));
+        chunk_owner_number++;
+    }
     const int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
     const Py_ssize_t len = PyUnicode_GET_LENGTH(text) < max_chars ? PyUnicode_GET_LENGTH(text) : max_chars;
@@ -246,18 +281,32 @@ static PyObject *embed_text(PyObject *self, PyObject *const *args, Py_ssize_t na
             continue;
         }
         const Py_ssize_t start = i;
+        uint64_t hash = FNV_OFFSET;
         while (i < len) {
             ch = PyUnicode_READ(kind, data, i);
             if (Py_UNICODE_ISSPACE(ch)) break;
+            hash = (hash ^ ch) * FNV_PRIME;
             i++;
         }
-        PyObject *chunk = PyUnicode_Substring(text, start, i);
-        if (chunk == NULL) goto done;
-        PyObject *ids = PyDict_GetItemWithError(chunks, chunk);  /* borrowed */
-        Py_DECREF(chunk);
-        if (ids == NULL) {
-            if (PyErr_Occurred()) goto done;
-            goto fallback;
+        ChunkSlot *slot = &chunk_slots[(hash ^ (hash >> 32)) & (CHUNK_SLOTS - 1)];
+        PyObject *ids;
+        if (slot->owner == chunk_owner_number && slot->hash == hash && same_text(slot->key, kind, data, start, i)) {
+            ids = slot->ids;
+        } else {
+            PyObject *chunk = PyUnicode_Substring(text, start, i);
+            if (chunk == NULL) goto done;
+            ids = PyDict_GetItemWithError(chunks, chunk);  /* borrowed */
+            if (ids == NULL) {
+                Py_DECREF(chunk);
+                if (PyErr_Occurred()) goto done;
+                goto fallback;
+            }
+            Py_XDECREF(slot->key);
+            Py_XDECREF(slot->ids);
+            slot->hash = hash;
+            slot->owner = chunk_owner_number;
+            slot->key = chunk;  /* the reference taken by PyUnicode_Substring */
+            slot->ids = Py_NewRef(ids);
         }
         if (!PyBytes_Check(ids) || PyBytes_GET_SIZE(ids) % 4) {
             PyErr_SetString(PyExc_TypeError, "chunks: values must be int32 ids as bytes");

@@ -67,7 +67,9 @@ class WordPiece:
         self.unk_id = vocab[unk]
         self.prefix = prefix
         self._map = _CharMap()
-        self.chunks: dict[str, bytes] = {}  # raw chunk -> its ids as int32 bytes (the C embedding reads it too)
+        # raw chunk -> its ids as int32 bytes. Only grows, and a chunk's ids never change: the C embedding
+        # remembers recent entries in slots of its own.
+        self.chunks: dict[str, bytes] = {}
 
     @classmethod
     def from_file(cls, path: Path) -> "WordPiece":
