@@ -25,6 +25,9 @@ class Tier(IntEnum):
         return cls[str(value).strip().upper()]
 
 
+TIER_NAMES = tuple(t.name for t in Tier)  # by Tier value: reading Enum.name costs ~0.1 us, on hot paths too much
+
+
 # Capability names used in config and by capability matching.
 # hosted_tools: tools the provider runs itself in OpenAI's Responses API (web_search, file_search, code_interpreter, ...).
 # json: JSON mode (response_format json_object); json_schema: structured output that follows the client's schema.

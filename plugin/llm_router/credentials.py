@@ -26,30 +26,49 @@ class ProviderKeys:
     provider: Provider
     keys: tuple[Secret, ...]
     _cycle: itertools.cycle = field(init=False, repr=False)
+    # per key index (one entry when there is no key): the headers sent and the client headers dropped
+    _presented: tuple[tuple[tuple[tuple[str, str], ...], tuple[str, ...]], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._cycle = itertools.cycle(range(len(self.keys))) if self.keys else itertools.cycle([None])
+        sets = [self._credential(key) + self.provider.headers for key in self.keys] or [self.provider.headers]
+        self._presented = tuple((cred, _dropped(cred)) for cred in sets)
+
+    def _credential(self, key: Secret) -> tuple[tuple[str, str], ...]:
+        auth = self.provider.auth
+        if auth == "bearer":
+            return (("authorization", f"Bearer {key}"),)
+        if auth in ("x-api-key", "api-key", "x-goog-api-key"):
+            return ((auth, str(key)),)
+        return ()
 
     def headers(self, cooling: Container[int] = ()) -> tuple[tuple[tuple[str, str], ...], int]:
         """The credential header(s) for one upstream call and the key's index (-1: none), rotating keys when asked to;
         keys in `cooling` (rate-limited for the model) are passed over while another is free."""
+        cred, _, idx = self.presented(cooling)
+        return cred, idx
+
+    def presented(self, cooling: Container[int] = ()) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...], int]:
+        """`headers`, with the client credential headers the call must drop (those it does not set itself)."""
         if not self.keys:
-            return self.provider.headers, -1
+            cred, dropped = self._presented[0]
+            return cred, dropped, -1
         n = len(self.keys)
         idx = next(self._cycle) if self.provider.key_rotation == "spread" else 0
         if cooling:
             free = [i for i in range(idx, idx + n) if i % n not in cooling]
             idx = free[0] % n if free else idx
-        key = self.keys[idx]
-        auth = self.provider.auth
-        cred: tuple[tuple[str, str], ...]
-        if auth == "bearer":
-            cred = (("authorization", f"Bearer {key}"),)
-        elif auth in ("x-api-key", "api-key", "x-goog-api-key"):
-            cred = ((auth, str(key)),)
-        else:
-            cred = ()
-        return cred + self.provider.headers, idx
+        cred, dropped = self._presented[idx]
+        return cred, dropped, idx
+
+
+def _dropped(cred: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    """The client credential headers a call with these headers must drop (those it does not set)."""
+    set_names = {name for name, _ in cred}
+    return tuple(h for h in CLIENT_CREDENTIAL_HEADERS if h not in set_names)
+
+
+_NOTHING_SET = ((), _dropped(()), -1)
 
 
 class Credentials:
@@ -94,6 +113,11 @@ class Credentials:
         """Credential and fixed headers for one call to this provider, and the index of the key used (-1: none)."""
         keys = self._keys.get(provider)
         return keys.headers(cooling) if keys is not None else ((), -1)
+
+    def presented(self, provider: str, cooling: Container[int] = ()) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...], int]:
+        """`headers`, with the client credential headers the call must drop (those it does not set itself)."""
+        keys = self._keys.get(provider)
+        return keys.presented(cooling) if keys is not None else _NOTHING_SET
 
     def count(self, provider: str) -> int:
         """How many keys the provider has."""

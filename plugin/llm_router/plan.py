@@ -5,7 +5,7 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 from llm_router.catalog import Catalog, Model, Provider, fill_model
-from llm_router.credentials import CLIENT_CREDENTIAL_HEADERS, Credentials
+from llm_router.credentials import Credentials
 from llm_router.decision import Decision
 from llm_router.request import LLMRequest, render_body
 
@@ -87,6 +87,4 @@ def plan_stored(model: Model, catalog: Catalog, credentials: Credentials, path: 
 def _credential(provider: Provider, credentials: Credentials,
                 cooling: Container[int] = ()) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...], int]:
     """The provider's credential and fixed headers, the client-sent credentials to drop, and the key's index."""
-    cred, key = credentials.headers(provider.name, cooling)
-    set_names = {name for name, _ in cred}
-    return cred, tuple(h for h in CLIENT_CREDENTIAL_HEADERS if h not in set_names), key
+    return credentials.presented(provider.name, cooling)

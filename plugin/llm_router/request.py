@@ -402,20 +402,24 @@ def _parse_chat(data: dict[str, Any]) -> LLMRequest:
     tokens = 0
     texts: list[tuple[str, str]] = []
     for i, msg in enumerate(messages):
-        where = f"messages[{i}]"
         if not isinstance(msg, dict):
-            raise RequestError(f"'{where}' must be an object, got {_kind(msg)}", field=where)
+            raise RequestError(f"'messages[{i}]' must be an object, got {_kind(msg)}", field=f"messages[{i}]")
         role = msg.get("role")
         if not isinstance(role, str):
-            raise RequestError(f"'{where}.role' must be a string, got {_kind(role)}", field=f"{where}.role")
+            raise RequestError(f"'messages[{i}].role' must be a string, got {_kind(role)}", field=f"messages[{i}].role")
         if role not in CHAT_ROLES:
-            raise RequestError(f"'{where}.role' has unknown role {role!r}", field=f"{where}.role")
-        text, images = _chat_content(msg.get("content"), f"{where}.content", allow_null=role in ("assistant", "tool", "function"))
-        vision = vision or images > 0
+            raise RequestError(f"'messages[{i}].role' has unknown role {role!r}", field=f"messages[{i}].role")
+        content = msg.get("content")
+        if isinstance(content, str):  # the common case, without building the field name errors would need
+            text, images = content, 0
+        else:
+            text, images = _chat_content(content, f"messages[{i}].content", allow_null=role in ("assistant", "tool", "function"))
+            vision = vision or images > 0
         calls = msg.get("tool_calls")
         if calls is not None:  # null: no calls, as SDKs write a message without them
             if not isinstance(calls, list):
-                raise RequestError(f"'{where}.tool_calls' must be an array, got {_kind(calls)}", field=f"{where}.tool_calls")
+                raise RequestError(f"'messages[{i}].tool_calls' must be an array, got {_kind(calls)}",
+                                   field=f"messages[{i}].tool_calls")
             tokens += estimate_tokens(orjson.dumps(calls).decode())
         tokens += images * IMAGE_TOKENS + MESSAGE_OVERHEAD_TOKENS
         texts.append((role, text))

@@ -5,7 +5,7 @@ import time
 from typing import Any, Callable
 
 from llm_router.accounting import Usage
-from llm_router.catalog import Catalog
+from llm_router.catalog import TIER_NAMES, Catalog
 from llm_router.decision_log import DecisionLog
 from llm_router.health import Health
 from llm_router.limits import SpendLimits
@@ -49,9 +49,10 @@ class Telemetry:
         d = ex.decision
         if d is None:
             return
-        m.requests.inc((ex.route, d.model.id, d.classification.tier.name, d.strategy))
+        tier = TIER_NAMES[d.classification.tier]
+        m.requests.inc((ex.route, d.model.id, tier, d.strategy))
         if d.shadow is not None:
-            m.shadow_requests.inc((ex.route, d.shadow.id, d.classification.tier.name))
+            m.shadow_requests.inc((ex.route, d.shadow.id, tier))
         self.health.started(d.model.id)
 
     def on_fallback(self, ex: Exchange, from_model: str, to_model: str, reason: str) -> None:

@@ -419,21 +419,19 @@ static PyObject *estimate_counts(PyObject *self, PyObject *const *args, Py_ssize
     const unsigned char *raw = (const unsigned char *)PyBytes_AS_STRING(args[0]);
     const unsigned char *marks = (const unsigned char *)PyBytes_AS_STRING(args[1]);
     const Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
-    Py_ssize_t spaces = 0, pairs = 0, newlines = 0, run = 0, counts[256] = {0};
+    Py_ssize_t spaces = 0, pairs = 0, newlines = 0, ones = 0, twos = 0;
+    unsigned run = 0; /* spaces in a row so far: every second one ends a pair */
+    /* Sums of comparisons (no branch on the irregular spaces, no histogram in memory). */
     for (Py_ssize_t i = 0; i < n; i++) {
-        const unsigned char c = raw[i];
-        counts[marks[c]]++;
-        if (c == ' ') {
-            spaces++;
-            run++;
-        } else {
-            pairs += run / 2;
-            run = 0;
-            newlines += c == '\n';
-        }
+        const unsigned c = raw[i], mark = marks[c], space = c == ' ';
+        ones += mark == 1;
+        twos += mark == 2;
+        newlines += c == '\n';
+        spaces += space;
+        run = space ? run + 1 : 0;
+        pairs += space & ~run;
     }
-    pairs += run / 2;
-    return Py_BuildValue("(nnnnn)", spaces, pairs, newlines, counts[1], counts[2]);
+    return Py_BuildValue("(nnnnn)", spaces, pairs, newlines, ones, twos);
 }
 
 static PyMethodDef methods[] = {

@@ -276,7 +276,7 @@ class SemanticClassifier:
         tier = tier_for_score(score, self.cuts)
         cat_votes = votes[1:1 + n_cat]
         category = CATEGORIES[cat_votes.index(max(cat_votes))]
-        agree = votes[2 + n_cat + TIERS.index(tier)]
+        agree = votes[2 + n_cat + tier]  # TIERS holds the tiers in the order of their values
         best = vote.best_raw * vote.inv
         closeness = min(1.0, max(0.3, (best - 0.15) / 0.4))
         return Classification(

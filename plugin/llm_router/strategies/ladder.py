@@ -1,10 +1,8 @@
 """Ladder: each tier maps to a model; an unavailable rung is replaced by the cheapest model that meets the tier."""
 from __future__ import annotations
 
-from llm_router.catalog import Tier
+from llm_router.catalog import TIER_NAMES
 from llm_router.strategies.base import Context, Selection, by_capability, by_price
-
-TIER_NAMES = tuple(t.name for t in Tier)
 
 
 class Ladder:
@@ -20,10 +18,11 @@ class Ladder:
 
     def select(self, ctx: Context) -> Selection:
         tier = ctx.classification.tier
-        wanted = ctx.ladder.get(TIER_NAMES[tier])
+        name = TIER_NAMES[tier]
+        wanted = ctx.ladder.get(name)
         for model in ctx.candidates:
             if model.id == wanted:
-                return Selection(model, f"ladder {tier.name} -> {wanted}")
+                return Selection(model, f"ladder {name} -> {wanted}")
         meets = [m for m in by_price(ctx.candidates) if m.tier >= tier]
         if meets:
             model = meets[0]
