@@ -142,3 +142,28 @@ def test_one_usable_cpu_turns_polling_off(monkeypatch):
     assert Runner(Runtime(cfg, telemetry=False), TokenStore(ttl=100)).answer_poll_ns == 300_000
     monkeypatch.setattr(runner_module.os, "sched_getaffinity", lambda pid: {0})  # APISIX could only answer once we stop
     assert Runner(Runtime(cfg, telemetry=False), TokenStore(ttl=100)).answer_poll_ns == 0
+
+
+def test_a_call_is_prepared_while_its_body_is_awaited_and_routed_with_that_exchange(monkeypatch):
+    from llm_router.gateways.apisix.runner import Conversation
+
+    for k, v in FAKE_KEYS.items():
+        monkeypatch.setenv(k, v)
+    runner = Runner(Runtime(parse_config({}), telemetry=False), TokenStore(ttl=100))
+    conv = Conversation()
+    token = decode_reply(1, framing.RPC_PREPARE_CONF, runner.on_frame(
+        conv, framing.RPC_PREPARE_CONF, build_prepare_conf(DEFAULT.conf, DEFAULT.key))[4:]).fields["token"]
+    asked = runner.on_frame(conv, framing.RPC_HTTP_REQ_CALL, build_req_call(5, token, headers=[("authorization", "Bearer c")]))
+    assert decode_reply(2, asked[0], asked[4:]).fields == {"info": "req_body"}
+    runner.prepare(conv)
+    ex = conv.pending.exchange
+    assert ex is not None and ex.request_id and ex.route == "route:1"
+    runner.prepare(conv)  # polled again: the same exchange
+    assert conv.pending.exchange is ex
+    reply = runner.on_frame(conv, framing.RPC_EXTRA_INFO, build_extra_info_resp(BODY))
+    fields = decode_reply(2, reply[0], reply[4:]).fields
+    assert fields["id"] == 5 and fields["action"] == "rewrite"
+    assert ("x-llm-router-request-id", ex.request_id) in [tuple(h) for h in fields["headers"]]
+    assert conv.pending is None
+    runner.prepare(conv)  # nothing awaited: nothing to prepare
+    assert conv.pending is None

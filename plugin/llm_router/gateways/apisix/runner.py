@@ -317,10 +317,16 @@ class Runner:
             return self._resp_matched(conv, pending, result)
         return self._resp_done(pending, result)
 
+    def prepare(self, conv: Conversation) -> None:
+        """What a call can have ready before its body comes: done while the runner polls for the body."""
+        pending = conv.pending
+        if pending is not None and pending.kind == "body" and pending.exchange is None:
+            pending.exchange = Exchange(self.runtime.new_request_id(), pending.entry.route, self.clock())
+
     def _route(self, pending: Pending, body: bytes) -> bytes | Deferred:
         entry = pending.entry
         runtime = self.runtime
-        ex = Exchange(runtime.new_request_id(), entry.route, self.clock())
+        ex = pending.exchange or Exchange(runtime.new_request_id(), entry.route, self.clock())
         call = pending.call
         assert call is not None  # a "body" Pending always carries its call
         result = runtime.decide(body, path=call.path, ex=ex, route_conf=entry.compiled.route_conf,

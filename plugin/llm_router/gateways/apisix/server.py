@@ -142,6 +142,7 @@ class RunnerProtocol(asyncio.Protocol):
             activity.flush()  # the question goes out before waiting for its answer
             if self.transport.get_write_buffer_size():
                 break
+            self.runner.prepare(self.conv)  # in the time the answer takes to come
             data = self._poll_answer(wait)
             if not data:
                 return
