@@ -807,7 +807,7 @@ def _window(texts: list[tuple[str, str]], *, user_roles: tuple[str, ...]) -> tup
     call, so they cannot tell its requests apart (a coding agent's would make every short turn look like a bug fix).
     """
     roles = [role for role, _ in texts]
-    turns = sum(roles.count(r) for r in user_roles)
+    turns = sum(map(roles.count, user_roles))
     last = len(texts) - 1
     while last > 0 and roles[last] not in user_roles:
         last -= 1

@@ -239,7 +239,7 @@ class Runtime:
         self.serve_models = config.server.get("models_endpoint", True) is not False
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
-        self._id_random = os.urandom(6 * 1024)
+        self._id_random = os.urandom(6 * 1024).hex()
         self.shared: SharedState | None = None
         self.affinity_sync: Any = None  # llm_router.affinity_sync.AffinitySync, with state in Redis
         self.reasoning_sync: Any = None  # llm_router.reasoning_sync.ReasoningSync, with state in Redis
@@ -394,10 +394,10 @@ class Runtime:
         per 1,024 ids).
         """
         n = next(self._ids)
-        at = (n % 1024) * 6
+        at = (n % 1024) * 12  # each id takes 12 hex digits (6 bytes) of the block
         if at == 0:
-            self._id_random = os.urandom(6 * 1024)
-        return f"{self._id_prefix}-{n:x}-{self._id_random[at:at + 6].hex()}"
+            self._id_random = os.urandom(6 * 1024).hex()
+        return f"{self._id_prefix}-{n:x}-{self._id_random[at:at + 12]}"
 
     @property
     def wants_headers(self) -> bool:
