@@ -49,3 +49,34 @@ def test_the_floor_runner_rewrites_the_model_as_apisix_expects(tmp_path):
     finally:
         stop_runner(proc)
     assert proc.returncode == 0
+
+
+def test_bench_apisix_steps_times_the_runners_own_steps():
+    out = subprocess.run([sys.executable, "-m", "llm_router.cli", "bench", "apisix", "--requests", "300", "--warmup", "30",
+                          "--concurrency", "1", "--steps", "--json"], capture_output=True, text=True, timeout=240, cwd=str(REPO))
+    assert out.returncode == 0, out.stderr[-2000:]
+    steps = json.loads(out.stdout)["steps"]
+    from llm_router.bench.apisix_steps import STEPS
+
+    assert steps["calls"] >= 300  # the warm-up and the measured calls, each found in the marks
+    assert all(steps[name] > 0 for name in STEPS)
+    # medians of the parts of a call add up to about the median call
+    assert 0.5 * steps["p50_us"] < sum(steps[name] for name in STEPS) < 2 * steps["p50_us"]
+
+
+def test_steps_are_read_from_marks_with_and_without_an_answer_poll():
+    from llm_router.bench.apisix_steps import STEPS, steps
+
+    def call(t: int, polled: bool) -> list[tuple[str, int]]:
+        # request in at t, body request out at t+10, body handled t+30..t+100, Rewrite out at t+110
+        body = [("h0", t + 30), ("h1", t + 100), ("out", t + 110)]
+        return [("in", t), ("h0", t + 1), ("h1", t + 5), ("out", t + 10)] + ([] if polled else [("in", t + 29)]) + body
+
+    for polled in (True, False):
+        marks = [("h0", 0), ("out", 1)]  # a partial call before the first whole one is skipped
+        for k in range(5):
+            marks += call(1000 + 200 * k, polled)
+        got = steps([(kind, ns * 1000) for kind, ns in marks])  # marks in ns, steps in us
+        assert got["calls"] == 5
+        assert [got[name] for name in STEPS] == [10.0, 20.0, 70.0, 10.0, 90.0]
+    assert steps([("in", 1)]) == {"calls": 0}

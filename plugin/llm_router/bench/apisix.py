@@ -62,6 +62,10 @@ def register(sub) -> None:
     p.add_argument("--compare-floor", action="store_true",
                    help="also measure the floor: a minimal runner on the same socket work that only rewrites the model "
                         "(llm_router.bench.apisix_floor; `floor` in the JSON)")
+    p.add_argument("--steps", action="store_true",
+                   help="also time the runner's own steps over one connection's calls (llm_router.bench.apisix_steps; "
+                        "`steps` in the JSON: median us from the HTTPReqCall to the body request written, waiting for the "
+                        "body, routing it, writing the Rewrite, and on to the next HTTPReqCall)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
@@ -101,8 +105,9 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def start_runner(sock_path: str, config: str | None, workers: int, log_file: str, floor: bool = False,
-                 env_extra: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start `serve --apisix` (or, with `floor`, the minimal runner of bench.apisix_floor) and wait for its socket."""
+                 env_extra: dict[str, str] | None = None, steps_out: str | None = None) -> subprocess.Popen:
+    """Start `serve --apisix` (or, with `floor`, the minimal runner of bench.apisix_floor; with `steps_out`, the
+    runner timing its steps into that file, bench.apisix_steps) and wait for its socket."""
     env = {**os.environ, **{k: os.environ.get(k, v) for k, v in DEFAULT_KEYS.items()}, **(env_extra or {})}
     env.pop("APISIX_LISTEN_ADDRESS", None)
     if floor:
@@ -110,6 +115,8 @@ def start_runner(sock_path: str, config: str | None, workers: int, log_file: str
     else:
         cmd = [sys.executable, "-m", "llm_router.cli", "serve", "--apisix", "--socket", sock_path, "--workers",
                str(workers), "--log-file", log_file]
+        if steps_out:
+            cmd[1:3] = ["-m", "llm_router.bench.apisix_steps", "--steps-out", steps_out]
         if config:
             cmd += ["--config", config]
     with open(log_file, "ab") as log:
@@ -372,6 +379,7 @@ def run(args) -> int:
         numpy_only = [level[len(configs)] for level in levels] if args.compare_native else None
         floor = [level[-1] for level in levels] if args.compare_floor else None
         decide_us, inproc_us = inprocess_costs(config, body)
+        steps = _steps(args, workdir, config, body) if args.steps else None
     finally:
         for proc in procs:
             stop_runner(proc)
@@ -388,6 +396,8 @@ def run(args) -> int:
         out["numpy"] = {f"c{r.concurrency}": asdict(r) for r in numpy_only}
     if floor is not None:
         out["floor"] = {f"c{r.concurrency}": asdict(r) for r in floor}
+    if steps is not None:
+        out["steps"] = steps
     if args.json:
         print(json.dumps(out))
     else:
@@ -407,14 +417,31 @@ def run(args) -> int:
         for r in floor or ():
             print(f"  floor (minimal runner), concurrency {r.concurrency:>3}: p50 {r.p50_us:8.1f} us  p99 {r.p99_us:8.1f} us  "
                   f"{r.rps:>8} req/s  runner CPU {r.cpu_us_per_req:6.1f} us/req")
+        if steps is not None:
+            print("  steps of one connection's calls (median us): " + ", ".join(f"{k} {v}" for k, v in steps.items()))
     return 0
 
 
+def _steps(args, workdir: str, config: str, body: bytes) -> dict:
+    """One connection's calls on a runner that times its own steps (bench.apisix_steps): the p50 and the step medians."""
+    out_file = os.path.join(workdir, "steps.json")
+    proc, target, _ = _start_target(args, os.path.join(workdir, "steps"), config, body, steps_out=out_file)
+    try:
+        level = measure_interleaved([target], args.requests, 1, args.warmup, rounds=1)[0]
+    finally:
+        stop_runner(proc)
+    if not os.path.exists(out_file):
+        raise RuntimeError(f"the timed runner wrote no steps (exit status {proc.returncode})")
+    with open(out_file) as f:
+        return {"p50_us": level.p50_us, **json.load(f)}
+
+
 def _start_target(args, prefix: str, config: str | None, body: bytes, floor: bool = False,
-                  env_extra: dict[str, str] | None = None) -> tuple[subprocess.Popen, Target, str]:
+                  env_extra: dict[str, str] | None = None, steps_out: str | None = None) -> tuple[subprocess.Popen, Target, str]:
     """Start a runner on `config` (or the floor runner) and check it rewrites the body: (process, target, model)."""
     sock_path = prefix + ".sock"
-    proc = start_runner(sock_path, config, args.workers, prefix + ".log", floor=floor, env_extra=env_extra)
+    proc = start_runner(sock_path, config, 1 if steps_out else args.workers, prefix + ".log", floor=floor,
+                        env_extra=env_extra, steps_out=steps_out)
     try:
         route = RouteConf(conf=(("llm-router", '{"policy": "default"}'),), conf_id="bench")
         em = Emulator(sock_path)
