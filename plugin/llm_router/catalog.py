@@ -25,7 +25,7 @@ class Tier(IntEnum):
         return cls[str(value).strip().upper()]
 
 
-TIER_NAMES = tuple(t.name for t in Tier)  # by Tier value: reading Enum.name costs ~0.1 us, on hot paths too much
+TIER_NAMES = tuple(t.name for t in Tier)  # by Tier value: Enum.name is a slow property for hot paths
 
 
 # Capability names used in config and by capability matching.

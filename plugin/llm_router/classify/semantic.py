@@ -48,7 +48,7 @@ class _Vote:
 
 def _aligned(a: np.ndarray, align: int = 64) -> np.ndarray:
     """A copy of a C-contiguous array that starts on a cache line (numpy guarantees 16 bytes): the C vote's
-    32-byte loads then never straddle two lines, which took ~1 us off each vote here."""
+    32-byte loads then never straddle two lines."""
     buf = np.empty(a.nbytes + align, np.uint8)
     start = -int(buf.ctypes.data) % align
     out: np.ndarray = buf[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
