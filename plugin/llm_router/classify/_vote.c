@@ -1,7 +1,8 @@
-/* The semantic classifier's two numeric steps, each in one native pass: the static embedding of a
- * prompt's token ids and the softmax vote of every labelled example. numpy does the same in about
- * ten calls of a few microseconds each; classify/semantic.py falls back to it when this optional
- * extension was not built (no C compiler at install time).
+/* The semantic classifier's numeric steps, each in one native pass: the static embedding of a prompt
+ * (from its token ids, or straight from its text over the tokenizer's cache), the softmax vote of every
+ * labelled example, and the token estimate's counts. classify/semantic.py, classify/embeddings.py and
+ * request.py fall back to numpy and Python when this optional extension was not built (no C compiler at
+ * install time).
  *
  * Arrays arrive through the buffer protocol (C-contiguous numpy arrays), so no numpy headers are
  * needed to build. On x86-64 Linux with GCC 11+ the loops are also compiled for x86-64-v3 (AVX2,
@@ -44,6 +45,13 @@ static inline float exp_nonpositive(float x) {
     return p * scale.f;
 }
 
+/* Whether a function got `want` arguments (else a TypeError that says how many it takes). */
+static int arg_count(const char *function, Py_ssize_t want, Py_ssize_t got) {
+    if (got == want) return 1;
+    PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", function, want, got);
+    return 0;
+}
+
 /* Takes a buffer of each object in turn; on failure releases those already taken and returns 0. */
 static int get_buffers(PyObject *const *objs, const char *const *names, unsigned writable, int count, Py_buffer *views) {
     for (int i = 0; i < count; i++) {
@@ -66,6 +74,28 @@ static int check_len(const Py_buffer *view, Py_ssize_t want, const char *what) {
         PyErr_Format(PyExc_ValueError, "%s: expected %zd bytes, got %zd", what, want, view->len);
         return 0;
     }
+    return 1;
+}
+
+/* The embedding's sizes, checked: the vocabulary (scale's length) and the width (out's), with table vocab x width. */
+static int embedding_sizes(const Py_buffer *table, const Py_buffer *scale, const Py_buffer *out, Py_ssize_t *vocab,
+                           Py_ssize_t *dim) {
+    *vocab = scale->len / 4;
+    *dim = out->len / 4;
+    if (*dim <= 0 || *dim > MAX_DIM) {
+        PyErr_Format(PyExc_ValueError, "out: dimension %zd outside 1..%d", *dim, MAX_DIM);
+        return 0;
+    }
+    return check_len(table, *vocab * *dim, "table");
+}
+
+/* Whether every id is a row of the table (else an IndexError naming the first that is not). */
+static int ids_in_vocabulary(const int32_t *ids, Py_ssize_t n, Py_ssize_t vocab) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= vocab) {
+            PyErr_Format(PyExc_IndexError, "token id %d outside the vocabulary of %zd", ids[i], vocab);
+            return 0;
+        }
     return 1;
 }
 
@@ -135,14 +165,7 @@ CLONES static void similarities(const float *matrix, const float *x, Py_ssize_t 
     }
     for (; k < n; k++) s[k] = dot(matrix + k * dim, x, dim) - vec_mean[k];
 }
-#else
-static void similarities(const float *matrix, const float *x, Py_ssize_t n, Py_ssize_t dim, const float *vec_mean,
-                         float *s) {
-    for (Py_ssize_t k = 0; k < n; k++) s[k] = dot(matrix + k * dim, x, dim) - vec_mean[k];
-}
-#endif
 
-#if defined(__GNUC__)
 typedef int32_t ivec8 __attribute__((vector_size(32)));
 
 /* exp_nonpositive on eight lanes, step for step (GCC does not vectorise the scalar one: it turns the clamp
@@ -172,6 +195,7 @@ CLONES static void softmax_weights(const float *s, Py_ssize_t n, float top, floa
     }
     for (; k < n; k++) w[k] = exp_nonpositive((s[k] - top) * factor);
 }
+
 /* out[c] = dot(w, votes_t + c * n, n) for every column c, each summed exactly as dot sums it, in one pass over
  * the weights (the columns' sums side by side, not one column after the other). */
 CLONES static void column_sums(const float *w, const float *votes_t, Py_ssize_t n, Py_ssize_t cols, float *out) {
@@ -191,6 +215,11 @@ CLONES static void column_sums(const float *w, const float *votes_t, Py_ssize_t 
     }
 }
 #else
+static void similarities(const float *matrix, const float *x, Py_ssize_t n, Py_ssize_t dim, const float *vec_mean,
+                         float *s) {
+    for (Py_ssize_t k = 0; k < n; k++) s[k] = dot(matrix + k * dim, x, dim) - vec_mean[k];
+}
+
 static void column_sums(const float *w, const float *votes_t, Py_ssize_t n, Py_ssize_t cols, float *out) {
     for (Py_ssize_t c = 0; c < cols; c++) out[c] = dot(w, votes_t + c * n, n);
 }
@@ -200,8 +229,11 @@ static void softmax_weights(const float *s, Py_ssize_t n, float top, float facto
 }
 #endif
 
-/* Scales out to unit length (all zeros stay zeros) and returns the norm it had. */
-static double normalise(float *out, Py_ssize_t dim) {
+/* out = the unit vector of sum(scale[id] * table[id]) (all zeros stay zeros); returns the norm the sum had. */
+static double unit_sum(const int32_t *ids, Py_ssize_t n, const int8_t *table, const float *scale, Py_ssize_t dim,
+                       float *out) {
+    memset(out, 0, (size_t)dim * sizeof(float));
+    add_rows(ids, n, table, scale, dim, out);
     double sq = 0.0;
     for (Py_ssize_t j = 0; j < dim; j++) sq += (double)out[j] * out[j];
     const double norm = sqrt(sq);
@@ -216,30 +248,15 @@ static double normalise(float *out, Py_ssize_t dim) {
  * Writes the unit vector of sum(scale[id] * table[id]) into out and returns the norm it had
  * (0.0 leaves out all zeros). */
 static PyObject *embed(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "embed() takes 4 arguments (%zd given)", nargs);
-        return NULL;
-    }
+    if (!arg_count("embed", 4, nargs)) return NULL;
     static const char *const names[] = {"ids", "table", "scale", "out"};
     Py_buffer v[4];
     PyObject *res = NULL;
     if (!get_buffers(args, names, 1u << 3, 4, v)) return NULL;
-    const Py_ssize_t n = v[0].len / 4, vocab = v[2].len / 4, dim = v[3].len / 4;
-    if (dim <= 0 || dim > MAX_DIM) {
-        PyErr_Format(PyExc_ValueError, "out: dimension %zd outside 1..%d", dim, MAX_DIM);
-        goto done;
-    }
-    if (!check_len(&v[1], vocab * dim, "table")) goto done;
-    const int32_t *ids = v[0].buf;
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= vocab) {
-            PyErr_Format(PyExc_IndexError, "token id %d outside the vocabulary of %zd", ids[i], vocab);
-            goto done;
-        }
-    float *out = v[3].buf;
-    memset(out, 0, (size_t)dim * sizeof(float));
-    add_rows(ids, n, v[1].buf, v[2].buf, dim, out);
-    res = PyFloat_FromDouble(normalise(out, dim));
+    Py_ssize_t vocab, dim;
+    const Py_ssize_t n = v[0].len / 4;
+    if (!embedding_sizes(&v[1], &v[2], &v[3], &vocab, &dim) || !ids_in_vocabulary(v[0].buf, n, vocab)) goto done;
+    res = PyFloat_FromDouble(unit_sum(v[0].buf, n, v[1].buf, v[2].buf, dim, v[3].buf));
 done:
     release(v, 4);
     return res;
@@ -289,10 +306,7 @@ static int same_text(PyObject *key, int kind, const void *data, Py_ssize_t start
  * chunk is not in chunks or the text holds a control character BERT deletes (the caller then tokenises
  * in Python, which fills chunks). */
 static PyObject *embed_text(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 7) {
-        PyErr_Format(PyExc_TypeError, "embed_text() takes 7 arguments (%zd given)", nargs);
-        return NULL;
-    }
+    if (!arg_count("embed_text", 7, nargs)) return NULL;
     PyObject *text = args[0], *chunks = args[1];
     if (!PyUnicode_Check(text) || !PyDict_Check(chunks)) {
         PyErr_SetString(PyExc_TypeError, "embed_text() takes a str and a dict as its first two arguments");
@@ -309,16 +323,8 @@ static PyObject *embed_text(PyObject *self, PyObject *const *args, Py_ssize_t na
     Py_buffer v[3];
     PyObject *res = NULL;
     if (!get_buffers(args + 2, names, 1u << 2, 3, v)) return NULL;
-    const Py_ssize_t vocab = v[1].len / 4, dim = v[2].len / 4;
-    if (dim <= 0 || dim > MAX_DIM) {
-        PyErr_Format(PyExc_ValueError, "out: dimension %zd outside 1..%d", dim, MAX_DIM);
-        goto done;
-    }
-    if (!check_len(&v[0], vocab * dim, "table")) goto done;
-    const int8_t *table = v[0].buf;
-    const float *scale = v[1].buf;
-    float *out = v[2].buf;
-    memset(out, 0, (size_t)dim * sizeof(float));
+    Py_ssize_t vocab, dim;
+    if (!embedding_sizes(&v[0], &v[1], &v[2], &vocab, &dim)) goto done;
     if (chunks != chunk_owner) {  /* another tokenizer's cache: the last one's slots go stale */
         Py_XSETREF(chunk_owner, Py_NewRef(chunks));
         chunk_owner_number++;
@@ -369,18 +375,13 @@ static PyObject *embed_text(PyObject *self, PyObject *const *args, Py_ssize_t na
         const int32_t *found = (const int32_t *)PyBytes_AS_STRING(ids);
         Py_ssize_t count = PyBytes_GET_SIZE(ids) / 4;
         if (count > max_tokens - used) count = max_tokens - used;
-        for (Py_ssize_t t = 0; t < count; t++)
-            if (found[t] < 0 || found[t] >= vocab) {
-                PyErr_Format(PyExc_IndexError, "token id %d outside the vocabulary of %zd", found[t], vocab);
-                goto done;
-            }
+        if (!ids_in_vocabulary(found, count, vocab)) goto done;
         memcpy(ids_buf + used, found, (size_t)count * sizeof(int32_t));
         used += count;
     }
     /* Stopped at max_tokens right before such a control: Python would join the last chunk with the next one. */
     if (i < len && deleted_control(PyUnicode_READ(kind, data, i))) goto fallback;
-    add_rows(ids_buf, used, table, scale, dim, out);
-    normalise(out, dim);
+    unit_sum(ids_buf, used, v[0].buf, v[1].buf, dim, v[2].buf);
     res = PyLong_FromSsize_t(used);
     goto done;
 fallback:
@@ -396,10 +397,7 @@ done:
  * into s, takes softmax weights exp((s - max s) * inv * factor) and returns each column of votes_t
  * summed with them; None when v (or v minus the mean) is zero. */
 static PyObject *vote(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 7) {
-        PyErr_Format(PyExc_TypeError, "vote() takes 7 arguments (%zd given)", nargs);
-        return NULL;
-    }
+    if (!arg_count("vote", 7, nargs)) return NULL;
     const double mean_sq = PyFloat_AsDouble(args[3]), factor = PyFloat_AsDouble(args[5]);
     if (PyErr_Occurred()) return NULL;
     /* buffers of v, matrix, vec_mean, votes_t and s (arguments 0, 1, 2, 4, 6) */
@@ -464,10 +462,7 @@ done:
  * The counts the token estimate weighs, in one pass: what raw.count(b" "), raw.count(b"  ") (pairs within
  * each run), raw.count(b"\n") and raw.translate(marks).count(b"\x01") / (b"\x02") give. */
 static PyObject *estimate_counts(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "estimate_counts() takes 2 arguments (%zd given)", nargs);
-        return NULL;
-    }
+    if (!arg_count("estimate_counts", 2, nargs)) return NULL;
     if (!PyBytes_Check(args[0]) || !PyBytes_Check(args[1]) || PyBytes_GET_SIZE(args[1]) != 256) {
         PyErr_SetString(PyExc_TypeError, "estimate_counts() takes bytes and a 256-byte translation table");
         return NULL;
