@@ -390,12 +390,12 @@ def run(args) -> int:
            "routed_to": model, "native_kernels": native.KERNELS is not None, "decide_us": decide_us,
            "runner_inprocess_us": inproc_us,
            "results": {f"c{r.concurrency}": asdict(r) for r in results}}
-    if no_poll is not None:
-        out["no_poll"] = {f"c{r.concurrency}": asdict(r) for r in no_poll}
-    if numpy_only is not None:
-        out["numpy"] = {f"c{r.concurrency}": asdict(r) for r in numpy_only}
-    if floor is not None:
-        out["floor"] = {f"c{r.concurrency}": asdict(r) for r in floor}
+    # the runners measured beside the real one: JSON key, label, their levels
+    compared = [("no_poll", "without answer polling", no_poll), ("numpy", "C kernels off (numpy)", numpy_only),
+                ("floor", "floor (minimal runner)", floor)]
+    for key, _, levels_of in compared:
+        if levels_of is not None:
+            out[key] = {f"c{r.concurrency}": asdict(r) for r in levels_of}
     if steps is not None:
         out["steps"] = steps
     if args.json:
@@ -408,15 +408,10 @@ def run(args) -> int:
         for r in results:
             print(f"  concurrency {r.concurrency:>3}: p50 {r.p50_us:8.1f} us  p99 {r.p99_us:8.1f} us  {r.rps:>8} req/s  "
                   f"runner CPU {r.cpu_us_per_req:6.1f} us/req  (client {r.client_cpu_us_per_req:.1f} us/req)")
-        for r in no_poll or ():
-            print(f"  without answer polling, concurrency {r.concurrency:>3}: p50 {r.p50_us:8.1f} us  p99 {r.p99_us:8.1f} us  "
-                  f"{r.rps:>8} req/s  runner CPU {r.cpu_us_per_req:6.1f} us/req")
-        for r in numpy_only or ():
-            print(f"  C kernels off (numpy), concurrency {r.concurrency:>3}: p50 {r.p50_us:8.1f} us  p99 {r.p99_us:8.1f} us  "
-                  f"{r.rps:>8} req/s  runner CPU {r.cpu_us_per_req:6.1f} us/req")
-        for r in floor or ():
-            print(f"  floor (minimal runner), concurrency {r.concurrency:>3}: p50 {r.p50_us:8.1f} us  p99 {r.p99_us:8.1f} us  "
-                  f"{r.rps:>8} req/s  runner CPU {r.cpu_us_per_req:6.1f} us/req")
+        for _, label, levels_of in compared:
+            for r in levels_of or ():
+                print(f"  {label}, concurrency {r.concurrency:>3}: p50 {r.p50_us:8.1f} us  p99 {r.p99_us:8.1f} us  "
+                      f"{r.rps:>8} req/s  runner CPU {r.cpu_us_per_req:6.1f} us/req")
         if steps is not None:
             print("  steps of one connection's calls (median us): " + ", ".join(f"{k} {v}" for k, v in steps.items()))
     return 0
