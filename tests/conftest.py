@@ -184,3 +184,32 @@ def orchestrated_answer(rt, fakes, texts: dict[str, str], prompt: str, policy: s
         m = rt.catalog.models[mid]
         fakes.set_behaviour(m.provider, texts={m.name: text})
     return orchestrate_once(rt, policy, prompt)[1]
+
+
+@pytest.fixture
+def apisix_runner_thread(monkeypatch):
+    """A starter of in-process APISIX runner threads whose config polls for `poll_us` microseconds (0: never);
+    each is stopped and its socket removed after the test."""
+    from apisix_emulator import FAKE_KEYS, RunnerThread, remove_dir, socket_dir
+
+    from llm_router.config import parse_config
+    from llm_router.gateways.apisix.runner import Runner
+    from llm_router.gateways.apisix.tokens import TokenStore
+    from llm_router.runtime import Runtime
+
+    for k, v in FAKE_KEYS.items():
+        monkeypatch.setenv(k, v)
+    d = socket_dir()
+    threads: list[RunnerThread] = []
+
+    def start(poll_us: int) -> RunnerThread:
+        runtime = Runtime(parse_config({"server": {"apisix_answer_poll_us": poll_us}}), telemetry=False)
+        thread = RunnerThread(os.path.join(d, f"runner{len(threads)}.sock"), Runner(runtime, TokenStore(ttl=100))).start()
+        threads.append(thread)
+        return thread
+    try:
+        yield start
+    finally:
+        for t in threads:
+            t.stop()
+        remove_dir(d)

@@ -1,7 +1,6 @@
 """The runner polls its socket for APISIX's answer while it has one call in flight, and sleeps otherwise."""
 from __future__ import annotations
 
-import os
 import socket
 import time
 
@@ -15,33 +14,11 @@ from llm_router.gateways.apisix.tokens import TokenStore
 from llm_router.runtime import Runtime
 
 from apisix_emulator import (
-    FAKE_KEYS, Emulator, RouteConf, RunnerThread, build_extra_info_resp, build_prepare_conf, build_req_call, decode_reply,
-    recv_frame, remove_dir, socket_dir,
+    FAKE_KEYS, Emulator, RouteConf, build_extra_info_resp, build_prepare_conf, build_req_call, decode_reply, recv_frame,
 )
 
 DEFAULT = RouteConf(conf=(("llm-router", '{"policy": "default"}'),))
 BODY = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi there, thanks!"}]})
-
-
-@pytest.fixture
-def serve(monkeypatch):
-    """Start a runner thread whose config polls for `poll_us` microseconds; yields a starter."""
-    for k, v in FAKE_KEYS.items():
-        monkeypatch.setenv(k, v)
-    d = socket_dir()
-    threads: list[RunnerThread] = []
-
-    def start(poll_us: int) -> RunnerThread:
-        runtime = Runtime(parse_config({"server": {"apisix_answer_poll_us": poll_us}}), telemetry=False)
-        thread = RunnerThread(os.path.join(d, f"poll{len(threads)}.sock"), Runner(runtime, TokenStore(ttl=100))).start()
-        threads.append(thread)
-        return thread
-    try:
-        yield start
-    finally:
-        for t in threads:
-            t.stop()
-        remove_dir(d)
 
 
 def _connect(path: str) -> tuple[socket.socket, int]:
@@ -66,8 +43,8 @@ def _answer(s: socket.socket, rid: int) -> None:
 
 
 @pytest.mark.parametrize("poll_us, polls", [(200_000, 20), (0, 0)])
-def test_one_call_at_a_time_polls_for_the_body_unless_turned_off(serve, poll_us, polls):
-    thread = serve(poll_us)  # 0.2 s: the emulator's answer comes well within it even on a loaded machine
+def test_one_call_at_a_time_polls_for_the_body_unless_turned_off(apisix_runner_thread, poll_us, polls):
+    thread = apisix_runner_thread(poll_us)  # 0.2 s: the emulator's answer comes well within it even on a loaded machine
     em = Emulator(thread.path, timeout=30)
     try:
         for _ in range(20):
@@ -79,8 +56,8 @@ def test_one_call_at_a_time_polls_for_the_body_unless_turned_off(serve, poll_us,
     assert (stats.answer_polls_caught >= 1) == (polls > 0)
 
 
-def test_a_call_waiting_elsewhere_ends_a_poll_and_is_not_polled_for(serve):
-    thread = serve(20_000_000)  # 20 s: were B's call ignored while polling A, B would wait that long
+def test_a_call_waiting_elsewhere_ends_a_poll_and_is_not_polled_for(apisix_runner_thread):
+    thread = apisix_runner_thread(20_000_000)  # 20 s: were B's call ignored while polling A, B would wait that long
     stats = thread.runner.stats
     a, token = _connect(thread.path)
     b, _ = _connect(thread.path)
@@ -101,8 +78,8 @@ def test_a_call_waiting_elsewhere_ends_a_poll_and_is_not_polled_for(serve):
         b.close()
 
 
-def test_a_connection_closed_while_polled_leaves_the_count_right(serve):
-    thread = serve(200_000)
+def test_a_connection_closed_while_polled_leaves_the_count_right(apisix_runner_thread):
+    thread = apisix_runner_thread(200_000)
     stats = thread.runner.stats
     a, token = _connect(thread.path)
     _ask(a, token, 1)
@@ -118,8 +95,8 @@ def test_a_connection_closed_while_polled_leaves_the_count_right(serve):
         b.close()
 
 
-def test_a_body_split_across_reads_while_polling_is_put_together(serve):
-    thread = serve(200_000)
+def test_a_body_split_across_reads_while_polling_is_put_together(apisix_runner_thread):
+    thread = apisix_runner_thread(200_000)
     s, token = _connect(thread.path)
     try:
         _ask(s, token, 9)

@@ -2,23 +2,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 
 import orjson
 import pytest
 
-from llm_router.config import parse_config
 from llm_router.gateways.apisix import framing
-from llm_router.gateways.apisix.runner import Runner
 from llm_router.gateways.apisix.server import Activity
-from llm_router.gateways.apisix.tokens import TokenStore
-from llm_router.runtime import Runtime
 
-from apisix_emulator import (
-    FAKE_KEYS, RouteConf, RunnerThread, build_extra_info_resp, build_prepare_conf, build_req_call, decode_reply,
-    recv_frame, remove_dir, socket_dir,
-)
+from apisix_emulator import RouteConf, build_extra_info_resp, build_prepare_conf, build_req_call, decode_reply, recv_frame
 
 DEFAULT = RouteConf(conf=(("llm-router", '{"policy": "default"}'),))
 
@@ -76,17 +68,8 @@ def test_a_direct_flush_writes_at_once_and_the_scheduled_one_finds_nothing():
 
 
 @pytest.fixture
-def runner_thread(monkeypatch):
-    for k, v in FAKE_KEYS.items():
-        monkeypatch.setenv(k, v)
-    d = socket_dir()
-    runtime = Runtime(parse_config({"server": {"apisix_answer_poll_us": 0}}), telemetry=False)
-    thread = RunnerThread(os.path.join(d, "batch.sock"), Runner(runtime, TokenStore(ttl=100))).start()
-    try:
-        yield thread
-    finally:
-        thread.stop()
-        remove_dir(d)
+def runner_thread(apisix_runner_thread):
+    return apisix_runner_thread(0)  # no answer poll: every reply goes through the turn's flush
 
 
 def _connect(path: str) -> socket.socket:
