@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from apisix_emulator import REPO
 
 
@@ -64,13 +66,16 @@ def test_bench_apisix_steps_times_the_runners_own_steps():
     assert 0.5 * steps["p50_us"] < sum(steps[name] for name in STEPS) < 2 * steps["p50_us"]
 
 
-def test_steps_are_read_from_marks_with_and_without_an_answer_poll():
+@pytest.mark.parametrize("early", [False, True])
+def test_steps_are_read_from_marks_with_and_without_an_answer_poll(early):
     from llm_router.bench.apisix_steps import STEPS, steps
 
     def call(t: int, polled: bool) -> list[tuple[str, int]]:
-        # request in at t, body request out at t+10, body handled t+30..t+100, Rewrite out at t+110
+        # request in at t, body request out at t+10 (early: t+2), body handled t+30..t+100, Rewrite out at t+110
         body = [("h0", t + 30), ("h1", t + 100), ("out", t + 110)]
-        return [("in", t), ("h0", t + 1), ("h1", t + 5), ("out", t + 10)] + ([] if polled else [("in", t + 29)]) + body
+        first = [("in", t), ("out", t + 2), ("h0", t + 3), ("h1", t + 7)] if early else \
+            [("in", t), ("h0", t + 1), ("h1", t + 5), ("out", t + 10)]
+        return first + ([] if polled else [("in", t + 29)]) + body
 
     for polled in (True, False):
         marks = [("h0", 0), ("out", 1)]  # a partial call before the first whole one is skipped
@@ -78,5 +83,5 @@ def test_steps_are_read_from_marks_with_and_without_an_answer_poll():
             marks += call(1000 + 200 * k, polled)
         got = steps([(kind, ns * 1000) for kind, ns in marks])  # marks in ns, steps in us
         assert got["calls"] == 5
-        assert [got[name] for name in STEPS] == [10.0, 20.0, 70.0, 10.0, 90.0]
+        assert [got[name] for name in STEPS] == ([2.0, 28.0] if early else [10.0, 20.0]) + [70.0, 10.0, 90.0, 4.0]
     assert steps([("in", 1)]) == {"calls": 0}

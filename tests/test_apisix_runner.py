@@ -261,7 +261,14 @@ def test_unknown_token_gets_conf_token_not_found_frame(runner):
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(10)
         s.connect(runner.path)
-        s.sendall(framing.frame(2, build_req_call(1, 12345)))
+        # a GET's call is read before anything is asked: the error comes at once
+        s.sendall(framing.frame(2, build_req_call(1, 12345, method="GET")))
+        reply = recv_frame(s)
+        assert reply[0] == 0 and decode_reply(2, *reply).fields["message"] == "conf token not found"
+        # a POST's body is asked for before its call is read; APISIX answers that first, then gets the error
+        s.sendall(framing.frame(2, build_req_call(2, 12345)))
+        assert decode_reply(2, *recv_frame(s)).fields == {"info": "req_body"}
+        s.sendall(framing.frame(3, build_extra_info_resp(b'{"model": "auto"}')))
         reply = recv_frame(s)
         assert reply[0] == 0 and decode_reply(2, *reply).fields["message"] == "conf token not found"
 

@@ -114,8 +114,9 @@ def test_check_names_unknown_fields_of_the_edge_sections(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("sections, problem", [
-    ({"server": {"mesage_timeout_ms": 250}}, "server: unknown fields ['mesage_timeout_ms'] (known: ['apisix_answer_poll_us', 'apisix_fallback',"),
+    ({"server": {"mesage_timeout_ms": 250}}, "server: unknown fields ['mesage_timeout_ms'] (known: ['apisix_answer_poll_us', 'apisix_early_body', 'apisix_fallback',"),
     ({"server": {"apisix_answer_poll_us": -5}}, "server.apisix_answer_poll_us: must be a number of microseconds from 0 to 10000, got -5"),
+    ({"server": {"apisix_early_body": "yes"}}, "server.apisix_early_body: must be true or false, got 'yes'"),
     ({"server": {"workers": 0}}, "server.workers: must be a whole number >= 1, got 0"),
     ({"server": {"route_header": "x llm model"}}, "server.route_header: must be an HTTP header name, got 'x llm model'"),
     ({"server": {"envoy": {"transport": "quic"}}}, "server.envoy.transport: Input should be 'h2', 'grpclib' or 'grpcio'"),

@@ -59,13 +59,17 @@ def register(sub) -> None:
     p.add_argument("--compare-native", action="store_true",
                    help="also measure a runner with the semantic classifier's C kernels off (LLM_ROUTER_NATIVE=0: "
                         "numpy does the same arithmetic; `numpy` in the JSON)")
+    p.add_argument("--compare-early", action="store_true",
+                   help="also measure a runner that reads each call before asking for its body (server.apisix_early_body: "
+                        "false; `no_early` in the JSON)")
     p.add_argument("--compare-floor", action="store_true",
                    help="also measure the floor: a minimal runner on the same socket work that only rewrites the model "
                         "(llm_router.bench.apisix_floor; `floor` in the JSON)")
     p.add_argument("--steps", action="store_true",
                    help="also time the runner's own steps over one connection's calls (llm_router.bench.apisix_steps; "
                         "`steps` in the JSON: median us from the HTTPReqCall to the body request written, waiting for the "
-                        "body, routing it, writing the Rewrite, and on to the next HTTPReqCall)")
+                        "body, routing it, writing the Rewrite, on to the next HTTPReqCall, and reading the call: before "
+                        "the body request, or while the body is awaited when it was asked for early)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
@@ -349,10 +353,14 @@ def run(args) -> int:
     Path(config).write_text(yaml.safe_dump(without_memo(data)))  # one body repeated: measure it unremembered
     body = chat_body(args.body_bytes)
     configs = [config]
-    if args.compare_poll:
-        configs.append(os.path.join(workdir, "no-poll.yaml"))
-        server = {**(data.get("server") or {}), "apisix_answer_poll_us": 0}
-        Path(configs[1]).write_text(yaml.safe_dump(without_memo({**data, "server": server})))
+    # runners differing in one server setting: JSON key, the setting
+    variants = [(key, setting) for key, setting, wanted in (("no_poll", {"apisix_answer_poll_us": 0}, args.compare_poll),
+                                                            ("no_early", {"apisix_early_body": False}, args.compare_early))
+                if wanted]
+    for key, setting in variants:
+        configs.append(os.path.join(workdir, f"{key}.yaml"))
+        server = {**(data.get("server") or {}), **setting}
+        Path(configs[-1]).write_text(yaml.safe_dump(without_memo({**data, "server": server})))
     procs: list[subprocess.Popen] = []
     try:
         targets = []
@@ -375,7 +383,7 @@ def run(args) -> int:
         levels = [measure_interleaved(targets, args.requests, c, args.warmup, rounds=4 if len(targets) > 1 else 1)
                   for c in args.concurrency]
         results = [level[0] for level in levels]
-        no_poll = [level[1] for level in levels] if args.compare_poll else None
+        varied = {key: [level[1 + k] for level in levels] for k, (key, _) in enumerate(variants)}
         numpy_only = [level[len(configs)] for level in levels] if args.compare_native else None
         floor = [level[-1] for level in levels] if args.compare_floor else None
         decide_us, inproc_us = inprocess_costs(config, body)
@@ -391,8 +399,9 @@ def run(args) -> int:
            "runner_inprocess_us": inproc_us,
            "results": {f"c{r.concurrency}": asdict(r) for r in results}}
     # the runners measured beside the real one: JSON key, label, their levels
-    compared = [("no_poll", "without answer polling", no_poll), ("numpy", "C kernels off (numpy)", numpy_only),
-                ("floor", "floor (minimal runner)", floor)]
+    compared = [("no_poll", "without answer polling", varied.get("no_poll")),
+                ("no_early", "without early body requests", varied.get("no_early")),
+                ("numpy", "C kernels off (numpy)", numpy_only), ("floor", "floor (minimal runner)", floor)]
     for key, _, levels_of in compared:
         if levels_of is not None:
             out[key] = {f"c{r.concurrency}": asdict(r) for r in levels_of}

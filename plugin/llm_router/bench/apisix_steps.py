@@ -3,7 +3,9 @@
 Runs `llm-router serve` with three methods of the APISIX server wrapped (reading a connection, handling
 its frames, writing the turn's replies); at exit it writes the median of each step of the sequential calls
 it saw to the file given by --steps-out. A call is: the HTTPReqCall arrives, the body request is written,
-the body comes, it is routed, the Rewrite is written, and the next HTTPReqCall arrives.
+the body comes, it is routed, the Rewrite is written, and the next HTTPReqCall arrives. Reading the call
+(decoding it, finding its route) happens before the body request, or while the body is awaited when the body
+was asked for early.
 
 Run: python -m llm_router.bench.apisix_steps --steps-out FILE serve --apisix --socket PATH ...
 """
@@ -18,7 +20,7 @@ import time
 from collections.abc import Iterable
 
 STEPS = ("request_to_body_request_us", "waiting_for_body_us", "routing_body_us", "writing_rewrite_us",
-         "rewrite_to_next_request_us")
+         "rewrite_to_next_request_us", "reading_the_call_us")  # the last is inside the first or, asked early, the second
 _KEEP = 400_000  # marks kept (the newest), about 50,000 calls
 
 
@@ -59,26 +61,33 @@ def instrument(out_path: str) -> None:
 def steps(marks: Iterable[tuple[str, int]]) -> dict[str, float | int]:
     """Median microseconds of each step over the calls found in the marks (and how many calls that was).
 
-    A call's marks: in h0 h1 out (the HTTPReqCall, answered with the body request), then the body: h0 h1 out when
-    the runner caught it while polling, in h0 h1 out when the event loop woke it for it.
+    A call's marks: in h0 h1 out (the HTTPReqCall read, then the body request written), or in out h0 h1 when the
+    body was asked for before the call was read (server.apisix_early_body); then the body: h0 h1 out when the
+    runner caught it while polling, in h0 h1 out when the event loop woke it for it.
     """
     seq = list(marks)
-    calls: list[tuple[int, int, int, int, int]] = []  # request in, body request out, body h0, body h1, rewrite out
+    # per call: request in, call read from, call read to, body request out, body h0, body h1, rewrite out
+    calls: list[tuple[int, int, int, int, int, int, int]] = []
     i = 0
     while i + 7 <= len(seq):
         kinds = [k for k, _ in seq[i:i + 8]]
-        if kinds[:4] == ["in", "h0", "h1", "out"]:
+        early = kinds[:4] == ["in", "out", "h0", "h1"]
+        if kinds[:4] == ["in", "h0", "h1", "out"] or early:
             j = i + 4 + (kinds[4:5] == ["in"])
             if [k for k, _ in seq[j:j + 3]] == ["h0", "h1", "out"]:
-                calls.append((seq[i][1], seq[i + 3][1], seq[j][1], seq[j + 1][1], seq[j + 2][1]))
+                if early:
+                    asked, read0, read1 = seq[i + 1][1], seq[i + 2][1], seq[i + 3][1]
+                else:
+                    read0, read1, asked = seq[i + 1][1], seq[i + 2][1], seq[i + 3][1]
+                calls.append((seq[i][1], read0, read1, asked, seq[j][1], seq[j + 1][1], seq[j + 2][1]))
                 i = j + 3
                 continue
         i += 1
     if len(calls) < 2:
         return {"calls": len(calls)}
-    parts: list[list[int]] = [[], [], [], [], []]
-    for (start, asked, body, routed, out), nxt in zip(calls, calls[1:]):
-        for part, ns in zip(parts, (asked - start, body - asked, routed - body, out - routed, nxt[0] - out)):
+    parts: list[list[int]] = [[] for _ in STEPS]
+    for (start, read0, read1, asked, body, routed, out), nxt in zip(calls, calls[1:]):
+        for part, ns in zip(parts, (asked - start, body - asked, routed - body, out - routed, nxt[0] - out, read1 - read0)):
             part.append(ns)
     result: dict[str, float | int] = {name: round(statistics.median(p) / 1000, 1) for name, p in zip(STEPS, parts)}
     result["calls"] = len(calls)

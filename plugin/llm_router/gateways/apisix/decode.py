@@ -167,6 +167,20 @@ def read_req_call(buf: bytes) -> ReqCall:
         raise DecodeError("malformed HTTPReqCall request") from None
 
 
+def req_target(buf: bytes, start: int = 0) -> tuple[int, str] | None:
+    """(method, path) of the HTTPReqCall.Req at `start` in buf, nothing else read; None when malformed."""
+    try:
+        tpos = start + _u32(buf, start)[0]
+        vt = tpos - _i32(buf, tpos)[0]
+        if vt < start:
+            return None
+        n = min(2, (_u16(buf, vt)[0] - 8) // 2)  # of the method and path slots (2 and 3)
+        o_method, o_path = _SLOTS[n].unpack_from(buf, vt + 8) + (0,) * (2 - n) if n > 0 else (0, 0)
+        return (buf[tpos + o_method] if o_method else METHOD_GET), (_str_at(buf, tpos + o_path) if o_path else "")
+    except (struct.error, IndexError, DecodeError):
+        return None
+
+
 # A string of 7-19 digits (the high bytes of its length prefix, the digits, the NUL): a number that
 # long is a content-length of 1 MB or more. The regex engine scans for the literal prefix in C.
 _LONG_NUMBER = re.compile(rb"\x00\x00\x00[0-9]{7,19}\x00")

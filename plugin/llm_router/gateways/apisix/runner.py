@@ -49,6 +49,9 @@ FALLBACK_STATUSES = FALLBACK_4XX | {500, 502, 503, 504, 529}
 # How long a process with one call in flight polls its socket for APISIX's answer before sleeping in epoll (an answer
 # within it saves the wake-up; `llm-router bench apisix --compare-poll` measures the difference); 0 turns polling off.
 ANSWER_POLL_US = 100
+# A whole POST HTTPReqCall reaching an idle process gets its body request before it is read (server.apisix_early_body):
+# APISIX fetches the body while the runner decodes the call. `bench apisix --compare-early` measures the difference.
+EARLY_BODY = True
 FALLBACK_MAX_BODY = 1 << 20  # request bodies kept for a post-resp fallback, each at most ...
 FALLBACK_KEPT_BYTES = 64 << 20  # ... and all together at most
 # A route's ext-plugin-post-resp conf reaches the runner only with its first response: the first
@@ -80,23 +83,25 @@ class Compiled:
 class Pending:
     """A call waiting for APISIX's answer to our ExtraInfo request."""
 
-    kind: str  # "body" | "rid" | "resp_body"
+    kind: str  # "body" | "rid" | "resp_body" | "held" (a reply waiting for the answer to an early body request)
     rid: int
-    entry: Entry
+    entry: Entry | None
     call: decode.ReqCall | None = None
     status: int = 0
     headers: list = field(default_factory=list)
     exchange: Exchange | None = None
     encoding: str = ""  # the answer's content-encoding
+    reply: bytes = b""  # "held": sent once the body the call turned out not to need has come
 
 
 class Conversation:
     """Per-connection state: at most one call in flight (APISIX runs one RPC per connection)."""
 
-    __slots__ = ("pending",)
+    __slots__ = ("pending", "asked")
 
     def __init__(self) -> None:
         self.pending: Pending | None = None
+        self.asked = False  # the body of the HTTPReqCall being read was asked for already (Runner.ask_early)
 
 
 @dataclass(slots=True)
@@ -118,6 +123,8 @@ class Stats:
     sent_on: int = 0  # unrouted calls sent to one provider with its key (stored responses, forwarded APIs)
     answer_polls: int = 0  # the socket polled for APISIX's answer instead of sleeping (server.apisix_answer_poll_us)
     answer_polls_caught: int = 0  # ... and the answer came while polling
+    early_body_asks: int = 0  # bodies asked for before their HTTPReqCall was read (server.apisix_early_body)
+    early_body_unused: int = 0  # ... whose call needed no body after all (a token miss, a bad route conf): reply held
     reply_flushes: int = 0  # turns of the event loop that wrote replies (several connections' replies go out together)
     replies_flushed: int = 0  # ... and the replies they wrote (over reply_flushes: replies per wake-up of nginx)
 
@@ -140,6 +147,7 @@ class Runner:
         poll_us = runtime.config.server.get("apisix_answer_poll_us", ANSWER_POLL_US)
         # Polling pays only while APISIX can answer on another core; on one core it would only delay the answer.
         self.answer_poll_ns = int(poll_us * 1000) if usable_cpus() > 1 else 0
+        self.early_body = bool(runtime.config.server.get("apisix_early_body", EARLY_BODY))
         self._kept_bytes = 0  # request bytes held for post-resp fallbacks
         self._probed: dict[str, int] = {}  # scope -> requests remembered before post-resp was seen
         if runtime.metrics is not None:
@@ -158,8 +166,43 @@ class Runner:
 
     # ---- dispatch -------------------------------------------------------------------------
 
-    def on_frame(self, conv: Conversation, rpc_type: int, payload: bytes) -> bytes | Deferred:
-        """The reply to one frame (CLOSE: drop the connection; Deferred: await it first); never raises."""
+    def ask_early(self, conv: Conversation, data: bytes) -> bool:
+        """Whether `data`, read by an idle process, is one whole POST HTTPReqCall whose body to ask for before
+        reading it: the body request then goes out at once, and APISIX fetches the body while the call is decoded.
+
+        Only calls the router decides for qualify: POST to an LLM API path, not a stored response or a forwarded
+        API (whose bodies never cross the socket), and no content-length of 1 MB or more. The reply of one that
+        turns out not to need its body (an unknown token, a bad route conf) waits for the body to come.
+        """
+        if not self.early_body or conv.pending is not None or len(data) < 12 or data[0] != RPC_HTTP_REQ_CALL \
+                or len(data) - 4 != (data[1] << 16 | data[2] << 8 | data[3]):
+            return False
+        target = decode.req_target(data, 4)
+        if target is None or target[0] != decode.METHOD_POST or MARK in target[1] or not self.runtime.handles(target[1]) \
+                or decode.may_be_large(data):
+            return False
+        conv.asked = True
+        self.stats.early_body_asks += 1
+        return True
+
+    def on_frame(self, conv: Conversation, rpc_type: int, payload: bytes) -> bytes | Deferred | None:
+        """The reply to one frame (CLOSE: drop the connection; Deferred: await it first; None: nothing to send
+        yet, the body request went out early); never raises."""
+        out = self._reply(conv, rpc_type, payload)
+        if conv.asked and rpc_type == RPC_HTTP_REQ_CALL:
+            conv.asked = False
+            pending = conv.pending
+            if pending is not None and pending.kind == "body":
+                return None  # the call waits for its body, already asked for
+            if out is CLOSE or isinstance(out, Deferred):
+                return out
+            # APISIX answers the body request first; the reply follows that answer
+            self.stats.early_body_unused += 1
+            conv.pending = Pending("held", 0, None, reply=out)
+            return None
+        return out
+
+    def _reply(self, conv: Conversation, rpc_type: int, payload: bytes) -> bytes | Deferred:
         try:
             pending = conv.pending
             if pending is not None:
@@ -313,6 +356,8 @@ class Runner:
         result = decode.read_extra_info_result(payload)
         if pending.kind == "body":
             return self._route(pending, result or b"")
+        if pending.kind == "held":
+            return pending.reply
         if pending.kind == "rid":
             return self._resp_matched(conv, pending, result)
         return self._resp_done(pending, result)
@@ -320,11 +365,12 @@ class Runner:
     def prepare(self, conv: Conversation) -> None:
         """What a call can have ready before its body comes: done while the runner polls for the body."""
         pending = conv.pending
-        if pending is not None and pending.kind == "body" and pending.exchange is None:
+        if pending is not None and pending.kind == "body" and pending.exchange is None and pending.entry is not None:
             pending.exchange = Exchange(self.runtime.new_request_id(), pending.entry.route, self.clock())
 
     def _route(self, pending: Pending, body: bytes) -> bytes | Deferred:
         entry = pending.entry
+        assert entry is not None  # a "body" Pending always carries its route's entry
         runtime = self.runtime
         ex = pending.exchange or Exchange(runtime.new_request_id(), entry.route, self.clock())
         call = pending.call

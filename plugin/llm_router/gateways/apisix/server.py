@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from llm_router.config import Config, ConfigError, load_config
+from llm_router.gateways.apisix.encode import REQ_BODY_FRAME
 from llm_router.gateways.apisix.framing import FrameReader
 from llm_router.gateways.apisix.runner import CLOSE, PLUGIN_NAME, Conversation, Deferred, Runner, Stats
 from llm_router.gateways.apisix.tokens import TOKEN_SPACE, TokenStore, ttl_from_env
@@ -86,6 +87,11 @@ class Activity:
             self.flush_at_end = True
             asyncio.get_running_loop().call_soon(self.flush)
 
+    def send_now(self, transport: asyncio.Transport, frame: bytes) -> None:
+        """Write a frame at once, after the replies queued before it."""
+        self.outbox.append((transport, frame))
+        self.flush()
+
     def flush(self) -> None:
         """Write the queued replies (to the connections still open)."""
         self.flush_at_end = False
@@ -130,8 +136,10 @@ class RunnerProtocol(asyncio.Protocol):
             self.activity.watch(self.fd)
 
     def data_received(self, data: bytes) -> None:
-        self._handle(data)
         activity = self.activity
+        if not activity.calls and self.busy is None and not self.reader.pending and self.runner.ask_early(self.conv, data):
+            activity.send_now(self.transport, REQ_BODY_FRAME)
+        self._handle(data)
         # A call now waits for APISIX's answer (the body, mostly). When no other call is in flight, poll the
         # socket for it a little while instead of going back to sleep: an answer within the window saves the
         # wake-up from epoll, which costs more than the wait on a small VM. Under load some other call is in
@@ -188,6 +196,8 @@ class RunnerProtocol(asyncio.Protocol):
                     transport.close()
                     return
                 out = on_frame(conv, rpc_type, payload)
+                if out is None:  # the body request went out early (Runner.ask_early)
+                    continue
                 if isinstance(out, Deferred):
                     self.busy = asyncio.ensure_future(self._finish(out))
                     continue
@@ -197,6 +207,7 @@ class RunnerProtocol(asyncio.Protocol):
                     return
                 self.activity.send(transport, out)
         finally:
+            conv.asked = False  # consumed by the call it was for; never left for a later frame
             self._count(conv.pending is not None or self.busy is not None)
 
     def _count(self, active: bool) -> None:
