@@ -10,6 +10,8 @@ $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	@# the request path compiled by mypyc, which `llm-router serve` runs on (plain Python where it cannot be built)
+	$(VENV)/bin/llm-router compile || echo "note: no compiled build; llm-router serve runs plain Python"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -11,6 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# The runners the tests start serve plain Python from the checkout, never a compiled build that `llm-router compile`
+# (make setup) left in the environment: test_compiled_serve.py turns it on where it tests that.
+os.environ["LLM_ROUTER_COMPILED"] = "0"
 
 # Fake provider keys for tests that build a Runtime from the environment (never real keys).
 TEST_KEYS = {"OPENAI_API_KEY": "sk-test-openai-0001", "ANTHROPIC_API_KEY": "sk-ant-test-0002", "GEMINI_API_KEY": "gm-test-0003",

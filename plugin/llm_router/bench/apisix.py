@@ -24,6 +24,7 @@ from pathlib import Path
 import orjson
 import yaml
 
+from llm_router import compiled_build
 from llm_router.bench import without_memo
 from llm_router.classify import native
 from llm_router.commands.common import at_least
@@ -137,6 +138,15 @@ def start_runner(sock_path: str, config: str | None, workers: int, log_file: str
             time.sleep(0.02)
     stop_runner(proc)
     raise RuntimeError("runner did not open its socket in 120 s")
+
+
+def runs_compiled(pid: int) -> bool:
+    """Whether a runner process moved onto a compiled build (compiled_build.switch marks its environment)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return any(item.startswith(compiled_build.ACTIVE_ENV.encode() + b"=") for item in f.read().split(b"\0"))
+    except OSError:
+        return False
 
 
 def stop_runner(proc: subprocess.Popen) -> None:
@@ -380,6 +390,7 @@ def run(args) -> int:
             procs.append(proc)
             targets.append(target)
         # with a second runner, each level alternates between them in 4 rounds
+        compiled = runs_compiled(targets[0].pids[0])
         levels = [measure_interleaved(targets, args.requests, c, args.warmup, rounds=4 if len(targets) > 1 else 1)
                   for c in args.concurrency]
         results = [level[0] for level in levels]
@@ -395,7 +406,8 @@ def run(args) -> int:
     cfg = load_config(args.config)
     classifier = args.classifier or cfg.policies[cfg.default_policy].classifier
     out = {"target": "apisix", "body_bytes": len(body), "classifier": classifier, "workers": args.workers,
-           "routed_to": model, "native_kernels": native.KERNELS is not None, "decide_us": decide_us,
+           "routed_to": model, "native_kernels": native.KERNELS is not None, "compiled_runner": compiled,
+           "decide_us": decide_us,
            "runner_inprocess_us": inproc_us,
            "results": {f"c{r.concurrency}": asdict(r) for r in results}}
     # the runners measured beside the real one: JSON key, label, their levels
@@ -411,7 +423,7 @@ def run(args) -> int:
         print(json.dumps(out))
     else:
         print(f"APISIX ext-plugin runner: {len(body)} B chat body, classifier {classifier}, {args.workers} process(es), "
-              f"routed to {model}")
+              f"routed to {model}, {'compiled request path' if compiled else 'plain Python'}")
         print(f"  in-process CPU per request: Runtime.decide {decide_us} us, runner on both frames {inproc_us} us "
               f"(adapter share {inproc_us - decide_us:.1f} us)")
         for r in results:

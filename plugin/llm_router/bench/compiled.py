@@ -20,11 +20,10 @@ from pathlib import Path
 import orjson
 
 import llm_router
+from llm_router import compiled_build
 from llm_router.commands.common import at_least
 
-MODULES = ("request.py", "message_rules.py", "decision.py", "router.py", "classify/base.py", "classify/rules.py",
-           "classify/embeddings.py", "classify/semantic.py", "plan.py", "runtime.py", "gateways/apisix/runner.py",
-           "gateways/apisix/decode.py", "gateways/apisix/encode.py", "gateways/apisix/framing.py")
+MODULES = compiled_build.MODULES
 MYPY_INI = "[mypy]\nfollow_imports = silent\nignore_missing_imports = True\n"
 
 # Run in a child: which files the modules came from, then every workload decision as one JSON list.
@@ -71,7 +70,9 @@ def compile_copy(workdir: Path) -> Path:
 
 
 def _env(pythonpath: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # the copy is chosen by PYTHONPATH alone: `serve` must not move onto a build of its own (compiled_build)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", compiled_build.ACTIVE_ENV)}
+    env[compiled_build.OFF_ENV] = "0"
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     return env

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
+from llm_router import compiled_build
 from llm_router.commands.common import add_config_arg, at_least
 
 
@@ -21,11 +22,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    if not args.envoy and not args.socket and not os.environ.get("APISIX_LISTEN_ADDRESS"):
+        print("error: --apisix needs --socket PATH or APISIX_LISTEN_ADDRESS=unix:PATH", file=sys.stderr)
+        return 2
+    compiled_build.switch()  # onto the compiled request path where `llm-router compile` built it for these sources
     if args.envoy:
         from llm_router.gateways.envoy.server import serve
     else:
         from llm_router.gateways.apisix.server import serve
-        if not args.socket and not os.environ.get("APISIX_LISTEN_ADDRESS"):
-            print("error: --apisix needs --socket PATH or APISIX_LISTEN_ADDRESS=unix:PATH", file=sys.stderr)
-            return 2
     return serve(args)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from llm_router import compiled_build
 from llm_router.config import Config, ConfigError, load_config
 from llm_router.gateways.apisix.encode import REQ_BODY_FRAME
 from llm_router.gateways.apisix.framing import FrameReader
@@ -402,8 +403,8 @@ def serve(args) -> int:
     except OSError as exc:
         print(f"error: cannot listen on {path}: {exc.strerror}", file=sys.stderr)
         return 1
-    log.info("llm-router APISIX runner listening on unix:%s (%d process%s, token ttl %.0fs)",
-             path, workers, "" if workers == 1 else "es", opts.ttl)
+    log.info("llm-router APISIX runner listening on unix:%s (%d process%s, token ttl %.0fs, %s)",
+             path, workers, "" if workers == 1 else "es", opts.ttl, compiled_build.describe())
     if workers > 1:
         log.warning("with %d processes, ext-plugin-post-resp accounting sees only the responses that reach the process "
                     "that routed the request (APISIX picks connections at random); use 1 process to account every one",

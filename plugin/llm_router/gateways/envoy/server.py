@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from llm_router import compiled_build
 from llm_router.config import Config, ConfigError, load_config
 from llm_router.gateways.envoy.settings import TRANSPORTS, EnvoySettings
 
@@ -90,7 +91,7 @@ async def run(address: str, transport: str, build: Callable[[], tuple[Any, Calla
     # process: keep it out of the collector's way so per-request garbage collection stays cheap.
     gc.collect()
     gc.freeze()
-    log.info("ext_proc processor listening on %s (transport %s)", address, transport)
+    log.info("ext_proc processor listening on %s (transport %s, %s)", address, transport, compiled_build.describe())
     print(f"llm-router ext_proc ready on {address} (transport {transport})", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,0 +1,103 @@
+"""`serve` moves onto the compiled build of the installed files, keeping its PID; never onto a stale or broken one."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llm_router import compiled_build
+from llm_router.bench.apisix import runs_compiled
+
+from apisix_emulator import FAKE_KEYS, Emulator, RouteConf, connectable
+
+BODY = b'{"model": "auto", "messages": [{"role": "user", "content": "hi there, thanks!"}]}'
+
+
+def _build(builds: Path, digest: str) -> Path:
+    """A stand-in build: the package copied (not compiled, which test_compiled_build covers), marked with `digest`."""
+    out = builds / compiled_build.source_digest()
+    shutil.copytree(compiled_build.package_dir(), out / "llm_router", ignore=shutil.ignore_patterns("__pycache__"))
+    compiled_build.mark_done(out, digest)
+    return out
+
+
+def _serve(tmp_path: Path, builds: Path, **env: str) -> tuple[subprocess.Popen, str]:
+    sock = str(tmp_path / "r.sock")
+    environ = {**os.environ, **FAKE_KEYS, compiled_build.DIR_ENV: str(builds), **env}
+    environ.pop(compiled_build.ACTIVE_ENV, None)
+    proc = subprocess.Popen([sys.executable, "-m", "llm_router.cli", "serve", "--apisix", "--socket", sock,
+                             "--log-file", str(tmp_path / "r.log")], env=environ, stderr=open(tmp_path / "r.err", "wb"))
+    return proc, sock
+
+
+def _ready(proc: subprocess.Popen, sock: str) -> None:
+    import time
+
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, f"runner exited with {proc.returncode}"
+        try:
+            if connectable(sock):
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "runner did not open its socket"
+        time.sleep(0.05)
+    em = Emulator(sock, timeout=30)
+    try:
+        assert em.http_req_call(RouteConf(conf=(("llm-router", "{}"),)), body=BODY).ok
+    finally:
+        em.close()
+
+
+@pytest.mark.parametrize("case", ["current", "stale", "off"])
+def test_serve_runs_on_the_build_of_its_own_files_only(tmp_path, case):
+    builds = tmp_path / "builds"
+    digest = compiled_build.source_digest()
+    build = _build(builds, digest if case != "stale" else "0" * 16)  # stale: made from other files
+    proc, sock = _serve(tmp_path, builds, **{compiled_build.OFF_ENV: "0" if case == "off" else "1"})
+    try:
+        _ready(proc, sock)
+        moved = runs_compiled(proc.pid)  # the same PID: re-executed in place, as APISIX tracks its runner by it
+        log = (tmp_path / "r.log").read_text()
+        if case == "current":
+            assert moved and f"compiled request path from {build}" in log
+        else:
+            assert not moved and "plain Python" in log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+def test_a_build_that_does_not_load_falls_back_to_plain_python(tmp_path):
+    builds = tmp_path / "builds"
+    build = _build(builds, compiled_build.source_digest())
+    (build / "llm_router" / "runtime.py").write_text("raise ImportError('built for another machine')\n")
+    proc, sock = _serve(tmp_path, builds, **{compiled_build.OFF_ENV: "1"})
+    try:
+        _ready(proc, sock)
+        assert not runs_compiled(proc.pid)
+        assert "plain Python" in (tmp_path / "r.log").read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    err = (tmp_path / "r.err").read_text()
+    assert f"the compiled build {build} does not load (ImportError: built for another machine); serving plain Python" in err
+
+
+def test_the_digest_follows_every_file_of_the_package(tmp_path):
+    root = tmp_path / "pkg"
+    shutil.copytree(compiled_build.package_dir(), root, ignore=shutil.ignore_patterns("__pycache__"))
+    before = compiled_build.source_digest(root)
+    assert compiled_build.source_digest(root) == before
+    (root / "__pycache__").mkdir(exist_ok=True)
+    (root / "__pycache__" / "x.pyc").write_bytes(b"cache")  # caches do not count
+    assert compiled_build.source_digest(root) == before
+    data = next(root.rglob("*.yaml"))
+    data.write_text(data.read_text() + "\n")  # data and code do
+    assert compiled_build.source_digest(root) != before
