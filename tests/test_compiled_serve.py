@@ -26,12 +26,12 @@ def _build(builds: Path, digest: str) -> Path:
     return out
 
 
-def _serve(tmp_path: Path, builds: Path, **env: str) -> tuple[subprocess.Popen, str]:
+def _serve(tmp_path: Path, builds: Path, cwd: Path | None = None, **env: str) -> tuple[subprocess.Popen, str]:
     sock = str(tmp_path / "r.sock")
     environ = {**os.environ, **FAKE_KEYS, compiled_build.DIR_ENV: str(builds), **env}
     environ.pop(compiled_build.ACTIVE_ENV, None)
     proc = subprocess.Popen([sys.executable, "-m", "llm_router.cli", "serve", "--apisix", "--socket", sock,
-                             "--log-file", str(tmp_path / "r.log")], env=environ, stderr=open(tmp_path / "r.err", "wb"))
+                             "--log-file", str(tmp_path / "r.log")], env=environ, cwd=cwd, stderr=open(tmp_path / "r.err", "wb"))
     return proc, sock
 
 
@@ -55,18 +55,22 @@ def _ready(proc: subprocess.Popen, sock: str) -> None:
         em.close()
 
 
-@pytest.mark.parametrize("case", ["current", "stale", "off"])
+@pytest.mark.parametrize("case", ["current", "stale", "off", "shadowed"])
 def test_serve_runs_on_the_build_of_its_own_files_only(tmp_path, case):
     builds = tmp_path / "builds"
     digest = compiled_build.source_digest()
     build = _build(builds, digest if case != "stale" else "0" * 16)  # stale: made from other files
-    proc, sock = _serve(tmp_path, builds, **{compiled_build.OFF_ENV: "0" if case == "off" else "1"})
+    # shadowed: started in the folder that holds the package, which `python -m` imports from before PYTHONPATH
+    cwd = compiled_build.package_dir().parent if case == "shadowed" else None
+    proc, sock = _serve(tmp_path, builds, cwd, **{compiled_build.OFF_ENV: "0" if case == "off" else "1"})
     try:
         _ready(proc, sock)
         moved = runs_compiled(proc.pid)  # the same PID: re-executed in place, as APISIX tracks its runner by it
         log = (tmp_path / "r.log").read_text()
         if case == "current":
             assert moved and f"compiled request path from {build}" in log
+        elif case == "shadowed":  # the log does not claim the build runs
+            assert f"plain Python from {compiled_build.package_dir()}: it shadows the compiled build {build}" in log
         else:
             assert not moved and "plain Python" in log
     finally:

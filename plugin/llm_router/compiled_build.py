@@ -27,6 +27,7 @@ MODULE_PREFIX = "llm_router."
 
 
 def package_dir() -> Path:
+    """The installed package's folder."""
     return Path(llm_router.__file__).resolve().parent
 
 
@@ -41,6 +42,7 @@ def source_digest(root: Path | None = None) -> str:
 
 
 def builds_dir() -> Path:
+    """Where builds are kept, one folder per digest."""
     return Path(os.environ.get(DIR_ENV) or Path(sys.prefix) / "llm-router-compiled")
 
 
@@ -50,6 +52,7 @@ def build_dir(digest: str | None = None) -> Path:
 
 
 def mark_done(out: Path, digest: str) -> None:
+    """Mark a build finished (and checked) as made from the files of `digest`."""
     (out / MARK).write_text(digest + "\n")
 
 
@@ -92,7 +95,8 @@ def _load_problem(env: dict[str, str]) -> str | None:
     names = ["llm_router.cli", *(MODULE_PREFIX + m[:-3].replace("/", ".") for m in MODULES)]
     code = f"import {', '.join(names)}"
     try:
-        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run([sys.executable, "-c", code], env=env, cwd=env[ACTIVE_ENV], capture_output=True, text=True,
+                              timeout=120)  # cwd: `-c` imports from it first
     except (OSError, subprocess.TimeoutExpired) as exc:
         return str(exc)
     if done.returncode == 0:
@@ -104,4 +108,9 @@ def _load_problem(env: dict[str, str]) -> str | None:
 def describe() -> str:
     """For the serving log: which code runs."""
     build = active()
-    return f"compiled request path from {build}" if build else "plain Python"
+    if not build:
+        return "plain Python"
+    loaded = package_dir()
+    if not loaded.is_relative_to(Path(build).resolve()):  # a folder earlier on sys.path, such as the working directory
+        return f"plain Python from {loaded}: it shadows the compiled build {build}"
+    return f"compiled request path from {build}"
