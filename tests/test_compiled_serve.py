@@ -105,3 +105,16 @@ def test_the_digest_follows_every_file_of_the_package(tmp_path):
     data = next(root.rglob("*.yaml"))
     data.write_text(data.read_text() + "\n")  # data and code do
     assert compiled_build.source_digest(root) != before
+
+
+def test_the_metrics_say_which_code_serves(monkeypatch):
+    from llm_router.classify import native
+    from llm_router.metrics import Metrics
+
+    kernels = "c" if native.KERNELS is not None else "numpy"
+    monkeypatch.delenv(compiled_build.ACTIVE_ENV, raising=False)
+    assert f'llm_router_build_info{{code="plain",kernels="{kernels}"}} 1.0' in Metrics().exposition().decode()
+    monkeypatch.setenv(compiled_build.ACTIVE_ENV, str(compiled_build.package_dir().parent))  # the package is in the build
+    assert f'llm_router_build_info{{code="compiled",kernels="{kernels}"}} 1.0' in Metrics().exposition().decode()
+    monkeypatch.setenv(compiled_build.ACTIVE_ENV, "/nonexistent/build")  # a build some other folder shadows
+    assert f'llm_router_build_info{{code="plain",kernels="{kernels}"}} 1.0' in Metrics().exposition().decode()

@@ -105,12 +105,18 @@ def _load_problem(env: dict[str, str]) -> str | None:
     return lines[-1] if lines else f"exit status {done.returncode}"
 
 
+def running_compiled() -> bool:
+    """Whether this process runs a build's code (not a folder earlier on sys.path that shadows it, such as the
+    working directory)."""
+    build = active()
+    return build is not None and package_dir().is_relative_to(Path(build).resolve())
+
+
 def describe() -> str:
     """For the serving log: which code runs."""
     build = active()
     if not build:
         return "plain Python"
-    loaded = package_dir()
-    if not loaded.is_relative_to(Path(build).resolve()):  # a folder earlier on sys.path, such as the working directory
-        return f"plain Python from {loaded}: it shadows the compiled build {build}"
+    if not running_compiled():
+        return f"plain Python from {package_dir()}: it shadows the compiled build {build}"
     return f"compiled request path from {build}"

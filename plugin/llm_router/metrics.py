@@ -95,6 +95,14 @@ class HistogramVec:
         return fam
 
 
+def build_labels() -> tuple[str, str]:
+    """(code, kernels) of this process: compiled or plain, c or numpy."""
+    from llm_router import compiled_build
+    from llm_router.classify import native
+
+    return ("compiled" if compiled_build.running_compiled() else "plain"), ("c" if native.KERNELS is not None else "numpy")
+
+
 class Metrics(Collector):
     """The runner's metric families, collected into their own registry at scrape time."""
 
@@ -156,6 +164,10 @@ class Metrics(Collector):
         self.price = GaugeVec("llm_router_price_usd_per_mtok", "What a model is billed at now, USD per 1M tokens, by kind "
                               "(input, output, cached_input, cache_write): it follows price changes and peak hours",
                               ("model", "kind"))
+        self.build = GaugeVec("llm_router_build_info", "1, labelled with the code that serves: the request path compiled "
+                              "(llm-router compile) or plain Python, and the semantic classifier's kernels in C or numpy",
+                              ("code", "kernels"))
+        self.build.set(build_labels(), 1.0)
         # Families an adapter keeps itself and hands over at scrape time (the APISIX runner's protocol counters).
         self.sources: list[Callable[[], Iterator]] = []
         self.registry = CollectorRegistry(auto_describe=False)
@@ -171,7 +183,7 @@ class Metrics(Collector):
                 self.upstream_seconds, self.estimate_ratio, self.fallbacks, self.errors, self.budget_remaining,
                 self.breaker_open, self.keys_cooling, self.feedback, self.rated, self.rated_score, self.affinity_shared, self.reasoning_shared,
                 self.reasoning_filled, self.stored, self.shadow_requests, self.shadow_cost, self.token_counts, self.forwarded,
-                self.downgraded, self.price)
+                self.downgraded, self.price, self.build)
 
     def collect(self) -> Iterator:
         for vec in self._all():
