@@ -85,3 +85,29 @@ def test_the_runner_and_parser_tests_pass_on_the_compiled_copy(compiled_root):
     check = subprocess.run([sys.executable, "-c", "import llm_router.runtime as r; print(r.__file__)"], cwd=compiled_root,
                            env=env, capture_output=True, text=True, timeout=120)
     assert check.stdout.strip().endswith(".so")  # the copy's compiled module, not the checkout's source
+
+
+def test_compile_keeps_one_finished_build_where_serve_looks(tmp_path, monkeypatch, capsys):
+    from llm_router import compiled_build
+
+    monkeypatch.setenv(compiled_build.DIR_ENV, str(tmp_path))
+    digest = compiled_build.source_digest()
+    old = tmp_path / "0123456789abcdef"  # a build of earlier files
+    old.mkdir()
+    compiled_build.mark_done(old, old.name)
+    (tmp_path / digest / "llm_router").mkdir(parents=True)  # an unfinished build of these files: no mark
+    built = []
+
+    def build(out, *, check=True):  # the mypyc run itself is test_compiled_copy_routes_...'s
+        built.append(out)
+        (out / "llm_router").mkdir(parents=True)
+        compiled_build.mark_done(out, digest)
+        return []
+
+    monkeypatch.setattr(compile_command, "build", build)
+    monkeypatch.setattr(compile_command, "_problem", lambda out: None)
+    assert main(["compile"]) == 0
+    assert built == [tmp_path / digest] and compiled_build.current() == tmp_path / digest
+    assert not old.exists()  # never served again, so removed
+    assert main(["compile"]) == 0 and len(built) == 1  # up to date: nothing built
+    assert "the compiled build of the installed files is up to date" in capsys.readouterr().err

@@ -94,4 +94,7 @@ def run(args) -> int:
         print(f"run it with:  PYTHONPATH={out} llm-router serve ...")
     else:
         print(f"built {out}: `llm-router serve` runs on it (LLM_ROUTER_COMPILED=0 turns that off)")
+        for old in compiled_build.builds_dir().iterdir():  # builds of earlier files: never served again
+            if old != out and (old / compiled_build.MARK).exists():
+                shutil.rmtree(old, ignore_errors=True)
     return 0
