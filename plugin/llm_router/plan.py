@@ -18,7 +18,7 @@ MAX_REASON_CHARS = 240
 FALLBACK_4XX = frozenset({401, 403, 404, 408, 409, 425, 429})
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class UpstreamCall:
     """The mutations both adapters apply for one upstream attempt."""
 
@@ -30,6 +30,18 @@ class UpstreamCall:
     remove_headers: tuple[str, ...]  # client-sent credentials that must not reach the provider
     response_headers: tuple[tuple[str, str], ...]  # explanation headers for the client
     key: int = -1  # which of the provider's keys it carries (-1: none): a 429 cools that key down for the model
+
+    def __init__(self, model: Model, provider: Provider, path: str, body: bytes, set_headers: tuple[tuple[str, str], ...],
+                 remove_headers: tuple[str, ...], response_headers: tuple[tuple[str, str], ...], key: int = -1) -> None:
+        # written out (init=False) so that mypyc compiles it: dataclass-made __init__s stay interpreted
+        self.model = model
+        self.provider = provider
+        self.path = path
+        self.body = body
+        self.set_headers = set_headers
+        self.remove_headers = remove_headers
+        self.response_headers = response_headers
+        self.key = key
 
 
 _CONTROLS_TO_Q = bytes.maketrans(bytes(range(32)) + b"\x7f", b"?" * 33)

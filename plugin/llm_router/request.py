@@ -39,7 +39,7 @@ class RequestError(Exception):
         self.code = code
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Needs:
     """What a model must be able to do to serve a request."""
 
@@ -57,6 +57,23 @@ class Needs:
     # Responses: state the provider must keep (store not false, background, previous_response_id or a conversation), which
     # providers whose Responses API stores nothing (DeepSeek's) cannot serve
     stored: bool = False
+
+    def __init__(self, tools: bool = False, vision: bool = False, json: bool = False, long_context: bool = False,
+                 streaming: bool = False, hosted_tools: bool = False, json_schema: bool = False, logprobs: bool = False,
+                 multiple_choices: bool = False, prefill: bool = False, stop: bool = False, stored: bool = False) -> None:
+        # written out (init=False) so that mypyc compiles it: dataclass-made __init__s stay interpreted
+        self.tools = tools
+        self.vision = vision
+        self.json = json
+        self.long_context = long_context
+        self.streaming = streaming
+        self.hosted_tools = hosted_tools
+        self.json_schema = json_schema
+        self.logprobs = logprobs
+        self.multiple_choices = multiple_choices
+        self.prefill = prefill
+        self.stop = stop
+        self.stored = stored
 
     @property
     def any_capability(self) -> bool:
@@ -84,7 +101,7 @@ class Needs:
         return frozenset(caps)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class LLMRequest:
     """One LLM API request, reduced to what routing needs."""
 
@@ -103,6 +120,27 @@ class LLMRequest:
     choices: int = 1  # `n`: answers asked for in one call (each is billed as output)
     standing_tokens: int = 0  # of input_tokens: the system prompt and tool definitions
     thinking_blocks: bool = False  # an Anthropic body that may carry thinking blocks (signed for a model, or unsigned)
+
+    def __init__(self, api: str, body: dict[str, Any], prompt: str, context: str, input_tokens: int, model: str | None = None,
+                 max_output_tokens: int | None = None, stream: bool = False, include_usage: bool | None = None,
+                 needs: Needs | None = None, turns: int = 1, body_bytes: int = 0, choices: int = 1, standing_tokens: int = 0,
+                 thinking_blocks: bool = False) -> None:
+        # written out (init=False) so that mypyc compiles it: dataclass-made __init__s stay interpreted
+        self.api = api
+        self.body = body
+        self.prompt = prompt
+        self.context = context
+        self.input_tokens = input_tokens
+        self.model = model
+        self.max_output_tokens = max_output_tokens
+        self.stream = stream
+        self.include_usage = include_usage
+        self.needs = Needs() if needs is None else needs
+        self.turns = turns
+        self.body_bytes = body_bytes
+        self.choices = choices
+        self.standing_tokens = standing_tokens
+        self.thinking_blocks = thinking_blocks
 
     @property
     def text(self) -> str:

@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # built on demand by _enable_telemetry
 log = logging.getLogger("llm_router")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Exchange:
     """One client request as it moves through the gateway: decision, then response."""
 
@@ -54,6 +54,21 @@ class Exchange:
     error: RouteError | None = None
     attempt: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(self, request_id: str, route: str, started: float, request: LLMRequest | None = None,
+                 decision: Decision | None = None, policy: Policy | None = None, call: UpstreamCall | None = None,
+                 error: RouteError | None = None, attempt: int = 1, extra: dict[str, Any] | None = None) -> None:
+        # written out (init=False) so that mypyc compiles it: dataclass-made __init__s stay interpreted
+        self.request_id = request_id
+        self.route = route
+        self.started = started
+        self.request = request
+        self.decision = decision
+        self.policy = policy
+        self.call = call
+        self.error = error
+        self.attempt = attempt
+        self.extra = {} if extra is None else extra
 
 
 @dataclass(slots=True)

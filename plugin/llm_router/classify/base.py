@@ -52,7 +52,7 @@ class Evidence(Sequence[str]):
         return repr(self._get())
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Classification:
     """A classifier's verdict on one request."""
 
@@ -65,6 +65,18 @@ class Classification:
     # Optional per-model probability of a good answer (learned classifier only).
     quality: tuple[tuple[str, float], ...] = ()
     label: str | None = None  # nearest archetype (semantic classifier), for semantic routing
+
+    def __init__(self, tier: Tier, category: str, confidence: float, score: float, evidence: Sequence[str], classifier: str,
+                 quality: tuple[tuple[str, float], ...] = (), label: str | None = None) -> None:
+        # written out (init=False) so that mypyc compiles it: dataclass-made __init__s stay interpreted
+        self.tier = tier
+        self.category = category
+        self.confidence = confidence
+        self.score = score
+        self.evidence = evidence
+        self.classifier = classifier
+        self.quality = quality
+        self.label = label
 
     def describe(self) -> str:
         """One line: tier, category, confidence and the strongest evidence."""

@@ -35,7 +35,7 @@ class Embedder(Protocol):
     def embed_many(self, texts: Iterable[str]) -> np.ndarray: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class _Vote:
     """One text's softmax vote: summed columns of `_votes`, the centred similarities, the nearest example."""
 
@@ -44,6 +44,14 @@ class _Vote:
     best_i: int
     best_raw: float
     inv: float
+
+    def __init__(self, votes: list[float], s: np.ndarray, best_i: int, best_raw: float, inv: float) -> None:
+        # written out (init=False) so that mypyc compiles it: dataclass-made __init__s stay interpreted
+        self.votes = votes
+        self.s = s
+        self.best_i = best_i
+        self.best_raw = best_raw
+        self.inv = inv
 
 
 def _aligned(a: np.ndarray, align: int = 64) -> np.ndarray:

@@ -97,7 +97,7 @@ class PrepareConf:
     key: str
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class ReqCall:
     """HTTPReqCall.Req without the headers and args (read lazily: the router needs neither)."""
 
@@ -106,6 +106,14 @@ class ReqCall:
     method: int
     path: str
     payload: bytes
+
+    def __init__(self, id: int, conf_token: int, method: int, path: str, payload: bytes) -> None:
+        # written out (init=False) so that mypyc compiles it: dataclass-made __init__s stay interpreted
+        self.id = id
+        self.conf_token = conf_token
+        self.method = method
+        self.path = path
+        self.payload = payload
 
     def headers(self) -> list[tuple[str, str | None]]:
         """The request headers APISIX sent (decoded on demand)."""

@@ -79,7 +79,7 @@ class Compiled:
     max_body: int = BODY_LIMIT
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Pending:
     """A call waiting for APISIX's answer to our ExtraInfo request."""
 
@@ -92,6 +92,19 @@ class Pending:
     exchange: Exchange | None = None
     encoding: str = ""  # the answer's content-encoding
     reply: bytes = b""  # "held": sent once the body the call turned out not to need has come
+
+    def __init__(self, kind: str, rid: int, entry: Entry | None, call: decode.ReqCall | None = None, status: int = 0,
+                 headers: list | None = None, exchange: Exchange | None = None, encoding: str = "", reply: bytes = b"") -> None:
+        # written out (init=False) so that mypyc compiles it: dataclass-made __init__s stay interpreted
+        self.kind = kind
+        self.rid = rid
+        self.entry = entry
+        self.call = call
+        self.status = status
+        self.headers = [] if headers is None else headers
+        self.exchange = exchange
+        self.encoding = encoding
+        self.reply = reply
 
 
 class Conversation:
