@@ -153,11 +153,12 @@ def read_prepare_conf(buf: bytes) -> PrepareConf:
 _SLOTS = [struct.Struct(f"<{n}H") for n in range(16)]
 
 
-def _slots(buf: bytes, want: int) -> tuple[int, tuple[int, ...]]:
-    """(table position, field offsets of the first `want` slots, 0 when absent) of the root table."""
-    tpos = _u32(buf, 0)[0]
+def _slots(buf: bytes, want: int, start: int = 0) -> tuple[int, tuple[int, ...]]:
+    """(table position, field offsets of the first `want` slots, 0 when absent) of the root table of the flatbuffer
+    that starts at `start` in buf."""
+    tpos = start + _u32(buf, start)[0]
     vt = tpos - _i32(buf, tpos)[0]
-    if vt < 0:
+    if vt < start:
         raise DecodeError("vtable offset points outside the payload")
     n = min(want, (_u16(buf, vt)[0] - 4) // 2)
     offs = _SLOTS[n].unpack_from(buf, vt + 4) if n > 0 else ()
@@ -178,12 +179,7 @@ def read_req_call(buf: bytes) -> ReqCall:
 def req_target(buf: bytes, start: int = 0) -> tuple[int, str] | None:
     """(method, path) of the HTTPReqCall.Req at `start` in buf, nothing else read; None when malformed."""
     try:
-        tpos = start + _u32(buf, start)[0]
-        vt = tpos - _i32(buf, tpos)[0]
-        if vt < start:
-            return None
-        n = min(2, (_u16(buf, vt)[0] - 8) // 2)  # of the method and path slots (2 and 3)
-        o_method, o_path = _SLOTS[n].unpack_from(buf, vt + 8) + (0,) * (2 - n) if n > 0 else (0, 0)
+        tpos, (_, _, o_method, o_path) = _slots(buf, 4, start)
         return (buf[tpos + o_method] if o_method else METHOD_GET), (_str_at(buf, tpos + o_path) if o_path else "")
     except (struct.error, IndexError, DecodeError):
         return None

@@ -20,7 +20,8 @@ from llm_router.decision import RouteError
 from llm_router.encodings import accept_encoding_override, inflate
 from llm_router.gateways.apisix import decode, encode
 from llm_router.gateways.apisix.framing import (
-    MAX_PAYLOAD, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL, RPC_NAMES, RPC_PREPARE_CONF, FrameError,
+    HEADER_SIZE, MAX_PAYLOAD, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL, RPC_NAMES, RPC_PREPARE_CONF, FrameError,
+    parse_header,
 )
 from llm_router.gateways.apisix.tokens import Entry, TokenStore
 from llm_router.forward import PRICED_APIS
@@ -187,10 +188,12 @@ class Runner:
         API (whose bodies never cross the socket), and no content-length of 1 MB or more. The reply of one that
         turns out not to need its body (an unknown token, a bad route conf) waits for the body to come.
         """
-        if not self.early_body or conv.pending is not None or len(data) < 12 or data[0] != RPC_HTTP_REQ_CALL \
-                or len(data) - 4 != (data[1] << 16 | data[2] << 8 | data[3]):
+        if not self.early_body or conv.pending is not None or len(data) < HEADER_SIZE + 8:
             return False
-        target = decode.req_target(data, 4)
+        rpc_type, length = parse_header(data)
+        if rpc_type != RPC_HTTP_REQ_CALL or length != len(data) - HEADER_SIZE:
+            return False
+        target = decode.req_target(data, HEADER_SIZE)
         if target is None or target[0] != decode.METHOD_POST or MARK in target[1] or not self.runtime.handles(target[1]) \
                 or decode.may_be_large(data):
             return False
