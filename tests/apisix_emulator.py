@@ -46,7 +46,7 @@ class RunnerProcess:
     """`llm-router serve --apisix` as a child process; stopped by PID."""
 
     def __init__(self, path: str, *, workers: int = 1, config: str | None = None, env: dict[str, str] | None = None,
-                 log_file: str | None = None, extra_args: tuple[str, ...] = ()):
+                 log_file: str | None = None, extra_args: tuple[str, ...] = (), cwd: str | None = None):
         self.path = path
         self.workers = workers
         self.config = config
@@ -54,6 +54,7 @@ class RunnerProcess:
         self.env.pop("APISIX_LISTEN_ADDRESS", None)
         self.log_file = log_file or os.path.join(os.path.dirname(path), "runner.log")
         self.extra_args = extra_args
+        self.cwd = cwd or str(REPO)
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> "RunnerProcess":
@@ -62,7 +63,7 @@ class RunnerProcess:
         if self.config:
             cmd += ["--config", self.config]
         self._stderr = open(self.log_file + ".stderr", "ab")
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=self._stderr, cwd=str(REPO))
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=self._stderr, cwd=self.cwd)
         try:
             wait_until(lambda: self.proc.poll() is None and connectable(self.path), timeout, f"runner socket {self.path}")
         except TimeoutError:

@@ -1,11 +1,7 @@
 """`serve` moves onto the compiled build of the installed files, keeping its PID; never onto a stale or broken one."""
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +9,7 @@ import pytest
 from llm_router import compiled_build
 from llm_router.bench.apisix import runs_compiled
 
-from apisix_emulator import FAKE_KEYS, Emulator, RouteConf, connectable
+from apisix_emulator import Emulator, RouteConf, RunnerProcess
 
 BODY = b'{"model": "auto", "messages": [{"role": "user", "content": "hi there, thanks!"}]}'
 
@@ -26,29 +22,16 @@ def _build(builds: Path, digest: str) -> Path:
     return out
 
 
-def _serve(tmp_path: Path, builds: Path, cwd: Path | None = None, **env: str) -> tuple[subprocess.Popen, str]:
-    sock = str(tmp_path / "r.sock")
-    environ = {**os.environ, **FAKE_KEYS, compiled_build.DIR_ENV: str(builds), **env}
-    environ.pop(compiled_build.ACTIVE_ENV, None)
-    proc = subprocess.Popen([sys.executable, "-m", "llm_router.cli", "serve", "--apisix", "--socket", sock,
-                             "--log-file", str(tmp_path / "r.log")], env=environ, cwd=cwd, stderr=open(tmp_path / "r.err", "wb"))
-    return proc, sock
+def _runner(tmp_path: Path, builds: Path, cwd: Path | None = None, **env: str) -> RunnerProcess:
+    """`serve --apisix` that may move onto a build under `builds`, its log in r.log (stderr in r.log.stderr)."""
+    runner = RunnerProcess(str(tmp_path / "r.sock"), env={compiled_build.DIR_ENV: str(builds), **env},
+                           log_file=str(tmp_path / "r.log"), cwd=str(cwd) if cwd else None)
+    runner.env.pop(compiled_build.ACTIVE_ENV, None)
+    return runner
 
 
-def _ready(proc: subprocess.Popen, sock: str) -> None:
-    import time
-
-    deadline = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None, f"runner exited with {proc.returncode}"
-        try:
-            if connectable(sock):
-                break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "runner did not open its socket"
-        time.sleep(0.05)
-    em = Emulator(sock, timeout=30)
+def _routes(runner: RunnerProcess) -> None:
+    em = Emulator(runner.path, timeout=30)
     try:
         assert em.http_req_call(RouteConf(conf=(("llm-router", "{}"),)), body=BODY).ok
     finally:
@@ -62,11 +45,11 @@ def test_serve_runs_on_the_build_of_its_own_files_only(tmp_path, case):
     build = _build(builds, digest if case != "stale" else "0" * 16)  # stale: made from other files
     # shadowed: started in the folder that holds the package, which `python -m` imports from before PYTHONPATH
     cwd = compiled_build.package_dir().parent if case == "shadowed" else None
-    proc, sock = _serve(tmp_path, builds, cwd, **{compiled_build.OFF_ENV: "0" if case == "off" else "1"})
+    runner = _runner(tmp_path, builds, cwd, **{compiled_build.OFF_ENV: "0" if case == "off" else "1"}).start()
     try:
-        _ready(proc, sock)
-        moved = runs_compiled(proc.pid)  # the same PID: re-executed in place, as APISIX tracks its runner by it
-        log = (tmp_path / "r.log").read_text()
+        _routes(runner)
+        moved = runs_compiled(runner.proc.pid)  # the same PID: re-executed in place, as APISIX tracks its runner by it
+        log = runner.log()
         if case == "current":
             assert moved and f"compiled request path from {build}" in log
         elif case == "shadowed":  # the log does not claim the build runs
@@ -74,23 +57,21 @@ def test_serve_runs_on_the_build_of_its_own_files_only(tmp_path, case):
         else:
             assert not moved and "plain Python" in log
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
+        assert runner.stop() == 0
 
 
 def test_a_build_that_does_not_load_falls_back_to_plain_python(tmp_path):
     builds = tmp_path / "builds"
     build = _build(builds, compiled_build.source_digest())
     (build / "llm_router" / "runtime.py").write_text("raise ImportError('built for another machine')\n")
-    proc, sock = _serve(tmp_path, builds, **{compiled_build.OFF_ENV: "1"})
+    runner = _runner(tmp_path, builds, **{compiled_build.OFF_ENV: "1"}).start()
     try:
-        _ready(proc, sock)
-        assert not runs_compiled(proc.pid)
-        assert "plain Python" in (tmp_path / "r.log").read_text()
+        _routes(runner)
+        assert not runs_compiled(runner.proc.pid)
+        assert "plain Python" in runner.log()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-    err = (tmp_path / "r.err").read_text()
+        assert runner.stop() == 0
+    err = (tmp_path / "r.log.stderr").read_text()
     assert f"the compiled build {build} does not load (ImportError: built for another machine); serving plain Python" in err
 
 
