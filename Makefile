@@ -16,13 +16,15 @@ $(STAMP): pyproject.toml setup.py
 
 setup: $(STAMP)
 
-# Debian packages the tests use for real peers (redis-server), benchmarks (wrk) and the check that the committed
-# flatbuffers code is what flatc generates (flatbuffers-compiler).
+# Debian packages the tests use for real peers (redis-server; nginx with its Lua module, the engine APISIX runs on),
+# benchmarks (wrk) and the check that the committed flatbuffers code is what flatc generates (flatbuffers-compiler).
+DEBS = redis-server wrk flatbuffers-compiler nginx-light libnginx-mod-http-lua
 system-deps:
-	@if command -v redis-server >/dev/null && command -v wrk >/dev/null && command -v flatc >/dev/null; then :; \
+	@if command -v redis-server >/dev/null && command -v wrk >/dev/null && command -v flatc >/dev/null \
+		&& [ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server wrk flatbuffers-compiler >/dev/null; \
-	else echo "note: install redis-server, wrk and flatbuffers-compiler (Debian packages) to run every test"; fi
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS) >/dev/null; \
+	else echo "note: install $(DEBS) (Debian packages) to run every test"; fi
 
 demo: $(STAMP)
 	$(VENV)/bin/llm-router demo

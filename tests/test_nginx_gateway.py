@@ -1,0 +1,164 @@
+"""End to end through a real nginx + lua-nginx-module (APISIX's engine) calling the runner over its Unix socket.
+
+nginx's access phase runs llm_router/bench/lua/ext_plugin.lua, a client of the ext-plugin protocol, as APISIX's
+ext-plugin-pre-req would: real nginx worker (another user), real cosocket keepalive pool, real body rewrite and
+Content-Length, upstream picked by the routing header. Fake providers answer. Skipped where nginx or its Lua
+module is not installed (`make test` installs them on Debian as root).
+"""
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from apisix_emulator import RunnerProcess, remove_dir, socket_dir
+
+from llm_router.bench.nginx_gateway import NginxNotFound, NginxProcess, Server, find_nginx, gateway_conf
+from llm_router.config import default_data
+from llm_router.fakes import FakeProviders
+
+
+def _nginx_or_skip():
+    try:
+        return find_nginx()
+    except NginxNotFound as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    """Fake providers, the runner and an nginx gateway in front of it; yields the pieces."""
+    ng = _nginx_or_skip()
+    fakes = FakeProviders.from_config().start()
+    sockdir = socket_dir()
+    os.chmod(sockdir, 0o755)  # the nginx worker runs as another user
+    sock = os.path.join(sockdir, "runner.sock")
+    work = tmp_path_factory.mktemp("nginx")
+    os.chmod(work, 0o755)
+    data = default_data()
+    providers = {name: {**p, "base_url": fakes.url(name)} for name, p in data["providers"].items()}
+    cfg_path = work / "llm-router.yaml"
+    cfg_path.write_text(json.dumps({"providers": providers}))
+    runner = RunnerProcess(sock, config=str(cfg_path), env=fakes.env()).start()
+    routed = Server("routed", sock, conf='{"extends": "default", "explain": true}')
+    gw = NginxProcess(ng, work / "gw", gateway_conf(ng, work / "gw", [routed], fakes.ports, default="openai"), [routed.port])
+    pieces = {"url": f"http://127.0.0.1:{routed.port}", "fakes": fakes, "runner": runner, "nginx": gw, "socket": sock,
+              "config": str(cfg_path)}
+    try:
+        gw.start()
+        yield pieces
+    finally:
+        gw.stop()
+        pieces["runner"].stop()  # a test may have replaced it
+        fakes.stop()
+        remove_dir(sockdir)
+
+
+def _chat(prompt: str, **extra) -> dict:
+    return {"model": "auto", "messages": [{"role": "user", "content": prompt}], **extra}
+
+
+def _post(gateway, body, **kw) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(f"{gateway['url']}/v1/chat/completions", content=content, timeout=30,
+                      headers={"content-type": "application/json", **kw.pop("headers", {})}, **kw)
+
+
+def test_requests_are_routed_with_the_provider_key(gateway):
+    fakes = gateway["fakes"]
+    fakes.clear()
+    easy = _post(gateway, _chat("hi there, thanks!"), headers={"Authorization": "Bearer client-key"})
+    hard = _post(gateway, _chat("Prove rigorously that the sum of two even integers is even, then derive a formal "
+                                "proof step by step."), headers={"Authorization": "Bearer client-key"})
+    assert easy.status_code == 200 and hard.status_code == 200, (easy.text, hard.text)
+    assert easy.headers["x-llm-router-model"] != hard.headers["x-llm-router-model"]  # resp_headers reach the client
+    seen = {r.provider: r for r in fakes.requests()}
+    assert len(seen) == 2
+    for provider, rec in seen.items():
+        assert rec.json["model"] != "auto"
+        headers = {k.lower(): v for k, v in rec.headers.items()}
+        auth = headers.get("authorization") or headers.get("x-api-key") or ""
+        assert fakes.keys()[provider] in auth and "client-key" not in auth
+        assert headers["x-llm-router-upstream"] == provider  # the header the upstream was picked by
+        assert int(headers["content-length"]) == len(rec.body)  # nginx recomputed it after the body rewrite
+
+
+def test_sse_streams_through_and_keeps_its_content_type(gateway):
+    events = []
+    with httpx.stream("POST", f"{gateway['url']}/v1/chat/completions", json=_chat("hi, tell me a story", stream=True),
+                      timeout=30) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        for line in resp.iter_lines():
+            if line.startswith("data:"):
+                events.append(line)
+    assert len(events) > 2 and events[-1].strip() == "data: [DONE]"
+
+
+def test_spoofed_routing_header_is_overwritten(gateway):
+    fakes = gateway["fakes"]
+    fakes.clear()
+    r = _post(gateway, _chat("hi there, thanks!"), headers={"x-llm-router-upstream": "openai",
+                                                               "Authorization": "Bearer attacker"})
+    assert r.status_code == 200
+    [rec] = fakes.requests()
+    assert rec.provider == {k.lower(): v for k, v in rec.headers.items()}["x-llm-router-upstream"] != "openai"
+    assert "attacker" not in json.dumps(rec.headers)
+
+
+def test_bad_body_is_stopped_with_an_openai_error_and_the_next_request_works(gateway):
+    fakes = gateway["fakes"]
+    fakes.clear()
+    bad = _post(gateway, b'{"model": "auto", "messages": [')
+    assert bad.status_code == 400
+    err = bad.json()["error"]
+    assert "JSON" in err["message"] and err["type"] == "invalid_request_error"
+    assert fakes.requests() == []  # stopped at the gateway
+    assert _post(gateway, _chat("hi")).status_code == 200
+
+
+def test_runner_restart_is_retried_with_a_new_conf_token(gateway):
+    assert _post(gateway, _chat("hi")).status_code == 200  # the worker holds a token of this runner
+    runner = gateway["runner"]
+    runner.stop()
+    down = _post(gateway, _chat("hi"))
+    assert down.status_code == 503  # allow_degradation false: closed, never past the gateway unrouted
+    gateway["runner"] = RunnerProcess(gateway["socket"], config=gateway["config"], env=gateway["fakes"].env()).start()
+    # the new runner answers the worker's old token with CONF_TOKEN_NOT_FOUND; the client prepares again and retries
+    r = _post(gateway, _chat("hi"))
+    assert r.status_code == 200, r.text
+
+
+def test_concurrent_requests_are_each_routed(gateway):
+    fakes = gateway["fakes"]
+    fakes.clear()
+    prompts = [f"question {i}: what is {i} plus {i}?" for i in range(64)]
+    with httpx.Client(timeout=60) as client, ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda p: client.post(f"{gateway['url']}/v1/chat/completions", json=_chat(p)), prompts))
+    assert [a.status_code for a in answers] == [200] * len(prompts)
+    sent = sorted(r.json["messages"][-1]["content"] for r in fakes.requests())
+    assert sent == sorted(prompts)  # each body reached a provider once, none mixed up between calls
+    assert all(r.json["model"] != "auto" for r in fakes.requests())
+
+
+def test_bench_nginx_measures_every_setup_side_by_side(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    _nginx_or_skip()
+    if not shutil.which("wrk"):
+        pytest.skip("wrk is not installed (Debian package wrk)")
+    out = subprocess.run([sys.executable, "-m", "llm_router.cli", "bench", "nginx", "--requests", "40", "--rounds", "2",
+                          "--warmup", "10", "--duration", "1", "--concurrency", "4", "--classifier", "rules", "--json",
+                          "--quiet"], capture_output=True, text=True, timeout=300, check=False, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    assert list(result["setups"]) == ["nginx", "trivial", "floor", "router"]
+    assert "non_2xx" not in result
+    for name, row in result["setups"].items():
+        assert row["c1"]["requests"] == 40 and row["c1"]["p50_us"] > 0 and row["c4"]["rps"] > 0
+        if name != "nginx":
+            assert row["c4"]["runner_cpu_us_per_req"] > 0 and "added_p50_us" in row
