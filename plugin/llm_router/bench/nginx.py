@@ -43,8 +43,12 @@ def register(sub) -> None:
     p.add_argument("--concurrency", type=at_least(1), default=32, help="wrk connections (default %(default)s)")
     p.add_argument("--duration", type=float, default=5.0, help="seconds of wrk per setup (default %(default)s)")
     p.add_argument("--threads", type=at_least(1), default=1, help="wrk threads (default %(default)s)")
+    p.add_argument("--workers", type=at_least(1), default=1, help="llm-router runner processes (default %(default)s)")
     p.add_argument("--classifier", default=None, help="classifier of the default policy (rules, semantic, ...)")
     p.add_argument("--config", "-c", metavar="FILE", help="router config (default: built-in defaults)")
+    p.add_argument("--pin", action="store_true",
+                   help="put the gateway's worker and every runner on CPU 0, the client, wrk and the upstream on CPU 1 "
+                        "(as worker_cpu_affinity and a taskset runner would): no cross-core wake-up between nginx and runner")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
@@ -116,8 +120,9 @@ def run(args) -> int:
             if s.name == "trivial":
                 s.runner = _start_trivial(s.server.socket, log)
             else:
-                s.runner = start_runner(s.server.socket, config if s.name == "router" else None, 1, log,
-                                        floor=s.name == "floor")
+                router = s.name == "router"
+                s.runner = start_runner(s.server.socket, config if router else None, args.workers if router else 1, log,
+                                        floor=not router)
         up_port = free_port()
         nginxes.append(NginxProcess(ng, workdir / "upstream", static_conf(ng, workdir / "upstream", up_port, UPSTREAM_BODY),
                                     [up_port]).start())
@@ -126,6 +131,8 @@ def run(args) -> int:
                             default=providers[0])
         gateway = NginxProcess(ng, workdir / "gateway", conf, [s.server.port for s in setups])
         nginxes.append(gateway.start())
+        if args.pin:
+            _pin(setups, gateway, nginxes[0])
         try:
             result = _measure(args, setups, gateway, body)
         except Exception:
@@ -134,6 +141,8 @@ def run(args) -> int:
         result["compiled_runner"] = runs_compiled(setups[-1].runner.pid)
         result["nginx"] = subprocess.run([ng.binary, "-v"], capture_output=True, text=True, check=False).stderr.strip().split("/")[-1]
         result["classifier"] = args.classifier or "default policy's"
+        result["router_workers"] = args.workers
+        result["pinned"] = args.pin
     finally:
         for n in reversed(nginxes):
             n.stop()
@@ -146,6 +155,18 @@ def run(args) -> int:
     else:
         _print_table(result)
     return 1 if result.get("non_2xx") else 0  # a setup that failed requests measured something else
+
+
+def _pin(setups: list[Setup], gateway: NginxProcess, upstream: NginxProcess) -> None:
+    """Gateway worker and runners on CPU 0; this process (so the client and wrk), the upstream on CPU 1."""
+    if len(os.sched_getaffinity(0)) < 2:
+        raise RuntimeError("--pin needs two CPUs")
+    near = [pid for s in setups if s.runner for pid in runner_pids(s.runner.pid)] + gateway.worker_pids()
+    far = [os.getpid(), upstream.proc.pid, *upstream.worker_pids()]
+    for pids, cpu in ((near, 0), (far, 1)):
+        for pid in pids:
+            for task in os.listdir(f"/proc/{pid}/task"):  # every thread: affinity is per thread
+                os.sched_setaffinity(int(task), {cpu})
 
 
 def _measure(args, setups: list[Setup], gateway: NginxProcess, body: bytes) -> dict[str, Any]:
