@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from apisix_emulator import RunnerProcess, remove_dir, socket_dir
 
-from llm_router.bench.nginx_gateway import NginxNotFound, NginxProcess, Server, find_nginx, gateway_conf
+from llm_router.bench.nginx_gateway import NginxNotFound, NginxProcess, Server, find_nginx, free_port, gateway_conf
 from llm_router.config import default_data
 from llm_router.fakes import FakeProviders
 
@@ -40,12 +41,17 @@ def gateway(tmp_path_factory):
     data = default_data()
     providers = {name: {**p, "base_url": fakes.url(name)} for name, p in data["providers"].items()}
     cfg_path = work / "llm-router.yaml"
-    cfg_path.write_text(json.dumps({"providers": providers}))
+    metrics = free_port()
+    cfg_path.write_text(json.dumps({"providers": providers, "metrics": {"listen": f"127.0.0.1:{metrics}"}}))
     runner = RunnerProcess(sock, config=str(cfg_path), env=fakes.env()).start()
-    routed = Server("routed", sock, conf='{"extends": "default", "explain": true}')
-    gw = NginxProcess(ng, work / "gw", gateway_conf(ng, work / "gw", [routed], fakes.ports, default="openai"), [routed.port])
-    pieces = {"url": f"http://127.0.0.1:{routed.port}", "fakes": fakes, "runner": runner, "nginx": gw, "socket": sock,
-              "config": str(cfg_path)}
+    conf = '{"extends": "default", "explain": true}'
+    routed = Server("routed", sock, conf=conf)
+    post = Server("post-resp", sock, conf=conf, post_resp=True)
+    gw = NginxProcess(ng, work / "gw", gateway_conf(ng, work / "gw", [routed, post], fakes.ports, default="openai"),
+                      [routed.port, post.port])
+    pieces = {"url": f"http://127.0.0.1:{routed.port}", "post_url": f"http://127.0.0.1:{post.port}", "fakes": fakes,
+              "runner": runner, "nginx": gw, "socket": sock, "config": str(cfg_path),
+              "metrics": f"http://127.0.0.1:{metrics}/metrics"}
     try:
         gw.start()
         yield pieces
@@ -60,9 +66,9 @@ def _chat(prompt: str, **extra) -> dict:
     return {"model": "auto", "messages": [{"role": "user", "content": prompt}], **extra}
 
 
-def _post(gateway, body, **kw) -> httpx.Response:
+def _post(gateway, body, url: str = "url", **kw) -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return httpx.post(f"{gateway['url']}/v1/chat/completions", content=content, timeout=30,
+    return httpx.post(f"{gateway[url]}/v1/chat/completions", content=content, timeout=30,
                       headers={"content-type": "application/json", **kw.pop("headers", {})}, **kw)
 
 
@@ -141,6 +147,70 @@ def test_concurrent_requests_are_each_routed(gateway):
     sent = sorted(r.json["messages"][-1]["content"] for r in fakes.requests())
     assert sent == sorted(prompts)  # each body reached a provider once, none mixed up between calls
     assert all(r.json["model"] != "auto" for r in fakes.requests())
+
+
+def _output_tokens(gateway) -> dict[str, float]:
+    """llm_router_tokens_total{direction="output"} per model, from the runner's /metrics."""
+    out: dict[str, float] = {}
+    for line in httpx.get(gateway["metrics"], timeout=10).text.splitlines():
+        if line.startswith("llm_router_tokens_total{") and 'direction="output"' in line:
+            model = line.split('model="', 1)[1].split('"', 1)[0]
+            out[model] = out.get(model, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def test_post_resp_accounts_a_json_answer_and_passes_it_through(gateway):
+    before = _output_tokens(gateway)
+    r = _post(gateway, _chat("hi there, thanks!"), url="post_url")
+    assert r.status_code == 200, r.text
+    model = r.headers["x-llm-router-model"]
+    answer = r.json()
+    assert answer["usage"]["completion_tokens"] > 0
+    assert r.headers["content-type"].startswith("application/json")
+    after = _output_tokens(gateway)
+    assert after.get(model, 0) - before.get(model, 0) == answer["usage"]["completion_tokens"]
+
+
+def test_post_resp_streams_sse_incrementally_with_its_content_type(gateway):
+    fakes = gateway["fakes"]
+    fakes.set_behaviour(chunk_ms=250, chunks=6)
+    try:
+        arrivals = []
+        with httpx.stream("POST", f"{gateway['post_url']}/v1/chat/completions", json=_chat("hi, tell me a story", stream=True),
+                          timeout=60) as resp:
+            assert resp.status_code == 200
+            assert resp.headers["content-type"].startswith("text/event-stream")  # the upstream headers came back
+            for line in resp.iter_lines():
+                if line.startswith("data:"):
+                    arrivals.append((time.monotonic(), line))
+    finally:
+        fakes.set_behaviour(chunk_ms=0.0, chunks=8)
+    assert arrivals[-1][1].strip() == "data: [DONE]"
+    # 6 pieces 250 ms apart: had the plugin buffered the stream, every event would arrive at once
+    assert arrivals[-1][0] - arrivals[0][0] > 0.75
+
+
+def test_post_resp_falls_back_down_the_chain_when_the_provider_fails(gateway):
+    fakes = gateway["fakes"]
+    fakes.clear()
+    first = _post(gateway, _chat("hi there, thanks!"), url="post_url")
+    [failing] = [r.provider for r in fakes.requests()]  # the provider this prompt is routed to
+    fakes.clear()
+    fakes.set_behaviour(failing, status=503)
+    try:
+        r = _post(gateway, _chat("hi there, thanks!"), url="post_url")
+    finally:
+        fakes.set_behaviour(failing, status=None)
+    assert r.status_code == 200, r.text
+    providers = [rec.provider for rec in fakes.requests()]
+    assert providers[0] == failing and len(providers) >= 2 and providers[-1] != failing
+    assert r.headers["x-llm-router-model"] != first.headers["x-llm-router-model"]  # the model that answered
+    assert r.json()["choices"][0]["message"]["content"]
+
+
+def test_logs_hold_no_keys(gateway):
+    logs = gateway["runner"].log() + gateway["nginx"].error_log()
+    assert all(k not in logs for k in gateway["fakes"].keys().values())
 
 
 def test_bench_nginx_measures_every_setup_side_by_side():

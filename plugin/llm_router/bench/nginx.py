@@ -3,7 +3,8 @@
 Setups, each a server block of one nginx (one worker, lua-nginx-module) proxying a 1 KB chat request to a static
 upstream (another nginx): `nginx` without a plugin; `trivial`, the ext-plugin client calling a runner written the
 obvious way (streams, flatbuffers Builder per reply: bench.apisix_trivial); `floor`, the least runner
-(bench.apisix_floor); `router`, llm-router's runner routing every request. Sequential latency is measured in
+(bench.apisix_floor); `router`, llm-router's runner routing every request; with --post-resp, `router_post_resp`,
+the same with ext-plugin-post-resp after it (the Lua client makes the upstream call and sends HTTPRespCall). Sequential latency is measured in
 alternating rounds with a keep-alive client; throughput with wrk at 32 connections; runner CPU from /proc.
 """
 from __future__ import annotations
@@ -46,6 +47,9 @@ def register(sub) -> None:
     p.add_argument("--workers", type=at_least(1), default=1, help="llm-router runner processes (default %(default)s)")
     p.add_argument("--classifier", default=None, help="classifier of the default policy (rules, semantic, ...)")
     p.add_argument("--config", "-c", metavar="FILE", help="router config (default: built-in defaults)")
+    p.add_argument("--post-resp", action="store_true",
+                   help="also measure llm-router with ext-plugin-post-resp (the Lua client calls the upstream, then "
+                        "HTTPRespCall; `router_post_resp` in the JSON)")
     p.add_argument("--pin", action="store_true",
                    help="put the gateway's worker and every runner on CPU 0, the client, wrk and the upstream on CPU 1 "
                         "(as worker_cpu_affinity and a taskset runner would): no cross-core wake-up between nginx and runner")
@@ -112,7 +116,9 @@ def run(args) -> int:
     os.chmod(workdir, 0o755)  # run as root, nginx's workers are another user (nobody), as APISIX's are
     config = _router_config(args, workdir)
     body = chat_body(1024)
-    setups = [Setup(name, Server(name, None if name == "nginx" else str(workdir / f"{name}.sock"))) for name in SETUPS]
+    names = SETUPS + (("router_post_resp",) if args.post_resp else ())
+    setups = [Setup(name, Server(name, None if name == "nginx" else str(workdir / f"{name}.sock"),
+                                 post_resp=name == "router_post_resp")) for name in names]
     nginxes: list[NginxProcess] = []
     try:
         for s in setups[1:]:
@@ -120,7 +126,7 @@ def run(args) -> int:
             if s.name == "trivial":
                 s.runner = _start_trivial(s.server.socket, log)
             else:
-                router = s.name == "router"
+                router = s.name.startswith("router")
                 s.runner = start_runner(s.server.socket, config if router else None, args.workers if router else 1, log,
                                         floor=not router)
         up_port = free_port()
@@ -138,7 +144,7 @@ def run(args) -> int:
         except Exception:
             print(f"bench nginx: the gateway's error log ends:\n{gateway.error_log()[-2000:]}", file=sys.stderr)
             raise
-        result["compiled_runner"] = runs_compiled(setups[-1].runner.pid)
+        result["compiled_runner"] = runs_compiled(setups[3].runner.pid)
         result["nginx"] = subprocess.run([ng.binary, "-v"], capture_output=True, text=True, check=False).stderr.strip().split("/")[-1]
         result["classifier"] = args.classifier or "default policy's"
         result["router_workers"] = args.workers
@@ -173,7 +179,8 @@ def _measure(args, setups: list[Setup], gateway: NginxProcess, body: bytes) -> d
     clients = {s.name: RawClient(s.server.port, PATH, body) for s in setups}
     for s in setups:
         clients[s.name].timed(args.warmup)
-    _check_routed(setups[-1], body)
+    for s in setups[3:]:
+        _check_routed(s, body)
     rounds = max(1, args.rounds)
     per_round = max(1, args.requests // rounds)
     _progress(args, f"bench nginx: {per_round * rounds} sequential requests per setup in {rounds} rounds, "
@@ -229,10 +236,10 @@ def _print_table(r: dict[str, Any]) -> None:
     conc = next(k for k in r["setups"]["nginx"] if k.startswith("c") and k != "c1")
     print(f"nginx {r['nginx']} + lua-nginx-module, 1 worker; 1 KB chat body; classifier: {r['classifier']}; "
           f"compiled runner: {r['compiled_runner']}")
-    print(f"{'setup':<9} {'p50 us':>8} {'p99 us':>8} {'added p50':>10} {conc + ' req/s':>11} {'vs nginx':>9} "
+    print(f"{'setup':<16} {'p50 us':>8} {'p99 us':>8} {'added p50':>10} {conc + ' req/s':>11} {'vs nginx':>9} "
           f"{'runner CPU us/req':>18}")
     for name, row in r["setups"].items():
-        print(f"{name:<9} {row['c1']['p50_us']:>8.1f} {row['c1']['p99_us']:>8.1f} {row.get('added_p50_us', 0):>10.1f} "
+        print(f"{name:<16} {row['c1']['p50_us']:>8.1f} {row['c1']['p99_us']:>8.1f} {row.get('added_p50_us', 0):>10.1f} "
               f"{row[conc]['rps']:>11} {row.get('rps_vs_nginx', 1):>9.3f} {row[conc]['runner_cpu_us_per_req']:>18.1f}")
     if r.get("non_2xx"):
         print(f"non-2xx answers: {r['non_2xx']}")

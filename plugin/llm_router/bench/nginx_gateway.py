@@ -57,6 +57,7 @@ class Server:
     name: str
     socket: str | None = None
     conf: str = '{"policy": "default"}'
+    post_resp: bool = False  # also ext-plugin-post-resp: the Lua client calls the upstream and asks the runner
     port: int = field(default_factory=free_port)
 
 
@@ -69,26 +70,26 @@ def gateway_conf(nginx: Nginx, workdir: Path, servers: list[Server], upstreams: 
     """nginx.conf: one worker (as the APISIX measurements in the notes), an upstream block per provider."""
     ups = "\n".join(f"  upstream llm_{name} {{ server 127.0.0.1:{port}; keepalive 64; }}" for name, port in upstreams.items())
     mapping = ", ".join(f"[{_lua_string(name)}] = 'llm_{name}'" for name in upstreams)
+    addrs = ", ".join(f"llm_{name} = {{'127.0.0.1', {port}}}" for name, port in upstreams.items())
     blocks = []
     for s in servers:
         plugin = ""
         if s.socket:
             plugin = (f"      set $ext_socket {s.socket};\n      set $ext_conf {_lua_string(s.conf)};\n"
-                      "      access_by_lua_block { require('ext_plugin').access() }\n"
-                      "      header_filter_by_lua_block { require('ext_plugin').header_filter() }\n")
+                      "      access_by_lua_block { require('ext_plugin').access() }\n")
+        if s.socket and s.post_resp:
+            upstream = "      content_by_lua_block { require('ext_plugin').post_resp() }\n"
+        else:
+            upstream = ("      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n"
+                        "      proxy_set_header Host $upstream_host;\n      proxy_buffering off;\n"
+                        "      proxy_read_timeout 600s;\n      proxy_pass http://$llm_upstream$upstream_uri;\n")
         blocks.append(f"""  server {{
     listen 127.0.0.1:{s.port};
     location / {{
       set $upstream_uri $request_uri;
       set $upstream_host $host;
       set $llm_upstream llm_{default};
-{plugin}      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $upstream_host;
-      proxy_buffering off;
-      proxy_read_timeout 600s;
-      proxy_pass http://$llm_upstream$upstream_uri;
-    }}
+{plugin}{upstream}    }}
   }}""")
     return f"""load_module {nginx.modules}/ndk_http_module.so;
 load_module {nginx.modules}/ngx_http_lua_module.so;
@@ -109,6 +110,7 @@ http {{
     local ext = require('ext_plugin')
     ext.route_header = {_lua_string(route_header)}
     ext.upstreams = {{{mapping}}}
+    ext.addrs = {{{addrs}}}
   }}
 {ups}
 {chr(10).join(blocks)}

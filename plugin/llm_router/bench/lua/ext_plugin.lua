@@ -1,11 +1,13 @@
 -- The ext-plugin client side for nginx + lua-nginx-module (the OpenResty core APISIX runs on), written for
--- llm-router's benchmark and tests: what APISIX's ext-plugin-pre-req does for one routed call, from the protocol
+-- llm-router's benchmark and tests: what APISIX's ext-plugin-pre-req and ext-plugin-post-resp do, from the protocol
 -- facts in the project's notes. Per call: take a kept-alive Unix-socket connection (pool of 32, idle 180 s), get the
--- route's conf token (cached per worker; a missing one is fetched with PrepareConf on a second connection while the
--- first is held), send HTTPReqCall, answer ExtraInfo requests (ReqBody, Var) in a loop, then apply Stop or Rewrite
--- (path, headers, args, body, resp_headers). "conf token not found" flushes the cache and retries up to 3 times;
--- any other failure answers 503 (allow_degradation false). Then the routing header picks the upstream, as
--- traffic-split's vars match would. Flatbuffers are written and read by hand with LuaJIT's FFI.
+-- plugin's conf token (cached per worker; a missing one is fetched with PrepareConf on a second connection while the
+-- first is held), send the call, answer ExtraInfo requests (ReqBody, Var, RespBody) in a loop. "conf token not
+-- found" flushes the cache and retries up to 3 times. pre-req (access phase): apply Stop or Rewrite (path, headers,
+-- args, body, resp_headers), any other failure answers 503 (allow_degradation false), then the routing header picks
+-- the upstream, as traffic-split's vars match would. post-resp (content phase): call that upstream, send
+-- HTTPRespCall with its status and headers, answer with the runner's body or stream the upstream's through.
+-- Flatbuffers are written and read by hand with LuaJIT's FFI.
 local ffi = require "ffi"
 local bit = require "bit"
 
@@ -13,14 +15,16 @@ local band, rshift = bit.band, bit.rshift
 local u16p, u32p, i32p, u8p = ffi.typeof("uint16_t*"), ffi.typeof("uint32_t*"), ffi.typeof("int32_t*"),
     ffi.typeof("const uint8_t*")
 
-local RPC_ERROR, RPC_PREPARE_CONF, RPC_HTTP_REQ_CALL, RPC_EXTRA_INFO = 0, 1, 2, 3
+local RPC_ERROR, RPC_PREPARE_CONF, RPC_HTTP_REQ_CALL, RPC_EXTRA_INFO, RPC_HTTP_RESP_CALL = 0, 1, 2, 3, 4
 local CONF_TOKEN_NOT_FOUND = 2
 local METHODS = {GET = 0, HEAD = 1, POST = 2, PUT = 3, DELETE = 4, MKCOL = 5, COPY = 6, MOVE = 7, OPTIONS = 8,
                  PROPFIND = 9, PROPPATCH = 10, LOCK = 11, UNLOCK = 12, PATCH = 13, TRACE = 14}
+local HOP_BY_HOP = {connection = true, ["keep-alive"] = true, ["proxy-connection"] = true, te = true, trailer = true,
+                    ["transfer-encoding"] = true, upgrade = true}
 local EXCLUDED_RESP = {["content-type"] = true, ["content-location"] = true, ["content-language"] = true}
 local TOKEN_TTL = 3600
 
-local _M = {route_header = "x-llm-router-upstream", upstreams = {}}
+local _M = {route_header = "x-llm-router-upstream", upstreams = {}, addrs = {}}
 local tokens = {}   -- conf key -> {token, expires}: the worker's lrucache
 local counter = 0
 
@@ -252,7 +256,7 @@ local function req_call_frame(token)
     end
     local path = ngx.var.uri
     return frame(RPC_HTTP_REQ_CALL, {
-        {"u32", ngx.worker.id() * 4194304 + counter},
+        {"u32", (ngx.worker.id() or 0) * 4194304 + counter},
         {"bytes", ngx.var.binary_remote_addr},
         {"u32", METHODS[ngx.req.get_method()] or 0},
         {"str", path},
@@ -275,16 +279,17 @@ local function read_body()
     return body
 end
 
--- One HTTPReqCall exchange; returns the reply's body buffer, or nil, error, and whether the token was unknown.
-local function communicate(path, conf_json, key)
+-- One exchange of `rpc_type` (2 HTTPReqCall, 4 HTTPRespCall): ExtraInfo requests are answered in a loop (ReqBody,
+-- Var, RespBody through `resp_body`); returns the reply's payload, or nil, an error and whether the token was unknown.
+local function communicate(path, conf_json, key, rpc_type, make_frame, resp_body)
     local sock, err = connect(path)
     if not sock then return nil, err end
     local token
     token, err = conf_token(path, conf_json, key)
     if not token then return nil, err end
     local ok
-    ok, err = sock:send(req_call_frame(token))
-    if not ok then return nil, "send HTTPReqCall: " .. err end
+    ok, err = sock:send(make_frame(token))
+    if not ok then return nil, "send call: " .. err end
     while true do
         local ty, body = recv_frame(sock)
         if not ty then return nil, body end
@@ -300,6 +305,8 @@ local function communicate(path, conf_json, key)
                 local var = at and bytes(p, at + rd_u32(p, at), 0)
                 result = var and ngx.var[var]
                 result = result ~= nil and tostring(result) or nil
+            elseif kind == 3 and resp_body then
+                result = resp_body()
             end
             ok, err = sock:send(frame(RPC_EXTRA_INFO, {result and {"bytes", result} or false}, 1,
                 128 + (result and #result or 0)))
@@ -310,13 +317,26 @@ local function communicate(path, conf_json, key)
             sock:setkeepalive(180000, 32)
             return nil, code == CONF_TOKEN_NOT_FOUND and "conf token not found" or "runner error " .. code,
                 code == CONF_TOKEN_NOT_FOUND
-        elseif ty == RPC_HTTP_REQ_CALL then
+        elseif ty == rpc_type then
             sock:setkeepalive(180000, 32)
             return body
         else
             return nil, "unexpected type " .. ty
         end
     end
+end
+
+-- communicate, retried up to 3 times (each with a new PrepareConf) while the runner does not know the token.
+local function rpc(plugin, rpc_type, make_frame, resp_body)
+    local path, conf_json = ngx.var.ext_socket, ngx.var.ext_conf
+    local key = "route#" .. ngx.var.server_port .. "#" .. plugin .. "#1"
+    local body, err, unknown
+    for _ = 1, 3 do
+        body, err, unknown = communicate(path, conf_json, key, rpc_type, make_frame, resp_body)
+        if body or not unknown then break end
+        tokens[key] = nil
+    end
+    return body, err
 end
 
 local function apply_rewrite(p, t)
@@ -341,8 +361,11 @@ local function apply_rewrite(p, t)
         end
         ngx.req.set_uri_args(current)
     end
-    local resp = entries(p, t, 3)
-    if #resp > 0 then ngx.ctx.ext_resp_headers = resp end
+    -- resp_headers go onto the response at once (APISIX: core.response.set_header), so a later post-resp reply
+    -- naming the same header wins
+    for _, h in ipairs(entries(p, t, 3)) do
+        if not EXCLUDED_RESP[h[1]:lower()] then ngx.header[h[1]] = h[2] end
+    end
     local body = bytes(p, t, 4)
     if body and body ~= "" then ngx.req.set_body_data(body) end
 end
@@ -358,16 +381,9 @@ local function apply_stop(p, t)
     return ngx.exit(ngx.status)
 end
 
--- The access phase: ngx.var.ext_socket and ngx.var.ext_conf name the runner and the route's plugin conf.
+-- The access phase (ext-plugin-pre-req): ngx.var.ext_socket and ngx.var.ext_conf name the runner and the route's conf.
 function _M.access()
-    local path, conf_json = ngx.var.ext_socket, ngx.var.ext_conf
-    local key = "route#" .. ngx.var.server_port .. "#ext-plugin-pre-req#1"
-    local body, err, unknown
-    for _ = 1, 3 do
-        body, err, unknown = communicate(path, conf_json, key)
-        if body or not unknown then break end
-        tokens[key] = nil
-    end
+    local body, err = rpc("ext-plugin-pre-req", RPC_HTTP_REQ_CALL, req_call_frame)
     if not body then
         ngx.log(ngx.ERR, "ext-plugin-pre-req: ", err)
         return ngx.exit(503)
@@ -385,13 +401,158 @@ function _M.access()
     if up then ngx.var.llm_upstream = up end
 end
 
--- The header filter: the Rewrite's resp_headers, as APISIX sets them on the client's response.
-function _M.header_filter()
-    local resp = ngx.ctx.ext_resp_headers
-    if not resp then return end
-    for _, h in ipairs(resp) do
-        if not EXCLUDED_RESP[h[1]:lower()] then ngx.header[h[1]] = h[2] end
+-- ---- ext-plugin-post-resp: the plugin calls the upstream itself, asks the runner, then answers ----
+
+local function upstream_call(addr, body)
+    local sock = ngx.socket.tcp()
+    sock:settimeouts(10000, 60000, 600000)
+    local ok, err = sock:connect(addr[1], addr[2])
+    if not ok then return nil, "connect upstream: " .. err end
+    local out = {ngx.req.get_method(), " ", ngx.var.upstream_uri, " HTTP/1.1\r\nhost: ", ngx.var.upstream_host, "\r\n"}
+    for name, v in pairs(ngx.req.get_headers(100)) do
+        if not HOP_BY_HOP[name] and name ~= "host" and name ~= "content-length" then
+            for _, one in ipairs(type(v) == "table" and v or {v}) do
+                out[#out + 1] = name .. ": " .. one .. "\r\n"
+            end
+        end
     end
+    out[#out + 1] = "content-length: " .. (body and #body or 0) .. "\r\n\r\n"
+    out[#out + 1] = body or ""
+    ok, err = sock:send(out)
+    if not ok then return nil, "send upstream: " .. err end
+    local line
+    line, err = sock:receive("*l")
+    local status = line and tonumber(line:match("^HTTP/%d%.%d (%d%d%d)"))
+    if not status then return nil, "upstream status line: " .. (err or line) end
+    local headers = {}
+    while true do
+        line, err = sock:receive("*l")
+        if not line then return nil, "upstream headers: " .. err end
+        if line == "" then break end
+        local name, value = line:match("^([^:]+):%s*(.-)%s*$")
+        if name then headers[#headers + 1] = {name:lower(), value} end
+    end
+    return sock, status, headers
+end
+
+-- An iterator over the upstream body's pieces (chunked, sized or until close), and whether the connection is reusable.
+local function body_reader(sock, status, headers)
+    local te, length
+    for _, h in ipairs(headers) do
+        if h[1] == "transfer-encoding" then te = h[2]:lower() elseif h[1] == "content-length" then length = tonumber(h[2]) end
+    end
+    if ngx.req.get_method() == "HEAD" or status == 204 or status == 304 then
+        return function() return nil end, true
+    end
+    if te and te:find("chunked", 1, true) then
+        local done = false
+        return function()
+            if done then return nil end
+            local line, err = sock:receive("*l")
+            if not line then return nil, err end
+            local size = tonumber(line:match("^%x+") or "", 16)
+            if not size then return nil, "bad chunk size" end
+            if size == 0 then
+                repeat line = sock:receive("*l") until not line or line == ""
+                done = true
+                return nil
+            end
+            local data
+            data, err = sock:receive(size)
+            if not data then return nil, err end
+            sock:receive(2)
+            return data
+        end, true
+    end
+    if length then
+        local left = length
+        return function()
+            if left <= 0 then return nil end
+            local data, err = sock:receive(math.min(left, 65536))
+            if not data then return nil, err end
+            left = left - #data
+            return data
+        end, true
+    end
+    return function()
+        local data, err, partial = sock:receive(8192)
+        if data then return data end
+        if err == "closed" and partial and #partial > 0 then return partial end
+        return nil
+    end, false
+end
+
+local function resp_call_frame(status, headers)
+    local size = 0
+    for _, h in ipairs(headers) do size = size + #h[1] + #h[2] end
+    counter = band(counter + 1, 0x3fffff)
+    local id = (ngx.worker.id() or 0) * 4194304 + counter
+    return function(token)
+        return frame(RPC_HTTP_RESP_CALL, {{"u32", id}, {"u32", status}, {"entries", headers}, {"u32", token}}, 4,
+            512 + size + 24 * #headers)
+    end
+end
+
+local function send_headers(status, headers)
+    ngx.status = status
+    for _, h in ipairs(headers) do
+        local name = h[1]:lower()
+        if not HOP_BY_HOP[name] and name ~= "content-length" then ngx.header[h[1]] = h[2] end
+    end
+end
+
+-- The content phase: the upstream picked by the routing header, then HTTPRespCall with its status and headers.
+-- The runner's body replaces the answer; without one the upstream body streams through piece by piece (buffered
+-- only when the runner asked for it with RespBody). A runner that cannot be asked lets the answer through
+-- (allow_degradation true, as `llm-router apisix enable --post-resp` sets it).
+function _M.post_resp()
+    local body = read_body()
+    local addr = _M.addrs[ngx.var.llm_upstream]
+    if not addr then return ngx.exit(502) end
+    local sock, status, headers = upstream_call(addr, body)
+    if not sock then
+        ngx.log(ngx.ERR, "ext-plugin-post-resp: ", status)
+        return ngx.exit(502)
+    end
+    local reader, reusable = body_reader(sock, status, headers)
+    local buffered
+    local function resp_body()
+        local parts = {}
+        while true do
+            local piece = reader()
+            if not piece then break end
+            parts[#parts + 1] = piece
+        end
+        buffered = table.concat(parts)
+        return buffered
+    end
+    local reply, err = rpc("ext-plugin-post-resp", RPC_HTTP_RESP_CALL, resp_call_frame(status, headers), resp_body)
+    local r_status, r_headers, r_body = 0, {}, nil
+    if reply then
+        local p = ffi.cast(u8p, reply)
+        local t = root_table(p)
+        r_status, r_headers, r_body = scalar(p, t, 1, 2), entries(p, t, 2), bytes(p, t, 3)
+    else
+        ngx.log(ngx.ERR, "ext-plugin-post-resp: ", err)
+    end
+    send_headers(r_status ~= 0 and r_status or status, #r_headers > 0 and r_headers or headers)
+    if r_body and r_body ~= "" then
+        ngx.header["content-length"] = #r_body
+        ngx.print(r_body)
+        sock:close()
+        return
+    end
+    if buffered then
+        ngx.print(buffered)
+    else
+        while true do
+            local piece = reader()
+            if not piece then break end
+            ngx.print(piece)
+            ngx.flush(true)
+        end
+    end
+    if reusable then sock:setkeepalive(60000, 64) else sock:close() end
 end
 
 return _M
