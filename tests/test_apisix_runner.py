@@ -20,7 +20,7 @@ from llm_router.runtime import Exchange, Runtime
 
 from apisix_emulator import (
     FAKE_KEYS, Emulator, RouteConf, RunnerProcess, RunnerThread, SharedDict, build_extra_info_resp, build_prepare_conf,
-    build_req_call, decode_reply, raw_frame, recv_frame, remove_dir, socket_dir, wait_until,
+    build_req_call, build_resp_call, decode_reply, raw_frame, recv_frame, remove_dir, socket_dir, wait_until,
 )
 
 DEFAULT = RouteConf(conf=(("llm-router", '{"policy": "default"}'),))
@@ -728,3 +728,34 @@ def test_the_runners_protocol_counters_are_scraped_with_the_metrics(live):
     assert totals["req_calls"] == 2 and totals["rewrites"] == 1 and totals["stops"] == 1
     assert totals["bad_frames"] == 1 and totals["internal_errors"] == 0
     assert totals["answer_polls"] >= totals["answer_polls_caught"] >= 0
+
+
+def test_request_id_and_json_answer_are_asked_for_at_once(inproc):
+    em, runner, rec = inproc
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(em.path)
+        s.sendall(framing.frame(1, build_prepare_conf([("llm-router", "{}")], "route#9#ext-plugin-post-resp#1")))
+        token = decode_reply(1, *recv_frame(s)).fields["token"]
+        answer = orjson.dumps({"usage": {"prompt_tokens": 3, "completion_tokens": 4}})
+        json_headers = [("content-type", "application/json"), ("content-length", str(len(answer)))]
+        s.sendall(framing.frame(4, build_resp_call(7, token, 200, json_headers)))
+        # both requests arrive before APISIX has answered either: APISIX's loop answers them in turn
+        first, second = recv_frame(s), recv_frame(s)
+        assert decode_reply(4, *first).fields == {"info": "var", "name": REQUEST_ID_VAR}
+        assert decode_reply(4, *second).fields == {"info": "resp_body"}
+        s.sendall(framing.frame(3, build_extra_info_resp(b"not-a-request-of-ours")))
+        s.sendall(framing.frame(3, build_extra_info_resp(answer)))
+        reply = decode_reply(4, *recv_frame(s))
+        assert reply.rpc_type == 4 and reply.fields["body"] is None  # the answer goes through as it came
+        assert runner.stats.unmatched_responses == 1
+        # a failed answer is not read unless the request turns out to be ours: only the id is asked for
+        s.sendall(framing.frame(4, build_resp_call(8, token, 503, json_headers)))
+        assert decode_reply(4, *recv_frame(s)).fields == {"info": "var", "name": REQUEST_ID_VAR}
+        s.sendall(framing.frame(3, build_extra_info_resp(b"not-ours-either")))
+        assert decode_reply(4, *recv_frame(s)).rpc_type == 4
+        # so is a stream
+        s.sendall(framing.frame(4, build_resp_call(9, token, 200, [("content-type", "text/event-stream")])))
+        assert decode_reply(4, *recv_frame(s)).fields == {"info": "var", "name": REQUEST_ID_VAR}
+        s.sendall(framing.frame(3, build_extra_info_resp(None)))
+        assert decode_reply(4, *recv_frame(s)).rpc_type == 4

@@ -59,6 +59,28 @@ FALLBACK_KEPT_BYTES = 64 << 20  # ... and all together at most
 # requests of a route not yet known to have it are remembered anyway, so they can be accounted
 # and fall back too.
 PROBE_REQUESTS = 8
+REQUEST_ID_FRAME = encode.extra_info_var_frame(REQUEST_ID_VAR)
+REQUEST_ID_AND_BODY_FRAMES = REQUEST_ID_FRAME + encode.RESP_BODY_FRAME
+
+
+def _answer_shape(headers: list) -> tuple[str, str, str]:
+    """The upstream answer's content-type (lower case), content-length and content-encoding, from its headers."""
+    ctype = length = encoding = ""
+    for name, value in headers:
+        lname = name.lower()
+        if lname == "content-type":
+            ctype = (value or "").lower()
+        elif lname == "content-length":
+            length = value or ""
+        elif lname == "content-encoding":
+            encoding = (value or "").lower().strip()
+    return ctype, length, encoding
+
+
+def _bounded_json(shape: tuple[str, str, str]) -> bool:
+    """A whole JSON document of at most MAX_RESP_BODY bytes (what is read for its usage; streams pass unread)."""
+    ctype, length, _ = shape
+    return "json" in ctype and "event-stream" not in ctype and length.isdigit() and 0 < int(length) <= MAX_RESP_BODY
 
 
 class Deferred:
@@ -84,7 +106,9 @@ class Compiled:
 class Pending:
     """A call waiting for APISIX's answer to our ExtraInfo request."""
 
-    kind: str  # "body" | "rid" | "resp_body" | "held" (a reply waiting for the answer to an early body request)
+    # "body" | "rid" | "resp_body" | "held" (a reply waiting for the answer to an early body request) | "rid+body"
+    # (the request id and the answer asked for at once) | "asked_body" (the id came, in `reply`; the answer follows)
+    kind: str
     rid: int
     entry: Entry | None
     call: decode.ReqCall | None = None
@@ -92,7 +116,7 @@ class Pending:
     headers: list = field(default_factory=list)
     exchange: Exchange | None = None
     encoding: str = ""  # the answer's content-encoding
-    reply: bytes = b""  # "held": sent once the body the call turned out not to need has come
+    reply: bytes = b""  # "held": sent once the body the call turned out not to need has come; "asked_body": the id
 
     def __init__(self, kind: str, rid: int, entry: Entry | None, call: decode.ReqCall | None = None, status: int = 0,
                  headers: list | None = None, exchange: Exchange | None = None, encoding: str = "", reply: bytes = b"") -> None:
@@ -203,14 +227,14 @@ class Runner:
 
     def on_frame(self, conv: Conversation, rpc_type: int, payload: bytes) -> bytes | Deferred | None:
         """The reply to one frame (CLOSE: drop the connection; Deferred: await it first; None: nothing to send
-        yet, the body request went out early); never raises."""
+        yet: the body request went out early, or a second ExtraInfo answer is on its way); never raises."""
         out = self._reply(conv, rpc_type, payload)
         if conv.asked and rpc_type == RPC_HTTP_REQ_CALL:
             conv.asked = False
             pending = conv.pending
             if pending is not None and pending.kind == "body":
                 return None  # the call waits for its body, already asked for
-            if out is CLOSE or isinstance(out, Deferred):
+            if out is None or out is CLOSE or isinstance(out, Deferred):
                 return out
             # APISIX answers the body request first; the reply follows that answer
             self.stats.early_body_unused += 1
@@ -218,7 +242,7 @@ class Runner:
             return None
         return out
 
-    def _reply(self, conv: Conversation, rpc_type: int, payload: bytes) -> bytes | Deferred:
+    def _reply(self, conv: Conversation, rpc_type: int, payload: bytes) -> bytes | Deferred | None:
         try:
             pending = conv.pending
             if pending is not None:
@@ -368,7 +392,7 @@ class Runner:
         self.stats.stops += 1
         return encode.stop_frame(call.id, reply.status, self.entries.vector((), reply.headers), reply.body)
 
-    def _on_extra_info(self, conv: Conversation, pending: Pending, payload: bytes) -> bytes | Deferred:
+    def _on_extra_info(self, conv: Conversation, pending: Pending, payload: bytes) -> bytes | Deferred | None:
         result = decode.read_extra_info_result(payload)
         if pending.kind == "body":
             return self._route(pending, result or b"")
@@ -376,6 +400,13 @@ class Runner:
             return pending.reply
         if pending.kind == "rid":
             return self._resp_matched(conv, pending, result)
+        if pending.kind == "rid+body":  # the request id; the body's answer follows
+            pending.kind = "asked_body"
+            pending.reply = result or b""
+            conv.pending = pending
+            return None
+        if pending.kind == "asked_body":
+            return self._resp_matched(conv, pending, pending.reply, body=result)
         return self._resp_done(pending, result)
 
     def prepare(self, conv: Conversation) -> None:
@@ -487,10 +518,20 @@ class Runner:
         if entry is None:
             self.stats.token_misses += 1
             return encode.TOKEN_NOT_FOUND_FRAME
-        conv.pending = Pending("rid", call.id, entry, status=call.status, headers=call.headers)
-        return encode.extra_info_var_frame(REQUEST_ID_VAR)
+        pending = Pending("rid", call.id, entry, status=call.status, headers=call.headers)
+        conv.pending = pending
+        if call.status not in FALLBACK_STATUSES and _bounded_json(_answer_shape(call.headers)):
+            # The answer will be read for its usage if the request is ours: ask for the request id and the body
+            # at once. APISIX answers ExtraInfo requests one after the other in a loop, so the second waits in the
+            # socket for the first's answer to go out: one round trip instead of two.
+            pending.kind = "rid+body"
+            return REQUEST_ID_AND_BODY_FRAMES
+        return REQUEST_ID_FRAME
 
-    def _resp_matched(self, conv: Conversation, pending: Pending, rid: bytes | None) -> bytes | Deferred:
+    def _resp_matched(self, conv: Conversation, pending: Pending, rid: bytes | None,
+                      body: bytes | None = None) -> bytes | Deferred:
+        """The response call matched to its request by id; `body`: the answer, when it was asked for with the id."""
+        asked = pending.kind == "asked_body"
         ex = self.exchanges.pop(rid.decode("utf-8", "replace"), None) if rid else None
         if ex is None:
             self.stats.unmatched_responses += 1
@@ -507,20 +548,12 @@ class Runner:
         elif ex is not None:
             self._forget(ex)
         pending.exchange = ex
-        ctype = length = encoding = ""
-        for name, value in pending.headers:
-            lname = name.lower()
-            if lname == "content-type":
-                ctype = (value or "").lower()
-            elif lname == "content-length":
-                length = value or ""
-            elif lname == "content-encoding":
-                encoding = (value or "").lower().strip()
-        pending.encoding = encoding
+        shape = _answer_shape(pending.headers)
+        pending.encoding = shape[2]
+        if asked:
+            return self._resp_done(pending, body if ex is not None else None)
         # Read the answer only when it is a bounded JSON document; streams pass untouched.
-        wants_body = (ex is not None and "json" in ctype and "event-stream" not in ctype
-                      and length.isdigit() and 0 < int(length) <= MAX_RESP_BODY)
-        if wants_body:
+        if ex is not None and _bounded_json(shape):
             pending.kind = "resp_body"
             conv.pending = pending
             return encode.RESP_BODY_FRAME
