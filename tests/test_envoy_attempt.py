@@ -9,7 +9,8 @@ from google.protobuf import struct_pb2
 
 from test_envoy_service import GREETING, KEYS, body_msg, decode, headers_msg, make_service, set_headers
 
-from llm_router.gateways.envoy.fallback import MAX_CHAIN, SLOTS, fallback_reason, parse_chain, retriable, slot_headers
+from llm_router.gateways.envoy.fallback import MAX_CHAIN, SLOTS, parse_chain, retriable, slot_headers
+from llm_router.plan import fallback_reason
 
 CHAIN = "deepseek-v2,llama-3-70b,mistral-large"
 CLUSTERS = ("deepseek", "together", "mistral")

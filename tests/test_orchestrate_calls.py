@@ -120,7 +120,7 @@ def test_failing_providers_fall_through_to_a_healthy_one(make, fakes, failing, e
     _, rep = ask(rt, "c")
     assert rep.status == 200 and rep.model == chain[expected]
     assert all(responses(rt).get((m, "5xx")) == 1 for m in chain[:failing])
-    assert all(rt.metrics.fallbacks.values.get((chain[i], chain[i + 1], "error")) == 1 for i in range(failing))
+    assert all(rt.metrics.fallbacks.values.get((chain[i], chain[i + 1], "server_error")) == 1 for i in range(failing))
 
 
 def test_all_failing_is_one_clear_502(make, fakes):

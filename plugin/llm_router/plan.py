@@ -18,6 +18,17 @@ MAX_REASON_CHARS = 240
 FALLBACK_4XX = frozenset({401, 403, 404, 408, 409, 425, 429})
 
 
+def fallback_reason(status: int | None) -> str:
+    """The `reason` label of llm_router_fallbacks_total for an abandoned attempt, the same on every adapter."""
+    if not status:
+        return "no_response"  # connect failure, reset, or no first byte before the per-try timeout
+    if status == 429:
+        return "rate_limited"
+    if status < 500:
+        return "refused"  # the key, the model's existence (a retired name), a timeout or a conflict
+    return "server_error"
+
+
 @dataclass(slots=True, init=False)
 class UpstreamCall:
     """The mutations both adapters apply for one upstream attempt."""

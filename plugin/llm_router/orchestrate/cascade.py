@@ -9,6 +9,7 @@ from llm_router.orchestrate.client import UpstreamClient
 from llm_router.orchestrate.params import ScoringParams
 from llm_router.orchestrate.reply import OrchestratedReply
 from llm_router.orchestrate.respond import answer_reply, base_headers, error_reply, passthrough_reply
+from llm_router.plan import fallback_reason
 from llm_router.request import LLMRequest
 from llm_router.runtime import Exchange, Runtime
 
@@ -31,11 +32,12 @@ def unavailable(runtime: Runtime, ex: Exchange, model: Model) -> str | None:
 
 async def run_chain(client: UpstreamClient, runtime: Runtime, ex: Exchange, request: LLMRequest, chain: tuple[Model, ...],
                     *, scoring: ScoringParams | None, deadline_s: float, fallback_timeout_s: float = 30.0, first_attempt: int = 1,
-                    previous: str | None = None, prior: list[str] | None = None) -> OrchestratedReply:
+                    previous: str | None = None, prior: list[str] | None = None,
+                    previous_status: int | None = None) -> OrchestratedReply:
     """Try the chain in order; with scoring, an answer below the floor escalates too.
 
     The best answer seen is returned when none reaches the floor; an error only when no model
-    answered at all. `previous`/`prior`: a failed attempt made before (APISIX post-resp fallback).
+    answered at all. `previous`/`prior`/`previous_status`: a failed attempt made before (APISIX post-resp fallback).
     """
     loop = asyncio.get_running_loop()
     end = loop.time() + deadline_s
@@ -45,7 +47,7 @@ async def run_chain(client: UpstreamClient, runtime: Runtime, ex: Exchange, requ
     failed: list[Attempt] = []
     skipped: list[str] = []
     best: Attempt | None = None
-    reason = "error"
+    reason = fallback_reason(previous_status)
     number = first_attempt
     for i, model in enumerate(chain):
         if i > 0 or previous is not None:
@@ -69,7 +71,7 @@ async def run_chain(client: UpstreamClient, runtime: Runtime, ex: Exchange, requ
             if not att.retryable:
                 return passthrough_reply(ex, base, att, steps)
             failed.append(att)
-            reason = "error" if att.response.status != 429 else "rate_limited"
+            reason = fallback_reason(att.response.status)
             continue
         if scoring is None:
             steps.append(f"{model.id} {att.response.status}")

@@ -68,7 +68,7 @@ class Orchestrator:
             return await run_chain(self.client, self.runtime, ex, request, rest, scoring=None,
                                    deadline_s=self.settings.deadline_s, fallback_timeout_s=self.settings.fallback_timeout_s,
                                    first_attempt=ex.attempt + 1,
-                                   previous=failed_model, prior=prior)
+                                   previous=failed_model, prior=prior, previous_status=failed_status)
         except Exception as exc:
             log.exception("fallback failed for %s", ex.request_id)
             return _internal_error(ex, exc)

@@ -45,17 +45,6 @@ def retriable(status: int) -> bool:
     return status == 0 or status >= 500 or status in FALLBACK_4XX
 
 
-def fallback_reason(status: int | None) -> str:
-    """A low-cardinality label for why an attempt was abandoned."""
-    if not status:
-        return "no_response"  # connect failure, reset, or no first byte before the per-try timeout
-    if status == RETRIABLE_STATUS:
-        return "rate_limited"
-    if status < 500:
-        return "refused"  # the key, the model's existence (a retired name), a timeout or a conflict
-    return "server_error"
-
-
 def slot_headers(upstreams: tuple[str, ...]) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
     """(slot headers to set, unused slot headers to remove) for a chain's clusters."""
     n = min(len(upstreams), MAX_CHAIN)

@@ -39,11 +39,11 @@ from llm_router.gateways.envoy import wire
 from llm_router.gateways.envoy.attempt import AttemptService, AttemptSession
 from llm_router.gateways.envoy.h2grpc import Deferred
 from llm_router.gateways.envoy.fallback import (API_KEY, ATTEMPT_HEADER, CHAIN_KEY, CLIENT_RETRY_HEADERS, MAX_RETRIES_HEADER,
-                                                PER_TRY_TIMEOUT_HEADER, chain_text, fallback_reason, retriable, slot_headers)
+                                                PER_TRY_TIMEOUT_HEADER, chain_text, retriable, slot_headers)
 from llm_router.gateways.envoy.route_conf import RouteConfCache
 from llm_router.forward import PRICED_APIS
 from llm_router.orchestrate import orchestrate, wants_orchestration
-from llm_router.plan import UpstreamCall
+from llm_router.plan import UpstreamCall, fallback_reason
 from llm_router.ratelimits import is_rate_limit_header
 from llm_router.runtime import Exchange, Refusal, Runtime
 from llm_router.stored import MARK
