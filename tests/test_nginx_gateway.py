@@ -232,3 +232,40 @@ def test_bench_nginx_measures_every_setup_side_by_side():
         assert row["c1"]["requests"] == 40 and row["c1"]["p50_us"] > 0 and row["c4"]["rps"] > 0
         if name != "nginx":
             assert row["c4"]["runner_cpu_us_per_req"] > 0 and "added_p50_us" in row
+
+
+def _demo(*args: str) -> dict:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "llm_router.cli", "demo", "--json", *args], capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
+def test_demo_through_nginx_routes_the_workload_as_through_envoy():
+    from fixtures_envoy import require_envoy
+
+    _nginx_or_skip()
+    require_envoy()
+    nginx, envoy = _demo("--gateway", "nginx", "--limit", "80"), _demo("--limit", "80")
+    assert nginx["requests"] == envoy["requests"] == 80 and nginx["errors"] == envoy["errors"] == 0
+    assert nginx["model_share"] == envoy["model_share"] and len(nginx["model_share"]) >= 3
+    assert nginx["by_api"] == envoy["by_api"] and nginx["agent"] == envoy["agent"]
+    if nginx["peak_prices"] == envoy["peak_prices"]:
+        assert nginx["cost_per_1k"] == envoy["cost_per_1k"]
+    # the runner counts the tokens of the JSON answers it reads at post-resp; streams pass unread there (never
+    # buffered), where Envoy's processor reads their usage as they go by
+    assert 0 < nginx["metrics"]["llm_router_tokens_total"] < envoy["metrics"]["llm_router_tokens_total"]
+
+
+def test_demo_through_nginx_falls_back_when_providers_fail():
+    _nginx_or_skip()
+    s = _demo("--gateway", "nginx", "--limit", "80", "--fail", "deepseek,together")
+    assert s["requests"] == 80 and s["errors"] == 0
+    fb = s["fallbacks"]
+    assert fb["requests"] > 0 and fb["attempts"] >= fb["requests"]  # counted from the runner's x-llm-router-steps
+    assert not {"deepseek-v2", "llama-3-70b"} & set(s["model_share"])
+    assert fb["taken"] and all(move.endswith("(server_error)") for move in fb["taken"])  # the same labels as on Envoy
+    assert sum(fb["taken"].values()) == fb["attempts"]

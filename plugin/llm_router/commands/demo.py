@@ -1,5 +1,8 @@
 """`llm-router demo`: real Envoy + the processor + fake providers on 127.0.0.1, a built-in workload, a summary.
 
+`--gateway nginx` runs the same through the APISIX runner behind a real nginx + lua-nginx-module (bench/lua's
+ext-plugin client, pre-req and post-resp), where APISIX itself cannot be installed.
+
 Every prompt goes through Envoy and llm-router; the same routed request (same model, same body)
 is then sent straight to the fake provider, so "added latency" is the paired difference
 (through Envoy + router) - (direct to the fake), measured in the same run. Costs come from the
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import signal
 import statistics
@@ -41,6 +45,9 @@ def register(sub) -> None:
     p.add_argument("--limit", type=at_least(1), default=None, help="replay only the first N prompts")
     p.add_argument("--workload", metavar="FILE", help="JSONL workload (default: the built-in one)")
     p.add_argument("--transport", default=None, help="processor transport: h2 (default), grpclib, grpcio")
+    p.add_argument("--gateway", choices=("envoy", "nginx"), default="envoy",
+                   help="envoy (default): the ext_proc processor behind a real Envoy; nginx: the APISIX runner behind a "
+                        "real nginx + lua-nginx-module (APISIX's engine) calling it as ext-plugin-pre-req and -post-resp do")
     p.add_argument("--shadow", action="store_true",
                    help="shadow mode: serve every request as asked (the reference model) and show what routing would spend")
     p.add_argument("--fail", metavar="PROVIDER[,PROVIDER]",
@@ -140,12 +147,13 @@ def pct(values: list[float], q: float) -> float:
 
 
 def run(args) -> int:
+    from llm_router.bench.nginx_gateway import NginxNotFound, find_nginx
     from llm_router.gateways.envoy.binary import EnvoyNotFound, envoy_path
 
     cfg_user = load_or_exit(args.config)
     try:
-        envoy_path()
-    except EnvoyNotFound as exc:
+        find_nginx() if getattr(args, "gateway", "envoy") == "nginx" else envoy_path()
+    except (EnvoyNotFound, NginxNotFound) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     failing = [name.strip() for name in (args.fail or "").split(",") if name.strip()]
@@ -219,19 +227,24 @@ def _run(args, cfg_user, items: list[dict[str, Any]]) -> dict[str, Any]:
             cfg = load_config(cfg_path)
             from llm_router.gateways.envoy.binary import envoy_version
 
-            _say(progress, f"starting fake providers, the llm-router processor and Envoy {envoy_version()} on 127.0.0.1 ...")
+            nginx = getattr(args, "gateway", "envoy") == "nginx"
+            _say(progress, "starting fake providers, the llm-router APISIX runner and nginx + lua-nginx-module on 127.0.0.1 ..."
+                 if nginx else f"starting fake providers, the llm-router processor and Envoy {envoy_version()} on 127.0.0.1 ...")
             failing = getattr(args, "failing", [])
             if failing:
                 _say(progress, f"failing providers for this run: {', '.join(failing)} (every request answered 503)")
             fakes = FakesProcess(wd, config=cfg_path, extra=["--fail", ",".join(failing)] if failing else []).start()
             procs.append(fakes)
             fakes.wait_ready(60)
-            stack = start_routed(cfg, wd, procs, local_ports=fakes.ports, config=cfg_path, env=fakes.env,
-                                 transport=args.transport)
-            proc, envoy = stack.processor, stack.envoy
-            proc.wait_ready(60)
-            envoy.wait_ready(60)
-            base = f"http://127.0.0.1:{stack.port}"
+            if nginx:
+                base = _start_nginx_stack(wd, cfg_path, fakes, procs)
+            else:
+                stack = start_routed(cfg, wd, procs, local_ports=fakes.ports, config=cfg_path, env=fakes.env,
+                                     transport=args.transport)
+                proc, envoy = stack.processor, stack.envoy
+                proc.wait_ready(60)
+                envoy.wait_ready(60)
+                base = f"http://127.0.0.1:{stack.port}"
             from llm_router.router import build_catalog
 
             catalog = build_catalog(cfg)
@@ -247,6 +260,7 @@ def _run(args, cfg_user, items: list[dict[str, Any]]) -> dict[str, Any]:
             if progress and tty:
                 print(file=sys.stderr)
             summary = _summarise(outcomes, catalog, cfg)
+            summary["gateway"] = "nginx + lua-nginx-module (the APISIX runner)" if nginx else "Envoy"
             # Costs are at the prices in effect when the run began: peak hours (DeepSeek's) double some of them.
             summary["priced_at"] = started.strftime("%Y-%m-%d %H:%M")
             summary["peak_prices"] = sorted(mid for mid, m in cfg.models.items() if m.peak is not None and m.peak.covers(started))
@@ -262,6 +276,45 @@ def _run(args, cfg_user, items: list[dict[str, Any]]) -> dict[str, Any]:
             return summary
         finally:
             stop_all(procs)
+
+
+class _Runner:
+    """`serve --apisix` started by the demo, stopped by PID."""
+
+    def __init__(self, proc) -> None:
+        self.proc = proc
+
+    def stop(self) -> None:
+        from llm_router.bench.apisix import stop_runner
+
+        stop_runner(self.proc)
+
+
+def _start_nginx_stack(wd: Path, cfg_path: Path, fakes, procs: list[Any]) -> str:
+    """The APISIX runner on a socket and an nginx whose Lua client calls it before and after each provider call
+    (ext-plugin-pre-req and -post-resp), one upstream per fake provider; returns the gateway's base URL."""
+    from llm_router.bench.apisix import start_runner
+    from llm_router.bench.nginx_gateway import NginxProcess, Server, find_nginx, gateway_conf
+
+    import yaml
+
+    os.chmod(wd, 0o755)  # run as root, nginx's worker is another user (nobody): it must reach the socket
+    sock = str(wd / "runner.sock")
+    # the runner calls providers itself on a fallback: at the fakes, as nginx's upstreams do
+    data = yaml.safe_load(cfg_path.read_text())
+    providers = {name: dict(p) for name, p in (data.get("providers") or {}).items()}
+    for name, port in fakes.ports.items():
+        providers[name] = {**providers.get(name, {}), "base_url": f"http://127.0.0.1:{port}"}
+    runner_cfg = cfg_path.with_name("runner.yaml")
+    runner_cfg.write_text(yaml.safe_dump({**data, "providers": providers}, sort_keys=False))
+    procs.append(_Runner(start_runner(sock, str(runner_cfg), 1, str(wd / "runner.log"), env_extra=fakes.env)))
+    ng = find_nginx()
+    server = Server("demo", sock, conf="{}", post_resp=True)
+    gateway = NginxProcess(ng, wd / "nginx", gateway_conf(ng, wd / "nginx", [server], fakes.ports,
+                                                          default=sorted(fakes.ports)[0]), [server.port])
+    procs.append(gateway)
+    gateway.start()
+    return f"http://127.0.0.1:{server.port}"
 
 
 FALLBACK_LINE = re.compile(r'^llm_router_fallbacks_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$')
@@ -314,6 +367,8 @@ def _say(enabled: bool, text: str) -> None:
 
 
 def _one(item: dict[str, Any], base: str, routed, direct, catalog, fakes) -> Outcome:
+    from llm_router.orchestrate import respond
+
     path, body = request_for(item)
     api = "messages" if path == MESSAGES_PATH else "chat"
     agent = bool(item.get("agent"))
@@ -324,6 +379,9 @@ def _one(item: dict[str, Any], base: str, routed, direct, catalog, fakes) -> Out
     routed_ms = (time.perf_counter() - t) * 1000
     model_id = r.headers.get("x-llm-router-model")  # the model that answered (after any fallback)
     attempts = int(r.headers.get("x-envoy-attempt-count") or 1)
+    steps = r.headers.get(respond.STEPS_HEADER)
+    if steps:  # APISIX's runner tried the chain itself: its explanation lists each model it called
+        attempts = max(attempts, len(steps.split(" -> ")))
     if r.status_code != 200 or model_id not in catalog.models:
         return Outcome(model_id, r.status_code, 0, 0, routed_ms, None, attempts, api, agent)
     inp, out = usage_of(r.content, stream)
@@ -388,7 +446,8 @@ def _summarise(outcomes: list[Outcome], catalog, cfg) -> dict[str, Any]:
 
 
 def _print(s: dict[str, Any]) -> None:
-    print(f"\nllm-router demo: {s['requests']} requests through Envoy + llm-router to fake providers, {s['errors']} errors\n")
+    gateway = s.get("gateway", "Envoy")
+    print(f"\nllm-router demo: {s['requests']} requests through {gateway} + llm-router to fake providers, {s['errors']} errors\n")
     print(f"{'model':22s} {'share':>7s}")
     for model, share in s["model_share"].items():
         print(f"{model:22s} {share * 100:6.1f}%")
@@ -416,7 +475,7 @@ def _print(s: dict[str, Any]) -> None:
     m = s.get("metrics") or {}
     if m:
         spend, saved = m.get("llm_router_cost_usd_total", 0.0), m.get("llm_router_saving_usd_total", 0.0)
-        print(f"spend (processor):    ${spend:.4f} for these requests, ${saved:.4f} saved against the reference model "
+        print(f"spend (router):       ${spend:.4f} for these requests, ${saved:.4f} saved against the reference model "
               f"({saved / (spend + saved) * 100 if spend + saved else 0:.1f}%), "
               f"{int(m.get('llm_router_tokens_total', 0))} tokens; from its /metrics")
     sh = s.get("shadow")
@@ -426,4 +485,4 @@ def _print(s: dict[str, Any]) -> None:
               + ", ".join(f"{m} {v * 100:.0f}%" for m, v in sh["would_route"].items()))
     if s["added_p50_ms"] is not None:
         print(f"added latency:        p50 {s['added_p50_ms']:.2f} ms, p99 {s['added_p99_ms']:.2f} ms "
-              "(through Envoy + llm-router minus the same call straight to the fake, paired per request)")
+              f"(through {gateway} + llm-router minus the same call straight to the fake, paired per request)")
