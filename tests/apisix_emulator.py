@@ -140,6 +140,26 @@ class RunnerThread:
             raise self._error
         return self
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
+
+    def call(self, fn, *args):
+        """Run fn(*args) on the runner's loop and wait for its result (the runner's state belongs to that thread)."""
+        done = threading.Event()
+        box: list = []
+
+        def run() -> None:
+            try:
+                box.append(fn(*args))
+            finally:
+                done.set()
+
+        self._loop.call_soon_threadsafe(run)
+        if not done.wait(30):
+            raise TimeoutError(f"{fn} did not run on the runner's loop")
+        return box[0] if box else None
+
     def stop(self) -> None:
         if self._thread is None:
             return

@@ -88,6 +88,7 @@ CHECKS: dict[str, dict[str, Check]] = {
         "apisix_answer_poll_us": (lambda v: _number(v) and 0 <= v <= 10000, "must be a number of microseconds from 0 to 10000",
                                   False),
         "apisix_early_body": (lambda v: isinstance(v, bool), _BOOL, False),
+        "apisix_stream_usage": (lambda v: isinstance(v, bool), _BOOL, False),
         "route_header": (_header, "must be an HTTP header name", False),
         "workers": (_count, "must be a whole number >= 1", False),
     },

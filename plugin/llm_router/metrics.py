@@ -220,9 +220,9 @@ PROBES = {"/healthz": "live", "/readyz": "ready"}
 
 
 def _app(metrics: Metrics, feedback: object | None, model_of: Callable[[str], str | None] | None = None,
-         probe: Callable[[str], tuple[int, dict]] | None = None):
+         probe: Callable[[str], tuple[int, dict]] | None = None, usage_log: Callable[..., tuple[int, bytes]] | None = None):
     """/metrics (and every other path) from prometheus-client; POST /v1/feedback into the feedback log;
-    /healthz and /readyz from `probe`."""
+    /healthz and /readyz from `probe`; POST /v1/usage-log into `usage_log` (APISIX's stream usage)."""
     from llm_router.feedback import MAX_BODY_BYTES, FeedbackError, parse
 
     prometheus = make_wsgi_app(metrics.registry)
@@ -237,6 +237,8 @@ def _app(metrics: Metrics, feedback: object | None, model_of: Callable[[str], st
         if probe is not None and path in PROBES:
             status, answer = probe(PROBES[path])
             return reply(start_response, "200 OK" if status == 200 else f"{status} Service Unavailable", orjson.dumps(answer))
+        if path == "/v1/usage-log" and usage_log is not None:
+            return _usage_log(environ, start_response, usage_log, reply)
         if path != "/v1/feedback":
             return prometheus(environ, start_response)
         if feedback is None:
@@ -271,6 +273,19 @@ def _app(metrics: Metrics, feedback: object | None, model_of: Callable[[str], st
     return app
 
 
+def _usage_log(environ, start_response, usage_log: Callable[[str, int, Callable[[int], bytes]], tuple[int, bytes]],
+               reply) -> list[bytes]:
+    """POST /v1/usage-log, relayed: the handler checks method and size, reads the body and answers (status, JSON)."""
+    from http import HTTPStatus
+
+    try:
+        size = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        size = -1
+    status, body = usage_log(environ.get("REQUEST_METHOD", ""), size, environ["wsgi.input"].read)
+    return reply(start_response, f"{status} {HTTPStatus(status).phrase}", body)
+
+
 def split_listen(listen: str) -> tuple[str, str]:
     """metrics.listen as (host, port text): '[::1]:9464' -> ('::1', '9464'); no host -> 127.0.0.1."""
     host, _, port = str(listen).rpartition(":")
@@ -279,17 +294,19 @@ def split_listen(listen: str) -> tuple[str, str]:
 
 def serve_metrics(metrics: Metrics, listen: str, feedback: object | None = None,
                   model_of: Callable[[str], str | None] | None = None,
-                  probe: Callable[[str], tuple[int, dict]] | None = None) -> tuple[str, int]:
+                  probe: Callable[[str], tuple[int, dict]] | None = None,
+                  usage_log: Callable[..., tuple[int, bytes]] | None = None) -> tuple[str, int]:
     """Serve /metrics (and POST /v1/feedback into `feedback`, a FeedbackLog) on HOST:PORT in a daemon thread.
 
     `model_of` maps a request id to the model that answered it, to count ratings per model;
-    `probe("live" | "ready")` answers /healthz and /readyz.
+    `probe("live" | "ready")` answers /healthz and /readyz; `usage_log` takes POST /v1/usage-log.
     Port 0 picks a free one; returns the bound address.
     """
     host, port = split_listen(listen)
     server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
     with _lock:
-        server = make_server(host, int(port), _app(metrics, feedback, model_of, probe), server_class, handler_class=_QuietHandler)
+        server = make_server(host, int(port), _app(metrics, feedback, model_of, probe, usage_log), server_class,
+                             handler_class=_QuietHandler)
         threading.Thread(target=server.serve_forever, name="llm-router-metrics", daemon=True).start()
         bound = server.server_address[:2]
         _servers[bound] = server

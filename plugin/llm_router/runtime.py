@@ -265,6 +265,7 @@ class Runtime:
         self.orchestrator: Any = None  # llm_router.orchestrate: the runner's own calls (cascade, hedge), made on first use
         self._metrics_address: tuple[str, int] | None = None
         self.feedback: Any = None  # llm_router.feedback.FeedbackLog, while /v1/feedback is served
+        self.usage_log: Any = None  # POST /v1/usage-log's handler (the APISIX runner's, for streams' usage)
         self.serving = False  # the adapter is listening and not draining (what /readyz reports)
         self._beat = time.monotonic()  # the event loop's last heartbeat (what /healthz checks)
         self._heartbeat: Any = None
@@ -713,7 +714,8 @@ class Runtime:
 
             self._heartbeat = BackgroundTask(self._beating, "llm-router-heartbeat")
             self._heartbeat.start()
-            self._metrics_address = serve_metrics(self.metrics, listen, self.feedback, model_of, probe=self.probe)
+            self._metrics_address = serve_metrics(self.metrics, listen, self.feedback, model_of, probe=self.probe,
+                                                  usage_log=self.usage_log)
 
     async def _catalog_clock(self) -> None:
         """Take each scheduled change at its moment (a price change, a peak span, a successor's day), looking again at least

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from llm_router.accounting import Usage, usage_from_json
+from llm_router.accounting import SSEUsage, Usage, usage_from_json
 from llm_router.config import ConfigError, parse_policy
 from llm_router.decision import RouteError
 from llm_router.encodings import accept_encoding_override, inflate
@@ -24,6 +24,7 @@ from llm_router.gateways.apisix.framing import (
     parse_header,
 )
 from llm_router.gateways.apisix.tokens import Entry, TokenStore
+from llm_router.gateways.apisix.usage_log import StreamLog
 from llm_router.forward import PRICED_APIS
 from llm_router.orchestrate import OrchestratedReply, fallback, orchestrate, wants_orchestration
 from llm_router.plan import FALLBACK_4XX, REQUEST_ID_HEADER, UpstreamCall
@@ -59,6 +60,10 @@ FALLBACK_KEPT_BYTES = 64 << 20  # ... and all together at most
 # requests of a route not yet known to have it are remembered anyway, so they can be accounted
 # and fall back too.
 PROBE_REQUESTS = 8
+# server.apisix_stream_usage: a streamed answer's call waits this long for its usage from APISIX's http-logger
+# (POST /v1/usage-log) before it is accounted without usage; at most this many wait at once.
+STREAM_USAGE_WAIT_S = 120.0
+MAX_PARKED = 10_000
 REQUEST_ID_FRAME = encode.extra_info_var_frame(REQUEST_ID_VAR)
 REQUEST_ID_AND_BODY_FRAMES = REQUEST_ID_FRAME + encode.RESP_BODY_FRAME
 
@@ -100,6 +105,19 @@ class Compiled:
     error: RouteError | None = None
     scope: str = ""  # conf_type#conf_id: pre-req and post-resp of one route share it
     max_body: int = BODY_LIMIT
+
+
+class Parked:
+    """A streamed answer's call, accounted once its usage comes from the usage log (or its wait ends)."""
+
+    __slots__ = ("ex", "status", "latency_s", "headers", "until")
+
+    def __init__(self, ex: Exchange, status: int, latency_s: float, headers: list, until: float) -> None:
+        self.ex = ex
+        self.status = status
+        self.latency_s = latency_s
+        self.headers = headers
+        self.until = until
 
 
 @dataclass(slots=True, init=False)
@@ -156,6 +174,9 @@ class Stats:
     bad_frames: int = 0
     internal_errors: int = 0
     unmatched_responses: int = 0
+    stream_usage_logged: int = 0  # streamed answers accounted with the usage APISIX's http-logger posted
+    stream_usage_unmatched: int = 0  # logged exchanges with no streamed answer waiting (another process's, expired)
+    stream_usage_expired: int = 0  # streamed answers accounted without usage: no log came in time
     orchestrated: int = 0  # answered by the runner's own calls (cascade, hedge)
     fallbacks: int = 0  # post-resp: a failed answer replaced by the runner's retry down the chain
     sent_on: int = 0  # unrouted calls sent to one provider with its key (stored responses, forwarded APIs)
@@ -186,6 +207,8 @@ class Runner:
         # Polling pays only while APISIX can answer on another core; on one core it would only delay the answer.
         self.answer_poll_ns = int(poll_us * 1000) if usable_cpus() > 1 else 0
         self.early_body = bool(runtime.config.server.get("apisix_early_body", EARLY_BODY))
+        self.stream_usage = bool(runtime.config.server.get("apisix_stream_usage", False))
+        self.parked: dict[str, Parked] = {}  # request id -> a streamed answer's call waiting for its usage log
         self._kept_bytes = 0  # request bytes held for post-resp fallbacks
         self._probed: dict[str, int] = {}  # scope -> requests remembered before post-resp was seen
         if runtime.metrics is not None:
@@ -562,14 +585,64 @@ class Runner:
     def _resp_done(self, pending: Pending, body: bytes | None) -> bytes:
         ex = pending.exchange
         if ex is not None:
-            usage: Usage | None = usage_from_json(inflate(body, pending.encoding, MAX_RESP_BODY * 4)) if body else None
-            try:
-                self.runtime.on_response(ex, pending.status, usage, self.clock() - ex.started, pending.headers)
-            except Exception:
-                self.stats.internal_errors += 1
-                log.exception("accounting failed for %s", ex.request_id)
+            latency = self.clock() - ex.started
+            if body is None and self.stream_usage and 200 <= pending.status < 300 and not pending.encoding \
+                    and "event-stream" in _answer_shape(pending.headers)[0]:
+                self._park(ex, pending.status, latency, pending.headers)
+            else:
+                usage = usage_from_json(inflate(body, pending.encoding, MAX_RESP_BODY * 4)) if body else None
+                self._account(ex, pending.status, usage, latency, pending.headers)
         headers = tuple((n, v) for n, v in pending.headers if n.lower() not in HOP_BY_HOP and v is not None)
         return encode.resp_call_frame(pending.rid, 0, self.entries.vector((), headers), None)
+
+    def _account(self, ex: Exchange, status: int, usage: Usage | None, latency_s: float, headers: list) -> None:
+        try:
+            self.runtime.on_response(ex, status, usage, latency_s, headers)
+        except Exception:
+            self.stats.internal_errors += 1
+            log.exception("accounting failed for %s", ex.request_id)
+
+    # ---- usage of streamed answers (server.apisix_stream_usage) -----------------------------
+
+    def _park(self, ex: Exchange, status: int, latency_s: float, headers: list) -> None:
+        now = self.clock()
+        self.sweep(now)
+        parked = self.parked
+        if len(parked) >= MAX_PARKED:
+            self._expire(parked.pop(next(iter(parked))))
+        parked[ex.request_id] = Parked(ex, status, latency_s, list(headers), now + STREAM_USAGE_WAIT_S)
+
+    def _expire(self, p: Parked) -> None:
+        self.stats.stream_usage_expired += 1
+        self._account(p.ex, p.status, None, p.latency_s, p.headers)
+
+    def sweep(self, now: float) -> None:
+        """Account the streamed answers whose usage log did not come in time, without usage."""
+        parked = self.parked
+        while parked:
+            rid = next(iter(parked))  # parked in order of their deadlines
+            if parked[rid].until > now:
+                break
+            self._expire(parked.pop(rid))
+
+    def take_usage(self, logs: list[StreamLog]) -> None:
+        """Logged exchanges (APISIX's http-logger): each waiting stream is accounted with the usage in its SSE text."""
+        for entry in logs:
+            p = self.parked.pop(entry.request_id, None)
+            if p is None:
+                self.stats.stream_usage_unmatched += 1
+                continue
+            sse = SSEUsage()
+            sse.feed(entry.body)
+            sse.finish()
+            self.stats.stream_usage_logged += 1
+            self._account(p.ex, p.status, sse.usage, p.latency_s, p.headers)
+        self.sweep(self.clock())
+
+    def flush_parked(self) -> None:
+        """Account every waiting stream without usage (shutdown)."""
+        while self.parked:
+            self._expire(self.parked.pop(next(iter(self.parked))))
 
 
 def usable_cpus() -> int:

@@ -292,6 +292,10 @@ async def _serve_async(sock: socket.socket, runner: Runner, metrics_listen: str 
         loop.add_signal_handler(signal.SIGHUP, reload)
         if sighup_pending is not None and sighup_pending():
             reload()  # a SIGHUP that came while starting
+    sweeper = None
+    if runner.stream_usage:
+        runner.runtime.usage_log = usage_log_handler(runner, loop)
+        sweeper = loop.create_task(_sweep_parked(runner))
     await runner.runtime.start(metrics_listen=metrics_listen)
     server = await loop.create_unix_server(lambda: RunnerProtocol(runner, conns, activity), sock=sock, backlog=BACKLOG)
     runner.runtime.serving = True
@@ -312,9 +316,29 @@ async def _serve_async(sock: socket.socket, runner: Runner, metrics_listen: str 
         if proto.busy is not None:
             proto.busy.cancel()
         proto.transport.abort()
+    if sweeper is not None:
+        sweeper.cancel()
+    runner.flush_parked()
     await runner.runtime.stop()
     activity.ready.close()
     log.info("runner %d stopped: %s", os.getpid(), runner.stats)
+
+
+def usage_log_handler(runner: Runner, loop: asyncio.AbstractEventLoop) -> Callable[..., tuple[int, bytes]]:
+    """POST /v1/usage-log as the metrics listener's thread relays it: the entries go to the runner on its own loop."""
+    from llm_router.gateways.apisix.usage_log import handle
+
+    def take(logs) -> None:
+        loop.call_soon_threadsafe(runner.take_usage, logs)
+
+    return lambda method, size, read: handle(method, size, read, take)
+
+
+async def _sweep_parked(runner: Runner, every_s: float = 5.0) -> None:
+    """Account streams whose usage log is overdue, also while no traffic comes."""
+    while True:
+        await asyncio.sleep(every_s)
+        runner.sweep(runner.clock())
 
 
 def run_process(sock: socket.socket, runner: Runner, metrics_listen: str | None = None, config_path: str | None = None,
