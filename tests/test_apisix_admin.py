@@ -334,3 +334,26 @@ def test_provider_upstreams_follow_the_base_url():
     rules = routes.split_rules(build_catalog(cfg), "X-My-Route", "p-")
     assert rules[0]["match"][0]["vars"][0][0] == "http_x_my_route"
     assert {r["weighted_upstreams"][0]["upstream_id"] for r in rules} == set(ups)
+
+
+def test_enable_with_stream_usage_adds_our_logger_and_disable_removes_only_ours(admin, capsys):
+    seed_base(admin)
+    assert cli(admin, "upstreams", "--apply") == 0
+    url = "http://127.0.0.1:9464/v1/usage-log"
+    assert cli(admin, "enable", "r1", "--stream-usage", url) == 1  # the runner learns of streams at post-resp
+    assert "needs --post-resp" in capsys.readouterr().err
+    assert cli(admin, "enable", "r1", "--post-resp", "--stream-usage", url) == 0
+    assert "http-logger (streams usage)" in capsys.readouterr().out
+    logger = stored(admin)["plugins"]["http-logger"]
+    assert logger["uri"] == url and logger["include_resp_body"] is True
+    assert logger["include_resp_body_expr"] == [["sent_http_content_type", "~~", "text/event-stream"]]
+    assert logger["max_resp_body_bytes"] >= 1 << 20  # the usage block is the stream's end: never cut it off
+    assert cli(admin, "disable", "r1") == 0
+    assert "http-logger" not in (stored(admin).get("plugins") or {})
+    # a route logging elsewhere keeps its logger, and stream usage is refused rather than taking it over
+    theirs = {"uri": "http://logs.example/ingest", "batch_max_size": 10}
+    admin.seed("routes", "r1", {**BASE_ROUTE, "plugins": {**BASE_ROUTE["plugins"], "http-logger": theirs}})
+    assert cli(admin, "enable", "r1", "--post-resp", "--stream-usage", url) == 1
+    assert "already has its own http-logger" in capsys.readouterr().err
+    assert cli(admin, "enable", "r1", "--post-resp") == 0 and cli(admin, "disable", "r1") == 0
+    assert stored(admin)["plugins"]["http-logger"] == theirs

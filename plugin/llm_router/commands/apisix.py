@@ -32,6 +32,9 @@ def register(sub) -> None:
     which.add_argument("--policy", help="policy name from the config (default: the default policy)")
     which.add_argument("--conf", metavar="JSON", help="inline runner conf, e.g. '{\"extends\": \"default\", \"explain\": true}'")
     q.add_argument("--post-resp", action="store_true", help="also add ext-plugin-post-resp (usage accounting)")
+    q.add_argument("--stream-usage", metavar="URL",
+                   help="also add http-logger posting streamed answers (their usage) to the runner's listener, e.g. "
+                        "http://127.0.0.1:9464/v1/usage-log (needs --post-resp and server.apisix_stream_usage: true)")
     q.add_argument("--allow-degradation", action="store_true",
                    help="let requests through when the runner is down (fails OPEN: the client's own headers reach "
                         "traffic-split); also set when the policy's failure_mode is open")
@@ -93,7 +96,8 @@ def run_enable(args) -> int:
     # the policy's failure_mode "open" means the same as allow_degradation (Envoy: failure_mode_allow)
     fail_open = args.allow_degradation or parse_policy(value, cfg)[1].failure_mode == "open"
     opts = routes.EnableOptions(conf_value=value, route_header=route_header(cfg), prefix=args.upstream_prefix,
-                                post_resp=args.post_resp, allow_degradation=fail_open)
+                                post_resp=args.post_resp, allow_degradation=fail_open,
+                                stream_usage=getattr(args, "stream_usage", None))
     try:
         with Admin(args.admin, args.key) as admin:
             stored = admin.get("routes", args.route_id)
@@ -116,9 +120,11 @@ def run_enable(args) -> int:
                 return _fail(f"route {args.route_id!r} changed while it was being edited; nothing saved, run enable again")
     except AdminError as exc:
         return _fail(str(exc))
-    kept = sorted(set(new.get("plugins", {})) - {routes.PRE_REQ, routes.POST_RESP, routes.SPLIT})
+    kept = sorted(set(new.get("plugins", {})) - {routes.PRE_REQ, routes.POST_RESP, routes.SPLIT}
+                  - ({routes.LOGGER} if opts.stream_usage else set()))
     print(f"llm-router enabled on route {args.route_id}: {routes.PRE_REQ} (allow_degradation "
-          f"{str(opts.allow_degradation).lower()}){' + ' + routes.POST_RESP if opts.post_resp else ''}, "
+          f"{str(opts.allow_degradation).lower()}){' + ' + routes.POST_RESP if opts.post_resp else ''}"
+          f"{' + ' + routes.LOGGER + ' (streams usage)' if opts.stream_usage else ''}, "
           f"{routes.SPLIT} on {routes.header_var(opts.route_header)} -> {', '.join(routes.upstream_ids(new))}; "
           f"other plugins kept: {', '.join(kept) or 'none'}")
     if opts.allow_degradation:

@@ -16,6 +16,8 @@ from llm_router.gateways.apisix.runner import PLUGIN_NAME
 PRE_REQ = "ext-plugin-pre-req"
 POST_RESP = "ext-plugin-post-resp"
 SPLIT = "traffic-split"
+LOGGER = "http-logger"
+USAGE_LOG_PATH = "/v1/usage-log"
 UPSTREAM_PREFIX = "llm-"
 # Plugins that cannot run with ext-plugin-post-resp (it makes the upstream call itself).
 POST_RESP_CONFLICTS = ("proxy-control", "proxy-mirror", "proxy-cache")
@@ -84,7 +86,8 @@ def _ours(rule: dict[str, Any], var: str) -> bool:
     return _mentions(rule.get("match", []), (var,))
 
 
-def check_route(route: dict[str, Any], route_header: str, *, post_resp: bool = False) -> list[str]:
+def check_route(route: dict[str, Any], route_header: str, *, post_resp: bool = False,
+                stream_usage: str | None = None) -> list[str]:
     """Why llm-router must not be enabled on this route (empty: fine)."""
     var = header_var(route_header)
     needles = (var, route_header.lower())
@@ -119,7 +122,33 @@ def check_route(route: dict[str, Any], route_header: str, *, post_resp: bool = F
         if clash:
             problems.append(f"{POST_RESP} cannot run with {clash} (it makes the upstream call itself); "
                             f"enable without --post-resp")
+    if stream_usage:
+        if not post_resp:
+            problems.append("--stream-usage needs --post-resp: the runner learns of each stream at its response call")
+        logger = (route.get("plugins") or {}).get(LOGGER)
+        if isinstance(logger, dict) and not _our_logger(logger):
+            problems.append(f"the route already has its own {LOGGER} (APISIX runs one per route); streams' usage needs "
+                            f"one that posts to the runner's {USAGE_LOG_PATH}: enable without --stream-usage")
     return problems
+
+
+def usage_logger(url: str) -> dict[str, Any]:
+    """http-logger posting each streamed exchange (request headers, the body it copied as it streamed) to the runner."""
+    return {
+        "uri": url,
+        "include_resp_body": True,
+        # only event streams: JSON answers are read at post-resp already
+        "include_resp_body_expr": [["sent_http_content_type", "~~", "text/event-stream"]],
+        "max_resp_body_bytes": 16 << 20,  # the usage block ends the stream: keep all of it
+        "batch_max_size": 100,
+        "inactive_timeout": 1,
+        "timeout": 10,
+        "concat_method": "json",
+    }
+
+
+def _our_logger(conf: dict[str, Any]) -> bool:
+    return str(conf.get("uri", "")).endswith(USAGE_LOG_PATH)
 
 
 @dataclass(frozen=True)
@@ -131,11 +160,12 @@ class EnableOptions:
     prefix: str = UPSTREAM_PREFIX
     post_resp: bool = False
     allow_degradation: bool = False
+    stream_usage: str | None = None  # the runner's /v1/usage-log URL: http-logger posts streams' bodies there
 
 
 def enable(route: dict[str, Any], catalog: Catalog, opts: EnableOptions) -> dict[str, Any]:
     """The route with ext-plugin-pre-req and traffic-split rules added (other plugins kept)."""
-    problems = check_route(route, opts.route_header, post_resp=opts.post_resp)
+    problems = check_route(route, opts.route_header, post_resp=opts.post_resp, stream_usage=opts.stream_usage)
     if problems:
         raise RouteRefused("; ".join(problems))
     out = copy.deepcopy(route)
@@ -145,6 +175,8 @@ def enable(route: dict[str, Any], catalog: Catalog, opts: EnableOptions) -> dict
     if opts.post_resp:
         # accounting only: if the runner is down the answer still reaches the client
         plugins[POST_RESP] = {"conf": [dict(entry)], "allow_degradation": True}
+    if opts.stream_usage:
+        plugins[LOGGER] = usage_logger(opts.stream_usage)
     var = header_var(opts.route_header)
     split = plugins.get(SPLIT) if isinstance(plugins.get(SPLIT), dict) else {}
     theirs = [r for r in split.get("rules", []) if not _ours(r, var)]
@@ -164,6 +196,9 @@ def disable(route: dict[str, Any], route_header: str) -> dict[str, Any]:
                 plugins[name] = {**conf, "conf": rest}
             else:
                 del plugins[name]
+    logger = plugins.get(LOGGER)
+    if isinstance(logger, dict) and _our_logger(logger):
+        del plugins[LOGGER]
     split = plugins.get(SPLIT)
     if isinstance(split, dict):
         var = header_var(route_header)
