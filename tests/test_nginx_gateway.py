@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from apisix_emulator import RunnerProcess, remove_dir, socket_dir
+from conftest import wait_for
 
 from llm_router.bench.nginx_gateway import NginxNotFound, NginxProcess, Server, find_nginx, free_port, gateway_conf
 from llm_router.config import default_data
@@ -42,11 +43,12 @@ def gateway(tmp_path_factory):
     providers = {name: {**p, "base_url": fakes.url(name)} for name, p in data["providers"].items()}
     cfg_path = work / "llm-router.yaml"
     metrics = free_port()
-    cfg_path.write_text(json.dumps({"providers": providers, "metrics": {"listen": f"127.0.0.1:{metrics}"}}))
+    cfg_path.write_text(json.dumps({"providers": providers, "metrics": {"listen": f"127.0.0.1:{metrics}"},
+                                    "server": {"apisix_stream_usage": True}}))
     runner = RunnerProcess(sock, config=str(cfg_path), env=fakes.env()).start()
     conf = '{"extends": "default", "explain": true}'
     routed = Server("routed", sock, conf=conf)
-    post = Server("post-resp", sock, conf=conf, post_resp=True)
+    post = Server("post-resp", sock, conf=conf, post_resp=True, usage_log_port=metrics)
     gw = NginxProcess(ng, work / "gw", gateway_conf(ng, work / "gw", [routed, post], fakes.ports, default="openai"),
                       [routed.port, post.port])
     pieces = {"url": f"http://127.0.0.1:{routed.port}", "post_url": f"http://127.0.0.1:{post.port}", "fakes": fakes,
@@ -190,6 +192,19 @@ def test_post_resp_streams_sse_incrementally_with_its_content_type(gateway):
     assert arrivals[-1][0] - arrivals[0][0] > 0.75
 
 
+def test_a_streams_usage_is_counted_from_the_gateways_log_of_it(gateway):
+    before = _output_tokens(gateway)
+    with httpx.stream("POST", f"{gateway['post_url']}/v1/chat/completions", json=_chat("hi, tell me a story", stream=True),
+                      timeout=60) as resp:
+        model = resp.headers["x-llm-router-model"]
+        events = [line for line in resp.iter_lines() if line.startswith("data:")]
+    usage = [json.loads(e[5:])["usage"] for e in events if '"usage"' in e and e[5:].strip() != "[DONE]"]
+    assert usage and usage[-1]["completion_tokens"] > 0
+    # the log is posted after the exchange ends: wait for the runner to count it
+    wait_for(lambda: _output_tokens(gateway).get(model, 0) - before.get(model, 0) == usage[-1]["completion_tokens"], 30,
+             "the stream's tokens on /metrics", interval=0.1)
+
+
 def test_post_resp_falls_back_down_the_chain_when_the_provider_fails(gateway):
     fakes = gateway["fakes"]
     fakes.clear()
@@ -255,9 +270,9 @@ def test_demo_through_nginx_routes_the_workload_as_through_envoy():
     assert nginx["by_api"] == envoy["by_api"] and nginx["agent"] == envoy["agent"]
     if nginx["peak_prices"] == envoy["peak_prices"]:
         assert nginx["cost_per_1k"] == envoy["cost_per_1k"]
-    # the runner counts the tokens of the JSON answers it reads at post-resp; streams pass unread there (never
-    # buffered), where Envoy's processor reads their usage as they go by
-    assert 0 < nginx["metrics"]["llm_router_tokens_total"] < envoy["metrics"]["llm_router_tokens_total"]
+    # JSON answers' tokens read at post-resp, streams' from the gateway's log of them: every token Envoy's processor saw
+    assert nginx["metrics"]["llm_router_tokens_total"] == envoy["metrics"]["llm_router_tokens_total"] > 0
+    assert nginx["metrics"]["llm_router_cost_usd_total"] == pytest.approx(envoy["metrics"]["llm_router_cost_usd_total"])
 
 
 def test_demo_through_nginx_falls_back_when_providers_fail():

@@ -58,6 +58,7 @@ class Server:
     socket: str | None = None
     conf: str = '{"policy": "default"}'
     post_resp: bool = False  # also ext-plugin-post-resp: the Lua client calls the upstream and asks the runner
+    usage_log_port: int | None = None  # also http-logger's part: streams' bodies posted to this port's /v1/usage-log
     port: int = field(default_factory=free_port)
 
 
@@ -79,6 +80,10 @@ def gateway_conf(nginx: Nginx, workdir: Path, servers: list[Server], upstreams: 
                       "      access_by_lua_block { require('ext_plugin').access() }\n")
         if s.socket and s.post_resp:
             upstream = "      content_by_lua_block { require('ext_plugin').post_resp() }\n"
+            if s.usage_log_port:
+                upstream += (f"      set $usage_log_port {s.usage_log_port};\n"
+                             "      body_filter_by_lua_block { require('ext_plugin').body_copy() }\n"
+                             "      log_by_lua_block { require('ext_plugin').usage_log() }\n")
         else:
             upstream = ("      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n"
                         "      proxy_set_header Host $upstream_host;\n      proxy_buffering off;\n"

@@ -292,7 +292,8 @@ class _Runner:
 
 def _start_nginx_stack(wd: Path, cfg_path: Path, fakes, procs: list[Any]) -> str:
     """The APISIX runner on a socket and an nginx whose Lua client calls it before and after each provider call
-    (ext-plugin-pre-req and -post-resp), one upstream per fake provider; returns the gateway's base URL."""
+    (ext-plugin-pre-req and -post-resp) and posts each stream's body to its /v1/usage-log (http-logger), one upstream
+    per fake provider; returns the gateway's base URL."""
     from llm_router.bench.apisix import start_runner
     from llm_router.bench.nginx_gateway import NginxProcess, Server, find_nginx, gateway_conf
 
@@ -305,11 +306,14 @@ def _start_nginx_stack(wd: Path, cfg_path: Path, fakes, procs: list[Any]) -> str
     providers = {name: dict(p) for name, p in (data.get("providers") or {}).items()}
     for name, port in fakes.ports.items():
         providers[name] = {**providers.get(name, {}), "base_url": f"http://127.0.0.1:{port}"}
+    # streams' usage comes from the gateway's copy of their bodies (http-logger's part), posted to the listener
+    server_conf = {**(data.get("server") or {}), "apisix_stream_usage": True}
     runner_cfg = cfg_path.with_name("runner.yaml")
-    runner_cfg.write_text(yaml.safe_dump({**data, "providers": providers}, sort_keys=False))
+    runner_cfg.write_text(yaml.safe_dump({**data, "providers": providers, "server": server_conf}, sort_keys=False))
     procs.append(_Runner(start_runner(sock, str(runner_cfg), 1, str(wd / "runner.log"), env_extra=fakes.env)))
     ng = find_nginx()
-    server = Server("demo", sock, conf="{}", post_resp=True)
+    listener = int(str(data["metrics"]["listen"]).rsplit(":", 1)[1])
+    server = Server("demo", sock, conf="{}", post_resp=True, usage_log_port=listener)
     gateway = NginxProcess(ng, wd / "nginx", gateway_conf(ng, wd / "nginx", [server], fakes.ports,
                                                           default=sorted(fakes.ports)[0]), [server.port])
     procs.append(gateway)

@@ -555,4 +555,55 @@ function _M.post_resp()
     if reusable then sock:setkeepalive(60000, 64) else sock:close() end
 end
 
+-- ---- http-logger with include_resp_body, for streams: a copy of the body as it goes by, posted once it is over ----
+
+local ESCAPES = {['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t"}
+
+local function json_string(s)
+    return '"' .. s:gsub('[%c"\\]', function(c)
+        return ESCAPES[c] or string.format("\\u%04x", c:byte())
+    end) .. '"'
+end
+
+-- The body filter: keep a copy of a stream's pieces (they go on to the client untouched).
+function _M.body_copy()
+    local ctype = ngx.header["content-type"]
+    if not ctype or not ctype:find("event-stream", 1, true) then return end
+    local chunk = ngx.arg[1]
+    if chunk and chunk ~= "" then
+        local parts = ngx.ctx.body_parts or {}
+        parts[#parts + 1] = chunk
+        ngx.ctx.body_parts = parts
+    end
+end
+
+local function post_log(premature, port, entry)
+    if premature then return end
+    local sock = ngx.socket.tcp()
+    sock:settimeouts(1000, 5000, 5000)
+    local ok, err = sock:connect("127.0.0.1", port)
+    if not ok then
+        ngx.log(ngx.ERR, "usage log: ", err)
+        return
+    end
+    sock:send({"POST /v1/usage-log HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n",
+               "connection: close\r\ncontent-length: ", #entry, "\r\n\r\n", entry})
+    sock:receive("*l")
+    sock:close()
+end
+
+-- The log phase: the exchange's entry (the request's headers, the response's status and body) posted from a timer,
+-- as http-logger does from its batch processor.
+function _M.usage_log()
+    local parts = ngx.ctx.body_parts
+    if not parts then return end
+    local headers = {}
+    for name, v in pairs(ngx.req.get_headers(100)) do
+        headers[#headers + 1] = json_string(name) .. ":" .. json_string(type(v) == "table" and v[1] or v)
+    end
+    local entry = '{"request":{"headers":{' .. table.concat(headers, ",") .. '}},"response":{"status":' .. ngx.status
+        .. ',"body":' .. json_string(table.concat(parts)) .. '}}'
+    ngx.timer.at(0, post_log, tonumber(ngx.var.usage_log_port), entry)
+end
+
 return _M
