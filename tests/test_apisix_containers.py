@@ -60,7 +60,9 @@ def stack(tmp_path_factory):
     data = default_data()
     providers = {name: {**p, "base_url": fakes.url(name)} for name, p in data["providers"].items()}
     cfg_path = work / "llm-router.yaml"
-    cfg_path.write_text(json.dumps({"providers": providers}))
+    metrics_port = _free_port()
+    cfg_path.write_text(json.dumps({"providers": providers, "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
+                                    "server": {"apisix_stream_usage": True}}))
     runner = RunnerProcess(sock, config=str(cfg_path), env=fakes.env()).start()
 
     etcd_port, gw_port, admin_port = _free_port(), _free_port(), _free_port()
@@ -111,7 +113,7 @@ nginx_config:
         wait_for(lambda: httpx.get(f"{admin}/apisix/admin/routes", headers={"X-API-KEY": ADMIN_KEY}, timeout=2).status_code == 200,
                  120, "the APISIX Admin API", interval=0.2)
         yield {"admin": admin, "gateway": f"http://127.0.0.1:{gw_port}", "fakes": fakes, "config": str(cfg_path),
-               "runner": runner, "apisix": apisix}
+               "runner": runner, "apisix": apisix, "metrics": f"http://127.0.0.1:{metrics_port}"}
     finally:
         for c in reversed(started):
             c.stop()
@@ -135,7 +137,8 @@ def enabled_route(stack):
              "plugins": {"response-rewrite": {"headers": {"set": {"x-kept-plugin": "yes"}}}}}
     r = httpx.put(f"{stack['admin']}/apisix/admin/routes/llm", json=route, headers={"X-API-KEY": ADMIN_KEY})
     assert r.status_code in (200, 201), r.text
-    assert _cli(stack, "enable", "llm", "--post-resp", "--conf", '{"extends": "default", "explain": true}') == 0
+    assert _cli(stack, "enable", "llm", "--post-resp", "--conf", '{"extends": "default", "explain": true}',
+                "--stream-usage", f"{stack['metrics']}/v1/usage-log") == 0
     stored = httpx.get(f"{stack['admin']}/apisix/admin/routes/llm", headers={"X-API-KEY": ADMIN_KEY}).json()["value"]
     assert "response-rewrite" in stored["plugins"] and stored["upstream_id"] == "llm-openai"
     wait_for(lambda: httpx.post(f"{stack['gateway']}/v1/chat/completions", timeout=10,
@@ -187,6 +190,23 @@ def test_sse_streams_through_and_keeps_its_content_type(stack, enabled_route):
     assert len(events) > 2 and events[-1].strip() == "data: [DONE]"
     sent = stack["fakes"].requests()[-1].json
     assert sent["stream_options"] == {"include_usage": True}
+
+
+def test_a_streams_tokens_are_counted_from_http_logger(stack, enabled_route):
+    import httpx
+
+    def output_tokens() -> float:
+        text = httpx.get(f"{stack['metrics']}/metrics", timeout=10).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("llm_router_tokens_total{") and 'direction="output"' in line)
+
+    before = output_tokens()
+    with httpx.stream("POST", f"{stack['gateway']}/v1/chat/completions", json=_chat("hi, tell me a story", stream=True),
+                      timeout=30) as resp:
+        events = [line for line in resp.iter_lines() if line.startswith("data:") and '"usage"' in line]
+    completion = orjson.loads(events[-1][5:])["usage"]["completion_tokens"]
+    # http-logger posts the exchange's copy once it is over (batched, inactive_timeout 1 s)
+    wait_for(lambda: output_tokens() - before == completion, 60, "the stream's tokens on the runner's /metrics", interval=0.2)
 
 
 def test_spoofed_routing_header_is_overwritten(stack, enabled_route):
