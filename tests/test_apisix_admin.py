@@ -336,15 +336,21 @@ def test_provider_upstreams_follow_the_base_url():
     assert {r["weighted_upstreams"][0]["upstream_id"] for r in rules} == set(ups)
 
 
-def test_enable_with_stream_usage_adds_our_logger_and_disable_removes_only_ours(admin, capsys):
+def test_enable_with_stream_usage_adds_our_logger_and_disable_removes_only_ours(admin, capsys, monkeypatch):
     seed_base(admin)
     assert cli(admin, "upstreams", "--apply") == 0
     url = "http://127.0.0.1:9464/v1/usage-log"
     assert cli(admin, "enable", "r1", "--stream-usage", url) == 1  # the runner learns of streams at post-resp
     assert "needs --post-resp" in capsys.readouterr().err
     assert cli(admin, "enable", "r1", "--post-resp", "--stream-usage", url) == 0
-    assert "http-logger (streams usage)" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "http-logger (streams usage)" in out.out and "LLM_ROUTER_USAGE_LOG_KEY is not set" in out.err
+    assert "auth_header" not in stored(admin)["plugins"]["http-logger"]
+    monkeypatch.setenv("LLM_ROUTER_USAGE_LOG_KEY", "k-123456")
+    assert cli(admin, "enable", "r1", "--post-resp", "--stream-usage", url) == 0
+    assert "is not set" not in capsys.readouterr().err
     logger = stored(admin)["plugins"]["http-logger"]
+    assert logger["auth_header"] == "Bearer k-123456"  # the runner refuses posts without it
     assert logger["uri"] == url and logger["include_resp_body"] is True
     assert logger["include_resp_body_expr"] == [["sent_http_content_type", "~~", "text/event-stream"]]
     assert logger["max_resp_body_bytes"] >= 1 << 20  # the usage block is the stream's end: never cut it off

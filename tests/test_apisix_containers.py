@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 APISIX_IMAGE = os.environ.get("LLM_ROUTER_APISIX_IMAGE", "apache/apisix:3.18.0-debian")
 ETCD_IMAGE = os.environ.get("LLM_ROUTER_ETCD_IMAGE", "quay.io/coreos/etcd:v3.5.17")
 ADMIN_KEY = secrets.token_hex(16)
+USAGE_LOG_KEY = secrets.token_hex(16)
 
 
 def _docker_or_skip():
@@ -63,7 +64,7 @@ def stack(tmp_path_factory):
     metrics_port = _free_port()
     cfg_path.write_text(json.dumps({"providers": providers, "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
                                     "server": {"apisix_stream_usage": True}}))
-    runner = RunnerProcess(sock, config=str(cfg_path), env=fakes.env()).start()
+    runner = RunnerProcess(sock, config=str(cfg_path), env={**fakes.env(), "LLM_ROUTER_USAGE_LOG_KEY": USAGE_LOG_KEY}).start()
 
     etcd_port, gw_port, admin_port = _free_port(), _free_port(), _free_port()
     etcd = (DockerContainer(ETCD_IMAGE).with_kwargs(network_mode="host")
@@ -137,8 +138,12 @@ def enabled_route(stack):
              "plugins": {"response-rewrite": {"headers": {"set": {"x-kept-plugin": "yes"}}}}}
     r = httpx.put(f"{stack['admin']}/apisix/admin/routes/llm", json=route, headers={"X-API-KEY": ADMIN_KEY})
     assert r.status_code in (200, 201), r.text
-    assert _cli(stack, "enable", "llm", "--post-resp", "--conf", '{"extends": "default", "explain": true}',
-                "--stream-usage", f"{stack['metrics']}/v1/usage-log") == 0
+    os.environ["LLM_ROUTER_USAGE_LOG_KEY"] = USAGE_LOG_KEY  # http-logger's auth_header, as the runner expects
+    try:
+        assert _cli(stack, "enable", "llm", "--post-resp", "--conf", '{"extends": "default", "explain": true}',
+                    "--stream-usage", f"{stack['metrics']}/v1/usage-log") == 0
+    finally:
+        del os.environ["LLM_ROUTER_USAGE_LOG_KEY"]
     stored = httpx.get(f"{stack['admin']}/apisix/admin/routes/llm", headers={"X-API-KEY": ADMIN_KEY}).json()["value"]
     assert "response-rewrite" in stored["plugins"] and stored["upstream_id"] == "llm-openai"
     wait_for(lambda: httpx.post(f"{stack['gateway']}/v1/chat/completions", timeout=10,

@@ -154,3 +154,16 @@ def test_parse_reads_batches_and_repeated_headers():
     assert [(x.request_id, x.body) for x in logs] == [("a", b"data: x\n\n")] and skipped == 1
     status, body = usage_log.handle("POST", usage_log.MAX_BODY_BYTES + 1, lambda n: b"", lambda logs: None)
     assert status == 413 and b"Content-Length" in body
+
+
+
+def test_with_a_key_only_posts_carrying_it_are_taken():
+    taken: list = []
+    body = orjson.dumps(_entry("r1"))
+    post = lambda auth: usage_log.handle("POST", len(body), lambda n: body, taken.append, authorization=auth,  # noqa: E731
+                                         key="s3cret-key")
+    for auth in (None, "", "Bearer wrong", "s3cret-key", "Bearer s3cret-key "):
+        status, answer = post(auth)
+        assert status == 401 and b"s3cret" not in answer
+    assert not taken
+    assert post("Bearer s3cret-key")[0] == 200 and [x.request_id for x in taken[0]] == ["r1"]

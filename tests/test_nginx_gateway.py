@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,6 +20,7 @@ from conftest import wait_for
 
 from llm_router.bench.nginx_gateway import NginxNotFound, NginxProcess, Server, find_nginx, free_port, gateway_conf
 from llm_router.config import default_data
+from llm_router.gateways.apisix.usage_log import KEY_ENV
 from llm_router.fakes import FakeProviders
 
 
@@ -45,15 +47,16 @@ def gateway(tmp_path_factory):
     metrics = free_port()
     cfg_path.write_text(json.dumps({"providers": providers, "metrics": {"listen": f"127.0.0.1:{metrics}"},
                                     "server": {"apisix_stream_usage": True}}))
-    runner = RunnerProcess(sock, config=str(cfg_path), env=fakes.env()).start()
+    key = secrets.token_hex(16)
+    runner = RunnerProcess(sock, config=str(cfg_path), env={**fakes.env(), KEY_ENV: key}).start()
     conf = '{"extends": "default", "explain": true}'
     routed = Server("routed", sock, conf=conf)
-    post = Server("post-resp", sock, conf=conf, post_resp=True, usage_log_port=metrics)
+    post = Server("post-resp", sock, conf=conf, post_resp=True, usage_log_port=metrics, usage_log_key=key)
     gw = NginxProcess(ng, work / "gw", gateway_conf(ng, work / "gw", [routed, post], fakes.ports, default="openai"),
                       [routed.port, post.port])
     pieces = {"url": f"http://127.0.0.1:{routed.port}", "post_url": f"http://127.0.0.1:{post.port}", "fakes": fakes,
               "runner": runner, "nginx": gw, "socket": sock, "config": str(cfg_path),
-              "metrics": f"http://127.0.0.1:{metrics}/metrics"}
+              "metrics": f"http://127.0.0.1:{metrics}/metrics", "key": key}
     try:
         gw.start()
         yield pieces
@@ -133,7 +136,8 @@ def test_runner_restart_is_retried_with_a_new_conf_token(gateway):
     runner.stop()
     down = _post(gateway, _chat("hi"))
     assert down.status_code == 503  # allow_degradation false: closed, never past the gateway unrouted
-    gateway["runner"] = RunnerProcess(gateway["socket"], config=gateway["config"], env=gateway["fakes"].env()).start()
+    gateway["runner"] = RunnerProcess(gateway["socket"], config=gateway["config"],
+                                      env={**gateway["fakes"].env(), KEY_ENV: gateway["key"]}).start()
     # the new runner answers the worker's old token with CONF_TOKEN_NOT_FOUND; the client prepares again and retries
     r = _post(gateway, _chat("hi"))
     assert r.status_code == 200, r.text
@@ -223,9 +227,18 @@ def test_post_resp_falls_back_down_the_chain_when_the_provider_fails(gateway):
     assert r.json()["choices"][0]["message"]["content"]
 
 
+def test_usage_log_posts_without_the_key_are_refused(gateway):
+    url = gateway["metrics"].replace("/metrics", "/v1/usage-log")
+    forged = json.dumps({"request": {"headers": {"x-llm-router-request-id": "x"}}, "response": {"body": "data: x"}})
+    for auth in (None, "Bearer wrong"):
+        r = httpx.post(url, content=forged, headers={"authorization": auth} if auth else {}, timeout=10)
+        assert r.status_code == 401 and "LLM_ROUTER_USAGE_LOG_KEY" in r.json()["error"]["message"]
+        assert gateway["key"] not in r.text
+
+
 def test_logs_hold_no_keys(gateway):
     logs = gateway["runner"].log() + gateway["nginx"].error_log()
-    assert all(k not in logs for k in gateway["fakes"].keys().values())
+    assert all(k not in logs for k in [*gateway["fakes"].keys().values(), gateway["key"]])
 
 
 def test_bench_nginx_measures_every_setup_side_by_side():

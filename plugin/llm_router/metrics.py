@@ -273,16 +273,16 @@ def _app(metrics: Metrics, feedback: object | None, model_of: Callable[[str], st
     return app
 
 
-def _usage_log(environ, start_response, usage_log: Callable[[str, int, Callable[[int], bytes]], tuple[int, bytes]],
-               reply) -> list[bytes]:
-    """POST /v1/usage-log, relayed: the handler checks method and size, reads the body and answers (status, JSON)."""
+def _usage_log(environ, start_response, usage_log: Callable[..., tuple[int, bytes]], reply) -> list[bytes]:
+    """POST /v1/usage-log, relayed: the handler checks key, method and size, reads the body, answers (status, JSON)."""
     from http import HTTPStatus
 
     try:
         size = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
         size = -1
-    status, body = usage_log(environ.get("REQUEST_METHOD", ""), size, environ["wsgi.input"].read)
+    status, body = usage_log(environ.get("REQUEST_METHOD", ""), size, environ["wsgi.input"].read,
+                             environ.get("HTTP_AUTHORIZATION"))
     return reply(start_response, f"{status} {HTTPStatus(status).phrase}", body)
 
 

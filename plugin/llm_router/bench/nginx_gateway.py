@@ -59,6 +59,7 @@ class Server:
     conf: str = '{"policy": "default"}'
     post_resp: bool = False  # also ext-plugin-post-resp: the Lua client calls the upstream and asks the runner
     usage_log_port: int | None = None  # also http-logger's part: streams' bodies posted to this port's /v1/usage-log
+    usage_log_key: str | None = None  # ... with `Authorization: Bearer <key>` (http-logger's auth_header)
     port: int = field(default_factory=free_port)
 
 
@@ -81,7 +82,8 @@ def gateway_conf(nginx: Nginx, workdir: Path, servers: list[Server], upstreams: 
         if s.socket and s.post_resp:
             upstream = "      content_by_lua_block { require('ext_plugin').post_resp() }\n"
             if s.usage_log_port:
-                upstream += (f"      set $usage_log_port {s.usage_log_port};\n"
+                auth = f"Bearer {s.usage_log_key}" if s.usage_log_key else ""
+                upstream += (f"      set $usage_log_port {s.usage_log_port};\n      set $usage_log_auth {_lua_string(auth)};\n"
                              "      body_filter_by_lua_block { require('ext_plugin').body_copy() }\n"
                              "      log_by_lua_block { require('ext_plugin').usage_log() }\n")
         else:

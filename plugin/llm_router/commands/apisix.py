@@ -34,7 +34,8 @@ def register(sub) -> None:
     q.add_argument("--post-resp", action="store_true", help="also add ext-plugin-post-resp (usage accounting)")
     q.add_argument("--stream-usage", metavar="URL",
                    help="also add http-logger posting streamed answers (their usage) to the runner's listener, e.g. "
-                        "http://127.0.0.1:9464/v1/usage-log (needs --post-resp and server.apisix_stream_usage: true)")
+                        "http://127.0.0.1:9464/v1/usage-log (needs --post-resp and server.apisix_stream_usage: true; "
+                        "$LLM_ROUTER_USAGE_LOG_KEY, set for the runner too, becomes its Authorization)")
     q.add_argument("--allow-degradation", action="store_true",
                    help="let requests through when the runner is down (fails OPEN: the client's own headers reach "
                         "traffic-split); also set when the policy's failure_mode is open")
@@ -88,6 +89,7 @@ def conf_value(args, cfg: Config) -> str:
 
 def run_enable(args) -> int:
     from llm_router.gateways.apisix import routes
+    from llm_router.gateways.apisix.usage_log import KEY_ENV, key_from_env
     from llm_router.gateways.apisix.admin import Admin, AdminError
     from llm_router.router import build_catalog
 
@@ -97,7 +99,7 @@ def run_enable(args) -> int:
     fail_open = args.allow_degradation or parse_policy(value, cfg)[1].failure_mode == "open"
     opts = routes.EnableOptions(conf_value=value, route_header=route_header(cfg), prefix=args.upstream_prefix,
                                 post_resp=args.post_resp, allow_degradation=fail_open,
-                                stream_usage=getattr(args, "stream_usage", None))
+                                stream_usage=getattr(args, "stream_usage", None), stream_usage_key=key_from_env())
     try:
         with Admin(args.admin, args.key) as admin:
             stored = admin.get("routes", args.route_id)
@@ -127,6 +129,10 @@ def run_enable(args) -> int:
           f"{' + ' + routes.LOGGER + ' (streams usage)' if opts.stream_usage else ''}, "
           f"{routes.SPLIT} on {routes.header_var(opts.route_header)} -> {', '.join(routes.upstream_ids(new))}; "
           f"other plugins kept: {', '.join(kept) or 'none'}")
+    if opts.stream_usage and not opts.stream_usage_key:
+        print(f"warning: ${KEY_ENV} is not set: the runner's /v1/usage-log takes posts from anyone who reaches it (a "
+              f"client could post usage for its own streams); set it here and in the runner's environment, and enable "
+              f"again", file=sys.stderr)
     if opts.allow_degradation:
         print("warning: allow_degradation fails OPEN: with the runner down, the client's routing header and key "
               "reach traffic-split and the provider", file=sys.stderr)

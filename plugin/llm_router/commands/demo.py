@@ -295,9 +295,12 @@ def _start_nginx_stack(wd: Path, cfg_path: Path, fakes, procs: list[Any]) -> str
     (ext-plugin-pre-req and -post-resp) and posts each stream's body to its /v1/usage-log (http-logger), one upstream
     per fake provider; returns the gateway's base URL."""
     from llm_router.bench.apisix import start_runner
-    from llm_router.bench.nginx_gateway import NginxProcess, Server, find_nginx, gateway_conf
+    import secrets
 
     import yaml
+
+    from llm_router.bench.nginx_gateway import NginxProcess, Server, find_nginx, gateway_conf
+    from llm_router.gateways.apisix.usage_log import KEY_ENV
 
     os.chmod(wd, 0o755)  # run as root, nginx's worker is another user (nobody): it must reach the socket
     sock = str(wd / "runner.sock")
@@ -310,10 +313,12 @@ def _start_nginx_stack(wd: Path, cfg_path: Path, fakes, procs: list[Any]) -> str
     server_conf = {**(data.get("server") or {}), "apisix_stream_usage": True}
     runner_cfg = cfg_path.with_name("runner.yaml")
     runner_cfg.write_text(yaml.safe_dump({**data, "providers": providers, "server": server_conf}, sort_keys=False))
-    procs.append(_Runner(start_runner(sock, str(runner_cfg), 1, str(wd / "runner.log"), env_extra=fakes.env)))
+    key = secrets.token_hex(16)  # what `apisix enable --stream-usage` gives http-logger from $LLM_ROUTER_USAGE_LOG_KEY
+    procs.append(_Runner(start_runner(sock, str(runner_cfg), 1, str(wd / "runner.log"),
+                                      env_extra={**fakes.env, KEY_ENV: key})))
     ng = find_nginx()
     listener = int(str(data["metrics"]["listen"]).rsplit(":", 1)[1])
-    server = Server("demo", sock, conf="{}", post_resp=True, usage_log_port=listener)
+    server = Server("demo", sock, conf="{}", post_resp=True, usage_log_port=listener, usage_log_key=key)
     gateway = NginxProcess(ng, wd / "nginx", gateway_conf(ng, wd / "nginx", [server], fakes.ports,
                                                           default=sorted(fakes.ports)[0]), [server.port])
     procs.append(gateway)

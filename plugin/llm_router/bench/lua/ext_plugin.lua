@@ -577,7 +577,7 @@ function _M.body_copy()
     end
 end
 
-local function post_log(premature, port, entry)
+local function post_log(premature, port, auth, entry)
     if premature then return end
     local sock = ngx.socket.tcp()
     sock:settimeouts(1000, 5000, 5000)
@@ -587,13 +587,14 @@ local function post_log(premature, port, entry)
         return
     end
     sock:send({"POST /v1/usage-log HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n",
+               auth ~= "" and "authorization: " .. auth .. "\r\n" or "",
                "connection: close\r\ncontent-length: ", #entry, "\r\n\r\n", entry})
     sock:receive("*l")
     sock:close()
 end
 
 -- The log phase: the exchange's entry (the request's headers, the response's status and body) posted from a timer,
--- as http-logger does from its batch processor.
+-- as http-logger does from its batch processor (with its auth_header, from $usage_log_auth).
 function _M.usage_log()
     local parts = ngx.ctx.body_parts
     if not parts then return end
@@ -603,7 +604,7 @@ function _M.usage_log()
     end
     local entry = '{"request":{"headers":{' .. table.concat(headers, ",") .. '}},"response":{"status":' .. ngx.status
         .. ',"body":' .. json_string(table.concat(parts)) .. '}}'
-    ngx.timer.at(0, post_log, tonumber(ngx.var.usage_log_port), entry)
+    ngx.timer.at(0, post_log, tonumber(ngx.var.usage_log_port), ngx.var.usage_log_auth or "", entry)
 end
 
 return _M

@@ -132,9 +132,10 @@ def check_route(route: dict[str, Any], route_header: str, *, post_resp: bool = F
     return problems
 
 
-def usage_logger(url: str) -> dict[str, Any]:
-    """http-logger posting each streamed exchange (request headers, the body it copied as it streamed) to the runner."""
-    return {
+def usage_logger(url: str, key: str | None = None) -> dict[str, Any]:
+    """http-logger posting each streamed exchange (request headers, the body it copied as it streamed) to the runner;
+    with the usage log's key as its Authorization."""
+    return {**({"auth_header": f"Bearer {key}"} if key else {}),
         "uri": url,
         "include_resp_body": True,
         # only event streams: JSON answers are read at post-resp already
@@ -161,6 +162,7 @@ class EnableOptions:
     post_resp: bool = False
     allow_degradation: bool = False
     stream_usage: str | None = None  # the runner's /v1/usage-log URL: http-logger posts streams' bodies there
+    stream_usage_key: str | None = None  # $LLM_ROUTER_USAGE_LOG_KEY: the runner refuses posts without it
 
 
 def enable(route: dict[str, Any], catalog: Catalog, opts: EnableOptions) -> dict[str, Any]:
@@ -176,7 +178,7 @@ def enable(route: dict[str, Any], catalog: Catalog, opts: EnableOptions) -> dict
         # accounting only: if the runner is down the answer still reaches the client
         plugins[POST_RESP] = {"conf": [dict(entry)], "allow_degradation": True}
     if opts.stream_usage:
-        plugins[LOGGER] = usage_logger(opts.stream_usage)
+        plugins[LOGGER] = usage_logger(opts.stream_usage, opts.stream_usage_key)
     var = header_var(opts.route_header)
     split = plugins.get(SPLIT) if isinstance(plugins.get(SPLIT), dict) else {}
     theirs = [r for r in split.get("rules", []) if not _ours(r, var)]

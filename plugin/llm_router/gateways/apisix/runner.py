@@ -632,11 +632,16 @@ class Runner:
             if p is None:
                 self.stats.stream_usage_unmatched += 1
                 continue
-            sse = SSEUsage()
-            sse.feed(entry.body)
-            sse.finish()
+            usage: Usage | None = None
+            try:
+                sse = SSEUsage()
+                sse.feed(entry.body)
+                sse.finish()
+                usage = sse.usage
+            except Exception:  # a mangled copy still accounts the call, without usage
+                log.warning("could not read the usage of %s's logged stream", entry.request_id)
             self.stats.stream_usage_logged += 1
-            self._account(p.ex, p.status, sse.usage, p.latency_s, p.headers)
+            self._account(p.ex, p.status, usage, p.latency_s, p.headers)
         self.sweep(self.clock())
 
     def flush_parked(self) -> None:

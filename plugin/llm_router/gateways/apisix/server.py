@@ -326,12 +326,19 @@ async def _serve_async(sock: socket.socket, runner: Runner, metrics_listen: str 
 
 def usage_log_handler(runner: Runner, loop: asyncio.AbstractEventLoop) -> Callable[..., tuple[int, bytes]]:
     """POST /v1/usage-log as the metrics listener's thread relays it: the entries go to the runner on its own loop."""
-    from llm_router.gateways.apisix.usage_log import handle
+    from llm_router.gateways.apisix.usage_log import handle, key_from_env
+
+    key = key_from_env()
+    if not key:
+        log.warning("server.apisix_stream_usage is on without $LLM_ROUTER_USAGE_LOG_KEY: anyone who reaches the "
+                    "metrics listener can post usage for a stream; set the key (apisix enable --stream-usage passes it "
+                    "to http-logger)")
 
     def take(logs) -> None:
         loop.call_soon_threadsafe(runner.take_usage, logs)
 
-    return lambda method, size, read: handle(method, size, read, take)
+    return lambda method, size, read, authorization=None: handle(method, size, read, take, authorization=authorization,
+                                                                 key=key)
 
 
 async def _sweep_parked(runner: Runner, every_s: float = 5.0) -> None:

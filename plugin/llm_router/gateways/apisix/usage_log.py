@@ -7,6 +7,8 @@ which carry the runner's x-llm-router-request-id, and the response body, the SSE
 """
 from __future__ import annotations
 
+import hmac
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +18,14 @@ from llm_router.plan import REQUEST_ID_HEADER
 
 PATH = "/v1/usage-log"
 MAX_BODY_BYTES = 64 << 20  # a batch of long streams
+# A shared key (runner's environment, and http-logger's auth_header through `apisix enable --stream-usage`): a client
+# that reaches the listener must not post usage for its own streams (it knows their request ids) to dodge its budget.
+KEY_ENV = "LLM_ROUTER_USAGE_LOG_KEY"
+
+
+def key_from_env() -> str | None:
+    """The usage log's key, when one is set."""
+    return os.environ.get(KEY_ENV) or None
 
 
 class UsageLogError(ValueError):
@@ -73,9 +83,15 @@ def _one(entry: object) -> StreamLog | None:
     return StreamLog(rid, body.encode("utf-8", "surrogateescape"))
 
 
-def handle(method: str, size: int, read: Callable[[int], bytes], take: Callable[[list[StreamLog]], None]) -> tuple[int, bytes]:
-    """One POST as the listener relays it: (status, JSON body); the parsed entries go to `take`."""
+def handle(method: str, size: int, read: Callable[[int], bytes], take: Callable[[list[StreamLog]], None], *,
+           authorization: str | None = None, key: str | None = None) -> tuple[int, bytes]:
+    """One POST as the listener relays it: (status, JSON body); the parsed entries go to `take`.
+
+    With a `key`, the post must carry `Authorization: Bearer <key>`."""
     try:
+        if key and not hmac.compare_digest((authorization or "").encode(), f"Bearer {key}".encode()):
+            raise UsageLogError(401, f"usage log needs the Authorization header http-logger sends (auth_header: "
+                                     f"'Bearer ' + ${KEY_ENV})")
         if method != "POST":
             raise UsageLogError(405, "POST APISIX http-logger entries as JSON")
         if size < 0 or size > MAX_BODY_BYTES:
