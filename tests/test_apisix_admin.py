@@ -363,3 +363,11 @@ def test_enable_with_stream_usage_adds_our_logger_and_disable_removes_only_ours(
     assert "already has its own http-logger" in capsys.readouterr().err
     assert cli(admin, "enable", "r1", "--post-resp") == 0 and cli(admin, "disable", "r1") == 0
     assert stored(admin)["plugins"]["http-logger"] == theirs
+
+
+def test_config_fragment_passes_the_usage_log_key_when_streams_usage_is_on():
+    from llm_router.commands.apisix import config_fragment
+    from llm_router.config import parse_config
+
+    assert "LLM_ROUTER_USAGE_LOG_KEY" not in config_fragment(parse_config({}))
+    assert "- LLM_ROUTER_USAGE_LOG_KEY" in config_fragment(parse_config({"server": {"apisix_stream_usage": True}}))

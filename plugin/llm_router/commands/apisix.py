@@ -198,7 +198,11 @@ AWS_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_
 
 def secret_env_names(cfg: Config) -> list[str]:
     """Environment variables the runner reads secrets from (nginx_config.envs must pass them on)."""
+    from llm_router.gateways.apisix.usage_log import KEY_ENV
+
     names = {"LLM_ROUTER_LOG_LEVEL"}
+    if cfg.server.get("apisix_stream_usage"):
+        names.add(KEY_ENV)
     refs: list[str] = [ref for prov in cfg.providers.values() for ref in prov.credentials]
 
     def walk(value) -> None:  # the secret stores' own credentials (Vault token, AppRole ids...)
