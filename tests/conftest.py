@@ -28,6 +28,14 @@ def provider_keys(monkeypatch) -> dict[str, str]:
     return dict(TEST_KEYS)
 
 
+def sse_data_lines(url: str, payload: dict, timeout: float = 30.0) -> tuple[int, dict[str, str], list[str]]:
+    """POST a streaming request: (status, response headers, its `data:` lines in order)."""
+    import httpx
+
+    with httpx.stream("POST", url, json=payload, timeout=timeout) as resp:
+        return resp.status_code, dict(resp.headers), [line for line in resp.iter_lines() if line.startswith("data:")]
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (below the ephemeral range: see stack.free_port)."""
     from llm_router.gateways.envoy.stack import free_port as pick

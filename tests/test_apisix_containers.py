@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import wait_for
+from conftest import sse_data_lines, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -182,16 +182,8 @@ def test_requests_are_routed_with_the_provider_key(stack, enabled_route):
 
 
 def test_sse_streams_through_and_keeps_its_content_type(stack, enabled_route):
-    import httpx
-
-    events = []
-    with httpx.stream("POST", f"{stack['gateway']}/v1/chat/completions", json=_chat("hi, tell me a story", stream=True),
-                      timeout=30) as resp:
-        assert resp.status_code == 200
-        assert resp.headers["content-type"].startswith("text/event-stream")
-        for line in resp.iter_lines():
-            if line.startswith("data:"):
-                events.append(line)
+    status, headers, events = sse_data_lines(f"{stack['gateway']}/v1/chat/completions", _chat("hi, tell me a story", stream=True))
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
     assert len(events) > 2 and events[-1].strip() == "data: [DONE]"
     sent = stack["fakes"].requests()[-1].json
     assert sent["stream_options"] == {"include_usage": True}
@@ -206,10 +198,8 @@ def test_a_streams_tokens_are_counted_from_http_logger(stack, enabled_route):
                    if line.startswith("llm_router_tokens_total{") and 'direction="output"' in line)
 
     before = output_tokens()
-    with httpx.stream("POST", f"{stack['gateway']}/v1/chat/completions", json=_chat("hi, tell me a story", stream=True),
-                      timeout=30) as resp:
-        events = [line for line in resp.iter_lines() if line.startswith("data:") and '"usage"' in line]
-    completion = orjson.loads(events[-1][5:])["usage"]["completion_tokens"]
+    _, _, events = sse_data_lines(f"{stack['gateway']}/v1/chat/completions", _chat("hi, tell me a story", stream=True))
+    completion = [orjson.loads(e[5:])["usage"]["completion_tokens"] for e in events if '"usage"' in e][-1]
     # http-logger posts the exchange's copy once it is over (batched, inactive_timeout 1 s)
     wait_for(lambda: output_tokens() - before == completion, 60, "the stream's tokens on the runner's /metrics", interval=0.2)
 

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from apisix_emulator import RunnerProcess, remove_dir, socket_dir
-from conftest import wait_for
+from conftest import sse_data_lines, wait_for
 
 from llm_router.bench.nginx_gateway import NginxNotFound, NginxProcess, Server, find_nginx, free_port, gateway_conf
 from llm_router.config import default_data
@@ -97,14 +97,8 @@ def test_requests_are_routed_with_the_provider_key(gateway):
 
 
 def test_sse_streams_through_and_keeps_its_content_type(gateway):
-    events = []
-    with httpx.stream("POST", f"{gateway['url']}/v1/chat/completions", json=_chat("hi, tell me a story", stream=True),
-                      timeout=30) as resp:
-        assert resp.status_code == 200
-        assert resp.headers["content-type"].startswith("text/event-stream")
-        for line in resp.iter_lines():
-            if line.startswith("data:"):
-                events.append(line)
+    status, headers, events = sse_data_lines(f"{gateway['url']}/v1/chat/completions", _chat("hi, tell me a story", stream=True))
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
     assert len(events) > 2 and events[-1].strip() == "data: [DONE]"
 
 
@@ -198,10 +192,9 @@ def test_post_resp_streams_sse_incrementally_with_its_content_type(gateway):
 
 def test_a_streams_usage_is_counted_from_the_gateways_log_of_it(gateway):
     before = _output_tokens(gateway)
-    with httpx.stream("POST", f"{gateway['post_url']}/v1/chat/completions", json=_chat("hi, tell me a story", stream=True),
-                      timeout=60) as resp:
-        model = resp.headers["x-llm-router-model"]
-        events = [line for line in resp.iter_lines() if line.startswith("data:")]
+    _, headers, events = sse_data_lines(f"{gateway['post_url']}/v1/chat/completions",
+                                        _chat("hi, tell me a story", stream=True), timeout=60)
+    model = headers["x-llm-router-model"]
     usage = [json.loads(e[5:])["usage"] for e in events if '"usage"' in e and e[5:].strip() != "[DONE]"]
     assert usage and usage[-1]["completion_tokens"] > 0
     # the log is posted after the exchange ends: wait for the runner to count it
