@@ -67,9 +67,21 @@ def _lua_string(s: str) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _preamble(workdir: Path) -> str:
+    """One worker (as the APISIX measurements in the notes), files under `workdir`, up to the http block's opening."""
+    return f"""daemon off;
+worker_processes 1;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {workdir}/body;"""
+
+
 def gateway_conf(nginx: Nginx, workdir: Path, servers: list[Server], upstreams: dict[str, int], *,
                  default: str, route_header: str = "x-llm-router-upstream") -> str:
-    """nginx.conf: one worker (as the APISIX measurements in the notes), an upstream block per provider."""
+    """nginx.conf of the gateway: a server block per setup, an upstream block per provider."""
     ups = "\n".join(f"  upstream llm_{name} {{ server 127.0.0.1:{port}; keepalive 64; }}" for name, port in upstreams.items())
     mapping = ", ".join(f"[{_lua_string(name)}] = 'llm_{name}'" for name in upstreams)
     addrs = ", ".join(f"llm_{name} = {{'127.0.0.1', {port}}}" for name, port in upstreams.items())
@@ -100,14 +112,7 @@ def gateway_conf(nginx: Nginx, workdir: Path, servers: list[Server], upstreams: 
   }}""")
     return f"""load_module {nginx.modules}/ndk_http_module.so;
 load_module {nginx.modules}/ngx_http_lua_module.so;
-daemon off;
-worker_processes 1;
-pid {workdir}/nginx.pid;
-error_log {workdir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {workdir}/body;
+{_preamble(workdir)}
   proxy_temp_path {workdir}/proxy;
   client_body_buffer_size 1m;
   client_max_body_size 20m;
@@ -128,14 +133,7 @@ http {{
 def static_conf(nginx: Nginx, workdir: Path, port: int, body: bytes) -> str:
     """nginx.conf of an upstream that answers every request with `body` (JSON), reading nothing it need not."""
     text = body.decode().replace("\\", "\\\\").replace("'", "\\'")
-    return f"""daemon off;
-worker_processes 1;
-pid {workdir}/nginx.pid;
-error_log {workdir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {workdir}/body;
+    return f"""{_preamble(workdir)}
   keepalive_requests 1000000;
   server {{
     listen 127.0.0.1:{port};
