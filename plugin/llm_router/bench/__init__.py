@@ -18,3 +18,22 @@ def without_memo(data: dict[str, Any]) -> dict[str, Any]:
     classifiers = copy.deepcopy(data.get("classifiers") or default_data()["classifiers"])
     classifiers["semantic"] = {**(classifiers.get("semantic") or {}), "memo": 0}
     return {**data, "classifiers": classifiers}
+
+
+def with_classifier(config: str | None, classifier: str | None) -> dict[str, Any]:
+    """The config file's data (checked first, so its own error shows) with its default policy on `classifier`."""
+    from pathlib import Path
+
+    import yaml
+
+    from llm_router.config import default_data, load_config
+
+    load_config(config)
+    data = yaml.safe_load(Path(config).read_text()) or {} if config else {}
+    if classifier:
+        base = default_data()
+        policies = {**base["policies"], **(data.get("policies") or {})}
+        name = data.get("default_policy", base.get("default_policy", "default"))
+        policies[name] = {**policies[name], "classifier": classifier}
+        data["policies"] = policies
+    return data

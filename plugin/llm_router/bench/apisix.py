@@ -25,10 +25,10 @@ import orjson
 import yaml
 
 from llm_router import compiled_build
-from llm_router.bench import without_memo
+from llm_router.bench import with_classifier, without_memo
 from llm_router.classify import native
 from llm_router.commands.common import at_least
-from llm_router.config import default_data, load_config
+from llm_router.config import load_config
 from llm_router.gateways.apisix import framing
 from llm_router.gateways.apisix.emulator import (
     Emulator, RouteConf, build_extra_info_resp, build_prepare_conf, build_req_call, decode_reply,
@@ -350,15 +350,7 @@ def inprocess_costs(config: str | None, body: bytes, n: int = 3000) -> tuple[flo
 
 def run(args) -> int:
     workdir = tempfile.mkdtemp(prefix="lr-bench-apisix-", dir="/tmp")
-    config = args.config
-    load_config(config)  # fail early with the config's own error
-    data = yaml.safe_load(Path(config).read_text()) or {} if config else {}
-    if args.classifier:
-        base = default_data()
-        policies = {**base["policies"], **(data.get("policies") or {})}
-        name = data.get("default_policy", base.get("default_policy", "default"))
-        policies[name] = {**policies[name], "classifier": args.classifier}
-        data["policies"] = policies
+    data = with_classifier(args.config, args.classifier)
     config = os.path.join(workdir, "config.yaml")
     Path(config).write_text(yaml.safe_dump(without_memo(data)))  # one body repeated: measure it unremembered
     body = chat_body(args.body_bytes)

@@ -22,14 +22,14 @@ from typing import Any
 
 import yaml
 
-from llm_router.bench import without_memo
+from llm_router.bench import with_classifier, without_memo
 from llm_router.bench.apisix import chat_body, cpu_seconds, runner_pids, runs_compiled, start_runner, stop_runner
 from llm_router.bench.envoy import UPSTREAM_BODY, RawClient, pct, wrk
 from llm_router.bench.nginx_gateway import (
     NginxNotFound, NginxProcess, Server, find_nginx, free_port, gateway_conf, static_conf,
 )
 from llm_router.commands.common import at_least
-from llm_router.config import default_data, load_config
+from llm_router.config import default_data
 
 PATH = "/v1/chat/completions"
 SETUPS = ("nginx", "trivial", "floor", "router")
@@ -74,15 +74,7 @@ class Setup:
 
 
 def _router_config(args, workdir: Path) -> str:
-    data = yaml.safe_load(Path(args.config).read_text()) or {} if args.config else {}
-    if args.config:
-        load_config(args.config)  # fail early with the config's own error
-    if args.classifier:
-        base = default_data()
-        policies = {**base["policies"], **(data.get("policies") or {})}
-        name = data.get("default_policy", base.get("default_policy", "default"))
-        policies[name] = {**policies[name], "classifier": args.classifier}
-        data["policies"] = policies
+    data = with_classifier(args.config, args.classifier)
     path = workdir / "router.yaml"
     path.write_text(yaml.safe_dump(without_memo(data)))  # one body repeated: measure it unremembered
     return str(path)
