@@ -85,3 +85,14 @@ def test_steps_are_read_from_marks_with_and_without_an_answer_poll(early):
         assert got["calls"] == 5
         assert [got[name] for name in STEPS] == ([2.0, 28.0] if early else [10.0, 20.0]) + [70.0, 10.0, 90.0, 4.0]
     assert steps([("in", 1)]) == {"calls": 0}
+
+
+@pytest.mark.parametrize("target", ["apisix", "nginx"])
+def test_a_bad_config_is_named_not_a_traceback(tmp_path, target):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("policies: {default: {strategy: nonsense}}\n")
+    out = subprocess.run([sys.executable, "-m", "llm_router.cli", "bench", target, "--config", str(bad)],
+                         capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    if "libnginx-mod-http-lua" not in out.stderr:  # without nginx, bench nginx says that first
+        assert "invalid config" in out.stderr and "strategy" in out.stderr

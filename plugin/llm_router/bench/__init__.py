@@ -21,14 +21,15 @@ def without_memo(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def with_classifier(config: str | None, classifier: str | None) -> dict[str, Any]:
-    """The config file's data (checked first, so its own error shows) with its default policy on `classifier`."""
+    """The config file's data with its default policy on `classifier`; a bad file is reported (exit status 2)."""
     from pathlib import Path
 
     import yaml
 
-    from llm_router.config import default_data, load_config
+    from llm_router.commands.common import load_or_exit
+    from llm_router.config import default_data
 
-    load_config(config)
+    load_or_exit(config)
     data = yaml.safe_load(Path(config).read_text()) or {} if config else {}
     if classifier:
         base = default_data()
