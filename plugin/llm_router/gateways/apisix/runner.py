@@ -133,11 +133,12 @@ class Pending:
     status: int = 0
     headers: list = field(default_factory=list)
     exchange: Exchange | None = None
-    encoding: str = ""  # the answer's content-encoding
+    shape: tuple[str, str, str] = ("", "", "")  # the answer's content-type, content-length, content-encoding
     reply: bytes = b""  # "held": sent once the body the call turned out not to need has come; "asked_body": the id
 
     def __init__(self, kind: str, rid: int, entry: Entry | None, call: decode.ReqCall | None = None, status: int = 0,
-                 headers: list | None = None, exchange: Exchange | None = None, encoding: str = "", reply: bytes = b"") -> None:
+                 headers: list | None = None, exchange: Exchange | None = None, shape: tuple[str, str, str] = ("", "", ""),
+                 reply: bytes = b"") -> None:
         # written out (init=False) so that mypyc compiles it: dataclass-made __init__s stay interpreted
         self.kind = kind
         self.rid = rid
@@ -146,7 +147,7 @@ class Pending:
         self.status = status
         self.headers = [] if headers is None else headers
         self.exchange = exchange
-        self.encoding = encoding
+        self.shape = shape
         self.reply = reply
 
 
@@ -541,9 +542,10 @@ class Runner:
         if entry is None:
             self.stats.token_misses += 1
             return encode.TOKEN_NOT_FOUND_FRAME
-        pending = Pending("rid", call.id, entry, status=call.status, headers=call.headers)
+        pending = Pending("rid", call.id, entry, status=call.status, headers=call.headers,
+                          shape=_answer_shape(call.headers))
         conv.pending = pending
-        if call.status not in FALLBACK_STATUSES and _bounded_json(_answer_shape(call.headers)):
+        if call.status not in FALLBACK_STATUSES and _bounded_json(pending.shape):
             # The answer will be read for its usage if the request is ours: ask for the request id and the body
             # at once. APISIX answers ExtraInfo requests one after the other in a loop, so the second waits in the
             # socket for the first's answer to go out: one round trip instead of two.
@@ -571,12 +573,10 @@ class Runner:
         elif ex is not None:
             self._forget(ex)
         pending.exchange = ex
-        shape = _answer_shape(pending.headers)
-        pending.encoding = shape[2]
         if asked:
             return self._resp_done(pending, body if ex is not None else None)
         # Read the answer only when it is a bounded JSON document; streams pass untouched.
-        if ex is not None and _bounded_json(shape):
+        if ex is not None and _bounded_json(pending.shape):
             pending.kind = "resp_body"
             conv.pending = pending
             return encode.RESP_BODY_FRAME
@@ -586,11 +586,12 @@ class Runner:
         ex = pending.exchange
         if ex is not None:
             latency = self.clock() - ex.started
-            if body is None and self.stream_usage and 200 <= pending.status < 300 and not pending.encoding \
-                    and "event-stream" in _answer_shape(pending.headers)[0]:
+            ctype, _, encoding = pending.shape
+            if body is None and self.stream_usage and 200 <= pending.status < 300 and not encoding \
+                    and "event-stream" in ctype:
                 self._park(ex, pending.status, latency, pending.headers)
             else:
-                usage = usage_from_json(inflate(body, pending.encoding, MAX_RESP_BODY * 4)) if body else None
+                usage = usage_from_json(inflate(body, encoding, MAX_RESP_BODY * 4)) if body else None
                 self._account(ex, pending.status, usage, latency, pending.headers)
         headers = tuple((n, v) for n, v in pending.headers if n.lower() not in HOP_BY_HOP and v is not None)
         return encode.resp_call_frame(pending.rid, 0, self.entries.vector((), headers), None)
