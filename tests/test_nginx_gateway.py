@@ -18,9 +18,10 @@ import pytest
 from apisix_emulator import RunnerProcess, remove_dir, socket_dir
 from conftest import sse_data_lines, wait_for
 
-from llm_router.bench.nginx_gateway import NginxNotFound, NginxProcess, Server, find_nginx, free_port, gateway_conf
+from llm_router.bench.nginx_gateway import NginxNotFound, NginxProcess, Server, find_nginx, gateway_conf
 from llm_router.config import default_data
 from llm_router.gateways.apisix.usage_log import KEY_ENV
+from llm_router.gateways.envoy.stack import free_port
 from llm_router.fakes import FakeProviders
 
 

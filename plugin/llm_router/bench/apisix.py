@@ -110,13 +110,17 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def start_runner(sock_path: str, config: str | None, workers: int, log_file: str, floor: bool = False,
-                 env_extra: dict[str, str] | None = None, steps_out: str | None = None) -> subprocess.Popen:
-    """Start `serve --apisix` (or, with `floor`, the minimal runner of bench.apisix_floor; with `steps_out`, the
-    runner timing its steps into that file, bench.apisix_steps) and wait for its socket."""
+                 env_extra: dict[str, str] | None = None, steps_out: str | None = None,
+                 module: str | None = None) -> subprocess.Popen:
+    """Start `serve --apisix` (or, with `floor`, the minimal runner of bench.apisix_floor; with `module`, another
+    runner run as `python -m MODULE --socket PATH`, e.g. bench.apisix_trivial; with `steps_out`, the runner timing its
+    steps into that file, bench.apisix_steps) and wait for its socket."""
     env = {**os.environ, **{k: os.environ.get(k, v) for k, v in DEFAULT_KEYS.items()}, **(env_extra or {})}
     env.pop("APISIX_LISTEN_ADDRESS", None)
     if floor:
-        cmd = [sys.executable, "-m", "llm_router.bench.apisix_floor", "--socket", sock_path]
+        module = "llm_router.bench.apisix_floor"
+    if module:
+        cmd = [sys.executable, "-m", module, "--socket", sock_path]
     else:
         cmd = [sys.executable, "-m", "llm_router.cli", "serve", "--apisix", "--socket", sock_path, "--workers",
                str(workers), "--log-file", log_file]
@@ -125,7 +129,7 @@ def start_runner(sock_path: str, config: str | None, workers: int, log_file: str
         if config:
             cmd += ["--config", config]
     with open(log_file, "ab") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log if floor else subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log if module else subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:

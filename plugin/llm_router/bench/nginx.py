@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,11 @@ from llm_router.bench import with_classifier, without_memo
 from llm_router.bench.apisix import chat_body, cpu_seconds, runner_pids, runs_compiled, start_runner, stop_runner
 from llm_router.bench.envoy import UPSTREAM_BODY, RawClient, pct, wrk
 from llm_router.bench.nginx_gateway import (
-    NginxNotFound, NginxProcess, Server, find_nginx, free_port, gateway_conf, static_conf,
+    NginxNotFound, NginxProcess, Server, find_nginx, gateway_conf, static_conf,
 )
 from llm_router.commands.common import at_least
 from llm_router.config import default_data
+from llm_router.gateways.envoy.stack import free_port
 
 PATH = "/v1/chat/completions"
 SETUPS = ("nginx", "trivial", "floor", "router")
@@ -80,19 +80,6 @@ def _router_config(args, workdir: Path) -> str:
     return str(path)
 
 
-def _start_trivial(sock: str, log: str) -> subprocess.Popen:
-    with open(log, "ab") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "llm_router.bench.apisix_trivial", "--socket", sock],
-                                stdout=subprocess.DEVNULL, stderr=f)
-    deadline = time.monotonic() + 60
-    while not os.path.exists(sock):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_runner(proc)
-            raise RuntimeError(f"the trivial runner did not open its socket; see {log}")
-        time.sleep(0.02)
-    return proc
-
-
 def _progress(args, text: str) -> None:
     if not args.quiet:
         print(text, file=sys.stderr, flush=True)
@@ -115,12 +102,10 @@ def run(args) -> int:
     try:
         for s in setups[1:]:
             log = str(workdir / f"{s.name}.log")
-            if s.name == "trivial":
-                s.runner = _start_trivial(s.server.socket, log)
-            else:
-                router = s.name.startswith("router")
-                s.runner = start_runner(s.server.socket, config if router else None, args.workers if router else 1, log,
-                                        floor=not router)
+            router = s.name.startswith("router")
+            s.runner = start_runner(s.server.socket, config if router else None, args.workers if router else 1, log,
+                                    floor=s.name == "floor",
+                                    module="llm_router.bench.apisix_trivial" if s.name == "trivial" else None)
         up_port = free_port()
         nginxes.append(NginxProcess(ng, workdir / "upstream", static_conf(ng, workdir / "upstream", up_port, UPSTREAM_BODY),
                                     [up_port]).start())
@@ -213,14 +198,11 @@ def _measure(args, setups: list[Setup], gateway: NginxProcess, body: bytes) -> d
 
 def _check_routed(router: Setup, body: bytes) -> None:
     """The router's setup really went through the runner: its reply carries the request id the runner set."""
-    client = RawClient(router.server.port, PATH, body)
-    client._connect()
-    client.sock.sendall(client.request)
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += client.sock.recv(65536)
-    client.close()
-    if b"x-llm-router-request-id" not in head.lower():
+    import httpx
+
+    reply = httpx.post(f"http://127.0.0.1:{router.server.port}{PATH}", content=body,
+                       headers={"content-type": "application/json"}, timeout=30)
+    if "x-llm-router-request-id" not in reply.headers:
         raise RuntimeError("the router's setup answered without the runner's request id: the runner was not called")
 
 

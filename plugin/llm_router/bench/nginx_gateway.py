@@ -16,6 +16,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llm_router.bench.apisix import runner_pids
+from llm_router.gateways.envoy.stack import free_port
+
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 MODULE_DIRS = ("/usr/lib/nginx/modules", "/usr/share/nginx/modules")
 PACKAGES = "nginx-light and libnginx-mod-http-lua (Debian)"
@@ -42,12 +45,6 @@ def find_nginx() -> Nginx:
         if os.path.exists(os.path.join(d, "ngx_http_lua_module.so")):
             return Nginx(binary, d)
     raise NginxNotFound(f"nginx has no Lua module (ngx_http_lua_module.so); install {PACKAGES}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -178,13 +175,7 @@ class NginxProcess:
 
     def worker_pids(self) -> list[int]:
         """The master's children (the worker)."""
-        if self.proc is None:
-            return []
-        try:
-            kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-        except OSError:
-            return []
-        return [int(k) for k in kids]
+        return runner_pids(self.proc.pid)[1:] if self.proc is not None else []
 
     def error_log(self) -> str:
         try:
