@@ -35,6 +35,18 @@ def socket_dir() -> str:
     return tempfile.mkdtemp(prefix="lr-apisix-", dir="/tmp")
 
 
+def runner_config_at_fakes(path: Path, fakes, metrics_port: int) -> str:
+    """A runner config: the built-in providers at the fakes, /metrics on `metrics_port`, streams' usage read from logs."""
+    import json
+
+    from llm_router.config import default_data
+
+    providers = {name: {**p, "base_url": fakes.url(name)} for name, p in default_data()["providers"].items()}
+    path.write_text(json.dumps({"providers": providers, "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
+                                "server": {"apisix_stream_usage": True}}))
+    return str(path)
+
+
 def connectable(path: str) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(1)

@@ -7,7 +7,6 @@ Skipped where there is no Docker engine.
 """
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import socket
@@ -47,10 +46,9 @@ def stack(tmp_path_factory):
     import httpx
     from testcontainers.core.container import DockerContainer
 
-    from llm_router.config import default_data
     from llm_router.fakes import FakeProviders
 
-    from apisix_emulator import RunnerProcess, remove_dir, socket_dir
+    from apisix_emulator import RunnerProcess, remove_dir, runner_config_at_fakes, socket_dir
 
     fakes = FakeProviders.from_config().start()
     sockdir = socket_dir()
@@ -58,13 +56,9 @@ def stack(tmp_path_factory):
     sock = os.path.join(sockdir, "runner.sock")
     work = tmp_path_factory.mktemp("apisix")
     # the runner's catalog points at the fakes
-    data = default_data()
-    providers = {name: {**p, "base_url": fakes.url(name)} for name, p in data["providers"].items()}
-    cfg_path = work / "llm-router.yaml"
     metrics_port = _free_port()
-    cfg_path.write_text(json.dumps({"providers": providers, "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
-                                    "server": {"apisix_stream_usage": True}}))
-    runner = RunnerProcess(sock, config=str(cfg_path), env={**fakes.env(), "LLM_ROUTER_USAGE_LOG_KEY": USAGE_LOG_KEY}).start()
+    cfg_path = runner_config_at_fakes(work / "llm-router.yaml", fakes, metrics_port)
+    runner = RunnerProcess(sock, config=cfg_path, env={**fakes.env(), "LLM_ROUTER_USAGE_LOG_KEY": USAGE_LOG_KEY}).start()
 
     etcd_port, gw_port, admin_port = _free_port(), _free_port(), _free_port()
     etcd = (DockerContainer(ETCD_IMAGE).with_kwargs(network_mode="host")
@@ -113,7 +107,7 @@ nginx_config:
         admin = f"http://127.0.0.1:{admin_port}"
         wait_for(lambda: httpx.get(f"{admin}/apisix/admin/routes", headers={"X-API-KEY": ADMIN_KEY}, timeout=2).status_code == 200,
                  120, "the APISIX Admin API", interval=0.2)
-        yield {"admin": admin, "gateway": f"http://127.0.0.1:{gw_port}", "fakes": fakes, "config": str(cfg_path),
+        yield {"admin": admin, "gateway": f"http://127.0.0.1:{gw_port}", "fakes": fakes, "config": cfg_path,
                "runner": runner, "apisix": apisix, "metrics": f"http://127.0.0.1:{metrics_port}"}
     finally:
         for c in reversed(started):

@@ -15,11 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from apisix_emulator import RunnerProcess, remove_dir, socket_dir
+from apisix_emulator import RunnerProcess, remove_dir, runner_config_at_fakes, socket_dir
 from conftest import sse_data_lines, wait_for
 
 from llm_router.bench.nginx_gateway import NginxNotFound, NginxProcess, Server, find_nginx, gateway_conf
-from llm_router.config import default_data
 from llm_router.gateways.apisix.usage_log import KEY_ENV
 from llm_router.gateways.envoy.stack import free_port
 from llm_router.fakes import FakeProviders
@@ -42,21 +41,17 @@ def gateway(tmp_path_factory):
     sock = os.path.join(sockdir, "runner.sock")
     work = tmp_path_factory.mktemp("nginx")
     os.chmod(work, 0o755)
-    data = default_data()
-    providers = {name: {**p, "base_url": fakes.url(name)} for name, p in data["providers"].items()}
-    cfg_path = work / "llm-router.yaml"
     metrics = free_port()
-    cfg_path.write_text(json.dumps({"providers": providers, "metrics": {"listen": f"127.0.0.1:{metrics}"},
-                                    "server": {"apisix_stream_usage": True}}))
+    cfg_path = runner_config_at_fakes(work / "llm-router.yaml", fakes, metrics)
     key = secrets.token_hex(16)
-    runner = RunnerProcess(sock, config=str(cfg_path), env={**fakes.env(), KEY_ENV: key}).start()
+    runner = RunnerProcess(sock, config=cfg_path, env={**fakes.env(), KEY_ENV: key}).start()
     conf = '{"extends": "default", "explain": true}'
     routed = Server("routed", sock, conf=conf)
     post = Server("post-resp", sock, conf=conf, post_resp=True, usage_log_port=metrics, usage_log_key=key)
     gw = NginxProcess(ng, work / "gw", gateway_conf(ng, work / "gw", [routed, post], fakes.ports, default="openai"),
                       [routed.port, post.port])
     pieces = {"url": f"http://127.0.0.1:{routed.port}", "post_url": f"http://127.0.0.1:{post.port}", "fakes": fakes,
-              "runner": runner, "nginx": gw, "socket": sock, "config": str(cfg_path),
+              "runner": runner, "nginx": gw, "socket": sock, "config": cfg_path,
               "metrics": f"http://127.0.0.1:{metrics}/metrics", "key": key}
     try:
         gw.start()
