@@ -9,7 +9,10 @@
   `train` builds it), with the TRUE task of every prompt in its place (which no live router knows),
   and with neither. Each at the cheapest operating point reaching the target on the held-out rows
   themselves (in hindsight, so a little above what eval reports): if the true task gains little
-  over the recogniser, better task recognition cannot close the gap to a target.
+  over the recogniser, better task recognition cannot close the gap to a target;
+- on data with recorded answers (RouterBench), how far an answer-aware cascade goes (`learn.vote`):
+  every set of models cheaper than the best one answers at once, a learned rule on who shares the
+  plurality answer accepts it or asks the best model; in hindsight and held out.
 All are upper-bound style evidence for what a learned router can do with cheap features.
 """
 from __future__ import annotations
@@ -20,7 +23,8 @@ import sys
 import numpy as np
 
 from llm_router.datasets import load
-from llm_router.learn import operating
+from llm_router.evaluate import agree_inputs, load_responses
+from llm_router.learn import operating, vote
 from llm_router.learn.clusters import TEMPERATURE, auto_k, fit_clusters
 from llm_router.learn.features import Featurizer, load_embedder
 from llm_router.learn.fit import fit, fold_ids
@@ -136,7 +140,27 @@ def main(argv: list[str] | None = None) -> int:
     for way, savings in told_the_task(ds, feats, emb.dim, folds, keys).items():
         shown = ", ".join(f"{frac:.0%}: " + ("unreachable" if v is None else f"{v:.3f}") for frac, v in savings.items())
         print(f"  {way:11s} {shown}")
+    answers = load_responses(ds)
+    if answers is not None:
+        print_vote_reach(ds, answers, keys, folds)
     return 0
+
+
+def print_vote_reach(ds, answers: list[list[str | None]], keys: np.ndarray, folds: np.ndarray) -> None:
+    """The answer-aware cascade's savings at each target, in hindsight and held out."""
+    codes, kinds = agree_inputs(ds, answers)
+    print(f"\nanswer-aware cascade: every set of the models cheaper than the best one (up to {vote.MAX_ASK}) answers at once; a logistic rule on which of them share the "
+          "plurality answer (and which gave none) accepts it, else the best model answers; every call paid; "
+          "one rule per answer kind (code and text: single models):")
+
+    def shown(reach: dict[float, vote.Reach]) -> str:
+        return ", ".join(f"{frac:.0%}: " + ("unreachable" if r.saving is None else f"{r.saving:.3f}")
+                         + f" (at {r.relative_quality:.1%} of best)" for frac, r in reach.items())
+
+    bound = vote.in_hindsight(codes, ds.scores, ds.costs, kinds, keys, operating.TARGETS)
+    print(f"  in hindsight (rules and thresholds picked on the scored rows, acceptance chances out-of-fold): {shown(bound)}")
+    held = vote.held_out(codes, ds.scores, ds.costs, kinds, keys, folds, operating.TARGETS)
+    print(f"  held out (picked on the training folds, no margin): {shown(held)}")
 
 
 if __name__ == "__main__":
