@@ -277,6 +277,27 @@ def test_task_ceiling_lp_matches_a_hand_computed_mix():
     assert task_ceiling(scores, costs, groups, 1.01) is None
 
 
+def test_task_mix_held_out_solves_on_the_training_folds_and_pays_for_what_they_missed():
+    """Held out, a task's shares come from the other folds: where they misjudge the task, the fold pays."""
+    from llm_router.learn.ceiling import task_mix_held_out
+
+    # task a: the cheap model is always right; task b: never. 4 rows per task over 2 folds.
+    scores = np.array([[1, 1], [1, 1], [0, 1], [0, 1]] * 2, float)
+    costs = np.tile([1.0, 10.0], (8, 1))
+    groups = ["a", "a", "b", "b"] * 2
+    folds = np.array([0] * 4 + [1] * 4)
+    saving, quality = task_mix_held_out(scores, costs, groups, folds, 1.0)
+    assert quality == pytest.approx(1.0) and saving == pytest.approx(1 - (1 + 1 + 10 + 10) / 4 / 10)
+    # Each fold meets a task the other never saw; its rows get the other fold's best model.
+    groups2 = groups[:4] + ["a", "a", "c", "c"]
+    scores2 = scores.copy()
+    scores2[6:, 0] = 1.0  # on task c the cheap model is right too
+    saving2, quality2 = task_mix_held_out(scores2, costs, groups2, folds, 1.0)
+    # fold 0, solved on fold 1 (the cheap model right everywhere, so it is "best"): a cheap, b cheap and wrong.
+    # fold 1, solved on fold 0: a cheap; c unseen -> fold 0's best, the dear model.
+    assert quality2 == pytest.approx(6 / 8) and saving2 == pytest.approx(1 - (4 + 22) / 8 / 10)
+
+
 def _sector_data(n: int = 800, sectors: int = 8, dim: int = 8, seed: int = 0):
     """Unit embeddings on a circle; the cheap model is right in every other sector (no linear rule can say so)."""
     rng = np.random.default_rng(seed)
