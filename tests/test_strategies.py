@@ -104,6 +104,49 @@ def test_quality_gate_params_are_checked_with_config(params, problem):
     parse_config({"policies": {"default": {"classifier": "rules", "strategy": "quality_gate", "params": ok}}})
 
 
+def test_quality_gate_mix_draws_each_task_from_its_shares_and_leaves_other_prompts_to_the_tradeoff():
+    q = (("deepseek-v2", 0.6), ("gpt-4o", 0.9))
+    s = make_strategy("quality_gate")
+    params = {"tradeoff": 2.0, "mix": {"winogrande": {"gpt-4o": 0.75, "deepseek-v2": 0.25}, "arc": {"llama-3-70b": 1.0}}}
+    prompts = [f"question number {i}: which option fits?" for i in range(2000)]
+
+    def pick(t, label, candidates=ALL):
+        return s.select(ctx(quality=q, params=params, label=label, candidates=candidates,
+                            body={"messages": [{"role": "user", "content": t}]}))
+
+    picks = [pick(t, "winogrande") for t in prompts]
+    dear = [sel.model.id == "gpt-4o" for sel in picks]
+    assert {sel.model.id for sel in picks} == {"gpt-4o", "deepseek-v2"} and 0.71 < sum(dear) / len(dear) < 0.79
+    assert "task winogrande: its mix sends 75% of its prompts here" in next(sel.reason for sel in picks if sel.model.id == "gpt-4o")
+    assert [pick(t, "winogrande").model.id == "gpt-4o" for t in prompts[:200]] == dear[:200]  # a prompt always goes the same way
+    assert {pick(t, "arc").model.id for t in prompts[:50]} == {"llama-3-70b"}
+    # No label, or a task the mix does not name: the trade-off (2.0 here: the cheapest predicted)
+    assert {pick(t, None).model.id for t in prompts[:50]} == {pick(t, "chat").model.id for t in prompts[:50]} == {"deepseek-v2"}
+    # A mixed model not among the candidates: the task's other shares, renormalised; none left: the trade-off
+    without = [m for m in ALL if m.id != "gpt-4o"]
+    assert {pick(t, "winogrande", without).model.id for t in prompts[:50]} == {"deepseek-v2"}
+    no_llama = [m for m in ALL if m.id != "llama-3-70b"]
+    sel = pick(prompts[0], "arc", no_llama)
+    assert sel.model.id == "deepseek-v2" and "tradeoff 2" in sel.reason
+
+
+@pytest.mark.parametrize("params, problem", [
+    ({"mix": []}, "params.mix: must be a non-empty mapping task -> {model: share}, got []"),
+    ({"mix": {"arc": "gpt-4o"}}, "params.mix.arc: must be a non-empty mapping model -> share, got 'gpt-4o'"),
+    ({"mix": {"arc": {"gpt-4o": -1}}}, "params.mix.arc.gpt-4o: must be a number >= 0, got -1"),
+    ({"mix": {"arc": {"gpt-4o": 0}}}, "params.mix.arc: the shares add up to 0 (at least one must be positive)"),
+    ({"mix": {"arc": {"gpt-9": 1}}}, "params.mix.arc.gpt-9: unknown model 'gpt-9'"),
+])
+def test_quality_gate_mix_is_checked_with_config(params, problem):
+    from llm_router.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as info:
+        parse_config({"policies": {"default": {"classifier": "rules", "strategy": "quality_gate", "params": params}}})
+    assert any(f"policies.default.{problem}" in line for line in "; ".join(info.value.problems).split("; "))
+    parse_config({"policies": {"default": {"classifier": "rules", "strategy": "quality_gate",
+                                           "params": {"mix": {"arc": {"gpt-4o": 0.5, "deepseek-v2": 0.5}}}}}})
+
+
 def test_quality_gate_without_predictions_uses_tier_floors():
     s = make_strategy("quality_gate")
     assert s.select(ctx(Tier.LOW)).model.id == "deepseek-v2"

@@ -684,6 +684,11 @@ def policy_problems(p: PolicyConf, where: str, cfg: "Config") -> list[str]:
     for label, mid in (p.params.get("map") or {}).items():
         if mid not in cfg.models:
             problems.append(f"{where}.params.map.{label}: unknown model {mid!r} (known: {known})")
+    mix = p.params.get("mix") if p.strategy == "quality_gate" else None
+    for task, shares in (mix.items() if isinstance(mix, dict) else ()):
+        for mid in shares if isinstance(shares, dict) else ():
+            if mid not in cfg.models:
+                problems.append(f"{where}.params.mix.{task}.{mid}: unknown model {mid!r} (known: {known})")
     if p.strategy in ("cascade", "hedge"):
         from llm_router.orchestrate.params import param_problems
 

@@ -77,6 +77,7 @@ class EvalReport:
     at_quality_agree_bound: dict[str, dict[str, Any]] | None = None  # same search on the scored rows: an upper bound only
     agree_policy: dict[str, dict[str, Any]] | None = None  # target -> deployable cascade params (fit on ALL rows)
     agree_policy_fit: dict[str, Any] | None = None  # how agree_policy was fit, and what it is not
+    at_quality_task_mix: dict[str, dict[str, Any]] | None = None  # learned_mix@x: per-task mixes, solved on training folds
 
     def to_json(self) -> dict[str, Any]:
         """The JSON document of `llm-router eval --json`."""
@@ -241,12 +242,15 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
     picks = {frac: np.zeros(n) for frac in operating.TARGETS}
     blended: dict[float, set[tuple[float, float, float]]] = {frac: set() for frac in operating.TARGETS}
     margins: dict[float, list[float]] = {frac: [] for frac in operating.TARGETS}
+    rules: dict[float, list[str]] = {frac: [] for frac in operating.TARGETS}
     prices_row = np.zeros((n, m))
     names = list(STRATEGY_POLICIES) + [f"learned@{frac:.2f}" for frac in operating.TARGETS]
-    chosen = {name: np.full(n, -1) for name in names}
+    mix_names = [f"learned_mix@{frac:.2f}" for frac in operating.TARGETS]
+    chosen = {name: np.full(n, -1) for name in names + mix_names}
+    mix_margins: dict[str, list[float]] = {name: [] for name in mix_names}
     chains: list[list[int]] = [[] for _ in range(n)]
     semantic_ok = True
-    checked = 0
+    checked = mix_checked = 0
     topic_clusters: list[int] = []
     task_groups: list[tuple[int, float | None]] = []
     for f in np.unique(fids):
@@ -277,21 +281,27 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
             if "blend" in params:
                 blended[frac].add((params["tradeoff"], params["blend"]["tradeoff"], params["blend"]["share"]))
             margins[frac].append(float(fold_model.meta["operating_points"][f"{frac:.2f}"].get("margin", 0.0)))
-        cfg = eval_config(ds.models, prices, quality, with_semantic=True, classifiers=classifiers,
-                          learned={f"learned@{frac:.2f}": params for frac, params in ops.items()})
+            rules[frac].append("mix" if "mix" in params else "tradeoff")
+        learned_policies = {f"learned@{frac:.2f}": params for frac, params in ops.items()}
+        for frac, params in ops.items():  # the per-task mixes, where the fold's model has them
+            found = (fold_model.meta.get("task_mix") or {}).get(f"{frac:.2f}")
+            if found:
+                learned_policies[f"learned_mix@{frac:.2f}"] = {**params, "mix": found["mix"]}
+                mix_margins[f"learned_mix@{frac:.2f}"].append(float(found["margin"]))
+        cfg = eval_config(ds.models, prices, quality, with_semantic=True, classifiers=classifiers, learned=learned_policies)
         learned = _Memo(LearnedClassifier(fold_model, featurizer))
         instances: dict[str, Classifier] = {"learned": learned}
         semantic = _semantic_classifier(cfg)
         if semantic is None:
             semantic_ok = False
-            cfg = eval_config(ds.models, prices, quality, classifiers=classifiers,
-                              learned={f"learned@{frac:.2f}": params for frac, params in ops.items()})
+            cfg = eval_config(ds.models, prices, quality, classifiers=classifiers, learned=learned_policies)
         else:
             instances["semantic"] = semantic
         router = Router(cfg, classifiers=instances)
         index = {mm: j for j, mm in enumerate(ds.models)}
+        fold_names = names + [name for name in mix_names if name in router.policies]
         for i in te:
-            for name in names:
+            for name in fold_names:
                 decision = router.decide(requests[i], router.policies[name])
                 if isinstance(decision, RouteError):
                     raise RuntimeError(f"eval: policy {name} refused row {ds.ids[i]}: {decision.message}")
@@ -310,9 +320,17 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
                             operating.utility(p_all[te], prices, t))
             rows = np.arange(len(te))
             differ = (vec != got) & (np.abs(util[rows, vec] - util[rows, got]) > 1e-5)
+            if "mix" in params:  # training chose the per-task mix for this target: its tasks' rows go by their shares
+                labels = [learned.classify(requests[i]).label for i in te]
+                differ &= np.array([label not in params["mix"] for label in labels])
+                mix_checked += check_mix(params["mix"], labels, [requests[i].prompt for i in te], ds.models, prices, got)
             if differ.any():
                 raise AssertionError(f"learned router and vectorised rule disagree on {int(differ.sum())} rows")
             checked += len(te)
+        for name in fold_names:
+            if name.startswith("learned_mix@"):
+                mix_checked += check_mix(learned_policies[name]["mix"], [learned.classify(requests[i]).label for i in te],
+                                         [requests[i].prompt for i in te], ds.models, prices, chosen[name][te])
     if not semantic_ok:
         notes.append("semantic classifier unavailable here (no built embeddings/examples): the semantic policy ran on the rules classifier")
     notes.append("cascade (plain row) is scored on the first model of its chain; the cascade@F rows replay the later steps")
@@ -320,6 +338,19 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
     best_q, best_c = operating.measure(np.full(n, best), ds.scores, ds.costs)
     oq, oc = operating.measure(oracle_choice(ds), ds.scores, ds.costs)
     strategies = [_metrics(name, chosen[name], ds) for name in names]
+    mixed = [name for name in mix_names if (chosen[name] >= 0).all()]  # every fold's model had the mix
+    task_mix_at: dict[str, dict[str, Any]] | None = {} if mixed else None
+    for name in mixed:
+        r = _metrics(name, chosen[name], ds, "per-task mix solved on the training folds (margin "
+                     + ", ".join(f"{v:g}" for v in mix_margins[name]) + " per fold); other tasks by the trade-off")
+        strategies.append(r)
+        key = name.split("@", 1)[1]
+        task_mix_at[key] = {"quality": r.quality, "cost_per_1k": r.cost_per_1k, "saving_vs_best": 1 - r.cost_per_1k / best_c,
+                            "relative_quality": r.quality / best_q, "reached": r.quality >= float(key) * best_q - 1e-12,
+                            "margins": mix_margins[name]}
+    if mixed:
+        notes.append(TASK_MIX_NOTE)
+        notes.append(f"learned_mix@x: the Router's choices checked against each recognised task's shares on {mix_checked} decisions")
     responses = load_responses(ds)
     agree_at = agree_bound = agree_policy = agree_fit = None
     if responses is None:
@@ -358,6 +389,7 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
             "tradeoff": sorted(set(np.round(picks[frac], 6).tolist())),
             "blends": [{"tradeoff": round(a, 6), "other": round(b, 6), "share": round(c, 4)} for a, b, c in sorted(blended[frac])],
             "margins": margins[frac],
+            "rules": rules[frac],  # per fold: the trade-off blend, or the per-task mix training found cheaper
         }
     points = _curve_by_fold(p_all, prices_row, fids, ds)
     at_curve = {}
@@ -381,8 +413,38 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
         oracle={"quality": oq, "cost_per_1k": oc, "model_share": _share(oracle_choice(ds), ds.models)},
         strategies=strategies, at_quality=at_quality, curve=points, pareto=operating.pareto(points),
         at_quality_curve=at_curve, routellm=rl, notes=notes, at_quality_agree=agree_at, at_quality_agree_bound=agree_bound,
-        agree_policy=agree_policy, agree_policy_fit=agree_fit,
+        agree_policy=agree_policy, agree_policy_fit=agree_fit, at_quality_task_mix=task_mix_at,
     )
+
+
+TASK_MIX_NOTE = (
+    "learned_mix@x: the learned classifier's recognised task (its label) routed by quality_gate's `mix` param: per task, "
+    "the share of its prompts each model gets, solved per fold on the training rows by their recognised task (a linear "
+    "program over the tasks' mean quality and cost per model) for x of the best model's training quality plus a margin "
+    "sized by inner cross-validation; each prompt drawn by a hash of it; decided by the real Router on held-out rows")
+
+
+def check_mix(mix: dict[str, dict[str, float]], labels: list[str | None], prompts: list[str], models: tuple[str, ...],
+              prices: np.ndarray, got: np.ndarray) -> int:
+    """The Router's mix choices must be where each prompt's hash lands in its task's shares (cheapest first).
+
+    Raises AssertionError on a row that differs (away from a share boundary); returns how many rows were checked.
+    """
+    from llm_router.learn import task_mix
+
+    order = np.argsort(prices, kind="stable")  # quality_gate walks the candidates by price
+    rows = [i for i, label in enumerate(labels) if label in mix]
+    if not rows:
+        return 0
+    shares = np.array([[float(mix[labels[i]].get(models[j], 0.0)) for j in order] for i in rows])
+    u = np.array([operating.blend_draw(prompts[i]) for i in rows])
+    want = order[task_mix.draw(shares, u)]
+    cum = np.cumsum(shares, 1) / shares.sum(1, keepdims=True)
+    edge = (np.abs(cum - u[:, None]) < 1e-9).any(1)
+    bad = (want != got[rows]) & ~edge
+    if bad.any():
+        raise AssertionError(f"learned_mix: the Router and the task shares disagree on {int(bad.sum())} rows")
+    return len(rows)
 
 
 def _operating_params(point: dict[str, Any], blend: bool) -> dict[str, Any]:
@@ -663,6 +725,11 @@ def format_table(rep: EvalReport) -> str:
                          f"{r['calls_per_request']:.2f} calls per request, {r['escalated']:.0%} escalated{bound_txt}")
             for k, (kind, conf) in enumerate(sorted((r["configurations"][0] if r["configurations"] else {}).items())):
                 lines.append(f"    {'fold 1' if k == 0 else '      '} {kind}: {conf}")
+    if rep.at_quality_task_mix:
+        lines.append("per-task mix vs best single (learned_mix@x: shares per recognised task solved on training folds):")
+        for frac, r in rep.at_quality_task_mix.items():
+            lines.append(f"  target {float(frac):.0%}: quality {r['quality']:.3f} ({r['relative_quality']:.1%} of best"
+                         f"{'' if r['reached'] else ', BELOW target'}), ${r['cost_per_1k']:.3f}/1K, saving {r['saving_vs_best']:.1%}")
     if rep.agree_policy:
         lines += agree_policy_lines(rep)
     if rep.routellm:

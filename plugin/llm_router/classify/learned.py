@@ -73,11 +73,13 @@ class LearnedClassifier:
         return self.model.predict(self.featurizer.features(request))
 
     def classify(self, request: LLMRequest) -> Classification:
-        """Classify one request."""
-        return self.from_probabilities(request, self.predict(request))
+        """Classify one request; its label is the task the model's recogniser sees in it (None without one)."""
+        x = self.featurizer.features(request)
+        task = self.model.task_of(x)
+        return self.from_probabilities(request, self.model.predict(x), self.model.tasks[task] if task >= 0 else None)
 
-    def from_probabilities(self, request: LLMRequest, p: np.ndarray) -> Classification:
-        """The Classification for already computed probabilities (eval reuses them)."""
+    def from_probabilities(self, request: LLMRequest, p: np.ndarray, task: str | None = None) -> Classification:
+        """The Classification for already computed probabilities (eval reuses them) and recognised task."""
         best = float(p.max()) if len(p) else 0.0
         difficulty = 1.0 - best
         tier = tier_for_score(difficulty, self.cuts)
@@ -87,7 +89,8 @@ class LearnedClassifier:
         evidence = tuple(f"p({self.ids[i]})={p[i]:.2f}" for i in order)
         return Classification(
             tier=tier, category=category_of(request.prompt), confidence=min(1.0, 0.5 + 2 * margin), score=difficulty,
-            evidence=evidence, classifier=self.name, quality=tuple((mid, float(pi)) for mid, pi in zip(self.ids, p)),
+            evidence=((f"task {task}",) if task else ()) + evidence, classifier=self.name,
+            quality=tuple((mid, float(pi)) for mid, pi in zip(self.ids, p)), label=task,
         )
 
 

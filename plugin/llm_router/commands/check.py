@@ -403,9 +403,27 @@ def _describe_learned(path: str | None, clf, catalog: Catalog) -> None:
     if unknown:
         print(f"  not in the catalog, so never routed to: {', '.join(unknown)} (map the file's names to catalog ids "
               "with classifiers.learned.aliases, or add the models)")
+    names = dict(zip(model.models, clf.ids))
+
+    def aliased(mix: dict) -> dict:  # the file's model names -> catalog ids, as the classifier maps its predictions
+        return {task: {names.get(m, m): v for m, v in shares.items()} for task, shares in mix.items()}
+
     for frac, op in (meta.get("operating_points") or {}).items():
+        params = dict(op["params"])
+        if "mix" in params:
+            params["mix"] = aliased(params["mix"])
         print(f"  for {float(frac):.0%} of its best model's quality (training data): quality_gate params "
-              f"{_params_text(op['params'])}")
+              f"{_params_text(params)}")
+    for frac, found in (meta.get("task_mix") or {}).items():
+        op = (meta.get("operating_points") or {}).get(frac, {})
+        if isinstance(found, dict) and "mix" in found and op.get("rule") != "mix":
+            print(f"  or, per recognised task, for {float(frac):.0%} (the trade-off was cheaper on inner held-out rows): "
+                  f"quality_gate params {_params_text({**op_params(meta, frac), 'mix': aliased(found['mix'])})}")
+
+
+def op_params(meta: dict, frac: str) -> dict:
+    """The trade-off params of a model file's operating point (what a mix falls back to for other prompts)."""
+    return dict((meta.get("operating_points") or {}).get(frac, {}).get("params") or {})
 
 
 def _per_api(catalog: Catalog, allowed: list[str]) -> list[str]:

@@ -79,6 +79,9 @@ def run(args) -> int:
     ops = "; ".join(f"{float(k):.0%} of best -> params {_params_text(v['params'])} (margin {v['margin']:g}; "
                     f"cheapest single point: tradeoff {v['tradeoff']:.4g})" for k, v in meta["operating_points"].items())
     print(f"operating points (picked on out-of-fold predictions of the training rows): {ops}")
+    if any(isinstance(v, dict) and "mix" in v for v in (meta.get("task_mix") or {}).values()):
+        print("rule per target, by cost on inner held-out rows (trade-off blend vs per-task mix of the recognised tasks): "
+              + "; ".join(_rule_text(k, op, meta["task_mix"].get(k)) for k, op in meta["operating_points"].items()))
     if "rows_per_model" in meta:
         rows = ", ".join(f"{m} {n}" for m, n in meta["rows_per_model"].items())
         print(f"own traffic: each model fitted on the requests it answered ({rows}); qualities and operating points "
@@ -91,6 +94,14 @@ def run(args) -> int:
     print("use it: classifiers: {learned: {model: %s}}; a policy with classifier: learned, strategy: quality_gate, "
           "params: %s (or min_quality / relative)" % (path, _params_text(meta["operating_points"]["0.95"]["params"])))
     return 0
+
+
+def _rule_text(frac: str, op: dict, mix: dict | None) -> str:
+    """'95%: mix ($1.35/1K, reached; trade-off $1.42/1K, reached)' for one operating point."""
+    def held(h: dict | None) -> str:
+        return "n/a" if not h else f"${h['cost_per_1k']:.3f}/1K, {'reached' if h['reached'] else 'short'}"
+    return (f"{float(frac):.0%}: {op.get('rule', 'tradeoff')} (mix {held((mix or {}).get('inner_held_out'))}; "
+            f"trade-off {held(op.get('inner_held_out'))})")
 
 
 def _params_text(params: dict) -> str:

@@ -75,6 +75,21 @@ class QualityModel:
             z = z + (r[..., :-1] / r[..., -1:]).sum(-2)
         return 0.5 * (1.0 + np.tanh(0.5 * z))
 
+    @property
+    def tasks(self) -> list[str]:
+        """The tasks its recogniser tells apart (empty: it has none)."""
+        return list(self.meta.get("groups") or ())
+
+    def task_of(self, x: np.ndarray) -> np.ndarray | int:
+        """Index into `tasks` of the most likely task of a feature vector (or of each row); -1 without a recogniser."""
+        c, k = self.clusters, len(self.tasks)
+        if c is None or c.bias is None or not k:
+            return -1 if x.ndim == 1 else np.full(len(x), -1)
+        lo = c.k - k  # the recogniser is the last block (train joins it after the topic clusters)
+        s = (x[..., :c.dim] @ c.centroids[lo:].T) * c.temperature + c.bias[lo:]
+        found = s.argmax(-1)
+        return int(found) if x.ndim == 1 else found
+
     def save(self, path: str | Path) -> Path:
         """Write the model as .npz (the suffix is added when missing)."""
         p = Path(path)

@@ -193,8 +193,24 @@ def blend_margins(p: np.ndarray, prices: np.ndarray, scores: np.ndarray, costs: 
     other folds' out-of-fold predictions with each margin and applied to this fold's rows; the
     margin is the smallest whose pooled quality reaches the target.
     """
+    return {f: h.margin for f, h in blends_held_out(p, prices, scores, costs, inner, draws, best, targets).items()}
+
+
+@dataclass(frozen=True, slots=True)
+class HeldOut:
+    """A rule's margin and what it delivered on inner held-out rows: mean quality and cost per row, and whether it reached."""
+
+    margin: float
+    quality: float
+    cost: float
+    reached: bool
+
+
+def blends_held_out(p: np.ndarray, prices: np.ndarray, scores: np.ndarray, costs: np.ndarray, inner: np.ndarray,
+                    draws: np.ndarray, best: int, targets: tuple[float, ...] = TARGETS) -> dict[float, HeldOut]:
+    """Per target, the blend's margin (see blend_margins) and its pooled inner held-out quality and cost."""
     n = len(p)
-    got = {(f, m): np.zeros(n) for f in targets for m in MARGINS}
+    got = {(f, m): (np.zeros(n), np.zeros(n)) for f in targets for m in MARGINS}
     for g in np.unique(inner):
         te, tr = np.nonzero(inner == g)[0], np.nonzero(inner != g)[0]
         points = curve(p[tr], prices, scores[tr], costs[tr])
@@ -202,6 +218,12 @@ def blend_margins(p: np.ndarray, prices: np.ndarray, scores: np.ndarray, costs: 
         for m, blends in picked.items():
             for f, b in blends.items():
                 choice = choose_blend(p[te], prices, b.tradeoff, b.other, b.share, draws[te])
-                got[(f, m)][te] = scores[te, choice]
+                q, c = got[(f, m)]
+                q[te], c[te] = scores[te, choice], costs[te, choice]
     need = float(scores[:, best].mean())
-    return {f: next((m for m in MARGINS if got[(f, m)].mean() >= f * need - 1e-12), MARGINS[-1]) for f in targets}
+    out = {}
+    for f in targets:
+        m = next((m for m in MARGINS if got[(f, m)][0].mean() >= f * need - 1e-12), MARGINS[-1])
+        q, c = got[(f, m)]
+        out[f] = HeldOut(m, float(q.mean()), float(c.mean()), bool(q.mean() >= f * need - 1e-12))
+    return out

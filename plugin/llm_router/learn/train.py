@@ -122,11 +122,13 @@ def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = N
     best = int(got.quality.argmax())
     picked = operating.pick(got.points, float(got.quality[best]))
     margins = {frac: 0.0 for frac in operating.TARGETS}
+    held: dict[float, operating.HeldOut] = {}
     if not partial:  # own traffic has its own caution (standard errors below the estimate)
         # Hashes of the raw prompts, not of the parsed ones the live rule draws from: sizing the
         # margin needs only some fixed uniform split of the rows, and x may come without requests.
         draws = np.array([operating.blend_draw(p) for p in ds.prompts])
-        margins = operating.blend_margins(got.oof, got.prices, ds.scores, ds.costs, fold_ids(keys // 7, folds), draws, best)
+        held = operating.blends_held_out(got.oof, got.prices, ds.scores, ds.costs, fold_ids(keys // 7, folds), draws, best)
+        margins = {f: h.margin for f, h in held.items()}
     blends = operating.pick_blends(got.points, float(got.quality[best]), margins=margins)
     if partial:
         # A target the logs cannot vouch for gets the most quality-seeking rule (trade-off 0), not
@@ -136,6 +138,16 @@ def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = N
                 picked[frac] = 0.0
                 blends[frac] = operating.Blend(0.0, 0.0, 0.0, blends[frac].quality, blends[frac].cost_per_1k)
     fitted, oof, models = got.fitted, got.oof, got.models
+    params = {frac: blends[frac].params() for frac in operating.TARGETS}
+    rules = {frac: "tradeoff" for frac in operating.TARGETS}
+    if tasks is not None and not partial:
+        task_meta["task_mix"], mixes = _task_mixes(ds, tasks[2].argmax(1), task_meta["groups"], keys, folds)
+        for frac, mix in mixes.items():
+            # The mix where it reached the target on inner held-out rows for less than the trade-off did.
+            b = held.get(frac)
+            if mix is not None and mix.held_out.reached and (b is None or not b.reached or mix.held_out.cost < b.cost):
+                params[frac] = {**params[frac], "mix": mix.params(task_meta["groups"], ds.models)}
+                rules[frac] = "mix"
     meta = {
         "embedder": featurizer.kind,
         "format": ds.format,
@@ -152,10 +164,32 @@ def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = N
         "model_cost": dict(zip(models, got.prices.tolist())),
         "best_single": models[best],
         # "tradeoff": the cheapest single point reaching the target; "params": the cheapest blend (quality_gate params).
-        "operating_points": {f"{frac:.2f}": {"tradeoff": t, "params": blends[frac].params(), "margin": margins[frac]}
+        # "rule": "mix" where the per-task mix beat the trade-off on inner held-out rows ("params" then carry it).
+        "operating_points": {f"{frac:.2f}": {"tradeoff": t, "params": params[frac], "margin": margins[frac], "rule": rules[frac],
+                                             **({"inner_held_out": _held(held[frac])} if frac in held else {})}
                              for frac, t in picked.items()},
         **got.meta,
     }
     model = QualityModel(models, fitted.mean, fitted.scale, fitted.weights, fitted.bias, featurizer.fingerprint(),
                          meta, np.unique(keys), topics)
     return model, oof
+
+
+def _held(h: operating.HeldOut) -> dict:
+    return {"quality": h.quality, "cost_per_1k": h.cost * 1000, "reached": h.reached}
+
+
+def _task_mixes(ds: Dataset, task: np.ndarray, names: list[str], keys: np.ndarray, folds: int) -> tuple[dict, dict]:
+    """Per target, the per-task mix (quality_gate `mix` params) solved on the rows by their recognised task; meta and mixes.
+
+    The tasks are the recogniser's cross-fitted guesses, as a live prompt's would be, not the labels.
+    """
+    from llm_router.learn import task_mix
+
+    try:
+        mixes = task_mix.fit(ds.scores, ds.costs, task, len(names), fold_ids(keys // 7, folds))
+    except ImportError:
+        return {"note": "no per-task mixes: they need scipy (pip install 'llm-router[train]')"}, {}
+    meta = {f"{frac:.2f}": {"mix": m.params(names, ds.models), "margin": m.margin, "inner_held_out": _held(m.held_out)}
+            for frac, m in mixes.items() if m is not None}
+    return meta, mixes

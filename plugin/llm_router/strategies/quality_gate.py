@@ -26,6 +26,7 @@ def param_problems(params) -> list[str]:
         v = params.get(key)
         if v is not None and (not _number(v) or v < 0):
             out.append(f"params.{key}: must be a number >= 0, got {v!r}")
+    out += mix_problems(params.get("mix"))
     blend = params.get("blend")
     if blend is None:
         return out
@@ -44,6 +45,43 @@ def param_problems(params) -> list[str]:
     return out
 
 
+def mix_problems(mix) -> list[str]:
+    """Problems with params.mix (task -> {model id: share}), each naming the field."""
+    if mix is None:
+        return []
+    if not isinstance(mix, dict) or not mix:
+        return [f"params.mix: must be a non-empty mapping task -> {{model: share}}, got {mix!r}"]
+    out = []
+    for task, shares in mix.items():
+        where = f"params.mix.{task}"
+        if not isinstance(shares, dict) or not shares:
+            out.append(f"{where}: must be a non-empty mapping model -> share, got {shares!r}")
+            continue
+        bad = [m for m, v in shares.items() if not _number(v) or v < 0]
+        if bad:
+            out.append(f"{where}.{bad[0]}: must be a number >= 0, got {shares[bad[0]]!r}")
+        elif not sum(shares.values()) > 0:
+            out.append(f"{where}: the shares add up to 0 (at least one must be positive)")
+    return out
+
+
+def mix_pick(mix: dict, task: str | None, ordered, prompt: str):
+    """The model a task's mix draws for this prompt among the candidates, with its share; None when it cannot."""
+    shares = mix.get(task) if task is not None else None
+    if not shares:
+        return None
+    usable = [(m, float(shares[m.id])) for m in ordered if float(shares.get(m.id, 0.0)) > 0.0]
+    total = sum(s for _, s in usable)
+    if not usable:
+        return None
+    u = blend_draw(prompt) * total
+    for model, share in usable:
+        u -= share
+        if u < 0.0:
+            return model, share / total
+    return usable[-1][0], usable[-1][1] / total
+
+
 class QualityGate:
     """Cheapest candidate whose quality clears the bar.
 
@@ -52,6 +90,9 @@ class QualityGate:
     or `tradeoff`: the best predicted quality minus tradeoff x price / the dearest price, optionally
     with `blend: {tradeoff, share}`: that share of prompts, drawn by a hash of the prompt, uses the
     blend's trade-off instead; `llm-router train` prints the blend that meets each target).
+    `mix: {task: {model: share}}` (from `llm-router train`, for the learned classifier's recognised
+    task, its label): a prompt of a task in the mix gets a model drawn from that task's shares by a
+    hash of the prompt, among the candidates; any other prompt goes by the rules above.
     Otherwise it applies to the catalog quality, with a floor per tier (params: `floors`).
     """
 
@@ -59,6 +100,11 @@ class QualityGate:
 
     def select(self, ctx: Context) -> Selection:
         ordered = by_price(ctx.candidates)
+        mix = ctx.params.get("mix")
+        if mix:
+            found = mix_pick(mix, ctx.classification.label, ordered, ctx.request.prompt)
+            if found is not None:
+                return Selection(found[0], f"task {ctx.classification.label}: its mix sends {found[1]:.0%} of its prompts here")
         predicted = dict(ctx.classification.quality)
         if predicted:
             scored = [(m, predicted[m.id]) for m in ordered if m.id in predicted]
