@@ -280,8 +280,10 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
             picks[frac][te] = params["tradeoff"]
             if "blend" in params:
                 blended[frac].add((params["tradeoff"], params["blend"]["tradeoff"], params["blend"]["share"]))
-            margins[frac].append(float(fold_model.meta["operating_points"][f"{frac:.2f}"].get("margin", 0.0)))
-            rules[frac].append("mix" if "mix" in params else "tradeoff")
+            rule = "mix" if "mix" in params else "tradeoff"
+            source = (fold_model.meta.get("task_mix") or {}) if rule == "mix" else fold_model.meta["operating_points"]
+            margins[frac].append(float(source.get(f"{frac:.2f}", {}).get("margin", 0.0)))
+            rules[frac].append(rule)
         learned_policies = {f"learned@{frac:.2f}": params for frac, params in ops.items()}
         for frac, params in ops.items():  # the per-task mixes, where the fold's model has them
             found = (fold_model.meta.get("task_mix") or {}).get(f"{frac:.2f}")
@@ -389,7 +391,7 @@ def evaluate(ds: Dataset, featurizer: Featurizer, *, folds: int = 5, model: Qual
             "tradeoff": sorted(set(np.round(picks[frac], 6).tolist())),
             "blends": [{"tradeoff": round(a, 6), "other": round(b, 6), "share": round(c, 4)} for a, b, c in sorted(blended[frac])],
             "margins": margins[frac],
-            "rules": rules[frac],  # per fold: the trade-off blend, or the per-task mix training found cheaper
+            "rules": rules[frac],  # per fold: the trade-off blend, or the per-task mix training found cheaper (margins: its)
         }
     points = _curve_by_fold(p_all, prices_row, fids, ds)
     at_curve = {}
