@@ -176,6 +176,7 @@ def train_model(ds: Dataset, featurizer: Featurizer, *, x: np.ndarray | None = N
 
 
 def _held(h: operating.HeldOut) -> dict:
+    """A rule's inner held-out result as the model file keeps it."""
     return {"quality": h.quality, "cost_per_1k": h.cost * 1000, "reached": h.reached}
 
 
