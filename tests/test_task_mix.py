@@ -152,3 +152,36 @@ def test_eval_routes_the_mix_through_the_router_on_held_out_rows():
     size = np.bincount(fold_ids(keys_of(ds), 5))
     uses = sum(int(size[f]) for r in rep.at_quality.values() for f, rule in enumerate(r["rules"]) if rule == "mix")
     assert said.endswith(f"on {2000 + uses} decisions") and len(rep.at_quality["0.95"]["rules"]) == 5
+
+
+def test_a_config_with_the_mix_routes_each_prompt_by_its_recognised_task(tmp_path, capsys):
+    """The whole live path: train, check (the mix with aliases applied), route through the Router by the config."""
+    import json
+
+    import yaml
+
+    out = tmp_path / "m.npz"
+    src = FIX / "routerbench_small.csv"
+    assert cli_main(["train", "--data", str(src), "--out", str(out), "--features", "hashing"]) == 0
+    model = QualityModel.load(out)
+    aliases = {"tiny-7b": "deepseek-v2", "mid-34b": "llama-3-70b", "big-pro": "gpt-4o"}
+    mix = {task: {aliases[m]: v for m, v in shares.items()} for task, shares in model.meta["task_mix"]["0.95"]["mix"].items()}
+    conf = {"classifiers": {"learned": {"model": str(out), "aliases": aliases}},
+            "policies": {"default": {"classifier": "learned", "strategy": "quality_gate",
+                                     "params": {"tradeoff": 0.1, "mix": mix}}}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    capsys.readouterr()
+    assert cli_main(["check", str(path)]) == 0
+    said = capsys.readouterr().out
+    assert "quality_gate params" in said and "deepseek-v2" in said and "tiny-7b:" not in said  # aliased
+    from llm_router.datasets import load
+
+    ds = load([src])
+    for prompt in ds.prompts[:6]:
+        assert cli_main(["route", "--config", str(path), "--json", prompt]) == 0
+        got = json.loads(capsys.readouterr().out)
+        label = got["label"]  # the recognised task
+        assert label in mix
+        assert f"task {label}: its mix sends" in got["reason"]
+        assert got["model"] in {m for m, v in mix[label].items() if v > 0}

@@ -66,7 +66,8 @@ def decision_summary(decision) -> dict:
     return {
         "model": decision.model.id, "provider": decision.model.provider, "upstream": decision.model.upstream,
         "fallbacks": [m.id for m in decision.fallbacks], "mode": decision.mode, "tier": c.tier.name,
-        "category": c.category, "score": c.score, "confidence": c.confidence, "policy": decision.policy,
+        "category": c.category, **({"label": c.label} if c.label is not None else {}), "score": c.score,
+        "confidence": c.confidence, "policy": decision.policy,
         "strategy": decision.strategy, "estimated_cost": decision.estimated_cost, "input_tokens": decision.input_tokens,
         "reason": decision.reason, **({"shadow_model": decision.shadow.id} if decision.shadow is not None else {}),
     }
