@@ -36,6 +36,11 @@ def _task_data(n: int = 800, tasks: int = 8, dim: int = 8, seed: int = 0, noise:
     return ds, x, Featurizer("hashing", HashingEmbedder(dim=dim))
 
 
+def train_fixture(out: Path, *flags: str) -> None:
+    """`llm-router train` on the small RouterBench fixture with hashing features, written to `out`."""
+    assert cli_main(["train", "--data", str(FIX / "routerbench_small.csv"), "--out", str(out), "--features", "hashing", *flags]) == 0
+
+
 def test_softmax_regression_recognises_separable_groups():
     rng = np.random.default_rng(3)
     centres = rng.normal(size=(5, 12)) * 3
@@ -131,7 +136,7 @@ def test_train_and_eval_report_the_recogniser(tmp_path, capsys):
     """The fixture's rows name 2 tasks: train says the recogniser is there, --no-groups leaves it out, routes load."""
     out = tmp_path / "m.npz"
     src = FIX / "routerbench_small.csv"
-    assert cli_main(["train", "--data", str(src), "--out", str(out), "--features", "hashing"]) == 0
+    train_fixture(out)
     said = capsys.readouterr().out
     assert "(the last 2: a recogniser of the data's tasks, cross-fitted accuracy " in said
     model = QualityModel.load(out)
@@ -141,7 +146,7 @@ def test_train_and_eval_report_the_recogniser(tmp_path, capsys):
     clf = LearnedClassifier.load(out)
     feat = Featurizer("hashing", HashingEmbedder())
     assert np.allclose([p for _, p in clf.classify(req).quality], model.predict(feat.features(req)), atol=1e-6)
-    assert cli_main(["train", "--data", str(src), "--out", str(out), "--features", "hashing", "--no-groups"]) == 0
+    train_fixture(out, "--no-groups")
     assert "recogniser" not in capsys.readouterr().out and QualityModel.load(out).meta["groups"] == []
 
 
@@ -168,7 +173,7 @@ def test_check_loads_the_learned_model_and_says_what_it_holds(tmp_path, capsys):
     import yaml
 
     out = tmp_path / "m.npz"
-    assert cli_main(["train", "--data", str(FIX / "routerbench_small.csv"), "--out", str(out), "--features", "hashing"]) == 0
+    train_fixture(out)
     capsys.readouterr()
     conf = {"classifiers": {"learned": {"model": str(out), "aliases": {"tiny-7b": "deepseek-v2", "big-pro": "gpt-4o"}}},
             "policies": {"default": {"classifier": "learned", "strategy": "quality_gate", "params": {"tradeoff": 0.1}}}}

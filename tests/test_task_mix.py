@@ -1,14 +1,12 @@
 """Per-task model mixes (learn.task_mix): solved for a target, written by train, labelled live, replayed by eval."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from llm_router.classify.learned import LearnedClassifier
 from llm_router.cli import main as cli_main
-from llm_router.datasets import Dataset
+from llm_router.datasets import load
 from llm_router.evaluate import evaluate
 from llm_router.learn import operating, task_mix
 from llm_router.learn.features import Featurizer, HashingEmbedder
@@ -16,7 +14,7 @@ from llm_router.learn.fit import fold_ids
 from llm_router.learn.model import QualityModel
 from llm_router.learn.train import keys_of, requests_of, train_model
 
-FIX = Path(__file__).parent / "fixtures" / "learned"
+from test_task_groups import FIX, _task_data, train_fixture  # the planted-task data and the fixture's training
 
 
 def test_solve_gives_each_task_the_cheapest_shares_reaching_the_target():
@@ -65,23 +63,8 @@ def test_fit_sizes_a_margin_so_the_mix_holds_on_rows_it_was_not_solved_on():
     assert mix.shares[0] == pytest.approx([1, 0]) and mix.shares[3] == pytest.approx([0, 1])
 
 
-def _task_dataset(n: int = 800, tasks: int = 4, dim: int = 8, seed: int = 0):
-    """Embeddings on a circle, one task per sector; the cheap model is right on every other task (as test_task_groups)."""
-    rng = np.random.default_rng(seed)
-    angle = rng.uniform(0, 2 * np.pi, n)
-    x = np.zeros((n, dim + 8))
-    x[:, 0], x[:, 1] = np.cos(angle), np.sin(angle)
-    task = (angle / (2 * np.pi / tasks)).astype(int)
-    cheap_right = (task % 2 == 0) ^ (rng.random(n) < 0.05)
-    scores = np.stack([cheap_right, np.ones(n, bool)], 1).astype(float)
-    costs = np.tile([0.001, 0.02], (n, 1))
-    ds = Dataset("routerbench", ("cheap", "top"), [f"r{i}" for i in range(n)], [f"prompt {i}" for i in range(n)],
-                 [f"task{t}" for t in task], scores, costs, "test")
-    return ds, x, Featurizer("hashing", HashingEmbedder(dim=dim))
-
-
 def test_train_writes_a_mix_per_target_and_the_model_names_each_prompts_task(tmp_path):
-    ds, x, feat = _task_dataset()
+    ds, x, feat = _task_data(tasks=4)
     model, _ = train_model(ds, feat, x=x, clusters=0, groups=True)
     mixes = model.meta["task_mix"]
     assert set(mixes) == {"0.95", "1.00"}
@@ -103,14 +86,11 @@ def test_train_writes_a_mix_per_target_and_the_model_names_each_prompts_task(tmp
 
 def test_the_learned_classifier_labels_a_request_with_its_recognised_task(tmp_path, capsys):
     out = tmp_path / "m.npz"
-    src = FIX / "routerbench_small.csv"
-    assert cli_main(["train", "--data", str(src), "--out", str(out), "--features", "hashing"]) == 0
+    train_fixture(out)
     said = capsys.readouterr().out
     assert "rule per target, by cost on inner held-out rows (trade-off blend vs per-task mix of the recognised tasks): 95%: " in said
     clf = LearnedClassifier.load(out)
-    from llm_router.datasets import load
-
-    ds = load([src])
+    ds = load([FIX / "routerbench_small.csv"])
     reqs = requests_of(ds)
     feats = Featurizer("hashing", HashingEmbedder()).matrix(reqs)
     want = np.array(clf.model.tasks)[clf.model.task_of(feats)]
@@ -118,12 +98,12 @@ def test_the_learned_classifier_labels_a_request_with_its_recognised_task(tmp_pa
     assert [c.label for c in got] == want.tolist() and {c.label for c in got} <= {"easy", "hard"}
     assert all(c.evidence[0] == f"task {c.label}" for c in got)
     # a model without a recogniser labels nothing
-    assert cli_main(["train", "--data", str(src), "--out", str(out), "--features", "hashing", "--no-groups"]) == 0
+    train_fixture(out, "--no-groups")
     assert LearnedClassifier.load(out).classify(reqs[0]).label is None
 
 
 def test_eval_routes_the_mix_through_the_router_on_held_out_rows():
-    ds, x, feat = _task_dataset(n=1000)
+    ds, x, feat = _task_data(n=1000, tasks=4)
     ds.prompts[:] = [f"prompt {i} of the planted tasks" for i in range(len(ds))]
 
     index = {p: i for i, p in enumerate(ds.prompts)}
@@ -161,8 +141,8 @@ def test_a_config_with_the_mix_routes_each_prompt_by_its_recognised_task(tmp_pat
     import yaml
 
     out = tmp_path / "m.npz"
+    train_fixture(out)
     src = FIX / "routerbench_small.csv"
-    assert cli_main(["train", "--data", str(src), "--out", str(out), "--features", "hashing"]) == 0
     model = QualityModel.load(out)
     aliases = {"tiny-7b": "deepseek-v2", "mid-34b": "llama-3-70b", "big-pro": "gpt-4o"}
     mix = {task: {aliases[m]: v for m, v in shares.items()} for task, shares in model.meta["task_mix"]["0.95"]["mix"].items()}
@@ -175,8 +155,6 @@ def test_a_config_with_the_mix_routes_each_prompt_by_its_recognised_task(tmp_pat
     assert cli_main(["check", str(path)]) == 0
     said = capsys.readouterr().out
     assert "quality_gate params" in said and "deepseek-v2" in said and "tiny-7b:" not in said  # aliased
-    from llm_router.datasets import load
-
     ds = load([src])
     for prompt in ds.prompts[:6]:
         assert cli_main(["route", "--config", str(path), "--json", prompt]) == 0
