@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import zlib
 
-from llm_router.catalog import Tier
+from llm_router.catalog import Model, Tier
 from llm_router.strategies.base import Context, Selection, by_price
 
 # Default minimum model quality per request tier when no prediction is available.
@@ -65,15 +65,15 @@ def mix_problems(mix) -> list[str]:
     return out
 
 
-def mix_pick(mix: dict, task: str | None, ordered, prompt: str):
+def mix_pick(mix: dict, task: str | None, ordered: list[Model], prompt: str) -> tuple[Model, float] | None:
     """The model a task's mix draws for this prompt among the candidates, with its share; None when it cannot."""
     shares = mix.get(task) if task is not None else None
     if not shares:
         return None
     usable = [(m, float(shares[m.id])) for m in ordered if float(shares.get(m.id, 0.0)) > 0.0]
-    total = sum(s for _, s in usable)
     if not usable:
         return None
+    total = sum(s for _, s in usable)
     u = blend_draw(prompt) * total
     for model, share in usable:
         u -= share
