@@ -199,8 +199,9 @@ def orchestrated_answer(rt, fakes, texts: dict[str, str], prompt: str, policy: s
 
 @pytest.fixture
 def apisix_runner_thread(monkeypatch):
-    """A starter of in-process APISIX runner threads whose config polls for `poll_us` microseconds (0: never), with
-    more `server` settings as keywords; each is stopped and its socket removed after the test."""
+    """A starter of in-process APISIX runner threads whose config polls for `poll_us` microseconds (0: never; None: the
+    default), with more `server` settings as keywords, an optional observer and clock; each is stopped and its socket
+    removed after the test."""
     from apisix_emulator import FAKE_KEYS, RunnerThread, remove_dir, socket_dir
 
     from llm_router.config import parse_config
@@ -213,9 +214,12 @@ def apisix_runner_thread(monkeypatch):
     d = socket_dir()
     threads: list[RunnerThread] = []
 
-    def start(poll_us: int, **server) -> RunnerThread:
-        runtime = Runtime(parse_config({"server": {"apisix_answer_poll_us": poll_us, **server}}), telemetry=False)
-        thread = RunnerThread(os.path.join(d, f"runner{len(threads)}.sock"), Runner(runtime, TokenStore(ttl=100))).start()
+    def start(poll_us: int | None = None, *, observer=None, telemetry: bool = False, clock=None, **server) -> RunnerThread:
+        if poll_us is not None:
+            server["apisix_answer_poll_us"] = poll_us
+        runtime = Runtime(parse_config({"server": server}), observer=observer, telemetry=telemetry)
+        runner = Runner(runtime, TokenStore(ttl=100), **({"clock": clock} if clock is not None else {}))
+        thread = RunnerThread(os.path.join(d, f"runner{len(threads)}.sock"), runner).start()
         threads.append(thread)
         return thread
     try:

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from llm_router.accounting import Usage
-from llm_router.config import load_config, parse_config
+from llm_router.config import load_config
 from llm_router.gateways.apisix import encode, framing
 from llm_router.gateways.apisix.runner import REQUEST_ID_VAR, Runner
 from llm_router.gateways.apisix.tokens import TokenStore
@@ -469,19 +469,13 @@ class Recorder:
 
 
 @pytest.fixture
-def inproc(monkeypatch):
-    for k, v in FAKE_KEYS.items():
-        monkeypatch.setenv(k, v)
-    d = socket_dir()
+def inproc(apisix_runner_thread):
     rec = Recorder()
     # no runner-side fallback here: these providers are the real (unreachable) ones; test_apisix_fallback covers it
-    runner = Runner(Runtime(parse_config({"server": {"apisix_fallback": False}}), observer=rec), TokenStore(ttl=100))
-    thread = RunnerThread(os.path.join(d, "inproc.sock"), runner).start()
+    thread = apisix_runner_thread(observer=rec, telemetry=True, apisix_fallback=False)
     em = Emulator(thread.path)
-    yield em, runner, rec
+    yield em, thread.runner, rec
     em.close()
-    thread.stop()
-    remove_dir(d)
 
 
 def _post(route: RouteConf) -> RouteConf:

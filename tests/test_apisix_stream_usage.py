@@ -1,22 +1,18 @@
 """Usage of streamed answers on APISIX: the runner waits for http-logger's copy of a stream (POST /v1/usage-log)."""
 from __future__ import annotations
 
-import os
 
 import httpx
 import orjson
 import pytest
 
 from llm_router.accounting import Usage
-from llm_router.config import parse_config
 from llm_router.gateways.apisix import usage_log
-from llm_router.gateways.apisix.runner import REQUEST_ID_VAR, STREAM_USAGE_WAIT_S, Runner
+from llm_router.gateways.apisix.runner import REQUEST_ID_VAR, STREAM_USAGE_WAIT_S
 from llm_router.gateways.apisix.server import usage_log_handler
-from llm_router.gateways.apisix.tokens import TokenStore
 from llm_router.metrics import Metrics, serve_metrics, stop_metrics
-from llm_router.runtime import Runtime
 
-from apisix_emulator import FAKE_KEYS, Emulator, RouteConf, RunnerThread, remove_dir, socket_dir
+from apisix_emulator import Emulator, RouteConf
 
 PRE = RouteConf(conf=(("llm-router", '{"policy": "default"}'),))
 POST = RouteConf(conf=PRE.conf, plugin="ext-plugin-post-resp")
@@ -46,21 +42,13 @@ class Clock:
 
 
 @pytest.fixture
-def gw(monkeypatch):
-    for k, v in FAKE_KEYS.items():
-        monkeypatch.setenv(k, v)
-    d = socket_dir()
+def gw(apisix_runner_thread):
     rec = Recorder()
-    cfg = parse_config({"server": {"apisix_fallback": False, "apisix_stream_usage": True}})
-    runner = Runner(Runtime(cfg, observer=rec), TokenStore(ttl=100))
-    runner.clock = Clock()
-    thread = RunnerThread(os.path.join(d, "usage.sock"), runner).start()
+    thread = apisix_runner_thread(observer=rec, telemetry=True, clock=Clock(), apisix_fallback=False, apisix_stream_usage=True)
     em = Emulator(thread.path)
     em.http_resp_call(POST, headers=[("content-type", "application/json")])  # the route now known to use post-resp
-    yield em, runner, rec, thread
+    yield em, thread.runner, rec, thread
     em.close()
-    thread.stop()
-    remove_dir(d)
 
 
 def _streamed(em) -> str:
