@@ -182,7 +182,8 @@ def test_blend_margin_is_the_smallest_that_reaches_the_target_on_rows_it_was_not
     p = np.stack([0.3 * scores[:, 0] + 0.6 * rng.random(n), np.full(n, 0.95)], 1)
     inner = np.arange(n) % 5
     draws = rng.random(n)
-    margins = operating.blend_margins(p, np.array([1.0, 20.0]), scores, costs, inner, draws, best=1)
+    held = operating.blends_held_out(p, np.array([1.0, 20.0]), scores, costs, inner, draws, best=1)
+    margins = {f: h.margin for f, h in held.items()}
     assert set(margins) == {0.95, 1.0} and all(m in operating.MARGINS for m in margins.values())
 
     def pooled(frac: float, m: float) -> float:

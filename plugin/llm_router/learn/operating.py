@@ -184,18 +184,6 @@ def pick(points: list[Point], best_quality: float, targets: tuple[float, ...] = 
     return out
 
 
-def blend_margins(p: np.ndarray, prices: np.ndarray, scores: np.ndarray, costs: np.ndarray, inner: np.ndarray,
-                  draws: np.ndarray, best: int, targets: tuple[float, ...] = TARGETS) -> dict[float, float]:
-    """Per target, the smallest margin that still reaches it on rows the blend was not picked on.
-
-    A blend picked to just reach a target on the rows it was picked on falls a little short on new
-    rows (the points that look cheapest are partly lucky). Per inner fold, blends are picked on the
-    other folds' out-of-fold predictions with each margin and applied to this fold's rows; the
-    margin is the smallest whose pooled quality reaches the target.
-    """
-    return {f: h.margin for f, h in blends_held_out(p, prices, scores, costs, inner, draws, best, targets).items()}
-
-
 @dataclass(frozen=True, slots=True)
 class HeldOut:
     """A rule's margin and what it delivered on inner held-out rows: mean quality and cost per row, and whether it reached."""
@@ -208,7 +196,14 @@ class HeldOut:
 
 def blends_held_out(p: np.ndarray, prices: np.ndarray, scores: np.ndarray, costs: np.ndarray, inner: np.ndarray,
                     draws: np.ndarray, best: int, targets: tuple[float, ...] = TARGETS) -> dict[float, HeldOut]:
-    """Per target, the blend's margin (see blend_margins) and its pooled inner held-out quality and cost."""
+    """Per target, the smallest margin that still reaches it on rows the blend was not picked on, and what it delivered there.
+
+    A blend picked to just reach a target on the rows it was picked on falls a little short on new
+    rows (the points that look cheapest are partly lucky). Per inner fold, blends are picked on the
+    other folds' out-of-fold predictions with each margin and applied to this fold's rows; the
+    margin is the smallest whose pooled quality reaches the target. Its pooled quality and cost
+    are returned with it, so another rule can be compared on the same rows.
+    """
     n = len(p)
     got = {(f, m): (np.zeros(n), np.zeros(n)) for f in targets for m in MARGINS}
     for g in np.unique(inner):
