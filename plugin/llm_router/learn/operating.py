@@ -216,9 +216,12 @@ def blends_held_out(p: np.ndarray, prices: np.ndarray, scores: np.ndarray, costs
                 q, c = got[(f, m)]
                 q[te], c[te] = scores[te, choice], costs[te, choice]
     need = float(scores[:, best].mean())
-    out = {}
-    for f in targets:
-        m = next((m for m in MARGINS if got[(f, m)][0].mean() >= f * need - 1e-12), MARGINS[-1])
-        q, c = got[(f, m)]
-        out[f] = HeldOut(m, float(q.mean()), float(c.mean()), bool(q.mean() >= f * need - 1e-12))
-    return out
+    return {f: first_reaching(got, f, f * need) for f in targets}
+
+
+def first_reaching(got: dict[tuple[float, float], tuple[np.ndarray, np.ndarray]], frac: float, quality_needed: float) -> HeldOut:
+    """The smallest margin whose pooled held-out quality (got[(frac, margin)]: quality, cost per row) reaches
+    `quality_needed` (else the largest), with what it delivered."""
+    m = next((m for m in MARGINS if got[(frac, m)][0].mean() >= quality_needed - 1e-12), MARGINS[-1])
+    q, c = got[(frac, m)]
+    return HeldOut(m, float(q.mean()), float(c.mean()), bool(q.mean() >= quality_needed - 1e-12))

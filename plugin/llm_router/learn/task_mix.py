@@ -97,10 +97,8 @@ def fit(scores: np.ndarray, costs: np.ndarray, task: np.ndarray, k: int, inner: 
     top = float(scores.mean(0).max())
     out: dict[float, Mix | None] = {}
     for f in fracs:
-        need = f * best_pooled.mean() - 1e-12
-        margin = next((mg for mg in operating.MARGINS if got[(f, mg)][0].mean() >= need), operating.MARGINS[-1])
-        q, c = got[(f, margin)]
-        held = operating.HeldOut(margin, float(q.mean()), float(c.mean()), bool(q.mean() >= need))
+        held = operating.first_reaching(got, f, f * float(best_pooled.mean()))
+        margin = held.margin
         x = solve(scores, costs, task, k, (f + margin) * top)
         if x is None and margin:
             x = solve(scores, costs, task, k, f * top)
