@@ -87,6 +87,19 @@ def test_reload_refuses_what_needs_a_restart_and_keeps_routing(tmp_path, caplog,
     assert routed_model(rt) == "deepseek-v2"  # the policy change in the same file was not half-applied
 
 
+def test_reload_takes_the_apisix_runners_per_call_settings_but_not_the_rest_of_server(tmp_path):
+    path = write(tmp_path / "c.yaml", {**policy_to("deepseek-v2"), "server": {"workers": 2}})
+    rt = runtime_for(path)
+    taken = {"workers": 2, "apisix_stream_usage": True, "apisix_fallback": False, "apisix_answer_poll_us": 0,
+             "apisix_early_body": False}
+    write(path, {**policy_to("gpt-4o"), "server": taken})
+    assert asyncio.run(reload_from_file(rt, str(path)))
+    assert rt.config.server == taken and routed_model(rt) == "gpt-4o"
+    write(path, {**policy_to("gpt-4o"), "server": {**taken, "workers": 3}})
+    with pytest.raises(ConfigError, match="server: changed; restart the process to apply it"):
+        rt.prepare_reload(load_config(path))
+
+
 def test_a_broken_file_or_model_keeps_the_old_config(tmp_path, caplog):
     path = write(tmp_path / "c.yaml", policy_to("deepseek-v2"))
     rt = runtime_for(path)

@@ -170,6 +170,8 @@ class Metrics(Collector):
         self.build.set(build_labels(), 1.0)
         # Families an adapter keeps itself and hands over at scrape time (the APISIX runner's protocol counters).
         self.sources: list[Callable[[], Iterator]] = []
+        # Set where several processes serve together: folds the others' families into this one's at scrape time.
+        self.merge: Callable[[list], list] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -186,6 +188,13 @@ class Metrics(Collector):
                 self.downgraded, self.price, self.build)
 
     def collect(self) -> Iterator:
+        if self.merge is not None:
+            yield from self.merge(list(self.collect_own()))
+        else:
+            yield from self.collect_own()
+
+    def collect_own(self) -> Iterator:
+        """This process's families."""
         for vec in self._all():
             yield vec.family()
         for source in self.sources:

@@ -161,6 +161,16 @@ def _changed_fields(before: ModelConf, after: ModelConf) -> list[str]:
 STALL_S = 10.0  # /healthz fails when the event loop has not run the heartbeat for this long
 # Config sections a running process cannot take on reload (see Runtime.prepare_reload).
 RESTART_SECTIONS = ("providers", "server", "secrets", "state", "accounting", "health", "metrics")
+# ... except these server settings: how the APISIX runner treats each call, read again after a reload.
+RELOADABLE_SERVER = frozenset({"apisix_stream_usage", "apisix_fallback", "apisix_answer_poll_us", "apisix_early_body"})
+
+
+def _bound(config: Config, section: str) -> Any:
+    """What of a config section a reload may not change."""
+    value = getattr(config, section)
+    if section == "server":
+        return {k: v for k, v in value.items() if k not in RELOADABLE_SERVER}
+    return value
 
 
 async def reload_from_file(runtime: Runtime, path: str | None, adjust: Any = None) -> bool:
@@ -365,7 +375,7 @@ class Runtime:
         them needs a restart, and the whole reload is refused naming them.
         """
         problems = [f"{name}: changed; restart the process to apply it" for name in RESTART_SECTIONS
-                    if getattr(config, name) != getattr(self.config, name)]
+                    if _bound(config, name) != _bound(self.config, name)]
         gone = sorted({p for p in self.consumer_policies.values() if p not in config.policies})
         if gone:
             problems.append(f"policies: {gone} removed, which accounting.consumer_policies names; restart with a config "
@@ -708,7 +718,8 @@ class Runtime:
                 self.feedback = FeedbackLog(str(feedback_log))
             model_of = None
             if self.feedback is not None and self.telemetry is not None:
-                self.telemetry.answered = {}
+                if self.telemetry.answered is None:  # an APISIX runner of several processes sets its own
+                    self.telemetry.answered = {}
                 model_of = self.telemetry.answered.get
             from llm_router.background import BackgroundTask
 

@@ -175,6 +175,9 @@ class Stats:
     bad_frames: int = 0
     internal_errors: int = 0
     unmatched_responses: int = 0
+    to_peers: int = 0  # response calls handed to the process that routed their request (--workers > 1)
+    from_peers: int = 0  # ... and response calls of this process's requests that another process handed over
+    peer_failures: int = 0  # ... that could not be handed over (that process is gone or did not answer)
     stream_usage_logged: int = 0  # streamed answers accounted with the usage APISIX's http-logger posted
     stream_usage_unmatched: int = 0  # logged exchanges with no streamed answer waiting (another process's, expired)
     stream_usage_expired: int = 0  # streamed answers accounted without usage: no log came in time
@@ -203,17 +206,29 @@ class Runner:
         self.exchanges: dict[str, Exchange] = {}
         self._post_resp_scopes: set[str] = set()
         self._removals: dict[tuple[str, ...], tuple[tuple[str, None], ...]] = {}
-        self.fallback_enabled = bool(runtime.config.server.get("apisix_fallback", True))
-        poll_us = runtime.config.server.get("apisix_answer_poll_us", ANSWER_POLL_US)
-        # Polling pays only while APISIX can answer on another core; on one core it would only delay the answer.
-        self.answer_poll_ns = int(poll_us * 1000) if usable_cpus() > 1 else 0
-        self.early_body = bool(runtime.config.server.get("apisix_early_body", EARLY_BODY))
-        self.stream_usage = bool(runtime.config.server.get("apisix_stream_usage", False))
+        self.fallback_enabled = True
+        self.answer_poll_ns = 0
+        self.early_body = EARLY_BODY
+        self.stream_usage = False
+        self.apply_settings()
         self.parked: dict[str, Parked] = {}  # request id -> a streamed answer's call waiting for its usage log
+        # With --workers > 1, the other processes (gateways.apisix.peers.Peers): a response call of a request another
+        # process routed goes to that process, which holds the request's state.
+        self.peers: Any = None
         self._kept_bytes = 0  # request bytes held for post-resp fallbacks
         self._probed: dict[str, int] = {}  # scope -> requests remembered before post-resp was seen
         if runtime.metrics is not None:
             runtime.metrics.sources.append(self._metric_families)
+
+    def apply_settings(self) -> None:
+        """Take the runner's settings from the runtime's config (at start, and after each reload)."""
+        server = self.runtime.config.server
+        self.fallback_enabled = bool(server.get("apisix_fallback", True))
+        poll_us = server.get("apisix_answer_poll_us", ANSWER_POLL_US)
+        # Polling pays only while APISIX can answer on another core; on one core it would only delay the answer.
+        self.answer_poll_ns = int(poll_us * 1000) if usable_cpus() > 1 else 0
+        self.early_body = bool(server.get("apisix_early_body", EARLY_BODY))
+        self.stream_usage = bool(server.get("apisix_stream_usage", False))
 
     def _metric_families(self) -> Iterator[Any]:
         """The protocol counters as one Prometheus family, read at scrape time (nothing on the hot path)."""
@@ -486,10 +501,13 @@ class Runner:
         return encode.stop_frame(rid, reply.status, self.entries.vector((), tuple(reply.headers)), reply.body)
 
     async def _fallback(self, rid: int, ex: Exchange, status: int, failed_model: str) -> bytes:
+        reply = await self._fallback_reply(ex, status, failed_model)
+        return encode.resp_call_frame(rid, reply.status, self.entries.vector((), tuple(reply.headers)), reply.body)
+
+    async def _fallback_reply(self, ex: Exchange, status: int, failed_model: str) -> OrchestratedReply:
         reply = await fallback(self.runtime, ex, failed_status=status, failed_model=failed_model)
         self._forget(ex)
-        reply = _fits(reply, ex)
-        return encode.resp_call_frame(rid, reply.status, self.entries.vector((), tuple(reply.headers)), reply.body)
+        return _fits(reply, ex)
 
     def _stop(self, rid: int, status: int, body: dict, request_id: str | None) -> bytes:
         self.stats.stops += 1
@@ -557,19 +575,16 @@ class Runner:
                       body: bytes | None = None) -> bytes | Deferred:
         """The response call matched to its request by id; `body`: the answer, when it was asked for with the id."""
         asked = pending.kind == "asked_body"
-        ex = self.exchanges.pop(rid.decode("utf-8", "replace"), None) if rid else None
+        request_id = rid.decode("utf-8", "replace") if rid else ""
+        ex = self.exchanges.pop(request_id, None) if rid else None
         if ex is None:
+            peers = self.peers
+            if peers is not None and request_id and peers.owner(request_id) is not None:
+                return self._to_peer(pending, request_id, body)
             self.stats.unmatched_responses += 1
         elif pending.status in FALLBACK_STATUSES and ex.extra.get("kept") and ex.call is not None:
             # the gateway's call failed: account it, then the runner tries the rest of the chain itself
-            failed = ex.call.model.id
-            try:
-                self.runtime.on_response(ex, pending.status, None, self.clock() - ex.started, pending.headers)
-            except Exception:
-                self.stats.internal_errors += 1
-                log.exception("accounting failed for %s", ex.request_id)
-            self.stats.fallbacks += 1
-            return Deferred(self._fallback(pending.rid, ex, pending.status, failed))
+            return self._fall_back(pending.rid, ex, pending.status, pending.headers, self.clock())
         elif ex is not None:
             self._forget(ex)
         pending.exchange = ex
@@ -582,19 +597,42 @@ class Runner:
             return encode.RESP_BODY_FRAME
         return self._resp_done(pending, None)
 
+    def _fall_back(self, rid: int, ex: Exchange, status: int, headers: list, now: float) -> Deferred:
+        """Account the gateway's failed call, then retry the rest of the chain (the reply follows)."""
+        return Deferred(self._fallback(rid, ex, status, self._failed(ex, status, headers, now)))
+
+    def _failed(self, ex: Exchange, status: int, headers: list, now: float) -> str:
+        """Account the gateway's failed call of a kept request; the model that failed."""
+        assert ex.call is not None
+        try:
+            self.runtime.on_response(ex, status, None, now - ex.started, headers)
+        except Exception:
+            self.stats.internal_errors += 1
+            log.exception("accounting failed for %s", ex.request_id)
+        self.stats.fallbacks += 1
+        return ex.call.model.id
+
     def _resp_done(self, pending: Pending, body: bytes | None) -> bytes:
         ex = pending.exchange
         if ex is not None:
-            latency = self.clock() - ex.started
-            ctype, _, encoding = pending.shape
-            if body is None and self.stream_usage and 200 <= pending.status < 300 and not encoding \
-                    and "event-stream" in ctype:
-                self._park(ex, pending.status, latency, pending.headers)
-            else:
-                usage = usage_from_json(inflate(body, encoding, MAX_RESP_BODY * 4)) if body else None
-                self._account(ex, pending.status, usage, latency, pending.headers)
+            self._settle(ex, pending.status, pending.headers, pending.shape, body, self.clock())
+        return self._passed(pending)
+
+    def _passed(self, pending: Pending) -> bytes:
+        """The reply that lets the upstream's answer through untouched."""
         headers = tuple((n, v) for n, v in pending.headers if n.lower() not in HOP_BY_HOP and v is not None)
         return encode.resp_call_frame(pending.rid, 0, self.entries.vector((), headers), None)
+
+    def _settle(self, ex: Exchange, status: int, headers: list, shape: tuple[str, str, str], body: bytes | None,
+                now: float) -> None:
+        """Account an answered call: now with the JSON answer's usage, or once its stream's usage log comes."""
+        latency = now - ex.started
+        ctype, _, encoding = shape
+        if body is None and self.stream_usage and 200 <= status < 300 and not encoding and "event-stream" in ctype:
+            self._park(ex, status, latency, headers)
+        else:
+            usage = usage_from_json(inflate(body, encoding, MAX_RESP_BODY * 4)) if body else None
+            self._account(ex, status, usage, latency, headers)
 
     def _account(self, ex: Exchange, status: int, usage: Usage | None, latency_s: float, headers: list) -> None:
         try:
@@ -649,6 +687,52 @@ class Runner:
         """Account every waiting stream without usage (shutdown)."""
         while self.parked:
             self._expire(self.parked.pop(next(iter(self.parked))))
+
+    # ---- several processes (--workers > 1) --------------------------------------------------
+
+    def _to_peer(self, pending: Pending, request_id: str, body: bytes | None) -> bytes | Deferred:
+        """A response call of a request another process routed: that process accounts it, or retries down the chain
+        (then its reply goes back to APISIX from here)."""
+        self.stats.to_peers += 1
+        compiled = pending.entry.compiled if pending.entry is not None else None
+        message = (request_id, pending.status, pending.headers, body, self.clock(), compiled.scope if compiled else "")
+        if pending.status not in FALLBACK_STATUSES:
+            self.peers.send(request_id, "resp", message)
+            return self._passed(pending)
+        return Deferred(self._peer_fallback(pending, request_id, message))
+
+    async def _peer_fallback(self, pending: Pending, request_id: str, message: tuple) -> bytes:
+        reply = None
+        try:
+            reply = await self.peers.ask(request_id, "resp", message)
+        except Exception as exc:  # that process is gone or stuck: the failed answer goes through as it is
+            self.stats.peer_failures += 1
+            log.warning("could not hand the response of %s to the process that routed it: %s", request_id, exc)
+        if reply is None:
+            return self._passed(pending)
+        status, headers, body = reply
+        return encode.resp_call_frame(pending.rid, status, self.entries.vector((), tuple(headers)), body)
+
+    def peer_response(self, request_id: str, status: int, headers: list, body: bytes | None, at: float,
+                      scope: str = "") -> Awaitable[tuple[int, list, bytes]] | None:
+        """A response call another process got for a request this one routed: account it; or, when the call failed
+        and the request was kept, retry down the chain and return the reply (status, headers, body) to send."""
+        if scope:  # the route has ext-plugin-post-resp: remember its requests, also if no response call reaches here
+            self._post_resp_scopes.add(scope)
+        ex = self.exchanges.pop(request_id, None)
+        if ex is None:
+            self.stats.unmatched_responses += 1
+            return None
+        self.stats.from_peers += 1
+        if status in FALLBACK_STATUSES and ex.extra.get("kept") and ex.call is not None:
+            return self._peer_retry(ex, status, self._failed(ex, status, headers, at))
+        self._forget(ex)
+        self._settle(ex, status, headers, _answer_shape(headers), body, at)
+        return None
+
+    async def _peer_retry(self, ex: Exchange, status: int, failed_model: str) -> tuple[int, list, bytes]:
+        reply = await self._fallback_reply(ex, status, failed_model)
+        return reply.status, list(reply.headers), reply.body
 
 
 def usable_cpus() -> int:

@@ -279,8 +279,12 @@ def worker_config(cfg: Config, index: int) -> Config:
 
 async def _serve_async(sock: socket.socket, runner: Runner, metrics_listen: str | None = None,
                        ready: Callable[[asyncio.Event], None] | None = None, config_path: str | None = None,
-                       index: int = 0, sighup_pending: Callable[[], bool] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (main thread) or until the event handed to `ready` is set; SIGHUP reloads the config."""
+                       index: int = 0, sighup_pending: Callable[[], bool] | None = None,
+                       peers_dir: str | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (main thread) or until the event handed to `ready` is set; SIGHUP reloads the config.
+
+    With `peers_dir` (several processes on one socket), the processes hand each other the response calls, stream
+    usage logs and metrics that belong to another (gateways.apisix.peers)."""
     loop = asyncio.get_running_loop()
     conns: set[RunnerProtocol] = set()
     activity = Activity(runner.stats)
@@ -288,14 +292,18 @@ async def _serve_async(sock: socket.socket, runner: Runner, metrics_listen: str 
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        reload = sighup_reloader(runner.runtime, config_path, lambda cfg: worker_config(cfg, index))
+        reload_config = sighup_reloader(runner.runtime, config_path, lambda cfg: worker_config(cfg, index))
+
+        def reload() -> None:
+            reload_config().add_done_callback(lambda _: runner.apply_settings())
+
         loop.add_signal_handler(signal.SIGHUP, reload)
         if sighup_pending is not None and sighup_pending():
             reload()  # a SIGHUP that came while starting
-    sweeper = None
-    if runner.stream_usage:
-        runner.runtime.usage_log = usage_log_handler(runner, loop)
-        sweeper = loop.create_task(_sweep_parked(runner))
+    peers = await start_peers(runner, peers_dir, index == 0) if peers_dir else None
+    # The usage log is served whatever the setting, so a reload can turn it on; with it off, posts get a 404.
+    runner.runtime.usage_log = usage_log_handler(runner, loop)
+    sweeper = loop.create_task(_sweep_parked(runner))
     await runner.runtime.start(metrics_listen=metrics_listen)
     server = await loop.create_unix_server(lambda: RunnerProtocol(runner, conns, activity), sock=sock, backlog=BACKLOG)
     runner.runtime.serving = True
@@ -316,8 +324,10 @@ async def _serve_async(sock: socket.socket, runner: Runner, metrics_listen: str 
         if proto.busy is not None:
             proto.busy.cancel()
         proto.transport.abort()
-    if sweeper is not None:
-        sweeper.cancel()
+    sweeper.cancel()
+    if peers is not None:
+        await peers.stop()
+        runner.peers = None
     runner.flush_parked()
     await runner.runtime.stop()
     activity.ready.close()
@@ -326,19 +336,93 @@ async def _serve_async(sock: socket.socket, runner: Runner, metrics_listen: str 
 
 def usage_log_handler(runner: Runner, loop: asyncio.AbstractEventLoop) -> Callable[..., tuple[int, bytes]]:
     """POST /v1/usage-log as the metrics listener's thread relays it: the entries go to the runner on its own loop."""
-    from llm_router.gateways.apisix.usage_log import handle, key_from_env
+    from llm_router.gateways.apisix.usage_log import UsageLogError, handle, key_from_env
 
     key = key_from_env()
-    if not key:
+    if not key and runner.stream_usage:
         log.warning("server.apisix_stream_usage is on without $LLM_ROUTER_USAGE_LOG_KEY: anyone who reaches the "
                     "metrics listener can post usage for a stream; set the key (apisix enable --stream-usage passes it "
                     "to http-logger)")
 
     def take(logs) -> None:
-        loop.call_soon_threadsafe(runner.take_usage, logs)
+        loop.call_soon_threadsafe(take_usage, runner, logs)
 
-    return lambda method, size, read, authorization=None: handle(method, size, read, take, authorization=authorization,
-                                                                 key=key)
+    def serve(method, size, read, authorization=None) -> tuple[int, bytes]:
+        if not runner.stream_usage:
+            return 404, UsageLogError(404, "stream usage is off: set server.apisix_stream_usage: true (a SIGHUP "
+                                           "reloads it)").body()
+        return handle(method, size, read, take, authorization=authorization, key=key)
+
+    return serve
+
+
+def take_usage(runner: Runner, logs: list) -> None:
+    """Logged streams: each to the process that routed it (this one's to its runner)."""
+    peers = runner.peers
+    if peers is None:
+        runner.take_usage(logs)
+        return
+    mine: list = []
+    theirs: dict[str, list] = {}
+    for entry in logs:
+        owner = peers.owner(entry.request_id)
+        if owner is None:
+            mine.append(entry)
+        else:
+            theirs.setdefault(owner, []).append(entry)
+    for owner, batch in theirs.items():
+        peers.send_to(owner, "usage", batch)
+    if mine:
+        runner.take_usage(mine)
+
+
+async def start_peers(runner: Runner, directory: str, serves_metrics: bool):
+    """This process's link to the others; the one serving /metrics reports every process's counters."""
+    from llm_router.gateways.apisix.peers import Peers, prefix_of, snapshot
+
+    def metrics(_) -> list:
+        m = runner.runtime.metrics
+        return snapshot(m.collect_own()) if m is not None else []
+
+    def model_of(request_id: str) -> str | None:
+        answered = telemetry.answered if telemetry is not None else None
+        return answered.get(request_id) if answered is not None else None
+
+    runtime = runner.runtime
+    telemetry = runtime.telemetry
+    peers = Peers(directory, prefix_of(runtime.new_request_id()),
+                  {"resp": lambda m: runner.peer_response(*m), "usage": runner.take_usage, "metrics": metrics,
+                   "model_of": model_of})
+    await peers.start()
+    log.info("runner process %s serves the other processes on %s", peers.prefix, peers.path)
+    runner.peers = peers
+    if serves_metrics and runtime.metrics is not None:
+        runtime.metrics.merge = peers.merged
+    if telemetry is not None and runtime.config.metrics.get("feedback_log"):
+        # every process remembers who answered; the one serving /v1/feedback asks the others for theirs
+        telemetry.answered = AnsweredAnywhere(peers) if serves_metrics else {}
+    return peers
+
+
+class AnsweredAnywhere(dict):
+    """Request id -> the model that answered it: this process's, else the process that routed the request."""
+
+    def __init__(self, peers) -> None:
+        super().__init__()
+        self.peers = peers
+
+    def get(self, request_id, default=None):
+        found = super().get(request_id)
+        if found is not None:
+            return found
+        owner = self.peers.owner(request_id) if isinstance(request_id, str) else None
+        if owner is None:
+            return default
+        try:
+            return self.peers.ask_blocking(owner, "model_of", request_id) or default
+        except Exception as exc:
+            log.warning("could not ask runner process %s who answered %s: %s", owner, request_id, exc)
+            return default
 
 
 async def _sweep_parked(runner: Runner, every_s: float = 5.0) -> None:
@@ -349,7 +433,7 @@ async def _sweep_parked(runner: Runner, every_s: float = 5.0) -> None:
 
 
 def run_process(sock: socket.socket, runner: Runner, metrics_listen: str | None = None, config_path: str | None = None,
-                index: int = 0, sighup_pending: Callable[[], bool] | None = None) -> None:
+                index: int = 0, sighup_pending: Callable[[], bool] | None = None, peers_dir: str | None = None) -> None:
     """Serve until SIGTERM/SIGINT in this process."""
     loop = new_loop()
     asyncio.set_event_loop(loop)
@@ -358,7 +442,7 @@ def run_process(sock: socket.socket, runner: Runner, metrics_listen: str | None 
     gc.freeze()
     try:
         loop.run_until_complete(_serve_async(sock, runner, metrics_listen, config_path=config_path, index=index,
-                                             sighup_pending=sighup_pending))
+                                             sighup_pending=sighup_pending, peers_dir=peers_dir))
     finally:
         loop.close()
 
@@ -436,10 +520,6 @@ def serve(args) -> int:
         return 1
     log.info("llm-router APISIX runner listening on unix:%s (%d process%s, token ttl %.0fs, %s)",
              path, workers, "" if workers == 1 else "es", opts.ttl, compiled_build.describe())
-    if workers > 1:
-        log.warning("with %d processes, ext-plugin-post-resp accounting sees only the responses that reach the process "
-                    "that routed the request (APISIX picks connections at random); use 1 process to account every one",
-                    workers)
     try:
         config_path = getattr(args, "config", None)
         if workers == 1:
@@ -478,7 +558,7 @@ def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int, co
                 pending = defer_sighup()  # a SIGHUP while this worker starts is replayed once it serves
                 wopts = Options(opts.plugin_name, opts.ttl, base, index, workers, shared)
                 run_process(sock, build_runner(current["cfg"], wopts), opts.metrics_listen if index == 0 else None,
-                            config_path, index, pending)
+                            config_path, index, pending, peers_dir=shared)
             except BaseException:
                 log.exception("worker %d failed", index)
                 code = 1
