@@ -82,6 +82,20 @@ def test_a_stream_is_accounted_once_with_the_usage_its_log_carries(gw):
     assert len(rec.responses) == before + 1 and runner.stats.stream_usage_unmatched == 2
 
 
+def test_a_log_that_comes_before_its_streams_response_call_is_kept_for_it(gw):
+    """With several processes, the response call may still be on its way from the process APISIX asked."""
+    em, runner, rec, thread = gw
+    pre = em.http_req_call(PRE, body=orjson.dumps({"model": "auto", "stream": True,
+                                                   "messages": [{"role": "user", "content": "hi there, thanks!"}]}))
+    rid = pre.upstream_headers["x-llm-router-request-id"]
+    before = len(rec.responses)
+    thread.call(runner.take_usage, usage_log.parse(orjson.dumps(_entry(rid)))[0])
+    assert len(rec.responses) == before and runner.stats.stream_usage_unmatched == 0  # not accounted yet
+    em.http_resp_call(POST, body=STREAM, headers=SSE_HEADERS, variables={REQUEST_ID_VAR: rid})
+    assert rec.responses[-1][0] == rid and rec.responses[-1][2].output_tokens == 22  # at once, with the usage
+    assert not runner.parked and not runner.early_usage and runner.stats.stream_usage_logged == 1
+
+
 def test_a_stream_whose_log_never_comes_is_accounted_without_usage_when_its_wait_ends(gw):
     em, runner, rec, thread = gw
     rid = _streamed(em)

@@ -46,6 +46,7 @@ def two(fakes, tmp_path_factory):
     shared = SharedDict()
     by_process: dict[str, Emulator] = {}
     try:
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200, 60, "/readyz")
         # Both confs' tokens first: an emulator that must ask for a token does so on a connection of its own, and
         # the connection it keeps afterwards need not be the one it made the call on.
         warm = Emulator(proc.path, shared=shared)

@@ -58,6 +58,11 @@ def test_counts_below_their_least_are_usage_errors(capsys, argv, problem):
     assert stop.value.code == 2 and problem in capsys.readouterr().err
 
 
+def test_demo_workers_are_for_the_apisix_runner(capsys):
+    assert main(["demo", "--workers", "2"]) == 2
+    assert "error: --workers is for --gateway nginx" in capsys.readouterr().err
+
+
 def test_train_refuses_an_out_folder_that_does_not_exist_before_training(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "none.csv"), "--out", str(tmp_path / "no" / "m.npz")]) == 2
     assert f"error: --out {tmp_path / 'no' / 'm.npz'}: folder {tmp_path / 'no'} does not exist" in capsys.readouterr().err

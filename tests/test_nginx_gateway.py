@@ -34,6 +34,16 @@ def _nginx_or_skip():
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     """Fake providers, the runner and an nginx gateway in front of it; yields the pieces."""
+    yield from _stack(tmp_path_factory, workers=1)
+
+
+@pytest.fixture(scope="module")
+def gateway2(tmp_path_factory):
+    """The same with two runner processes on the socket."""
+    yield from _stack(tmp_path_factory, workers=2)
+
+
+def _stack(tmp_path_factory, workers: int):
     ng = _nginx_or_skip()
     fakes = FakeProviders.from_config().start()
     sockdir = socket_dir()
@@ -44,7 +54,7 @@ def gateway(tmp_path_factory):
     metrics = free_port()
     cfg_path = runner_config_at_fakes(work / "llm-router.yaml", fakes, metrics)
     key = secrets.token_hex(16)
-    runner = RunnerProcess(sock, config=cfg_path, env={**fakes.env(), KEY_ENV: key}).start()
+    runner = RunnerProcess(sock, workers=workers, config=cfg_path, env={**fakes.env(), KEY_ENV: key}).start()
     conf = '{"extends": "default", "explain": true}'
     routed = Server("routed", sock, conf=conf)
     post = Server("post-resp", sock, conf=conf, post_resp=True, usage_log_port=metrics, usage_log_key=key)
@@ -55,6 +65,7 @@ def gateway(tmp_path_factory):
               "metrics": f"http://127.0.0.1:{metrics}/metrics", "key": key}
     try:
         gw.start()
+        wait_for(lambda: httpx.get(pieces["metrics"], timeout=10).status_code == 200, 60, "the runner's /metrics")
         yield pieces
     finally:
         gw.stop()
@@ -251,6 +262,51 @@ def test_bench_nginx_measures_every_setup_side_by_side():
             assert row["c4"]["runner_cpu_us_per_req"] > 0 and "added_p50_us" in row
 
 
+def _events(gateway) -> dict[str, float]:
+    text = httpx.get(gateway["metrics"], timeout=10).text
+    return {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line.startswith("llm_router_apisix_runner_events_total{")}
+
+
+def test_two_runner_processes_account_every_answer_and_fall_back_whichever_one_apisix_asks(gateway2):
+    """Concurrent calls take the worker's pooled connections at random, so a response call often reaches the process
+    that did not route its request; every token still counts once, and failed answers are still retried."""
+    fakes = gateway2["fakes"]
+    failing = "deepseek"  # where the easy prompts go: their answers fail and fall back
+    fakes.set_behaviour(failing, status=503)
+    try:
+        for _ in range(5):  # rounds until some response calls have crossed between the processes
+            before, events = _output_tokens(gateway2), _events(gateway2)
+
+            def one(i: int):
+                body = _chat(f"question {i}: what is {i} plus {i}?" if i % 3 else "hi there, thanks!", stream=i % 2 == 0)
+                if i % 2:
+                    r = _post(gateway2, body, url="post_url")
+                    assert r.status_code == 200, r.text
+                    return r.headers["x-llm-router-model"], r.json()["usage"]["completion_tokens"]
+                status, headers, lines = sse_data_lines(f"{gateway2['post_url']}/v1/chat/completions", body, timeout=60)
+                assert status == 200, lines
+                usage = [json.loads(e[5:])["usage"] for e in lines if '"usage"' in e and e[5:].strip() != "[DONE]"]
+                return headers["x-llm-router-model"], usage[-1]["completion_tokens"]
+
+            with ThreadPoolExecutor(16) as pool:
+                answered = list(pool.map(one, range(48)))
+            assert failing not in {m.split("-")[0] for m, _ in answered}
+            expected: dict[str, float] = {}
+            for model, tokens in answered:
+                expected[model] = expected.get(model, 0) + tokens
+            wait_for(lambda: {m: v - before.get(m, 0) for m, v in _output_tokens(gateway2).items()
+                              if v - before.get(m, 0)} == expected, 60, "every answer's tokens on /metrics", interval=0.1)
+            after = _events(gateway2)
+            assert after["unmatched_responses"] == events["unmatched_responses"]
+            assert after["peer_failures"] == 0 and after["fallbacks"] > events["fallbacks"]
+            if after["to_peers"] > events["to_peers"]:
+                break
+        assert after["to_peers"] > 0 and after["from_peers"] == after["to_peers"]
+    finally:
+        fakes.set_behaviour(failing, status=None)
+
+
 def _demo(*args: str) -> dict:
     import subprocess
     import sys
@@ -268,6 +324,9 @@ def test_demo_through_nginx_routes_the_workload_as_through_envoy():
     require_envoy()
     nginx, envoy = _demo("--gateway", "nginx", "--limit", "80"), _demo("--limit", "80")
     assert nginx["requests"] == envoy["requests"] == 80 and nginx["errors"] == envoy["errors"] == 0
+    two = _demo("--gateway", "nginx", "--limit", "80", "--workers", "2")  # two runner processes: the same counts
+    assert two["runner_workers"] == 2 and two["errors"] == 0 and two["model_share"] == nginx["model_share"]
+    assert two["metrics"]["llm_router_tokens_total"] == nginx["metrics"]["llm_router_tokens_total"]
     assert nginx["model_share"] == envoy["model_share"] and len(nginx["model_share"]) >= 3
     assert nginx["by_api"] == envoy["by_api"] and nginx["agent"] == envoy["agent"]
     if nginx["peak_prices"] == envoy["peak_prices"]:

@@ -48,6 +48,8 @@ def register(sub) -> None:
     p.add_argument("--gateway", choices=("envoy", "nginx"), default="envoy",
                    help="envoy (default): the ext_proc processor behind a real Envoy; nginx: the APISIX runner behind a "
                         "real nginx + lua-nginx-module (APISIX's engine) calling it as ext-plugin-pre-req and -post-resp do")
+    p.add_argument("--workers", type=at_least(1), default=1,
+                   help="with --gateway nginx: APISIX runner processes on its socket (default %(default)s)")
     p.add_argument("--shadow", action="store_true",
                    help="shadow mode: serve every request as asked (the reference model) and show what routing would spend")
     p.add_argument("--fail", metavar="PROVIDER[,PROVIDER]",
@@ -150,6 +152,10 @@ def run(args) -> int:
     from llm_router.bench.nginx_gateway import NginxNotFound, find_nginx
     from llm_router.gateways.envoy.binary import EnvoyNotFound, envoy_path
 
+    if getattr(args, "workers", 1) > 1 and getattr(args, "gateway", "envoy") != "nginx":
+        print("error: --workers is for --gateway nginx (the APISIX runner); Envoy's processor runs one process",
+              file=sys.stderr)
+        return 2
     cfg_user = load_or_exit(args.config)
     try:
         find_nginx() if getattr(args, "gateway", "envoy") == "nginx" else envoy_path()
@@ -237,7 +243,7 @@ def _run(args, cfg_user, items: list[dict[str, Any]]) -> dict[str, Any]:
             procs.append(fakes)
             fakes.wait_ready(60)
             if nginx:
-                base = _start_nginx_stack(wd, cfg_path, fakes, procs)
+                base = _start_nginx_stack(wd, cfg_path, fakes, procs, getattr(args, "workers", 1))
             else:
                 stack = start_routed(cfg, wd, procs, local_ports=fakes.ports, config=cfg_path, env=fakes.env,
                                      transport=args.transport)
@@ -261,6 +267,8 @@ def _run(args, cfg_user, items: list[dict[str, Any]]) -> dict[str, Any]:
                 print(file=sys.stderr)
             summary = _summarise(outcomes, catalog, cfg)
             summary["gateway"] = "nginx + lua-nginx-module (the APISIX runner)" if nginx else "Envoy"
+            if nginx:
+                summary["runner_workers"] = getattr(args, "workers", 1)
             # Costs are at the prices in effect when the run began: peak hours (DeepSeek's) double some of them.
             summary["priced_at"] = started.strftime("%Y-%m-%d %H:%M")
             summary["peak_prices"] = sorted(mid for mid, m in cfg.models.items() if m.peak is not None and m.peak.covers(started))
@@ -290,7 +298,7 @@ class _Runner:
         stop_runner(self.proc)
 
 
-def _start_nginx_stack(wd: Path, cfg_path: Path, fakes, procs: list[Any]) -> str:
+def _start_nginx_stack(wd: Path, cfg_path: Path, fakes, procs: list[Any], workers: int = 1) -> str:
     """The APISIX runner on a socket and an nginx whose Lua client calls it before and after each provider call
     (ext-plugin-pre-req and -post-resp) and posts each stream's body to its /v1/usage-log (http-logger), one upstream
     per fake provider; returns the gateway's base URL."""
@@ -314,16 +322,33 @@ def _start_nginx_stack(wd: Path, cfg_path: Path, fakes, procs: list[Any]) -> str
     runner_cfg = cfg_path.with_name("runner.yaml")
     runner_cfg.write_text(yaml.safe_dump({**data, "providers": providers, "server": server_conf}, sort_keys=False))
     key = secrets.token_hex(16)  # what `apisix enable --stream-usage` gives http-logger from $LLM_ROUTER_USAGE_LOG_KEY
-    procs.append(_Runner(start_runner(sock, str(runner_cfg), 1, str(wd / "runner.log"),
+    procs.append(_Runner(start_runner(sock, str(runner_cfg), workers, str(wd / "runner.log"),
                                       env_extra={**fakes.env, KEY_ENV: key})))
     ng = find_nginx()
     listener = int(str(data["metrics"]["listen"]).rsplit(":", 1)[1])
+    _wait_ready(listener)  # streams' logs go there from the first call on (with --workers, its process may start last)
     server = Server("demo", sock, conf="{}", post_resp=True, usage_log_port=listener, usage_log_key=key)
     gateway = NginxProcess(ng, wd / "nginx", gateway_conf(ng, wd / "nginx", [server], fakes.ports,
                                                           default=sorted(fakes.ports)[0]), [server.port])
     procs.append(gateway)
     gateway.start()
     return f"http://127.0.0.1:{server.port}"
+
+
+def _wait_ready(port: int, timeout: float = 120.0) -> None:
+    """Wait until the runner's listener answers /readyz."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the runner's listener on port {port} was not ready in {timeout:.0f} s")
+        time.sleep(0.05)
 
 
 FALLBACK_LINE = re.compile(r'^llm_router_fallbacks_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$')

@@ -49,6 +49,7 @@ class Peers:
         self.path = self.directory / f"peer-{prefix}.sock"
         self._server: asyncio.AbstractServer | None = None
         self._links: dict[str, _Link] = {}
+        self._connecting: dict[str, asyncio.Future] = {}  # one connection per process, also while it is being made
         self._tasks: set[asyncio.Task] = set()
 
     def owner(self, request_id: str) -> str | None:
@@ -99,14 +100,26 @@ class Peers:
     async def _call(self, prefix: str, kind: str, payload: Any, answer: bool) -> Any:
         link = self._links.get(prefix)
         if link is None or link.closed:
-            path = self.directory / f"peer-{prefix}.sock"
-            try:
-                reader, writer = await asyncio.open_unix_connection(str(path))
-            except (ConnectionRefusedError, FileNotFoundError):
-                _gone(path)
-                raise
-            link = self._links[prefix] = _Link(reader, writer)
+            link = await self._link(prefix)
         return await link.call(kind, payload, answer)
+
+    async def _link(self, prefix: str) -> _Link:
+        """The connection to a process, made once: messages sent meanwhile wait for it and keep their order."""
+        connecting = self._connecting.get(prefix)
+        if connecting is None:
+            connecting = self._connecting[prefix] = asyncio.ensure_future(self._connect(prefix))
+            connecting.add_done_callback(lambda _: self._connecting.pop(prefix, None))
+        return await asyncio.shield(connecting)
+
+    async def _connect(self, prefix: str) -> _Link:
+        path = self.directory / f"peer-{prefix}.sock"
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            _gone(path)
+            raise
+        link = self._links[prefix] = _Link(reader, writer)
+        return link
 
     # ---- receiving ---------------------------------------------------------------------------
 

@@ -212,6 +212,9 @@ class Runner:
         self.stream_usage = False
         self.apply_settings()
         self.parked: dict[str, Parked] = {}  # request id -> a streamed answer's call waiting for its usage log
+        # request id -> a stream's usage whose log came before its response call did (with --workers > 1 the call
+        # may still be on its way from the process APISIX asked)
+        self.early_usage: dict[str, Usage | None] = {}
         # With --workers > 1, the other processes (gateways.apisix.peers.Peers): a response call of a request another
         # process routed goes to that process, which holds the request's state.
         self.peers: Any = None
@@ -629,7 +632,12 @@ class Runner:
         latency = now - ex.started
         ctype, _, encoding = shape
         if body is None and self.stream_usage and 200 <= status < 300 and not encoding and "event-stream" in ctype:
-            self._park(ex, status, latency, headers)
+            early = self.early_usage
+            if early and ex.request_id in early:
+                self.stats.stream_usage_logged += 1
+                self._account(ex, status, early.pop(ex.request_id), latency, headers)
+            else:
+                self._park(ex, status, latency, headers)
         else:
             usage = usage_from_json(inflate(body, encoding, MAX_RESP_BODY * 4)) if body else None
             self._account(ex, status, usage, latency, headers)
@@ -669,18 +677,16 @@ class Runner:
         for entry in logs:
             p = self.parked.pop(entry.request_id, None)
             if p is None:
-                self.stats.stream_usage_unmatched += 1
+                if entry.request_id in self.exchanges:  # routed here, its response call not seen yet: kept for it
+                    early = self.early_usage
+                    if len(early) >= MAX_PARKED:
+                        del early[next(iter(early))]
+                    early[entry.request_id] = _stream_usage(entry)
+                else:
+                    self.stats.stream_usage_unmatched += 1
                 continue
-            usage: Usage | None = None
-            try:
-                sse = SSEUsage()
-                sse.feed(entry.body)
-                sse.finish()
-                usage = sse.usage
-            except Exception:  # a mangled copy still accounts the call, without usage
-                log.warning("could not read the usage of %s's logged stream", entry.request_id)
             self.stats.stream_usage_logged += 1
-            self._account(p.ex, p.status, usage, p.latency_s, p.headers)
+            self._account(p.ex, p.status, _stream_usage(entry), p.latency_s, p.headers)
         self.sweep(self.clock())
 
     def flush_parked(self) -> None:
@@ -733,6 +739,18 @@ class Runner:
     async def _peer_retry(self, ex: Exchange, status: int, failed_model: str) -> tuple[int, list, bytes]:
         reply = await self._fallback_reply(ex, status, failed_model)
         return reply.status, list(reply.headers), reply.body
+
+
+def _stream_usage(entry: StreamLog) -> Usage | None:
+    """The usage block in a logged stream's SSE text; None when it has none or is mangled (the call is still accounted)."""
+    try:
+        sse = SSEUsage()
+        sse.feed(entry.body)
+        sse.finish()
+        return sse.usage
+    except Exception:
+        log.warning("could not read the usage of %s's logged stream", entry.request_id)
+        return None
 
 
 def usable_cpus() -> int:
