@@ -617,9 +617,11 @@ def test_workers_are_respawned_and_all_stop_on_sigterm(sockdir):
     path = os.path.join(sockdir, "respawn.sock")
     proc = RunnerProcess(path, workers=2).start()
     try:
-        first = wait_until(lambda: len(c := _children(proc.proc.pid)) == 2 and c, 30, "two workers")
-        os.kill(first[0], signal.SIGKILL)  # a worker dies: the supervisor starts another
-        wait_until(lambda: len(c := _children(proc.proc.pid)) == 2 and first[0] not in c, 30, "a respawned worker")
+        # two workers and the process holding their memory state (started first)
+        first = wait_until(lambda: len(c := _children(proc.proc.pid)) == 3 and c, 30, "two workers and the state")
+        for victim in (first[-1], first[0]):  # a worker dies, then the state process: the supervisor starts another
+            os.kill(victim, signal.SIGKILL)
+            wait_until(lambda: len(c := _children(proc.proc.pid)) == 3 and victim not in c, 30, "a respawned process")
         em = Emulator(path)
         try:
             for _ in range(10):

@@ -281,3 +281,44 @@ def test_responses_of_a_process_that_died_go_through_and_the_rest_still_counts(f
             e.close()
         proc.stop()
         remove_dir(d)
+
+
+def test_a_spend_limit_counts_the_spend_of_every_process(fakes, tmp_path):
+    """State in memory (the default) is held by one process for all workers: what one spends, the other sees."""
+    d = socket_dir()
+    path = tmp_path / "llm-router.json"
+    data = json.loads(open(runner_config_at_fakes(path, fakes, free_port())).read())
+    data["accounting"] = {"limits": [{"scope": "global", "window": "day", "usd": 0.01}]}
+    path.write_text(json.dumps(data))
+    proc = RunnerProcess(os.path.join(d, "s.sock"), workers=2, config=str(path), env=fakes.env()).start()
+    ems: dict[str, Emulator] = {}
+    try:
+        shared = SharedDict()
+        warm = Emulator(proc.path, shared=shared)
+        assert warm.http_req_call(PRE, body=_chat()).ok
+        warm.http_resp_call(POST, headers=[("content-type", "application/json")])
+        warm.close()
+        for _ in range(400):
+            em = Emulator(proc.path, shared=shared, pool_size=1)
+            prefix = em.http_req_call(PRE, body=_chat()).upstream_headers["x-llm-router-request-id"].split("-")[0]
+            if prefix in ems:
+                em.close()
+            else:
+                ems[prefix] = em
+            if len(ems) == 2:
+                break
+        assert len(ems) == 2, "every connection went to one process"
+        (_, spender), (_, other) = ems.items()
+        rid = spender.http_req_call(PRE, body=_chat()).upstream_headers["x-llm-router-request-id"]
+        answer = orjson.dumps({"usage": {"prompt_tokens": 1_000_000, "completion_tokens": 1_000_000}})  # > $0.01 anywhere
+        assert spender.http_resp_call(POST, body=answer, variables={REQUEST_ID_VAR: rid},
+                                      headers=[("content-type", "application/json"),
+                                               ("content-length", str(len(answer)))]).ok
+        refused = wait_for(lambda: (out := other.http_req_call(PRE, body=_chat())).status == 429 and out, 30,
+                           "the other process to refuse under the spent limit")
+        assert orjson.loads(refused.body)["error"]["code"] == "spend_limit_exceeded"
+    finally:
+        for em in ems.values():
+            em.close()
+        proc.stop()
+        remove_dir(d)

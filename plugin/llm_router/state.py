@@ -81,6 +81,13 @@ class MemoryStore:
         self._flags: dict[str, tuple[float, float]] = {}
 
     async def apply(self, ops: list[Incr | Flag]) -> None:
+        self.apply_now(ops)
+
+    async def read(self, counters, flags, now):
+        return self.read_now(counters, flags, now)
+
+    def apply_now(self, ops: list[Incr | Flag]) -> None:
+        """apply(), for callers off an event loop."""
         now = time.time()
         for op in ops:
             if isinstance(op, Incr):
@@ -96,7 +103,9 @@ class MemoryStore:
         if len(self._counters) > 100_000:
             self._expire(now)
 
-    async def read(self, counters, flags, now):
+    def read_now(self, counters: list[tuple[str, str | int, float]], flags: list[str],
+                 now: float) -> tuple[list[float], list[float | None]]:
+        """read(), for callers off an event loop."""
         vals = [self._counters.get((name, bucket(window, at)), (0.0, 0.0))[0] for name, window, at in counters]
         out: list[float | None] = []
         for name in flags:
@@ -250,11 +259,86 @@ class SharedState:
             await close()
 
 
+# Set in the processes of `serve --apisix --workers N`: their memory state is one MemoryStore, held by a process of
+# its own (serve_memory) and reached over this Unix socket, so budgets, quotas and breakers count every process's calls.
+MEMORY_SOCKET: str | None = None
+
+
+class SocketStore:
+    """The memory state of another process (`serve_memory`), over a Unix socket; one request at a time."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def _ask(self, kind: str, *args):
+        from llm_router.local_rpc import frame, read_message
+
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            try:
+                if self._conn is None:
+                    self._conn = await asyncio.open_unix_connection(self.path)
+                reader, writer = self._conn
+                writer.write(frame((kind, args)))
+                await writer.drain()
+                ok, result = await read_message(reader)
+            except BaseException:
+                self._drop()
+                raise
+        if not ok:
+            raise RuntimeError(result)
+        return result
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn[1].close()
+            self._conn = None
+
+    async def apply(self, ops: list[Incr | Flag]) -> None:
+        await self._ask("apply", ops)
+
+    async def read(self, counters, flags, now):
+        return await self._ask("read", counters, flags, now)
+
+    async def close(self) -> None:
+        self._drop()
+
+
+async def serve_memory(path: str, stop: asyncio.Event) -> None:
+    """Hold one MemoryStore for the processes that reach it at `path` (SocketStore), until `stop` is set."""
+    from llm_router.local_rpc import frame, read_message
+
+    store = MemoryStore()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                kind, args = await read_message(reader)
+                try:
+                    out = (True, store.apply_now(*args) if kind == "apply" else store.read_now(*args))
+                except Exception as exc:  # a bad request: the asking process logs it and keeps its snapshot
+                    out = (False, f"{type(exc).__name__}: {exc}")
+                writer.write(frame(out))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_unix_server(serve, path=path)
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+
+
 def make_store(conf: dict) -> Store:
     """The backend named by config `state`: {backend: memory} or {backend: redis, url: ...}."""
     backend = conf.get("backend", "memory")
     if backend == "memory":
-        return MemoryStore()
+        return SocketStore(MEMORY_SOCKET) if MEMORY_SOCKET else MemoryStore()
     if backend == "redis":
         return RedisStore(conf.get("url", "redis://127.0.0.1:6379/0"), prefix=conf.get("prefix", "llmr"))
     raise ValueError(f"state.backend: unknown backend {backend!r} (memory or redis)")

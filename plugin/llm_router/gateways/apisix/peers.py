@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import pickle
 import socket
-import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from llm_router.local_rpc import frame as _frame
+from llm_router.local_rpc import read_message, recv_message
+
 log = logging.getLogger("llm_router.apisix")
 
-LENGTH = struct.Struct("!I")
-MAX_MESSAGE = 256 << 20
 ASK_TIMEOUT_S = 58.0  # a retry down the chain may take the orchestrator's whole deadline (55 s); APISIX waits 60 s
 SCRAPE_TIMEOUT_S = 2.0  # per process, when /metrics gathers the others' counters
 # Gauges that are a process's view of shared state: the aggregate is the most cautious one, not a sum.
@@ -32,11 +30,6 @@ MIN_GAUGES = frozenset({"llm_router_budget_remaining_usd"})
 def prefix_of(request_id: str) -> str:
     """The process part of a request id (`Runtime.new_request_id`: prefix-counter-random)."""
     return request_id.split("-", 1)[0]
-
-
-def _frame(message: Any) -> bytes:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return LENGTH.pack(len(data)) + data
 
 
 class Peers:
@@ -126,7 +119,7 @@ class Peers:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                msg_id, kind, payload = pickle.loads(await _read(reader))
+                msg_id, kind, payload = await read_message(reader)
                 result = self._run(kind, payload)
                 if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
                     task = asyncio.ensure_future(self._answer_later(writer, msg_id, result))
@@ -181,8 +174,7 @@ class Peers:
                 _gone(path)
                 raise
             s.sendall(_frame((1, kind, payload)))
-            head = _recv_exactly(s, LENGTH.size)
-            _, ok, result = pickle.loads(_recv_exactly(s, LENGTH.unpack(head)[0]))
+            _, ok, result = recv_message(s)
         if not ok:
             raise RuntimeError(result)
         return result
@@ -229,7 +221,7 @@ class _Link:
         error: BaseException = ConnectionError("the other runner process closed the connection")
         try:
             while True:
-                msg_id, ok, result = pickle.loads(await _read(self.reader))
+                msg_id, ok, result = await read_message(self.reader)
                 future = self.waiting.get(msg_id)
                 if future is not None and not future.done():
                     if ok:
@@ -259,24 +251,6 @@ def _gone(path: Path) -> None:
         path.unlink()
     except OSError:
         pass
-
-
-async def _read(reader: asyncio.StreamReader) -> bytes:
-    size = LENGTH.unpack(await reader.readexactly(LENGTH.size))[0]
-    if size > MAX_MESSAGE:
-        raise ConnectionError(f"a message of {size} bytes is over the limit of {MAX_MESSAGE}")
-    return await reader.readexactly(size)
-
-
-def _recv_exactly(s: socket.socket, n: int) -> bytes:
-    chunks = []
-    while n:
-        chunk = s.recv(min(n, 1 << 20))
-        if not chunk:
-            raise ConnectionError("the other runner process closed the connection")
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
 
 
 # ---- /metrics over all processes -------------------------------------------------------------

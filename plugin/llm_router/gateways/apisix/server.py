@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from llm_router import compiled_build
+from llm_router import compiled_build, state
 from llm_router.config import Config, ConfigError, load_config
 from llm_router.gateways.apisix.encode import REQ_BODY_FRAME
 from llm_router.gateways.apisix.framing import FrameReader
@@ -540,13 +540,16 @@ def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int, co
     """Pre-fork workers on the shared socket, share tokens through a private directory, respawn.
 
     SIGHUP is passed to every worker (each reloads the config itself); the supervisor reads the
-    file too, so a worker it respawns later starts with the config the others run.
+    file too, so a worker it respawns later starts with the config the others run. With state in
+    memory (the default), one more process holds it for all of them (state.serve_memory), so a
+    spend limit counts every process's spend.
     """
     shared = tempfile.mkdtemp(prefix="llm-router-apisix-tokens-")
     base = random.SystemRandom().randrange(1, TOKEN_SPACE)
-    children: dict[int, int] = {}  # pid -> worker index
+    children: dict[int, int] = {}  # pid -> worker index (STATE_PROCESS: the one holding the memory state)
     current = {"cfg": cfg}  # what a (re)spawned worker starts with; SIGHUP reads the file again
     stopping = False
+    memory = os.path.join(shared, "state.sock") if cfg.state.get("backend", "memory") == "memory" else None
 
     def spawn(index: int) -> None:
         pid = os.fork()
@@ -555,6 +558,11 @@ def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int, co
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                if index == STATE_PROCESS:
+                    assert memory is not None
+                    _hold_state(memory)
+                    return
+                state.MEMORY_SOCKET = memory
                 pending = defer_sighup()  # a SIGHUP while this worker starts is replayed once it serves
                 wopts = Options(opts.plugin_name, opts.ttl, base, index, workers, shared)
                 run_process(sock, build_runner(current["cfg"], wopts), opts.metrics_listen if index == 0 else None,
@@ -569,22 +577,18 @@ def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int, co
     def on_signal(signum, frame) -> None:
         nonlocal stopping
         stopping = True
-        for pid in list(children):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        for pid, index in list(children.items()):
+            if index != STATE_PROCESS:  # the state outlives the workers: they write their last spend to it
+                _kill(pid, signal.SIGTERM)
 
     def on_hup(signum, frame) -> None:
         try:
             current["cfg"] = load_config(config_path)
         except ConfigError as exc:
             log.error("config reload refused in the supervisor: %s", "; ".join(exc.problems))
-        for pid in list(children):
-            try:
-                os.kill(pid, signal.SIGHUP)
-            except ProcessLookupError:
-                pass
+        for pid, index in list(children.items()):
+            if index != STATE_PROCESS:
+                _kill(pid, signal.SIGHUP)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -592,6 +596,9 @@ def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int, co
     if sighup_pending is not None and sighup_pending():
         on_hup(signal.SIGHUP, None)  # one came while starting
     try:
+        if memory is not None:
+            spawn(STATE_PROCESS)
+            _wait_for_socket(memory)
         for i in range(workers):
             if stopping:  # SIGTERM while starting: spawn no more
                 break
@@ -603,12 +610,47 @@ def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int, co
             except ChildProcessError:
                 break
             index = children.pop(pid, None)
+            if stopping and set(children.values()) == {STATE_PROCESS}:
+                for left in list(children):  # every worker is gone: the state may go too
+                    _kill(left, signal.SIGTERM)
             if index is None or stopping:
                 continue
-            log.warning("worker %d (pid %d) exited with status %d; respawning", index, pid, status)
+            what = "the state process" if index == STATE_PROCESS else f"worker {index}"
+            log.warning("%s (pid %d) exited with status %d; respawning", what, pid, status)
             if time.monotonic() - last_spawn.get(index, 0.0) < 1.0:
                 time.sleep(1.0)  # a worker that dies at once must not spin the CPU
             last_spawn[index] = time.monotonic()
             spawn(index)
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+STATE_PROCESS = -1  # the supervisor's child that holds the memory state of all workers
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _hold_state(path: str) -> None:
+    """The state process: serve one memory state to the workers until SIGTERM."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the config is the workers' business
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await state.serve_memory(path, stop)
+
+    asyncio.run(main())
+
+
+def _wait_for_socket(path: str, timeout: float = 10.0) -> None:
+    """Until the state process listens (workers that start earlier would only log a missed first sync)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.005)
