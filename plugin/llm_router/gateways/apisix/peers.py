@@ -10,6 +10,7 @@ started by the same supervisor from the same code, can reach the directory.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import socket
 from collections.abc import Callable, Iterable
@@ -121,7 +122,7 @@ class Peers:
             while True:
                 msg_id, kind, payload = await read_message(reader)
                 result = self._run(kind, payload)
-                if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                if inspect.isawaitable(result):  # (a compiled runner's coroutines are not asyncio's own type)
                     task = asyncio.ensure_future(self._answer_later(writer, msg_id, result))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)

@@ -568,7 +568,7 @@ def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int, co
                 run_process(sock, build_runner(current["cfg"], wopts), opts.metrics_listen if index == 0 else None,
                             config_path, index, pending, peers_dir=shared)
             except BaseException:
-                log.exception("worker %d failed", index)
+                log.exception("%s failed", _name(index))
                 code = 1
             finally:
                 os._exit(code)
@@ -605,18 +605,17 @@ def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int, co
             spawn(i)
         last_spawn: dict[int, float] = {}
         while children:
+            if stopping and set(children.values()) == {STATE_PROCESS}:
+                for left in list(children):  # every worker is gone: the state may go too
+                    _kill(left, signal.SIGTERM)
             try:
                 pid, status = os.wait()
             except ChildProcessError:
                 break
             index = children.pop(pid, None)
-            if stopping and set(children.values()) == {STATE_PROCESS}:
-                for left in list(children):  # every worker is gone: the state may go too
-                    _kill(left, signal.SIGTERM)
             if index is None or stopping:
                 continue
-            what = "the state process" if index == STATE_PROCESS else f"worker {index}"
-            log.warning("%s (pid %d) exited with status %d; respawning", what, pid, status)
+            log.warning("%s (pid %d) exited with status %d; respawning", _name(index), pid, status)
             if time.monotonic() - last_spawn.get(index, 0.0) < 1.0:
                 time.sleep(1.0)  # a worker that dies at once must not spin the CPU
             last_spawn[index] = time.monotonic()
@@ -626,6 +625,10 @@ def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int, co
 
 
 STATE_PROCESS = -1  # the supervisor's child that holds the memory state of all workers
+
+
+def _name(index: int) -> str:
+    return "the state process" if index == STATE_PROCESS else f"worker {index}"
 
 
 def _kill(pid: int, sig: int) -> None:
