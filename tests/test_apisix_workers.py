@@ -32,6 +32,32 @@ def _chat(**extra) -> bytes:
     return orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": EASY}], **extra})
 
 
+def _one_emulator_per_process(path: str) -> dict[str, tuple[Emulator, str]]:
+    """Process prefix -> (an emulator whose one connection reaches that process, the request id of its first call)."""
+    shared = SharedDict()
+    # Both confs' tokens first: an emulator that must ask for a token does so on a connection of its own, and the
+    # connection it keeps afterwards need not be the one it made the call on.
+    warm = Emulator(path, shared=shared)
+    assert warm.http_req_call(PRE, body=_chat()).ok
+    warm.http_resp_call(POST, headers=[("content-type", "application/json")])
+    warm.close()
+    found: dict[str, tuple[Emulator, str]] = {}
+    for _ in range(400):  # new connections until each process has one (APISIX's connections land at random too)
+        em = Emulator(path, shared=shared, pool_size=1)
+        out = em.http_req_call(PRE, body=_chat())
+        assert out.ok, out
+        rid = out.upstream_headers["x-llm-router-request-id"]
+        if rid.split("-")[0] in found:
+            em.close()
+        else:
+            found[rid.split("-")[0]] = (em, rid)
+        if len(found) == 2:
+            return found
+    for em, _ in found.values():
+        em.close()
+    raise AssertionError("every connection went to one process")
+
+
 @pytest.fixture(scope="module")
 def two(fakes, tmp_path_factory):
     """Two runner processes on one socket, /metrics (and the usage log) on the first; an emulator on each process."""
@@ -43,28 +69,10 @@ def two(fakes, tmp_path_factory):
     data["metrics"]["feedback_log"] = str(work / "feedback.jsonl")
     open(cfg, "w").write(json.dumps(data))
     proc = RunnerProcess(os.path.join(d, "w.sock"), workers=2, config=cfg, env={**fakes.env(), KEY_ENV: KEY}).start()
-    shared = SharedDict()
     by_process: dict[str, Emulator] = {}
     try:
         wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200, 60, "/readyz")
-        # Both confs' tokens first: an emulator that must ask for a token does so on a connection of its own, and
-        # the connection it keeps afterwards need not be the one it made the call on.
-        warm = Emulator(proc.path, shared=shared)
-        assert warm.http_req_call(PRE, body=_chat()).ok
-        warm.http_resp_call(POST, headers=[("content-type", "application/json")])
-        warm.close()
-        for _ in range(400):  # new connections until each process has one (APISIX's connections land at random too)
-            em = Emulator(proc.path, shared=shared, pool_size=1)
-            out = em.http_req_call(PRE, body=_chat())
-            assert out.ok, out
-            prefix = out.upstream_headers["x-llm-router-request-id"].split("-")[0]
-            if prefix in by_process:
-                em.close()
-            else:
-                by_process[prefix] = em
-            if len(by_process) == 2:
-                break
-        assert len(by_process) == 2, "every connection went to one process"
+        by_process = {prefix: em for prefix, (em, _) in _one_emulator_per_process(proc.path).items()}
         for prefix, em in by_process.items():
             em.http_resp_call(POST, headers=[("content-type", "application/json")])  # each process sees post-resp's conf
             again = em.http_req_call(PRE, body=_chat()).upstream_headers["x-llm-router-request-id"]
@@ -245,29 +253,15 @@ def _post_or_none(url: str) -> httpx.Response | None:
 def test_responses_of_a_process_that_died_go_through_and_the_rest_still_counts(fakes):
     d = socket_dir()
     proc = RunnerProcess(os.path.join(d, "k.sock"), workers=2, env=fakes.env()).start()
+    ems: dict[str, Emulator] = {}
     try:
-        shared = SharedDict()
-        warm = Emulator(proc.path, shared=shared)
-        assert warm.http_req_call(PRE, body=_chat()).ok
-        warm.http_resp_call(POST, headers=[("content-type", "application/json")])
-        warm.close()
-        ems: dict[str, Emulator] = {}
-        rids: dict[str, str] = {}
-        for _ in range(400):
-            em = Emulator(proc.path, shared=shared, pool_size=1)
-            rid = em.http_req_call(PRE, body=_chat()).upstream_headers["x-llm-router-request-id"]
-            prefix = rid.split("-")[0]
-            if prefix in ems:
-                em.close()
-                continue
-            ems[prefix], rids[prefix] = em, rid
-            if len(ems) == 2:
-                break
-        assert len(ems) == 2, "every connection went to one process"
+        found = _one_emulator_per_process(proc.path)
+        ems = {prefix: em for prefix, (em, _) in found.items()}
+        rids = {prefix: rid for prefix, (_, rid) in found.items()}
         (dead, _), (alive, em) = ems.items()
-        found = re.findall(rf"(\d+) INFO llm_router.apisix: runner process {dead} ", proc.log())
-        assert found, proc.log()
-        pid = int(found[0])
+        pids = re.findall(rf"(\d+) INFO llm_router.apisix: runner process {dead} ", proc.log())
+        assert pids, proc.log()
+        pid = int(pids[0])
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2], 30,
                  "the worker to die")
@@ -277,7 +271,7 @@ def test_responses_of_a_process_that_died_go_through_and_the_rest_still_counts(f
         assert em.http_req_call(PRE, body=_chat()).ok  # and the next request is served
         assert "could not hand the response of " + rids[dead] in proc.log()
     finally:
-        for e in list(locals().get("ems", {}).values()):
+        for e in ems.values():
             e.close()
         proc.stop()
         remove_dir(d)
@@ -293,21 +287,7 @@ def test_a_spend_limit_counts_the_spend_of_every_process(fakes, tmp_path):
     proc = RunnerProcess(os.path.join(d, "s.sock"), workers=2, config=str(path), env=fakes.env()).start()
     ems: dict[str, Emulator] = {}
     try:
-        shared = SharedDict()
-        warm = Emulator(proc.path, shared=shared)
-        assert warm.http_req_call(PRE, body=_chat()).ok
-        warm.http_resp_call(POST, headers=[("content-type", "application/json")])
-        warm.close()
-        for _ in range(400):
-            em = Emulator(proc.path, shared=shared, pool_size=1)
-            prefix = em.http_req_call(PRE, body=_chat()).upstream_headers["x-llm-router-request-id"].split("-")[0]
-            if prefix in ems:
-                em.close()
-            else:
-                ems[prefix] = em
-            if len(ems) == 2:
-                break
-        assert len(ems) == 2, "every connection went to one process"
+        ems = {prefix: em for prefix, (em, _) in _one_emulator_per_process(proc.path).items()}
         (_, spender), (_, other) = ems.items()
         rid = spender.http_req_call(PRE, body=_chat()).upstream_headers["x-llm-router-request-id"]
         answer = orjson.dumps({"usage": {"prompt_tokens": 1_000_000, "completion_tokens": 1_000_000}})  # > $0.01 anywhere
