@@ -755,3 +755,5 @@ def test_request_id_and_json_answer_are_asked_for_at_once(inproc):
         assert decode_reply(4, *recv_frame(s)).fields == {"info": "var", "name": REQUEST_ID_VAR}
         s.sendall(framing.frame(3, build_extra_info_resp(None)))
         assert decode_reply(4, *recv_frame(s)).rpc_type == 4
+        # no request id at all: a call the runner let through unrouted, not one it lost
+        assert runner.stats.unmatched_responses == 2 and runner.stats.unrouted_responses == 1

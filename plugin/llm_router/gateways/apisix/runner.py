@@ -174,7 +174,8 @@ class Stats:
     token_misses: int = 0
     bad_frames: int = 0
     internal_errors: int = 0
-    unmatched_responses: int = 0
+    unmatched_responses: int = 0  # response calls with our request id that no request waits for (restart, evicted)
+    unrouted_responses: int = 0  # response calls without our request id: calls the runner let through unrouted
     to_peers: int = 0  # response calls handed to the process that routed their request (--workers > 1)
     from_peers: int = 0  # ... and response calls of this process's requests that another process handed over
     peer_failures: int = 0  # ... that could not be handed over (that process is gone or did not answer)
@@ -584,7 +585,10 @@ class Runner:
             peers = self.peers
             if peers is not None and request_id and peers.owner(request_id) is not None:
                 return self._to_peer(pending, request_id, body)
-            self.stats.unmatched_responses += 1
+            if request_id:
+                self.stats.unmatched_responses += 1
+            else:
+                self.stats.unrouted_responses += 1
         elif pending.status in FALLBACK_STATUSES and ex.extra.get("kept") and ex.call is not None:
             # the gateway's call failed: account it, then the runner tries the rest of the chain itself
             return self._fall_back(pending.rid, ex, pending.status, pending.headers, self.clock())
