@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import time
 
 import httpx
 import orjson
@@ -32,8 +33,10 @@ def _chat(**extra) -> bytes:
     return orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": EASY}], **extra})
 
 
-def _one_emulator_per_process(path: str) -> dict[str, tuple[Emulator, str]]:
+def _one_emulator_per_process(proc: RunnerProcess) -> dict[str, tuple[Emulator, str]]:
     """Process prefix -> (an emulator whose one connection reaches that process, the request id of its first call)."""
+    path = proc.path
+    wait_for(lambda: proc.log().count("serves the other processes on") >= 2, 60, "both workers to start")
     shared = SharedDict()
     # Both confs' tokens first: an emulator that must ask for a token does so on a connection of its own, and the
     # connection it keeps afterwards need not be the one it made the call on.
@@ -42,7 +45,8 @@ def _one_emulator_per_process(path: str) -> dict[str, tuple[Emulator, str]]:
     warm.http_resp_call(POST, headers=[("content-type", "application/json")])
     warm.close()
     found: dict[str, tuple[Emulator, str]] = {}
-    for _ in range(400):  # new connections until each process has one (APISIX's connections land at random too)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # new connections until each process has one (APISIX's land at random too)
         em = Emulator(path, shared=shared, pool_size=1)
         out = em.http_req_call(PRE, body=_chat())
         assert out.ok, out
@@ -72,7 +76,7 @@ def two(fakes, tmp_path_factory):
     by_process: dict[str, Emulator] = {}
     try:
         wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200, 60, "/readyz")
-        by_process = {prefix: em for prefix, (em, _) in _one_emulator_per_process(proc.path).items()}
+        by_process = {prefix: em for prefix, (em, _) in _one_emulator_per_process(proc).items()}
         for prefix, em in by_process.items():
             em.http_resp_call(POST, headers=[("content-type", "application/json")])  # each process sees post-resp's conf
             again = em.http_req_call(PRE, body=_chat()).upstream_headers["x-llm-router-request-id"]
@@ -255,7 +259,7 @@ def test_responses_of_a_process_that_died_go_through_and_the_rest_still_counts(f
     proc = RunnerProcess(os.path.join(d, "k.sock"), workers=2, env=fakes.env()).start()
     ems: dict[str, Emulator] = {}
     try:
-        found = _one_emulator_per_process(proc.path)
+        found = _one_emulator_per_process(proc)
         ems = {prefix: em for prefix, (em, _) in found.items()}
         rids = {prefix: rid for prefix, (_, rid) in found.items()}
         (dead, _), (alive, em) = ems.items()
@@ -287,7 +291,7 @@ def test_a_spend_limit_counts_the_spend_of_every_process(fakes, tmp_path):
     proc = RunnerProcess(os.path.join(d, "s.sock"), workers=2, config=str(path), env=fakes.env()).start()
     ems: dict[str, Emulator] = {}
     try:
-        ems = {prefix: em for prefix, (em, _) in _one_emulator_per_process(proc.path).items()}
+        ems = {prefix: em for prefix, (em, _) in _one_emulator_per_process(proc).items()}
         (_, spender), (_, other) = ems.items()
         rid = spender.http_req_call(PRE, body=_chat()).upstream_headers["x-llm-router-request-id"]
         answer = orjson.dumps({"usage": {"prompt_tokens": 1_000_000, "completion_tokens": 1_000_000}})  # > $0.01 anywhere
@@ -302,3 +306,37 @@ def test_a_spend_limit_counts_the_spend_of_every_process(fakes, tmp_path):
             em.close()
         proc.stop()
         remove_dir(d)
+
+
+def test_the_workers_and_the_state_process_end_with_a_killed_supervisor(fakes):
+    """APISIX SIGKILLs a runner that has not stopped 1 s after SIGTERM: nothing it started may serve on."""
+    d = socket_dir()
+    proc = RunnerProcess(os.path.join(d, "x.sock"), workers=2, env=fakes.env()).start()
+    children: list[int] = []
+    try:
+        children = wait_for(lambda: len(c := _children(proc.proc.pid)) == 3 and c, 30, "two workers and the state")
+        proc.proc.kill()
+        proc.proc.wait(30)
+        wait_for(lambda: not any(_alive(pid) for pid in children), 30, "every child of the supervisor to end")
+    finally:
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.stop()
+        remove_dir(d)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False

@@ -551,6 +551,8 @@ def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int, co
     stopping = False
     memory = os.path.join(shared, "state.sock") if cfg.state.get("backend", "memory") == "memory" else None
 
+    supervisor = os.getpid()
+
     def spawn(index: int) -> None:
         pid = os.fork()
         if pid == 0:  # worker
@@ -558,6 +560,7 @@ def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int, co
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                _exit_with(supervisor)
                 if index == STATE_PROCESS:
                     assert memory is not None
                     _hold_state(memory)
@@ -625,6 +628,19 @@ def _supervise(sock: socket.socket, cfg: Config, opts: Options, workers: int, co
 
 
 STATE_PROCESS = -1  # the supervisor's child that holds the memory state of all workers
+
+
+def _exit_with(parent: int) -> None:
+    """Get SIGTERM when the supervisor dies: APISIX SIGKILLs a runner that has not stopped 1 s after SIGTERM, and
+    its children must not serve on, or hold state, without it (Linux; elsewhere they outlive it)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before the request took hold
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _name(index: int) -> str:
