@@ -340,3 +340,67 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except OSError:
         return False
+
+
+def test_a_later_turn_reaching_the_other_process_stays_on_the_conversations_model(fakes, tmp_path):
+    """Without Redis, the processes share conversation affinity directly: the next turn may reach either."""
+    from test_affinity import EASY, HARD, LADDER, turns
+
+    d = socket_dir()
+    port = free_port()
+    path = tmp_path / "llm-router.json"
+    data = json.loads(open(runner_config_at_fakes(path, fakes, port)).read())
+    data["policies"] = {"default": {"classifier": "rules", "strategy": "ladder", "ladder": LADDER,
+                                    "affinity": "conversation"}}
+    path.write_text(json.dumps(data))
+    proc = RunnerProcess(os.path.join(d, "a.sock"), workers=2, config=str(path), env=fakes.env()).start()
+    ems: dict[str, Emulator] = {}
+    try:
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200, 60, "/readyz")
+        ems = {prefix: em for prefix, (em, _) in _one_emulator_per_process(proc).items()}
+        (_, first), (_, second) = ems.items()
+        opening = orjson.loads(first.http_req_call(PRE, body=turns(HARD)).upstream_body)["model"]
+        alone = orjson.loads(second.http_req_call(PRE, body=turns(EASY)).upstream_body)["model"]
+        assert opening != alone  # the easy turn alone would go elsewhere
+        metrics = f"http://127.0.0.1:{port}/metrics"
+        wait_for(lambda: _value(httpx.get(metrics, timeout=10).text, "llm_router_affinity_shared_total",
+                                direction="received") >= 2, 30, "each placement to reach the other process")
+        follow = orjson.loads(second.http_req_call(PRE, body=turns(HARD, EASY)).upstream_body)["model"]
+        assert follow == opening
+    finally:
+        for em in ems.values():
+            em.close()
+        proc.stop()
+        remove_dir(d)
+
+
+def test_shared_tables_reach_every_other_process_without_echo(tmp_path):
+    import asyncio
+
+    from llm_router.gateways.apisix.peers import Peers
+    from llm_router.reasoning_memory import ReasoningMemory
+
+    async def main():
+        tables = [ReasoningMemory() for _ in range(3)]
+        counts: list[dict[str, float]] = [{}, {}, {}]
+        peers = [Peers(tmp_path, f"p{i}", {}) for i in range(3)]
+        for i, (p, table) in enumerate(zip(peers, tables)):
+            await p.start()
+            p.share("reasoning", table, lambda what, n, c=counts[i]: c.__setitem__(what, c.get(what, 0) + n))
+        try:
+            tables[0].remember("answer-1", "Greet back.")
+            tables[0].remember("answer-2", "Add the numbers.")  # one batch with the first
+            await wait_async(lambda: all(t.recall("answer-2") for t in tables[1:]))
+            assert [t.recall("answer-1") for t in tables] == ["Greet back."] * 3
+            assert counts[0] == {"sent": 2} and counts[1] == counts[2] == {"received": 2}  # learned, not passed on
+        finally:
+            for p in peers:
+                await p.stop()
+
+    async def wait_async(check, timeout: float = 10.0):
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline, "the entries to arrive"
+            await asyncio.sleep(0.01)
+
+    asyncio.run(main())

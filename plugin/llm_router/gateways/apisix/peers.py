@@ -13,6 +13,7 @@ import asyncio
 import inspect
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,10 @@ class Peers:
         self._links: dict[str, _Link] = {}
         self._connecting: dict[str, asyncio.Future] = {}  # one connection per process, also while it is being made
         self._tasks: set[asyncio.Task] = set()
+        self.tables: dict[str, Callable[[Any], None]] = {}  # shared tables by name: what learns the others' entries
+        self._others: list[str] = []
+        self._others_at = float("-inf")
+        handlers.setdefault("learn", self._learn)
 
     def owner(self, request_id: str) -> str | None:
         """The other process that routed this request, when it is one of ours and still listening."""
@@ -179,6 +184,45 @@ class Peers:
         if not ok:
             raise RuntimeError(result)
         return result
+
+    def share(self, name: str, table: Any, count: Callable[[str, float], None] | None = None) -> None:
+        """Share an in-memory table (conversation affinity, kept reasoning) with the other processes, as
+        redis_sync does through Redis: what this process adds goes to every other one, batched per loop turn."""
+        batch: list[tuple[Any, str]] = []
+
+        def flush() -> None:
+            out = batch[:]
+            batch.clear()
+            for prefix in self.others_cached():
+                self.send_to(prefix, "learn", (name, out))
+            if count is not None:
+                count("sent", len(out))
+
+        def heard(key: Any, value: str) -> None:
+            if not batch:
+                asyncio.get_running_loop().call_soon(flush)
+            batch.append((key, value))
+
+        def learn(payload: tuple[str, list[tuple[Any, str]]]) -> None:
+            for key, value in payload[1]:
+                table.learn(key, value)
+            if count is not None:
+                count("received", len(payload[1]))
+
+        table.listener = heard
+        self.tables[name] = learn
+
+    def _learn(self, payload: tuple[str, list]) -> None:
+        learn = self.tables.get(payload[0])
+        if learn is not None:
+            learn(payload)
+
+    def others_cached(self, max_age_s: float = 1.0) -> list[str]:
+        """`others()`, listed at most once a second (a process that starts later is seen within that)."""
+        now = time.monotonic()
+        if now - self._others_at > max_age_s:
+            self._others, self._others_at = self.others(), now
+        return self._others
 
     def merged(self, own: list[Any]) -> list[Any]:
         """This process's metric families with every other process's folded in (a process that does not answer in

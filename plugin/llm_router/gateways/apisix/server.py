@@ -398,6 +398,10 @@ async def start_peers(runner: Runner, directory: str, serves_metrics: bool):
     runner.peers = peers
     if serves_metrics and runtime.metrics is not None:
         runtime.metrics.merge = peers.merged
+    if runtime.affinity_sync is None and runtime.metrics is not None:  # no Redis: the processes share them directly
+        m = runtime.metrics
+        peers.share("affinity", runtime.router.affinity, lambda what, n: m.affinity_shared.inc((what,), n))
+        peers.share("reasoning", runtime.router.reasoning, lambda what, n: m.reasoning_shared.inc((what,), n))
     if telemetry is not None and runtime.config.metrics.get("feedback_log"):
         # every process remembers who answered; the one serving /v1/feedback asks the others for theirs
         telemetry.answered = AnsweredAnywhere(peers) if serves_metrics else {}
