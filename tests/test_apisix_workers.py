@@ -19,6 +19,7 @@ from llm_router.metrics import Metrics
 
 from apisix_emulator import Emulator, RouteConf, RunnerProcess, SharedDict, remove_dir, runner_config_at_fakes, socket_dir
 from conftest import free_port, wait_for
+from test_apisix_runner import _children
 
 PRE = RouteConf(conf=(("llm-router", '{"extends": "default", "explain": true}'),), conf_id="w")
 POST = RouteConf(conf=PRE.conf, conf_id="w", plugin="ext-plugin-post-resp")
@@ -324,14 +325,6 @@ def test_the_workers_and_the_state_process_end_with_a_killed_supervisor(fakes):
                 os.kill(pid, signal.SIGKILL)
         proc.stop()
         remove_dir(d)
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(c) for c in f.read().split()]
-    except OSError:
-        return []
 
 
 def _alive(pid: int) -> bool:
