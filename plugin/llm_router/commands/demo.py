@@ -337,18 +337,13 @@ def _start_nginx_stack(wd: Path, cfg_path: Path, fakes, procs: list[Any], worker
 
 def _wait_ready(port: int, timeout: float = 120.0) -> None:
     """Wait until the runner's listener answers /readyz."""
-    import httpx
+    import urllib.request
 
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the runner's listener on port {port} was not ready in {timeout:.0f} s")
-        time.sleep(0.05)
+    from llm_router.gateways.envoy.stack import wait_for
+
+    url = f"http://127.0.0.1:{port}/readyz"
+    wait_for(lambda: urllib.request.urlopen(url, timeout=5).status == 200, timeout=timeout,
+             what=f"the runner's listener on port {port}")
 
 
 FALLBACK_LINE = re.compile(r'^llm_router_fallbacks_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$')

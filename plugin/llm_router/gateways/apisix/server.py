@@ -380,16 +380,17 @@ async def start_peers(runner: Runner, directory: str, serves_metrics: bool):
     """This process's link to the others; the one serving /metrics reports every process's counters."""
     from llm_router.gateways.apisix.peers import Peers, prefix_of, snapshot
 
+    runtime = runner.runtime
+    telemetry = runtime.telemetry
+
     def metrics(_) -> list:
-        m = runner.runtime.metrics
+        m = runtime.metrics
         return snapshot(m.collect_own()) if m is not None else []
 
     def model_of(request_id: str) -> str | None:
         answered = telemetry.answered if telemetry is not None else None
         return answered.get(request_id) if answered is not None else None
 
-    runtime = runner.runtime
-    telemetry = runtime.telemetry
     peers = Peers(directory, prefix_of(runtime.new_request_id()),
                   {"resp": lambda m: runner.peer_response(*m), "usage": runner.take_usage, "metrics": metrics,
                    "model_of": model_of})
